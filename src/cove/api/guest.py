@@ -1,0 +1,57 @@
+"""Reaching an instance's guest agent from the API: readiness checks, then a bus call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cove.api.context import ApiContext
+from cove.common.errors import InstanceNotReady, OperationNotSupported, RpcTimeout
+from cove.common.ids import utcnow
+from cove.db.instances import get_instance, snapshot
+from cove.domain.capabilities import Capability, capabilities
+from cove.domain.status import SERVING, GuestStatus, can_act, compute_status
+from cove.rpc import RequestContext
+
+GUEST_TIMEOUT = 60.0
+
+
+def check_ready(
+    c: ApiContext,
+    project_id: str,
+    instance_id: str,
+    capability: Capability | None = None,
+    allowed: frozenset[GuestStatus] = SERVING,
+) -> str:
+    """Raise unless the instance can take an action now; return its datastore name.
+
+    Raises InstanceNotFound, OperationNotSupported (501) or InstanceNotReady (422).
+    """
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        ds_name = inst.datastore_version.datastore.name
+        snap = snapshot(inst, inst.guest)
+    if capability is not None and capability not in capabilities(ds_name):
+        raise OperationNotSupported(
+            f"Operation '{capability.value}' is not supported for datastore {ds_name}."
+        )
+    now = utcnow()
+    if not can_act(snap, now, c.settings.heartbeat_interval, allowed):
+        status = compute_status(snap, now, c.settings.heartbeat_interval)
+        raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is {status.status}).")
+    return ds_name
+
+
+def call_guest(
+    c: ApiContext,
+    ctx: RequestContext,
+    instance_id: str,
+    method: str,
+    args: dict[str, Any],
+    timeout: float = GUEST_TIMEOUT,
+) -> Any:
+    try:
+        return c.bus.call(f"guestagent.{instance_id}", method, args, ctx, timeout=timeout)
+    except RpcTimeout as exc:
+        raise RpcTimeout(
+            f"The guest agent of instance {instance_id} did not answer within {timeout:.0f} s."
+        ) from exc

@@ -1,0 +1,158 @@
+"""Versions, flavors, datastores and limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from cove.api.context import ApiContext, cove, request_context
+from cove.api.views import datastore_view, flavor_view, version_view
+from cove.common.errors import DatastoreVersionNotFound, FlavorNotFound
+from cove.db.catalog import get_datastore, get_version
+from cove.db.models import DatastoreVersion, Flavor
+
+router = APIRouter()
+
+VERSION_UPDATED = "2012-08-01T00:00:00Z"
+
+
+def _version_doc(request: Request) -> dict[str, Any]:
+    base = str(request.base_url).rstrip("/")
+    return {
+        "id": "v1.0",
+        "status": "CURRENT",
+        "updated": VERSION_UPDATED,
+        "links": [{"rel": "self", "href": f"{base}/v1.0/"}],
+    }
+
+
+@router.get("/")
+def versions(request: Request) -> dict[str, Any]:
+    return {"versions": [_version_doc(request)]}
+
+
+@router.get("/v1.0")
+@router.get("/v1.0/")
+def version(request: Request) -> dict[str, Any]:
+    return {"version": _version_doc(request)}
+
+
+@router.get("/v1.0/{project_id}/flavors")
+def list_flavors(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        flavors = s.scalars(select(Flavor).where(Flavor.active.is_(True))).all()
+        ordered = sorted(flavors, key=lambda f: (f.ram, f.vcpus, f.name))
+        return {"flavors": [flavor_view(request, project_id, f) for f in ordered]}
+
+
+def find_flavor(s: Any, ref: str) -> Flavor:
+    flavor = s.get(Flavor, ref) or s.scalar(select(Flavor).where(Flavor.name == ref))
+    if flavor is None or not flavor.active:
+        raise FlavorNotFound(f"Flavor '{ref}' cannot be found.")
+    return flavor  # type: ignore[no-any-return]
+
+
+@router.get("/v1.0/{project_id}/flavors/{flavor_id}")
+def show_flavor(
+    project_id: str, flavor_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        return {"flavor": flavor_view(request, project_id, find_flavor(s, flavor_id))}
+
+
+@router.get("/v1.0/{project_id}/datastores")
+def list_datastores(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
+    request_context(request, project_id)
+    from cove.db.models import Datastore
+
+    with c.db.session() as s:
+        stores = s.scalars(select(Datastore).order_by(Datastore.name)).all()
+        return {
+            "datastores": [
+                datastore_view(request, project_id, d)
+                for d in stores
+                if any(v.active for v in d.versions)
+            ]
+        }
+
+
+@router.get("/v1.0/{project_id}/datastores/versions/{version_id}")
+def show_version_by_id(
+    project_id: str, version_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        version = s.get(DatastoreVersion, version_id)
+        if version is None or not version.active:
+            raise DatastoreVersionNotFound(f"Datastore version '{version_id}' cannot be found.")
+        return {"version": version_view(request, project_id, version)}
+
+
+@router.get("/v1.0/{project_id}/datastores/{datastore}")
+def show_datastore(
+    project_id: str, datastore: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        return {"datastore": datastore_view(request, project_id, get_datastore(s, datastore))}
+
+
+@router.get("/v1.0/{project_id}/datastores/{datastore}/versions")
+def list_versions(
+    project_id: str, datastore: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        ds = get_datastore(s, datastore)
+        return {"versions": [version_view(request, project_id, v) for v in ds.versions if v.active]}
+
+
+@router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}")
+def show_version(
+    project_id: str,
+    datastore: str,
+    version_ref: str,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        version = get_version(s, get_datastore(s, datastore), version_ref)
+        if not version.active:
+            raise DatastoreVersionNotFound(f"Datastore version '{version_ref}' is not active.")
+        return {"version": version_view(request, project_id, version)}
+
+
+@router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/flavors")
+def version_flavors(
+    project_id: str,
+    datastore: str,
+    version_ref: str,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        get_version(s, get_datastore(s, datastore), version_ref)
+    return list_flavors(project_id, request, c)
+
+
+@router.get("/v1.0/{project_id}/limits")
+def limits(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
+    request_context(request, project_id)
+    st = c.settings
+    return {
+        "limits": [
+            {
+                "verb": "ABSOLUTE",
+                "max_instances": st.max_instances_per_project,
+                "max_ram": st.max_ram_per_project,
+                "max_backups": st.max_backups_per_project,
+                "max_volumes": st.max_volumes_per_project,
+            }
+        ]
+    }

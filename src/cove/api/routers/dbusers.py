@@ -1,0 +1,365 @@
+"""Databases, users, user access and root of an instance (Trove's "Mysql" extension).
+
+These read and change live data on the database server, so every call checks the instance is
+ready and then asks its guest agent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+
+from cove.api.context import ApiContext, cove, request_context
+from cove.api.guest import call_guest, check_ready
+from cove.api.schemas import (
+    AccessBody,
+    DatabasesBody,
+    PasswordsBody,
+    RootBody,
+    UsersBody,
+    UserUpdateBody,
+)
+from cove.api.views import paginate
+from cove.common.errors import BadRequest, NotImplementedFault, ValidationFailed
+from cove.common.ids import generate_password
+from cove.db.instances import get_instance
+from cove.domain import names
+from cove.domain.capabilities import Capability
+
+router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}")
+
+ACCEPTED = 202
+
+
+def _accepted() -> Response:
+    return Response(status_code=ACCEPTED, media_type="application/json")
+
+
+def _check(fn: Any, value: Any) -> Any:
+    try:
+        return fn(value)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+
+
+def split_user(segment: str) -> tuple[str, str]:
+    """``name`` or ``name@host`` (URL-encoded) from the path; the host defaults to '%'."""
+    text = unquote(segment)
+    name, sep, host = text.rpartition("@")
+    if not sep:
+        name, host = text, "%"
+    _check(names.user_name, name)
+    host = _check(names.user_host, host)
+    if host != "%":
+        raise BadRequest(f"Users of this datastore have no host; use '{name}' or '{name}@%'.")
+    return name, host
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+@router.get("/databases")
+def list_databases(
+    project_id: str,
+    instance_id: str,
+    request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    ctx = request_context(request, project_id)
+    check_ready(c, project_id, instance_id, Capability.DATABASES)
+    rows = call_guest(c, ctx, instance_id, "list_databases", {})
+    page, links = paginate(request, rows, lambda d: d["name"], limit, marker, c.settings.page_size)
+    body: dict[str, Any] = {"databases": [{"name": d["name"]} for d in page]}
+    if links:
+        body["links"] = links
+    return body
+
+
+@router.post("/databases", status_code=ACCEPTED)
+def create_databases(
+    project_id: str,
+    instance_id: str,
+    body: DatabasesBody,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Response:
+    ctx = request_context(request, project_id)
+    seen: set[str] = set()
+    for db in body.databases:
+        _check(names.database_name, db.name)
+        if db.name in seen:
+            raise BadRequest(f"Database '{db.name}' is listed twice.")
+        seen.add(db.name)
+    check_ready(c, project_id, instance_id, Capability.DATABASES)
+    call_guest(
+        c,
+        ctx,
+        instance_id,
+        "create_databases",
+        {"databases": [d.model_dump() for d in body.databases]},
+    )
+    return _accepted()
+
+
+@router.get("/databases/{name}")
+def show_database(
+    project_id: str, instance_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        get_instance(s, instance_id, project_id)
+    raise NotImplementedFault("Showing a single database is not supported; list them instead.")
+
+
+@router.delete("/databases/{name}", status_code=ACCEPTED)
+def delete_database(
+    project_id: str, instance_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
+) -> Response:
+    ctx = request_context(request, project_id)
+    _check(names.database_name, name)
+    check_ready(c, project_id, instance_id, Capability.DATABASES)
+    call_guest(c, ctx, instance_id, "delete_database", {"name": name})
+    return _accepted()
+
+
+# -- users -----------------------------------------------------------------------------------
+
+
+@router.get("/users")
+def list_users(
+    project_id: str,
+    instance_id: str,
+    request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    ctx = request_context(request, project_id)
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    rows = call_guest(c, ctx, instance_id, "list_users", {})
+    page, links = paginate(
+        request, rows, lambda u: f"{u['name']}@{u['host']}", limit, marker, c.settings.page_size
+    )
+    body: dict[str, Any] = {"users": [_user_view(u) for u in page]}
+    if links:
+        body["links"] = links
+    return body
+
+
+def _user_view(user: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": user["name"],
+        "host": user["host"],
+        "databases": [{"name": d} for d in user["databases"]],
+    }
+
+
+@router.post("/users", status_code=ACCEPTED)
+def create_users(
+    project_id: str,
+    instance_id: str,
+    body: UsersBody,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Response:
+    ctx = request_context(request, project_id)
+    users = []
+    seen: set[str] = set()
+    for user in body.users:
+        _check(names.user_name, user.name)
+        _check(names.password, user.password)
+        host = _check(names.user_host, user.host)
+        if host != "%":
+            raise BadRequest("Users of this datastore have no host; leave 'host' out.")
+        if user.name in seen:
+            raise BadRequest(f"User '{user.name}' is listed twice.")
+        seen.add(user.name)
+        for ref in user.databases:
+            _check(names.database_name, ref.name)
+        users.append(
+            {
+                "name": user.name,
+                "password": user.password,
+                "host": host,
+                "databases": [r.name for r in user.databases],
+            }
+        )
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    call_guest(c, ctx, instance_id, "create_users", {"users": users})
+    return _accepted()
+
+
+@router.put("/users", status_code=ACCEPTED)
+def change_passwords(
+    project_id: str,
+    instance_id: str,
+    body: PasswordsBody,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Response:
+    ctx = request_context(request, project_id)
+    users = []
+    for user in body.users:
+        name, host = split_user(user.name if not user.host else f"{user.name}@{user.host}")
+        _check(names.password, user.password)
+        users.append({"name": name, "host": host, "password": user.password})
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    call_guest(c, ctx, instance_id, "change_passwords", {"users": users})
+    return _accepted()
+
+
+@router.get("/users/{user}")
+def show_user(
+    project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    ctx = request_context(request, project_id)
+    name, host = split_user(user)
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    return {
+        "user": _user_view(
+            call_guest(c, ctx, instance_id, "get_user", {"name": name, "host": host})
+        )
+    }
+
+
+@router.put("/users/{user}", status_code=ACCEPTED)
+def update_user(
+    project_id: str,
+    instance_id: str,
+    user: str,
+    body: UserUpdateBody,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Response:
+    ctx = request_context(request, project_id)
+    name, host = split_user(user)
+    attrs = body.user
+    if attrs.name is None and attrs.password is None and attrs.host is None:
+        raise BadRequest("Give at least one of 'name', 'password' or 'host' to change.")
+    if attrs.host is not None and _check(names.user_host, attrs.host) != "%":
+        raise BadRequest("Users of this datastore have no host.")
+    if attrs.name is not None:
+        _check(names.user_name, attrs.name)
+    if attrs.password is not None:
+        _check(names.password, attrs.password)
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    call_guest(
+        c,
+        ctx,
+        instance_id,
+        "update_user",
+        {"name": name, "host": host, "new_name": attrs.name, "new_password": attrs.password},
+    )
+    return _accepted()
+
+
+@router.delete("/users/{user}", status_code=ACCEPTED)
+def delete_user(
+    project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
+) -> Response:
+    ctx = request_context(request, project_id)
+    name, host = split_user(user)
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    call_guest(c, ctx, instance_id, "delete_user", {"name": name, "host": host})
+    return _accepted()
+
+
+@router.get("/users/{user}/databases")
+def list_access(
+    project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    ctx = request_context(request, project_id)
+    name, host = split_user(user)
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    dbs = call_guest(c, ctx, instance_id, "list_access", {"name": name, "host": host})
+    return {"databases": [{"name": d} for d in dbs]}
+
+
+@router.put("/users/{user}/databases", status_code=ACCEPTED)
+def grant_access(
+    project_id: str,
+    instance_id: str,
+    user: str,
+    body: AccessBody,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Response:
+    ctx = request_context(request, project_id)
+    name, host = split_user(user)
+    for ref in body.databases:
+        _check(names.database_name, ref.name)
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    call_guest(
+        c,
+        ctx,
+        instance_id,
+        "grant_access",
+        {"name": name, "host": host, "databases": [r.name for r in body.databases]},
+    )
+    return _accepted()
+
+
+@router.delete("/users/{user}/databases/{database}", status_code=ACCEPTED)
+def revoke_access(
+    project_id: str,
+    instance_id: str,
+    user: str,
+    database: str,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Response:
+    ctx = request_context(request, project_id)
+    name, host = split_user(user)
+    _check(names.database_name, database)
+    check_ready(c, project_id, instance_id, Capability.USERS)
+    call_guest(
+        c, ctx, instance_id, "revoke_access", {"name": name, "host": host, "database": database}
+    )
+    return _accepted()
+
+
+# -- root ------------------------------------------------------------------------------------
+
+
+@router.get("/root")
+def root_status(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    ctx = request_context(request, project_id)
+    check_ready(c, project_id, instance_id, Capability.ROOT)
+    return {"rootEnabled": bool(call_guest(c, ctx, instance_id, "is_root_enabled", {}))}
+
+
+@router.post("/root")
+def enable_root(
+    project_id: str,
+    instance_id: str,
+    request: Request,
+    body: RootBody | None = Body(default=None),
+    c: ApiContext = Depends(cove),
+) -> Any:
+    ctx = request_context(request, project_id)
+    password = body.password if body and body.password else None
+    if password is not None:
+        _check(names.password, password)
+    else:
+        password = generate_password()
+    check_ready(c, project_id, instance_id, Capability.ROOT)
+    result = call_guest(c, ctx, instance_id, "enable_root", {"password": password})
+    with c.db.session() as s:
+        get_instance(s, instance_id, project_id).root_enabled = True
+    return {"user": {"name": result["name"], "password": password}}
+
+
+@router.delete("/root", status_code=204)
+def disable_root(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Response:
+    ctx = request_context(request, project_id)
+    check_ready(c, project_id, instance_id, Capability.ROOT)
+    call_guest(c, ctx, instance_id, "disable_root", {})
+    return Response(status_code=204)

@@ -1,0 +1,331 @@
+"""Instances: create, list, show, rename, delete, and the restart action."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+from sqlalchemy import select
+
+from cove.api.context import ApiContext, cove, request_context
+from cove.api.guest import check_ready
+from cove.api.routers.catalog import find_flavor
+from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
+from cove.api.views import instance_view, paginate
+from cove.common.errors import (
+    BadRequest,
+    CoveError,
+    DatastoreVersionNotFound,
+    InstanceNotReady,
+    NotImplementedFault,
+    ValidationFailed,
+    VolumeSizeTooLarge,
+)
+from cove.common.ids import new_id, utcnow
+from cove.db.catalog import get_datastore, get_version
+from cove.db.instances import get_instance, snapshot, transition
+from cove.db.models import DatastoreVersion, Instance
+from cove.domain import names
+from cove.domain.capabilities import STANDARD_PORTS
+from cove.domain.status import RESTARTABLE, ComputeState, Task, can_delete, compute_status
+from cove.rpc import RequestContext
+
+router = APIRouter(prefix="/v1.0/{project_id}/instances")
+
+TASKMANAGER = "taskmanager"
+
+
+def _view(request: Request, c: ApiContext, inst: Instance, detail: bool) -> dict[str, Any]:
+    status = compute_status(snapshot(inst, inst.guest), utcnow(), c.settings.heartbeat_interval)
+    return instance_view(request, c.settings, inst, inst.guest, status, detail)
+
+
+def _list(
+    project_id: str,
+    request: Request,
+    c: ApiContext,
+    limit: int | None,
+    marker: str | None,
+    detail: bool,
+) -> dict[str, Any]:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        rows = s.scalars(
+            select(Instance)
+            .where(Instance.project_id == project_id, Instance.deleted.is_(False))
+            .order_by(Instance.created.desc(), Instance.id)
+        ).all()
+        page, next_links = paginate(
+            request, list(rows), lambda i: i.id, limit, marker, c.settings.page_size
+        )
+        body: dict[str, Any] = {"instances": [_view(request, c, i, detail) for i in page]}
+    if next_links:
+        body["links"] = next_links
+    return body
+
+
+@router.get("")
+def list_instances(
+    project_id: str,
+    request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    return _list(project_id, request, c, limit, marker, detail=False)
+
+
+@router.get("/detail")
+def list_instances_detail(
+    project_id: str,
+    request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    return _list(project_id, request, c, limit, marker, detail=True)
+
+
+@router.get("/{instance_id}")
+def show_instance(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    request_context(request, project_id)
+    with c.db.session() as s:
+        return {"instance": _view(request, c, get_instance(s, instance_id, project_id), True)}
+
+
+def _checked(fn: Any, value: Any) -> Any:
+    try:
+        return fn(value)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+
+
+def _unsupported(spec: InstanceCreate) -> None:
+    for field, what in (
+        ("restorePoint", "Restoring from a backup"),
+        ("replica_of", "Replication"),
+        ("configuration", "Configuration groups"),
+        ("modules", "Modules"),
+        ("nics", "Choosing a network"),
+        ("availability_zone", "Availability zones"),
+        ("locality", "Locality"),
+    ):
+        if getattr(spec, field):
+            raise NotImplementedFault(f"{what} ('{field}') is not supported by Cove yet.")
+
+
+def _resolve_version(s: Any, c: ApiContext, spec: InstanceCreate) -> DatastoreVersion:
+    ds_ref = spec.datastore.type if spec.datastore else None
+    ds_ref = ds_ref or c.settings.default_datastore
+    if not ds_ref:
+        raise BadRequest("Please specify datastore. No default datastore is defined.")
+    ds = get_datastore(s, ds_ref)
+    ver_ref = spec.datastore.version if spec.datastore else None
+    if ver_ref:
+        version = get_version(s, ds, ver_ref)
+    else:
+        default = next((v for v in ds.versions if v.id == ds.default_version_id), None)
+        if default is None:
+            raise DatastoreVersionNotFound(f"Datastore '{ds.name}' has no default version.")
+        version = default
+    if not version.active:
+        raise BadRequest(f"Datastore version '{ds.name} {version.name}' is not active.")
+    return version
+
+
+def _validate_payload(
+    spec: InstanceCreate, c: ApiContext
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    _checked(names.instance_name, spec.name)
+    if spec.volume is None:
+        raise BadRequest("Volume size was not specified.")
+    size = spec.volume.gigabytes
+    if size < 1:
+        raise BadRequest("Volume size must be a positive integer.")
+    if size > c.settings.max_volume_size:
+        raise VolumeSizeTooLarge(
+            f"Volume 'size' cannot exceed maximum of {c.settings.max_volume_size} GB, "
+            f"{size} cannot be accepted."
+        )
+    dbs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for db in spec.databases:
+        _checked(names.database_name, db.name)
+        if db.name in seen:
+            raise BadRequest(f"Database '{db.name}' is listed twice.")
+        seen.add(db.name)
+        dbs.append(db.model_dump())
+    users: list[dict[str, Any]] = []
+    user_names: set[str] = set()
+    for user in spec.users:
+        _checked(names.user_name, user.name)
+        _checked(names.password, user.password)
+        host = _checked(names.user_host, user.host)
+        if user.name in user_names:
+            raise BadRequest(f"User '{user.name}' is listed twice.")
+        user_names.add(user.name)
+        for ref in user.databases:
+            if ref.name not in seen:
+                raise BadRequest(
+                    f"The request indicates that user {user.name} should have access to "
+                    f"database {ref.name}, but database {ref.name} is not included in the "
+                    "initial databases list."
+                )
+        users.append(
+            {
+                "name": user.name,
+                "password": user.password,
+                "host": host,
+                "databases": [r.name for r in user.databases],
+            }
+        )
+    return dbs, users
+
+
+@router.post("")
+def create_instance(
+    project_id: str, body: InstanceCreateBody, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    ctx = request_context(request, project_id)
+    spec = body.instance
+    _unsupported(spec)
+    if spec.flavorRef is None or spec.flavorRef == "":
+        raise BadRequest("A flavor is required ('flavorRef').")
+    dbs, users = _validate_payload(spec, c)
+    instance_id = new_id()
+    with c.db.session() as s:
+        flavor = find_flavor(s, str(spec.flavorRef))
+        version = _resolve_version(s, c, spec)
+        now = utcnow()
+        s.add(
+            Instance(
+                id=instance_id,
+                project_id=project_id,
+                name=spec.name,
+                flavor_id=flavor.id,
+                datastore_version_id=version.id,
+                volume_size=spec.volume.gigabytes if spec.volume else 0,
+                compute_driver=c.settings.compute_driver,
+                task=Task.BUILDING.value,
+                task_started_at=now,
+                compute_state=ComputeState.BUILD.value,
+                port=STANDARD_PORTS[version.manager],
+                created=now,
+                updated=now,
+            )
+        )
+    try:
+        c.bus.cast(
+            TASKMANAGER,
+            "create_instance",
+            {"instance_id": instance_id, "databases": dbs, "users": users},
+            ctx,
+        )
+    except CoveError as exc:
+        with c.db.session() as s:
+            inst = get_instance(s, instance_id)
+            inst.task = Task.BUILD_ERROR.value
+            inst.fault_message = f"The task manager could not be reached: {exc.message}"
+            inst.fault_at = utcnow()
+        raise
+    with c.db.session() as s:
+        return {"instance": _view(request, c, get_instance(s, instance_id), True)}
+
+
+def _update(
+    project_id: str, instance_id: str, body: InstanceUpdateBody, request: Request, c: ApiContext
+) -> Response:
+    request_context(request, project_id)
+    fields = body.instance.model_dump(exclude_unset=True)
+    others = [k for k in fields if k != "name"]
+    if len(others) > 1:
+        raise BadRequest("Only one attribute (except 'name') is allowed to update.")
+    for key in others:
+        if key == "configuration" and fields[key] is None:
+            continue  # detaching a configuration group: none can be attached yet
+        raise NotImplementedFault(f"Updating '{key}' is not supported by Cove yet.")
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        if "name" in fields:
+            inst.name = _checked(names.instance_name, fields["name"])
+            inst.updated = utcnow()
+    return Response(status_code=202, media_type="application/json")
+
+
+@router.put("/{instance_id}", status_code=202)
+def update_instance(
+    project_id: str,
+    instance_id: str,
+    body: InstanceUpdateBody,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Response:
+    return _update(project_id, instance_id, body, request, c)
+
+
+@router.patch("/{instance_id}", status_code=202)
+def patch_instance(
+    project_id: str,
+    instance_id: str,
+    body: InstanceUpdateBody,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Response:
+    return _update(project_id, instance_id, body, request, c)
+
+
+@router.delete("/{instance_id}", status_code=202)
+def delete_instance(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Response:
+    ctx = request_context(request, project_id)
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        snap = snapshot(inst, inst.guest)
+        if snap.task is Task.DELETING:
+            pass  # asked again: send the (idempotent) work once more
+        elif not can_delete(snap):
+            status = compute_status(snap, utcnow(), c.settings.heartbeat_interval)
+            raise InstanceNotReady(
+                f"Instance {instance_id} is not ready. (Status is {status.status})."
+            )
+        allowed: set[Task] = {t for t in Task if t is not Task.BUILDING}
+        if not transition(s, instance_id, allowed, Task.DELETING, utcnow()):
+            raise InstanceNotReady(f"Instance {instance_id} is busy; try again.")
+    c.bus.cast(TASKMANAGER, "delete_instance", {"instance_id": instance_id}, ctx)
+    return Response(status_code=202, media_type="application/json")
+
+
+@router.post("/{instance_id}/action", status_code=202)
+def instance_action(
+    project_id: str,
+    instance_id: str,
+    request: Request,
+    body: dict[str, Any] = Body(...),
+    c: ApiContext = Depends(cove),
+) -> Response:
+    ctx = request_context(request, project_id)
+    if len(body) != 1:
+        raise BadRequest("Exactly one action is required in the request body.")
+    action, _args = next(iter(body.items()))
+    if action == "restart":
+        return _restart(c, ctx, project_id, instance_id)
+    if action in ("resize", "promote_to_replica_source", "eject_replica_source", "reset_status"):
+        raise NotImplementedFault(f"The action '{action}' is not supported by Cove yet.")
+    raise BadRequest(f"Invalid instance action: '{action}'.")
+
+
+def _restart(c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str) -> Response:
+    check_ready(c, project_id, instance_id, allowed=RESTARTABLE)
+    with c.db.session() as s:
+        if not transition(s, instance_id, {Task.NONE}, Task.REBOOTING, utcnow()):
+            raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
+    try:
+        c.bus.cast(TASKMANAGER, "restart_instance", {"instance_id": instance_id}, ctx)
+    except CoveError:
+        with c.db.session() as s:
+            transition(s, instance_id, {Task.REBOOTING}, Task.NONE, utcnow())
+        raise
+    return Response(status_code=202, media_type="application/json")

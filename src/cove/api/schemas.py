@@ -1,0 +1,122 @@
+"""Request bodies of the Trove v1.0 API, validated before any handler runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VolumeIn(Strict):
+    size: int | str
+    type: str | None = None
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: int | str) -> int | str:
+        if isinstance(value, str) and not value.strip().isdigit():
+            raise ValueError("volume size must be a positive integer")
+        return value
+
+    @property
+    def gigabytes(self) -> int:
+        return int(self.size)
+
+
+class DatastoreIn(Strict):
+    type: StrictStr | None = None
+    version: StrictStr | None = None
+    version_number: StrictStr | None = None
+
+
+class DatabaseIn(Strict):
+    name: StrictStr
+    character_set: StrictStr | None = None
+    collate: StrictStr | None = None
+
+
+class NameRef(Strict):
+    name: StrictStr
+
+
+class UserIn(Strict):
+    name: StrictStr
+    password: StrictStr = Field(repr=False)
+    host: StrictStr | None = None
+    databases: list[NameRef] = []
+
+
+class InstanceCreate(Strict):
+    name: StrictStr
+    flavorRef: StrictStr | int | None = None
+    volume: VolumeIn | None = None
+    datastore: DatastoreIn | None = None
+    databases: list[DatabaseIn] = []
+    users: list[UserIn] = []
+    nics: Annotated[list[dict[str, Any]], Field(max_length=1)] = []
+    availability_zone: StrictStr | None = None
+    region_name: StrictStr | None = None
+    locality: StrictStr | None = None
+    configuration: StrictStr | None = None
+    modules: list[dict[str, Any]] | None = None
+    restorePoint: dict[str, Any] | None = None
+    replica_of: StrictStr | None = None
+    replica_count: int | None = None
+    access: dict[str, Any] | None = None
+
+
+class InstanceCreateBody(Strict):
+    instance: InstanceCreate
+
+
+class InstanceUpdate(Strict):
+    name: StrictStr | None = None
+    configuration: StrictStr | None = None
+    replica_of: StrictStr | None = None
+    slave_of: StrictStr | None = None
+    datastore_version: StrictStr | None = None
+    access: dict[str, Any] | None = None
+
+
+class InstanceUpdateBody(Strict):
+    instance: InstanceUpdate
+
+
+class DatabasesBody(Strict):
+    databases: Annotated[list[DatabaseIn], Field(min_length=1)]
+
+
+class UsersBody(Strict):
+    users: Annotated[list[UserIn], Field(min_length=1)]
+
+
+class UserPassword(Strict):
+    name: StrictStr
+    password: StrictStr = Field(repr=False)
+    host: StrictStr | None = None
+
+
+class PasswordsBody(Strict):
+    users: Annotated[list[UserPassword], Field(min_length=1)]
+
+
+class UserAttributes(Strict):
+    name: StrictStr | None = None
+    password: StrictStr | None = Field(default=None, repr=False)
+    host: StrictStr | None = None
+
+
+class UserUpdateBody(Strict):
+    user: UserAttributes
+
+
+class AccessBody(Strict):
+    databases: Annotated[list[NameRef], Field(min_length=1)]
+
+
+class RootBody(Strict):
+    password: StrictStr | None = Field(default=None, repr=False)

@@ -1,0 +1,139 @@
+"""Response shapes of the Trove v1.0 API, field for field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+
+from cove.common.settings import Settings
+from cove.db.models import Datastore, DatastoreVersion, Flavor, GuestState, Instance
+from cove.domain.capabilities import STANDARD_PORTS
+from cove.domain.status import StatusView
+
+
+def trove_time(ts: datetime | None) -> str | None:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S") if ts else None
+
+
+def links(request: Request, project_id: str, collection: str, item_id: str) -> list[dict[str, str]]:
+    host = request.headers.get("host", "localhost")
+    return [
+        {"rel": "self", "href": f"https://{host}/v1.0/{project_id}/{collection}/{item_id}"},
+        {"rel": "bookmark", "href": f"https://{host}/{collection}/{item_id}"},
+    ]
+
+
+def flavor_view(request: Request, project_id: str, flavor: Flavor) -> dict[str, Any]:
+    return {
+        "id": int(flavor.id) if flavor.id.isdigit() else None,
+        "links": links(request, project_id, "flavors", flavor.id),
+        "name": flavor.name,
+        "ram": flavor.ram,
+        "vcpus": flavor.vcpus,
+        "disk": flavor.disk,
+        "ephemeral": flavor.ephemeral,
+        "str_id": flavor.id,
+    }
+
+
+def version_view(
+    request: Request, project_id: str, version: DatastoreVersion, nested: bool = False
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": version.id,
+        "name": version.name,
+        "version": version.version,
+        "links": links(request, project_id, "datastores/versions", version.id),
+    }
+    if not nested:
+        view["datastore"] = version.datastore_id
+        view["active"] = version.active
+    return view
+
+
+def datastore_view(request: Request, project_id: str, ds: Datastore) -> dict[str, Any]:
+    versions = [v for v in ds.versions if v.active]
+    view: dict[str, Any] = {
+        "id": ds.id,
+        "name": ds.name,
+        "links": links(request, project_id, "datastores", ds.id),
+        "versions": [version_view(request, project_id, v, nested=True) for v in versions],
+    }
+    if ds.default_version_id and any(v.id == ds.default_version_id for v in versions):
+        view["default_version"] = ds.default_version_id
+    return view
+
+
+def instance_view(
+    request: Request,
+    settings: Settings,
+    inst: Instance,
+    guest: GuestState | None,
+    status: StatusView,
+    detail: bool,
+) -> dict[str, Any]:
+    version = inst.datastore_version
+    ds_name = version.datastore.name
+    view: dict[str, Any] = {
+        "id": inst.id,
+        "name": inst.name,
+        "status": status.status,
+        "operating_status": status.operating_status,
+        "links": links(request, inst.project_id, "instances", inst.id),
+        "flavor": {
+            "id": inst.flavor_id,
+            "links": links(request, inst.project_id, "flavors", inst.flavor_id),
+        },
+        "datastore": {"type": ds_name, "version": version.name},
+        "region": settings.region,
+        "access": {"is_public": False},
+        "volume": {"size": inst.volume_size},
+        "ip": [inst.address] if inst.address else [],
+        "addresses": (
+            [{"address": inst.address, "type": "private", "network": settings.address_pool}]
+            if inst.address
+            else []
+        ),
+        "replicas": [],
+    }
+    if inst.port != STANDARD_PORTS.get(ds_name):
+        view["port"] = inst.port
+    if detail:
+        view["datastore"]["version_number"] = version.version
+        view["created"] = trove_time(inst.created)
+        view["updated"] = trove_time(inst.updated)
+        view["service_status_updated"] = trove_time(guest.heartbeat_at if guest else None)
+        if inst.fault_message:
+            view["fault"] = {
+                "message": inst.fault_message,
+                "created": trove_time(inst.fault_at),
+                "details": inst.fault_details or "",
+            }
+    return view
+
+
+def paginate(
+    request: Request,
+    items: list[Any],
+    key: Any,
+    limit: int | None,
+    marker: str | None,
+    page_size: int,
+) -> tuple[list[Any], list[dict[str, str]] | None]:
+    """One page of ``items`` after ``marker`` (a key value), and the ``next`` link if more."""
+    size = page_size if limit is None or limit <= 0 else min(limit, page_size)
+    start = 0
+    if marker is not None:
+        keys = [key(item) for item in items]
+        start = keys.index(marker) + 1 if marker in keys else len(items)
+    page = items[start : start + size]
+    if start + size >= len(items) or not page:
+        return page, None
+    query = dict(request.query_params)
+    query.update({"marker": key(page[-1]), "limit": str(size)})
+    host = request.headers.get("host", "localhost")
+    href = f"https://{host}{request.url.path}?{urlencode(query)}"
+    return page, [{"rel": "next", "href": href}]

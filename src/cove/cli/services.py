@@ -1,0 +1,138 @@
+"""Entry points of the control plane services: cove-api, cove-taskmanager, cove-conductor and
+cove-guestagent. Each builds its settings, checks the control database and serves until
+SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from cove.common.errors import ConfigurationError, CoveError
+from cove.common.log import setup_logging
+from cove.common.settings import Settings, load_settings
+from cove.db.engine import Database
+
+LOG = logging.getLogger("cove")
+
+
+def _settings(service: str) -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"cove-{service}: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging(service, settings.log_level)
+    return settings
+
+
+def _database(settings: Settings) -> Database:
+    from cove.db.migrate import current, head
+
+    if current(settings.database_url) != head():
+        raise ConfigurationError(
+            "the control database is not up to date: run 'cove-manage db upgrade' first"
+        )
+    return Database(settings.database_url)
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        LOG.info("stopping on signal %d", signum)
+        threading.Thread(target=stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _run(service: str, body: Callable[[Settings], None]) -> None:
+    settings = _settings(service)
+    try:
+        body(settings)
+    except CoveError as exc:
+        LOG.error("%s", exc.message)
+        sys.exit(1)
+
+
+def api_main() -> None:
+    def body(settings: Settings) -> None:
+        import uvicorn
+
+        from cove.api.app import create_app
+        from cove.api.context import ApiContext
+        from cove.rpc import RpcClient
+
+        if settings.auth_strategy == "noauth":
+            LOG.warning(
+                "AUTHENTICATION IS OFF (auth_strategy=noauth): the API trusts the project id "
+                "in every path. Use this for development only, never on a shared network."
+            )
+        context = ApiContext(settings, _database(settings), RpcClient(settings.transport_url))
+        uvicorn.run(
+            create_app(context),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            log_config=None,
+        )
+
+    _run("api", body)
+
+
+def taskmanager_main() -> None:
+    def body(settings: Settings) -> None:
+        from cove.compute import load_driver
+        from cove.rpc import RpcClient, RpcServer
+        from cove.taskmanager.context import TaskContext
+        from cove.taskmanager.service import TOPIC, TaskManager
+
+        db = _database(settings)
+        tc = TaskContext(settings, db, RpcClient(settings.transport_url), load_driver(settings))
+        manager = TaskManager(tc)
+        server = RpcServer(settings.transport_url, TOPIC, manager.endpoints(), workers=16)
+
+        def stop() -> None:
+            manager.stop()
+            server.stop()
+
+        _on_signals(stop)
+        threading.Thread(target=manager.resume, name="resume", daemon=True).start()
+        threading.Thread(target=manager.run_monitor, name="monitor", daemon=True).start()
+        LOG.info("task manager serving (driver %s)", tc.driver.name)
+        server.serve_forever()
+
+    _run("taskmanager", body)
+
+
+def conductor_main() -> None:
+    def body(settings: Settings) -> None:
+        from cove.conductor.service import TOPIC, Conductor
+        from cove.rpc import RpcServer
+
+        conductor = Conductor(_database(settings))
+        server = RpcServer(settings.transport_url, TOPIC, conductor.endpoints(), workers=8)
+        _on_signals(server.stop)
+        LOG.info("conductor serving")
+        server.serve_forever()
+
+    _run("conductor", body)
+
+
+def guestagent_main() -> None:
+    from cove.guestagent.main import main
+
+    sys.exit(main())
+
+
+SERVICES: dict[str, Callable[[], None]] = {
+    "api": api_main,
+    "taskmanager": taskmanager_main,
+    "conductor": conductor_main,
+}
+
+if __name__ == "__main__":
+    SERVICES[sys.argv[1]]()

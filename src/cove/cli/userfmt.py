@@ -1,0 +1,266 @@
+"""Pure helpers of the ``cove`` CLI: parsing ``--user`` specs and rendering API bodies as text.
+
+Nothing here talks to the network or to click, so every rule is unit-testable on plain data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Body = dict[str, Any]
+
+#: Database names as Cove accepts them; a ``@suffix`` of a ``--user`` spec must look like a
+#: comma-separated list of these to be read as databases rather than as part of the password.
+_DB_LIST = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*(,[A-Za-z_][A-Za-z0-9_$-]*)*$")
+
+#: Default ports, used in connection hints when the instance view carries no ``port``.
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+
+
+class SpecError(ValueError):
+    """A ``--user`` spec that cannot be understood; the message is fit for a user."""
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """One ``--user`` option of ``cove instance create``.
+
+    ``password`` is None when the user must be prompted for it; ``databases`` is None when the
+    user gets every database of the instance.
+    """
+
+    name: str
+    password: str | None = field(repr=False)
+    databases: tuple[str, ...] | None
+
+
+def _split_dbs(text: str) -> tuple[str, tuple[str, ...] | None]:
+    """Split ``head@db1,db2`` at the last '@' when the tail is a database list."""
+    head, at, tail = text.rpartition("@")
+    if at and _DB_LIST.match(tail):
+        return head, tuple(tail.split(","))
+    return text, None
+
+
+def parse_user_spec(spec: str) -> UserSpec:
+    """Read ``NAME[:PASSWORD][@DB1,DB2]``.
+
+    The name ends at the first ':'; the password may contain ':'. A trailing ``@...`` is a
+    database list only if everything after the last '@' is made of database-name characters and
+    commas; otherwise it is part of the password. Without ':' the password is to be prompted.
+
+    Raises SpecError for an empty name or an empty password.
+    """
+    name, colon, rest = spec.partition(":")
+    if not colon:
+        name, dbs = _split_dbs(spec)
+        password: str | None = None
+    else:
+        password, dbs = _split_dbs(rest)
+        if not password:
+            raise SpecError(f"--user {name}: the password after ':' is empty")
+    if not name:
+        raise SpecError("--user needs a user name before ':' (NAME:PASSWORD[@DB,...])")
+    return UserSpec(name=name, password=password, databases=dbs)
+
+
+def spec_databases(spec: UserSpec, all_databases: Sequence[str]) -> list[str]:
+    """The databases a spec's user gets, checking each one is created with the instance.
+
+    Raises SpecError when the spec names a database that is not in ``all_databases``.
+    """
+    if spec.databases is None:
+        return list(all_databases)
+    missing = [db for db in spec.databases if db not in all_databases]
+    if missing:
+        raise SpecError(
+            f"--user {spec.name}: database {', '.join(missing)} is not created by this command; "
+            "add it with --database, or, if '@' is part of the password, leave the password out "
+            "of --user to be prompted for it"
+        )
+    return list(spec.databases)
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON value without any ``password`` key, so output never shows one."""
+    if isinstance(value, Mapping):
+        return {k: redact(v) for k, v in value.items() if k != "password"}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def text(value: Any) -> str:
+    """A JSON value as one table cell."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(text(v.get("name", v) if isinstance(v, Mapping) else v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={text(v)}" for k, v in value.items() if k != "links")
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """An aligned text table: a header line, then one line per row, columns two spaces apart."""
+    cells = [list(headers), *([text(c) for c in row] for row in rows)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def pairs(items: Iterable[tuple[str, Any]]) -> str:
+    """``key  value`` lines with the values aligned; empty values are left out."""
+    kept = [(k, text(v)) for k, v in items if v is not None and text(v) != ""]
+    width = max((len(k) for k, _ in kept), default=0)
+    return "\n".join(f"{k.ljust(width)}  {v}".rstrip() for k, v in kept)
+
+
+def flat_pairs(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Every field of an object as pairs, nested objects as dotted keys, ``links`` skipped."""
+    out: list[tuple[str, Any]] = []
+    for key, value in body.items():
+        if key in ("links", "password"):
+            continue
+        if isinstance(value, Mapping):
+            out.extend(flat_pairs(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+# -- instances ------------------------------------------------------------------------------
+
+
+def host_of(inst: Mapping[str, Any]) -> str:
+    """The address to reach an instance at: hostname, else a public address, else the first."""
+    if inst.get("hostname"):
+        return str(inst["hostname"])
+    addresses = inst.get("addresses") or []
+    for kind in ("public", "private"):
+        for a in addresses:
+            if a.get("type") == kind and a.get("address"):
+                return str(a["address"])
+    ips = inst.get("ip") or []
+    return str(ips[0]) if ips else ""
+
+
+def _datastore(inst: Mapping[str, Any]) -> str:
+    ds = inst.get("datastore") or {}
+    return " ".join(str(ds[k]) for k in ("type", "version") if ds.get(k))
+
+
+def status_label(inst: Mapping[str, Any]) -> str:
+    """``status``, with ``operating_status`` after a '/' when it says something more."""
+    status = str(inst.get("status") or "")
+    health = inst.get("operating_status")
+    return f"{status}/{health}" if health and health != status else status
+
+
+INSTANCE_HEADERS = ("ID", "Name", "Datastore", "Status", "Flavor", "Size", "Address")
+
+
+def instance_row(inst: Mapping[str, Any]) -> list[Any]:
+    host = host_of(inst)
+    if host and inst.get("port"):
+        host = f"{host}:{inst['port']}"
+    return [
+        inst.get("id"),
+        inst.get("name"),
+        _datastore(inst),
+        status_label(inst),
+        (inst.get("flavor") or {}).get("id"),
+        (inst.get("volume") or {}).get("size"),
+        host,
+    ]
+
+
+def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    volume = inst.get("volume") or {}
+    size = f"{volume['size']} GB" if volume.get("size") is not None else None
+    if size and volume.get("used") is not None:
+        size += f" ({volume['used']} GB used)"
+    addresses = [
+        f"{a.get('address')} ({a['type']})" if a.get("type") else a.get("address")
+        for a in inst.get("addresses") or []
+    ] or inst.get("ip")
+    return [
+        ("id", inst.get("id")),
+        ("name", inst.get("name")),
+        ("status", inst.get("status")),
+        ("operating_status", inst.get("operating_status")),
+        ("datastore", _datastore(inst)),
+        ("flavor", (inst.get("flavor") or {}).get("id")),
+        ("volume", size),
+        ("hostname", inst.get("hostname")),
+        ("addresses", addresses),
+        ("port", inst.get("port")),
+        ("created", inst.get("created")),
+        ("updated", inst.get("updated")),
+        ("fault", (inst.get("fault") or {}).get("message")),
+    ]
+
+
+def connect_hint(inst: Mapping[str, Any], database: str | None, user: str | None) -> str | None:
+    """A command line that connects to the instance's database, or None if unknown."""
+    kind = str((inst.get("datastore") or {}).get("type") or "").lower()
+    host = host_of(inst)
+    if kind not in DEFAULT_PORTS or not host:
+        return None
+    port = inst.get("port") or DEFAULT_PORTS[kind]
+    if kind == "postgresql":
+        parts = [f"host={host}", f"port={port}", f"dbname={database or 'postgres'}"]
+        if user:
+            parts.append(f"user={user}")
+        return f'psql "{" ".join(parts)}"'
+    line = f"mysql -h {host} -P {port}"
+    if user:
+        line += f" -u {user} -p"
+    return f"{line} {database}" if database else line
+
+
+def fault_message(inst: Mapping[str, Any]) -> str:
+    fault = inst.get("fault") or {}
+    return str(fault.get("message") or "no fault message was recorded")
+
+
+# -- datastores, flavors, limits --------------------------------------------------------------
+
+
+def default_version_name(ds: Mapping[str, Any]) -> str:
+    default = ds.get("default_version")
+    for v in ds.get("versions") or []:
+        if v.get("id") == default:
+            return str(v.get("name"))
+    return str(default or "")
+
+
+def datastore_pairs(ds: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    return [
+        ("id", ds.get("id")),
+        ("name", ds.get("name")),
+        ("default_version", default_version_name(ds)),
+        ("versions", ds.get("versions")),
+    ]
+
+
+def flavor_id(flavor: Mapping[str, Any]) -> Any:
+    return flavor.get("str_id") or flavor.get("id")
+
+
+def limits_text(limits: Sequence[Mapping[str, Any]]) -> str:
+    """Absolute limits as pairs, then rate limits as a table."""
+    parts: list[str] = []
+    absolute = [lim for lim in limits if lim.get("verb") == "ABSOLUTE"]
+    for lim in absolute:
+        parts.append(pairs((k, v) for k, v in lim.items() if k != "verb"))
+    rates = [lim for lim in limits if lim.get("verb") != "ABSOLUTE"]
+    if rates:
+        keys = ("verb", "uri", "value", "remaining", "unit", "nextAvailable")
+        parts.append(table(keys, ([r.get(k) for k in keys] for r in rates)))
+    return "\n\n".join(parts)

@@ -1,0 +1,188 @@
+"""The one exception tree of Cove.
+
+Every error knows its HTTP status and its Trove fault name, so the API maps any of them with a
+single handler and the RPC layer can carry them across the bus by class name.
+"""
+
+from __future__ import annotations
+
+
+class CoveError(Exception):
+    """Base of every error Cove raises on purpose."""
+
+    status: int = 500
+    fault: str = "instanceFault"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or self.__class__.__name__)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class BadRequest(CoveError):
+    """The request is malformed."""
+
+    status = 400
+    fault = "badRequest"
+
+
+class ValidationFailed(BadRequest):
+    """A field of the request is invalid."""
+
+
+class Unauthorized(CoveError):
+    """Authentication is required."""
+
+    status = 401
+    fault = "unauthorized"
+
+
+class Forbidden(CoveError):
+    """The request is not allowed."""
+
+    status = 403
+    fault = "forbidden"
+
+
+class NotFound(CoveError):
+    """The resource could not be found."""
+
+    status = 404
+    fault = "itemNotFound"
+
+
+class InstanceNotFound(NotFound):
+    """The instance could not be found."""
+
+
+class FlavorNotFound(NotFound):
+    """The flavor could not be found."""
+
+
+class DatastoreNotFound(NotFound):
+    """The datastore could not be found."""
+
+
+class DatastoreVersionNotFound(NotFound):
+    """The datastore version could not be found."""
+
+
+class DatabaseNotFound(NotFound):
+    """The database could not be found."""
+
+
+class UserNotFound(NotFound):
+    """The user could not be found."""
+
+
+class MethodNotAllowed(CoveError):
+    """The method is not allowed for this resource."""
+
+    status = 405
+    fault = "badMethod"
+
+
+class Conflict(CoveError):
+    """The request conflicts with the current state."""
+
+    status = 409
+    fault = "conflict"
+
+
+class DatabaseAlreadyExists(BadRequest):
+    """The database already exists."""
+
+
+class UserAlreadyExists(BadRequest):
+    """The user already exists."""
+
+
+class OverLimit(CoveError):
+    """A limit was exceeded."""
+
+    status = 413
+    fault = "overLimit"
+
+
+class VolumeSizeTooLarge(OverLimit):
+    """The requested volume is larger than allowed."""
+
+
+class Unprocessable(CoveError):
+    """The request cannot be processed in the current state."""
+
+    status = 422
+    fault = "unprocessableEntity"
+
+
+class InstanceNotReady(Unprocessable):
+    """The instance is not ready for this action."""
+
+
+class NotImplementedFault(CoveError):
+    """The operation is not implemented."""
+
+    status = 501
+    fault = "notImplemented"
+
+
+class OperationNotSupported(NotImplementedFault):
+    """The datastore does not support this operation."""
+
+
+class AddressPoolExhausted(CoveError):
+    """No free address is left in the pool."""
+
+    status = 503
+    fault = "serviceUnavailable"
+
+
+class ServiceUnavailable(CoveError):
+    """A service Cove depends on is not reachable."""
+
+    status = 503
+    fault = "serviceUnavailable"
+
+
+class RpcTimeout(ServiceUnavailable):
+    """A remote call did not answer in time."""
+
+
+class UnknownMethod(CoveError):
+    """The remote service has no such method."""
+
+
+class GuestError(CoveError):
+    """The guest agent failed to carry out an operation."""
+
+
+class RemoteError(CoveError):
+    """A remote service failed with an error Cove does not know by name."""
+
+
+class CommandFailed(CoveError):
+    """An external command exited with an error."""
+
+
+class ConfigurationError(CoveError):
+    """The settings are invalid."""
+
+
+def _all_subclasses(cls: type[CoveError]) -> list[type[CoveError]]:
+    out: list[type[CoveError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_class(name: str) -> type[CoveError] | None:
+    """Return the Cove error class called ``name``, or None when there is none."""
+    if name == CoveError.__name__:
+        return CoveError
+    for cls in _all_subclasses(CoveError):
+        if cls.__name__ == name:
+            return cls
+    return None

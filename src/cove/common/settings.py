@@ -1,0 +1,141 @@
+"""Cove's one typed settings object.
+
+Values come from, in rising precedence: the defaults below, ``cove.toml`` (in the data directory,
+or at the path in ``COVE_CONFIG``) and ``COVE_*`` environment variables. Build it with
+:func:`load_settings` at start-up; nothing reads configuration at import time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cove.common.errors import ConfigurationError
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "cove"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COVE_", extra="forbid")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8779, ge=1, le=65535)
+    database_url: str = ""
+    transport_url: str = ""
+    compute_driver: str = "local"
+    address_pool: str = "127.42.0.0/16"
+    default_datastore: str = "postgresql"
+    auth_strategy: Literal["noauth", "embedded", "keystone"] = "noauth"
+    region: str = "RegionOne"
+    service_user: str = "cove"
+    heartbeat_interval: float = Field(5.0, gt=0)
+    monitor_interval: float = Field(1.0, gt=0)
+    build_timeout: float = Field(600.0, gt=0)
+    rpc_timeout: float = Field(30.0, gt=0)
+    max_volume_size: int = Field(10, ge=1)
+    page_size: int = Field(20, ge=1, le=1000)
+    max_instances_per_project: int = 10
+    max_ram_per_project: int = -1
+    max_volumes_per_project: int = 40
+    max_backups_per_project: int = 50
+    redis_server: str = "redis-server"
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    @field_validator("address_pool")
+    @classmethod
+    def _pool_is_loopback(cls, value: str) -> str:
+        try:
+            net = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"address_pool {value!r} is not a network: {exc}") from exc
+        if not net.is_loopback or net.version != 4:
+            raise ValueError("the local driver's address_pool must be an IPv4 loopback network")
+        if ipaddress.ip_address("127.0.0.1") in net:
+            raise ValueError("address_pool must not contain 127.0.0.1")
+        if net.num_addresses < 4:
+            raise ValueError("address_pool is too small")
+        return value
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'cove.sqlite'}"
+        if not self.transport_url:
+            self.transport_url = f"redis+socket://{self.bus_socket}"
+        if self.auth_strategy in ("embedded", "keystone"):
+            raise ValueError(f"auth_strategy {self.auth_strategy!r} is not available yet")
+        return self
+
+    @property
+    def bus_socket(self) -> Path:
+        return self.data_dir / "run" / "bus.sock"
+
+    @property
+    def embedded_bus(self) -> bool:
+        return self.transport_url == f"redis+socket://{self.bus_socket}"
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.data_dir / "instances"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.data_dir / "templates"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
+    section = data.get("cove", data)
+    if not isinstance(section, dict):
+        raise ConfigurationError(f"{path}: expected a table of settings")
+    return section
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings.
+
+    Raises ConfigurationError with every problem named when a value is invalid.
+    """
+    env_data_dir = os.environ.get("COVE_DATA_DIR")
+    data_dir = Path(overrides.get("data_dir") or env_data_dir or DEFAULT_DATA_DIR).expanduser()
+    config_path = os.environ.get("COVE_CONFIG")
+    file_values: dict[str, Any] = {}
+    if config_path:
+        path = Path(config_path).expanduser()
+        if not path.is_file():
+            raise ConfigurationError(f"COVE_CONFIG names {path}, which does not exist")
+        file_values = _read_toml(path)
+    elif (data_dir / "cove.toml").is_file():
+        file_values = _read_toml(data_dir / "cove.toml")
+    # Environment wins over the file: drop file keys that the environment sets.
+    for key in list(file_values):
+        if f"COVE_{key.upper()}" in os.environ:
+            del file_values[key]
+    values = {**file_values, **overrides}
+    try:
+        return Settings(**values)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid settings: {exc}") from exc

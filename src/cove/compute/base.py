@@ -1,0 +1,65 @@
+"""The compute driver contract: what Cove asks of the place an instance runs in.
+
+A driver plays Nova's part for Cove. For each instance it provides a place to run (a directory,
+a pod, a VM), makes the instance's address reachable, and runs the guest agent there. The task
+manager is its only caller.
+
+* ``create`` is idempotent: calling it again for the same spec repairs what is missing and
+  (re)starts the guest agent if it is not running. It returns once the agent has been started,
+  not once the database is ready (the agent reports that over the bus).
+* ``ensure_running`` is the re-attach step: it is called for every live instance when the task
+  manager starts and then periodically; it starts the agent again when it died and says so.
+  It must be cheap when everything runs.
+* ``state`` is a quick look (no waiting) at the place: ACTIVE while the agent runs.
+* ``destroy`` is idempotent and leaves nothing behind: processes, files and the volume.
+* Drivers raise ``ConfigurationError`` at construction when they cannot work on this host,
+  naming what is missing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from cove.domain.status import ComputeState
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """Everything a driver needs to place an instance and start its guest agent."""
+
+    instance_id: str
+    datastore: str
+    datastore_version: str
+    bin_dir: str
+    address: str
+    port: int
+    ram_mb: int
+    vcpus: int
+    volume_gb: int
+    transport_url: str = field(repr=False)
+    heartbeat_interval: float
+
+
+class ComputeDriver(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def create(self, spec: GuestSpec) -> None:
+        """Place the instance and start its guest agent."""
+
+    @abstractmethod
+    def ensure_running(self, instance_id: str) -> bool:
+        """Start the guest agent again if it is not running; True if it had to."""
+
+    @abstractmethod
+    def state(self, instance_id: str) -> ComputeState:
+        """What the place looks like right now."""
+
+    @abstractmethod
+    def destroy(self, instance_id: str) -> None:
+        """Stop everything of the instance and remove it."""
+
+    @abstractmethod
+    def instance_ids(self) -> list[str]:
+        """The instances this driver has a place for."""

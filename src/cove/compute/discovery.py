@@ -1,0 +1,61 @@
+"""Finding the datastore binaries installed on this machine, for the local driver."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_ROOT = Path("/usr/lib/postgresql")
+
+
+@dataclass(frozen=True)
+class FoundVersion:
+    datastore: str
+    name: str  # e.g. "15"
+    version: str  # e.g. "15.18"
+    bin_dir: str
+
+
+def _pg_version(bin_dir: Path) -> str | None:
+    postgres = bin_dir / "postgres"
+    if not (postgres.is_file() and (bin_dir / "initdb").is_file()):
+        return None
+    try:
+        out = subprocess.run(
+            [str(postgres), "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"(\d+)(?:\.(\d+))?", out)
+    if not match:
+        return None
+    return match.group(0)
+
+
+def find_postgresql(extra_dirs: list[Path] | None = None) -> list[FoundVersion]:
+    """Every PostgreSQL server found: Debian's versioned directories, ``pg_config --bindir``
+    and any ``extra_dirs``; one entry per major version (the first found wins)."""
+    candidates: list[Path] = []
+    if PG_ROOT.is_dir():
+        candidates += sorted(p / "bin" for p in PG_ROOT.iterdir() if (p / "bin").is_dir())
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            bindir = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            candidates.append(Path(bindir))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    candidates += extra_dirs or []
+    found: dict[str, FoundVersion] = {}
+    for bin_dir in candidates:
+        version = _pg_version(bin_dir.resolve())
+        if version is None:
+            continue
+        major = version.split(".")[0]
+        found.setdefault(major, FoundVersion("postgresql", major, version, str(bin_dir.resolve())))
+    return sorted(found.values(), key=lambda v: int(v.name))

@@ -1,0 +1,103 @@
+"""The conductor: the one writer of guest-reported state.
+
+Guests cast ``heartbeat`` and ``report`` here. A message older than the newest already seen for
+the same instance and method is discarded, so a delayed message never overwrites a newer state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from cove.common.ids import parse_iso, utcnow
+from cove.db.engine import Database
+from cove.db.models import ConductorSeen, GuestState, Instance
+from cove.domain.status import ComputeState, GuestStatus, Task
+from cove.rpc import RequestContext
+
+LOG = logging.getLogger(__name__)
+
+TOPIC = "conductor"
+
+
+class Conductor:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def endpoints(self) -> dict[str, Callable[..., Any]]:
+        return {"heartbeat": self.heartbeat, "report": self.report}
+
+    def _fresh(self, s: Any, instance_id: str, method: str, sent_at: datetime) -> bool:
+        seen = s.get(ConductorSeen, (instance_id, method))
+        if seen is not None and seen.sent_at >= sent_at:
+            return False
+        if seen is None:
+            s.add(ConductorSeen(instance_id=instance_id, method=method, sent_at=sent_at))
+        else:
+            seen.sent_at = sent_at
+        return True
+
+    def heartbeat(
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        service_status: str,
+        payload: dict[str, Any],
+        sent_at: str,
+    ) -> None:
+        status = GuestStatus(service_status)
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None or inst.deleted:
+                return
+            if not self._fresh(s, instance_id, "heartbeat", parse_iso(sent_at)):
+                LOG.debug("discarding an old heartbeat of %s", instance_id)
+                return
+            now = utcnow()
+            guest = s.get(GuestState, instance_id)
+            if guest is None:
+                s.add(
+                    GuestState(
+                        instance_id=instance_id,
+                        status=status.value,
+                        payload=json.dumps(payload),
+                        heartbeat_at=now,
+                    )
+                )
+            else:
+                guest.status = status.value
+                guest.payload = json.dumps(payload)
+                guest.heartbeat_at = now
+
+    def report(
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        operation: str,
+        outcome: str,
+        details: str,
+        sent_at: str,
+    ) -> None:
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None or inst.deleted:
+                return
+            if not self._fresh(s, instance_id, f"report.{operation}", parse_iso(sent_at)):
+                return
+            now = utcnow()
+            if operation == "prepare" and inst.task == Task.BUILDING.value:
+                if outcome == "success":
+                    inst.task = Task.NONE.value
+                    inst.compute_state = ComputeState.ACTIVE.value
+                    LOG.info("instance %s is ready", instance_id)
+                else:
+                    inst.task = Task.BUILD_ERROR.value
+                    inst.fault_message = f"Preparing the instance failed: {details}"
+                    inst.fault_at = now
+                    LOG.warning("instance %s failed to prepare: %s", instance_id, details)
+                inst.updated = now
+            else:
+                LOG.info("report %s/%s for instance %s", operation, outcome, instance_id)

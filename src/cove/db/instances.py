@@ -1,0 +1,77 @@
+"""Queries on instances shared by the API, the task manager and the conductor."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cove.common.errors import AddressPoolExhausted, InstanceNotFound
+from cove.db.models import AddressAllocation, GuestState, Instance
+from cove.domain.status import ComputeState, GuestStatus, InstanceSnapshot, Task
+
+
+def get_instance(session: Session, instance_id: str, project_id: str | None = None) -> Instance:
+    """Raises InstanceNotFound unless the live instance exists (in ``project_id`` if given)."""
+    inst = session.get(Instance, instance_id)
+    if inst is None or inst.deleted or (project_id is not None and inst.project_id != project_id):
+        raise InstanceNotFound(f"Instance {instance_id} could not be found.")
+    return inst
+
+
+def snapshot(inst: Instance, guest: GuestState | None) -> InstanceSnapshot:
+    return InstanceSnapshot(
+        task=Task(inst.task),
+        compute=ComputeState(inst.compute_state),
+        guest_status=GuestStatus(guest.status) if guest else None,
+        heartbeat_at=guest.heartbeat_at if guest else None,
+        agent_started_at=inst.agent_started_at,
+    )
+
+
+def transition(
+    session: Session, instance_id: str, from_tasks: set[Task], to_task: Task, now: datetime
+) -> bool:
+    """Move the instance's task atomically; False if it was not in one of ``from_tasks``."""
+    result = session.execute(
+        update(Instance)
+        .where(Instance.id == instance_id, Instance.task.in_([t.value for t in from_tasks]))
+        .values(task=to_task.value, task_started_at=now, updated=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def allocate_address(session: Session, pool: str, instance_id: str) -> str:
+    """Reserve the lowest free address of ``pool`` for the instance (idempotent).
+
+    Raises AddressPoolExhausted when none is left.
+    """
+    existing = session.scalar(
+        select(AddressAllocation.address).where(AddressAllocation.instance_id == instance_id)
+    )
+    if existing:
+        return existing
+    network = ipaddress.ip_network(pool)
+    for _attempt in range(20):
+        used = set(session.scalars(select(AddressAllocation.address)))
+        candidate = next((str(h) for h in network.hosts() if str(h) not in used), None)
+        if candidate is None:
+            raise AddressPoolExhausted(f"no free address left in {pool}")
+        try:
+            with session.begin_nested():
+                session.add(AddressAllocation(address=candidate, instance_id=instance_id))
+            return candidate
+        except IntegrityError:
+            continue
+    raise AddressPoolExhausted(f"could not allocate an address in {pool}; try again")
+
+
+def release_address(session: Session, instance_id: str) -> None:
+    alloc = session.scalar(
+        select(AddressAllocation).where(AddressAllocation.instance_id == instance_id)
+    )
+    if alloc is not None:
+        session.delete(alloc)

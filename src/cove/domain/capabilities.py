@@ -1,0 +1,28 @@
+"""What each datastore can do, declared up front so the API refuses unsupported actions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Capability(StrEnum):
+    DATABASES = "databases"
+    USERS = "users"
+    ROOT = "root"
+    CONFIGURATION = "configuration"
+    BACKUPS = "backups"
+    REPLICATION = "replication"
+    CLUSTERS = "clusters"
+
+
+DATASTORE_CAPABILITIES: dict[str, frozenset[Capability]] = {
+    "postgresql": frozenset({Capability.DATABASES, Capability.USERS, Capability.ROOT}),
+}
+
+#: The standard client port of each datastore; the local driver gives every instance its own
+#: address so every instance can listen on it.
+STANDARD_PORTS: dict[str, int] = {"postgresql": 5432, "mariadb": 3306, "redis": 6379}
+
+
+def capabilities(datastore: str) -> frozenset[Capability]:
+    return DATASTORE_CAPABILITIES.get(datastore, frozenset())

@@ -1,0 +1,30 @@
+"""Datastore managers, chosen by the datastore's short name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cove.common.errors import ConfigurationError
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores.base import DatastoreManager
+
+
+def _postgresql(config: GuestConfig) -> DatastoreManager:
+    from cove.guestagent.datastores.postgresql.manager import PostgresManager
+
+    return PostgresManager(config)
+
+
+MANAGERS: dict[str, Callable[[GuestConfig], DatastoreManager]] = {"postgresql": _postgresql}
+
+
+def load_manager(config: GuestConfig) -> DatastoreManager:
+    """Raises ConfigurationError naming the known managers when the name is unknown."""
+    try:
+        factory = MANAGERS[config.datastore]
+    except KeyError:
+        known = ", ".join(sorted(MANAGERS))
+        raise ConfigurationError(
+            f"unknown datastore manager '{config.datastore}' (known: {known})"
+        ) from None
+    return factory(config)

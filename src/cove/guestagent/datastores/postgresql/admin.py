@@ -1,0 +1,210 @@
+"""Databases, users, access and root on a running PostgreSQL server.
+
+Statements are built with ``psycopg.sql`` (identifiers and literals quoted by the driver) and
+passwords are sent as SCRAM verifiers, never in clear text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import psycopg
+from psycopg import sql
+
+from cove.common.errors import (
+    BadRequest,
+    DatabaseAlreadyExists,
+    DatabaseNotFound,
+    GuestError,
+    UserAlreadyExists,
+    UserNotFound,
+)
+from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
+from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, ROOT_USER
+from cove.guestagent.datastores.postgresql.scram import verifier
+
+HIDDEN_USERS = (ADMIN_USER, ROOT_USER)
+HIDDEN_DATABASES = ("postgres", "template0", "template1")
+_CHARSET = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+Connect = Callable[..., psycopg.Connection]
+
+
+class PostgresAdmin:
+    def __init__(self, connect: Connect) -> None:
+        self._connect = connect
+
+    def _run(
+        self, query: sql.Composed | sql.SQL | str, params: Sequence[object] = (), dbname: str = "postgres"
+    ) -> list[tuple[object, ...]]:
+        try:
+            with self._connect(dbname=dbname) as conn:
+                cur = conn.execute(query, params)
+                return list(cur.fetchall()) if cur.description else []
+        except psycopg.errors.InvalidParameterValue as exc:
+            raise BadRequest(str(exc).splitlines()[0]) from exc
+        except psycopg.Error as exc:
+            raise GuestError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+
+    # -- databases ---------------------------------------------------------------------------
+
+    def list_databases(self) -> list[DatabaseSpec]:
+        rows = self._run(
+            "SELECT datname, pg_encoding_to_char(encoding), datcollate FROM pg_database "
+            "WHERE datallowconn AND NOT datistemplate AND datname <> ALL(%s) ORDER BY datname",
+            [list(HIDDEN_DATABASES)],
+        )
+        return [DatabaseSpec(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def database_exists(self, name: str) -> bool:
+        return bool(self._run("SELECT 1 FROM pg_database WHERE datname = %s", [name]))
+
+    def create_database(self, db: DatabaseSpec) -> None:
+        if self.database_exists(db.name):
+            raise DatabaseAlreadyExists(f"A database with the name {db.name} already exists.")
+        parts: list[sql.Composable] = [
+            sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name))
+        ]
+        for key, value in (("ENCODING", db.character_set), ("LC_COLLATE", db.collate)):
+            if value:
+                if not _CHARSET.match(value):
+                    raise BadRequest(f"invalid {key.lower()} '{value}'")
+                parts.append(sql.SQL(key + " {}").format(sql.Literal(value)))
+        if db.character_set or db.collate:
+            parts.append(sql.SQL("TEMPLATE template0"))
+        self._run(sql.SQL(" ").join(parts))
+        # Only users granted access may connect.
+        self._run(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db.name)))
+
+    def delete_database(self, name: str) -> None:
+        if not self.database_exists(name) or name in HIDDEN_DATABASES:
+            raise DatabaseNotFound(f"Database {name} cannot be found on the instance.")
+        self._run(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    # -- users -------------------------------------------------------------------------------
+
+    def _user_exists(self, name: str) -> bool:
+        return bool(self._run("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]))
+
+    def _require_user(self, name: str) -> None:
+        if name in HIDDEN_USERS or not self._user_exists(name):
+            raise UserNotFound(f"User {name} cannot be found on the instance.")
+
+    def list_users(self) -> list[UserInfo]:
+        rows = self._run(
+            "SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname <> ALL(%s) "
+            "AND rolname NOT LIKE 'pg\\_%%' ORDER BY rolname",
+            [list(HIDDEN_USERS)],
+        )
+        return [UserInfo(str(r[0]), "%", tuple(self.list_access(str(r[0])))) for r in rows]
+
+    def get_user(self, name: str) -> UserInfo:
+        self._require_user(name)
+        return UserInfo(name, "%", tuple(self.list_access(name)))
+
+    def create_user(self, user: UserSpec) -> None:
+        if self._user_exists(user.name):
+            raise UserAlreadyExists(f"A user with the name {user.name} already exists.")
+        for db in user.databases:
+            if not self.database_exists(db):
+                raise DatabaseNotFound(f"Database {db} cannot be found on the instance.")
+        self._run(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(user.name), sql.Literal(verifier(user.password))
+            )
+        )
+        self.grant_access(user.name, user.databases)
+
+    def delete_user(self, name: str) -> None:
+        self._require_user(name)
+        ident = sql.Identifier(name)
+        for db in self._connectable_databases():
+            # Objects the user owns go to the admin so the role can be dropped.
+            self._run(
+                sql.SQL("REASSIGN OWNED BY {} TO {}").format(ident, sql.Identifier(ADMIN_USER)),
+                dbname=db,
+            )
+            self._run(sql.SQL("DROP OWNED BY {}").format(ident), dbname=db)
+        self._run(sql.SQL("DROP ROLE {}").format(ident))
+
+    def update_user(self, name: str, new_name: str | None, new_password: str | None) -> None:
+        self._require_user(name)
+        if new_password is not None:
+            self._run(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(verifier(new_password))
+                )
+            )
+        if new_name is not None and new_name != name:
+            if self._user_exists(new_name):
+                raise UserAlreadyExists(f"A user with the name {new_name} already exists.")
+            self._run(
+                sql.SQL("ALTER ROLE {} RENAME TO {}").format(
+                    sql.Identifier(name), sql.Identifier(new_name)
+                )
+            )
+
+    def _connectable_databases(self) -> list[str]:
+        rows = self._run("SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname")
+        return [str(r[0]) for r in rows]
+
+    # -- access ------------------------------------------------------------------------------
+
+    def list_access(self, name: str) -> list[str]:
+        rows = self._run(
+            "SELECT d.datname FROM pg_database d, aclexplode(d.datacl) a "
+            "JOIN pg_roles r ON r.oid = a.grantee "
+            "WHERE r.rolname = %s AND a.privilege_type = 'CONNECT' "
+            "AND d.datname <> ALL(%s) ORDER BY d.datname",
+            [name, list(HIDDEN_DATABASES)],
+        )
+        return [str(r[0]) for r in rows]
+
+    def grant_access(self, name: str, databases: Sequence[str]) -> None:
+        self._require_user(name)
+        missing = [db for db in databases if not self.database_exists(db)]
+        if missing:
+            raise DatabaseNotFound(f"Database {missing[0]} cannot be found on the instance.")
+        for db in databases:
+            user, dbi = sql.Identifier(name), sql.Identifier(db)
+            self._run(sql.SQL("GRANT ALL PRIVILEGES ON DATABASE {} TO {}").format(dbi, user))
+            self._run(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(user), dbname=db)
+
+    def revoke_access(self, name: str, database: str) -> None:
+        self._require_user(name)
+        if database not in self.list_access(name):
+            raise DatabaseNotFound(f"User {name} has no access to database {database}.")
+        user, dbi = sql.Identifier(name), sql.Identifier(database)
+        self._run(sql.SQL("REVOKE ALL PRIVILEGES ON DATABASE {} FROM {}").format(dbi, user))
+        self._run(sql.SQL("REVOKE ALL ON SCHEMA public FROM {}").format(user), dbname=database)
+        # Sessions opened while the grant held are ended, so the revocation takes effect now.
+        self._run(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE usename = %s AND datname = %s",
+            [name, database],
+        )
+
+    # -- root --------------------------------------------------------------------------------
+
+    def enable_root(self, password: str) -> str:
+        ident, secret = sql.Identifier(ROOT_USER), sql.Literal(verifier(password))
+        if self._user_exists(ROOT_USER):
+            self._run(sql.SQL("ALTER ROLE {} SUPERUSER LOGIN PASSWORD {}").format(ident, secret))
+        else:
+            self._run(sql.SQL("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {}").format(ident, secret))
+        return ROOT_USER
+
+    def disable_root(self) -> None:
+        if self._user_exists(ROOT_USER):
+            self._run(
+                sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(sql.Identifier(ROOT_USER))
+            )
+            self._run(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                [ROOT_USER],
+            )
+
+    def is_root_enabled(self) -> bool:
+        rows = self._run("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", [ROOT_USER])
+        return bool(rows and rows[0][0])

@@ -1,0 +1,120 @@
+"""The PostgreSQL datastore manager: a facade over the server, its config and its admin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from cove.common.errors import GuestError
+from cove.domain.capabilities import capabilities
+from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
+from cove.domain.status import GuestStatus
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores.base import DatastoreManager
+from cove.guestagent.datastores.postgresql import conf
+from cove.guestagent.datastores.postgresql.admin import PostgresAdmin
+from cove.guestagent.datastores.postgresql.server import PostgresServer
+
+LOG = logging.getLogger(__name__)
+
+
+class PostgresManager(DatastoreManager):
+    capabilities = capabilities("postgresql")
+
+    def __init__(self, config: GuestConfig) -> None:
+        super().__init__(config)
+        self.server = PostgresServer(config, self._server_exited)
+        self.admin = PostgresAdmin(self.server.connect)
+        self._marker = config.conf_dir / "prepared"
+        self._stopped_on_purpose = False
+
+    def _server_exited(self, code: int) -> None:
+        self.on_change(GuestStatus.CRASHED)
+
+    @property
+    def prepared(self) -> bool:
+        return self._marker.is_file()
+
+    def write_config(self) -> None:
+        files = {
+            "postgresql.conf": conf.postgresql_conf(self.config),
+            "pg_hba.conf": conf.pg_hba_conf(),
+            "pg_ident.conf": conf.pg_ident_conf(),
+        }
+        for name, text in files.items():
+            path = self.config.conf_dir / name
+            path.write_text(text)
+            path.chmod(0o600)
+
+    def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
+        self.server.stop()
+        self.server.initialise()
+        self.write_config()
+        self.server.start()
+        for db in databases:
+            self.admin.create_database(db)
+        for user in users:
+            self.admin.create_user(user)
+        self._marker.write_text("ok\n")
+
+    def adopt(self) -> bool:
+        return self.prepared and self.server.adopt()
+
+    def start(self) -> None:
+        if not self.prepared:
+            raise GuestError("the instance has not been prepared")
+        self.write_config()
+        self._stopped_on_purpose = False
+        self.server.start()
+
+    def stop(self) -> None:
+        self._stopped_on_purpose = True
+        self.server.stop()
+
+    def status(self) -> GuestStatus:
+        if not self.prepared:
+            return GuestStatus.BUILDING if self.server.running() else GuestStatus.NEW
+        if not self.server.running():
+            return GuestStatus.SHUTDOWN if self._stopped_on_purpose else GuestStatus.CRASHED
+        return GuestStatus.HEALTHY if self.server.ping() else GuestStatus.BLOCKED
+
+    def _list_databases(self) -> list[DatabaseSpec]:
+        return self.admin.list_databases()
+
+    def _create_database(self, db: DatabaseSpec) -> None:
+        self.admin.create_database(db)
+
+    def _delete_database(self, name: str) -> None:
+        self.admin.delete_database(name)
+
+    def _list_users(self) -> list[UserInfo]:
+        return self.admin.list_users()
+
+    def _get_user(self, name: str, host: str) -> UserInfo:
+        return self.admin.get_user(name)
+
+    def _create_user(self, user: UserSpec) -> None:
+        self.admin.create_user(user)
+
+    def _delete_user(self, name: str, host: str) -> None:
+        self.admin.delete_user(name)
+
+    def _update_user(
+        self, name: str, host: str, new_name: str | None, new_password: str | None
+    ) -> None:
+        self.admin.update_user(name, new_name, new_password)
+
+    def _grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
+        self.admin.grant_access(name, databases)
+
+    def _revoke_access(self, name: str, host: str, database: str) -> None:
+        self.admin.revoke_access(name, database)
+
+    def _enable_root(self, password: str) -> str:
+        return self.admin.enable_root(password)
+
+    def _disable_root(self) -> None:
+        self.admin.disable_root()
+
+    def _is_root_enabled(self) -> bool:
+        return self.admin.is_root_enabled()

@@ -1,0 +1,97 @@
+"""The guest agent program: one per instance, beside its database server.
+
+It holds an exclusive lock on ``run/guestagent.lock`` for as long as it lives; the compute
+driver tells a live agent from a dead one by that lock, so no pid file can go stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from cove.common.errors import CoveError
+from cove.common.log import setup_logging
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores import load_manager
+from cove.guestagent.service import GuestService
+from cove.rpc import RpcClient, RpcServer
+
+LOG = logging.getLogger("cove.guestagent")
+
+LOCK_NAME = "guestagent.lock"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cove-guestagent")
+    parser.add_argument("--config", required=True, type=Path, help="the instance's guest.json")
+    args = parser.parse_args(argv)
+    setup_logging("guestagent")
+    try:
+        config = GuestConfig.load(args.config)
+    except CoveError as exc:
+        print(f"cove-guestagent: {exc.message}", file=sys.stderr)
+        return 2
+    os.umask(0o077)
+    lock = (config.run_dir / LOCK_NAME).open("a+")
+    # The compute driver probes the lock for an instant to see whether an agent lives, so a
+    # failed try is retried briefly before concluding that another agent holds it.
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                LOG.info("another guest agent already serves instance %s", config.instance_id)
+                return 0
+            time.sleep(0.05)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return run(config)
+
+
+def run(config: GuestConfig) -> int:
+    manager = load_manager(config)
+    bus = RpcClient(config.transport_url)
+    service = GuestService(config, manager, bus)
+    if manager.prepared and not manager.adopt():
+        try:
+            manager.start()
+        except CoveError as exc:
+            LOG.error("cannot start the database server: %s", exc.message)
+    server = RpcServer(config.transport_url, config.topic, service.endpoints())
+
+    def _terminate(signum: int, _frame: FrameType | None) -> None:
+        LOG.info("stopping on signal %d", signum)
+        threading.Thread(target=_shutdown, daemon=True).start()
+
+    def _shutdown() -> None:
+        service.stop()
+        try:
+            manager.stop()
+        finally:
+            server.stop()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    beats = threading.Thread(target=service.run_heartbeats, name="heartbeat", daemon=True)
+    beats.start()
+    LOG.info("guest agent for instance %s serving %s", config.instance_id, config.topic)
+    server.serve_forever()
+    bus.close()
+    LOG.info("guest agent stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

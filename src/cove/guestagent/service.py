@@ -1,0 +1,188 @@
+"""The guest agent's RPC endpoint and heartbeat.
+
+The table in :meth:`GuestService.endpoints` is the whole remote surface of the agent; the
+control plane calls nothing else. Results and arguments are plain JSON; secrets arrive only in
+``args`` and are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cove.common.errors import CoveError
+from cove.common.ids import isoformat, utcnow
+from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.domain.status import GuestStatus
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores.base import DatastoreManager
+from cove.rpc import RequestContext, RpcClient
+
+LOG = logging.getLogger(__name__)
+
+CONDUCTOR = "conductor"
+
+
+class GuestService:
+    def __init__(self, config: GuestConfig, manager: DatastoreManager, bus: RpcClient) -> None:
+        self.config = config
+        self.manager = manager
+        self.bus = bus
+        self._busy: GuestStatus | None = None
+        self._stop = threading.Event()
+        self._beat_now = threading.Event()
+        self._op_lock = threading.Lock()
+        manager.on_change = lambda _status: self._beat_now.set()
+
+    def endpoints(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "prepare": self.prepare,
+            "restart": self.restart,
+            "get_status": self.get_status,
+            "list_databases": self.list_databases,
+            "create_databases": self.create_databases,
+            "delete_database": self.delete_database,
+            "list_users": self.list_users,
+            "get_user": self.get_user,
+            "create_users": self.create_users,
+            "delete_user": self.delete_user,
+            "update_user": self.update_user,
+            "change_passwords": self.change_passwords,
+            "list_access": self.list_access,
+            "grant_access": self.grant_access,
+            "revoke_access": self.revoke_access,
+            "enable_root": self.enable_root,
+            "disable_root": self.disable_root,
+            "is_root_enabled": self.is_root_enabled,
+        }
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> GuestStatus:
+        if self._busy is not None:
+            return self._busy
+        try:
+            return self.manager.status()
+        except Exception:
+            LOG.exception("status check failed")
+            return GuestStatus.UNKNOWN
+
+    def _cast_conductor(self, method: str, **args: Any) -> None:
+        args["instance_id"] = self.config.instance_id
+        args["sent_at"] = isoformat(utcnow())
+        try:
+            self.bus.cast(CONDUCTOR, method, args)
+        except CoveError as exc:
+            LOG.warning("cannot reach the conductor (%s): %s", method, exc.message)
+
+    def heartbeat(self) -> None:
+        payload = {"agent_pid": os.getpid()}
+        self._cast_conductor("heartbeat", service_status=self.status().value, payload=payload)
+
+    def report(self, operation: str, outcome: str, details: str = "") -> None:
+        self._cast_conductor("report", operation=operation, outcome=outcome, details=details)
+
+    def run_heartbeats(self) -> None:
+        """Send a heartbeat every interval, and at once when the server changes state."""
+        while not self._stop.is_set():
+            self.heartbeat()
+            self._beat_now.wait(self.config.heartbeat_interval)
+            self._beat_now.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._beat_now.set()
+
+    def _while(self, state: GuestStatus, work: Callable[[], None]) -> None:
+        with self._op_lock:
+            self._busy = state
+            self._beat_now.set()
+            try:
+                work()
+            finally:
+                self._busy = None
+                self._beat_now.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def prepare(
+        self, ctx: RequestContext, databases: list[dict[str, Any]], users: list[dict[str, Any]]
+    ) -> None:
+        dbs = [DatabaseSpec.from_dict(d) for d in databases]
+        specs = [UserSpec.from_dict(u) for u in users]
+        try:
+            self._while(GuestStatus.BUILDING, lambda: self.manager.prepare(dbs, specs))
+        except Exception as exc:
+            message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
+            LOG.exception("prepare failed")
+            self.report("prepare", "failure", message)
+            return
+        self.report("prepare", "success")
+
+    def restart(self, ctx: RequestContext) -> None:
+        self._while(GuestStatus.RESTARTING, self.manager.restart)
+
+    def get_status(self, ctx: RequestContext) -> str:
+        return self.status().value
+
+    # -- databases ---------------------------------------------------------------------------
+
+    def list_databases(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self.manager.list_databases()]
+
+    def create_databases(self, ctx: RequestContext, databases: list[dict[str, Any]]) -> None:
+        self.manager.create_databases([DatabaseSpec.from_dict(d) for d in databases])
+
+    def delete_database(self, ctx: RequestContext, name: str) -> None:
+        self.manager.delete_database(name)
+
+    # -- users -------------------------------------------------------------------------------
+
+    def list_users(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return [u.to_dict() for u in self.manager.list_users()]
+
+    def get_user(self, ctx: RequestContext, name: str, host: str) -> dict[str, Any]:
+        return self.manager.get_user(name, host).to_dict()
+
+    def create_users(self, ctx: RequestContext, users: list[dict[str, Any]]) -> None:
+        self.manager.create_users([UserSpec.from_dict(u) for u in users])
+
+    def delete_user(self, ctx: RequestContext, name: str, host: str) -> None:
+        self.manager.delete_user(name, host)
+
+    def update_user(
+        self,
+        ctx: RequestContext,
+        name: str,
+        host: str,
+        new_name: str | None = None,
+        new_password: str | None = None,
+    ) -> None:
+        self.manager.update_user(name, host, new_name, new_password)
+
+    def change_passwords(self, ctx: RequestContext, users: list[dict[str, Any]]) -> None:
+        for user in users:
+            self.manager.update_user(user["name"], user.get("host") or "%", None, user["password"])
+
+    def list_access(self, ctx: RequestContext, name: str, host: str) -> list[str]:
+        return list(self.manager.get_user(name, host).databases)
+
+    def grant_access(self, ctx: RequestContext, name: str, host: str, databases: list[str]) -> None:
+        self.manager.grant_access(name, host, databases)
+
+    def revoke_access(self, ctx: RequestContext, name: str, host: str, database: str) -> None:
+        self.manager.revoke_access(name, host, database)
+
+    # -- root --------------------------------------------------------------------------------
+
+    def enable_root(self, ctx: RequestContext, password: str) -> dict[str, str]:
+        return {"name": self.manager.enable_root(password)}
+
+    def disable_root(self, ctx: RequestContext) -> None:
+        self.manager.disable_root()
+
+    def is_root_enabled(self, ctx: RequestContext) -> bool:
+        return self.manager.is_root_enabled()

@@ -1,0 +1,85 @@
+"""Provisioning: address, place, guest agent, then ``prepare`` on the guest.
+
+Each step is recorded on the instance row, and every step is idempotent, so running the
+workflow again for the same instance finishes what an interrupted run began. The guest reports
+the end of ``prepare`` to the conductor, which ends the BUILDING task.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cove.common.errors import CoveError
+from cove.common.ids import utcnow
+from cove.compute.base import GuestSpec
+from cove.db.instances import allocate_address, get_instance
+from cove.domain.status import ComputeState, Task
+from cove.rpc import RequestContext
+from cove.taskmanager.context import TaskContext, guest_topic
+
+LOG = logging.getLogger(__name__)
+
+
+def create_instance(
+    tc: TaskContext,
+    ctx: RequestContext,
+    instance_id: str,
+    databases: list[dict[str, Any]],
+    users: list[dict[str, Any]],
+) -> None:
+    try:
+        spec = _place(tc, instance_id)
+        if spec is None:
+            return
+        topic = guest_topic(instance_id)
+        tc.bus.declare_topic(topic)
+        tc.driver.create(spec)
+        with tc.db.session() as s:
+            inst = get_instance(s, instance_id)
+            now = utcnow()
+            inst.compute_state = ComputeState.ACTIVE.value
+            inst.agent_started_at = now
+            inst.updated = now
+        tc.bus.cast(topic, "prepare", {"databases": databases, "users": users}, ctx)
+        LOG.info("instance %s placed at %s; prepare sent", instance_id, spec.address)
+    except Exception as exc:
+        message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
+        LOG.exception("creating instance %s failed", instance_id)
+        fail_build(tc, instance_id, message)
+
+
+def _place(tc: TaskContext, instance_id: str) -> GuestSpec | None:
+    with tc.db.session() as s:
+        inst = get_instance(s, instance_id)
+        if inst.task != Task.BUILDING.value:
+            LOG.info("instance %s is no longer building; nothing to do", instance_id)
+            return None
+        if inst.address is None:
+            inst.address = allocate_address(s, tc.settings.address_pool, instance_id)
+        version = inst.datastore_version
+        return GuestSpec(
+            instance_id=inst.id,
+            datastore=version.manager,
+            datastore_version=version.name,
+            bin_dir=version.bin_dir,
+            address=inst.address,
+            port=inst.port,
+            ram_mb=inst.flavor.ram,
+            vcpus=inst.flavor.vcpus,
+            volume_gb=inst.volume_size,
+            transport_url=tc.settings.transport_url,
+            heartbeat_interval=tc.settings.heartbeat_interval,
+        )
+
+
+def fail_build(tc: TaskContext, instance_id: str, message: str) -> None:
+    with tc.db.session() as s:
+        inst = get_instance(s, instance_id)
+        if inst.task != Task.BUILDING.value:
+            return
+        now = utcnow()
+        inst.task = Task.BUILD_ERROR.value
+        inst.fault_message = message
+        inst.fault_at = now
+        inst.updated = now

@@ -1,0 +1,68 @@
+"""The task manager's watch over live instances: re-attach and bring back guest agents, and
+end builds that have taken too long."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from cove.common.ids import utcnow
+from cove.db.models import Instance
+from cove.domain.status import ComputeState, Task
+from cove.taskmanager.context import TaskContext
+from cove.taskmanager.create import fail_build
+
+LOG = logging.getLogger(__name__)
+
+
+def check_instances(tc: TaskContext) -> None:
+    """One pass over every live instance of this driver."""
+    with tc.db.session() as s:
+        rows = s.execute(
+            select(
+                Instance.id, Instance.task, Instance.compute_state, Instance.task_started_at
+            ).where(Instance.deleted.is_(False), Instance.compute_driver == tc.driver.name)
+        ).all()
+    now = utcnow()
+    for instance_id, task, compute_state, task_started_at in rows:
+        overdue = task_started_at is not None and now - task_started_at > timedelta(
+            seconds=tc.settings.build_timeout
+        )
+        if task == Task.BUILDING.value and overdue:
+            fail_build(tc, instance_id, "The instance did not become ready in time.")
+            continue
+        if compute_state == ComputeState.BUILD.value or task == Task.DELETING.value:
+            continue
+        _revive(tc, instance_id)
+
+
+def _revive(tc: TaskContext, instance_id: str) -> None:
+    try:
+        state = tc.driver.state(instance_id)
+        if state is ComputeState.ERROR:
+            _set_compute(tc, instance_id, ComputeState.ERROR)
+            return
+        if state is ComputeState.ACTIVE:
+            return
+        LOG.warning("the guest agent of instance %s is not running; starting it", instance_id)
+        _set_compute(tc, instance_id, ComputeState.SHUTDOWN)
+        tc.driver.ensure_running(instance_id)
+        _set_compute(tc, instance_id, ComputeState.ACTIVE, agent_started=True)
+    except Exception:
+        LOG.exception("could not check instance %s", instance_id)
+
+
+def _set_compute(
+    tc: TaskContext, instance_id: str, state: ComputeState, agent_started: bool = False
+) -> None:
+    with tc.db.session() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.deleted:
+            return
+        now = utcnow()
+        inst.compute_state = state.value
+        if agent_started:
+            inst.agent_started_at = now
+        inst.updated = now

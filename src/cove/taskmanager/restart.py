@@ -1,0 +1,34 @@
+"""Restarting an instance's database server through its guest agent."""
+
+from __future__ import annotations
+
+import logging
+
+from cove.common.errors import CoveError
+from cove.common.ids import utcnow
+from cove.db.instances import get_instance
+from cove.domain.status import Task
+from cove.rpc import RequestContext
+from cove.taskmanager.context import TaskContext, guest_topic
+
+LOG = logging.getLogger(__name__)
+
+RESTART_TIMEOUT = 300.0
+
+
+def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
+    fault: str | None = None
+    try:
+        tc.bus.call(guest_topic(instance_id), "restart", {}, ctx, timeout=RESTART_TIMEOUT)
+    except CoveError as exc:
+        LOG.error("restarting instance %s failed: %s", instance_id, exc.message)
+        fault = f"Restart failed: {exc.message}"
+    with tc.db.session() as s:
+        inst = get_instance(s, instance_id)
+        now = utcnow()
+        if inst.task == Task.REBOOTING.value:
+            inst.task = Task.NONE.value
+        if fault:
+            inst.fault_message = fault
+            inst.fault_at = now
+        inst.updated = now

@@ -1,0 +1,195 @@
+"""The API's validation and Trove envelope, against a real SQLite control database.
+
+The bus is replaced by a recorder: these tests stop before any guest is involved.
+"""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cove.api.app import create_app
+from cove.api.context import ApiContext
+from cove.common.settings import load_settings
+from cove.compute.discovery import FoundVersion
+from cove.db.catalog import register_version, seed_flavors
+from cove.db.engine import Database
+from cove.db.migrate import upgrade
+
+
+class RecordingBus:
+    def __init__(self) -> None:
+        self.casts: list[tuple[str, str, dict[str, Any]]] = []
+
+    def cast(self, topic, method, args, context=None):
+        self.casts.append((topic, method, args))
+
+    def call(self, topic, method, args, context=None, timeout=30.0):
+        raise AssertionError(f"unexpected call {method}")
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch):
+    monkeypatch.delenv("COVE_CONFIG", raising=False)
+    settings = load_settings(data_dir=tmp_path, max_volume_size=10, page_size=2)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    with db.session() as s:
+        seed_flavors(s)
+        register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
+    bus = RecordingBus()
+    client = TestClient(create_app(ApiContext(settings, db, bus)))  # type: ignore[arg-type]
+    client.bus = bus  # type: ignore[attr-defined]
+    yield client
+    db.dispose()
+
+
+def body(name="orders", **extra):
+    inst = {"name": name, "flavorRef": "2", "volume": {"size": 2},
+            "datastore": {"type": "postgresql", "version": "15"}}
+    inst.update(extra)
+    return {"instance": inst}
+
+
+def fault(resp, status, name):
+    assert resp.status_code == status, resp.text
+    data = resp.json()
+    assert list(data) == [name], data
+    assert data[name]["code"] == status
+    return data[name]["message"]
+
+
+def test_versions_document(api):
+    resp = api.get("/")
+    assert resp.status_code == 200
+    assert resp.json()["versions"][0]["id"] == "v1.0"
+
+
+def test_framework_errors_use_the_trove_envelope(api):
+    fault(api.get("/v1.0/p1/nothing-here"), 404, "itemNotFound")
+    fault(api.delete("/v1.0/p1/flavors"), 405, "badMethod")
+    msg = fault(api.post("/v1.0/p1/instances", content=b"{not json",
+                         headers={"content-type": "application/json"}), 400, "badRequest")
+    assert "not valid JSON" in msg
+    msg = fault(api.post("/v1.0/p1/instances", json={"instance": {}}), 400, "badRequest")
+    assert "instance.name" in msg
+    fault(api.post("/v1.0/p1/instances", json={"instance": {"name": "x", "bogus": 1}}), 400,
+          "badRequest")
+
+
+def test_flavors_have_trove_ids(api):
+    flavors = api.get("/v1.0/p1/flavors").json()["flavors"]
+    small = next(f for f in flavors if f["name"] == "small")
+    assert small["id"] == 2 and small["str_id"] == "2" and small["ram"] == 2048
+    assert api.get("/v1.0/p1/flavors/small").json()["flavor"]["str_id"] == "2"
+    fault(api.get("/v1.0/p1/flavors/99"), 404, "itemNotFound")
+
+
+def test_datastores_by_name_or_id(api):
+    ds = api.get("/v1.0/p1/datastores").json()["datastores"][0]
+    assert ds["name"] == "postgresql" and ds["default_version"] == ds["versions"][0]["id"]
+    by_id = api.get(f"/v1.0/p1/datastores/{ds['id']}/versions/15").json()["version"]
+    assert by_id["version"] == "15.4"
+    fault(api.get("/v1.0/p1/datastores/mongodb"), 404, "itemNotFound")
+
+
+def test_create_records_and_casts(api):
+    resp = api.post("/v1.0/p1/instances", json=body(
+        databases=[{"name": "orders"}, {"name": "other"}],
+        users=[{"name": "app", "password": "s3cret", "databases": [{"name": "orders"}]}],
+    ))
+    assert resp.status_code == 200, resp.text
+    inst = resp.json()["instance"]
+    assert inst["status"] == "BUILD" and inst["operating_status"] == ""
+    assert inst["datastore"] == {"type": "postgresql", "version": "15", "version_number": "15.4"}
+    assert "s3cret" not in resp.text
+    topic, method, args = api.bus.casts[-1]
+    assert (topic, method) == ("taskmanager", "create_instance")
+    assert args["users"][0]["databases"] == ["orders"]
+    assert api.get(f"/v1.0/p1/instances/{inst['id']}").json()["instance"]["id"] == inst["id"]
+    # Another project sees nothing of it.
+    fault(api.get(f"/v1.0/p2/instances/{inst['id']}"), 404, "itemNotFound")
+    assert api.get("/v1.0/p2/instances").json() == {"instances": []}
+
+
+def test_default_datastore_is_used(api):
+    resp = api.post("/v1.0/p1/instances", json={"instance": {
+        "name": "x", "flavorRef": 2, "volume": {"size": "1"}}})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["instance"]["datastore"]["type"] == "postgresql"
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "name", "text"),
+    [
+        ({"volume": {"size": 11}}, 413, "overLimit", "cannot exceed maximum of 10 GB"),
+        ({"volume": {"size": 0}}, 400, "badRequest", "positive"),
+        ({"volume": {"size": "ten"}}, 400, "badRequest", "volume"),
+        ({"volume": None}, 400, "badRequest", "Volume size was not specified"),
+        ({"flavorRef": "nope"}, 404, "itemNotFound", "Flavor 'nope'"),
+        ({"datastore": {"type": "mysql"}}, 404, "itemNotFound", "Datastore 'mysql'"),
+        ({"datastore": {"type": "postgresql", "version": "9"}}, 404, "itemNotFound", "version"),
+        ({"name": "   "}, 400, "badRequest", "non-empty"),
+        ({"databases": [{"name": "bad name"}]}, 400, "badRequest", "database name"),
+        ({"databases": [{"name": "a"}, {"name": "a"}]}, 400, "badRequest", "twice"),
+        ({"users": [{"name": "root", "password": "x"}]}, 400, "badRequest", "reserved"),
+        ({"users": [{"name": "u", "password": ""}]}, 400, "badRequest", "password"),
+        ({"users": [{"name": "u", "password": "p", "databases": [{"name": "zz"}]}]}, 400,
+         "badRequest", "not included in the initial databases list"),
+        ({"restorePoint": {"backupRef": "x"}}, 501, "notImplemented", "backup"),
+        ({"nics": [{"net-id": "a"}, {"net-id": "b"}]}, 400, "badRequest", "nics"),
+    ],
+)
+def test_create_validation(api, change, status, name, text):
+    msg = fault(api.post("/v1.0/p1/instances", json=body(**change)), status, name)
+    assert text in msg
+    assert api.bus.casts == []
+
+
+def test_actions_on_a_building_instance_are_refused(api):
+    iid = api.post("/v1.0/p1/instances", json=body()).json()["instance"]["id"]
+    msg = fault(api.post(f"/v1.0/p1/instances/{iid}/action", json={"restart": {}}), 422,
+                "unprocessableEntity")
+    assert "not ready" in msg
+    fault(api.delete(f"/v1.0/p1/instances/{iid}"), 422, "unprocessableEntity")
+    fault(api.get(f"/v1.0/p1/instances/{iid}/databases"), 422, "unprocessableEntity")
+    fault(api.post(f"/v1.0/p1/instances/{iid}/action", json={"dance": {}}), 400, "badRequest")
+    fault(api.post(f"/v1.0/p1/instances/{iid}/action", json={"resize": {"flavorRef": "3"}}),
+          501, "notImplemented")
+
+
+def test_rename_and_update_rules(api):
+    iid = api.post("/v1.0/p1/instances", json=body()).json()["instance"]["id"]
+    assert api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"name": "new"}}).status_code \
+        == 202
+    assert api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]["name"] == "new"
+    msg = fault(api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {
+        "configuration": "a", "datastore_version": "b"}}), 400, "badRequest")
+    assert "Only one attribute" in msg
+
+
+def test_pagination_links(api):
+    ids = [api.post("/v1.0/p1/instances", json=body(f"i{n}")).json()["instance"]["id"]
+           for n in range(3)]
+    first = api.get("/v1.0/p1/instances").json()
+    assert len(first["instances"]) == 2
+    next_href = first["links"][0]["href"]
+    assert "marker=" in next_href
+    marker = next_href.split("marker=")[1].split("&")[0]
+    rest = api.get(f"/v1.0/p1/instances?marker={marker}").json()
+    assert "links" not in rest
+    seen = [i["id"] for i in first["instances"] + rest["instances"]]
+    assert sorted(seen) == sorted(ids)
+
+
+def test_bad_project_id(api):
+    fault(api.get("/v1.0/bad%20project/instances"), 400, "badRequest")
+
+
+def test_json_suffix_is_tolerated(api):
+    assert api.get("/v1.0/p1/flavors.json").status_code == 200
+
+
+def test_limits(api):
+    limits = api.get("/v1.0/p1/limits").json()["limits"]
+    assert limits[0]["verb"] == "ABSOLUTE" and limits[0]["max_instances"] == 10

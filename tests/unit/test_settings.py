@@ -1,0 +1,46 @@
+import pytest
+
+from cove.common.errors import ConfigurationError
+from cove.common.settings import load_settings
+
+
+def test_defaults_live_in_the_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("COVE_CONFIG", raising=False)
+    s = load_settings(data_dir=tmp_path)
+    assert s.database_url == f"sqlite:///{tmp_path}/cove.sqlite"
+    assert s.transport_url == f"redis+socket://{tmp_path}/run/bus.sock"
+    assert s.embedded_bus
+    assert s.api_port == 8779
+
+
+def test_file_then_environment(tmp_path, monkeypatch):
+    (tmp_path / "cove.toml").write_text('api_port = 9000\nregion = "north"\n')
+    monkeypatch.setenv("COVE_DATA_DIR", str(tmp_path))
+    assert load_settings().api_port == 9000
+    monkeypatch.setenv("COVE_API_PORT", "9100")
+    s = load_settings()
+    assert s.api_port == 9100
+    assert s.region == "north"
+
+
+def test_config_path_must_exist(tmp_path, monkeypatch):
+    monkeypatch.setenv("COVE_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_settings(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("address_pool", "10.0.0.0/8"),
+        ("address_pool", "127.0.0.0/8"),
+        ("address_pool", "nonsense"),
+        ("api_port", 0),
+        ("auth_strategy", "magic"),
+        ("unknown_key", 1),
+    ],
+)
+def test_bad_values_are_refused(tmp_path, monkeypatch, key, value):
+    monkeypatch.delenv("COVE_CONFIG", raising=False)
+    with pytest.raises(ConfigurationError):
+        load_settings(data_dir=tmp_path, **{key: value})
