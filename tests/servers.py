@@ -60,10 +60,8 @@ def _stop_process(
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
     # The process group also holds any child the server spawned (the Erlang VM, backends).
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -173,12 +171,36 @@ class RabbitServer:
     def _login(self) -> bool:
         conn = Connection(self.url, connect_timeout=1)
         try:
-            conn.connect()
+            # One attempt: kombu's connect() would sleep 2 s before retrying by itself.
+            conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
             return True
         except Exception:
             return False
         finally:
             conn.release()
+
+    def _start(self, timeout: float) -> None:
+        out = self.directory / "log" / "startup.log"
+        with out.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                [str(RABBITMQ_BIN / "rabbitmq-server")],
+                env=self.env,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_until(self._login, self.proc, timeout, out)
+        except BaseException:
+            self.stop()
+            raise
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop the node and start it again on the same ports, keeping its durable data."""
+        self.stop()
+        self._start(timeout)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -245,22 +267,7 @@ def start_rabbitmq(base_dir: Path, timeout: float = 60.0) -> RabbitServer:
         epmd_port=epmd_port,
         env=env,
     )
-    out = directory / "log" / "startup.log"
-    with out.open("wb") as sink:
-        server.proc = subprocess.Popen(
-            [str(RABBITMQ_BIN / "rabbitmq-server")],
-            env=env,
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_until(server._login, server.proc, timeout, out)
-    except BaseException:
-        server.stop()
-        raise
+    server._start(timeout)
     return server
 
 

@@ -45,8 +45,12 @@ def api(tmp_path, monkeypatch):
 
 
 def body(name="orders", **extra):
-    inst = {"name": name, "flavorRef": "2", "volume": {"size": 2},
-            "datastore": {"type": "postgresql", "version": "15"}}
+    inst = {
+        "name": name,
+        "flavorRef": "2",
+        "volume": {"size": 2},
+        "datastore": {"type": "postgresql", "version": "15"},
+    }
     inst.update(extra)
     return {"instance": inst}
 
@@ -68,13 +72,21 @@ def test_versions_document(api):
 def test_framework_errors_use_the_trove_envelope(api):
     fault(api.get("/v1.0/p1/nothing-here"), 404, "itemNotFound")
     fault(api.delete("/v1.0/p1/flavors"), 405, "badMethod")
-    msg = fault(api.post("/v1.0/p1/instances", content=b"{not json",
-                         headers={"content-type": "application/json"}), 400, "badRequest")
+    msg = fault(
+        api.post(
+            "/v1.0/p1/instances", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        400,
+        "badRequest",
+    )
     assert "not valid JSON" in msg
     msg = fault(api.post("/v1.0/p1/instances", json={"instance": {}}), 400, "badRequest")
     assert "instance.name" in msg
-    fault(api.post("/v1.0/p1/instances", json={"instance": {"name": "x", "bogus": 1}}), 400,
-          "badRequest")
+    fault(
+        api.post("/v1.0/p1/instances", json={"instance": {"name": "x", "bogus": 1}}),
+        400,
+        "badRequest",
+    )
 
 
 def test_flavors_have_trove_ids(api):
@@ -94,10 +106,13 @@ def test_datastores_by_name_or_id(api):
 
 
 def test_create_records_and_casts(api):
-    resp = api.post("/v1.0/p1/instances", json=body(
-        databases=[{"name": "orders"}, {"name": "other"}],
-        users=[{"name": "app", "password": "s3cret", "databases": [{"name": "orders"}]}],
-    ))
+    resp = api.post(
+        "/v1.0/p1/instances",
+        json=body(
+            databases=[{"name": "orders"}, {"name": "other"}],
+            users=[{"name": "app", "password": "s3cret", "databases": [{"name": "orders"}]}],
+        ),
+    )
     assert resp.status_code == 200, resp.text
     inst = resp.json()["instance"]
     assert inst["status"] == "BUILD" and inst["operating_status"] == ""
@@ -113,8 +128,10 @@ def test_create_records_and_casts(api):
 
 
 def test_default_datastore_is_used(api):
-    resp = api.post("/v1.0/p1/instances", json={"instance": {
-        "name": "x", "flavorRef": 2, "volume": {"size": "1"}}})
+    resp = api.post(
+        "/v1.0/p1/instances",
+        json={"instance": {"name": "x", "flavorRef": 2, "volume": {"size": "1"}}},
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["instance"]["datastore"]["type"] == "postgresql"
 
@@ -134,8 +151,12 @@ def test_default_datastore_is_used(api):
         ({"databases": [{"name": "a"}, {"name": "a"}]}, 400, "badRequest", "twice"),
         ({"users": [{"name": "root", "password": "x"}]}, 400, "badRequest", "reserved"),
         ({"users": [{"name": "u", "password": ""}]}, 400, "badRequest", "password"),
-        ({"users": [{"name": "u", "password": "p", "databases": [{"name": "zz"}]}]}, 400,
-         "badRequest", "not included in the initial databases list"),
+        (
+            {"users": [{"name": "u", "password": "p", "databases": [{"name": "zz"}]}]},
+            400,
+            "badRequest",
+            "not included in the initial databases list",
+        ),
         ({"restorePoint": {"backupRef": "x"}}, 501, "notImplemented", "backup"),
         ({"nics": [{"net-id": "a"}, {"net-id": "b"}]}, 400, "badRequest", "nics"),
     ],
@@ -148,29 +169,44 @@ def test_create_validation(api, change, status, name, text):
 
 def test_actions_on_a_building_instance_are_refused(api):
     iid = api.post("/v1.0/p1/instances", json=body()).json()["instance"]["id"]
-    msg = fault(api.post(f"/v1.0/p1/instances/{iid}/action", json={"restart": {}}), 422,
-                "unprocessableEntity")
+    msg = fault(
+        api.post(f"/v1.0/p1/instances/{iid}/action", json={"restart": {}}),
+        422,
+        "unprocessableEntity",
+    )
     assert "not ready" in msg
     fault(api.delete(f"/v1.0/p1/instances/{iid}"), 422, "unprocessableEntity")
     fault(api.get(f"/v1.0/p1/instances/{iid}/databases"), 422, "unprocessableEntity")
     fault(api.post(f"/v1.0/p1/instances/{iid}/action", json={"dance": {}}), 400, "badRequest")
-    fault(api.post(f"/v1.0/p1/instances/{iid}/action", json={"resize": {"flavorRef": "3"}}),
-          501, "notImplemented")
+    fault(
+        api.post(f"/v1.0/p1/instances/{iid}/action", json={"resize": {"flavorRef": "3"}}),
+        501,
+        "notImplemented",
+    )
 
 
 def test_rename_and_update_rules(api):
     iid = api.post("/v1.0/p1/instances", json=body()).json()["instance"]["id"]
-    assert api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"name": "new"}}).status_code \
-        == 202
+    assert (
+        api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"name": "new"}}).status_code == 202
+    )
     assert api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]["name"] == "new"
-    msg = fault(api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {
-        "configuration": "a", "datastore_version": "b"}}), 400, "badRequest")
+    msg = fault(
+        api.put(
+            f"/v1.0/p1/instances/{iid}",
+            json={"instance": {"configuration": "a", "datastore_version": "b"}},
+        ),
+        400,
+        "badRequest",
+    )
     assert "Only one attribute" in msg
 
 
 def test_pagination_links(api):
-    ids = [api.post("/v1.0/p1/instances", json=body(f"i{n}")).json()["instance"]["id"]
-           for n in range(3)]
+    ids = [
+        api.post("/v1.0/p1/instances", json=body(f"i{n}")).json()["instance"]["id"]
+        for n in range(3)
+    ]
     first = api.get("/v1.0/p1/instances").json()
     assert len(first["instances"]) == 2
     next_href = first["links"][0]["href"]

@@ -4,9 +4,18 @@ from cove.guestagent.datastores.postgresql import conf
 
 def config(ram=2048):
     return GuestConfig(
-        instance_id="i1", datastore="postgresql", datastore_version="15", bin_dir="/x",
-        address="127.42.0.9", port=5432, ram_mb=ram, vcpus=2, volume_gb=1,
-        transport_url="redis+socket:///x", heartbeat_interval=5, instance_dir="/d/i1",
+        instance_id="i1",
+        datastore="postgresql",
+        datastore_version="15",
+        bin_dir="/x",
+        address="127.42.0.9",
+        port=5432,
+        ram_mb=ram,
+        vcpus=2,
+        volume_gb=1,
+        transport_url="redis+socket:///x",
+        heartbeat_interval=5,
+        instance_dir="/d/i1",
     )
 
 

@@ -17,8 +17,14 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 INTERVAL = 5.0
 
 
-def snap(task=Task.NONE, compute=ComputeState.ACTIVE, guest=GuestStatus.HEALTHY, age=1.0,
-         agent_age=60.0, backup=False):
+def snap(
+    task=Task.NONE,
+    compute=ComputeState.ACTIVE,
+    guest=GuestStatus.HEALTHY,
+    age=1.0,
+    agent_age=60.0,
+    backup=False,
+):
     return InstanceSnapshot(
         task=task,
         compute=compute,

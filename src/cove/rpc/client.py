@@ -104,6 +104,12 @@ class RpcClient:
     def __repr__(self) -> str:
         return f"RpcClient({transport.redact_url(self._url)!r})"
 
+    def __enter__(self) -> RpcClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- public API --------------------------------------------------------------------------
 
     def cast(

@@ -138,7 +138,10 @@ class RpcServer:
             while not self._stopping.is_set():
                 try:
                     bus = BusConnection.connect(
-                        self._url, timeout=self._connect_timeout, heartbeat=HEARTBEAT
+                        self._url,
+                        timeout=self._connect_timeout,
+                        heartbeat=HEARTBEAT,
+                        cancel=self._stopping,
                     )
                 except ServiceUnavailable as exc:
                     self._last_error = exc.message
@@ -147,7 +150,7 @@ class RpcServer:
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
                 try:
-                    self._consume(bus, pool)
+                    self._consume(bus, pool)  # returns once stopping
                 except bus.errors as exc:
                     LOG.warning(
                         "lost the message bus at %s while serving %s (%s); reconnecting",
@@ -155,11 +158,16 @@ class RpcServer:
                         self._topic,
                         describe_error(exc),
                     )
+                    # Connected before it broke: the broker has only just gone, retry at once.
+                    backoff = 0.1
+                except Exception:
+                    # A fault of kombu's or ours: a server process must not die of it.
+                    LOG.exception("unexpected error while serving %s; reconnecting", self._topic)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
                 finally:
                     self._consuming.clear()
                     bus.close()
-                # Connected before it broke: the broker has only just gone, try again soon.
-                backoff = 0.1
         finally:
             pool.shutdown(wait=True)
             self._replier.close()
@@ -265,6 +273,10 @@ class RpcServer:
 
     def _dispatch(self, endpoint: Endpoint, request: Request) -> None:
         try:
+            if request.expired():
+                # It waited for a free worker longer than its caller waits for the reply.
+                LOG.warning("dropping an expired call on %s (%s)", self._topic, request.describe())
+                return
             LOG.debug("handling %s on %s", request.describe(), self._topic)
             try:
                 result = endpoint(request.request_context, **request.args)

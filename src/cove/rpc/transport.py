@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -106,11 +107,19 @@ class BusConnection:
         self._consumers: list[Consumer] = []
 
     @classmethod
-    def connect(cls, url: str, *, timeout: float, heartbeat: float = 0) -> BusConnection:
+    def connect(
+        cls,
+        url: str,
+        *,
+        timeout: float,
+        heartbeat: float = 0,
+        cancel: threading.Event | None = None,
+    ) -> BusConnection:
         """Connect to the bus at ``url``, retrying briefly until ``timeout`` seconds passed.
 
-        Never blocks much longer than ``timeout``. Raises ServiceUnavailable (with the URL
-        stripped of its password) when no connection could be made.
+        Never blocks much longer than ``timeout``, and gives up early once ``cancel`` is set.
+        Raises ServiceUnavailable (with the URL stripped of its password) when no connection
+        could be made.
         """
         deadline = time.monotonic() + timeout
         delay = 0.05
@@ -129,7 +138,11 @@ class BusConnection:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise unreachable(url, reason)
-            time.sleep(min(delay, remaining))
+            pause = min(delay, remaining)
+            if cancel is None:
+                time.sleep(pause)
+            elif cancel.wait(pause):
+                raise unreachable(url, reason)
             delay = min(delay * 2, 0.5)
 
     # -- publishing --------------------------------------------------------------------------

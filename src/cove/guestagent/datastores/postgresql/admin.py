@@ -36,7 +36,10 @@ class PostgresAdmin:
         self._connect = connect
 
     def _run(
-        self, query: sql.Composed | sql.SQL | str, params: Sequence[object] = (), dbname: str = "postgres"
+        self,
+        query: sql.Composed | sql.SQL | str,
+        params: Sequence[object] = (),
+        dbname: str = "postgres",
     ) -> list[tuple[object, ...]]:
         try:
             with self._connect(dbname=dbname) as conn:

@@ -1,0 +1,177 @@
+"""Running Cove as a user would, for end-to-end tests: `cove up`, or the services as separate
+processes, in a private data directory and on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from servers import free_port, remove_tree
+
+BIN = Path(sys.executable).parent
+PROJECT = "e2e"
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class ControlPlane:
+    """A running Cove control plane and an HTTP client for its API."""
+
+    def __init__(self, transport_url: str | None = None, separate: bool = False) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="cove-e2e-"))
+        self.base.chmod(0o755)
+        self.data_dir = self.base / "d"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "COVE_DATA_DIR": str(self.data_dir),
+            "COVE_API_PORT": str(self.port),
+            "COVE_HEARTBEAT_INTERVAL": "1",
+            "COVE_MONITOR_INTERVAL": "0.5",
+        }
+        if transport_url:
+            self.env["COVE_TRANSPORT_URL"] = transport_url
+        self.separate = separate
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.http = httpx.Client(base_url=f"{self.url}/v1.0/{PROJECT}", timeout=60)
+
+    def _spawn(self, *argv: str) -> subprocess.Popen[bytes]:
+        log = (self.base / f"{Path(argv[0]).name}.log").open("ab")
+        proc = subprocess.Popen(
+            list(argv), env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> ControlPlane:
+        if self.separate:
+            subprocess.run(
+                [str(BIN / "cove-manage"), "db", "upgrade"],
+                env=self.env,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            for name in ("cove-conductor", "cove-taskmanager", "cove-api"):
+                self._spawn(str(BIN / name))
+        else:
+            self._spawn(str(BIN / "cove"), "up")
+        wait_for(self._api_up, 60, 0.1, "the API")
+        return self
+
+    def _api_up(self) -> bool:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"{proc.args} exited early: {self.logs()}")
+        try:
+            return httpx.get(self.url + "/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def logs(self) -> str:
+        out = []
+        for path in sorted(self.base.glob("*.log")) + sorted((self.data_dir / "log").glob("*.log")):
+            out.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-3000:])
+        for path in sorted((self.data_dir / "instances").glob("*/log/*.log")):
+            out.append(f"--- {path}\n" + path.read_text(errors="replace")[-3000:])
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        try:
+            for inst in self.http.get("/instances").json().get("instances", []):
+                self.http.delete(f"/instances/{inst['id']}")
+            wait_for(
+                lambda: not self.http.get("/instances").json()["instances"],
+                120,
+                0.2,
+                "instances to be deleted",
+            )
+        except Exception:
+            pass
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.http.close()
+        _kill_leftovers(self.data_dir)
+        remove_tree(self.base)
+
+    # -- API helpers -------------------------------------------------------------------------
+
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        resp = self.http.get(f"/instances/{instance_id}")
+        assert resp.status_code == 200, resp.text
+        return resp.json()["instance"]  # type: ignore[no-any-return]
+
+    def wait_status(self, instance_id: str, status: str, timeout: float = 120) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            inst = self.instance(instance_id)
+            if inst["status"] == "ERROR" and status != "ERROR":
+                raise AssertionError(f"instance went to ERROR: {inst.get('fault')}\n{self.logs()}")
+            return inst if inst["status"] == status else None
+
+        try:
+            return wait_for(check, timeout, 0.1, f"status {status}")  # type: ignore[no-any-return]
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen {self.instance(instance_id)}\n{self.logs()}")
+
+    def create(self, **spec: Any) -> dict[str, Any]:
+        body = {
+            "name": "e2e",
+            "flavorRef": "1",
+            "volume": {"size": 1},
+            "datastore": {"type": "postgresql"},
+            **spec,
+        }
+        resp = self.http.post("/instances", json={"instance": body})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["instance"]  # type: ignore[no-any-return]
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def _kill_leftovers(data_dir: Path) -> None:
+    for line in processes_mentioning(str(data_dir)):
+        pid = int(line.split(":")[0])
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

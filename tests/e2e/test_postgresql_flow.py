@@ -1,0 +1,170 @@
+"""The whole life of a PostgreSQL instance, through the HTTP API and a real client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import psycopg
+import pytest
+from harness import ControlPlane, processes_mentioning, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def connect(inst: dict, user: str, password: str, dbname: str) -> psycopg.Connection:
+    return psycopg.connect(
+        host=inst["ip"][0],
+        port=inst.get("port", 5432),
+        user=user,
+        password=password,
+        dbname=dbname,
+        connect_timeout=5,
+        autocommit=True,
+    )
+
+
+def listening(address: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((address, port)) == 0
+
+
+def test_instance_lifecycle(plane: ControlPlane) -> None:
+    api = plane.http
+    created = plane.create(
+        name="orders",
+        databases=[{"name": "orders"}, {"name": "secret_stuff"}],
+        users=[{"name": "app", "password": "app-Pass:1", "databases": [{"name": "orders"}]}],
+    )
+    assert created["status"] == "BUILD"
+    iid = created["id"]
+    inst = plane.wait_status(iid, "ACTIVE")
+    assert inst["operating_status"] == "HEALTHY"
+    address = inst["ip"][0]
+    assert address.startswith("127.42.") and "port" not in inst  # the standard port
+
+    # The user reaches the granted database and nothing else.
+    with connect(inst, "app", "app-Pass:1", "orders") as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO items VALUES (1, 'kept')")
+    with pytest.raises(psycopg.OperationalError, match="permission denied"):
+        connect(inst, "app", "app-Pass:1", "secret_stuff")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(inst, "app", "wrong", "orders")
+
+    # Databases.
+    assert [d["name"] for d in api.get(f"/instances/{iid}/databases").json()["databases"]] == [
+        "orders",
+        "secret_stuff",
+    ]
+    assert (
+        api.post(f"/instances/{iid}/databases", json={"databases": [{"name": "extra"}]}).status_code
+        == 202
+    )
+    assert (
+        api.post(f"/instances/{iid}/databases", json={"databases": [{"name": "extra"}]}).status_code
+        == 400
+    )
+    assert api.delete(f"/instances/{iid}/databases/extra").status_code == 202
+    assert api.delete(f"/instances/{iid}/databases/extra").status_code == 404
+    assert api.get(f"/instances/{iid}/databases/orders").status_code == 501
+
+    # Users, passwords, access.
+    users = api.get(f"/instances/{iid}/users").json()["users"]
+    assert users == [{"name": "app", "host": "%", "databases": [{"name": "orders"}]}]
+    assert (
+        api.post(
+            f"/instances/{iid}/users", json={"users": [{"name": "bob", "password": "bob-1"}]}
+        ).status_code
+        == 202
+    )
+    assert api.get(f"/instances/{iid}/users/bob").json()["user"]["databases"] == []
+    assert (
+        api.put(
+            f"/instances/{iid}/users/bob/databases", json={"databases": [{"name": "secret_stuff"}]}
+        ).status_code
+        == 202
+    )
+    assert api.get(f"/instances/{iid}/users/bob%40%25/databases").json() == {
+        "databases": [{"name": "secret_stuff"}]
+    }
+    with connect(inst, "bob", "bob-1", "secret_stuff") as conn:
+        conn.execute("CREATE TABLE t (x int)")
+    assert (
+        api.put(f"/instances/{iid}/users/bob", json={"user": {"password": "bob-2"}}).status_code
+        == 202
+    )
+    with pytest.raises(psycopg.OperationalError):
+        connect(inst, "bob", "bob-1", "secret_stuff")
+    connect(inst, "bob", "bob-2", "secret_stuff").close()
+    assert api.delete(f"/instances/{iid}/users/bob/databases/secret_stuff").status_code == 202
+    with pytest.raises(psycopg.OperationalError, match="permission denied"):
+        connect(inst, "bob", "bob-2", "secret_stuff")
+    assert api.delete(f"/instances/{iid}/users/bob").status_code == 202
+    assert api.get(f"/instances/{iid}/users/bob").status_code == 404
+
+    # Root.
+    assert api.get(f"/instances/{iid}/root").json() == {"rootEnabled": False}
+    root = api.post(f"/instances/{iid}/root").json()["user"]
+    assert root["name"] == "root" and len(root["password"]) >= 20
+    assert api.get(f"/instances/{iid}/root").json() == {"rootEnabled": True}
+    with connect(inst, "root", root["password"], "secret_stuff") as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+    # Restart keeps the data.
+    assert api.post(f"/instances/{iid}/action", json={"restart": {}}).status_code == 202
+    assert plane.instance(iid)["status"] in ("REBOOT", "ACTIVE")
+    plane.wait_status(iid, "ACTIVE")
+    with connect(inst, "app", "app-Pass:1", "orders") as conn:
+        assert conn.execute("SELECT name FROM items").fetchall() == [("kept",)]
+
+    # Rename.
+    assert api.put(f"/instances/{iid}", json={"instance": {"name": "renamed"}}).status_code == 202
+    assert plane.instance(iid)["name"] == "renamed"
+
+    # Delete leaves nothing behind.
+    instance_dir = plane.data_dir / "instances" / iid
+    assert instance_dir.is_dir()
+    assert api.delete(f"/instances/{iid}").status_code == 202
+    wait_for(lambda: api.get(f"/instances/{iid}").status_code == 404, 60, 0.1, "deletion")
+    assert not instance_dir.exists()
+    assert processes_mentioning(iid) == []
+    assert not listening(address, 5432)
+    assert iid not in [i["id"] for i in api.get("/instances").json()["instances"]]
+
+
+def test_killed_guest_agent_is_noticed_and_brought_back(cove_up: ControlPlane) -> None:
+    plane = cove_up
+    iid = plane.create(
+        name="phoenix",
+        databases=[{"name": "d"}],
+        users=[{"name": "u", "password": "pw-1", "databases": [{"name": "d"}]}],
+    )["id"]
+    inst = plane.wait_status(iid, "ACTIVE")
+    with connect(inst, "u", "pw-1", "d") as conn:
+        conn.execute("CREATE TABLE survives (x int)")
+        conn.execute("INSERT INTO survives VALUES (42)")
+    lock = plane.data_dir / "instances" / iid / "run" / "guestagent.lock"
+    old_pid = int(Path(lock).read_text().strip())
+    os.kill(old_pid, signal.SIGKILL)
+    # Heartbeats are 1 s apart here: the instance must leave ACTIVE within 3 intervals.
+    left = wait_for(
+        lambda: plane.instance(iid)["status"] != "ACTIVE", 4.0, 0.02, "the instance to leave ACTIVE"
+    )
+    assert left
+    plane.wait_status(iid, "ACTIVE", timeout=60)
+    new_pid = int(Path(lock).read_text().strip())
+    assert new_pid != old_pid
+    with connect(inst, "u", "pw-1", "d") as conn:
+        assert conn.execute("SELECT x FROM survives").fetchall() == [(42,)]
+    # The database server kept running under the adopted agent and still restarts cleanly.
+    assert plane.http.post(f"/instances/{iid}/action", json={"restart": {}}).status_code == 202
+    plane.wait_status(iid, "ACTIVE")
+    with connect(inst, "u", "pw-1", "d") as conn:
+        assert conn.execute("SELECT x FROM survives").fetchall() == [(42,)]
+    assert plane.http.delete(f"/instances/{iid}").status_code == 202
+    wait_for(lambda: plane.http.get(f"/instances/{iid}").status_code == 404, 60, 0.1, "deletion")
+    assert processes_mentioning(iid) == []
