@@ -3,6 +3,7 @@ processes, in a private data directory and on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -108,8 +109,8 @@ class ControlPlane:
                 0.2,
                 "instances to be deleted",
             )
-        except Exception:
-            pass
+        except Exception as exc:  # best effort; leftovers are killed below
+            print(f"cleaning up instances through the API failed: {exc}", file=sys.stderr)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -139,7 +140,8 @@ class ControlPlane:
         try:
             return wait_for(check, timeout, 0.1, f"status {status}")  # type: ignore[no-any-return]
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; last seen {self.instance(instance_id)}\n{self.logs()}")
+            last = self.instance(instance_id)
+            raise AssertionError(f"{exc}; last seen {last}\n{self.logs()}") from None
 
     def create(self, **spec: Any) -> dict[str, Any]:
         body = {
@@ -171,7 +173,5 @@ def processes_mentioning(text: str) -> list[str]:
 def _kill_leftovers(data_dir: Path) -> None:
     for line in processes_mentioning(str(data_dir)):
         pid = int(line.split(":")[0])
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
