@@ -44,6 +44,8 @@ class LocalDriver(ComputeDriver):
         self.root = settings.instances_dir
         self.templates = settings.templates_dir
         self._spawn_lock = threading.Lock()
+        # Agents this process started: one still starting up holds no lock yet, but is alive.
+        self._spawned: dict[str, subprocess.Popen[bytes]] = {}
         self.identity = service_user(settings.service_user)
         self.user, self.uid, self.gid = self.identity.name, self.identity.uid, self.identity.gid
         self.root.mkdir(parents=True, exist_ok=True)
@@ -149,9 +151,13 @@ class LocalDriver(ComputeDriver):
             fcntl.flock(fh, fcntl.LOCK_UN)
             return None
 
+    def _starting(self, instance_id: str) -> bool:
+        proc = self._spawned.get(instance_id)
+        return proc is not None and proc.poll() is None
+
     def ensure_running(self, instance_id: str) -> bool:
         with self._spawn_lock:
-            if self.agent_pid(instance_id) is not None:
+            if self.agent_pid(instance_id) is not None or self._starting(instance_id):
                 return False
             config = self.config_path(instance_id)
             if not config.is_file():
@@ -188,6 +194,7 @@ class LocalDriver(ComputeDriver):
             )
         finally:
             os.close(fd)
+        self._spawned[instance_id] = proc
         # Reap the agent when it exits so it never lingers as a zombie of this process.
         threading.Thread(target=proc.wait, daemon=True).start()
         LOG.info("started the guest agent of instance %s (pid %d)", instance_id, proc.pid)
@@ -195,12 +202,18 @@ class LocalDriver(ComputeDriver):
     def state(self, instance_id: str) -> ComputeState:
         if not self.config_path(instance_id).is_file():
             return ComputeState.ERROR
-        return ComputeState.ACTIVE if self.agent_pid(instance_id) else ComputeState.SHUTDOWN
+        alive = self.agent_pid(instance_id) is not None or self._starting(instance_id)
+        return ComputeState.ACTIVE if alive else ComputeState.SHUTDOWN
 
     def destroy(self, instance_id: str) -> None:
         base = self.instance_dir(instance_id)
         if not base.exists():
             return
+        starting = self._spawned.get(instance_id)
+        if starting is not None and starting.poll() is None and self.agent_pid(instance_id) is None:
+            starting.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                starting.wait(STOP_TIMEOUT)
         pid = self.agent_pid(instance_id)
         if pid and pid > 0:
             with contextlib.suppress(ProcessLookupError):
@@ -211,6 +224,7 @@ class LocalDriver(ComputeDriver):
                     os.kill(pid, signal.SIGKILL)
                 _wait(lambda: self.agent_pid(instance_id) is None, 10)
         _stop_server(base / "data" / "postmaster.pid")
+        self._spawned.pop(instance_id, None)
         shutil.rmtree(base, ignore_errors=True)
         if base.exists():
             raise OSError(f"could not remove {base}")

@@ -12,10 +12,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from cove.common.ids import parse_iso, utcnow
 from cove.db.engine import Database
 from cove.db.models import ConductorSeen, GuestState, Instance
-from cove.domain.status import ComputeState, GuestStatus, Task
+from cove.domain.status import SERVING, ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext
 
 LOG = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ class Conductor:
     def endpoints(self) -> dict[str, Callable[..., Any]]:
         return {"heartbeat": self.heartbeat, "report": self.report}
 
-    def _fresh(self, s: Any, instance_id: str, method: str, sent_at: datetime) -> bool:
+    def _fresh(self, s: Session, instance_id: str, method: str, sent_at: datetime) -> bool:
         seen = s.get(ConductorSeen, (instance_id, method))
         if seen is not None and seen.sent_at >= sent_at:
             return False
@@ -39,6 +42,18 @@ class Conductor:
         else:
             seen.sent_at = sent_at
         return True
+
+    def _retrying(self, work: Callable[[Session], None]) -> None:
+        """Run ``work`` in a transaction; a message of the same instance handled at the same
+        moment by another worker can win the insert of a row, so try again on a conflict."""
+        for attempt in range(3):
+            try:
+                with self.db.session() as s:
+                    work(s)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
 
     def heartbeat(
         self,
@@ -49,28 +64,44 @@ class Conductor:
         sent_at: str,
     ) -> None:
         status = GuestStatus(service_status)
-        with self.db.session() as s:
-            inst = s.get(Instance, instance_id)
-            if inst is None or inst.deleted:
-                return
-            if not self._fresh(s, instance_id, "heartbeat", parse_iso(sent_at)):
-                LOG.debug("discarding an old heartbeat of %s", instance_id)
-                return
-            now = utcnow()
-            guest = s.get(GuestState, instance_id)
-            if guest is None:
-                s.add(
-                    GuestState(
-                        instance_id=instance_id,
-                        status=status.value,
-                        payload=json.dumps(payload),
-                        heartbeat_at=now,
-                    )
+        self._retrying(lambda s: self._heartbeat(s, instance_id, status, payload, sent_at))
+
+    def _heartbeat(
+        self,
+        s: Session,
+        instance_id: str,
+        status: GuestStatus,
+        payload: dict[str, Any],
+        sent_at: str,
+    ) -> None:
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.deleted:
+            return
+        if not self._fresh(s, instance_id, "heartbeat", parse_iso(sent_at)):
+            LOG.debug("discarding an old heartbeat of %s", instance_id)
+            return
+        now = utcnow()
+        if inst.task == Task.BUILDING.value and status in SERVING:
+            # A guest only reports a serving server once prepare is done: if its report was
+            # lost, the heartbeat still ends the build.
+            inst.task = Task.NONE.value
+            inst.compute_state = ComputeState.ACTIVE.value
+            inst.updated = now
+            LOG.info("instance %s is ready (seen in its heartbeat)", instance_id)
+        guest = s.get(GuestState, instance_id)
+        if guest is None:
+            s.add(
+                GuestState(
+                    instance_id=instance_id,
+                    status=status.value,
+                    payload=json.dumps(payload),
+                    heartbeat_at=now,
                 )
-            else:
-                guest.status = status.value
-                guest.payload = json.dumps(payload)
-                guest.heartbeat_at = now
+            )
+        else:
+            guest.status = status.value
+            guest.payload = json.dumps(payload)
+            guest.heartbeat_at = now
 
     def report(
         self,
@@ -81,23 +112,33 @@ class Conductor:
         details: str,
         sent_at: str,
     ) -> None:
-        with self.db.session() as s:
-            inst = s.get(Instance, instance_id)
-            if inst is None or inst.deleted:
-                return
-            if not self._fresh(s, instance_id, f"report.{operation}", parse_iso(sent_at)):
-                return
-            now = utcnow()
-            if operation == "prepare" and inst.task == Task.BUILDING.value:
-                if outcome == "success":
-                    inst.task = Task.NONE.value
-                    inst.compute_state = ComputeState.ACTIVE.value
-                    LOG.info("instance %s is ready", instance_id)
-                else:
-                    inst.task = Task.BUILD_ERROR.value
-                    inst.fault_message = f"Preparing the instance failed: {details}"
-                    inst.fault_at = now
-                    LOG.warning("instance %s failed to prepare: %s", instance_id, details)
-                inst.updated = now
+        self._retrying(lambda s: self._report(s, instance_id, operation, outcome, details, sent_at))
+
+    def _report(
+        self,
+        s: Session,
+        instance_id: str,
+        operation: str,
+        outcome: str,
+        details: str,
+        sent_at: str,
+    ) -> None:
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.deleted:
+            return
+        if not self._fresh(s, instance_id, f"report.{operation}", parse_iso(sent_at)):
+            return
+        now = utcnow()
+        if operation == "prepare" and inst.task == Task.BUILDING.value:
+            if outcome == "success":
+                inst.task = Task.NONE.value
+                inst.compute_state = ComputeState.ACTIVE.value
+                LOG.info("instance %s is ready", instance_id)
             else:
-                LOG.info("report %s/%s for instance %s", operation, outcome, instance_id)
+                inst.task = Task.BUILD_ERROR.value
+                inst.fault_message = f"Preparing the instance failed: {details}"
+                inst.fault_at = now
+                LOG.warning("instance %s failed to prepare: %s", instance_id, details)
+            inst.updated = now
+        else:
+            LOG.info("report %s/%s for instance %s", operation, outcome, instance_id)

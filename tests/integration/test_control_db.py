@@ -1,0 +1,177 @@
+"""The control database layer on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from cove.common.ids import isoformat, new_id, utcnow
+from cove.compute.discovery import FoundVersion
+from cove.conductor.service import Conductor
+from cove.db.catalog import register_version, seed_flavors
+from cove.db.engine import Database
+from cove.db.instances import allocate_address, release_address
+from cove.db.migrate import current, head, upgrade
+from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Instance
+from cove.domain.status import ComputeState, Task
+from cove.rpc import RequestContext
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/cove.sqlite"
+    else:
+        server = request.getfixturevalue("pg_server")
+        name = f"cove_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = server.url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+def _instance(db: Database, task: Task = Task.BUILDING) -> str:
+    iid = new_id()
+    with db.session() as s:
+        seed_flavors(s)
+        register_version(s, FoundVersion("postgresql", "15", "15.4", "/x"))
+        version = s.scalar(select(DatastoreVersion))
+        assert version is not None
+        now = utcnow()
+        s.add(
+            Instance(
+                id=iid,
+                project_id="p",
+                name="n",
+                flavor_id="1",
+                datastore_version_id=version.id,
+                volume_size=1,
+                compute_driver="local",
+                task=task.value,
+                compute_state=ComputeState.ACTIVE.value,
+                port=5432,
+                created=now,
+                updated=now,
+            )
+        )
+    return iid
+
+
+def test_migrations_reach_head(db: Database) -> None:
+    assert current(db.url) == head()
+    upgrade(db.url)  # idempotent
+    with db.session() as s:
+        assert seed_flavors(s) == 4
+    with db.session() as s:
+        assert seed_flavors(s) == 0
+
+
+def test_timestamps_come_back_aware(db: Database) -> None:
+    iid = _instance(db)
+    with db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None and inst.created.tzinfo is not None
+
+
+def test_concurrent_address_allocation_never_hands_out_one_twice(db: Database) -> None:
+    ids = [new_id() for _ in range(12)]
+    got: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def worker(iid: str) -> None:
+        try:
+            with db.session() as s:
+                got[iid] = allocate_address(s, "127.42.0.0/24", iid)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(got.values())) == len(ids)
+    with db.session() as s:
+        assert allocate_address(s, "127.42.0.0/24", ids[0]) == got[ids[0]]  # idempotent
+        release_address(s, ids[0])
+    with db.session() as s:
+        assert (
+            s.scalar(select(AddressAllocation).where(AddressAllocation.instance_id == ids[0]))
+            is None
+        )
+
+
+def test_conductor_discards_older_messages_and_ends_builds(db: Database) -> None:
+    iid = _instance(db)
+    conductor = Conductor(db)
+    ctx = RequestContext()
+    t0 = utcnow()
+    conductor.heartbeat(ctx, iid, "building", {}, isoformat(t0))
+    conductor.report(ctx, iid, "prepare", "success", "", isoformat(t0 + timedelta(seconds=1)))
+    conductor.heartbeat(ctx, iid, "healthy", {}, isoformat(t0 + timedelta(seconds=2)))
+    conductor.heartbeat(ctx, iid, "crashed", {}, isoformat(t0 + timedelta(seconds=1)))  # late
+    with db.session() as s:
+        inst = s.get(Instance, iid)
+        guest = s.get(GuestState, iid)
+        assert inst is not None and guest is not None
+        assert inst.task == Task.NONE.value
+        assert guest.status == "healthy"
+
+
+def test_failed_prepare_records_the_fault(db: Database) -> None:
+    iid = _instance(db)
+    Conductor(db).report(
+        RequestContext(), iid, "prepare", "failure", "disk full", isoformat(utcnow())
+    )
+    with db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        assert inst.task == Task.BUILD_ERROR.value
+        assert inst.fault_message is not None and "disk full" in inst.fault_message
+
+
+def test_heartbeat_of_a_serving_guest_ends_a_build_whose_report_was_lost(db: Database) -> None:
+    iid = _instance(db)
+    Conductor(db).heartbeat(RequestContext(), iid, "healthy", {}, isoformat(utcnow()))
+    with db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None and inst.task == Task.NONE.value
+
+
+def test_concurrent_heartbeats_of_one_instance(db: Database) -> None:
+    iid = _instance(db, Task.NONE)
+    conductor = Conductor(db)
+    t0 = utcnow()
+    errors: list[BaseException] = []
+
+    def beat(n: int) -> None:
+        try:
+            conductor.heartbeat(
+                RequestContext(),
+                iid,
+                "healthy",
+                {"n": n},
+                isoformat(t0 + timedelta(milliseconds=n)),
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=beat, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
