@@ -125,6 +125,15 @@ def test_instance_lifecycle(plane: ControlPlane) -> None:
     assert api.put(f"/instances/{iid}", json={"instance": {"name": "renamed"}}).status_code == 202
     assert plane.instance(iid)["name"] == "renamed"
 
+    # No password ever reached a log: the control plane's, the agent's or the server's.
+    logs = list(plane.base.glob("*.log")) + list((plane.data_dir / "log").glob("*.log"))
+    logs += list((plane.data_dir / "instances" / iid / "log").glob("*.log"))
+    assert len(logs) >= 4
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for secret in ("app-Pass:1", "bob-1", "bob-2", root["password"]):
+            assert secret not in text, f"{secret!r} leaked into {path}"
+
     # Delete leaves nothing behind.
     instance_dir = plane.data_dir / "instances" / iid
     assert instance_dir.is_dir()
@@ -168,3 +177,37 @@ def test_killed_guest_agent_is_noticed_and_brought_back(cove_up: ControlPlane) -
     assert plane.http.delete(f"/instances/{iid}").status_code == 202
     wait_for(lambda: plane.http.get(f"/instances/{iid}").status_code == 404, 60, 0.1, "deletion")
     assert processes_mentioning(iid) == []
+
+
+def test_instances_outlive_the_control_plane(tmp_path: Path) -> None:
+    """Ctrl-C stops Cove but not the databases; the next start re-attaches them."""
+    plane = ControlPlane().start()
+    try:
+        user = {"name": "u", "password": "pw-2", "databases": [{"name": "d"}]}
+        iid = plane.create(name="keeper", databases=[{"name": "d"}], users=[user])["id"]
+        inst = plane.wait_status(iid, "ACTIVE")
+        agent_pid = int(
+            (plane.data_dir / "instances" / iid / "run" / "guestagent.lock").read_text().strip()
+        )
+        for proc in plane.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in plane.procs:
+            assert proc.wait(30) == 0
+        plane.procs.clear()
+        # The database still serves while the control plane is down.
+        with connect(inst, "u", "pw-2", "d") as conn:
+            conn.execute("CREATE TABLE during_outage (x int)")
+        plane.start()
+        plane.wait_status(iid, "ACTIVE")
+        assert (
+            int(
+                (plane.data_dir / "instances" / iid / "run" / "guestagent.lock").read_text().strip()
+            )
+            == agent_pid
+        )
+        # The same agent answers over the restarted bus.
+        users = plane.http.get(f"/instances/{iid}/users")
+        assert users.status_code == 200, users.text
+        assert [u["name"] for u in users.json()["users"]] == ["u"]
+    finally:
+        plane.stop()
