@@ -38,6 +38,7 @@ def test_config_path_must_exist(tmp_path, monkeypatch):
         ("api_port", 0),
         ("auth_strategy", "magic"),
         ("unknown_key", 1),
+        ("api_host", "0.0.0.0"),
     ],
 )
 def test_bad_values_are_refused(tmp_path, monkeypatch, key, value):

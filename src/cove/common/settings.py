@@ -83,6 +83,11 @@ class Settings(BaseSettings):
             self.transport_url = f"redis+socket://{self.bus_socket}"
         if self.auth_strategy in ("embedded", "keystone"):
             raise ValueError(f"auth_strategy {self.auth_strategy!r} is not available yet")
+        if self.auth_strategy == "noauth" and not _is_loopback(self.api_host):
+            raise ValueError(
+                f"api_host {self.api_host!r} is reachable from other machines, but "
+                "auth_strategy 'noauth' trusts any caller: bind the API to a loopback address"
+            )
         return self
 
     @property
@@ -100,6 +105,15 @@ class Settings(BaseSettings):
     @property
     def templates_dir(self) -> Path:
         return self.data_dir / "templates"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
