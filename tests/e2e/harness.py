@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -50,6 +51,8 @@ class ControlPlane:
             "COVE_API_PORT": str(self.port),
             "COVE_HEARTBEAT_INTERVAL": "1",
             "COVE_MONITOR_INTERVAL": "0.5",
+            # A pool of its own, so a Cove running beside the tests is never in the way.
+            "COVE_ADDRESS_POOL": f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24",
         }
         if transport_url:
             self.env["COVE_TRANSPORT_URL"] = transport_url

@@ -44,7 +44,8 @@ def test_instance_lifecycle(plane: ControlPlane) -> None:
     inst = plane.wait_status(iid, "ACTIVE")
     assert inst["operating_status"] == "HEALTHY"
     address = inst["ip"][0]
-    assert address.startswith("127.42.") and "port" not in inst  # the standard port
+    assert address.startswith("127.") and address != "127.0.0.1"
+    assert "port" not in inst  # every instance has its own address and the standard port
 
     # The user reaches the granted database and nothing else.
     with connect(inst, "app", "app-Pass:1", "orders") as conn:

@@ -175,3 +175,9 @@ def test_concurrent_heartbeats_of_one_instance(db: Database) -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_addresses_held_outside_cove_are_skipped(db: Database) -> None:
+    with db.session() as s:
+        address = allocate_address(s, "127.42.9.0/29", new_id(), lambda a: a != "127.42.9.1")
+    assert address == "127.42.9.2"

@@ -60,6 +60,10 @@ class ComputeDriver(ABC):
     def destroy(self, instance_id: str) -> None:
         """Stop everything of the instance and remove it."""
 
+    def address_usable(self, address: str, port: int) -> bool:
+        """Whether nothing outside Cove's records already holds ``address:port``."""
+        return True
+
     @abstractmethod
     def instance_ids(self) -> list[str]:
         """The instances this driver has a place for."""

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -87,6 +88,16 @@ class LocalDriver(ComputeDriver):
             ) from exc
 
     # -- paths -------------------------------------------------------------------------------
+
+    def address_usable(self, address: str, port: int) -> bool:
+        """Loopback addresses are shared by every process of the host (another Cove, say):
+        an address whose port is already bound is not handed out."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                return False
+        return True
 
     def instance_dir(self, instance_id: str) -> Path:
         if "/" in instance_id or instance_id in ("", ".", ".."):

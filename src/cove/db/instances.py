@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -44,8 +45,14 @@ def transition(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def allocate_address(session: Session, pool: str, instance_id: str) -> str:
-    """Reserve the lowest free address of ``pool`` for the instance (idempotent).
+def allocate_address(
+    session: Session,
+    pool: str,
+    instance_id: str,
+    usable: Callable[[str], bool] = lambda _address: True,
+) -> str:
+    """Reserve the lowest free address of ``pool`` for the instance (idempotent). Addresses
+    that ``usable`` rejects (in use by something outside this Cove) are skipped.
 
     Raises AddressPoolExhausted when none is left.
     """
@@ -57,7 +64,9 @@ def allocate_address(session: Session, pool: str, instance_id: str) -> str:
     network = ipaddress.ip_network(pool)
     for _attempt in range(20):
         used = set(session.scalars(select(AddressAllocation.address)))
-        candidate = next((str(h) for h in network.hosts() if str(h) not in used), None)
+        candidate = next(
+            (str(h) for h in network.hosts() if str(h) not in used and usable(str(h))), None
+        )
         if candidate is None:
             raise AddressPoolExhausted(f"no free address left in {pool}")
         try:

@@ -56,7 +56,13 @@ def _place(tc: TaskContext, instance_id: str) -> GuestSpec | None:
             LOG.info("instance %s is no longer building; nothing to do", instance_id)
             return None
         if inst.address is None:
-            inst.address = allocate_address(s, tc.settings.address_pool, instance_id)
+            port = inst.port
+            inst.address = allocate_address(
+                s,
+                tc.settings.address_pool,
+                instance_id,
+                lambda address: tc.driver.address_usable(address, port),
+            )
         version = inst.datastore_version
         return GuestSpec(
             instance_id=inst.id,
