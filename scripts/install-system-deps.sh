@@ -12,6 +12,12 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
+# As root, Cove runs guest agents and database servers as this unprivileged user.
+if [ "$(id -u)" -eq 0 ] && ! id cove >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin cove
+    echo "Created the service user 'cove'."
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -229,3 +229,15 @@ def test_json_suffix_is_tolerated(api):
 def test_limits(api):
     limits = api.get("/v1.0/p1/limits").json()["limits"]
     assert limits[0]["verb"] == "ABSOLUTE" and limits[0]["max_instances"] == 10
+
+
+def test_initial_users_have_no_host(api):
+    msg = fault(
+        api.post(
+            "/v1.0/p1/instances",
+            json=body(users=[{"name": "u", "password": "p", "host": "10.0.0.1"}]),
+        ),
+        400,
+        "badRequest",
+    )
+    assert "no host" in msg

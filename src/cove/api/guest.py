@@ -12,8 +12,6 @@ from cove.domain.capabilities import Capability, capabilities
 from cove.domain.status import SERVING, GuestStatus, can_act, compute_status
 from cove.rpc import RequestContext
 
-GUEST_TIMEOUT = 60.0
-
 
 def check_ready(
     c: ApiContext,
@@ -47,8 +45,9 @@ def call_guest(
     instance_id: str,
     method: str,
     args: dict[str, Any],
-    timeout: float = GUEST_TIMEOUT,
+    timeout: float | None = None,
 ) -> Any:
+    timeout = timeout or c.settings.rpc_timeout
     try:
         return c.bus.call(f"guestagent.{instance_id}", method, args, ctx, timeout=timeout)
     except RpcTimeout as exc:

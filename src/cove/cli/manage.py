@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -25,7 +26,7 @@ def _database(settings: Settings):  # type: ignore[no-untyped-def]
     return Database(settings.database_url)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operate Cove: control database, datastores and flavors."""
     setup_logging("manage", "WARNING")
@@ -53,7 +54,10 @@ def db_version() -> None:
     """Show the schema revision."""
     from cove.db.migrate import current
 
-    click.echo(current(_settings().database_url) or "empty")
+    url = _settings().database_url
+    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
+        raise click.ClickException(f"no control database at {url}: run 'cove-manage db upgrade'")
+    click.echo(current(url) or "empty")
 
 
 @main.group()
@@ -147,6 +151,7 @@ def flavor() -> None:
 @flavor.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include disabled flavors.")
 def flavor_list(show_all: bool) -> None:
+    """List flavors."""
     from cove.db.models import Flavor
 
     with _database(_settings()).session() as s:
@@ -164,6 +169,7 @@ def flavor_list(show_all: bool) -> None:
 @click.option("--vcpus", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--disk", type=click.IntRange(min=0), default=0, show_default=True)
 def flavor_add(name: str, ram: int, vcpus: int, disk: int) -> None:
+    """Add a flavor."""
     from cove.db.catalog import add_flavor
 
     with _database(_settings()).session() as s:
@@ -195,6 +201,7 @@ def flavor_disable(ref: str) -> None:
 @flavor.command("enable")
 @click.argument("ref")
 def flavor_enable(ref: str) -> None:
+    """Offer a disabled flavor again."""
     _set_flavor_active(ref, True)
 
 

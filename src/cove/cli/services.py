@@ -20,6 +20,14 @@ LOG = logging.getLogger("cove")
 
 
 def _settings(service: str) -> Settings:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=f"cove-{service}",
+        description=f"Run Cove's {service}. Settings come from cove.toml and COVE_* variables "
+        "(see docs/operator-guide.md).",
+    )
+    parser.parse_args(sys.argv[2:] if sys.argv[1:2] == [service] else sys.argv[1:])
     try:
         settings = load_settings()
     except ConfigurationError as exc:
@@ -32,7 +40,14 @@ def _settings(service: str) -> Settings:
 def _database(settings: Settings) -> Database:
     from cove.db.migrate import current, head
 
-    if current(settings.database_url) != head():
+    try:
+        revision = current(settings.database_url)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot open the control database ({type(exc).__name__}): run "
+            "'cove-manage db upgrade' first, with the same COVE_DATA_DIR / COVE_DATABASE_URL"
+        ) from exc
+    if revision != head():
         raise ConfigurationError(
             "the control database is not up to date: run 'cove-manage db upgrade' first"
         )
@@ -120,12 +135,6 @@ def conductor_main() -> None:
         server.serve_forever()
 
     _run("conductor", body)
-
-
-def guestagent_main() -> None:
-    from cove.guestagent.main import main
-
-    sys.exit(main())
 
 
 SERVICES: dict[str, Callable[[], None]] = {

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
@@ -65,6 +66,7 @@ def bootstrap_catalog(settings: Settings) -> list[str]:
 def banner(settings: Settings, versions: list[str]) -> str:
     url = f"http://{settings.api_host}:{settings.api_port}"
     found = ", ".join(versions) if versions else "none (install postgresql)"
+    bin_dir = Path(sys.executable).parent
     return f"""
 Cove is running.
   API:         {url}  (Trove v1.0: {url}/v1.0/<project>/...)
@@ -72,11 +74,12 @@ Cove is running.
   Datastores:  {found}
   Auth:        {settings.auth_strategy} (development only: the project id in the path is trusted)
 
-Try it (in another terminal, with the virtualenv's bin/ on PATH):
+Try it in another terminal:
+  export PATH="{bin_dir}:$PATH" COVE_URL={url}
   cove flavor list
   cove instance create orders --datastore postgresql --flavor small --size 2 \\
       --database orders --user app:secret --wait
-  curl {url}/v1.0/demo/instances
+  curl {url}/v1.0/default/instances
 
 Ctrl-C stops the control plane; database instances keep running.
 """

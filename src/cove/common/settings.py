@@ -18,7 +18,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cove.common.errors import ConfigurationError
 
-DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "cove"
+#: Root keeps Cove's state where the unprivileged service user can reach it; anyone else in
+#: their own home.
+DEFAULT_DATA_DIR = (
+    Path("/var/lib/cove") if os.geteuid() == 0 else Path.home() / ".local" / "share" / "cove"
+)
 
 
 class Settings(BaseSettings):

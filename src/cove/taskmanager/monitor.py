@@ -35,16 +35,18 @@ def check_instances(tc: TaskContext) -> None:
             continue
         if compute_state == ComputeState.BUILD.value or task == Task.DELETING.value:
             continue
-        _revive(tc, instance_id)
+        _revive(tc, instance_id, compute_state)
 
 
-def _revive(tc: TaskContext, instance_id: str) -> None:
+def _revive(tc: TaskContext, instance_id: str, recorded: str) -> None:
     try:
         state = tc.driver.state(instance_id)
         if state is ComputeState.ERROR:
             _set_compute(tc, instance_id, ComputeState.ERROR)
             return
         if state is ComputeState.ACTIVE:
+            if recorded != ComputeState.ACTIVE.value:
+                _set_compute(tc, instance_id, ComputeState.ACTIVE, agent_started=True)
             return
         LOG.warning("the guest agent of instance %s is not running; starting it", instance_id)
         _set_compute(tc, instance_id, ComputeState.SHUTDOWN)

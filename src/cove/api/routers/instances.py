@@ -163,6 +163,10 @@ def _validate_payload(
         _checked(names.user_name, user.name)
         _checked(names.password, user.password)
         host = _checked(names.user_host, user.host)
+        if host != "%":
+            raise BadRequest(
+                f"User '{user.name}': users of this datastore have no host; leave 'host' out."
+            )
         if user.name in user_names:
             raise BadRequest(f"User '{user.name}' is listed twice.")
         user_names.add(user.name)
