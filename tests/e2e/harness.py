@@ -39,7 +39,12 @@ def wait_for(
 class ControlPlane:
     """A running Cove control plane and an HTTP client for its API."""
 
-    def __init__(self, transport_url: str | None = None, separate: bool = False) -> None:
+    def __init__(
+        self,
+        transport_url: str | None = None,
+        separate: bool = False,
+        fast_heartbeats: bool = True,
+    ) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="cove-e2e-"))
         self.base.chmod(0o755)
         self.data_dir = self.base / "d"
@@ -49,11 +54,13 @@ class ControlPlane:
             **os.environ,
             "COVE_DATA_DIR": str(self.data_dir),
             "COVE_API_PORT": str(self.port),
-            "COVE_HEARTBEAT_INTERVAL": "1",
             "COVE_MONITOR_INTERVAL": "0.5",
             # A pool of its own, so a Cove running beside the tests is never in the way.
             "COVE_ADDRESS_POOL": f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24",
         }
+        if fast_heartbeats:
+            # Tests of lost guests wait three heartbeat intervals: keep them short.
+            self.env["COVE_HEARTBEAT_INTERVAL"] = "1"
         if transport_url:
             self.env["COVE_TRANSPORT_URL"] = transport_url
         self.separate = separate

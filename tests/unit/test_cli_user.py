@@ -1,4 +1,4 @@
-"""The ``cove`` user CLI against a fake API plugged in through ``make_http_client``."""
+"""The ``cove`` user CLI against a fake API plugged in through ``client.make_http_client``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from click.testing import CliRunner, Result
 
 from cove.cli import user as cli_user
 from cove.cli import userfmt as fmt
+from cove.cli.user import client as cli_client
+from cove.cli.user import instances as cli_instances
 
 Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
@@ -58,8 +60,8 @@ def cove(monkeypatch: pytest.MonkeyPatch) -> FakeCove:
             base_url=base_url, timeout=timeout, headers=headers, transport=transport
         )
 
-    monkeypatch.setattr(cli_user, "make_http_client", factory)
-    monkeypatch.setattr(cli_user, "POLL_INTERVAL", 0.0)
+    monkeypatch.setattr(cli_client, "make_http_client", factory)
+    monkeypatch.setattr(cli_instances, "POLL_INTERVAL", 0.0)
     return fake
 
 
@@ -329,7 +331,7 @@ def test_list_stops_on_a_repeated_next_link(cove: FakeCove) -> None:
 
 
 def test_list_cap(cove: FakeCove, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_user, "MAX_ITEMS", 3)
+    monkeypatch.setattr(cli_client, "MAX_ITEMS", 3)
     counter = iter(range(100))
 
     def page(request: httpx.Request) -> httpx.Response:
