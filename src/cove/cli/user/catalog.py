@@ -1,0 +1,80 @@
+"""The ``cove flavor``, ``cove datastore`` and ``cove limits`` commands: what a project may
+ask for."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import click
+
+from cove.cli import userfmt as fmt
+from cove.cli.user.client import App, need
+
+
+@click.group("flavor")
+def flavor() -> None:
+    """Instance sizes."""
+
+
+@flavor.command("list")
+@click.pass_obj
+def flavor_list(app: App) -> None:
+    """List flavors."""
+    items = app.api.paginate("flavors", "flavors")
+    keys = ("name", "vcpus", "ram", "disk")
+    rows = ([fmt.flavor_id(f), *(f.get(k) for k in keys)] for f in items)
+    headers = ["ID", "Name", "vCPUs", "RAM (MB)", "Disk (GB)"]
+    app.output({"flavors": items}, lambda: fmt.table(headers, rows))
+
+
+@flavor.command("show")
+@click.argument("flavor_id", metavar="ID")
+@click.pass_obj
+def flavor_show(app: App, flavor_id: str) -> None:
+    """Show flavor ID."""
+    body = app.api.get(f"flavors/{quote(flavor_id, safe='')}")
+    app.output(body, lambda: fmt.pairs(fmt.flat_pairs(need(body, "flavor"))))
+
+
+@click.group("datastore")
+def datastore() -> None:
+    """Database engines and their versions."""
+
+
+@datastore.command("list")
+@click.pass_obj
+def datastore_list(app: App) -> None:
+    """List datastores."""
+    items = app.api.paginate("datastores", "datastores")
+    rows = (
+        [d.get("name"), d.get("id"), fmt.default_version_name(d), d.get("versions")] for d in items
+    )
+    headers = ["Name", "ID", "Default version", "Versions"]
+    app.output({"datastores": items}, lambda: fmt.table(headers, rows))
+
+
+@datastore.command("show")
+@click.argument("name")
+@click.pass_obj
+def datastore_show(app: App, name: str) -> None:
+    """Show datastore NAME (a name or an id)."""
+    body = app.api.get(f"datastores/{quote(name, safe='')}")
+    app.output(body, lambda: fmt.pairs(fmt.datastore_pairs(need(body, "datastore"))))
+
+
+@datastore.command("versions")
+@click.argument("name")
+@click.pass_obj
+def datastore_versions(app: App, name: str) -> None:
+    """List the versions of datastore NAME."""
+    items = app.api.paginate(f"datastores/{quote(name, safe='')}/versions", "versions")
+    rows = ([v.get("name"), v.get("version"), v.get("id")] for v in items)
+    app.output({"versions": items}, lambda: fmt.table(["Name", "Version", "ID"], rows))
+
+
+@click.command("limits")
+@click.pass_obj
+def limits(app: App) -> None:
+    """Show the limits of the project."""
+    body = app.api.get("limits")
+    app.output(body, lambda: fmt.limits_text(need(body, "limits")))

@@ -1,0 +1,246 @@
+"""The ``cove instance`` commands, and ``--wait``: polling an instance until a change is done.
+
+Tests set :data:`POLL_INTERVAL` here to 0.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from cove.cli import userfmt as fmt
+from cove.cli.user.client import ApiError, App, inst_path, need
+from cove.cli.userfmt import Body
+
+#: Seconds between two status polls of ``--wait``; tests set it to 0.
+POLL_INTERVAL = 0.5
+
+
+class StoppedWaiting(click.ClickException):
+    """Ctrl-C during ``--wait``: the change goes on, only the CLI stops watching."""
+
+    exit_code = 130
+
+
+class _Progress:
+    """Status and elapsed time on stderr: rewritten in place on a terminal, else one line per
+    status change so that logs stay readable."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._last: str | None = None
+        self._open = False
+
+    def show(self, label: str, elapsed: float) -> None:
+        line = f"{label} ({elapsed:.1f}s)"
+        if self._tty:
+            click.echo(f"\r{line}\x1b[K", err=True, nl=False)
+            self._open = True
+        elif label != self._last:
+            click.echo(line, err=True)
+        self._last = label
+
+    def end(self) -> None:
+        if self._open:
+            click.echo("", err=True)
+            self._open = False
+
+
+def wait_for(app: App, instance_id: str, *, gone: bool, timeout: float) -> Body | None:
+    """Poll an instance until it is ACTIVE (or, with ``gone``, until it no longer exists).
+
+    Returns the last instance view (None once gone). Raises click.ClickException when the
+    instance goes to ERROR, when ``timeout`` seconds pass, or on Ctrl-C.
+    """
+    progress = _Progress()
+    start = time.monotonic()
+    try:
+        while True:
+            elapsed = time.monotonic() - start
+            try:
+                inst = need(app.api.get(inst_path(instance_id)), "instance")
+            except ApiError as exc:
+                if gone and exc.code == 404:
+                    progress.show("DELETED", elapsed)
+                    return None
+                raise
+            status = str(inst.get("status") or "UNKNOWN")
+            progress.show(fmt.status_label(inst), elapsed)
+            if status == "ERROR":
+                raise click.ClickException(
+                    f"instance {instance_id} is in ERROR: {fmt.fault_message(inst)}"
+                )
+            if status == "ACTIVE" and not gone:
+                return dict(inst)
+            if elapsed >= timeout:
+                raise click.ClickException(
+                    f"gave up waiting after {timeout:g} s: instance {instance_id} is {status}; "
+                    f"it carries on in the background (see 'cove instance show {instance_id}')"
+                )
+            time.sleep(POLL_INTERVAL)
+    except KeyboardInterrupt:
+        raise StoppedWaiting(
+            f"stopped waiting; instance {instance_id} carries on in the background"
+        ) from None
+    finally:
+        progress.end()
+
+
+wait_option = click.option("--wait", is_flag=True, help="Wait until the change is done.")
+
+
+def wait_timeout_option(default: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--wait-timeout",
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=True,
+        help="Seconds to wait before giving up (with --wait).",
+    )
+
+
+def show_instance(app: App, inst: Body) -> None:
+    app.output({"instance": inst}, lambda: fmt.pairs(fmt.instance_pairs(inst)))
+
+
+@click.group("instance")
+def instance() -> None:
+    """Create, inspect and manage instances."""
+
+
+def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
+    """The ``users`` of a create request, prompting for passwords left out of ``--user``."""
+    try:
+        parsed = [fmt.parse_user_spec(s) for s in specs]
+        grants = [fmt.spec_databases(p, databases) for p in parsed]
+    except fmt.SpecError as exc:
+        raise click.UsageError(str(exc)) from exc
+    users = []
+    for spec, dbs in zip(parsed, grants, strict=True):
+        password = spec.password or click.prompt(
+            f"Password for user {spec.name}", hide_input=True, confirmation_prompt=True
+        )
+        users.append(
+            {"name": spec.name, "password": password, "databases": [{"name": d} for d in dbs]}
+        )
+    return users
+
+
+@instance.command("create")
+@click.argument("name")
+@click.option("--flavor", required=True, help="Flavor id (see 'cove flavor list').")
+@click.option("--size", required=True, type=click.IntRange(min=1), help="Volume size in GB.")
+@click.option("--datastore", help="Datastore type, e.g. postgresql.")
+@click.option("--datastore-version", help="Datastore version name.")
+@click.option("--database", "databases", multiple=True, help="Create this database (repeatable).")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME[:PASSWORD][@DB,...]",
+    help="Create this user (repeatable); without a password you are prompted for it.",
+)
+@wait_option
+@wait_timeout_option(900)
+@click.pass_obj
+def instance_create(
+    app: App,
+    name: str,
+    flavor: str,
+    size: int,
+    datastore: str | None,
+    datastore_version: str | None,
+    databases: tuple[str, ...],
+    users: tuple[str, ...],
+    wait: bool,
+    wait_timeout: float,
+) -> None:
+    """Create an instance NAME.
+
+    \b
+    --user NAME:PASSWORD          access to every --database
+    --user NAME:PASSWORD@DB1,DB2  access to DB1 and DB2 only
+    --user NAME[@DB1,DB2]         prompt for the password (use this when it contains '@')
+    """
+    dbs = list(databases)
+    req: Body = {"name": name, "flavorRef": flavor, "volume": {"size": size}}
+    store = {"type": datastore, "version": datastore_version}
+    if any(store.values()):
+        req["datastore"] = {k: v for k, v in store.items() if v}
+    user_items = _users_body(users, dbs)
+    req["databases"] = [{"name": d} for d in dbs]
+    req["users"] = user_items
+    inst = need(app.api.request("POST", "instances", {"instance": req}), "instance")
+    if not wait:
+        show_instance(app, inst)
+        return
+    inst = wait_for(app, str(need(inst, "id")), gone=False, timeout=wait_timeout) or inst
+    show_instance(app, inst)
+    first = user_items[0] if user_items else {}
+    grants = [d["name"] for d in first.get("databases", [])] or dbs
+    hint = fmt.connect_hint(inst, grants[0] if grants else None, first.get("name"))
+    if hint:
+        click.echo(f"\nConnect with:\n  {hint}", err=app.json_output)
+
+
+@instance.command("list")
+@click.pass_obj
+def instance_list(app: App) -> None:
+    """List instances."""
+    items = app.api.paginate("instances", "instances")
+    app.output(
+        {"instances": items},
+        lambda: fmt.table(fmt.INSTANCE_HEADERS, (fmt.instance_row(i) for i in items)),
+    )
+
+
+@instance.command("show")
+@click.argument("instance_id", metavar="ID")
+@click.pass_obj
+def instance_show(app: App, instance_id: str) -> None:
+    """Show instance ID."""
+    show_instance(app, need(app.api.get(inst_path(instance_id)), "instance"))
+
+
+@instance.command("delete")
+@click.argument("instance_id", metavar="ID")
+@wait_option
+@wait_timeout_option(600)
+@click.pass_obj
+def instance_delete(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
+    """Delete instance ID."""
+    app.api.request("DELETE", inst_path(instance_id))
+    if wait:
+        wait_for(app, instance_id, gone=True, timeout=wait_timeout)
+        app.done(f"Instance {instance_id} deleted.")
+    else:
+        app.done(f"Instance {instance_id} is being deleted.")
+
+
+@instance.command("restart")
+@click.argument("instance_id", metavar="ID")
+@wait_option
+@wait_timeout_option(600)
+@click.pass_obj
+def instance_restart(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
+    """Restart the database server of instance ID."""
+    app.api.request("POST", f"{inst_path(instance_id)}/action", {"restart": {}})
+    if wait:
+        wait_for(app, instance_id, gone=False, timeout=wait_timeout)
+        app.done(f"Instance {instance_id} restarted and ACTIVE.")
+    else:
+        app.done(f"Instance {instance_id} is restarting.")
+
+
+@instance.command("rename")
+@click.argument("instance_id", metavar="ID")
+@click.argument("new_name")
+@click.pass_obj
+def instance_rename(app: App, instance_id: str, new_name: str) -> None:
+    """Rename instance ID to NEW_NAME."""
+    app.api.request("PUT", inst_path(instance_id), {"instance": {"name": new_name}})
+    app.done(f"Instance {instance_id} renamed to {new_name}.")
