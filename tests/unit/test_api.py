@@ -80,6 +80,10 @@ def test_framework_errors_use_the_trove_envelope(api):
         "badRequest",
     )
     assert "not valid JSON" in msg
+    msg = fault(api.post("/v1.0/p1/instances", content=b"{bad"), 400, "badRequest")
+    assert "JSON object" in msg
+    msg = fault(api.post("/v1.0/p1/instances", json=[1]), 400, "badRequest")
+    assert "JSON object" in msg
     msg = fault(api.post("/v1.0/p1/instances", json={"instance": {}}), 400, "badRequest")
     assert "instance.name" in msg
     fault(

@@ -47,8 +47,13 @@ def validation_message(exc: RequestValidationError) -> str:
     for err in exc.errors()[:5]:
         if err.get("type") == "json_invalid":
             return "Malformed request body: the body is not valid JSON."
-        if err.get("type") == "missing" and tuple(err.get("loc", ())) == ("body",):
-            return "Malformed request body: a JSON body is required."
+        if tuple(err.get("loc", ())) == ("body",):
+            if err.get("type") == "missing":
+                return "Malformed request body: a JSON body is required."
+            return (
+                "Malformed request body: expected a JSON object "
+                "(and the header Content-Type: application/json)."
+            )
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         problems.append(f"{_location(tuple(err.get('loc', ())))}: {msg}")
     return "Validation error: " + "; ".join(problems)
