@@ -114,6 +114,9 @@ def test_instance_lifecycle(plane: ControlPlane) -> None:
     assert api.get(f"/instances/{iid}/root").json() == {"rootEnabled": True}
     with connect(inst, "root", root["password"], "secret_stuff") as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        # The flavor (tiny: 512 MB) sized the server's memory.
+        assert conn.execute("SHOW shared_buffers").fetchone() == ("128MB",)
+        assert conn.execute("SHOW listen_addresses").fetchone() == (address,)
 
     # Restart keeps the data.
     assert api.post(f"/instances/{iid}/action", json={"restart": {}}).status_code == 202
