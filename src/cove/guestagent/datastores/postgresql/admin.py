@@ -45,7 +45,12 @@ class PostgresAdmin:
             with self._connect(dbname=dbname) as conn:
                 cur = conn.execute(query, params)
                 return list(cur.fetchall()) if cur.description else []
-        except psycopg.errors.InvalidParameterValue as exc:
+        except (
+            psycopg.errors.DataException,
+            psycopg.errors.UndefinedObject,
+            psycopg.errors.InvalidParameterValue,
+        ) as exc:
+            # The request named something the server does not know (an encoding, a locale).
             raise BadRequest(str(exc).splitlines()[0]) from exc
         except psycopg.Error as exc:
             raise GuestError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc

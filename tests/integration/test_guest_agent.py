@@ -1,0 +1,208 @@
+"""A real guest agent, started by the local driver as the service user, driven over the bus
+without the rest of the control plane: the datastore manager contract for PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cove.common.errors import BadRequest, DatabaseAlreadyExists, DatabaseNotFound, UserNotFound
+from cove.common.ids import new_id
+from cove.common.settings import load_settings
+from cove.compute.base import GuestSpec
+from cove.compute.discovery import find_postgresql
+from cove.compute.local import LocalDriver
+from cove.rpc import RpcClient, RpcServer
+from servers import remove_tree
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not find_postgresql(), reason="needs PostgreSQL binaries"),
+]
+
+
+class Guest:
+    def __init__(self, base: Path, url: str) -> None:
+        self.url = url
+        settings = load_settings(data_dir=base / "d", transport_url=url, heartbeat_interval=5)
+        self.driver = LocalDriver(settings)
+        self.bus = RpcClient(url)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.conductor = RpcServer(
+            url,
+            "conductor",
+            {
+                "heartbeat": lambda ctx, **kw: self.events.put({"method": "heartbeat", **kw}),
+                "report": lambda ctx, **kw: self.events.put({"method": "report", **kw}),
+            },
+        )
+        self.conductor.start()
+        version = find_postgresql()[-1]
+        self.spec = GuestSpec(
+            instance_id=new_id(),
+            datastore="postgresql",
+            datastore_version=version.name,
+            bin_dir=version.bin_dir,
+            address=f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.9",
+            port=5432,
+            ram_mb=512,
+            vcpus=1,
+            volume_gb=1,
+            transport_url=url,
+            heartbeat_interval=5,
+        )
+        self.topic = f"guestagent.{self.spec.instance_id}"
+        self.dir = base / "d" / "instances" / self.spec.instance_id
+
+    def call(self, method: str, **args: Any) -> Any:
+        return self.bus.call(self.topic, method, args, timeout=60)
+
+    def wait_event(self, timeout: float, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no event {match} within {timeout} s")
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if all(event.get(k) == v for k, v in match.items()):
+                return event
+
+    def server_pid(self) -> int:
+        return int((self.dir / "data" / "postmaster.pid").read_text().splitlines()[0])
+
+    def agent_pid(self) -> int:
+        return int((self.dir / "run" / "guestagent.lock").read_text().strip())
+
+    def close(self) -> None:
+        self.driver.destroy(self.spec.instance_id)
+        self.conductor.stop()
+        self.bus.close()
+
+
+@pytest.fixture
+def guest() -> Iterator[Guest]:
+    base = Path(tempfile.mkdtemp(prefix="cove-guest-"))
+    base.chmod(0o755)
+    bus_dir = base / "bus"
+    bus_dir.mkdir()
+    bus_dir.chmod(0o755)
+    sock = bus_dir / "bus.sock"
+    # A bus the unprivileged service user can reach.
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "777",
+            "--save",
+            "",
+            "--dir",
+            str(bus_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    g = Guest(base, f"redis+socket://{sock}")
+    try:
+        yield g
+    finally:
+        g.close()
+        redis.terminate()
+        redis.wait(10)
+        remove_tree(base)
+
+
+def test_guest_agent_contract(guest: Guest) -> None:
+    guest.bus.declare_topic(guest.topic)
+    guest.driver.create(guest.spec)
+    # Sent before the agent consumes: the queue declared first keeps it.
+    guest.bus.cast(
+        guest.topic,
+        "prepare",
+        {
+            "databases": [{"name": "a"}, {"name": "b", "character_set": "UTF8", "collate": "C"}],
+            "users": [{"name": "u1", "password": "pw-1", "host": "%", "databases": ["a"]}],
+        },
+    )
+    report = guest.wait_event(60, method="report", operation="prepare")
+    assert report["outcome"] == "success", report
+    assert guest.call("get_status") == "healthy"
+    assert "pw-1" not in (guest.dir / "log" / "guestagent.log").read_text()
+    assert "pw-1" not in (guest.dir / "log" / "postgresql.log").read_text()
+
+    # Databases: the user's mistakes come back as the right Cove errors.
+    names = [d["name"] for d in guest.call("list_databases")]
+    assert names == ["a", "b"]
+    with pytest.raises(DatabaseAlreadyExists):
+        guest.call("create_databases", databases=[{"name": "a"}])
+    with pytest.raises(DatabaseNotFound):
+        guest.call("delete_database", name="nope")
+    with pytest.raises(BadRequest):
+        guest.call("create_databases", databases=[{"name": "c", "character_set": "NOPE"}])
+
+    # Users and access.
+    with pytest.raises(DatabaseNotFound):
+        guest.call("create_users", users=[{"name": "u2", "password": "x", "databases": ["zz"]}])
+    assert [u["name"] for u in guest.call("list_users")] == ["u1"]
+    guest.call("update_user", name="u1", host="%", new_name="u9", new_password="pw-9")
+    assert guest.call("get_user", name="u9", host="%")["databases"] == ["a"]
+    with pytest.raises(UserNotFound):
+        guest.call("get_user", name="u1", host="%")
+    with pytest.raises(DatabaseNotFound):
+        guest.call("revoke_access", name="u9", host="%", database="b")
+    guest.call("grant_access", name="u9", host="%", databases=["b"])
+    assert guest.call("list_access", name="u9", host="%") == ["a", "b"]
+    assert guest.call("is_root_enabled") is False
+    assert guest.call("enable_root", password="r00t-pw") == {"name": "root"}
+    assert guest.call("is_root_enabled") is True
+    guest.call("disable_root")
+    assert guest.call("is_root_enabled") is False
+
+    # The agent is the server's parent: a crash is reported at once, not at the next beat.
+    server = guest.server_pid()
+    os.kill(server, signal.SIGKILL)
+    started = time.monotonic()
+    guest.wait_event(3, method="heartbeat", service_status="crashed")
+    assert time.monotonic() - started < 2.0
+    guest.call("restart")
+    assert guest.call("get_status") == "healthy"
+
+    # A new agent adopts the running server instead of restarting it.
+    server = guest.server_pid()
+    agent = guest.agent_pid()
+    os.kill(agent, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while guest.driver.agent_pid(guest.spec.instance_id) is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert guest.driver.ensure_running(guest.spec.instance_id)
+    assert guest.call("get_status") == "healthy"
+    assert guest.agent_pid() != agent
+    assert guest.server_pid() == server
+    assert [u["name"] for u in guest.call("list_users")] == ["u9"]
+
+    # Destroy leaves nothing.
+    guest.driver.destroy(guest.spec.instance_id)
+    assert not guest.dir.exists()
+    for pid in (server, guest.agent_pid() if guest.dir.exists() else agent):
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
