@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from cove.common.errors import BadRequest, DatabaseAlreadyExists, DatabaseNotFound, UserNotFound
@@ -172,9 +173,38 @@ def test_guest_agent_contract(guest: Guest) -> None:
         guest.call("revoke_access", name="u9", host="%", database="b")
     guest.call("grant_access", name="u9", host="%", databases=["b"])
     assert guest.call("list_access", name="u9", host="%") == ["a", "b"]
+    # Several items: a mistake in one leaves the server as it was.
+    with pytest.raises(DatabaseAlreadyExists):
+        guest.call("create_databases", databases=[{"name": "fresh"}, {"name": "a"}])
+    with pytest.raises(DatabaseNotFound):
+        guest.call(
+            "create_users",
+            users=[
+                {"name": "ok1", "password": "x"},
+                {"name": "bad", "password": "x", "databases": ["zz"]},
+            ],
+        )
+    assert [d["name"] for d in guest.call("list_databases")] == ["a", "b"]
+    assert [u["name"] for u in guest.call("list_users")] == ["u9"]
+
+    # Passwords are normalised the way clients normalise them.
+    guest.call("create_users", users=[{"name": "nb", "password": "a\u00a0b", "databases": ["a"]}])
+    psycopg.connect(host=guest.spec.address, user="nb", password="a\u00a0b", dbname="a").close()
+
     assert guest.call("is_root_enabled") is False
     assert guest.call("enable_root", password="r00t-pw") == {"name": "root"}
     assert guest.call("is_root_enabled") is True
+    with psycopg.connect(
+        host=guest.spec.address, user="root", password="r00t-pw", dbname="b", autocommit=True
+    ) as conn:
+        conn.execute("CREATE DATABASE made_by_root")
+        # Root is not a superuser: nothing reaches past the instance into the host.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("COPY (SELECT 1) TO PROGRAM 'id'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT pg_read_file('/etc/passwd')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("ALTER SYSTEM SET work_mem = '1GB'")
     guest.call("disable_root")
     assert guest.call("is_root_enabled") is False
 
@@ -199,7 +229,7 @@ def test_guest_agent_contract(guest: Guest) -> None:
     assert guest.call("get_status") == "healthy"
     assert guest.agent_pid() != agent
     assert guest.server_pid() == server
-    assert [u["name"] for u in guest.call("list_users")] == ["u9"]
+    assert [u["name"] for u in guest.call("list_users")] == ["nb", "u9"]
 
     # Destroy leaves nothing.
     guest.driver.destroy(guest.spec.instance_id)

@@ -24,3 +24,13 @@ def test_verifier_format_and_keys():
 
 def test_random_salt_each_time():
     assert verifier("pw") != verifier("pw")
+
+
+def test_saslprep_matches_what_clients_send():
+    from cove.guestagent.datastores.postgresql.scram import saslprep
+
+    assert saslprep("plain-ASCII pw") == "plain-ASCII pw"
+    assert saslprep("a\u00a0b") == "a b"  # non-ASCII space becomes a space
+    assert saslprep("\ufb01x") == "fix"  # compatibility ligature is decomposed
+    assert saslprep("a\u00adb") == "ab"  # soft hyphen maps to nothing
+    assert saslprep("a\u0007b") == "a\u0007b"  # prohibited: the raw text is used

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from cove.domain import names
 
 
 class Strict(BaseModel):
@@ -12,13 +15,13 @@ class Strict(BaseModel):
 
 
 class VolumeIn(Strict):
-    size: int | str
-    type: str | None = None
+    size: StrictInt | StrictStr
+    type: StrictStr | None = None
 
     @field_validator("size")
     @classmethod
     def _size(cls, value: int | str) -> int | str:
-        if isinstance(value, str) and not value.strip().isdigit():
+        if isinstance(value, str) and not re.fullmatch(r"\s*[0-9]{1,9}\s*", value):
             raise ValueError("volume size must be a positive integer")
         return value
 
@@ -37,6 +40,13 @@ class DatabaseIn(Strict):
     name: StrictStr
     character_set: StrictStr | None = None
     collate: StrictStr | None = None
+
+    @field_validator("character_set", "collate")
+    @classmethod
+    def _setting(cls, value: str | None) -> str | None:
+        if value is not None and not names.ENCODING.fullmatch(value):
+            raise ValueError(f"'{value[:70]}' is not a valid character set or collation name")
+        return value
 
 
 class NameRef(Strict):

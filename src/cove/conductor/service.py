@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,13 +35,23 @@ class Conductor:
         return {"heartbeat": self.heartbeat, "report": self.report}
 
     def _fresh(self, s: Session, instance_id: str, method: str, sent_at: datetime) -> bool:
-        seen = s.get(ConductorSeen, (instance_id, method))
-        if seen is not None and seen.sent_at >= sent_at:
-            return False
-        if seen is None:
-            s.add(ConductorSeen(instance_id=instance_id, method=method, sent_at=sent_at))
-        else:
-            seen.sent_at = sent_at
+        """Record ``sent_at`` as the newest message of its kind, atomically: the conditional
+        update also locks the row, so writes about one instance are applied in order."""
+        moved = s.execute(
+            update(ConductorSeen)
+            .where(
+                ConductorSeen.instance_id == instance_id,
+                ConductorSeen.method == method,
+                ConductorSeen.sent_at < sent_at,
+            )
+            .values(sent_at=sent_at)
+        )
+        if moved.rowcount:  # type: ignore[attr-defined]
+            return True
+        if s.get(ConductorSeen, (instance_id, method)) is not None:
+            return False  # something as new or newer was seen already
+        s.add(ConductorSeen(instance_id=instance_id, method=method, sent_at=sent_at))
+        s.flush()  # a concurrent first message of the same kind fails here and is retried
         return True
 
     def _retrying(self, work: Callable[[Session], None]) -> None:
@@ -77,10 +88,12 @@ class Conductor:
         inst = s.get(Instance, instance_id)
         if inst is None or inst.deleted:
             return
-        if not self._fresh(s, instance_id, "heartbeat", parse_iso(sent_at)):
+        sent = parse_iso(sent_at)
+        if not self._fresh(s, instance_id, "heartbeat", sent):
             LOG.debug("discarding an old heartbeat of %s", instance_id)
             return
-        now = utcnow()
+        # A heartbeat is as old as the guest says: a backlog drained late must not look fresh.
+        now = min(utcnow(), sent)
         if inst.task == Task.BUILDING.value and status in SERVING:
             # A guest only reports a serving server once prepare is done: if its report was
             # lost, the heartbeat still ends the build.

@@ -15,6 +15,8 @@ PASSWORD_MAX = 128
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.$-]*$")
 _HOST = re.compile(r"^%?[\w().-]*%?$")
+#: Character set and collation names: letters, digits and a little punctuation, no quoting.
+ENCODING = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
 #: Names Cove keeps for itself; users may not create or drop them.
 RESERVED_DATABASES = frozenset(

@@ -14,7 +14,9 @@ Rules every manager follows:
 * ``status`` never raises and returns within a few seconds.
 * Administration methods (databases, users, access, root) require a running server and raise
   ``DatabaseNotFound``, ``UserNotFound``, ``DatabaseAlreadyExists``, ``UserAlreadyExists`` or
-  ``BadRequest`` for the user's mistakes, ``GuestError`` for the server's.
+  ``BadRequest`` for the user's mistakes, ``GuestError`` for the server's. A request naming
+  several items is checked whole before anything changes, so a mistake in one item leaves the
+  server as it was.
 * Passwords are never logged, never put on a command line and never sent to the server in
   clear text where the server can store a verifier instead.
 * A manager never assumes it runs on the same host as the control plane.
@@ -26,7 +28,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from cove.common.errors import BadRequest
+from cove.common.errors import OperationNotSupported
 from cove.domain.capabilities import Capability
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
@@ -88,17 +90,19 @@ class DatastoreManager(ABC):
 
     def _require(self, capability: Capability) -> None:
         if capability not in self.capabilities:
-            raise BadRequest(f"{capability.value} are not supported by {self.config.datastore}")
+            raise OperationNotSupported(
+                f"{capability.value} are not supported by {self.config.datastore}"
+            )
 
     def list_databases(self) -> list[DatabaseSpec]:
         self._require(Capability.DATABASES)
         return self._list_databases()
 
     def create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
+        """Create all of ``databases`` or, when one cannot be made, none of them."""
         self._require(Capability.DATABASES)
-        for db in databases:
-            LOG.info("creating database %s", db.name)
-            self._create_database(db)
+        LOG.info("creating %d database(s)", len(databases))
+        self._create_databases(databases)
 
     def delete_database(self, name: str) -> None:
         self._require(Capability.DATABASES)
@@ -109,7 +113,7 @@ class DatastoreManager(ABC):
     def _list_databases(self) -> list[DatabaseSpec]: ...
 
     @abstractmethod
-    def _create_database(self, db: DatabaseSpec) -> None: ...
+    def _create_databases(self, databases: Sequence[DatabaseSpec]) -> None: ...
 
     @abstractmethod
     def _delete_database(self, name: str) -> None: ...
@@ -125,10 +129,10 @@ class DatastoreManager(ABC):
         return self._get_user(name, host)
 
     def create_users(self, users: Sequence[UserSpec]) -> None:
+        """Create all of ``users`` or, when one cannot be made, none of them."""
         self._require(Capability.USERS)
-        for user in users:
-            LOG.info("creating user %s", user.name)
-            self._create_user(user)
+        LOG.info("creating %d user(s)", len(users))
+        self._create_users(users)
 
     def delete_user(self, name: str, host: str) -> None:
         self._require(Capability.USERS)
@@ -159,7 +163,7 @@ class DatastoreManager(ABC):
     def _get_user(self, name: str, host: str) -> UserInfo: ...
 
     @abstractmethod
-    def _create_user(self, user: UserSpec) -> None: ...
+    def _create_users(self, users: Sequence[UserSpec]) -> None: ...
 
     @abstractmethod
     def _delete_user(self, name: str, host: str) -> None: ...

@@ -6,7 +6,6 @@ passwords are sent as SCRAM verifiers, never in clear text.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -20,13 +19,15 @@ from cove.common.errors import (
     UserAlreadyExists,
     UserNotFound,
 )
+from cove.domain import names
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, ROOT_USER
 from cove.guestagent.datastores.postgresql.scram import verifier
 
 HIDDEN_USERS = (ADMIN_USER, ROOT_USER)
+#: What ``root`` is given instead of superuser.
+ROOT_ROLES = ("pg_read_all_data", "pg_write_all_data", "pg_monitor", "pg_signal_backend")
 HIDDEN_DATABASES = ("postgres", "template0", "template1")
-_CHARSET = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 Connect = Callable[..., psycopg.Connection]
 
@@ -68,22 +69,42 @@ class PostgresAdmin:
     def database_exists(self, name: str) -> bool:
         return bool(self._run("SELECT 1 FROM pg_database WHERE datname = %s", [name]))
 
-    def create_database(self, db: DatabaseSpec) -> None:
-        if self.database_exists(db.name):
-            raise DatabaseAlreadyExists(f"A database with the name {db.name} already exists.")
+    def create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
+        wanted = [db.name for db in databases]
+        if len(set(wanted)) != len(wanted):
+            raise BadRequest("A database is listed twice.")
+        for db in databases:
+            for key, value in (("character set", db.character_set), ("collation", db.collate)):
+                if value and not names.ENCODING.fullmatch(value):
+                    raise BadRequest(f"Invalid {key} '{value}' for database {db.name}.")
+            if self.database_exists(db.name):
+                raise DatabaseAlreadyExists(f"A database with the name {db.name} already exists.")
+        made: list[str] = []
+        try:
+            for db in databases:
+                self._create_database(db)
+                made.append(db.name)
+        except Exception:
+            for name in made:  # all or nothing
+                self._run(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            raise
+
+    def _create_database(self, db: DatabaseSpec) -> None:
         parts: list[sql.Composable] = [
             sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name))
         ]
         for key, value in (("ENCODING", db.character_set), ("LC_COLLATE", db.collate)):
             if value:
-                if not _CHARSET.match(value):
-                    raise BadRequest(f"invalid {key.lower()} '{value}'")
                 parts.append(sql.SQL(key + " {}").format(sql.Literal(value)))
         if db.character_set or db.collate:
             parts.append(sql.SQL("TEMPLATE template0"))
         self._run(sql.SQL(" ").join(parts))
         # Only users granted access may connect.
         self._run(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db.name)))
+        if self._user_exists(ROOT_USER):
+            self._grant_databases(ROOT_USER, [db.name])
 
     def delete_database(self, name: str) -> None:
         if not self.database_exists(name) or name in HIDDEN_DATABASES:
@@ -111,18 +132,30 @@ class PostgresAdmin:
         self._require_user(name)
         return UserInfo(name, "%", tuple(self.list_access(name)))
 
-    def create_user(self, user: UserSpec) -> None:
-        if self._user_exists(user.name):
-            raise UserAlreadyExists(f"A user with the name {user.name} already exists.")
-        for db in user.databases:
-            if not self.database_exists(db):
-                raise DatabaseNotFound(f"Database {db} cannot be found on the instance.")
-        self._run(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(user.name), sql.Literal(verifier(user.password))
-            )
-        )
-        self.grant_access(user.name, user.databases)
+    def create_users(self, users: Sequence[UserSpec]) -> None:
+        wanted = [u.name for u in users]
+        if len(set(wanted)) != len(wanted):
+            raise BadRequest("A user is listed twice.")
+        for user in users:
+            if self._user_exists(user.name):
+                raise UserAlreadyExists(f"A user with the name {user.name} already exists.")
+            for db in user.databases:
+                if not self.database_exists(db):
+                    raise DatabaseNotFound(f"Database {db} cannot be found on the instance.")
+        made: list[str] = []
+        try:
+            for user in users:
+                self._run(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(user.name), sql.Literal(verifier(user.password))
+                    )
+                )
+                made.append(user.name)
+                self.grant_access(user.name, user.databases)
+        except Exception:
+            for name in made:  # all or nothing
+                self.delete_user(name)
+            raise
 
     def delete_user(self, name: str) -> None:
         self._require_user(name)
@@ -138,18 +171,19 @@ class PostgresAdmin:
 
     def update_user(self, name: str, new_name: str | None, new_password: str | None) -> None:
         self._require_user(name)
+        renaming = new_name is not None and new_name != name
+        if renaming and self._user_exists(str(new_name)):
+            raise UserAlreadyExists(f"A user with the name {new_name} already exists.")
         if new_password is not None:
             self._run(
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                     sql.Identifier(name), sql.Literal(verifier(new_password))
                 )
             )
-        if new_name is not None and new_name != name:
-            if self._user_exists(new_name):
-                raise UserAlreadyExists(f"A user with the name {new_name} already exists.")
+        if renaming:
             self._run(
                 sql.SQL("ALTER ROLE {} RENAME TO {}").format(
-                    sql.Identifier(name), sql.Identifier(new_name)
+                    sql.Identifier(name), sql.Identifier(str(new_name))
                 )
             )
 
@@ -174,6 +208,9 @@ class PostgresAdmin:
         missing = [db for db in databases if not self.database_exists(db)]
         if missing:
             raise DatabaseNotFound(f"Database {missing[0]} cannot be found on the instance.")
+        self._grant_databases(name, databases)
+
+    def _grant_databases(self, name: str, databases: Sequence[str]) -> None:
         for db in databases:
             user, dbi = sql.Identifier(name), sql.Identifier(db)
             self._run(sql.SQL("GRANT ALL PRIVILEGES ON DATABASE {} TO {}").format(dbi, user))
@@ -196,11 +233,19 @@ class PostgresAdmin:
     # -- root --------------------------------------------------------------------------------
 
     def enable_root(self, password: str) -> str:
+        """Enable ``root``: it reads and writes every database, creates databases, watches and
+        signals sessions; it is not a PostgreSQL superuser, whose file and program access would
+        reach past the instance into the host."""
         ident, secret = sql.Identifier(ROOT_USER), sql.Literal(verifier(password))
-        if self._user_exists(ROOT_USER):
-            self._run(sql.SQL("ALTER ROLE {} SUPERUSER LOGIN PASSWORD {}").format(ident, secret))
-        else:
-            self._run(sql.SQL("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {}").format(ident, secret))
+        verb = "ALTER" if self._user_exists(ROOT_USER) else "CREATE"
+        self._run(
+            sql.SQL(verb + " ROLE {} NOSUPERUSER NOCREATEROLE CREATEDB LOGIN PASSWORD {}").format(
+                ident, secret
+            )
+        )
+        roles = sql.SQL(", ").join(sql.Identifier(r) for r in ROOT_ROLES)
+        self._run(sql.SQL("GRANT {} TO {}").format(roles, ident))
+        self._grant_databases(ROOT_USER, [d.name for d in self.list_databases()])
         return ROOT_USER
 
     def disable_root(self) -> None:

@@ -51,10 +51,8 @@ class PostgresManager(DatastoreManager):
         self.server.initialise()
         self.write_config()
         self.server.start()
-        for db in databases:
-            self.admin.create_database(db)
-        for user in users:
-            self.admin.create_user(user)
+        self.admin.create_databases(databases)
+        self.admin.create_users(users)
         self._marker.write_text("ok\n")
 
     def adopt(self) -> bool:
@@ -81,8 +79,8 @@ class PostgresManager(DatastoreManager):
     def _list_databases(self) -> list[DatabaseSpec]:
         return self.admin.list_databases()
 
-    def _create_database(self, db: DatabaseSpec) -> None:
-        self.admin.create_database(db)
+    def _create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
+        self.admin.create_databases(databases)
 
     def _delete_database(self, name: str) -> None:
         self.admin.delete_database(name)
@@ -93,8 +91,8 @@ class PostgresManager(DatastoreManager):
     def _get_user(self, name: str, host: str) -> UserInfo:
         return self.admin.get_user(name)
 
-    def _create_user(self, user: UserSpec) -> None:
-        self.admin.create_user(user)
+    def _create_users(self, users: Sequence[UserSpec]) -> None:
+        self.admin.create_users(users)
 
     def _delete_user(self, name: str, host: str) -> None:
         self.admin.delete_user(name)
