@@ -54,3 +54,13 @@ def test_versions_found_disabled_and_enabled(run):
     assert "registered" in out
     bad = run("datastore", "add-version", "postgresql", "x", "--bin-dir", "/nonexistent", ok=False)
     assert "no PostgreSQL server" in bad.output
+
+
+@pytest.mark.skipif(not find_postgresql(), reason="needs PostgreSQL binaries")
+def test_disabling_the_default_version_moves_the_default(run):
+    found = find_postgresql()[-1]
+    run("datastore", "add-version", "postgresql", "other", "--bin-dir", found.bin_dir)
+    run("datastore", "disable-version", "postgresql", found.name)
+    listing = run("datastore", "list").output.splitlines()
+    default = [line for line in listing if "(default)" in line]
+    assert len(default) == 1 and "other" in default[0]

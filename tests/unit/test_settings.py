@@ -45,3 +45,10 @@ def test_bad_values_are_refused(tmp_path, monkeypatch, key, value):
     monkeypatch.delenv("COVE_CONFIG", raising=False)
     with pytest.raises(ConfigurationError):
         load_settings(data_dir=tmp_path, **{key: value})
+
+
+def test_errors_never_quote_values(tmp_path):
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(data_dir=tmp_path, databse_url="postgresql://u:S3CRET@db/cove")
+    assert "databse_url" in info.value.message
+    assert "S3CRET" not in info.value.message

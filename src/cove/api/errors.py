@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cove.common.errors import CoveError
+from cove.common.errors import CoveError, RemoteError
 
 LOG = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ def validation_message(exc: RequestValidationError) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(CoveError)
     async def _cove(_request: Request, exc: CoveError) -> JSONResponse:
+        if isinstance(exc, RemoteError):
+            # Something failed that no one anticipated: its text is for operators only.
+            return _internal(exc)
         if exc.status >= 500:
             LOG.warning("%s: %s", type(exc).__name__, exc.message)
         return fault(exc.status, exc.message, exc.fault)
@@ -82,11 +85,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        trace_id = str(uuid.uuid4())
-        LOG.exception("unexpected error (trace id %s)", trace_id)
-        return fault(
-            500,
-            "Internal Server Error. Please keep this ID to help us figure out what went "
-            f"wrong: ({trace_id}).",
-            "instanceFault",
-        )
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> JSONResponse:
+    trace_id = str(uuid.uuid4())
+    LOG.error("unexpected error (trace id %s): %s", trace_id, exc, exc_info=exc)
+    return fault(
+        500,
+        "Internal Server Error. Please keep this ID to help us figure out what went "
+        f"wrong: ({trace_id}).",
+        "instanceFault",
+    )

@@ -15,6 +15,7 @@ from cove.common.errors import ConfigurationError, CoveError
 from cove.common.log import setup_logging
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
+from cove.rpc import RpcClient
 
 LOG = logging.getLogger("cove")
 
@@ -54,6 +55,15 @@ def _database(settings: Settings) -> Database:
     return Database(settings.database_url)
 
 
+def _declare(bus: RpcClient, topic: str) -> None:
+    """Declare a topic this service sends to, so casts sent before its server first starts
+    wait in the queue instead of being dropped."""
+    try:
+        bus.declare_topic(topic)
+    except CoveError as exc:
+        LOG.warning("cannot declare the %s topic yet: %s", topic, exc.message)
+
+
 def _on_signals(stop: Callable[[], None]) -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
         LOG.info("stopping on signal %d", signum)
@@ -78,14 +88,15 @@ def api_main() -> None:
 
         from cove.api.app import create_app
         from cove.api.context import ApiContext
-        from cove.rpc import RpcClient
 
         if settings.auth_strategy == "noauth":
             LOG.warning(
                 "AUTHENTICATION IS OFF (auth_strategy=noauth): the API trusts the project id "
                 "in every path. Use this for development only, never on a shared network."
             )
-        context = ApiContext(settings, _database(settings), RpcClient(settings.transport_url))
+        bus = RpcClient(settings.transport_url)
+        _declare(bus, "taskmanager")
+        context = ApiContext(settings, _database(settings), bus)
         uvicorn.run(
             create_app(context),
             host=settings.api_host,
@@ -101,7 +112,7 @@ def api_main() -> None:
 def taskmanager_main() -> None:
     def body(settings: Settings) -> None:
         from cove.compute import load_driver
-        from cove.rpc import RpcClient, RpcServer
+        from cove.rpc import RpcServer
         from cove.taskmanager.context import TaskContext
         from cove.taskmanager.service import TOPIC, TaskManager
 

@@ -96,10 +96,11 @@ def register_version(session: Session, found: FoundVersion, make_default: bool =
     return new
 
 
-def register_found_versions(session: Session) -> list[FoundVersion]:
-    """Register every datastore version installed on this machine; the newest of each
-    datastore becomes its default unless the operator chose one that is still active."""
-    found = find_postgresql()
+def register_found_versions(session: Session, discover: bool = True) -> list[FoundVersion]:
+    """Register every datastore version installed on this machine (unless ``discover`` is
+    off); the newest active version of each datastore becomes its default unless the operator
+    chose one that is still active."""
+    found = find_postgresql() if discover else []
     for item in found:
         if register_version(session, item):
             LOG.info(

@@ -87,6 +87,10 @@ class GuestService:
 
     def run_heartbeats(self) -> None:
         """Send a heartbeat every interval, and at once when the server changes state."""
+        try:
+            self.bus.declare_topic(CONDUCTOR)
+        except CoveError as exc:
+            LOG.warning("cannot declare the conductor topic yet: %s", exc.message)
         while not self._stop.is_set():
             self.heartbeat()
             self._beat_now.wait(self.config.heartbeat_interval)

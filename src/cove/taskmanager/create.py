@@ -1,8 +1,9 @@
 """Provisioning: address, place, guest agent, then ``prepare`` on the guest.
 
-Each step is recorded on the instance row, and every step is idempotent, so running the
-workflow again for the same instance finishes what an interrupted run began. The guest reports
-the end of ``prepare`` to the conductor, which ends the BUILDING task.
+Each step is recorded on the instance row and is idempotent. The request's passwords live only
+in the message, so a build interrupted before ``prepare`` reached the guest cannot be resumed:
+the monitor ends it in ERROR after ``build_timeout``. The guest reports the end of ``prepare``
+to the conductor, which ends the BUILDING task.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ def create_instance(
             return
         topic = guest_topic(instance_id)
         tc.bus.declare_topic(topic)
+        with tc.db.session() as s:
+            get_instance(s, instance_id).agent_started_at = utcnow()
         tc.driver.create(spec)
         with tc.db.session() as s:
             inst = get_instance(s, instance_id)
-            now = utcnow()
+            if inst.task != Task.BUILDING.value:
+                LOG.info("instance %s stopped building meanwhile; not preparing", instance_id)
+                return
             inst.compute_state = ComputeState.ACTIVE.value
-            inst.agent_started_at = now
-            inst.updated = now
+            inst.updated = utcnow()
         tc.bus.cast(topic, "prepare", {"databases": databases, "users": users}, ctx)
         LOG.info("instance %s placed at %s; prepare sent", instance_id, spec.address)
     except Exception as exc:

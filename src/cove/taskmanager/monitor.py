@@ -13,6 +13,7 @@ from cove.db.models import Instance
 from cove.domain.status import ComputeState, Task
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import fail_build
+from cove.taskmanager.restart import RESTART_TIMEOUT, end_task
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +34,15 @@ def check_instances(tc: TaskContext) -> None:
         if task == Task.BUILDING.value and overdue:
             fail_build(tc, instance_id, "The instance did not become ready in time.")
             continue
+        if (
+            task == Task.REBOOTING.value
+            and task_started_at is not None
+            and (now - task_started_at > timedelta(seconds=RESTART_TIMEOUT * 2))
+        ):
+            # The task manager that waited on this restart is gone; the guest's heartbeat
+            # tells how the server came out of it.
+            end_task(tc, instance_id, Task.REBOOTING)
+            continue
         if compute_state == ComputeState.BUILD.value or task == Task.DELETING.value:
             continue
         _revive(tc, instance_id, compute_state)
@@ -49,9 +59,10 @@ def _revive(tc: TaskContext, instance_id: str, recorded: str) -> None:
                 _set_compute(tc, instance_id, ComputeState.ACTIVE, agent_started=True)
             return
         LOG.warning("the guest agent of instance %s is not running; starting it", instance_id)
-        _set_compute(tc, instance_id, ComputeState.SHUTDOWN)
+        # Recorded before the spawn: the new agent's first heartbeat must count as after it.
+        _set_compute(tc, instance_id, ComputeState.SHUTDOWN, agent_started=True)
         tc.driver.ensure_running(instance_id)
-        _set_compute(tc, instance_id, ComputeState.ACTIVE, agent_started=True)
+        _set_compute(tc, instance_id, ComputeState.ACTIVE)
     except Exception:
         LOG.exception("could not check instance %s", instance_id)
 

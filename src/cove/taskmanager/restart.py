@@ -6,7 +6,7 @@ import logging
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
-from cove.db.instances import get_instance
+from cove.db.instances import get_instance, transition
 from cove.domain.status import Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext, guest_topic
@@ -14,6 +14,12 @@ from cove.taskmanager.context import TaskContext, guest_topic
 LOG = logging.getLogger(__name__)
 
 RESTART_TIMEOUT = 300.0
+
+
+def end_task(tc: TaskContext, instance_id: str, task: Task) -> None:
+    """Set the instance's task back to NONE if it is still ``task``."""
+    with tc.db.session() as s:
+        transition(s, instance_id, {task}, Task.NONE, utcnow())
 
 
 def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
@@ -28,7 +34,6 @@ def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> 
         now = utcnow()
         if inst.task == Task.REBOOTING.value:
             inst.task = Task.NONE.value
-        if fault:
-            inst.fault_message = fault
-            inst.fault_at = now
+        inst.fault_message = fault
+        inst.fault_at = now if fault else None
         inst.updated = now

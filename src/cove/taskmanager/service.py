@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from cove.db.models import Instance
 from cove.domain.status import Task
@@ -48,14 +48,7 @@ class TaskManager:
         return {"create_instance": create, "delete_instance": delete, "restart_instance": restart}
 
     def resume(self) -> None:
-        """Finish deletions an earlier task manager left half-done, and end restarts it was
-        waiting on (the guest's heartbeat tells how the server came out of them)."""
-        with self.tc.db.session() as s:
-            s.execute(
-                update(Instance)
-                .where(Instance.deleted.is_(False), Instance.task == Task.REBOOTING.value)
-                .values(task=Task.NONE.value)
-            )
+        """Finish deletions an earlier task manager left half-done."""
         with self.tc.db.session() as s:
             pending = list(
                 s.scalars(
