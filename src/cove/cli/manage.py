@@ -98,12 +98,12 @@ def datastore_add_version(datastore_name: str, name: str, bin_dir: str, make_def
     """Add (or update) a version from a directory of binaries."""
     from pathlib import Path
 
-    from cove.compute.discovery import FoundVersion, _pg_version
+    from cove.compute.discovery import FoundVersion, pg_version
     from cove.db.catalog import register_version
 
     if datastore_name != "postgresql":
         raise click.ClickException("only the postgresql datastore is available")
-    number = _pg_version(Path(bin_dir).resolve())
+    number = pg_version(Path(bin_dir).resolve())
     if number is None:
         raise click.ClickException(f"no PostgreSQL server (postgres, initdb) in {bin_dir}")
     with _database(_settings()).session() as s:

@@ -94,6 +94,13 @@ def api_main() -> None:
                 "AUTHENTICATION IS OFF (auth_strategy=noauth): the API trusts the project id "
                 "in every path. Use this for development only, never on a shared network."
             )
+        from cove.compute import DRIVERS
+
+        if settings.compute_driver not in DRIVERS:
+            raise ConfigurationError(
+                f"unknown compute driver '{settings.compute_driver}' "
+                f"(known: {', '.join(sorted(DRIVERS))})"
+            )
         bus = RpcClient(settings.transport_url)
         _declare(bus, "taskmanager")
         context = ApiContext(settings, _database(settings), bus)

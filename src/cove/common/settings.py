@@ -18,17 +18,19 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cove.common.errors import ConfigurationError
 
-#: Root keeps Cove's state where the unprivileged service user can reach it; anyone else in
-#: their own home.
-DEFAULT_DATA_DIR = (
-    Path("/var/lib/cove") if os.geteuid() == 0 else Path.home() / ".local" / "share" / "cove"
-)
+
+def default_data_dir() -> Path:
+    """Root keeps Cove's state where the unprivileged service user can reach it; anyone else
+    in their own home."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/cove")
+    return Path.home() / ".local" / "share" / "cove"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COVE_", extra="forbid")
 
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = Field(default_factory=default_data_dir)
     api_host: str = "127.0.0.1"
     api_port: int = Field(8779, ge=1, le=65535)
     database_url: str = ""
@@ -138,7 +140,7 @@ def load_settings(**overrides: Any) -> Settings:
     Raises ConfigurationError with every problem named when a value is invalid.
     """
     env_data_dir = os.environ.get("COVE_DATA_DIR")
-    data_dir = Path(overrides.get("data_dir") or env_data_dir or DEFAULT_DATA_DIR).expanduser()
+    data_dir = Path(overrides.get("data_dir") or env_data_dir or default_data_dir()).expanduser()
     config_path = os.environ.get("COVE_CONFIG")
     file_values: dict[str, Any] = {}
     if config_path:

@@ -19,7 +19,8 @@ class FoundVersion:
     bin_dir: str
 
 
-def _pg_version(bin_dir: Path) -> str | None:
+def pg_version(bin_dir: Path) -> str | None:
+    """The version of the PostgreSQL server in ``bin_dir``, or None when there is none."""
     postgres = bin_dir / "postgres"
     if not (postgres.is_file() and (bin_dir / "initdb").is_file()):
         return None
@@ -53,7 +54,7 @@ def find_postgresql(extra_dirs: list[Path] | None = None) -> list[FoundVersion]:
     candidates += extra_dirs or []
     found: dict[str, FoundVersion] = {}
     for bin_dir in candidates:
-        version = _pg_version(bin_dir.resolve())
+        version = pg_version(bin_dir.resolve())
         if version is None:
             continue
         major = version.split(".")[0]

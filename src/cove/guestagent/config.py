@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from cove.common.errors import ConfigurationError
@@ -52,9 +52,6 @@ class GuestConfig:
     @property
     def topic(self) -> str:
         return f"guestagent.{self.instance_id}"
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, path: Path) -> GuestConfig:

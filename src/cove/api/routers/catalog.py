@@ -11,7 +11,7 @@ from cove.api.context import ApiContext, cove, request_context
 from cove.api.views import datastore_view, flavor_view, version_view
 from cove.common.errors import DatastoreVersionNotFound, FlavorNotFound
 from cove.db.catalog import get_datastore, get_version
-from cove.db.models import DatastoreVersion, Flavor
+from cove.db.models import Datastore, DatastoreVersion, Flavor
 
 router = APIRouter()
 
@@ -67,8 +67,6 @@ def show_flavor(
 @router.get("/v1.0/{project_id}/datastores")
 def list_datastores(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
     request_context(request, project_id)
-    from cove.db.models import Datastore
-
     with c.db.session() as s:
         stores = s.scalars(select(Datastore).order_by(Datastore.name)).all()
         return {

@@ -21,8 +21,9 @@ from cove.api.schemas import (
     UsersBody,
     UserUpdateBody,
 )
+from cove.api.validate import checked, database_specs, user_specs
 from cove.api.views import paginate
-from cove.common.errors import BadRequest, NotImplementedFault, ValidationFailed
+from cove.common.errors import BadRequest, NotImplementedFault
 from cove.common.ids import generate_password
 from cove.db.instances import get_instance
 from cove.domain import names
@@ -37,21 +38,14 @@ def _accepted() -> Response:
     return Response(status_code=ACCEPTED, media_type="application/json")
 
 
-def _check(fn: Any, value: Any) -> Any:
-    try:
-        return fn(value)
-    except ValueError as exc:
-        raise ValidationFailed(str(exc)) from exc
-
-
 def split_user(segment: str) -> tuple[str, str]:
     """``name`` or ``name@host`` (URL-encoded) from the path; the host defaults to '%'."""
     text = unquote(segment)
     name, sep, host = text.rpartition("@")
     if not sep:
         name, host = text, "%"
-    _check(names.user_name, name)
-    host = _check(names.user_host, host)
+    checked(names.user_name, name)
+    host = checked(names.user_host, host)
     if host != "%":
         raise BadRequest(f"Users of this datastore have no host; use '{name}' or '{name}@%'.")
     return name, host
@@ -88,19 +82,14 @@ def create_databases(
     c: ApiContext = Depends(cove),
 ) -> Response:
     ctx = request_context(request, project_id)
-    seen: set[str] = set()
-    for db in body.databases:
-        _check(names.database_name, db.name)
-        if db.name in seen:
-            raise BadRequest(f"Database '{db.name}' is listed twice.")
-        seen.add(db.name)
+    specs = database_specs(body.databases)
     check_ready(c, project_id, instance_id, Capability.DATABASES)
     call_guest(
         c,
         ctx,
         instance_id,
         "create_databases",
-        {"databases": [d.model_dump() for d in body.databases]},
+        {"databases": [d.to_dict() for d in specs]},
     )
     return _accepted()
 
@@ -120,7 +109,7 @@ def delete_database(
     project_id: str, instance_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
     ctx = request_context(request, project_id)
-    _check(names.database_name, name)
+    checked(names.database_name, name)
     check_ready(c, project_id, instance_id, Capability.DATABASES)
     call_guest(c, ctx, instance_id, "delete_database", {"name": name})
     return _accepted()
@@ -167,27 +156,7 @@ def create_users(
     c: ApiContext = Depends(cove),
 ) -> Response:
     ctx = request_context(request, project_id)
-    users = []
-    seen: set[str] = set()
-    for user in body.users:
-        _check(names.user_name, user.name)
-        _check(names.password, user.password)
-        host = _check(names.user_host, user.host)
-        if host != "%":
-            raise BadRequest("Users of this datastore have no host; leave 'host' out.")
-        if user.name in seen:
-            raise BadRequest(f"User '{user.name}' is listed twice.")
-        seen.add(user.name)
-        for ref in user.databases:
-            _check(names.database_name, ref.name)
-        users.append(
-            {
-                "name": user.name,
-                "password": user.password,
-                "host": host,
-                "databases": [r.name for r in user.databases],
-            }
-        )
+    users = [u.to_dict() for u in user_specs(body.users)]
     check_ready(c, project_id, instance_id, Capability.USERS)
     call_guest(c, ctx, instance_id, "create_users", {"users": users})
     return _accepted()
@@ -205,7 +174,7 @@ def change_passwords(
     users = []
     for user in body.users:
         name, host = split_user(user.name if not user.host else f"{user.name}@{user.host}")
-        _check(names.password, user.password)
+        checked(names.password, user.password)
         users.append({"name": name, "host": host, "password": user.password})
     check_ready(c, project_id, instance_id, Capability.USERS)
     call_guest(c, ctx, instance_id, "change_passwords", {"users": users})
@@ -240,12 +209,12 @@ def update_user(
     attrs = body.user
     if attrs.name is None and attrs.password is None and attrs.host is None:
         raise BadRequest("Give at least one of 'name', 'password' or 'host' to change.")
-    if attrs.host is not None and _check(names.user_host, attrs.host) != "%":
+    if attrs.host is not None and checked(names.user_host, attrs.host) != "%":
         raise BadRequest("Users of this datastore have no host.")
     if attrs.name is not None:
-        _check(names.user_name, attrs.name)
+        checked(names.user_name, attrs.name)
     if attrs.password is not None:
-        _check(names.password, attrs.password)
+        checked(names.password, attrs.password)
     check_ready(c, project_id, instance_id, Capability.USERS)
     call_guest(
         c,
@@ -291,7 +260,7 @@ def grant_access(
     ctx = request_context(request, project_id)
     name, host = split_user(user)
     for ref in body.databases:
-        _check(names.database_name, ref.name)
+        checked(names.database_name, ref.name)
     check_ready(c, project_id, instance_id, Capability.USERS)
     call_guest(
         c,
@@ -314,7 +283,7 @@ def revoke_access(
 ) -> Response:
     ctx = request_context(request, project_id)
     name, host = split_user(user)
-    _check(names.database_name, database)
+    checked(names.database_name, database)
     check_ready(c, project_id, instance_id, Capability.USERS)
     call_guest(
         c, ctx, instance_id, "revoke_access", {"name": name, "host": host, "database": database}
@@ -345,7 +314,7 @@ def enable_root(
     ctx = request_context(request, project_id)
     password = body.password if body and body.password else None
     if password is not None:
-        _check(names.password, password)
+        checked(names.password, password)
     else:
         password = generate_password()
     check_ready(c, project_id, instance_id, Capability.ROOT)

@@ -11,6 +11,7 @@ from cove.api.context import ApiContext, cove, request_context
 from cove.api.guest import check_ready
 from cove.api.routers.catalog import find_flavor
 from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
+from cove.api.validate import checked, database_specs, user_specs
 from cove.api.views import instance_view, paginate
 from cove.common.errors import (
     BadRequest,
@@ -18,7 +19,6 @@ from cove.common.errors import (
     DatastoreVersionNotFound,
     InstanceNotReady,
     NotImplementedFault,
-    ValidationFailed,
     VolumeSizeTooLarge,
 )
 from cove.common.ids import new_id, utcnow
@@ -27,6 +27,7 @@ from cove.db.instances import get_instance, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.domain import names
 from cove.domain.capabilities import STANDARD_PORTS
+from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import RESTARTABLE, ComputeState, Task, can_delete, compute_status
 from cove.rpc import RequestContext
 
@@ -95,13 +96,6 @@ def show_instance(
         return {"instance": _view(request, c, get_instance(s, instance_id, project_id), True)}
 
 
-def _checked(fn: Any, value: Any) -> Any:
-    try:
-        return fn(value)
-    except ValueError as exc:
-        raise ValidationFailed(str(exc)) from exc
-
-
 def _unsupported(spec: InstanceCreate) -> None:
     for field, what in (
         ("restorePoint", "Restoring from a backup"),
@@ -137,8 +131,8 @@ def _resolve_version(s: Any, c: ApiContext, spec: InstanceCreate) -> DatastoreVe
 
 def _validate_payload(
     spec: InstanceCreate, c: ApiContext
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    _checked(names.instance_name, spec.name)
+) -> tuple[list[DatabaseSpec], list[UserSpec]]:
+    checked(names.instance_name, spec.name)
     if spec.volume is None:
         raise BadRequest("Volume size was not specified.")
     size = spec.volume.gigabytes
@@ -149,43 +143,8 @@ def _validate_payload(
             f"Volume 'size' cannot exceed maximum of {c.settings.max_volume_size} GB, "
             f"{size} cannot be accepted."
         )
-    dbs: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for db in spec.databases:
-        _checked(names.database_name, db.name)
-        if db.name in seen:
-            raise BadRequest(f"Database '{db.name}' is listed twice.")
-        seen.add(db.name)
-        dbs.append(db.model_dump())
-    users: list[dict[str, Any]] = []
-    user_names: set[str] = set()
-    for user in spec.users:
-        _checked(names.user_name, user.name)
-        _checked(names.password, user.password)
-        host = _checked(names.user_host, user.host)
-        if host != "%":
-            raise BadRequest(
-                f"User '{user.name}': users of this datastore have no host; leave 'host' out."
-            )
-        if user.name in user_names:
-            raise BadRequest(f"User '{user.name}' is listed twice.")
-        user_names.add(user.name)
-        for ref in user.databases:
-            if ref.name not in seen:
-                raise BadRequest(
-                    f"The request indicates that user {user.name} should have access to "
-                    f"database {ref.name}, but database {ref.name} is not included in the "
-                    "initial databases list."
-                )
-        users.append(
-            {
-                "name": user.name,
-                "password": user.password,
-                "host": host,
-                "databases": [r.name for r in user.databases],
-            }
-        )
-    return dbs, users
+    dbs = database_specs(spec.databases)
+    return dbs, user_specs(spec.users, {d.name for d in dbs})
 
 
 @router.post("")
@@ -224,7 +183,11 @@ def create_instance(
         c.bus.cast(
             TASKMANAGER,
             "create_instance",
-            {"instance_id": instance_id, "databases": dbs, "users": users},
+            {
+                "instance_id": instance_id,
+                "databases": [d.to_dict() for d in dbs],
+                "users": [u.to_dict() for u in users],
+            },
             ctx,
         )
     except CoveError as exc:
@@ -253,7 +216,7 @@ def _update(
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
         if "name" in fields:
-            inst.name = _checked(names.instance_name, fields["name"])
+            inst.name = checked(names.instance_name, fields["name"])
             inst.updated = utcnow()
     return Response(status_code=202, media_type="application/json")
 

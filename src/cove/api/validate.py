@@ -1,0 +1,66 @@
+"""Checks of what users send, shared by the routers: each turns a request model into the typed
+specs the guest receives, or raises a 400 naming the problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from cove.api.schemas import DatabaseIn, UserIn
+from cove.common.errors import BadRequest, ValidationFailed
+from cove.domain import names
+from cove.domain.specs import DatabaseSpec, UserSpec
+
+T = TypeVar("T")
+
+
+def checked(rule: Callable[[T], T], value: T) -> T:
+    """Apply a rule of ``cove.domain.names``; raises ValidationFailed with its message."""
+    try:
+        return rule(value)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+
+
+def no_host(name: str, host: str | None) -> str:
+    """PostgreSQL users have no host: only '%' (or none) is accepted."""
+    value = checked(names.user_host, host)
+    if value != "%":
+        raise BadRequest(f"User '{name}': users of this datastore have no host; leave it out.")
+    return value
+
+
+def database_specs(databases: Iterable[DatabaseIn]) -> list[DatabaseSpec]:
+    specs: list[DatabaseSpec] = []
+    for db in databases:
+        checked(names.database_name, db.name)
+        if any(s.name == db.name for s in specs):
+            raise BadRequest(f"Database '{db.name}' is listed twice.")
+        specs.append(DatabaseSpec(db.name, db.character_set, db.collate))
+    return specs
+
+
+def user_specs(
+    users: Iterable[UserIn], initial_databases: set[str] | None = None
+) -> list[UserSpec]:
+    """With ``initial_databases`` (at instance creation), every database a user names must be
+    among them, as Trove requires."""
+    specs: list[UserSpec] = []
+    for user in users:
+        checked(names.user_name, user.name)
+        checked(names.password, user.password)
+        host = no_host(user.name, user.host)
+        if any(s.name == user.name for s in specs):
+            raise BadRequest(f"User '{user.name}' is listed twice.")
+        for ref in user.databases:
+            checked(names.database_name, ref.name)
+            if initial_databases is not None and ref.name not in initial_databases:
+                raise BadRequest(
+                    f"The request indicates that user {user.name} should have access to "
+                    f"database {ref.name}, but database {ref.name} is not included in the "
+                    "initial databases list."
+                )
+        specs.append(
+            UserSpec(user.name, user.password, host, tuple(r.name for r in user.databases))
+        )
+    return specs
