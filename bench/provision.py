@@ -1,14 +1,18 @@
 """Provisioning benchmark: Cove's time from POST to the first successful client connection,
-against the raw floor measured in the same run (initdb + start + create database + create user
-by hand, then the same first connection).
+against raw floors measured in the same run on the same machine:
+
+* raw initdb: initdb + start + create database + create user by hand, then the same first
+  connection (what an operator without Cove does);
+* raw template: the same, copying a ready data directory instead of running initdb (the method
+  Cove uses), which isolates Cove's own overhead.
 
 Usage: python bench/provision.py [--n 5]
-Prints one line per scenario with both medians and their ratio (Cove / raw).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import signal
@@ -16,9 +20,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -27,20 +34,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from harness import ControlPlane, wait_for
 
-from cove.common.service_user import service_user
+from cove.common.service_user import ServiceUser, service_user
 from cove.compute.discovery import find_postgresql
 
 PASSWORD = "bench-Pass-1"
+RAW_POOL = "127.43."
 #: How often a client asks whether its instance is ready, as a script or the CLI would.
 POLL = 0.05
-RAW_POOL = "127.43.0."
 
 
-def _connect(host: str, dbname: str = "app", user: str = "app") -> None:
+def _connect(host: str) -> None:
     def attempt() -> bool:
         try:
             psycopg.connect(
-                host=host, port=5432, user=user, password=PASSWORD, dbname=dbname, connect_timeout=2
+                host=host, port=5432, user="app", password=PASSWORD, dbname="app", connect_timeout=2
             ).close()
             return True
         except psycopg.OperationalError:
@@ -50,43 +57,48 @@ def _connect(host: str, dbname: str = "app", user: str = "app") -> None:
 
 
 class RawPostgres:
-    """PostgreSQL set up by hand, the way an operator without Cove would."""
+    """PostgreSQL set up by hand, from initdb or from a copied template."""
 
-    def __init__(self, base: Path, index: int) -> None:
+    def __init__(self, base: Path, index: int, user: ServiceUser, template: Path | None) -> None:
         self.dir = base / f"raw{index}"
-        self.host = f"{RAW_POOL}{index + 1}"
+        self.host = f"{RAW_POOL}{index // 250}.{index % 250 + 1}"
         self.bin = Path(find_postgresql()[-1].bin_dir)
-        self.user = service_user("cove")
+        self.user = user
+        self.template = template
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def _as_user(self) -> dict[str, object]:
-        return {
-            "user": self.user.popen_user,
-            "group": self.user.popen_group,
-            "extra_groups": self.user.popen_extra_groups,
-        }
+    def _run(self, *argv: str) -> None:
+        subprocess.run(
+            list(argv),
+            check=True,
+            capture_output=True,
+            user=self.user.popen_user,
+            group=self.user.popen_group,
+            extra_groups=self.user.popen_extra_groups,
+        )
+
+    def initdb(self, target: Path) -> None:
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(target),
+            "-U",
+            "admin",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+            "--no-instructions",
+        )
 
     def provision(self) -> float:
         start = time.perf_counter()
         self.dir.mkdir()
         os.chown(self.dir, self.user.uid, self.user.gid)
         data = self.dir / "data"
-        subprocess.run(
-            [
-                str(self.bin / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "admin",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            check=True,
-            capture_output=True,
-            **self._as_user(),
-        )  # type: ignore[call-overload]
+        if self.template is None:
+            self.initdb(data)
+        else:
+            self._run("cp", "-a", str(self.template), str(data))
         self.proc = subprocess.Popen(
             [
                 str(self.bin / "postgres"),
@@ -101,24 +113,25 @@ class RawPostgres:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            **self._as_user(),
-        )  # type: ignore[call-overload]
-
-        def admin() -> psycopg.Connection | None:
-            try:
-                return psycopg.connect(
-                    host=str(self.dir), port=5432, user="admin", dbname="postgres", autocommit=True
-                )
-            except psycopg.OperationalError:
-                return None
-
-        conn = wait_for(admin, 60, 0.01, "the raw server")
+            user=self.user.popen_user,
+            group=self.user.popen_group,
+            extra_groups=self.user.popen_extra_groups,
+        )
+        conn = wait_for(self._admin, 60, 0.01, "the raw server")
         with conn:
             conn.execute("CREATE DATABASE app")
             conn.execute(f"CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'")
             conn.execute("GRANT ALL ON DATABASE app TO app")
         _connect(self.host)
         return time.perf_counter() - start
+
+    def _admin(self) -> psycopg.Connection | None:
+        try:
+            return psycopg.connect(
+                host=str(self.dir), port=5432, user="admin", dbname="postgres", autocommit=True
+            )
+        except psycopg.OperationalError:
+            return None
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -148,8 +161,8 @@ def cove_provision(plane: ControlPlane, name: str) -> float:
     return time.perf_counter() - start
 
 
-def _active(plane: ControlPlane, iid: str) -> dict | None:
-    inst = plane.http.get(f"/instances/{iid}").json()["instance"]
+def _active(plane: ControlPlane, iid: str) -> dict[str, Any] | None:
+    inst: dict[str, Any] = plane.http.get(f"/instances/{iid}").json()["instance"]
     if inst["status"] == "ERROR":
         raise RuntimeError(f"instance failed: {inst.get('fault')}")
     return inst if inst["status"] == "ACTIVE" else None
@@ -161,12 +174,54 @@ def _delete_all(plane: ControlPlane) -> None:
     wait_for(lambda: not plane.http.get("/instances").json()["instances"], 300, 0.2, "deletes")
 
 
-def _run(fn: object, n: int, concurrent: bool) -> list[float]:
-    assert callable(fn)
+def _run(fn: Callable[[int], float], n: int, concurrent: bool) -> float:
+    """The median time of ``n`` sequential runs, or the time until all ``n`` concurrent runs
+    are done."""
     if not concurrent:
-        return [fn(i) for i in range(n)]
+        return statistics.median(fn(i) for i in range(n))
+    start = time.perf_counter()
     with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(fn, range(n)))
+        list(pool.map(fn, range(n)))
+    return time.perf_counter() - start
+
+
+class Raw:
+    """Runs raw provisionings of one kind and cleans up after them."""
+
+    def __init__(self, base: Path, template: Path | None) -> None:
+        self.base, self.template = base, template
+        self.user = service_user("cove")
+        self.servers: list[RawPostgres] = []
+        self._numbers = itertools.count(0 if template is None else 1000)
+        self._lock = threading.Lock()
+
+    def one(self, _i: int) -> float:
+        with self._lock:
+            server = RawPostgres(self.base, next(self._numbers), self.user, self.template)
+            self.servers.append(server)
+        return server.provision()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.servers.clear()
+
+
+def measure(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, float, float, float]]:
+    template = base / "template"
+    RawPostgres(base, 0, service_user("cove"), None).initdb(template)
+    raw_initdb, raw_template = Raw(base, None), Raw(base, template)
+    rows = []
+    for concurrent in (False, True):
+        label = f"{n} {'concurrent (until all ready)' if concurrent else 'sequential (median)'}"
+        times = []
+        for raw in (raw_initdb, raw_template):
+            times.append(_run(raw.one, n, concurrent))
+            raw.stop()
+        times.append(_run(lambda i: cove_provision(plane, f"b{i}"), n, concurrent))
+        _delete_all(plane)
+        rows.append((label, times[0], times[1], times[2]))
+    return rows
 
 
 def main() -> int:
@@ -178,39 +233,25 @@ def main() -> int:
         return 1
     base = Path(tempfile.mkdtemp(prefix="cove-bench-"))
     base.chmod(0o755)
+    os.chown(base, service_user("cove").uid, service_user("cove").gid)
     plane = ControlPlane(fast_heartbeats=False).start()
-    results: list[tuple[str, float, float]] = []
     try:
         warm = cove_provision(plane, "warm-up")
         _delete_all(plane)
-        print(f"first instance of the version (builds the template): {warm:.2f} s")
-        for concurrent in (False, True):
-            label = f"{args.n} {'concurrent' if concurrent else 'sequential'}"
-            raws: list[RawPostgres] = []
-
-            def raw_one(i: int, _raws: list[RawPostgres] = raws, _c: bool = concurrent) -> float:
-                raw = RawPostgres(base, i + (100 if _c else 0))
-                _raws.append(raw)
-                return raw.provision()
-
-            raw_times = _run(raw_one, args.n, concurrent)
-            for raw in raws:
-                raw.stop()
-            cove_times = _run(lambda i: cove_provision(plane, f"b{i}"), args.n, concurrent)
-            _delete_all(plane)
-            if concurrent:
-                raw_value, cove_value = max(raw_times), max(cove_times)
-                label += " (time until all are ready)"
-            else:
-                raw_value, cove_value = statistics.median(raw_times), statistics.median(cove_times)
-                label += " (median per instance)"
-            results.append((label, raw_value, cove_value))
+        rows = measure(plane, base, args.n)
     finally:
         plane.stop()
         shutil.rmtree(base, ignore_errors=True)
-    print(f"{'scenario':48} {'raw (s)':>8} {'cove (s)':>9} {'ratio':>6}")
-    for label, raw_value, cove_value in results:
-        print(f"{label:48} {raw_value:8.2f} {cove_value:9.2f} {cove_value / raw_value:6.2f}")
+    print(f"first Cove instance of the version (also builds its template): {warm:.2f} s")
+    print(
+        f"{'scenario':34} {'raw initdb':>10} {'raw tmpl':>9} {'cove':>7} "
+        f"{'cove/initdb':>12} {'cove/tmpl':>10}"
+    )
+    for label, initdb_s, tmpl_s, cove_s in rows:
+        print(
+            f"{label:34} {initdb_s:9.2f}s {tmpl_s:8.2f}s {cove_s:6.2f}s "
+            f"{cove_s / initdb_s:12.2f} {cove_s / tmpl_s:10.2f}"
+        )
     return 0
 
 
