@@ -1,9 +1,30 @@
-"""The local driver's host-level checks that need no agent."""
+"""The local driver's host-level checks that need no agent, and its care inside instance
+directories, whose contents belong to a service user that may be hostile: planted links are
+never followed and pids read from the instance's files are signalled only when they are the
+instance's own processes. Real files and real processes throughout."""
 
+import dataclasses
+import fcntl
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+
+from cove.common.errors import UnsafePath
 from cove.common.settings import load_settings
+from cove.compute.base import GuestSpec
 from cove.compute.local import LocalDriver
+from cove.domain.status import ComputeState
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs a service user other than us")
+
+PRECIOUS = "precious\n"
 
 
 def test_an_address_bound_by_someone_else_is_not_usable(tmp_path):
@@ -23,3 +44,260 @@ def test_instances_dir_layout(tmp_path):
     assert driver.instance_ids() == []
     assert (tmp_path / "instances").stat().st_mode & 0o777 == 0o711
     assert (tmp_path / "templates").stat().st_mode & 0o777 == 0o700
+
+
+# -- an instance laid out without an agent ---------------------------------------------------
+
+
+class Placed:
+    def __init__(self, tmp_path: Path) -> None:
+        tmp_path.chmod(0o755)
+        self.driver = LocalDriver(load_settings(data_dir=tmp_path / "d"), check=False)
+        self.spec = GuestSpec(
+            instance_id="inst-1",
+            datastore="postgresql",
+            datastore_version="15",
+            bin_dir="/nonexistent",
+            address="127.42.250.9",
+            port=5432,
+            ram_mb=256,
+            vcpus=1,
+            volume_gb=1,
+            transport_url="redis://127.0.0.1:1",
+            heartbeat_interval=5,
+        )
+        self.id = self.spec.instance_id
+        self.base = self.driver.instance_dir(self.id)
+        self.config = self.driver.config_path(self.id)
+        self.lock = self.base / "run" / "guestagent.lock"
+        self.pidfile = self.base / "data" / "postmaster.pid"
+        self.driver._lay_out(self.spec)
+        # Files and a directory outside the instance, as root leaves them.
+        self.outside = tmp_path / "outside"
+        self.outside.write_text(PRECIOUS)
+        self.outside.chmod(0o644)
+        self.elsewhere = tmp_path / "elsewhere"
+        self.elsewhere.mkdir(mode=0o755)
+        (self.elsewhere / "file").write_text(PRECIOUS)
+        self.before = {p: p.stat() for p in (self.outside, self.elsewhere)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def plant_link(self, path: Path, target: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            os.rename(path, path.with_name(path.name + ".moved"))
+        else:
+            path.unlink(missing_ok=True)
+        path.symlink_to(target)
+
+    def assert_outside_untouched(self) -> None:
+        assert self.outside.read_text() == PRECIOUS
+        assert sorted(p.name for p in self.elsewhere.iterdir()) == ["file"]
+        assert (self.elsewhere / "file").read_text() == PRECIOUS
+        for path, before in self.before.items():
+            st = path.stat()
+            assert (st.st_uid, st.st_gid, st.st_mode) == (
+                before.st_uid,
+                before.st_gid,
+                before.st_mode,
+            )
+
+    def start(self, argv: list[str], *, service_user: bool, cwd: Path | str = "/") -> int:
+        switch = service_user and self.driver.identity.switch
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            user=self.driver.uid if switch else None,
+            group=self.driver.gid if switch else None,
+            extra_groups=[] if switch else None,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        # Until it has run exec, the child is still a copy of this test.
+        expected = b"".join(arg.encode() + b"\0" for arg in argv)
+        _wait_for(lambda: Path(f"/proc/{proc.pid}/cmdline").read_bytes() == expected)
+        return proc.pid
+
+    def write_pid(self, path: Path, pid: int) -> None:
+        path.write_text(f"{pid}\n")
+        os.chown(path, self.driver.uid, self.driver.gid)
+
+    def hold_lock(self, pid: int) -> int:
+        """Hold the agent lock the way a live agent does, with ``pid`` written in it."""
+        fd = os.open(self.lock, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{pid}\n".encode())
+        return fd
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def placed(tmp_path: Path) -> Iterator[Placed]:
+    p = Placed(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+def test_lay_out_makes_the_instance_directory_for_the_service_user(placed):
+    for path in (
+        placed.base,
+        *(placed.base / sub for sub in ("data", "conf", "log", "run", "tmp")),
+    ):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (placed.driver.uid, placed.driver.gid)
+    for path in (placed.config, placed.lock):
+        st = os.lstat(path)
+        assert st.st_uid == placed.driver.uid
+        assert st.st_mode & 0o777 == 0o600
+    assert placed.driver.instance_ids() == [placed.id]
+    assert placed.driver.agent_pid(placed.id) is None
+    assert placed.driver.state(placed.id) is ComputeState.SHUTDOWN
+
+
+def test_write_private_never_writes_through_a_planted_temporary_link(placed):
+    placed.plant_link(placed.config.with_name("guest.json.tmp"), placed.outside)
+    placed.driver._write_private(placed.config, '{"written": true}')
+    placed.assert_outside_untouched()
+    assert not placed.config.is_symlink()
+    assert placed.config.read_text() == '{"written": true}'
+    assert placed.config.stat().st_uid == placed.driver.uid
+    assert not os.path.lexists(placed.config.with_name("guest.json.tmp"))
+
+
+def test_write_private_refuses_a_linked_directory(placed):
+    placed.plant_link(placed.base / "conf", placed.elsewhere)
+    with pytest.raises(UnsafePath, match="conf"):
+        placed.driver._write_private(placed.config, "{}")
+    placed.assert_outside_untouched()
+
+
+def test_lay_out_replaces_planted_links(placed):
+    placed.plant_link(placed.base / "log", placed.elsewhere)
+    placed.plant_link(placed.base / "conf", placed.elsewhere)
+    placed.plant_link(placed.lock, placed.outside)
+    placed.driver._lay_out(placed.spec)
+    placed.assert_outside_untouched()
+    for sub in ("log", "conf"):
+        st = os.lstat(placed.base / sub)
+        assert os.path.isdir(placed.base / sub) and not (placed.base / sub).is_symlink()
+        assert st.st_uid == placed.driver.uid
+    assert placed.config.is_file() and not placed.config.is_symlink()
+    assert placed.lock.is_file() and not placed.lock.is_symlink()
+    assert placed.driver.agent_pid(placed.id) is None
+
+
+def test_a_linked_instance_directory_is_refused(placed):
+    other = placed.driver.instance_dir("inst-2")
+    other.symlink_to(placed.elsewhere)
+    with pytest.raises(UnsafePath):
+        placed.driver._lay_out(dataclasses.replace(placed.spec, instance_id="inst-2"))
+    placed.assert_outside_untouched()
+
+
+def test_the_agent_log_is_never_opened_through_a_link(placed):
+    placed.plant_link(placed.base / "log" / "guestagent.log", placed.outside)
+    with pytest.raises(UnsafePath, match=r"guestagent\.log"):
+        placed.driver.ensure_running(placed.id)
+    assert placed.id not in placed.driver._spawned
+    placed.assert_outside_untouched()
+
+
+@as_root
+def test_the_agent_log_is_never_a_hard_link_to_a_foreign_file(placed):
+    os.link(placed.outside, placed.base / "log" / "guestagent.log")
+    with pytest.raises(UnsafePath, match="owned by uid"):
+        placed.driver.ensure_running(placed.id)
+    assert placed.id not in placed.driver._spawned
+    placed.assert_outside_untouched()
+
+
+def test_the_agent_lock_is_never_read_through_a_link_or_a_fifo(placed):
+    placed.plant_link(placed.lock, placed.outside)
+    with pytest.raises(UnsafePath, match=r"guestagent\.lock"):
+        placed.driver.agent_pid(placed.id)
+    assert placed.driver.state(placed.id) is ComputeState.ERROR
+    placed.lock.unlink()
+    os.mkfifo(placed.lock)
+    started = time.monotonic()
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        placed.driver.agent_pid(placed.id)
+    assert time.monotonic() - started < 5
+    placed.assert_outside_untouched()
+    # Destroy still removes everything.
+    placed.driver.destroy(placed.id)
+    assert not os.path.lexists(placed.base)
+
+
+def test_destroy_does_not_signal_processes_of_someone_else(placed):
+    # Our own processes (root's, when the tests run as root) named in the instance's files.
+    in_lock = placed.start(["sleep", "30"], service_user=False)
+    in_pidfile = placed.start(["sleep", "30"], service_user=False)
+    fd = placed.hold_lock(in_lock)
+    try:
+        assert placed.driver.agent_pid(placed.id) == in_lock
+        placed.write_pid(placed.pidfile, in_pidfile)
+        placed.driver.destroy(placed.id)
+    finally:
+        os.close(fd)
+    assert not os.path.lexists(placed.base)
+    assert all(_alive(p) for p in placed.procs)
+
+
+@as_root
+def test_destroy_does_not_signal_other_processes_of_the_service_user(placed):
+    # The service user's processes, but neither this instance's agent nor its server.
+    in_lock = placed.start(["sleep", "30"], service_user=True)
+    in_pidfile = placed.start(["sleep", "30"], service_user=True, cwd=placed.elsewhere)
+    fd = placed.hold_lock(in_lock)
+    try:
+        placed.write_pid(placed.pidfile, in_pidfile)
+        placed.driver.destroy(placed.id)
+    finally:
+        os.close(fd)
+    assert not os.path.lexists(placed.base)
+    assert all(_alive(p) for p in placed.procs)
+
+
+def test_destroy_stops_the_instance_s_own_processes(placed):
+    agent = placed.start(
+        [sys.executable, "-c", "import time; time.sleep(30)", "--config", str(placed.config)],
+        service_user=True,
+    )
+    server = placed.start(["sleep", "30"], service_user=True, cwd=placed.base / "data")
+    fd = placed.hold_lock(agent)
+    try:
+        placed.write_pid(placed.pidfile, server)
+        placed.driver.destroy(placed.id)
+    finally:
+        os.close(fd)
+    assert not os.path.lexists(placed.base)
+    for proc, sig in zip(placed.procs, (signal.SIGTERM, signal.SIGINT), strict=True):
+        assert proc.wait(10) == -sig
+
+
+def test_destroy_stops_an_agent_that_does_not_hold_the_lock_yet(placed):
+    # Started by another task manager, say, and not yet holding the lock.
+    placed.start(
+        [sys.executable, "-c", "import time; time.sleep(30)", "--config", str(placed.config)],
+        service_user=True,
+    )
+    placed.driver.destroy(placed.id)
+    assert placed.procs[0].wait(10) == -signal.SIGTERM
+    assert not os.path.lexists(placed.base)

@@ -166,6 +166,10 @@ class CommandFailed(CoveError):
     """An external command exited with an error."""
 
 
+class UnsafePath(CoveError):
+    """A path in an instance directory is not what Cove made there; Cove will not use it."""
+
+
 class ConfigurationError(CoveError):
     """The settings are invalid."""
 

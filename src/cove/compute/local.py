@@ -4,11 +4,16 @@ address, and a guest agent process running as the unprivileged service user.
 Layout of ``<data>/instances/<id>/`` (mode 0700, owned by the service user): ``data/`` (the
 volume), ``conf/`` (``guest.json`` and the server's files), ``log/``, ``run/`` (sockets and the
 agent's lock) and ``tmp/``.
+
+When Cove runs as root, everything inside an instance directory belongs to the service user,
+who may be hostile (a database server taken over through a bug). So the driver touches those
+files only through ``localfs`` (no symbolic link is ever followed, only files root creates are
+chowned), signals a pid read from them only once it is known to be the instance's process, and
+a delete first takes away the agent's config so that nothing can start the agent again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -16,16 +21,17 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cove.common.errors import ConfigurationError
+from cove.common.errors import ConfigurationError, UnsafePath
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
+from cove.compute import localfs
 from cove.compute.base import ComputeDriver, GuestSpec
 from cove.domain.status import ComputeState
 
@@ -36,6 +42,8 @@ LOCK_NAME = "guestagent.lock"
 #: The kernel's limit on a unix socket path, less the server's socket file name.
 MAX_SOCKET_DIR = 107 - len("/.s.PGSQL.65535")
 STOP_TIMEOUT = 60.0
+AGENT_STOP = ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0))
+SERVER_STOP = ((signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0))
 
 
 class LocalDriver(ComputeDriver):
@@ -47,6 +55,8 @@ class LocalDriver(ComputeDriver):
         self._spawn_lock = threading.Lock()
         # Agents this process started: one still starting up holds no lock yet, but is alive.
         self._spawned: dict[str, subprocess.Popen[bytes]] = {}
+        # Instances being destroyed: no agent may be started for them (guarded by _spawn_lock).
+        self._destroying: set[str] = set()
         self.identity = service_user(settings.service_user)
         self.user, self.uid, self.gid = self.identity.name, self.identity.uid, self.identity.gid
         self.root.mkdir(parents=True, exist_ok=True)
@@ -56,6 +66,12 @@ class LocalDriver(ComputeDriver):
         self.templates.chmod(0o700)
         if check:
             self.check_access()
+            # Isolation is not there yet; say so once instead of pretending.
+            LOG.warning(
+                "the local driver does not cap instances: a flavor's RAM sizes the database "
+                "server's memory settings, and volume sizes are recorded, but no cgroup or "
+                "volume limit is enforced"
+            )
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -110,23 +126,31 @@ class LocalDriver(ComputeDriver):
     def instance_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "conf").is_dir())
+        return sorted(p.name for p in self.root.iterdir() if _real_dir(p / "conf"))
+
+    def _parts(self, path: Path) -> tuple[str, ...]:
+        """The parts of ``path`` below the instances directory: the ones not to be trusted."""
+        return path.relative_to(self.root).parts
+
+    def _has_config(self, instance_id: str) -> bool:
+        """Raises UnsafePath when the config is not a regular file."""
+        return localfs.regular_file(self.root, *self._parts(self.config_path(instance_id)))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def create(self, spec: GuestSpec) -> None:
+        """Raises ConfigurationError for a too long path, UnsafePath for a tampered directory."""
+        self._lay_out(spec)
+        self.ensure_running(spec.instance_id)
+
+    def _lay_out(self, spec: GuestSpec) -> None:
         base = self.instance_dir(spec.instance_id)
         if len(str(base / "run")) > MAX_SOCKET_DIR:
             raise ConfigurationError(
                 f"the data directory path is too long for unix sockets ({base / 'run'}); "
                 "choose a shorter COVE_DATA_DIR"
             )
-        base.mkdir(mode=0o700, exist_ok=True)
-        os.chown(base, self.uid, self.gid)
-        for sub in SUBDIRS:
-            path = base / sub
-            path.mkdir(mode=0o700, exist_ok=True)
-            os.chown(path, self.uid, self.gid)
+        localfs.make_dirs(base, SUBDIRS, self.uid, self.gid)
         config = {
             **asdict(spec),
             "instance_dir": str(base),
@@ -134,30 +158,34 @@ class LocalDriver(ComputeDriver):
         }
         self._write_private(self.config_path(spec.instance_id), json.dumps(config, indent=2))
         lock = base / "run" / LOCK_NAME
-        if not lock.exists():
+        st = localfs.lstat(self.root, *self._parts(lock))
+        # A lock the agent could not have made (a link, another owner's file) is replaced.
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_uid != self.uid:
             self._write_private(lock, "")
-        self.ensure_running(spec.instance_id)
 
     def _write_private(self, path: Path, text: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chown(tmp, self.uid, self.gid)
-        tmp.replace(path)
+        """Replace ``path`` in an instance directory by a file of the service user (mode 0600).
+
+        Raises UnsafePath when a directory on the way is not a real directory.
+        """
+        localfs.write_private(self.root, self._parts(path), text, self.uid, self.gid)
 
     def agent_pid(self, instance_id: str) -> int | None:
-        """The pid of the live guest agent, or None when none holds the lock."""
+        """The pid the live guest agent wrote, or None when none holds the lock.
+
+        The pid is what the service user wrote: check it before signalling it. Raises
+        UnsafePath when the lock is not a regular file of the service user.
+        """
         lock = self.instance_dir(instance_id) / "run" / LOCK_NAME
         try:
-            fh = lock.open("r")
-        except OSError:
+            fd = localfs.open_owned(self.root, self._parts(lock), os.O_RDONLY, self.uid)
+        except FileNotFoundError:
             return None
-        with fh:
+        with os.fdopen(fd, "r") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                text = fh.read().strip()
+                text = fh.read(32).strip()
                 return int(text) if text.isdigit() else -1
             fcntl.flock(fh, fcntl.LOCK_UN)
             return None
@@ -167,13 +195,16 @@ class LocalDriver(ComputeDriver):
         return proc is not None and proc.poll() is None
 
     def ensure_running(self, instance_id: str) -> bool:
+        """Raises ConfigurationError without a guest config, UnsafePath for a tampered one."""
         with self._spawn_lock:
+            if instance_id in self._destroying:
+                LOG.info("instance %s is being removed; not starting its agent", instance_id)
+                return False
             if self.agent_pid(instance_id) is not None or self._starting(instance_id):
                 return False
-            config = self.config_path(instance_id)
-            if not config.is_file():
+            if not self._has_config(instance_id):
                 raise ConfigurationError(f"instance {instance_id} has no guest config")
-            self._spawn(instance_id, config)
+            self._spawn(instance_id, self.config_path(instance_id))
             return True
 
     def _agent_env(self, home: Path) -> dict[str, str]:
@@ -188,8 +219,7 @@ class LocalDriver(ComputeDriver):
     def _spawn(self, instance_id: str, config: Path) -> None:
         base = self.instance_dir(instance_id)
         log_path = base / "log" / "guestagent.log"
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fchown(fd, self.uid, self.gid)
+        fd = localfs.open_log(self.root, self._parts(log_path), self.uid, self.gid)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cove.guestagent.main", "--config", str(config)],
@@ -211,66 +241,106 @@ class LocalDriver(ComputeDriver):
         LOG.info("started the guest agent of instance %s (pid %d)", instance_id, proc.pid)
 
     def state(self, instance_id: str) -> ComputeState:
-        if not self.config_path(instance_id).is_file():
+        try:
+            if not self._has_config(instance_id):
+                return ComputeState.ERROR
+            alive = self.agent_pid(instance_id) is not None or self._starting(instance_id)
+        except UnsafePath as exc:
+            LOG.warning("instance %s: %s", instance_id, exc.message)
             return ComputeState.ERROR
-        alive = self.agent_pid(instance_id) is not None or self._starting(instance_id)
         return ComputeState.ACTIVE if alive else ComputeState.SHUTDOWN
 
     def destroy(self, instance_id: str) -> None:
+        """Raises OSError when the directory cannot be removed."""
         base = self.instance_dir(instance_id)
-        if not base.exists():
+        if not os.path.lexists(base):
             return
-        starting = self._spawned.get(instance_id)
-        if starting is not None and starting.poll() is None and self.agent_pid(instance_id) is None:
-            starting.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                starting.wait(STOP_TIMEOUT)
-        pid = self.agent_pid(instance_id)
-        if pid and pid > 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not _wait(lambda: self.agent_pid(instance_id) is None, STOP_TIMEOUT):
-                LOG.warning("guest agent of %s ignored SIGTERM; killing it", instance_id)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                _wait(lambda: self.agent_pid(instance_id) is None, 10)
-        _stop_server(base / "data" / "postmaster.pid")
-        self._spawned.pop(instance_id, None)
-        shutil.rmtree(base, ignore_errors=True)
-        if base.exists():
-            raise OSError(f"could not remove {base}")
+        try:
+            with self._spawn_lock:
+                # Without its config no task manager of this host starts the agent again (they
+                # all look for it first), so a monitor cannot undo the delete.
+                self._destroying.add(instance_id)
+                localfs.remove_file(self.root, *self._parts(self.config_path(instance_id)))
+            self._stop_agent(instance_id)
+            self._stop_server(instance_id)
+            shutil.rmtree(base, ignore_errors=True)
+            if os.path.lexists(base):
+                raise OSError(f"could not remove {base}")
+        finally:
+            with self._spawn_lock:
+                self._destroying.discard(instance_id)
+                self._spawned.pop(instance_id, None)
         LOG.info("removed instance %s", instance_id)
 
+    def _stop_agent(self, instance_id: str) -> None:
+        config = str(self.config_path(instance_id))
+        procs: list[localfs.Process] = []
+        starting = self._spawned.get(instance_id)
+        if starting is not None and starting.poll() is None:
+            # Our own child, maybe not yet running the agent's code nor holding the lock.
+            child = localfs.Process.claim(starting.pid, lambda pid: True)
+            procs += [child] if child is not None else []
+        # An agent still starting up (perhaps by another task manager) holds no lock yet.
+        pids = set(localfs.processes_with_arg(self.uid, config))
+        try:
+            locked = self.agent_pid(instance_id)
+        except UnsafePath as exc:
+            LOG.warning("instance %s: %s", instance_id, exc.message)
+            locked = None
+        if locked is not None and locked > 0:
+            pids.add(locked)
+        for pid in sorted(pids - {p.pid for p in procs}):
+            proc = localfs.Process.claim(pid, lambda p: self._is_agent(p, config))
+            if proc is not None:
+                procs.append(proc)
+            elif pid == locked and localfs.alive(pid):
+                LOG.warning(
+                    "the agent lock of instance %s names pid %d, which is not its guest agent; "
+                    "not signalling it",
+                    instance_id,
+                    pid,
+                )
+        if not localfs.stop(procs, AGENT_STOP, f"the guest agent of instance {instance_id}"):
+            LOG.warning("the guest agent of instance %s did not stop", instance_id)
 
-def _wait(predicate: object, timeout: float) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
+    def _is_agent(self, pid: int, config: str) -> bool:
+        return localfs.owned_by(pid, self.uid) and config in localfs.cmdline(pid)
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def _stop_server(pidfile: Path) -> None:
-    """Stop a database server the agent left running (it was killed, not stopped)."""
-    try:
-        pid = int(pidfile.read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    if not _pid_alive(pid):
-        return
-    LOG.warning("stopping the orphaned database server (pid %d)", pid)
-    for sig, wait in ((signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if _wait(lambda: not _pid_alive(pid), wait):
+    def _stop_server(self, instance_id: str) -> None:
+        """Stop a database server the agent left running (it was killed, not stopped)."""
+        pidfile = self.instance_dir(instance_id) / "data" / "postmaster.pid"
+        try:
+            text = localfs.read_owned(self.root, self._parts(pidfile), self.uid)
+            with localfs.open_dir(self.root, *self._parts(pidfile.parent)) as fd:
+                data = os.fstat(fd)
+        except FileNotFoundError:
             return
+        except UnsafePath as exc:
+            LOG.warning("instance %s: %s; not stopping its server", instance_id, exc.message)
+            return
+        try:
+            pid = int(text.splitlines()[0])
+        except (ValueError, IndexError):
+            return
+        # PostgreSQL runs in its data directory: a pid that is not there is not the server.
+        proc = localfs.Process.claim(
+            pid, lambda p: localfs.owned_by(p, self.uid) and localfs.cwd_is(p, data)
+        )
+        if proc is None:
+            if localfs.alive(pid):
+                LOG.warning(
+                    "the postmaster.pid of instance %s names pid %d, which is not its database "
+                    "server; not signalling it",
+                    instance_id,
+                    pid,
+                )
+            return
+        LOG.warning("stopping the orphaned database server of %s (pid %d)", instance_id, pid)
+        localfs.stop([proc], SERVER_STOP, f"the database server of instance {instance_id}")
+
+
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False

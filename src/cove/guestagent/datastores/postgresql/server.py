@@ -124,7 +124,13 @@ class PostgresServer:
             pid = int(pidfile.read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return False
-        if not _alive(pid) or "postgres" not in _cmdline(pid):
+        if not self._is_ours(pid):
+            if _alive(pid):
+                LOG.warning(
+                    "postmaster.pid names pid %d, which is not this instance's server; "
+                    "not adopting it",
+                    pid,
+                )
             return False
         with self._lock:
             self._adopted_pid = pid
@@ -181,6 +187,11 @@ class PostgresServer:
             proc = self._proc
         if pid is None:
             return
+        if proc is None and not self._is_ours(pid):
+            LOG.warning("pid %d is no longer this instance's server; not signalling it", pid)
+            with self._lock:
+                self._adopted_pid = None
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -192,10 +203,28 @@ class PostgresServer:
                 return
             time.sleep(0.02)
         LOG.warning("PostgreSQL did not stop in %.0f s; sending SIGQUIT", STOP_TIMEOUT)
+        if proc is None and not self._is_ours(pid):
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
         if proc is not None:
             proc.wait(10)
+
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is this instance's postmaster.
+
+        A stale postmaster.pid (after a reboot, say) can name any process, even the server of
+        another instance of the same user. PostgreSQL works in its data directory, so a
+        postmaster whose working directory is another one is not ours.
+        """
+        if not _alive(pid) or "postgres" not in _cmdline(pid):
+            return False
+        try:
+            cwd = os.stat(f"/proc/{pid}/cwd")
+            data = os.stat(self.config.data_dir)
+        except OSError:
+            return False
+        return (cwd.st_dev, cwd.st_ino) == (data.st_dev, data.st_ino)
 
     def _watch_child(self, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()

@@ -1,0 +1,295 @@
+"""The local driver and real guest agents against the two ways an instance could outlive or harm
+another: a monitor restarting the agent while the instance is deleted, and a stale
+postmaster.pid naming the server of another instance."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import random
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cove.common.errors import ConfigurationError, CoveError
+from cove.common.ids import new_id
+from cove.common.settings import load_settings
+from cove.compute.base import GuestSpec
+from cove.compute.discovery import find_postgresql
+from cove.compute.local import LocalDriver
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores.postgresql.server import PostgresServer
+from cove.rpc import RpcClient, RpcServer
+from servers import remove_tree
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not find_postgresql(), reason="needs PostgreSQL binaries"),
+]
+
+
+class Host:
+    """One local driver with its agents on a private bus, and a stand-in conductor."""
+
+    def __init__(self, base: Path, url: str) -> None:
+        self.url = url
+        settings = load_settings(data_dir=base / "d", transport_url=url, heartbeat_interval=5)
+        self.driver = LocalDriver(settings)
+        self.bus = RpcClient(url)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.conductor = RpcServer(
+            url,
+            "conductor",
+            {
+                "heartbeat": lambda ctx, **kw: self.events.put({"method": "heartbeat", **kw}),
+                "report": lambda ctx, **kw: self.events.put({"method": "report", **kw}),
+            },
+        )
+        self.conductor.start()
+        self.created: list[str] = []
+        self.settings = settings
+
+    def second_driver(self) -> LocalDriver:
+        return LocalDriver(self.settings, check=False)
+
+    def spec(self) -> GuestSpec:
+        version = find_postgresql()[-1]
+        return GuestSpec(
+            instance_id=new_id(),
+            datastore="postgresql",
+            datastore_version=version.name,
+            bin_dir=version.bin_dir,
+            address=f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.9",
+            port=5432,
+            ram_mb=512,
+            vcpus=1,
+            volume_gb=1,
+            transport_url=self.url,
+            heartbeat_interval=5,
+        )
+
+    def create(self, spec: GuestSpec, *, prepare: bool = False) -> None:
+        self.created.append(spec.instance_id)
+        topic = f"guestagent.{spec.instance_id}"
+        self.bus.declare_topic(topic)
+        self.driver.create(spec)
+        if prepare:
+            self.bus.cast(topic, "prepare", {"databases": [], "users": []})
+
+    def call(self, instance_id: str, method: str, **args: Any) -> Any:
+        return self.bus.call(f"guestagent.{instance_id}", method, args, timeout=60)
+
+    def wait_event(self, timeout: float, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no event {match} within {timeout} s")
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if all(event.get(k) == v for k, v in match.items()):
+                return event
+
+    def server_pid(self, instance_id: str) -> int:
+        pidfile = self.driver.instance_dir(instance_id) / "data" / "postmaster.pid"
+        return int(pidfile.read_text().splitlines()[0])
+
+    def close(self) -> None:
+        for instance_id in self.created:
+            self.driver.destroy(instance_id)
+        self.conductor.stop()
+        self.bus.close()
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    base = Path(tempfile.mkdtemp(prefix="cove-safety-"))
+    base.chmod(0o755)
+    bus_dir = base / "bus"
+    bus_dir.mkdir()
+    bus_dir.chmod(0o755)
+    sock = bus_dir / "bus.sock"
+    # A bus the unprivileged service user can reach.
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "777",
+            "--save",
+            "",
+            "--dir",
+            str(bus_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    h = Host(base, f"redis+socket://{sock}")
+    try:
+        yield h
+    finally:
+        h.close()
+        redis.terminate()
+        redis.wait(10)
+        remove_tree(base)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _resume(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    "agent", ["running", "just killed", "being restarted", "killed, server slow to stop"]
+)
+@pytest.mark.parametrize("monitor_of", ["this task manager", "another task manager"])
+def test_destroy_wins_against_a_monitor_restarting_the_agent(
+    host: Host, agent: str, monitor_of: str
+) -> None:
+    # Another task manager on the same host has its own driver over the same directory.
+    driver = host.driver if monitor_of == "this task manager" else host.second_driver()
+    spec = host.spec()
+    instance_id = spec.instance_id
+    host.create(spec, prepare=True)
+    report = host.wait_event(120, method="report", instance_id=instance_id)
+    assert report["outcome"] == "success", report
+    stop = threading.Event()
+    restarts: list[float] = []
+    refusals: list[Exception] = []
+
+    def monitor() -> None:
+        # What the task manager's monitor does, without its pause between passes.
+        while not stop.is_set():
+            try:
+                if driver.ensure_running(instance_id):
+                    restarts.append(time.monotonic())
+            except (CoveError, OSError) as exc:
+                # The instance goes away under the monitor.
+                refusals.append(exc)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=monitor, daemon=True)
+    server = host.server_pid(instance_id)
+    # A server busy writing a large checkpoint, say, takes a while to stop: the delete then
+    # gives a monitor plenty of time to start an agent.
+    resume = threading.Timer(1.5, _resume, (server,))
+    thread.start()
+    try:
+        if agent != "running":
+            pid = driver.agent_pid(instance_id)
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+        if agent == "being restarted":
+            _wait_for(lambda: bool(restarts), 10)
+        if agent == "killed, server slow to stop":
+            os.kill(server, signal.SIGSTOP)
+            resume.start()
+        host.driver.destroy(instance_id)
+        # The monitor keeps trying for a while after the delete.
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(10)
+        resume.cancel()
+        _resume(server)
+        leftovers = _processes_mentioning(instance_id)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert not os.path.lexists(host.driver.instance_dir(instance_id))
+    assert leftovers == []
+    assert refusals, "the monitor never ran into the delete"
+    with pytest.raises(ConfigurationError, match="no guest config"):
+        driver.ensure_running(instance_id)
+
+
+def test_a_stale_postmaster_pid_naming_another_instance_s_server_is_not_adopted(
+    host: Host,
+) -> None:
+    first, second = host.spec(), host.spec()
+    for spec in (first, second):
+        host.create(spec, prepare=True)
+    prepared: dict[str, dict[str, Any]] = {}
+    while len(prepared) < 2:
+        report = host.wait_event(120, method="report", operation="prepare")
+        prepared[report["instance_id"]] = report
+    assert all(r["outcome"] == "success" for r in prepared.values()), prepared
+    a, b = first.instance_id, second.instance_id
+    a_server = host.server_pid(a)
+
+    # B's agent and server die without cleaning up (a host crash, say); when B comes back its
+    # postmaster.pid names a pid that now belongs to A's server.
+    b_agent = host.driver.agent_pid(b)
+    assert b_agent is not None and b_agent > 0
+    b_server = host.server_pid(b)
+    os.kill(b_agent, signal.SIGKILL)
+    os.kill(b_server, signal.SIGKILL)
+    _wait_for(lambda: host.driver.agent_pid(b) is None and not _alive(b_server), 30)
+    pidfile = host.driver.instance_dir(b) / "data" / "postmaster.pid"
+    lines = pidfile.read_text().splitlines()
+    pidfile.write_text("\n".join([str(a_server), *lines[1:]]) + "\n")
+
+    # The guest side refuses it, and still knows A's own server.
+    on_exit: list[int] = []
+    assert not PostgresServer(GuestConfig.load(host.driver.config_path(b)), on_exit.append).adopt()
+    assert PostgresServer(GuestConfig.load(host.driver.config_path(a)), on_exit.append).adopt()
+
+    # B's new agent does not take A's server for its own.
+    assert host.driver.ensure_running(b)
+    host.wait_event(60, method="heartbeat", instance_id=b, service_status="crashed")
+    log = (host.driver.instance_dir(b) / "log" / "guestagent.log").read_text()
+    assert "not adopting it" in log
+    assert "adopted the running PostgreSQL server" not in log
+
+    # Deleting B leaves A's server alone, whether the agent or the driver stops servers.
+    host.driver.destroy(b)
+    assert not os.path.lexists(host.driver.instance_dir(b))
+    assert _alive(a_server)
+    assert host.server_pid(a) == a_server
+    assert host.call(a, "get_status") == "healthy"
+    assert on_exit == []
