@@ -23,6 +23,7 @@ from cove.common.settings import load_settings
 from cove.compute.base import GuestSpec
 from cove.compute.discovery import find_postgresql
 from cove.compute.local import LocalDriver
+from cove.domain.status import ComputeState
 from cove.rpc import RpcClient, RpcServer
 from servers import remove_tree
 
@@ -222,7 +223,8 @@ def test_guest_agent_contract(guest: Guest) -> None:
     agent = guest.agent_pid()
     os.kill(agent, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while guest.driver.agent_pid(guest.spec.instance_id) is not None:
+    # The driver sees the agent gone once its lock is free and the process has exited.
+    while guest.driver.state(guest.spec.instance_id) is not ComputeState.SHUTDOWN:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert guest.driver.ensure_running(guest.spec.instance_id)
