@@ -4,28 +4,18 @@ without the rest of the control plane: the datastore manager contract for Postgr
 from __future__ import annotations
 
 import os
-import queue
-import random
 import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from guesthost import Host
 
 from cove.common.errors import BadRequest, DatabaseAlreadyExists, DatabaseNotFound, UserNotFound
-from cove.common.ids import new_id
-from cove.common.settings import load_settings
-from cove.compute.base import GuestSpec
 from cove.compute.discovery import find_postgresql
-from cove.compute.local import LocalDriver
 from cove.domain.status import ComputeState
-from cove.rpc import RpcClient, RpcServer
-from servers import remove_tree
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,109 +24,36 @@ pytestmark = [
 
 
 class Guest:
-    def __init__(self, base: Path, url: str) -> None:
-        self.url = url
-        settings = load_settings(data_dir=base / "d", transport_url=url, heartbeat_interval=5)
-        self.driver = LocalDriver(settings)
-        self.bus = RpcClient(url)
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.conductor = RpcServer(
-            url,
-            "conductor",
-            {
-                "heartbeat": lambda ctx, **kw: self.events.put({"method": "heartbeat", **kw}),
-                "report": lambda ctx, **kw: self.events.put({"method": "report", **kw}),
-            },
-        )
-        self.conductor.start()
-        version = find_postgresql()[-1]
-        self.spec = GuestSpec(
-            instance_id=new_id(),
-            datastore="postgresql",
-            datastore_version=version.name,
-            bin_dir=version.bin_dir,
-            address=f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.9",
-            port=5432,
-            ram_mb=512,
-            vcpus=1,
-            volume_gb=1,
-            transport_url=url,
-            heartbeat_interval=5,
-        )
+    """One instance on the test host, with the calls the contract test makes."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.driver = host.driver
+        self.bus = host.bus
+        self.spec = host.spec()
         self.topic = f"guestagent.{self.spec.instance_id}"
-        self.dir = base / "d" / "instances" / self.spec.instance_id
+        self.dir = self.driver.instance_dir(self.spec.instance_id)
 
     def call(self, method: str, **args: Any) -> Any:
-        return self.bus.call(self.topic, method, args, timeout=60)
+        return self.host.call(self.spec.instance_id, method, **args)
 
     def wait_event(self, timeout: float, **match: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no event {match} within {timeout} s")
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                continue
-            if all(event.get(k) == v for k, v in match.items()):
-                return event
+        return self.host.wait_event(timeout, instance_id=self.spec.instance_id, **match)
 
     def server_pid(self) -> int:
-        return int((self.dir / "data" / "postmaster.pid").read_text().splitlines()[0])
+        return self.host.server_pid(self.spec.instance_id)
 
     def agent_pid(self) -> int:
         return int((self.dir / "run" / "guestagent.lock").read_text().strip())
 
-    def close(self) -> None:
-        self.driver.destroy(self.spec.instance_id)
-        self.conductor.stop()
-        self.bus.close()
-
 
 @pytest.fixture
-def guest() -> Iterator[Guest]:
-    base = Path(tempfile.mkdtemp(prefix="cove-guest-"))
-    base.chmod(0o755)
-    bus_dir = base / "bus"
-    bus_dir.mkdir()
-    bus_dir.chmod(0o755)
-    sock = bus_dir / "bus.sock"
-    # A bus the unprivileged service user can reach.
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "777",
-            "--save",
-            "",
-            "--dir",
-            str(bus_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    g = Guest(base, f"redis+socket://{sock}")
-    try:
-        yield g
-    finally:
-        g.close()
-        redis.terminate()
-        redis.wait(10)
-        remove_tree(base)
+def guest(host: Host) -> Guest:
+    return Guest(host)
 
 
 def test_guest_agent_contract(guest: Guest) -> None:
-    guest.bus.declare_topic(guest.topic)
-    guest.driver.create(guest.spec)
+    guest.host.create(guest.spec)
     # Sent before the agent consumes: the queue declared first keeps it.
     guest.bus.cast(
         guest.topic,

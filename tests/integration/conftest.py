@@ -1,0 +1,5 @@
+"""Fixtures of the integration tests (the private servers live in tests/conftest.py)."""
+
+from guesthost import host
+
+__all__ = ["host"]
