@@ -152,13 +152,16 @@ def test_heartbeat_of_a_serving_guest_ends_a_build_whose_report_was_lost(db: Dat
         assert inst is not None and inst.task == Task.NONE.value
 
 
-def test_concurrent_heartbeats_of_one_instance(db: Database) -> None:
+@pytest.mark.parametrize("round_", range(5))
+def test_concurrent_heartbeats_of_one_instance(db: Database, round_: int) -> None:
     iid = _instance(db, Task.NONE)
     conductor = Conductor(db)
     t0 = utcnow()
     errors: list[BaseException] = []
+    start = threading.Barrier(8)
 
     def beat(n: int) -> None:
+        start.wait()
         try:
             conductor.heartbeat(
                 RequestContext(),

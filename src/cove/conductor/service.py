@@ -37,22 +37,29 @@ class Conductor:
     def _fresh(self, s: Session, instance_id: str, method: str, sent_at: datetime) -> bool:
         """Record ``sent_at`` as the newest message of its kind, atomically: the conditional
         update also locks the row, so writes about one instance are applied in order."""
-        moved = s.execute(
-            update(ConductorSeen)
-            .where(
-                ConductorSeen.instance_id == instance_id,
-                ConductorSeen.method == method,
-                ConductorSeen.sent_at < sent_at,
+
+        def newer() -> bool:
+            moved = s.execute(
+                update(ConductorSeen)
+                .where(
+                    ConductorSeen.instance_id == instance_id,
+                    ConductorSeen.method == method,
+                    ConductorSeen.sent_at < sent_at,
+                )
+                .values(sent_at=sent_at)
             )
-            .values(sent_at=sent_at)
-        )
-        if moved.rowcount:  # type: ignore[attr-defined]
+            return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+        if newer():
             return True
-        if s.get(ConductorSeen, (instance_id, method)) is not None:
-            return False  # something as new or newer was seen already
-        s.add(ConductorSeen(instance_id=instance_id, method=method, sent_at=sent_at))
-        s.flush()  # a concurrent first message of the same kind fails here and is retried
-        return True
+        try:
+            with s.begin_nested():
+                s.add(ConductorSeen(instance_id=instance_id, method=method, sent_at=sent_at))
+            return True
+        except IntegrityError:
+            # The row exists, or another worker has just recorded it: compare again, now
+            # against the committed row.
+            return newer()
 
     def _retrying(self, work: Callable[[Session], None]) -> None:
         """Run ``work`` in a transaction; a message of the same instance handled at the same
