@@ -21,8 +21,6 @@ from cove.common.errors import CoveError
 from cove.common.log import setup_logging
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores import load_manager
-from cove.guestagent.service import GuestService
-from cove.rpc import RpcClient, RpcServer
 
 LOG = logging.getLogger("cove.guestagent")
 
@@ -62,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(config: GuestConfig) -> int:
     manager = load_manager(config)
+    if not manager.prepared:
+        # A new instance: get the server going while the bus client loads and connects.
+        threading.Thread(target=manager.warm_up, name="warm-up", daemon=True).start()
+    from cove.guestagent.service import GuestService
+    from cove.rpc import RpcClient, RpcServer
+
     bus = RpcClient(config.transport_url)
     service = GuestService(config, manager, bus)
     if manager.prepared and not manager.adopt():

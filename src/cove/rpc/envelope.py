@@ -19,9 +19,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
-
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from cove.common.errors import CoveError, RemoteError, error_class
 from cove.common.ids import isoformat, new_id, utcnow
@@ -70,28 +68,70 @@ class RequestContext:
         return cls(request_id=request_id, **values)
 
 
-class _WireContext(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+def _field(
+    data: Mapping[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    *,
+    required: bool = True,
+    non_empty: bool = False,
+    where: str = "",
+) -> Any:
+    """One checked field of a decoded message. The error names the field, never its value."""
+    label = f"{where}{name}"
+    if name not in data or data[name] is None:
+        if required:
+            raise InvalidMessage(f"invalid envelope: {label}: field required")
+        return None
+    value = data[name]
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise InvalidMessage(f"invalid envelope: {label}: wrong type")
+    if non_empty and not value:
+        raise InvalidMessage(f"invalid envelope: {label}: must not be empty")
+    return value
 
-    request_id: str = Field(min_length=1)
-    project_id: str | None = None
-    user_id: str | None = None
 
+@dataclass(frozen=True)
+class Request:
+    """A decoded, validated request envelope (a cast, or a call when ``reply_to`` is set).
 
-class Request(BaseModel):
-    """A decoded, validated request envelope (a cast, or a call when ``reply_to`` is set)."""
+    Unknown keys are ignored so a newer sender may add optional fields within version 1.
+    """
 
-    # Unknown keys are ignored so a newer sender may add optional fields within version 1.
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    v: Literal[1]
-    method: str = Field(min_length=1)
+    method: str
     args: dict[str, Any]
-    context: _WireContext
-    msg_id: str = Field(min_length=1)
-    sent_at: AwareDatetime
-    reply_to: str | None = Field(default=None, min_length=1)
-    ttl: float | None = Field(default=None, gt=0)
+    context: RequestContext
+    msg_id: str
+    sent_at: datetime
+    reply_to: str | None = None
+    ttl: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Request:
+        """Raises InvalidMessage naming the first bad field."""
+        ctx = _field(data, "context", dict)
+        _field(ctx, "request_id", str, non_empty=True, where="context.")
+        for key in ("project_id", "user_id"):
+            _field(ctx, key, str, required=False, where="context.")
+        sent_text = _field(data, "sent_at", str)
+        try:
+            sent_at = datetime.fromisoformat(sent_text.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidMessage("invalid envelope: sent_at: not an ISO-8601 time") from None
+        if sent_at.tzinfo is None:
+            raise InvalidMessage("invalid envelope: sent_at: the time zone is missing")
+        ttl = _field(data, "ttl", (int, float), required=False)
+        if ttl is not None and ttl <= 0:
+            raise InvalidMessage("invalid envelope: ttl: must be positive")
+        return cls(
+            method=_field(data, "method", str, non_empty=True),
+            args=_field(data, "args", dict),
+            context=RequestContext.from_dict(ctx),
+            msg_id=_field(data, "msg_id", str, non_empty=True),
+            sent_at=sent_at,
+            reply_to=_field(data, "reply_to", str, required=False, non_empty=True),
+            ttl=None if ttl is None else float(ttl),
+        )
 
     @property
     def is_call(self) -> bool:
@@ -99,11 +139,7 @@ class Request(BaseModel):
 
     @property
     def request_context(self) -> RequestContext:
-        return RequestContext(
-            request_id=self.context.request_id,
-            project_id=self.context.project_id,
-            user_id=self.context.user_id,
-        )
+        return self.context
 
     def expired(self, now: datetime | None = None) -> bool:
         """Whether the sender has stopped waiting: ``sent_at + ttl`` is in the past.
@@ -120,21 +156,32 @@ class Request(BaseModel):
         return f"method={self.method} msg_id={self.msg_id} request_id={self.context.request_id}"
 
 
-class _WireError(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    type: str = Field(min_length=1)
+@dataclass(frozen=True)
+class ReplyError:
+    type: str
     message: str
 
 
-class Reply(BaseModel):
+@dataclass(frozen=True)
+class Reply:
     """A decoded reply: exactly one of ``result`` and ``error`` was sent."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    msg_id: str = Field(min_length=1)
+    msg_id: str
     result: Any = None
-    error: _WireError | None = None
+    error: ReplyError | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Reply:
+        """Raises InvalidMessage naming the first bad field."""
+        msg_id = _field(data, "msg_id", str, non_empty=True)
+        error = None
+        if "error" in data:
+            raw = _field(data, "error", dict)
+            error = ReplyError(
+                _field(raw, "type", str, non_empty=True, where="error."),
+                _field(raw, "message", str, where="error."),
+            )
+        return cls(msg_id=msg_id, result=data.get("result"), error=error)
 
     def unwrap(self) -> Any:
         """Return the result, or raise the error the server replied with.
@@ -199,13 +246,6 @@ def _load_object(body: bytes | str) -> dict[str, Any]:
     return data
 
 
-def _validation_summary(exc: ValidationError) -> str:
-    # Locations and messages only: pydantic's default text quotes the input values.
-    return "; ".join(
-        f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
-    )
-
-
 def decode_request(body: bytes | str) -> Request:
     """Decode and validate a request envelope. Raises InvalidMessage."""
     data = _load_object(body)
@@ -213,10 +253,7 @@ def decode_request(body: bytes | str) -> Request:
     if version != VERSION:
         shown = version if isinstance(version, int) else type(version).__name__
         raise InvalidMessage(f"unsupported envelope version {shown}")
-    try:
-        return Request.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidMessage(f"invalid envelope: {_validation_summary(exc)}") from None
+    return Request.from_dict(data)
 
 
 def encode_result(msg_id: str, result: Any) -> str:
@@ -244,10 +281,7 @@ def decode_reply(body: bytes | str) -> Reply:
     data = _load_object(body)
     if ("result" in data) == ("error" in data):
         raise InvalidMessage("a reply needs exactly one of 'result' and 'error'")
-    try:
-        return Reply.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidMessage(f"invalid reply: {_validation_summary(exc)}") from None
+    return Reply.from_dict(data)
 
 
 def error_from_reply(error_type: str, message: str) -> CoveError:

@@ -68,6 +68,18 @@ class DatastoreManager(ABC):
     @abstractmethod
     def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None: ...
 
+    def warm_up(self) -> None:
+        """Before ``prepare`` arrives, do what needs nothing from the request (initialise and
+        start the server), so a new instance is ready sooner. Idempotent; may block; a failure
+        is only logged: ``prepare`` meets it again and reports it."""
+        try:
+            self._warm_up()
+        except Exception as exc:
+            LOG.warning("could not ready the server ahead of prepare: %s", exc)
+
+    @abstractmethod
+    def _warm_up(self) -> None: ...
+
     @abstractmethod
     def adopt(self) -> bool:
         """Take over a server left running by an earlier agent; True if there was one."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 from cove.common.errors import GuestError
@@ -27,6 +28,8 @@ class PostgresManager(DatastoreManager):
         self.admin = PostgresAdmin(self.server.connect)
         self._marker = config.conf_dir / "prepared"
         self._stopped_on_purpose = False
+        self._init_lock = threading.Lock()
+        self._initialised = False
 
     def _server_exited(self, code: int) -> None:
         self.on_change(GuestStatus.CRASHED)
@@ -46,13 +49,28 @@ class PostgresManager(DatastoreManager):
             path.write_text(text)
             path.chmod(0o600)
 
+    def _warm_up(self) -> None:
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """A fresh data directory, configured and running; done once per agent."""
+        with self._init_lock:
+            if self._initialised or self.prepared:
+                return
+            self.server.stop()
+            self.server.initialise()
+            self.write_config()
+            self.server.start()
+            self._initialised = True
+
     def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
-        self.server.stop()
-        self.server.initialise()
-        self.write_config()
-        self.server.start()
-        self.admin.create_databases(databases)
-        self.admin.create_users(users)
+        self._initialise()
+        try:
+            self.admin.create_databases(databases)
+            self.admin.create_users(users)
+        except Exception:
+            self._initialised = False  # a prepare sent again starts from a clean directory
+            raise
         self._marker.write_text("ok\n")
 
     def adopt(self) -> bool:
