@@ -123,6 +123,22 @@ def test_guest_agent_contract(guest: Guest) -> None:
             conn.execute("SELECT pg_read_file('/etc/passwd')")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("ALTER SYSTEM SET work_mem = '1GB'")
+    # What a deleted user leaves behind never runs with the superuser's rights.
+    with psycopg.connect(
+        host=guest.spec.address, user="nb", password="a\u00a0b", dbname="a", autocommit=True
+    ) as conn:
+        conn.execute(
+            "CREATE FUNCTION public.lift() RETURNS void LANGUAGE plpgsql "
+            "SECURITY DEFINER AS $$BEGIN EXECUTE 'ALTER ROLE root SUPERUSER'; END$$"
+        )
+        conn.execute("CREATE TABLE kept (x int)")
+    guest.call("delete_user", name="nb", host="%")
+    with psycopg.connect(
+        host=guest.spec.address, user="root", password="r00t-pw", dbname="a", autocommit=True
+    ) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT public.lift()")
+        assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)  # data is kept
     guest.call("disable_root")
     assert guest.call("is_root_enabled") is False
 
@@ -148,7 +164,7 @@ def test_guest_agent_contract(guest: Guest) -> None:
     assert guest.call("get_status") == "healthy"
     assert guest.agent_pid() != agent
     assert guest.server_pid() == server
-    assert [u["name"] for u in guest.call("list_users")] == ["nb", "u9"]
+    assert [u["name"] for u in guest.call("list_users")] == ["u9"]
 
     # Destroy leaves nothing.
     guest.driver.destroy(guest.spec.instance_id)

@@ -36,6 +36,7 @@ RESERVED_USERS = frozenset(
         "root",
         "postgres",
         "cove",
+        "cove_orphans",
         "mysql.sys",
         "mysql.session",
         "mariadb.sys",

@@ -24,7 +24,9 @@ from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, ROOT_USER
 from cove.guestagent.datastores.postgresql.scram import verifier
 
-HIDDEN_USERS = (ADMIN_USER, ROOT_USER)
+#: Owns what deleted users leave behind.
+OWNER_ROLE = "cove_orphans"
+HIDDEN_USERS = (ADMIN_USER, ROOT_USER, OWNER_ROLE)
 #: What ``root`` is given instead of superuser.
 ROOT_ROLES = ("pg_read_all_data", "pg_write_all_data", "pg_monitor", "pg_signal_backend")
 HIDDEN_DATABASES = ("postgres", "template0", "template1")
@@ -160,10 +162,13 @@ class PostgresAdmin:
     def delete_user(self, name: str) -> None:
         self._require_user(name)
         ident = sql.Identifier(name)
+        self._ensure_owner_role()
         for db in self._connectable_databases():
-            # Objects the user owns go to the admin so the role can be dropped.
+            # What the user owned is kept, owned by a role that cannot log in and has no
+            # privilege of its own: never by the superuser, or a function the user left behind
+            # would run with the superuser's rights.
             self._run(
-                sql.SQL("REASSIGN OWNED BY {} TO {}").format(ident, sql.Identifier(ADMIN_USER)),
+                sql.SQL("REASSIGN OWNED BY {} TO {}").format(ident, sql.Identifier(OWNER_ROLE)),
                 dbname=db,
             )
             self._run(sql.SQL("DROP OWNED BY {}").format(ident), dbname=db)
@@ -185,6 +190,14 @@ class PostgresAdmin:
                 sql.SQL("ALTER ROLE {} RENAME TO {}").format(
                     sql.Identifier(name), sql.Identifier(str(new_name))
                 )
+            )
+
+    def _ensure_owner_role(self) -> None:
+        if not self._user_exists(OWNER_ROLE):
+            self._run(
+                sql.SQL(
+                    "CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"
+                ).format(sql.Identifier(OWNER_ROLE))
             )
 
     def _connectable_databases(self) -> list[str]:

@@ -254,6 +254,8 @@ class PostgresServer:
                 dbname=dbname,
                 autocommit=autocommit,
                 connect_timeout=5,
+                # Objects that tenants create never shadow what the superuser calls.
+                options="-c search_path=pg_catalog",
             )
         except psycopg.OperationalError as exc:
             raise GuestError(f"cannot connect to PostgreSQL: {exc}") from exc
