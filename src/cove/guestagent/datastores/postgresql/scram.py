@@ -39,15 +39,15 @@ def saslprep(password: str) -> str:
         for ch in password
         if not stringprep.in_table_b1(ch)
     )
-    normal = unicodedata.normalize("NFKC", mapped)
-    if not normal or any(check(ch) for ch in normal for check in _PROHIBITED):
+    # Like PostgreSQL's own SASLprep, the checks look at the mapped text, before normalising.
+    if not mapped or any(check(ch) for ch in mapped for check in _PROHIBITED):
         return password
-    rtl = [stringprep.in_table_d1(ch) for ch in normal]
+    rtl = [stringprep.in_table_d1(ch) for ch in mapped]
     if any(rtl):
-        ltr = any(stringprep.in_table_d2(ch) for ch in normal)
+        ltr = any(stringprep.in_table_d2(ch) for ch in mapped)
         if ltr or not (rtl[0] and rtl[-1]):
             return password
-    return normal
+    return unicodedata.normalize("NFKC", mapped)
 
 
 def verifier(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
