@@ -253,3 +253,13 @@ def test_initial_users_have_no_host(api):
         "badRequest",
     )
     assert "no host" in msg
+
+
+def test_invalid_unicode_is_a_400_not_a_500(api):
+    raw = b'{"instance": {"name": "x\\ud800", "flavorRef": "2", "volume": {"size": 1}}}'
+    msg = fault(
+        api.post("/v1.0/p1/instances", content=raw, headers={"content-type": "application/json"}),
+        400,
+        "badRequest",
+    )
+    assert "Unicode" in msg

@@ -301,3 +301,23 @@ def test_destroy_stops_an_agent_that_does_not_hold_the_lock_yet(placed):
     placed.driver.destroy(placed.id)
     assert placed.procs[0].wait(10) == -signal.SIGTERM
     assert not os.path.lexists(placed.base)
+
+
+def test_remove_file_also_removes_a_planted_directory(tmp_path):
+    from cove.compute.localfs import remove_file
+
+    (tmp_path / "inst" / "conf" / "guest.json").mkdir(parents=True)
+    (tmp_path / "inst" / "conf" / "guest.json" / "x").write_text("x")
+    remove_file(tmp_path, "inst", "conf", "guest.json")
+    assert not (tmp_path / "inst" / "conf" / "guest.json").exists()
+
+
+def test_a_data_directory_others_can_change_is_refused(tmp_path):
+    from cove.common.errors import ConfigurationError
+    from cove.common.settings import load_settings as _load
+
+    data = tmp_path / "d"
+    data.mkdir()
+    data.chmod(0o777)
+    with pytest.raises(ConfigurationError, match="writable by no one else"):
+        LocalDriver(_load(data_dir=data), check=False)

@@ -46,3 +46,9 @@ def test_hosts():
     assert names.user_host("10.0.0.%") == "10.0.0.%"
     with pytest.raises(ValueError):
         names.user_host("a b")
+
+
+def test_lone_surrogates_are_refused():
+    for rule in (names.instance_name, names.password):
+        with pytest.raises(ValueError, match="valid Unicode"):
+            rule("a\ud800b")

@@ -297,3 +297,19 @@ def test_invalid_replies_are_rejected(body: str) -> None:
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"v": True},
+        {"v": 1.0},
+        {"ttl": 1e300, "reply_to": "q"},
+        {"ttl": float("inf"), "reply_to": "q"},
+        {"sent_at": "9999-12-31T23:59:59Z"},
+    ],
+)
+def test_envelopes_that_could_break_expiry_are_refused(change: dict[str, object]) -> None:
+    data = _valid() | change
+    with pytest.raises(InvalidMessage):
+        decode_request(json.dumps(data))

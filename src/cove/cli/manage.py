@@ -98,7 +98,7 @@ def datastore_add_version(datastore_name: str, name: str, bin_dir: str, make_def
     """Add (or update) a version from a directory of binaries."""
     from pathlib import Path
 
-    from cove.compute.discovery import FoundVersion, pg_version
+    from cove.compute.discovery import MIN_POSTGRESQL, FoundVersion, pg_version
     from cove.db.catalog import register_version
 
     if datastore_name != "postgresql":
@@ -106,6 +106,10 @@ def datastore_add_version(datastore_name: str, name: str, bin_dir: str, make_def
     number = pg_version(Path(bin_dir).resolve())
     if number is None:
         raise click.ClickException(f"no PostgreSQL server (postgres, initdb) in {bin_dir}")
+    if int(number.split(".")[0]) < MIN_POSTGRESQL:
+        raise click.ClickException(
+            f"PostgreSQL {number} is too old: Cove needs {MIN_POSTGRESQL} or newer"
+        )
     with _database(_settings()).session() as s:
         register_version(
             s,

@@ -22,7 +22,9 @@ def isoformat(ts: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO-8601 time; one without a zone is taken as UTC."""
+    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def generate_password(length: int = 36) -> str:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+LOG = logging.getLogger(__name__)
+
 PG_ROOT = Path("/usr/lib/postgresql")
+#: The oldest PostgreSQL Cove manages: root's predefined roles (pg_read_all_data,
+#: pg_write_all_data) arrived in 14.
+MIN_POSTGRESQL = 14
 
 
 @dataclass(frozen=True)
@@ -58,5 +64,13 @@ def find_postgresql(extra_dirs: list[Path] | None = None) -> list[FoundVersion]:
         if version is None:
             continue
         major = version.split(".")[0]
+        if int(major) < MIN_POSTGRESQL:
+            LOG.warning(
+                "PostgreSQL %s at %s is too old for Cove (%d or newer); skipped",
+                version,
+                bin_dir,
+                MIN_POSTGRESQL,
+            )
+            continue
         found.setdefault(major, FoundVersion("postgresql", major, version, str(bin_dir.resolve())))
     return sorted(found.values(), key=lambda v: int(v.name))

@@ -60,6 +60,10 @@ class LocalDriver(ComputeDriver):
         self.identity = service_user(settings.service_user)
         self.user, self.uid, self.gid = self.identity.name, self.identity.uid, self.identity.gid
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.identity.switch:
+            # Only then does anyone else (the service user) work below these directories.
+            self._check_trusted(self.root.parent)
+            self._check_trusted(self.root)
         self.root.chmod(0o711)
         self.templates.mkdir(parents=True, exist_ok=True)
         os.chown(self.templates, self.uid, self.gid)
@@ -74,6 +78,20 @@ class LocalDriver(ComputeDriver):
             )
 
     # -- checks ------------------------------------------------------------------------------
+
+    def _check_trusted(self, path: Path) -> None:
+        """The directories above the instances are what every safety check of this driver
+        leans on: they must be real directories that only we can change.
+
+        Raises ConfigurationError naming the directory and what is wrong with it.
+        """
+        st = path.lstat()
+        owner_ok = st.st_uid == os.geteuid()
+        if not stat.S_ISDIR(st.st_mode) or not owner_ok or st.st_mode & 0o022:
+            raise ConfigurationError(
+                f"{path} must be a directory owned by the user running Cove and writable by "
+                "no one else (not a symbolic link)"
+            )
 
     def check_access(self) -> None:
         """Make sure the service user can run the guest agent from here.

@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import select
+import shutil
 import signal
 import stat
 import time
@@ -168,7 +169,11 @@ def remove_file(anchor: Path, *parts: str) -> None:
             break
     try:
         with open_dir(anchor, *parts[:-1]) as dir_fd:
-            os.unlink(parts[-1], dir_fd=dir_fd)
+            try:
+                os.unlink(parts[-1], dir_fd=dir_fd)
+            except IsADirectoryError:
+                # Someone made a directory of it; it goes too (rmtree follows no link).
+                shutil.rmtree(parts[-1], dir_fd=dir_fd)
     except FileNotFoundError:
         pass
 
@@ -303,9 +308,9 @@ class Process:
         try:
             pidfd: int | None = os.pidfd_open(pid)
         except OSError as exc:
-            if exc.errno != errno.ENOSYS:
+            if exc.errno not in (errno.ENOSYS, errno.EPERM):
                 return None
-            pidfd = None
+            pidfd = None  # no pidfds here (old kernel, or a sandbox forbids them)
         proc = cls(pid, pidfd)
         if proc.exited() or not belongs(pid):
             proc.close()

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from cove.common.ids import parse_iso, utcnow
@@ -62,16 +62,17 @@ class Conductor:
             return newer()
 
     def _retrying(self, work: Callable[[Session], None]) -> None:
-        """Run ``work`` in a transaction; a message of the same instance handled at the same
-        moment by another worker can win the insert of a row, so try again on a conflict."""
+        """Run ``work`` in a transaction, again when the database gave up on it for a reason
+        another attempt can clear (a conflicting insert, a deadlock, a lock held too long)."""
         for attempt in range(3):
             try:
                 with self.db.session() as s:
                     work(s)
                 return
-            except IntegrityError:
+            except (IntegrityError, OperationalError) as exc:
                 if attempt == 2:
                     raise
+                LOG.info("retrying a conductor write: %s", type(exc.orig).__name__)
 
     def heartbeat(
         self,
@@ -92,7 +93,7 @@ class Conductor:
         payload: dict[str, Any],
         sent_at: str,
     ) -> None:
-        inst = s.get(Instance, instance_id)
+        inst = s.get(Instance, instance_id, with_for_update=True)
         if inst is None or inst.deleted:
             return
         sent = parse_iso(sent_at)
@@ -143,7 +144,7 @@ class Conductor:
         details: str,
         sent_at: str,
     ) -> None:
-        inst = s.get(Instance, instance_id)
+        inst = s.get(Instance, instance_id, with_for_update=True)
         if inst is None or inst.deleted:
             return
         if not self._fresh(s, instance_id, f"report.{operation}", parse_iso(sent_at)):

@@ -45,9 +45,17 @@ RESERVED_USERS = frozenset(
 )
 
 
+def _encodable(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode text") from None
+
+
 def instance_name(value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("instance name must be a non-empty string")
+    _encodable(value, "instance name")
     if len(value) > INSTANCE_NAME_MAX:
         raise ValueError(f"instance name must be at most {INSTANCE_NAME_MAX} characters")
     if not any(ch.isalnum() for ch in value):
@@ -98,6 +106,7 @@ def user_host(value: str | None) -> str:
 def password(value: str) -> str:
     if not isinstance(value, str):
         raise ValueError("password must be a string")
+    _encodable(value, "password")
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
         raise ValueError(f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from cove.common.errors import CoveError
 from cove.common.log import setup_logging
@@ -60,6 +61,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(config: GuestConfig) -> int:
     manager = load_manager(config)
+    parts: dict[str, Any] = {}
+
+    def _shutdown() -> None:
+        if "service" in parts:
+            parts["service"].stop()
+        try:
+            manager.stop()
+        finally:
+            if "server" in parts:
+                parts["server"].stop()
+
+    stopping = threading.Event()
+
+    def _terminate(signum: int, _frame: FrameType | None) -> None:
+        LOG.info("stopping on signal %d", signum)
+        stopping.set()
+        threading.Thread(target=_shutdown, daemon=True).start()
+
+    # Before anything starts a server: a stop request must always stop what was started.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     if not manager.prepared:
         # A new instance: get the server going while the bus client loads and connects.
         threading.Thread(target=manager.warm_up, name="warm-up", daemon=True).start()
@@ -67,27 +89,16 @@ def run(config: GuestConfig) -> int:
     from cove.rpc import RpcClient, RpcServer
 
     bus = RpcClient(config.transport_url)
-    service = GuestService(config, manager, bus)
+    service = parts["service"] = GuestService(config, manager, bus)
     if manager.prepared and not manager.adopt():
         try:
             manager.start()
         except CoveError as exc:
             LOG.error("cannot start the database server: %s", exc.message)
-    server = RpcServer(config.transport_url, config.topic, service.endpoints())
-
-    def _terminate(signum: int, _frame: FrameType | None) -> None:
-        LOG.info("stopping on signal %d", signum)
-        threading.Thread(target=_shutdown, daemon=True).start()
-
-    def _shutdown() -> None:
-        service.stop()
-        try:
-            manager.stop()
-        finally:
-            server.stop()
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
+    server = parts["server"] = RpcServer(config.transport_url, config.topic, service.endpoints())
+    if stopping.is_set():
+        _shutdown()
+        return 0
     beats = threading.Thread(target=service.run_heartbeats, name="heartbeat", daemon=True)
     beats.start()
     LOG.info("guest agent for instance %s serving %s", config.instance_id, config.topic)

@@ -16,6 +16,7 @@ This module is pure (no I/O) so the format is tested without a broker. Nothing h
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ from cove.common.ids import isoformat, new_id, utcnow
 
 #: The envelope version this code speaks. A message with another version is dropped.
 VERSION = 1
+#: The longest a caller may wait for a reply (one day): anything longer is a mistake.
+MAX_TTL = 86400.0
 
 #: The error type of an exception that is not a Cove error.
 REMOTE_ERROR = RemoteError.__name__
@@ -120,9 +123,11 @@ class Request:
             raise InvalidMessage("invalid envelope: sent_at: not an ISO-8601 time") from None
         if sent_at.tzinfo is None:
             raise InvalidMessage("invalid envelope: sent_at: the time zone is missing")
+        if sent_at.year > 9000:
+            raise InvalidMessage("invalid envelope: sent_at: out of range")
         ttl = _field(data, "ttl", (int, float), required=False)
-        if ttl is not None and ttl <= 0:
-            raise InvalidMessage("invalid envelope: ttl: must be positive")
+        if ttl is not None and not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL):
+            raise InvalidMessage(f"invalid envelope: ttl: must be between 0 and {MAX_TTL} s")
         return cls(
             method=_field(data, "method", str, non_empty=True),
             args=_field(data, "args", dict),
@@ -250,8 +255,8 @@ def decode_request(body: bytes | str) -> Request:
     """Decode and validate a request envelope. Raises InvalidMessage."""
     data = _load_object(body)
     version = data.get("v")
-    if version != VERSION:
-        shown = version if isinstance(version, int) else type(version).__name__
+    if type(version) is not int or version != VERSION:
+        shown = version if type(version) is int else type(version).__name__
         raise InvalidMessage(f"unsupported envelope version {shown}")
     return Request.from_dict(data)
 

@@ -15,6 +15,7 @@ from cove.common.errors import CoveError
 from cove.common.ids import utcnow
 from cove.compute.base import GuestSpec
 from cove.db.instances import allocate_address, get_instance
+from cove.db.models import Instance
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext, guest_topic
@@ -36,15 +37,26 @@ def create_instance(
         topic = guest_topic(instance_id)
         tc.bus.declare_topic(topic)
         with tc.db.session() as s:
-            get_instance(s, instance_id).agent_started_at = utcnow()
-        tc.driver.create(spec)
-        with tc.db.session() as s:
             inst = get_instance(s, instance_id)
             if inst.task != Task.BUILDING.value:
-                LOG.info("instance %s stopped building meanwhile; not preparing", instance_id)
                 return
-            inst.compute_state = ComputeState.ACTIVE.value
-            inst.updated = utcnow()
+            inst.agent_started_at = utcnow()
+        tc.driver.create(spec)
+        with tc.db.session() as s:
+            row = s.get(Instance, instance_id)
+            building = row is not None and not row.deleted and row.task == Task.BUILDING.value
+            if building and row is not None:
+                inst = row
+                inst.compute_state = ComputeState.ACTIVE.value
+                inst.updated = utcnow()
+        if not building:
+            # The build was given up meanwhile (timed out, then perhaps deleted): what was
+            # just placed must not outlive it.
+            LOG.info(
+                "instance %s stopped building meanwhile; removing what was placed", instance_id
+            )
+            tc.driver.destroy(instance_id)
+            return
         tc.bus.cast(topic, "prepare", {"databases": databases, "users": users}, ctx)
         LOG.info("instance %s placed at %s; prepare sent", instance_id, spec.address)
     except Exception as exc:

@@ -23,6 +23,10 @@ def end_task(tc: TaskContext, instance_id: str, task: Task) -> None:
 
 
 def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
+    with tc.db.session() as s:
+        if get_instance(s, instance_id).task != Task.REBOOTING.value:
+            LOG.info("instance %s is no longer restarting; nothing to do", instance_id)
+            return
     fault: str | None = None
     try:
         tc.bus.call(guest_topic(instance_id), "restart", {}, ctx, timeout=RESTART_TIMEOUT)
@@ -32,8 +36,9 @@ def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> 
     with tc.db.session() as s:
         inst = get_instance(s, instance_id)
         now = utcnow()
-        if inst.task == Task.REBOOTING.value:
-            inst.task = Task.NONE.value
+        if inst.task != Task.REBOOTING.value:
+            return  # ended meanwhile (see the monitor); its outcome is the guest's to report
+        inst.task = Task.NONE.value
         inst.fault_message = fault
         inst.fault_at = now if fault else None
         inst.updated = now

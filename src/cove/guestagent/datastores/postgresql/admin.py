@@ -6,6 +6,7 @@ passwords are sent as SCRAM verifiers, never in clear text.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -13,6 +14,7 @@ from psycopg import sql
 
 from cove.common.errors import (
     BadRequest,
+    CoveError,
     DatabaseAlreadyExists,
     DatabaseNotFound,
     GuestError,
@@ -48,6 +50,10 @@ class PostgresAdmin:
             with self._connect(dbname=dbname) as conn:
                 cur = conn.execute(query, params)
                 return list(cur.fetchall()) if cur.description else []
+        except psycopg.errors.DuplicateDatabase as exc:
+            raise DatabaseAlreadyExists(str(exc).splitlines()[0]) from exc
+        except psycopg.errors.DuplicateObject as exc:
+            raise UserAlreadyExists(str(exc).splitlines()[0]) from exc
         except (
             psycopg.errors.DataException,
             psycopg.errors.UndefinedObject,
@@ -84,16 +90,18 @@ class PostgresAdmin:
         made: list[str] = []
         try:
             for db in databases:
-                self._create_database(db)
-                made.append(db.name)
+                self._create_database(db, made)
         except Exception:
             for name in made:  # all or nothing
-                self._run(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+                with contextlib.suppress(CoveError):
+                    self._run(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(name)
+                        )
+                    )
             raise
 
-    def _create_database(self, db: DatabaseSpec) -> None:
+    def _create_database(self, db: DatabaseSpec, made: list[str]) -> None:
         parts: list[sql.Composable] = [
             sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name))
         ]
@@ -103,6 +111,7 @@ class PostgresAdmin:
         if db.character_set or db.collate:
             parts.append(sql.SQL("TEMPLATE template0"))
         self._run(sql.SQL(" ").join(parts))
+        made.append(db.name)
         # Only users granted access may connect.
         self._run(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db.name)))
         if self._user_exists(ROOT_USER):
@@ -156,7 +165,8 @@ class PostgresAdmin:
                 self.grant_access(user.name, user.databases)
         except Exception:
             for name in made:  # all or nothing
-                self.delete_user(name)
+                with contextlib.suppress(CoveError):
+                    self.delete_user(name)
             raise
 
     def delete_user(self, name: str) -> None:

@@ -57,6 +57,10 @@ class PostgresManager(DatastoreManager):
         with self._init_lock:
             if self._initialised or self.prepared:
                 return
+            if self._stopped_on_purpose:
+                raise GuestError("the guest agent is stopping")
+            # A server an earlier agent started for this instance goes before its files do.
+            self.server.adopt()
             self.server.stop()
             self.server.initialise()
             self.write_config()
@@ -85,7 +89,8 @@ class PostgresManager(DatastoreManager):
 
     def stop(self) -> None:
         self._stopped_on_purpose = True
-        self.server.stop()
+        with self._init_lock:  # wait for a warm-up under way, which then starts nothing more
+            self.server.stop()
 
     def status(self) -> GuestStatus:
         if not self.prepared:
