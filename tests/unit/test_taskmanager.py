@@ -1,0 +1,239 @@
+"""The task manager's monitor and workflows against a real SQLite control database. The
+compute driver and the bus are stand-ins: what is tested is the bookkeeping around them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from cove.common.ids import new_id, utcnow
+from cove.common.settings import load_settings
+from cove.compute.base import ComputeDriver, GuestSpec
+from cove.compute.discovery import FoundVersion
+from cove.db.catalog import register_version, seed_flavors
+from cove.db.engine import Database
+from cove.db.instances import allocate_address
+from cove.db.migrate import upgrade
+from cove.db.models import AddressAllocation, DatastoreVersion, Instance
+from cove.domain.status import ComputeState, Task
+from cove.rpc import RequestContext
+from cove.taskmanager.context import TaskContext
+from cove.taskmanager.create import create_instance
+from cove.taskmanager.delete import delete_instance
+from cove.taskmanager.monitor import check_instances
+from cove.taskmanager.restart import restart_instance
+
+
+class Driver(ComputeDriver):
+    name = "local"
+
+    def __init__(self) -> None:
+        self.states: dict[str, ComputeState] = {}
+        self.created: list[GuestSpec] = []
+        self.revived: list[str] = []
+        self.destroyed: list[str] = []
+
+    def create(self, spec: GuestSpec) -> None:
+        self.created.append(spec)
+        self.states[spec.instance_id] = ComputeState.ACTIVE
+
+    def ensure_running(self, instance_id: str) -> bool:
+        self.revived.append(instance_id)
+        self.states[instance_id] = ComputeState.ACTIVE
+        return True
+
+    def state(self, instance_id: str) -> ComputeState:
+        return self.states.get(instance_id, ComputeState.ERROR)
+
+    def destroy(self, instance_id: str) -> None:
+        self.destroyed.append(instance_id)
+        self.states.pop(instance_id, None)
+
+    def instance_ids(self) -> list[str]:
+        return list(self.states)
+
+
+class Bus:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+        self.declared: list[str] = []
+        self.deleted: list[str] = []
+        self.fail_calls = False
+
+    def cast(self, topic: str, method: str, args: dict[str, Any], context: Any = None) -> None:
+        self.sent.append((topic, method, args))
+
+    def call(
+        self,
+        topic: str,
+        method: str,
+        args: dict[str, Any],
+        context: Any = None,
+        timeout: float = 30.0,
+    ) -> Any:
+        self.sent.append((topic, method, args))
+        if self.fail_calls:
+            from cove.common.errors import RpcTimeout
+
+            raise RpcTimeout("no answer")
+        return None
+
+    def declare_topic(self, topic: str) -> None:
+        self.declared.append(topic)
+
+    def delete_topic(self, topic: str) -> None:
+        self.deleted.append(topic)
+
+
+@pytest.fixture
+def tc(tmp_path) -> TaskContext:
+    settings = load_settings(data_dir=tmp_path, build_timeout=60)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    with db.session() as s:
+        seed_flavors(s)
+        register_version(s, FoundVersion("postgresql", "15", "15.4", "/x"))
+    return TaskContext(settings, db, Bus(), Driver())  # type: ignore[arg-type]
+
+
+def add(tc: TaskContext, task: Task, compute: ComputeState, age: float = 0.0) -> str:
+    iid = new_id()
+    with tc.db.session() as s:
+        version = s.query(DatastoreVersion).one()
+        now = utcnow()
+        s.add(
+            Instance(
+                id=iid,
+                project_id="p",
+                name="n",
+                flavor_id="1",
+                datastore_version_id=version.id,
+                volume_size=1,
+                compute_driver="local",
+                task=task.value,
+                task_started_at=now - timedelta(seconds=age),
+                compute_state=compute.value,
+                port=5432,
+                created=now,
+                updated=now,
+            )
+        )
+    return iid
+
+
+def row(tc: TaskContext, iid: str) -> Instance:
+    with tc.db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        return inst
+
+
+def test_create_places_declares_then_prepares(tc: TaskContext) -> None:
+    iid = add(tc, Task.BUILDING, ComputeState.BUILD)
+    create_instance(tc, RequestContext(), iid, [{"name": "d"}], [])
+    inst = row(tc, iid)
+    assert inst.address is not None and inst.compute_state == "ACTIVE"
+    assert inst.agent_started_at is not None
+    assert tc.bus.declared == [f"guestagent.{iid}"]  # type: ignore[attr-defined]
+    assert tc.bus.sent[-1][:2] == (f"guestagent.{iid}", "prepare")  # type: ignore[attr-defined]
+    assert tc.driver.created[0].ram_mb == 512  # type: ignore[attr-defined]
+
+
+def test_a_build_given_up_meanwhile_removes_what_was_placed(tc: TaskContext) -> None:
+    iid = add(tc, Task.BUILDING, ComputeState.BUILD)
+    driver: Driver = tc.driver  # type: ignore[assignment]
+    original = driver.create
+
+    def create_then_time_out(spec: GuestSpec) -> None:
+        original(spec)
+        with tc.db.session() as s:
+            inst = s.get(Instance, iid)
+            assert inst is not None
+            inst.task = Task.BUILD_ERROR.value
+
+    driver.create = create_then_time_out  # type: ignore[method-assign]
+    create_instance(tc, RequestContext(), iid, [], [])
+    assert driver.destroyed == [iid]
+    assert not any(m == "prepare" for _, m, _ in tc.bus.sent)  # type: ignore[attr-defined]
+
+
+def test_monitor_ends_overdue_builds_and_stale_restarts(tc: TaskContext) -> None:
+    overdue = add(tc, Task.BUILDING, ComputeState.ACTIVE, age=120)
+    young = add(tc, Task.BUILDING, ComputeState.ACTIVE, age=1)
+    stale = add(tc, Task.REBOOTING, ComputeState.ACTIVE, age=3600)
+    busy = add(tc, Task.REBOOTING, ComputeState.ACTIVE, age=5)
+    for iid in (overdue, young, stale, busy):
+        tc.driver.states[iid] = ComputeState.ACTIVE  # type: ignore[attr-defined]
+    check_instances(tc)
+    assert row(tc, overdue).task == "BUILD_ERROR"
+    assert "in time" in (row(tc, overdue).fault_message or "")
+    assert row(tc, young).task == "BUILDING"
+    assert row(tc, stale).task == "NONE"
+    assert row(tc, busy).task == "REBOOTING"
+
+
+def test_monitor_brings_back_a_dead_agent_and_records_it(tc: TaskContext) -> None:
+    iid = add(tc, Task.NONE, ComputeState.ACTIVE)
+    tc.driver.states[iid] = ComputeState.SHUTDOWN  # type: ignore[attr-defined]
+    before = utcnow()
+    check_instances(tc)
+    assert tc.driver.revived == [iid]  # type: ignore[attr-defined]
+    inst = row(tc, iid)
+    assert inst.compute_state == "ACTIVE"
+    assert inst.agent_started_at is not None and inst.agent_started_at >= before
+    check_instances(tc)  # running now: nothing more to do
+    assert tc.driver.revived == [iid]  # type: ignore[attr-defined]
+
+
+def test_monitor_records_a_vanished_place(tc: TaskContext) -> None:
+    iid = add(tc, Task.NONE, ComputeState.ACTIVE)
+    check_instances(tc)  # the driver knows nothing of it
+    assert row(tc, iid).compute_state == "ERROR"
+
+
+def test_restart_ends_the_task_and_records_a_failure(tc: TaskContext) -> None:
+    iid = add(tc, Task.REBOOTING, ComputeState.ACTIVE)
+    tc.bus.fail_calls = True  # type: ignore[attr-defined]
+    restart_instance(tc, RequestContext(), iid)
+    inst = row(tc, iid)
+    assert inst.task == "NONE" and "Restart failed" in (inst.fault_message or "")
+    # A later restart that works clears the old fault.
+    with tc.db.session() as s:
+        s.get(Instance, iid).task = Task.REBOOTING.value  # type: ignore[union-attr]
+    tc.bus.fail_calls = False  # type: ignore[attr-defined]
+    restart_instance(tc, RequestContext(), iid)
+    assert row(tc, iid).fault_message is None
+
+
+def test_a_restart_no_longer_wanted_does_nothing(tc: TaskContext) -> None:
+    iid = add(tc, Task.NONE, ComputeState.ACTIVE)
+    restart_instance(tc, RequestContext(), iid)
+    assert tc.bus.sent == []  # type: ignore[attr-defined]
+
+
+def test_delete_releases_everything(tc: TaskContext) -> None:
+    iid = add(tc, Task.DELETING, ComputeState.ACTIVE)
+    with tc.db.session() as s:
+        allocate_address(s, tc.settings.address_pool, iid)
+    delete_instance(tc, RequestContext(), iid)
+    inst = row(tc, iid)
+    assert inst.deleted and inst.address is None and inst.task == "NONE"
+    assert tc.driver.destroyed == [iid]  # type: ignore[attr-defined]
+    assert tc.bus.deleted == [f"guestagent.{iid}"]  # type: ignore[attr-defined]
+    with tc.db.session() as s:
+        assert s.query(AddressAllocation).filter_by(instance_id=iid).count() == 0
+
+
+def test_a_failed_delete_is_recorded_and_can_be_retried(tc: TaskContext) -> None:
+    iid = add(tc, Task.DELETING, ComputeState.ACTIVE)
+
+    def broken(instance_id: str) -> None:
+        raise OSError("disk on fire")
+
+    tc.driver.destroy = broken  # type: ignore[method-assign]
+    delete_instance(tc, RequestContext(), iid)
+    inst = row(tc, iid)
+    assert inst.task == "DELETE_ERROR" and "disk on fire" in (inst.fault_message or "")
+    assert not inst.deleted
