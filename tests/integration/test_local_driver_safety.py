@@ -17,6 +17,7 @@ import pytest
 from guesthost import Host
 
 from cove.common.errors import ConfigurationError, CoveError
+from cove.common.procfs import alive
 from cove.compute.discovery import find_postgresql
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.postgresql.server import PostgresServer
@@ -32,14 +33,6 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def _resume(pid: int) -> None:
@@ -145,7 +138,7 @@ def test_a_stale_postmaster_pid_naming_another_instance_s_server_is_not_adopted(
     b_server = host.server_pid(b)
     os.kill(b_agent, signal.SIGKILL)
     os.kill(b_server, signal.SIGKILL)
-    _wait_for(lambda: host.driver.agent_pid(b) is None and not _alive(b_server), 30)
+    _wait_for(lambda: host.driver.agent_pid(b) is None and not alive(b_server), 30)
     pidfile = host.driver.instance_dir(b) / "data" / "postmaster.pid"
     lines = pidfile.read_text().splitlines()
     pidfile.write_text("\n".join([str(a_server), *lines[1:]]) + "\n")
@@ -165,7 +158,7 @@ def test_a_stale_postmaster_pid_naming_another_instance_s_server_is_not_adopted(
     # Deleting B leaves A's server alone, whether the agent or the driver stops servers.
     host.driver.destroy(b)
     assert not os.path.lexists(host.driver.instance_dir(b))
-    assert _alive(a_server)
+    assert alive(a_server)
     assert host.server_pid(a) == a_server
     assert host.call(a, "get_status") == "healthy"
     assert on_exit == []

@@ -28,6 +28,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from cove.common import procfs
 from cove.common.errors import ConfigurationError, UnsafePath
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
@@ -140,11 +141,6 @@ class LocalDriver(ComputeDriver):
 
     def config_path(self, instance_id: str) -> Path:
         return self.instance_dir(instance_id) / "conf" / "guest.json"
-
-    def instance_ids(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if _real_dir(p / "conf"))
 
     def _parts(self, path: Path) -> tuple[str, ...]:
         """The parts of ``path`` below the instances directory: the ones not to be trusted."""
@@ -299,7 +295,7 @@ class LocalDriver(ComputeDriver):
             child = localfs.Process.claim(starting.pid, lambda pid: True)
             procs += [child] if child is not None else []
         # An agent still starting up (perhaps by another task manager) holds no lock yet.
-        pids = set(localfs.processes_with_arg(self.uid, config))
+        pids = set(procfs.processes_with_arg(self.uid, config))
         try:
             locked = self.agent_pid(instance_id)
         except UnsafePath as exc:
@@ -311,7 +307,7 @@ class LocalDriver(ComputeDriver):
             proc = localfs.Process.claim(pid, lambda p: self._is_agent(p, config))
             if proc is not None:
                 procs.append(proc)
-            elif pid == locked and localfs.alive(pid):
+            elif pid == locked and procfs.alive(pid):
                 LOG.warning(
                     "the agent lock of instance %s names pid %d, which is not its guest agent; "
                     "not signalling it",
@@ -322,7 +318,7 @@ class LocalDriver(ComputeDriver):
             LOG.warning("the guest agent of instance %s did not stop", instance_id)
 
     def _is_agent(self, pid: int, config: str) -> bool:
-        return localfs.owned_by(pid, self.uid) and config in localfs.cmdline(pid)
+        return procfs.owned_by(pid, self.uid) and config in procfs.cmdline(pid)
 
     def _stop_server(self, instance_id: str) -> None:
         """Stop a database server the agent left running (it was killed, not stopped)."""
@@ -342,10 +338,10 @@ class LocalDriver(ComputeDriver):
             return
         # PostgreSQL runs in its data directory: a pid that is not there is not the server.
         proc = localfs.Process.claim(
-            pid, lambda p: localfs.owned_by(p, self.uid) and localfs.cwd_is(p, data)
+            pid, lambda p: procfs.owned_by(p, self.uid) and procfs.cwd_is(p, data)
         )
         if proc is None:
-            if localfs.alive(pid):
+            if procfs.alive(pid):
                 LOG.warning(
                     "the postmaster.pid of instance %s names pid %d, which is not its database "
                     "server; not signalling it",
@@ -355,10 +351,3 @@ class LocalDriver(ComputeDriver):
             return
         LOG.warning("stopping the orphaned database server of %s (pid %d)", instance_id, pid)
         localfs.stop([proc], SERVER_STOP, f"the database server of instance {instance_id}")
-
-
-def _real_dir(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from cove.common import procfs
 from cove.common.errors import UnsafePath
 
 LOG = logging.getLogger(__name__)
@@ -236,59 +237,6 @@ def open_log(anchor: Path, parts: tuple[str, ...], uid: int, gid: int) -> int:
 # -- processes -----------------------------------------------------------------------------------
 
 
-def _status_uids(pid: int) -> tuple[int, ...]:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("Uid:"):
-                    return tuple(int(field) for field in line.split()[1:])
-    except (OSError, ValueError):
-        pass
-    return ()
-
-
-def owned_by(pid: int, uid: int) -> bool:
-    """Whether every uid of ``pid`` (real, effective, saved, filesystem) is ``uid``."""
-    uids = _status_uids(pid)
-    return bool(uids) and all(u == uid for u in uids)
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [arg.decode(errors="replace") for arg in raw.split(b"\0")]
-
-
-def cwd_is(pid: int, directory: os.stat_result) -> bool:
-    """Whether the working directory of ``pid`` is ``directory`` (same device and inode)."""
-    try:
-        st = os.stat(f"/proc/{pid}/cwd")
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == (directory.st_dev, directory.st_ino)
-
-
-def processes_with_arg(uid: int, arg: str) -> list[int]:
-    """The pids of ``uid``'s processes that have ``arg`` among their arguments."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            pid = int(entry.name)
-            if owned_by(pid, uid) and arg in cmdline(pid):
-                found.append(pid)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 class Process:
     """A process held by a pidfd: signals reach it and no process that reuses its pid later.
 
@@ -326,7 +274,7 @@ class Process:
 
     def exited(self) -> bool:
         if self._pidfd is None:
-            return not alive(self.pid)
+            return not procfs.alive(self.pid)
         readable, _, _ = select.select([self._pidfd], [], [], 0)
         return bool(readable)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from cove.common import procfs
 from cove.common.errors import GuestError
 from cove.guestagent import process
 from cove.guestagent.config import GuestConfig
@@ -110,7 +111,7 @@ class PostgresServer:
         with self._lock:
             if self._proc is not None:
                 return self._proc.pid if self._proc.poll() is None else None
-            if self._adopted_pid is not None and _alive(self._adopted_pid):
+            if self._adopted_pid is not None and procfs.alive(self._adopted_pid):
                 return self._adopted_pid
             return None
 
@@ -125,7 +126,7 @@ class PostgresServer:
         except (OSError, ValueError, IndexError):
             return False
         if not self._is_ours(pid):
-            if _alive(pid):
+            if procfs.alive(pid):
                 LOG.warning(
                     "postmaster.pid names pid %d, which is not this instance's server; "
                     "not adopting it",
@@ -199,7 +200,7 @@ class PostgresServer:
             if proc is not None:
                 if proc.poll() is not None:
                     return
-            elif not _alive(pid):
+            elif not procfs.alive(pid):
                 return
             time.sleep(0.02)
         LOG.warning("PostgreSQL did not stop in %.0f s; sending SIGQUIT", STOP_TIMEOUT)
@@ -217,14 +218,13 @@ class PostgresServer:
         another instance of the same user. PostgreSQL works in its data directory, so a
         postmaster whose working directory is another one is not ours.
         """
-        if not _alive(pid) or "postgres" not in _cmdline(pid):
+        if not procfs.alive(pid) or "postgres" not in " ".join(procfs.cmdline(pid)):
             return False
         try:
-            cwd = os.stat(f"/proc/{pid}/cwd")
             data = os.stat(self.config.data_dir)
         except OSError:
             return False
-        return (cwd.st_dev, cwd.st_ino) == (data.st_dev, data.st_ino)
+        return procfs.cwd_is(pid, data)
 
     def _watch_child(self, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
@@ -235,7 +235,7 @@ class PostgresServer:
             self._on_exit(code)
 
     def _watch_adopted(self, pid: int) -> None:
-        while _alive(pid):
+        while procfs.alive(pid):
             time.sleep(0.2)
         with self._lock:
             expected = self._stopping or self._adopted_pid != pid
@@ -267,19 +267,3 @@ class PostgresServer:
             return True
         except (GuestError, psycopg.Error):
             return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""

@@ -1,0 +1,64 @@
+"""Reading other processes from /proc: whether they live, who runs them, what they run.
+
+Shared by the control plane (the local driver checks a pid before it signals it) and the guest
+agent (which watches and adopts its database server); nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _status_uids(pid: int) -> tuple[int, ...]:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return tuple(int(field) for field in line.split()[1:])
+    except (OSError, ValueError):
+        pass
+    return ()
+
+
+def owned_by(pid: int, uid: int) -> bool:
+    """Whether every uid of ``pid`` (real, effective, saved, filesystem) is ``uid``."""
+    uids = _status_uids(pid)
+    return bool(uids) and all(u == uid for u in uids)
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0")]
+
+
+def cwd_is(pid: int, directory: os.stat_result) -> bool:
+    """Whether the working directory of ``pid`` is ``directory`` (same device and inode)."""
+    try:
+        st = os.stat(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (directory.st_dev, directory.st_ino)
+
+
+def processes_with_arg(uid: int, arg: str) -> list[int]:
+    """The pids of ``uid``'s processes that have ``arg`` among their arguments."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            pid = int(entry.name)
+            if owned_by(pid, uid) and arg in cmdline(pid):
+                found.append(pid)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
