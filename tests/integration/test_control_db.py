@@ -12,15 +12,15 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from cove.common.ids import isoformat, new_id, utcnow
-from cove.compute.discovery import FoundVersion
 from cove.conductor.service import Conductor
-from cove.db.catalog import register_version, seed_flavors
+from cove.db.catalog import seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import allocate_address, release_address
 from cove.db.migrate import current, head, upgrade
-from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Instance
-from cove.domain.status import ComputeState, Task
+from cove.db.models import AddressAllocation, GuestState, Instance
+from cove.domain.status import Task
 from cove.rpc import RequestContext
+from rows import add_instance
 
 pytestmark = pytest.mark.integration
 
@@ -44,30 +44,7 @@ def db(request, tmp_path) -> Iterator[Database]:
 
 
 def _instance(db: Database, task: Task = Task.BUILDING) -> str:
-    iid = new_id()
-    with db.session() as s:
-        seed_flavors(s)
-        register_version(s, FoundVersion("postgresql", "15", "15.4", "/x"))
-        version = s.scalar(select(DatastoreVersion))
-        assert version is not None
-        now = utcnow()
-        s.add(
-            Instance(
-                id=iid,
-                project_id="p",
-                name="n",
-                flavor_id="1",
-                datastore_version_id=version.id,
-                volume_size=1,
-                compute_driver="local",
-                task=task.value,
-                compute_state=ComputeState.ACTIVE.value,
-                port=5432,
-                created=now,
-                updated=now,
-            )
-        )
-    return iid
+    return add_instance(db, task)
 
 
 def test_migrations_reach_head(db: Database) -> None:

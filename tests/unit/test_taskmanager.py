@@ -3,12 +3,11 @@ compute driver and the bus are stand-ins: what is tested is the bookkeeping arou
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from cove.common.ids import new_id, utcnow
+from cove.common.ids import utcnow
 from cove.common.settings import load_settings
 from cove.compute.base import ComputeDriver, GuestSpec
 from cove.compute.discovery import FoundVersion
@@ -16,7 +15,7 @@ from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import allocate_address
 from cove.db.migrate import upgrade
-from cove.db.models import AddressAllocation, DatastoreVersion, Instance
+from cove.db.models import AddressAllocation, Instance
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
@@ -24,6 +23,7 @@ from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
 from cove.taskmanager.monitor import check_instances
 from cove.taskmanager.restart import restart_instance
+from rows import add_instance
 
 
 class Driver(ComputeDriver):
@@ -50,9 +50,6 @@ class Driver(ComputeDriver):
     def destroy(self, instance_id: str) -> None:
         self.destroyed.append(instance_id)
         self.states.pop(instance_id, None)
-
-    def instance_ids(self) -> list[str]:
-        return list(self.states)
 
 
 class Bus:
@@ -99,28 +96,7 @@ def tc(tmp_path) -> TaskContext:
 
 
 def add(tc: TaskContext, task: Task, compute: ComputeState, age: float = 0.0) -> str:
-    iid = new_id()
-    with tc.db.session() as s:
-        version = s.query(DatastoreVersion).one()
-        now = utcnow()
-        s.add(
-            Instance(
-                id=iid,
-                project_id="p",
-                name="n",
-                flavor_id="1",
-                datastore_version_id=version.id,
-                volume_size=1,
-                compute_driver="local",
-                task=task.value,
-                task_started_at=now - timedelta(seconds=age),
-                compute_state=compute.value,
-                port=5432,
-                created=now,
-                updated=now,
-            )
-        )
-    return iid
+    return add_instance(tc.db, task, compute, age)
 
 
 def row(tc: TaskContext, iid: str) -> Instance:
