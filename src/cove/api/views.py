@@ -110,7 +110,7 @@ def instance_view(
             view["fault"] = {
                 "message": inst.fault_message,
                 "created": trove_time(inst.fault_at),
-                "details": inst.fault_details or "",
+                "details": "",
             }
     return view
 

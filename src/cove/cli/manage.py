@@ -120,7 +120,7 @@ def datastore_add_version(datastore_name: str, name: str, bin_dir: str, make_def
 
 
 def _set_version_active(datastore_name: str, name: str, active: bool) -> None:
-    from cove.db.catalog import get_datastore, get_version, register_found_versions
+    from cove.db.catalog import choose_defaults, get_datastore, get_version
 
     with _database(_settings()).session() as s:
         try:
@@ -128,8 +128,7 @@ def _set_version_active(datastore_name: str, name: str, active: bool) -> None:
         except CoveError as exc:
             raise click.ClickException(exc.message) from exc
         version.active = active
-        s.flush()
-        register_found_versions(s, discover=False)  # moves the default off a disabled version
+        choose_defaults(s)  # moves the default off a disabled version
     click.echo(f"{datastore_name} {name} {'enabled' if active else 'disabled'}")
 
 

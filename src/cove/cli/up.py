@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cove.common.service_user import service_user
@@ -33,7 +33,6 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     quick_deaths: int = 0
-    history: list[float] = field(default_factory=list)
 
 
 def prepare_data_dir(settings: Settings) -> None:

@@ -63,7 +63,3 @@ class ComputeDriver(ABC):
     def address_usable(self, address: str, port: int) -> bool:
         """Whether nothing outside Cove's records already holds ``address:port``."""
         return True
-
-    @abstractmethod
-    def instance_ids(self) -> list[str]:
-        """The instances this driver has a place for."""

@@ -96,11 +96,9 @@ def register_version(session: Session, found: FoundVersion, make_default: bool =
     return new
 
 
-def register_found_versions(session: Session, discover: bool = True) -> list[FoundVersion]:
-    """Register every datastore version installed on this machine (unless ``discover`` is
-    off); the newest active version of each datastore becomes its default unless the operator
-    chose one that is still active."""
-    found = find_postgresql() if discover else []
+def register_found_versions(session: Session) -> list[FoundVersion]:
+    """Register every datastore version installed on this machine, then settle defaults."""
+    found = find_postgresql()
     for item in found:
         if register_version(session, item):
             LOG.info(
@@ -109,12 +107,19 @@ def register_found_versions(session: Session, discover: bool = True) -> list[Fou
                 item.version,
                 item.bin_dir,
             )
+    choose_defaults(session)
+    return found
+
+
+def choose_defaults(session: Session) -> None:
+    """Give each datastore whose default version is missing or disabled its newest active one;
+    a default the operator chose stays while it is active."""
+    session.flush()
     for ds in session.scalars(select(Datastore)):
         active = [v for v in ds.versions if v.active]
         current = next((v for v in active if v.id == ds.default_version_id), None)
         if current is None and active:
             ds.default_version_id = max(active, key=lambda v: _version_key(v.version)).id
-    return found
 
 
 def _version_key(text: str) -> tuple[int, ...]:

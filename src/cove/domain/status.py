@@ -23,7 +23,6 @@ class Task(StrEnum):
     RESIZING = "RESIZING"
     DELETING = "DELETING"
     BUILD_ERROR = "BUILD_ERROR"
-    REBOOT_ERROR = "REBOOT_ERROR"
     DELETE_ERROR = "DELETE_ERROR"
 
     @property

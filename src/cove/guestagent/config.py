@@ -46,10 +46,6 @@ class GuestConfig:
         return self.root / "run"
 
     @property
-    def tmp_dir(self) -> Path:
-        return self.root / "tmp"
-
-    @property
     def topic(self) -> str:
         return f"guestagent.{self.instance_id}"
 

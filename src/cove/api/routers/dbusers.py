@@ -319,8 +319,6 @@ def enable_root(
         password = generate_password()
     check_ready(c, project_id, instance_id, Capability.ROOT)
     result = call_guest(c, ctx, instance_id, "enable_root", {"password": password})
-    with c.db.session() as s:
-        get_instance(s, instance_id, project_id).root_enabled = True
     return {"user": {"name": result["name"], "password": password}}
 
 
