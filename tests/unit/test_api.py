@@ -6,10 +6,11 @@ The bus is replaced by a recorder: these tests stop before any guest is involved
 from typing import Any
 
 import pytest
+from accounts import add_account, password_auth
 from fastapi.testclient import TestClient
 
 from cove.api.app import create_app
-from cove.api.context import ApiContext
+from cove.api.context import build_context
 from cove.common.settings import load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
@@ -38,8 +39,13 @@ def api(tmp_path, monkeypatch):
         seed_flavors(s)
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
     bus = RecordingBus()
-    client = TestClient(create_app(ApiContext(settings, db, bus)))  # type: ignore[arg-type]
+    context = build_context(settings, db, bus)  # type: ignore[arg-type]
+    client = TestClient(create_app(context))
+    project_id, password = add_account(db, "p1", "u1", "member", project_id="p1")
+    token, _claims = context.identity.authenticate(password_auth("u1", password, project_id))
+    client.headers["X-Auth-Token"] = token
     client.bus = bus  # type: ignore[attr-defined]
+    client.context = context  # type: ignore[attr-defined]
     yield client
     db.dispose()
 

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from cove import __version__
 from cove.api import errors
-from cove.api.context import ApiContext
-from cove.api.routers import catalog, dbusers, instances
+from cove.api.context import ApiContext, gate
+from cove.api.routers import catalog, dbusers, identity, instances, mgmt, networks
+from cove.common.errors import CoveError
 
 LOG = logging.getLogger(__name__)
+
+#: Paths under a project: the token is checked before anything else, as Trove's pipeline does,
+#: so a caller without a valid token learns nothing from validation or routing errors.
+_PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)/")
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -40,6 +47,14 @@ def create_app(context: ApiContext) -> FastAPI:
         path = request.scope["path"]
         if path.endswith(".json") and path != "/openapi.json":
             request.scope["path"] = path[: -len(".json")]
+        match = _PROJECT_PATH.match(request.scope["path"])
+        if match:
+            try:
+                await run_in_threadpool(gate, request, match.group(1))
+            except CoveError as exc:
+                refusal = errors.render(request, exc)
+                refusal.headers["x-openstack-request-id"] = request.state.request_id
+                return refusal
         response = await call_next(request)
         response.headers["x-openstack-request-id"] = request.state.request_id
         if response.status_code in (202, 204) and "content-type" not in response.headers:
@@ -49,4 +64,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(instances.router)
     app.include_router(dbusers.router)
+    app.include_router(networks.router)
+    app.include_router(mgmt.router)
+    app.include_router(identity.router)
     return app

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cove.common.errors import CoveError, RemoteError
+from cove.common.errors import CoveError, RateLimited, RemoteError
 
 LOG = logging.getLogger(__name__)
 
@@ -32,9 +32,44 @@ _HTTP_FAULTS = {
 }
 
 
+IDENTITY_PREFIX = "/identity"
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+
+
 def fault(status: int, message: str, fault_name: str | None = None) -> JSONResponse:
     name = fault_name or _HTTP_FAULTS.get(status, "instanceFault")
     return JSONResponse({name: {"code": status, "message": message}}, status_code=status)
+
+
+def keystone_error(status: int, message: str) -> JSONResponse:
+    """Keystone's own error shape, used under ``/identity``."""
+    title = _TITLES.get(status, "Error")
+    return JSONResponse(
+        {"error": {"code": status, "title": title, "message": message}}, status_code=status
+    )
+
+
+def _respond(request: Request, status: int, message: str, name: str | None = None) -> JSONResponse:
+    if request.url.path.startswith(IDENTITY_PREFIX):
+        response = keystone_error(status, message)
+    else:
+        response = fault(status, message, name)
+    if status == 401:
+        identity = request.app.state.cove.identity_url(request)
+        response.headers["WWW-Authenticate"] = f'Keystone uri="{identity}"'
+    return response
+
+
+def _rate_limited(exc: RateLimited) -> JSONResponse:
+    body = {
+        "overLimit": {
+            "code": 413,
+            "message": exc.message,
+            "details": exc.details,
+            "retryAfter": str(exc.retry_after),
+        }
+    }
+    return JSONResponse(body, status_code=413, headers={"Retry-After": str(exc.retry_after)})
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -59,29 +94,40 @@ def validation_message(exc: RequestValidationError) -> str:
     return "Validation error: " + "; ".join(problems)
 
 
+def render(request: Request, exc: CoveError) -> JSONResponse:
+    """The response for a Cove error raised outside a route (in a middleware)."""
+    if isinstance(exc, RemoteError):
+        return _internal(exc)
+    if isinstance(exc, RateLimited):
+        return _rate_limited(exc)
+    return _respond(request, exc.status, exc.message, exc.fault)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CoveError)
-    async def _cove(_request: Request, exc: CoveError) -> JSONResponse:
+    async def _cove(request: Request, exc: CoveError) -> JSONResponse:
         if isinstance(exc, RemoteError):
             # Something failed that no one anticipated: its text is for operators only.
             return _internal(exc)
+        if isinstance(exc, RateLimited):
+            return _rate_limited(exc)
         if exc.status >= 500:
             LOG.warning("%s: %s", type(exc).__name__, exc.message)
-        return fault(exc.status, exc.message, exc.fault)
+        return _respond(request, exc.status, exc.message, exc.fault)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return fault(400, validation_message(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _respond(request, 400, validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             message = "The resource could not be found."
         elif exc.status_code == 405:
             message = "The method is not allowed for this resource."
         else:
             message = str(exc.detail)
-        return fault(exc.status_code, message)
+        return _respond(request, exc.status_code, message)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

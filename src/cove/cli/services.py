@@ -87,13 +87,7 @@ def api_main() -> None:
         import uvicorn
 
         from cove.api.app import create_app
-        from cove.api.context import ApiContext
-
-        if settings.auth_strategy == "noauth":
-            LOG.warning(
-                "AUTHENTICATION IS OFF (auth_strategy=noauth): the API trusts the project id "
-                "in every path. Use this for development only, never on a shared network."
-            )
+        from cove.api.context import build_context
         from cove.compute import DRIVERS
 
         if settings.compute_driver not in DRIVERS:
@@ -103,7 +97,7 @@ def api_main() -> None:
             )
         bus = RpcClient(settings.transport_url)
         _declare(bus, "taskmanager")
-        context = ApiContext(settings, _database(settings), bus)
+        context = build_context(settings, _database(settings), bus)
         uvicorn.run(
             create_app(context),
             host=settings.api_host,

@@ -77,6 +77,10 @@ class UserNotFound(NotFound):
     """The user could not be found."""
 
 
+class NetworkNotFound(NotFound):
+    """No such network."""
+
+
 class MethodNotAllowed(CoveError):
     """The method is not allowed for this resource."""
 
@@ -104,6 +108,19 @@ class OverLimit(CoveError):
 
     status = 413
     fault = "overLimit"
+
+
+class QuotaExceeded(OverLimit):
+    """A project quota would be exceeded."""
+
+
+class RateLimited(OverLimit):
+    """Too many requests of one verb in a minute."""
+
+    def __init__(self, message: str, retry_after: int, details: str = "") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.details = details
 
 
 class VolumeSizeTooLarge(OverLimit):

@@ -38,7 +38,18 @@ class Settings(BaseSettings):
     compute_driver: str = "local"
     address_pool: str = "127.42.0.0/16"
     default_datastore: str = "postgresql"
-    auth_strategy: Literal["noauth", "embedded", "keystone"] = "noauth"
+    public_url: str = ""
+    auth_strategy: Literal["embedded", "keystone"] = "embedded"
+    token_ttl: int = Field(3600, ge=300, le=7 * 24 * 3600)
+    policy_file: str = ""
+    keystone_url: str = ""
+    keystone_username: str = ""
+    keystone_password: str = ""
+    keystone_project: str = "service"
+    keystone_user_domain: str = "Default"
+    keystone_project_domain: str = "Default"
+    keystone_cache_seconds: float = Field(60.0, ge=0)
+    rate_limit_per_minute: int = Field(200, ge=0)
     region: str = "RegionOne"
     service_user: str = "cove"
     heartbeat_interval: float = Field(5.0, gt=0)
@@ -87,14 +98,42 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'cove.sqlite'}"
         if not self.transport_url:
             self.transport_url = f"redis+socket://{self.bus_socket}"
-        if self.auth_strategy in ("embedded", "keystone"):
-            raise ValueError(f"auth_strategy {self.auth_strategy!r} is not available yet")
-        if self.auth_strategy == "noauth" and not _is_loopback(self.api_host):
-            raise ValueError(
-                f"api_host {self.api_host!r} is reachable from other machines, but "
-                "auth_strategy 'noauth' trusts any caller: bind the API to a loopback address"
-            )
+        self.public_url = self.public_url.rstrip("/")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        if self.auth_strategy == "keystone":
+            missing = [
+                f"keystone_{name}"
+                for name in ("url", "username", "password")
+                if not getattr(self, f"keystone_{name}")
+            ]
+            if missing:
+                raise ValueError(
+                    "auth_strategy 'keystone' needs " + ", ".join(missing) + " to be set"
+                )
+            if not self.keystone_url.startswith(("http://", "https://")):
+                raise ValueError("keystone_url must start with http:// or https://")
         return self
+
+    @property
+    def api_url(self) -> str:
+        """Where clients reach the API: ``public_url``, else the address it listens on."""
+        if self.public_url:
+            return self.public_url
+        host = self.api_host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.data_dir / "identity"
+
+    @property
+    def token_key_file(self) -> Path:
+        return self.identity_dir / "token.key"
 
     @property
     def bus_socket(self) -> Path:
@@ -111,15 +150,6 @@ class Settings(BaseSettings):
     @property
     def templates_dir(self) -> Path:
         return self.data_dir / "templates"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -99,6 +99,7 @@ class Instance(Base):
     compute_state: Mapped[str] = mapped_column(String(32))
     agent_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id"), nullable=True)
     port: Mapped[int] = mapped_column(Integer)
     fault_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     fault_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -140,3 +141,93 @@ class ConductorSeen(Base):
     instance_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     method: Mapped[str] = mapped_column(String(64), primary_key=True)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Network(Base):
+    """A network instances attach to; for the local driver, a named loopback address pool."""
+
+    __tablename__ = "networks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    cidr: Mapped[str] = mapped_column(String(64), unique=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# -- identity (the embedded Keystone-compatible service) ---------------------------------------
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    default_project_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Role(Base):
+    __tablename__ = "roles"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class RoleAssignment(Base):
+    __tablename__ = "role_assignments"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    role_id: Mapped[str] = mapped_column(ForeignKey("roles.id"), primary_key=True)
+
+
+class TokenRevocation(Base):
+    """A revocation event: one token (by audit id), or every token of a user or a project
+    issued before a time. Kept until the newest token it can match has expired."""
+
+    __tablename__ = "token_revocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    audit_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    project_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    issued_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# -- quotas ------------------------------------------------------------------------------------
+
+
+class Quota(Base):
+    """An operator's override of a project's limit for one resource (-1: unlimited)."""
+
+    __tablename__ = "quotas"
+
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class ProjectLock(Base):
+    """One row per project, updated first in every transaction that checks a quota, so that
+    concurrent creates in one project take turns (a row lock on PostgreSQL/MariaDB, the write
+    lock on SQLite) and the usage they count is current."""
+
+    __tablename__ = "project_locks"
+
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    serial: Mapped[int] = mapped_column(Integer, default=0)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
-from cove.api.context import ApiContext, cove, request_context
+from cove.api.context import ApiContext, authorize, cove
 from cove.api.views import datastore_view, flavor_view, version_view
 from cove.common.errors import DatastoreVersionNotFound, FlavorNotFound
 from cove.db.catalog import get_datastore, get_version
@@ -41,7 +41,7 @@ def version(request: Request) -> dict[str, Any]:
 
 @router.get("/v1.0/{project_id}/flavors")
 def list_flavors(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "flavor:index")
     with c.db.session() as s:
         flavors = s.scalars(select(Flavor).where(Flavor.active.is_(True))).all()
         ordered = sorted(flavors, key=lambda f: (f.ram, f.vcpus, f.name))
@@ -59,14 +59,14 @@ def find_flavor(s: Any, ref: str) -> Flavor:
 def show_flavor(
     project_id: str, flavor_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "flavor:index")
     with c.db.session() as s:
         return {"flavor": flavor_view(request, project_id, find_flavor(s, flavor_id))}
 
 
 @router.get("/v1.0/{project_id}/datastores")
 def list_datastores(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         stores = s.scalars(select(Datastore).order_by(Datastore.name)).all()
         return {
@@ -82,7 +82,7 @@ def list_datastores(project_id: str, request: Request, c: ApiContext = Depends(c
 def show_version_by_id(
     project_id: str, version_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         version = s.get(DatastoreVersion, version_id)
         if version is None or not version.active:
@@ -94,7 +94,7 @@ def show_version_by_id(
 def show_datastore(
     project_id: str, datastore: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         return {"datastore": datastore_view(request, project_id, get_datastore(s, datastore))}
 
@@ -103,7 +103,7 @@ def show_datastore(
 def list_versions(
     project_id: str, datastore: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         ds = get_datastore(s, datastore)
         return {"versions": [version_view(request, project_id, v) for v in ds.versions if v.active]}
@@ -117,7 +117,7 @@ def show_version(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         version = get_version(s, get_datastore(s, datastore), version_ref)
         if not version.active:
@@ -133,7 +133,7 @@ def version_flavors(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         get_version(s, get_datastore(s, datastore), version_ref)
     return list_flavors(project_id, request, c)
@@ -141,7 +141,7 @@ def version_flavors(
 
 @router.get("/v1.0/{project_id}/limits")
 def limits(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "limits:index")
     st = c.settings
     return {
         "limits": [

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
-from cove.api.context import ApiContext, cove, request_context
+from cove.api.context import ApiContext, authorize, cove
 from cove.api.guest import call_guest, check_ready
 from cove.api.schemas import (
     AccessBody,
@@ -63,7 +63,7 @@ def list_databases(
     marker: str | None = None,
     c: ApiContext = Depends(cove),
 ) -> Any:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "database:index")
     check_ready(c, project_id, instance_id, Capability.DATABASES)
     rows = call_guest(c, ctx, instance_id, "list_databases", {})
     page, links = paginate(request, rows, lambda d: d["name"], limit, marker, c.settings.page_size)
@@ -81,7 +81,7 @@ def create_databases(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "database:create")
     specs = database_specs(body.databases)
     check_ready(c, project_id, instance_id, Capability.DATABASES)
     call_guest(
@@ -98,7 +98,7 @@ def create_databases(
 def show_database(
     project_id: str, instance_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "database:index")
     with c.db.session() as s:
         get_instance(s, instance_id, project_id)
     raise NotImplementedFault("Showing a single database is not supported; list them instead.")
@@ -108,7 +108,7 @@ def show_database(
 def delete_database(
     project_id: str, instance_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "database:delete")
     checked(names.database_name, name)
     check_ready(c, project_id, instance_id, Capability.DATABASES)
     call_guest(c, ctx, instance_id, "delete_database", {"name": name})
@@ -127,7 +127,7 @@ def list_users(
     marker: str | None = None,
     c: ApiContext = Depends(cove),
 ) -> Any:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:index")
     check_ready(c, project_id, instance_id, Capability.USERS)
     rows = call_guest(c, ctx, instance_id, "list_users", {})
     page, links = paginate(
@@ -155,7 +155,7 @@ def create_users(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:create")
     users = [u.to_dict() for u in user_specs(body.users)]
     check_ready(c, project_id, instance_id, Capability.USERS)
     call_guest(c, ctx, instance_id, "create_users", {"users": users})
@@ -170,7 +170,7 @@ def change_passwords(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:update")
     users = []
     for user in body.users:
         name, host = split_user(user.name if not user.host else f"{user.name}@{user.host}")
@@ -185,7 +185,7 @@ def change_passwords(
 def show_user(
     project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:show")
     name, host = split_user(user)
     check_ready(c, project_id, instance_id, Capability.USERS)
     return {
@@ -204,7 +204,7 @@ def update_user(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:update")
     name, host = split_user(user)
     attrs = body.user
     if attrs.name is None and attrs.password is None and attrs.host is None:
@@ -230,7 +230,7 @@ def update_user(
 def delete_user(
     project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:delete")
     name, host = split_user(user)
     check_ready(c, project_id, instance_id, Capability.USERS)
     call_guest(c, ctx, instance_id, "delete_user", {"name": name, "host": host})
@@ -241,7 +241,7 @@ def delete_user(
 def list_access(
     project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:access")
     name, host = split_user(user)
     check_ready(c, project_id, instance_id, Capability.USERS)
     dbs = call_guest(c, ctx, instance_id, "list_access", {"name": name, "host": host})
@@ -257,7 +257,7 @@ def grant_access(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:grant")
     name, host = split_user(user)
     for ref in body.databases:
         checked(names.database_name, ref.name)
@@ -281,7 +281,7 @@ def revoke_access(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "user:revoke")
     name, host = split_user(user)
     checked(names.database_name, database)
     check_ready(c, project_id, instance_id, Capability.USERS)
@@ -298,7 +298,7 @@ def revoke_access(
 def root_status(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "root:show")
     check_ready(c, project_id, instance_id, Capability.ROOT)
     return {"rootEnabled": bool(call_guest(c, ctx, instance_id, "is_root_enabled", {}))}
 
@@ -311,7 +311,7 @@ def enable_root(
     body: RootBody | None = Body(default=None),
     c: ApiContext = Depends(cove),
 ) -> Any:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "root:enable")
     password = body.password if body and body.password else None
     if password is not None:
         checked(names.password, password)
@@ -326,7 +326,7 @@ def enable_root(
 def disable_root(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "root:disable")
     check_ready(c, project_id, instance_id, Capability.ROOT)
     call_guest(c, ctx, instance_id, "disable_root", {})
     return Response(status_code=204)

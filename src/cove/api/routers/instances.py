@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlalchemy import select
 
-from cove.api.context import ApiContext, cove, request_context
+from cove.api.context import ApiContext, authorize, cove
 from cove.api.guest import check_ready
 from cove.api.routers.catalog import find_flavor
 from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
@@ -25,6 +25,8 @@ from cove.common.ids import new_id, utcnow
 from cove.db.catalog import get_datastore, get_version
 from cove.db.instances import get_instance, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
+from cove.db.networks import resolve_network
+from cove.db.quotas import check_instance_quota, lock_project
 from cove.domain import names
 from cove.domain.capabilities import STANDARD_PORTS
 from cove.domain.specs import DatabaseSpec, UserSpec
@@ -49,7 +51,7 @@ def _list(
     marker: str | None,
     detail: bool,
 ) -> dict[str, Any]:
-    request_context(request, project_id)
+    authorize(request, project_id, "instance:index")
     with c.db.session() as s:
         rows = s.scalars(
             select(Instance)
@@ -91,7 +93,7 @@ def list_instances_detail(
 def show_instance(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    request_context(request, project_id)
+    authorize(request, project_id, "instance:show")
     with c.db.session() as s:
         return {"instance": _view(request, c, get_instance(s, instance_id, project_id), True)}
 
@@ -102,7 +104,6 @@ def _unsupported(spec: InstanceCreate) -> None:
         ("replica_of", "Replication"),
         ("configuration", "Configuration groups"),
         ("modules", "Modules"),
-        ("nics", "Choosing a network"),
         ("availability_zone", "Availability zones"),
         ("locality", "Locality"),
     ):
@@ -151,7 +152,7 @@ def _validate_payload(
 def create_instance(
     project_id: str, body: InstanceCreateBody, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "instance:create")
     spec = body.instance
     _unsupported(spec)
     if spec.flavorRef is None or spec.flavorRef == "":
@@ -159,8 +160,13 @@ def create_instance(
     dbs, users = _validate_payload(spec, c)
     instance_id = new_id()
     with c.db.session() as s:
+        # The quota check locks the project first, so concurrent creates count each other.
+        lock_project(s, project_id)
         flavor = find_flavor(s, str(spec.flavorRef))
         version = _resolve_version(s, c, spec)
+        network = resolve_network(s, spec.nics)
+        size = spec.volume.gigabytes if spec.volume else 0
+        check_instance_quota(s, c.settings, project_id, ram=flavor.ram, volume=size)
         now = utcnow()
         s.add(
             Instance(
@@ -169,7 +175,8 @@ def create_instance(
                 name=spec.name,
                 flavor_id=flavor.id,
                 datastore_version_id=version.id,
-                volume_size=spec.volume.gigabytes if spec.volume else 0,
+                volume_size=size,
+                network_id=network.id,
                 compute_driver=c.settings.compute_driver,
                 task=Task.BUILDING.value,
                 task_started_at=now,
@@ -204,7 +211,7 @@ def create_instance(
 def _update(
     project_id: str, instance_id: str, body: InstanceUpdateBody, request: Request, c: ApiContext
 ) -> Response:
-    request_context(request, project_id)
+    authorize(request, project_id, "instance:update")
     fields = body.instance.model_dump(exclude_unset=True)
     others = [k for k in fields if k != "name"]
     if len(others) > 1:
@@ -247,7 +254,7 @@ def patch_instance(
 def delete_instance(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "instance:delete")
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
         snap = snapshot(inst, inst.guest)
@@ -273,7 +280,7 @@ def instance_action(
     body: dict[str, Any] = Body(...),
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = request_context(request, project_id)
+    ctx = authorize(request, project_id, "instance:restart")
     if len(body) != 1:
         raise BadRequest("Exactly one action is required in the request body.")
     action, _args = next(iter(body.items()))

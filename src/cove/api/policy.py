@@ -1,0 +1,94 @@
+"""Who may do what: every rule of the API in one table.
+
+A rule names the weakest role that may perform an action; roles include one another
+(``admin`` ⊃ ``member`` ⊃ ``reader``), as Keystone's default implied roles do. Operators override
+rules in a TOML file (``policy_file``, default ``<data>/policy.toml``)::
+
+    [rules]
+    "instance:delete" = "admin"
+    "database:index" = "member"
+
+An unknown rule or role in the file stops the API at start-up with a clear message.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from cove.common.errors import ConfigurationError, Forbidden
+
+LEVELS = {"reader": 1, "member": 2, "admin": 3}
+
+READ, WRITE, ADMIN = "reader", "member", "admin"
+
+DEFAULT_RULES: dict[str, str] = {
+    "flavor:index": READ,
+    "datastore:index": READ,
+    "network:index": READ,
+    "limits:index": READ,
+    "instance:index": READ,
+    "instance:show": READ,
+    "instance:create": WRITE,
+    "instance:update": WRITE,
+    "instance:delete": WRITE,
+    "instance:restart": WRITE,
+    "database:index": READ,
+    "database:create": WRITE,
+    "database:delete": WRITE,
+    "user:index": READ,
+    "user:show": READ,
+    "user:create": WRITE,
+    "user:update": WRITE,
+    "user:delete": WRITE,
+    "user:access": READ,
+    "user:grant": WRITE,
+    "user:revoke": WRITE,
+    "root:show": READ,
+    "root:enable": WRITE,
+    "root:disable": WRITE,
+    "quota:show": READ,
+    "mgmt:instances": ADMIN,
+    "mgmt:quotas": ADMIN,
+}
+
+
+def level(roles: frozenset[str]) -> int:
+    return max((LEVELS.get(r, 0) for r in roles), default=0)
+
+
+class Policy:
+    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+        self.rules = dict(DEFAULT_RULES)
+        for rule, role in (overrides or {}).items():
+            if rule not in DEFAULT_RULES:
+                raise ConfigurationError(f"policy: unknown rule '{rule}'")
+            if role not in LEVELS:
+                raise ConfigurationError(
+                    f"policy: rule '{rule}' names unknown role '{role}' "
+                    f"(roles: {', '.join(LEVELS)})"
+                )
+            self.rules[rule] = role
+
+    def allows(self, rule: str, roles: frozenset[str]) -> bool:
+        return level(roles) >= LEVELS[self.rules[rule]]
+
+    def enforce(self, rule: str, roles: frozenset[str]) -> None:
+        """Raises Forbidden unless ``roles`` satisfy ``rule``."""
+        if not self.allows(rule, roles):
+            raise Forbidden(f"Policy doesn't allow {rule} to be performed.")
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The default rules, overridden by the file at ``path`` when it exists."""
+    if path is None or not path.is_file():
+        return Policy()
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"policy file {path}: {exc}") from exc
+    rules = data.get("rules", {})
+    if not isinstance(rules, dict) or not all(isinstance(v, str) for v in rules.values()):
+        raise ConfigurationError(f"policy file {path}: [rules] must map rule names to role names")
+    return Policy(rules)

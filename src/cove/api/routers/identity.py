@@ -1,0 +1,186 @@
+"""The embedded identity service's Keystone v3 endpoints under ``/identity``: version
+discovery, tokens (issue, validate, check, revoke) and the project look-ups clients make.
+
+Errors here use Keystone's ``{"error": {...}}`` shape (see cove.api.errors). With
+``auth_strategy = "keystone"`` these endpoints answer 404: the external Keystone is the
+identity service then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from cove.api.context import ApiContext, cove
+from cove.common.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from cove.db.models import Project, RoleAssignment
+from cove.identity import store
+from cove.identity.service import IdentityService
+from cove.identity.tokens import TokenClaims
+
+router = APIRouter(prefix="/identity")
+
+V3_UPDATED = "2020-04-07T00:00:00Z"
+
+
+def _identity(c: ApiContext) -> IdentityService:
+    if c.identity is None:
+        raise NotFound("This Cove uses an external identity service.")
+    return c.identity
+
+
+def _base(request: Request, c: ApiContext) -> str:
+    return c.settings.public_url or str(request.base_url).rstrip("/")
+
+
+def _v3(request: Request, c: ApiContext) -> dict[str, Any]:
+    return {
+        "id": "v3.14",
+        "status": "stable",
+        "updated": V3_UPDATED,
+        "links": [{"rel": "self", "href": f"{_base(request, c)}/identity/v3/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+        ],
+    }
+
+
+@router.get("")
+@router.get("/")
+def identity_versions(request: Request, c: ApiContext = Depends(cove)) -> JSONResponse:
+    _identity(c)
+    return JSONResponse({"versions": {"values": [_v3(request, c)]}}, status_code=300)
+
+
+@router.get("/v3")
+@router.get("/v3/")
+def identity_v3(request: Request, c: ApiContext = Depends(cove)) -> Any:
+    _identity(c)
+    return {"version": _v3(request, c)}
+
+
+def _caller(request: Request, identity: IdentityService) -> TokenClaims:
+    token = request.headers.get("x-auth-token", "").strip()
+    if not token:
+        raise Unauthorized("The request you have made requires authentication.")
+    return identity.check(token)
+
+
+def _subject(request: Request, identity: IdentityService, caller: TokenClaims) -> TokenClaims:
+    """The token named by ``X-Subject-Token``, which the caller may inspect if it is its own
+    or the caller is an administrator. Raises NotFound for an invalid subject, Forbidden."""
+    subject = request.headers.get("x-subject-token", "").strip()
+    if not subject:
+        raise BadRequest("The X-Subject-Token header is required.")
+    if "admin" not in caller.roles:
+        try:
+            claims = identity.check(subject)
+        except Unauthorized as exc:
+            raise NotFound("Could not find token.") from exc
+        if claims.user_id != caller.user_id:
+            raise Forbidden("You are not authorized to perform the requested action.")
+        return claims
+    try:
+        return identity.check(subject)
+    except Unauthorized as exc:
+        raise NotFound("Could not find token.") from exc
+
+
+@router.post("/v3/auth/tokens")
+async def issue_token(request: Request, c: ApiContext = Depends(cove)) -> JSONResponse:
+    identity = _identity(c)
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest("The request body is not valid JSON.") from exc
+    from starlette.concurrency import run_in_threadpool
+
+    # Password hashing is slow on purpose: keep it off the event loop.
+    token, claims = await run_in_threadpool(identity.authenticate, body)
+    nocatalog = "nocatalog" in request.query_params
+    doc = identity.token_document(claims, _base(request, c), catalog=not nocatalog)
+    return JSONResponse(doc, status_code=201, headers={"X-Subject-Token": token})
+
+
+@router.get("/v3/auth/tokens")
+def validate_token(request: Request, c: ApiContext = Depends(cove)) -> JSONResponse:
+    identity = _identity(c)
+    claims = _subject(request, identity, _caller(request, identity))
+    nocatalog = "nocatalog" in request.query_params
+    doc = identity.token_document(claims, _base(request, c), catalog=not nocatalog)
+    subject = request.headers["x-subject-token"].strip()
+    return JSONResponse(doc, headers={"X-Subject-Token": subject})
+
+
+@router.head("/v3/auth/tokens")
+def check_token(request: Request, c: ApiContext = Depends(cove)) -> Response:
+    identity = _identity(c)
+    _subject(request, identity, _caller(request, identity))
+    return Response(status_code=200)
+
+
+@router.delete("/v3/auth/tokens", status_code=204)
+def revoke_token(request: Request, c: ApiContext = Depends(cove)) -> Response:
+    identity = _identity(c)
+    claims = _subject(request, identity, _caller(request, identity))
+    identity.revoke(claims)
+    return Response(status_code=204)
+
+
+def _project_view(request: Request, c: ApiContext, p: Project) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "enabled": p.enabled,
+        "domain_id": store.DOMAIN["id"],
+        "parent_id": store.DOMAIN["id"],
+        "is_domain": False,
+        "tags": [],
+        "links": {"self": f"{_base(request, c)}/identity/v3/projects/{p.id}"},
+    }
+
+
+def _visible_projects(c: ApiContext, caller: TokenClaims, name: str | None) -> list[Project]:
+    with c.db.session() as s:
+        query = select(Project).order_by(Project.name)
+        if "admin" not in caller.roles:
+            mine = select(RoleAssignment.project_id).where(RoleAssignment.user_id == caller.user_id)
+            query = query.where(Project.id.in_(mine))
+        if name is not None:
+            query = query.where(Project.name == name)
+        return list(s.scalars(query))
+
+
+@router.get("/v3/projects")
+def list_projects(request: Request, name: str | None = None, c: ApiContext = Depends(cove)) -> Any:
+    caller = _caller(request, _identity(c))
+    projects = _visible_projects(c, caller, name)
+    return {
+        "projects": [_project_view(request, c, p) for p in projects],
+        "links": {"self": str(request.url), "previous": None, "next": None},
+    }
+
+
+@router.get("/v3/auth/projects")
+def list_auth_projects(request: Request, c: ApiContext = Depends(cove)) -> Any:
+    caller = _caller(request, _identity(c))
+    with c.db.session() as s:
+        mine = select(RoleAssignment.project_id).where(RoleAssignment.user_id == caller.user_id)
+        projects = list(s.scalars(select(Project).where(Project.id.in_(mine), Project.enabled)))
+    return {
+        "projects": [_project_view(request, c, p) for p in projects],
+        "links": {"self": str(request.url), "previous": None, "next": None},
+    }
+
+
+@router.get("/v3/projects/{project_id}")
+def show_project(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
+    caller = _caller(request, _identity(c))
+    for p in _visible_projects(c, caller, None):
+        if p.id == project_id:
+            return {"project": _project_view(request, c, p)}
+    raise NotFound(f"Could not find project: {project_id[:80]}.")

@@ -1,0 +1,264 @@
+"""Token flows of the embedded identity service: password (and token) authentication,
+validation with revocation, and the Keystone v3 token document.
+
+``IdentityService`` is shared by the ``/identity/v3`` endpoints and by the API's embedded
+authenticator. Errors: BadRequest for a request Keystone would refuse as malformed,
+Unauthorized for anything about credentials (the message never says which part was wrong).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from cove.common.errors import BadRequest, NotFound, Unauthorized
+from cove.common.ids import utcnow
+from cove.common.settings import Settings
+from cove.db.engine import Database
+from cove.db.models import Project, TokenRevocation, User
+from cove.identity import store
+from cove.identity.passwords import DUMMY_HASH, verify_password
+from cove.identity.tokens import TokenClaims, TokenSigner, new_audit_id
+
+AUTH_FAILED = "The request you have made requires authentication."
+_DOMAIN_REFS = ({"id": "default"}, {"name": "Default"}, {"name": "default"})
+
+
+def keystone_time(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _obj(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"Expecting to find an object in {where}.")
+    return value
+
+
+def _check_domain(ref: Any) -> None:
+    """Cove has one domain, ``Default`` (id ``default``)."""
+    if ref is None:
+        return
+    ref = _obj(ref, "domain")
+    if not any(all(ref.get(k) == v for k, v in d.items()) for d in _DOMAIN_REFS):
+        raise Unauthorized(AUTH_FAILED)
+
+
+class IdentityService:
+    def __init__(self, settings: Settings, db: Database, signer: TokenSigner) -> None:
+        self.settings = settings
+        self.db = db
+        self.signer = signer
+
+    # -- authentication ------------------------------------------------------------------------
+
+    def authenticate(self, body: Any) -> tuple[str, TokenClaims]:
+        """Check the credentials of a ``POST /v3/auth/tokens`` body and issue a token.
+
+        Raises BadRequest for a malformed body, Unauthorized for wrong credentials, a disabled
+        user or project, or a project the user has no role on.
+        """
+        auth = _obj(_obj(body, "the request body").get("auth"), "auth")
+        identity = _obj(auth.get("identity"), "auth.identity")
+        methods = identity.get("methods")
+        if not isinstance(methods, list) or not methods:
+            raise BadRequest("Expecting to find methods in auth.identity.")
+        now = utcnow()
+        with self.db.session() as s:
+            if "password" in methods:
+                user = self._password_user(s, identity.get("password"))
+                expires = now + timedelta(seconds=self.settings.token_ttl)
+                audit = new_audit_id()
+            elif "token" in methods:
+                token = _obj(identity.get("token"), "auth.identity.token").get("id")
+                previous = self.check(str(token or ""), s)
+                found = s.get(User, previous.user_id)
+                if found is None or not found.enabled:
+                    raise Unauthorized(AUTH_FAILED)
+                user = found
+                expires, audit = previous.expires_at, previous.audit_id
+            else:
+                raise Unauthorized("Cove accepts the 'password' and 'token' methods only.")
+            project = self._scope(s, user, auth.get("scope", None))
+            roles: tuple[str, ...] = ()
+            if project is not None:
+                roles = tuple(r.name for r in store.roles_on(s, user.id, project.id))
+                if not roles:
+                    raise Unauthorized(AUTH_FAILED)
+            claims = TokenClaims(
+                user_id=user.id,
+                project_id=project.id if project else None,
+                roles=roles,
+                methods=tuple(m for m in ("password", "token") if m in methods)[:1],
+                issued_at=now,
+                expires_at=expires,
+                audit_id=audit,
+            )
+        return self.signer.issue(claims), claims
+
+    def _password_user(self, s: Session, password_block: Any) -> User:
+        ref = _obj(_obj(password_block, "auth.identity.password").get("user"), "password.user")
+        password = ref.get("password")
+        if not isinstance(password, str):
+            raise BadRequest("Expecting to find password in auth.identity.password.user.")
+        user: User | None = None
+        if isinstance(ref.get("id"), str):
+            user = s.get(User, ref["id"])
+        elif isinstance(ref.get("name"), str):
+            _check_domain(ref.get("domain"))
+            user = s.scalar(select(User).where(User.name == ref["name"]))
+        else:
+            raise BadRequest("Expecting to find a user id or name in password.user.")
+        # Hash even when there is no such user, so timing does not tell names apart.
+        ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
+        if user is None or not ok or not user.enabled:
+            raise Unauthorized(AUTH_FAILED)
+        return user
+
+    def _scope(self, s: Session, user: User, scope: Any) -> Project | None:
+        if scope is None or scope == "unscoped":
+            if not user.default_project_id:
+                return None
+            project = s.get(Project, user.default_project_id)
+            return project if project and project.enabled else None
+        scope = _obj(scope, "auth.scope")
+        found: Project | None = None
+        if "project" not in scope:
+            raise Unauthorized(
+                "Cove issues project-scoped tokens only (no domain or system scope)."
+            )
+        ref = _obj(scope["project"], "scope.project")
+        if isinstance(ref.get("id"), str):
+            found = s.get(Project, ref["id"])
+        elif isinstance(ref.get("name"), str):
+            _check_domain(ref.get("domain"))
+            found = s.scalar(select(Project).where(Project.name == ref["name"]))
+        else:
+            raise BadRequest("Expecting to find a project id or name in scope.project.")
+        if found is None or not found.enabled:
+            raise Unauthorized(AUTH_FAILED)
+        return found
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def check(self, token: str, s: Session | None = None) -> TokenClaims:
+        """The claims of a valid token. Raises Unauthorized for a bad, expired or revoked one."""
+        claims = self.signer.verify(token, utcnow())
+        if s is None:
+            with self.db.session() as session:
+                revoked = self._revoked(session, claims)
+        else:
+            revoked = self._revoked(s, claims)
+        if revoked:
+            raise Unauthorized("The token has been revoked.")
+        return claims
+
+    @staticmethod
+    def _revoked(s: Session, claims: TokenClaims) -> bool:
+        matches = [TokenRevocation.audit_id == claims.audit_id]
+        matches.append(
+            (TokenRevocation.user_id == claims.user_id)
+            & (TokenRevocation.issued_before >= claims.issued_at)
+        )
+        if claims.project_id:
+            matches.append(
+                (TokenRevocation.project_id == claims.project_id)
+                & (TokenRevocation.issued_before >= claims.issued_at)
+            )
+        return s.scalar(select(TokenRevocation.id).where(or_(*matches)).limit(1)) is not None
+
+    def revoke(self, claims: TokenClaims) -> None:
+        with self.db.session() as s:
+            store.revoke_audit_id(s, claims.audit_id)
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def token_document(
+        self, claims: TokenClaims, base_url: str, catalog: bool = True
+    ) -> dict[str, Any]:
+        """The ``{"token": {...}}`` body Keystone sends for these claims.
+
+        Raises NotFound when the user or project has gone since the token was issued.
+        """
+        with self.db.session() as s:
+            user = s.get(User, claims.user_id)
+            if user is None:
+                raise NotFound("The token's user no longer exists.")
+            token: dict[str, Any] = {
+                "methods": list(claims.methods),
+                "user": {
+                    "id": user.id,
+                    "name": user.name,
+                    "domain": dict(store.DOMAIN),
+                    "password_expires_at": None,
+                },
+                "audit_ids": [claims.audit_id],
+                "issued_at": keystone_time(claims.issued_at),
+                "expires_at": keystone_time(claims.expires_at),
+            }
+            if claims.project_id:
+                project = s.get(Project, claims.project_id)
+                if project is None:
+                    raise NotFound("The token's project no longer exists.")
+                roles = {r.name: r.id for r in store.roles_on(s, user.id, project.id)}
+                token["project"] = {
+                    "id": project.id,
+                    "name": project.name,
+                    "domain": dict(store.DOMAIN),
+                }
+                token["is_domain"] = False
+                token["roles"] = [{"id": roles.get(n, n), "name": n} for n in claims.roles]
+                if catalog:
+                    token["catalog"] = self.catalog(project.id, base_url)
+        return {"token": token}
+
+    def catalog(self, project_id: str, base_url: str) -> list[dict[str, Any]]:
+        base = self.settings.public_url or base_url.rstrip("/")
+        region = self.settings.region
+
+        def service(kind: str, name: str, url: str) -> dict[str, Any]:
+            return {
+                "id": f"{kind}-service",
+                "type": kind,
+                "name": name,
+                "endpoints": [
+                    {
+                        "id": f"{kind}-{interface}",
+                        "interface": interface,
+                        "region": region,
+                        "region_id": region,
+                        "url": url,
+                    }
+                    for interface in ("public", "internal", "admin")
+                ],
+            }
+
+        return [
+            service("database", "trove", f"{base}/v1.0/{project_id}"),
+            service("identity", "keystone", f"{base}/identity/v3"),
+        ]
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def bootstrap(
+        self, password: str | None = None, project: str = "admin", user: str = "admin"
+    ) -> str | None:
+        """Create the roles, an ``admin`` project and an ``admin`` user holding the admin role
+        on it. Idempotent. Returns the new user's password, or None when the user existed."""
+        with self.db.session() as s:
+            store.ensure_roles(s)
+            try:
+                proj = store.find_project(s, project)
+            except NotFound:
+                proj = store.create_project(s, project, "Administrators of this Cove")
+            try:
+                store.find_user(s, user)
+                created = None
+            except NotFound:
+                created = password or secrets.token_urlsafe(18)
+                store.create_user(s, user, created, default_project=proj.id)
+            store.grant_role(s, user, proj.id, "admin")
+        return created
