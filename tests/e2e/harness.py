@@ -17,10 +17,33 @@ from typing import Any
 
 import httpx
 
+from accounts import add_account, password_auth
 from servers import free_port, remove_tree
 
 BIN = Path(sys.executable).parent
 PROJECT = "e2e"
+
+
+class Account:
+    """A user holding a role on a project, with an HTTP client whose base is the project's
+    API endpoint and which sends the user's token."""
+
+    def __init__(self, plane: ControlPlane, project: str, user: str, role: str) -> None:
+        from cove.db.engine import Database
+
+        issuer = plane.identity or plane
+        db = Database(issuer.database_url)
+        try:
+            self.project_id, self.password = add_account(db, project, user, role)
+        finally:
+            db.dispose()
+        self.user = user
+        self.token, self.catalog = issuer.authenticate(user, self.password, self.project_id)
+        self.http = httpx.Client(
+            base_url=f"{plane.url}/v1.0/{self.project_id}",
+            timeout=60,
+            headers={"X-Auth-Token": self.token},
+        )
 
 
 def wait_for(
@@ -44,7 +67,11 @@ class ControlPlane:
         transport_url: str | None = None,
         separate: bool = False,
         fast_heartbeats: bool = True,
+        identity: ControlPlane | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
+        """``identity``: another plane whose identity service this one trusts (the
+        external-Keystone mode); accounts are then made there."""
         self.base = Path(tempfile.mkdtemp(prefix="cove-e2e-"))
         self.base.chmod(0o755)
         self.data_dir = self.base / "d"
@@ -63,9 +90,31 @@ class ControlPlane:
             self.env["COVE_HEARTBEAT_INTERVAL"] = "1"
         if transport_url:
             self.env["COVE_TRANSPORT_URL"] = transport_url
+        self.identity = identity
+        self.env.update(extra_env or {})
         self.separate = separate
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.http = httpx.Client(base_url=f"{self.url}/v1.0/{PROJECT}", timeout=60)
+        self.accounts: list[Account] = []
+        self.database_url = f"sqlite:///{self.data_dir / 'cove.sqlite'}"
+
+    @property
+    def http(self) -> httpx.Client:
+        """The client of the first account: a member of project ``e2e``."""
+        return self.accounts[0].http
+
+    def account(self, project: str, user: str, role: str = "member") -> Account:
+        acct = Account(self, project, user, role)
+        self.accounts.append(acct)
+        return acct
+
+    def authenticate(self, user: str, password: str, project_id: str) -> tuple[str, Any]:
+        resp = httpx.post(
+            f"{self.url}/identity/v3/auth/tokens",
+            json=password_auth(user, password, project_id),
+            timeout=30,
+        )
+        assert resp.status_code == 201, resp.text
+        return resp.headers["X-Subject-Token"], resp.json()["token"].get("catalog")
 
     def _spawn(self, *argv: str) -> subprocess.Popen[bytes]:
         log = (self.base / f"{Path(argv[0]).name}.log").open("ab")
@@ -90,6 +139,7 @@ class ControlPlane:
         else:
             self._spawn(str(BIN / "cove"), "up")
         wait_for(self._api_up, 60, 0.1, "the API")
+        self.account(PROJECT, "e2e-member", "member")
         return self
 
     def _api_up(self) -> bool:
@@ -110,17 +160,18 @@ class ControlPlane:
         return "\n".join(out)
 
     def stop(self) -> None:
-        try:
-            for inst in self.http.get("/instances").json().get("instances", []):
-                self.http.delete(f"/instances/{inst['id']}")
-            wait_for(
-                lambda: not self.http.get("/instances").json()["instances"],
-                120,
-                0.2,
-                "instances to be deleted",
-            )
-        except Exception as exc:  # best effort; leftovers are killed below
-            print(f"cleaning up instances through the API failed: {exc}", file=sys.stderr)
+        for acct in self.accounts:
+            try:
+                for inst in acct.http.get("/instances").json().get("instances", []):
+                    acct.http.delete(f"/instances/{inst['id']}")
+                wait_for(
+                    lambda a=acct: not a.http.get("/instances").json()["instances"],
+                    120,
+                    0.2,
+                    "instances to be deleted",
+                )
+            except Exception as exc:  # best effort; leftovers are killed below
+                print(f"cleaning up instances through the API failed: {exc}", file=sys.stderr)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -129,7 +180,8 @@ class ControlPlane:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        self.http.close()
+        for acct in self.accounts:
+            acct.http.close()
         _kill_leftovers(self.data_dir)
         remove_tree(self.base)
 

@@ -38,7 +38,10 @@ def test_config_path_must_exist(tmp_path, monkeypatch):
         ("api_port", 0),
         ("auth_strategy", "magic"),
         ("unknown_key", 1),
-        ("api_host", "0.0.0.0"),
+        ("auth_strategy", "noauth"),
+        ("auth_strategy", "keystone"),
+        ("public_url", "ftp://x"),
+        ("token_ttl", 10),
     ],
 )
 def test_bad_values_are_refused(tmp_path, monkeypatch, key, value):
@@ -52,3 +55,27 @@ def test_errors_never_quote_values(tmp_path):
         load_settings(data_dir=tmp_path, databse_url="postgresql://u:S3CRET@db/cove")
     assert "databse_url" in info.value.message
     assert "S3CRET" not in info.value.message
+
+
+def test_keystone_mode_needs_its_url_and_service_credentials(tmp_path, monkeypatch):
+    monkeypatch.delenv("COVE_CONFIG", raising=False)
+    with pytest.raises(ConfigurationError) as err:
+        load_settings(data_dir=tmp_path, auth_strategy="keystone", keystone_password="s3cret")
+    assert "keystone_url" in str(err.value) and "keystone_username" in str(err.value)
+    assert "s3cret" not in str(err.value)
+    st = load_settings(
+        data_dir=tmp_path,
+        auth_strategy="keystone",
+        keystone_url="http://id.example:5000/v3",
+        keystone_username="cove",
+        keystone_password="s3cret",
+    )
+    assert st.keystone_project == "service"
+
+
+def test_api_url_and_public_url(tmp_path, monkeypatch):
+    monkeypatch.delenv("COVE_CONFIG", raising=False)
+    st = load_settings(data_dir=tmp_path, api_host="0.0.0.0", api_port=9000)
+    assert st.api_url == "http://127.0.0.1:9000"
+    st = load_settings(data_dir=tmp_path, public_url="https://db.example.com/")
+    assert st.api_url == "https://db.example.com"

@@ -1,0 +1,254 @@
+"""The embedded identity service: Keystone v3 documents, tokens, revocation, restarts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from accounts import add_account, password_auth
+from cove.api.app import create_app
+from cove.api.context import build_context
+from cove.common.ids import utcnow
+from cove.common.settings import load_settings
+from cove.db.engine import Database
+from cove.db.migrate import upgrade
+from cove.identity import store
+from cove.identity.passwords import hash_password, verify_password
+from cove.identity.tokens import TokenClaims, TokenSigner
+
+
+class NoBus:
+    def cast(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("unexpected cast")
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("unexpected call")
+
+
+def make_client(data_dir: Any) -> tuple[TestClient, Database]:
+    settings = load_settings(data_dir=data_dir)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    return TestClient(create_app(build_context(settings, db, NoBus()))), db  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def idp(tmp_path: Any) -> Any:
+    client, db = make_client(tmp_path)
+    pid, password = add_account(db, "orders", "ann", "member")
+    client.pid, client.password, client.db = pid, password, db  # type: ignore[attr-defined]
+    yield client
+    db.dispose()
+
+
+def login(client: Any, user: str = "ann", password: str | None = None, **scope: Any) -> Any:
+    body = password_auth(user, password or client.password, client.pid)
+    if scope:
+        body["auth"]["scope"] = scope["scope"]  # type: ignore[index]
+    return client.post("/identity/v3/auth/tokens", json=body)
+
+
+def test_version_discovery(idp: Any) -> None:
+    doc = idp.get("/identity/v3").json()["version"]
+    assert doc["id"].startswith("v3.") and doc["status"] == "stable"
+    assert doc["links"][0]["href"] == "http://testserver/identity/v3/"
+    root = idp.get("/identity")
+    assert root.status_code == 300 and root.json()["versions"]["values"][0]["id"] == doc["id"]
+
+
+def test_password_authentication_issues_a_keystone_token(idp: Any) -> None:
+    resp = login(idp)
+    assert resp.status_code == 201, resp.text
+    token = resp.headers["X-Subject-Token"]
+    assert token.startswith("cv1.") and idp.password not in resp.text
+    body = resp.json()["token"]
+    assert body["project"]["id"] == idp.pid and body["project"]["name"] == "orders"
+    assert body["user"]["name"] == "ann" and body["user"]["domain"]["id"] == "default"
+    assert [r["name"] for r in body["roles"]] == ["member"]
+    assert body["expires_at"].endswith("Z") and body["methods"] == ["password"]
+    database = next(svc for svc in body["catalog"] if svc["type"] == "database")
+    assert {e["interface"] for e in database["endpoints"]} == {"public", "internal", "admin"}
+    for endpoint in database["endpoints"]:
+        assert endpoint["url"] == f"http://testserver/v1.0/{idp.pid}"
+        assert endpoint["region"] == endpoint["region_id"] == "RegionOne"
+    nocat = idp.post(
+        "/identity/v3/auth/tokens?nocatalog", json=password_auth("ann", idp.password, idp.pid)
+    )
+    assert "catalog" not in nocat.json()["token"]
+    # The token opens the project's API.
+    assert idp.get(f"/v1.0/{idp.pid}/flavors", headers={"X-Auth-Token": token}).status_code == 200
+
+
+def test_scope_by_project_name_and_domain(idp: Any) -> None:
+    resp = login(idp, scope={"project": {"name": "orders", "domain": {"id": "default"}}})
+    assert resp.status_code == 201
+    other = login(idp, scope={"project": {"name": "orders", "domain": {"name": "Elsewhere"}}})
+    assert other.status_code == 401
+    domain = login(idp, scope={"domain": {"id": "default"}})
+    assert domain.status_code == 401
+
+
+@pytest.mark.parametrize(("user", "password"), [("ann", "wrong"), ("nobody", "x"), ("ann", "")])
+def test_bad_credentials_are_401_in_keystones_shape(idp: Any, user: str, password: str) -> None:
+    body = password_auth(user, password, idp.pid)
+    resp = idp.post("/identity/v3/auth/tokens", json=body)
+    assert resp.status_code == 401
+    err = resp.json()["error"]
+    assert err["code"] == 401 and err["title"] == "Unauthorized"
+    assert "X-Subject-Token" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"auth": "x"},
+        {"auth": {"identity": {"methods": []}}},
+        {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "a"}}}}},
+    ],
+)
+def test_malformed_bodies_are_400(idp: Any, body: Any) -> None:
+    resp = idp.post("/identity/v3/auth/tokens", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == 400
+
+
+def test_no_role_on_the_project_is_refused(idp: Any) -> None:
+    other, _ = add_account(idp.db, "other", "olga", "member")
+    resp = idp.post("/identity/v3/auth/tokens", json=password_auth("ann", idp.password, other))
+    assert resp.status_code == 401
+
+
+def test_validate_check_and_revoke(idp: Any) -> None:
+    token = login(idp).headers["X-Subject-Token"]
+    own = {"X-Auth-Token": token, "X-Subject-Token": token}
+    shown = idp.get("/identity/v3/auth/tokens", headers=own)
+    assert shown.status_code == 200 and shown.headers["X-Subject-Token"] == token
+    assert shown.json()["token"]["project"]["id"] == idp.pid
+    assert idp.head("/identity/v3/auth/tokens", headers=own).status_code == 200
+    bogus = {"X-Auth-Token": token, "X-Subject-Token": token[:-4] + "AAAA"}
+    assert idp.get("/identity/v3/auth/tokens", headers=bogus).status_code == 404
+    # Someone else's token is not ours to look at unless we are an administrator.
+    _, bob_pw = add_account(idp.db, "orders", "bob", "member")
+    bob = login(idp, "bob", bob_pw).headers["X-Subject-Token"]
+    peek = {"X-Auth-Token": bob, "X-Subject-Token": token}
+    assert idp.get("/identity/v3/auth/tokens", headers=peek).status_code == 403
+    _, root_pw = add_account(idp.db, "orders", "root-admin", "admin")
+    admin = login(idp, "root-admin", root_pw).headers["X-Subject-Token"]
+    assert (
+        idp.get(
+            "/identity/v3/auth/tokens", headers={"X-Auth-Token": admin, "X-Subject-Token": token}
+        ).status_code
+        == 200
+    )
+    assert idp.delete("/identity/v3/auth/tokens", headers=own).status_code == 204
+    api = idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": token})
+    assert api.status_code == 401
+    # Revoking one token leaves the user's others working.
+    again = login(idp).headers["X-Subject-Token"]
+    assert idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": again}).status_code == 200
+
+
+def test_tokens_and_revocations_survive_a_restart(tmp_path: Any) -> None:
+    first, db = make_client(tmp_path)
+    pid, password = add_account(db, "p", "u", "member")
+    kept = first.post("/identity/v3/auth/tokens", json=password_auth("u", password, pid))
+    dropped = first.post("/identity/v3/auth/tokens", json=password_auth("u", password, pid))
+    kept_tok, dropped_tok = kept.headers["X-Subject-Token"], dropped.headers["X-Subject-Token"]
+    hdr = {"X-Auth-Token": dropped_tok, "X-Subject-Token": dropped_tok}
+    assert first.delete("/identity/v3/auth/tokens", headers=hdr).status_code == 204
+    db.dispose()
+    second, db2 = make_client(tmp_path)  # a new process: same data directory, same key
+    try:
+        ok = second.get(f"/v1.0/{pid}/instances", headers={"X-Auth-Token": kept_tok})
+        assert ok.status_code == 200, ok.text
+        gone = second.get(f"/v1.0/{pid}/instances", headers={"X-Auth-Token": dropped_tok})
+        assert gone.status_code == 401
+    finally:
+        db2.dispose()
+
+
+def test_expired_and_foreign_tokens_are_401(idp: Any, tmp_path: Any) -> None:
+    key = (tmp_path / "identity" / "token.key").read_bytes().strip()
+    now = utcnow()
+    with idp.db.session() as s:
+        user = store.find_user(s, "ann")
+        claims = TokenClaims(
+            user.id,
+            idp.pid,
+            ("member",),
+            ("password",),
+            now - timedelta(hours=2),
+            now - timedelta(seconds=1),
+            "audit",
+        )
+    expired = TokenSigner(key).issue(claims)
+    resp = idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": expired})
+    assert resp.status_code == 401 and "expired" in resp.json()["unauthorized"]["message"]
+    live = TokenClaims(
+        *[getattr(claims, f) for f in ("user_id", "project_id", "roles", "methods", "issued_at")],
+        now + timedelta(hours=1),
+        "audit",
+    )
+    forged = TokenSigner(b"k" * 64).issue(live)
+    assert (
+        idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": forged}).status_code == 401
+    )
+    # A token whose payload was changed (another project) fails its signature.
+    good = TokenSigner(key).issue(live)
+    head, payload, sig = good.split(".")
+    tampered = f"{head}.{payload[:-2]}AA.{sig}"
+    assert (
+        idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": tampered}).status_code == 401
+    )
+
+
+def test_role_removal_disable_and_password_change_end_tokens(idp: Any) -> None:
+    def works(tok: str) -> int:
+        return idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": tok}).status_code
+
+    token = login(idp).headers["X-Subject-Token"]
+    with idp.db.session() as s:
+        store.set_password(s, "ann", "new-password")
+    assert works(token) == 401
+    token = login(idp, password="new-password").headers["X-Subject-Token"]
+    with idp.db.session() as s:
+        store.set_user_enabled(s, "ann", False)
+    assert works(token) == 401
+    assert login(idp, password="new-password").status_code == 401
+    with idp.db.session() as s:
+        store.set_user_enabled(s, "ann", True)
+    token = login(idp, password="new-password").headers["X-Subject-Token"]
+    assert works(token) == 200
+    with idp.db.session() as s:
+        store.revoke_role(s, "ann", idp.pid, "member")
+    assert works(token) == 401
+    assert login(idp, password="new-password").status_code == 401
+
+
+def test_unscoped_tokens_reach_no_project(idp: Any) -> None:
+    body = password_auth("ann", idp.password, idp.pid)
+    del body["auth"]["scope"]  # type: ignore[attr-defined]
+    resp = idp.post("/identity/v3/auth/tokens", json=body)
+    assert resp.status_code == 201 and "project" not in resp.json()["token"]
+    tok = resp.headers["X-Subject-Token"]
+    assert idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": tok}).status_code == 403
+
+
+def test_passwords_are_salted_slow_hashes() -> None:
+    first, second = hash_password("secret"), hash_password("secret")
+    assert first != second and first.startswith("scrypt$15$")
+    assert verify_password("secret", first) and not verify_password("Secret", first)
+    assert not verify_password("secret", "md5$whatever")
+
+
+def test_bootstrap_is_idempotent(idp: Any) -> None:
+    identity = idp.app.state.cove.identity
+    password = identity.bootstrap()
+    assert password and identity.bootstrap() is None
+    with idp.db.session() as s:
+        admin = store.find_user(s, "admin")
+        assert [a.role for a in store.assignments(s, admin.id)] == ["admin"]
