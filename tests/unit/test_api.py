@@ -272,3 +272,16 @@ def test_invalid_unicode_is_a_400_not_a_500(api):
         "badRequest",
     )
     assert "Unicode" in msg
+
+
+def test_every_list_pages_with_limit_and_marker(api):
+    first = api.get("/v1.0/p1/flavors?limit=2").json()
+    assert [f["str_id"] for f in first["flavors"]] == ["1", "2"]
+    href = first["links"][0]["href"]
+    assert "marker=2" in href and "limit=2" in href
+    rest = api.get("/v1.0/p1/flavors?marker=2").json()
+    assert [f["str_id"] for f in rest["flavors"]] == ["3", "4"] and "links" not in rest
+    stores = api.get("/v1.0/p1/datastores?limit=1").json()
+    assert len(stores["datastores"]) == 1 and "links" not in stores
+    ds = stores["datastores"][0]["id"]
+    assert len(api.get(f"/v1.0/p1/datastores/{ds}/versions").json()["versions"]) == 1

@@ -7,9 +7,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
+from sqlalchemy.orm import object_session
 
 from cove.common.settings import Settings
 from cove.db.models import Datastore, DatastoreVersion, Flavor, GuestState, Instance
+from cove.db.networks import network_name
 from cove.domain.capabilities import STANDARD_PORTS
 from cove.domain.status import StatusView
 
@@ -67,6 +69,18 @@ def datastore_view(request: Request, project_id: str, ds: Datastore) -> dict[str
     return view
 
 
+def _addresses(inst: Instance) -> list[dict[str, str]]:
+    """Trove's ``addresses``, naming the instance's network (by name) when it can be read."""
+    if not inst.address:
+        return []
+    entry = {"address": inst.address, "type": "private"}
+    session = object_session(inst)
+    name = network_name(session, inst.network_id) if session is not None else None
+    if name is not None:
+        entry["network"] = name
+    return [entry]
+
+
 def instance_view(
     request: Request,
     settings: Settings,
@@ -92,11 +106,7 @@ def instance_view(
         "access": {"is_public": False},
         "volume": {"size": inst.volume_size},
         "ip": [inst.address] if inst.address else [],
-        "addresses": (
-            [{"address": inst.address, "type": "private", "network": settings.address_pool}]
-            if inst.address
-            else []
-        ),
+        "addresses": _addresses(inst),
         "replicas": [],
     }
     if inst.port != STANDARD_PORTS.get(ds_name):
@@ -124,7 +134,7 @@ def paginate(
     page_size: int,
 ) -> tuple[list[Any], list[dict[str, str]] | None]:
     """One page of ``items`` after ``marker`` (a key value), and the ``next`` link if more."""
-    size = page_size if limit is None or limit <= 0 else min(limit, page_size)
+    size = page_limit(limit, page_size)
     start = 0
     if marker is not None:
         keys = [key(item) for item in items]
@@ -132,8 +142,18 @@ def paginate(
     page = items[start : start + size]
     if start + size >= len(items) or not page:
         return page, None
+    return page, next_links(request, key(page[-1]), size)
+
+
+def page_limit(limit: int | None, page_size: int) -> int:
+    """The size of a page: ``limit`` capped at ``page_size`` (Trove caps silently)."""
+    return page_size if limit is None or limit <= 0 else min(limit, page_size)
+
+
+def next_links(request: Request, marker: str, size: int) -> list[dict[str, str]]:
+    """Trove's top-level ``links`` with the ``next`` page after ``marker``."""
     query = dict(request.query_params)
-    query.update({"marker": key(page[-1]), "limit": str(size)})
+    query.update({"marker": marker, "limit": str(size)})
     host = request.headers.get("host", "localhost")
     href = f"https://{host}{request.url.path}?{urlencode(query)}"
-    return page, [{"rel": "next", "href": href}]
+    return [{"rel": "next", "href": href}]

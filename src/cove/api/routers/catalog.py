@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.views import datastore_view, flavor_view, version_view
+from cove.api.views import datastore_view, flavor_view, paginate, version_view
 from cove.common.errors import DatastoreVersionNotFound, FlavorNotFound
 from cove.db.catalog import get_datastore, get_version
 from cove.db.models import Datastore, DatastoreVersion, Flavor
+from cove.db.quotas import effective_limits
 
 router = APIRouter()
 
@@ -39,13 +41,43 @@ def version(request: Request) -> dict[str, Any]:
     return {"version": _version_doc(request)}
 
 
+def _paged(
+    request: Request,
+    c: ApiContext,
+    key: str,
+    items: list[Any],
+    limit: int | None,
+    marker: str | None,
+) -> dict[str, Any]:
+    page, next_links = paginate(
+        request, items, lambda i: i["id"], limit, marker, c.settings.page_size
+    )
+    body: dict[str, Any] = {key: page}
+    if next_links:
+        body["links"] = next_links
+    return body
+
+
 @router.get("/v1.0/{project_id}/flavors")
-def list_flavors(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
+def list_flavors(
+    project_id: str,
+    request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
+    c: ApiContext = Depends(cove),
+) -> Any:
     authorize(request, project_id, "flavor:index")
     with c.db.session() as s:
         flavors = s.scalars(select(Flavor).where(Flavor.active.is_(True))).all()
         ordered = sorted(flavors, key=lambda f: (f.ram, f.vcpus, f.name))
-        return {"flavors": [flavor_view(request, project_id, f) for f in ordered]}
+        views = [flavor_view(request, project_id, f) for f in ordered]
+    page, next_links = paginate(
+        request, views, lambda v: v["str_id"], limit, marker, c.settings.page_size
+    )
+    body: dict[str, Any] = {"flavors": page}
+    if next_links:
+        body["links"] = next_links
+    return body
 
 
 def find_flavor(s: Any, ref: str) -> Flavor:
@@ -65,17 +97,22 @@ def show_flavor(
 
 
 @router.get("/v1.0/{project_id}/datastores")
-def list_datastores(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
+def list_datastores(
+    project_id: str,
+    request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
+    c: ApiContext = Depends(cove),
+) -> Any:
     authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         stores = s.scalars(select(Datastore).order_by(Datastore.name)).all()
-        return {
-            "datastores": [
-                datastore_view(request, project_id, d)
-                for d in stores
-                if any(v.active for v in d.versions)
-            ]
-        }
+        views = [
+            datastore_view(request, project_id, d)
+            for d in stores
+            if any(v.active for v in d.versions)
+        ]
+    return _paged(request, c, "datastores", views, limit, marker)
 
 
 @router.get("/v1.0/{project_id}/datastores/versions/{version_id}")
@@ -101,12 +138,18 @@ def show_datastore(
 
 @router.get("/v1.0/{project_id}/datastores/{datastore}/versions")
 def list_versions(
-    project_id: str, datastore: str, request: Request, c: ApiContext = Depends(cove)
+    project_id: str,
+    datastore: str,
+    request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
+    c: ApiContext = Depends(cove),
 ) -> Any:
     authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         ds = get_datastore(s, datastore)
-        return {"versions": [version_view(request, project_id, v) for v in ds.versions if v.active]}
+        views = [version_view(request, project_id, v) for v in ds.versions if v.active]
+    return _paged(request, c, "versions", views, limit, marker)
 
 
 @router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}")
@@ -131,26 +174,37 @@ def version_flavors(
     datastore: str,
     version_ref: str,
     request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
     c: ApiContext = Depends(cove),
 ) -> Any:
     authorize(request, project_id, "datastore:index")
     with c.db.session() as s:
         get_version(s, get_datastore(s, datastore), version_ref)
-    return list_flavors(project_id, request, c)
+    return list_flavors(project_id, request, limit, marker, c)
 
 
 @router.get("/v1.0/{project_id}/limits")
 def limits(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
+    """The project's absolute limits (defaults overlaid with its overrides), then one rate limit
+    per verb with what is left of the current minute."""
     authorize(request, project_id, "limits:index")
-    st = c.settings
-    return {
-        "limits": [
-            {
-                "verb": "ABSOLUTE",
-                "max_instances": st.max_instances_per_project,
-                "max_ram": st.max_ram_per_project,
-                "max_backups": st.max_backups_per_project,
-                "max_volumes": st.max_volumes_per_project,
-            }
-        ]
-    }
+    with c.db.session() as s:
+        quota = effective_limits(s, c.settings, project_id)
+    absolute: dict[str, Any] = {"verb": "ABSOLUTE"}
+    absolute.update({f"max_{r}": quota[r] for r in ("instances", "ram", "backups", "volumes")})
+    rates = [
+        {
+            "verb": r.verb,
+            "uri": "*",
+            "regex": ".*",
+            "value": r.value,
+            "remaining": r.remaining,
+            "unit": "MINUTE",
+            "nextAvailable": datetime.fromtimestamp(r.next_available, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+        }
+        for r in (c.limiter.state(project_id) if c.limiter.per_minute > 0 else [])
+    ]
+    return {"limits": [absolute, *rates]}

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import selectinload
 
 from cove.api.context import ApiContext, authorize, cove
 from cove.api.guest import check_ready
 from cove.api.routers.catalog import find_flavor
 from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
 from cove.api.validate import checked, database_specs, user_specs
-from cove.api.views import instance_view, paginate
+from cove.api.views import instance_view, next_links, page_limit
 from cove.common.errors import (
     BadRequest,
     CoveError,
@@ -51,19 +52,35 @@ def _list(
     marker: str | None,
     detail: bool,
 ) -> dict[str, Any]:
+    """One page of the project's instances, newest first, paged in SQL (a project may hold
+    thousands)."""
     authorize(request, project_id, "instance:index")
+    size = page_limit(limit, c.settings.page_size)
     with c.db.session() as s:
-        rows = s.scalars(
+        query = (
             select(Instance)
             .where(Instance.project_id == project_id, Instance.deleted.is_(False))
             .order_by(Instance.created.desc(), Instance.id)
-        ).all()
-        page, next_links = paginate(
-            request, list(rows), lambda i: i.id, limit, marker, c.settings.page_size
+            .options(
+                selectinload(Instance.guest),
+                selectinload(Instance.datastore_version).selectinload(DatastoreVersion.datastore),
+            )
         )
+        if marker is not None:
+            after = s.get(Instance, marker)
+            if after is None or after.project_id != project_id or after.deleted:
+                return {"instances": []}
+            query = query.where(
+                or_(
+                    Instance.created < after.created,
+                    and_(Instance.created == after.created, Instance.id > after.id),
+                )
+            )
+        rows = list(s.scalars(query.limit(size + 1)))
+        page = rows[:size]
         body: dict[str, Any] = {"instances": [_view(request, c, i, detail) for i in page]}
-    if next_links:
-        body["links"] = next_links
+    if len(rows) > size:
+        body["links"] = next_links(request, page[-1].id, size)
     return body
 
 
