@@ -67,7 +67,8 @@ class InstanceCreate(Strict):
     datastore: DatastoreIn | None = None
     databases: list[DatabaseIn] = []
     users: list[UserIn] = []
-    nics: Annotated[list[dict[str, Any]], Field(max_length=1)] = []
+    # Items are checked by cove.db.networks.resolve_network, whose messages say what is wrong.
+    nics: Annotated[list[Any], Field(max_length=1)] = []
     availability_zone: StrictStr | None = None
     region_name: StrictStr | None = None
     locality: StrictStr | None = None

@@ -1,30 +1,177 @@
 """Per-project quotas: operator defaults, per-project overrides, usage counted from the rows.
 
-Checks run inside the transaction that creates the resource, after :func:`lock_project`.
+Four resources are limited: ``instances`` (a count), ``ram`` (MB, the sum of the instances'
+flavors), ``volumes`` (GB, the sum of the instances' volume sizes) and ``backups`` (a count).
+A limit of -1 means unlimited. The operator's defaults come from the settings
+(``max_<resource>_per_project``); a row of the ``quotas`` table overrides one for one project.
+
+Usage is never stored: it is counted from the live rows inside the transaction that creates the
+resource, after :func:`lock_project` has made concurrent creates in the same project take turns,
+so two of them can never both see the last free unit.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cove.common.errors import BadRequest, NotFound, QuotaExceeded, ServiceUnavailable
 from cove.common.settings import Settings
-from cove.db.models import ProjectLock
+from cove.db.models import Flavor, Instance, ProjectLock, Quota
+
+RESOURCES = ("instances", "ram", "volumes", "backups")
+UNITS = {"instances": "", "ram": " MB", "volumes": " GB", "backups": ""}
+UNLIMITED = -1
+#: The largest limit the control database's integer column holds on every backend.
+MAX_LIMIT = 2**31 - 1
+#: The width of the project id columns.
+MAX_PROJECT_ID = 64
 
 
-def lock_project(s: Session, project_id: str) -> None:
-    """Take the project's lock row for the rest of the transaction (created if missing)."""
-    if not s.execute(
+@dataclass(frozen=True)
+class QuotaUsage:
+    """One resource of a project: what is in use, what is reserved (always 0: usage is
+    counted inside the creating transaction, so nothing is held in between) and the limit."""
+
+    in_use: int
+    reserved: int
+    limit: int
+
+
+def _bump(s: Session, project_id: str) -> bool:
+    result = s.execute(
         update(ProjectLock)
         .where(ProjectLock.project_id == project_id)
         .values(serial=ProjectLock.serial + 1)
-    ).rowcount:  # type: ignore[attr-defined]
-        s.add(ProjectLock(project_id=project_id, serial=1))
-        s.flush()
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def lock_project(s: Session, project_id: str) -> None:
+    """Take the project's lock row for the rest of the transaction (created if missing).
+
+    Call it first in the transaction: on SQLite the UPDATE takes the database's write lock, on
+    PostgreSQL and MariaDB the row lock, so a second transaction of the same project waits here
+    until the first has committed and then counts what the first created.
+
+    Raises ServiceUnavailable if the row can be neither updated nor created (never expected).
+    """
+    for _attempt in range(3):
+        if _bump(s, project_id):
+            return
+        # The project's first locked transaction. Two may get here together (PostgreSQL: an
+        # UPDATE of no row locks nothing): the second INSERT waits on the first's uncommitted
+        # key and fails once it commits; the UPDATE is then retried and waits as usual.
+        try:
+            with s.begin_nested():
+                s.execute(insert(ProjectLock).values(project_id=project_id, serial=1))
+            return
+        except IntegrityError:
+            continue
+    raise ServiceUnavailable(f"Could not lock project {project_id}; try again.")
+
+
+def default_limits(settings: Settings) -> dict[str, int]:
+    """The operator's limits for every project without an override."""
+    return {
+        "instances": settings.max_instances_per_project,
+        "ram": settings.max_ram_per_project,
+        "volumes": settings.max_volumes_per_project,
+        "backups": settings.max_backups_per_project,
+    }
+
+
+def effective_limits(s: Session, settings: Settings, project_id: str) -> dict[str, int]:
+    """The project's limits: the defaults overlaid with the project's overrides."""
+    limits = default_limits(settings)
+    for row in s.scalars(select(Quota).where(Quota.project_id == project_id)):
+        if row.resource in limits:
+            limits[row.resource] = row.hard_limit
+    return limits
+
+
+def usage(s: Session, project_id: str) -> dict[str, int]:
+    """What the project holds now, counted from its live (not deleted) rows."""
+    count, ram, volumes = s.execute(
+        select(
+            func.count(Instance.id),
+            func.coalesce(func.sum(Flavor.ram), 0),
+            func.coalesce(func.sum(Instance.volume_size), 0),
+        )
+        .join(Instance.flavor)
+        .where(Instance.project_id == project_id, Instance.deleted.is_(False))
+    ).one()
+    # Backups do not exist yet: none is ever in use.
+    return {"instances": int(count), "ram": int(ram), "volumes": int(volumes), "backups": 0}
+
+
+def quota_usage(s: Session, settings: Settings, project_id: str) -> dict[str, QuotaUsage]:
+    """Usage and limit of every resource of the project, in the order of RESOURCES."""
+    limits = effective_limits(s, settings, project_id)
+    used = usage(s, project_id)
+    return {r: QuotaUsage(in_use=used[r], reserved=0, limit=limits[r]) for r in RESOURCES}
+
+
+def _over(requested: Mapping[str, int], quotas: Mapping[str, QuotaUsage]) -> list[str]:
+    return [
+        r
+        for r, want in requested.items()
+        if want > 0 and quotas[r].limit != UNLIMITED and quotas[r].in_use + want > quotas[r].limit
+    ]
 
 
 def check_instance_quota(
     s: Session, settings: Settings, project_id: str, ram: int, volume: int
 ) -> None:
     """Raises QuotaExceeded when one more instance of ``ram`` MB and ``volume`` GB would
-    exceed a quota of the project."""
+    exceed a quota of the project. Call it after :func:`lock_project` in the same transaction."""
+    quotas = quota_usage(s, settings, project_id)
+    requested = {"instances": 1, "ram": ram, "volumes": volume}
+    over = _over(requested, quotas)
+    if not over:
+        return
+    details = "; ".join(
+        f"{r}: {quotas[r].in_use}{UNITS[r]} in use of {quotas[r].limit}{UNITS[r]}, "
+        f"{requested[r]}{UNITS[r]} requested"
+        for r in over
+    )
+    raise QuotaExceeded(f"Quota exceeded for resources: {over}. {details}.")
+
+
+def _checked_limit(resource: str, limit: object) -> int:
+    if resource not in RESOURCES:
+        raise NotFound(f"Quota resource '{resource}' does not exist (resources: {RESOURCES}).")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise BadRequest(f"The limit of '{resource}' must be an integer.")
+    if limit < UNLIMITED or limit > MAX_LIMIT:
+        raise BadRequest(
+            f"The limit of '{resource}' must be between -1 (unlimited) and {MAX_LIMIT}."
+        )
+    return limit
+
+
+def set_quotas(s: Session, project_id: str, limits: Mapping[str, object]) -> dict[str, int]:
+    """Override the project's limits (all or none of ``limits``); returns what was set.
+
+    Takes the project's lock, so a change and a create in the project never interleave.
+    Raises NotFound for an unknown resource, BadRequest for a limit that is not an integer of
+    at least -1, for no limits at all and for a project id longer than the column.
+    """
+    if not limits:
+        raise BadRequest("No quotas were given.")
+    if not project_id or len(project_id) > MAX_PROJECT_ID:
+        raise BadRequest(f"A project id has 1 to {MAX_PROJECT_ID} characters.")
+    checked = {r: _checked_limit(r, v) for r, v in limits.items()}
+    lock_project(s, project_id)
+    for resource, limit in checked.items():
+        row = s.get(Quota, (project_id, resource))
+        if row is None:
+            s.add(Quota(project_id=project_id, resource=resource, hard_limit=limit))
+        else:
+            row.hard_limit = limit
+    s.flush()
+    return checked

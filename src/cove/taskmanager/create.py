@@ -16,6 +16,7 @@ from cove.common.ids import utcnow
 from cove.compute.base import GuestSpec
 from cove.db.instances import allocate_address, get_instance
 from cove.db.models import Instance
+from cove.db.networks import address_pool
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext, guest_topic
@@ -75,7 +76,7 @@ def _place(tc: TaskContext, instance_id: str) -> GuestSpec | None:
             port = inst.port
             inst.address = allocate_address(
                 s,
-                tc.settings.address_pool,
+                address_pool(s, inst.network_id, tc.settings),
                 instance_id,
                 lambda address: tc.driver.address_usable(address, port),
             )

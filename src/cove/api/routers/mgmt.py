@@ -1,7 +1,179 @@
-"""Management endpoints for administrators: every project's instances, quotas."""
+"""Management endpoints for administrators: every project's instances, quotas.
+
+Trove answers a non-administrator here with 401; Cove answers 403, because keystoneauth takes a
+401 for an invalid token and authenticates again before retrying.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Body, Depends, Request
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import selectinload
+
+from cove.api.context import ApiContext, authorize, cove, credentials
+from cove.api.views import instance_view, next_links, page_limit, trove_time
+from cove.common.errors import BadRequest, InstanceNotFound
+from cove.common.ids import utcnow
+from cove.db.instances import snapshot
+from cove.db.models import DatastoreVersion, Instance
+from cove.db.quotas import quota_usage, set_quotas
+from cove.domain.status import GuestStatus, Task, compute_status
+
+router = APIRouter(prefix="/v1.0/{project_id}/mgmt")
+
+TASK_DESCRIPTIONS: dict[str, str] = {
+    Task.NONE: "No task is running.",
+    Task.BUILDING: "Building the instance.",
+    Task.REBOOTING: "Restarting the database server.",
+    Task.RESIZING: "Resizing the instance.",
+    Task.DELETING: "Deleting the instance.",
+    Task.BUILD_ERROR: "The build failed.",
+    Task.DELETE_ERROR: "The deletion failed.",
+}
+
+
+# -- quotas ------------------------------------------------------------------------------------
+
+
+@router.get("/quotas/{project}")
+def show_quotas(
+    project_id: str, project: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    authorize(request, project_id, "quota:show")
+    if project != project_id:
+        c.policy.enforce("mgmt:quotas", credentials(request).roles)
+    with c.db.session() as s:
+        quotas = quota_usage(s, c.settings, project)
+    return {
+        "quotas": [
+            {"resource": r, "in_use": q.in_use, "reserved": q.reserved, "limit": q.limit}
+            for r, q in quotas.items()
+        ]
+    }
+
+
+def _requested_limits(body: dict[str, Any]) -> dict[str, Any]:
+    quotas = body.get("quotas")
+    if set(body) != {"quotas"} or not isinstance(quotas, dict):
+        raise BadRequest('The body must be {"quotas": {"<resource>": <limit>, ...}}.')
+    return quotas
+
+
+@router.put("/quotas/{project}")
+def update_quotas(
+    project_id: str,
+    project: str,
+    request: Request,
+    body: dict[str, Any] = Body(...),
+    c: ApiContext = Depends(cove),
+) -> Any:
+    authorize(request, project_id, "mgmt:quotas")
+    limits = _requested_limits(body)
+    with c.db.session() as s:
+        return {"quotas": set_quotas(s, project, limits)}
+
+
+# -- instances ---------------------------------------------------------------------------------
+
+
+def _service_status(inst: Instance) -> str | None:
+    if inst.guest is None:
+        return None
+    try:
+        return GuestStatus(inst.guest.status).api_name
+    except ValueError:
+        return inst.guest.status
+
+
+def _admin_view(request: Request, c: ApiContext, inst: Instance, detail: bool) -> dict[str, Any]:
+    """The instance as its owner sees it, plus where it runs and its bookkeeping."""
+    status = compute_status(snapshot(inst, inst.guest), utcnow(), c.settings.heartbeat_interval)
+    view = instance_view(request, c.settings, inst, inst.guest, status, detail)
+    view.update(
+        {
+            "tenant_id": inst.project_id,
+            "server_id": inst.id,
+            "server": {
+                "id": inst.id,
+                "name": inst.name,
+                "host": inst.compute_driver,
+                "address": inst.address,
+                "port": inst.port,
+                "deleted": inst.deleted,
+            },
+            "deleted": inst.deleted,
+            "deleted_at": trove_time(inst.deleted_at),
+            "task_description": TASK_DESCRIPTIONS.get(inst.task, inst.task),
+            "service_status": _service_status(inst),
+        }
+    )
+    return view
+
+
+def _flag(name: str, value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    lowered = value.lower()
+    if lowered not in ("true", "false"):
+        raise BadRequest(f"'{name}' must be true or false.")
+    return lowered == "true"
+
+
+@router.get("/instances")
+def list_all_instances(
+    project_id: str,
+    request: Request,
+    limit: int | None = None,
+    marker: str | None = None,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    """Instances of every project (or of the ``project_id`` query parameter), newest first and
+    paged in SQL; live ones, or with ``deleted=true`` the deleted ones. ``include_clustered`` is
+    accepted and ignored: Cove has no clusters yet."""
+    authorize(request, project_id, "mgmt:instances")
+    deleted = _flag("deleted", request.query_params.get("deleted"), default=False)
+    size = page_limit(limit, c.settings.page_size)
+    query = (
+        select(Instance)
+        .where(Instance.deleted.is_(deleted))
+        .order_by(Instance.created.desc(), Instance.id)
+        .options(
+            selectinload(Instance.guest),
+            selectinload(Instance.datastore_version).selectinload(DatastoreVersion.datastore),
+        )
+    )
+    tenant = request.query_params.get("project_id")
+    if tenant:
+        query = query.where(Instance.project_id == tenant)
+    with c.db.session() as s:
+        if marker is not None:
+            after = s.get(Instance, marker)
+            if after is None:
+                return {"instances": []}
+            query = query.where(
+                or_(
+                    Instance.created < after.created,
+                    and_(Instance.created == after.created, Instance.id > after.id),
+                )
+            )
+        rows = list(s.scalars(query.limit(size + 1)))
+        page = rows[:size]
+        body: dict[str, Any] = {"instances": [_admin_view(request, c, i, False) for i in page]}
+    if len(rows) > size:
+        body["links"] = next_links(request, page[-1].id, size)
+    return body
+
+
+@router.get("/instances/{instance_id}")
+def show_any_instance(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    """Any instance, deleted ones included. Raises InstanceNotFound."""
+    authorize(request, project_id, "mgmt:instances")
+    with c.db.session() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is None:
+            raise InstanceNotFound(f"Instance {instance_id} could not be found.")
+        return {"instance": _admin_view(request, c, inst, True)}
