@@ -7,7 +7,6 @@ or at the path in ``COVE_CONFIG``) and ``COVE_*`` environment variables. Build i
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -17,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cove.common.errors import ConfigurationError
+from cove.domain.networks import loopback_pool
 
 
 def default_data_dir() -> Path:
@@ -80,15 +80,9 @@ class Settings(BaseSettings):
     @classmethod
     def _pool_is_loopback(cls, value: str) -> str:
         try:
-            net = ipaddress.ip_network(value, strict=True)
+            loopback_pool(value)
         except ValueError as exc:
-            raise ValueError(f"address_pool {value!r} is not a network: {exc}") from exc
-        if not net.is_loopback or net.version != 4:
-            raise ValueError("the local driver's address_pool must be an IPv4 loopback network")
-        if ipaddress.ip_address("127.0.0.1") in net:
-            raise ValueError("address_pool must not contain 127.0.0.1")
-        if net.num_addresses < 4:
-            raise ValueError("address_pool is too small")
+            raise ValueError(f"the local driver's address_pool: {exc}") from exc
         return value
 
     @model_validator(mode="after")

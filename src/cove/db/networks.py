@@ -24,12 +24,12 @@ from cove.common.errors import BadRequest, ConfigurationError, Conflict, Network
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import Settings
 from cove.db.models import Instance, Network
+from cove.domain.networks import loopback_pool
 
 LOG = logging.getLogger(__name__)
 
 #: The network made from ``address_pool`` at first start; its CIDR follows that setting.
 DEFAULT_NAME = "default"
-MIN_ADDRESSES = 4
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _NET_KEYS = ("net-id", "network_id")
@@ -41,25 +41,12 @@ _SHOWN_REF = 80  # longest part of a user's reference echoed in a message
 
 
 def check_cidr(cidr: str) -> ipaddress.IPv4Network:
-    """The network ``cidr`` names, if the local driver can use it: an IPv4 loopback network
-    (no host bits set) of at least 4 addresses, not containing 127.0.0.1. These are the rules
-    of the ``address_pool`` setting.
-
-    Raises BadRequest.
-    """
+    """The network ``cidr`` names, if the local driver can use it (see
+    cove.domain.networks.loopback_pool). Raises BadRequest."""
     try:
-        net = ipaddress.ip_network(cidr, strict=True)
+        return loopback_pool(cidr)
     except ValueError as exc:
-        raise BadRequest(f"'{cidr[:_SHOWN_REF]}' is not a network in CIDR notation: {exc}") from exc
-    if not isinstance(net, ipaddress.IPv4Network) or not net.is_loopback:
-        raise BadRequest(f"Network {net} is not an IPv4 loopback network (127.0.0.0/8).")
-    if ipaddress.ip_address("127.0.0.1") in net:
-        raise BadRequest(f"Network {net} must not contain 127.0.0.1.")
-    if net.num_addresses < MIN_ADDRESSES:
-        raise BadRequest(
-            f"Network {net} is too small: it needs at least {MIN_ADDRESSES} addresses."
-        )
-    return net
+        raise BadRequest(f"Invalid network: {exc}.") from exc
 
 
 def _check_name(name: str) -> str:
