@@ -39,6 +39,7 @@ unit: install
 
 bench: install
 	$(VENV)/bin/python bench/provision.py
+	$(VENV)/bin/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -139,7 +139,10 @@ class ControlPlane:
         else:
             self._spawn(str(BIN / "cove"), "up")
         wait_for(self._api_up, 60, 0.1, "the API")
-        self.account(PROJECT, "e2e-member", "member")
+        if self.identity is None:
+            self.account(PROJECT, "e2e-member", "member")
+        else:  # the identity plane has its own e2e member: do not touch it
+            self.account(f"{PROJECT}-{self.port}", f"e2e-member-{self.port}", "member")
         return self
 
     def _api_up(self) -> bool:
