@@ -6,9 +6,9 @@ The bus is replaced by a recorder: these tests stop before any guest is involved
 from typing import Any
 
 import pytest
-from accounts import add_account, password_auth
 from fastapi.testclient import TestClient
 
+from accounts import add_account, password_auth
 from cove.api.app import create_app
 from cove.api.context import build_context
 from cove.common.settings import load_settings

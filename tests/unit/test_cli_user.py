@@ -1,15 +1,21 @@
-"""The ``cove`` user CLI against a fake API plugged in through ``client.make_http_client``."""
+"""The ``cove`` user CLI against a fake Cove (API and identity service) plugged in through
+``client.make_http_client``, with credentials from a clouds.yaml in a temporary directory."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
+from cove.cli import clouds
 from cove.cli import user as cli_user
 from cove.cli import userfmt as fmt
 from cove.cli.user import client as cli_client
@@ -17,28 +23,78 @@ from cove.cli.user import instances as cli_instances
 
 Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
+PROJECT_ID = "0f" * 16
+PASSWORD = "adm1n-Pa55word"
+AUTH_URL = "http://127.0.0.1:8779/identity/v3"
+OS_VARIABLES = (
+    "OS_CLOUD",
+    "OS_CLIENT_CONFIG_FILE",
+    *clouds.AUTH_ENV,
+    *clouds.CLOUD_ENV,
+    "COVE_URL",
+    "COVE_DATA_DIR",
+)
+
 
 class FakeCove:
-    """Answers by (method, path below the project); a list of replies is served in turn, the
-    last one repeating. Every request is recorded."""
+    """The API answers by (method, path below the project); a list of replies is served in
+    turn, the last one repeating. The identity service issues a token for ``admin`` with
+    ``PASSWORD`` and the API refuses any other token. API requests are recorded in
+    ``requests``, identity requests in ``auth_requests``."""
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], list[Reply]] = {}
         self.requests: list[httpx.Request] = []
+        self.auth_requests: list[httpx.Request] = []
+        self.projects = [{"id": PROJECT_ID, "name": "admin"}, {"id": "ab" * 16, "name": "shop"}]
+        self.expires_in = 3600.0
+        self.endpoint_region = "RegionOne"
+        self.token = ""
 
     def on(self, method: str, path: str, *replies: Reply) -> None:
         self.routes[(method, path)] = list(replies)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/identity/v3/"):
+            self.auth_requests.append(request)
+            return self._identity(request, request.url.path.removeprefix("/identity/v3/"))
         self.requests.append(request)
+        if not self.token or request.headers.get("x-auth-token") != self.token:
+            return reply(401, {"unauthorized": {"code": 401, "message": "bad token"}})
         raw = request.url.raw_path.decode().split("?")[0]
-        _, version, _project, rest = raw.split("/", 3)
-        assert version == "v1.0", raw
+        _, version, project, rest = raw.split("/", 3)
+        assert (version, project) == ("v1.0", PROJECT_ID), raw
         replies = self.routes.get((request.method, rest))
         if not replies:
             return reply(404, {"itemNotFound": {"code": 404, "message": "no route"}})
         answer = replies.pop(0) if len(replies) > 1 else replies[0]
         return answer(request) if callable(answer) else answer
+
+    def _identity(self, request: httpx.Request, path: str) -> httpx.Response:
+        if request.method == "GET" and path == "projects":
+            assert request.headers.get("x-auth-token") == self.token
+            name = request.url.params.get("name")
+            return reply(200, {"projects": [p for p in self.projects if p["name"] == name]})
+        assert (request.method, path) == ("POST", "auth/tokens")
+        user = json.loads(request.content)["auth"]["identity"]["password"]["user"]
+        if (user.get("name"), user.get("password")) != ("admin", PASSWORD):
+            return reply(401, {"error": {"code": 401, "title": "Unauthorized", "message": "no"}})
+        self.token = f"tok-{len(self.auth_requests)}"
+        expires = datetime.fromtimestamp(time.time() + self.expires_in, UTC)
+        endpoints = [
+            {
+                "interface": interface,
+                "region": self.endpoint_region,
+                "url": f"http://{interface}.cove.test:8779/v1.0/{PROJECT_ID}",
+            }
+            for interface in ("public", "internal", "admin")
+        ]
+        token = {
+            "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "project": {"id": PROJECT_ID, "name": "admin"},
+            "catalog": [{"type": "database", "endpoints": endpoints}],
+        }
+        return httpx.Response(201, json={"token": token}, headers={"X-Subject-Token": self.token})
 
     def bodies(self, method: str) -> list[Any]:
         return [json.loads(r.content) for r in self.requests if r.method == method and r.content]
@@ -50,25 +106,38 @@ def reply(status: int = 200, body: Any = None) -> httpx.Response:
     return httpx.Response(status, json=body)
 
 
+def write_clouds(path: Path, **extra: Any) -> Path:
+    cloud = clouds.cove_cloud(AUTH_URL, "RegionOne", clouds.Login("admin", "admin", PASSWORD))
+    cloud.update(extra)
+    path.write_text(yaml.safe_dump({"clouds": {"cove": cloud}}))
+    return path
+
+
 @pytest.fixture
-def cove(monkeypatch: pytest.MonkeyPatch) -> FakeCove:
+def cove(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCove:
     fake = FakeCove()
 
-    def factory(base_url: str, timeout: float, headers: dict[str, str]) -> httpx.Client:
+    def factory(
+        base_url: str, timeout: float, headers: dict[str, str], verify: bool | str = True
+    ) -> httpx.Client:
         transport = httpx.MockTransport(fake.handle)
         return httpx.Client(
             base_url=base_url, timeout=timeout, headers=headers, transport=transport
         )
 
+    for variable in OS_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(clouds, "SYSTEM_FILE", tmp_path / "etc" / "clouds.yaml")
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(write_clouds(tmp_path / "conf.yaml")))
     monkeypatch.setattr(cli_client, "make_http_client", factory)
     monkeypatch.setattr(cli_instances, "POLL_INTERVAL", 0.0)
     return fake
 
 
-def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
-    base_env: dict[str, str | None] = {"COVE_URL": None, "COVE_PROJECT": None}
-    base_env.update(env or {})
-    return CliRunner().invoke(cli_user.cli, list(args), input=stdin, env=base_env)
+def run(*args: str, stdin: str | None = None, env: dict[str, str | None] | None = None) -> Result:
+    return CliRunner().invoke(cli_user.cli, list(args), input=stdin, env=env)
 
 
 def instance(status: str = "BUILD", **extra: Any) -> dict[str, Any]:
@@ -314,7 +383,7 @@ def test_list_follows_next_links(cove: FakeCove) -> None:
     assert lines[0].split() == ["ID", "Name", "Datastore", "Status", "Flavor", "Size", "Address"]
     assert [line.split()[:2] for line in lines[1:]] == [["a", "one"], ["b", "two"]]
     second = cove.requests[1].url
-    assert second.host == "127.0.0.1"
+    assert second.host == "public.cove.test"
     assert dict(second.params) == {"limit": "1", "marker": "a"}
 
 
@@ -355,19 +424,156 @@ def test_json_output(cove: FakeCove) -> None:
     assert json.loads(result.stdout) == {"instances": [instance()]}
 
 
-def test_url_and_project_from_environment(cove: FakeCove) -> None:
+def test_endpoint_from_the_catalog_and_token_on_every_request(cove: FakeCove) -> None:
+    cove.on("GET", "instances", reply(200, {"instances": []}))
+    cove.on("GET", "flavors", reply(200, {"flavors": []}))
+    assert run("instance", "list").exit_code == 0
+    assert run("flavor", "list").exit_code == 0
+    urls = [str(r.url) for r in cove.requests]
+    assert urls == [
+        f"http://public.cove.test:8779/v1.0/{PROJECT_ID}/instances",
+        f"http://public.cove.test:8779/v1.0/{PROJECT_ID}/flavors",
+    ]
+    assert [r.headers["x-auth-token"] for r in cove.requests] == ["tok-1", "tok-2"]
+    assert cove.requests[0].headers["accept"] == "application/json"
+    [auth, _] = cove.auth_requests
+    assert str(auth.url) == f"{AUTH_URL}/auth/tokens"
+    assert json.loads(auth.content) == {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "password": PASSWORD,
+                        "name": "admin",
+                        "domain": {"name": "Default"},
+                    }
+                },
+            },
+            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+        }
+    }
+
+
+def test_url_from_environment_replaces_the_catalog(cove: FakeCove) -> None:
     cove.on("GET", "instances", reply(200, {"instances": []}))
     result = run("instance", "list", env={"COVE_URL": "http://cove.test:9000/"})
     assert result.exit_code == 0, result.output
-    assert str(cove.requests[0].url) == "http://cove.test:9000/v1.0/default/instances"
-    assert cove.requests[0].headers["accept"] == "application/json"
+    assert str(cove.requests[0].url) == f"http://cove.test:9000/v1.0/{PROJECT_ID}/instances"
 
 
-def test_project_option(cove: FakeCove) -> None:
+def test_interface_and_region_choose_the_endpoint(cove: FakeCove) -> None:
     cove.on("GET", "instances", reply(200, {"instances": []}))
-    result = run("--project", "p 1", "instance", "list", env={"COVE_PROJECT": "ignored"})
+    result = run("instance", "list", env={"OS_INTERFACE": "internal"})
     assert result.exit_code == 0, result.output
-    assert cove.requests[0].url.raw_path == b"/v1.0/p%201/instances"
+    assert cove.requests[0].url.host == "internal.cove.test"
+    cove.endpoint_region = "elsewhere"
+    result = run("instance", "list")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: the catalog of {AUTH_URL} has no database endpoint (interface public, "
+        "region RegionOne): give Cove's address with --url or COVE_URL\n"
+    )
+
+
+def test_os_variables_override_clouds_yaml(cove: FakeCove, tmp_path: Path) -> None:
+    write_clouds(tmp_path / "conf.yaml", auth={"auth_url": AUTH_URL, "username": "admin"})
+    cove.on("GET", "limits", reply(200, {"limits": []}))
+    missing = run("limits")
+    assert missing.exit_code == 1
+    assert "lacks password" in missing.stderr
+    result = run("limits", env={"OS_PASSWORD": PASSWORD, "OS_PROJECT_ID": PROJECT_ID})
+    assert result.exit_code == 0, result.output
+    sent = json.loads(cove.auth_requests[-1].content)["auth"]
+    assert sent["scope"] == {"project": {"id": PROJECT_ID}}
+    assert sent["identity"]["password"]["user"]["password"] == PASSWORD
+
+
+def test_os_cloud_picks_a_cloud(cove: FakeCove, tmp_path: Path) -> None:
+    good = clouds.cove_cloud(AUTH_URL, "RegionOne", clouds.Login("admin", "admin", PASSWORD))
+    bad = clouds.cove_cloud(AUTH_URL, "RegionOne", clouds.Login("admin", "admin", "wrong"))
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump({"clouds": {"a": bad, "b": good}}))
+    cove.on("GET", "limits", reply(200, {"limits": []}))
+    ambiguous = run("limits")
+    assert ambiguous.exit_code == 1
+    assert "several clouds (a, b): choose one with --os-cloud or OS_CLOUD" in ambiguous.stderr
+    assert run("--os-cloud", "b", "limits").exit_code == 0
+    assert run("limits", env={"OS_CLOUD": "b"}).exit_code == 0
+    unknown = run("--os-cloud", "c", "limits")
+    assert "no cloud named 'c'" in unknown.stderr
+    refused = run("--os-cloud", "a", "limits")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"Error: authentication refused by {AUTH_URL} for user ")
+
+
+def test_no_credentials_configured(cove: FakeCove) -> None:
+    result = run("instance", "list", env={"OS_CLIENT_CONFIG_FILE": None})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: no credentials are configured: run 'export ")
+    assert "OS_CLIENT_CONFIG_FILE=" in result.stderr
+    assert cove.auth_requests == [] and cove.requests == []
+    missing = run("instance", "list", env={"OS_CLIENT_CONFIG_FILE": "/nonexistent.yaml"})
+    assert "OS_CLIENT_CONFIG_FILE names /nonexistent.yaml, which does not exist" in missing.stderr
+
+
+def test_authentication_refused(cove: FakeCove) -> None:
+    result = run("instance", "list", env={"OS_PASSWORD": "not-it"})
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: authentication refused by {AUTH_URL} for user admin in project admin "
+        f"(cloud 'cove' of {Path.cwd() / 'conf.yaml'} and OS_* variables): "
+        "check the user name, password and project\n"
+    )
+    assert "not-it" not in result.output
+    assert cove.requests == []
+
+
+def test_identity_unreachable(cove: FakeCove, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    monkeypatch.setattr(cove, "_identity", lambda request, path: refuse(request))
+    result = run("instance", "list")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: cannot reach the identity service at {AUTH_URL}: is it running? "
+        "(start it with 'make run')\n"
+    )
+
+
+def test_identity_errors_and_odd_answers(cove: FakeCove, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter(
+        [
+            reply(400, {"error": {"code": 400, "title": "Bad Request", "message": "bad body"}}),
+            reply(201, {"token": {}}),
+            httpx.Response(201, json={"token": {"catalog": []}}, headers={"X-Subject-Token": "t"}),
+        ]
+    )
+    monkeypatch.setattr(cove, "_identity", lambda request, path: next(answers))
+    assert run("limits").stderr == "Error (400 Bad Request): bad body\n"
+    assert "answered without a token" in run("limits").stderr
+    assert "is not scoped to a project" in run("limits").stderr
+
+
+def test_token_renewed_before_it_expires(cove: FakeCove) -> None:
+    cove.expires_in = 60  # less than client.RENEW_BEFORE: every request gets a new token
+    page1 = {
+        "instances": [instance(id="a")],
+        "links": [{"rel": "next", "href": "http://x/instances?marker=a"}],
+    }
+    cove.on("GET", "instances", reply(200, page1), reply(200, {"instances": []}))
+    result = run("instance", "list")
+    assert result.exit_code == 0, result.output
+    assert len(cove.auth_requests) == 3
+    assert [r.headers["x-auth-token"] for r in cove.requests] == ["tok-2", "tok-3"]
+
+
+def test_password_never_in_output(cove: FakeCove) -> None:
+    cove.on("GET", "instances", reply(200, {"instances": [instance()]}))
+    for extra in ((), ("--json",)):
+        result = run(*extra, "instance", "list")
+        assert result.exit_code == 0, result.output
+        assert PASSWORD not in result.output
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -411,6 +617,7 @@ def test_connection_refused(cove: FakeCove) -> None:
         "Error: cannot reach Cove at http://127.0.0.1:1: is it running? "
         "(start it with 'make run')\n"
     )
+    assert len(cove.auth_requests) == 1
 
 
 def test_read_timeout(cove: FakeCove) -> None:
@@ -577,6 +784,75 @@ def test_limits(cove: FakeCove) -> None:
     assert "POST  *    200    199        MINUTE" in out
 
 
+def test_networks(cove: FakeCove) -> None:
+    nets = [
+        {"id": "n-1", "name": "default", "cidr": "127.42.0.0/16", "is_default": True},
+        {"id": "n-2", "name": "lab", "cidr": "127.43.0.0/24", "is_default": False},
+    ]
+    cove.on("GET", "networks", reply(200, {"networks": nets}))
+    result = run("network", "list")
+    assert result.exit_code == 0, result.output
+    assert [line.split() for line in result.stdout.splitlines()] == [
+        ["ID", "Name", "CIDR", "Default"],
+        ["n-1", "default", "127.42.0.0/16", "true"],
+        ["n-2", "lab", "127.43.0.0/24", "false"],
+    ]
+
+
+@pytest.mark.parametrize("network", ["n-2", "lab"])
+def test_create_on_a_network(cove: FakeCove, network: str) -> None:
+    assert create_body(cove, "--network", network)["nics"] == [{"net-id": network}]
+
+
+def test_all_projects(cove: FakeCove) -> None:
+    items = [instance(tenant_id="ab" * 16), instance(id="i-2", tenant_id=PROJECT_ID)]
+    cove.on("GET", "mgmt/instances", reply(200, {"instances": items}))
+    result = run("instance", "list", "--all-projects")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[-1] == "Project"
+    assert [line.split()[-1] for line in lines[1:]] == ["ab" * 16, PROJECT_ID]
+    denied = {"unauthorized": {"code": 401, "message": "User does not have admin privileges."}}
+    cove.on("GET", "mgmt/instances", reply(401, denied))
+    refused = run("instance", "list", "--all-projects")
+    assert refused.exit_code == 1
+    assert refused.stderr == "Error (401 unauthorized): User does not have admin privileges.\n"
+
+
+def test_quota_show_own_project_and_by_name(cove: FakeCove) -> None:
+    quotas = [
+        {"resource": "instances", "in_use": 2, "reserved": 0, "limit": 10},
+        {"resource": "ram", "in_use": 4096, "reserved": 0, "limit": -1},
+    ]
+    for project in (PROJECT_ID, "ab" * 16):
+        cove.on("GET", f"mgmt/quotas/{project}", reply(200, {"quotas": quotas}))
+    mine = run("quota", "show")
+    assert mine.exit_code == 0, mine.output
+    assert [line.split() for line in mine.stdout.splitlines()] == [
+        ["Resource", "In", "use", "Reserved", "Limit"],
+        ["instances", "2", "0", "10"],
+        ["ram", "4096", "0", "unlimited"],
+    ]
+    assert run("quota", "show", "admin").exit_code == 0
+    assert run("quota", "show", "shop").exit_code == 0
+    assert run("quota", "show", "cd" * 16).exit_code == 1  # an id is not looked up
+    unknown = run("quota", "show", "nope")
+    assert unknown.stderr == "Error: no project named 'nope' is visible to you\n"
+    paths = [r.url.path.rsplit("/", 1)[-1] for r in cove.requests]
+    assert paths == [PROJECT_ID, PROJECT_ID, "ab" * 16, "cd" * 16]
+    looked_up = [r.url.params["name"] for r in cove.auth_requests if r.method == "GET"]
+    assert looked_up == ["shop", "nope"]
+
+
+def test_quota_set(cove: FakeCove) -> None:
+    cove.on("PUT", f"mgmt/quotas/{'ab' * 16}", reply(200, {"quotas": {"instances": 3}}))
+    result = run("quota", "set", "shop", "instances", "3")
+    assert result.exit_code == 0, result.output
+    assert cove.bodies("PUT") == [{"quotas": {"instances": 3}}]
+    assert result.stdout == "instances  3\n"
+    assert run("quota", "set", "shop", "instances", "-2").exit_code == 2
+
+
 # -- pure helpers -----------------------------------------------------------------------------
 
 
@@ -599,3 +875,71 @@ def test_mysql_connect_hint() -> None:
     inst = instance("ACTIVE", datastore={"type": "mysql"}, hostname="db.example")
     assert fmt.connect_hint(inst, "orders", "app") == "mysql -h db.example -P 3306 -u app -p orders"
     assert fmt.connect_hint(instance(datastore={"type": "redis"}), None, None) is None
+
+
+# -- against the real API and identity service --------------------------------------------------
+
+
+class IdleBus:
+    def cast(self, topic: str, method: str, args: Any, context: Any = None) -> None:
+        raise AssertionError(f"unexpected cast {method}")
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("unexpected call")
+
+
+def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``cove up`` writes is what the CLI logs in with, against Cove's own identity
+    service and API."""
+    from fastapi.testclient import TestClient
+
+    from cove.api.app import create_app
+    from cove.api.context import build_context
+    from cove.cli.up import bootstrap_catalog, prepare_access
+    from cove.common.settings import load_settings
+    from cove.db.engine import Database
+
+    for variable in OS_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(clouds, "SYSTEM_FILE", tmp_path / "etc" / "clouds.yaml")
+    settings = load_settings(data_dir=tmp_path / "data")
+    settings.data_dir.mkdir()
+    bootstrap_catalog(settings)
+    access = prepare_access(settings)
+    assert access.created is not None and access.clouds_file is not None
+    db = Database(settings.database_url)
+    app = create_app(build_context(settings, db, IdleBus()))  # type: ignore[arg-type]
+    seen: list[str] = []
+
+    def factory(
+        base_url: str, timeout: float, headers: dict[str, str], verify: bool | str = True
+    ) -> httpx.Client:
+        client = TestClient(app, base_url=base_url or "http://testserver", headers=dict(headers))
+        client.event_hooks["request"] = [lambda r: seen.append(f"{r.method} {r.url}")]
+        return client
+
+    monkeypatch.setattr(cli_client, "make_http_client", factory)
+    env = {"OS_CLIENT_CONFIG_FILE": str(access.clouds_file), "OS_CLOUD": "cove"}
+    try:
+        flavors = run("flavor", "list", env=env)
+        assert flavors.exit_code == 0, flavors.output
+        assert "small" in flavors.stdout
+        base = f"{settings.api_url}/v1.0/{access.project_id}"
+        assert seen == [
+            f"POST {settings.api_url}/identity/v3/auth/tokens",
+            f"GET {base}/flavors",
+        ]
+        nets = run("network", "list", env=env)
+        assert nets.exit_code == 0, nets.output
+        assert nets.stdout.splitlines()[1].split()[1:] == ["default", "127.42.0.0/16", "true"]
+        quotas = run("quota", "show", env=env)
+        assert quotas.exit_code == 0, quotas.output
+        assert quotas.stdout.splitlines()[1].split() == ["instances", "0", "0", "10"]
+        assert run("instance", "list", "--all-projects", env=env).exit_code == 0
+        refused = run("flavor", "list", env={**env, "OS_PASSWORD": "wrong-one"})
+        assert refused.exit_code == 1
+        assert refused.stderr.startswith("Error: authentication refused by ")
+    finally:
+        db.dispose()

@@ -1,10 +1,25 @@
 """cove-manage against a real SQLite control database."""
 
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
+from sqlalchemy import select, update
 
 from cove.cli.manage import main
+from cove.common.errors import Unauthorized
+from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import find_postgresql
+from cove.db.engine import Database
+from cove.db.migrate import head
+from cove.db.models import Instance, Network, Role, User
+from cove.identity.service import IdentityService
+from cove.identity.tokens import TokenClaims, TokenSigner, load_key
+from rows import add_instance
 
 
 @pytest.fixture
@@ -14,8 +29,8 @@ def run(tmp_path, monkeypatch):
     monkeypatch.delenv("COVE_DATABASE_URL", raising=False)
     runner = CliRunner()
 
-    def invoke(*args: str, ok: bool = True):
-        result = runner.invoke(main, list(args))
+    def invoke(*args: str, ok: bool = True, stdin: str | None = None) -> Result:
+        result = runner.invoke(main, list(args), input=stdin)
         if ok:
             assert result.exit_code == 0, result.output
         return result
@@ -24,8 +39,58 @@ def run(tmp_path, monkeypatch):
     return invoke
 
 
+@pytest.fixture
+def settings(run) -> Settings:
+    return load_settings()
+
+
+def authenticate(settings: Settings, user: str, password: str, project: str) -> TokenClaims:
+    """Authenticate as clients do, through the identity service; raises Unauthorized."""
+    db = Database(settings.database_url)
+    try:
+        identity = IdentityService(settings, db, TokenSigner(load_key(settings.token_key_file)))
+        body: dict[str, Any] = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": user, "password": password, "domain": {"id": "default"}}
+                    },
+                },
+                "scope": {"project": {"name": project, "domain": {"id": "default"}}},
+            }
+        }
+        return identity.authenticate(body)[1]
+    finally:
+        db.dispose()
+
+
+def generated_password(result: Result, user: str) -> str:
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("password of")]
+    assert line.startswith(f"password of {user}: ")
+    assert "not shown again" in result.stderr
+    return line.split(": ", 1)[1]
+
+
 def test_db_version_is_head(run):
-    assert run("db", "version").output.strip() == "0001"
+    assert run("db", "version").output.strip() == head()
+
+
+def test_db_upgrade_prepares_identity_and_networks(run, settings):
+    key = settings.token_key_file
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    database = settings.data_dir / "cove.sqlite"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    before = key.read_bytes()
+    run("db", "upgrade")
+    assert key.read_bytes() == before  # kept: tokens survive
+    db = Database(settings.database_url)
+    try:
+        with db.session() as s:
+            assert sorted(s.scalars(select(Role.name))) == ["admin", "member", "reader"]
+            assert s.scalar(select(Network).where(Network.is_default.is_(True))) is not None
+    finally:
+        db.dispose()
 
 
 def test_flavors_add_disable_enable(run):
@@ -39,6 +104,161 @@ def test_flavors_add_disable_enable(run):
     run("flavor", "enable", "5")
     assert "xl" in run("flavor", "list").output
     assert "not found" in run("flavor", "disable", "nope", ok=False).output
+
+
+# -- identity -----------------------------------------------------------------------------------
+
+
+def test_bootstrap_twice_makes_one_admin_whose_password_works(run, settings):
+    first = run("bootstrap")
+    password = generated_password(first, "admin")
+    assert first.stdout.count(password) == 1
+    claims = authenticate(settings, "admin", password, "admin")
+    assert claims.roles == ("admin",)
+    again = run("bootstrap")
+    assert "exists already" in again.stdout
+    assert password not in again.output and "password of" not in again.output
+    db = Database(settings.database_url)
+    try:
+        with db.session() as s:
+            assert list(s.scalars(select(User.name))) == ["admin"]
+    finally:
+        db.dispose()
+    authenticate(settings, "admin", password, "admin")  # unchanged
+
+
+def test_bootstrap_from_a_password_file(run, settings, tmp_path: Path):
+    secret = tmp_path / "pw"
+    secret.write_text("From-a-file 1\n")
+    result = run("bootstrap", "--user", "root", "--project", "ops", "--password-file", str(secret))
+    assert result.stdout == "user root created with the admin role on project ops\n"
+    assert "From-a-file" not in result.output
+    assert authenticate(settings, "root", "From-a-file 1", "ops").roles == ("admin",)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    refused = run("bootstrap", "--user", "x", "--password-file", str(empty), ok=False)
+    assert (refused.exit_code, refused.output) == (
+        1,
+        f"Error: the password file {empty} is empty\n",
+    )
+
+
+def test_projects(run):
+    created = run("project", "create", "shop", "--description", "The shop")
+    assert created.stdout.startswith("project shop created with id ")
+    project_id = created.stdout.split()[-1]
+    assert len(project_id) == 32
+    listed = run("project", "list").stdout.splitlines()
+    assert [line.split(maxsplit=3) for line in listed] == [
+        [project_id, "shop", "enabled", "The shop"]
+    ]
+    dup = run("project", "create", "shop", ok=False)
+    assert (dup.exit_code, dup.output) == (1, "Error: A project named 'shop' already exists.\n")
+    bad = run("project", "create", "no spaces", ok=False)
+    assert bad.exit_code == 1 and bad.output.startswith("Error: Invalid project name")
+    run("project", "disable", "shop")
+    assert " disabled " in run("project", "list").stdout
+    run("project", "enable", project_id)
+    shown = run("project", "show", "shop").stdout
+    assert f"id           {project_id}" in shown and "instances    0" in shown
+    run("project", "delete", "shop")
+    assert run("project", "list").stdout == ""
+    missing = run("project", "delete", "shop", ok=False)
+    assert (missing.exit_code, missing.output) == (1, "Error: Could not find project: shop.\n")
+
+
+def test_project_with_instances_is_not_deleted(run, settings):
+    project_id = run("project", "create", "busy").stdout.split()[-1]
+    db = Database(settings.database_url)
+    try:
+        iid = add_instance(db)
+        with db.session() as s:
+            s.execute(update(Instance).where(Instance.id == iid).values(project_id=project_id))
+    finally:
+        db.dispose()
+    refused = run("project", "delete", "busy", ok=False)
+    assert refused.output == "Error: project busy still has 1 instance(s): delete them first\n"
+    assert "instances    1" in run("project", "show", "busy").stdout
+
+
+def test_user_create_prompts_twice_and_never_takes_argv(run, settings):
+    run("project", "create", "shop")
+    result = run("user", "create", "ann", "--project", "shop", stdin="Typed-pw1\nTyped-pw1\n")
+    assert "user ann created with role member on project shop" in result.stdout
+    assert "Typed-pw1" not in result.output
+    assert authenticate(settings, "ann", "Typed-pw1", "shop").roles == ("member",)
+    mismatch = run("user", "create", "bob", stdin="one\ntwo\nthree\nthree\n")
+    assert "do not match" in mismatch.output
+    assert run("user", "create", "eve", "--password", "x", ok=False).exit_code == 2
+    usage = run("user", "create", "eve", "--role", "reader", ok=False)
+    assert usage.exit_code == 2 and "--role needs --project" in usage.output
+
+
+def test_user_generated_password_and_lifecycle(run, settings):
+    run("project", "create", "shop")
+    created = run(
+        "user", "create", "ro", "--project", "shop", "--role", "reader", "--generate-password"
+    )
+    password = generated_password(created, "ro")
+    token = authenticate(settings, "ro", password, "shop")
+    assert token.roles == ("reader",)
+    listed = run("user", "list").stdout.split()
+    assert listed[1:] == ["ro", "enabled", "shop"]
+
+    run("user", "disable", "ro")
+    with pytest.raises(Unauthorized):
+        authenticate(settings, "ro", password, "shop")
+    run("user", "enable", "ro")
+    authenticate(settings, "ro", password, "shop")
+
+    changed = run("user", "set-password", "ro", "--generate-password")
+    new = generated_password(changed, "ro")
+    with pytest.raises(Unauthorized):
+        authenticate(settings, "ro", password, "shop")
+    authenticate(settings, "ro", new, "shop")
+    run("user", "set-password", "ro", stdin="Prompted-2\nPrompted-2\n")
+    authenticate(settings, "ro", "Prompted-2", "shop")
+    nobody = run("user", "set-password", "nobody", ok=False)
+    assert nobody.output == "Error: Could not find user: nobody.\n"  # asked no password first
+
+    run("user", "delete", "ro")
+    assert run("user", "list").stdout == ""
+
+
+def test_roles(run, settings, tmp_path: Path):
+    secret = tmp_path / "pw"
+    secret.write_text("Role-test-1")
+    run("project", "create", "a")
+    run("project", "create", "b")
+    run("user", "create", "ann", "--password-file", str(secret))
+    with pytest.raises(Unauthorized):  # no role on a yet
+        authenticate(settings, "ann", "Role-test-1", "a")
+    assert "now has role member" in run("role", "add", "ann", "a", "member").stdout
+    assert "already had" in run("role", "add", "ann", "a", "member").stdout
+    run("role", "add", "ann", "b", "admin")
+    assert authenticate(settings, "ann", "Role-test-1", "b").roles == ("admin",)
+    unknown = run("role", "add", "ann", "a", "owner", ok=False)
+    assert unknown.output == "Error: Could not find role: owner (roles: admin, member, reader).\n"
+    listed = [line.split() for line in run("role", "list").stdout.splitlines()]
+    assert listed == [["ann", "a", "member"], ["ann", "b", "admin"]]
+    assert run("role", "list", "--user", "ann").stdout == run("role", "list").stdout
+    run("role", "remove", "ann", "b", "admin")
+    with pytest.raises(Unauthorized):
+        authenticate(settings, "ann", "Role-test-1", "b")
+    again = run("role", "remove", "ann", "b", "admin", ok=False)
+    assert again.output == "Error: user ann does not have role admin on project b\n"
+    assert "Could not find user" in run("role", "list", "--user", "zed", ok=False).output
+
+
+def test_identity_commands_need_a_migrated_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("COVE_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, ["project", "list"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: the control database is not usable (")
+    assert result.output.endswith("run 'cove-manage db upgrade' first\n")
+
+
+# -- datastores ---------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(not find_postgresql(), reason="needs PostgreSQL binaries")

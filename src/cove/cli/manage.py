@@ -1,4 +1,5 @@
-"""``cove-manage``: operator commands for the control database and the catalogue."""
+"""``cove-manage``: operator commands for the control database, the catalogue, identity
+(projects, users, roles) and networks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 import click
 from sqlalchemy import select
 
+from cove.cli.manage_identity import bootstrap, project, role, user
+from cove.cli.manage_network import network
 from cove.common.errors import CoveError
 from cove.common.log import setup_logging
 from cove.common.settings import Settings, load_settings
@@ -28,7 +31,7 @@ def _database(settings: Settings):  # type: ignore[no-untyped-def]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Operate Cove: control database, datastores and flavors."""
+    """Operate Cove: control database, datastores, flavors, projects, users, roles, networks."""
     setup_logging("manage", "WARNING")
 
 
@@ -208,6 +211,13 @@ def flavor_disable(ref: str) -> None:
 def flavor_enable(ref: str) -> None:
     """Offer a disabled flavor again."""
     _set_flavor_active(ref, True)
+
+
+main.add_command(bootstrap)
+main.add_command(project)
+main.add_command(user)
+main.add_command(role)
+main.add_command(network)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """``cove up``: the whole control plane on one machine.
 
 It prepares the data directory, starts the embedded bus (unless a transport URL is set),
-upgrades the control database, registers what is installed, then runs the API, a task manager
-and a conductor as child processes, restarting any that dies. Ctrl-C stops the control plane;
+upgrades the control database, registers what is installed, creates the administrator on first
+start and keeps ``<data>/clouds.yaml`` up to date, then runs the API, a task manager and a
+conductor as child processes, restarting any that dies. Ctrl-C stops the control plane;
 database instances and their guest agents keep running and are re-attached on the next start.
 """
 
@@ -17,7 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from cove.cli import clouds
+from cove.cli.clouds import Login
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
 
@@ -46,40 +50,195 @@ def prepare_data_dir(settings: Settings) -> None:
 
 
 def bootstrap_catalog(settings: Settings) -> list[str]:
-    """Migrate the control database, seed flavors, register installed datastore versions."""
+    """Migrate the control database, seed flavors, register installed datastore versions, and
+    make sure the roles, the default network and the token key exist."""
     from cove.db.catalog import register_found_versions, seed_flavors
     from cove.db.engine import Database
     from cove.db.migrate import upgrade
+    from cove.db.networks import sync_default_network
+    from cove.identity.store import ensure_roles
+    from cove.identity.tokens import ensure_key
 
     upgrade(settings.database_url)
+    sqlite = Path(settings.database_url.removeprefix("sqlite:///"))
+    if settings.database_url.startswith("sqlite:///") and sqlite.is_file():
+        # It holds password hashes; SQLite gives its -wal and -shm files the same mode.
+        sqlite.chmod(0o600)
+    ensure_key(settings.token_key_file)
     db = Database(settings.database_url)
     try:
         with db.session() as s:
             seed_flavors(s)
+            ensure_roles(s)
+            sync_default_network(s, settings)
             found = register_found_versions(s)
     finally:
         db.dispose()
     return [f"{f.datastore} {f.version}" for f in found]
 
 
-def banner(settings: Settings, versions: list[str]) -> str:
-    url = f"http://{settings.api_host}:{settings.api_port}"
+#: The administrator ``cove up`` creates on first start: a user and a project of this name.
+ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Access:
+    """How clients reach this Cove, for the banner: the clouds.yaml holding the ``cove`` cloud
+    (None when there is none), the admin project's id, the administrator's credentials when
+    they were created just now (shown once), and why clouds.yaml could not be written."""
+
+    clouds_file: Path | None
+    project_id: str | None
+    created: Login | None
+    problem: str = ""
+
+
+def _file_owner(path: Path) -> tuple[int, int] | None:
+    """Who should own clouds.yaml: the process's user, except that root keeps the owner of an
+    existing file and otherwise gives it to the user who ran sudo."""
+    if os.geteuid() != 0:
+        return None
+    if path.exists():
+        st = path.stat()
+        return st.st_uid, st.st_gid
+    try:
+        return int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"])
+    except (KeyError, ValueError):
+        return None
+
+
+def write_clouds_file(settings: Settings, login: Login | None) -> str:
+    """Bring the ``cove`` cloud of ``<data>/clouds.yaml`` up to date; returns "" or a problem.
+
+    New credentials (``login``) are written in; without them the stored password is kept and
+    only the auth URL and region follow the settings. An unreadable file is left alone.
+    """
+    path = settings.data_dir / "clouds.yaml"
+    existing: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            existing = clouds.read_document(path)
+        except clouds.CloudConfigError as exc:
+            return f"{exc}: left as it is"
+    doc = clouds.updated_clouds(existing, f"{settings.api_url}/identity/v3", settings.region, login)
+    if doc is None:
+        if existing is not None and clouds.COVE_CLOUD in (existing.get("clouds") or {}):
+            return ""
+        return (
+            f"{path} has no '{clouds.COVE_CLOUD}' cloud and the {ADMIN} password is not known "
+            f"here; 'cove-manage user set-password {ADMIN}' sets a new one"
+        )
+    try:
+        clouds.write_private(path, doc, _file_owner(path))
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror}"
+    return ""
+
+
+def prepare_access(settings: Settings) -> Access:
+    """With the embedded identity service: on first start (no user ``admin`` yet) create the
+    administrator, then keep ``<data>/clouds.yaml`` up to date. Run after bootstrap_catalog."""
+    from cove.common.errors import NotFound
+    from cove.db.engine import Database
+    from cove.identity import store
+    from cove.identity.service import IdentityService
+    from cove.identity.tokens import TokenSigner, load_key
+
+    if settings.auth_strategy != "embedded":
+        return Access(None, None, None)
+    db = Database(settings.database_url)
+    try:
+        with db.session() as s:
+            try:
+                store.find_user(s, ADMIN)
+                first = False
+            except NotFound:
+                first = True
+        password = None
+        if first:
+            identity = IdentityService(settings, db, TokenSigner(load_key(settings.token_key_file)))
+            password = identity.bootstrap(project=ADMIN, user=ADMIN)
+        with db.session() as s:
+            try:
+                project_id: str | None = store.find_project(s, ADMIN).id
+            except NotFound:
+                project_id = None
+    finally:
+        db.dispose()
+    login = Login(ADMIN, ADMIN, password) if password else None
+    problem = write_clouds_file(settings, login)
+    path = settings.data_dir / "clouds.yaml"
+    return Access(path if path.is_file() and not problem else None, project_id, login, problem)
+
+
+_CURL_TOKEN = """\
+  TOKEN=$(curl -s -o /dev/null -D - {url}/identity/v3/auth/tokens \\
+      -H 'Content-Type: application/json' -d '{{"auth": {{"identity": {{
+        "methods": ["password"], "password": {{"user": {{"name": "{user}",
+        "domain": {{"id": "default"}}, "password": "PASSWORD"}}}}}}, "scope": {{"project": {{
+        "name": "{project}", "domain": {{"id": "default"}}}}}}}}}}' \\
+      | awk 'tolower($1) == "x-subject-token:" {{print $2}}' | tr -d '\\r')
+  curl -s -H "X-Auth-Token: $TOKEN" {url}/v1.0/{project_id}/instances
+"""
+
+
+def _identity_lines(settings: Settings, access: Access) -> tuple[str, str]:
+    """(the Identity line of the summary, the block about credentials)."""
+    if settings.auth_strategy != "embedded":
+        return f"{settings.keystone_url}  (external Keystone)", (
+            "\nClients authenticate with that Keystone; the catalog must list Cove as the "
+            "'database' service.\n"
+        )
+    block = ""
+    if access.created is not None:
+        c = access.created
+        saved = f" (it is saved in {access.clouds_file})" if access.clouds_file else ""
+        block += (
+            f"\nAn administrator was created; the password is not shown again{saved}:\n"
+            f"  user {c.username}   project {c.project_name}   password {c.password}\n"
+        )
+    if access.problem:
+        block += f"\nNote: {access.problem}\n"
+    return f"{settings.api_url}/identity/v3  (Keystone v3, embedded)", block
+
+
+def banner(settings: Settings, versions: list[str], access: Access) -> str:
+    url = settings.api_url
     found = ", ".join(versions) if versions else "none (install postgresql)"
     bin_dir = Path(sys.executable).parent
+    identity, credentials = _identity_lines(settings, access)
+    env = f'export PATH="{bin_dir}:$PATH"'
+    if access.clouds_file is not None:
+        env += f" OS_CLIENT_CONFIG_FILE={access.clouds_file} OS_CLOUD={clouds.COVE_CLOUD}"
+    else:
+        env += (
+            f" OS_AUTH_URL={url}/identity/v3 OS_USERNAME={ADMIN} OS_PROJECT_NAME={ADMIN}\n"
+            f"  read -rsp 'Password of {ADMIN}: ' OS_PASSWORD && export OS_PASSWORD"
+        )
+    openstack = "openstack"
+    if access.clouds_file is not None:
+        openstack += f" --os-cloud {clouds.COVE_CLOUD}"
+    curl = _CURL_TOKEN.format(
+        url=url, user=ADMIN, project=ADMIN, project_id=access.project_id or "<project id>"
+    )
     return f"""
 Cove is running.
-  API:         {url}  (Trove v1.0: {url}/v1.0/<project>/...)
+  API:         {url}  (Trove v1.0: {url}/v1.0/<project id>/...)
+  Identity:    {identity}
   Data:        {settings.data_dir}
   Datastores:  {found}
-  Auth:        {settings.auth_strategy} (development only: the project id in the path is trusted)
-
+{credentials}
 Try it in another terminal:
-  export PATH="{bin_dir}:$PATH" COVE_URL={url}
+  {env}
   cove flavor list
   cove instance create orders --datastore postgresql --flavor small --size 2 \\
       --database orders --user app:secret --wait
-  curl {url}/v1.0/default/instances
+  {openstack} database instance list
+      (the openstack command: pip install python-openstackclient python-troveclient)
 
+With curl, get a token first (write the {ADMIN} password in place of PASSWORD):
+{curl}
+Projects, users and roles: cove-manage project|user|role --help.
 Ctrl-C stops the control plane; database instances keep running.
 """
 
@@ -195,9 +354,10 @@ def up(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, handler)
     try:
         versions = bootstrap_catalog(settings)
+        access = prepare_access(settings)
         waiter = threading.Thread(
             target=lambda: (
-                print(banner(settings, versions), flush=True)
+                print(banner(settings, versions, access), flush=True)
                 if wait_for_api(settings)
                 else LOG.error("the API did not come up; see %s", settings.data_dir / "log")
             ),

@@ -253,6 +253,24 @@ def flavor_id(flavor: Mapping[str, Any]) -> Any:
     return flavor.get("str_id") or flavor.get("id")
 
 
+def limit_text(value: Any) -> Any:
+    """A quota limit, with -1 spelled out."""
+    return "unlimited" if value == -1 else value
+
+
+def quotas_text(quotas: Any) -> str:
+    """Quotas as Trove shows them (a list of ``{resource, in_use, reserved, limit}``), or the
+    ``{resource: limit}`` mapping a change answers with."""
+    if isinstance(quotas, Mapping):
+        return pairs((str(k), limit_text(v)) for k, v in quotas.items())
+    rows = (
+        [q.get("resource"), q.get("in_use"), q.get("reserved"), limit_text(q.get("limit"))]
+        for q in quotas or []
+        if isinstance(q, Mapping)
+    )
+    return table(["Resource", "In use", "Reserved", "Limit"], rows)
+
+
 def limits_text(limits: Sequence[Mapping[str, Any]]) -> str:
     """Absolute limits as pairs, then rate limits as a table."""
     parts: list[str] = []

@@ -2,8 +2,8 @@
 
 This package owns the command tree: the ``cli`` group and its global options live here, and
 each command group in a module of its own (:mod:`.instances`, :mod:`.dbusers`, :mod:`.catalog`,
-:mod:`.up`). The HTTP side is :mod:`.client`; rendering and the ``--user`` syntax live in
-:mod:`cove.cli.userfmt`.
+:mod:`.up`). The HTTP side, authentication included, is :mod:`.client`; finding credentials is
+:mod:`cove.cli.clouds`; rendering and the ``--user`` syntax live in :mod:`cove.cli.userfmt`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from cove import __version__
-from cove.cli.user.catalog import datastore, flavor, limits
+from cove.cli.user.catalog import datastore, flavor, limits, network, quota
 from cove.cli.user.client import App
 from cove.cli.user.dbusers import database, root, user
 from cove.cli.user.instances import instance
@@ -19,25 +19,20 @@ from cove.cli.user.up import up_command
 
 __all__ = ["cli", "main"]
 
-DEFAULT_URL = "http://127.0.0.1:8779"
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--os-cloud",
+    "cloud",
+    envvar="OS_CLOUD",
+    show_envvar=True,
+    help="Cloud of clouds.yaml to use (default: 'cove', or the file's only cloud).",
+)
 @click.option(
     "--url",
     envvar="COVE_URL",
     show_envvar=True,
-    default=DEFAULT_URL,
-    show_default=True,
-    help="Cove API address.",
-)
-@click.option(
-    "--project",
-    envvar="COVE_PROJECT",
-    show_envvar=True,
-    default="default",
-    show_default=True,
-    help="Project id.",
+    help="Cove API address, instead of the database endpoint of the identity catalog.",
 )
 @click.option("--json", "json_output", is_flag=True, help="Print JSON bodies instead of tables.")
 @click.option(
@@ -49,11 +44,22 @@ DEFAULT_URL = "http://127.0.0.1:8779"
 )
 @click.version_option(__version__, prog_name="cove")
 @click.pass_context
-def cli(ctx: click.Context, url: str, project: str, json_output: bool, timeout: float) -> None:
-    """Manage Cove database instances."""
-    if not url.startswith(("http://", "https://")):
+def cli(
+    ctx: click.Context, cloud: str | None, url: str | None, json_output: bool, timeout: float
+) -> None:
+    """Manage Cove database instances.
+
+    Credentials come from clouds.yaml and OS_* variables, as for the openstack command: after
+    'make run', export the OS_CLIENT_CONFIG_FILE and OS_CLOUD it prints.
+    """
+    if url and not url.startswith(("http://", "https://")):
         raise click.BadParameter("must start with http:// or https://", param_hint="--url")
-    app = App(url=url.rstrip("/"), project=project, json_output=json_output, timeout=timeout)
+    app = App(
+        url=url.rstrip("/") if url else None,
+        cloud=cloud or None,
+        json_output=json_output,
+        timeout=timeout,
+    )
     ctx.obj = app
     ctx.call_on_close(app.close)
 
@@ -65,6 +71,8 @@ cli.add_command(root)
 cli.add_command(flavor)
 cli.add_command(datastore)
 cli.add_command(limits)
+cli.add_command(network)
+cli.add_command(quota)
 cli.add_command(up_command)
 
 

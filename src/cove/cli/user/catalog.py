@@ -1,5 +1,5 @@
-"""The ``cove flavor``, ``cove datastore`` and ``cove limits`` commands: what a project may
-ask for."""
+"""The ``cove flavor``, ``cove datastore``, ``cove network``, ``cove limits`` and ``cove quota``
+commands: what a project may ask for."""
 
 from __future__ import annotations
 
@@ -78,3 +78,47 @@ def limits(app: App) -> None:
     """Show the limits of the project."""
     body = app.api.get("limits")
     app.output(body, lambda: fmt.limits_text(need(body, "limits")))
+
+
+@click.group("network")
+def network() -> None:
+    """Networks instances can attach to."""
+
+
+@network.command("list")
+@click.pass_obj
+def network_list(app: App) -> None:
+    """List networks; 'instance create --network' takes an id or a name from here."""
+    items = app.api.paginate("networks", "networks")
+    rows = ([n.get("id"), n.get("name"), n.get("cidr"), bool(n.get("is_default"))] for n in items)
+    app.output({"networks": items}, lambda: fmt.table(["ID", "Name", "CIDR", "Default"], rows))
+
+
+@click.group("quota")
+def quota() -> None:
+    """Quotas of a project (changing them takes the admin role)."""
+
+
+@quota.command("show")
+@click.argument("project", required=False)
+@click.pass_obj
+def quota_show(app: App, project: str | None) -> None:
+    """Show the quotas and usage of PROJECT (an id or a name; default: your project)."""
+    project_id = app.project_id(project)
+    body = app.api.get(f"mgmt/quotas/{quote(project_id, safe='')}")
+    app.output(body, lambda: fmt.quotas_text(need(body, "quotas")))
+
+
+@quota.command("set")
+@click.argument("project")
+@click.argument("resource")
+@click.argument("limit", type=click.IntRange(min=-1))
+@click.pass_obj
+def quota_set(app: App, project: str, resource: str, limit: int) -> None:
+    """Set the quota of RESOURCE (instances, ram, volumes, backups) of PROJECT to LIMIT
+    (-1: unlimited)."""
+    project_id = app.project_id(project)
+    body = app.api.request(
+        "PUT", f"mgmt/quotas/{quote(project_id, safe='')}", {"quotas": {resource: limit}}
+    )
+    app.output(body, lambda: fmt.quotas_text(need(body, "quotas")))

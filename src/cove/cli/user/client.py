@@ -1,5 +1,6 @@
-"""The HTTP side of the ``cove`` command: one client per run, error envelopes turned into
-one-line messages, pagination, and the :class:`App` every command shares.
+"""The HTTP side of the ``cove`` command: authentication against the identity service, one
+client per run, error envelopes turned into one-line messages, pagination, and the :class:`App`
+every command shares.
 
 Tests replace :func:`make_http_client` here to plug in a fake transport.
 """
@@ -7,8 +8,12 @@ Tests replace :func:`make_http_client` here to plug in a fake transport.
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -16,6 +21,7 @@ import click
 import httpx
 
 from cove import __version__
+from cove.cli import clouds
 from cove.cli import userfmt as fmt
 from cove.cli.userfmt import Body
 
@@ -23,14 +29,19 @@ from cove.cli.userfmt import Body
 MAX_ITEMS = 10_000
 
 
-def request_headers() -> dict[str, str]:
-    """Headers sent with every request; the one place an ``X-Auth-Token`` will be added."""
-    return {"Accept": "application/json", "User-Agent": f"cove-cli/{__version__}"}
+def request_headers(token: str | None = None) -> dict[str, str]:
+    """Headers sent with every request: with ``token``, the ``X-Auth-Token``."""
+    headers = {"Accept": "application/json", "User-Agent": f"cove-cli/{__version__}"}
+    if token:
+        headers["X-Auth-Token"] = token
+    return headers
 
 
-def make_http_client(base_url: str, timeout: float, headers: Mapping[str, str]) -> httpx.Client:
+def make_http_client(
+    base_url: str, timeout: float, headers: Mapping[str, str], verify: bool | str = True
+) -> httpx.Client:
     """The HTTP client of a run; tests replace this factory to plug in a fake transport."""
-    return httpx.Client(base_url=base_url, timeout=timeout, headers=dict(headers))
+    return httpx.Client(base_url=base_url, timeout=timeout, headers=dict(headers), verify=verify)
 
 
 class ApiError(click.ClickException):
@@ -46,7 +57,8 @@ class ApiError(click.ClickException):
 
 
 def api_error(resp: httpx.Response) -> ApiError:
-    """Read Trove's ``{"<fault>": {"code", "message"}}`` envelope, tolerating other shapes."""
+    """Read Trove's ``{"<fault>": {"code", "message"}}`` envelope (Keystone's ``{"error":
+    {"code", "title", "message"}}`` too), tolerating other shapes."""
     fault, message = resp.reason_phrase or "error", resp.text.strip()[:500]
     try:
         body = resp.json()
@@ -56,22 +68,170 @@ def api_error(resp: httpx.Response) -> ApiError:
         first = next(iter(body.items()), None)
         if len(body) == 1 and first and isinstance(first[1], dict):
             fault, message = first[0], str(first[1].get("message") or message)
+            if fault == "error" and first[1].get("title"):
+                fault = str(first[1]["title"])
         elif "message" in body:
             fault, message = str(body.get("title") or fault), str(body["message"])
     return ApiError(resp.status_code, fault, message or "(no message)")
 
 
+def send(
+    http: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    what: str,
+    timeout: float,
+    body: Any = None,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """One request; ``what`` names the server in messages (``Cove at <url>``).
+
+    Raises click.ClickException when the server cannot be reached or does not answer in time.
+    """
+    try:
+        return http.request(method, path, json=body, params=params)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise click.ClickException(
+            f"cannot reach {what}: is it running? (start it with 'make run')"
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise click.ClickException(
+            f"{what} did not answer within {timeout:g} s (see --timeout)"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"request to {what} failed: {exc}") from exc
+
+
+def json_body(resp: httpx.Response, what: str) -> Body:
+    """The JSON object of an answer ({} for an empty one).
+
+    Raises click.ClickException when it is not a JSON object.
+    """
+    if not resp.content.strip():
+        return {}
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        raise click.ClickException(f"{what} answered with a body that is not JSON") from exc
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{what} answered with an unexpected body")
+    return data
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+#: A token is renewed when it has less than this many seconds left, as keystoneauth does.
+RENEW_BEFORE = 120.0
+
+
+@dataclass(frozen=True)
+class Login:
+    """A project-scoped token and where to use it."""
+
+    token: str = field(repr=False)
+    project_id: str
+    project_name: str
+    expires_at: float | None
+    endpoint: str  # <Cove API>/v1.0/<project id>
+    identity: str  # the identity service's v3 URL
+
+
+def _expiry(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
+def authenticate(cfg: clouds.CloudConfig, url: str | None, timeout: float) -> Login:
+    """Get a token with ``cfg``'s password, and the database endpoint: ``<url>/v1.0/<project>``
+    when ``url`` is given, else the one of the token's catalog.
+
+    Raises click.ClickException when the identity service cannot be reached, refuses the
+    credentials, or gives no project-scoped token or no database endpoint.
+    """
+    what = f"the identity service at {cfg.auth_url}"
+    http = make_http_client("", timeout, request_headers(), cfg.verify)
+    try:
+        resp = send(
+            http,
+            "POST",
+            clouds.token_url(cfg.auth_url),
+            what=what,
+            timeout=timeout,
+            body=clouds.token_request(cfg),
+        )
+    finally:
+        http.close()
+    if resp.status_code == 401:
+        raise click.ClickException(
+            f"authentication refused by {cfg.auth_url} for {cfg.who} ({cfg.source}): "
+            "check the user name, password and project"
+        )
+    if resp.is_error:
+        raise api_error(resp)
+    doc = json_body(resp, what).get("token")
+    token = resp.headers.get("X-Subject-Token", "")
+    if not token or not isinstance(doc, dict):
+        raise click.ClickException(f"{what} answered without a token: is it a Keystone v3 URL?")
+    project = doc.get("project") or {}
+    if not isinstance(project, dict) or not project.get("id"):
+        raise click.ClickException(
+            f"the token of {cfg.who} is not scoped to a project: name one with project_name "
+            f"in {cfg.source}, or OS_PROJECT_NAME"
+        )
+    project_id = str(project["id"])
+    if url:
+        endpoint = f"{url}/v1.0/{quote(project_id, safe='')}"
+    else:
+        found = clouds.find_endpoint(
+            doc.get("catalog") or [], "database", cfg.interface, cfg.region_name
+        )
+        if found is None:
+            region = f", region {cfg.region_name}" if cfg.region_name else ""
+            raise click.ClickException(
+                f"the catalog of {cfg.auth_url} has no database endpoint (interface "
+                f"{cfg.interface}{region}): give Cove's address with --url or COVE_URL"
+            )
+        endpoint = found
+    return Login(
+        token=token,
+        project_id=project_id,
+        project_name=str(project.get("name") or project_id),
+        expires_at=_expiry(doc.get("expires_at")),
+        endpoint=endpoint,
+        identity=clouds.identity_v3(cfg.auth_url),
+    )
+
+
+def server_of(endpoint: str) -> str:
+    """The root of an endpoint ``<root>/v1.0/<project>``, for messages."""
+    return endpoint.split("/v1.0/", 1)[0] if "/v1.0/" in endpoint else endpoint
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
 class Api:
     """Thin typed access to the API under ``<url>/v1.0/<project>``.
 
-    Every method raises ApiError for a non-2xx answer and click.ClickException when Cove cannot
-    be reached or answers something that is not JSON.
+    ``token`` gives the token to send with each request (renewing it when it is about to
+    expire). Every method raises ApiError for a non-2xx answer and click.ClickException when
+    Cove cannot be reached or answers something that is not JSON.
     """
 
-    def __init__(self, http: httpx.Client, url: str, timeout: float) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        url: str,
+        timeout: float,
+        token: Callable[[], str] | None = None,
+    ) -> None:
         self._http = http
         self._url = url
         self._timeout = timeout
+        self._token = token
 
     def close(self) -> None:
         self._http.close()
@@ -83,31 +243,15 @@ class Api:
         body: Body | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Body:
-        try:
-            resp = self._http.request(method, path, json=body, params=params)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise click.ClickException(
-                f"cannot reach Cove at {self._url}: is it running? (start it with 'make run')"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise click.ClickException(
-                f"Cove at {self._url} did not answer within {self._timeout:g} s (see --timeout)"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"request to Cove at {self._url} failed: {exc}") from exc
+        if self._token is not None:
+            self._http.headers["X-Auth-Token"] = self._token()
+        what = f"Cove at {self._url}"
+        resp = send(
+            self._http, method, path, what=what, timeout=self._timeout, body=body, params=params
+        )
         if resp.is_error:
             raise api_error(resp)
-        if not resp.content.strip():
-            return {}
-        try:
-            data = resp.json()
-        except ValueError as exc:
-            raise click.ClickException(
-                f"Cove answered {method} {path} with a body that is not JSON"
-            ) from exc
-        if not isinstance(data, dict):
-            raise click.ClickException(f"Cove answered {method} {path} with an unexpected body")
-        return data
+        return json_body(resp, f"Cove ({method} {path})")
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Body:
         return self.request("GET", path, params=params)
@@ -150,21 +294,80 @@ def need(body: Body, key: str) -> Any:
 
 @dataclass
 class App:
-    """What every command shares: the options of ``cove`` and the API client, made on first use."""
+    """What every command shares: the options of ``cove``, the login and the API client, made
+    on first use (so ``--help`` and ``cove up`` need no credentials)."""
 
-    url: str
-    project: str
+    url: str | None
+    cloud: str | None
     json_output: bool
     timeout: float
+    _config: clouds.CloudConfig | None = field(default=None, repr=False)
+    _login: Login | None = field(default=None, repr=False)
     _api: Api | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> clouds.CloudConfig:
+        if self._config is None:
+            try:
+                self._config = clouds.load(dict(os.environ), self.cloud, Path.cwd(), Path.home())
+            except clouds.CloudConfigError as exc:
+                raise click.ClickException(str(exc)) from exc
+        return self._config
+
+    @property
+    def login(self) -> Login:
+        """The current login, renewed when its token is about to expire."""
+        login = self._login
+        if login is None or (
+            login.expires_at is not None and login.expires_at - time.time() < RENEW_BEFORE
+        ):
+            login = self._login = authenticate(self.config, self.url, self.timeout)
+        return login
+
+    def token(self) -> str:
+        return self.login.token
 
     @property
     def api(self) -> Api:
         if self._api is None:
-            base = f"{self.url}/v1.0/{quote(self.project, safe='')}"
-            http = make_http_client(base, self.timeout, request_headers())
-            self._api = Api(http, self.url, self.timeout)
+            login = self.login
+            http = make_http_client(
+                login.endpoint, self.timeout, request_headers(login.token), self.config.verify
+            )
+            self._api = Api(http, server_of(login.endpoint), self.timeout, token=self.token)
         return self._api
+
+    def identity_get(self, path: str, params: Mapping[str, str] | None = None) -> Body:
+        """GET ``<identity v3>/<path>`` with the token. Raises ApiError, click.ClickException."""
+        login = self.login
+        what = f"the identity service at {login.identity}"
+        http = make_http_client(
+            login.identity, self.timeout, request_headers(login.token), self.config.verify
+        )
+        try:
+            resp = send(http, "GET", path, what=what, timeout=self.timeout, params=params)
+        finally:
+            http.close()
+        if resp.is_error:
+            raise api_error(resp)
+        return json_body(resp, what)
+
+    def project_id(self, ref: str | None) -> str:
+        """The id of project ``ref``, an id or a name (None: the token's own project).
+
+        A name other than the token's is looked up in the identity service, as the openstack
+        command does. Raises click.ClickException when no such project is visible.
+        """
+        login = self.login
+        if ref is None or ref in (login.project_id, login.project_name):
+            return login.project_id
+        if clouds.looks_like_id(ref):
+            return ref
+        found = self.identity_get("projects", {"name": ref}).get("projects") or []
+        ids = [str(p["id"]) for p in found if isinstance(p, dict) and p.get("name") == ref]
+        if not ids:
+            raise click.ClickException(f"no project named '{ref}' is visible to you")
+        return ids[0]
 
     def close(self) -> None:
         if self._api is not None:

@@ -144,6 +144,7 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
     metavar="NAME[:PASSWORD][@DB,...]",
     help="Create this user (repeatable); without a password you are prompted for it.",
 )
+@click.option("--network", help="Network to attach to, by id or name (see 'cove network list').")
 @wait_option
 @wait_timeout_option(900)
 @click.pass_obj
@@ -156,6 +157,7 @@ def instance_create(
     datastore_version: str | None,
     databases: tuple[str, ...],
     users: tuple[str, ...],
+    network: str | None,
     wait: bool,
     wait_timeout: float,
 ) -> None:
@@ -174,6 +176,8 @@ def instance_create(
     user_items = _users_body(users, dbs)
     req["databases"] = [{"name": d} for d in dbs]
     req["users"] = user_items
+    if network:
+        req["nics"] = [{"net-id": network}]
     inst = need(app.api.request("POST", "instances", {"instance": req}), "instance")
     if not wait:
         show_instance(app, inst)
@@ -188,14 +192,21 @@ def instance_create(
 
 
 @instance.command("list")
+@click.option(
+    "--all-projects", is_flag=True, help="Instances of every project (takes the admin role)."
+)
 @click.pass_obj
-def instance_list(app: App) -> None:
+def instance_list(app: App, all_projects: bool) -> None:
     """List instances."""
-    items = app.api.paginate("instances", "instances")
-    app.output(
-        {"instances": items},
-        lambda: fmt.table(fmt.INSTANCE_HEADERS, (fmt.instance_row(i) for i in items)),
-    )
+    if all_projects:
+        items = app.api.paginate("mgmt/instances", "instances")
+        headers = [*fmt.INSTANCE_HEADERS, "Project"]
+        rows = ([*fmt.instance_row(i), i.get("tenant_id")] for i in items)
+    else:
+        items = app.api.paginate("instances", "instances")
+        headers = list(fmt.INSTANCE_HEADERS)
+        rows = (fmt.instance_row(i) for i in items)
+    app.output({"instances": items}, lambda: fmt.table(headers, rows))
 
 
 @instance.command("show")
