@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from clients import ClientInstallError, ClientVenv, ensure_client_venv
 from harness import ControlPlane
 
 
@@ -29,3 +30,14 @@ def cove_rabbit(rabbitmq_server) -> Iterator[ControlPlane]:  # type: ignore[no-u
 @pytest.fixture(params=["cove_up", "cove_rabbit"])
 def plane(request: pytest.FixtureRequest) -> ControlPlane:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def openstack_clients() -> ClientVenv:
+    """python-troveclient and python-openstackclient from PyPI, in a cached virtualenv of
+    their own (see clients.py); fails with pip's reason when they cannot be installed."""
+    try:
+        return ensure_client_venv()
+    except ClientInstallError as exc:
+        reason = str(exc)
+    pytest.fail(reason, pytrace=False)

@@ -139,7 +139,9 @@ class ControlPlane:
         else:
             self._spawn(str(BIN / "cove"), "up")
         wait_for(self._api_up, 60, 0.1, "the API")
-        if self.identity is None:
+        if self.accounts:
+            pass  # a restart: the accounts and their tokens carry over
+        elif self.identity is None:
             self.account(PROJECT, "e2e-member", "member")
         else:  # the identity plane has its own e2e member: do not touch it
             self.account(f"{PROJECT}-{self.port}", f"e2e-member-{self.port}", "member")

@@ -1,0 +1,355 @@
+"""Unmodified OpenStack clients from PyPI drive a running Cove through a user's whole flow:
+python-troveclient's ``Client('1.0', session=...)`` over a keystoneauth1 password session, and
+the ``openstack database ...`` commands of python-openstackclient. Every instance they make is
+also reached with a real PostgreSQL client."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from clients import ClientVenv, Cloud, OpenStackCli, TroveDriver
+from harness import ControlPlane, wait_for
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = "osc"
+BUILD_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class OscAccount:
+    cloud: Cloud
+    project_id: str
+
+
+@pytest.fixture(scope="module")
+def osc_account(cove_up: ControlPlane) -> OscAccount:
+    """A member of a project of its own: nothing here disturbs the other end-to-end tests."""
+    acct = cove_up.account(PROJECT, "osc-user", "member")
+    cloud = Cloud(
+        auth_url=f"{cove_up.url}/identity/v3",
+        username=acct.user,
+        password=acct.password,
+        project_name=PROJECT,
+    )
+    return OscAccount(cloud, acct.project_id)
+
+
+def address_of(inst: dict[str, Any]) -> tuple[str, int]:
+    """Where a client reaches the instance: its address (``ip`` and ``addresses`` agree) and
+    its port (shown only when it is not the standard 5432)."""
+    assert inst["ip"], inst
+    assert inst["addresses"][0]["address"] == inst["ip"][0]
+    return inst["ip"][0], int(inst.get("port", 5432))
+
+
+def connect(inst: dict[str, Any], user: str, password: str, dbname: str) -> psycopg.Connection:
+    host, port = address_of(inst)
+    return psycopg.connect(
+        host=host,
+        port=port,
+        user=user,
+        password=password,
+        dbname=dbname,
+        connect_timeout=5,
+        autocommit=True,
+    )
+
+
+def started_at(inst: dict[str, Any], password: str) -> datetime | None:
+    """When the instance's server started, asked as root; None while it does not answer."""
+    try:
+        with connect(inst, "root", password, "postgres") as conn:
+            row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+    except psycopg.OperationalError:
+        return None
+    assert row is not None
+    started: datetime = row[0]
+    return started
+
+
+def password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+# -- python-troveclient ---------------------------------------------------------------------------
+
+
+def sdk_wait_active(tc: TroveDriver, iid: str, plane: ControlPlane) -> dict[str, Any]:
+    def active() -> dict[str, Any] | None:
+        inst: dict[str, Any] = tc.call("instances", "get", iid)
+        if inst["status"] == "ERROR":
+            raise AssertionError(f"instance went to ERROR: {inst}\n{plane.logs()}")
+        return inst if inst["status"] == "ACTIVE" else None
+
+    inst: dict[str, Any] = wait_for(active, BUILD_TIMEOUT, 0.3, f"instance {iid} to be ACTIVE")
+    return inst
+
+
+def names(items: list[dict[str, Any]]) -> list[str]:
+    return sorted(item["name"] for item in items)
+
+
+def test_troveclient_session_flow(
+    openstack_clients: ClientVenv, cove_up: ControlPlane, osc_account: OscAccount
+) -> None:
+    tc = TroveDriver(openstack_clients, osc_account.cloud)
+    try:
+        sdk_flow(tc, cove_up, osc_account)
+    finally:
+        tc.close()
+
+
+def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
+    # The catalog the token carries points the client at this project's endpoint.
+    assert tc.hello["troveclient"] == "8.11.0"
+    assert tc.hello["endpoint"].rstrip("/") == f"{plane.url}/v1.0/{account.project_id}"
+
+    flavors = {f["name"]: f for f in tc.call("flavors", "list")}
+    assert {"tiny", "small"} <= flavors.keys()
+    tiny = flavors["tiny"]
+    assert tiny["str_id"] == str(tiny["id"]) and tiny["ram"] == 512
+    assert tc.call("flavors", "get", tiny["str_id"])["name"] == "tiny"
+
+    datastores = {d["name"]: d for d in tc.call("datastores", "list")}
+    assert "postgresql" in datastores
+    versions = tc.call("datastore_versions", "list", "postgresql")
+    assert versions
+    assert datastores["postgresql"]["default_version"] in [v["id"] for v in versions]
+    version = tc.call("datastore_versions", "get", "postgresql", versions[0]["name"])
+    assert version["id"] == versions[0]["id"]
+
+    app_pw = password()
+    create = tc.request(
+        "instances",
+        "create",
+        "sdk-orders",
+        flavor_id=tiny["id"],
+        volume={"size": 1},
+        datastore="postgresql",
+        databases=[{"name": "orders"}],
+        users=[{"name": "app", "password": app_pw, "databases": [{"name": "orders"}]}],
+        attrs=["id", "status", "name"],
+    )
+    assert "error" not in create, create
+    iid = create["attrs"]["id"]
+    assert create["attrs"]["status"] == "BUILD" and create["attrs"]["name"] == "sdk-orders"
+    listed = tc.call("instances", "list")
+    assert iid in [i["id"] for i in listed]
+
+    inst = sdk_wait_active(tc, iid, plane)
+    assert inst["operating_status"] == "HEALTHY"
+    assert inst["datastore"]["type"] == "postgresql" and inst["volume"]["size"] == 1
+    assert str(inst["flavor"]["id"]) == tiny["str_id"]
+    with connect(inst, "app", app_pw, "orders") as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO items VALUES (1)")
+
+    # Databases.
+    assert names(tc.call("databases", "list", iid)) == ["orders"]
+    tc.call("databases", "create", iid, [{"name": "audit"}, {"name": "scratch"}])
+    assert names(tc.call("databases", "list", iid)) == ["audit", "orders", "scratch"]
+    tc.call("databases", "delete", iid, "scratch")
+    assert names(tc.call("databases", "list", iid)) == ["audit", "orders"]
+    missing = tc.call_error("databases", "delete", iid, "scratch")
+    assert (missing["error"], missing["code"]) == ("NotFound", 404), missing
+
+    # Users and access.
+    users = tc.call("users", "list", iid)
+    assert [(u["name"], names(u["databases"])) for u in users] == [("app", ["orders"])]
+    auditor_pw = password()
+    tc.call("users", "create", iid, [{"name": "auditor", "password": auditor_pw}])
+    assert names(tc.call("users", "list", iid)) == ["app", "auditor"]
+    assert tc.call("users", "list_access", iid, "auditor") == []
+    with pytest.raises(psycopg.OperationalError, match="permission denied"):
+        connect(inst, "auditor", auditor_pw, "audit")
+    tc.call("users", "grant", iid, "auditor", ["audit"])
+    assert names(tc.call("users", "list_access", iid, "auditor")) == ["audit"]
+    assert names(tc.call("users", "get", iid, "auditor")["databases"]) == ["audit"]
+    with connect(inst, "auditor", auditor_pw, "audit") as conn:
+        conn.execute("CREATE TABLE trail (x int)")
+    tc.call("users", "delete", iid, "auditor")
+    assert names(tc.call("users", "list", iid)) == ["app"]
+    gone = tc.call_error("users", "get", iid, "auditor")
+    assert (gone["error"], gone["code"]) == ("NotFound", 404), gone
+    with pytest.raises(psycopg.OperationalError):
+        connect(inst, "auditor", auditor_pw, "audit")
+
+    # Root.
+    assert tc.call("root", "is_root_enabled", iid)["rootEnabled"] is False
+    root_name, root_pw = tc.call("root", "create", iid)
+    assert root_name == "root" and len(root_pw) >= 20
+    assert tc.call("root", "is_root_enabled", iid)["rootEnabled"] is True
+    with connect(inst, "root", root_pw, "orders") as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
+
+    # Restart: the server really restarts, the instance comes back ACTIVE, the data stays.
+    before = started_at(inst, root_pw)
+    assert before is not None
+    tc.call("instances", "restart", iid)
+    wait_for(
+        lambda: (
+            tc.call("instances", "get", iid)["status"] == "ACTIVE"
+            and started_at(inst, root_pw) not in (None, before)
+        ),
+        BUILD_TIMEOUT,
+        0.3,
+        "the restarted server",
+    )
+    with connect(inst, "app", app_pw, "orders") as conn:
+        assert conn.execute("SELECT id FROM items").fetchall() == [(1,)]
+
+    # Delete.
+    tc.call("instances", "delete", iid)
+    wait_for(
+        lambda: "error" in tc.request("instances", "get", iid),
+        BUILD_TIMEOUT,
+        0.3,
+        "the instance to go",
+    )
+    final = tc.call_error("instances", "get", iid)
+    assert (final["error"], final["code"]) == ("NotFound", 404), final
+    assert iid not in [i["id"] for i in tc.call("instances", "list")]
+    with pytest.raises(psycopg.OperationalError):
+        connect(inst, "app", app_pw, "orders")
+
+
+# -- openstack database ... ---------------------------------------------------------------------
+
+
+def cli_wait_active(cli: OpenStackCli, ref: str, plane: ControlPlane) -> dict[str, Any]:
+    def active() -> dict[str, Any] | None:
+        shown: dict[str, Any] = cli.json("database", "instance", "show", ref)
+        if shown["status"] == "ERROR":
+            raise AssertionError(f"instance went to ERROR: {shown}\n{plane.logs()}")
+        return shown if shown["status"] == "ACTIVE" else None
+
+    shown: dict[str, Any] = wait_for(active, BUILD_TIMEOUT, 0.3, f"instance {ref} to be ACTIVE")
+    return shown
+
+
+def column(rows: list[dict[str, Any]], name: str) -> list[Any]:
+    return sorted(row[name] for row in rows)
+
+
+def test_openstack_database_commands(
+    openstack_clients: ClientVenv, cove_up: ControlPlane, osc_account: OscAccount, tmp_path: Path
+) -> None:
+    cli = OpenStackCli.with_cloud(openstack_clients, osc_account.cloud, tmp_path)
+
+    flavors = cli.json("database", "flavor", "list")
+    assert {"tiny", "small"} <= {f["Name"] for f in flavors}
+    datastores = cli.json("datastore", "list")
+    assert "postgresql" in [d["Name"] for d in datastores]
+    versions = cli.json("datastore", "version", "list", "postgresql")
+    assert versions
+    # `datastore show` prints the default version by name, found among the versions.
+    default = cli.json("datastore", "show", "postgresql")["default_version"]
+    assert default in [v["Name"] for v in versions]
+
+    # Create by names: the flavor, datastore and (below) the instance are looked up as OSC does.
+    app_pw = password()
+    created = cli.json(
+        "database",
+        "instance",
+        "create",
+        "cli-orders",
+        "--flavor",
+        "tiny",
+        "--size",
+        "1",
+        "--datastore",
+        "postgresql",
+        "--databases",
+        "orders",
+        "--users",
+        f"app:{app_pw}",
+    )
+    iid = created["id"]
+    assert created["name"] == "cli-orders" and created["status"] == "BUILD"
+    listed = cli.json("database", "instance", "list")
+    assert iid in [row["ID"] for row in listed]
+
+    shown = cli_wait_active(cli, iid, cove_up)
+    assert shown["datastore"] == "postgresql" and shown["volume"] == 1
+    assert shown["operating_status"] == "HEALTHY" and shown["flavor"] == "1"
+    # OSC prints `ip` joined with commas and `addresses` as the API gave them.
+    inst = {"ip": shown["ip"].split(","), "addresses": shown["addresses"]}
+    with connect(inst, "app", app_pw, "orders") as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO items VALUES (7)")
+
+    # Databases, by instance name.
+    name = "cli-orders"
+    assert column(cli.json("database", "db", "list", name), "Name") == ["orders"]
+    cli.ok("database", "db", "create", name, "audit")
+    assert column(cli.json("database", "db", "list", name), "Name") == ["audit", "orders"]
+    cli.ok("database", "db", "delete", name, "audit")
+    assert column(cli.json("database", "db", "list", name), "Name") == ["orders"]
+
+    # Users and access. `user create` takes the password as a positional argument.
+    auditor_pw = password()
+    cli.ok("database", "db", "create", name, "ledger")
+    cli.ok("database", "user", "create", name, "auditor", auditor_pw)
+    assert column(cli.json("database", "user", "list", name), "Name") == ["app", "auditor"]
+    assert cli.json("database", "user", "show", "access", name, "auditor") == []
+    cli.ok("database", "user", "grant", "access", name, "auditor", "ledger")
+    access = cli.json("database", "user", "show", "access", name, "auditor")
+    assert column(access, "Name") == ["ledger"]
+    with connect(inst, "auditor", auditor_pw, "ledger") as conn:
+        conn.execute("CREATE TABLE entries (x int)")
+    cli.ok("database", "user", "delete", name, "auditor")
+    assert column(cli.json("database", "user", "list", name), "Name") == ["app"]
+
+    # Root.
+    assert cli.json("database", "root", "show", name) == {"is_root_enabled": False}
+    root = cli.json("database", "root", "enable", name)
+    assert root["name"] == "root" and len(root["password"]) >= 20
+    assert cli.json("database", "root", "show", name) == {"is_root_enabled": True}
+    before = started_at(inst, root["password"])
+    assert before is not None
+
+    # Restart.
+    cli.ok("database", "instance", "restart", name)
+    wait_for(
+        lambda: (
+            cli.json("database", "instance", "show", iid)["status"] == "ACTIVE"
+            and started_at(inst, root["password"]) not in (None, before)
+        ),
+        BUILD_TIMEOUT,
+        0.3,
+        "the restarted server",
+    )
+    with connect(inst, "app", app_pw, "orders") as conn:
+        assert conn.execute("SELECT id FROM items").fetchall() == [(7,)]
+
+    # Delete.
+    cli.ok("database", "instance", "delete", name)
+    wait_for(
+        lambda: iid not in [row["ID"] for row in cli.json("database", "instance", "list")],
+        BUILD_TIMEOUT,
+        0.3,
+        "the instance to go",
+    )
+    gone = cli.run("database", "instance", "show", iid)
+    assert gone.returncode != 0
+    with pytest.raises(psycopg.OperationalError):
+        connect(inst, "app", app_pw, "orders")
+
+
+def test_openstack_uses_the_cloud_cove_up_wrote(
+    openstack_clients: ClientVenv, cove_up: ControlPlane, tmp_path: Path
+) -> None:
+    """`cove up` leaves a clouds.yaml with a cloud named ``cove`` in its data directory: with
+    only OS_CLIENT_CONFIG_FILE and OS_CLOUD set, the openstack command reaches Cove."""
+    config = cove_up.data_dir / "clouds.yaml"
+    assert config.is_file()
+    cli = OpenStackCli(openstack_clients, config, "cove", tmp_path)
+    assert isinstance(cli.json("database", "instance", "list"), list)
+    assert "tiny" in [f["Name"] for f in cli.json("database", "flavor", "list")]
