@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from accounts import add_account, password_auth
 from cove.api.app import create_app
 from cove.api.context import build_context
+from cove.common.errors import BadRequest
 from cove.common.ids import utcnow
 from cove.common.settings import load_settings
 from cove.db.engine import Database
@@ -136,14 +138,17 @@ def test_validate_check_and_revoke(idp: Any) -> None:
     bob = login(idp, "bob", bob_pw).headers["X-Subject-Token"]
     peek = {"X-Auth-Token": bob, "X-Subject-Token": token}
     assert idp.get("/identity/v3/auth/tokens", headers=peek).status_code == 403
-    _, root_pw = add_account(idp.db, "orders", "root-admin", "admin")
-    admin = login(idp, "root-admin", root_pw).headers["X-Subject-Token"]
-    assert (
-        idp.get(
-            "/identity/v3/auth/tokens", headers={"X-Auth-Token": admin, "X-Subject-Token": token}
-        ).status_code
-        == 200
-    )
+    # An admin of an ordinary project is no cloud administrator...
+    _, boss_pw = add_account(idp.db, "orders", "boss", "admin")
+    boss = login(idp, "boss", boss_pw).headers["X-Subject-Token"]
+    peek = {"X-Auth-Token": boss, "X-Subject-Token": token}
+    assert idp.get("/identity/v3/auth/tokens", headers=peek).status_code == 403
+    # ... an admin of the administrative project is.
+    admin_pid, root_pw = add_account(idp.db, "admin", "root-admin", "admin")
+    body = password_auth("root-admin", root_pw, admin_pid)
+    admin = idp.post("/identity/v3/auth/tokens", json=body).headers["X-Subject-Token"]
+    peek = {"X-Auth-Token": admin, "X-Subject-Token": token}
+    assert idp.get("/identity/v3/auth/tokens", headers=peek).status_code == 200
     assert idp.delete("/identity/v3/auth/tokens", headers=own).status_code == 204
     api = idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": token})
     assert api.status_code == 401
@@ -252,3 +257,77 @@ def test_bootstrap_is_idempotent(idp: Any) -> None:
     with idp.db.session() as s:
         admin = store.find_user(s, "admin")
         assert [a.role for a in store.assignments(s, admin.id)] == ["admin"]
+
+
+def test_admin_reaches_management_only_from_the_administrative_project(idp: Any) -> None:
+    _, boss_pw = add_account(idp.db, "orders", "boss", "admin")
+    boss = login(idp, "boss", boss_pw)
+    assert boss.json()["token"]["is_admin_project"] is False
+    tok = {"X-Auth-Token": boss.headers["X-Subject-Token"]}
+    assert idp.get(f"/v1.0/{idp.pid}/mgmt/instances", headers=tok).status_code == 403
+    # ... while it manages its own project as a member does.
+    assert idp.get(f"/v1.0/{idp.pid}/instances", headers=tok).status_code == 200
+    admin_pid, root_pw = add_account(idp.db, "admin", "root-admin", "admin")
+    resp = idp.post(
+        "/identity/v3/auth/tokens", json=password_auth("root-admin", root_pw, admin_pid)
+    )
+    assert resp.json()["token"]["is_admin_project"] is True
+    tok = {"X-Auth-Token": resp.headers["X-Subject-Token"]}
+    assert idp.get(f"/v1.0/{admin_pid}/mgmt/instances", headers=tok).status_code == 200
+
+
+def test_odd_bytes_and_text_are_refused_cleanly(idp: Any) -> None:
+    latin1 = "cv1.a.\xe9".encode("latin-1")  # headers are bytes on the wire
+    resp = idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": latin1})
+    assert resp.status_code == 401
+    hdr = {"X-Auth-Token": latin1, "X-Subject-Token": latin1}
+    assert idp.get("/identity/v3/auth/tokens", headers=hdr).status_code == 401
+    for field in ("name", "password"):
+        body = password_auth("ann", idp.password, idp.pid)
+        body["auth"]["identity"]["password"]["user"][field] = "\ud800"  # type: ignore[index]
+        raw = json.dumps(body).encode()
+        resp = idp.post(
+            "/identity/v3/auth/tokens", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert resp.status_code == 400, resp.text
+
+
+def test_a_token_obtained_with_a_token_is_revoked_on_its_own(idp: Any) -> None:
+    first = login(idp).headers["X-Subject-Token"]
+    body = {
+        "auth": {
+            "identity": {"methods": ["token"], "token": {"id": first}},
+            "scope": {"project": {"id": idp.pid}},
+        }
+    }
+    resp = idp.post("/identity/v3/auth/tokens", json=body)
+    assert resp.status_code == 201, resp.text
+    second = resp.headers["X-Subject-Token"]
+    audit = resp.json()["token"]["audit_ids"]
+    assert len(audit) == 2 and audit[0] != audit[1]
+    hdr = {"X-Auth-Token": second, "X-Subject-Token": second}
+    assert idp.delete("/identity/v3/auth/tokens", headers=hdr).status_code == 204
+    assert idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": first}).status_code == 200
+
+
+def test_repeated_failures_are_refused_without_checking(idp: Any) -> None:
+    for _ in range(10):
+        assert login(idp, password="wrong").status_code == 401
+    resp = login(idp)  # the right password, too late
+    assert resp.status_code == 401
+    assert "Too many failed" in resp.json()["error"]["message"]
+
+
+def test_default_project_without_a_role_gives_an_unscoped_token(idp: Any) -> None:
+    with idp.db.session() as s:
+        other = store.create_project(s, "elsewhere")
+        store.find_user(s, "ann").default_project_id = other.id
+    body = password_auth("ann", idp.password, idp.pid)
+    del body["auth"]["scope"]  # type: ignore[attr-defined]
+    resp = idp.post("/identity/v3/auth/tokens", json=body)
+    assert resp.status_code == 201 and "project" not in resp.json()["token"]
+
+
+def test_names_never_look_like_ids(idp: Any) -> None:
+    with idp.db.session() as s, pytest.raises(BadRequest):
+        store.create_user(s, "0123456789abcdef0123456789abcdef", "pw")

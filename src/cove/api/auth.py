@@ -24,9 +24,11 @@ from typing import Any, Protocol
 
 import httpx
 
-from cove.common.errors import ServiceUnavailable, Unauthorized
+from cove.api.policy import effective_roles
+from cove.common.errors import ConfigurationError, ServiceUnavailable, Unauthorized
 from cove.common.ids import parse_iso, utcnow
 from cove.common.settings import Settings
+from cove.common.urls import identity_v3
 from cove.identity.service import IdentityService
 
 LOG = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ MISSING_TOKEN = "The request you have made requires authentication."
 
 @dataclass(frozen=True)
 class Credentials:
+    """The caller. ``roles`` are the roles that count (see cove.api.policy.effective_roles)."""
+
     user_id: str
     project_id: str | None
     roles: frozenset[str]
@@ -55,14 +59,9 @@ class EmbeddedAuthenticator:
         return Credentials(
             user_id=claims.user_id,
             project_id=claims.project_id,
-            roles=frozenset(claims.roles),
+            roles=effective_roles(claims.roles, claims.admin_project),
             expires_at=claims.expires_at,
         )
-
-
-def keystone_v3(url: str) -> str:
-    url = url.rstrip("/")
-    return url if url.endswith("/v3") else f"{url}/v3"
 
 
 class KeystoneAuthenticator:
@@ -72,7 +71,7 @@ class KeystoneAuthenticator:
 
     def __init__(self, settings: Settings, http: httpx.Client | None = None) -> None:
         self.settings = settings
-        self.url = keystone_v3(settings.keystone_url)
+        self.url = identity_v3(settings.keystone_url)
         self.http = http or httpx.Client(timeout=10.0)
         self._lock = threading.Lock()
         self._service_token: tuple[str, float] | None = None
@@ -90,7 +89,7 @@ class KeystoneAuthenticator:
                     "password": {
                         "user": {
                             "name": st.keystone_username,
-                            "password": st.keystone_password,
+                            "password": st.keystone_password.get_secret_value(),
                             "domain": {"name": st.keystone_user_domain},
                         }
                     },
@@ -108,7 +107,7 @@ class KeystoneAuthenticator:
             LOG.error("Keystone refused Cove's service credentials (HTTP %s)", resp.status_code)
             raise ServiceUnavailable("The identity service refused Cove's service credentials.")
         token = resp.headers["X-Subject-Token"]
-        expires = parse_iso(resp.json()["token"]["expires_at"]).timestamp()
+        expires = _credentials(_json(resp)).expires_at.timestamp()
         with self._lock:
             self._service_token = (token, expires)
         return token
@@ -121,7 +120,9 @@ class KeystoneAuthenticator:
             raise ServiceUnavailable("The identity service cannot be reached.") from exc
 
     def authenticate(self, token: str) -> Credentials:
-        if not token or len(token) > 8192:
+        """Raises Unauthorized for a token Keystone does not know (or an expired one),
+        ServiceUnavailable when Keystone cannot be asked or answers nonsense."""
+        if not token or len(token) > 8192 or not token.isascii():
             raise Unauthorized(MISSING_TOKEN)
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.time()
@@ -137,7 +138,7 @@ class KeystoneAuthenticator:
         if resp.status_code != 200:
             LOG.error("Keystone answered a token validation with HTTP %s", resp.status_code)
             raise ServiceUnavailable("The identity service could not validate the token.")
-        creds = _credentials(resp.json())
+        creds = _credentials(_json(resp))
         if creds.expires_at <= utcnow():
             raise Unauthorized("The token has expired.")
         ttl = min(self.settings.keystone_cache_seconds, creds.expires_at.timestamp() - now)
@@ -157,22 +158,38 @@ class KeystoneAuthenticator:
         )
 
 
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise ServiceUnavailable(
+            "The identity service answered something that is not JSON."
+        ) from exc
+
+
 def _credentials(body: Any) -> Credentials:
+    """Credentials from a Keystone token document. Raises ServiceUnavailable if unreadable."""
     try:
         token = body["token"]
         project = token.get("project") or {}
+        roles = frozenset(str(r["name"]) for r in token.get("roles") or [])
+        # Keystone leaves is_admin_project out when no admin project is configured: then
+        # every project is one, as in Keystone's own policy.
+        admin_project = token.get("is_admin_project", True) is True
         return Credentials(
             user_id=str(token["user"]["id"]),
             project_id=str(project["id"]) if project.get("id") else None,
-            roles=frozenset(str(r["name"]) for r in token.get("roles") or []),
+            roles=effective_roles(roles, admin_project),
             expires_at=parse_iso(str(token["expires_at"])),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ServiceUnavailable("The identity service answered an unreadable token.") from exc
 
 
 def make_authenticator(settings: Settings, identity: IdentityService | None) -> Authenticator:
+    """Raises ConfigurationError when the embedded strategy has no identity service."""
     if settings.auth_strategy == "keystone":
         return KeystoneAuthenticator(settings)
-    assert identity is not None
+    if identity is None:
+        raise ConfigurationError("auth_strategy 'embedded' needs the identity service")
     return EmbeddedAuthenticator(identity)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from fastapi import Request
 
-from cove.api.auth import MISSING_TOKEN, Authenticator, Credentials, keystone_v3, make_authenticator
+from cove.api.auth import MISSING_TOKEN, Authenticator, Credentials, make_authenticator
 from cove.api.policy import Policy, load_policy
 from cove.api.ratelimit import RateLimiter
 from cove.common.errors import Forbidden, Unauthorized
 from cove.common.settings import Settings
+from cove.common.urls import identity_v3, public_base
 from cove.db.engine import Database
 from cove.identity.service import IdentityService
 from cove.identity.tokens import TokenSigner, ensure_key
@@ -29,12 +30,15 @@ class ApiContext:
     policy: Policy = field(default_factory=Policy)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
 
+    def base_url(self, request: Request) -> str:
+        """Where clients reach this API (``public_url``, else the request's own address)."""
+        return public_base(self.settings.public_url, str(request.base_url))
+
     def identity_url(self, request: Request) -> str:
         """The Keystone v3 URL clients authenticate at."""
         if self.settings.auth_strategy == "keystone":
-            return keystone_v3(self.settings.keystone_url)
-        base = self.settings.public_url or str(request.base_url).rstrip("/")
-        return f"{base}/identity/v3"
+            return identity_v3(self.settings.keystone_url)
+        return f"{self.base_url(request)}/identity/v3"
 
 
 def build_context(settings: Settings, db: Database, bus: RpcClient) -> ApiContext:

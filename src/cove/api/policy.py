@@ -1,7 +1,10 @@
 """Who may do what: every rule of the API in one table.
 
 A rule names the weakest role that may perform an action; roles include one another
-(``admin`` ⊃ ``member`` ⊃ ``reader``), as Keystone's default implied roles do. Operators override
+(``admin`` ⊃ ``member`` ⊃ ``reader``), as Keystone's default implied roles do. ``admin`` means
+administrator of the whole cloud only in a token of the administrative project (setting
+``admin_project``, Keystone's ``is_admin_project``); on any other project it counts as
+``member``. Operators override
 rules in a TOML file (``policy_file``, default ``<data>/policy.toml``)::
 
     [rules]
@@ -51,7 +54,17 @@ DEFAULT_RULES: dict[str, str] = {
     "quota:show": READ,
     "mgmt:instances": ADMIN,
     "mgmt:quotas": ADMIN,
+    "identity:validate_token": ADMIN,
+    "identity:list_projects": ADMIN,
 }
+
+
+def effective_roles(roles: tuple[str, ...] | frozenset[str], admin_project: bool) -> frozenset[str]:
+    """The roles that count: ``admin`` outside the administrative project is ``member``."""
+    out = frozenset(roles)
+    if "admin" in out and not admin_project:
+        out = (out - {"admin"}) | {"member"}
+    return out
 
 
 def level(roles: frozenset[str]) -> int:
@@ -60,6 +73,7 @@ def level(roles: frozenset[str]) -> int:
 
 class Policy:
     def __init__(self, overrides: dict[str, str] | None = None) -> None:
+        """Raises ConfigurationError for an unknown rule or role in ``overrides``."""
         self.rules = dict(DEFAULT_RULES)
         for rule, role in (overrides or {}).items():
             if rule not in DEFAULT_RULES:
@@ -81,7 +95,10 @@ class Policy:
 
 
 def load_policy(path: Path | None) -> Policy:
-    """The default rules, overridden by the file at ``path`` when it exists."""
+    """The default rules, overridden by the file at ``path`` when it exists.
+
+    Raises ConfigurationError for an unreadable file, an unknown rule or role.
+    """
     if path is None or not path.is_file():
         return Policy()
     try:

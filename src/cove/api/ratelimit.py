@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cove.common.errors import RateLimited
@@ -35,14 +36,14 @@ def verb_of(method: str) -> str | None:
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, clock: object = time.time) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.time) -> None:
         self.per_minute = per_minute
         self._clock = clock
         self._lock = threading.Lock()
         self._hits: dict[tuple[str, str], deque[float]] = {}
 
     def _now(self) -> float:
-        return float(self._clock())  # type: ignore[operator]
+        return self._clock()
 
     def _window(self, key: tuple[str, str], now: float) -> deque[float]:
         hits = self._hits.setdefault(key, deque())

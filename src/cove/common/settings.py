@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cove.common.errors import ConfigurationError
@@ -41,10 +41,11 @@ class Settings(BaseSettings):
     public_url: str = ""
     auth_strategy: Literal["embedded", "keystone"] = "embedded"
     token_ttl: int = Field(3600, ge=300, le=7 * 24 * 3600)
+    admin_project: str = "admin"
     policy_file: str = ""
     keystone_url: str = ""
     keystone_username: str = ""
-    keystone_password: str = ""
+    keystone_password: SecretStr = SecretStr("")
     keystone_project: str = "service"
     keystone_user_domain: str = "Default"
     keystone_project_domain: str = "Default"

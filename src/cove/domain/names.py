@@ -52,6 +52,17 @@ def _encodable(value: str, what: str) -> None:
         raise ValueError(f"{what} must be valid Unicode text") from None
 
 
+def unicode_text(value: object, what: str) -> str:
+    """``value`` if it is a string that can be encoded (JSON may carry lone surrogates).
+
+    Raises ValueError otherwise.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string")
+    _encodable(value, what)
+    return value
+
+
 def instance_name(value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("instance name must be a non-empty string")

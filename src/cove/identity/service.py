@@ -8,23 +8,70 @@ Unauthorized for anything about credentials (the message never says which part w
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
+import threading
+import time
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from cove.common.errors import BadRequest, NotFound, Unauthorized
+from cove.common.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
 from cove.common.ids import utcnow
 from cove.common.settings import Settings
 from cove.db.engine import Database
 from cove.db.models import Project, TokenRevocation, User
+from cove.domain import names
 from cove.identity import store
 from cove.identity.passwords import DUMMY_HASH, verify_password
 from cove.identity.tokens import TokenClaims, TokenSigner, new_audit_id
 
 AUTH_FAILED = "The request you have made requires authentication."
+HASH_WAIT_SECONDS = 10.0
+
+
+class LoginThrottle:
+    """Failed password checks per key (a user name, a client address) in a sliding window;
+    past the limit, further attempts are refused without checking the password, so guessing
+    is slow and costs the server nothing."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(key, deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def check(self, keys: tuple[str, ...]) -> None:
+        """Raises Unauthorized while any key has used up its failures."""
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                times = self._recent(key, now)
+                if len(times) >= self.limit:
+                    wait = max(1, math.ceil(times[0] + self.window - now))
+                    raise Unauthorized(
+                        f"Too many failed authentications; try again in {wait} seconds."
+                    )
+
+    def failed(self, keys: tuple[str, ...]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                self._recent(key, now).append(now)
+            if len(self._failures) > 100_000:
+                self._failures = {k: v for k, v in self._failures.items() if v}
+
+
 _DOMAIN_REFS = ({"id": "default"}, {"name": "Default"}, {"name": "default"})
 
 
@@ -36,6 +83,14 @@ def _obj(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest(f"Expecting to find an object in {where}.")
     return value
+
+
+def _text(value: Any, where: str) -> str:
+    """A string field of the request. Raises BadRequest for another type or bad Unicode."""
+    try:
+        return names.unicode_text(value, where)
+    except ValueError as exc:
+        raise BadRequest(f"Invalid {where}: {exc}.") from exc
 
 
 def _check_domain(ref: Any) -> None:
@@ -52,14 +107,18 @@ class IdentityService:
         self.settings = settings
         self.db = db
         self.signer = signer
+        self.throttle = LoginThrottle()
+        self._hashing = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
     # -- authentication ------------------------------------------------------------------------
 
-    def authenticate(self, body: Any) -> tuple[str, TokenClaims]:
+    def authenticate(self, body: Any, client: str = "") -> tuple[str, TokenClaims]:
         """Check the credentials of a ``POST /v3/auth/tokens`` body and issue a token.
+        ``client`` (the caller's address) counts failed passwords against it.
 
         Raises BadRequest for a malformed body, Unauthorized for wrong credentials, a disabled
-        user or project, or a project the user has no role on.
+        user or project, a project the user has no role on, or too many failures of late;
+        ServiceUnavailable when too many password checks are already running.
         """
         auth = _obj(_obj(body, "the request body").get("auth"), "auth")
         identity = _obj(auth.get("identity"), "auth.identity")
@@ -68,26 +127,23 @@ class IdentityService:
             raise BadRequest("Expecting to find methods in auth.identity.")
         now = utcnow()
         with self.db.session() as s:
+            parent: str | None = None
             if "password" in methods:
-                user = self._password_user(s, identity.get("password"))
+                user = self._password_user(s, identity.get("password"), client)
                 expires = now + timedelta(seconds=self.settings.token_ttl)
-                audit = new_audit_id()
             elif "token" in methods:
                 token = _obj(identity.get("token"), "auth.identity.token").get("id")
-                previous = self.check(str(token or ""), s)
+                previous = self.check(_text(token or "", "token id"), s)
                 found = s.get(User, previous.user_id)
                 if found is None or not found.enabled:
                     raise Unauthorized(AUTH_FAILED)
                 user = found
-                expires, audit = previous.expires_at, previous.audit_id
+                # A new token of its own (revoking it leaves the first alone), expiring with
+                # the first, and traceable to it.
+                expires, parent = previous.expires_at, previous.audit_id
             else:
                 raise Unauthorized("Cove accepts the 'password' and 'token' methods only.")
-            project = self._scope(s, user, auth.get("scope", None))
-            roles: tuple[str, ...] = ()
-            if project is not None:
-                roles = tuple(r.name for r in store.roles_on(s, user.id, project.id))
-                if not roles:
-                    raise Unauthorized(AUTH_FAILED)
+            project, roles = self._scope(s, user, auth.get("scope", None))
             claims = TokenClaims(
                 user_id=user.id,
                 project_id=project.id if project else None,
@@ -95,52 +151,76 @@ class IdentityService:
                 methods=tuple(m for m in ("password", "token") if m in methods)[:1],
                 issued_at=now,
                 expires_at=expires,
-                audit_id=audit,
+                audit_id=new_audit_id(),
+                admin_project=project is not None and project.name == self.settings.admin_project,
+                parent_audit_id=parent,
             )
         return self.signer.issue(claims), claims
 
-    def _password_user(self, s: Session, password_block: Any) -> User:
+    def _password_user(self, s: Session, password_block: Any, client: str) -> User:
         ref = _obj(_obj(password_block, "auth.identity.password").get("user"), "password.user")
-        password = ref.get("password")
-        if not isinstance(password, str):
+        if "password" not in ref:
             raise BadRequest("Expecting to find password in auth.identity.password.user.")
+        password = _text(ref["password"], "password")
         user: User | None = None
-        if isinstance(ref.get("id"), str):
-            user = s.get(User, ref["id"])
-        elif isinstance(ref.get("name"), str):
+        if "id" in ref:
+            key = _text(ref["id"], "user id")
+            user = s.get(User, key)
+        elif "name" in ref:
+            key = _text(ref["name"], "user name")
             _check_domain(ref.get("domain"))
-            user = s.scalar(select(User).where(User.name == ref["name"]))
+            user = s.scalar(select(User).where(User.name == key))
         else:
             raise BadRequest("Expecting to find a user id or name in password.user.")
-        # Hash even when there is no such user, so timing does not tell names apart.
-        ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
+        keys = (f"user:{key}", f"client:{client}")
+        self.throttle.check(keys)
+        # Hash even when there is no such user, so timing does not tell names apart; a few
+        # at a time, so that a burst of logins cannot take every worker and all the memory.
+        if not self._hashing.acquire(timeout=HASH_WAIT_SECONDS):
+            raise ServiceUnavailable("The identity service is busy; try again.")
+        try:
+            ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
+        finally:
+            self._hashing.release()
         if user is None or not ok or not user.enabled:
+            self.throttle.failed(keys)
             raise Unauthorized(AUTH_FAILED)
         return user
 
-    def _scope(self, s: Session, user: User, scope: Any) -> Project | None:
+    def _scope(self, s: Session, user: User, scope: Any) -> tuple[Project | None, tuple[str, ...]]:
+        """The project a token is for and the user's roles on it.
+
+        Raises BadRequest, or Unauthorized for a project that is unknown, disabled or holds no
+        role of the user.
+        """
         if scope is None or scope == "unscoped":
-            if not user.default_project_id:
-                return None
-            project = s.get(Project, user.default_project_id)
-            return project if project and project.enabled else None
+            # As Keystone does: the default project if the user may use it, else unscoped.
+            project = s.get(Project, user.default_project_id) if user.default_project_id else None
+            if project is None or not project.enabled:
+                return None, ()
+            roles = tuple(r.name for r in store.roles_on(s, user.id, project.id))
+            return (project, roles) if roles else (None, ())
         scope = _obj(scope, "auth.scope")
-        found: Project | None = None
         if "project" not in scope:
             raise Unauthorized(
                 "Cove issues project-scoped tokens only (no domain or system scope)."
             )
         ref = _obj(scope["project"], "scope.project")
-        if isinstance(ref.get("id"), str):
-            found = s.get(Project, ref["id"])
-        elif isinstance(ref.get("name"), str):
+        found: Project | None = None
+        if "id" in ref:
+            found = s.get(Project, _text(ref["id"], "project id"))
+        elif "name" in ref:
+            name = _text(ref["name"], "project name")
             _check_domain(ref.get("domain"))
-            found = s.scalar(select(Project).where(Project.name == ref["name"]))
+            found = s.scalar(select(Project).where(Project.name == name))
         else:
             raise BadRequest("Expecting to find a project id or name in scope.project.")
         if found is None or not found.enabled:
             raise Unauthorized(AUTH_FAILED)
-        return found
+        roles = tuple(r.name for r in store.roles_on(s, user.id, found.id))
+        if not roles:
+            raise Unauthorized(AUTH_FAILED)
+        return found, roles
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -195,7 +275,8 @@ class IdentityService:
                     "domain": dict(store.DOMAIN),
                     "password_expires_at": None,
                 },
-                "audit_ids": [claims.audit_id],
+                "audit_ids": [claims.audit_id]
+                + ([claims.parent_audit_id] if claims.parent_audit_id else []),
                 "issued_at": keystone_time(claims.issued_at),
                 "expires_at": keystone_time(claims.expires_at),
             }
@@ -210,13 +291,14 @@ class IdentityService:
                     "domain": dict(store.DOMAIN),
                 }
                 token["is_domain"] = False
+                token["is_admin_project"] = claims.admin_project
                 token["roles"] = [{"id": roles.get(n, n), "name": n} for n in claims.roles]
                 if catalog:
                     token["catalog"] = self.catalog(project.id, base_url)
         return {"token": token}
 
-    def catalog(self, project_id: str, base_url: str) -> list[dict[str, Any]]:
-        base = self.settings.public_url or base_url.rstrip("/")
+    def catalog(self, project_id: str, base: str) -> list[dict[str, Any]]:
+        """The service catalogue of a token; ``base`` is where clients reach Cove."""
         region = self.settings.region
 
         def service(kind: str, name: str, url: str) -> dict[str, Any]:

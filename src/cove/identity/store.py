@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -24,6 +25,7 @@ ROLES = ("admin", "member", "reader")
 DOMAIN = {"id": "default", "name": "Default"}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
 def new_identity_id() -> str:
@@ -31,11 +33,15 @@ def new_identity_id() -> str:
 
 
 def check_name(kind: str, name: str) -> str:
+    """Raises BadRequest unless ``name`` is a valid project or user name. A name never looks
+    like an id (32 hex digits), so that looking up "by id or name" cannot pick the wrong one."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise BadRequest(
             f"Invalid {kind} name: it must be 1-64 characters of letters, digits, '_', '.', "
             "'@' or '-', starting with a letter or digit."
         )
+    if _ID.match(name):
+        raise BadRequest(f"Invalid {kind} name '{name}': a name must not look like an id.")
     return name
 
 
@@ -230,8 +236,6 @@ _MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600
 
 
 def _revoke(s: Session, **match: str) -> None:
-    from datetime import timedelta
-
     now = utcnow()
     s.execute(delete(TokenRevocation).where(TokenRevocation.expires_at < now))
     s.add(

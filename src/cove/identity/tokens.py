@@ -10,6 +10,7 @@ revocation needs the control database. The key lives in ``<data>/identity/token.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -29,7 +30,10 @@ MAX_TOKEN_LENGTH = 4096
 
 @dataclass(frozen=True)
 class TokenClaims:
-    """What a token asserts. ``project_id`` is None for an unscoped token."""
+    """What a token asserts. ``project_id`` is None for an unscoped token. ``admin_project``
+    says the project is the deployment's administrative project, where the ``admin`` role
+    means administrator of the whole cloud (Keystone's ``is_admin_project``). ``parent_audit_id``
+    is the audit id of the token this one was obtained with, if any."""
 
     user_id: str
     project_id: str | None
@@ -38,6 +42,8 @@ class TokenClaims:
     issued_at: datetime
     expires_at: datetime
     audit_id: str
+    admin_project: bool = False
+    parent_audit_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +54,8 @@ class TokenClaims:
             "i": self.issued_at.timestamp(),
             "e": self.expires_at.timestamp(),
             "a": self.audit_id,
+            "x": self.admin_project,
+            "pa": self.parent_audit_id,
         }
 
     @classmethod
@@ -63,6 +71,8 @@ class TokenClaims:
             issued_at=datetime.fromtimestamp(float(data["i"]), UTC),
             expires_at=datetime.fromtimestamp(float(data["e"]), UTC),
             audit_id=str(data["a"]),
+            admin_project=bool(data.get("x", False)),
+            parent_audit_id=str(data["pa"]) if data.get("pa") else None,
         )
 
 
@@ -101,6 +111,8 @@ class TokenSigner:
         """
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("The request you have made requires authentication.")
+        if not token.isascii():  # headers arrive as latin-1; a token never has such bytes
+            raise Unauthorized("The token is not valid.")
         prefix, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
         head = f"{prefix}.{payload}"
@@ -134,12 +146,26 @@ def load_key(path: Path) -> bytes:
 
 
 def ensure_key(path: Path) -> bytes:
-    """The token key at ``path``, created (mode 0600) if there is none yet."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """The token key at ``path``, created (mode 0600) if there is none yet. Several processes
+    may start at once: the key is written to a private file and linked into place, so none
+    ever reads a half-written key.
+
+    Raises ConfigurationError when the key cannot be read or written.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return load_key(path)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secrets.token_hex(KEY_BYTES).encode())
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(secrets.token_hex(KEY_BYTES).encode())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                with contextlib.suppress(FileExistsError):  # another process made it first
+                    os.link(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the token key {path}: {exc.strerror}") from exc
     return load_key(path)

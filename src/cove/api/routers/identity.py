@@ -13,8 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from cove.api.context import ApiContext, cove
+from cove.api.policy import effective_roles
 from cove.common.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from cove.db.models import Project, RoleAssignment
 from cove.identity import store
@@ -32,16 +34,12 @@ def _identity(c: ApiContext) -> IdentityService:
     return c.identity
 
 
-def _base(request: Request, c: ApiContext) -> str:
-    return c.settings.public_url or str(request.base_url).rstrip("/")
-
-
 def _v3(request: Request, c: ApiContext) -> dict[str, Any]:
     return {
         "id": "v3.14",
         "status": "stable",
         "updated": V3_UPDATED,
-        "links": [{"rel": "self", "href": f"{_base(request, c)}/identity/v3/"}],
+        "links": [{"rel": "self", "href": f"{c.base_url(request)}/identity/v3/"}],
         "media-types": [
             {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
         ],
@@ -69,13 +67,22 @@ def _caller(request: Request, identity: IdentityService) -> TokenClaims:
     return identity.check(token)
 
 
-def _subject(request: Request, identity: IdentityService, caller: TokenClaims) -> TokenClaims:
+def _allowed(c: ApiContext, rule: str, caller: TokenClaims) -> bool:
+    return c.policy.allows(rule, effective_roles(caller.roles, caller.admin_project))
+
+
+def _subject(
+    request: Request, c: ApiContext, identity: IdentityService, caller: TokenClaims
+) -> TokenClaims:
     """The token named by ``X-Subject-Token``, which the caller may inspect if it is its own
-    or the caller is an administrator. Raises NotFound for an invalid subject, Forbidden."""
+    or the policy lets it (``identity:validate_token``: cloud administrators).
+
+    Raises BadRequest without the header, NotFound for an invalid subject, Forbidden.
+    """
     subject = request.headers.get("x-subject-token", "").strip()
     if not subject:
         raise BadRequest("The X-Subject-Token header is required.")
-    if "admin" not in caller.roles:
+    if not _allowed(c, "identity:validate_token", caller):
         try:
             claims = identity.check(subject)
         except Unauthorized as exc:
@@ -96,21 +103,20 @@ async def issue_token(request: Request, c: ApiContext = Depends(cove)) -> JSONRe
         body = await request.json()
     except ValueError as exc:
         raise BadRequest("The request body is not valid JSON.") from exc
-    from starlette.concurrency import run_in_threadpool
-
     # Password hashing is slow on purpose: keep it off the event loop.
-    token, claims = await run_in_threadpool(identity.authenticate, body)
+    client = request.client.host if request.client else ""
+    token, claims = await run_in_threadpool(identity.authenticate, body, client)
     nocatalog = "nocatalog" in request.query_params
-    doc = identity.token_document(claims, _base(request, c), catalog=not nocatalog)
+    doc = identity.token_document(claims, c.base_url(request), catalog=not nocatalog)
     return JSONResponse(doc, status_code=201, headers={"X-Subject-Token": token})
 
 
 @router.get("/v3/auth/tokens")
 def validate_token(request: Request, c: ApiContext = Depends(cove)) -> JSONResponse:
     identity = _identity(c)
-    claims = _subject(request, identity, _caller(request, identity))
+    claims = _subject(request, c, identity, _caller(request, identity))
     nocatalog = "nocatalog" in request.query_params
-    doc = identity.token_document(claims, _base(request, c), catalog=not nocatalog)
+    doc = identity.token_document(claims, c.base_url(request), catalog=not nocatalog)
     subject = request.headers["x-subject-token"].strip()
     return JSONResponse(doc, headers={"X-Subject-Token": subject})
 
@@ -118,14 +124,14 @@ def validate_token(request: Request, c: ApiContext = Depends(cove)) -> JSONRespo
 @router.head("/v3/auth/tokens")
 def check_token(request: Request, c: ApiContext = Depends(cove)) -> Response:
     identity = _identity(c)
-    _subject(request, identity, _caller(request, identity))
+    _subject(request, c, identity, _caller(request, identity))
     return Response(status_code=200)
 
 
 @router.delete("/v3/auth/tokens", status_code=204)
 def revoke_token(request: Request, c: ApiContext = Depends(cove)) -> Response:
     identity = _identity(c)
-    claims = _subject(request, identity, _caller(request, identity))
+    claims = _subject(request, c, identity, _caller(request, identity))
     identity.revoke(claims)
     return Response(status_code=204)
 
@@ -140,14 +146,14 @@ def _project_view(request: Request, c: ApiContext, p: Project) -> dict[str, Any]
         "parent_id": store.DOMAIN["id"],
         "is_domain": False,
         "tags": [],
-        "links": {"self": f"{_base(request, c)}/identity/v3/projects/{p.id}"},
+        "links": {"self": f"{c.base_url(request)}/identity/v3/projects/{p.id}"},
     }
 
 
 def _visible_projects(c: ApiContext, caller: TokenClaims, name: str | None) -> list[Project]:
     with c.db.session() as s:
         query = select(Project).order_by(Project.name)
-        if "admin" not in caller.roles:
+        if not _allowed(c, "identity:list_projects", caller):
             mine = select(RoleAssignment.project_id).where(RoleAssignment.user_id == caller.user_id)
             query = query.where(Project.id.in_(mine))
         if name is not None:

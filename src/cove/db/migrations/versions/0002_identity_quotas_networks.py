@@ -7,6 +7,10 @@ Create Date: 2026-11-22 02:37:05.778798
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
+
+# Fractions of a second matter (token revocation): MySQL and MariaDB need fsp=6 for them.
+TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 revision = "0002"
 down_revision = "0001"
@@ -22,7 +26,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("cidr", sa.String(length=64), nullable=False),
         sa.Column("is_default", sa.Boolean(), nullable=False),
-        sa.Column("created", sa.DateTime(), nullable=False),
+        sa.Column("created", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("cidr"),
         sa.UniqueConstraint("name"),
@@ -39,7 +43,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("created", sa.DateTime(), nullable=False),
+        sa.Column("created", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
@@ -63,8 +67,8 @@ def upgrade() -> None:
         sa.Column("audit_id", sa.String(length=64), nullable=True),
         sa.Column("user_id", sa.String(length=64), nullable=True),
         sa.Column("project_id", sa.String(length=64), nullable=True),
-        sa.Column("issued_before", sa.DateTime(), nullable=False),
-        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("issued_before", TIMESTAMP, nullable=False),
+        sa.Column("expires_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("token_revocations", schema=None) as batch_op:
@@ -83,8 +87,8 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("default_project_id", sa.String(length=64), nullable=True),
-        sa.Column("created", sa.DateTime(), nullable=False),
-        sa.Column("password_changed_at", sa.DateTime(), nullable=False),
+        sa.Column("created", TIMESTAMP, nullable=False),
+        sa.Column("password_changed_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
