@@ -170,7 +170,7 @@ class ControlPlane:
                 for inst in acct.http.get("/instances").json().get("instances", []):
                     acct.http.delete(f"/instances/{inst['id']}")
                 wait_for(
-                    lambda a=acct: not a.http.get("/instances").json()["instances"],
+                    lambda a=acct: not a.http.get("/instances").json().get("instances"),
                     120,
                     0.2,
                     "instances to be deleted",

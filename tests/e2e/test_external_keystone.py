@@ -27,7 +27,7 @@ def identity(cove_up: ControlPlane) -> ControlPlane:
 def keystone_plane(identity: ControlPlane) -> Iterator[ControlPlane]:
     """A Cove with ``auth_strategy = keystone`` trusting ``identity``, through a service user
     of its own there; answers are not cached, so a revocation shows at once."""
-    service = identity.account(SERVICE_PROJECT, SERVICE_USER, "admin")
+    service = identity.account(SERVICE_PROJECT, SERVICE_USER, "service")
     plane = ControlPlane(
         identity=identity,
         extra_env={

@@ -1,6 +1,7 @@
 """Who may do what: every rule of the API in one table.
 
-A rule names the weakest role that may perform an action; roles include one another
+A rule names the weakest role that may perform an action (or several such roles, any of
+which will do); roles include one another
 (``admin`` ⊃ ``member`` ⊃ ``reader``), as Keystone's default implied roles do. ``admin`` means
 administrator of the whole cloud only in a token of the administrative project (setting
 ``admin_project``, Keystone's ``is_admin_project``); on any other project it counts as
@@ -10,6 +11,7 @@ rules in a TOML file (``policy_file``, default ``<data>/policy.toml``)::
     [rules]
     "instance:delete" = "admin"
     "database:index" = "member"
+    "identity:validate_token" = ["admin", "service"]
 
 An unknown rule or role in the file stops the API at start-up with a clear message.
 """
@@ -23,10 +25,12 @@ from typing import Any
 from cove.common.errors import ConfigurationError, Forbidden
 
 LEVELS = {"reader": 1, "member": 2, "admin": 3}
+#: Roles outside the hierarchy: they satisfy only rules that name them.
+OTHER_ROLES = frozenset({"service"})
 
 READ, WRITE, ADMIN = "reader", "member", "admin"
 
-DEFAULT_RULES: dict[str, str] = {
+DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "flavor:index": READ,
     "datastore:index": READ,
     "network:index": READ,
@@ -54,7 +58,7 @@ DEFAULT_RULES: dict[str, str] = {
     "quota:show": READ,
     "mgmt:instances": ADMIN,
     "mgmt:quotas": ADMIN,
-    "identity:validate_token": ADMIN,
+    "identity:validate_token": (ADMIN, "service"),
     "identity:list_projects": ADMIN,
 }
 
@@ -72,21 +76,28 @@ def level(roles: frozenset[str]) -> int:
 
 
 class Policy:
-    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+    def __init__(self, overrides: dict[str, str | list[str]] | None = None) -> None:
         """Raises ConfigurationError for an unknown rule or role in ``overrides``."""
-        self.rules = dict(DEFAULT_RULES)
-        for rule, role in (overrides or {}).items():
+        self.rules: dict[str, tuple[str, ...]] = {
+            rule: (want,) if isinstance(want, str) else want for rule, want in DEFAULT_RULES.items()
+        }
+        for rule, want in (overrides or {}).items():
             if rule not in DEFAULT_RULES:
                 raise ConfigurationError(f"policy: unknown rule '{rule}'")
-            if role not in LEVELS:
+            roles = (want,) if isinstance(want, str) else tuple(want)
+            unknown = [r for r in roles if r not in LEVELS and r not in OTHER_ROLES]
+            if not roles or unknown:
                 raise ConfigurationError(
-                    f"policy: rule '{rule}' names unknown role '{role}' "
-                    f"(roles: {', '.join(LEVELS)})"
+                    f"policy: rule '{rule}' names unknown role '{(unknown or [''])[0]}' "
+                    f"(roles: {', '.join([*LEVELS, *sorted(OTHER_ROLES)])})"
                 )
-            self.rules[rule] = role
+            self.rules[rule] = roles
 
     def allows(self, rule: str, roles: frozenset[str]) -> bool:
-        return level(roles) >= LEVELS[self.rules[rule]]
+        held = level(roles)
+        return any(
+            (want in LEVELS and held >= LEVELS[want]) or want in roles for want in self.rules[rule]
+        )
 
     def enforce(self, rule: str, roles: frozenset[str]) -> None:
         """Raises Forbidden unless ``roles`` satisfy ``rule``."""
@@ -106,6 +117,11 @@ def load_policy(path: Path | None) -> Policy:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"policy file {path}: {exc}") from exc
     rules = data.get("rules", {})
-    if not isinstance(rules, dict) or not all(isinstance(v, str) for v in rules.values()):
-        raise ConfigurationError(f"policy file {path}: [rules] must map rule names to role names")
+    if not isinstance(rules, dict) or not all(
+        isinstance(v, str) or (isinstance(v, list) and all(isinstance(r, str) for r in v))
+        for v in rules.values()
+    ):
+        raise ConfigurationError(
+            f"policy file {path}: [rules] must map rule names to a role name or a list of them"
+        )
     return Policy(rules)

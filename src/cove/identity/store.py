@@ -20,8 +20,10 @@ from cove.common.ids import utcnow
 from cove.db.models import Project, Role, RoleAssignment, TokenRevocation, User
 from cove.identity.passwords import MAX_PASSWORD_LENGTH, hash_password
 
-#: Roles Cove knows, strongest first; each includes the rights of those after it.
-ROLES = ("admin", "member", "reader")
+#: Roles Cove knows: ``admin``, ``member`` and ``reader`` (strongest first; each includes the
+#: rights of those after it) and ``service``, for other services' accounts, which may validate
+#: tokens and nothing else.
+ROLES = ("admin", "member", "reader", "service")
 DOMAIN = {"id": "default", "name": "Default"}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")

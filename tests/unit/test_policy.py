@@ -1,0 +1,66 @@
+"""The policy table: implied roles, the administrative project, the service role, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cove.api.policy import DEFAULT_RULES, Policy, effective_roles, load_policy
+from cove.common.errors import ConfigurationError, Forbidden
+
+
+def test_roles_include_weaker_ones() -> None:
+    policy = Policy()
+    assert policy.allows("instance:index", frozenset({"reader"}))
+    assert not policy.allows("instance:create", frozenset({"reader"}))
+    assert policy.allows("instance:create", frozenset({"admin"}))
+    assert not policy.allows("mgmt:quotas", frozenset({"member"}))
+    with pytest.raises(Forbidden, match="Policy doesn't allow mgmt:instances"):
+        policy.enforce("mgmt:instances", frozenset({"member", "reader"}))
+
+
+def test_admin_counts_only_in_the_administrative_project() -> None:
+    assert effective_roles(("admin",), admin_project=True) == {"admin"}
+    assert effective_roles(("admin", "reader"), admin_project=False) == {"member", "reader"}
+    assert not Policy().allows("mgmt:instances", effective_roles(("admin",), False))
+
+
+def test_the_service_role_only_validates_tokens() -> None:
+    policy = Policy()
+    service = frozenset({"service"})
+    assert policy.allows("identity:validate_token", service)
+    assert not any(
+        policy.allows(rule, service)
+        for rule in DEFAULT_RULES
+        if rule.startswith(("instance", "mgmt"))
+    )
+
+
+def test_overrides_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[rules]\n"instance:delete" = "admin"\n"instance:index" = ["member", "service"]\n'
+    )
+    policy = load_policy(path)
+    assert not policy.allows("instance:delete", frozenset({"member"}))
+    assert policy.allows("instance:index", frozenset({"service"}))
+    assert not policy.allows("instance:index", frozenset({"reader"}))
+    assert load_policy(tmp_path / "missing.toml").rules == Policy().rules
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[rules]\n"instance:fly" = "admin"\n',
+        '[rules]\n"instance:delete" = "owner"\n',
+        '[rules]\n"instance:delete" = []\n',
+        '[rules]\n"instance:delete" = 3\n',
+        "not toml",
+    ],
+)
+def test_bad_policy_files_stop_the_api(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError):
+        load_policy(path)
