@@ -3,19 +3,24 @@
 The bus is replaced by a recorder: these tests stop before any guest is involved.
 """
 
+import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from accounts import add_account, password_auth
 from cove.api.app import create_app
 from cove.api.context import build_context
+from cove.common.ids import utcnow
 from cove.common.settings import load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.migrate import upgrade
+from cove.db.models import Instance
 from cove.db.networks import sync_default_network
 
 
@@ -274,6 +279,69 @@ def test_invalid_unicode_is_a_400_not_a_500(api):
     assert "Unicode" in msg
 
 
+@pytest.mark.parametrize(
+    ("instance", "message"),
+    [
+        ('"flavorRef": "\\ud800"', "flavorRef must be valid Unicode text"),
+        ('"flavorRef": "2", "datastore": {"type": "pg\\udcff"}', "datastore type"),
+        (
+            '"flavorRef": "2", "datastore": {"type": "postgresql", "version": "\\ud800"}',
+            "datastore version",
+        ),
+    ],
+)
+def test_references_in_invalid_unicode_are_a_400(api, instance, message):
+    """A lone surrogate (escaped in the JSON text) can be neither looked up nor shown."""
+    raw = '{"instance": {"name": "x", "volume": {"size": 1}, ' + instance + "}}"
+    msg = fault(
+        api.post("/v1.0/p1/instances", content=raw, headers={"content-type": "application/json"}),
+        400,
+        "badRequest",
+    )
+    assert message in msg and msg.endswith("must be valid Unicode text")
+    assert api.bus.casts == []
+
+
+def test_an_action_in_invalid_unicode_is_a_400(api):
+    iid = api.post("/v1.0/p1/instances", json=body()).json()["instance"]["id"]
+    msg = fault(
+        api.post(
+            f"/v1.0/p1/instances/{iid}/action",
+            content='{"\\ud800": {}}',
+            headers={"content-type": "application/json"},
+        ),
+        400,
+        "badRequest",
+    )
+    assert msg == "action name must be valid Unicode text"
+
+
+def test_pages_of_instances_created_at_the_same_moment(api):
+    """Paging is keyed on (created, id): instances sharing a timestamp are neither repeated
+    nor skipped, and a marker the list would not show gives an empty page."""
+    ids = [
+        api.post("/v1.0/p1/instances", json=body(f"i{n}")).json()["instance"]["id"]
+        for n in range(5)
+    ]
+    moment = utcnow()
+    with api.context.db.session() as s:
+        s.execute(update(Instance).values(created=moment))
+    seen: list[str] = []
+    url = "/v1.0/p1/instances/detail?limit=2"
+    while url:
+        data = api.get(url).json()
+        seen += [i["id"] for i in data["instances"]]
+        url = (
+            "{0.path}?{0.query}".format(urlsplit(data["links"][0]["href"]))
+            if "links" in data
+            else ""
+        )
+    assert seen == sorted(ids)
+    with api.context.db.session() as s:
+        s.execute(update(Instance).where(Instance.id == ids[0]).values(deleted=True))
+    assert api.get(f"/v1.0/p1/instances?marker={ids[0]}").json() == {"instances": []}
+
+
 def test_every_list_pages_with_limit_and_marker(api):
     first = api.get("/v1.0/p1/flavors?limit=2").json()
     assert [f["str_id"] for f in first["flavors"]] == ["1", "2"]
@@ -285,3 +353,16 @@ def test_every_list_pages_with_limit_and_marker(api):
     assert len(stores["datastores"]) == 1 and "links" not in stores
     ds = stores["datastores"][0]["id"]
     assert len(api.get(f"/v1.0/p1/datastores/{ds}/versions").json()["versions"]) == 1
+
+
+def test_lone_surrogates_in_names_are_refused_cleanly(api):
+    headers = {"Content-Type": "application/json"}
+    for spec in (
+        {"databases": [{"name": "\\ud800"}]},
+        {"users": [{"name": "\\ud800", "password": "pw"}]},
+        {"users": [{"name": "u", "password": "pw", "host": "\\ud800"}]},
+        {"databases": [{"name": "d", "character_set": "\\ud800"}]},
+    ):
+        raw = json.dumps(body(**spec)).replace("\\\\ud800", "\\ud800")
+        resp = api.post("/v1.0/p1/instances", content=raw.encode(), headers=headers)
+        assert resp.status_code == 400, (spec, resp.text)

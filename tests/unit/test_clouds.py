@@ -3,19 +3,24 @@ cloud that ``cove up`` writes (against a real SQLite control database)."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from cove.cli import clouds
 from cove.cli.clouds import CloudConfigError, Login, NoCredentials
 from cove.cli.up import Access, banner, bootstrap_catalog, prepare_access
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
+from cove.db.models import User
+from cove.identity import store
 from cove.identity.service import IdentityService
 from cove.identity.tokens import TokenSigner, load_key
 
@@ -375,7 +380,114 @@ def test_next_starts_keep_the_password(settings: Settings, tmp_path: Path) -> No
     assert "not valid YAML" in broken.problem and path.read_text() == "clouds: ["
 
 
+def test_the_admin_is_made_in_the_administrative_project(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ops = settings.model_copy(update={"admin_project": "ops"})
+    access = prepare_access(ops)
+    assert access.created is not None and access.created.project_name == "ops"
+    config = clouds.load(
+        {"OS_CLIENT_CONFIG_FILE": str(ops.data_dir / "clouds.yaml")}, None, tmp_path, tmp_path
+    )
+    assert config.project_name == "ops"
+    db = Database(ops.database_url)
+    try:
+        identity = IdentityService(ops, db, TokenSigner(load_key(ops.token_key_file)))
+        _, claims = identity.authenticate(clouds.token_request(config))
+    finally:
+        db.dispose()
+    assert claims.roles == ("admin",) and claims.admin_project
+    assert '"name": "ops"' in banner(ops, [], access)
+
+
 def test_external_keystone_writes_nothing(settings: Settings) -> None:
     external = settings.model_copy(update={"auth_strategy": "keystone"})
     assert prepare_access(external) == Access(None, None, None)
     assert not (settings.data_dir / "clouds.yaml").exists()
+
+
+def _users(settings: Settings) -> list[str]:
+    db = Database(settings.database_url)
+    try:
+        with db.session() as s:
+            return sorted(s.scalars(select(User.name)))
+    finally:
+        db.dispose()
+
+
+def test_admin_is_created_only_while_there_is_no_user(settings: Settings) -> None:
+    """Deleting or renaming ``admin`` does not bring a privileged account back at next start."""
+    assert prepare_access(settings).created is not None
+    db = Database(settings.database_url)
+    try:
+        with db.session() as s:
+            store.create_user(s, "ann", "Ann-pass-1", default_project="admin")
+            store.grant_role(s, "ann", "admin", "admin")
+            store.delete_user(s, "admin")
+    finally:
+        db.dispose()
+    before = (settings.data_dir / "clouds.yaml").read_text()
+    deleted = prepare_access(settings)
+    assert deleted.created is None and _users(settings) == ["ann"]
+    assert (settings.data_dir / "clouds.yaml").read_text() == before
+    assert "not shown again" not in banner(settings, [], deleted)
+
+    db = Database(settings.database_url)
+    try:
+        with db.session() as s:
+            store.find_user(s, "ann").name = "root"
+    finally:
+        db.dispose()
+    assert prepare_access(settings).created is None and _users(settings) == ["root"]
+
+    db = Database(settings.database_url)
+    try:
+        with db.session() as s:
+            store.delete_user(s, "root")
+    finally:
+        db.dispose()
+    again = prepare_access(settings)
+    assert again.created is not None and _users(settings) == ["admin"]
+
+
+FAKE_CURL = """#!/bin/sh
+# Records its arguments; with --data-binary @- also its standard input, and answers as the
+# identity service does (the token in a header).
+printf '%s\\n' "$@" >> "$CURL_LOG/argv"
+case " $* " in
+*" --data-binary @- "*)
+    cat > "$CURL_LOG/body"
+    printf 'HTTP/1.1 201 Created\\r\\nX-Subject-Token: tok-42\\r\\n\\r\\n' ;;
+esac
+"""
+
+
+def test_banner_curl_keeps_the_password_out_of_argv(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The curl lines of the banner, run by bash with a curl that records what it gets: the
+    password goes through standard input only, as valid JSON, and the token reaches the API
+    call."""
+    access = prepare_access(settings)
+    text = banner(settings, [], access)
+    lines = text.split("With curl", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    script = "\n".join(line.removeprefix("  ") for line in lines) + "\n"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(FAKE_CURL)
+    (bin_dir / "curl").chmod(0o755)
+    password = "p@ss w0rd$%s `x` 'y'"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("CURL_LOG", str(tmp_path))
+    subprocess.run(["bash", "-c", script], input=password + "\n", text=True, check=True, timeout=30)
+    argv = (tmp_path / "argv").read_text()
+    assert "--data-binary" in argv and password not in argv and "w0rd" not in argv
+    body = json.loads((tmp_path / "body").read_text())
+    assert body["auth"]["identity"]["password"]["user"] == {
+        "name": "admin",
+        "domain": {"id": "default"},
+        "password": password,
+    }
+    assert body["auth"]["scope"] == {"project": {"name": "admin", "domain": {"id": "default"}}}
+    assert "X-Auth-Token: tok-42" in argv.splitlines()
+    assert f"{settings.api_url}/v1.0/{access.project_id}/instances" in argv.splitlines()

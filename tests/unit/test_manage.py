@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select, update
 
 from cove.cli.manage import main
+from cove.cli.up import create_private, make_private, sqlite_file
 from cove.common.errors import Unauthorized
 from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import find_postgresql
@@ -87,10 +88,35 @@ def test_db_upgrade_prepares_identity_and_networks(run, settings):
     db = Database(settings.database_url)
     try:
         with db.session() as s:
-            assert sorted(s.scalars(select(Role.name))) == ["admin", "member", "reader"]
+            assert sorted(s.scalars(select(Role.name))) == ["admin", "member", "reader", "service"]
             assert s.scalar(select(Network).where(Network.is_default.is_(True))) is not None
     finally:
         db.dispose()
+
+
+def test_db_upgrade_makes_an_old_readable_database_private(run, settings):
+    """The control database holds password hashes: one that an earlier version left readable
+    to others is made 0600 by the next upgrade, and so are its -wal and -shm files."""
+    database = settings.data_dir / "cove.sqlite"
+    database.chmod(0o644)
+    run("db", "upgrade")
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    leftovers = [database.with_name("cove.sqlite-wal"), database.with_name("cove.sqlite-shm")]
+    for path in (database, *leftovers):
+        path.touch()
+        path.chmod(0o644)
+    make_private(database)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (database, *leftovers)] == [0o600] * 3
+
+
+def test_sqlite_file_is_created_private(tmp_path: Path):
+    assert sqlite_file(f"sqlite:///{tmp_path}/c.sqlite?timeout=5") == tmp_path / "c.sqlite"
+    assert sqlite_file("sqlite:///:memory:") is None
+    assert sqlite_file("postgresql+psycopg://u@h/db") is None
+    create_private(tmp_path / "c.sqlite")
+    assert stat.S_IMODE((tmp_path / "c.sqlite").stat().st_mode) == 0o600
+    create_private(tmp_path / "missing" / "c.sqlite")  # left to the migration to report
+    assert not (tmp_path / "missing").exists()
 
 
 def test_flavors_add_disable_enable(run):
@@ -141,6 +167,14 @@ def test_bootstrap_from_a_password_file(run, settings, tmp_path: Path):
         1,
         f"Error: the password file {empty} is empty\n",
     )
+
+
+def test_bootstrap_defaults_to_the_administrative_project(run, monkeypatch):
+    monkeypatch.setenv("COVE_ADMIN_PROJECT", "ops")
+    result = run("bootstrap")
+    assert result.stdout.startswith("user admin created with the admin role on project ops\n")
+    claims = authenticate(load_settings(), "admin", generated_password(result, "admin"), "ops")
+    assert claims.roles == ("admin",) and claims.admin_project
 
 
 def test_projects(run):
@@ -238,7 +272,10 @@ def test_roles(run, settings, tmp_path: Path):
     run("role", "add", "ann", "b", "admin")
     assert authenticate(settings, "ann", "Role-test-1", "b").roles == ("admin",)
     unknown = run("role", "add", "ann", "a", "owner", ok=False)
-    assert unknown.output == "Error: Could not find role: owner (roles: admin, member, reader).\n"
+    assert (
+        unknown.output
+        == "Error: Could not find role: owner (roles: admin, member, reader, service).\n"
+    )
     listed = [line.split() for line in run("role", "list").stdout.splitlines()]
     assert listed == [["ann", "a", "member"], ["ann", "b", "admin"]]
     assert run("role", "list", "--user", "ann").stdout == run("role", "list").stdout

@@ -240,6 +240,33 @@ def test_resolve_network_refuses_with_a_clear_400(synced, nics, message):
     assert message in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("nics", "message"),
+    [
+        ([{"net-id": "lab\ud800"}], "A network id or name must be valid Unicode text."),
+        ([{"network_id": "\udcff"}], "A network id or name must be valid Unicode text."),
+        ([{"net-id": "lab", "\ud800": "x"}], "A key of 'nics' must be valid Unicode text."),
+    ],
+)
+def test_resolve_network_refuses_lone_surrogates(synced, nics, message):
+    with synced.session() as s:
+        create_network(s, "lab", "127.50.0.0/24")
+    with pytest.raises(BadRequest) as caught, synced.session() as s:
+        resolve_network(s, nics)
+    assert caught.value.message == message
+    caught.value.message.encode("utf-8")  # never echoes what cannot be shown
+
+
+def test_lookups_and_names_refuse_lone_surrogates(synced):
+    """cove-manage passes argv, which carries undecodable bytes as lone surrogates."""
+    with synced.session() as s:
+        with pytest.raises(BadRequest, match="must be valid Unicode text"):
+            find_network(s, "\udcff")
+        with pytest.raises(BadRequest, match="must be valid Unicode text") as caught:
+            create_network(s, "lab\udcff", "127.50.0.0/24")
+        caught.value.message.encode("utf-8")
+
+
 def test_resolve_network_without_a_default(db):
     with pytest.raises(BadRequest, match="No default network"), db.session() as s:
         resolve_network(s, [])
@@ -366,6 +393,23 @@ def test_create_with_an_unknown_network_is_400(api):
 def test_create_refuses_nics_cove_cannot_honour(api, nics, message):
     resp = api.post("/v1.0/p1/instances", json=create_body(nics=nics), headers=as_member(api))
     assert resp.status_code == 400 and message in resp.json()["badRequest"]["message"], resp.text
+
+
+def test_create_naming_a_network_in_invalid_unicode_is_400(api):
+    # Escaped in the JSON text: a lone surrogate, which no encoder would send raw.
+    for nic in ('{"net-id": "\\ud800"}', '{"net-id": "lab", "\\ud800": 1}'):
+        raw = (
+            '{"instance": {"name": "orders", "flavorRef": "2", "volume": {"size": 1}, '
+            f'"nics": [{nic}]}}}}'
+        )
+        resp = api.post(
+            "/v1.0/p1/instances",
+            content=raw,
+            headers={**as_member(api), "content-type": "application/json"},
+        )
+        assert resp.status_code == 400, resp.text
+        assert "must be valid Unicode text" in resp.json()["badRequest"]["message"]
+    assert api.tc.bus.casts == []
 
 
 def place(api, nics: list[Any] | None = None) -> dict[str, Any]:

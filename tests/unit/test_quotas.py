@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from accounts import add_account, password_auth
 from cove.api.app import create_app
+from cove.api.auth import KeystoneAuthenticator
 from cove.api.context import build_context
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import load_settings
@@ -21,7 +24,7 @@ from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.migrate import upgrade
-from cove.db.models import Instance, Network
+from cove.db.models import Instance, Network, Quota
 
 
 class RecordingBus:
@@ -36,9 +39,11 @@ class RecordingBus:
 
 
 class Cove:
-    """One API with three callers: a member and a reader of p1, an admin of project ops."""
+    """One API with three callers: a member and a reader of p1, an admin of project ops (the
+    administrative project)."""
 
     def __init__(self, tmp_path, **overrides: Any) -> None:
+        overrides = {"admin_project": "ops", **overrides}
         settings = load_settings(data_dir=tmp_path, max_volume_size=10, page_size=2, **overrides)
         upgrade(settings.database_url)
         self.db = Database(settings.database_url)
@@ -248,6 +253,79 @@ def test_setting_every_resource(make):
     got = quotas_of(cove.admin.get("/v1.0/ops/mgmt/quotas/p1"))
     assert {r: q["limit"] for r, q in got.items()} == wanted
     fault(create(cove.member, "p1"), 413, "overLimit")  # volumes: 0
+
+
+def test_a_quota_resource_in_invalid_unicode_is_a_400(make):
+    cove = make()
+    # Escaped in the JSON text: a lone surrogate, which cannot be stored or shown.
+    for raw in ('{"quotas": {"\\ud800": 1}}', '{"quotas": {"instances": 5, "x\\udcff": 1}}'):
+        resp = cove.admin.put(
+            "/v1.0/ops/mgmt/quotas/p1", content=raw, headers={"content-type": "application/json"}
+        )
+        msg = fault(resp, 400, "badRequest")
+        assert msg == "A quota resource name must be valid Unicode text."
+    assert quotas_of(cove.admin.get("/v1.0/ops/mgmt/quotas/p1"))["instances"]["limit"] == 10
+
+
+def test_quotas_of_a_project_the_embedded_identity_does_not_hold_are_404(make):
+    cove = make()
+    unknown = "ab" * 16
+    put = cove.admin.put(f"/v1.0/ops/mgmt/quotas/{unknown}", json={"quotas": {"instances": 3}})
+    assert unknown in fault(put, 404, "itemNotFound")
+    fault(cove.admin.get(f"/v1.0/ops/mgmt/quotas/{unknown}"), 404, "itemNotFound")
+    fault(cove.admin.get(f"/v1.0/ops/mgmt/quotas/{'x' * 65}"), 400, "badRequest")
+    with cove.db.session() as s:
+        assert s.scalar(select(func.count(Quota.project_id))) == 0
+    # Members still learn nothing about other projects, existing or not.
+    fault(cove.member.get(f"/v1.0/p1/mgmt/quotas/{unknown}"), 403, "forbidden")
+
+
+class FakeKeystone:
+    """Keystone's token API as KeystoneAuthenticator uses it: any token is an admin's of
+    ``project`` in the administrative project."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        expires = (utcnow() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        doc = {
+            "token": {
+                "user": {"id": "u" * 32},
+                "project": {"id": self.project},
+                "roles": [{"name": "admin"}],
+                "is_admin_project": True,
+                "expires_at": expires,
+            }
+        }
+        if request.method == "POST":
+            return httpx.Response(201, json=doc, headers={"X-Subject-Token": "service"})
+        return httpx.Response(200, json=doc)
+
+
+def test_with_an_external_keystone_any_well_formed_project_has_quotas(tmp_path):
+    admin_project, other = "0f" * 16, "ab" * 16
+    settings = load_settings(
+        data_dir=tmp_path,
+        auth_strategy="keystone",
+        keystone_url="http://keystone.invalid:5000/v3",
+        keystone_username="cove",
+        keystone_password="secret",
+    )
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    try:
+        context = build_context(settings, db, RecordingBus())  # type: ignore[arg-type]
+        http = httpx.Client(transport=httpx.MockTransport(FakeKeystone(admin_project)))
+        context.auth = KeystoneAuthenticator(settings, http)
+        client = TestClient(create_app(context), headers={"X-Auth-Token": "t"})
+        url = f"/v1.0/{admin_project}/mgmt/quotas/{other}"
+        put = client.put(url, json={"quotas": {"instances": 3}})
+        assert put.status_code == 200, put.text
+        assert quotas_of(client.get(url))["instances"]["limit"] == 3
+        fault(client.get(f"/v1.0/{admin_project}/mgmt/quotas/{'x' * 65}"), 400, "badRequest")
+    finally:
+        db.dispose()
 
 
 # -- /limits and rate limits -------------------------------------------------------------------

@@ -36,8 +36,14 @@ IDENTITY_PREFIX = "/identity"
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
 
 
+def _printable(message: str) -> str:
+    """``message`` made encodable: it may quote a client's string with lone surrogates."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def fault(status: int, message: str, fault_name: str | None = None) -> JSONResponse:
     name = fault_name or _HTTP_FAULTS.get(status, "instanceFault")
+    message = _printable(message)
     return JSONResponse({name: {"code": status, "message": message}}, status_code=status)
 
 
@@ -45,7 +51,8 @@ def keystone_error(status: int, message: str) -> JSONResponse:
     """Keystone's own error shape, used under ``/identity``."""
     title = _TITLES.get(status, "Error")
     return JSONResponse(
-        {"error": {"code": status, "title": title, "message": message}}, status_code=status
+        {"error": {"code": status, "title": title, "message": _printable(message)}},
+        status_code=status,
     )
 
 
@@ -128,6 +135,13 @@ def install(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         return _respond(request, exc.status_code, message)
+
+    @app.exception_handler(UnicodeError)
+    async def _unicode(request: Request, exc: UnicodeError) -> JSONResponse:
+        # JSON may carry lone surrogates ("\ud800"), which no string of Cove can hold; the
+        # body validation trips on them before any handler of ours sees the text.
+        LOG.info("refused a request with text that is not valid Unicode: %s", type(exc).__name__)
+        return _respond(request, 400, "Malformed request body: text must be valid Unicode.")
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

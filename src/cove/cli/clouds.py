@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from cove.common.urls import identity_v3
+
 #: The cloud ``cove up`` writes and the ``cove`` command picks when none is named.
 COVE_CLOUD = "cove"
 #: The system-wide file; a module constant so that tests can move it.
@@ -307,13 +309,8 @@ def load(env: Mapping[str, str], cloud: str | None, cwd: Path, home: Path) -> Cl
 # -- talking to Keystone ------------------------------------------------------------------------
 
 
-def identity_v3(auth_url: str) -> str:
-    """The v3 root of an identity service: ``auth_url`` with ``/v3`` appended when missing."""
-    url = auth_url.rstrip("/")
-    return url if re.search(r"/v3(\.\d+)?$", url) else f"{url}/v3"
-
-
 def token_url(auth_url: str) -> str:
+    """Where a password authentication is posted: ``<identity v3>/auth/tokens``."""
     return f"{identity_v3(auth_url)}/auth/tokens"
 
 

@@ -95,9 +95,12 @@ generate_option = click.option(
 
 @click.command("bootstrap")
 @click.option("--user", "user_name", default="admin", show_default=True, help="Admin user.")
-@click.option("--project", default="admin", show_default=True, help="Its project.")
+@click.option(
+    "--project",
+    help="Its project (default: the administrative project, setting admin_project).",
+)
 @password_file_option
-def bootstrap(user_name: str, project: str, password_file: str | None) -> None:
+def bootstrap(user_name: str, project: str | None, password_file: str | None) -> None:
     """Create the roles, the token key, a project and a user holding the admin role on it.
 
     Running it again changes nothing but giving the user the admin role back. Without
@@ -107,6 +110,7 @@ def bootstrap(user_name: str, project: str, password_file: str | None) -> None:
     from cove.identity.tokens import TokenSigner, ensure_key
 
     settings = _settings()
+    project = project or settings.admin_project
     password = _read_password_file(password_file) if password_file else None
     try:
         with _errors():

@@ -9,6 +9,7 @@ database instances and their guest agents keep running and are re-attached on th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,12 +19,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cove.cli import clouds
 from cove.cli.clouds import Login
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
+
+if TYPE_CHECKING:
+    from cove.db.engine import Database
 
 LOG = logging.getLogger("cove.up")
 
@@ -49,6 +53,35 @@ def prepare_data_dir(settings: Settings) -> None:
         (data / sub).mkdir(exist_ok=True)
 
 
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite control database URL; None for another database or an in-memory
+    one."""
+    if not database_url.startswith("sqlite:///"):
+        return None
+    name = database_url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(name) if name and name != ":memory:" else None
+
+
+def create_private(sqlite: Path) -> None:
+    """Create the SQLite control database, which holds password hashes, empty and mode 0600
+    before anything connects to it (SQLite gives its -wal and -shm files the database's mode).
+    An existing file, or a missing directory, is left alone."""
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(sqlite, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def make_private(sqlite: Path) -> None:
+    """Give the SQLite control database and its -wal and -shm files mode 0600, for databases
+    an earlier version left readable to others."""
+    for path in (
+        sqlite,
+        sqlite.with_name(f"{sqlite.name}-wal"),
+        sqlite.with_name(f"{sqlite.name}-shm"),
+    ):
+        if path.is_file():
+            path.chmod(0o600)
+
+
 def bootstrap_catalog(settings: Settings) -> list[str]:
     """Migrate the control database, seed flavors, register installed datastore versions, and
     make sure the roles, the default network and the token key exist."""
@@ -59,11 +92,12 @@ def bootstrap_catalog(settings: Settings) -> list[str]:
     from cove.identity.store import ensure_roles
     from cove.identity.tokens import ensure_key
 
+    sqlite = sqlite_file(settings.database_url)
+    if sqlite is not None:
+        create_private(sqlite)
     upgrade(settings.database_url)
-    sqlite = Path(settings.database_url.removeprefix("sqlite:///"))
-    if settings.database_url.startswith("sqlite:///") and sqlite.is_file():
-        # It holds password hashes; SQLite gives its -wal and -shm files the same mode.
-        sqlite.chmod(0o600)
+    if sqlite is not None:
+        make_private(sqlite)
     ensure_key(settings.token_key_file)
     db = Database(settings.database_url)
     try:
@@ -77,7 +111,8 @@ def bootstrap_catalog(settings: Settings) -> list[str]:
     return [f"{f.datastore} {f.version}" for f in found]
 
 
-#: The administrator ``cove up`` creates on first start: a user and a project of this name.
+#: The administrator ``cove up`` creates on first start, in the administrative project
+#: (setting ``admin_project``).
 ADMIN = "admin"
 
 
@@ -135,9 +170,23 @@ def write_clouds_file(settings: Settings, login: Login | None) -> str:
     return ""
 
 
+def _no_users(db: Database) -> bool:
+    """Whether the identity service has no user at all: a fresh control database."""
+    from sqlalchemy import select
+
+    from cove.db.models import User
+
+    with db.session() as s:
+        return s.scalar(select(User.id).limit(1)) is None
+
+
 def prepare_access(settings: Settings) -> Access:
-    """With the embedded identity service: on first start (no user ``admin`` yet) create the
-    administrator, then keep ``<data>/clouds.yaml`` up to date. Run after bootstrap_catalog."""
+    """With the embedded identity service: on first start (no user at all yet) create the
+    administrator, then keep ``<data>/clouds.yaml`` up to date. Run after bootstrap_catalog.
+
+    An operator who later deletes or renames ``admin`` does not get it back: with any user
+    present nothing is created.
+    """
     from cove.common.errors import NotFound
     from cove.db.engine import Database
     from cove.identity import store
@@ -148,36 +197,33 @@ def prepare_access(settings: Settings) -> Access:
         return Access(None, None, None)
     db = Database(settings.database_url)
     try:
-        with db.session() as s:
-            try:
-                store.find_user(s, ADMIN)
-                first = False
-            except NotFound:
-                first = True
         password = None
-        if first:
+        if _no_users(db):
             identity = IdentityService(settings, db, TokenSigner(load_key(settings.token_key_file)))
-            password = identity.bootstrap(project=ADMIN, user=ADMIN)
+            password = identity.bootstrap(project=settings.admin_project, user=ADMIN)
         with db.session() as s:
             try:
-                project_id: str | None = store.find_project(s, ADMIN).id
+                project_id: str | None = store.find_project(s, settings.admin_project).id
             except NotFound:
                 project_id = None
     finally:
         db.dispose()
-    login = Login(ADMIN, ADMIN, password) if password else None
+    login = Login(ADMIN, settings.admin_project, password) if password else None
     problem = write_clouds_file(settings, login)
     path = settings.data_dir / "clouds.yaml"
     return Access(path if path.is_file() and not problem else None, project_id, login, problem)
 
 
+#: Gets a token with curl. The password is read without echo into a shell variable and fed to
+#: curl's standard input by ``printf``, a shell builtin, so it appears in no process's argv.
 _CURL_TOKEN = """\
-  TOKEN=$(curl -s -o /dev/null -D - {url}/identity/v3/auth/tokens \\
-      -H 'Content-Type: application/json' -d '{{"auth": {{"identity": {{
-        "methods": ["password"], "password": {{"user": {{"name": "{user}",
-        "domain": {{"id": "default"}}, "password": "PASSWORD"}}}}}}, "scope": {{"project": {{
-        "name": "{project}", "domain": {{"id": "default"}}}}}}}}}}' \\
-      | awk 'tolower($1) == "x-subject-token:" {{print $2}}' | tr -d '\\r')
+  read -rsp 'Password of {user}: ' PW; echo
+  TOKEN=$(printf '{{"auth": {{"identity": {{"methods": ["password"], "password": {{"user": {{
+      "name": "{user}", "domain": {{"id": "default"}}, "password": "%s"}}}}}}, "scope": {{
+      "project": {{"name": "{project}", "domain": {{"id": "default"}}}}}}}}}}' "$PW" \\
+    | curl -s -o /dev/null -D - {url}/identity/v3/auth/tokens \\
+        -H 'Content-Type: application/json' --data-binary @- \\
+    | awk 'tolower($1) == "x-subject-token:" {{print $2}}' | tr -d '\\r')
   curl -s -H "X-Auth-Token: $TOKEN" {url}/v1.0/{project_id}/instances
 """
 
@@ -212,14 +258,18 @@ def banner(settings: Settings, versions: list[str], access: Access) -> str:
         env += f" OS_CLIENT_CONFIG_FILE={access.clouds_file} OS_CLOUD={clouds.COVE_CLOUD}"
     else:
         env += (
-            f" OS_AUTH_URL={url}/identity/v3 OS_USERNAME={ADMIN} OS_PROJECT_NAME={ADMIN}\n"
+            f" OS_AUTH_URL={url}/identity/v3 OS_USERNAME={ADMIN} "
+            f"OS_PROJECT_NAME={settings.admin_project}\n"
             f"  read -rsp 'Password of {ADMIN}: ' OS_PASSWORD && export OS_PASSWORD"
         )
     openstack = "openstack"
     if access.clouds_file is not None:
         openstack += f" --os-cloud {clouds.COVE_CLOUD}"
     curl = _CURL_TOKEN.format(
-        url=url, user=ADMIN, project=ADMIN, project_id=access.project_id or "<project id>"
+        url=url,
+        user=ADMIN,
+        project=settings.admin_project,
+        project_id=access.project_id or "<project id>",
     )
     return f"""
 Cove is running.
@@ -236,7 +286,7 @@ Try it in another terminal:
   {openstack} database instance list
       (the openstack command: pip install python-openstackclient python-troveclient)
 
-With curl, get a token first (write the {ADMIN} password in place of PASSWORD):
+With curl, get a token first (it asks for the {ADMIN} password):
 {curl}
 Projects, users and roles: cove-manage project|user|role --help.
 Ctrl-C stops the control plane; database instances keep running.

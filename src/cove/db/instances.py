@@ -6,12 +6,12 @@ import ipaddress
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from cove.common.errors import AddressPoolExhausted, InstanceNotFound
-from cove.db.models import AddressAllocation, GuestState, Instance
+from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Instance
 from cove.domain.status import ComputeState, GuestStatus, InstanceSnapshot, Task
 
 
@@ -21,6 +21,40 @@ def get_instance(session: Session, instance_id: str, project_id: str | None = No
     if inst is None or inst.deleted or (project_id is not None and inst.project_id != project_id):
         raise InstanceNotFound(f"Instance {instance_id} could not be found.")
     return inst
+
+
+def page_instances(
+    session: Session, query: Select[Instance], marker: str | None, size: int
+) -> tuple[list[Instance], bool]:
+    """One page of at most ``size`` of the instances ``query`` selects, newest first (ties by
+    id), and whether more follow. Paged in SQL on (created, id), so a page costs the same
+    however many instances there are; the rows come with their guest state and datastore.
+
+    ``marker`` is the id of the last instance of the previous page. It must be one that
+    ``query`` selects: any other id (unknown, deleted, of another project) gives an empty page,
+    so a marker never reveals anything outside the query.
+    """
+    if marker is not None:
+        after = session.scalar(query.where(Instance.id == marker))
+        if after is None:
+            return [], False
+        query = query.where(
+            or_(
+                Instance.created < after.created,
+                and_(Instance.created == after.created, Instance.id > after.id),
+            )
+        )
+    rows = list(
+        session.scalars(
+            query.order_by(Instance.created.desc(), Instance.id)
+            .options(
+                selectinload(Instance.guest),
+                selectinload(Instance.datastore_version).selectinload(DatastoreVersion.datastore),
+            )
+            .limit(size + 1)
+        )
+    )
+    return rows[:size], len(rows) > size
 
 
 def snapshot(inst: Instance, guest: GuestState | None) -> InstanceSnapshot:

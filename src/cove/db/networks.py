@@ -24,6 +24,7 @@ from cove.common.errors import BadRequest, ConfigurationError, Conflict, Network
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import Settings
 from cove.db.models import Instance, Network
+from cove.domain import names
 from cove.domain.networks import loopback_pool
 
 LOG = logging.getLogger(__name__)
@@ -49,7 +50,17 @@ def check_cidr(cidr: str) -> ipaddress.IPv4Network:
         raise BadRequest(f"Invalid network: {exc}.") from exc
 
 
+def _text(value: str, what: str) -> str:
+    """``value``, if it is valid Unicode text (JSON and argv can carry lone surrogates, which
+    can be neither stored nor shown). Raises BadRequest, whose message never echoes it."""
+    try:
+        return names.unicode_text(value, what)
+    except ValueError as exc:
+        raise BadRequest(f"{exc}.") from None
+
+
 def _check_name(name: str) -> str:
+    _text(name, "A network name")
     if not _NAME.fullmatch(name):
         raise BadRequest(
             f"Invalid network name '{name[:_SHOWN_REF]}': 1 to 64 letters, digits, '_', '.' "
@@ -78,7 +89,9 @@ def list_networks(s: Session) -> list[Network]:
 
 
 def find_network(s: Session, ref: str) -> Network:
-    """The network whose id or name is ``ref``. Raises NetworkNotFound."""
+    """The network whose id or name is ``ref``. Raises NetworkNotFound, or BadRequest for a
+    ``ref`` that is not valid Unicode text."""
+    _text(ref, "A network id or name")
     network = s.get(Network, ref) or s.scalar(select(Network).where(Network.name == ref))
     if network is None:
         raise NetworkNotFound(f"Network '{ref[:_SHOWN_REF]}' cannot be found.")
@@ -239,7 +252,8 @@ def resolve_network(s: Session, nics: list[Any]) -> Network:
     ``[]`` means the default network; ``[{"net-id": ref}]`` or ``[{"network_id": ref}]`` (what
     the OpenStack client sends) names one by id or name. Raises BadRequest for anything else:
     an unknown network, more than one NIC, an item that is not an object, an unknown key, a
-    subnet or fixed address (Cove chooses addresses itself), or no default network.
+    subnet or fixed address (Cove chooses addresses itself), no default network, or a key or
+    reference that is not valid Unicode text.
     """
     if not nics:
         network = default_network(s)
@@ -258,6 +272,8 @@ def resolve_network(s: Session, nics: list[Any]) -> Network:
 def _network_ref(nic: Any) -> str:
     if not isinstance(nic, dict):
         raise BadRequest('Each item of \'nics\' must be an object such as {"net-id": "<network>"}.')
+    for key in nic:
+        _text(str(key), "A key of 'nics'")
     unknown = sorted(str(k)[:_SHOWN_REF] for k in nic if k not in _NIC_KEYS)
     if unknown:
         raise BadRequest(

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, NotFound, QuotaExceeded, ServiceUnavailable
 from cove.common.settings import Settings
-from cove.db.models import Flavor, Instance, ProjectLock, Quota
+from cove.db.models import Flavor, Instance, Project, ProjectLock, Quota
+from cove.domain import names
 
 RESOURCES = ("instances", "ram", "volumes", "backups")
 UNITS = {"instances": "", "ram": " MB", "volumes": " GB", "backups": ""}
@@ -142,7 +143,24 @@ def check_instance_quota(
     raise QuotaExceeded(f"Quota exceeded for resources: {over}. {details}.")
 
 
+def check_project(s: Session, settings: Settings, project_id: str) -> None:
+    """Refuse a project whose quotas cannot be shown or set.
+
+    Raises BadRequest for an id that is empty or longer than the column. With the embedded
+    identity service Cove owns the projects, so one it does not hold raises NotFound; with an
+    external Keystone the projects live there and any well-formed id is accepted.
+    """
+    if not project_id or len(project_id) > MAX_PROJECT_ID:
+        raise BadRequest(f"A project id has 1 to {MAX_PROJECT_ID} characters.")
+    if settings.auth_strategy == "embedded" and s.get(Project, project_id) is None:
+        raise NotFound(f"Project {project_id} could not be found.")
+
+
 def _checked_limit(resource: str, limit: object) -> int:
+    try:
+        names.unicode_text(resource, "A quota resource name")
+    except ValueError as exc:
+        raise BadRequest(f"{exc}.") from None
     if resource not in RESOURCES:
         raise NotFound(f"Quota resource '{resource}' does not exist (resources: {RESOURCES}).")
     if isinstance(limit, bool) or not isinstance(limit, int):
@@ -154,17 +172,19 @@ def _checked_limit(resource: str, limit: object) -> int:
     return limit
 
 
-def set_quotas(s: Session, project_id: str, limits: Mapping[str, object]) -> dict[str, int]:
+def set_quotas(
+    s: Session, settings: Settings, project_id: str, limits: Mapping[str, object]
+) -> dict[str, int]:
     """Override the project's limits (all or none of ``limits``); returns what was set.
 
     Takes the project's lock, so a change and a create in the project never interleave.
-    Raises NotFound for an unknown resource, BadRequest for a limit that is not an integer of
-    at least -1, for no limits at all and for a project id longer than the column.
+    Raises NotFound for an unknown resource or project (see :func:`check_project`),
+    BadRequest for a limit that is not an integer of at least -1, for a resource name that is
+    not valid Unicode text, for no limits at all and for a malformed project id.
     """
     if not limits:
         raise BadRequest("No quotas were given.")
-    if not project_id or len(project_id) > MAX_PROJECT_ID:
-        raise BadRequest(f"A project id has 1 to {MAX_PROJECT_ID} characters.")
+    check_project(s, settings, project_id)
     checked = {r: _checked_limit(r, v) for r, v in limits.items()}
     lock_project(s, project_id)
     for resource, limit in checked.items():

@@ -79,6 +79,7 @@ def instance_name(value: str) -> str:
 def database_name(value: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("database name must be a non-empty string")
+    _encodable(value, "database name")
     if len(value) > DB_NAME_MAX:
         raise ValueError(f"database name '{value[:70]}' is longer than {DB_NAME_MAX} characters")
     if not _IDENT.match(value):
@@ -94,6 +95,7 @@ def database_name(value: str) -> str:
 def user_name(value: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("user name must be a non-empty string")
+    _encodable(value, "user name")
     if len(value) > DB_NAME_MAX:
         raise ValueError(f"user name '{value[:70]}' is longer than {DB_NAME_MAX} characters")
     if not _USER.match(value):
@@ -109,7 +111,10 @@ def user_name(value: str) -> str:
 def user_host(value: str | None) -> str:
     if value is None or value == "":
         return "%"
-    if not isinstance(value, str) or len(value) > 255 or not _HOST.match(value):
+    if not isinstance(value, str):
+        raise ValueError("user host must be a string")
+    _encodable(value, "user host")
+    if len(value) > 255 or not _HOST.match(value):
         raise ValueError(f"user host '{value}' is invalid")
     return value
 

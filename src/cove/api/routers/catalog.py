@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,18 +42,23 @@ def version(request: Request) -> dict[str, Any]:
     return {"version": _version_doc(request)}
 
 
+def _by_id(view: dict[str, Any]) -> str:
+    return str(view["id"])
+
+
 def _paged(
     request: Request,
     c: ApiContext,
-    key: str,
-    items: list[Any],
+    name: str,
+    views: list[dict[str, Any]],
     limit: int | None,
     marker: str | None,
+    item_id: Callable[[dict[str, Any]], str] = _by_id,
 ) -> dict[str, Any]:
-    page, next_links = paginate(
-        request, items, lambda i: i["id"], limit, marker, c.settings.page_size
-    )
-    body: dict[str, Any] = {key: page}
+    """``{name: page}`` of ``views`` after the one whose ``item_id`` is ``marker``, with the
+    ``next`` link when more follow."""
+    page, next_links = paginate(request, views, item_id, limit, marker, c.settings.page_size)
+    body: dict[str, Any] = {name: page}
     if next_links:
         body["links"] = next_links
     return body
@@ -71,13 +77,8 @@ def list_flavors(
         flavors = s.scalars(select(Flavor).where(Flavor.active.is_(True))).all()
         ordered = sorted(flavors, key=lambda f: (f.ram, f.vcpus, f.name))
         views = [flavor_view(request, project_id, f) for f in ordered]
-    page, next_links = paginate(
-        request, views, lambda v: v["str_id"], limit, marker, c.settings.page_size
-    )
-    body: dict[str, Any] = {"flavors": page}
-    if next_links:
-        body["links"] = next_links
-    return body
+    # Trove's flavor marker is the string id: the numeric "id" is null for named flavors.
+    return _paged(request, c, "flavors", views, limit, marker, lambda v: str(v["str_id"]))
 
 
 def find_flavor(s: Any, ref: str) -> Flavor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext, authorize, cove
 from cove.api.guest import check_ready
@@ -24,7 +24,7 @@ from cove.common.errors import (
 )
 from cove.common.ids import new_id, utcnow
 from cove.db.catalog import get_datastore, get_version
-from cove.db.instances import get_instance, snapshot, transition
+from cove.db.instances import get_instance, page_instances, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
@@ -56,30 +56,11 @@ def _list(
     thousands)."""
     authorize(request, project_id, "instance:index")
     size = page_limit(limit, c.settings.page_size)
+    query = select(Instance).where(Instance.project_id == project_id, Instance.deleted.is_(False))
     with c.db.session() as s:
-        query = (
-            select(Instance)
-            .where(Instance.project_id == project_id, Instance.deleted.is_(False))
-            .order_by(Instance.created.desc(), Instance.id)
-            .options(
-                selectinload(Instance.guest),
-                selectinload(Instance.datastore_version).selectinload(DatastoreVersion.datastore),
-            )
-        )
-        if marker is not None:
-            after = s.get(Instance, marker)
-            if after is None or after.project_id != project_id or after.deleted:
-                return {"instances": []}
-            query = query.where(
-                or_(
-                    Instance.created < after.created,
-                    and_(Instance.created == after.created, Instance.id > after.id),
-                )
-            )
-        rows = list(s.scalars(query.limit(size + 1)))
-        page = rows[:size]
+        page, more = page_instances(s, query, marker, size)
         body: dict[str, Any] = {"instances": [_view(request, c, i, detail) for i in page]}
-    if len(rows) > size:
+    if more:
         body["links"] = next_links(request, page[-1].id, size)
     return body
 
@@ -128,7 +109,7 @@ def _unsupported(spec: InstanceCreate) -> None:
             raise NotImplementedFault(f"{what} ('{field}') is not supported by Cove yet.")
 
 
-def _resolve_version(s: Any, c: ApiContext, spec: InstanceCreate) -> DatastoreVersion:
+def _resolve_version(s: Session, c: ApiContext, spec: InstanceCreate) -> DatastoreVersion:
     ds_ref = spec.datastore.type if spec.datastore else None
     ds_ref = ds_ref or c.settings.default_datastore
     if not ds_ref:
@@ -147,9 +128,26 @@ def _resolve_version(s: Any, c: ApiContext, spec: InstanceCreate) -> DatastoreVe
     return version
 
 
+def _text(value: str, what: str) -> str:
+    """``value``, if it is valid Unicode text: a lone surrogate in JSON can be neither looked
+    up nor shown. Raises ValidationFailed, whose message never echoes it."""
+    return checked(lambda v: names.unicode_text(v, what), value)
+
+
+def _check_refs(spec: InstanceCreate) -> None:
+    """The flavor is given, and it and the datastore are named in text that can be looked up."""
+    if spec.flavorRef is None or spec.flavorRef == "":
+        raise BadRequest("A flavor is required ('flavorRef').")
+    _text(str(spec.flavorRef), "flavorRef")
+    if spec.datastore:
+        _text(spec.datastore.type or "", "datastore type")
+        _text(spec.datastore.version or "", "datastore version")
+
+
 def _validate_payload(
     spec: InstanceCreate, c: ApiContext
 ) -> tuple[list[DatabaseSpec], list[UserSpec]]:
+    _check_refs(spec)
     checked(names.instance_name, spec.name)
     if spec.volume is None:
         raise BadRequest("Volume size was not specified.")
@@ -165,16 +163,12 @@ def _validate_payload(
     return dbs, user_specs(spec.users, {d.name for d in dbs})
 
 
-@router.post("")
-def create_instance(
-    project_id: str, body: InstanceCreateBody, request: Request, c: ApiContext = Depends(cove)
-) -> Any:
-    ctx = authorize(request, project_id, "instance:create")
-    spec = body.instance
-    _unsupported(spec)
-    if spec.flavorRef is None or spec.flavorRef == "":
-        raise BadRequest("A flavor is required ('flavorRef').")
-    dbs, users = _validate_payload(spec, c)
+def _record(c: ApiContext, project_id: str, spec: InstanceCreate) -> str:
+    """Record a new BUILDING instance of the project within its quotas; returns its id.
+
+    Raises FlavorNotFound, DatastoreNotFound, DatastoreVersionNotFound, BadRequest (an inactive
+    version, an unusable network) and QuotaExceeded.
+    """
     instance_id = new_id()
     with c.db.session() as s:
         # The quota check locks the project first, so concurrent creates count each other.
@@ -203,6 +197,18 @@ def create_instance(
                 updated=now,
             )
         )
+    return instance_id
+
+
+def _cast_create(
+    c: ApiContext,
+    ctx: RequestContext,
+    instance_id: str,
+    dbs: list[DatabaseSpec],
+    users: list[UserSpec],
+) -> None:
+    """Hand the build to the task manager. If the bus fails, the instance is marked
+    BUILD_ERROR with the reason (so it can be seen and deleted) and the error is raised."""
     try:
         c.bus.cast(
             TASKMANAGER,
@@ -221,6 +227,18 @@ def create_instance(
             inst.fault_message = f"The task manager could not be reached: {exc.message}"
             inst.fault_at = utcnow()
         raise
+
+
+@router.post("")
+def create_instance(
+    project_id: str, body: InstanceCreateBody, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    ctx = authorize(request, project_id, "instance:create")
+    spec = body.instance
+    _unsupported(spec)
+    dbs, users = _validate_payload(spec, c)
+    instance_id = _record(c, project_id, spec)
+    _cast_create(c, ctx, instance_id, dbs, users)
     with c.db.session() as s:
         return {"instance": _view(request, c, get_instance(s, instance_id), True)}
 
@@ -301,6 +319,7 @@ def instance_action(
     if len(body) != 1:
         raise BadRequest("Exactly one action is required in the request body.")
     action, _args = next(iter(body.items()))
+    _text(action, "action name")
     if action == "restart":
         return _restart(c, ctx, project_id, instance_id)
     if action in ("resize", "promote_to_replica_source", "eject_replica_source", "reset_status"):

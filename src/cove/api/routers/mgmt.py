@@ -9,16 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import select
 
 from cove.api.context import ApiContext, authorize, cove, credentials
 from cove.api.views import instance_view, next_links, page_limit, trove_time
 from cove.common.errors import BadRequest, InstanceNotFound
 from cove.common.ids import utcnow
-from cove.db.instances import snapshot
-from cove.db.models import DatastoreVersion, Instance
-from cove.db.quotas import quota_usage, set_quotas
+from cove.db.instances import page_instances, snapshot
+from cove.db.models import Instance
+from cove.db.quotas import check_project, quota_usage, set_quotas
 from cove.domain.status import GuestStatus, Task, compute_status
 
 router = APIRouter(prefix="/v1.0/{project_id}/mgmt")
@@ -41,10 +40,14 @@ TASK_DESCRIPTIONS: dict[str, str] = {
 def show_quotas(
     project_id: str, project: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
+    """The project's usage and limits: its own for any role, any project's for an administrator.
+    Raises Forbidden, BadRequest for a malformed project id and NotFound for a project the
+    embedded identity service does not hold."""
     authorize(request, project_id, "quota:show")
     if project != project_id:
         c.policy.enforce("mgmt:quotas", credentials(request).roles)
     with c.db.session() as s:
+        check_project(s, c.settings, project)
         quotas = quota_usage(s, c.settings, project)
     return {
         "quotas": [
@@ -69,10 +72,12 @@ def update_quotas(
     body: dict[str, Any] = Body(...),
     c: ApiContext = Depends(cove),
 ) -> Any:
+    """Override some of the project's limits, all or none. Raises Forbidden, BadRequest and
+    NotFound (see cove.db.quotas.set_quotas)."""
     authorize(request, project_id, "mgmt:quotas")
     limits = _requested_limits(body)
     with c.db.session() as s:
-        return {"quotas": set_quotas(s, project, limits)}
+        return {"quotas": set_quotas(s, c.settings, project, limits)}
 
 
 # -- instances ---------------------------------------------------------------------------------
@@ -135,33 +140,14 @@ def list_all_instances(
     authorize(request, project_id, "mgmt:instances")
     deleted = _flag("deleted", request.query_params.get("deleted"), default=False)
     size = page_limit(limit, c.settings.page_size)
-    query = (
-        select(Instance)
-        .where(Instance.deleted.is_(deleted))
-        .order_by(Instance.created.desc(), Instance.id)
-        .options(
-            selectinload(Instance.guest),
-            selectinload(Instance.datastore_version).selectinload(DatastoreVersion.datastore),
-        )
-    )
+    query = select(Instance).where(Instance.deleted.is_(deleted))
     tenant = request.query_params.get("project_id")
     if tenant:
         query = query.where(Instance.project_id == tenant)
     with c.db.session() as s:
-        if marker is not None:
-            after = s.get(Instance, marker)
-            if after is None:
-                return {"instances": []}
-            query = query.where(
-                or_(
-                    Instance.created < after.created,
-                    and_(Instance.created == after.created, Instance.id > after.id),
-                )
-            )
-        rows = list(s.scalars(query.limit(size + 1)))
-        page = rows[:size]
+        page, more = page_instances(s, query, marker, size)
         body: dict[str, Any] = {"instances": [_admin_view(request, c, i, False) for i in page]}
-    if len(rows) > size:
+    if more:
         body["links"] = next_links(request, page[-1].id, size)
     return body
 

@@ -24,6 +24,7 @@ from cove import __version__
 from cove.cli import clouds
 from cove.cli import userfmt as fmt
 from cove.cli.userfmt import Body
+from cove.common.urls import identity_v3
 
 #: Lists stop following ``next`` links after this many items.
 MAX_ITEMS = 10_000
@@ -126,7 +127,7 @@ RENEW_BEFORE = 120.0
 
 
 @dataclass(frozen=True)
-class Login:
+class ScopedToken:
     """A project-scoped token and where to use it."""
 
     token: str = field(repr=False)
@@ -144,12 +145,11 @@ def _expiry(value: Any) -> float | None:
         return None
 
 
-def authenticate(cfg: clouds.CloudConfig, url: str | None, timeout: float) -> Login:
-    """Get a token with ``cfg``'s password, and the database endpoint: ``<url>/v1.0/<project>``
-    when ``url`` is given, else the one of the token's catalog.
+def _request_token(cfg: clouds.CloudConfig, timeout: float) -> tuple[str, Body]:
+    """Post ``cfg``'s password to the identity service; returns (token, token document).
 
-    Raises click.ClickException when the identity service cannot be reached, refuses the
-    credentials, or gives no project-scoped token or no database endpoint.
+    Raises click.ClickException when the service cannot be reached, refuses the credentials
+    or answers without a token; ApiError for another error answer.
     """
     what = f"the identity service at {cfg.auth_url}"
     http = make_http_client("", timeout, request_headers(), cfg.verify)
@@ -175,6 +175,37 @@ def authenticate(cfg: clouds.CloudConfig, url: str | None, timeout: float) -> Lo
     token = resp.headers.get("X-Subject-Token", "")
     if not token or not isinstance(doc, dict):
         raise click.ClickException(f"{what} answered without a token: is it a Keystone v3 URL?")
+    return token, doc
+
+
+def _database_endpoint(cfg: clouds.CloudConfig, doc: Body, url: str | None, project_id: str) -> str:
+    """``<url>/v1.0/<project>`` when ``url`` is given, else the ``database`` endpoint of the
+    token's catalog for ``cfg``'s interface and region.
+
+    Raises click.ClickException when the catalog has no such endpoint.
+    """
+    if url:
+        return f"{url}/v1.0/{quote(project_id, safe='')}"
+    found = clouds.find_endpoint(
+        doc.get("catalog") or [], "database", cfg.interface, cfg.region_name
+    )
+    if found is None:
+        region = f", region {cfg.region_name}" if cfg.region_name else ""
+        raise click.ClickException(
+            f"the catalog of {cfg.auth_url} has no database endpoint (interface "
+            f"{cfg.interface}{region}): give Cove's address with --url or COVE_URL"
+        )
+    return found
+
+
+def authenticate(cfg: clouds.CloudConfig, url: str | None, timeout: float) -> ScopedToken:
+    """Get a token with ``cfg``'s password, and the database endpoint: ``<url>/v1.0/<project>``
+    when ``url`` is given, else the one of the token's catalog.
+
+    Raises click.ClickException when the identity service cannot be reached, refuses the
+    credentials, or gives no project-scoped token or no database endpoint.
+    """
+    token, doc = _request_token(cfg, timeout)
     project = doc.get("project") or {}
     if not isinstance(project, dict) or not project.get("id"):
         raise click.ClickException(
@@ -182,26 +213,13 @@ def authenticate(cfg: clouds.CloudConfig, url: str | None, timeout: float) -> Lo
             f"in {cfg.source}, or OS_PROJECT_NAME"
         )
     project_id = str(project["id"])
-    if url:
-        endpoint = f"{url}/v1.0/{quote(project_id, safe='')}"
-    else:
-        found = clouds.find_endpoint(
-            doc.get("catalog") or [], "database", cfg.interface, cfg.region_name
-        )
-        if found is None:
-            region = f", region {cfg.region_name}" if cfg.region_name else ""
-            raise click.ClickException(
-                f"the catalog of {cfg.auth_url} has no database endpoint (interface "
-                f"{cfg.interface}{region}): give Cove's address with --url or COVE_URL"
-            )
-        endpoint = found
-    return Login(
+    return ScopedToken(
         token=token,
         project_id=project_id,
         project_name=str(project.get("name") or project_id),
         expires_at=_expiry(doc.get("expires_at")),
-        endpoint=endpoint,
-        identity=clouds.identity_v3(cfg.auth_url),
+        endpoint=_database_endpoint(cfg, doc, url, project_id),
+        identity=identity_v3(cfg.auth_url),
     )
 
 
@@ -294,15 +312,15 @@ def need(body: Body, key: str) -> Any:
 
 @dataclass
 class App:
-    """What every command shares: the options of ``cove``, the login and the API client, made
-    on first use (so ``--help`` and ``cove up`` need no credentials)."""
+    """What every command shares: the options of ``cove``, the scoped token and the API client,
+    made on first use (so ``--help`` and ``cove up`` need no credentials)."""
 
     url: str | None
     cloud: str | None
     json_output: bool
     timeout: float
     _config: clouds.CloudConfig | None = field(default=None, repr=False)
-    _login: Login | None = field(default=None, repr=False)
+    _scoped: ScopedToken | None = field(default=None, repr=False)
     _api: Api | None = field(default=None, repr=False)
 
     @property
@@ -315,34 +333,34 @@ class App:
         return self._config
 
     @property
-    def login(self) -> Login:
-        """The current login, renewed when its token is about to expire."""
-        login = self._login
-        if login is None or (
-            login.expires_at is not None and login.expires_at - time.time() < RENEW_BEFORE
+    def scoped(self) -> ScopedToken:
+        """The current scoped token, renewed when it is about to expire."""
+        scoped = self._scoped
+        if scoped is None or (
+            scoped.expires_at is not None and scoped.expires_at - time.time() < RENEW_BEFORE
         ):
-            login = self._login = authenticate(self.config, self.url, self.timeout)
-        return login
+            scoped = self._scoped = authenticate(self.config, self.url, self.timeout)
+        return scoped
 
     def token(self) -> str:
-        return self.login.token
+        return self.scoped.token
 
     @property
     def api(self) -> Api:
         if self._api is None:
-            login = self.login
+            scoped = self.scoped
             http = make_http_client(
-                login.endpoint, self.timeout, request_headers(login.token), self.config.verify
+                scoped.endpoint, self.timeout, request_headers(scoped.token), self.config.verify
             )
-            self._api = Api(http, server_of(login.endpoint), self.timeout, token=self.token)
+            self._api = Api(http, server_of(scoped.endpoint), self.timeout, token=self.token)
         return self._api
 
     def identity_get(self, path: str, params: Mapping[str, str] | None = None) -> Body:
         """GET ``<identity v3>/<path>`` with the token. Raises ApiError, click.ClickException."""
-        login = self.login
-        what = f"the identity service at {login.identity}"
+        scoped = self.scoped
+        what = f"the identity service at {scoped.identity}"
         http = make_http_client(
-            login.identity, self.timeout, request_headers(login.token), self.config.verify
+            scoped.identity, self.timeout, request_headers(scoped.token), self.config.verify
         )
         try:
             resp = send(http, "GET", path, what=what, timeout=self.timeout, params=params)
@@ -358,9 +376,9 @@ class App:
         A name other than the token's is looked up in the identity service, as the openstack
         command does. Raises click.ClickException when no such project is visible.
         """
-        login = self.login
-        if ref is None or ref in (login.project_id, login.project_name):
-            return login.project_id
+        scoped = self.scoped
+        if ref is None or ref in (scoped.project_id, scoped.project_name):
+            return scoped.project_id
         if clouds.looks_like_id(ref):
             return ref
         found = self.identity_get("projects", {"name": ref}).get("projects") or []

@@ -1,0 +1,101 @@
+"""``cove database``, ``cove user`` and ``cove root``, against a fake Cove."""
+
+from __future__ import annotations
+
+import json
+
+from fake_cove import FakeCove, reply, run
+
+# -- databases and users ----------------------------------------------------------------------
+
+
+def test_database_commands(cove: FakeCove) -> None:
+    cove.on("POST", "instances/i-1/databases", reply(202))
+    cove.on("DELETE", "instances/i-1/databases/orders", reply(202))
+    cove.on("GET", "instances/i-1/databases", reply(200, {"databases": [{"name": "orders"}]}))
+    args = ("--character-set", "UTF8", "--collate", "C")
+    assert run("database", "create", "i-1", "orders", *args).exit_code == 0
+    assert cove.bodies("POST") == [
+        {"databases": [{"name": "orders", "character_set": "UTF8", "collate": "C"}]}
+    ]
+    assert run("database", "delete", "i-1", "orders").exit_code == 0
+    listed = run("database", "list", "i-1")
+    assert listed.stdout.splitlines() == ["Name", "orders"]
+
+
+def test_user_segment_is_encoded(cove: FakeCove) -> None:
+    user = {"name": "u.2", "host": "10.0.0.1", "databases": [{"name": "a"}, {"name": "b"}]}
+    cove.on("GET", "instances/i-1/users/u.2%4010.0.0.1", reply(200, {"user": user}))
+    result = run("user", "show", "i-1", "u.2@10.0.0.1")
+    assert result.exit_code == 0, result.output
+    assert "databases  a, b" in result.stdout.splitlines()
+
+
+def test_user_create_and_set_password_prompt(cove: FakeCove) -> None:
+    cove.on("POST", "instances/i-1/users", reply(202))
+    cove.on("PUT", "instances/i-1/users/app", reply(202))
+    created = run(
+        *("user", "create", "i-1", "app", "--host", "%", "--database", "orders"),
+        stdin="pw-one\npw-one\n",
+    )
+    changed = run("user", "set-password", "i-1", "app", "--password", "pw-two")
+    for result in (created, changed):
+        assert result.exit_code == 0, result.output
+    assert "pw-one" not in created.output
+    assert "pw-two" not in changed.output
+    assert cove.bodies("POST") == [
+        {
+            "users": [
+                {
+                    "name": "app",
+                    "password": "pw-one",
+                    "host": "%",
+                    "databases": [{"name": "orders"}],
+                }
+            ]
+        }
+    ]
+    assert cove.bodies("PUT") == [{"user": {"password": "pw-two"}}]
+
+
+def test_user_access_commands(cove: FakeCove) -> None:
+    base = "instances/i-1/users/app%40%25/databases"
+    cove.on("PUT", base, reply(202))
+    cove.on("DELETE", f"{base}/orders", reply(202))
+    cove.on("GET", base, reply(200, {"databases": [{"name": "audit"}]}))
+    assert run("user", "grant", "i-1", "app@%", "orders", "audit").exit_code == 0
+    assert cove.bodies("PUT") == [{"databases": [{"name": "orders"}, {"name": "audit"}]}]
+    assert run("user", "revoke", "i-1", "app@%", "orders").exit_code == 0
+    assert run("user", "access", "i-1", "app@%").stdout.splitlines() == ["Name", "audit"]
+
+
+def test_user_list_and_delete(cove: FakeCove) -> None:
+    users = [{"name": "app", "host": "%", "databases": [{"name": "orders"}]}]
+    cove.on("GET", "instances/i-1/users", reply(200, {"users": users}))
+    cove.on("DELETE", "instances/i-1/users/app", reply(202))
+    listed = run("user", "list", "i-1")
+    assert listed.stdout.splitlines() == ["Name  Host  Databases", "app   %     orders"]
+    assert run("user", "delete", "i-1", "app").exit_code == 0
+
+
+# -- root -------------------------------------------------------------------------------------
+
+
+def test_root_enable_shows_the_generated_password_once(cove: FakeCove) -> None:
+    generated = {"user": {"name": "root", "password": "Gen3rated-pw"}}
+    cove.on("POST", "instances/i-1/root", reply(200, generated))
+    result = run("root", "enable", "i-1")
+    assert result.exit_code == 0, result.output
+    assert cove.requests[0].content == b""
+    assert result.stdout.count("Gen3rated-pw") == 1
+    assert "not shown again" in result.stderr
+    as_json = run("--json", "root", "enable", "i-1", "--password", "mine")
+    assert json.loads(as_json.stdout) == generated
+    assert cove.bodies("POST") == [{"password": "mine"}]
+
+
+def test_root_show_and_disable(cove: FakeCove) -> None:
+    cove.on("GET", "instances/i-1/root", reply(200, {"rootEnabled": True}))
+    cove.on("DELETE", "instances/i-1/root", reply(204))
+    assert run("root", "show", "i-1").stdout == "root_enabled  true\n"
+    assert run("root", "disable", "i-1").exit_code == 0

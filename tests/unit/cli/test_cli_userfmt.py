@@ -1,0 +1,28 @@
+"""Rendering and the ``--user`` syntax of the ``cove`` command (no server)."""
+
+from __future__ import annotations
+
+from fake_cove import instance
+
+from cove.cli import userfmt as fmt
+
+
+def test_parse_user_spec_keeps_password_out_of_repr() -> None:
+    spec = fmt.parse_user_spec("app:s3cret@orders")
+    assert (spec.name, spec.password, spec.databases) == ("app", "s3cret", ("orders",))
+    assert "s3cret" not in repr(spec)
+    assert fmt.parse_user_spec("app") == fmt.UserSpec("app", None, None)
+
+
+def test_table_alignment() -> None:
+    assert fmt.table(["A", "Long"], [["xyz", None], ["1", True]]).splitlines() == [
+        "A    Long",
+        "xyz",
+        "1    true",
+    ]
+
+
+def test_mysql_connect_hint() -> None:
+    inst = instance("ACTIVE", datastore={"type": "mysql"}, hostname="db.example")
+    assert fmt.connect_hint(inst, "orders", "app") == "mysql -h db.example -P 3306 -u app -p orders"
+    assert fmt.connect_hint(instance(datastore={"type": "redis"}), None, None) is None
