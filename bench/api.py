@@ -22,7 +22,9 @@ import http.client
 import json
 import os
 import random
+import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -34,11 +36,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 from sqlalchemy import select
 
-from accounts import add_account, password_auth
 from cove.api.auth import Credentials
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import Settings, load_settings
@@ -48,7 +47,7 @@ from cove.db.engine import Database
 from cove.db.migrate import upgrade
 from cove.db.models import DatastoreVersion, GuestState, Instance, Network
 from cove.domain.status import ComputeState, GuestStatus, Task
-from servers import free_port
+from cove.identity import store
 
 PROJECT = "bench"
 USER = "bench-user"
@@ -142,7 +141,7 @@ def seed(settings: Settings, instances: int) -> tuple[str, str, list[str]]:
     upgrade(settings.database_url)
     db = Database(settings.database_url)
     try:
-        project_id, password = add_account(db, PROJECT, USER, "member")
+        project_id, password = _add_member(db)
         others = [new_id() for _ in range(OTHER_PROJECTS)]
         own = round(instances * OWN_SHARE)
         owners = [project_id] * own + [others[i % OTHER_PROJECTS] for i in range(instances - own)]
@@ -285,9 +284,39 @@ def run_clients(
     return [x for chunk in times for x in chunk], wall
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (ephemeral ports are never standard)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _add_member(db: Database) -> tuple[str, str]:
+    """A project and a member of it, made with the identity store; (project id, password)."""
+    password = secrets.token_urlsafe(16)
+    with db.session() as s:
+        store.ensure_roles(s)
+        project = store.create_project(s, PROJECT)
+        store.create_user(s, USER, password, default_project=project.id)
+        store.grant_role(s, USER, project.id, "member")
+        return project.id, password
+
+
 def password_auth_ms(port: int, password: str, project_id: str, n: int) -> tuple[float, str]:
     """The median time of ``n`` password authentications, and the last token issued."""
-    body = json.dumps(password_auth(USER, password, project_id))
+    body = json.dumps(
+        {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": USER, "password": password, "domain": {"id": "default"}}
+                    },
+                },
+                "scope": {"project": {"id": project_id}},
+            }
+        }
+    )
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     times, token = [], ""
     try:

@@ -75,9 +75,10 @@ def _addresses(inst: Instance) -> list[dict[str, str]]:
         return []
     entry = {"address": inst.address, "type": "private"}
     session = object_session(inst)
-    name = network_name(session, inst.network_id) if session is not None else None
-    if name is not None:
-        entry["network"] = name
+    if inst.network is not None:
+        entry["network"] = inst.network.name
+    elif session is not None and (name := network_name(session, None)) is not None:
+        entry["network"] = name  # a row from before networks: the default network's
     return [entry]
 
 

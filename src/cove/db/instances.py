@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from cove.common.errors import AddressPoolExhausted, InstanceNotFound
 from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Instance
@@ -48,8 +48,10 @@ def page_instances(
         session.scalars(
             query.order_by(Instance.created.desc(), Instance.id)
             .options(
-                selectinload(Instance.guest),
-                selectinload(Instance.datastore_version).selectinload(DatastoreVersion.datastore),
+                # One query for the page: every relation here is one row per instance.
+                joinedload(Instance.guest),
+                joinedload(Instance.network),
+                joinedload(Instance.datastore_version).joinedload(DatastoreVersion.datastore),
             )
             .limit(size + 1)
         )

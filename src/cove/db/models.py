@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -94,6 +95,8 @@ class Flavor(Base):
 
 class Instance(Base):
     __tablename__ = "instances"
+    # Lists page a project's instances newest first.
+    __table_args__ = (Index("ix_instances_project_created", "project_id", "created"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     project_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -119,6 +122,7 @@ class Instance(Base):
     flavor: Mapped[Flavor] = relationship()
     datastore_version: Mapped[DatastoreVersion] = relationship()
     guest: Mapped[GuestState | None] = relationship(uselist=False, viewonly=True)
+    network: Mapped[Network | None] = relationship(viewonly=True)
 
 
 class AddressAllocation(Base):
