@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,9 +16,25 @@ from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Inst
 from cove.domain.status import ComputeState, GuestStatus, InstanceSnapshot, Task
 
 
-def get_instance(session: Session, instance_id: str, project_id: str | None = None) -> Instance:
-    """Raises InstanceNotFound unless the live instance exists (in ``project_id`` if given)."""
-    inst = session.get(Instance, instance_id)
+def _with_relations() -> list[Any]:
+    """Load options that bring an instance's guest state, network and datastore in the same
+    query: each is one row per instance."""
+    return [
+        joinedload(Instance.guest),
+        joinedload(Instance.network),
+        joinedload(Instance.datastore_version).joinedload(DatastoreVersion.datastore),
+    ]
+
+
+def get_instance(
+    session: Session, instance_id: str, project_id: str | None = None, for_view: bool = False
+) -> Instance:
+    """The live instance ``instance_id`` (of ``project_id`` if given); ``for_view`` loads
+    what its view shows in the same query.
+
+    Raises InstanceNotFound.
+    """
+    inst = session.get(Instance, instance_id, options=_with_relations() if for_view else None)
     if inst is None or inst.deleted or (project_id is not None and inst.project_id != project_id):
         raise InstanceNotFound(f"Instance {instance_id} could not be found.")
     return inst
@@ -47,12 +64,7 @@ def page_instances(
     rows = list(
         session.scalars(
             query.order_by(Instance.created.desc(), Instance.id)
-            .options(
-                # One query for the page: every relation here is one row per instance.
-                joinedload(Instance.guest),
-                joinedload(Instance.network),
-                joinedload(Instance.datastore_version).joinedload(DatastoreVersion.datastore),
-            )
+            .options(*_with_relations())
             .limit(size + 1)
         )
     )

@@ -93,7 +93,8 @@ def show_instance(
 ) -> Any:
     authorize(request, project_id, "instance:show")
     with c.db.session() as s:
-        return {"instance": _view(request, c, get_instance(s, instance_id, project_id), True)}
+        inst = get_instance(s, instance_id, project_id, for_view=True)
+        return {"instance": _view(request, c, inst, True)}
 
 
 def _unsupported(spec: InstanceCreate) -> None:
