@@ -331,3 +331,23 @@ def test_default_project_without_a_role_gives_an_unscoped_token(idp: Any) -> Non
 def test_names_never_look_like_ids(idp: Any) -> None:
     with idp.db.session() as s, pytest.raises(BadRequest):
         store.create_user(s, "0123456789abcdef0123456789abcdef", "pw")
+
+
+def test_project_lookups_show_only_ones_own_projects(idp: Any) -> None:
+    other, _ = add_account(idp.db, "other", "olga", "member")
+    tok = {"X-Auth-Token": login(idp).headers["X-Subject-Token"]}
+    names = [p["name"] for p in idp.get("/identity/v3/projects", headers=tok).json()["projects"]]
+    assert names == ["orders"]
+    assert idp.get("/identity/v3/projects?name=other", headers=tok).json()["projects"] == []
+    assert idp.get(f"/identity/v3/projects/{other}", headers=tok).status_code == 404
+    assert idp.get(f"/identity/v3/projects/{idp.pid}", headers=tok).status_code == 200
+    mine = idp.get("/identity/v3/auth/projects", headers=tok).json()["projects"]
+    assert [p["id"] for p in mine] == [idp.pid]
+    admin_pid, root_pw = add_account(idp.db, "admin", "root-admin", "admin")
+    resp = idp.post(
+        "/identity/v3/auth/tokens", json=password_auth("root-admin", root_pw, admin_pid)
+    )
+    admin = {"X-Auth-Token": resp.headers["X-Subject-Token"]}
+    everyone = idp.get("/identity/v3/projects", headers=admin).json()["projects"]
+    assert {p["name"] for p in everyone} == {"admin", "orders", "other"}
+    assert idp.get("/identity/v3/projects").status_code == 401
