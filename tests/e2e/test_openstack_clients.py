@@ -106,14 +106,37 @@ def test_troveclient_session_flow(
         tc.close()
 
 
+@dataclass(frozen=True)
+class SdkInstance:
+    """The instance the troveclient flow made, and what its later steps need to reach it."""
+
+    tc: TroveDriver
+    plane: ControlPlane
+    iid: str
+    inst: dict[str, Any]
+    app_pw: str
+
+
 def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
+    """One instance's life through python-troveclient, each step building on the one before."""
+    tiny = sdk_catalog(tc, plane, account)
+    run = sdk_create_and_wait(tc, plane, tiny)
+    sdk_databases(run)
+    sdk_users_and_access(run)
+    root_pw = sdk_root(run)
+    sdk_restart(run, root_pw)
+    sdk_delete(run)
+
+
+def sdk_catalog(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> dict[str, Any]:
+    """The endpoint, flavors and datastores the client sees; returns the ``tiny`` flavor."""
     # The catalog the token carries points the client at this project's endpoint.
     assert tc.hello["troveclient"] == "8.11.0"
     assert tc.hello["endpoint"].rstrip("/") == f"{plane.url}/v1.0/{account.project_id}"
 
     flavors = {f["name"]: f for f in tc.call("flavors", "list")}
     assert {"tiny", "small"} <= flavors.keys()
-    tiny = flavors["tiny"]
+    tiny: dict[str, Any] = flavors["tiny"]
     assert tiny["str_id"] == str(tiny["id"]) and tiny["ram"] == 512
     assert tc.call("flavors", "get", tiny["str_id"])["name"] == "tiny"
 
@@ -124,7 +147,12 @@ def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
     assert datastores["postgresql"]["default_version"] in [v["id"] for v in versions]
     version = tc.call("datastore_versions", "get", "postgresql", versions[0]["name"])
     assert version["id"] == versions[0]["id"]
+    return tiny
 
+
+def sdk_create_and_wait(tc: TroveDriver, plane: ControlPlane, tiny: dict[str, Any]) -> SdkInstance:
+    """Creates an instance with a database and a user, waits for it, and writes a row as the
+    user over a real PostgreSQL connection."""
     app_pw = password()
     create = tc.request(
         "instances",
@@ -150,8 +178,11 @@ def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
     with connect(inst, "app", app_pw, "orders") as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
         conn.execute("INSERT INTO items VALUES (1)")
+    return SdkInstance(tc, plane, iid, inst, app_pw)
 
-    # Databases.
+
+def sdk_databases(run: SdkInstance) -> None:
+    tc, iid = run.tc, run.iid
     assert names(tc.call("databases", "list", iid)) == ["orders"]
     tc.call("databases", "create", iid, [{"name": "audit"}, {"name": "scratch"}])
     assert names(tc.call("databases", "list", iid)) == ["audit", "orders", "scratch"]
@@ -160,7 +191,10 @@ def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
     missing = tc.call_error("databases", "delete", iid, "scratch")
     assert (missing["error"], missing["code"]) == ("NotFound", 404), missing
 
-    # Users and access.
+
+def sdk_users_and_access(run: SdkInstance) -> None:
+    """A new user reaches a database only once granted it, and no longer once deleted."""
+    tc, iid, inst = run.tc, run.iid, run.inst
     users = tc.call("users", "list", iid)
     assert [(u["name"], names(u["databases"])) for u in users] == [("app", ["orders"])]
     auditor_pw = password()
@@ -181,15 +215,23 @@ def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
     with pytest.raises(psycopg.OperationalError):
         connect(inst, "auditor", auditor_pw, "audit")
 
-    # Root.
+
+def sdk_root(run: SdkInstance) -> str:
+    """Enables root and reads the user's data as root; returns the root password."""
+    tc, iid = run.tc, run.iid
     assert tc.call("root", "is_root_enabled", iid)["rootEnabled"] is False
     root_name, root_pw = tc.call("root", "create", iid)
     assert root_name == "root" and len(root_pw) >= 20
     assert tc.call("root", "is_root_enabled", iid)["rootEnabled"] is True
-    with connect(inst, "root", root_pw, "orders") as conn:
+    with connect(run.inst, "root", root_pw, "orders") as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
+    root: str = root_pw
+    return root
 
-    # Restart: the server really restarts, the instance comes back ACTIVE, the data stays.
+
+def sdk_restart(run: SdkInstance, root_pw: str) -> None:
+    """The server really restarts, the instance comes back ACTIVE, the data stays."""
+    tc, iid, inst = run.tc, run.iid, run.inst
     before = started_at(inst, root_pw)
     assert before is not None
     tc.call("instances", "restart", iid)
@@ -202,10 +244,13 @@ def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
         0.3,
         "the restarted server",
     )
-    with connect(inst, "app", app_pw, "orders") as conn:
+    with connect(inst, "app", run.app_pw, "orders") as conn:
         assert conn.execute("SELECT id FROM items").fetchall() == [(1,)]
 
-    # Delete.
+
+def sdk_delete(run: SdkInstance) -> None:
+    """The deleted instance is gone from the API and its server no longer answers."""
+    tc, iid = run.tc, run.iid
     tc.call("instances", "delete", iid)
     wait_for(
         lambda: "error" in tc.request("instances", "get", iid),
@@ -217,7 +262,7 @@ def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
     assert (final["error"], final["code"]) == ("NotFound", 404), final
     assert iid not in [i["id"] for i in tc.call("instances", "list")]
     with pytest.raises(psycopg.OperationalError):
-        connect(inst, "app", app_pw, "orders")
+        connect(run.inst, "app", run.app_pw, "orders")
 
 
 # -- openstack database ... ---------------------------------------------------------------------
@@ -238,11 +283,31 @@ def column(rows: list[dict[str, Any]], name: str) -> list[Any]:
     return sorted(row[name] for row in rows)
 
 
+@dataclass(frozen=True)
+class CliInstance:
+    """The instance the ``openstack`` flow made, and what its later steps need to reach it."""
+
+    cli: OpenStackCli
+    iid: str
+    name: str
+    inst: dict[str, Any]
+    app_pw: str
+
+
 def test_openstack_database_commands(
     openstack_clients: ClientVenv, cove_up: ControlPlane, osc_account: OscAccount, tmp_path: Path
 ) -> None:
     cli = OpenStackCli.with_cloud(openstack_clients, osc_account.cloud, tmp_path)
+    cli_catalog(cli)
+    run = cli_create_and_wait(cli, cove_up)
+    cli_databases(run)
+    cli_users_and_access(run)
+    root_pw = cli_root(run)
+    cli_restart(run, root_pw)
+    cli_delete(run)
 
+
+def cli_catalog(cli: OpenStackCli) -> None:
     flavors = cli.json("database", "flavor", "list")
     assert {"tiny", "small"} <= {f["Name"] for f in flavors}
     datastores = cli.json("datastore", "list")
@@ -253,6 +318,10 @@ def test_openstack_database_commands(
     default = cli.json("datastore", "show", "postgresql")["default_version"]
     assert default in [v["Name"] for v in versions]
 
+
+def cli_create_and_wait(cli: OpenStackCli, plane: ControlPlane) -> CliInstance:
+    """Creates an instance with a database and a user, waits for it, and writes a row as the
+    user over a real PostgreSQL connection."""
     # Create by names: the flavor, datastore and (below) the instance are looked up as OSC does.
     app_pw = password()
     created = cli.json(
@@ -276,7 +345,7 @@ def test_openstack_database_commands(
     listed = cli.json("database", "instance", "list")
     assert iid in [row["ID"] for row in listed]
 
-    shown = cli_wait_active(cli, iid, cove_up)
+    shown = cli_wait_active(cli, iid, plane)
     assert shown["datastore"] == "postgresql" and shown["volume"] == 1
     assert shown["operating_status"] == "HEALTHY" and shown["flavor"] == "1"
     # OSC prints `ip` joined with commas and `addresses` as the API gave them.
@@ -284,16 +353,22 @@ def test_openstack_database_commands(
     with connect(inst, "app", app_pw, "orders") as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
         conn.execute("INSERT INTO items VALUES (7)")
+    return CliInstance(cli, iid, "cli-orders", inst, app_pw)
 
-    # Databases, by instance name.
-    name = "cli-orders"
+
+def cli_databases(run: CliInstance) -> None:
+    """Databases, by instance name."""
+    cli, name = run.cli, run.name
     assert column(cli.json("database", "db", "list", name), "Name") == ["orders"]
     cli.ok("database", "db", "create", name, "audit")
     assert column(cli.json("database", "db", "list", name), "Name") == ["audit", "orders"]
     cli.ok("database", "db", "delete", name, "audit")
     assert column(cli.json("database", "db", "list", name), "Name") == ["orders"]
 
-    # Users and access. `user create` takes the password as a positional argument.
+
+def cli_users_and_access(run: CliInstance) -> None:
+    """`user create` takes the password as a positional argument."""
+    cli, name = run.cli, run.name
     auditor_pw = password()
     cli.ok("database", "db", "create", name, "ledger")
     cli.ok("database", "user", "create", name, "auditor", auditor_pw)
@@ -302,35 +377,46 @@ def test_openstack_database_commands(
     cli.ok("database", "user", "grant", "access", name, "auditor", "ledger")
     access = cli.json("database", "user", "show", "access", name, "auditor")
     assert column(access, "Name") == ["ledger"]
-    with connect(inst, "auditor", auditor_pw, "ledger") as conn:
+    with connect(run.inst, "auditor", auditor_pw, "ledger") as conn:
         conn.execute("CREATE TABLE entries (x int)")
     cli.ok("database", "user", "delete", name, "auditor")
     assert column(cli.json("database", "user", "list", name), "Name") == ["app"]
 
-    # Root.
+
+def cli_root(run: CliInstance) -> str:
+    """Enables root; returns the root password."""
+    cli, name = run.cli, run.name
     assert cli.json("database", "root", "show", name) == {"is_root_enabled": False}
     root = cli.json("database", "root", "enable", name)
     assert root["name"] == "root" and len(root["password"]) >= 20
     assert cli.json("database", "root", "show", name) == {"is_root_enabled": True}
-    before = started_at(inst, root["password"])
-    assert before is not None
+    root_pw: str = root["password"]
+    return root_pw
 
-    # Restart.
-    cli.ok("database", "instance", "restart", name)
+
+def cli_restart(run: CliInstance, root_pw: str) -> None:
+    """The server really restarts, the instance comes back ACTIVE, the data stays."""
+    cli, iid, inst = run.cli, run.iid, run.inst
+    before = started_at(inst, root_pw)
+    assert before is not None
+    cli.ok("database", "instance", "restart", run.name)
     wait_for(
         lambda: (
             cli.json("database", "instance", "show", iid)["status"] == "ACTIVE"
-            and started_at(inst, root["password"]) not in (None, before)
+            and started_at(inst, root_pw) not in (None, before)
         ),
         BUILD_TIMEOUT,
         0.3,
         "the restarted server",
     )
-    with connect(inst, "app", app_pw, "orders") as conn:
+    with connect(inst, "app", run.app_pw, "orders") as conn:
         assert conn.execute("SELECT id FROM items").fetchall() == [(7,)]
 
-    # Delete.
-    cli.ok("database", "instance", "delete", name)
+
+def cli_delete(run: CliInstance) -> None:
+    """The deleted instance leaves the list, `show` fails, and its server no longer answers."""
+    cli, iid = run.cli, run.iid
+    cli.ok("database", "instance", "delete", run.name)
     wait_for(
         lambda: iid not in [row["ID"] for row in cli.json("database", "instance", "list")],
         BUILD_TIMEOUT,
@@ -340,7 +426,7 @@ def test_openstack_database_commands(
     gone = cli.run("database", "instance", "show", iid)
     assert gone.returncode != 0
     with pytest.raises(psycopg.OperationalError):
-        connect(inst, "app", app_pw, "orders")
+        connect(run.inst, "app", run.app_pw, "orders")
 
 
 def test_openstack_uses_the_cloud_cove_up_wrote(
