@@ -150,7 +150,7 @@ class ControlPlane:
     def _api_up(self) -> bool:
         for proc in self.procs:
             if proc.poll() is not None:
-                raise AssertionError(f"{proc.args} exited early: {self.logs()}")
+                raise AssertionError(f"{proc.args!r} exited early: {self.logs()}")
         try:
             return httpx.get(self.url + "/", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -166,11 +166,15 @@ class ControlPlane:
 
     def stop(self) -> None:
         for acct in self.accounts:
+
+            def gone(a: Account = acct) -> bool:
+                return not a.http.get("/instances").json().get("instances")
+
             try:
                 for inst in acct.http.get("/instances").json().get("instances", []):
                     acct.http.delete(f"/instances/{inst['id']}")
                 wait_for(
-                    lambda a=acct: not a.http.get("/instances").json().get("instances"),
+                    gone,
                     120,
                     0.2,
                     "instances to be deleted",
