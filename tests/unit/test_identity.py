@@ -351,3 +351,28 @@ def test_project_lookups_show_only_ones_own_projects(idp: Any) -> None:
     everyone = idp.get("/identity/v3/projects", headers=admin).json()["projects"]
     assert {p["name"] for p in everyone} == {"admin", "orders", "other"}
     assert idp.get("/identity/v3/projects").status_code == 401
+
+
+def test_a_service_account_validates_tokens_but_revokes_none(idp: Any) -> None:
+    token = login(idp).headers["X-Subject-Token"]
+    svc_pid, svc_pw = add_account(idp.db, "service", "svc", "service")
+    resp = idp.post("/identity/v3/auth/tokens", json=password_auth("svc", svc_pw, svc_pid))
+    svc = resp.headers["X-Subject-Token"]
+    hdr = {"X-Auth-Token": svc, "X-Subject-Token": token}
+    assert idp.get("/identity/v3/auth/tokens", headers=hdr).status_code == 200
+    assert idp.delete("/identity/v3/auth/tokens", headers=hdr).status_code == 403
+    assert idp.get(f"/v1.0/{svc_pid}/instances", headers={"X-Auth-Token": svc}).status_code == 403
+    assert idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": token}).status_code == 200
+
+
+def test_the_token_key_appears_whole_or_not_at_all(tmp_path: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cove.identity.tokens import ensure_key
+
+    path = tmp_path / "identity" / "token.key"
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: ensure_key(path), range(16)))
+    assert len(keys) == 1 and len(next(iter(keys))) == 64
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in path.parent.iterdir()] == ["token.key"]

@@ -408,7 +408,7 @@ def test_create_naming_a_network_in_invalid_unicode_is_400(api):
             headers={**as_member(api), "content-type": "application/json"},
         )
         assert resp.status_code == 400, resp.text
-        assert "must be valid Unicode text" in resp.json()["badRequest"]["message"]
+        assert "must be valid Unicode" in resp.json()["badRequest"]["message"]
     assert api.tc.bus.casts == []
 
 

@@ -20,10 +20,21 @@ def test_roles_include_weaker_ones() -> None:
         policy.enforce("mgmt:instances", frozenset({"member", "reader"}))
 
 
-def test_admin_counts_only_in_the_administrative_project() -> None:
-    assert effective_roles(("admin",), admin_project=True) == {"admin"}
-    assert effective_roles(("admin", "reader"), admin_project=False) == {"member", "reader"}
-    assert not Policy().allows("mgmt:instances", effective_roles(("admin",), False))
+def test_cloud_admin_only_from_the_administrative_project() -> None:
+    assert effective_roles(("admin",), admin_project=True) == {"admin", "cloud_admin"}
+    assert effective_roles(("admin", "reader"), admin_project=False) == {"admin", "reader"}
+    # A role merely named so (an external Keystone may have one) gives nothing.
+    assert effective_roles(("cloud_admin", "member"), admin_project=True) == {"member"}
+    policy = Policy()
+    assert not policy.allows("mgmt:instances", effective_roles(("admin",), False))
+    assert policy.allows("mgmt:instances", effective_roles(("admin",), True))
+
+
+def test_a_project_admin_administers_its_project() -> None:
+    policy = Policy({"instance:delete": "admin"})
+    project_admin = effective_roles(("admin",), admin_project=False)
+    assert policy.allows("instance:delete", project_admin)
+    assert not policy.allows("instance:delete", frozenset({"member"}))
 
 
 def test_the_service_role_only_validates_tokens() -> None:

@@ -263,7 +263,7 @@ def test_a_quota_resource_in_invalid_unicode_is_a_400(make):
             "/v1.0/ops/mgmt/quotas/p1", content=raw, headers={"content-type": "application/json"}
         )
         msg = fault(resp, 400, "badRequest")
-        assert msg == "A quota resource name must be valid Unicode text."
+        assert "must be valid Unicode" in msg
     assert quotas_of(cove.admin.get("/v1.0/ops/mgmt/quotas/p1"))["instances"]["limit"] == 10
 
 

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from cove import __version__
 from cove.api import errors
 from cove.api.context import ApiContext, gate
+from cove.api.inputs import check_request
 from cove.api.routers import catalog, dbusers, identity, instances, mgmt, networks
 from cove.common.errors import CoveError
 
@@ -48,13 +49,16 @@ def create_app(context: ApiContext) -> FastAPI:
         if path.endswith(".json") and path != "/openapi.json":
             request.scope["path"] = path[: -len(".json")]
         match = _PROJECT_PATH.match(request.scope["path"])
-        if match:
-            try:
+        try:
+            if match:
                 await run_in_threadpool(gate, request, match.group(1))
-            except CoveError as exc:
-                refusal = errors.render(request, exc)
-                refusal.headers["x-openstack-request-id"] = request.state.request_id
-                return refusal
+            problem = await check_request(request)
+            if problem is not None:
+                raise problem
+        except CoveError as exc:
+            refusal = errors.render(request, exc)
+            refusal.headers["x-openstack-request-id"] = request.state.request_id
+            return refusal
         response = await call_next(request)
         response.headers["x-openstack-request-id"] = request.state.request_id
         if response.status_code in (202, 204) and "content-type" not in response.headers:

@@ -136,13 +136,6 @@ def install(app: FastAPI) -> None:
             message = str(exc.detail)
         return _respond(request, exc.status_code, message)
 
-    @app.exception_handler(UnicodeError)
-    async def _unicode(request: Request, exc: UnicodeError) -> JSONResponse:
-        # JSON may carry lone surrogates ("\ud800"), which no string of Cove can hold; the
-        # body validation trips on them before any handler of ours sees the text.
-        LOG.info("refused a request with text that is not valid Unicode: %s", type(exc).__name__)
-        return _respond(request, 400, "Malformed request body: text must be valid Unicode.")
-
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         return _internal(exc)

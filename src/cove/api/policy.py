@@ -1,17 +1,17 @@
 """Who may do what: every rule of the API in one table.
 
 A rule names the weakest role that may perform an action (or several such roles, any of
-which will do); roles include one another
-(``admin`` ⊃ ``member`` ⊃ ``reader``), as Keystone's default implied roles do. ``admin`` means
-administrator of the whole cloud only in a token of the administrative project (setting
-``admin_project``, Keystone's ``is_admin_project``); on any other project it counts as
-``member``. Operators override
+which will do); roles include one another (``admin`` ⊃ ``member`` ⊃ ``reader``), as Keystone's
+default implied roles do. ``admin`` of a project administers that project. ``cloud_admin`` is
+not a role anyone is given: a token carries it when it holds ``admin`` on the administrative
+project (setting ``admin_project``, Keystone's ``is_admin_project``), and it is what the
+management endpoints and the identity service's administration ask for. Operators override
 rules in a TOML file (``policy_file``, default ``<data>/policy.toml``)::
 
     [rules]
     "instance:delete" = "admin"
     "database:index" = "member"
-    "identity:validate_token" = ["admin", "service"]
+    "identity:validate_token" = ["cloud_admin", "service"]
 
 An unknown rule or role in the file stops the API at start-up with a clear message.
 """
@@ -25,8 +25,9 @@ from typing import Any
 from cove.common.errors import ConfigurationError, Forbidden
 
 LEVELS = {"reader": 1, "member": 2, "admin": 3}
+CLOUD_ADMIN = "cloud_admin"
 #: Roles outside the hierarchy: they satisfy only rules that name them.
-OTHER_ROLES = frozenset({"service"})
+OTHER_ROLES = frozenset({"service", CLOUD_ADMIN})
 
 READ, WRITE, ADMIN = "reader", "member", "admin"
 
@@ -56,18 +57,21 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "root:enable": WRITE,
     "root:disable": WRITE,
     "quota:show": READ,
-    "mgmt:instances": ADMIN,
-    "mgmt:quotas": ADMIN,
-    "identity:validate_token": (ADMIN, "service"),
-    "identity:list_projects": ADMIN,
+    "mgmt:instances": CLOUD_ADMIN,
+    "mgmt:quotas": CLOUD_ADMIN,
+    "identity:validate_token": (CLOUD_ADMIN, "service"),
+    "identity:revoke_token": CLOUD_ADMIN,
+    "identity:list_projects": CLOUD_ADMIN,
 }
 
 
 def effective_roles(roles: tuple[str, ...] | frozenset[str], admin_project: bool) -> frozenset[str]:
-    """The roles that count: ``admin`` outside the administrative project is ``member``."""
-    out = frozenset(roles)
-    if "admin" in out and not admin_project:
-        out = (out - {"admin"}) | {"member"}
+    """The roles a token's holder acts with: its roles, plus ``cloud_admin`` for ``admin`` on
+    the administrative project. A role that merely bears that name (an external Keystone may
+    have one) counts for nothing."""
+    out = frozenset(roles) - {CLOUD_ADMIN}
+    if "admin" in out and admin_project:
+        out |= {CLOUD_ADMIN}
     return out
 
 

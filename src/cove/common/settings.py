@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     auth_strategy: Literal["embedded", "keystone"] = "embedded"
     token_ttl: int = Field(3600, ge=300, le=7 * 24 * 3600)
     admin_project: str = "admin"
+    login_failure_limit: int = Field(10, ge=0)
     policy_file: str = ""
     keystone_url: str = ""
     keystone_username: str = ""

@@ -8,12 +8,9 @@ Unauthorized for anything about credentials (the message never says which part w
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import threading
-import time
-from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,49 +24,12 @@ from cove.db.engine import Database
 from cove.db.models import Project, TokenRevocation, User
 from cove.domain import names
 from cove.identity import store
-from cove.identity.passwords import DUMMY_HASH, verify_password
+from cove.identity.passwords import DUMMY_HASH, MAX_PASSWORD_LENGTH, verify_password
+from cove.identity.throttle import LoginThrottle
 from cove.identity.tokens import TokenClaims, TokenSigner, new_audit_id
 
 AUTH_FAILED = "The request you have made requires authentication."
-HASH_WAIT_SECONDS = 10.0
-
-
-class LoginThrottle:
-    """Failed password checks per key (a user name, a client address) in a sliding window;
-    past the limit, further attempts are refused without checking the password, so guessing
-    is slow and costs the server nothing."""
-
-    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(key, deque())
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        return times
-
-    def check(self, keys: tuple[str, ...]) -> None:
-        """Raises Unauthorized while any key has used up its failures."""
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                times = self._recent(key, now)
-                if len(times) >= self.limit:
-                    wait = max(1, math.ceil(times[0] + self.window - now))
-                    raise Unauthorized(
-                        f"Too many failed authentications; try again in {wait} seconds."
-                    )
-
-    def failed(self, keys: tuple[str, ...]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                self._recent(key, now).append(now)
-            if len(self._failures) > 100_000:
-                self._failures = {k: v for k, v in self._failures.items() if v}
+HASH_WAIT_SECONDS = 5.0
 
 
 _DOMAIN_REFS = ({"id": "default"}, {"name": "Default"}, {"name": "default"})
@@ -107,8 +67,9 @@ class IdentityService:
         self.settings = settings
         self.db = db
         self.signer = signer
-        self.throttle = LoginThrottle()
-        self._hashing = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+        self.throttle = LoginThrottle(settings.login_failure_limit)
+        # Password checks are slow and take 32 MB each: as many at once as there are cores.
+        self._hashing = threading.BoundedSemaphore(max(2, len(os.sched_getaffinity(0))))
 
     # -- authentication ------------------------------------------------------------------------
 
@@ -126,23 +87,23 @@ class IdentityService:
         if not isinstance(methods, list) or not methods:
             raise BadRequest("Expecting to find methods in auth.identity.")
         now = utcnow()
+        parent: str | None = None
+        if "password" in methods:
+            user_id = self._check_password(identity.get("password"), client)
+            expires = now + timedelta(seconds=self.settings.token_ttl)
+        elif "token" in methods:
+            token = _obj(identity.get("token"), "auth.identity.token").get("id")
+            previous = self.check(_text(token or "", "token id"))
+            # A new token of its own (revoking it leaves the first alone), expiring with the
+            # first, and traceable to the token the chain started with.
+            user_id, expires = previous.user_id, previous.expires_at
+            parent = previous.parent_audit_id or previous.audit_id
+        else:
+            raise Unauthorized("Cove accepts the 'password' and 'token' methods only.")
         with self.db.session() as s:
-            parent: str | None = None
-            if "password" in methods:
-                user = self._password_user(s, identity.get("password"), client)
-                expires = now + timedelta(seconds=self.settings.token_ttl)
-            elif "token" in methods:
-                token = _obj(identity.get("token"), "auth.identity.token").get("id")
-                previous = self.check(_text(token or "", "token id"), s)
-                found = s.get(User, previous.user_id)
-                if found is None or not found.enabled:
-                    raise Unauthorized(AUTH_FAILED)
-                user = found
-                # A new token of its own (revoking it leaves the first alone), expiring with
-                # the first, and traceable to it.
-                expires, parent = previous.expires_at, previous.audit_id
-            else:
-                raise Unauthorized("Cove accepts the 'password' and 'token' methods only.")
+            user = s.get(User, user_id)
+            if user is None or not user.enabled:
+                raise Unauthorized(AUTH_FAILED)
             project, roles = self._scope(s, user, auth.get("scope", None))
             claims = TokenClaims(
                 user_id=user.id,
@@ -157,35 +118,42 @@ class IdentityService:
             )
         return self.signer.issue(claims), claims
 
-    def _password_user(self, s: Session, password_block: Any, client: str) -> User:
+    def _check_password(self, password_block: Any, client: str) -> str:
+        """The id of the user whose password the block holds.
+
+        The user is read in a short session of its own: the slow hash runs with no database
+        connection held, and at most one per core at a time.
+        """
         ref = _obj(_obj(password_block, "auth.identity.password").get("user"), "password.user")
         if "password" not in ref:
             raise BadRequest("Expecting to find password in auth.identity.password.user.")
         password = _text(ref["password"], "password")
-        user: User | None = None
         if "id" in ref:
-            key = _text(ref["id"], "user id")
-            user = s.get(User, key)
+            key, query = _text(ref["id"], "user id"), select(User).where(User.id == ref["id"])
         elif "name" in ref:
             key = _text(ref["name"], "user name")
             _check_domain(ref.get("domain"))
-            user = s.scalar(select(User).where(User.name == key))
+            query = select(User).where(User.name == key)
         else:
             raise BadRequest("Expecting to find a user id or name in password.user.")
-        keys = (f"user:{key}", f"client:{client}")
+        keys = self.throttle.keys(key, client)
         self.throttle.check(keys)
-        # Hash even when there is no such user, so timing does not tell names apart; a few
-        # at a time, so that a burst of logins cannot take every worker and all the memory.
+        with self.db.session() as s:
+            user = s.scalar(query)
+            found = (user.id, user.password_hash, user.enabled) if user else None
+        # Hash even for an unknown user, so timing does not tell names apart.
         if not self._hashing.acquire(timeout=HASH_WAIT_SECONDS):
             raise ServiceUnavailable("The identity service is busy; try again.")
         try:
-            ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
+            ok = len(password) <= MAX_PASSWORD_LENGTH and verify_password(
+                password, found[1] if found else DUMMY_HASH
+            )
         finally:
             self._hashing.release()
-        if user is None or not ok or not user.enabled:
+        if found is None or not ok or not found[2]:
             self.throttle.failed(keys)
             raise Unauthorized(AUTH_FAILED)
-        return user
+        return found[0]
 
     def _scope(self, s: Session, user: User, scope: Any) -> tuple[Project | None, tuple[str, ...]]:
         """The project a token is for and the user's roles on it.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -148,24 +149,41 @@ def load_key(path: Path) -> bytes:
 def ensure_key(path: Path) -> bytes:
     """The token key at ``path``, created (mode 0600) if there is none yet. Several processes
     may start at once: the key is written to a private file and linked into place, so none
-    ever reads a half-written key.
+    ever reads a half-written key (where the filesystem has no hard links, it is created in
+    place with O_EXCL instead).
 
     Raises ConfigurationError when the key cannot be read or written.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.exists():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(secrets.token_hex(KEY_BYTES).encode())
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                with contextlib.suppress(FileExistsError):  # another process made it first
-                    os.link(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+        if not os.path.lexists(path):
+            _create_key(path)
     except OSError as exc:
         raise ConfigurationError(f"cannot create the token key {path}: {exc.strerror}") from exc
     return load_key(path)
+
+
+def _create_key(path: Path) -> None:
+    key = secrets.token_hex(KEY_BYTES).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        _write_new(tmp, key)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the key
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            with contextlib.suppress(FileExistsError):
+                _write_new(path, key)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -72,17 +72,21 @@ def _allowed(c: ApiContext, rule: str, caller: TokenClaims) -> bool:
 
 
 def _subject(
-    request: Request, c: ApiContext, identity: IdentityService, caller: TokenClaims
+    request: Request,
+    c: ApiContext,
+    identity: IdentityService,
+    caller: TokenClaims,
+    rule: str = "identity:validate_token",
 ) -> TokenClaims:
-    """The token named by ``X-Subject-Token``, which the caller may inspect if it is its own
-    or the policy lets it (``identity:validate_token``: cloud administrators).
+    """The token named by ``X-Subject-Token``, which the caller may act on if it is its own
+    or the policy ``rule`` lets it (by default: cloud administrators and services).
 
     Raises BadRequest without the header, NotFound for an invalid subject, Forbidden.
     """
     subject = request.headers.get("x-subject-token", "").strip()
     if not subject:
         raise BadRequest("The X-Subject-Token header is required.")
-    if not _allowed(c, "identity:validate_token", caller):
+    if not _allowed(c, rule, caller):
         try:
             claims = identity.check(subject)
         except Unauthorized as exc:
@@ -131,7 +135,7 @@ def check_token(request: Request, c: ApiContext = Depends(cove)) -> Response:
 @router.delete("/v3/auth/tokens", status_code=204)
 def revoke_token(request: Request, c: ApiContext = Depends(cove)) -> Response:
     identity = _identity(c)
-    claims = _subject(request, c, identity, _caller(request, identity))
+    claims = _subject(request, c, identity, _caller(request, identity), "identity:revoke_token")
     identity.revoke(claims)
     return Response(status_code=204)
 
