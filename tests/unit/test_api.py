@@ -298,7 +298,8 @@ def test_references_in_invalid_unicode_are_a_400(api, instance, message):
         400,
         "badRequest",
     )
-    assert message in msg and msg.endswith("must be valid Unicode text")
+    # Refused before any route looks at it; ``message`` names what the route would refuse.
+    assert "must be valid Unicode" in msg, message
     assert api.bus.casts == []
 
 
@@ -313,12 +314,30 @@ def test_an_action_in_invalid_unicode_is_a_400(api):
         400,
         "badRequest",
     )
-    assert msg == "action name must be valid Unicode text"
+    assert "must be valid Unicode" in msg
+
+
+def test_nul_characters_are_refused_before_any_route(api):
+    raw = '{"instance": {"name": "a\\u0000b", "flavorRef": "1", "volume": {"size": 1}}}'
+    assert "\\u0000" in raw
+    headers = {"content-type": "application/json"}
+    msg = fault(api.post("/v1.0/p1/instances", content=raw, headers=headers), 400, "badRequest")
+    assert "NUL" in msg
+    fault(api.get("/v1.0/p1/instances?marker=%00"), 400, "badRequest")
+    fault(api.get("/v1.0/p1/instances/a%00b"), 400, "badRequest")
+    assert api.bus.casts == []
+
+
+def test_bodies_are_capped(api):
+    big = b'{"instance": {"name": "' + b"x" * (1024 * 1024) + b'"}}'
+    resp = api.post("/v1.0/p1/instances", content=big, headers={"content-type": "application/json"})
+    fault(resp, 413, "overLimit")
 
 
 def test_pages_of_instances_created_at_the_same_moment(api):
-    """Paging is keyed on (created, id): instances sharing a timestamp are neither repeated
-    nor skipped, and a marker the list would not show gives an empty page."""
+    """Paging is keyed on (created, id), both descending: instances sharing a timestamp come
+    highest id first, neither repeated nor skipped, and a marker the list would not show gives
+    an empty page."""
     ids = [
         api.post("/v1.0/p1/instances", json=body(f"i{n}")).json()["instance"]["id"]
         for n in range(5)
@@ -336,7 +355,7 @@ def test_pages_of_instances_created_at_the_same_moment(api):
             if "links" in data
             else ""
         )
-    assert seen == sorted(ids)
+    assert seen == sorted(ids, reverse=True)
     with api.context.db.session() as s:
         s.execute(update(Instance).where(Instance.id == ids[0]).values(deleted=True))
     assert api.get(f"/v1.0/p1/instances?marker={ids[0]}").json() == {"instances": []}

@@ -214,8 +214,9 @@ def prepare_access(settings: Settings) -> Access:
     return Access(path if path.is_file() and not problem else None, project_id, login, problem)
 
 
-#: Gets a token with curl. The password is read without echo into a shell variable and fed to
-#: curl's standard input by ``printf``, a shell builtin, so it appears in no process's argv.
+#: Gets a token with curl, in bash (``read -p`` means something else in zsh). The password is
+#: read without echo into a shell variable and fed to curl's standard input by ``printf``, a
+#: shell builtin, so it appears in no process's argv; ``printf`` puts it in the JSON as typed.
 _CURL_TOKEN = """\
   read -rsp 'Password of {user}: ' PW; echo
   TOKEN=$(printf '{{"auth": {{"identity": {{"methods": ["password"], "password": {{"user": {{
@@ -286,7 +287,7 @@ Try it in another terminal:
   {openstack} database instance list
       (the openstack command: pip install python-openstackclient python-troveclient)
 
-With curl, get a token first (it asks for the {ADMIN} password):
+With curl in bash, get a token (it asks for the {ADMIN} password; type " and \\ as \\" and \\\\):
 {curl}
 Projects, users and roles: cove-manage project|user|role --help.
 Ctrl-C stops the control plane; database instances keep running.

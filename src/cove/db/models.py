@@ -95,11 +95,12 @@ class Flavor(Base):
 
 class Instance(Base):
     __tablename__ = "instances"
-    # Lists page a project's instances newest first.
-    __table_args__ = (Index("ix_instances_project_created", "project_id", "created"),)
+    # Lists page a project's live (or deleted) instances newest first, ties by id, both
+    # descending: one index range scanned backwards.
+    __table_args__ = (Index("ix_instances_project_page", "project_id", "deleted", "created", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(255))
     flavor_id: Mapped[str] = mapped_column(ForeignKey("flavors.id"))
     datastore_version_id: Mapped[str] = mapped_column(ForeignKey("datastore_versions.id"))

@@ -75,7 +75,7 @@ class FakeCove:
         assert (request.method, path) == ("POST", "auth/tokens")
         user = json.loads(request.content)["auth"]["identity"]["password"]["user"]
         if (user.get("name"), user.get("password")) != ("admin", PASSWORD):
-            return reply(401, {"error": {"code": 401, "title": "Unauthorized", "message": "no"}})
+            return keystone_refusal("The request you have made requires authentication.")
         self.token = f"tok-{len(self.auth_requests)}"
         expires = datetime.fromtimestamp(time.time() + self.expires_in, UTC)
         endpoints = [
@@ -95,6 +95,11 @@ class FakeCove:
 
     def bodies(self, method: str) -> list[Any]:
         return [json.loads(r.content) for r in self.requests if r.method == method and r.content]
+
+
+def keystone_refusal(message: str) -> httpx.Response:
+    """Keystone's answer to credentials it does not accept."""
+    return reply(401, {"error": {"code": 401, "title": "Unauthorized", "message": message}})
 
 
 def reply(status: int = 200, body: Any = None) -> httpx.Response:

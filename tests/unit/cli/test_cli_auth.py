@@ -17,6 +17,7 @@ from fake_cove import (
     FakeCove,
     instance,
     isolate,
+    keystone_refusal,
     reply,
     run,
     write_clouds,
@@ -124,10 +125,37 @@ def test_authentication_refused(cove: FakeCove) -> None:
     assert result.stderr == (
         f"Error: authentication refused by {AUTH_URL} for user admin in project admin "
         f"(cloud 'cove' of {Path.cwd() / 'conf.yaml'} and OS_* variables): "
-        "check the user name, password and project\n"
+        "The request you have made requires authentication. "
+        "Check the user name, password and project.\n"
     )
     assert "not-it" not in result.output
     assert cove.requests == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        (
+            keystone_refusal("Too many failed authentications; try again in 42 seconds."),
+            ": Too many failed authentications; try again in 42 seconds. Check the user name, "
+            "password and project.\n",
+        ),
+        (keystone_refusal("Locked\x1b[2J\nout"), ": Locked [2J out. Check the user name, password"),
+        (reply(401), ": check the user name, password and project\n"),
+        (reply(401, {"error": {"code": 401}}), ": check the user name, password and project\n"),
+    ],
+)
+def test_refusal_shows_the_identity_services_reason(
+    cove: FakeCove, monkeypatch: pytest.MonkeyPatch, answer: httpx.Response, shown: str
+) -> None:
+    """The service may refuse for a reason other than the credentials (too many failures):
+    its message comes first, on one printable line."""
+    monkeypatch.setattr(cove, "_identity", lambda request, path: answer)
+    result = run("instance", "list")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: authentication refused by {AUTH_URL} for user ")
+    assert shown in result.stderr
+    assert "\x1b" not in result.stderr
 
 
 def test_identity_unreachable(cove: FakeCove, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,6 +287,7 @@ def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     from cove.cli.up import bootstrap_catalog, prepare_access
     from cove.common.settings import load_settings
     from cove.db.engine import Database
+    from cove.identity.service import AUTH_FAILED
 
     isolate(monkeypatch, tmp_path)
     settings = load_settings(data_dir=tmp_path / "data")
@@ -295,8 +324,13 @@ def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         assert quotas.exit_code == 0, quotas.output
         assert quotas.stdout.splitlines()[1].split() == ["instances", "0", "0", "10"]
         assert run("instance", "list", "--all-projects", env=env).exit_code == 0
-        refused = run("flavor", "list", env={**env, "OS_PASSWORD": "wrong-one"})
-        assert refused.exit_code == 1
-        assert refused.stderr.startswith("Error: authentication refused by ")
+        wrong = {**env, "OS_PASSWORD": "wrong-one"}
+        refusal = run("flavor", "list", env=wrong)
+        assert refusal.exit_code == 1
+        assert refusal.stderr.startswith("Error: authentication refused by ")
+        assert f"): {AUTH_FAILED} Check the user name, password and project." in refusal.stderr
+        for _ in range(settings.login_failure_limit):
+            refusal = run("flavor", "list", env=wrong)
+        assert ": Too many failed authentications; try again in " in refusal.stderr
     finally:
         db.dispose()

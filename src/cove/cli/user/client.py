@@ -145,6 +145,27 @@ def _expiry(value: Any) -> float | None:
         return None
 
 
+def _refusal(resp: httpx.Response) -> str:
+    """The identity service's reason for a 401 (Keystone's ``{"error": {"message"}}``; it may
+    say to wait, not to fix the credentials), followed by the usual hint."""
+    hint = "check the user name, password and project"
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str):
+        return hint
+    # One line of printable text: it goes to a terminal.
+    message = " ".join("".join(c if c.isprintable() else " " for c in message).split())[:300]
+    if not message:
+        return hint
+    if not message.endswith((".", "!", "?")):
+        message += "."
+    return f"{message} {hint.capitalize()}."
+
+
 def _request_token(cfg: clouds.CloudConfig, timeout: float) -> tuple[str, Body]:
     """Post ``cfg``'s password to the identity service; returns (token, token document).
 
@@ -167,7 +188,7 @@ def _request_token(cfg: clouds.CloudConfig, timeout: float) -> tuple[str, Body]:
     if resp.status_code == 401:
         raise click.ClickException(
             f"authentication refused by {cfg.auth_url} for {cfg.who} ({cfg.source}): "
-            "check the user name, password and project"
+            + _refusal(resp)
         )
     if resp.is_error:
         raise api_error(resp)

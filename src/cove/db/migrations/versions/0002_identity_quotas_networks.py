@@ -112,7 +112,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", "project_id", "role_id"),
     )
     with op.batch_alter_table("instances", schema=None) as batch_op:
-        batch_op.create_index("ix_instances_project_created", ["project_id", "created"])
+        batch_op.create_index(
+            "ix_instances_project_page", ["project_id", "deleted", "created", "id"]
+        )
         batch_op.add_column(sa.Column("network_id", sa.String(length=36), nullable=True))
         batch_op.create_foreign_key("fk_instances_network_id", "networks", ["network_id"], ["id"])
 
@@ -124,7 +126,7 @@ def downgrade() -> None:
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.drop_constraint("fk_instances_network_id", type_="foreignkey")
         batch_op.drop_column("network_id")
-        batch_op.drop_index("ix_instances_project_created")
+        batch_op.drop_index("ix_instances_project_page")
 
     op.drop_table("role_assignments")
     op.drop_table("users")
