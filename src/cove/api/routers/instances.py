@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
@@ -55,11 +56,24 @@ def _list(
     """One page of the project's instances, newest first, paged in SQL (a project may hold
     thousands)."""
     authorize(request, project_id, "instance:index")
-    size = page_limit(limit, c.settings.page_size)
     query = select(Instance).where(Instance.project_id == project_id, Instance.deleted.is_(False))
+    return instances_page(request, c, query, limit, marker, lambda i: _view(request, c, i, detail))
+
+
+def instances_page(
+    request: Request,
+    c: ApiContext,
+    query: Any,
+    limit: int | None,
+    marker: str | None,
+    render: Callable[[Instance], dict[str, Any]],
+) -> dict[str, Any]:
+    """``{"instances": [...]}`` for one page of what ``query`` selects, with Trove's ``next``
+    link when more follow."""
+    size = page_limit(limit, c.settings.page_size)
     with c.db.session() as s:
         page, more = page_instances(s, query, marker, size)
-        body: dict[str, Any] = {"instances": [_view(request, c, i, detail) for i in page]}
+        body: dict[str, Any] = {"instances": [render(i) for i in page]}
     if more:
         body["links"] = next_links(request, page[-1].id, size)
     return body

@@ -12,10 +12,11 @@ from fastapi import APIRouter, Body, Depends, Request
 from sqlalchemy import select
 
 from cove.api.context import ApiContext, authorize, cove, credentials
-from cove.api.views import instance_view, next_links, page_limit, trove_time
+from cove.api.routers.instances import instances_page
+from cove.api.views import instance_view, trove_time
 from cove.common.errors import BadRequest, InstanceNotFound
 from cove.common.ids import utcnow
-from cove.db.instances import page_instances, snapshot
+from cove.db.instances import snapshot
 from cove.db.models import Instance
 from cove.db.quotas import check_project, quota_usage, set_quotas
 from cove.domain.status import GuestStatus, Task, compute_status
@@ -139,17 +140,13 @@ def list_all_instances(
     accepted and ignored: Cove has no clusters yet."""
     authorize(request, project_id, "mgmt:instances")
     deleted = _flag("deleted", request.query_params.get("deleted"), default=False)
-    size = page_limit(limit, c.settings.page_size)
     query = select(Instance).where(Instance.deleted.is_(deleted))
     tenant = request.query_params.get("project_id")
     if tenant:
         query = query.where(Instance.project_id == tenant)
-    with c.db.session() as s:
-        page, more = page_instances(s, query, marker, size)
-        body: dict[str, Any] = {"instances": [_admin_view(request, c, i, False) for i in page]}
-    if more:
-        body["links"] = next_links(request, page[-1].id, size)
-    return body
+    return instances_page(
+        request, c, query, limit, marker, lambda i: _admin_view(request, c, i, False)
+    )
 
 
 @router.get("/instances/{instance_id}")
