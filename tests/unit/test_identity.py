@@ -376,3 +376,88 @@ def test_the_token_key_appears_whole_or_not_at_all(tmp_path: Any) -> None:
     assert len(keys) == 1 and len(next(iter(keys))) == 64
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert [p.name for p in path.parent.iterdir()] == ["token.key"]
+
+
+def test_deeply_nested_json_is_a_400(idp: Any) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    headers = {"Content-Type": "application/json"}
+    resp = idp.post("/identity/v3/auth/tokens", content=deep, headers=headers)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == 400
+
+
+def test_a_body_without_length_is_cut_at_the_cap() -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from cove.api.inputs import check_request
+
+    received = []
+
+    async def receive() -> dict[str, Any]:
+        received.append(1)
+        return {"type": "http.request", "body": b" " * (256 * 1024), "more_body": True}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/identity/v3/auth/tokens",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    problem = asyncio.run(check_request(Request(scope, receive)))
+    assert problem is not None and problem.status == 413
+    assert len(received) <= 5  # 1 MiB and one chunk more: not the endless body offered
+
+
+def test_passwords_are_hashed_with_no_database_connection_held(
+    idp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cove.identity import service
+
+    held: list[int] = []
+    real = service.verify_password
+
+    def watching(password: str, stored: str) -> bool:
+        held.append(idp.db.engine.pool.checkedout())
+        return real(password, stored)
+
+    monkeypatch.setattr(service, "verify_password", watching)
+    assert login(idp).status_code == 201
+    assert held == [0]
+
+
+def test_a_project_admin_revokes_no_other_users_token(idp: Any) -> None:
+    token = login(idp).headers["X-Subject-Token"]
+    _, boss_pw = add_account(idp.db, "orders", "boss", "admin")
+    boss = login(idp, "boss", boss_pw).headers["X-Subject-Token"]
+    hdr = {"X-Auth-Token": boss, "X-Subject-Token": token}
+    assert idp.delete("/identity/v3/auth/tokens", headers=hdr).status_code == 403
+    assert idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": token}).status_code == 200
+
+
+def test_the_token_key_without_hard_links(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from cove.identity import tokens
+
+    def no_links(*_args: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(tokens.os, "link", no_links)
+    path = tmp_path / "k" / "token.key"
+    key = tokens.ensure_key(path)
+    assert len(key) == 64 and tokens.ensure_key(path) == key
+    assert [p.name for p in path.parent.iterdir()] == ["token.key"]
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_a_dangling_token_key_link_is_named(tmp_path: Any) -> None:
+    from cove.common.errors import ConfigurationError
+    from cove.identity.tokens import ensure_key
+
+    path = tmp_path / "token.key"
+    path.symlink_to(tmp_path / "elsewhere" / "key")
+    with pytest.raises(ConfigurationError, match=r"symbolic link to .*elsewhere"):
+        ensure_key(path)

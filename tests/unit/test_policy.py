@@ -75,3 +75,13 @@ def test_bad_policy_files_stop_the_api(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigurationError):
         load_policy(path)
+
+
+def test_rules_that_reach_every_project_name_no_project_role() -> None:
+    with pytest.raises(ConfigurationError, match="reaches every project"):
+        Policy({"mgmt:instances": "admin"})
+    with pytest.raises(ConfigurationError, match="reaches every project"):
+        Policy({"identity:validate_token": ["admin", "service"]})
+    assert Policy({"identity:revoke_token": ["cloud_admin", "service"]}).allows(
+        "identity:revoke_token", frozenset({"service"})
+    )

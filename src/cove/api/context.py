@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 
@@ -29,6 +30,7 @@ class ApiContext:
     identity: IdentityService | None = None
     policy: Policy = field(default_factory=Policy)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
+    login_slots: Any = None  # an anyio.CapacityLimiter once the first login arrives
 
     def base_url(self, request: Request) -> str:
         """Where clients reach this API (``public_url``, else the request's own address)."""

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from cove.common.errors import BadRequest, CoveError, OverLimit
 
@@ -52,17 +53,30 @@ async def check_request(request: Request) -> CoveError | None:
             return BadRequest("Query parameters must be valid Unicode without NUL characters.")
     if request.method not in _BODY_METHODS:
         return None
+    too_large = OverLimit(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return OverLimit(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        return OverLimit(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+        return too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():  # counted as it comes: never more than the cap
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return BadRequest("The client went away before sending the whole body.")
+    body = b"".join(chunks)
+    # Starlette hands a body read here on to the route (as Request.body() itself does).
+    request._body = body
     if not body.strip():
         return None
     try:
         document = json.loads(body)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return BadRequest("Malformed request body: the JSON is nested too deeply.")
+    except ValueError:
         return None  # not JSON: the route's own validation says so, in its words
     if not _all_storable(document):
         return BadRequest(

@@ -13,6 +13,9 @@ rules in a TOML file (``policy_file``, default ``<data>/policy.toml``)::
     "database:index" = "member"
     "identity:validate_token" = ["cloud_admin", "service"]
 
+Rules of actions that reach every project (``mgmt:...``, ``identity:...``) may name only
+``cloud_admin`` and ``service``.
+
 An unknown rule or role in the file stops the API at start-up with a clear message.
 """
 
@@ -30,6 +33,8 @@ CLOUD_ADMIN = "cloud_admin"
 OTHER_ROLES = frozenset({"service", CLOUD_ADMIN})
 
 READ, WRITE, ADMIN = "reader", "member", "admin"
+#: Rules whose actions reach beyond the caller's project.
+CLOUD_RULES = ("mgmt:", "identity:")
 
 DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "flavor:index": READ,
@@ -94,6 +99,12 @@ class Policy:
                 raise ConfigurationError(
                     f"policy: rule '{rule}' names unknown role '{(unknown or [''])[0]}' "
                     f"(roles: {', '.join([*LEVELS, *sorted(OTHER_ROLES)])})"
+                )
+            if rule.startswith(CLOUD_RULES) and any(r in LEVELS for r in roles):
+                # Any project's reader, member or admin would reach every project.
+                raise ConfigurationError(
+                    f"policy: rule '{rule}' reaches every project: it may name only "
+                    f"{' or '.join(sorted(OTHER_ROLES))}"
                 )
             self.rules[rule] = roles
 

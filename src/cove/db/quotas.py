@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -104,7 +104,7 @@ def usage(s: Session, project_id: str) -> dict[str, int]:
             func.coalesce(func.sum(Instance.volume_size), 0),
         )
         .join(Instance.flavor)
-        .where(Instance.project_id == project_id, Instance.deleted.is_(False))
+        .where(Instance.project_id == project_id, Instance.deleted == false())
     ).one()
     # Backups do not exist yet: none is ever in use.
     return {"instances": int(count), "ram": int(ram), "volumes": int(volumes), "backups": 0}

@@ -32,6 +32,13 @@ AUTH_FAILED = "The request you have made requires authentication."
 HASH_WAIT_SECONDS = 5.0
 
 
+def hash_slots() -> int:
+    """How many password checks may run at once: the cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(2, len(os.sched_getaffinity(0)))
+    return max(2, os.cpu_count() or 2)
+
+
 _DOMAIN_REFS = ({"id": "default"}, {"name": "Default"}, {"name": "default"})
 
 
@@ -69,7 +76,7 @@ class IdentityService:
         self.signer = signer
         self.throttle = LoginThrottle(settings.login_failure_limit)
         # Password checks are slow and take 32 MB each: as many at once as there are cores.
-        self._hashing = threading.BoundedSemaphore(max(2, len(os.sched_getaffinity(0))))
+        self._hashing = threading.BoundedSemaphore(hash_slots())
 
     # -- authentication ------------------------------------------------------------------------
 
@@ -122,25 +129,29 @@ class IdentityService:
         """The id of the user whose password the block holds.
 
         The user is read in a short session of its own: the slow hash runs with no database
-        connection held, and at most one per core at a time.
+        connection held, and at most one per core at a time. Raises BadRequest, Unauthorized,
+        ServiceUnavailable.
         """
         ref = _obj(_obj(password_block, "auth.identity.password").get("user"), "password.user")
         if "password" not in ref:
             raise BadRequest("Expecting to find password in auth.identity.password.user.")
         password = _text(ref["password"], "password")
         if "id" in ref:
-            key, query = _text(ref["id"], "user id"), select(User).where(User.id == ref["id"])
+            key = _text(ref["id"], "user id")
+            query = select(User).where(User.id == key)
         elif "name" in ref:
             key = _text(ref["name"], "user name")
             _check_domain(ref.get("domain"))
             query = select(User).where(User.name == key)
         else:
             raise BadRequest("Expecting to find a user id or name in password.user.")
-        keys = self.throttle.keys(key, client)
-        self.throttle.check(keys)
         with self.db.session() as s:
             user = s.scalar(query)
             found = (user.id, user.password_hash, user.enabled) if user else None
+        # One count per account however it is named (an unknown name: as the database
+        # would compare it).
+        keys = self.throttle.keys(found[0] if found else key.casefold().rstrip(), client)
+        self.throttle.begin(keys)
         # Hash even for an unknown user, so timing does not tell names apart.
         if not self._hashing.acquire(timeout=HASH_WAIT_SECONDS):
             raise ServiceUnavailable("The identity service is busy; try again.")
@@ -151,8 +162,8 @@ class IdentityService:
         finally:
             self._hashing.release()
         if found is None or not ok or not found[2]:
-            self.throttle.failed(keys)
             raise Unauthorized(AUTH_FAILED)
+        self.throttle.succeeded(keys)
         return found[0]
 
     def _scope(self, s: Session, user: User, scope: Any) -> tuple[Project | None, tuple[str, ...]]:

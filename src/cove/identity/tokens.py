@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,13 +155,24 @@ def ensure_key(path: Path) -> bytes:
 
     Raises ConfigurationError when the key cannot be read or written.
     """
+    if path.is_symlink() and not path.exists():
+        raise ConfigurationError(
+            f"the token key {path} is a symbolic link to {os.readlink(path)}, which does not exist"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not os.path.lexists(path):
             _create_key(path)
     except OSError as exc:
         raise ConfigurationError(f"cannot create the token key {path}: {exc.strerror}") from exc
-    return load_key(path)
+    key = load_key(path)
+    for _attempt in range(50):
+        if len(key) >= KEY_BYTES:
+            break
+        # Only where there are no hard links: another process is still writing it in place.
+        time.sleep(0.02)
+        key = load_key(path)
+    return key
 
 
 def _create_key(path: Path) -> None:

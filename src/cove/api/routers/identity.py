@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from cove.api.context import ApiContext, cove
 from cove.api.policy import effective_roles
-from cove.common.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from cove.common.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from cove.db.models import Project, RoleAssignment
 from cove.identity import store
-from cove.identity.service import IdentityService
+from cove.identity.service import HASH_WAIT_SECONDS, IdentityService, hash_slots
 from cove.identity.tokens import TokenClaims
 
 router = APIRouter(prefix="/identity")
@@ -100,16 +106,35 @@ def _subject(
         raise NotFound("Could not find token.") from exc
 
 
+def _login_slots(c: ApiContext) -> anyio.CapacityLimiter:
+    """The API's limiter of concurrent logins, made on first use (in the event loop, where
+    anyio can make one)."""
+    if c.login_slots is None:
+        c.login_slots = anyio.CapacityLimiter(hash_slots())
+    slots: anyio.CapacityLimiter = c.login_slots
+    return slots
+
+
 @router.post("/v3/auth/tokens")
 async def issue_token(request: Request, c: ApiContext = Depends(cove)) -> JSONResponse:
     identity = _identity(c)
     try:
         body = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest("The request body is not valid JSON.") from exc
-    # Password hashing is slow on purpose: keep it off the event loop.
     client = request.client.host if request.client else ""
-    token, claims = await run_in_threadpool(identity.authenticate, body, client)
+    # Password hashing is slow on purpose: it runs off the event loop, and logins wait for a
+    # slot here, in the event loop, not in a worker thread the rest of the API needs.
+    slots = _login_slots(c)
+    try:
+        with anyio.fail_after(HASH_WAIT_SECONDS):
+            await slots.acquire()
+    except TimeoutError as exc:
+        raise ServiceUnavailable("The identity service is busy; try again.") from exc
+    try:
+        token, claims = await anyio.to_thread.run_sync(identity.authenticate, body, client)
+    finally:
+        slots.release()
     nocatalog = "nocatalog" in request.query_params
     doc = identity.token_document(claims, c.base_url(request), catalog=not nocatalog)
     return JSONResponse(doc, status_code=201, headers={"X-Subject-Token": token})

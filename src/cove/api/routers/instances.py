@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext, authorize, cove
@@ -56,7 +56,7 @@ def _list(
     """One page of the project's instances, newest first, paged in SQL (a project may hold
     thousands)."""
     authorize(request, project_id, "instance:index")
-    query = select(Instance).where(Instance.project_id == project_id, Instance.deleted.is_(False))
+    query = select(Instance).where(Instance.project_id == project_id, Instance.deleted == false())
     return instances_page(request, c, query, limit, marker, lambda i: _view(request, c, i, detail))
 
 

@@ -140,7 +140,7 @@ def list_all_instances(
     accepted and ignored: Cove has no clusters yet."""
     authorize(request, project_id, "mgmt:instances")
     deleted = _flag("deleted", request.query_params.get("deleted"), default=False)
-    query = select(Instance).where(Instance.deleted.is_(deleted))
+    query = select(Instance).where(Instance.deleted == deleted)
     tenant = request.query_params.get("project_id")
     if tenant:
         query = query.where(Instance.project_id == tenant)
