@@ -385,3 +385,43 @@ def test_lone_surrogates_in_names_are_refused_cleanly(api):
         raw = json.dumps(body(**spec)).replace("\\\\ud800", "\\ud800")
         resp = api.post("/v1.0/p1/instances", content=raw.encode(), headers=headers)
         assert resp.status_code == 400, (spec, resp.text)
+
+
+def test_redis_refuses_databases_up_front(api):
+    from cove.db.engine import Database
+
+    db = Database(api.context.settings.database_url)
+    with db.session() as s:
+        register_version(s, FoundVersion("redis", "7.0", "7.0.15", "/usr/bin"))
+    db.dispose()
+    redis = {"datastore": {"type": "redis", "version": "7.0"}}
+    msg = fault(
+        api.post("/v1.0/p1/instances", json=body(databases=[{"name": "d"}], **redis)),
+        501,
+        "notImplemented",
+    )
+    assert "databases" in msg and "redis" in msg
+    user = {"name": "u", "password": "pw", "databases": [{"name": "d"}]}
+    fault(
+        api.post("/v1.0/p1/instances", json=body(databases=[{"name": "d"}], users=[user], **redis)),
+        501,
+        "notImplemented",
+    )
+    resp = api.post(
+        "/v1.0/p1/instances", json=body(users=[{"name": "u", "password": "pw"}], **redis)
+    )
+    assert resp.status_code == 200, resp.text
+    iid = resp.json()["instance"]["id"]
+    assert resp.json()["instance"]["datastore"]["type"] == "redis"
+    for method, path in (
+        ("GET", "databases"),
+        ("POST", "databases"),
+        ("DELETE", "databases/d"),
+        ("GET", "users/u/databases"),
+        ("PUT", "users/u/databases"),
+        ("DELETE", "users/u/databases/d"),
+    ):
+        payload = {"databases": [{"name": "d"}]} if method in ("POST", "PUT") else None
+        resp = api.request(method, f"/v1.0/p1/instances/{iid}/{path}", json=payload)
+        fault(resp, 501, "notImplemented")
+    assert [m for _t, m, _a in api.bus.casts] == ["create_instance"]

@@ -321,3 +321,12 @@ def test_a_data_directory_others_can_change_is_refused(tmp_path):
     data.chmod(0o777)
     with pytest.raises(ConfigurationError, match="writable by no one else"):
         LocalDriver(_load(data_dir=data), check=False)
+
+
+def test_redis_is_found_with_its_version():
+    from cove.compute.discovery import find_redis
+
+    found = find_redis()
+    assert found, "redis-server is installed by the install step"
+    assert found[0].datastore == "redis" and found[0].name.count(".") == 1
+    assert found[0].version.startswith(found[0].name + ".")

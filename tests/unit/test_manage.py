@@ -319,5 +319,5 @@ def test_disabling_the_default_version_moves_the_default(run):
     run("datastore", "add-version", "postgresql", "other", "--bin-dir", found.bin_dir)
     run("datastore", "disable-version", "postgresql", found.name)
     listing = run("datastore", "list").output.splitlines()
-    default = [line for line in listing if "(default)" in line]
+    default = [line for line in listing if "(default)" in line and line.startswith("postgresql")]
     assert len(default) == 1 and "other" in default[0]

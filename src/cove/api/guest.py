@@ -28,15 +28,21 @@ def check_ready(
         inst = get_instance(s, instance_id, project_id)
         ds_name = inst.datastore_version.datastore.name
         snap = snapshot(inst, inst.guest)
-    if capability is not None and capability not in capabilities(ds_name):
-        raise OperationNotSupported(
-            f"Operation '{capability.value}' is not supported for datastore {ds_name}."
-        )
+    if capability is not None:
+        require(ds_name, capability)
     now = utcnow()
     if not can_act(snap, now, c.settings.heartbeat_interval, allowed):
         status = compute_status(snap, now, c.settings.heartbeat_interval)
         raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is {status.status}).")
     return ds_name
+
+
+def require(datastore: str, capability: Capability) -> None:
+    """Raises OperationNotSupported (501) unless ``datastore`` has ``capability``."""
+    if capability not in capabilities(datastore):
+        raise OperationNotSupported(
+            f"Operation '{capability.value}' is not supported for datastore {datastore}."
+        )
 
 
 def call_guest(

@@ -17,7 +17,7 @@ Body = dict[str, Any]
 _DB_LIST = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*(,[A-Za-z_][A-Za-z0-9_$-]*)*$")
 
 #: Default ports, used in connection hints when the instance view carries no ``port``.
-DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "redis": 6379}
 
 
 class SpecError(ValueError):
@@ -218,6 +218,9 @@ def connect_hint(inst: Mapping[str, Any], database: str | None, user: str | None
         if user:
             parts.append(f"user={user}")
         return f'psql "{" ".join(parts)}"'
+    if kind == "redis":
+        # --askpass: the password is asked for, never put on the command line.
+        return f"redis-cli -h {host} -p {port}" + (f" --user {user} --askpass" if user else "")
     line = f"mysql -h {host} -P {port}"
     if user:
         line += f" -u {user} -p"

@@ -74,3 +74,44 @@ def find_postgresql(extra_dirs: list[Path] | None = None) -> list[FoundVersion]:
             continue
         found.setdefault(major, FoundVersion("postgresql", major, version, str(bin_dir.resolve())))
     return sorted(found.values(), key=lambda v: int(v.name))
+
+
+#: The oldest Redis Cove manages: ACL users (and ACL files) arrived in 6.0.
+MIN_REDIS = (6, 0)
+
+
+def redis_version(server: Path) -> str | None:
+    """The version of the Redis server binary ``server`` (``7.0.15``), or None."""
+    if not server.is_file():
+        return None
+    try:
+        out = subprocess.run(
+            [str(server), "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return ".".join(match.groups()) if match else None
+
+
+def find_redis(extra: list[Path] | None = None) -> list[FoundVersion]:
+    """The Redis servers found on ``PATH`` (and ``extra`` binaries): one entry per major.minor
+    version (the first found wins), named like ``7.0``."""
+    candidates = [Path(p) for p in (shutil.which("redis-server"),) if p]
+    candidates += extra or []
+    found: dict[str, FoundVersion] = {}
+    for server in candidates:
+        # Not resolved: Debian's redis-server is a link to a binary that acts by its name.
+        server = server.parent.resolve() / server.name
+        version = redis_version(server)
+        if version is None:
+            continue
+        major, minor = (int(p) for p in version.split(".")[:2])
+        if (major, minor) < MIN_REDIS:
+            LOG.warning(
+                "Redis %s at %s is too old for Cove (6.0 or newer); skipped", version, server
+            )
+            continue
+        name = f"{major}.{minor}"
+        found.setdefault(name, FoundVersion("redis", name, version, str(server.parent)))
+    return sorted(found.values(), key=lambda v: tuple(int(p) for p in v.name.split(".")))

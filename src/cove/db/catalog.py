@@ -9,8 +9,9 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, DatastoreNotFound, DatastoreVersionNotFound
 from cove.common.ids import new_id
-from cove.compute.discovery import FoundVersion, find_postgresql
+from cove.compute.discovery import FoundVersion, find_postgresql, find_redis
 from cove.db.models import Datastore, DatastoreVersion, Flavor
+from cove.domain.capabilities import MANAGED
 
 LOG = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def register_version(session: Session, found: FoundVersion, make_default: bool =
 
 def register_found_versions(session: Session) -> list[FoundVersion]:
     """Register every datastore version installed on this machine, then settle defaults."""
-    found = find_postgresql()
+    found = find_postgresql() + [v for v in find_redis() if v.datastore in MANAGED]
     for item in found:
         if register_version(session, item):
             LOG.info(

@@ -17,7 +17,12 @@ class Capability(StrEnum):
 
 DATASTORE_CAPABILITIES: dict[str, frozenset[Capability]] = {
     "postgresql": frozenset({Capability.DATABASES, Capability.USERS, Capability.ROOT}),
+    # Databases are no Redis concept; users are ACL users, root the default user.
+    "redis": frozenset({Capability.USERS, Capability.ROOT}),
 }
+
+#: The datastores Cove has a guest manager for: only their versions are registered.
+MANAGED: frozenset[str] = frozenset(DATASTORE_CAPABILITIES)
 
 #: The standard client port of each datastore; the local driver gives every instance its own
 #: address so every instance can listen on it.

@@ -25,4 +25,10 @@ def test_table_alignment() -> None:
 def test_mysql_connect_hint() -> None:
     inst = instance("ACTIVE", datastore={"type": "mysql"}, hostname="db.example")
     assert fmt.connect_hint(inst, "orders", "app") == "mysql -h db.example -P 3306 -u app -p orders"
-    assert fmt.connect_hint(instance(datastore={"type": "redis"}), None, None) is None
+    assert fmt.connect_hint(instance(datastore={"type": "mongodb"}), None, None) is None
+
+
+def test_redis_connect_hint_asks_for_the_password() -> None:
+    inst = instance("ACTIVE", datastore={"type": "redis"}, hostname="cache.example")
+    hint = fmt.connect_hint(inst, None, "app")
+    assert hint == "redis-cli -h cache.example -p 6379 --user app --askpass"

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.guest import call_guest, check_ready
+from cove.api.guest import call_guest, check_ready, require
 from cove.api.schemas import (
     AccessBody,
     DatabasesBody,
@@ -156,9 +156,11 @@ def create_users(
     c: ApiContext = Depends(cove),
 ) -> Response:
     ctx = authorize(request, project_id, "user:create")
-    users = [u.to_dict() for u in user_specs(body.users)]
-    check_ready(c, project_id, instance_id, Capability.USERS)
-    call_guest(c, ctx, instance_id, "create_users", {"users": users})
+    specs = user_specs(body.users)
+    datastore = check_ready(c, project_id, instance_id, Capability.USERS)
+    if any(u.databases for u in specs):
+        require(datastore, Capability.DATABASES)
+    call_guest(c, ctx, instance_id, "create_users", {"users": [u.to_dict() for u in specs]})
     return _accepted()
 
 
@@ -243,7 +245,7 @@ def list_access(
 ) -> Any:
     ctx = authorize(request, project_id, "user:access")
     name, host = split_user(user)
-    check_ready(c, project_id, instance_id, Capability.USERS)
+    check_ready(c, project_id, instance_id, Capability.DATABASES)
     dbs = call_guest(c, ctx, instance_id, "list_access", {"name": name, "host": host})
     return {"databases": [{"name": d} for d in dbs]}
 
@@ -261,7 +263,7 @@ def grant_access(
     name, host = split_user(user)
     for ref in body.databases:
         checked(names.database_name, ref.name)
-    check_ready(c, project_id, instance_id, Capability.USERS)
+    check_ready(c, project_id, instance_id, Capability.DATABASES)
     call_guest(
         c,
         ctx,
@@ -284,7 +286,7 @@ def revoke_access(
     ctx = authorize(request, project_id, "user:revoke")
     name, host = split_user(user)
     checked(names.database_name, database)
-    check_ready(c, project_id, instance_id, Capability.USERS)
+    check_ready(c, project_id, instance_id, Capability.DATABASES)
     call_guest(
         c, ctx, instance_id, "revoke_access", {"name": name, "host": host, "database": database}
     )

@@ -10,7 +10,7 @@ from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.guest import check_ready
+from cove.api.guest import check_ready, require
 from cove.api.routers.catalog import find_flavor
 from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
 from cove.api.validate import checked, database_specs, user_specs
@@ -30,7 +30,7 @@ from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
 from cove.domain import names
-from cove.domain.capabilities import STANDARD_PORTS
+from cove.domain.capabilities import STANDARD_PORTS, Capability
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import RESTARTABLE, ComputeState, Task, can_delete, compute_status
 from cove.rpc import RequestContext
@@ -178,11 +178,12 @@ def _validate_payload(
     return dbs, user_specs(spec.users, {d.name for d in dbs})
 
 
-def _record(c: ApiContext, project_id: str, spec: InstanceCreate) -> str:
+def _record(c: ApiContext, project_id: str, spec: InstanceCreate, with_databases: bool) -> str:
     """Record a new BUILDING instance of the project within its quotas; returns its id.
 
     Raises FlavorNotFound, DatastoreNotFound, DatastoreVersionNotFound, BadRequest (an inactive
-    version, an unusable network) and QuotaExceeded.
+    version, an unusable network), OperationNotSupported (databases asked of a datastore
+    without them) and QuotaExceeded.
     """
     instance_id = new_id()
     with c.db.session() as s:
@@ -190,6 +191,8 @@ def _record(c: ApiContext, project_id: str, spec: InstanceCreate) -> str:
         lock_project(s, project_id)
         flavor = find_flavor(s, str(spec.flavorRef))
         version = _resolve_version(s, c, spec)
+        if with_databases:
+            require(version.datastore.name, Capability.DATABASES)
         network = resolve_network(s, spec.nics)
         size = spec.volume.gigabytes if spec.volume else 0
         check_instance_quota(s, c.settings, project_id, ram=flavor.ram, volume=size)
@@ -252,7 +255,7 @@ def create_instance(
     spec = body.instance
     _unsupported(spec)
     dbs, users = _validate_payload(spec, c)
-    instance_id = _record(c, project_id, spec)
+    instance_id = _record(c, project_id, spec, bool(dbs) or any(u.databases for u in users))
     _cast_create(c, ctx, instance_id, dbs, users)
     with c.db.session() as s:
         return {"instance": _view(request, c, get_instance(s, instance_id), True)}

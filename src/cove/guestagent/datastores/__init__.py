@@ -15,7 +15,16 @@ def _postgresql(config: GuestConfig) -> DatastoreManager:
     return PostgresManager(config)
 
 
-MANAGERS: dict[str, Callable[[GuestConfig], DatastoreManager]] = {"postgresql": _postgresql}
+def _redis(config: GuestConfig) -> DatastoreManager:
+    from cove.guestagent.datastores.redis.manager import RedisManager
+
+    return RedisManager(config)
+
+
+MANAGERS: dict[str, Callable[[GuestConfig], DatastoreManager]] = {
+    "postgresql": _postgresql,
+    "redis": _redis,
+}
 
 
 def load_manager(config: GuestConfig) -> DatastoreManager:

@@ -1,0 +1,1 @@
+"""The Redis datastore: ACL users, root as the ``default`` user, AOF persistence."""

@@ -1,0 +1,207 @@
+"""Users and root as Redis ACL users on a running server.
+
+Passwords reach the server only as SHA-256 hashes (``#<hex>`` rules), over the agent's unix
+socket; every change is followed by ACL SAVE so that the ACL file, and so a restart, keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Sequence
+
+import redis
+
+from cove.common.errors import (
+    BadRequest,
+    CoveError,
+    GuestError,
+    OperationNotSupported,
+    UserAlreadyExists,
+    UserNotFound,
+)
+from cove.domain.specs import UserInfo, UserSpec
+from cove.guestagent.datastores.redis.conf import RESERVED_USERS, ROOT_USER, password_hash
+
+NO_DATABASES = "Databases are not supported for Redis."
+
+#: A tenant user may run every data command on every key and channel. It is refused the
+#: @admin category (CONFIG, ACL, SHUTDOWN, DEBUG, MODULE, REPLICAOF, SYNC, SAVE, MONITOR,
+#: CLIENT KILL, ...) and MIGRATE: those change the server itself, its files or the agent's own
+#: user, or open connections to other hosts. KEYS, FLUSHDB, INFO and SORT stay allowed: they
+#: only touch the tenant's own data.
+USER_RULES = ("~*", "&*", "+@all", "-@admin", "-migrate")
+#: Root (the ``default`` user) is the tenant's administrator: a tenant user plus watching and
+#: managing clients, the slow log, latency and snapshots. It still has no CONFIG, ACL,
+#: SHUTDOWN, MODULE or DEBUG: every instance on a host runs as the same OS user, so CONFIG SET
+#: dir/dbfilename followed by SAVE, or MODULE LOAD, would write or run anything that user may,
+#: reaching other instances and the agent; ACL could lock the agent out, SHUTDOWN and DEBUG
+#: would bypass it.
+ROOT_RULES = (
+    *USER_RULES,
+    "+monitor",
+    "+client|list",
+    "+client|kill",
+    "+slowlog",
+    "+latency",
+    "+bgsave",
+    "+bgrewriteaof",
+    "+lastsave",
+    "+role",
+)
+#: What an ACL file line can carry safely: no spaces, no quotes, no control characters.
+_NAME = re.compile(r"[A-Za-z0-9_.@$+-]{1,64}")
+
+Connect = Callable[[], redis.Redis]
+
+
+def _check_host(host: str | None) -> None:
+    if host not in (None, "", "%"):
+        raise BadRequest("Redis users have no host: leave it out or use '%'.")
+
+
+def _check_password(password: str | None) -> None:
+    if not password:
+        raise BadRequest("A password is required.")
+
+
+class RedisAcl:
+    def __init__(self, connect: Connect) -> None:
+        self._connect = connect
+
+    def _run(self, *args: str) -> object:
+        """One command as the agent's user. Raises GuestError when the server refuses it."""
+        try:
+            with self._connect() as client:
+                return client.execute_command(*args)
+        except redis.RedisError as exc:
+            # A refusal can quote a rule, and so a password hash: only a connection's error
+            # text is kept.
+            detail = type(exc).__name__ if isinstance(exc, redis.ResponseError) else str(exc)
+            command = " ".join(args[:2])
+            raise GuestError(f"Redis refused {command}: {detail}") from exc
+
+    def _save(self) -> None:
+        self._run("ACL", "SAVE")
+
+    def _names(self) -> list[str]:
+        result = self._run("ACL", "USERS")
+        return [str(n) for n in result] if isinstance(result, list) else []
+
+    def _require_user(self, name: str) -> None:
+        if name in RESERVED_USERS or name not in self._names():
+            raise UserNotFound(f"User {name} cannot be found on the instance.")
+
+    # -- users -------------------------------------------------------------------------------
+
+    def list_users(self) -> list[UserInfo]:
+        return [UserInfo(n, "%", ()) for n in sorted(self._names()) if n not in RESERVED_USERS]
+
+    def get_user(self, name: str, host: str) -> UserInfo:
+        _check_host(host)
+        self._require_user(name)
+        return UserInfo(name, "%", ())
+
+    def create_users(self, users: Sequence[UserSpec]) -> None:
+        """All of ``users`` or none; each checked before anything changes."""
+        wanted = [u.name for u in users]
+        if len(set(wanted)) != len(wanted):
+            raise BadRequest("A user is listed twice.")
+        existing = set(self._names())
+        for user in users:
+            if user.databases:
+                raise OperationNotSupported(NO_DATABASES)
+            _check_host(user.host)
+            _check_password(user.password)
+            if not _NAME.fullmatch(user.name):
+                raise BadRequest(f"Invalid user name '{user.name}' for Redis.")
+            if user.name in RESERVED_USERS:
+                raise BadRequest(f"The user name {user.name} is reserved.")
+            if user.name in existing:
+                raise UserAlreadyExists(f"A user with the name {user.name} already exists.")
+        made: list[str] = []
+        try:
+            for user in users:
+                self._run(
+                    "ACL",
+                    "SETUSER",
+                    user.name,
+                    "reset",
+                    "on",
+                    password_hash(user.password),
+                    *USER_RULES,
+                )
+                made.append(user.name)
+            self._save()
+        except Exception:
+            for name in made:  # all or nothing
+                with contextlib.suppress(CoveError):
+                    self._run("ACL", "DELUSER", name)
+            raise
+
+    def delete_user(self, name: str, host: str) -> None:
+        """Deleting a user also ends its connections (Redis does so itself)."""
+        _check_host(host)
+        self._require_user(name)
+        self._run("ACL", "DELUSER", name)
+        self._save()
+
+    def update_user(
+        self, name: str, host: str, new_name: str | None, new_password: str | None
+    ) -> None:
+        """A new password replaces the old one; a rename moves the user's rules and password
+        hash to the new name (Redis has no rename) and ends the old name's connections."""
+        _check_host(host)
+        self._require_user(name)
+        renaming = new_name is not None and new_name != name
+        if renaming:
+            target = str(new_name)
+            if not _NAME.fullmatch(target):
+                raise BadRequest(f"Invalid user name '{target}' for Redis.")
+            if target in RESERVED_USERS:
+                raise BadRequest(f"The user name {target} is reserved.")
+            if target in self._names():
+                raise UserAlreadyExists(f"A user with the name {target} already exists.")
+        if new_password is not None:
+            _check_password(new_password)
+            self._run("ACL", "SETUSER", name, "resetpass", password_hash(new_password))
+        if renaming:
+            self._run("ACL", "SETUSER", str(new_name), "reset", *self._rules(name))
+            self._run("ACL", "DELUSER", name)
+        self._save()
+
+    def _rules(self, name: str) -> list[str]:
+        """The ACL LIST rules of ``name`` (password hashes included), minus ``user <name>``."""
+        lines = self._run("ACL", "LIST")
+        for line in lines if isinstance(lines, list) else []:
+            parts = str(line).split()
+            if parts[:2] == ["user", name]:
+                return parts[2:]
+        raise UserNotFound(f"User {name} cannot be found on the instance.")
+
+    # -- root --------------------------------------------------------------------------------
+
+    def enable_root(self, password: str) -> str:
+        """``default`` on with ``password`` and :data:`ROOT_RULES`; a client that gives only a
+        password logs in as it."""
+        _check_password(password)
+        self._run("ACL", "SETUSER", ROOT_USER, "reset", "on", password_hash(password), *ROOT_RULES)
+        self._save()
+        return ROOT_USER
+
+    def disable_root(self) -> None:
+        """``default`` off, without password or permission, and its connections ended."""
+        self._run("ACL", "SETUSER", ROOT_USER, "reset")
+        self._save()
+        self._run("CLIENT", "KILL", "USER", ROOT_USER)
+
+    def is_root_enabled(self) -> bool:
+        info = self._run("ACL", "GETUSER", ROOT_USER)
+        if isinstance(info, dict):
+            flags = info.get("flags", [])
+        elif isinstance(info, list):
+            pairs = dict(zip(info[::2], info[1::2], strict=False))
+            flags = pairs.get("flags", [])
+        else:
+            flags = []
+        return "on" in flags

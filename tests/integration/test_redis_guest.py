@@ -1,0 +1,321 @@
+"""The Redis datastore manager against a real redis-server, checked with the real Redis client:
+ACL users, root as the default user, AOF and the ACL file across restarts, adoption, and no
+password in clear text anywhere on the host."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cove.common.errors import (
+    BadRequest,
+    OperationNotSupported,
+    UserAlreadyExists,
+    UserNotFound,
+)
+from cove.domain.capabilities import Capability
+from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.domain.status import GuestStatus
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores import load_manager
+from cove.guestagent.datastores.redis.manager import RedisManager
+
+REDIS_BIN = Path("/usr/bin")
+PORT = 6379
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (REDIS_BIN / "redis-server").is_file(), reason="needs /usr/bin/redis-server"
+    ),
+]
+
+#: Distinct enough that finding them anywhere is no accident.
+PASSWORDS = {"u1": "pw-one-Zq81x", "u2": "pw-two-Kd27y"}
+NEW_PASSWORD = "pw-new-Tr55w"
+ROOT_PASSWORD = "pw-root-Hb93v"
+
+
+def free_address() -> str:
+    """A loopback address nothing listens on at the Redis port."""
+    for _ in range(50):
+        address = (
+            f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(2, 250)}"
+        )
+        with socket.socket() as sock:
+            try:
+                sock.bind((address, PORT))
+            except OSError:
+                continue
+            return address
+    raise AssertionError("no free loopback address")
+
+
+@pytest.fixture
+def config() -> Iterator[GuestConfig]:
+    base = Path(tempfile.mkdtemp(prefix="cove-redis-"))
+    for sub in ("data", "conf", "log", "run"):
+        (base / sub).mkdir()
+    yield GuestConfig(
+        instance_id="r1",
+        datastore="redis",
+        datastore_version="7.0",
+        bin_dir=str(REDIS_BIN),
+        address=free_address(),
+        port=PORT,
+        ram_mb=256,
+        vcpus=1,
+        volume_gb=1,
+        transport_url="redis://unused",
+        heartbeat_interval=5,
+        instance_dir=str(base),
+    )
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def managers(config: GuestConfig) -> Iterator[list[RedisManager]]:
+    made: list[RedisManager] = []
+    yield made
+    for manager in reversed(made):
+        manager.stop()
+
+
+def client(config: GuestConfig, user: str | None, password: str | None) -> redis.Redis:
+    return redis.Redis(
+        host=config.address,
+        port=config.port,
+        username=user,
+        password=password,
+        socket_timeout=5,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def new_manager(config: GuestConfig, managers: list[RedisManager]) -> RedisManager:
+    manager = load_manager(config)
+    assert isinstance(manager, RedisManager)
+    managers.append(manager)
+    return manager
+
+
+def assert_no_clear_passwords(config: GuestConfig, secrets: list[str]) -> None:
+    for directory in (config.conf_dir, config.log_dir, config.data_dir):
+        for path in directory.rglob("*"):
+            if path.is_file():
+                content = path.read_bytes()
+                for secret in secrets:
+                    assert secret.encode() not in content, f"a password in clear text in {path}"
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            for secret in secrets:
+                assert secret.encode() not in cmdline, f"a password on the command line of {proc}"
+
+
+def test_redis_manager(config: GuestConfig, managers: list[RedisManager]) -> None:
+    manager = new_manager(config, managers)
+    assert manager.capabilities == {Capability.USERS, Capability.ROOT}
+    assert manager.status() is GuestStatus.NEW
+
+    # Databases are no Redis concept: refused before anything is made.
+    with pytest.raises(OperationNotSupported):
+        manager.prepare([DatabaseSpec("db1")], [])
+    assert not manager.prepared
+
+    manager.prepare([], [UserSpec(name, pw) for name, pw in PASSWORDS.items()])
+    assert manager.prepared
+    assert manager.status() is GuestStatus.HEALTHY
+    for path in (config.conf_dir / "redis.conf", config.conf_dir / "users.acl"):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert (config.conf_dir / "admin.secret").stat().st_mode & 0o777 == 0o600
+    server_conf = (config.conf_dir / "redis.conf").read_text()
+    assert f"bind {config.address}\n" in server_conf
+
+    # Each user works over TCP on the instance's address, with data commands only.
+    for name, pw in PASSWORDS.items():
+        user = client(config, name, pw)
+        assert user.ping()
+        assert user.set(f"key-{name}", name) and user.get(f"key-{name}") == name
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.config_get("dir")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.execute_command("ACL", "LIST")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.execute_command("SHUTDOWN", "NOSAVE")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        client(config, "u1", "wrong").ping()
+    # The default user is off until root is enabled: no anonymous access.
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        client(config, None, None).get("key-u1")
+    info = client(config, "u1", PASSWORDS["u1"]).info("server")
+    assert info["tcp_port"] == PORT
+
+    # Users: list, show, mistakes answered with the right errors.
+    assert [u.name for u in manager.list_users()] == ["u1", "u2"]
+    assert manager.get_user("u1", "%").to_dict() == {"name": "u1", "host": "%", "databases": []}
+    with pytest.raises(BadRequest):
+        manager.get_user("u1", "10.0.0.1")
+    with pytest.raises(UserNotFound):
+        manager.get_user("cove_admin", "%")
+    with pytest.raises(UserAlreadyExists):
+        manager.create_users([UserSpec("u1", "x")])
+    for reserved in ("cove_admin", "default"):
+        with pytest.raises(BadRequest):
+            manager.create_users([UserSpec(reserved, "x")])
+        with pytest.raises(UserNotFound):
+            manager.delete_user(reserved, "%")
+    with pytest.raises(BadRequest):
+        manager.create_users([UserSpec("u9", "x", host="localhost")])
+    with pytest.raises(BadRequest):
+        manager.create_users([UserSpec("bad name", "x")])
+    with pytest.raises(OperationNotSupported):
+        manager.create_users([UserSpec("u9", "x", databases=("db1",))])
+    # A mistake in one item leaves the server as it was.
+    with pytest.raises(UserAlreadyExists):
+        manager.create_users([UserSpec("fresh", "x"), UserSpec("u2", "x")])
+    assert [u.name for u in manager.list_users()] == ["u1", "u2"]
+
+    # Databases and access are refused.
+    with pytest.raises(OperationNotSupported):
+        manager.list_databases()
+    with pytest.raises(OperationNotSupported):
+        manager.create_databases([DatabaseSpec("db1")])
+    with pytest.raises(OperationNotSupported):
+        manager.delete_database("db1")
+    with pytest.raises(OperationNotSupported):
+        manager.grant_access("u1", "%", ["db1"])
+    with pytest.raises(OperationNotSupported):
+        manager.revoke_access("u1", "%", "db1")
+
+    # Password change and rename.
+    manager.update_user("u2", "%", None, NEW_PASSWORD)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        client(config, "u2", PASSWORDS["u2"]).ping()
+    assert client(config, "u2", NEW_PASSWORD).ping()
+    manager.update_user("u2", "%", "u3", None)
+    assert [u.name for u in manager.list_users()] == ["u1", "u3"]
+    renamed = client(config, "u3", NEW_PASSWORD)
+    assert renamed.get("key-u2") == "u2"
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        renamed.config_get("dir")  # the rules moved with the name
+    with pytest.raises(UserAlreadyExists):
+        manager.update_user("u3", "%", "u1", None)
+
+    # Root is the default user: a password alone logs in; still no CONFIG, ACL or MODULE.
+    assert manager.is_root_enabled() is False
+    assert manager.enable_root(ROOT_PASSWORD) == "default"
+    assert manager.is_root_enabled() is True
+    root = client(config, None, ROOT_PASSWORD)
+    assert root.get("key-u1") == "u1"
+    assert root.client_list()  # the tenant's administrator watches its clients
+    for command in (("CONFIG", "GET", "dir"), ("ACL", "USERS"), ("MODULE", "LIST")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            root.execute_command(*command)
+    manager.disable_root()
+    assert manager.is_root_enabled() is False
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        client(config, None, ROOT_PASSWORD).ping()
+    manager.enable_root(ROOT_PASSWORD)
+
+    # Delete a user: it can no longer log in.
+    manager.delete_user("u1", "%")
+    with pytest.raises(UserNotFound):
+        manager.delete_user("u1", "%")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        client(config, "u1", PASSWORDS["u1"]).ping()
+
+    # A restart keeps the data (AOF) and the users and root (ACL file).
+    client(config, "u3", NEW_PASSWORD).set("kept", "yes")
+    manager.restart()
+    manager.restart()  # idempotent
+    assert manager.status() is GuestStatus.HEALTHY
+    assert client(config, "u3", NEW_PASSWORD).get("kept") == "yes"
+    assert client(config, None, ROOT_PASSWORD).get("key-u2") == "u2"
+    assert [u.name for u in manager.list_users()] == ["u3"]
+    assert manager.is_root_enabled() is True
+    manager.stop()
+    manager.stop()
+    assert manager.status() is GuestStatus.SHUTDOWN
+    manager.start()
+    manager.start()
+    assert client(config, "u3", NEW_PASSWORD).get("kept") == "yes"
+
+    # The agent is the server's parent: a crash is reported at once.
+    crashed = threading.Event()
+    manager.on_change = lambda status: crashed.set() if status is GuestStatus.CRASHED else None
+    pid = int((config.run_dir / "redis.pid").read_text())
+    assert manager.server.pid == pid
+    os.kill(pid, signal.SIGKILL)
+    assert crashed.wait(2)
+    assert manager.status() is GuestStatus.CRASHED
+    manager.restart()
+    assert manager.status() is GuestStatus.HEALTHY
+    assert client(config, "u3", NEW_PASSWORD).get("kept") == "yes"
+
+    # A new agent adopts the running server instead of starting another.
+    pid = int((config.run_dir / "redis.pid").read_text())
+    manager.on_change = lambda _status: None
+    manager.server._stopping = True  # the old agent is gone; its watcher must stay quiet
+    successor = new_manager(config, managers)
+    assert successor.adopt()
+    assert successor.server.pid == pid
+    assert successor.status() is GuestStatus.HEALTHY
+    assert [u.name for u in successor.list_users()] == ["u3"]
+    successor.prepare([], [])  # already prepared: nothing is remade
+    assert successor.server.pid == pid
+    assert client(config, "u3", NEW_PASSWORD).get("kept") == "yes"
+
+    assert_no_clear_passwords(config, [*PASSWORDS.values(), NEW_PASSWORD, ROOT_PASSWORD])
+
+    successor.stop()
+    assert successor.status() is GuestStatus.SHUTDOWN
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_stale_pid_file_is_not_adopted(config: GuestConfig, managers: list[RedisManager]) -> None:
+    manager = new_manager(config, managers)
+    manager.prepare([], [])
+    real = manager.server.pid
+    manager.stop()
+    # After a reboot the pid file may name any process: here, this test's own.
+    (config.run_dir / "redis.pid").write_text(f"{os.getpid()}\n")
+    successor = new_manager(config, managers)
+    assert not successor.adopt()
+    successor.stop()  # signals nothing
+    assert Path(f"/proc/{os.getpid()}").exists()
+    successor.start()
+    assert successor.server.pid not in (None, real)
+    assert successor.status() is GuestStatus.HEALTHY
+
+
+def test_failed_prepare_starts_over(config: GuestConfig, managers: list[RedisManager]) -> None:
+    manager = new_manager(config, managers)
+    manager.warm_up()
+    assert manager.status() is GuestStatus.BUILDING
+    with pytest.raises(BadRequest):
+        manager.prepare([], [UserSpec("ok", "pw"), UserSpec("ok", "pw")])
+    assert not manager.prepared
+    manager.prepare([], [UserSpec("ok", "pw-ok")])
+    assert client(config, "ok", "pw-ok").ping()
+    assert [u.name for u in manager.list_users()] == ["ok"]
