@@ -319,3 +319,20 @@ def test_failed_prepare_starts_over(config: GuestConfig, managers: list[RedisMan
     manager.prepare([], [UserSpec("ok", "pw-ok")])
     assert client(config, "ok", "pw-ok").ping()
     assert [u.name for u in manager.list_users()] == ["ok"]
+
+
+def test_a_new_password_ends_old_sessions_and_restore_is_refused(
+    config: GuestConfig, managers: list[RedisManager]
+) -> None:
+    manager = new_manager(config, managers)
+    manager.prepare([], [UserSpec("ann", "first-pw")])
+    old = client(config, "ann", "first-pw")
+    assert old.set("k", "v")
+    dump = old.dump("k")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        old.restore("k2", 0, dump)
+    manager.update_user("ann", "%", None, "second-pw")
+    with pytest.raises(redis.exceptions.ConnectionError):
+        old.get("k")  # the session opened with the old password was ended
+    assert client(config, "ann", "second-pw").get("k") == "v"
+    assert "sanitize-dump-payload yes" in (config.conf_dir / "redis.conf").read_text()

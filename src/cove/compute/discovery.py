@@ -76,8 +76,9 @@ def find_postgresql(extra_dirs: list[Path] | None = None) -> list[FoundVersion]:
     return sorted(found.values(), key=lambda v: int(v.name))
 
 
-#: The oldest Redis Cove manages: ACL users (and ACL files) arrived in 6.0.
-MIN_REDIS = (6, 0)
+#: The oldest Redis Cove manages: its configuration turns off DEBUG, MODULE and protected
+#: configs, which 7.0 introduced.
+MIN_REDIS = (7, 0)
 
 
 def redis_version(server: Path) -> str | None:
@@ -95,8 +96,9 @@ def redis_version(server: Path) -> str | None:
 
 
 def find_redis(extra: list[Path] | None = None) -> list[FoundVersion]:
-    """The Redis servers found on ``PATH`` (and ``extra`` binaries): one entry per major.minor
-    version (the first found wins), named like ``7.0``."""
+    """The first ``redis-server`` on ``PATH`` (and ``extra`` binaries, each named
+    ``redis-server``): one entry per major.minor version (the first found wins), named like
+    ``7.0``."""
     candidates = [Path(p) for p in (shutil.which("redis-server"),) if p]
     candidates += extra or []
     found: dict[str, FoundVersion] = {}

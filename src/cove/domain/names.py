@@ -41,6 +41,8 @@ RESERVED_USERS = frozenset(
         "mysql.session",
         "mariadb.sys",
         "pg_monitor",
+        "default",  # Redis: the root user
+        "cove_admin",  # Redis: the guest agent's own user
     }
 )
 

@@ -27,10 +27,10 @@ NO_DATABASES = "Databases are not supported for Redis."
 
 #: A tenant user may run every data command on every key and channel. It is refused the
 #: @admin category (CONFIG, ACL, SHUTDOWN, DEBUG, MODULE, REPLICAOF, SYNC, SAVE, MONITOR,
-#: CLIENT KILL, ...) and MIGRATE: those change the server itself, its files or the agent's own
-#: user, or open connections to other hosts. KEYS, FLUSHDB, INFO and SORT stay allowed: they
-#: only touch the tenant's own data.
-USER_RULES = ("~*", "&*", "+@all", "-@admin", "-migrate")
+#: CLIENT KILL, ...), MIGRATE (connections to other hosts) and RESTORE (a crafted dump payload
+#: is the way into several Redis memory bugs, and every instance runs as the same OS user).
+#: KEYS, FLUSHDB, INFO and SORT stay allowed: they only touch the tenant's own data.
+USER_RULES = ("~*", "&*", "+@all", "-@admin", "-migrate", "-restore", "-restore-asking")
 #: Root (the ``default`` user) is the tenant's administrator: a tenant user plus watching and
 #: managing clients, the slow log, latency and snapshots. It still has no CONFIG, ACL,
 #: SHUTDOWN, MODULE or DEBUG: every instance on a host runs as the same OS user, so CONFIG SET
@@ -41,7 +41,6 @@ ROOT_RULES = (
     *USER_RULES,
     "+monitor",
     "+client|list",
-    "+client|kill",
     "+slowlog",
     "+latency",
     "+bgsave",
@@ -164,11 +163,21 @@ class RedisAcl:
                 raise UserAlreadyExists(f"A user with the name {target} already exists.")
         if new_password is not None:
             _check_password(new_password)
-            self._run("ACL", "SETUSER", name, "resetpass", password_hash(new_password))
-        if renaming:
-            self._run("ACL", "SETUSER", str(new_name), "reset", *self._rules(name))
-            self._run("ACL", "DELUSER", name)
-        self._save()
+        rules = self._rules(name) if renaming else []  # read before anything changes
+        try:
+            if new_password is not None:
+                self._run("ACL", "SETUSER", name, "resetpass", password_hash(new_password))
+                # Sessions opened with the old password end with it.
+                self._run("CLIENT", "KILL", "USER", name)
+            if renaming:
+                self._run("ACL", "SETUSER", str(new_name), "reset", *rules)
+                self._run("ACL", "DELUSER", name)
+        except BaseException:
+            if renaming and str(new_name) in self._names() and name in self._names():
+                self._run("ACL", "DELUSER", str(new_name))  # no half-done rename
+            raise
+        finally:
+            self._save()
 
     def _rules(self, name: str) -> list[str]:
         """The ACL LIST rules of ``name`` (password hashes included), minus ``user <name>``."""
@@ -187,6 +196,7 @@ class RedisAcl:
         _check_password(password)
         self._run("ACL", "SETUSER", ROOT_USER, "reset", "on", password_hash(password), *ROOT_RULES)
         self._save()
+        self._run("CLIENT", "KILL", "USER", ROOT_USER)  # sessions of a former root password
         return ROOT_USER
 
     def disable_root(self) -> None:

@@ -65,6 +65,8 @@ def redis_conf(config: GuestConfig) -> str:
         ("enable-debug-command", "no"),
         ("enable-module-command", "no"),
         ("enable-protected-configs", "no"),
+        # Dump payloads (RESTORE, replication) are checked in full before use.
+        ("sanitize-dump-payload", "yes"),
     ]
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n"]
     lines += [f"{key} {value}\n" for key, value in settings]
@@ -82,9 +84,9 @@ def initial_acl(admin_password: str) -> str:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` with mode 0600 from the first byte on."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file may have had a wider mode
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    path.chmod(0o600)
 
 
 def new_admin_password() -> str:

@@ -107,6 +107,8 @@ class RedisServer:
         return True
 
     def start(self) -> None:
+        if not self.running() and self.adopt():
+            return  # a server of this instance still runs: never start a second one
         with self._lock:
             if self.running():
                 return
@@ -186,12 +188,13 @@ class RedisServer:
         """Whether ``pid`` is this instance's server.
 
         A stale pid file can name any process, even another instance's server run by the same
-        user. This server's title names its config file and it works in its data directory.
+        user. This server is a redis-server working in this instance's data directory (its title
+        names its config file too, but Redis cuts a title to the room its environment leaves).
         """
         if not procfs.alive(pid):
             return False
         title = " ".join(procfs.cmdline(pid))
-        if "redis-server" not in title or str(self.conf_file) not in title:
+        if "redis-server" not in title:
             return False
         try:
             data = os.stat(self.config.data_dir)
