@@ -1,10 +1,12 @@
 """Provisioning benchmark: Cove's time from POST to the first successful client connection,
 against raw floors measured in the same run on the same machine:
 
-* raw initdb: initdb + start + create database + create user by hand, then the same first
-  connection (what an operator without Cove does);
-* raw template: the same, copying a ready data directory instead of running initdb (the method
-  Cove uses), which isolates Cove's own overhead.
+* PostgreSQL, raw initdb: initdb + start + create database + create user by hand, then the
+  same first connection (what an operator without Cove does);
+* PostgreSQL, raw template: the same, copying a ready data directory instead of running initdb
+  (the method Cove uses), which isolates Cove's own overhead;
+* Redis, raw: a configuration file with AOF and an ACL user, redis-server started, the first
+  authenticated PING.
 
 Usage: python bench/provision.py [--n 5]
 """
@@ -12,6 +14,7 @@ Usage: python bench/provision.py [--n 5]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import os
 import shutil
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
@@ -35,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 from harness import ControlPlane, wait_for
 
 from cove.common.service_user import ServiceUser, service_user
-from cove.compute.discovery import find_postgresql
+from cove.compute.discovery import find_postgresql, find_redis
 
 PASSWORD = "bench-Pass-1"
 RAW_POOL = "127.43."
@@ -185,6 +189,106 @@ def _run(fn: Callable[[int], float], n: int, concurrent: bool) -> float:
     return time.perf_counter() - start
 
 
+def _ping_redis(host: str) -> None:
+    def attempt() -> bool:
+        try:
+            return bool(
+                redis.Redis(
+                    host=host, port=6379, username="app", password=PASSWORD, socket_timeout=2
+                ).ping()
+            )
+        except redis.exceptions.ConnectionError:
+            return False
+
+    wait_for(attempt, 120, 0.01, f"Redis at {host}")
+
+
+class RawRedis:
+    """Redis set up by hand: a configuration with AOF and one ACL user, the server started."""
+
+    def __init__(self, base: Path, index: int, user: ServiceUser) -> None:
+        self.dir = base / f"redis{index}"
+        self.host = f"{RAW_POOL}{200 + index // 250}.{index % 250 + 1}"
+        self.user = user
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def provision(self) -> float:
+        start = time.perf_counter()
+        self.dir.mkdir()
+        os.chown(self.dir, self.user.uid, self.user.gid)
+        digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
+        (self.dir / "users.acl").write_text(
+            f"user default off\nuser app on #{digest} ~* &* +@all -@admin\n"
+        )
+        (self.dir / "redis.conf").write_text(
+            f"bind {self.host}\nport 6379\ndir {self.dir}\nappendonly yes\n"
+            f'aclfile {self.dir / "users.acl"}\nsave ""\n'
+        )
+        for path in self.dir.iterdir():
+            os.chown(path, self.user.uid, self.user.gid)
+        self.proc = subprocess.Popen(
+            [str(Path(find_redis()[-1].bin_dir) / "redis-server"), str(self.dir / "redis.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self.user.popen_user,
+            group=self.user.popen_group,
+            extra_groups=self.user.popen_extra_groups,
+        )
+        _ping_redis(self.host)
+        return time.perf_counter() - start
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+def cove_provision_redis(plane: ControlPlane, name: str) -> float:
+    start = time.perf_counter()
+    resp = plane.http.post(
+        "/instances",
+        json={
+            "instance": {
+                "name": name,
+                "flavorRef": "1",
+                "volume": {"size": 1},
+                "datastore": {"type": "redis"},
+                "users": [{"name": "app", "password": PASSWORD}],
+            }
+        },
+    )
+    resp.raise_for_status()
+    iid = resp.json()["instance"]["id"]
+    inst = wait_for(lambda: _active(plane, iid), 300, POLL, "ACTIVE")
+    _ping_redis(inst["ip"][0])
+    return time.perf_counter() - start
+
+
+def measure_redis(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, float, float]]:
+    user = service_user("cove")
+    numbers = itertools.count()
+    servers: list[RawRedis] = []
+    lock = threading.Lock()
+
+    def raw_one(_i: int) -> float:
+        with lock:
+            server = RawRedis(base, next(numbers), user)
+            servers.append(server)
+        return server.provision()
+
+    rows = []
+    for concurrent in (False, True):
+        label = f"{n} {'concurrent (until all ready)' if concurrent else 'sequential (median)'}"
+        raw = _run(raw_one, n, concurrent)
+        for server in servers:
+            server.stop()
+        servers.clear()
+        cove = _run(lambda i: cove_provision_redis(plane, f"r{i}"), n, concurrent)
+        _delete_all(plane)
+        rows.append((label, raw, cove))
+    return rows
+
+
 class Raw:
     """Runs raw provisionings of one kind and cleans up after them."""
 
@@ -235,16 +339,19 @@ def main() -> int:
     base.chmod(0o755)
     os.chown(base, service_user("cove").uid, service_user("cove").gid)
     plane = ControlPlane(fast_heartbeats=False).start()
+    redis_rows: list[tuple[str, float, float]] = []
     try:
         warm = cove_provision(plane, "warm-up")
         _delete_all(plane)
         rows = measure(plane, base, args.n)
+        if find_redis():
+            redis_rows = measure_redis(plane, base, args.n)
     finally:
         plane.stop()
         shutil.rmtree(base, ignore_errors=True)
     print(f"first Cove instance of the version (also builds its template): {warm:.2f} s")
     print(
-        f"{'scenario':34} {'raw initdb':>10} {'raw tmpl':>9} {'cove':>7} "
+        f"PostgreSQL\n{'scenario':34} {'raw initdb':>10} {'raw tmpl':>9} {'cove':>7} "
         f"{'cove/initdb':>12} {'cove/tmpl':>10}"
     )
     for label, initdb_s, tmpl_s, cove_s in rows:
@@ -252,6 +359,10 @@ def main() -> int:
             f"{label:34} {initdb_s:9.2f}s {tmpl_s:8.2f}s {cove_s:6.2f}s "
             f"{cove_s / initdb_s:12.2f} {cove_s / tmpl_s:10.2f}"
         )
+    if redis_rows:
+        print(f"\nRedis\n{'scenario':34} {'raw':>10} {'cove':>7} {'cove/raw':>9}")
+        for label, raw_s, cove_s in redis_rows:
+            print(f"{label:34} {raw_s:9.2f}s {cove_s:6.2f}s {cove_s / raw_s:9.2f}")
     return 0
 
 

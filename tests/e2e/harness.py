@@ -82,6 +82,8 @@ class ControlPlane:
             "COVE_DATA_DIR": str(self.data_dir),
             "COVE_API_PORT": str(self.port),
             "COVE_MONITOR_INTERVAL": "0.5",
+            # Tests poll statuses many times a minute; rate limits have tests of their own.
+            "COVE_RATE_LIMIT_PER_MINUTE": "0",
             # A pool of its own, so a Cove running beside the tests is never in the way.
             "COVE_ADDRESS_POOL": f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24",
         }
