@@ -9,6 +9,7 @@ missing=()
 have_pg() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
 have_pg || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+{ [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null; } || missing+=(mariadb-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
@@ -45,7 +46,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
 # Belt and braces: stop any system service that started despite the policy.
-for svc in postgresql redis-server rabbitmq-server; do
+for svc in postgresql redis-server rabbitmq-server mariadb; do
     if command -v service >/dev/null && service "$svc" status >/dev/null 2>&1; then
         service "$svc" stop >/dev/null 2>&1 || true
     fi
