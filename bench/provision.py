@@ -5,6 +5,8 @@ against raw floors measured in the same run on the same machine:
   same first connection (what an operator without Cove does);
 * PostgreSQL, raw template: the same, copying a ready data directory instead of running initdb
   (the method Cove uses), which isolates Cove's own overhead;
+* MariaDB, raw: mariadb-install-db, mariadbd started, a database and a user made over the
+  socket, then the same first connection as the user;
 * Redis, raw: a configuration file with AOF and an ACL user, redis-server started, the first
   authenticated PING.
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 from harness import ControlPlane, wait_for
 
 from cove.common.service_user import ServiceUser, service_user
-from cove.compute.discovery import find_postgresql, find_redis
+from cove.compute.discovery import find_mariadb, find_postgresql, find_redis
 
 PASSWORD = "bench-Pass-1"
 RAW_POOL = "127.43."
@@ -289,6 +292,129 @@ def measure_redis(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, fl
     return rows
 
 
+def _connect_maria(host: str) -> None:
+    def attempt() -> bool:
+        try:
+            pymysql.connect(
+                host=host,
+                port=3306,
+                user="app",
+                password=PASSWORD,
+                database="app",
+                connect_timeout=2,
+            ).close()
+            return True
+        except pymysql.err.OperationalError:
+            return False
+
+    wait_for(attempt, 120, 0.01, f"MariaDB at {host}")
+
+
+class RawMaria:
+    """MariaDB set up by hand: mariadb-install-db, mariadbd as the service user, a database
+    and a user made as root over the socket."""
+
+    def __init__(self, base: Path, index: int, user: ServiceUser) -> None:
+        self.dir = base / f"maria{index}"
+        self.host = f"{RAW_POOL}{100 + index // 250}.{index % 250 + 1}"
+        self.user = user
+        self.bin = Path(find_mariadb()[-1].bin_dir)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def provision(self) -> float:
+        start = time.perf_counter()
+        self.dir.mkdir()
+        for sub in ("data", "tmp"):
+            (self.dir / sub).mkdir()
+        cnf = self.dir / "my.cnf"
+        cnf.write_text(
+            f"[mysqld]\ndatadir={self.dir / 'data'}\ntmpdir={self.dir / 'tmp'}\n"
+            f"socket={self.dir / 'm.sock'}\npid-file={self.dir / 'm.pid'}\n"
+            f"log-error={self.dir / 'error.log'}\nbind-address={self.host}\nport=3306\n"
+            "skip-name-resolve\n"
+        )
+        for path in (self.dir, *self.dir.iterdir()):
+            os.chown(path, self.user.uid, self.user.gid)
+        defaults, as_user = f"--defaults-file={cnf}", f"--user={self.user.name}"
+        subprocess.run(
+            ["mariadb-install-db", defaults, as_user, "--skip-test-db", "--skip-name-resolve"],
+            check=True,
+            capture_output=True,
+        )
+        self.proc = subprocess.Popen(
+            [str(self.bin / "mariadbd"), defaults, as_user],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.dir / "data",
+        )
+        conn = wait_for(self._admin, 60, 0.01, "the raw server")
+        with conn, conn.cursor() as cur:
+            cur.execute("CREATE DATABASE app")
+            cur.execute("CREATE USER app@'%%' IDENTIFIED BY %s", (PASSWORD,))
+            cur.execute("GRANT ALL ON app.* TO app@'%'")
+        _connect_maria(self.host)
+        return time.perf_counter() - start
+
+    def _admin(self) -> Any:
+        # root@localhost, by the unix socket: this process runs as root.
+        try:
+            return pymysql.connect(unix_socket=str(self.dir / "m.sock"), user="root")
+        except pymysql.err.OperationalError:
+            return None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+
+def cove_provision_maria(plane: ControlPlane, name: str) -> float:
+    start = time.perf_counter()
+    resp = plane.http.post(
+        "/instances",
+        json={
+            "instance": {
+                "name": name,
+                "flavorRef": "1",
+                "volume": {"size": 1},
+                "datastore": {"type": "mariadb"},
+                "databases": [{"name": "app"}],
+                "users": [{"name": "app", "password": PASSWORD, "databases": [{"name": "app"}]}],
+            }
+        },
+    )
+    resp.raise_for_status()
+    iid = resp.json()["instance"]["id"]
+    inst = wait_for(lambda: _active(plane, iid), 300, POLL, "ACTIVE")
+    _connect_maria(inst["ip"][0])
+    return time.perf_counter() - start
+
+
+def measure_maria(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, float, float]]:
+    user = service_user("cove")
+    numbers = itertools.count()
+    servers: list[RawMaria] = []
+    lock = threading.Lock()
+
+    def raw_one(_i: int) -> float:
+        with lock:
+            server = RawMaria(base, next(numbers), user)
+            servers.append(server)
+        return server.provision()
+
+    rows = []
+    for concurrent in (False, True):
+        label = f"{n} {'concurrent (until all ready)' if concurrent else 'sequential (median)'}"
+        raw = _run(raw_one, n, concurrent)
+        for server in servers:
+            server.stop()
+        servers.clear()
+        cove = _run(lambda i: cove_provision_maria(plane, f"m{i}"), n, concurrent)
+        _delete_all(plane)
+        rows.append((label, raw, cove))
+    return rows
+
+
 class Raw:
     """Runs raw provisionings of one kind and cleans up after them."""
 
@@ -340,10 +466,13 @@ def main() -> int:
     os.chown(base, service_user("cove").uid, service_user("cove").gid)
     plane = ControlPlane(fast_heartbeats=False).start()
     redis_rows: list[tuple[str, float, float]] = []
+    maria_rows: list[tuple[str, float, float]] = []
     try:
         warm = cove_provision(plane, "warm-up")
         _delete_all(plane)
         rows = measure(plane, base, args.n)
+        if find_mariadb():
+            maria_rows = measure_maria(plane, base, args.n)
         if find_redis():
             redis_rows = measure_redis(plane, base, args.n)
     finally:
@@ -359,6 +488,10 @@ def main() -> int:
             f"{label:34} {initdb_s:9.2f}s {tmpl_s:8.2f}s {cove_s:6.2f}s "
             f"{cove_s / initdb_s:12.2f} {cove_s / tmpl_s:10.2f}"
         )
+    if maria_rows:
+        print(f"\nMariaDB\n{'scenario':34} {'raw':>10} {'cove':>7} {'cove/raw':>9}")
+        for label, raw_s, cove_s in maria_rows:
+            print(f"{label:34} {raw_s:9.2f}s {cove_s:6.2f}s {cove_s / raw_s:9.2f}")
     if redis_rows:
         print(f"\nRedis\n{'scenario':34} {'raw':>10} {'cove':>7} {'cove/raw':>9}")
         for label, raw_s, cove_s in redis_rows:

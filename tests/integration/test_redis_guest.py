@@ -132,7 +132,7 @@ def assert_no_clear_passwords(config: GuestConfig, secrets: list[str]) -> None:
 
 def test_redis_manager(config: GuestConfig, managers: list[RedisManager]) -> None:
     manager = new_manager(config, managers)
-    assert manager.capabilities == {Capability.USERS, Capability.ROOT}
+    assert manager.capabilities == {Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
     assert manager.status() is GuestStatus.NEW
 
     # Databases are no Redis concept: refused before anything is made.

@@ -203,11 +203,12 @@ def test_actions_on_a_building_instance_are_refused(api):
     fault(api.delete(f"/v1.0/p1/instances/{iid}"), 422, "unprocessableEntity")
     fault(api.get(f"/v1.0/p1/instances/{iid}/databases"), 422, "unprocessableEntity")
     fault(api.post(f"/v1.0/p1/instances/{iid}/action", json={"dance": {}}), 400, "badRequest")
-    fault(
-        api.post(f"/v1.0/p1/instances/{iid}/action", json={"resize": {"flavorRef": "3"}}),
-        501,
-        "notImplemented",
-    )
+    for resize in ({"flavorRef": "3"}, {"volume": {"size": 3}}):
+        fault(
+            api.post(f"/v1.0/p1/instances/{iid}/action", json={"resize": resize}),
+            422,
+            "unprocessableEntity",
+        )
 
 
 def test_rename_and_update_rules(api):

@@ -89,3 +89,52 @@ def test_a_project_page_is_read_in_index_order(tmp_path: Path):
         engine.dispose()
     assert "USING INDEX ix_instances_project_page" in plan
     assert "TEMP B-TREE" not in plan
+
+
+def test_configuration_tables_arrive_on_a_database_with_instances(tmp_path: Path):
+    """0003 on a database that already holds an instance: the instance has no group, and a
+    version's catalogue holds a parameter name once."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    url = f"sqlite:///{tmp_path}/cove.sqlite"
+    upgrade(url, "0002")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO datastores (id, name) VALUES ('d', 'postgresql')"))
+            conn.execute(
+                text(
+                    "INSERT INTO datastore_versions (id, datastore_id, name, version, manager, "
+                    "bin_dir, active) VALUES ('v', 'd', '15', '15.4', 'postgresql', '/x', 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO flavors (id, name, ram, vcpus, disk, ephemeral, active) "
+                    "VALUES ('1', 'tiny', 512, 1, 0, 0, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO instances (id, project_id, name, flavor_id, "
+                    "datastore_version_id, volume_size, compute_driver, task, compute_state, "
+                    "port, created, updated, deleted) VALUES ('i', 'p', 'n', '1', 'v', 1, "
+                    "'local', 'NONE', 'ACTIVE', 5432, '2026-01-01', '2026-01-01', 0)"
+                )
+            )
+        upgrade(url)
+        with engine.begin() as conn:
+            row = conn.execute(text("SELECT configuration_id FROM instances")).one()
+            assert row == (None,)
+            version = conn.execute(text("SELECT parameters_version FROM datastore_versions"))
+            assert version.one() == (None,)
+            insert = text(
+                "INSERT INTO datastore_version_parameters (datastore_version_id, name, type, "
+                "restart_required) VALUES ('v', 'work_mem', 'integer', 0)"
+            )
+            conn.execute(insert)
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert)
+    finally:
+        engine.dispose()

@@ -295,6 +295,9 @@ class Driver(ComputeDriver):
     def create(self, spec: GuestSpec) -> None:
         pass
 
+    def update(self, spec: GuestSpec) -> None:
+        pass
+
     def ensure_running(self, instance_id: str) -> bool:
         return True
 

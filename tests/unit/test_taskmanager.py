@@ -32,12 +32,16 @@ class Driver(ComputeDriver):
     def __init__(self) -> None:
         self.states: dict[str, ComputeState] = {}
         self.created: list[GuestSpec] = []
+        self.updated: list[GuestSpec] = []
         self.revived: list[str] = []
         self.destroyed: list[str] = []
 
     def create(self, spec: GuestSpec) -> None:
         self.created.append(spec)
         self.states[spec.instance_id] = ComputeState.ACTIVE
+
+    def update(self, spec: GuestSpec) -> None:
+        self.updated.append(spec)
 
     def ensure_running(self, instance_id: str) -> bool:
         self.revived.append(instance_id)
@@ -140,9 +144,14 @@ def test_monitor_ends_overdue_builds_and_stale_restarts(tc: TaskContext) -> None
     young = add(tc, Task.BUILDING, ComputeState.ACTIVE, age=1)
     stale = add(tc, Task.REBOOTING, ComputeState.ACTIVE, age=3600)
     busy = add(tc, Task.REBOOTING, ComputeState.ACTIVE, age=5)
-    for iid in (overdue, young, stale, busy):
+    stale_resize = add(tc, Task.RESIZING, ComputeState.ACTIVE, age=7200)
+    resizing = add(tc, Task.RESIZING, ComputeState.ACTIVE, age=5)
+    for iid in (overdue, young, stale, busy, stale_resize, resizing):
         tc.driver.states[iid] = ComputeState.ACTIVE  # type: ignore[attr-defined]
     check_instances(tc)
+    assert row(tc, stale_resize).task == "NONE"
+    assert "did not finish" in (row(tc, stale_resize).fault_message or "")
+    assert row(tc, resizing).task == "RESIZING"
     assert row(tc, overdue).task == "BUILD_ERROR"
     assert "in time" in (row(tc, overdue).fault_message or "")
     assert row(tc, young).task == "BUILDING"

@@ -15,7 +15,15 @@ from cove import __version__
 from cove.api import errors
 from cove.api.context import ApiContext, gate
 from cove.api.inputs import check_request
-from cove.api.routers import catalog, dbusers, identity, instances, mgmt, networks
+from cove.api.routers import (
+    catalog,
+    configurations,
+    dbusers,
+    identity,
+    instances,
+    mgmt,
+    networks,
+)
 from cove.common.errors import CoveError
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +76,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(instances.router)
     app.include_router(dbusers.router)
+    app.include_router(configurations.router)
     app.include_router(networks.router)
     app.include_router(mgmt.router)
     app.include_router(identity.router)

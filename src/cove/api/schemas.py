@@ -131,3 +131,32 @@ class AccessBody(Strict):
 
 class RootBody(Strict):
     password: StrictStr | None = Field(default=None, repr=False)
+
+
+class ConfigurationCreate(Strict):
+    name: StrictStr
+    values: dict[str, Any]
+    description: StrictStr | None = None
+    datastore: DatastoreIn | None = None
+
+
+class ConfigurationCreateBody(Strict):
+    configuration: ConfigurationCreate
+
+
+class ConfigurationValues(Strict):
+    values: dict[str, Any]
+
+
+class ConfigurationPatchBody(Strict):
+    configuration: ConfigurationValues
+
+
+class ConfigurationUpdate(Strict):
+    values: dict[str, Any]
+    name: StrictStr | None = None
+    description: StrictStr | None = None
+
+
+class ConfigurationUpdateBody(Strict):
+    configuration: ConfigurationUpdate

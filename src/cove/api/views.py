@@ -10,9 +10,18 @@ from fastapi import Request
 from sqlalchemy.orm import object_session
 
 from cove.common.settings import Settings
-from cove.db.models import Datastore, DatastoreVersion, Flavor, GuestState, Instance
+from cove.db.configurations import values_of
+from cove.db.models import (
+    Configuration,
+    Datastore,
+    DatastoreVersion,
+    Flavor,
+    GuestState,
+    Instance,
+)
 from cove.db.networks import network_name
 from cove.domain.capabilities import STANDARD_PORTS
+from cove.domain.parameters import Parameter
 from cove.domain.status import StatusView
 
 
@@ -123,6 +132,68 @@ def instance_view(
                 "created": trove_time(inst.fault_at),
                 "details": "",
             }
+        cfg = inst.configuration
+        if cfg is not None:
+            view["configuration"] = {
+                "id": cfg.id,
+                "name": cfg.name,
+                "links": links(request, inst.project_id, "configurations", cfg.id),
+            }
+    return view
+
+
+#: Values of parameters whose name holds one of these are never shown (Trove masks passwords).
+SECRET_MARKERS = ("password", "requirepass", "masterauth")
+MASK = "***"
+
+
+def masked(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with those of secret-looking parameters masked."""
+    return {
+        k: MASK if any(m in k.lower() for m in SECRET_MARKERS) else v for k, v in values.items()
+    }
+
+
+def parameter_view(param: Parameter, version_id: str) -> dict[str, Any]:
+    """Trove's configuration parameter: ``min``/``max`` only when set; Cove adds ``allowed``
+    for an enumerated setting."""
+    view: dict[str, Any] = {
+        "name": param.name,
+        "datastore_version_id": version_id,
+        "restart_required": param.restart_required,
+        "type": param.type.value,
+    }
+    if param.min is not None:
+        view["min"] = param.min
+    if param.max is not None:
+        view["max"] = param.max
+    if param.allowed is not None:
+        view["allowed"] = list(param.allowed)
+    return view
+
+
+def configuration_view(
+    request: Request, cfg: Configuration, instance_count: int | None = None
+) -> dict[str, Any]:
+    """A configuration group: the summary, plus ``values`` and ``instance_count`` when
+    ``instance_count`` is given (the detail view). The summary also carries
+    ``datastore_version_number``, so clients that show it need no request per group."""
+    version = cfg.datastore_version
+    view: dict[str, Any] = {
+        "id": cfg.id,
+        "name": cfg.name,
+        "description": cfg.description,
+        "created": trove_time(cfg.created),
+        "updated": trove_time(cfg.updated),
+        "datastore_version_id": version.id,
+        "datastore_name": version.datastore.name,
+        "datastore_version_name": version.name,
+        "datastore_version_number": version.version,
+        "links": links(request, cfg.project_id, "configurations", cfg.id),
+    }
+    if instance_count is not None:
+        view["values"] = masked(values_of(cfg))
+        view["instance_count"] = instance_count
     return view
 
 

@@ -11,6 +11,10 @@ manager is its only caller.
   manager starts and then periodically; it starts the agent again when it died and says so.
   It must be cheap when everything runs.
 * ``state`` is a quick look (no waiting) at the place: ACTIVE while the agent runs.
+* ``update`` rewrites the guest's settings (flavor sizes, volume size, configuration overrides)
+  of a placed instance without restarting anything; the task manager then asks the guest agent to
+  reload them (``apply_configuration``). A driver that sizes the place itself (a cgroup, a
+  volume) resizes it here; a volume only ever grows.
 * ``destroy`` is idempotent and leaves nothing behind: processes, files and the volume.
 * Drivers raise ``ConfigurationError`` at construction when they cannot work on this host,
   naming what is missing.
@@ -39,6 +43,7 @@ class GuestSpec:
     volume_gb: int
     transport_url: str = field(repr=False)
     heartbeat_interval: float
+    overrides: dict[str, int | float | bool | str] = field(default_factory=dict)
 
 
 class ComputeDriver(ABC):
@@ -47,6 +52,10 @@ class ComputeDriver(ABC):
     @abstractmethod
     def create(self, spec: GuestSpec) -> None:
         """Place the instance and start its guest agent."""
+
+    @abstractmethod
+    def update(self, spec: GuestSpec) -> None:
+        """Rewrite the settings of a placed instance; starts and restarts nothing."""
 
     @abstractmethod
     def ensure_running(self, instance_id: str) -> bool:

@@ -117,3 +117,59 @@ def find_redis(extra: list[Path] | None = None) -> list[FoundVersion]:
         name = f"{major}.{minor}"
         found.setdefault(name, FoundVersion("redis", name, version, str(server.parent)))
     return sorted(found.values(), key=lambda v: tuple(int(p) for p in v.name.split(".")))
+
+
+#: The oldest MariaDB Cove manages: the oldest long-term release still maintained, and the
+#: first with the grant tables (mysql.global_priv) the guest agent writes at installation.
+MIN_MARIADB = (10, 6)
+MARIADB_SBIN = Path("/usr/sbin/mariadbd")
+
+
+def mariadb_version(server: Path) -> str | None:
+    """The version of the MariaDB server binary ``server`` (``10.11.6``), or None when it is
+    missing or mariadb-install-db does not go with it."""
+    if not server.is_file() or mariadb_install_db(server.parent) is None:
+        return None
+    try:
+        out = subprocess.run(
+            [str(server), "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"Ver (\d+)\.(\d+)\.(\d+)", out)
+    return ".".join(match.groups()) if match else None
+
+
+def mariadb_install_db(bin_dir: Path) -> Path | None:
+    """The mariadb-install-db beside a server's directory (Debian: the server in sbin, the
+    script in bin), else the first on ``PATH``."""
+    for candidate in (bin_dir, bin_dir.parent / "bin"):
+        candidate = candidate / "mariadb-install-db"
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("mariadb-install-db")
+    return Path(found) if found else None
+
+
+def find_mariadb(extra: list[Path] | None = None) -> list[FoundVersion]:
+    """``/usr/sbin/mariadbd``, the first ``mariadbd`` on ``PATH`` and ``extra`` binaries: one
+    entry per major.minor version (the first found wins), named like ``10.11``; ``bin_dir`` is
+    the directory holding mariadbd."""
+    candidates = [MARIADB_SBIN]
+    candidates += [Path(p) for p in (shutil.which("mariadbd"),) if p]
+    candidates += extra or []
+    found: dict[str, FoundVersion] = {}
+    for server in candidates:
+        server = server.parent.resolve() / server.name
+        version = mariadb_version(server)
+        if version is None:
+            continue
+        major, minor = (int(p) for p in version.split(".")[:2])
+        if (major, minor) < MIN_MARIADB:
+            LOG.warning(
+                "MariaDB %s at %s is too old for Cove (10.6 or newer); skipped", version, server
+            )
+            continue
+        name = f"{major}.{minor}"
+        found.setdefault(name, FoundVersion("mariadb", name, version, str(server.parent)))
+    return sorted(found.values(), key=lambda v: tuple(int(p) for p in v.name.split(".")))

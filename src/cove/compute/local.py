@@ -157,6 +157,13 @@ class LocalDriver(ComputeDriver):
         self._lay_out(spec)
         self.ensure_running(spec.instance_id)
 
+    def update(self, spec: GuestSpec) -> None:
+        """Rewrite guest.json. The volume is a directory of the host's filesystem here, so a
+        larger volume needs nothing more. Raises UnsafePath for a tampered directory."""
+        if not self._has_config(spec.instance_id):
+            raise ConfigurationError(f"instance {spec.instance_id} has no guest config")
+        self._lay_out(spec)
+
     def _lay_out(self, spec: GuestSpec) -> None:
         base = self.instance_dir(spec.instance_id)
         if len(str(base / "run")) > MAX_SOCKET_DIR:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, DatastoreNotFound, DatastoreVersionNotFound
 from cove.common.ids import new_id
-from cove.compute.discovery import FoundVersion, find_postgresql, find_redis
+from cove.compute.discovery import FoundVersion, find_mariadb, find_postgresql, find_redis
+from cove.db.configurations import store_catalogue
 from cove.db.models import Datastore, DatastoreVersion, Flavor
 from cove.domain.capabilities import MANAGED
+from cove.domain.parameters import Parameter
+
+#: Reads a found version's parameter catalogue (runs its binaries); tests pass their own.
+ParameterReader = Callable[[FoundVersion], list[Parameter]]
 
 LOG = logging.getLogger(__name__)
 
@@ -97,9 +103,14 @@ def register_version(session: Session, found: FoundVersion, make_default: bool =
     return new
 
 
-def register_found_versions(session: Session) -> list[FoundVersion]:
-    """Register every datastore version installed on this machine, then settle defaults."""
-    found = find_postgresql() + [v for v in find_redis() if v.datastore in MANAGED]
+def register_found_versions(
+    session: Session, reader: ParameterReader | None = None
+) -> list[FoundVersion]:
+    """Register every datastore version installed on this machine, read the parameter
+    catalogue of each whose catalogue is missing or stale (``reader``, by default
+    ``cove.compute.parameters.read_parameters``), then settle defaults."""
+    found = find_postgresql() + find_mariadb()
+    found += [v for v in find_redis() if v.datastore in MANAGED]
     for item in found:
         if register_version(session, item):
             LOG.info(
@@ -108,8 +119,41 @@ def register_found_versions(session: Session) -> list[FoundVersion]:
                 item.version,
                 item.bin_dir,
             )
+        refresh_parameters(session, item, reader)
     choose_defaults(session)
     return found
+
+
+def refresh_parameters(
+    session: Session, found: FoundVersion, reader: ParameterReader | None = None
+) -> None:
+    """Read and store the catalogue of a registered version unless it was read for these
+    very binaries. A reader that fails leaves the catalogue empty (configuration groups of
+    that version are then refused as not supported) and is tried again at the next
+    registration; it never stops start-up."""
+    ds = session.scalar(select(Datastore).where(Datastore.name == found.datastore))
+    version = next((v for v in ds.versions if v.name == found.name), None) if ds else None
+    if version is None or version.parameters_version == found.version:
+        return
+    if reader is None:
+        from cove.compute.parameters import read_parameters
+
+        reader = read_parameters
+    try:
+        params = reader(found)
+    except Exception as exc:
+        LOG.warning(
+            "could not read the configuration parameters of %s %s at %s: %s; configuration "
+            "groups are unavailable for it until it is read",
+            found.datastore,
+            found.version,
+            found.bin_dir,
+            exc,
+        )
+        store_catalogue(session, version, [], None)
+        return
+    count = store_catalogue(session, version, params, found.version)
+    LOG.info("read %d configuration parameters of %s %s", count, found.datastore, found.version)
 
 
 def choose_defaults(session: Session) -> None:

@@ -17,11 +17,12 @@ from cove.domain.status import ComputeState, GuestStatus, InstanceSnapshot, Task
 
 
 def _with_relations() -> list[Any]:
-    """Load options that bring an instance's guest state, network and datastore in the same
-    query: each is one row per instance."""
+    """Load options that bring an instance's guest state, network, configuration group and
+    datastore in the same query: each is one row per instance."""
     return [
         joinedload(Instance.guest),
         joinedload(Instance.network),
+        joinedload(Instance.configuration),
         joinedload(Instance.datastore_version).joinedload(DatastoreVersion.datastore),
     ]
 

@@ -77,8 +77,51 @@ class DatastoreVersion(Base):
     manager: Mapped[str] = mapped_column(String(64))
     bin_dir: Mapped[str] = mapped_column(String(1024))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: The exact version (``version``) the parameter catalogue was read from; None until a
+    #: read succeeds. Registration reads the catalogue again only when the binaries change.
+    parameters_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     datastore: Mapped[Datastore] = relationship(back_populates="versions")
+
+
+class DatastoreVersionParameter(Base):
+    """One entry of a datastore version's catalogue of configurable parameters, read from the
+    server itself when the version is registered."""
+
+    __tablename__ = "datastore_version_parameters"
+    __table_args__ = (UniqueConstraint("datastore_version_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    datastore_version_id: Mapped[str] = mapped_column(ForeignKey("datastore_versions.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(16))
+    # JSON numbers as text: integer limits (up to 2**63) do not survive a float column.
+    min: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    max: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: A JSON list of the accepted values of an enumerated setting.
+    allowed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    restart_required: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Configuration(Base):
+    """A project's configuration group: parameter values for instances of one version."""
+
+    __tablename__ = "configurations"
+    __table_args__ = (Index("ix_configurations_project", "project_id", "deleted", "created"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    datastore_version_id: Mapped[str] = mapped_column(ForeignKey("datastore_versions.id"))
+    #: The values as a JSON object, validated against the version's catalogue.
+    values: Mapped[str] = mapped_column(Text, default="{}")
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    datastore_version: Mapped[DatastoreVersion] = relationship()
 
 
 class Flavor(Base):
@@ -115,12 +158,16 @@ class Instance(Base):
     port: Mapped[int] = mapped_column(Integer)
     fault_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     fault_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    configuration_id: Mapped[str | None] = mapped_column(
+        ForeignKey("configurations.id"), nullable=True, index=True
+    )
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     flavor: Mapped[Flavor] = relationship()
+    configuration: Mapped[Configuration | None] = relationship(viewonly=True)
     datastore_version: Mapped[DatastoreVersion] = relationship()
     guest: Mapped[GuestState | None] = relationship(uselist=False, viewonly=True)
     network: Mapped[Network | None] = relationship(viewonly=True)

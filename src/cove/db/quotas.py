@@ -130,14 +130,26 @@ def check_instance_quota(
 ) -> None:
     """Raises QuotaExceeded when one more instance of ``ram`` MB and ``volume`` GB would
     exceed a quota of the project. Call it after :func:`lock_project` in the same transaction."""
+    _check(s, settings, project_id, {"instances": 1, "ram": ram, "volumes": volume})
+
+
+def check_resize_quota(
+    s: Session, settings: Settings, project_id: str, ram: int = 0, volume: int = 0
+) -> None:
+    """Raises QuotaExceeded when growing an instance by ``ram`` MB and ``volume`` GB would
+    exceed a quota of the project (shrinking is always within quota). Call it after
+    :func:`lock_project` in the same transaction that records the new size."""
+    _check(s, settings, project_id, {"ram": ram, "volumes": volume})
+
+
+def _check(s: Session, settings: Settings, project_id: str, requested: dict[str, int]) -> None:
     quotas = quota_usage(s, settings, project_id)
-    requested = {"instances": 1, "ram": ram, "volumes": volume}
     over = _over(requested, quotas)
     if not over:
         return
     details = "; ".join(
         f"{r}: {quotas[r].in_use}{UNITS[r]} in use of {quotas[r].limit}{UNITS[r]}, "
-        f"{requested[r]}{UNITS[r]} requested"
+        f"{requested[r]}{UNITS[r]} more requested"
         for r in over
     )
     raise QuotaExceeded(f"Quota exceeded for resources: {over}. {details}.")

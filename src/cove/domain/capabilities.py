@@ -16,9 +16,14 @@ class Capability(StrEnum):
 
 
 DATASTORE_CAPABILITIES: dict[str, frozenset[Capability]] = {
-    "postgresql": frozenset({Capability.DATABASES, Capability.USERS, Capability.ROOT}),
+    "postgresql": frozenset(
+        {Capability.DATABASES, Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
+    ),
+    "mariadb": frozenset(
+        {Capability.DATABASES, Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
+    ),
     # Databases are no Redis concept; users are ACL users, root the default user.
-    "redis": frozenset({Capability.USERS, Capability.ROOT}),
+    "redis": frozenset({Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}),
 }
 
 #: The datastores Cove has a guest manager for: only their versions are registered.

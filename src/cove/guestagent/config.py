@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cove.common.errors import ConfigurationError
@@ -24,6 +24,9 @@ class GuestConfig:
     heartbeat_interval: float
     instance_dir: str
     template_dir: str | None = None
+    #: The values of the configuration group attached to the instance (already checked against
+    #: the version's catalogue), laid over the flavor-derived defaults.
+    overrides: dict[str, int | float | bool | str] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:

@@ -93,6 +93,7 @@ def run(config: GuestConfig) -> int:
     if manager.prepared and not manager.adopt():
         try:
             manager.start()
+            manager.server_started()
         except CoveError as exc:
             LOG.error("cannot start the database server: %s", exc.message)
     server = parts["server"] = RpcServer(config.transport_url, config.topic, service.endpoints())

@@ -7,6 +7,7 @@ control plane calls nothing else. Results and arguments are plain JSON; secrets 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -41,6 +42,9 @@ class GuestService:
         return {
             "prepare": self.prepare,
             "restart": self.restart,
+            "apply_configuration": self.apply_configuration,
+            "get_configuration": self.get_configuration,
+            "min_ram_mb": self.min_ram_mb,
             "get_status": self.get_status,
             "list_databases": self.list_databases,
             "create_databases": self.create_databases,
@@ -65,10 +69,13 @@ class GuestService:
         if self._busy is not None:
             return self._busy
         try:
-            return self.manager.status()
+            status = self.manager.status()
         except Exception:
             LOG.exception("status check failed")
             return GuestStatus.UNKNOWN
+        if status in (GuestStatus.HEALTHY, GuestStatus.RUNNING) and self.manager.restart_pending:
+            return GuestStatus.RESTART_REQUIRED
+        return status
 
     def _cast_conductor(self, method: str, **args: Any) -> None:
         args["instance_id"] = self.config.instance_id
@@ -128,6 +135,37 @@ class GuestService:
 
     def restart(self, ctx: RequestContext) -> None:
         self._while(GuestStatus.RESTARTING, self.manager.restart)
+
+    def apply_configuration(
+        self,
+        ctx: RequestContext,
+        ram_mb: int,
+        vcpus: int,
+        volume_gb: int,
+        overrides: dict[str, int | float | bool | str],
+    ) -> dict[str, bool]:
+        """Take new flavor sizes, volume size and configuration overrides; answers whether
+        the server must be restarted for all of them to be in effect."""
+        new = dataclasses.replace(
+            self.manager.config,
+            ram_mb=ram_mb,
+            vcpus=vcpus,
+            volume_gb=volume_gb,
+            overrides=dict(overrides),
+        )
+        with self._op_lock:
+            try:
+                needs_restart = self.manager.apply_configuration(new)
+            finally:
+                self.config = self.manager.config
+                self._beat_now.set()
+        return {"restart_required": needs_restart}
+
+    def get_configuration(self, ctx: RequestContext) -> dict[str, str]:
+        return self.manager.effective_configuration()
+
+    def min_ram_mb(self, ctx: RequestContext) -> int:
+        return self.manager.min_ram_mb()
 
     def get_status(self, ctx: RequestContext) -> str:
         return self.status().value

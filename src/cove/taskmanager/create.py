@@ -14,6 +14,7 @@ from typing import Any
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
 from cove.compute.base import GuestSpec
+from cove.db.configurations import values_of
 from cove.db.instances import allocate_address, get_instance
 from cove.db.models import Instance
 from cove.db.networks import address_pool
@@ -80,20 +81,29 @@ def _place(tc: TaskContext, instance_id: str) -> GuestSpec | None:
                 instance_id,
                 lambda address: tc.driver.address_usable(address, port),
             )
-        version = inst.datastore_version
-        return GuestSpec(
-            instance_id=inst.id,
-            datastore=version.manager,
-            datastore_version=version.name,
-            bin_dir=version.bin_dir,
-            address=inst.address,
-            port=inst.port,
-            ram_mb=inst.flavor.ram,
-            vcpus=inst.flavor.vcpus,
-            volume_gb=inst.volume_size,
-            transport_url=tc.settings.transport_url,
-            heartbeat_interval=tc.settings.heartbeat_interval,
-        )
+        return guest_spec(tc, inst)
+
+
+def guest_spec(tc: TaskContext, inst: Instance) -> GuestSpec:
+    """What the compute driver and the guest need to know of a placed instance, from its row:
+    its flavor sizes, volume size and configuration overrides as they stand now."""
+    if inst.address is None:
+        raise ValueError(f"instance {inst.id} has no address yet")
+    version = inst.datastore_version
+    return GuestSpec(
+        instance_id=inst.id,
+        datastore=version.manager,
+        datastore_version=version.name,
+        bin_dir=version.bin_dir,
+        address=inst.address,
+        port=inst.port,
+        ram_mb=inst.flavor.ram,
+        vcpus=inst.flavor.vcpus,
+        volume_gb=inst.volume_size,
+        transport_url=tc.settings.transport_url,
+        heartbeat_interval=tc.settings.heartbeat_interval,
+        overrides=values_of(inst.configuration),
+    )
 
 
 def fail_build(tc: TaskContext, instance_id: str, message: str) -> None:

@@ -13,6 +13,7 @@ from cove.db.models import Instance
 from cove.domain.status import ComputeState, Task
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import fail_build
+from cove.taskmanager.resize import RESIZE_TIMEOUT
 from cove.taskmanager.restart import RESTART_TIMEOUT, end_task
 
 LOG = logging.getLogger(__name__)
@@ -34,14 +35,14 @@ def check_instances(tc: TaskContext) -> None:
         if task == Task.BUILDING.value and overdue:
             fail_build(tc, instance_id, "The instance did not become ready in time.")
             continue
-        if (
-            task == Task.REBOOTING.value
-            and task_started_at is not None
-            and (now - task_started_at > timedelta(seconds=RESTART_TIMEOUT * 2))
-        ):
+        waited = now - task_started_at if task_started_at is not None else timedelta(0)
+        if task == Task.REBOOTING.value and waited > timedelta(seconds=RESTART_TIMEOUT * 2):
             # The task manager that waited on this restart is gone; the guest's heartbeat
             # tells how the server came out of it.
             end_task(tc, instance_id, Task.REBOOTING)
+            continue
+        if task == Task.RESIZING.value and waited > timedelta(seconds=RESIZE_TIMEOUT * 2):
+            end_task(tc, instance_id, Task.RESIZING, "The resize did not finish in time.")
             continue
         if compute_state == ComputeState.BUILD.value or task == Task.DELETING.value:
             continue

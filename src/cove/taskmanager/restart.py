@@ -16,10 +16,14 @@ LOG = logging.getLogger(__name__)
 RESTART_TIMEOUT = 300.0
 
 
-def end_task(tc: TaskContext, instance_id: str, task: Task) -> None:
-    """Set the instance's task back to NONE if it is still ``task``."""
+def end_task(tc: TaskContext, instance_id: str, task: Task, fault: str | None = None) -> None:
+    """Set the instance's task back to NONE if it is still ``task``, noting ``fault``."""
     with tc.db.session() as s:
-        transition(s, instance_id, {task}, Task.NONE, utcnow())
+        now = utcnow()
+        if transition(s, instance_id, {task}, Task.NONE, now) and fault:
+            inst = get_instance(s, instance_id)
+            inst.fault_message = fault
+            inst.fault_at = now
 
 
 def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:

@@ -12,10 +12,12 @@ from sqlalchemy import select
 from cove.db.models import Instance
 from cove.domain.status import Task
 from cove.rpc import RequestContext
+from cove.taskmanager.configure import apply_settings
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
 from cove.taskmanager.monitor import check_instances
+from cove.taskmanager.resize import resize_instance
 from cove.taskmanager.restart import restart_instance
 
 LOG = logging.getLogger(__name__)
@@ -45,7 +47,19 @@ class TaskManager:
         def restart(ctx: RequestContext, instance_id: str) -> None:
             restart_instance(tc, ctx, instance_id)
 
-        return {"create_instance": create, "delete_instance": delete, "restart_instance": restart}
+        def update_configuration(ctx: RequestContext, instance_id: str) -> None:
+            apply_settings(tc, ctx, instance_id)
+
+        def resize(ctx: RequestContext, instance_id: str, **sizes: Any) -> None:
+            resize_instance(tc, ctx, instance_id, **sizes)
+
+        return {
+            "create_instance": create,
+            "delete_instance": delete,
+            "restart_instance": restart,
+            "resize_instance": resize,
+            "update_configuration": update_configuration,
+        }
 
     def resume(self) -> None:
         """Finish deletions an earlier task manager left half-done."""

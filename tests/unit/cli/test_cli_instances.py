@@ -190,6 +190,38 @@ def test_restart_wait(cove: FakeCove) -> None:
     assert "REBOOT (" in result.stderr
 
 
+def test_resize_flavor_wait(cove: FakeCove) -> None:
+    cove.on("POST", "instances/i-1/action", reply(202))
+    cove.on(
+        "GET",
+        "instances/i-1",
+        reply(200, {"instance": instance("RESIZE")}),
+        reply(200, {"instance": instance("ACTIVE")}),
+    )
+    result = run("instance", "resize", "i-1", "--flavor", "small", "--wait")
+    assert result.exit_code == 0, result.output
+    assert cove.bodies("POST") == [{"resize": {"flavorRef": "small"}}]
+    assert "RESIZE (" in result.stderr and "resized and ACTIVE" in result.stdout
+
+
+def test_resize_volume_and_a_failed_resize(cove: FakeCove) -> None:
+    failed = instance("ACTIVE")
+    failed["fault"] = {"message": "Resize failed: no answer", "code": 500, "created": "x"}
+    cove.on("POST", "instances/i-1/action", reply(202))
+    cove.on("GET", "instances/i-1", reply(200, {"instance": failed}))
+    result = run("instance", "resize", "i-1", "--volume", "5", "--wait")
+    assert result.exit_code == 1
+    assert cove.bodies("POST") == [{"resize": {"volume": {"size": 5}}}]
+    assert "Resize failed: no answer" in result.stderr
+
+
+def test_resize_needs_one_target(cove: FakeCove) -> None:
+    assert run("instance", "resize", "i-1").exit_code == 2
+    assert run("instance", "resize", "i-1", "--flavor", "2", "--volume", "3").exit_code == 2
+    assert run("instance", "resize", "i-1", "--volume", "0").exit_code == 2
+    assert cove.bodies("POST") == []
+
+
 # -- other instance commands ------------------------------------------------------------------
 
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.views import datastore_view, flavor_view, paginate, version_view
-from cove.common.errors import DatastoreVersionNotFound, FlavorNotFound
+from cove.api.views import datastore_view, flavor_view, paginate, parameter_view, version_view
+from cove.common.errors import DatastoreVersionNotFound, FlavorNotFound, NotFound
 from cove.db.catalog import get_datastore, get_version
+from cove.db.configurations import catalogue, version_label
 from cove.db.models import Datastore, DatastoreVersion, Flavor
 from cove.db.quotas import effective_limits
 
@@ -183,6 +184,83 @@ def version_flavors(
     with c.db.session() as s:
         get_version(s, get_datastore(s, datastore), version_ref)
     return list_flavors(project_id, request, limit, marker, c)
+
+
+def _active_version_by_id(s: Any, version_id: str) -> DatastoreVersion:
+    version = s.get(DatastoreVersion, version_id)
+    if version is None or not version.active:
+        raise DatastoreVersionNotFound(f"Datastore version '{version_id}' cannot be found.")
+    return version  # type: ignore[no-any-return]
+
+
+def _active_version(s: Any, datastore: str, version_ref: str) -> DatastoreVersion:
+    version = get_version(s, get_datastore(s, datastore), version_ref)
+    if not version.active:
+        raise DatastoreVersionNotFound(f"Datastore version '{version_ref}' is not active.")
+    return version
+
+
+def _parameters(version: DatastoreVersion, s: Any) -> dict[str, Any]:
+    """Trove's ``{"configuration-parameters": [...]}`` of a version, sorted by name (empty
+    when configuration groups are not supported for it)."""
+    params = catalogue(s, version.id).values()
+    return {"configuration-parameters": [parameter_view(p, version.id) for p in params]}
+
+
+def _parameter(version: DatastoreVersion, name: str, s: Any) -> dict[str, Any]:
+    """One parameter, unwrapped as Trove answers. Raises NotFound."""
+    param = catalogue(s, version.id).get(name)
+    if param is None:
+        raise NotFound(
+            f"Configuration parameter '{name}' cannot be found for datastore version "
+            f"{version_label(version)}."
+        )
+    return parameter_view(param, version.id)
+
+
+@router.get("/v1.0/{project_id}/datastores/versions/{version_id}/parameters")
+def list_parameters_by_version_id(
+    project_id: str, version_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    authorize(request, project_id, "configuration-parameter:index")
+    with c.db.session() as s:
+        return _parameters(_active_version_by_id(s, version_id), s)
+
+
+@router.get("/v1.0/{project_id}/datastores/versions/{version_id}/parameters/{name}")
+def show_parameter_by_version_id(
+    project_id: str, version_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    authorize(request, project_id, "configuration-parameter:index")
+    with c.db.session() as s:
+        return _parameter(_active_version_by_id(s, version_id), name, s)
+
+
+@router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/parameters")
+def list_parameters(
+    project_id: str,
+    datastore: str,
+    version_ref: str,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    authorize(request, project_id, "configuration-parameter:index")
+    with c.db.session() as s:
+        return _parameters(_active_version(s, datastore, version_ref), s)
+
+
+@router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/parameters/{name}")
+def show_parameter(
+    project_id: str,
+    datastore: str,
+    version_ref: str,
+    name: str,
+    request: Request,
+    c: ApiContext = Depends(cove),
+) -> Any:
+    authorize(request, project_id, "configuration-parameter:index")
+    with c.db.session() as s:
+        return _parameter(_active_version(s, datastore, version_ref), name, s)
 
 
 @router.get("/v1.0/{project_id}/limits")

@@ -7,30 +7,35 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlalchemy import false, select
+from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.guest import check_ready, require
+from cove.api.guest import call_guest, check_ready, require
+from cove.api.resize import resize
 from cove.api.routers.catalog import find_flavor
-from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
+from cove.api.schemas import DatastoreIn, InstanceCreate, InstanceCreateBody, InstanceUpdateBody
 from cove.api.validate import checked, database_specs, user_specs
-from cove.api.views import instance_view, next_links, page_limit
+from cove.api.views import instance_view, masked, next_links, page_limit
 from cove.common.errors import (
     BadRequest,
     CoveError,
     DatastoreVersionNotFound,
+    GuestError,
     InstanceNotReady,
     NotImplementedFault,
     VolumeSizeTooLarge,
 )
 from cove.common.ids import new_id, utcnow
 from cove.db.catalog import get_datastore, get_version
+from cove.db.configurations import check_same_version, get_configuration
 from cove.db.instances import get_instance, page_instances, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
 from cove.domain import names
 from cove.domain.capabilities import STANDARD_PORTS, Capability
+from cove.domain.parameters import denied
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import RESTARTABLE, ComputeState, Task, can_delete, compute_status
 from cove.rpc import RequestContext
@@ -111,11 +116,26 @@ def show_instance(
         return {"instance": _view(request, c, inst, True)}
 
 
+@router.get("/{instance_id}/configuration")
+def show_instance_configuration(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    """The settings the instance's server runs with (flavor-derived defaults overlaid with its
+    group), as its guest agent reports them; secret-looking values are masked."""
+    ctx = authorize(request, project_id, "instance:configuration")
+    ds_name = check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
+    settings = call_guest(c, ctx, instance_id, "get_configuration", {})
+    if not isinstance(settings, dict):
+        raise GuestError(f"The guest agent of instance {instance_id} answered with no settings.")
+    # What the platform sets for itself (paths, addresses, security) is no business of tenants.
+    shown = {str(k): v for k, v in settings.items() if not denied(ds_name, str(k))}
+    return {"instance": {"configuration": masked(shown)}}
+
+
 def _unsupported(spec: InstanceCreate) -> None:
     for field, what in (
         ("restorePoint", "Restoring from a backup"),
         ("replica_of", "Replication"),
-        ("configuration", "Configuration groups"),
         ("modules", "Modules"),
         ("availability_zone", "Availability zones"),
         ("locality", "Locality"),
@@ -124,13 +144,18 @@ def _unsupported(spec: InstanceCreate) -> None:
             raise NotImplementedFault(f"{what} ('{field}') is not supported by Cove yet.")
 
 
-def _resolve_version(s: Session, c: ApiContext, spec: InstanceCreate) -> DatastoreVersion:
-    ds_ref = spec.datastore.type if spec.datastore else None
+def resolve_version(s: Session, c: ApiContext, datastore: DatastoreIn | None) -> DatastoreVersion:
+    """The active version ``datastore`` names (type and version, by name or id), with Trove's
+    defaults: the configured default datastore, the datastore's default version.
+
+    Raises BadRequest, DatastoreNotFound, DatastoreVersionNotFound.
+    """
+    ds_ref = datastore.type if datastore else None
     ds_ref = ds_ref or c.settings.default_datastore
     if not ds_ref:
         raise BadRequest("Please specify datastore. No default datastore is defined.")
     ds = get_datastore(s, ds_ref)
-    ver_ref = spec.datastore.version if spec.datastore else None
+    ver_ref = datastore.version if datastore else None
     if ver_ref:
         version = get_version(s, ds, ver_ref)
     else:
@@ -178,11 +203,24 @@ def _validate_payload(
     return dbs, user_specs(spec.users, {d.name for d in dbs})
 
 
+def _create_configuration(
+    s: Session, project_id: str, ref: str | None, version: DatastoreVersion
+) -> str | None:
+    """The id of the group a new instance is created with, if any. Raises NotFound (no such
+    group in the project) and BadRequest (a group of another datastore version)."""
+    if ref is None:
+        return None
+    cfg = get_configuration(s, _text(ref, "configuration"), project_id)
+    check_same_version(cfg, version)
+    return cfg.id
+
+
 def _record(c: ApiContext, project_id: str, spec: InstanceCreate, with_databases: bool) -> str:
     """Record a new BUILDING instance of the project within its quotas; returns its id.
 
-    Raises FlavorNotFound, DatastoreNotFound, DatastoreVersionNotFound, BadRequest (an inactive
-    version, an unusable network), OperationNotSupported (databases asked of a datastore
+    Raises FlavorNotFound, DatastoreNotFound, DatastoreVersionNotFound, NotFound (no such
+    configuration group), BadRequest (an inactive version, an unusable network, a group of
+    another version), OperationNotSupported (databases asked of a datastore
     without them) and QuotaExceeded.
     """
     instance_id = new_id()
@@ -190,7 +228,8 @@ def _record(c: ApiContext, project_id: str, spec: InstanceCreate, with_databases
         # The quota check locks the project first, so concurrent creates count each other.
         lock_project(s, project_id)
         flavor = find_flavor(s, str(spec.flavorRef))
-        version = _resolve_version(s, c, spec)
+        version = resolve_version(s, c, spec.datastore)
+        configuration_id = _create_configuration(s, project_id, spec.configuration, version)
         if with_databases:
             require(version.datastore.name, Capability.DATABASES)
         network = resolve_network(s, spec.nics)
@@ -211,6 +250,7 @@ def _record(c: ApiContext, project_id: str, spec: InstanceCreate, with_databases
                 task_started_at=now,
                 compute_state=ComputeState.BUILD.value,
                 port=STANDARD_PORTS[version.manager],
+                configuration_id=configuration_id,
                 created=now,
                 updated=now,
             )
@@ -264,21 +304,105 @@ def create_instance(
 def _update(
     project_id: str, instance_id: str, body: InstanceUpdateBody, request: Request, c: ApiContext
 ) -> Response:
-    authorize(request, project_id, "instance:update")
+    """Rename, attach a configuration group (``configuration: <id>``) or detach it
+    (``configuration: null``, or an empty ``{"instance": {}}`` as in Trove)."""
+    ctx = authorize(request, project_id, "instance:update")
     fields = body.instance.model_dump(exclude_unset=True)
     others = [k for k in fields if k != "name"]
     if len(others) > 1:
         raise BadRequest("Only one attribute (except 'name') is allowed to update.")
     for key in others:
-        if key == "configuration" and fields[key] is None:
-            continue  # detaching a configuration group: none can be attached yet
-        raise NotImplementedFault(f"Updating '{key}' is not supported by Cove yet.")
+        if key != "configuration":
+            raise NotImplementedFault(f"Updating '{key}' is not supported by Cove yet.")
+    name = checked(names.instance_name, fields["name"]) if "name" in fields else None
+    if not fields or "configuration" in fields:
+        ref = fields.get("configuration")
+        if ref is None:
+            _detach(c, ctx, project_id, instance_id, name)
+        else:
+            _attach(c, ctx, project_id, instance_id, _text(ref, "configuration"), name)
+        return Response(status_code=202, media_type="application/json")
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
-        if "name" in fields:
-            inst.name = checked(names.instance_name, fields["name"])
+        if name is not None:
+            inst.name = name
             inst.updated = utcnow()
     return Response(status_code=202, media_type="application/json")
+
+
+def _attach(
+    c: ApiContext,
+    ctx: RequestContext,
+    project_id: str,
+    instance_id: str,
+    configuration_id: str,
+    name: str | None,
+) -> None:
+    """Attach a group of the project to a ready instance of its version, then have the task
+    manager apply it. Raises InstanceNotFound, NotFound, BadRequest (one is attached already,
+    another version), InstanceNotReady."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        cfg = get_configuration(s, configuration_id, project_id)
+        if inst.configuration_id is not None:
+            raise BadRequest(
+                f"Instance {instance_id} already has configuration group "
+                f"{inst.configuration_id} attached; detach it first."
+            )
+        check_same_version(cfg, inst.datastore_version)
+    check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
+    with c.db.session() as s:
+        # Only if still detached: two concurrent attaches cannot both win.
+        attached = s.execute(
+            sa_update(Instance)
+            .where(Instance.id == instance_id, Instance.configuration_id.is_(None))
+            .values(configuration_id=configuration_id, updated=utcnow(), **_renamed(name))
+        ).rowcount  # type: ignore[attr-defined]
+    if not attached:
+        raise BadRequest(
+            f"Instance {instance_id} already has a configuration group attached; detach it first."
+        )
+    _cast_configure(c, ctx, instance_id, undo=None)
+
+
+def _detach(
+    c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str, name: str | None
+) -> None:
+    """Detach the instance's group (nothing to do when none is attached), then have the task
+    manager apply the datastore's defaults. Raises InstanceNotFound, InstanceNotReady."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        previous = inst.configuration_id
+        if previous is None:
+            if name is not None:
+                inst.name = name
+                inst.updated = utcnow()
+            return
+    check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
+    with c.db.session() as s:
+        s.execute(
+            sa_update(Instance)
+            .where(Instance.id == instance_id, Instance.configuration_id == previous)
+            .values(configuration_id=None, updated=utcnow(), **_renamed(name))
+        )
+    _cast_configure(c, ctx, instance_id, undo=previous)
+
+
+def _renamed(name: str | None) -> dict[str, str]:
+    return {"name": name} if name is not None else {}
+
+
+def _cast_configure(c: ApiContext, ctx: RequestContext, instance_id: str, undo: str | None) -> None:
+    """Have the task manager apply the instance's settings. When the bus fails, the attachment
+    is put back as it was (``undo``: the group detached, or None) and the error raised."""
+    try:
+        c.bus.cast(TASKMANAGER, "update_configuration", {"instance_id": instance_id}, ctx)
+    except CoveError:
+        with c.db.session() as s:
+            s.execute(
+                sa_update(Instance).where(Instance.id == instance_id).values(configuration_id=undo)
+            )
+        raise
 
 
 @router.put("/{instance_id}", status_code=202)
@@ -333,14 +457,19 @@ def instance_action(
     body: dict[str, Any] = Body(...),
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = authorize(request, project_id, "instance:restart")
     if len(body) != 1:
+        authorize(request, project_id, "instance:restart")
         raise BadRequest("Exactly one action is required in the request body.")
-    action, _args = next(iter(body.items()))
+    action, args = next(iter(body.items()))
+    if action == "resize":
+        return resize(
+            c, authorize(request, project_id, "instance:resize"), project_id, instance_id, args
+        )
+    ctx = authorize(request, project_id, "instance:restart")
     _text(action, "action name")
     if action == "restart":
         return _restart(c, ctx, project_id, instance_id)
-    if action in ("resize", "promote_to_replica_source", "eject_replica_source", "reset_status"):
+    if action in ("promote_to_replica_source", "eject_replica_source", "reset_status"):
         raise NotImplementedFault(f"The action '{action}' is not supported by Cove yet.")
     raise BadRequest(f"Invalid instance action: '{action}'.")
 

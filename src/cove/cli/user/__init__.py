@@ -2,8 +2,9 @@
 
 This package owns the command tree: the ``cli`` group and its global options live here, and
 each command group in a module of its own (:mod:`.instances`, :mod:`.dbusers`, :mod:`.catalog`,
-:mod:`.up`). The HTTP side, authentication included, is :mod:`.client`; finding credentials is
-:mod:`cove.cli.clouds`; rendering and the ``--user`` syntax live in :mod:`cove.cli.userfmt`.
+:mod:`.configurations`, :mod:`.up`). The HTTP side, authentication included, is
+:mod:`.client`; finding credentials is :mod:`cove.cli.clouds`; rendering and the ``--user``
+syntax live in :mod:`cove.cli.userfmt`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import click
 from cove import __version__
 from cove.cli.user.catalog import datastore, flavor, limits, network, quota
 from cove.cli.user.client import App
+from cove.cli.user.configurations import configuration
 from cove.cli.user.dbusers import database, root, user
 from cove.cli.user.instances import instance
 from cove.cli.user.up import up_command
@@ -68,6 +70,7 @@ cli.add_command(instance)
 cli.add_command(database)
 cli.add_command(user)
 cli.add_command(root)
+cli.add_command(configuration)
 cli.add_command(flavor)
 cli.add_command(datastore)
 cli.add_command(limits)

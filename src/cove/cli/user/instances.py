@@ -145,6 +145,9 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
     help="Create this user (repeatable); without a password you are prompted for it.",
 )
 @click.option("--network", help="Network to attach to, by id or name (see 'cove network list').")
+@click.option(
+    "--configuration", help="Configuration group to create it with (see 'cove configuration list')."
+)
 @wait_option
 @wait_timeout_option(900)
 @click.pass_obj
@@ -158,6 +161,7 @@ def instance_create(
     databases: tuple[str, ...],
     users: tuple[str, ...],
     network: str | None,
+    configuration: str | None,
     wait: bool,
     wait_timeout: float,
 ) -> None:
@@ -178,6 +182,8 @@ def instance_create(
     req["users"] = user_items
     if network:
         req["nics"] = [{"net-id": network}]
+    if configuration:
+        req["configuration"] = configuration
     inst = need(app.api.request("POST", "instances", {"instance": req}), "instance")
     if not wait:
         show_instance(app, inst)
@@ -247,6 +253,38 @@ def instance_restart(app: App, instance_id: str, wait: bool, wait_timeout: float
         app.done(f"Instance {instance_id} is restarting.")
 
 
+@instance.command("resize")
+@click.argument("instance_id", metavar="ID")
+@click.option("--flavor", help="A new flavor (id or name): new memory settings and a restart.")
+@click.option(
+    "--volume", type=click.IntRange(min=1), help="A larger volume, in GB (a volume only grows)."
+)
+@wait_option
+@wait_timeout_option(600)
+@click.pass_obj
+def instance_resize(
+    app: App,
+    instance_id: str,
+    flavor: str | None,
+    volume: int | None,
+    wait: bool,
+    wait_timeout: float,
+) -> None:
+    """Give instance ID a new flavor or a larger volume (one of them per resize)."""
+    if (flavor is None) == (volume is None):
+        raise click.UsageError("give either --flavor or --volume")
+    resize: dict[str, Any] = {"flavorRef": flavor} if flavor else {"volume": {"size": volume}}
+    app.api.request("POST", f"{inst_path(instance_id)}/action", {"resize": resize})
+    if not wait:
+        app.done(f"Instance {instance_id} is being resized.")
+        return
+    inst = wait_for(app, instance_id, gone=False, timeout=wait_timeout) or {}
+    if inst.get("fault"):
+        # A resize that failed puts the old size back and says why.
+        raise click.ClickException(f"the resize failed: {fmt.fault_message(inst)}")
+    app.done(f"Instance {instance_id} resized and ACTIVE.")
+
+
 @instance.command("rename")
 @click.argument("instance_id", metavar="ID")
 @click.argument("new_name")
@@ -255,3 +293,38 @@ def instance_rename(app: App, instance_id: str, new_name: str) -> None:
     """Rename instance ID to NEW_NAME."""
     app.api.request("PUT", inst_path(instance_id), {"instance": {"name": new_name}})
     app.done(f"Instance {instance_id} renamed to {new_name}.")
+
+
+@instance.command("attach-configuration")
+@click.argument("instance_id", metavar="ID")
+@click.argument("configuration_id", metavar="CONFIGURATION")
+@click.pass_obj
+def instance_attach_configuration(app: App, instance_id: str, configuration_id: str) -> None:
+    """Attach configuration group CONFIGURATION to instance ID.
+
+    Dynamic parameters apply at once; when a static one changes, the instance shows
+    RESTART_REQUIRED until 'cove instance restart'.
+    """
+    body = {"instance": {"configuration": configuration_id}}
+    app.api.request("PUT", inst_path(instance_id), body)
+    app.done(f"Configuration group {configuration_id} is being applied to instance {instance_id}.")
+
+
+@instance.command("detach-configuration")
+@click.argument("instance_id", metavar="ID")
+@click.pass_obj
+def instance_detach_configuration(app: App, instance_id: str) -> None:
+    """Detach the configuration group of instance ID: its defaults apply again."""
+    app.api.request("PUT", inst_path(instance_id), {"instance": {"configuration": None}})
+    app.done(f"Instance {instance_id} is returning to its default configuration.")
+
+
+@instance.command("configuration")
+@click.argument("instance_id", metavar="ID")
+@click.pass_obj
+def instance_configuration(app: App, instance_id: str) -> None:
+    """Show the settings the server of instance ID runs with."""
+    body = app.api.get(f"{inst_path(instance_id)}/configuration")
+    settings = need(need(body, "instance"), "configuration")
+    rows = ([k, v] for k, v in sorted(settings.items()))
+    app.output(body, lambda: fmt.table(["Setting", "Value"], rows))

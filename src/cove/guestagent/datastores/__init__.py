@@ -15,6 +15,12 @@ def _postgresql(config: GuestConfig) -> DatastoreManager:
     return PostgresManager(config)
 
 
+def _mariadb(config: GuestConfig) -> DatastoreManager:
+    from cove.guestagent.datastores.mariadb.manager import MariaManager
+
+    return MariaManager(config)
+
+
 def _redis(config: GuestConfig) -> DatastoreManager:
     from cove.guestagent.datastores.redis.manager import RedisManager
 
@@ -23,6 +29,7 @@ def _redis(config: GuestConfig) -> DatastoreManager:
 
 MANAGERS: dict[str, Callable[[GuestConfig], DatastoreManager]] = {
     "postgresql": _postgresql,
+    "mariadb": _mariadb,
     "redis": _redis,
 }
 

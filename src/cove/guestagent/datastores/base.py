@@ -17,6 +17,11 @@ Rules every manager follows:
   ``BadRequest`` for the user's mistakes, ``GuestError`` for the server's. A request naming
   several items is checked whole before anything changes, so a mistake in one item leaves the
   server as it was.
+* ``apply_configuration`` takes new settings (flavor sizes, volume size, the configuration
+  group's overrides laid over the flavor-derived defaults): it rewrites the server's files so
+  the next start uses all of them and, while the server runs, sets live what the server can
+  change live. What needs a restart leaves the instance "restart required" (remembered in a
+  marker file, so a new agent still knows) until the server is next started by the agent.
 * Passwords are never logged, never put on a command line and never sent to the server in
   clear text where the server can store a verifier instead.
 * A manager never assumes it runs on the same host as the control plane.
@@ -24,9 +29,11 @@ Rules every manager follows:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from cove.common.errors import OperationNotSupported
 from cove.domain.capabilities import Capability
@@ -63,6 +70,7 @@ class DatastoreManager(ABC):
             return
         LOG.info("preparing %s %s", self.config.datastore, self.config.datastore_version)
         self._prepare(databases, users)
+        self.server_started()
         LOG.info("prepared")
 
     @abstractmethod
@@ -94,9 +102,62 @@ class DatastoreManager(ABC):
         LOG.info("restarting the database server")
         self.stop()
         self.start()
+        self.server_started()
 
     @abstractmethod
     def status(self) -> GuestStatus: ...
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @property
+    def _restart_marker(self) -> Path:
+        return self.config.conf_dir / "restart_required"
+
+    @property
+    def restart_pending(self) -> bool:
+        """Whether settings were changed that the running server takes only when restarted."""
+        return self._restart_marker.is_file()
+
+    def apply_configuration(self, config: GuestConfig) -> bool:
+        """Adopt ``config`` as the instance's settings; return whether a restart is needed to
+        bring all of them into effect. Raises GuestError (or Unprocessable) when the server
+        refuses a value: the server then keeps its previous files and live values, and the
+        manager its previous settings."""
+        LOG.info("applying new settings (%d override(s))", len(config.overrides))
+        old, self.config = self.config, config
+        try:
+            needs_restart = self._apply_configuration(old, config)
+        except Exception:
+            self.config = old
+            raise
+        if needs_restart:
+            self._restart_marker.write_text("yes\n")
+        return needs_restart or self.restart_pending
+
+    @abstractmethod
+    def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
+        """Rewrite the server's files for ``new`` (``self.config`` already is ``new``) and,
+        when the server runs, set live what changed and can change live; return whether
+        something changed that takes a restart. On a refusal, put the previous files and live
+        values back before raising."""
+
+    @abstractmethod
+    def effective_configuration(self) -> dict[str, str]:
+        """The settings Cove gives the server (flavor-derived defaults overlaid with the
+        configuration group), by the server's own names, as its config file spells them."""
+
+    #: The least memory (MB) a flavor must give any instance of this datastore.
+    min_ram_floor_mb = 128
+
+    def min_ram_mb(self) -> int:
+        """The least memory (MB) a flavor must give this instance to hold its data; a datastore
+        that keeps its data in memory counts what it holds now."""
+        return self.min_ram_floor_mb
+
+    def server_started(self) -> None:
+        """Called by the agent after it started the server: every setting is in effect."""
+        with contextlib.suppress(FileNotFoundError):
+            self._restart_marker.unlink()
 
     # -- databases ---------------------------------------------------------------------------
 

@@ -1,16 +1,24 @@
-"""Renders the server's configuration files from the guest config and the flavor."""
+"""Renders the server's configuration files from the guest config, the flavor and the
+configuration group.
+
+A group's numbers are in the setting's base unit (``work_mem = 4096`` is 4096 kB), as the
+version's catalogue gives their bounds; the flavor's sizes are written with their units.
+"""
 
 from __future__ import annotations
 
 import getpass
+import re
 
+from cove.common.errors import Unprocessable
+from cove.domain.parameters import Value, denied
 from cove.guestagent.config import GuestConfig
 
 ADMIN_USER = "os_admin"
 ROOT_USER = "root"
 
 
-def memory_settings(ram_mb: int, vcpus: int) -> dict[str, str]:
+def memory_settings(ram_mb: int, vcpus: int) -> dict[str, Value]:
     """Memory and parallelism settings for a server given ``ram_mb`` of memory."""
     ram_mb = max(ram_mb, 128)
     return {
@@ -18,37 +26,77 @@ def memory_settings(ram_mb: int, vcpus: int) -> dict[str, str]:
         "effective_cache_size": f"{max(32, ram_mb * 3 // 4)}MB",
         "maintenance_work_mem": f"{max(16, min(2048, ram_mb // 16))}MB",
         "work_mem": f"{max(1, ram_mb // 256)}MB",
-        "max_connections": str(max(20, min(500, ram_mb // 20))),
-        "max_worker_processes": str(max(2, vcpus * 2)),
-        "max_parallel_workers": str(max(1, vcpus)),
+        "max_connections": max(20, min(500, ram_mb // 20)),
+        "max_worker_processes": max(2, vcpus * 2),
+        "max_parallel_workers": max(1, vcpus),
     }
 
 
-def _quote(value: str) -> str:
+#: A setting's name as postgresql.conf accepts it unquoted (a custom one has one dot).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+
+
+def quote(value: str) -> str:
+    """``value`` as a postgresql.conf string: in single quotes, with quotes doubled and
+    backslashes (which start escapes there) doubled."""
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def postgresql_conf(config: GuestConfig) -> str:
-    settings: dict[str, str] = {
-        "listen_addresses": _quote(config.address),
-        "port": str(config.port),
-        "unix_socket_directories": _quote(str(config.run_dir)),
+def render_value(value: Value) -> str:
+    """A value as postgresql.conf spells it: booleans on/off, numbers as they are, any other
+    text quoted."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return repr(value)
+    return quote(value)
+
+
+def show_value(value: Value) -> str:
+    """A value as the server reads it back from the file (no quotes)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def settings(config: GuestConfig) -> dict[str, Value]:
+    """Everything Cove sets: the instance's places, the flavor-derived sizes, then the
+    configuration group's overrides laid over them (matched without regard to case, as
+    PostgreSQL names are). Raises Unprocessable for an override no tenant may set."""
+    out: dict[str, Value] = {
+        "listen_addresses": config.address,
+        "port": config.port,
+        "unix_socket_directories": str(config.run_dir),
         "unix_socket_permissions": "0700",
-        "hba_file": _quote(str(config.conf_dir / "pg_hba.conf")),
-        "ident_file": _quote(str(config.conf_dir / "pg_ident.conf")),
-        "external_pid_file": _quote(str(config.run_dir / "postgres.pid")),
-        "password_encryption": "'scram-sha-256'",
+        "hba_file": str(config.conf_dir / "pg_hba.conf"),
+        "ident_file": str(config.conf_dir / "pg_ident.conf"),
+        "external_pid_file": str(config.run_dir / "postgres.pid"),
+        "password_encryption": "scram-sha-256",
         "huge_pages": "off",
         "dynamic_shared_memory_type": "posix",
-        "logging_collector": "off",
-        "log_destination": "'stderr'",
-        "log_line_prefix": "'%m [%p] %q%u@%d '",
-        "log_timezone": "'UTC'",
-        "timezone": "'UTC'",
+        "logging_collector": False,
+        "log_destination": "stderr",
+        "log_line_prefix": "%m [%p] %q%u@%d ",
+        "log_timezone": "UTC",
+        "timezone": "UTC",
         **memory_settings(config.ram_mb, config.vcpus),
     }
+    for name, value in config.overrides.items():
+        if not _NAME.fullmatch(name) or denied("postgresql", name):
+            raise Unprocessable(
+                f"The configuration parameter {name} is not supported for this datastore: "
+                f"postgresql {config.datastore_version}."
+            )
+        for key in [k for k in out if k.lower() == name.lower()]:
+            del out[key]
+        out[name] = value
+    return out
+
+
+def postgresql_conf(config: GuestConfig) -> str:
+    """The whole postgresql.conf; raises Unprocessable as :func:`settings` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n"]
-    lines += [f"{key} = {value}\n" for key, value in settings.items()]
+    lines += [f"{key} = {render_value(value)}\n" for key, value in settings(config).items()]
     return "".join(lines)
 
 

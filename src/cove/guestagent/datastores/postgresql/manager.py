@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.base import DatastoreManager
-from cove.guestagent.datastores.postgresql import conf
+from cove.guestagent.datastores.postgresql import conf, reload
 from cove.guestagent.datastores.postgresql.admin import PostgresAdmin
 from cove.guestagent.datastores.postgresql.server import PostgresServer
 
@@ -39,15 +40,32 @@ class PostgresManager(DatastoreManager):
         return self._marker.is_file()
 
     def write_config(self) -> None:
-        files = {
-            "postgresql.conf": conf.postgresql_conf(self.config),
+        """Write the server's files for ``self.config``; raises Unprocessable (before writing
+        anything) for an override no tenant may set."""
+        self._write_files(self._files(self.config))
+
+    @staticmethod
+    def _files(config: GuestConfig) -> dict[str, str]:
+        return {
+            "postgresql.conf": conf.postgresql_conf(config),
             "pg_hba.conf": conf.pg_hba_conf(),
             "pg_ident.conf": conf.pg_ident_conf(),
         }
+
+    def _write_files(self, files: dict[str, str]) -> None:
         for name, text in files.items():
             path = self.config.conf_dir / name
-            path.write_text(text)
-            path.chmod(0o600)
+            tmp = path.with_name(f".{name}.new")
+            tmp.write_text(text)
+            tmp.chmod(0o600)
+            tmp.replace(path)  # the server never reads a half-written file
+
+    def _read_files(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
+            with contextlib.suppress(FileNotFoundError):
+                out[name] = (self.config.conf_dir / name).read_text()
+        return out
 
     def _warm_up(self) -> None:
         self._initialise()
@@ -98,6 +116,46 @@ class PostgresManager(DatastoreManager):
         if not self.server.running():
             return GuestStatus.SHUTDOWN if self._stopped_on_purpose else GuestStatus.CRASHED
         return GuestStatus.HEALTHY if self.server.ping() else GuestStatus.BLOCKED
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
+        """Rewrite the files; while the server runs, have it reload them and answer, by
+        ``pg_settings.pending_restart``, whether a changed setting waits for a restart. A
+        value the server refuses raises GuestError naming it; on any failure the previous
+        files and settings are put back (and reloaded)."""
+        try:
+            files = self._files(new)  # raises before anything is written
+        except Exception:
+            self.config = old
+            raise
+        previous = self._read_files()
+        self.server.config = new
+        try:
+            self._write_files(files)
+            if not self.server.running():
+                return False  # the next start reads every setting
+            outcome = reload.reload(self.server.connect, self.server.log_file)
+            if outcome.rejected:
+                raise GuestError(
+                    "PostgreSQL refused the configuration: "
+                    + "; ".join(f"{name}: {why}" for name, why in outcome.rejected)
+                )
+        except Exception:
+            self.config = self.server.config = old
+            self._write_files(previous)
+            if self.server.running():
+                with contextlib.suppress(GuestError):
+                    reload.reload(self.server.connect, self.server.log_file)
+            raise
+        if outcome.pending_restart:
+            LOG.info("settings waiting for a restart: %s", ", ".join(outcome.pending_restart))
+        return bool(outcome.pending_restart)
+
+    def effective_configuration(self) -> dict[str, str]:
+        return {k: conf.show_value(v) for k, v in conf.settings(self.config).items()}
+
+    # -- databases, users, root ----------------------------------------------------------------
 
     def _list_databases(self) -> list[DatabaseSpec]:
         return self.admin.list_databases()

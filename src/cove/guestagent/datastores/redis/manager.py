@@ -7,9 +7,13 @@ same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import threading
 from collections.abc import Sequence
+
+import redis
 
 from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.capabilities import capabilities
@@ -17,6 +21,7 @@ from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.base import DatastoreManager
+from cove.guestagent.datastores.redis import conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
 from cove.guestagent.datastores.redis.server import RedisServer
 
@@ -93,6 +98,79 @@ class RedisManager(DatastoreManager):
         if not self.server.running():
             return GuestStatus.SHUTDOWN if self._stopped_on_purpose else GuestStatus.CRASHED
         return GuestStatus.HEALTHY if self.server.ping() else GuestStatus.BLOCKED
+
+    def min_ram_mb(self) -> int:
+        """Redis holds its data in memory and may use 3/4 of the flavor's (see conf): a flavor
+        needs 4/3 of what the data takes now, and at least the floor."""
+        try:
+            with self.server.connect() as client:
+                used = int(client.info("memory")["used_memory"])
+        except (redis.RedisError, KeyError, ValueError) as exc:
+            raise GuestError(f"cannot read Redis's memory use: {exc}") from exc
+        needed = math.ceil(used / (1024 * 1024) * 4 / 3)
+        return max(self.min_ram_floor_mb, needed)
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
+        """Rewrite redis.conf; while the server runs, CONFIG SET what changed. A setting Redis
+        holds immutable at runtime, or an override taken away (the running value stays until
+        the server starts without it), takes a restart. A value Redis refuses raises
+        GuestError naming it; on any failure what was set live is set back and the previous
+        file and settings are put back."""
+        before = conf.settings(old)
+        try:
+            after = conf.settings(new)  # raises before anything is written
+        except Exception:
+            self.config = old
+            raise
+        previous = self.server.read_config()
+        self.server.config = new
+        try:
+            self.server.write_config()
+            if not self.server.running():
+                return False  # the next start reads every setting
+            changed = {
+                name: conf.show_value(value)
+                for name, value in after.items()
+                if name not in before or conf.show_value(before[name]) != conf.show_value(value)
+            }
+            immutable = self._set_live(changed)
+        except Exception:
+            self.config = self.server.config = old
+            self.server.restore_config(previous)
+            raise
+        waiting = immutable + sorted(set(before) - set(after))
+        if waiting:
+            LOG.info("settings waiting for a restart: %s", ", ".join(waiting))
+        return bool(waiting)
+
+    def _set_live(self, changed: dict[str, str]) -> list[str]:
+        """CONFIG SET each of ``changed``; return those Redis cannot change while it runs.
+        Raises GuestError (after setting back what was set) when Redis refuses a value."""
+        immutable: list[str] = []
+        done: list[tuple[str, str]] = []
+        try:
+            with self.server.connect() as client:
+                for name, value in changed.items():
+                    prior = str(client.config_get(name).get(name, ""))
+                    try:
+                        client.config_set(name, value)
+                    except redis.ResponseError as exc:
+                        if "immutable" in str(exc) or "protected" in str(exc):
+                            immutable.append(name)
+                            continue
+                        for undo, was in reversed(done):
+                            with contextlib.suppress(redis.RedisError):
+                                client.config_set(undo, was)
+                        raise GuestError(f"Redis refused the value of {name}: {exc}") from exc
+                    done.append((name, prior))
+        except redis.RedisError as exc:
+            raise GuestError(f"cannot change the Redis configuration: {exc}") from exc
+        return immutable
+
+    def effective_configuration(self) -> dict[str, str]:
+        return {k: conf.show_value(v) for k, v in conf.settings(self.config).items()}
 
     # -- databases: refused by the base class, which checks the capabilities first -----------
 

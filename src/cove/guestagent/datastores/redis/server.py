@@ -55,7 +55,25 @@ class RedisServer(ChildServer):
         conf.write_private(self.acl_file, conf.initial_acl(password))
 
     def write_config(self) -> None:
-        conf.write_private(self.conf_file, conf.redis_conf(self.config))
+        """redis.conf for ``self.config``; raises Unprocessable (before writing anything) for
+        an override no tenant may set."""
+        self.restore_config(conf.redis_conf(self.config))
+
+    def read_config(self) -> str | None:
+        """The current redis.conf, or None when there is none yet."""
+        try:
+            return self.conf_file.read_text()
+        except FileNotFoundError:
+            return None
+
+    def restore_config(self, text: str | None) -> None:
+        """Put ``text`` (from :meth:`read_config`) back as redis.conf, whole or not at all."""
+        if text is None:
+            self.conf_file.unlink(missing_ok=True)
+            return
+        tmp = self.conf_file.with_name(f".{conf.CONF_FILE}.new")
+        conf.write_private(tmp, text)
+        tmp.replace(self.conf_file)
 
     def _admin_password(self) -> str:
         try:

@@ -1,0 +1,129 @@
+"""The resize action: a new flavor or a larger volume for an instance.
+
+The request is checked whole before anything changes: the instance must be ready, the target
+must differ from what the instance has (a volume only grows), and the project's quotas must
+hold the growth. The new size is then recorded on the instance (so concurrent creates and
+resizes count it) together with the RESIZING task, in the transaction that locked the project,
+and the task manager brings the guest to it. Should that fail, the task manager puts the old
+size back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response
+from sqlalchemy.orm import Session
+
+from cove.api.context import ApiContext
+from cove.api.guest import call_guest, check_ready
+from cove.api.routers.catalog import find_flavor
+from cove.common.errors import BadRequest, CoveError, InstanceNotReady, VolumeSizeTooLarge
+from cove.common.ids import utcnow
+from cove.db.instances import get_instance, transition
+from cove.db.quotas import check_resize_quota, lock_project
+from cove.domain.status import Task
+from cove.rpc import RequestContext
+
+TASKMANAGER = "taskmanager"
+
+
+def resize(
+    c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str, args: Any
+) -> Response:
+    """``{"flavorRef": id}`` or ``{"volume": {"size": N}}``, exactly one of them."""
+    if not isinstance(args, dict) or len(args) != 1:
+        raise BadRequest("A resize names exactly one of 'flavorRef' and 'volume'.")
+    key, value = next(iter(args.items()))
+    if key == "flavorRef":
+        message = _resize_flavor(c, project_id, instance_id, value, ctx)
+    elif key == "volume":
+        message = _resize_volume(c, project_id, instance_id, value)
+    else:
+        raise BadRequest(f"Cannot resize '{key}': a resize names 'flavorRef' or 'volume'.")
+    try:
+        c.bus.cast(TASKMANAGER, "resize_instance", message, ctx)
+    except CoveError:
+        _undo(c, instance_id, message)
+        raise
+    return Response(status_code=202, media_type="application/json")
+
+
+def _flavor_ref(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise BadRequest("'flavorRef' names a flavor by its id or name.")
+    return str(value)
+
+
+def _resize_flavor(
+    c: ApiContext, project_id: str, instance_id: str, value: Any, ctx: RequestContext
+) -> dict[str, Any]:
+    ref = _flavor_ref(value)
+    check_ready(c, project_id, instance_id)
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        target = find_flavor(s, ref)
+        current = inst.flavor
+        if target.id == current.id:
+            raise BadRequest(
+                f"The new flavor must differ from the current flavor '{current.name}' "
+                f"(id {current.id})."
+            )
+    # The guest knows how much memory its data needs (Redis holds all of it in memory).
+    needed = int(call_guest(c, ctx, instance_id, "min_ram_mb", {}))
+    if target.ram < needed:
+        raise BadRequest(
+            f"Flavor '{target.name}' ({target.ram} MB) is too small for the data of instance "
+            f"{instance_id}, which needs at least {needed} MB."
+        )
+    with c.db.session() as s:
+        lock_project(s, project_id)
+        inst = get_instance(s, instance_id, project_id)
+        old = inst.flavor_id
+        check_resize_quota(s, c.settings, project_id, ram=target.ram - inst.flavor.ram)
+        _start_task(s, instance_id)
+        inst.flavor_id = target.id
+    return {"instance_id": instance_id, "old_flavor_id": old, "new_flavor_id": target.id}
+
+
+def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any) -> dict[str, Any]:
+    size = value.get("size") if isinstance(value, dict) else None
+    if isinstance(size, str) and size.strip().isdigit():
+        size = int(size)
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise BadRequest("The new volume size must be given as a whole number of GB: {'size': N}.")
+    if size > c.settings.max_volume_size:
+        raise VolumeSizeTooLarge(
+            f"Volume 'size' cannot exceed maximum of {c.settings.max_volume_size} GB, "
+            f"{size} cannot be accepted."
+        )
+    check_ready(c, project_id, instance_id)
+    with c.db.session() as s:
+        lock_project(s, project_id)
+        inst = get_instance(s, instance_id, project_id)
+        old = inst.volume_size
+        if size <= old:
+            raise BadRequest(
+                f"The new volume 'size' must be larger than the current volume size of "
+                f"'{old}'. A volume only grows."
+            )
+        check_resize_quota(s, c.settings, project_id, volume=size - old)
+        _start_task(s, instance_id)
+        inst.volume_size = size
+    return {"instance_id": instance_id, "old_volume_size": old, "new_volume_size": size}
+
+
+def _start_task(s: Session, instance_id: str) -> None:
+    if not transition(s, instance_id, {Task.NONE}, Task.RESIZING, utcnow()):
+        raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
+
+
+def _undo(c: ApiContext, instance_id: str, message: dict[str, Any]) -> None:
+    """The task manager could not be asked: the instance keeps what it had."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id)
+        if "old_flavor_id" in message:
+            inst.flavor_id = message["old_flavor_id"]
+        if "old_volume_size" in message:
+            inst.volume_size = message["old_volume_size"]
+        transition(s, instance_id, {Task.RESIZING}, Task.NONE, utcnow())

@@ -1,0 +1,139 @@
+"""Configuration groups and parameter catalogues in the control database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, false, func, select
+from sqlalchemy.orm import Session
+
+from cove.common.errors import BadRequest, NotFound
+from cove.db.models import Configuration, DatastoreVersion, DatastoreVersionParameter, Instance
+from cove.domain.parameters import Parameter, ParamType, Value
+
+
+def version_label(version: DatastoreVersion) -> str:
+    """How messages name a version: ``postgresql 15``."""
+    return f"{version.datastore.name} {version.name}"
+
+
+def _number(text: str | None) -> int | float | None:
+    if text is None:
+        return None
+    value = json.loads(text)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _parameter(row: DatastoreVersionParameter) -> Parameter:
+    allowed = json.loads(row.allowed) if row.allowed is not None else None
+    return Parameter(
+        name=row.name,
+        type=ParamType(row.type),
+        restart_required=row.restart_required,
+        min=_number(row.min),
+        max=_number(row.max),
+        allowed=tuple(str(a) for a in allowed) if allowed is not None else None,
+    )
+
+
+def catalogue(session: Session, version_id: str) -> dict[str, Parameter]:
+    """The parameters of a version by name, sorted by name (empty: groups are not supported)."""
+    rows = session.scalars(
+        select(DatastoreVersionParameter)
+        .where(DatastoreVersionParameter.datastore_version_id == version_id)
+        .order_by(DatastoreVersionParameter.name)
+    )
+    return {row.name: _parameter(row) for row in rows}
+
+
+def store_catalogue(
+    session: Session, version: DatastoreVersion, params: Iterable[Parameter], read_for: str | None
+) -> int:
+    """Replace the catalogue of ``version`` with ``params`` and record the exact version it
+    was read for (None: none was read, so the next registration tries again). Returns how
+    many parameters were stored; a name given twice keeps its first entry."""
+    session.execute(
+        delete(DatastoreVersionParameter).where(
+            DatastoreVersionParameter.datastore_version_id == version.id
+        )
+    )
+    seen: set[str] = set()
+    for p in params:
+        if p.name in seen:
+            continue
+        seen.add(p.name)
+        session.add(
+            DatastoreVersionParameter(
+                datastore_version_id=version.id,
+                name=p.name,
+                type=p.type.value,
+                min=json.dumps(p.min) if p.min is not None else None,
+                max=json.dumps(p.max) if p.max is not None else None,
+                allowed=json.dumps(list(p.allowed)) if p.allowed is not None else None,
+                restart_required=p.restart_required,
+            )
+        )
+    version.parameters_version = read_for
+    return len(seen)
+
+
+def get_configuration(
+    session: Session, configuration_id: str, project_id: str | None = None
+) -> Configuration:
+    """The live group ``configuration_id`` (of ``project_id`` when given: another project's
+    group is not found, as if it did not exist).
+
+    Raises NotFound.
+    """
+    cfg = session.get(Configuration, configuration_id)
+    if cfg is None or cfg.deleted or (project_id is not None and cfg.project_id != project_id):
+        raise NotFound(f"Configuration group {configuration_id} could not be found.")
+    return cfg
+
+
+def values_of(cfg: Configuration | None) -> dict[str, Value]:
+    """A group's values (none without a group)."""
+    if cfg is None:
+        return {}
+    data: Any = json.loads(cfg.values or "{}")
+    return dict(data) if isinstance(data, dict) else {}
+
+
+def attached_query(configuration_id: str) -> Any:
+    """The live instances a group is attached to, oldest first."""
+    return (
+        select(Instance)
+        .where(Instance.configuration_id == configuration_id, Instance.deleted == false())
+        .order_by(Instance.created, Instance.id)
+    )
+
+
+def attached_ids(session: Session, configuration_id: str) -> list[str]:
+    query = select(Instance.id).where(
+        Instance.configuration_id == configuration_id, Instance.deleted == false()
+    )
+    return list(session.scalars(query.order_by(Instance.created, Instance.id)))
+
+
+def instance_counts(session: Session, configuration_ids: list[str]) -> dict[str, int]:
+    """How many live instances each group is attached to."""
+    if not configuration_ids:
+        return {}
+    rows = session.execute(
+        select(Instance.configuration_id, func.count())
+        .where(Instance.configuration_id.in_(configuration_ids), Instance.deleted == false())
+        .group_by(Instance.configuration_id)
+    ).all()
+    return {str(cid): int(n) for cid, n in rows}
+
+
+def check_same_version(cfg: Configuration, version: DatastoreVersion) -> None:
+    """Raises BadRequest unless ``cfg`` is a group of ``version``."""
+    if cfg.datastore_version_id != version.id:
+        raise BadRequest(
+            f"Configuration group {cfg.id} is for {version_label(cfg.datastore_version)}, "
+            f"but the instance runs {version_label(version)}: a group applies only to "
+            "instances of its own datastore version."
+        )

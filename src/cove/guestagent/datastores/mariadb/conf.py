@@ -1,0 +1,163 @@
+"""Renders my.cnf from the guest config, the flavor and the configuration group, and the SQL
+that gives a fresh data directory its only account: the agent's own.
+
+Settings are spelled as the server names its variables (``innodb_buffer_pool_size``), sizes in
+bytes, booleans ``ON``/``OFF``, so a value reads back from ``SHOW GLOBAL VARIABLES`` as it is
+written here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+from cove.common.errors import Unprocessable
+from cove.domain.parameters import Value, denied
+from cove.guestagent.config import GuestConfig
+
+#: The agent's own account: every privilege, from the unix socket only, its password in a
+#: 0600 file under conf/.
+ADMIN_USER = "cove_admin"
+ROOT_USER = "root"
+#: Accounts that are the server's or Cove's, never the tenant's: hidden and untouchable.
+HIDDEN_USERS = frozenset({ADMIN_USER, ROOT_USER, "mariadb.sys", "mysql.sys", "PUBLIC", ""})
+SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+
+CONF_FILE = "my.cnf"
+ADMIN_SECRET = "admin.secret"
+SOCKET = "mariadb.sock"
+PID_FILE = "mariadbd.pid"
+LOG_FILE = "mariadb.log"
+
+DEFAULT_CHARACTER_SET = "utf8mb4"
+DEFAULT_COLLATION = "utf8mb4_general_ci"
+
+MIB = 1024 * 1024
+#: A server variable's name as my.cnf and SET GLOBAL spell it.
+NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def native_password_hash(password: str) -> str:
+    """The mysql_native_password verifier of ``password`` (``*`` and 40 hex digits): what the
+    server stores, so the clear text never has to reach it."""
+    # SHA-1 is what the protocol uses; the verifier is only ever compared by the server.
+    inner = hashlib.sha1(password.encode("utf-8"), usedforsecurity=False).digest()
+    return "*" + hashlib.sha1(inner, usedforsecurity=False).hexdigest().upper()
+
+
+def memory_settings(ram_mb: int) -> dict[str, Value]:
+    """Memory settings for a server given ``ram_mb`` of memory: half for the buffer pool, a
+    connection limit the rest can carry."""
+    ram_mb = max(ram_mb, 128)
+    pool_mb = max(64, ram_mb // 2) // 8 * 8
+    heap_mb = max(16, min(256, ram_mb // 32))
+    return {
+        "innodb_buffer_pool_size": pool_mb * MIB,
+        "max_connections": max(50, min(1000, ram_mb // 8)),
+        "tmp_table_size": heap_mb * MIB,
+        "max_heap_table_size": heap_mb * MIB,
+    }
+
+
+def tunables(config: GuestConfig) -> dict[str, Value]:
+    """The settings a configuration group may change: the flavor-derived defaults with the
+    group's overrides laid over them. Raises Unprocessable for an override no tenant may set."""
+    out: dict[str, Value] = {
+        **memory_settings(config.ram_mb),
+        "character_set_server": DEFAULT_CHARACTER_SET,
+        "collation_server": DEFAULT_COLLATION,
+    }
+    for name, value in config.overrides.items():
+        key = name.lower()
+        if not NAME.fullmatch(key) or denied("mariadb", key):
+            raise Unprocessable(
+                f"The configuration parameter {name} is not supported for this datastore: "
+                f"mariadb {config.datastore_version}."
+            )
+        out[key] = value
+    return out
+
+
+def tmp_dir(config: GuestConfig) -> Path:
+    """The instance's own tmpdir: a starting server deletes ``#sql*`` files in its tmpdir, so
+    instances never share one."""
+    return config.root / "tmp"
+
+
+def settings(config: GuestConfig) -> dict[str, Value]:
+    """Everything in the [mysqld] section: the instance's places and safety first, then
+    :func:`tunables`."""
+    fixed: dict[str, Value] = {
+        "datadir": str(config.data_dir),
+        "tmpdir": str(tmp_dir(config)),
+        "socket": str(config.run_dir / SOCKET),
+        "pid_file": str(config.run_dir / PID_FILE),
+        "log_error": str(config.log_dir / LOG_FILE),
+        "bind_address": config.address,
+        "port": config.port,
+        "skip_name_resolve": True,
+        # Nothing of the host's file system reaches a tenant through the server.
+        "local_infile": False,
+        "symbolic_links": False,
+        "secure_file_priv": str(tmp_dir(config)),
+    }
+    return {**fixed, **tunables(config)}
+
+
+def show_value(value: Value) -> str:
+    """A value as SHOW GLOBAL VARIABLES prints it and my.cnf takes it."""
+    if isinstance(value, bool):
+        return "ON" if value else "OFF"
+    return str(value)
+
+
+def render_value(value: Value) -> str:
+    """A value as my.cnf spells it: text other than plain words in double quotes."""
+    text = show_value(value)
+    if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_.,:/@+=-]+", value):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def my_cnf(config: GuestConfig) -> str:
+    """The whole my.cnf; raises Unprocessable as :func:`tunables` does."""
+    lines = ["# Written by the Cove guest agent; changes here are overwritten.\n", "[mysqld]\n"]
+    lines += [f"{key} = {render_value(value)}\n" for key, value in settings(config).items()]
+    return "".join(lines)
+
+
+def bootstrap_sql(admin_password: str) -> str:
+    """SQL run once by mariadb-install-db: every account it made goes (root and the OS user
+    over the unix socket) but the server's own ``mariadb.sys``; the agent's account comes in
+    with every privilege. Grant statements do not work while the tables are being installed,
+    so the account is written into the grant table directly, with its password's verifier."""
+    verifier = native_password_hash(admin_password)
+    priv = (
+        '{"access":18446744073709551615,"plugin":"mysql_native_password",'
+        f'"authentication_string":"{verifier}"}}'
+    )
+    # A fixed account name and a hexadecimal verifier: nothing here comes from a request.
+    account = f"('localhost', '{ADMIN_USER}', '{priv}')"
+    return "\n".join(
+        [
+            "DELETE FROM mysql.global_priv WHERE User <> 'mariadb.sys';",
+            "DELETE FROM mysql.proxies_priv;",
+            "INSERT INTO mysql.global_priv VALUES " + account + ";",  # noqa: S608 (no input)
+            "",
+        ]
+    )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file may have had a wider mode
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def new_admin_password() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,168 @@
+"""The MariaDB datastore manager: a facade over the server, its config and its admin."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from cove.common.errors import GuestError
+from cove.domain.capabilities import capabilities
+from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
+from cove.domain.status import GuestStatus
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores.base import DatastoreManager
+from cove.guestagent.datastores.mariadb import conf
+from cove.guestagent.datastores.mariadb.admin import MariaAdmin
+from cove.guestagent.datastores.mariadb.server import MariaServer
+
+LOG = logging.getLogger(__name__)
+
+
+class MariaManager(DatastoreManager):
+    capabilities = capabilities("mariadb")
+
+    def __init__(self, config: GuestConfig) -> None:
+        super().__init__(config)
+        self.server = MariaServer(config, self._server_exited)
+        self.admin = MariaAdmin(self.server.connect)
+        self._marker = config.conf_dir / "prepared"
+        self._stopped_on_purpose = False
+        self._init_lock = threading.Lock()
+        self._initialised = False
+
+    def _server_exited(self, code: int) -> None:
+        self.on_change(GuestStatus.CRASHED)
+
+    @property
+    def prepared(self) -> bool:
+        return self._marker.is_file()
+
+    def _warm_up(self) -> None:
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """A fresh data directory with the agent's account, configured and running; done once
+        per agent."""
+        with self._init_lock:
+            if self._initialised or self.prepared:
+                return
+            if self._stopped_on_purpose:
+                raise GuestError("the guest agent is stopping")
+            # A server an earlier agent started for this instance goes before its files do.
+            self.server.adopt()
+            self.server.stop()
+            self.server.initialise()
+            self.server.start()
+            self._initialised = True
+
+    def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
+        self._initialise()
+        try:
+            self.admin.create_databases(databases)
+            self.admin.create_users(users)
+        except Exception:
+            self._initialised = False  # a prepare sent again starts from a clean directory
+            raise
+        self._marker.write_text("ok\n")
+
+    def adopt(self) -> bool:
+        return self.prepared and self.server.adopt()
+
+    def start(self) -> None:
+        if not self.prepared:
+            raise GuestError("the instance has not been prepared")
+        self.server.write_config()
+        self._stopped_on_purpose = False
+        self.server.start()
+
+    def stop(self) -> None:
+        self._stopped_on_purpose = True
+        with self._init_lock:  # wait for a warm-up under way, which then starts nothing more
+            self.server.stop()
+
+    def status(self) -> GuestStatus:
+        if not self.prepared:
+            return GuestStatus.BUILDING if self.server.running() else GuestStatus.NEW
+        if not self.server.running():
+            return GuestStatus.SHUTDOWN if self._stopped_on_purpose else GuestStatus.CRASHED
+        return GuestStatus.HEALTHY if self.server.ping() else GuestStatus.BLOCKED
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
+        """my.cnf takes every setting for the next start; a running server gets each changed
+        variable by SET GLOBAL (a removed override goes back to the flavor's value or the
+        server's default). True when one of them is read-only while the server runs."""
+        self.server.config = new
+        before, after = conf.tunables(old), conf.tunables(new)
+        self.server.write_config()
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        removed = [k for k in before if k not in after]
+        if not (changed or removed) or not self.server.running():
+            return False
+        static = self.admin.read_only([*changed, *removed])
+        needs_restart = bool(static)
+        for name, value in changed.items():
+            if name not in static and not self.admin.set_global(name, value):
+                needs_restart = True
+        for name in removed:
+            if name not in static and not self.admin.set_global(name, None):
+                needs_restart = True
+        LOG.info(
+            "%d setting(s) changed, %d set live%s",
+            len(changed) + len(removed),
+            len(changed) + len(removed) - len(static),
+            "; a restart is needed" if needs_restart else "",
+        )
+        return needs_restart
+
+    def effective_configuration(self) -> dict[str, str]:
+        return {k: conf.show_value(v) for k, v in conf.tunables(self.config).items()}
+
+    # -- databases ---------------------------------------------------------------------------
+
+    def _list_databases(self) -> list[DatabaseSpec]:
+        return self.admin.list_databases()
+
+    def _create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
+        self.admin.create_databases(databases)
+
+    def _delete_database(self, name: str) -> None:
+        self.admin.delete_database(name)
+
+    # -- users -------------------------------------------------------------------------------
+
+    def _list_users(self) -> list[UserInfo]:
+        return self.admin.list_users()
+
+    def _get_user(self, name: str, host: str) -> UserInfo:
+        return self.admin.get_user(name, host)
+
+    def _create_users(self, users: Sequence[UserSpec]) -> None:
+        self.admin.create_users(users)
+
+    def _delete_user(self, name: str, host: str) -> None:
+        self.admin.delete_user(name, host)
+
+    def _update_user(
+        self, name: str, host: str, new_name: str | None, new_password: str | None
+    ) -> None:
+        self.admin.update_user(name, host, new_name, new_password)
+
+    def _grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
+        self.admin.grant_access(name, host, databases)
+
+    def _revoke_access(self, name: str, host: str, database: str) -> None:
+        self.admin.revoke_access(name, host, database)
+
+    # -- root --------------------------------------------------------------------------------
+
+    def _enable_root(self, password: str) -> str:
+        return self.admin.enable_root(password)
+
+    def _disable_root(self) -> None:
+        self.admin.disable_root()
+
+    def _is_root_enabled(self) -> bool:
+        return self.admin.is_root_enabled()

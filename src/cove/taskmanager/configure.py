@@ -1,0 +1,97 @@
+"""Applying an instance's settings to a running instance: after a configuration group is
+attached, detached or changed (and, through :func:`push_settings`, after a resize).
+
+The compute driver rewrites the guest's settings first (so they hold across agent restarts),
+then the guest agent takes them: dynamic parameters are set live, and a static one that changed
+leaves the instance RESTART_REQUIRED (reported by the guest's heartbeat) until it is restarted.
+A failure leaves the instance usable, with a fault message saying what went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cove.common.errors import CoveError, GuestError
+from cove.common.ids import utcnow
+from cove.db.instances import get_instance
+from cove.rpc import RequestContext
+from cove.taskmanager.context import TaskContext, guest_topic
+from cove.taskmanager.create import guest_spec
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds the guest agent has to rewrite its files and set what can be set live.
+APPLY_TIMEOUT = 120.0
+#: Fault messages recorded here start with this, so a later success clears only its own.
+FAULT_PREFIX = "Applying the configuration failed"
+
+
+def push_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> bool:
+    """Give the instance its settings as its row stands now (flavor sizes, volume size, the
+    group's values): rewrite them through the compute driver, then have the guest agent apply
+    them. Returns whether the server must be restarted for all of them to be in effect (False
+    for an instance not placed yet, which will be given them when it is).
+
+    Raises InstanceNotFound, and CoveError when the driver or the guest agent fails.
+    """
+    with tc.db.session() as s:
+        inst = get_instance(s, instance_id)
+        if inst.address is None:
+            # Not placed yet: placing it reads the settings as they will stand then.
+            return False
+        spec = guest_spec(tc, inst)
+    try:
+        tc.driver.update(spec)
+    except CoveError:
+        raise
+    except Exception as exc:
+        raise CoveError(f"the compute driver could not update the instance: {exc}") from exc
+    result = tc.bus.call(
+        guest_topic(instance_id),
+        "apply_configuration",
+        {
+            "ram_mb": spec.ram_mb,
+            "vcpus": spec.vcpus,
+            "volume_gb": spec.volume_gb,
+            "overrides": dict(spec.overrides),
+        },
+        ctx,
+        timeout=APPLY_TIMEOUT,
+    )
+    if not isinstance(result, dict) or not isinstance(result.get("restart_required"), bool):
+        raise GuestError(f"the guest agent of instance {instance_id} gave an unexpected answer")
+    return bool(result["restart_required"])
+
+
+def apply_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
+    """The ``update_configuration`` workflow: :func:`push_settings`, recording a failure as
+    the instance's fault (and clearing a fault of an earlier failed attempt on success)."""
+    try:
+        restart = push_settings(tc, ctx, instance_id)
+    except CoveError as exc:
+        LOG.error("applying the settings of instance %s failed: %s", instance_id, exc.message)
+        _record_fault(tc, instance_id, f"{FAULT_PREFIX}: {exc.message}")
+        return
+    LOG.info(
+        "settings of instance %s applied%s",
+        instance_id,
+        "; a restart is required" if restart else "",
+    )
+    _record_fault(tc, instance_id, None)
+
+
+def _record_fault(tc: TaskContext, instance_id: str, message: str | None) -> None:
+    with tc.db.session() as s:
+        try:
+            row = get_instance(s, instance_id)
+        except CoveError:
+            return  # deleted meanwhile
+        if message is None:
+            if row.fault_message and row.fault_message.startswith(FAULT_PREFIX):
+                row.fault_message = None
+                row.fault_at = None
+            return
+        now = utcnow()
+        row.fault_message = message
+        row.fault_at = now
+        row.updated = now

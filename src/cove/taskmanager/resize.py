@@ -1,0 +1,93 @@
+"""Resizing an instance: bring its place and its server to the flavor or volume size the API
+recorded, or put the old size back.
+
+The API records the new size on the instance with the RESIZING task (so quotas count it at once)
+and sends the old one along. Here the driver and the guest agent take the new settings; a new
+flavor changes the server's memory settings, so the server is restarted. Should any step fail,
+the old size goes back on the row, the guest is given the old settings again, and the fault is
+recorded: the instance is back to what it was, with the reason shown.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cove.common.errors import CoveError
+from cove.common.ids import utcnow
+from cove.db.instances import get_instance
+from cove.domain.status import Task
+from cove.rpc import RequestContext
+from cove.taskmanager.configure import push_settings
+from cove.taskmanager.context import TaskContext, guest_topic
+from cove.taskmanager.restart import RESTART_TIMEOUT
+
+LOG = logging.getLogger(__name__)
+
+#: How long a resize may take before the monitor gives up waiting for it.
+RESIZE_TIMEOUT = RESTART_TIMEOUT * 2
+
+
+def resize_instance(
+    tc: TaskContext,
+    ctx: RequestContext,
+    instance_id: str,
+    old_flavor_id: str | None = None,
+    new_flavor_id: str | None = None,
+    old_volume_size: int | None = None,
+    new_volume_size: int | None = None,
+) -> None:
+    with tc.db.session() as s:
+        if get_instance(s, instance_id).task != Task.RESIZING.value:
+            LOG.info("instance %s is no longer resizing; nothing to do", instance_id)
+            return
+    flavor = new_flavor_id is not None
+    fault: str | None = None
+    try:
+        _apply(tc, ctx, instance_id, restart=flavor)
+        LOG.info("instance %s resized", instance_id)
+    except CoveError as exc:
+        LOG.error("resizing instance %s failed: %s", instance_id, exc.message)
+        fault = f"Resize failed: {exc.message}"
+        _revert(
+            tc, ctx, instance_id, old_flavor_id, new_flavor_id, old_volume_size, new_volume_size
+        )
+    with tc.db.session() as s:
+        inst = get_instance(s, instance_id)
+        if inst.task != Task.RESIZING.value:
+            return
+        now = utcnow()
+        inst.task = Task.NONE.value
+        inst.fault_message = fault
+        inst.fault_at = now if fault else None
+        inst.updated = now
+
+
+def _apply(tc: TaskContext, ctx: RequestContext, instance_id: str, restart: bool) -> None:
+    """Give the driver and the guest the row's sizes; restart the server when asked."""
+    push_settings(tc, ctx, instance_id)
+    if restart:
+        tc.bus.call(guest_topic(instance_id), "restart", {}, ctx, timeout=RESTART_TIMEOUT)
+
+
+def _revert(
+    tc: TaskContext,
+    ctx: RequestContext,
+    instance_id: str,
+    old_flavor_id: str | None,
+    new_flavor_id: str | None,
+    old_volume_size: int | None,
+    new_volume_size: int | None,
+) -> None:
+    """Put the old size back on the row (unless something changed it since) and on the guest."""
+    with tc.db.session() as s:
+        inst = get_instance(s, instance_id)
+        if old_flavor_id is not None and inst.flavor_id == new_flavor_id:
+            inst.flavor_id = old_flavor_id
+        if old_volume_size is not None and inst.volume_size == new_volume_size:
+            inst.volume_size = old_volume_size
+    try:
+        _apply(tc, ctx, instance_id, restart=old_flavor_id is not None)
+    except CoveError as exc:
+        LOG.error(
+            "instance %s could not be given its old size back either: %s", instance_id, exc.message
+        )

@@ -1,0 +1,420 @@
+"""The MariaDB datastore manager against a real mariadbd, checked with PyMySQL over TCP on the
+instance's address: databases with character sets, users with hosts and grants, root, restarts,
+adoption, live and restart-only settings, the parameter catalogue, and no clear-text password
+anywhere on the host."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from cove.common.errors import (
+    BadRequest,
+    DatabaseAlreadyExists,
+    DatabaseNotFound,
+    UserAlreadyExists,
+    UserNotFound,
+)
+from cove.compute.discovery import find_mariadb
+from cove.compute.parameters.mariadb import read_parameters
+from cove.domain.capabilities import Capability
+from cove.domain.parameters import ParamType, denied
+from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.domain.status import GuestStatus
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores import load_manager
+from cove.guestagent.datastores.mariadb.conf import memory_settings
+from cove.guestagent.datastores.mariadb.manager import MariaManager
+
+FOUND = find_mariadb()
+PORT = 3306
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not FOUND, reason="needs mariadbd and mariadb-install-db"),
+]
+
+#: Distinct enough that finding them anywhere is no accident.
+PASSWORDS = {"u1": "pw-one-Mq81x", "u2": "pw-two-Jd27y"}
+NEW_PASSWORD = "pw-new-Wr55w"
+ROOT_PASSWORD = "pw-root-Kb93v"
+
+
+def free_address() -> str:
+    """A loopback address nothing listens on at the MariaDB port."""
+    for _ in range(50):
+        address = (
+            f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(2, 250)}"
+        )
+        with socket.socket() as sock:
+            try:
+                sock.bind((address, PORT))
+            except OSError:
+                continue
+            return address
+    raise AssertionError("no free loopback address")
+
+
+@pytest.fixture
+def config() -> Iterator[GuestConfig]:
+    base = Path(tempfile.mkdtemp(prefix="cove-mariadb-"))
+    base.chmod(0o755)
+    for sub in ("data", "conf", "log", "run", "tmp"):
+        (base / sub).mkdir()
+    yield GuestConfig(
+        instance_id="m1",
+        datastore="mariadb",
+        datastore_version=FOUND[-1].name if FOUND else "10.11",
+        bin_dir=FOUND[-1].bin_dir if FOUND else "/usr/sbin",
+        address=free_address(),
+        port=PORT,
+        ram_mb=256,
+        vcpus=1,
+        volume_gb=1,
+        transport_url="redis://unused",
+        heartbeat_interval=5,
+        instance_dir=str(base),
+    )
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def managers() -> Iterator[list[MariaManager]]:
+    made: list[MariaManager] = []
+    yield made
+    for manager in reversed(made):
+        manager.stop()
+
+
+def new_manager(config: GuestConfig, managers: list[MariaManager]) -> MariaManager:
+    manager = load_manager(config)
+    assert isinstance(manager, MariaManager)
+    managers.append(manager)
+    return manager
+
+
+def login(
+    config: GuestConfig, user: str, password: str, database: str | None = None
+) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+    return pymysql.connect(
+        host=config.address,
+        port=config.port,
+        user=user,
+        password=password,
+        database=database,
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
+def query(
+    conn: pymysql.connections.Connection[pymysql.cursors.Cursor], sql: str
+) -> list[tuple[object, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+def global_value(config: GuestConfig, name: str) -> str:
+    with login(config, "root", ROOT_PASSWORD) as conn:
+        rows = query(conn, f"SHOW GLOBAL VARIABLES LIKE '{name}'")
+    return str(rows[0][1])
+
+
+def assert_no_clear_passwords(config: GuestConfig, secrets: list[str]) -> None:
+    for directory in (config.conf_dir, config.log_dir, config.data_dir, config.root / "tmp"):
+        for path in directory.rglob("*"):
+            if path.is_file():
+                content = path.read_bytes()
+                for secret in secrets:
+                    assert secret.encode() not in content, f"a password in clear text in {path}"
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            for secret in secrets:
+                assert secret.encode() not in cmdline, f"a password on the command line of {proc}"
+
+
+def test_mariadb_manager(config: GuestConfig, managers: list[MariaManager]) -> None:
+    manager = new_manager(config, managers)
+    assert manager.capabilities == {
+        Capability.DATABASES,
+        Capability.USERS,
+        Capability.ROOT,
+        Capability.CONFIGURATION,
+    }
+    assert manager.status() is GuestStatus.NEW
+    manager.prepare(
+        [DatabaseSpec("shop"), DatabaseSpec("legacy_db", "latin1", "latin1_swedish_ci")],
+        [
+            UserSpec("u1", PASSWORDS["u1"], "%", ("shop",)),
+            UserSpec("u2", PASSWORDS["u2"], "%", ("legacy_db",)),
+        ],
+    )
+    assert manager.prepared
+    assert manager.status() is GuestStatus.HEALTHY
+    for name in ("my.cnf", "admin.secret"):
+        assert (config.conf_dir / name).stat().st_mode & 0o777 == 0o600
+    assert not (config.conf_dir / "bootstrap.sql").exists()
+    my_cnf = (config.conf_dir / "my.cnf").read_text()
+    assert f"bind_address = {config.address}\n" in my_cnf
+    assert f"tmpdir = {config.root / 'tmp'}\n" in my_cnf
+
+    # Databases keep their character set and collation; system databases stay hidden.
+    assert [(d.name, d.character_set, d.collate) for d in manager.list_databases()] == [
+        ("legacy_db", "latin1", "latin1_swedish_ci"),
+        ("shop", "utf8mb4", "utf8mb4_general_ci"),
+    ]
+    with pytest.raises(BadRequest, match="character set 'klingon'"):
+        manager.create_databases([DatabaseSpec("x1", "klingon")])
+    with pytest.raises(BadRequest, match="collation 'nope_ci'"):
+        manager.create_databases([DatabaseSpec("x1", None, "nope_ci")])
+    with pytest.raises(BadRequest, match="not one of character set"):
+        manager.create_databases([DatabaseSpec("x1", "latin1", "utf8mb4_bin")])
+    with pytest.raises(DatabaseAlreadyExists):
+        manager.create_databases([DatabaseSpec("fresh"), DatabaseSpec("shop")])
+    for system in ("mysql", "information_schema", "performance_schema", "sys"):
+        with pytest.raises(BadRequest):
+            manager.create_databases([DatabaseSpec(system)])
+        with pytest.raises(DatabaseNotFound):
+            manager.delete_database(system)
+        with pytest.raises(BadRequest):
+            manager.grant_access("u1", "%", [system])
+    assert [d.name for d in manager.list_databases()] == ["legacy_db", "shop"]
+    manager.create_databases([DatabaseSpec("extra", None, "utf8mb4_unicode_ci")])
+    assert ("extra", "utf8mb4", "utf8mb4_unicode_ci") in [
+        (d.name, d.character_set, d.collate) for d in manager.list_databases()
+    ]
+
+    # Each user logs in over TCP on the instance's address and reaches only its databases.
+    with login(config, "u1", PASSWORDS["u1"], "shop") as u1:
+        query(u1, "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20))")
+        query(u1, "INSERT INTO items VALUES (1, 'kept')")
+        assert [r[0] for r in query(u1, "SHOW DATABASES")] == ["information_schema", "shop"]
+        with pytest.raises(pymysql.err.OperationalError):
+            query(u1, "SELECT * FROM legacy_db.t")
+        with pytest.raises(pymysql.err.OperationalError):
+            query(u1, "SELECT * FROM mysql.user")
+    with pytest.raises(pymysql.err.OperationalError):
+        login(config, "u1", PASSWORDS["u1"], "legacy_db")
+    with pytest.raises(pymysql.err.OperationalError):
+        login(config, "u1", "wrong")
+
+    # Users: list (the agent's, root and the server's own accounts hidden), show, mistakes.
+    assert [u.to_dict() for u in manager.list_users()] == [
+        {"name": "u1", "host": "%", "databases": ["shop"]},
+        {"name": "u2", "host": "%", "databases": ["legacy_db"]},
+    ]
+    with pytest.raises(UserNotFound):
+        manager.get_user("u1", "10.0.0.1")
+    for reserved in ("cove_admin", "root", "mariadb.sys"):
+        with pytest.raises(BadRequest):
+            manager.create_users([UserSpec(reserved, "x")])
+        with pytest.raises(UserNotFound):
+            manager.delete_user(reserved, "localhost")
+        with pytest.raises(UserNotFound):
+            manager.get_user(reserved, "localhost")
+    with pytest.raises(UserAlreadyExists):
+        manager.create_users([UserSpec("fresh", "x"), UserSpec("u1", "x")])
+    with pytest.raises(DatabaseNotFound):
+        manager.create_users([UserSpec("fresh", "x", "%", ("nope",))])
+    assert [u.name for u in manager.list_users()] == ["u1", "u2"]
+
+    # A user with a host is a separate account: here, only from the instance's own address.
+    manager.create_users([UserSpec("u1", "pw-host", config.address, ("extra",))])
+    assert manager.get_user("u1", config.address).databases == ("extra",)
+    assert manager.get_user("u1", "%").databases == ("shop",)
+    manager.delete_user("u1", config.address)
+
+    # Grant and revoke: a wildcard in a name grants nothing beyond it.
+    manager.create_databases([DatabaseSpec("legacyXdb")])
+    manager.grant_access("u1", "%", ["legacy_db"])
+    with login(config, "u1", PASSWORDS["u1"]) as u1:
+        query(u1, "CREATE TABLE legacy_db.t (x INT)")
+        with pytest.raises(pymysql.err.OperationalError):
+            query(u1, "CREATE TABLE legacyXdb.t (x INT)")
+    assert manager.get_user("u1", "%").databases == ("legacy_db", "shop")
+    manager.revoke_access("u1", "%", "legacy_db")
+    with pytest.raises(DatabaseNotFound):
+        manager.revoke_access("u1", "%", "legacy_db")
+    with login(config, "u1", PASSWORDS["u1"]) as u1, pytest.raises(pymysql.err.OperationalError):
+        query(u1, "SELECT * FROM legacy_db.t")
+
+    # Password change and rename: the grants follow the account.
+    manager.update_user("u2", "%", None, NEW_PASSWORD)
+    with pytest.raises(pymysql.err.OperationalError):
+        login(config, "u2", PASSWORDS["u2"])
+    manager.update_user("u2", "%", "u3", None)
+    with login(config, "u3", NEW_PASSWORD, "legacy_db") as u3:
+        assert query(u3, "SELECT COUNT(*) FROM t") == [(0,)]
+    assert [u.name for u in manager.list_users()] == ["u1", "u3"]
+    with pytest.raises(UserAlreadyExists):
+        manager.update_user("u3", "%", "u1", None)
+
+    # Deleting a database takes its grants along: a new one of that name is not open to u3.
+    manager.delete_database("legacy_db")
+    assert manager.get_user("u3", "%").databases == ()
+    manager.create_databases([DatabaseSpec("legacy_db")])
+    with pytest.raises(pymysql.err.OperationalError):
+        login(config, "u3", NEW_PASSWORD, "legacy_db")
+
+    # Root: every database, users and grants, but not the host's files or the server's life.
+    assert manager.is_root_enabled() is False
+    assert manager.enable_root(ROOT_PASSWORD) == "root"
+    assert manager.is_root_enabled() is True
+    with login(config, "root", ROOT_PASSWORD) as root:
+        assert query(root, "SELECT name FROM shop.items") == [("kept",)]
+        query(root, "CREATE DATABASE made_by_root")
+        assert query(root, "SELECT LOAD_FILE('/etc/passwd')") == [(None,)]  # no FILE
+        with pytest.raises(pymysql.err.OperationalError):
+            query(root, "SHUTDOWN")
+    assert "made_by_root" in [d.name for d in manager.list_databases()]
+    assert "root" not in [u.name for u in manager.list_users()]
+    manager.disable_root()
+    assert manager.is_root_enabled() is False
+    with pytest.raises(pymysql.err.OperationalError):
+        login(config, "root", ROOT_PASSWORD)
+    manager.enable_root(ROOT_PASSWORD)
+    assert manager.is_root_enabled() is True
+
+    # Delete a user: it can no longer log in.
+    manager.delete_user("u3", "%")
+    with pytest.raises(UserNotFound):
+        manager.delete_user("u3", "%")
+    with pytest.raises(pymysql.err.OperationalError):
+        login(config, "u3", NEW_PASSWORD)
+
+    # A restart keeps the data, users and root.
+    manager.restart()
+    manager.restart()
+    assert manager.status() is GuestStatus.HEALTHY
+    with login(config, "u1", PASSWORDS["u1"], "shop") as u1:
+        assert query(u1, "SELECT name FROM items") == [("kept",)]
+    assert manager.is_root_enabled() is True
+    manager.stop()
+    manager.stop()
+    assert manager.status() is GuestStatus.SHUTDOWN
+    manager.start()
+    manager.start()
+    assert manager.status() is GuestStatus.HEALTHY
+
+    # The agent is the server's parent: a crash is reported at once.
+    crashed = threading.Event()
+    manager.on_change = lambda status: crashed.set() if status is GuestStatus.CRASHED else None
+    pid = int((config.run_dir / "mariadbd.pid").read_text())
+    assert manager.server.pid == pid
+    os.kill(pid, signal.SIGKILL)
+    assert crashed.wait(5)
+    assert manager.status() is GuestStatus.CRASHED
+    manager.restart()
+    assert manager.status() is GuestStatus.HEALTHY
+    with login(config, "u1", PASSWORDS["u1"], "shop") as u1:
+        assert query(u1, "SELECT name FROM items") == [("kept",)]
+
+    # A new agent adopts the running server instead of starting another.
+    pid = int((config.run_dir / "mariadbd.pid").read_text())
+    manager.on_change = lambda _status: None
+    manager.server._stopping = True  # the old agent is gone; its watcher must stay quiet
+    successor = new_manager(config, managers)
+    assert successor.adopt()
+    assert successor.server.pid == pid
+    assert successor.status() is GuestStatus.HEALTHY
+    successor.prepare([], [])  # already prepared: nothing is remade
+    assert successor.server.pid == pid
+    assert [u.name for u in successor.list_users()] == ["u1"]
+
+    assert_no_clear_passwords(config, [*PASSWORDS.values(), NEW_PASSWORD, ROOT_PASSWORD, "pw-host"])
+
+
+def test_configuration_live_and_at_restart(
+    config: GuestConfig, managers: list[MariaManager]
+) -> None:
+    manager = new_manager(config, managers)
+    manager.prepare([], [])
+    manager.enable_root(ROOT_PASSWORD)
+    assert manager.effective_configuration()["max_connections"] == global_value(
+        config, "max_connections"
+    )
+    assert global_value(config, "innodb_buffer_pool_size") == str(128 * 1024 * 1024)
+
+    # A dynamic variable is set live.
+    dynamic = replace(config, overrides={"long_query_time": 2.5})
+    assert manager.apply_configuration(dynamic) is False
+    assert float(global_value(config, "long_query_time")) == 2.5
+    assert manager.status() is GuestStatus.HEALTHY
+    assert not manager.restart_pending
+
+    # A read-only one waits for the restart; the dynamic one stays in effect meanwhile.
+    both = replace(
+        config,
+        overrides={
+            "long_query_time": 3,
+            "max_connections": 77,
+            "innodb_log_buffer_size": 8 * 1024 * 1024,
+        },
+    )
+    assert manager.apply_configuration(both) is True
+    assert manager.restart_pending
+    assert global_value(config, "max_connections") == "77"
+    assert float(global_value(config, "long_query_time")) == 3.0
+    assert global_value(config, "innodb_log_buffer_size") != str(8 * 1024 * 1024)
+    effective = manager.effective_configuration()
+    assert effective["innodb_log_buffer_size"] == str(8 * 1024 * 1024)
+    assert effective["max_connections"] == "77"
+
+    manager.restart()
+    assert not manager.restart_pending
+    assert global_value(config, "innodb_log_buffer_size") == str(8 * 1024 * 1024)
+    assert global_value(config, "max_connections") == "77"
+    assert float(global_value(config, "long_query_time")) == 3.0
+
+    # Removing an override goes back to the flavor's value, live.
+    back = replace(config, overrides={})
+    assert manager.apply_configuration(back) is True  # the log buffer goes back at a restart
+    assert global_value(config, "max_connections") == str(
+        memory_settings(config.ram_mb)["max_connections"]
+    )
+    assert float(global_value(config, "long_query_time")) == 10.0
+
+
+def test_failed_prepare_starts_over(config: GuestConfig, managers: list[MariaManager]) -> None:
+    manager = new_manager(config, managers)
+    manager.warm_up()
+    assert manager.status() is GuestStatus.BUILDING
+    with pytest.raises(BadRequest):
+        manager.prepare([DatabaseSpec("a", "klingon")], [])
+    assert not manager.prepared
+    manager.prepare([DatabaseSpec("a")], [UserSpec("ok", "pw-ok", "%", ("a",))])
+    with login(config, "ok", "pw-ok", "a") as conn:
+        assert query(conn, "SELECT 1") == [(1,)]
+
+
+def test_read_parameters() -> None:
+    params = {p.name: p for p in read_parameters(FOUND[-1].bin_dir)}
+    conns = params["max_connections"]
+    assert conns.type is ParamType.INTEGER and not conns.restart_required
+    assert conns.min is not None and conns.max is not None and conns.min < conns.max
+    assert params["long_query_time"].type is ParamType.FLOAT
+    assert params["autocommit"].type is ParamType.BOOLEAN
+    assert params["innodb_log_buffer_size"].restart_required
+    assert params["concurrent_insert"].allowed == ("NEVER", "AUTO", "ALWAYS")
+    for name in ("datadir", "port", "bind_address", "socket", "tmpdir", "log_bin", "server_id"):
+        assert name not in params
+    assert not [name for name in params if denied("mariadb", name)]
+    # Session-only and informational variables never enter: my.cnf cannot set them.
+    for name in ("timestamp", "license", "version", "error_count", "hostname"):
+        assert name not in params

@@ -1,0 +1,726 @@
+"""Configuration groups and parameter catalogues: the API against a real SQLite control
+database, the task manager workflow that applies settings, and how registration stores a
+version's catalogue. The bus, the compute driver and the parameter readers are stand-ins that
+record what they are asked."""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from accounts import add_account, password_auth
+from cove.api.app import create_app
+from cove.api.context import build_context
+from cove.common.errors import RpcTimeout
+from cove.common.ids import new_id, utcnow
+from cove.common.settings import load_settings
+from cove.compute import parameters as readers
+from cove.compute.base import ComputeDriver, GuestSpec
+from cove.compute.discovery import FoundVersion
+from cove.db import catalog
+from cove.db.catalog import register_found_versions, register_version, seed_flavors
+from cove.db.configurations import catalogue, store_catalogue
+from cove.db.engine import Database
+from cove.db.migrate import upgrade
+from cove.db.models import Datastore, DatastoreVersion, GuestState, Instance
+from cove.db.networks import sync_default_network
+from cove.domain.parameters import Parameter, ParamType
+from cove.domain.status import ComputeState, GuestStatus, Task
+from cove.rpc import RequestContext
+from cove.taskmanager.configure import FAULT_PREFIX, apply_settings, push_settings
+from cove.taskmanager.context import TaskContext
+from cove.taskmanager.service import TaskManager
+
+PG15 = FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin")
+PG14 = FoundVersion("postgresql", "14", "14.9", "/usr/lib/postgresql/14/bin")
+REDIS = FoundVersion("redis", "7.0", "7.0.15", "/usr/bin")
+
+CATALOGUE = [
+    Parameter("work_mem", ParamType.INTEGER, False, min=64, max=2147483647),
+    Parameter("shared_buffers", ParamType.INTEGER, True, min=16, max=1073741823),
+    Parameter("random_page_cost", ParamType.FLOAT, False, min=0),
+    Parameter("jit", ParamType.BOOLEAN, False),
+    Parameter("application_name", ParamType.STRING, False),
+    Parameter("log_min_messages", ParamType.STRING, False, allowed=("debug1", "info", "warning")),
+]
+
+
+class Bus:
+    """Records casts and calls; calls answer from ``answers`` (an exception is raised)."""
+
+    def __init__(self) -> None:
+        self.casts: list[tuple[str, str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.answers: dict[str, Any] = {}
+
+    def cast(self, topic: str, method: str, args: dict[str, Any], context: Any = None) -> None:
+        self.casts.append((topic, method, args))
+
+    def call(
+        self,
+        topic: str,
+        method: str,
+        args: dict[str, Any],
+        context: Any = None,
+        timeout: float = 30,
+    ) -> Any:
+        self.calls.append((topic, method, args))
+        answer = self.answers[method]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def declare_topic(self, topic: str) -> None:
+        pass
+
+    def updates(self) -> list[str]:
+        return [a["instance_id"] for _t, m, a in self.casts if m == "update_configuration"]
+
+
+def _version(db: Database, found: FoundVersion) -> str:
+    with db.session() as s:
+        ds = s.scalar(select(Datastore).where(Datastore.name == found.datastore))
+        assert ds is not None
+        return next(v.id for v in ds.versions if v.name == found.name)
+
+
+@pytest.fixture
+def api(tmp_path: Any) -> Any:
+    settings = load_settings(data_dir=tmp_path, page_size=2, rate_limit_per_minute=0)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    with db.session() as s:
+        seed_flavors(s)
+        for found in (PG15, PG14, REDIS):
+            register_version(s, found)
+        sync_default_network(s, settings)
+        s.flush()
+        for found in (PG15, PG14):
+            ds = s.scalar(select(Datastore).where(Datastore.name == found.datastore))
+            assert ds is not None
+            version = next(v for v in ds.versions if v.name == found.name)
+            store_catalogue(s, version, CATALOGUE, found.version)
+        ds = s.scalar(select(Datastore).where(Datastore.name == "postgresql"))
+        assert ds is not None
+        ds.default_version_id = next(v.id for v in ds.versions if v.name == "15")
+    bus = Bus()
+    context = build_context(settings, db, bus)  # type: ignore[arg-type]
+    client = TestClient(create_app(context))
+    assert context.identity is not None
+    tokens = {}
+    for project, user, role in (
+        ("p1", "u1", "member"),
+        ("p1", "r1", "reader"),
+        ("p2", "u2", "member"),
+    ):
+        pid, password = add_account(db, project, user, role, project_id=project)
+        tokens[user], _ = context.identity.authenticate(password_auth(user, password, pid))
+    client.headers["X-Auth-Token"] = tokens["u1"]
+    client.tokens = tokens  # type: ignore[attr-defined]
+    client.bus = bus  # type: ignore[attr-defined]
+    client.db = db  # type: ignore[attr-defined]
+    client.settings = settings  # type: ignore[attr-defined]
+    yield client
+    db.dispose()
+
+
+def fault(resp: Any, status: int, name: str) -> str:
+    assert resp.status_code == status, resp.text
+    data = resp.json()
+    assert list(data) == [name], data
+    return str(data[name]["message"])
+
+
+def group(api: Any, values: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "tuned",
+        "values": {"work_mem": 4096} if values is None else values,
+        "datastore": {"type": "postgresql", "version": "15"},
+    }
+    body.update(extra)
+    resp = api.post("/v1.0/p1/configurations", json={"configuration": body})
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json()["configuration"])
+
+
+def instance(api: Any, version: str = "15", **extra: Any) -> str:
+    body = {
+        "name": "db",
+        "flavorRef": "1",
+        "volume": {"size": 1},
+        "datastore": {"type": "postgresql", "version": version},
+        **extra,
+    }
+    resp = api.post("/v1.0/p1/instances", json={"instance": body})
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["instance"]["id"])
+
+
+def make_active(api: Any, instance_id: str) -> None:
+    """The instance as a finished build leaves it: placed, its guest reporting HEALTHY."""
+    with api.db.session() as s:
+        inst = s.get(Instance, instance_id)
+        now = utcnow()
+        inst.task = Task.NONE.value
+        inst.compute_state = ComputeState.ACTIVE.value
+        inst.address = "127.42.0.9"
+        inst.agent_started_at = now
+        s.add(
+            GuestState(instance_id=instance_id, status=GuestStatus.HEALTHY.value, heartbeat_at=now)
+        )
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+def test_parameters_by_name_and_by_version_id(api: Any) -> None:
+    vid = _version(api.db, PG15)
+    listed = api.get("/v1.0/p1/datastores/postgresql/versions/15/parameters").json()
+    params = listed["configuration-parameters"]
+    assert [p["name"] for p in params] == sorted(p.name for p in CATALOGUE)
+    by_id = api.get(f"/v1.0/p1/datastores/versions/{vid}/parameters").json()
+    assert by_id == listed
+    one = api.get("/v1.0/p1/datastores/postgresql/versions/15/parameters/work_mem").json()
+    assert one == {
+        "name": "work_mem",
+        "datastore_version_id": vid,
+        "restart_required": False,
+        "type": "integer",
+        "min": 64,
+        "max": 2147483647,
+    }
+    assert api.get(f"/v1.0/p1/datastores/versions/{vid}/parameters/work_mem").json() == one
+    jit = api.get(f"/v1.0/p1/datastores/versions/{vid}/parameters/jit").json()
+    assert "min" not in jit and "max" not in jit and jit["type"] == "boolean"
+    level = api.get(f"/v1.0/p1/datastores/versions/{vid}/parameters/log_min_messages").json()
+    assert level["allowed"] == ["debug1", "info", "warning"]
+    fault(api.get(f"/v1.0/p1/datastores/versions/{vid}/parameters/port"), 404, "itemNotFound")
+    fault(api.get("/v1.0/p1/datastores/postgresql/versions/9/parameters"), 404, "itemNotFound")
+    fault(api.get("/v1.0/p1/datastores/versions/nope/parameters"), 404, "itemNotFound")
+    # A version whose catalogue could not be read has none.
+    empty = api.get("/v1.0/p1/datastores/redis/versions/7.0/parameters").json()
+    assert empty == {"configuration-parameters": []}
+    reader = {"X-Auth-Token": api.tokens["r1"]}
+    assert (
+        api.get(f"/v1.0/p1/datastores/versions/{vid}/parameters", headers=reader).status_code == 200
+    )
+
+
+# -- groups -----------------------------------------------------------------------------------
+
+
+def test_create_show_and_list(api: Any) -> None:
+    created = group(
+        api, {"work_mem": 4096.0, "jit": 0, "log_min_messages": "INFO"}, description="d"
+    )
+    vid = _version(api.db, PG15)
+    assert created["values"] == {"work_mem": 4096, "jit": False, "log_min_messages": "info"}
+    assert isinstance(created["values"]["work_mem"], int)
+    assert created["instance_count"] == 0
+    assert created["datastore_version_id"] == vid
+    assert (created["datastore_name"], created["datastore_version_name"]) == ("postgresql", "15")
+    assert created["datastore_version_number"] == "15.4"
+    assert created["description"] == "d"
+    shown = api.get(f"/v1.0/p1/configurations/{created['id']}").json()["configuration"]
+    assert shown == created
+    listed = api.get("/v1.0/p1/configurations").json()
+    assert [g["id"] for g in listed["configurations"]] == [created["id"]]
+    summary = listed["configurations"][0]
+    assert "values" not in summary and "instance_count" not in summary
+    assert summary["datastore_version_number"] == "15.4" and "links" not in listed
+
+
+def test_the_default_datastore_version_is_used(api: Any) -> None:
+    api.settings.default_datastore = "postgresql"
+    resp = api.post("/v1.0/p1/configurations", json={"configuration": {"name": "x", "values": {}}})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["configuration"]["datastore_version_name"] == "15"
+    api.settings.default_datastore = None
+    msg = fault(
+        api.post("/v1.0/p1/configurations", json={"configuration": {"name": "x", "values": {}}}),
+        400,
+        "badRequest",
+    )
+    assert "Please specify datastore" in msg
+
+
+def test_groups_page_with_limit_and_marker(api: Any) -> None:
+    ids = [group(api, name=f"g{n}")["id"] for n in range(3)]
+    first = api.get("/v1.0/p1/configurations").json()
+    assert [g["id"] for g in first["configurations"]] == ids[:2]
+    href = first["links"][0]["href"]
+    assert f"marker={ids[1]}" in href and "limit=2" in href
+    rest = api.get(f"/v1.0/p1/configurations?marker={ids[1]}").json()
+    assert [g["id"] for g in rest["configurations"]] == ids[2:] and "links" not in rest
+    one = api.get("/v1.0/p1/configurations?limit=1").json()
+    assert len(one["configurations"]) == 1 and "links" in one
+
+
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        (
+            {"port": 5433},
+            "The configuration parameter port is not supported for this datastore: postgresql 15.",
+        ),
+        ({"work_mem": "1"}, "work_mem is not of type integer"),
+        ({"work_mem": 1.5}, "work_mem is not of type integer"),
+        ({"work_mem": True}, "work_mem is not of type integer"),
+        ({"jit": "on"}, "jit is not of type boolean"),
+        ({"application_name": 3}, "application_name is not of type string"),
+        ({"work_mem": 1}, "less than the minimum allowed: 64"),
+        ({"shared_buffers": 2**40}, "greater than the maximum allowed: 1073741823"),
+        ({"log_min_messages": "panic"}, "must be one of: debug1, info, warning"),
+        ({"application_name": "a\nb"}, "one line"),
+    ],
+)
+def test_values_are_validated_against_the_catalogue(
+    api: Any, values: dict[str, Any], text: str
+) -> None:
+    body = {"name": "g", "values": values, "datastore": {"type": "postgresql", "version": "15"}}
+    msg = fault(
+        api.post("/v1.0/p1/configurations", json={"configuration": body}),
+        422,
+        "unprocessableEntity",
+    )
+    assert text in msg
+    assert api.get("/v1.0/p1/configurations").json() == {"configurations": []}
+
+
+def test_a_version_without_a_catalogue_does_not_support_groups(api: Any) -> None:
+    body = {"name": "g", "values": {}, "datastore": {"type": "redis", "version": "7.0"}}
+    msg = fault(
+        api.post("/v1.0/p1/configurations", json={"configuration": body}),
+        422,
+        "unprocessableEntity",
+    )
+    assert msg == "Configuration groups are not supported for this datastore: redis 7.0."
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "name", "text"),
+    [
+        ({"name": "   "}, 400, "badRequest", "non-empty"),
+        ({"name": "x" * 256}, 400, "badRequest", "255"),
+        ({"description": "d" * 256}, 400, "badRequest", "description"),
+        ({"values": [1]}, 400, "badRequest", "values"),
+        ({"values": None}, 400, "badRequest", "values"),
+        ({"datastore": {"type": "mongodb"}}, 404, "itemNotFound", "mongodb"),
+        ({"datastore": {"type": "postgresql", "version": "9"}}, 404, "itemNotFound", "9"),
+        ({"bogus": 1}, 400, "badRequest", "bogus"),
+    ],
+)
+def test_create_validation(
+    api: Any, change: dict[str, Any], status: int, name: str, text: str
+) -> None:
+    body: dict[str, Any] = {
+        "name": "g",
+        "values": {},
+        "datastore": {"type": "postgresql", "version": "15"},
+    }
+    body.update(change)
+    msg = fault(api.post("/v1.0/p1/configurations", json={"configuration": body}), status, name)
+    assert text in msg
+
+
+def test_patch_merges_and_put_replaces(api: Any) -> None:
+    gid = group(api, {"work_mem": 4096, "jit": True})["id"]
+    resp = api.patch(
+        f"/v1.0/p1/configurations/{gid}",
+        json={"configuration": {"values": {"jit": False, "random_page_cost": 1.1}}},
+    )
+    assert resp.status_code == 200 and resp.content == b""
+    shown = api.get(f"/v1.0/p1/configurations/{gid}").json()["configuration"]
+    assert shown["values"] == {"work_mem": 4096, "jit": False, "random_page_cost": 1.1}
+    fault(
+        api.patch(
+            f"/v1.0/p1/configurations/{gid}",
+            json={"configuration": {"values": {"work_mem": "8MB"}}},
+        ),
+        422,
+        "unprocessableEntity",
+    )
+    resp = api.put(
+        f"/v1.0/p1/configurations/{gid}",
+        json={
+            "configuration": {
+                "values": {"application_name": "shop"},
+                "name": "renamed",
+                "description": None,
+            }
+        },
+    )
+    assert resp.status_code == 202 and resp.content == b""
+    shown = api.get(f"/v1.0/p1/configurations/{gid}").json()["configuration"]
+    assert shown["values"] == {"application_name": "shop"}
+    assert shown["name"] == "renamed" and shown["description"] is None
+    fault(
+        api.put(f"/v1.0/p1/configurations/{gid}", json={"configuration": {"name": "x"}}),
+        400,
+        "badRequest",
+    )
+    # No instance is attached: nothing is pushed.
+    assert api.bus.updates() == []
+
+
+def test_password_values_are_masked(api: Any) -> None:
+    with api.db.session() as s:
+        version = s.get(DatastoreVersion, _version(api.db, PG15))
+        store_catalogue(
+            s, version, [*CATALOGUE, Parameter("x_password", ParamType.STRING, False)], "15.4"
+        )
+    created = group(api, {"x_password": "hunter2", "work_mem": 100})
+    assert created["values"] == {"x_password": "***", "work_mem": 100}
+    shown = api.get(f"/v1.0/p1/configurations/{created['id']}")
+    assert "hunter2" not in shown.text
+
+
+def test_delete(api: Any) -> None:
+    gid = group(api)["id"]
+    resp = api.delete(f"/v1.0/p1/configurations/{gid}")
+    assert resp.status_code == 202
+    fault(api.get(f"/v1.0/p1/configurations/{gid}"), 404, "itemNotFound")
+    fault(api.delete(f"/v1.0/p1/configurations/{gid}"), 404, "itemNotFound")
+    assert api.get("/v1.0/p1/configurations").json() == {"configurations": []}
+
+
+def test_another_projects_group_is_not_found(api: Any) -> None:
+    gid = group(api)["id"]
+    other = {"X-Auth-Token": api.tokens["u2"]}
+    values = {"configuration": {"values": {}}}
+    for method, path, body in (
+        ("GET", f"configurations/{gid}", None),
+        ("GET", f"configurations/{gid}/instances", None),
+        ("PATCH", f"configurations/{gid}", values),
+        ("PUT", f"configurations/{gid}", values),
+        ("DELETE", f"configurations/{gid}", None),
+    ):
+        resp = api.request(method, f"/v1.0/p2/{path}", json=body, headers=other)
+        fault(resp, 404, "itemNotFound")
+    assert api.get("/v1.0/p2/configurations", headers=other).json() == {"configurations": []}
+    # Nor can another project's instance be created with it.
+    body = {
+        "instance": {
+            "name": "x",
+            "flavorRef": "1",
+            "volume": {"size": 1},
+            "datastore": {"type": "postgresql", "version": "15"},
+            "configuration": gid,
+        }
+    }
+    fault(api.post("/v1.0/p2/instances", json=body, headers=other), 404, "itemNotFound")
+    assert api.get(f"/v1.0/p1/configurations/{gid}").json()["configuration"]["name"] == "tuned"
+
+
+def test_readers_read_but_do_not_write(api: Any) -> None:
+    gid = group(api)["id"]
+    reader = {"X-Auth-Token": api.tokens["r1"]}
+    assert api.get("/v1.0/p1/configurations", headers=reader).status_code == 200
+    assert api.get(f"/v1.0/p1/configurations/{gid}", headers=reader).status_code == 200
+    assert api.get(f"/v1.0/p1/configurations/{gid}/instances", headers=reader).status_code == 200
+    body = {"configuration": {"name": "g", "values": {}}}
+    values = {"configuration": {"values": {}}}
+    for resp in (
+        api.post("/v1.0/p1/configurations", json=body, headers=reader),
+        api.patch(f"/v1.0/p1/configurations/{gid}", json=values, headers=reader),
+        api.put(f"/v1.0/p1/configurations/{gid}", json=values, headers=reader),
+        api.delete(f"/v1.0/p1/configurations/{gid}", headers=reader),
+    ):
+        assert "Policy doesn't allow" in fault(resp, 403, "forbidden")
+
+
+# -- groups and instances ---------------------------------------------------------------------
+
+
+def test_create_an_instance_with_a_group(api: Any) -> None:
+    gid = group(api, {"work_mem": 4096})["id"]
+    iid = instance(api, configuration=gid)
+    shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    assert shown["configuration"]["id"] == gid and shown["configuration"]["name"] == "tuned"
+    assert shown["configuration"]["links"][0]["href"].endswith(f"/configurations/{gid}")
+    summary = api.get("/v1.0/p1/instances").json()["instances"][0]
+    assert "configuration" not in summary
+    detail = api.get("/v1.0/p1/instances/detail").json()["instances"][0]
+    assert detail["configuration"]["id"] == gid
+    # The build gives the guest the group's values.
+    tc = TaskContext(api.settings, api.db, api.bus, Driver())
+    tc.bus.answers["apply_configuration"] = {"restart_required": False}
+    with api.db.session() as s:
+        from cove.taskmanager.create import guest_spec
+
+        inst = s.get(Instance, iid)
+        inst.address = "127.42.0.9"
+        assert guest_spec(tc, inst).overrides == {"work_mem": 4096}
+    listed = api.get(f"/v1.0/p1/configurations/{gid}/instances").json()
+    assert listed == {"instances": [{"id": iid, "name": "db"}]}
+    assert api.get(f"/v1.0/p1/configurations/{gid}").json()["configuration"]["instance_count"] == 1
+    msg = fault(api.delete(f"/v1.0/p1/configurations/{gid}"), 400, "badRequest")
+    assert "detach" in msg
+
+
+def test_an_instance_takes_only_a_group_of_its_version(api: Any) -> None:
+    gid = group(api)["id"]
+    body = {
+        "name": "x",
+        "flavorRef": "1",
+        "volume": {"size": 1},
+        "datastore": {"type": "postgresql", "version": "14"},
+        "configuration": gid,
+    }
+    msg = fault(api.post("/v1.0/p1/instances", json={"instance": body}), 400, "badRequest")
+    assert "postgresql 15" in msg and "postgresql 14" in msg
+    body["configuration"] = new_id()
+    fault(api.post("/v1.0/p1/instances", json={"instance": body}), 404, "itemNotFound")
+    assert api.bus.casts == []
+    other = instance(api, version="14")
+    make_active(api, other)
+    msg = fault(
+        api.put(f"/v1.0/p1/instances/{other}", json={"instance": {"configuration": gid}}),
+        400,
+        "badRequest",
+    )
+    assert "own datastore version" in msg
+    assert api.bus.updates() == []
+
+
+def test_attach_and_detach(api: Any) -> None:
+    gid = group(api)["id"]
+    second = group(api, name="second")["id"]
+    iid = instance(api)
+    attach = {"instance": {"configuration": gid}}
+    # Not while it builds.
+    fault(api.put(f"/v1.0/p1/instances/{iid}", json=attach), 422, "unprocessableEntity")
+    make_active(api, iid)
+    resp = api.put(
+        f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": gid, "name": "new"}}
+    )
+    assert resp.status_code == 202, resp.text
+    shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    assert shown["configuration"]["id"] == gid and shown["name"] == "new"
+    assert api.bus.updates() == [iid]
+    msg = fault(
+        api.patch(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": second}}),
+        400,
+        "badRequest",
+    )
+    assert "detach it first" in msg
+    msg = fault(
+        api.put(
+            f"/v1.0/p1/instances/{iid}",
+            json={"instance": {"configuration": None, "datastore_version": "14"}},
+        ),
+        400,
+        "badRequest",
+    )
+    assert "Only one attribute" in msg
+    # Changing the group pushes it to the instance, once per change.
+    api.patch(f"/v1.0/p1/configurations/{gid}", json={"configuration": {"values": {"jit": True}}})
+    api.put(f"/v1.0/p1/configurations/{gid}", json={"configuration": {"values": {}}})
+    assert api.bus.updates() == [iid, iid, iid]
+    assert (
+        api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": None}}).status_code
+        == 202
+    )
+    assert "configuration" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    assert api.bus.updates() == [iid] * 4
+    # An empty update detaches too (Trove's rule); with nothing attached it changes nothing.
+    assert (
+        api.patch(
+            f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": second}}
+        ).status_code
+        == 202
+    )
+    assert api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {}}).status_code == 202
+    assert api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {}}).status_code == 202
+    assert "configuration" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    assert api.bus.updates() == [iid] * 6
+    assert api.delete(f"/v1.0/p1/configurations/{gid}").status_code == 202
+    fault(api.put(f"/v1.0/p1/instances/{iid}", json=attach), 404, "itemNotFound")
+
+
+def test_a_bus_failure_undoes_the_attachment(api: Any) -> None:
+    gid = group(api)["id"]
+    iid = instance(api)
+    make_active(api, iid)
+
+    def down(*_args: Any, **_kwargs: Any) -> None:
+        from cove.common.errors import ServiceUnavailable
+
+        raise ServiceUnavailable("the bus is down")
+
+    api.bus.cast = down
+    fault(
+        api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": gid}}),
+        503,
+        "serviceUnavailable",
+    )
+    assert "configuration" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+
+
+def test_the_effective_configuration_comes_from_the_guest(api: Any) -> None:
+    iid = instance(api)
+    fault(api.get(f"/v1.0/p1/instances/{iid}/configuration"), 422, "unprocessableEntity")
+    make_active(api, iid)
+    api.bus.answers["get_configuration"] = {"work_mem": "4MB", "masterauth": "s3cret"}
+    body = api.get(f"/v1.0/p1/instances/{iid}/configuration").json()
+    assert body == {"instance": {"configuration": {"work_mem": "4MB", "masterauth": "***"}}}
+    assert api.bus.calls[-1][:2] == (f"guestagent.{iid}", "get_configuration")
+    api.bus.answers["get_configuration"] = RpcTimeout("no answer")
+    msg = fault(api.get(f"/v1.0/p1/instances/{iid}/configuration"), 503, "serviceUnavailable")
+    assert "did not answer" in msg
+    reader = {"X-Auth-Token": api.tokens["r1"]}
+    api.bus.answers["get_configuration"] = {}
+    assert api.get(f"/v1.0/p1/instances/{iid}/configuration", headers=reader).status_code == 200
+
+
+# -- the task manager -------------------------------------------------------------------------
+
+
+class Driver(ComputeDriver):
+    name = "local"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.updated: list[GuestSpec] = []
+        self.fail = fail
+
+    def create(self, spec: GuestSpec) -> None:
+        raise AssertionError("not expected")
+
+    def update(self, spec: GuestSpec) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        self.updated.append(spec)
+
+    def ensure_running(self, instance_id: str) -> bool:
+        return False
+
+    def state(self, instance_id: str) -> ComputeState:
+        return ComputeState.ACTIVE
+
+    def destroy(self, instance_id: str) -> None:
+        pass
+
+
+def test_applying_settings_updates_the_place_then_the_guest(api: Any) -> None:
+    gid = group(api, {"shared_buffers": 1024, "jit": True})["id"]
+    iid = instance(api, configuration=gid)
+    make_active(api, iid)
+    driver = Driver()
+    tc = TaskContext(api.settings, api.db, api.bus, driver)
+    api.bus.answers["apply_configuration"] = {"restart_required": True}
+    assert push_settings(tc, RequestContext(), iid) is True
+    (spec,) = driver.updated
+    assert spec.overrides == {"shared_buffers": 1024, "jit": True} and spec.ram_mb == 512
+    topic, method, args = api.bus.calls[-1]
+    assert (topic, method) == (f"guestagent.{iid}", "apply_configuration")
+    assert args == {
+        "ram_mb": 512,
+        "vcpus": 1,
+        "volume_gb": 1,
+        "overrides": {"shared_buffers": 1024, "jit": True},
+    }
+    # Through the task manager's RPC table, as the API's cast arrives.
+    TaskManager(tc).endpoints()["update_configuration"](RequestContext(), instance_id=iid)
+    assert len(driver.updated) == 2
+
+
+def test_a_failed_apply_is_recorded_and_cleared_by_the_next_success(api: Any) -> None:
+    iid = instance(api)
+    make_active(api, iid)
+    tc = TaskContext(api.settings, api.db, api.bus, Driver())
+    api.bus.answers["apply_configuration"] = RpcTimeout("the guest did not answer")
+    apply_settings(tc, RequestContext(), iid)
+    fault_view = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]["fault"]
+    assert (
+        fault_view["message"].startswith(FAULT_PREFIX) and "did not answer" in fault_view["message"]
+    )
+    api.bus.answers["apply_configuration"] = {"restart_required": False}
+    apply_settings(tc, RequestContext(), iid)
+    assert "fault" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    # A driver failure is a Cove error too, and the instance stays as it was.
+    broken = TaskContext(api.settings, api.db, api.bus, Driver(fail=True))
+    apply_settings(broken, RequestContext(), iid)
+    shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    assert "disk full" in shown["fault"]["message"] and shown["status"] == "ACTIVE"
+    # An instance not placed yet is given its settings when it is placed.
+    building = instance(api)
+    assert push_settings(tc, RequestContext(), building) is False
+
+
+# -- registration -----------------------------------------------------------------------------
+
+
+def test_registration_reads_a_catalogue_once_per_binary_version(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/cove.sqlite"
+    upgrade(url)
+    db = Database(url)
+    found = [PG15]
+    monkeypatch.setattr(catalog, "find_postgresql", lambda: list(found))
+    monkeypatch.setattr(catalog, "find_redis", lambda: [])
+    monkeypatch.setattr(catalog, "find_mariadb", lambda: [])
+    read: list[FoundVersion] = []
+
+    def reader(item: FoundVersion) -> list[Parameter]:
+        read.append(item)
+        return CATALOGUE[:2]
+
+    try:
+        with db.session() as s:
+            register_found_versions(s, reader)
+        with db.session() as s:
+            register_found_versions(s, reader)
+            assert list(catalogue(s, _version(db, PG15))) == ["shared_buffers", "work_mem"]
+        assert read == [PG15]
+        found[0] = FoundVersion("postgresql", "15", "15.5", PG15.bin_dir)
+        with db.session() as s:
+            register_found_versions(s, reader)
+            version = s.get(DatastoreVersion, _version(db, PG15))
+            assert version is not None and version.parameters_version == "15.5"
+        assert len(read) == 2
+
+        def failing(item: FoundVersion) -> list[Parameter]:
+            raise OSError("cannot run postgres")
+
+        found[0] = FoundVersion("postgresql", "15", "15.6", PG15.bin_dir)
+        with db.session() as s:
+            register_found_versions(s, failing)
+        with db.session() as s:
+            version = s.get(DatastoreVersion, _version(db, PG15))
+            assert version is not None and version.parameters_version is None
+            assert catalogue(s, version.id) == {}
+        with db.session() as s:
+            register_found_versions(s, reader)  # tried again, and read this time
+            assert len(catalogue(s, _version(db, PG15))) == 2
+    finally:
+        db.dispose()
+
+
+def test_the_reader_of_a_datastore_is_chosen_by_name_and_denied_parameters_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = types.ModuleType("cove.compute.parameters.fake")
+    seen: list[str] = []
+
+    def read_parameters(bin_dir: str) -> list[Parameter]:
+        seen.append(bin_dir)
+        return [
+            Parameter("work_mem", ParamType.INTEGER, False),
+            Parameter("data_directory", ParamType.STRING, True),
+            Parameter("port", ParamType.INTEGER, True),
+            Parameter("ssl_ciphers", ParamType.STRING, True),
+        ]
+
+    module.read_parameters = read_parameters  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cove.compute.parameters.fake", module)
+    monkeypatch.setitem(readers.READERS, "postgresql", "fake")
+    assert [p.name for p in readers.read_parameters(PG15)] == ["work_mem"]
+    assert seen == [PG15.bin_dir]
+    with pytest.raises(LookupError, match="known: "):
+        readers.read_parameters(FoundVersion("mongodb", "7", "7.0", "/x"))
