@@ -103,5 +103,30 @@ def test_mariadb_flow(cove_up: ControlPlane) -> None:
     assert "cove_admin" not in str(api.get(f"/instances/{iid}/users").json())
     assert api.delete(f"/instances/{iid}/users/cove_admin").status_code in (400, 404)
 
+    # Users have hosts: an account of one host is refused from another. A client on this
+    # machine reaches the instance's loopback address from 127.0.0.1.
+    users = {
+        "users": [
+            {"name": "near", "password": "near-1", "host": "127.0.0.1"},
+            {"name": "far", "password": "far-1", "host": "10.9.9.9"},
+        ]
+    }
+    assert api.post(f"/instances/{iid}/users", json=users).status_code == 202
+    listed = {(u["name"], u["host"]) for u in api.get(f"/instances/{iid}/users").json()["users"]}
+    assert {("near", "127.0.0.1"), ("far", "10.9.9.9")} <= listed
+    login(inst, "near", "near-1").close()
+    with pytest.raises(pymysql.err.OperationalError):
+        login(inst, "far", "far-1")
+    assert api.get(f"/instances/{iid}/users/far@10.9.9.9").status_code == 200
+    assert api.get(f"/instances/{iid}/users/far").status_code == 404  # far@% does not exist
+    moved = {"user": {"host": "127.0.0.1"}}
+    assert api.put(f"/instances/{iid}/users/far%4010.9.9.9", json=moved).status_code == 202
+    login(inst, "far", "far-1").close()
+    assert api.delete(f"/instances/{iid}/users/far@127.0.0.1").status_code == 202
+    with pytest.raises(pymysql.err.OperationalError):
+        login(inst, "far", "far-1")
+    bad = {"users": [{"name": "x", "password": "x-1", "host": "bad host!"}]}
+    assert api.post(f"/instances/{iid}/users", json=bad).status_code == 400
+
     assert api.delete(f"/instances/{iid}").status_code == 202
     wait_for(lambda: api.get(f"/instances/{iid}").status_code == 404, 60, 0.1, "deletion")

@@ -154,6 +154,7 @@ def test_mariadb_manager(config: GuestConfig, managers: list[MariaManager]) -> N
     assert manager.capabilities == {
         Capability.DATABASES,
         Capability.USERS,
+        Capability.USER_HOSTS,
         Capability.ROOT,
         Capability.CONFIGURATION,
     }
@@ -264,6 +265,15 @@ def test_mariadb_manager(config: GuestConfig, managers: list[MariaManager]) -> N
     assert [u.name for u in manager.list_users()] == ["u1", "u3"]
     with pytest.raises(UserAlreadyExists):
         manager.update_user("u3", "%", "u1", None)
+    # A new host, grants and all; and back, with a new name at the same time.
+    manager.update_user("u3", "%", None, None, new_host="10.1.2.3")
+    assert manager.get_user("u3", "10.1.2.3").databases == ("legacy_db",)
+    with pytest.raises(pymysql.err.OperationalError):
+        login(config, "u3", NEW_PASSWORD)  # this client is not 10.1.2.3
+    manager.update_user("u3", "10.1.2.3", "u4", None, new_host="%")
+    manager.update_user("u4", "%", "u3", None)
+    with login(config, "u3", NEW_PASSWORD, "legacy_db") as u3:
+        assert query(u3, "SELECT COUNT(*) FROM t") == [(0,)]
 
     # Deleting a database takes its grants along: a new one of that name is not open to u3.
     manager.delete_database("legacy_db")

@@ -270,6 +270,28 @@ def test_initial_users_have_no_host(api):
     assert "no host" in msg
 
 
+def test_mariadb_users_have_hosts(api):
+    with api.context.db.session() as s:
+        register_version(s, FoundVersion("mariadb", "10.11", "10.11.9", "/usr/sbin"))
+    users = [
+        {"name": "u", "password": "p", "host": "10.0.0.%"},
+        {"name": "u", "password": "p", "host": "192.168.1.1"},
+    ]
+    spec = body(users=users, datastore={"type": "mariadb", "version": "10.11"})
+    resp = api.post("/v1.0/p1/instances", json=spec)
+    assert resp.status_code == 200, resp.text
+    _topic, method, args = api.bus.casts[-1]
+    assert method == "create_instance"
+    assert [(u["name"], u["host"]) for u in args["users"]] == [
+        ("u", "10.0.0.%"),
+        ("u", "192.168.1.1"),
+    ]
+    twice = body(users=[users[0], users[0]], datastore={"type": "mariadb"})
+    assert "twice" in fault(api.post("/v1.0/p1/instances", json=twice), 400, "badRequest")
+    odd = body(users=[{"name": "u", "password": "p", "host": "a b"}], datastore={"type": "mariadb"})
+    fault(api.post("/v1.0/p1/instances", json=odd), 400, "badRequest")
+
+
 def test_invalid_unicode_is_a_400_not_a_500(api):
     raw = b'{"instance": {"name": "x\\ud800", "flavorRef": "2", "volume": {"size": 1}}}'
     msg = fault(

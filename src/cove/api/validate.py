@@ -9,6 +9,7 @@ from typing import TypeVar
 from cove.api.schemas import DatabaseIn, UserIn
 from cove.common.errors import BadRequest, ValidationFailed
 from cove.domain import names
+from cove.domain.capabilities import Capability, capabilities
 from cove.domain.specs import DatabaseSpec, UserSpec
 
 T = TypeVar("T")
@@ -22,12 +23,14 @@ def checked(rule: Callable[[T], T], value: T) -> T:
         raise ValidationFailed(str(exc)) from exc
 
 
-def no_host(name: str, host: str | None) -> str:
-    """PostgreSQL users have no host: only '%' (or none) is accepted."""
-    value = checked(names.user_host, host)
-    if value != "%":
-        raise BadRequest(f"User '{name}': users of this datastore have no host; leave it out.")
-    return value
+def host_allowed(datastore: str, name: str, host: str) -> str:
+    """A checked ``host`` for user ``name`` of ``datastore``: any host where users have hosts
+    (MariaDB), only '%' elsewhere. Raises BadRequest."""
+    if host != "%" and Capability.USER_HOSTS not in capabilities(datastore):
+        raise BadRequest(
+            f"User '{name}': users of datastore {datastore} have no host; leave it out or use '%'."
+        )
+    return host
 
 
 def database_specs(databases: Iterable[DatabaseIn]) -> list[DatabaseSpec]:
@@ -44,14 +47,15 @@ def user_specs(
     users: Iterable[UserIn], initial_databases: set[str] | None = None
 ) -> list[UserSpec]:
     """With ``initial_databases`` (at instance creation), every database a user names must be
-    among them, as Trove requires."""
+    among them, as Trove requires. Hosts are checked for form only: :func:`host_allowed` checks
+    them against the datastore once it is known."""
     specs: list[UserSpec] = []
     for user in users:
         checked(names.user_name, user.name)
         checked(names.password, user.password)
-        host = no_host(user.name, user.host)
-        if any(s.name == user.name for s in specs):
-            raise BadRequest(f"User '{user.name}' is listed twice.")
+        host = str(checked(names.user_host, user.host))
+        if any((s.name, s.host) == (user.name, host) for s in specs):
+            raise BadRequest(f"User '{user.name}@{host}' is listed twice.")
         for ref in user.databases:
             checked(names.database_name, ref.name)
             if initial_databases is not None and ref.name not in initial_databases:

@@ -8,6 +8,8 @@ from enum import StrEnum
 class Capability(StrEnum):
     DATABASES = "databases"
     USERS = "users"
+    #: Users are accounts per (name, host), the host limiting where they may log in from.
+    USER_HOSTS = "user hosts"
     ROOT = "root"
     CONFIGURATION = "configuration"
     BACKUPS = "backups"
@@ -20,7 +22,13 @@ DATASTORE_CAPABILITIES: dict[str, frozenset[Capability]] = {
         {Capability.DATABASES, Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
     ),
     "mariadb": frozenset(
-        {Capability.DATABASES, Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
+        {
+            Capability.DATABASES,
+            Capability.USERS,
+            Capability.USER_HOSTS,
+            Capability.ROOT,
+            Capability.CONFIGURATION,
+        }
     ),
     # Databases are no Redis concept; users are ACL users, root the default user.
     "redis": frozenset({Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}),

@@ -202,8 +202,9 @@ class GuestService:
         host: str,
         new_name: str | None = None,
         new_password: str | None = None,
+        new_host: str | None = None,
     ) -> None:
-        self.manager.update_user(name, host, new_name, new_password)
+        self.manager.update_user(name, host, new_name, new_password, new_host)
 
     def change_passwords(self, ctx: RequestContext, users: list[dict[str, Any]]) -> None:
         for user in users:

@@ -21,7 +21,7 @@ from cove.api.schemas import (
     UsersBody,
     UserUpdateBody,
 )
-from cove.api.validate import checked, database_specs, user_specs
+from cove.api.validate import checked, database_specs, host_allowed, user_specs
 from cove.api.views import paginate
 from cove.common.errors import BadRequest, NotImplementedFault
 from cove.common.ids import generate_password
@@ -39,16 +39,14 @@ def _accepted() -> Response:
 
 
 def split_user(segment: str) -> tuple[str, str]:
-    """``name`` or ``name@host`` (URL-encoded) from the path; the host defaults to '%'."""
+    """``name`` or ``name@host`` (URL-encoded) from the path; the host defaults to '%'. Checks
+    the form only: :func:`host_allowed` checks the host against the datastore."""
     text = unquote(segment)
     name, sep, host = text.rpartition("@")
     if not sep:
         name, host = text, "%"
     checked(names.user_name, name)
-    host = checked(names.user_host, host)
-    if host != "%":
-        raise BadRequest(f"Users of this datastore have no host; use '{name}' or '{name}@%'.")
-    return name, host
+    return name, checked(names.user_host, host)
 
 
 # -- databases -------------------------------------------------------------------------------
@@ -158,6 +156,8 @@ def create_users(
     ctx = authorize(request, project_id, "user:create")
     specs = user_specs(body.users)
     datastore = check_ready(c, project_id, instance_id, Capability.USERS)
+    for spec in specs:
+        host_allowed(datastore, spec.name, spec.host)
     if any(u.databases for u in specs):
         require(datastore, Capability.DATABASES)
     call_guest(c, ctx, instance_id, "create_users", {"users": [u.to_dict() for u in specs]})
@@ -178,7 +178,9 @@ def change_passwords(
         name, host = split_user(user.name if not user.host else f"{user.name}@{user.host}")
         checked(names.password, user.password)
         users.append({"name": name, "host": host, "password": user.password})
-    check_ready(c, project_id, instance_id, Capability.USERS)
+    datastore = check_ready(c, project_id, instance_id, Capability.USERS)
+    for u in users:
+        host_allowed(datastore, u["name"], u["host"])
     call_guest(c, ctx, instance_id, "change_passwords", {"users": users})
     return _accepted()
 
@@ -189,7 +191,7 @@ def show_user(
 ) -> Any:
     ctx = authorize(request, project_id, "user:show")
     name, host = split_user(user)
-    check_ready(c, project_id, instance_id, Capability.USERS)
+    host_allowed(check_ready(c, project_id, instance_id, Capability.USERS), name, host)
     return {
         "user": _user_view(
             call_guest(c, ctx, instance_id, "get_user", {"name": name, "host": host})
@@ -211,19 +213,27 @@ def update_user(
     attrs = body.user
     if attrs.name is None and attrs.password is None and attrs.host is None:
         raise BadRequest("Give at least one of 'name', 'password' or 'host' to change.")
-    if attrs.host is not None and checked(names.user_host, attrs.host) != "%":
-        raise BadRequest("Users of this datastore have no host.")
+    new_host = checked(names.user_host, attrs.host) if attrs.host is not None else None
     if attrs.name is not None:
         checked(names.user_name, attrs.name)
     if attrs.password is not None:
         checked(names.password, attrs.password)
-    check_ready(c, project_id, instance_id, Capability.USERS)
+    datastore = check_ready(c, project_id, instance_id, Capability.USERS)
+    host_allowed(datastore, name, host)
+    if new_host is not None:
+        host_allowed(datastore, name, new_host)
     call_guest(
         c,
         ctx,
         instance_id,
         "update_user",
-        {"name": name, "host": host, "new_name": attrs.name, "new_password": attrs.password},
+        {
+            "name": name,
+            "host": host,
+            "new_name": attrs.name,
+            "new_password": attrs.password,
+            "new_host": new_host if new_host != host else None,
+        },
     )
     return _accepted()
 
@@ -234,7 +244,7 @@ def delete_user(
 ) -> Response:
     ctx = authorize(request, project_id, "user:delete")
     name, host = split_user(user)
-    check_ready(c, project_id, instance_id, Capability.USERS)
+    host_allowed(check_ready(c, project_id, instance_id, Capability.USERS), name, host)
     call_guest(c, ctx, instance_id, "delete_user", {"name": name, "host": host})
     return _accepted()
 
@@ -245,7 +255,7 @@ def list_access(
 ) -> Any:
     ctx = authorize(request, project_id, "user:access")
     name, host = split_user(user)
-    check_ready(c, project_id, instance_id, Capability.DATABASES)
+    host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
     dbs = call_guest(c, ctx, instance_id, "list_access", {"name": name, "host": host})
     return {"databases": [{"name": d} for d in dbs]}
 
@@ -263,7 +273,7 @@ def grant_access(
     name, host = split_user(user)
     for ref in body.databases:
         checked(names.database_name, ref.name)
-    check_ready(c, project_id, instance_id, Capability.DATABASES)
+    host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
     call_guest(
         c,
         ctx,
@@ -286,7 +296,7 @@ def revoke_access(
     ctx = authorize(request, project_id, "user:revoke")
     name, host = split_user(user)
     checked(names.database_name, database)
-    check_ready(c, project_id, instance_id, Capability.DATABASES)
+    host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
     call_guest(
         c, ctx, instance_id, "revoke_access", {"name": name, "host": host, "database": database}
     )

@@ -15,7 +15,7 @@ from cove.api.guest import call_guest, check_ready, require
 from cove.api.resize import resize
 from cove.api.routers.catalog import find_flavor
 from cove.api.schemas import DatastoreIn, InstanceCreate, InstanceCreateBody, InstanceUpdateBody
-from cove.api.validate import checked, database_specs, user_specs
+from cove.api.validate import checked, database_specs, host_allowed, user_specs
 from cove.api.views import instance_view, masked, next_links, page_limit
 from cove.common.errors import (
     BadRequest,
@@ -215,13 +215,19 @@ def _create_configuration(
     return cfg.id
 
 
-def _record(c: ApiContext, project_id: str, spec: InstanceCreate, with_databases: bool) -> str:
+def _record(
+    c: ApiContext,
+    project_id: str,
+    spec: InstanceCreate,
+    users: list[UserSpec],
+    with_databases: bool,
+) -> str:
     """Record a new BUILDING instance of the project within its quotas; returns its id.
 
     Raises FlavorNotFound, DatastoreNotFound, DatastoreVersionNotFound, NotFound (no such
     configuration group), BadRequest (an inactive version, an unusable network, a group of
-    another version), OperationNotSupported (databases asked of a datastore
-    without them) and QuotaExceeded.
+    another version, a user host where users have none), OperationNotSupported (databases
+    asked of a datastore without them) and QuotaExceeded.
     """
     instance_id = new_id()
     with c.db.session() as s:
@@ -232,6 +238,8 @@ def _record(c: ApiContext, project_id: str, spec: InstanceCreate, with_databases
         configuration_id = _create_configuration(s, project_id, spec.configuration, version)
         if with_databases:
             require(version.datastore.name, Capability.DATABASES)
+        for user in users:
+            host_allowed(version.datastore.name, user.name, user.host)
         network = resolve_network(s, spec.nics)
         size = spec.volume.gigabytes if spec.volume else 0
         check_instance_quota(s, c.settings, project_id, ram=flavor.ram, volume=size)
@@ -295,7 +303,7 @@ def create_instance(
     spec = body.instance
     _unsupported(spec)
     dbs, users = _validate_payload(spec, c)
-    instance_id = _record(c, project_id, spec, bool(dbs) or any(u.databases for u in users))
+    instance_id = _record(c, project_id, spec, users, bool(dbs) or any(u.databases for u in users))
     _cast_create(c, ctx, instance_id, dbs, users)
     with c.db.session() as s:
         return {"instance": _view(request, c, get_instance(s, instance_id), True)}

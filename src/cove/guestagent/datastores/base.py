@@ -213,11 +213,27 @@ class DatastoreManager(ABC):
         self._delete_user(name, host)
 
     def update_user(
-        self, name: str, host: str, new_name: str | None, new_password: str | None
+        self,
+        name: str,
+        host: str,
+        new_name: str | None,
+        new_password: str | None,
+        new_host: str | None = None,
     ) -> None:
+        """Rename, change the password and (where users have hosts) move the user to another
+        host; the user keeps its grants."""
         self._require(Capability.USERS)
+        moving = new_host is not None and new_host != host
+        if moving:
+            self._require(Capability.USER_HOSTS)
         LOG.info("updating user %s", name)
-        self._update_user(name, host, new_name, new_password)
+        if new_name is not None or new_password is not None:
+            self._update_user(name, host, new_name, new_password)
+        if moving:
+            self._change_host(new_name or name, host, str(new_host))
+
+    def _change_host(self, name: str, host: str, new_host: str) -> None:
+        raise OperationNotSupported(f"users of {self.config.datastore} have no host")
 
     def grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
         self._require(Capability.USERS)

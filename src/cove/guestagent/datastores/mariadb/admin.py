@@ -282,6 +282,14 @@ class MariaAdmin:
             # The account's grants move with it.
             self._run("RENAME USER %s@%s TO %s@%s", [name, host, new_name, host])
 
+    def change_host(self, name: str, host: str, new_host: str) -> None:
+        """Move ``name``@``host`` to ``new_host``, grants and all."""
+        self._require_user(name, host)
+        _checked(names.user_host, new_host)
+        if self._user_exists(name, new_host):
+            raise UserAlreadyExists(f"A user with the name {name}@{new_host} already exists.")
+        self._run("RENAME USER %s@%s TO %s@%s", [name, host, name, new_host])
+
     # -- access ------------------------------------------------------------------------------
 
     def list_access(self, name: str, host: str) -> list[str]:

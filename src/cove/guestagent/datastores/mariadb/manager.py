@@ -150,6 +150,9 @@ class MariaManager(DatastoreManager):
     ) -> None:
         self.admin.update_user(name, host, new_name, new_password)
 
+    def _change_host(self, name: str, host: str, new_host: str) -> None:
+        self.admin.change_host(name, host, new_host)
+
     def _grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
         self.admin.grant_access(name, host, databases)
 
