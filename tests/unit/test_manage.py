@@ -14,10 +14,10 @@ from cove.cli.manage import main
 from cove.cli.up import create_private, make_private, sqlite_file
 from cove.common.errors import Unauthorized
 from cove.common.settings import Settings, load_settings
-from cove.compute.discovery import find_postgresql
+from cove.compute.discovery import find_mariadb, find_postgresql, find_redis
 from cove.db.engine import Database
 from cove.db.migrate import head
-from cove.db.models import Instance, Network, Role, User
+from cove.db.models import DatastoreVersion, Instance, Network, Role, User
 from cove.identity.service import IdentityService
 from cove.identity.tokens import TokenClaims, TokenSigner, load_key
 from rows import add_instance
@@ -310,7 +310,22 @@ def test_versions_found_disabled_and_enabled(run):
     out = run("datastore", "add-version", "postgresql", "custom", "--bin-dir", found.bin_dir).output
     assert "registered" in out
     bad = run("datastore", "add-version", "postgresql", "x", "--bin-dir", "/nonexistent", ok=False)
-    assert "no PostgreSQL server" in bad.output
+    assert "no postgresql server (postgres and initdb)" in bad.output
+    bad = run("datastore", "add-version", "mongodb", "x", "--bin-dir", found.bin_dir, ok=False)
+    assert "unknown datastore 'mongodb'" in bad.output
+    # Every managed datastore can be added by hand, with its catalogue read from the binaries.
+    for datastore, finder in (("redis", find_redis), ("mariadb", find_mariadb)):
+        versions = finder()
+        if not versions:
+            continue
+        out = run("datastore", "add-version", datastore, "mine", "--bin-dir", versions[0].bin_dir)
+        assert "registered" in out.output
+        assert f"{datastore:12} mine" in run("datastore", "list").output
+        wrong = run("datastore", "add-version", datastore, "y", "--bin-dir", "/tmp", ok=False)
+        assert f"no {datastore} server" in wrong.output
+    with Database(load_settings().database_url).session() as s:
+        custom = s.scalar(select(DatastoreVersion).where(DatastoreVersion.name == "custom"))
+        assert custom is not None and custom.parameters_version == found.version
 
 
 @pytest.mark.skipif(not find_postgresql(), reason="needs PostgreSQL binaries")

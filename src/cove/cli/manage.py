@@ -98,28 +98,21 @@ def datastore_register() -> None:
 @click.option("--bin-dir", required=True, help="Directory holding the server's binaries.")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default version.")
 def datastore_add_version(datastore_name: str, name: str, bin_dir: str, make_default: bool) -> None:
-    """Add (or update) a version from a directory of binaries."""
+    """Add (or update) a version of mariadb, postgresql or redis from a directory of binaries,
+    and read its configuration parameters from them."""
     from pathlib import Path
 
-    from cove.compute.discovery import MIN_POSTGRESQL, FoundVersion, pg_version
-    from cove.db.catalog import register_version
+    from cove.compute.discovery import version_in
+    from cove.db.catalog import refresh_parameters, register_version
 
-    if datastore_name != "postgresql":
-        raise click.ClickException("only the postgresql datastore is available")
-    number = pg_version(Path(bin_dir).resolve())
-    if number is None:
-        raise click.ClickException(f"no PostgreSQL server (postgres, initdb) in {bin_dir}")
-    if int(number.split(".")[0]) < MIN_POSTGRESQL:
-        raise click.ClickException(
-            f"PostgreSQL {number} is too old: Cove needs {MIN_POSTGRESQL} or newer"
-        )
+    try:
+        found = version_in(datastore_name, name, Path(bin_dir))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     with _database(_settings()).session() as s:
-        register_version(
-            s,
-            FoundVersion(datastore_name, name, number, str(Path(bin_dir).resolve())),
-            make_default=make_default,
-        )
-    click.echo(f"{datastore_name} {name} ({number}) registered")
+        register_version(s, found, make_default=make_default)
+        refresh_parameters(s, found)
+    click.echo(f"{datastore_name} {name} ({found.version}) registered")
 
 
 def _set_version_active(datastore_name: str, name: str, active: bool) -> None:

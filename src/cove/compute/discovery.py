@@ -173,3 +173,28 @@ def find_mariadb(extra: list[Path] | None = None) -> list[FoundVersion]:
         name = f"{major}.{minor}"
         found.setdefault(name, FoundVersion("mariadb", name, version, str(server.parent)))
     return sorted(found.values(), key=lambda v: tuple(int(p) for p in v.name.split(".")))
+
+
+def version_in(datastore: str, name: str, bin_dir: Path) -> FoundVersion:
+    """The server of ``datastore`` in ``bin_dir``, as a version named ``name``: what an operator
+    registers by hand. Raises ValueError saying what is missing, unknown or too old."""
+    bin_dir = bin_dir.resolve()  # the directory only: a binary may act by its own name
+    minimum: tuple[int, ...]
+    if datastore == "postgresql":
+        number, needs, minimum = pg_version(bin_dir), "postgres and initdb", (MIN_POSTGRESQL,)
+    elif datastore == "mariadb":
+        number = mariadb_version(bin_dir / "mariadbd")
+        needs, minimum = "mariadbd, with mariadb-install-db beside it or on PATH", MIN_MARIADB
+    elif datastore == "redis":
+        number, needs, minimum = redis_version(bin_dir / "redis-server"), "redis-server", MIN_REDIS
+    else:
+        raise ValueError(
+            f"unknown datastore '{datastore}' (Cove manages mariadb, postgresql, redis)"
+        )
+    if number is None:
+        raise ValueError(f"no {datastore} server ({needs}) in {bin_dir}")
+    parts = tuple(int(p) for p in number.split(".")[: len(minimum)])
+    if parts < minimum:
+        oldest = ".".join(str(p) for p in minimum)
+        raise ValueError(f"{datastore} {number} is too old: Cove needs {oldest} or newer")
+    return FoundVersion(datastore, name, number, str(bin_dir))
