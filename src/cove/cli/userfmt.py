@@ -197,6 +197,7 @@ def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("datastore", _datastore(inst)),
         ("flavor", (inst.get("flavor") or {}).get("id")),
         ("volume", size),
+        ("configuration", _configuration(inst)),
         ("hostname", inst.get("hostname")),
         ("addresses", addresses),
         ("port", inst.get("port")),
@@ -204,6 +205,13 @@ def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("updated", inst.get("updated")),
         ("fault", (inst.get("fault") or {}).get("message")),
     ]
+
+
+def _configuration(inst: Mapping[str, Any]) -> str | None:
+    group = inst.get("configuration") or {}
+    if not group:
+        return None
+    return f"{group.get('name')} ({group.get('id')})" if group.get("name") else group.get("id")
 
 
 def connect_hint(inst: Mapping[str, Any], database: str | None, user: str | None) -> str | None:

@@ -66,7 +66,14 @@ def test_list_show_and_instances(cove: FakeCove) -> None:
     ]
 
 
+def known(cove: FakeCove) -> None:
+    """The API knows group c-1 (named 'tuned') by its id; any other id is a 404."""
+    cove.on("GET", "configurations/c-1", reply(200, {"configuration": {**GROUP, "values": {}}}))
+    cove.on("GET", "configurations", reply(200, {"configurations": [GROUP]}))
+
+
 def test_set_patch_and_delete(cove: FakeCove) -> None:
+    known(cove)
     cove.on("PUT", "configurations/c-1", reply(202))
     cove.on("PATCH", "configurations/c-1", reply(200))
     cove.on("DELETE", "configurations/c-1", reply(202))
@@ -78,6 +85,7 @@ def test_set_patch_and_delete(cove: FakeCove) -> None:
 
 
 def test_delete_refused_while_attached_shows_the_fault(cove: FakeCove) -> None:
+    known(cove)
     refusal = {"badRequest": {"code": 400, "message": "detach it from them first."}}
     cove.on("DELETE", "configurations/c-1", reply(400, refusal))
     result = run("configuration", "delete", "c-1")
@@ -104,8 +112,23 @@ def test_parameters(cove: FakeCove) -> None:
     assert "max               2048" in one.splitlines()
 
 
+def test_groups_are_named_by_id_or_name(cove: FakeCove) -> None:
+    known(cove)
+    cove.on("PATCH", "configurations/c-1", reply(200))
+    assert run("configuration", "patch", "tuned", "--values", '{"jit": true}').exit_code == 0
+    assert cove.bodies("PATCH") == [{"configuration": {"values": {"jit": True}}}]
+    missing = run("configuration", "delete", "nothing")
+    assert missing.exit_code == 1 and "no configuration group" in missing.stderr
+    twins = [GROUP, {**GROUP, "id": "c-2"}]
+    cove.on("GET", "configurations", reply(200, {"configurations": twins}))
+    several = run("configuration", "delete", "tuned")
+    assert several.exit_code == 1 and "several" in several.stderr
+    assert cove.bodies("DELETE") == []
+
+
 def test_instance_create_attach_and_detach(cove: FakeCove) -> None:
-    assert create_body(cove, "--configuration", "c-1")["configuration"] == "c-1"
+    known(cove)
+    assert create_body(cove, "--configuration", "tuned")["configuration"] == "c-1"
     cove.on("PUT", "instances/i-1", reply(202))
     assert run("instance", "attach-configuration", "i-1", "c-1").exit_code == 0
     assert run("instance", "detach-configuration", "i-1").exit_code == 0

@@ -234,11 +234,13 @@ def test_rename(cove: FakeCove) -> None:
 
 def test_show(cove: FakeCove) -> None:
     inst = instance("ACTIVE", port=5433, fault=None)
+    inst["configuration"] = {"id": "c-1", "name": "tuned", "links": []}
     cove.on("GET", "instances/i-1", reply(200, {"instance": inst}))
     result = run("instance", "show", "i-1")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert "status            ACTIVE" in lines
+    assert "configuration     tuned (c-1)" in lines
     assert "addresses         127.42.0.5 (private)" in lines
     assert "port              5433" in lines
     assert not any(line.startswith("fault") for line in lines)

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import App, need
+from cove.cli.user.client import ApiError, App, need
 from cove.cli.userfmt import Body
 
 GROUP_HEADERS = ("ID", "Name", "Datastore", "Version", "Description")
@@ -17,6 +17,26 @@ GROUP_HEADERS = ("ID", "Name", "Datastore", "Version", "Description")
 
 def group_path(configuration_id: str) -> str:
     return f"configurations/{quote(configuration_id, safe='')}"
+
+
+def resolve_group(app: App, ref: str) -> str:
+    """The id of the project's configuration group ``ref`` names, by id or by name (as the
+    openstack client does). Raises click.ClickException when none or several match."""
+    try:
+        group = need(app.api.get(group_path(ref)), "configuration")
+        return str(group.get("id") or ref)
+    except ApiError as exc:
+        if exc.code != 404:
+            raise
+    groups = app.api.paginate("configurations", "configurations")
+    named = [g for g in groups if g.get("name") == ref]
+    if not named:
+        raise click.ClickException(
+            f"no configuration group has the id or name '{ref}' (see 'cove configuration list')"
+        )
+    if len(named) > 1:
+        raise click.ClickException(f"several configuration groups are named '{ref}'; use an id")
+    return str(named[0]["id"])
 
 
 def parse_values(text: str) -> Body:
@@ -96,7 +116,7 @@ def configuration_list(app: App) -> None:
 @click.pass_obj
 def configuration_show(app: App, configuration_id: str) -> None:
     """Show configuration group ID and its values."""
-    _show(app, app.api.get(group_path(configuration_id)))
+    _show(app, app.api.get(group_path(resolve_group(app, configuration_id))))
 
 
 @configuration.command("create")
@@ -144,7 +164,7 @@ def configuration_set(
         req["name"] = name
     if description is not None:
         req["description"] = description
-    app.api.request("PUT", group_path(configuration_id), {"configuration": req})
+    app.api.request("PUT", group_path(resolve_group(app, configuration_id)), {"configuration": req})
     app.done(f"Configuration group {configuration_id} replaced; attached instances are updated.")
 
 
@@ -155,7 +175,7 @@ def configuration_set(
 def configuration_patch(app: App, configuration_id: str, values_text: str) -> None:
     """Change some values of group ID, keeping the others."""
     body = {"configuration": {"values": parse_values(values_text)}}
-    app.api.request("PATCH", group_path(configuration_id), body)
+    app.api.request("PATCH", group_path(resolve_group(app, configuration_id)), body)
     app.done(f"Configuration group {configuration_id} updated; attached instances are updated.")
 
 
@@ -164,7 +184,7 @@ def configuration_patch(app: App, configuration_id: str, values_text: str) -> No
 @click.pass_obj
 def configuration_delete(app: App, configuration_id: str) -> None:
     """Delete group ID (detach it from its instances first)."""
-    app.api.request("DELETE", group_path(configuration_id))
+    app.api.request("DELETE", group_path(resolve_group(app, configuration_id)))
     app.done(f"Configuration group {configuration_id} deleted.")
 
 
@@ -173,7 +193,8 @@ def configuration_delete(app: App, configuration_id: str) -> None:
 @click.pass_obj
 def configuration_instances(app: App, configuration_id: str) -> None:
     """List the instances group ID is attached to."""
-    items = app.api.paginate(f"{group_path(configuration_id)}/instances", "instances")
+    path = group_path(resolve_group(app, configuration_id))
+    items = app.api.paginate(f"{path}/instances", "instances")
     rows = ([i.get("id"), i.get("name")] for i in items)
     app.output({"instances": items}, lambda: fmt.table(["ID", "Name"], rows))
 

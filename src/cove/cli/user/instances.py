@@ -14,6 +14,7 @@ import click
 
 from cove.cli import userfmt as fmt
 from cove.cli.user.client import ApiError, App, inst_path, need
+from cove.cli.user.configurations import resolve_group
 from cove.cli.userfmt import Body
 
 #: Seconds between two status polls of ``--wait``; tests set it to 0.
@@ -183,7 +184,7 @@ def instance_create(
     if network:
         req["nics"] = [{"net-id": network}]
     if configuration:
-        req["configuration"] = configuration
+        req["configuration"] = resolve_group(app, configuration)
     inst = need(app.api.request("POST", "instances", {"instance": req}), "instance")
     if not wait:
         show_instance(app, inst)
@@ -305,7 +306,7 @@ def instance_attach_configuration(app: App, instance_id: str, configuration_id: 
     Dynamic parameters apply at once; when a static one changes, the instance shows
     RESTART_REQUIRED until 'cove instance restart'.
     """
-    body = {"instance": {"configuration": configuration_id}}
+    body = {"instance": {"configuration": resolve_group(app, configuration_id)}}
     app.api.request("PUT", inst_path(instance_id), body)
     app.done(f"Configuration group {configuration_id} is being applied to instance {instance_id}.")
 
