@@ -463,6 +463,39 @@ def test_create_an_instance_with_a_group(api: Any) -> None:
     assert "detach" in msg
 
 
+def test_a_group_may_be_named_by_its_name(api: Any) -> None:
+    gid = group(api, name="tuned")["id"]
+    iid = instance(api, configuration="tuned")  # what the openstack client sends
+    assert api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]["configuration"]["id"] == gid
+    other = instance(api)
+    make_active(api, other)
+    resp = api.put(f"/v1.0/p1/instances/{other}", json={"instance": {"configuration": "tuned"}})
+    assert resp.status_code == 202, resp.text
+    assert api.get(f"/v1.0/p1/instances/{other}").json()["instance"]["configuration"]["id"] == gid
+    group(api, name="tuned")
+    msg = fault(
+        api.post(
+            "/v1.0/p1/instances",
+            json={
+                "instance": {
+                    "name": "x",
+                    "flavorRef": "1",
+                    "volume": {"size": 1},
+                    "configuration": "tuned",
+                }
+            },
+        ),
+        400,
+        "badRequest",
+    )
+    assert "Several" in msg
+    fault(
+        api.put(f"/v1.0/p1/instances/{other}", json={"instance": {"configuration": "nope"}}),
+        404,
+        "itemNotFound",
+    )
+
+
 def test_an_instance_takes_only_a_group_of_its_version(api: Any) -> None:
     gid = group(api)["id"]
     body = {

@@ -93,6 +93,33 @@ def get_configuration(
     return cfg
 
 
+def find_configuration(session: Session, ref: str, project_id: str) -> Configuration:
+    """The project's live group ``ref`` names, by id or, failing that, by name (the openstack
+    client sends what its user typed).
+
+    Raises NotFound, and BadRequest when several groups of the project have that name.
+    """
+    try:
+        return get_configuration(session, ref, project_id)
+    except NotFound:
+        named = list(
+            session.scalars(
+                select(Configuration).where(
+                    Configuration.project_id == project_id,
+                    Configuration.name == ref,
+                    Configuration.deleted == false(),
+                )
+            )
+        )
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise BadRequest(
+                f"Several configuration groups are named {ref}; name the one meant by its id."
+            ) from None
+        raise
+
+
 def values_of(cfg: Configuration | None) -> dict[str, Value]:
     """A group's values (none without a group)."""
     if cfg is None:

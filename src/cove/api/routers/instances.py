@@ -28,7 +28,7 @@ from cove.common.errors import (
 )
 from cove.common.ids import new_id, utcnow
 from cove.db.catalog import get_datastore, get_version
-from cove.db.configurations import check_same_version, get_configuration
+from cove.db.configurations import check_same_version, find_configuration
 from cove.db.instances import get_instance, page_instances, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
@@ -210,7 +210,7 @@ def _create_configuration(
     group in the project) and BadRequest (a group of another datastore version)."""
     if ref is None:
         return None
-    cfg = get_configuration(s, _text(ref, "configuration"), project_id)
+    cfg = find_configuration(s, _text(ref, "configuration"), project_id)
     check_same_version(cfg, version)
     return cfg.id
 
@@ -351,7 +351,8 @@ def _attach(
     another version), InstanceNotReady."""
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
-        cfg = get_configuration(s, configuration_id, project_id)
+        cfg = find_configuration(s, configuration_id, project_id)
+        configuration_id = cfg.id
         if inst.configuration_id is not None:
             raise BadRequest(
                 f"Instance {instance_id} already has configuration group "
