@@ -42,7 +42,7 @@ REDIS = FoundVersion("redis", "7.0", "7.0.15", "/usr/bin")
 
 CATALOGUE = [
     Parameter("work_mem", ParamType.INTEGER, False, min=64, max=2147483647),
-    Parameter("shared_buffers", ParamType.INTEGER, True, min=16, max=1073741823),
+    Parameter("max_locks_per_transaction", ParamType.INTEGER, True, min=16, max=1073741823),
     Parameter("random_page_cost", ParamType.FLOAT, False, min=0),
     Parameter("jit", ParamType.BOOLEAN, False),
     Parameter("application_name", ParamType.STRING, False),
@@ -274,7 +274,7 @@ def test_groups_page_with_limit_and_marker(api: Any) -> None:
         ({"jit": "on"}, "jit is not of type boolean"),
         ({"application_name": 3}, "application_name is not of type string"),
         ({"work_mem": 1}, "less than the minimum allowed: 64"),
-        ({"shared_buffers": 2**40}, "greater than the maximum allowed: 1073741823"),
+        ({"max_locks_per_transaction": 2**40}, "greater than the maximum allowed: 1073741823"),
         ({"log_min_messages": "panic"}, "must be one of: debug1, info, warning"),
         ({"application_name": "a\nb"}, "one line"),
     ],
@@ -290,6 +290,26 @@ def test_values_are_validated_against_the_catalogue(
     )
     assert text in msg
     assert api.get("/v1.0/p1/configurations").json() == {"configurations": []}
+
+
+def test_a_parameter_denied_after_its_catalogue_was_read_is_never_offered(api: Any) -> None:
+    # A catalogue stored before shared_buffers was denied (it is read again only when the
+    # binaries change) still holds it.
+    with api.db.session() as s:
+        version = s.get(DatastoreVersion, _version(api.db, PG15))
+        stale = [*CATALOGUE, Parameter("shared_buffers", ParamType.INTEGER, True, min=16)]
+        store_catalogue(s, version, stale, PG15.version)
+    path = "/v1.0/p1/datastores/postgresql/versions/15/parameters"
+    names = [p["name"] for p in api.get(path).json()["configuration-parameters"]]
+    assert "work_mem" in names and "shared_buffers" not in names
+    fault(api.get(f"{path}/shared_buffers"), 404, "itemNotFound")
+    body = {"name": "g", "values": {"shared_buffers": 1024}, "datastore": {"type": "postgresql"}}
+    msg = fault(
+        api.post("/v1.0/p1/configurations", json={"configuration": body}),
+        422,
+        "unprocessableEntity",
+    )
+    assert "shared_buffers is not supported" in msg
 
 
 def test_a_version_without_a_catalogue_does_not_support_groups(api: Any) -> None:
@@ -640,7 +660,7 @@ class Driver(ComputeDriver):
 
 
 def test_applying_settings_updates_the_place_then_the_guest(api: Any) -> None:
-    gid = group(api, {"shared_buffers": 1024, "jit": True})["id"]
+    gid = group(api, {"max_locks_per_transaction": 1024, "jit": True})["id"]
     iid = instance(api, configuration=gid)
     make_active(api, iid)
     driver = Driver()
@@ -648,14 +668,14 @@ def test_applying_settings_updates_the_place_then_the_guest(api: Any) -> None:
     api.bus.answers["apply_configuration"] = {"restart_required": True}
     assert push_settings(tc, RequestContext(), iid) is True
     (spec,) = driver.updated
-    assert spec.overrides == {"shared_buffers": 1024, "jit": True} and spec.ram_mb == 512
+    assert spec.overrides == {"max_locks_per_transaction": 1024, "jit": True} and spec.ram_mb == 512
     topic, method, args = api.bus.calls[-1]
     assert (topic, method) == (f"guestagent.{iid}", "apply_configuration")
     assert args == {
         "ram_mb": 512,
         "vcpus": 1,
         "volume_gb": 1,
-        "overrides": {"shared_buffers": 1024, "jit": True},
+        "overrides": {"max_locks_per_transaction": 1024, "jit": True},
     }
     # Through the task manager's RPC table, as the API's cast arrives.
     TaskManager(tc).endpoints()["update_configuration"](RequestContext(), instance_id=iid)
@@ -709,7 +729,10 @@ def test_registration_reads_a_catalogue_once_per_binary_version(
             register_found_versions(s, reader)
         with db.session() as s:
             register_found_versions(s, reader)
-            assert list(catalogue(s, _version(db, PG15))) == ["shared_buffers", "work_mem"]
+            assert list(catalogue(s, _version(db, PG15))) == [
+                "max_locks_per_transaction",
+                "work_mem",
+            ]
         assert read == [PG15]
         found[0] = FoundVersion("postgresql", "15", "15.5", PG15.bin_dir)
         with db.session() as s:

@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 from cove.api.context import ApiContext
 from cove.api.guest import call_guest, check_ready
 from cove.api.routers.catalog import find_flavor
-from cove.common.errors import BadRequest, CoveError, InstanceNotReady, VolumeSizeTooLarge
+from cove.common.errors import (
+    BadRequest,
+    CoveError,
+    GuestError,
+    InstanceNotReady,
+    VolumeSizeTooLarge,
+)
 from cove.common.ids import utcnow
 from cove.db.instances import get_instance, transition
 from cove.db.quotas import check_resize_quota, lock_project
@@ -70,7 +76,11 @@ def _resize_flavor(
                 f"(id {current.id})."
             )
     # The guest knows how much memory its data needs (Redis holds all of it in memory).
-    needed = int(call_guest(c, ctx, instance_id, "min_ram_mb", {}))
+    needed = call_guest(c, ctx, instance_id, "min_ram_mb", {})
+    if isinstance(needed, bool) or not isinstance(needed, int):
+        raise GuestError(
+            f"The guest agent of instance {instance_id} did not say what memory it needs."
+        )
     if target.ram < needed:
         raise BadRequest(
             f"Flavor '{target.name}' ({target.ram} MB) is too small for the data of instance "

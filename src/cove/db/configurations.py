@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, NotFound
 from cove.db.models import Configuration, DatastoreVersion, DatastoreVersionParameter, Instance
-from cove.domain.parameters import Parameter, ParamType, Value
+from cove.domain.parameters import Parameter, ParamType, Value, denied
 
 
 def version_label(version: DatastoreVersion) -> str:
@@ -39,13 +39,19 @@ def _parameter(row: DatastoreVersionParameter) -> Parameter:
 
 
 def catalogue(session: Session, version_id: str) -> dict[str, Parameter]:
-    """The parameters of a version by name, sorted by name (empty: groups are not supported)."""
+    """The parameters of a version by name, sorted by name (empty: groups are not supported).
+
+    The deny-list applies again here: a catalogue read before a parameter was denied (it is
+    read again only when the binaries change) never offers it."""
+    manager = session.scalar(
+        select(DatastoreVersion.manager).where(DatastoreVersion.id == version_id)
+    )
     rows = session.scalars(
         select(DatastoreVersionParameter)
         .where(DatastoreVersionParameter.datastore_version_id == version_id)
         .order_by(DatastoreVersionParameter.name)
     )
-    return {row.name: _parameter(row) for row in rows}
+    return {row.name: _parameter(row) for row in rows if not denied(str(manager), row.name)}
 
 
 def store_catalogue(

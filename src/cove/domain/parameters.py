@@ -42,32 +42,6 @@ class Parameter:
     #: For an enumerated string setting, the values it accepts (compared case-insensitively).
     allowed: tuple[str, ...] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "type": self.type.value,
-            "restart_required": self.restart_required,
-        }
-        if self.min is not None:
-            out["min"] = self.min
-        if self.max is not None:
-            out["max"] = self.max
-        if self.allowed is not None:
-            out["allowed"] = list(self.allowed)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Parameter:
-        allowed = data.get("allowed")
-        return cls(
-            name=str(data["name"]),
-            type=ParamType(data["type"]),
-            restart_required=bool(data["restart_required"]),
-            min=data.get("min"),
-            max=data.get("max"),
-            allowed=tuple(allowed) if allowed is not None else None,
-        )
-
 
 #: Parameters no tenant may set, per datastore (shell-style patterns on the name as the server
 #: spells it). Whatever they match is left out of the catalogue.
@@ -79,7 +53,8 @@ DENIED: dict[str, tuple[str, ...]] = {
         "listen_addresses", "unix_socket_*", "*_directory", "*_file", "log_filename",
         "logging_collector", "log_destination", "syslog_*", "event_source",
         # code the server would load or run
-        "*preload_libraries", "dynamic_library_path", "*_command", "jit_provider",
+        "*preload_libraries", "dynamic_library_path", "extension_destdir", "*_command",
+        "jit_provider",
         # replication and recovery
         "wal_level", "max_wal_senders", "max_replication_slots", "hot_standby*", "primary_*",
         "synchronous_standby_names", "wal_receiver_*", "recovery_*", "archive_*", "restore_*",
@@ -93,6 +68,8 @@ DENIED: dict[str, tuple[str, ...]] = {
         "update_process_title", "max_connections_reserved", "superuser_reserved_connections",
         "reserved_connections", "debug_*", "trace_*", "log_file_mode", "log_rotation_*",
         "log_truncate_on_rotation", "lc_messages",
+        # the flavor's memory: a tenant cannot take more of the host than its flavor gives
+        "shared_buffers",
     ),
     "mariadb": (
         # files, paths and where the server listens
@@ -113,6 +90,8 @@ DENIED: dict[str, tuple[str, ...]] = {
         "innodb_data_*", "innodb_log_group_home_dir", "innodb_undo_directory",
         "innodb_force_recovery", "innodb_doublewrite", "innodb_flush_method", "debug*",
         "version*", "hostname", "system_time_zone", "thread_handling", "userstat",
+        # the flavor's memory: a tenant cannot take more of the host than its flavor gives
+        "innodb_buffer_pool_size",
     ),
     "redis": (
         # files, paths and where the server listens
@@ -128,7 +107,9 @@ DENIED: dict[str, tuple[str, ...]] = {
         "enable-*", "rename-command", "sanitize-dump-payload", "user",
         # what the agent and the platform rely on
         "maxclients", "io-threads*", "disable-thp", "jemalloc-bg-thread", "crash-*",
-        "shutdown-*", "latency-tracking*", "*cpulist",
+        "shutdown-*", "latency-tracking*", "*cpulist", "socket-mark-id",
+        # the flavor's memory: a tenant cannot take more of the host than its flavor gives
+        "maxmemory", "maxmemory-clients",
     ),
 }
 # fmt: on

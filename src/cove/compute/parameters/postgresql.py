@@ -16,6 +16,7 @@ backend ones in new sessions); ``internal`` settings cannot be set and are left 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -61,6 +62,7 @@ def read_parameters(bin_dir: str) -> list[Parameter]:
         except (OSError, subprocess.SubprocessError) as exc:
             LOG.warning("could not read the values of PostgreSQL's enumerated settings: %s", exc)
     params = [p for fields in described if (p := _parameter(fields, enums)) is not None]
+    params = [_startable(p) for p in params]
     LOG.debug("read %d PostgreSQL parameters in %.2f s", len(params), time.monotonic() - started)
     return params
 
@@ -77,10 +79,18 @@ def _describe_config(bin_dir: Path) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line.count("\t") >= 6]
 
 
-def parse_line(line: str, enums: dict[str, tuple[str, ...]] | None = None) -> Parameter | None:
-    """One line of ``postgres --describe-config`` as a catalogue entry (None when it cannot
-    be set or is denied)."""
-    return _parameter(line.split("\t"), enums or {})
+#: Connection slots PostgreSQL keeps for superusers (its default, which tenants cannot change:
+#: superuser_reserved_connections is denied).
+_RESERVED_FOR_SUPERUSERS = 3
+
+
+def _startable(param: Parameter) -> Parameter:
+    """``param`` with the bounds a server start needs, where they are tighter than the ones the
+    setting states: PostgreSQL refuses to start unless max_connections exceeds the connections
+    reserved for superusers."""
+    if param.name != "max_connections":
+        return param
+    return dataclasses.replace(param, min=max(int(param.min or 1), _RESERVED_FOR_SUPERUSERS + 1))
 
 
 def _parameter(fields: list[str], enums: dict[str, tuple[str, ...]]) -> Parameter | None:

@@ -69,7 +69,7 @@ def read_parameters(bin_dir: str) -> list[Parameter]:
     try:
         client = _connect(proc, sock)
         with client:
-            params = probe(client)
+            params = probe(client, Path(bin_dir) / "redis-server")
     finally:
         _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -107,21 +107,23 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
-def probe(client: redis.Redis) -> list[Parameter]:
-    """The catalogue of the (throw-away) server behind ``client``, without denied names."""
+def probe(client: redis.Redis, binary: Path) -> list[Parameter]:
+    """The catalogue of the (throw-away) server behind ``client``, without denied names;
+    ``binary`` is its redis-server, started on its own to learn the bounds of settings that
+    cannot change live."""
     current = client.config_get("*")
     return [
-        _probe_one(client, str(name), str(value or ""))
+        _probe_one(client, binary, str(name), str(value or ""))
         for name, value in sorted(current.items(), key=lambda item: str(item[0]))
         if name and not denied("redis", str(name))
     ]
 
 
-def _probe_one(client: redis.Redis, name: str, value: str) -> Parameter:
+def _probe_one(client: redis.Redis, binary: Path, name: str, value: str) -> Parameter:
     answer = _try_set(client, name, value)
     immutable = answer is not None and ("immutable" in answer or "protected" in answer)
     if _INTEGER.fullmatch(value):
-        return _integer(client, name, value, immutable)
+        return _integer(client, binary, name, value, immutable)
     if immutable:
         kind = ParamType.BOOLEAN if value in ("yes", "no") else ParamType.STRING
         return Parameter(name, kind, True)
@@ -141,17 +143,41 @@ def _probe_one(client: redis.Redis, name: str, value: str) -> Parameter:
     return Parameter(name, kind, False)
 
 
-def _integer(client: redis.Redis, name: str, value: str, immutable: bool) -> Parameter:
+def _integer(
+    client: redis.Redis, binary: Path, name: str, value: str, immutable: bool
+) -> Parameter:
     low: int | None = 0 if int(value) >= 0 else None
     high: int | None = None
-    if not immutable:
-        answer = _try_set(client, name, "-1")
-        if answer is None:  # negative values are accepted: put the value back
-            _try_set(client, name, value)
-            low = None
-        elif bounds := _BETWEEN.search(answer):
+    if immutable:
+        # Only a start reads it: a start with -1 makes Redis state the bounds and exit.
+        answer = _start_with(binary, name, "-1")
+        if answer is not None and (bounds := _BETWEEN.search(answer)):
             low, high = int(bounds.group(1)), int(bounds.group(2))
-    return Parameter(name, ParamType.INTEGER, immutable, low, high)
+        return Parameter(name, ParamType.INTEGER, True, low, high)
+    answer = _try_set(client, name, "-1")
+    if answer is None:  # negative values are accepted: put the value back
+        _try_set(client, name, value)
+        low = None
+    elif bounds := _BETWEEN.search(answer):
+        low, high = int(bounds.group(1)), int(bounds.group(2))
+    return Parameter(name, ParamType.INTEGER, False, low, high)
+
+
+def _start_with(binary: Path, name: str, value: str) -> str | None:
+    """What redis-server says when started with ``name`` set to ``value`` and refusing it, or
+    None when it took the value (it is then stopped at once: port 0, no files)."""
+    try:
+        proc = subprocess.run(
+            [str(binary), "--port", "0", "--save", "", "--appendonly", "no", f"--{name}", value],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            cwd=tempfile.gettempdir(),
+        )
+    except subprocess.TimeoutExpired:
+        return None  # it took the value and ran
+    return proc.stdout + proc.stderr if proc.returncode != 0 else None
 
 
 def _try_set(client: redis.Redis, name: str, value: str) -> str | None:
