@@ -11,24 +11,18 @@ def _no_cove_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-_CATALOGUES: dict[object, object] = {}
-
-
 @pytest.fixture(autouse=True)
-def _read_each_catalogue_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Registering versions reads each one's parameter catalogue from its real binaries (a
-    second or so for MariaDB); unit tests register afresh in every temporary database, so
-    each catalogue is read once per run and remembered."""
+def _no_catalogue_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registering a version reads its parameter catalogue by starting its server; unit tests
+    start no server, so registration there gets a small fixed catalogue (the readers are
+    tested on real servers in tests/integration/test_parameters.py)."""
     from cove.compute import parameters
+    from cove.domain.parameters import Parameter, ParamType
 
-    real = parameters.read_parameters
+    def fixed(found):  # type: ignore[no-untyped-def]
+        return [Parameter("work_mem", ParamType.INTEGER, False, min=64, max=2147483647)]
 
-    def remembered(found):  # type: ignore[no-untyped-def]
-        if found not in _CATALOGUES:
-            _CATALOGUES[found] = real(found)
-        return list(_CATALOGUES[found])  # type: ignore[call-overload]
-
-    monkeypatch.setattr(parameters, "read_parameters", remembered)
+    monkeypatch.setattr(parameters, "read_parameters", fixed)
 
 
 @pytest.fixture(autouse=True)

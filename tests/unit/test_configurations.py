@@ -34,11 +34,15 @@ from cove.domain.status import ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.configure import FAULT_PREFIX, apply_settings, push_settings
 from cove.taskmanager.context import TaskContext
+from cove.taskmanager.create import guest_spec
 from cove.taskmanager.service import TaskManager
 
 PG15 = FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin")
 PG14 = FoundVersion("postgresql", "14", "14.9", "/usr/lib/postgresql/14/bin")
 REDIS = FoundVersion("redis", "7.0", "7.0.15", "/usr/bin")
+
+#: The dispatching reader itself, taken before the unit tests' fixture stands in for it.
+DISPATCH = readers.read_parameters
 
 CATALOGUE = [
     Parameter("work_mem", ParamType.INTEGER, False, min=64, max=2147483647),
@@ -644,10 +648,12 @@ class Driver(ComputeDriver):
     def create(self, spec: GuestSpec) -> None:
         raise AssertionError("not expected")
 
-    def update(self, spec: GuestSpec) -> None:
+    def update(self, spec: GuestSpec) -> GuestSpec | None:
         if self.fail:
             raise OSError("disk full")
+        previous = self.updated[-1] if self.updated else None
         self.updated.append(spec)
+        return previous
 
     def ensure_running(self, instance_id: str) -> bool:
         return False
@@ -687,7 +693,16 @@ def test_a_failed_apply_is_recorded_and_cleared_by_the_next_success(api: Any) ->
     make_active(api, iid)
     tc = TaskContext(api.settings, api.db, api.bus, Driver())
     api.bus.answers["apply_configuration"] = RpcTimeout("the guest did not answer")
+    with api.db.session() as s:
+        before = guest_spec(tc, s.get(Instance, iid))
+    tc.driver.updated.append(before)  # type: ignore[attr-defined]
+    gid = group(api, {"work_mem": 4096})["id"]
+    with api.db.session() as s:
+        s.get(Instance, iid).configuration_id = gid
     apply_settings(tc, RequestContext(), iid)
+    # The guest kept its settings, and so does the place: its next start takes the old ones.
+    assert tc.driver.updated[-2].overrides == {"work_mem": 4096}  # type: ignore[attr-defined]
+    assert tc.driver.updated[-1] == before  # type: ignore[attr-defined]
     fault_view = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]["fault"]
     assert (
         fault_view["message"].startswith(FAULT_PREFIX) and "did not answer" in fault_view["message"]
@@ -776,6 +791,7 @@ def test_the_reader_of_a_datastore_is_chosen_by_name_and_denied_parameters_dropp
     module.read_parameters = read_parameters  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "cove.compute.parameters.fake", module)
     monkeypatch.setitem(readers.READERS, "postgresql", "fake")
+    monkeypatch.setattr(readers, "read_parameters", DISPATCH)  # not the unit tests' stand-in
     assert [p.name for p in readers.read_parameters(PG15)] == ["work_mem"]
     assert seen == [PG15.bin_dir]
     with pytest.raises(LookupError, match="known: "):

@@ -5,6 +5,7 @@ instance's own processes. Real files and real processes throughout."""
 
 import dataclasses
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -330,3 +331,16 @@ def test_redis_is_found_with_its_version():
     assert found, "redis-server is installed by the install step"
     assert found[0].datastore == "redis" and found[0].name.count(".") == 1
     assert found[0].version.startswith(found[0].name + ".")
+
+
+def test_update_rewrites_the_settings_and_returns_the_old_ones(placed):
+    import dataclasses
+
+    bigger = dataclasses.replace(placed.spec, ram_mb=1024, overrides={"work_mem": 4096})
+    assert placed.driver.update(bigger) == placed.spec
+    written = json.loads(placed.config.read_text())
+    assert written["ram_mb"] == 1024 and written["overrides"] == {"work_mem": 4096}
+    assert placed.driver.update(placed.spec) == bigger
+    # Settings it cannot read are reported as unknown, never guessed.
+    placed.config.write_text("{not json")
+    assert placed.driver.update(bigger) is None

@@ -54,8 +54,10 @@ class ComputeDriver(ABC):
         """Place the instance and start its guest agent."""
 
     @abstractmethod
-    def update(self, spec: GuestSpec) -> None:
-        """Rewrite the settings of a placed instance; starts and restarts nothing."""
+    def update(self, spec: GuestSpec) -> GuestSpec | None:
+        """Rewrite the settings of a placed instance; starts and restarts nothing. Returns the
+        settings it replaced (None when they could not be read), so a caller whose change the
+        guest refuses can put them back."""
 
     @abstractmethod
     def ensure_running(self, instance_id: str) -> bool:

@@ -25,7 +25,7 @@ import stat
 import subprocess
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from cove.common import procfs
@@ -157,12 +157,25 @@ class LocalDriver(ComputeDriver):
         self._lay_out(spec)
         self.ensure_running(spec.instance_id)
 
-    def update(self, spec: GuestSpec) -> None:
+    def update(self, spec: GuestSpec) -> GuestSpec | None:
         """Rewrite guest.json. The volume is a directory of the host's filesystem here, so a
         larger volume needs nothing more. Raises UnsafePath for a tampered directory."""
         if not self._has_config(spec.instance_id):
             raise ConfigurationError(f"instance {spec.instance_id} has no guest config")
+        previous = self._read_spec(spec.instance_id)
         self._lay_out(spec)
+        return previous
+
+    def _read_spec(self, instance_id: str) -> GuestSpec | None:
+        """The settings guest.json holds now, or None when they cannot be read."""
+        path = self.config_path(instance_id)
+        try:
+            text = localfs.read_owned(self.root, self._parts(path), self.uid, limit=1 << 20)
+            data = json.loads(text)
+            return GuestSpec(**{f.name: data[f.name] for f in fields(GuestSpec) if f.name in data})
+        except (OSError, UnsafePath, ValueError, TypeError) as exc:
+            LOG.warning("cannot read the settings of instance %s: %s", instance_id, exc)
+            return None
 
     def _lay_out(self, spec: GuestSpec) -> None:
         base = self.instance_dir(spec.instance_id)

@@ -14,6 +14,8 @@ import logging
 from cove.common.errors import CoveError, GuestError
 from cove.common.ids import utcnow
 from cove.db.instances import get_instance
+from cove.db.models import Instance
+from cove.domain.status import Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext, guest_topic
 from cove.taskmanager.create import guest_spec
@@ -41,31 +43,52 @@ def push_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> boo
             return False
         spec = guest_spec(tc, inst)
     try:
-        tc.driver.update(spec)
+        previous = tc.driver.update(spec)
     except CoveError:
         raise
     except Exception as exc:
         raise CoveError(f"the compute driver could not update the instance: {exc}") from exc
-    result = tc.bus.call(
-        guest_topic(instance_id),
-        "apply_configuration",
-        {
-            "ram_mb": spec.ram_mb,
-            "vcpus": spec.vcpus,
-            "volume_gb": spec.volume_gb,
-            "overrides": dict(spec.overrides),
-        },
-        ctx,
-        timeout=APPLY_TIMEOUT,
-    )
-    if not isinstance(result, dict) or not isinstance(result.get("restart_required"), bool):
-        raise GuestError(f"the guest agent of instance {instance_id} gave an unexpected answer")
+    try:
+        result = tc.bus.call(
+            guest_topic(instance_id),
+            "apply_configuration",
+            {
+                "ram_mb": spec.ram_mb,
+                "vcpus": spec.vcpus,
+                "volume_gb": spec.volume_gb,
+                "overrides": dict(spec.overrides),
+            },
+            ctx,
+            timeout=APPLY_TIMEOUT,
+        )
+        if not isinstance(result, dict) or not isinstance(result.get("restart_required"), bool):
+            raise GuestError(f"the guest agent of instance {instance_id} gave an unexpected answer")
+    except CoveError:
+        # The guest kept its settings: so must the place, or its next start would take the
+        # refused ones.
+        if previous is not None:
+            try:
+                tc.driver.update(previous)
+            except Exception as exc:
+                LOG.error("cannot put back the settings of instance %s: %s", instance_id, exc)
+        raise
     return bool(result["restart_required"])
 
 
 def apply_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
     """The ``update_configuration`` workflow: :func:`push_settings`, recording a failure as
-    the instance's fault (and clearing a fault of an earlier failed attempt on success)."""
+    the instance's fault (and clearing a fault of an earlier failed attempt on success). Runs
+    after any other settings change of the instance under way here (see InstanceLocks)."""
+    with tc.locks.hold(instance_id):
+        _apply_settings(tc, ctx, instance_id)
+
+
+def _apply_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
+    with tc.db.session() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.deleted or inst.task == Task.DELETING.value:
+            LOG.info("instance %s is gone or going; its settings are not pushed", instance_id)
+            return
     try:
         restart = push_settings(tc, ctx, instance_id)
     except CoveError as exc:

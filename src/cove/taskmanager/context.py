@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from cove.common.settings import Settings
 from cove.compute.base import ComputeDriver
 from cove.db.engine import Database
 from cove.rpc import RpcClient
+
+
+class InstanceLocks:
+    """One lock per instance, so this task manager's workflows that change an instance's
+    settings (a configuration push, a resize) run one after the other: each reads the row when
+    it starts, so the last one leaves the place and the guest as the row stands. Task managers
+    on other hosts are not covered: the instance's task keeps a resize from starting while
+    another runs."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, instance_id: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(instance_id, threading.Lock())
+            self._users[instance_id] = self._users.get(instance_id, 0) + 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                self._users[instance_id] -= 1
+                if not self._users[instance_id]:
+                    del self._users[instance_id], self._locks[instance_id]
 
 
 @dataclass
@@ -16,6 +46,7 @@ class TaskContext:
     db: Database
     bus: RpcClient
     driver: ComputeDriver
+    locks: InstanceLocks = field(default_factory=InstanceLocks)
 
 
 def guest_topic(instance_id: str) -> str:

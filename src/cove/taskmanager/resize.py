@@ -36,6 +36,22 @@ def resize_instance(
     old_volume_size: int | None = None,
     new_volume_size: int | None = None,
 ) -> None:
+    """Runs after any other settings change of the instance under way here (InstanceLocks)."""
+    with tc.locks.hold(instance_id):
+        _resize(
+            tc, ctx, instance_id, old_flavor_id, new_flavor_id, old_volume_size, new_volume_size
+        )
+
+
+def _resize(
+    tc: TaskContext,
+    ctx: RequestContext,
+    instance_id: str,
+    old_flavor_id: str | None,
+    new_flavor_id: str | None,
+    old_volume_size: int | None,
+    new_volume_size: int | None,
+) -> None:
     with tc.db.session() as s:
         if get_instance(s, instance_id).task != Task.RESIZING.value:
             LOG.info("instance %s is no longer resizing; nothing to do", instance_id)

@@ -37,6 +37,7 @@ from cove.db.configurations import (
     version_label,
 )
 from cove.db.models import Configuration, DatastoreVersion
+from cove.db.quotas import lock_project
 from cove.domain import names
 from cove.domain.capabilities import Capability
 from cove.domain.parameters import Value, validate_values
@@ -196,6 +197,8 @@ def patch_configuration(
     every attached instance."""
     ctx = authorize(request, project_id, "configuration:update")
     with c.db.session() as s:
+        # Changes of the project's groups and attachments take turns: none is lost.
+        lock_project(s, project_id)
         cfg = get_configuration(s, configuration_id, project_id)
         merged = {**values_of(cfg), **body.configuration.values}
         cfg.values = json.dumps(_validated(s, cfg.datastore_version, merged))
@@ -220,6 +223,7 @@ def update_configuration(
     name = _name(spec.name) if spec.name is not None else None
     description = _description(spec.description)
     with c.db.session() as s:
+        lock_project(s, project_id)
         cfg = get_configuration(s, configuration_id, project_id)
         cfg.values = json.dumps(_validated(s, cfg.datastore_version, spec.values))
         if name is not None:
@@ -239,6 +243,7 @@ def delete_configuration(
     """Delete a group no instance uses (400 while one does, as in Trove)."""
     authorize(request, project_id, "configuration:delete")
     with c.db.session() as s:
+        lock_project(s, project_id)
         cfg = get_configuration(s, configuration_id, project_id)
         if attached_ids(s, cfg.id):
             raise BadRequest(

@@ -361,12 +361,21 @@ def _attach(
         check_same_version(cfg, inst.datastore_version)
     check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
     with c.db.session() as s:
-        # Only if still detached: two concurrent attaches cannot both win.
+        # Changes of the project's groups and attachments take turns (a group deleted
+        # meanwhile is not attached); only a detached instance with no task running takes it.
+        lock_project(s, project_id)
+        find_configuration(s, configuration_id, project_id)
         attached = s.execute(
             sa_update(Instance)
-            .where(Instance.id == instance_id, Instance.configuration_id.is_(None))
+            .where(
+                Instance.id == instance_id,
+                Instance.configuration_id.is_(None),
+                Instance.task == Task.NONE.value,
+            )
             .values(configuration_id=configuration_id, updated=utcnow(), **_renamed(name))
         ).rowcount  # type: ignore[attr-defined]
+        if not attached and get_instance(s, instance_id).task != Task.NONE.value:
+            raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
     if not attached:
         raise BadRequest(
             f"Instance {instance_id} already has a configuration group attached; detach it first."
@@ -389,11 +398,18 @@ def _detach(
             return
     check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
     with c.db.session() as s:
-        s.execute(
+        lock_project(s, project_id)
+        detached = s.execute(
             sa_update(Instance)
-            .where(Instance.id == instance_id, Instance.configuration_id == previous)
+            .where(
+                Instance.id == instance_id,
+                Instance.configuration_id == previous,
+                Instance.task == Task.NONE.value,
+            )
             .values(configuration_id=None, updated=utcnow(), **_renamed(name))
-        )
+        ).rowcount  # type: ignore[attr-defined]
+        if not detached:
+            raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
     _cast_configure(c, ctx, instance_id, undo=previous)
 
 
