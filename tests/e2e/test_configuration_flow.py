@@ -78,7 +78,7 @@ def test_configuration_group(cove_up: ControlPlane, datastore: Datastore) -> Non
     assert shown(dynamic) == dyn_shown
     assert shown(static) == before_static
     effective = api.get(f"/instances/{iid}/configuration").json()["instance"]["configuration"]
-    assert dynamic in effective and static in effective
+    assert str(effective[dynamic]) == dyn_shown and str(effective[static]) == st_shown
 
     assert api.post(f"/instances/{iid}/action", json={"restart": {}}).status_code == 202
     wait_for(

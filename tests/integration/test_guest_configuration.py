@@ -243,3 +243,10 @@ def test_redis_configuration_on_a_real_server(redis_manager: RedisManager) -> No
     )
     with anonymous, pytest.raises(redis.RedisError):
         anonymous.config_get("*")  # the default user (root) stays off
+
+    # The memory a flavor must have: the floor, until the data needs more (4/3 of it, since
+    # Redis may use 3/4 of the flavor's memory).
+    assert manager.min_ram_mb() == 128
+    with manager.server.connect() as client:
+        client.set("big", "x" * (150 * MB))
+    assert manager.min_ram_mb() >= 200
