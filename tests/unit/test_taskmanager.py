@@ -148,9 +148,17 @@ def test_monitor_ends_overdue_builds_and_stale_restarts(tc: TaskContext) -> None
     resizing = add(tc, Task.RESIZING, ComputeState.ACTIVE, age=5)
     for iid in (overdue, young, stale, busy, stale_resize, resizing):
         tc.driver.states[iid] = ComputeState.ACTIVE  # type: ignore[attr-defined]
+    with tc.db.session() as s:
+        s.get(Instance, stale_resize).address = "127.42.0.77"  # type: ignore[union-attr]
     check_instances(tc)
     assert row(tc, stale_resize).task == "NONE"
     assert "did not finish" in (row(tc, stale_resize).fault_message or "")
+    # The row's size was given to the place and the guest again.
+    assert [s.instance_id for s in tc.driver.updated] == [stale_resize]  # type: ignore[attr-defined]
+    assert (f"guestagent.{stale_resize}", "apply_configuration") in [
+        (t, m)
+        for t, m, _a in tc.bus.sent  # type: ignore[attr-defined]
+    ]
     assert row(tc, resizing).task == "RESIZING"
     assert row(tc, overdue).task == "BUILD_ERROR"
     assert "in time" in (row(tc, overdue).fault_message or "")

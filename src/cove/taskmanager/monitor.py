@@ -11,6 +11,8 @@ from sqlalchemy import select
 from cove.common.ids import utcnow
 from cove.db.models import Instance
 from cove.domain.status import ComputeState, Task
+from cove.rpc import RequestContext
+from cove.taskmanager.configure import apply_settings
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import fail_build
 from cove.taskmanager.resize import RESIZE_TIMEOUT
@@ -42,7 +44,17 @@ def check_instances(tc: TaskContext) -> None:
             end_task(tc, instance_id, Task.REBOOTING)
             continue
         if task == Task.RESIZING.value and waited > timedelta(seconds=RESIZE_TIMEOUT * 2):
-            end_task(tc, instance_id, Task.RESIZING, "The resize did not finish in time.")
+            # The task manager that ran the resize is gone, perhaps half-way. The row holds
+            # the new size (quotas count it): give it to the place and the guest again, so
+            # they agree with the row; a new flavor then shows RESTART_REQUIRED.
+            apply_settings(tc, RequestContext(), instance_id)
+            end_task(
+                tc,
+                instance_id,
+                Task.RESIZING,
+                "The resize did not finish in time; the new size was given to the instance "
+                "again (restart it if it shows RESTART_REQUIRED).",
+            )
             continue
         if compute_state == ComputeState.BUILD.value or task == Task.DELETING.value:
             continue
