@@ -513,6 +513,12 @@ def test_a_group_may_be_named_by_its_name(api: Any) -> None:
         "badRequest",
     )
     assert "Several" in msg
+    # The group's own paths take a unique name too; two of a name must be told by id.
+    only = group(api, name="only")["id"]
+    resp = api.patch("/v1.0/p1/configurations/only", json={"configuration": {"values": {}}})
+    assert resp.status_code == 200, resp.text
+    assert api.get("/v1.0/p1/configurations/only").json()["configuration"]["id"] == only
+    fault(api.get("/v1.0/p1/configurations/tuned"), 400, "badRequest")
     fault(
         api.put(f"/v1.0/p1/instances/{other}", json={"instance": {"configuration": "nope"}}),
         404,

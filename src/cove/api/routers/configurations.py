@@ -31,7 +31,7 @@ from cove.db.configurations import (
     attached_ids,
     attached_query,
     catalogue,
-    get_configuration,
+    find_configuration,
     instance_counts,
     values_of,
     version_label,
@@ -158,7 +158,7 @@ def show_configuration(
 ) -> Any:
     authorize(request, project_id, "configuration:show")
     with c.db.session() as s:
-        cfg = get_configuration(s, configuration_id, project_id)
+        cfg = find_configuration(s, configuration_id, project_id)
         count = instance_counts(s, [cfg.id]).get(cfg.id, 0)
         return {"configuration": configuration_view(request, cfg, instance_count=count)}
 
@@ -174,8 +174,8 @@ def configuration_instances(
 ) -> Any:
     authorize(request, project_id, "configuration:show")
     with c.db.session() as s:
-        get_configuration(s, configuration_id, project_id)
-        items = [{"id": i.id, "name": i.name} for i in s.scalars(attached_query(configuration_id))]
+        cfg = find_configuration(s, configuration_id, project_id)
+        items = [{"id": i.id, "name": i.name} for i in s.scalars(attached_query(cfg.id))]
     page, links = paginate(
         request, items, lambda v: str(v["id"]), limit, marker, c.settings.page_size
     )
@@ -199,7 +199,7 @@ def patch_configuration(
     with c.db.session() as s:
         # Changes of the project's groups and attachments take turns: none is lost.
         lock_project(s, project_id)
-        cfg = get_configuration(s, configuration_id, project_id)
+        cfg = find_configuration(s, configuration_id, project_id)
         merged = {**values_of(cfg), **body.configuration.values}
         cfg.values = json.dumps(_validated(s, cfg.datastore_version, merged))
         cfg.updated = utcnow()
@@ -224,7 +224,7 @@ def update_configuration(
     description = _description(spec.description)
     with c.db.session() as s:
         lock_project(s, project_id)
-        cfg = get_configuration(s, configuration_id, project_id)
+        cfg = find_configuration(s, configuration_id, project_id)
         cfg.values = json.dumps(_validated(s, cfg.datastore_version, spec.values))
         if name is not None:
             cfg.name = name
@@ -244,7 +244,7 @@ def delete_configuration(
     authorize(request, project_id, "configuration:delete")
     with c.db.session() as s:
         lock_project(s, project_id)
-        cfg = get_configuration(s, configuration_id, project_id)
+        cfg = find_configuration(s, configuration_id, project_id)
         if attached_ids(s, cfg.id):
             raise BadRequest(
                 f"Configuration group {configuration_id} is attached to instances; "
