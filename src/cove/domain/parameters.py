@@ -75,7 +75,7 @@ DENIED: dict[str, tuple[str, ...]] = {
         # files, paths and where the server listens
         "datadir", "basedir", "tmpdir", "socket", "port", "bind_address", "pid_file", "*_dir",
         "*_file", "*_path", "*_home_dir", "log_error", "general_log*", "slow_query_log*",
-        "skip_networking", "skip_name_resolve", "extra_port", "extra_max_connections",
+        "skip_*", "extra_port", "extra_max_connections", "*filename", "*tmpdir",
         # code and data the server would load or expose
         "plugin_*", "init_*", "secure_file_priv", "local_infile", "open_files_limit",
         "lower_case_table_names", "core_file", "large_pages", "skip_external_locking",
@@ -86,6 +86,7 @@ DENIED: dict[str, tuple[str, ...]] = {
         # security
         "ssl_*", "have_*", "*password*", "secure_*", "require_secure_transport", "tls_*",
         "default_authentication_plugin", "old_passwords", "proxy_*", "automatic_sp_privileges",
+        "*encrypt*", "*encryption*",
         # what the agent and the platform rely on
         "innodb_data_*", "innodb_log_group_home_dir", "innodb_undo_directory",
         "innodb_force_recovery", "innodb_doublewrite", "innodb_flush_method", "debug*",

@@ -18,6 +18,7 @@ from cove.db.configurations import values_of
 from cove.db.instances import allocate_address, get_instance
 from cove.db.models import Instance
 from cove.db.networks import address_pool
+from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext, guest_topic
@@ -102,7 +103,12 @@ def guest_spec(tc: TaskContext, inst: Instance) -> GuestSpec:
         volume_gb=inst.volume_size,
         transport_url=tc.settings.transport_url,
         heartbeat_interval=tc.settings.heartbeat_interval,
-        overrides=values_of(inst.configuration),
+        # A parameter denied since the group was made is never given to the guest.
+        overrides={
+            name: value
+            for name, value in values_of(inst.configuration).items()
+            if not denied(version.manager, name)
+        },
     )
 
 

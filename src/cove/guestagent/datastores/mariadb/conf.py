@@ -9,6 +9,7 @@ written here.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -17,6 +18,8 @@ from pathlib import Path
 from cove.common.errors import Unprocessable
 from cove.domain.parameters import Value, denied
 from cove.guestagent.config import GuestConfig
+
+LOG = logging.getLogger(__name__)
 
 #: The agent's own account: every privilege, from the unix socket only, its password in a
 #: 0600 file under conf/.
@@ -72,11 +75,15 @@ def tunables(config: GuestConfig) -> dict[str, Value]:
     }
     for name, value in config.overrides.items():
         key = name.lower()
-        if not NAME.fullmatch(key) or denied("mariadb", key):
+        if not NAME.fullmatch(key):
             raise Unprocessable(
                 f"The configuration parameter {name} is not supported for this datastore: "
                 f"mariadb {config.datastore_version}."
             )
+        if denied("mariadb", key):
+            # Denied after the group was made: the server starts without it.
+            LOG.warning("leaving out the denied parameter %s", name)
+            continue
         out[key] = value
     return out
 
@@ -88,8 +95,8 @@ def tmp_dir(config: GuestConfig) -> Path:
 
 
 def settings(config: GuestConfig) -> dict[str, Value]:
-    """Everything in the [mysqld] section: the instance's places and safety first, then
-    :func:`tunables`."""
+    """Everything in the [mysqld] section: :func:`tunables`, then the instance's places and
+    safety settings, which no override can change."""
     fixed: dict[str, Value] = {
         "datadir": str(config.data_dir),
         "tmpdir": str(tmp_dir(config)),
@@ -103,8 +110,10 @@ def settings(config: GuestConfig) -> dict[str, Value]:
         "local_infile": False,
         "symbolic_links": False,
         "secure_file_priv": str(tmp_dir(config)),
+        "skip_grant_tables": False,
     }
-    return {**fixed, **tunables(config)}
+    # The instance's places and safety always win over whatever a group holds.
+    return {**tunables(config), **fixed}
 
 
 def show_value(value: Value) -> str:
@@ -115,8 +124,11 @@ def show_value(value: Value) -> str:
 
 
 def render_value(value: Value) -> str:
-    """A value as my.cnf spells it: text other than plain words in double quotes."""
+    """A value as my.cnf spells it: text other than plain words in double quotes. Raises
+    Unprocessable for text that would end the line (my.cnf has no escape for it)."""
     text = show_value(value)
+    if any(ch in text for ch in "\n\r\0"):
+        raise Unprocessable("A configuration value must be one line of text.")
     if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_.,:/@+=-]+", value):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text

@@ -6,8 +6,9 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from cove.common.errors import GuestError
+from cove.common.errors import CoveError, GuestError
 from cove.domain.capabilities import capabilities
+from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.config import GuestConfig
@@ -93,26 +94,46 @@ class MariaManager(DatastoreManager):
     def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
         """my.cnf takes every setting for the next start; a running server gets each changed
         variable by SET GLOBAL (a removed override goes back to the flavor's value or the
-        server's default). True when one of them is read-only while the server runs."""
-        self.server.config = new
-        before, after = conf.tunables(old), conf.tunables(new)
-        self.server.write_config()
+        server's default). True when one of them is read-only while the server runs. When the
+        server refuses a value, my.cnf, the values already set live and the settings go back
+        to what they were before the GuestError is raised."""
+        before, after = conf.tunables(old), conf.tunables(new)  # raises before any change
+        conf_file = self.server.conf_file
+        previous = conf_file.read_text() if conf_file.is_file() else None
         changed = {k: v for k, v in after.items() if before.get(k) != v}
         removed = [k for k in before if k not in after]
-        if not (changed or removed) or not self.server.running():
-            return False
-        static = self.admin.read_only([*changed, *removed])
-        needs_restart = bool(static)
-        for name, value in changed.items():
-            if name not in static and not self.admin.set_global(name, value):
-                needs_restart = True
-        for name in removed:
-            if name not in static and not self.admin.set_global(name, None):
-                needs_restart = True
+        prior: dict[str, str] = {}
+        done: list[str] = []
+        self.server.config = new
+        try:
+            self.server.write_config()
+            if not (changed or removed) or not self.server.running():
+                return False
+            static = self.admin.read_only([*changed, *removed])
+            prior = self.admin.global_values([*changed, *removed])
+            needs_restart = bool(static)
+            wanted: list[tuple[str, Value | None]] = list(changed.items())
+            for name, value in [*wanted, *((k, None) for k in removed)]:
+                if name in static:
+                    continue
+                if self.admin.set_global(name, value):
+                    done.append(name)
+                else:
+                    needs_restart = True
+        except Exception:
+            self.server.config = old
+            if previous is not None:
+                conf.write_private(conf_file, previous)
+            for name in reversed(done):
+                try:
+                    self.admin.set_global(name, prior.get(name))
+                except CoveError as exc:
+                    LOG.error("cannot set %s back to %r: %s", name, prior.get(name), exc.message)
+            raise
         LOG.info(
             "%d setting(s) changed, %d set live%s",
             len(changed) + len(removed),
-            len(changed) + len(removed) - len(static),
+            len(done),
             "; a restart is needed" if needs_restart else "",
         )
         return needs_restart

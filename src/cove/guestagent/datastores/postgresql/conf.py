@@ -8,11 +8,14 @@ version's catalogue gives their bounds; the flavor's sizes are written with thei
 from __future__ import annotations
 
 import getpass
+import logging
 import re
 
 from cove.common.errors import Unprocessable
 from cove.domain.parameters import Value, denied
 from cove.guestagent.config import GuestConfig
+
+LOG = logging.getLogger(__name__)
 
 ADMIN_USER = "os_admin"
 ROOT_USER = "root"
@@ -82,11 +85,15 @@ def settings(config: GuestConfig) -> dict[str, Value]:
         **memory_settings(config.ram_mb, config.vcpus),
     }
     for name, value in config.overrides.items():
-        if not _NAME.fullmatch(name) or denied("postgresql", name):
+        if not _NAME.fullmatch(name):
             raise Unprocessable(
                 f"The configuration parameter {name} is not supported for this datastore: "
                 f"postgresql {config.datastore_version}."
             )
+        if denied("postgresql", name):
+            # Denied after the group was made: the server starts without it.
+            LOG.warning("leaving out the denied parameter %s", name)
+            continue
         for key in [k for k in out if k.lower() == name.lower()]:
             del out[key]
         out[name] = value

@@ -4,6 +4,7 @@ configuration group. A group's memory values are numbers of bytes, as CONFIG GET
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -13,6 +14,8 @@ from pathlib import Path
 from cove.common.errors import Unprocessable
 from cove.domain.parameters import Value, denied
 from cove.guestagent.config import GuestConfig
+
+LOG = logging.getLogger(__name__)
 
 #: The agent's own user: every permission, its password only in a 0600 file under conf/.
 ADMIN_USER = "cove_admin"
@@ -112,11 +115,15 @@ def settings(config: GuestConfig) -> dict[str, Value]:
     }
     for name, value in config.overrides.items():
         key = name.lower()
-        if not _NAME.fullmatch(key) or denied("redis", key):
+        if not _NAME.fullmatch(key):
             raise Unprocessable(
                 f"The configuration parameter {name} is not supported for this datastore: "
                 f"redis {config.datastore_version}."
             )
+        if denied("redis", key):
+            # Denied after the group was made: the server starts without it.
+            LOG.warning("leaving out the denied parameter %s", name)
+            continue
         out[key] = value
     return out
 
