@@ -4,40 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cove.common.errors import GuestError
 from cove.domain.capabilities import capabilities
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.domain.status import GuestStatus
 from cove.guestagent.config import GuestConfig
-from cove.guestagent.datastores.base import DatastoreManager
 from cove.guestagent.datastores.postgresql import conf, reload
 from cove.guestagent.datastores.postgresql.admin import PostgresAdmin
 from cove.guestagent.datastores.postgresql.server import PostgresServer
+from cove.guestagent.datastores.served import ServedManager
 
 LOG = logging.getLogger(__name__)
 
 
-class PostgresManager(DatastoreManager):
+class PostgresManager(ServedManager):
+    server: PostgresServer
     capabilities = capabilities("postgresql")
 
     def __init__(self, config: GuestConfig) -> None:
         super().__init__(config)
-        self.server = PostgresServer(config, self._server_exited)
         self.admin = PostgresAdmin(self.server.connect)
-        self._marker = config.conf_dir / "prepared"
-        self._stopped_on_purpose = False
-        self._init_lock = threading.Lock()
-        self._initialised = False
 
-    def _server_exited(self, code: int) -> None:
-        self.on_change(GuestStatus.CRASHED)
-
-    @property
-    def prepared(self) -> bool:
-        return self._marker.is_file()
+    def _make_server(self, config: GuestConfig, on_exit: Callable[[int], None]) -> PostgresServer:
+        return PostgresServer(config, on_exit)
 
     def write_config(self) -> None:
         """Write the server's files for ``self.config``; raises Unprocessable (before writing
@@ -67,55 +57,9 @@ class PostgresManager(DatastoreManager):
                 out[name] = (self.config.conf_dir / name).read_text()
         return out
 
-    def _warm_up(self) -> None:
-        self._initialise()
-
-    def _initialise(self) -> None:
-        """A fresh data directory, configured and running; done once per agent."""
-        with self._init_lock:
-            if self._initialised or self.prepared:
-                return
-            if self._stopped_on_purpose:
-                raise GuestError("the guest agent is stopping")
-            # A server an earlier agent started for this instance goes before its files do.
-            self.server.adopt()
-            self.server.stop()
-            self.server.initialise()
-            self.write_config()
-            self.server.start()
-            self._initialised = True
-
-    def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
-        self._initialise()
-        try:
-            self.admin.create_databases(databases)
-            self.admin.create_users(users)
-        except Exception:
-            self._initialised = False  # a prepare sent again starts from a clean directory
-            raise
-        self._marker.write_text("ok\n")
-
-    def adopt(self) -> bool:
-        return self.prepared and self.server.adopt()
-
-    def start(self) -> None:
-        if not self.prepared:
-            raise GuestError("the instance has not been prepared")
-        self.write_config()
-        self._stopped_on_purpose = False
-        self.server.start()
-
-    def stop(self) -> None:
-        self._stopped_on_purpose = True
-        with self._init_lock:  # wait for a warm-up under way, which then starts nothing more
-            self.server.stop()
-
-    def status(self) -> GuestStatus:
-        if not self.prepared:
-            return GuestStatus.BUILDING if self.server.running() else GuestStatus.NEW
-        if not self.server.running():
-            return GuestStatus.SHUTDOWN if self._stopped_on_purpose else GuestStatus.CRASHED
-        return GuestStatus.HEALTHY if self.server.ping() else GuestStatus.BLOCKED
+    def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
+        self.admin.create_databases(databases)
+        self.admin.create_users(users)
 
     # -- configuration -----------------------------------------------------------------------
 

@@ -10,94 +10,43 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 
 from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.capabilities import capabilities
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.domain.status import GuestStatus
 from cove.guestagent.config import GuestConfig
-from cove.guestagent.datastores.base import DatastoreManager
 from cove.guestagent.datastores.redis import conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
 from cove.guestagent.datastores.redis.server import RedisServer
+from cove.guestagent.datastores.served import ServedManager
 
 LOG = logging.getLogger(__name__)
 
 
-class RedisManager(DatastoreManager):
+class RedisManager(ServedManager):
+    server: RedisServer
     capabilities = capabilities("redis")
 
     def __init__(self, config: GuestConfig) -> None:
         super().__init__(config)
-        self.server = RedisServer(config, self._server_exited)
         self.acl = RedisAcl(self.server.connect)
-        self._marker = config.conf_dir / "prepared"
-        self._stopped_on_purpose = False
-        self._init_lock = threading.Lock()
-        self._initialised = False
 
-    def _server_exited(self, code: int) -> None:
-        self.on_change(GuestStatus.CRASHED)
+    def _make_server(self, config: GuestConfig, on_exit: Callable[[int], None]) -> RedisServer:
+        return RedisServer(config, on_exit)
 
-    @property
-    def prepared(self) -> bool:
-        return self._marker.is_file()
-
-    def _warm_up(self) -> None:
-        self._initialise()
-
-    def _initialise(self) -> None:
-        """A fresh data directory, admin user and config, with the server running; done once
-        per agent."""
-        with self._init_lock:
-            if self._initialised or self.prepared:
-                return
-            if self._stopped_on_purpose:
-                raise GuestError("the guest agent is stopping")
-            # A server an earlier agent started for this instance goes before its files do.
-            self.server.adopt()
-            self.server.stop()
-            self.server.initialise()
-            self.server.write_config()
-            self.server.start()
-            self._initialised = True
+    def write_config(self) -> None:
+        self.server.write_config()
 
     def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
         if databases or any(u.databases for u in users):
             raise OperationNotSupported(NO_DATABASES)
-        self._initialise()
-        try:
-            self.acl.create_users(users)
-        except Exception:
-            self._initialised = False  # a prepare sent again starts from a clean directory
-            raise
-        self._marker.write_text("ok\n")
+        super()._prepare(databases, users)
 
-    def adopt(self) -> bool:
-        return self.prepared and self.server.adopt()
-
-    def start(self) -> None:
-        if not self.prepared:
-            raise GuestError("the instance has not been prepared")
-        self.server.write_config()
-        self._stopped_on_purpose = False
-        self.server.start()
-
-    def stop(self) -> None:
-        self._stopped_on_purpose = True
-        with self._init_lock:  # wait for a warm-up under way, which then starts nothing more
-            self.server.stop()
-
-    def status(self) -> GuestStatus:
-        if not self.prepared:
-            return GuestStatus.BUILDING if self.server.running() else GuestStatus.NEW
-        if not self.server.running():
-            return GuestStatus.SHUTDOWN if self._stopped_on_purpose else GuestStatus.CRASHED
-        return GuestStatus.HEALTHY if self.server.ping() else GuestStatus.BLOCKED
+    def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
+        self.acl.create_users(users)
 
     def min_ram_mb(self) -> int:
         """Redis holds its data in memory and may use 3/4 of the flavor's (see conf): a flavor

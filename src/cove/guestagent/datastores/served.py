@@ -1,0 +1,127 @@
+"""The lifecycle every datastore manager shares: one server, run as the agent's child.
+
+A :class:`ServedManager` owns a server controller (a ``cove.guestagent.child.ChildServer``
+that also makes a fresh data directory and writes its config) and does the rest the same way
+for every datastore:
+
+* warm-up and ``prepare`` initialise a fresh data directory, write the config and start the
+  server once per agent (a server an earlier agent left running for this instance is stopped
+  first, so its files can go); ``prepare`` then creates what the request asks for
+  (:meth:`_fill`) and marks the instance prepared; a failure there makes the next ``prepare``
+  start again from a clean directory;
+* ``start`` writes the config again (the settings may have changed) and starts the server,
+  ``adopt`` takes over a prepared instance's running server, ``stop`` waits for a warm-up
+  under way;
+* ``status``: NEW or BUILDING before ``prepare`` is done; SHUTDOWN when stopped on purpose,
+  CRASHED when the server exited by itself; HEALTHY when it answers, BLOCKED when it does not.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from cove.common.errors import GuestError
+from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.domain.status import GuestStatus
+from cove.guestagent.config import GuestConfig
+from cove.guestagent.datastores.base import DatastoreManager
+
+
+class Server(Protocol):
+    """What a manager asks of its server controller."""
+
+    config: GuestConfig
+
+    def initialise(self) -> None: ...
+
+    def adopt(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def running(self) -> bool: ...
+
+    def ping(self) -> bool: ...
+
+
+class ServedManager(DatastoreManager):
+    def __init__(self, config: GuestConfig) -> None:
+        super().__init__(config)
+        self.server = self._make_server(config, self._server_exited)
+        self._marker = config.conf_dir / "prepared"
+        self._stopped_on_purpose = False
+        self._init_lock = threading.Lock()
+        self._initialised = False
+
+    @abstractmethod
+    def _make_server(self, config: GuestConfig, on_exit: Callable[[int], None]) -> Server:
+        """The controller of this datastore's server."""
+
+    @abstractmethod
+    def write_config(self) -> None:
+        """Write the server's config files for ``self.config``; raises Unprocessable (before
+        writing anything) for an override that cannot be written."""
+
+    @abstractmethod
+    def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
+        """Create what ``prepare`` asks for on the fresh, running server."""
+
+    def _server_exited(self, code: int) -> None:
+        self.on_change(GuestStatus.CRASHED)
+
+    @property
+    def prepared(self) -> bool:
+        return self._marker.is_file()
+
+    def _warm_up(self) -> None:
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """A fresh data directory, configured and running; done once per agent."""
+        with self._init_lock:
+            if self._initialised or self.prepared:
+                return
+            if self._stopped_on_purpose:
+                raise GuestError("the guest agent is stopping")
+            # A server an earlier agent started for this instance goes before its files do.
+            self.server.adopt()
+            self.server.stop()
+            self.server.initialise()
+            self.write_config()
+            self.server.start()
+            self._initialised = True
+
+    def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
+        self._initialise()
+        try:
+            self._fill(databases, users)
+        except Exception:
+            self._initialised = False  # a prepare sent again starts from a clean directory
+            raise
+        self._marker.write_text("ok\n")
+
+    def adopt(self) -> bool:
+        return self.prepared and self.server.adopt()
+
+    def start(self) -> None:
+        if not self.prepared:
+            raise GuestError("the instance has not been prepared")
+        self.write_config()
+        self._stopped_on_purpose = False
+        self.server.start()
+
+    def stop(self) -> None:
+        self._stopped_on_purpose = True
+        with self._init_lock:  # wait for a warm-up under way, which then starts nothing more
+            self.server.stop()
+
+    def status(self) -> GuestStatus:
+        if not self.prepared:
+            return GuestStatus.BUILDING if self.server.running() else GuestStatus.NEW
+        if not self.server.running():
+            return GuestStatus.SHUTDOWN if self._stopped_on_purpose else GuestStatus.CRASHED
+        return GuestStatus.HEALTHY if self.server.ping() else GuestStatus.BLOCKED
