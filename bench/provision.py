@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 from harness import ControlPlane, wait_for
 
 from cove.common.service_user import ServiceUser, service_user
-from cove.compute.discovery import find_mariadb, find_postgresql, find_redis
+from cove.compute.discovery import find_mariadb, find_postgresql, find_redis, mariadb_install_db
 
 PASSWORD = "bench-Pass-1"
 RAW_POOL = "127.43."
@@ -282,10 +282,12 @@ def measure_redis(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, fl
     rows = []
     for concurrent in (False, True):
         label = f"{n} {'concurrent (until all ready)' if concurrent else 'sequential (median)'}"
-        raw = _run(raw_one, n, concurrent)
-        for server in servers:
-            server.stop()
-        servers.clear()
+        try:
+            raw = _run(raw_one, n, concurrent)
+        finally:  # a failed run leaves no server behind
+            for server in servers:
+                server.stop()
+            servers.clear()
         cove = _run(lambda i: cove_provision_redis(plane, f"r{i}"), n, concurrent)
         _delete_all(plane)
         rows.append((label, raw, cove))
@@ -319,6 +321,8 @@ class RawMaria:
         self.host = f"{RAW_POOL}{100 + index // 250}.{index % 250 + 1}"
         self.user = user
         self.bin = Path(find_mariadb()[-1].bin_dir)
+        # The installer that goes with the server timed, as Cove's guest finds it.
+        self.install_db = mariadb_install_db(self.bin) or Path("mariadb-install-db")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def provision(self) -> float:
@@ -337,7 +341,7 @@ class RawMaria:
             os.chown(path, self.user.uid, self.user.gid)
         defaults, as_user = f"--defaults-file={cnf}", f"--user={self.user.name}"
         subprocess.run(
-            ["mariadb-install-db", defaults, as_user, "--skip-test-db", "--skip-name-resolve"],
+            [str(self.install_db), defaults, as_user, "--skip-test-db", "--skip-name-resolve"],
             check=True,
             capture_output=True,
         )
@@ -405,10 +409,12 @@ def measure_maria(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, fl
     rows = []
     for concurrent in (False, True):
         label = f"{n} {'concurrent (until all ready)' if concurrent else 'sequential (median)'}"
-        raw = _run(raw_one, n, concurrent)
-        for server in servers:
-            server.stop()
-        servers.clear()
+        try:
+            raw = _run(raw_one, n, concurrent)
+        finally:  # a failed run leaves no server behind
+            for server in servers:
+                server.stop()
+            servers.clear()
         cove = _run(lambda i: cove_provision_maria(plane, f"m{i}"), n, concurrent)
         _delete_all(plane)
         rows.append((label, raw, cove))
