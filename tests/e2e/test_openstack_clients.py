@@ -304,6 +304,7 @@ def test_openstack_database_commands(
     cli_users_and_access(run)
     root_pw = cli_root(run)
     cli_restart(run, root_pw)
+    cli_configuration_and_resize(run, root_pw, cove_up)
     cli_delete(run)
 
 
@@ -411,6 +412,57 @@ def cli_restart(run: CliInstance, root_pw: str) -> None:
     )
     with connect(inst, "app", run.app_pw, "orders") as conn:
         assert conn.execute("SELECT id FROM items").fetchall() == [(7,)]
+
+
+def cli_configuration_and_resize(run: CliInstance, root_pw: str, plane: ControlPlane) -> None:
+    """A configuration group made, attached and detached, and a resize, all by names as OSC
+    users type them; each read back from the server."""
+    cli, iid, inst = run.cli, run.iid, run.inst
+
+    def setting(name: str) -> str:
+        with connect(inst, "root", root_pw, "orders") as conn:
+            return str(conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0])
+
+    params = cli.json(
+        "database", "configuration", "parameter", "list", "--datastore", "postgresql", "15"
+    )
+    assert "work_mem" in column(params, "Name")
+    cli.ok(
+        "database",
+        "configuration",
+        "create",
+        "cli-tuned",
+        '{"work_mem": 7168}',
+        "--datastore",
+        "postgresql",
+        "--datastore-version",
+        "15",
+    )
+    assert "cli-tuned" in column(cli.json("database", "configuration", "list"), "Name")
+    cli.ok("database", "instance", "update", run.name, "--configuration", "cli-tuned")
+    wait_for(lambda: setting("work_mem") == "7MB", 60, 0.3, "work_mem from the group")
+    cli.ok("database", "configuration", "parameter", "set", "cli-tuned", '{"work_mem": 9216}')
+    wait_for(lambda: setting("work_mem") == "9MB", 60, 0.3, "work_mem from the changed group")
+    cli.ok("database", "instance", "update", run.name, "--remove-configuration")
+    wait_for(lambda: setting("work_mem") != "9MB", 60, 0.3, "work_mem back to the flavor's")
+    cli.ok("database", "configuration", "delete", "cli-tuned")
+
+    cli.ok("database", "instance", "resize", "flavor", run.name, "small")
+    wait_for(
+        lambda: cli.json("database", "instance", "show", iid)["flavor"] == "2",
+        BUILD_TIMEOUT,
+        0.3,
+        "the new flavor",
+    )
+    cli_wait_active(cli, iid, plane)
+    assert setting("shared_buffers") == "512MB"
+    cli.ok("database", "instance", "resize", "volume", run.name, "2")
+    wait_for(
+        lambda: cli.json("database", "instance", "show", iid)["volume"] == 2,
+        BUILD_TIMEOUT,
+        0.3,
+        "the larger volume",
+    )
 
 
 def cli_delete(run: CliInstance) -> None:
