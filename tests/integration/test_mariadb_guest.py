@@ -23,6 +23,7 @@ from cove.common.errors import (
     BadRequest,
     DatabaseAlreadyExists,
     DatabaseNotFound,
+    GuestError,
     UserAlreadyExists,
     UserNotFound,
 )
@@ -34,7 +35,8 @@ from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores import load_manager
-from cove.guestagent.datastores.mariadb.conf import memory_settings
+from cove.guestagent.datastores.mariadb.admin import TENANT_ACCESS
+from cove.guestagent.datastores.mariadb.conf import memory_settings, native_password_hash
 from cove.guestagent.datastores.mariadb.manager import MariaManager
 
 FOUND = find_mariadb()
@@ -428,3 +430,123 @@ def test_read_parameters() -> None:
     # Session-only and informational variables never enter: my.cnf cannot set them.
     for name in ("timestamp", "license", "version", "error_count", "hostname"):
         assert name not in params
+
+
+def error_code(exc: pytest.ExceptionInfo[pymysql.MySQLError]) -> int:
+    return int(exc.value.args[0])
+
+
+def test_root_cannot_reach_past_its_privileges(
+    config: GuestConfig, managers: list[MariaManager]
+) -> None:
+    manager = new_manager(config, managers)
+    manager.prepare([DatabaseSpec("shop")], [])
+    manager.enable_root(ROOT_PASSWORD)
+
+    # An explicit list: no FILE, SUPER, RELOAD, SET USER, CONNECTION ADMIN, PROCESS...
+    with login(config, "root", ROOT_PASSWORD) as root:
+        grants = " ".join(str(r[0]) for r in query(root, "SHOW GRANTS"))
+    assert "WITH GRANT OPTION" in grants and "CREATE USER" in grants
+    for withheld in ("FILE", "SUPER", "RELOAD", "SET USER", "CONNECTION ADMIN", "PROCESS"):
+        assert f" {withheld}," not in grants and f" {withheld} ON" not in grants, grants
+    assert "ALL PRIVILEGES" not in grants
+    access = manager.admin._run(
+        "SELECT JSON_VALUE(Priv, '$.access') FROM mysql.global_priv WHERE User = 'root'"
+    )
+    assert int(str(access[0][0])) == TENANT_ACCESS
+
+    init_file = config.conf_dir / "init.sql"
+    assert init_file.stat().st_mode & 0o777 == 0o600
+    admin_password = (config.conf_dir / "admin.secret").read_text().strip()
+    assert admin_password not in init_file.read_text()
+    assert native_password_hash(admin_password) in init_file.read_text()
+
+    with login(config, "root", ROOT_PASSWORD, "shop") as root:
+        # No routine running as the agent, no plugin to load, no FLUSH PRIVILEGES.
+        with pytest.raises(pymysql.MySQLError) as exc:
+            query(
+                root,
+                "CREATE DEFINER = 'cove_admin'@'localhost' PROCEDURE p() "
+                "SQL SECURITY DEFINER SELECT 1",
+            )
+        assert error_code(exc) == 1227  # ER_SPECIFIC_ACCESS_DENIED_ERROR (SET USER)
+        with pytest.raises(pymysql.MySQLError, match="open shared library"):
+            query(root, "INSTALL SONAME 'ha_federatedx'")
+        with pytest.raises(pymysql.MySQLError) as exc:
+            query(root, "FLUSH PRIVILEGES")
+        assert error_code(exc) == 1227
+
+        # What root writes into the grant tables counts only from the next start, and that
+        # start undoes it: SUPER for itself and an account it made, a routine as the agent,
+        # the agent's account locked, renamed away, or its password changed.
+        everything = (1 << 39) - 1
+        query(root, "CREATE USER made@'%' IDENTIFIED BY 'pw-made'")
+        query(
+            root,
+            "UPDATE mysql.global_priv SET Priv = JSON_SET(Priv, '$.access', "
+            f"{everything}) WHERE User IN ('root', 'made')",
+        )
+        query(root, "CREATE PROCEDURE forged() SQL SECURITY DEFINER SELECT CURRENT_USER()")
+        query(root, "UPDATE mysql.proc SET definer = 'cove_admin@localhost' WHERE name = 'forged'")
+        query(root, "ALTER USER cove_admin@localhost ACCOUNT LOCK")
+    with pytest.raises(GuestError):
+        manager.list_databases()
+    manager.restart()
+    assert manager.status() is GuestStatus.HEALTHY
+    assert [d.name for d in manager.list_databases()] == ["shop"]
+    with login(config, "root", ROOT_PASSWORD, "shop") as root:
+        assert "SUPER" not in " ".join(str(r[0]) for r in query(root, "SHOW GRANTS"))
+        assert query(root, "SELECT name FROM mysql.proc WHERE name = 'forged'") == []
+        with pytest.raises(pymysql.MySQLError) as exc:
+            query(root, "SET GLOBAL max_connections = 10")
+        assert error_code(exc) == 1227
+    with login(config, "made", "pw-made") as made:
+        grants = " ".join(str(r[0]) for r in query(made, "SHOW GRANTS"))
+    assert "SUPER" not in grants and "FILE" not in grants and "ALL PRIVILEGES ON *.*" not in grants
+
+    with login(config, "root", ROOT_PASSWORD) as root:
+        query(root, "RENAME USER cove_admin@localhost TO taken@'%'")
+        query(root, "DROP USER root@'%'")
+    with pytest.raises(GuestError):
+        manager.list_databases()
+    manager.restart()
+    assert [d.name for d in manager.list_databases()] == ["shop"]
+    taken = manager.admin._run(
+        "SELECT JSON_VALUE(Priv, '$.access') FROM mysql.global_priv WHERE User = 'taken'"
+    )
+    assert int(str(taken[0][0])) & ~TENANT_ACCESS == 0
+    assert manager.is_root_enabled() is False
+    manager.enable_root(ROOT_PASSWORD)
+    assert manager.is_root_enabled() is True
+
+
+def test_trove_utf8_names(config: GuestConfig, managers: list[MariaManager]) -> None:
+    manager = new_manager(config, managers)
+    manager.prepare([DatabaseSpec("legacy", "utf8", "utf8_general_ci")], [])
+    manager.create_databases([DatabaseSpec("other", None, "utf8_unicode_ci")])
+    manager.create_databases([DatabaseSpec("third", "UTF8")])
+    assert [(d.name, d.character_set, d.collate) for d in manager.list_databases()] == [
+        ("legacy", "utf8mb3", "utf8mb3_general_ci"),
+        ("other", "utf8mb3", "utf8mb3_unicode_ci"),
+        ("third", "utf8mb3", "utf8mb3_general_ci"),
+    ]
+    with pytest.raises(BadRequest, match="not one of character set"):
+        manager.create_databases([DatabaseSpec("x", "utf8mb4", "utf8_general_ci")])
+
+
+def test_revoking_ends_only_that_accounts_sessions(
+    config: GuestConfig, managers: list[MariaManager]
+) -> None:
+    manager = new_manager(config, managers)
+    manager.prepare([DatabaseSpec("a")], [UserSpec("s", "pw-any", "%", ("a",))])
+    with login(config, "s", "pw-any") as probe:
+        client = str(query(probe, "SELECT USER()")[0][0]).rpartition("@")[2]
+    # The same name from the client's own address is another, more specific account.
+    manager.create_users([UserSpec("s", "pw-near", client, ("a",))])
+    with login(config, "s", "pw-near", "a") as near:
+        assert query(near, "SELECT CURRENT_USER()") == [(f"s@{client}",)]
+        manager.revoke_access("s", "%", "a")
+        assert query(near, "SELECT 1") == [(1,)]  # not s@'%': still connected
+        manager.revoke_access("s", client, "a")
+        with pytest.raises(pymysql.err.OperationalError):
+            query(near, "SELECT 1")

@@ -9,7 +9,10 @@ server could log.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 import pymysql
 
@@ -26,6 +29,7 @@ from cove.domain import names
 from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.guestagent.datastores.mariadb.conf import (
+    ADMIN_USER,
     HIDDEN_USERS,
     NAME,
     ROOT_USER,
@@ -36,20 +40,118 @@ from cove.guestagent.datastores.mariadb.conf import (
 Connect = Callable[[], "pymysql.connections.Connection[pymysql.cursors.Cursor]"]
 Rows = list[tuple[object, ...]]
 
-#: What root is not given of ALL PRIVILEGES: reading and writing the host's files, stopping
-#: the server behind the agent's back, and replication and binary log control, which Cove owns.
-ROOT_WITHHELD = (
-    "FILE",
-    "SHUTDOWN",
-    "SUPER",
-    "BINLOG ADMIN",
-    "BINLOG REPLAY",
-    "REPLICATION MASTER ADMIN",
-    "REPLICATION SLAVE ADMIN",
-    "REPLICATION SLAVE",
-    "FEDERATED ADMIN",
-    "READ_ONLY ADMIN",
+#: The bit of each privilege in an account's ``access`` mask (``mysql.global_priv``), as
+#: MariaDB 10.11 numbers them.
+PRIVILEGE_BITS = {
+    "SELECT": 1 << 0,
+    "INSERT": 1 << 1,
+    "UPDATE": 1 << 2,
+    "DELETE": 1 << 3,
+    "CREATE": 1 << 4,
+    "DROP": 1 << 5,
+    "RELOAD": 1 << 6,
+    "SHUTDOWN": 1 << 7,
+    "PROCESS": 1 << 8,
+    "FILE": 1 << 9,
+    "GRANT OPTION": 1 << 10,
+    "REFERENCES": 1 << 11,
+    "INDEX": 1 << 12,
+    "ALTER": 1 << 13,
+    "SHOW DATABASES": 1 << 14,
+    "SUPER": 1 << 15,
+    "CREATE TEMPORARY TABLES": 1 << 16,
+    "LOCK TABLES": 1 << 17,
+    "EXECUTE": 1 << 18,
+    "REPLICATION SLAVE": 1 << 19,
+    "BINLOG MONITOR": 1 << 20,
+    "CREATE VIEW": 1 << 21,
+    "SHOW VIEW": 1 << 22,
+    "CREATE ROUTINE": 1 << 23,
+    "ALTER ROUTINE": 1 << 24,
+    "CREATE USER": 1 << 25,
+    "EVENT": 1 << 26,
+    "TRIGGER": 1 << 27,
+    "CREATE TABLESPACE": 1 << 28,
+    "DELETE HISTORY": 1 << 29,
+    "SET USER": 1 << 30,
+    "FEDERATED ADMIN": 1 << 31,
+    "CONNECTION ADMIN": 1 << 32,
+    "READ_ONLY ADMIN": 1 << 33,
+    "REPLICATION SLAVE ADMIN": 1 << 34,
+    "REPLICATION MASTER ADMIN": 1 << 35,
+    "BINLOG ADMIN": 1 << 36,
+    "BINLOG REPLAY": 1 << 37,
+    "SLAVE MONITOR": 1 << 38,
+}
+
+#: What root is granted on ``*.*`` (with GRANT OPTION): the data and schema privileges and
+#: account management a tenant's DBA needs. Nothing else: no FILE (the host's files), SUPER,
+#: SET USER (a definer other than itself), CONNECTION ADMIN (ending the agent's sessions),
+#: RELOAD (FLUSH PRIVILEGES after writing the grant tables), PROCESS (other sessions'
+#: statements), SHUTDOWN, CREATE TABLESPACE, FEDERATED ADMIN, READ_ONLY ADMIN, or replication
+#: and binary log control, which Cove owns.
+ROOT_PRIVILEGES = (
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "REFERENCES",
+    "INDEX",
+    "ALTER",
+    "SHOW DATABASES",
+    "CREATE TEMPORARY TABLES",
+    "LOCK TABLES",
+    "EXECUTE",
+    "CREATE VIEW",
+    "SHOW VIEW",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "CREATE USER",
+    "EVENT",
+    "TRIGGER",
+    "DELETE HISTORY",
 )
+#: The most any account but the agent's may hold: root's privileges and GRANT OPTION.
+TENANT_ACCESS = sum(PRIVILEGE_BITS[p] for p in (*ROOT_PRIVILEGES, "GRANT OPTION"))
+ROOT_WITHHELD = tuple(p for p in PRIVILEGE_BITS if not PRIVILEGE_BITS[p] & TENANT_ACCESS)
+#: Every privilege there is: what the agent's account holds.
+ALL_ACCESS = (1 << 64) - 1
+
+
+def startup_sql(admin_verifier: str) -> str:
+    """The server's ``init_file``, run at every start before any client connects, with the
+    grant tables as the tenant's root may have left them: the agent's account is written back
+    (its verifier, unlocked, every privilege), every other account and role loses what no
+    tenant may hold, and no stored routine or event runs as the agent. The server stops
+    reading the file at the first failing statement (and starts all the same), so each
+    statement only needs tables the server cannot start without, until the last two."""
+    if not re.fullmatch(r"\*[0-9A-F]{40}", admin_verifier):
+        raise ValueError("not a mysql_native_password verifier")
+    priv = json.dumps(
+        {
+            "access": ALL_ACCESS,
+            "plugin": "mysql_native_password",
+            "authentication_string": admin_verifier,
+        },
+        separators=(",", ":"),
+    )
+    admin = f"User = '{ADMIN_USER}' AND Host = 'localhost'"
+    definer = f"'{ADMIN_USER}@localhost'"
+    access = "CAST(JSON_VALUE(Priv, '$.access') AS UNSIGNED)"
+    # Fixed names, numbers and a hexadecimal verifier: nothing here comes from a request.
+    statements = [
+        "REPLACE INTO mysql.global_priv (Host, User, Priv) "  # noqa: S608 (no input)
+        f"VALUES ('localhost', '{ADMIN_USER}', '{priv}')",
+        f"UPDATE mysql.global_priv SET Priv = JSON_SET(Priv, '$.access', {access} & "  # noqa: S608
+        f"{TENANT_ACCESS}) WHERE NOT ({admin}) AND {access} IS NOT NULL",
+        "FLUSH PRIVILEGES",
+        f"DELETE FROM mysql.proc WHERE definer = {definer}",  # noqa: S608 (no input)
+        f"DELETE FROM mysql.event WHERE definer = {definer}",  # noqa: S608 (no input)
+    ]
+    return "".join(statement + ";\n" for statement in statements)
+
 
 # Server error numbers the tenant's requests can cause.
 ER_DB_CREATE_EXISTS = 1007
@@ -74,6 +176,55 @@ def grant_pattern(database: str) -> str:
 def from_pattern(stored: str) -> str:
     """A database name as mysql.db stores a grant's pattern, unescaped."""
     return stored.replace("\\_", "_").replace("\\%", "%").replace("\\\\", "\\")
+
+
+def server_encoding(name: str | None) -> str | None:
+    """A character set or collation as the server lists it: Trove's ``utf8`` and its
+    ``utf8_*`` collations are the three-byte ``utf8mb3`` of MariaDB, which information_schema
+    names only so."""
+    if name is None:
+        return None
+    lowered = name.lower()
+    if lowered == "utf8":
+        return "utf8mb3"
+    if lowered.startswith("utf8_"):
+        return "utf8mb3_" + name[len("utf8_") :]
+    return name
+
+
+def account_owns(pattern: str, others: Iterable[str], client: str) -> bool:
+    """Whether a session from ``client`` (PROCESSLIST's host, ``address:port`` or
+    ``localhost``) logged in as the account of host ``pattern`` rather than as one of
+    ``others`` of the same name: the server takes the most specific matching host, an exact
+    one before any pattern, then the longest text before the first wildcard."""
+    host = client
+    head, sep, tail = client.rpartition(":")
+    if sep and tail.isdigit():
+        host = head.strip("[]")
+
+    def matches(candidate: str) -> bool:
+        regex = ""
+        escaped = False
+        for ch in candidate:
+            if escaped:
+                regex += re.escape(ch)
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == "%":
+                regex += ".*"
+            elif ch == "_":
+                regex += "."
+            else:
+                regex += re.escape(ch)
+        return re.fullmatch(regex, host, re.IGNORECASE | re.DOTALL) is not None
+
+    def rank(candidate: str) -> tuple[int, int]:
+        wild = [i for i, ch in enumerate(candidate) if ch in "%_"]
+        return (0, wild[0]) if wild else (1, len(candidate))
+
+    found = [h for h in {pattern, *others} if matches(h)]
+    return bool(found) and max(found, key=rank) == pattern
 
 
 def _checked(rule: Callable[[str], str], value: str) -> str:
@@ -127,9 +278,12 @@ class MariaAdmin:
             self._run("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", [name])
         )
 
-    def _check_encoding(self, db: DatabaseSpec) -> None:
-        """The character set and collation must be ones the server knows, and agree."""
-        charset = db.character_set
+    def _check_encoding(self, db: DatabaseSpec) -> DatabaseSpec:
+        """``db`` with its character set and collation as the server names them; they must be
+        ones the server knows, and agree."""
+        charset = server_encoding(db.character_set)
+        collate = server_encoding(db.collate)
+        db = replace(db, character_set=charset, collate=collate)
         known = (
             charset
             and names.ENCODING.fullmatch(charset)
@@ -163,20 +317,22 @@ class MariaAdmin:
                     f"Collation '{db.collate}' is not one of character set '{charset}' "
                     f"(database {db.name})."
                 )
+        return db
 
     def create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
         """All of ``databases`` or none; each checked before anything changes."""
         wanted = [db.name for db in databases]
         if len(set(wanted)) != len(wanted):
             raise BadRequest("A database is listed twice.")
+        checked: list[DatabaseSpec] = []
         for db in databases:
             _checked(names.database_name, db.name)
-            self._check_encoding(db)
+            checked.append(self._check_encoding(db))
             if self.database_exists(db.name):
                 raise DatabaseAlreadyExists(f"A database with the name {db.name} already exists.")
         made: list[str] = []
         try:
-            for db in databases:
+            for db in checked:
                 parts = [f"CREATE DATABASE {quote_name(db.name)}"]
                 if db.character_set:
                     parts.append(f"CHARACTER SET {db.character_set}")
@@ -318,45 +474,56 @@ class MariaAdmin:
             raise DatabaseNotFound(f"User {name} has no access to database {database}.")
         self._revoke(name, host, database)
         # Sessions opened while the grant held are ended, so the revocation takes effect now.
-        self._end_sessions(name)
+        self._end_sessions(name, host)
 
     def _revoke(self, name: str, host: str, database: str) -> None:
         self._run(f"REVOKE ALL PRIVILEGES ON {grant_pattern(database)}.* FROM %s@%s", [name, host])
 
-    def _end_sessions(self, name: str) -> None:
+    def _end_sessions(self, name: str, host: str) -> None:
+        """End the sessions of the account ``name``@``host``, not those of another account
+        of the same name (another host)."""
+        others = [
+            str(r[0])
+            for r in self._run("SELECT Host FROM mysql.user WHERE User = %s", [name])
+            if str(r[0]) != host
+        ]
         rows = self._run(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> "
+            "SELECT ID, HOST FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> "
             "CONNECTION_ID()",
             [name],
         )
-        for (session,) in rows:
+        for session, client in rows:
+            if not account_owns(host, others, str(client)):
+                continue
             with contextlib.suppress(GuestError):  # it may have ended meanwhile
                 self._run("KILL CONNECTION %s", [int(str(session))])
 
     # -- root --------------------------------------------------------------------------------
 
     def enable_root(self, password: str) -> str:
-        """Enable ``root``@``%``: every privilege on every database, creating users and granting
-        what it holds, but no FILE, SUPER, SHUTDOWN or replication control, which would reach
-        past the instance into the host or behind the agent's back."""
+        """Enable ``root``@``%`` with :data:`ROOT_PRIVILEGES` on every database and GRANT
+        OPTION, and nothing more. An existing account loses everything it held before it is
+        unlocked, so no step leaves it more than that; a step that fails leaves it less."""
         if not password:
             raise BadRequest("A password is required.")
         verifier = native_password_hash(password)
         if self._user_exists(ROOT_USER, "%"):
+            self._run("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@'%%'", [ROOT_USER])
             self._run(
                 "ALTER USER %s@'%%' IDENTIFIED BY PASSWORD %s ACCOUNT UNLOCK", [ROOT_USER, verifier]
             )
         else:
             self._run("CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s", [ROOT_USER, verifier])
-        self._run("GRANT ALL PRIVILEGES ON *.* TO %s@'%%' WITH GRANT OPTION", [ROOT_USER])
-        self._run(f"REVOKE {', '.join(ROOT_WITHHELD)} ON *.* FROM %s@'%%'", [ROOT_USER])
+        self._run(
+            f"GRANT {', '.join(ROOT_PRIVILEGES)} ON *.* TO %s@'%%' WITH GRANT OPTION", [ROOT_USER]
+        )
         return ROOT_USER
 
     def disable_root(self) -> None:
         """Lock ``root`` (what it defined keeps a valid definer) and end its sessions."""
         if self._user_exists(ROOT_USER, "%"):
             self._run("ALTER USER %s@'%%' ACCOUNT LOCK", [ROOT_USER])
-            self._end_sessions(ROOT_USER)
+            self._end_sessions(ROOT_USER, "%")
 
     def is_root_enabled(self) -> bool:
         rows = self._run(

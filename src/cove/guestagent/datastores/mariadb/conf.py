@@ -34,6 +34,8 @@ ADMIN_SECRET = "admin.secret"
 SOCKET = "mariadb.sock"
 PID_FILE = "mariadbd.pid"
 LOG_FILE = "mariadb.log"
+#: SQL the server runs at every start (conf/, mode 0600): see ``admin.startup_sql``.
+INIT_FILE = "init.sql"
 
 DEFAULT_CHARACTER_SET = "utf8mb4"
 DEFAULT_COLLATION = "utf8mb4_general_ci"
@@ -94,6 +96,11 @@ def tmp_dir(config: GuestConfig) -> Path:
     return config.root / "tmp"
 
 
+def plugin_dir(config: GuestConfig) -> Path:
+    """An empty directory of the instance's own: INSTALL SONAME finds nothing to load."""
+    return config.root / "plugin"
+
+
 def settings(config: GuestConfig) -> dict[str, Value]:
     """Everything in the [mysqld] section: :func:`tunables`, then the instance's places and
     safety settings, which no override can change."""
@@ -111,6 +118,9 @@ def settings(config: GuestConfig) -> dict[str, Value]:
         "symbolic_links": False,
         "secure_file_priv": str(tmp_dir(config)),
         "skip_grant_tables": False,
+        "plugin_dir": str(plugin_dir(config)),
+        # Undoes, before any client connects, what the tenant's root did to the accounts.
+        "init_file": str(config.conf_dir / INIT_FILE),
     }
     # The instance's places and safety always win over whatever a group holds.
     return {**tunables(config), **fixed}

@@ -16,6 +16,7 @@ from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.mariadb import conf
+from cove.guestagent.datastores.mariadb.admin import startup_sql
 
 INSTALL_DB = "mariadb-install-db"
 
@@ -54,6 +55,7 @@ class MariaServer(ChildServer):
         self.bin_dir = Path(config.bin_dir)
         self.conf_file = config.conf_dir / conf.CONF_FILE
         self.secret_file = config.conf_dir / conf.ADMIN_SECRET
+        self.init_file = config.conf_dir / conf.INIT_FILE
         self.socket = config.run_dir / conf.SOCKET
         self.pid_file = config.run_dir / conf.PID_FILE
 
@@ -63,18 +65,29 @@ class MariaServer(ChildServer):
         """Raises Unprocessable for an override no tenant may set."""
         conf.write_private(self.conf_file, conf.my_cnf(self.config))
 
+    def write_init_file(self) -> None:
+        """The SQL the server runs at every start, from the agent's password's verifier (the
+        clear text never goes into it). Raises GuestError when the password is unreadable."""
+        verifier = conf.native_password_hash(self._admin_password())
+        conf.write_private(self.init_file, startup_sql(verifier))
+
+    def _make_dirs(self) -> None:
+        conf.tmp_dir(self.config).mkdir(mode=0o700, exist_ok=True)
+        conf.plugin_dir(self.config).mkdir(mode=0o700, exist_ok=True)
+
     def initialise(self) -> None:
         """A fresh data directory with the system tables and the agent's account (a new
         password), and my.cnf. Raises GuestError when mariadb-install-db fails."""
         for directory in (self.config.conf_dir, self.config.log_dir, self.config.run_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        conf.tmp_dir(self.config).mkdir(mode=0o700, exist_ok=True)
+        self._make_dirs()
         data = self.config.data_dir
         if data.exists():
             shutil.rmtree(data)
         data.mkdir(mode=0o700)
         password = conf.new_admin_password()
         conf.write_private(self.secret_file, password + "\n")
+        self.write_init_file()
         self.write_config()
         bootstrap = self.config.conf_dir / "bootstrap.sql"
         conf.write_private(bootstrap, conf.bootstrap_sql(password))
@@ -118,7 +131,8 @@ class MariaServer(ChildServer):
         return read_pid_file(self.pid_file)
 
     def before_start(self) -> None:
-        conf.tmp_dir(self.config).mkdir(mode=0o700, exist_ok=True)
+        self._make_dirs()
+        self.write_init_file()
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()  # a socket left by a killed server is not an answer
 
