@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import pymysql
@@ -268,30 +268,9 @@ def cove_provision_redis(plane: ControlPlane, name: str) -> float:
 
 
 def measure_redis(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, float, float]]:
-    user = service_user("cove")
-    numbers = itertools.count()
-    servers: list[RawRedis] = []
-    lock = threading.Lock()
-
-    def raw_one(_i: int) -> float:
-        with lock:
-            server = RawRedis(base, next(numbers), user)
-            servers.append(server)
-        return server.provision()
-
-    rows = []
-    for concurrent in (False, True):
-        label = f"{n} {'concurrent (until all ready)' if concurrent else 'sequential (median)'}"
-        try:
-            raw = _run(raw_one, n, concurrent)
-        finally:  # a failed run leaves no server behind
-            for server in servers:
-                server.stop()
-            servers.clear()
-        cove = _run(lambda i: cove_provision_redis(plane, f"r{i}"), n, concurrent)
-        _delete_all(plane)
-        rows.append((label, raw, cove))
-    return rows
+    return measure_against_raw(
+        plane, n, lambda i, user: RawRedis(base, i, user), cove_provision_redis, "r"
+    )
 
 
 def _connect_maria(host: str) -> None:
@@ -395,14 +374,34 @@ def cove_provision_maria(plane: ControlPlane, name: str) -> float:
 
 
 def measure_maria(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, float, float]]:
+    return measure_against_raw(
+        plane, n, lambda i, user: RawMaria(base, i, user), cove_provision_maria, "m"
+    )
+
+
+class RawServer(Protocol):
+    def provision(self) -> float: ...
+
+    def stop(self) -> None: ...
+
+
+def measure_against_raw(
+    plane: ControlPlane,
+    n: int,
+    make_raw: Callable[[int, ServiceUser], RawServer],
+    cove_one: Callable[[ControlPlane, str], float],
+    prefix: str,
+) -> list[tuple[str, float, float]]:
+    """``n`` raw set-ups (made by ``make_raw``) and ``n`` Cove instances, one after the other
+    and all at once: (scenario, raw seconds, Cove seconds) rows."""
     user = service_user("cove")
     numbers = itertools.count()
-    servers: list[RawMaria] = []
+    servers: list[RawServer] = []
     lock = threading.Lock()
 
     def raw_one(_i: int) -> float:
         with lock:
-            server = RawMaria(base, next(numbers), user)
+            server = make_raw(next(numbers), user)
             servers.append(server)
         return server.provision()
 
@@ -415,7 +414,7 @@ def measure_maria(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, fl
             for server in servers:
                 server.stop()
             servers.clear()
-        cove = _run(lambda i: cove_provision_maria(plane, f"m{i}"), n, concurrent)
+        cove = _run(lambda i: cove_one(plane, f"{prefix}{i}"), n, concurrent)
         _delete_all(plane)
         rows.append((label, raw, cove))
     return rows
