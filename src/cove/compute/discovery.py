@@ -6,6 +6,7 @@ import logging
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,22 +102,7 @@ def find_redis(extra: list[Path] | None = None) -> list[FoundVersion]:
     ``7.0``."""
     candidates = [Path(p) for p in (shutil.which("redis-server"),) if p]
     candidates += extra or []
-    found: dict[str, FoundVersion] = {}
-    for server in candidates:
-        # Not resolved: Debian's redis-server is a link to a binary that acts by its name.
-        server = server.parent.resolve() / server.name
-        version = redis_version(server)
-        if version is None:
-            continue
-        major, minor = (int(p) for p in version.split(".")[:2])
-        if (major, minor) < MIN_REDIS:
-            LOG.warning(
-                "Redis %s at %s is too old for Cove (6.0 or newer); skipped", version, server
-            )
-            continue
-        name = f"{major}.{minor}"
-        found.setdefault(name, FoundVersion("redis", name, version, str(server.parent)))
-    return sorted(found.values(), key=lambda v: tuple(int(p) for p in v.name.split(".")))
+    return _by_minor_version("redis", "Redis", candidates, redis_version, MIN_REDIS)
 
 
 #: The oldest MariaDB Cove manages: the oldest long-term release still maintained, and the
@@ -158,20 +144,38 @@ def find_mariadb(extra: list[Path] | None = None) -> list[FoundVersion]:
     candidates = [MARIADB_SBIN]
     candidates += [Path(p) for p in (shutil.which("mariadbd"),) if p]
     candidates += extra or []
+    return _by_minor_version("mariadb", "MariaDB", candidates, mariadb_version, MIN_MARIADB)
+
+
+def _by_minor_version(
+    datastore: str,
+    title: str,
+    servers: list[Path],
+    version_of: Callable[[Path], str | None],
+    minimum: tuple[int, int],
+) -> list[FoundVersion]:
+    """One version per major.minor (the first server found wins), named like ``7.0``, among
+    ``servers`` new enough; ``bin_dir`` is the directory holding the server."""
     found: dict[str, FoundVersion] = {}
-    for server in candidates:
+    for server in servers:
+        # Only the directory is resolved: Debian's redis-server is a link to a binary that
+        # acts by the name it is called by.
         server = server.parent.resolve() / server.name
-        version = mariadb_version(server)
+        version = version_of(server)
         if version is None:
             continue
         major, minor = (int(p) for p in version.split(".")[:2])
-        if (major, minor) < MIN_MARIADB:
+        if (major, minor) < minimum:
             LOG.warning(
-                "MariaDB %s at %s is too old for Cove (10.6 or newer); skipped", version, server
+                "%s %s at %s is too old for Cove (%d.%d or newer); skipped",
+                title,
+                version,
+                server,
+                *minimum,
             )
             continue
         name = f"{major}.{minor}"
-        found.setdefault(name, FoundVersion("mariadb", name, version, str(server.parent)))
+        found.setdefault(name, FoundVersion(datastore, name, version, str(server.parent)))
     return sorted(found.values(), key=lambda v: tuple(int(p) for p in v.name.split(".")))
 
 
