@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -215,6 +216,25 @@ def paginate(
     if start + size >= len(items) or not page:
         return page, None
     return page, next_links(request, key(page[-1]), size)
+
+
+def paged(
+    request: Request,
+    name: str,
+    items: list[Any],
+    key: Callable[[Any], str],
+    limit: int | None,
+    marker: str | None,
+    page_size: int,
+    view: Callable[[Any], Any] | None = None,
+) -> dict[str, Any]:
+    """Trove's list body: ``{name: page}`` (each item through ``view``) and ``links`` with the
+    ``next`` page when more follow."""
+    page, links = paginate(request, items, key, limit, marker, page_size)
+    body: dict[str, Any] = {name: [view(i) for i in page] if view else page}
+    if links:
+        body["links"] = links
+    return body
 
 
 def page_limit(limit: int | None, page_size: int) -> int:

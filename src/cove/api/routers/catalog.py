@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.views import datastore_view, flavor_view, paginate, parameter_view, version_view
+from cove.api.views import datastore_view, flavor_view, paged, parameter_view, version_view
 from cove.common.errors import DatastoreVersionNotFound, FlavorNotFound, NotFound
 from cove.db.catalog import get_datastore, get_version
 from cove.db.configurations import catalogue, version_label
@@ -58,11 +58,7 @@ def _paged(
 ) -> dict[str, Any]:
     """``{name: page}`` of ``views`` after the one whose ``item_id`` is ``marker``, with the
     ``next`` link when more follow."""
-    page, next_links = paginate(request, views, item_id, limit, marker, c.settings.page_size)
-    body: dict[str, Any] = {name: page}
-    if next_links:
-        body["links"] = next_links
-    return body
+    return paged(request, name, views, item_id, limit, marker, c.settings.page_size)
 
 
 @router.get("/v1.0/{project_id}/flavors")

@@ -24,7 +24,7 @@ from cove.api.schemas import (
     ConfigurationUpdateBody,
 )
 from cove.api.validate import checked
-from cove.api.views import configuration_view, paginate
+from cove.api.views import configuration_view, paged
 from cove.common.errors import BadRequest, CoveError, ServiceUnavailable
 from cove.common.ids import new_id, utcnow
 from cove.db.configurations import (
@@ -113,13 +113,15 @@ def list_configurations(
             .order_by(Configuration.created, Configuration.id)
         ).all()
         views = [configuration_view(request, g) for g in groups]
-    page, links = paginate(
-        request, views, lambda v: str(v["id"]), limit, marker, c.settings.page_size
+    return paged(
+        request,
+        "configurations",
+        views,
+        lambda v: str(v["id"]),
+        limit,
+        marker,
+        c.settings.page_size,
     )
-    body: dict[str, Any] = {"configurations": page}
-    if links:
-        body["links"] = links
-    return body
 
 
 @router.post("")
@@ -176,13 +178,9 @@ def configuration_instances(
     with c.db.session() as s:
         cfg = find_configuration(s, configuration_id, project_id)
         items = [{"id": i.id, "name": i.name} for i in s.scalars(attached_query(cfg.id))]
-    page, links = paginate(
-        request, items, lambda v: str(v["id"]), limit, marker, c.settings.page_size
+    return paged(
+        request, "instances", items, lambda v: str(v["id"]), limit, marker, c.settings.page_size
     )
-    body: dict[str, Any] = {"instances": page}
-    if links:
-        body["links"] = links
-    return body
 
 
 @router.patch("/{configuration_id}")

@@ -22,7 +22,7 @@ from cove.api.schemas import (
     UserUpdateBody,
 )
 from cove.api.validate import checked, database_specs, host_allowed, user_specs
-from cove.api.views import paginate
+from cove.api.views import paged
 from cove.common.errors import BadRequest, NotImplementedFault
 from cove.common.ids import generate_password
 from cove.db.instances import get_instance
@@ -64,11 +64,16 @@ def list_databases(
     ctx = authorize(request, project_id, "database:index")
     check_ready(c, project_id, instance_id, Capability.DATABASES)
     rows = call_guest(c, ctx, instance_id, "list_databases", {})
-    page, links = paginate(request, rows, lambda d: d["name"], limit, marker, c.settings.page_size)
-    body: dict[str, Any] = {"databases": [{"name": d["name"]} for d in page]}
-    if links:
-        body["links"] = links
-    return body
+    return paged(
+        request,
+        "databases",
+        rows,
+        lambda d: d["name"],
+        limit,
+        marker,
+        c.settings.page_size,
+        lambda d: {"name": d["name"]},
+    )
 
 
 @router.post("/databases", status_code=ACCEPTED)
@@ -128,13 +133,16 @@ def list_users(
     ctx = authorize(request, project_id, "user:index")
     check_ready(c, project_id, instance_id, Capability.USERS)
     rows = call_guest(c, ctx, instance_id, "list_users", {})
-    page, links = paginate(
-        request, rows, lambda u: f"{u['name']}@{u['host']}", limit, marker, c.settings.page_size
+    return paged(
+        request,
+        "users",
+        rows,
+        lambda u: f"{u['name']}@{u['host']}",
+        limit,
+        marker,
+        c.settings.page_size,
+        _user_view,
     )
-    body: dict[str, Any] = {"users": [_user_view(u) for u in page]}
-    if links:
-        body["links"] = links
-    return body
 
 
 def _user_view(user: dict[str, Any]) -> dict[str, Any]:

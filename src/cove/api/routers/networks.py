@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.views import links, paginate
+from cove.api.views import links, paged
 from cove.db.models import Network
 from cove.db.networks import find_network, list_networks
 
@@ -38,13 +38,16 @@ def index_networks(
 ) -> Any:
     authorize(request, project_id, "network:index")
     with c.db.session() as s:
-        page, next_links = paginate(
-            request, list_networks(s), lambda n: n.id, limit, marker, c.settings.page_size
+        return paged(
+            request,
+            "networks",
+            list_networks(s),
+            lambda n: n.id,
+            limit,
+            marker,
+            c.settings.page_size,
+            lambda n: network_view(request, project_id, n),
         )
-        body: dict[str, Any] = {"networks": [network_view(request, project_id, n) for n in page]}
-    if next_links:
-        body["links"] = next_links
-    return body
 
 
 @router.get("/{network}")
