@@ -284,17 +284,28 @@ def test_mariadb_manager(config: GuestConfig, managers: list[MariaManager]) -> N
     with pytest.raises(pymysql.err.OperationalError):
         login(config, "u3", NEW_PASSWORD, "legacy_db")
 
-    # Root: every database, users and grants, but not the host's files or the server's life.
+    # Root: every database, but not accounts, the host's files or the server's life.
     assert manager.is_root_enabled() is False
     assert manager.enable_root(ROOT_PASSWORD) == "root"
     assert manager.is_root_enabled() is True
     with login(config, "root", ROOT_PASSWORD) as root:
         assert query(root, "SELECT name FROM shop.items") == [("kept",)]
         query(root, "CREATE DATABASE made_by_root")
+        query(root, "CREATE TABLE made_by_root.t (x INT)")
+        query(root, "INSERT INTO made_by_root.t VALUES (7)")
         assert query(root, "SELECT LOAD_FILE('/etc/passwd')") == [(None,)]  # no FILE
         with pytest.raises(pymysql.err.OperationalError):
             query(root, "SHUTDOWN")
+        with pytest.raises(pymysql.err.OperationalError):
+            query(root, "CREATE USER other@'%' IDENTIFIED BY 'pw-other'")
     assert "made_by_root" in [d.name for d in manager.list_databases()]
+    # Users and grants go through Cove, for root's databases too.
+    manager.grant_access("u1", "%", ["made_by_root"])
+    with login(config, "u1", PASSWORDS["u1"], "made_by_root") as u1:
+        assert query(u1, "SELECT x FROM t") == [(7,)]
+    manager.revoke_access("u1", "%", "made_by_root")
+    with pytest.raises(pymysql.err.OperationalError):
+        login(config, "u1", PASSWORDS["u1"], "made_by_root")
     assert "root" not in [u.name for u in manager.list_users()]
     manager.disable_root()
     assert manager.is_root_enabled() is False
@@ -440,16 +451,19 @@ def test_root_cannot_reach_past_its_privileges(
     config: GuestConfig, managers: list[MariaManager]
 ) -> None:
     manager = new_manager(config, managers)
-    manager.prepare([DatabaseSpec("shop")], [])
+    manager.prepare([DatabaseSpec("shop")], [UserSpec("clerk", "pw-clerk", "%", ("shop",))])
     manager.enable_root(ROOT_PASSWORD)
 
-    # An explicit list: no FILE, SUPER, RELOAD, SET USER, CONNECTION ADMIN, PROCESS...
+    # SHOW DATABASES on *.*; the data and schema privileges on every database but the
+    # server's own; GRANT OPTION and CREATE USER nowhere.
     with login(config, "root", ROOT_PASSWORD) as root:
-        grants = " ".join(str(r[0]) for r in query(root, "SHOW GRANTS"))
-    assert "WITH GRANT OPTION" in grants and "CREATE USER" in grants
-    for withheld in ("FILE", "SUPER", "RELOAD", "SET USER", "CONNECTION ADMIN", "PROCESS"):
-        assert f" {withheld}," not in grants and f" {withheld} ON" not in grants, grants
-    assert "ALL PRIVILEGES" not in grants
+        grants = [str(r[0]) for r in query(root, "SHOW GRANTS")]
+    assert grants[0].startswith("GRANT SHOW DATABASES ON *.* TO `root`@`%`"), grants
+    assert "GRANT ALL PRIVILEGES ON `%`.* TO `root`@`%`" in grants
+    assert "GRANT SHOW VIEW ON `mysql`.* TO `root`@`%`" in grants
+    assert "GRANT SELECT, EXECUTE ON `sys`.* TO `root`@`%`" in grants
+    assert "GRANT SELECT ON `performance\\_schema`.* TO `root`@`%`" in grants
+    assert len(grants) == 5 and "WITH GRANT OPTION" not in " ".join(grants)
     access = manager.admin._run(
         "SELECT JSON_VALUE(Priv, '$.access') FROM mysql.global_priv WHERE User = 'root'"
     )
@@ -462,55 +476,133 @@ def test_root_cannot_reach_past_its_privileges(
     assert native_password_hash(admin_password) in init_file.read_text()
 
     with login(config, "root", ROOT_PASSWORD, "shop") as root:
-        # No routine running as the agent, no plugin to load, no FLUSH PRIVILEGES.
-        with pytest.raises(pymysql.MySQLError) as exc:
-            query(
-                root,
-                "CREATE DEFINER = 'cove_admin'@'localhost' PROCEDURE p() "
-                "SQL SECURITY DEFINER SELECT 1",
-            )
-        assert error_code(exc) == 1227  # ER_SPECIFIC_ACCESS_DENIED_ERROR (SET USER)
-        with pytest.raises(pymysql.MySQLError, match="open shared library"):
-            query(root, "INSTALL SONAME 'ha_federatedx'")
-        with pytest.raises(pymysql.MySQLError) as exc:
-            query(root, "FLUSH PRIVILEGES")
-        assert error_code(exc) == 1227
-
-        # What root writes into the grant tables counts only from the next start, and that
-        # start undoes it: SUPER for itself and an account it made, a routine as the agent,
-        # the agent's account locked, renamed away, or its password changed.
-        everything = (1 << 39) - 1
-        query(root, "CREATE USER made@'%' IDENTIFIED BY 'pw-made'")
+        # A database superuser: its own databases and everything in them, every tenant's.
+        names = [r[0] for r in query(root, "SHOW DATABASES")]
+        assert {"shop", "mysql", "sys", "information_schema"} <= set(names)
+        query(root, "CREATE TABLE shop.goods (id INT PRIMARY KEY, name VARCHAR(20))")
+        query(root, "INSERT INTO shop.goods VALUES (1, 'root'), (2, 'other')")
+        query(root, "DELETE FROM shop.goods WHERE id = 2")
+        query(root, "CREATE DATABASE own")
+        query(root, "CREATE TABLE own.t (x INT)")
+        query(root, "CREATE VIEW own.v AS SELECT x * 2 AS y FROM own.t")
         query(
             root,
-            "UPDATE mysql.global_priv SET Priv = JSON_SET(Priv, '$.access', "
-            f"{everything}) WHERE User IN ('root', 'made')",
+            "CREATE TRIGGER own.bump BEFORE INSERT ON own.t FOR EACH ROW SET NEW.x = NEW.x + 1",
         )
+        query(root, "CREATE PROCEDURE own.add_one() INSERT INTO own.t VALUES (1)")
+        query(root, "CALL own.add_one()")
+        assert query(root, "SELECT y FROM own.v") == [(4,)]
+        query(root, "CREATE EVENT own.tick ON SCHEDULE EVERY 1 DAY DO DELETE FROM own.t")
+        query(root, "CREATE TEMPORARY TABLE own.scratch (x INT)")
+        query(root, "LOCK TABLES own.t WRITE")
+        query(root, "UNLOCK TABLES")
+        assert query(root, "SELECT sys.format_bytes(2048)") == [("2.00 KiB",)]
+        assert query(root, "SELECT COUNT(*) FROM sys.version") == [(1,)]
+        assert query(root, "SELECT LOAD_FILE('/etc/passwd')") == [(None,)]  # no FILE
+
+        # No account administration: no account made, renamed, changed or granted.
+        refused = {
+            "CREATE USER made@'%' IDENTIFIED BY 'pw-made'": 1227,
+            "RENAME USER cove_admin@localhost TO taken@'%'": 1227,
+            "ALTER USER cove_admin@localhost IDENTIFIED BY 'pw-taken'": 1227,
+            "DROP USER clerk@'%'": 1227,
+            "GRANT SELECT ON shop.* TO clerk@'%'": 1044,
+            "GRANT SELECT ON own.* TO PUBLIC": 1044,
+            "GRANT SELECT ON shop.goods TO clerk@'%'": 1142,
+            "REVOKE ALL PRIVILEGES ON shop.* FROM clerk@'%'": 1044,
+            "CREATE ROLE boss": 1227,
+            # No write to the grant tables, nor to the server's schemas at all.
+            "UPDATE mysql.proc SET definer = 'cove_admin@localhost'": 1142,
+            "UPDATE mysql.global_priv SET Priv = '{}' WHERE User = 'root'": 1142,
+            "INSERT INTO mysql.db (Host, Db, User) VALUES ('%', 'x', 'root')": 1142,
+            "SELECT * FROM mysql.global_priv": 1142,
+            "ALTER TABLE mysql.db COMMENT 'gone'": 1142,
+            "RENAME TABLE mysql.db TO mysql.db_gone": 1142,
+            "DROP TABLE mysql.db": 1142,
+            "CREATE TABLE mysql.extra (x INT)": 1142,
+            "DROP DATABASE mysql": 1044,
+            "DROP DATABASE sys": 1044,
+            "UPDATE sys.sys_config SET value = '1'": 1142,
+            "UPDATE performance_schema.setup_instruments SET ENABLED = 'NO'": 1142,
+            # No definer but itself, no FLUSH PRIVILEGES, no server setting, no plugin.
+            "CREATE DEFINER = 'cove_admin'@'localhost' PROCEDURE own.p() "
+            "SQL SECURITY DEFINER SELECT 1": 1227,
+            "FLUSH PRIVILEGES": 1227,
+            "SET GLOBAL max_connections = 10": 1227,
+            "SHUTDOWN": 1227,
+            "INSTALL SONAME 'ha_federatedx'": 1142,  # INSERT on mysql.plugin
+        }
+        for sql, code in refused.items():
+            with pytest.raises(pymysql.MySQLError) as exc:
+                query(root, sql)
+            assert error_code(exc) == code, sql
+    assert [u.name for u in manager.list_users()] == ["clerk"]
+    assert manager.get_user("clerk", "%").databases == ("shop",)
+
+    # The API manages the users of root's databases.
+    manager.create_users([UserSpec("reader", "pw-reader", "%", ("own",))])
+    with login(config, "reader", "pw-reader", "own") as reader:
+        assert query(reader, "SELECT x FROM t") == [(2,)]
+    with login(config, "clerk", "pw-clerk", "shop") as clerk:
+        assert query(clerk, "SELECT name FROM goods") == [("root",)]
+
+    # Grant tables as an account with more than the tenant's privileges could leave them
+    # (written here as the agent): every start takes it back. Global privileges beyond
+    # root's, a wildcard database grant reaching mysql, table grants on mysql, root's mysql
+    # row widened, a routine as the agent, and the agent's account locked.
+    everything = (1 << 39) - 1
+    manager.admin._run(
+        "CREATE USER made@'%%' IDENTIFIED BY PASSWORD %s", [native_password_hash("pw-made")]
+    )
+    manager.admin._run("GRANT ALL PRIVILEGES ON `%`.* TO made@'%' WITH GRANT OPTION")
+    manager.admin._run("GRANT UPDATE ON mysql.proc TO made@'%'")
+    manager.admin._run(
+        "UPDATE mysql.global_priv SET Priv = JSON_SET(Priv, '$.access', "
+        f"{everything}) WHERE User IN ('root', 'made')"
+    )
+    manager.admin._run("UPDATE mysql.db SET Update_priv = 'Y', Drop_priv = 'Y' WHERE Db = 'mysql'")
+    with login(config, "root", ROOT_PASSWORD, "own") as root:
         query(root, "CREATE PROCEDURE forged() SQL SECURITY DEFINER SELECT CURRENT_USER()")
-        query(root, "UPDATE mysql.proc SET definer = 'cove_admin@localhost' WHERE name = 'forged'")
-        query(root, "ALTER USER cove_admin@localhost ACCOUNT LOCK")
+    manager.admin._run(
+        "UPDATE mysql.proc SET definer = 'cove_admin@localhost' WHERE name = 'forged'"
+    )
+    manager.admin._run("ALTER USER cove_admin@localhost ACCOUNT LOCK")
     with pytest.raises(GuestError):
         manager.list_databases()
     manager.restart()
     assert manager.status() is GuestStatus.HEALTHY
-    assert [d.name for d in manager.list_databases()] == ["shop"]
-    with login(config, "root", ROOT_PASSWORD, "shop") as root:
-        assert "SUPER" not in " ".join(str(r[0]) for r in query(root, "SHOW GRANTS"))
-        assert query(root, "SELECT name FROM mysql.proc WHERE name = 'forged'") == []
+    assert [d.name for d in manager.list_databases()] == ["own", "shop"]
+    assert manager.admin._run("SELECT name FROM mysql.proc WHERE name = 'forged'") == []
+    with login(config, "root", ROOT_PASSWORD, "own") as root:
+        grants = " ".join(str(r[0]) for r in query(root, "SHOW GRANTS"))
+        assert "SUPER" not in grants and "CREATE USER" not in grants
+        for sql in ("UPDATE mysql.proc SET definer = 'x'", "DROP TABLE mysql.db"):
+            with pytest.raises(pymysql.MySQLError) as exc:
+                query(root, sql)
+            assert error_code(exc) == 1142
         with pytest.raises(pymysql.MySQLError) as exc:
             query(root, "SET GLOBAL max_connections = 10")
         assert error_code(exc) == 1227
-    with login(config, "made", "pw-made") as made:
+    with login(config, "made", "pw-made", "shop") as made:
         grants = " ".join(str(r[0]) for r in query(made, "SHOW GRANTS"))
-    assert "SUPER" not in grants and "FILE" not in grants and "ALL PRIVILEGES ON *.*" not in grants
+        assert "SUPER" not in grants and "FILE" not in grants, grants
+        assert "ALL PRIVILEGES ON *.*" not in grants and "mysql`.`proc" not in grants, grants
+        assert query(made, "SELECT name FROM goods") == [("root",)]  # its wildcard row stays
+        for sql in ("UPDATE mysql.proc SET definer = 'x'", "SELECT * FROM mysql.db"):
+            with pytest.raises(pymysql.MySQLError) as exc:
+                query(made, sql)
+            assert error_code(exc) == 1142
+        with pytest.raises(pymysql.MySQLError) as exc:
+            query(made, "CREATE USER more@'%' IDENTIFIED BY 'pw-more'")
+        assert error_code(exc) == 1227
 
-    with login(config, "root", ROOT_PASSWORD) as root:
-        query(root, "RENAME USER cove_admin@localhost TO taken@'%'")
-        query(root, "DROP USER root@'%'")
+    # The agent's account renamed away and root dropped: the next start brings the agent back.
+    manager.admin._run("DROP USER root@'%'")
+    manager.admin._run("RENAME USER cove_admin@localhost TO taken@'%'")
     with pytest.raises(GuestError):
         manager.list_databases()
     manager.restart()
-    assert [d.name for d in manager.list_databases()] == ["shop"]
+    assert [d.name for d in manager.list_databases()] == ["own", "shop"]
     taken = manager.admin._run(
         "SELECT JSON_VALUE(Priv, '$.access') FROM mysql.global_priv WHERE User = 'taken'"
     )
@@ -518,6 +610,8 @@ def test_root_cannot_reach_past_its_privileges(
     assert manager.is_root_enabled() is False
     manager.enable_root(ROOT_PASSWORD)
     assert manager.is_root_enabled() is True
+    with login(config, "root", ROOT_PASSWORD, "own") as root:
+        assert query(root, "SELECT COUNT(*) FROM t") == [(1,)]
 
 
 def test_trove_utf8_names(config: GuestConfig, managers: list[MariaManager]) -> None:

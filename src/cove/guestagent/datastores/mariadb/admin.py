@@ -84,13 +84,16 @@ PRIVILEGE_BITS = {
     "SLAVE MONITOR": 1 << 38,
 }
 
-#: What root is granted on ``*.*`` (with GRANT OPTION): the data and schema privileges and
-#: account management a tenant's DBA needs. Nothing else: no FILE (the host's files), SUPER,
-#: SET USER (a definer other than itself), CONNECTION ADMIN (ending the agent's sessions),
-#: RELOAD (FLUSH PRIVILEGES after writing the grant tables), PROCESS (other sessions'
-#: statements), SHUTDOWN, CREATE TABLESPACE, FEDERATED ADMIN, READ_ONLY ADMIN, or replication
-#: and binary log control, which Cove owns.
-ROOT_PRIVILEGES = (
+#: What root holds on ``*.*``: seeing every database's name. No account administration (CREATE
+#: USER, GRANT OPTION: users and grants go through Cove's API), no FILE (the host's files),
+#: SUPER, SET USER (a definer other than itself), CONNECTION ADMIN (ending the agent's
+#: sessions), RELOAD (FLUSH PRIVILEGES), PROCESS (other sessions' statements), SHUTDOWN,
+#: CREATE TABLESPACE, FEDERATED ADMIN, READ_ONLY ADMIN, or replication and binary log control,
+#: which Cove owns.
+ROOT_GLOBAL_PRIVILEGES = ("SHOW DATABASES",)
+#: What root holds on every database (``%``), without GRANT OPTION: the data and schema
+#: privileges a tenant's DBA needs.
+ROOT_DATABASE_PRIVILEGES = (
     "SELECT",
     "INSERT",
     "UPDATE",
@@ -100,7 +103,6 @@ ROOT_PRIVILEGES = (
     "REFERENCES",
     "INDEX",
     "ALTER",
-    "SHOW DATABASES",
     "CREATE TEMPORARY TABLES",
     "LOCK TABLES",
     "EXECUTE",
@@ -108,25 +110,60 @@ ROOT_PRIVILEGES = (
     "SHOW VIEW",
     "CREATE ROUTINE",
     "ALTER ROUTINE",
-    "CREATE USER",
     "EVENT",
     "TRIGGER",
     "DELETE HISTORY",
 )
-#: The most any account but the agent's may hold: root's privileges and GRANT OPTION.
-TENANT_ACCESS = sum(PRIVILEGE_BITS[p] for p in (*ROOT_PRIVILEGES, "GRANT OPTION"))
-ROOT_WITHHELD = tuple(p for p in PRIVILEGE_BITS if not PRIVILEGE_BITS[p] & TENANT_ACCESS)
+#: Root's rows for the server's own schemas. The server takes the first matching row of
+#: ``mysql.db``, and a name without wildcards sorts before ``%``, so these replace, not add to,
+#: :data:`ROOT_DATABASE_PRIVILEGES` there: root reads ``sys`` and ``performance_schema`` (whose
+#: routines all run as their invoker) and holds on ``mysql`` only SHOW VIEW, which reads
+#: nothing of its tables but keeps the row.
+ROOT_SYSTEM_PRIVILEGES: dict[str, tuple[str, ...]] = {
+    "mysql": ("SHOW VIEW",),
+    "sys": ("SELECT", "EXECUTE"),
+    "performance_schema": ("SELECT",),
+}
+#: The most any account but the agent's may hold on ``*.*``: what root holds.
+TENANT_ACCESS = sum(PRIVILEGE_BITS[p] for p in ROOT_GLOBAL_PRIVILEGES)
 #: Every privilege there is: what the agent's account holds.
 ALL_ACCESS = (1 << 64) - 1
+#: The privilege columns of ``mysql.db``.
+DB_PRIVILEGE_COLUMNS = (
+    "Select_priv",
+    "Insert_priv",
+    "Update_priv",
+    "Delete_priv",
+    "Create_priv",
+    "Drop_priv",
+    "Grant_priv",
+    "References_priv",
+    "Index_priv",
+    "Alter_priv",
+    "Create_tmp_table_priv",
+    "Lock_tables_priv",
+    "Create_view_priv",
+    "Show_view_priv",
+    "Create_routine_priv",
+    "Alter_routine_priv",
+    "Execute_priv",
+    "Event_priv",
+    "Trigger_priv",
+    "Delete_history_priv",
+)
 
 
 def startup_sql(admin_verifier: str) -> str:
     """The server's ``init_file``, run at every start before any client connects, with the
-    grant tables as the tenant's root may have left them: the agent's account is written back
-    (its verifier, unlocked, every privilege), every other account and role loses what no
-    tenant may hold, and no stored routine or event runs as the agent. The server stops
-    reading the file at the first failing statement (and starts all the same), so each
-    statement only needs tables the server cannot start without, until the last two."""
+    grant tables as an account with more than the tenant's privileges (an older root, or what
+    it made) may have left them: the agent's account is written back (its verifier, unlocked,
+    every privilege); every other account and role keeps on ``*.*`` only what root holds;
+    every row of ``mysql.db`` that reaches ``mysql`` through a wildcard is shadowed by an exact
+    ``mysql`` row of the same account, and every exact row holds only SHOW VIEW; table and
+    column grants on ``mysql`` go, but for the server's own ``mariadb.sys``; and no stored
+    routine or event runs as the agent. The server stops reading the file at the first
+    failing statement (and starts all the same), so each statement only needs tables the
+    server cannot start without, until the last two."""
     if not re.fullmatch(r"\*[0-9A-F]{40}", admin_verifier):
         raise ValueError("not a mysql_native_password verifier")
     priv = json.dumps(
@@ -140,12 +177,23 @@ def startup_sql(admin_verifier: str) -> str:
     admin = f"User = '{ADMIN_USER}' AND Host = 'localhost'"
     definer = f"'{ADMIN_USER}@localhost'"
     access = "CAST(JSON_VALUE(Priv, '$.access') AS UNSIGNED)"
+    # What root holds on mysql (ROOT_SYSTEM_PRIVILEGES): SHOW VIEW only.
+    read_only = ", ".join(
+        f"{column} = '{'Y' if column == 'Show_view_priv' else 'N'}'"
+        for column in DB_PRIVILEGE_COLUMNS
+    )
+    system = "Host = 'localhost' AND User = 'mariadb.sys'"
     # Fixed names, numbers and a hexadecimal verifier: nothing here comes from a request.
     statements = [
         "REPLACE INTO mysql.global_priv (Host, User, Priv) "  # noqa: S608 (no input)
         f"VALUES ('localhost', '{ADMIN_USER}', '{priv}')",
         f"UPDATE mysql.global_priv SET Priv = JSON_SET(Priv, '$.access', {access} & "  # noqa: S608
         f"{TENANT_ACCESS}) WHERE NOT ({admin}) AND {access} IS NOT NULL",
+        "INSERT IGNORE INTO mysql.db (Host, Db, User) "
+        "SELECT DISTINCT Host, 'mysql', User FROM mysql.db WHERE 'mysql' LIKE Db",
+        f"UPDATE mysql.db SET {read_only} WHERE Db = 'mysql'",  # noqa: S608 (no input)
+        f"DELETE FROM mysql.tables_priv WHERE Db = 'mysql' AND NOT ({system})",  # noqa: S608
+        f"DELETE FROM mysql.columns_priv WHERE Db = 'mysql' AND NOT ({system})",  # noqa: S608
         "FLUSH PRIVILEGES",
         f"DELETE FROM mysql.proc WHERE definer = {definer}",  # noqa: S608 (no input)
         f"DELETE FROM mysql.event WHERE definer = {definer}",  # noqa: S608 (no input)
@@ -501,9 +549,12 @@ class MariaAdmin:
     # -- root --------------------------------------------------------------------------------
 
     def enable_root(self, password: str) -> str:
-        """Enable ``root``@``%`` with :data:`ROOT_PRIVILEGES` on every database and GRANT
-        OPTION, and nothing more. An existing account loses everything it held before it is
-        unlocked, so no step leaves it more than that; a step that fails leaves it less."""
+        """Enable ``root``@``%`` as a database superuser without account administration:
+        :data:`ROOT_GLOBAL_PRIVILEGES` on ``*.*``, :data:`ROOT_DATABASE_PRIVILEGES` on every
+        database but the server's own (:data:`ROOT_SYSTEM_PRIVILEGES`), no GRANT OPTION
+        anywhere, and nothing more. An existing account loses everything it held before it is
+        unlocked, and the rows for the server's schemas come before the one for every
+        database, so no step leaves it more than that; a step that fails leaves it less."""
         if not password:
             raise BadRequest("A password is required.")
         verifier = native_password_hash(password)
@@ -514,9 +565,11 @@ class MariaAdmin:
             )
         else:
             self._run("CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s", [ROOT_USER, verifier])
-        self._run(
-            f"GRANT {', '.join(ROOT_PRIVILEGES)} ON *.* TO %s@'%%' WITH GRANT OPTION", [ROOT_USER]
-        )
+        grants: list[tuple[str, Sequence[str]]] = [("*.*", ROOT_GLOBAL_PRIVILEGES)]
+        grants += [(f"{grant_pattern(db)}.*", held) for db, held in ROOT_SYSTEM_PRIVILEGES.items()]
+        grants.append(("`%%`.*", ROOT_DATABASE_PRIVILEGES))
+        for target, held in grants:
+            self._run(f"GRANT {', '.join(held)} ON {target} TO %s@'%%'", [ROOT_USER])
         return ROOT_USER
 
     def disable_root(self) -> None:
