@@ -35,9 +35,9 @@ from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores import load_manager
-from cove.guestagent.datastores.mariadb.admin import TENANT_ACCESS
 from cove.guestagent.datastores.mariadb.conf import memory_settings, native_password_hash
 from cove.guestagent.datastores.mariadb.manager import MariaManager
+from cove.guestagent.datastores.mariadb.privileges import TENANT_ACCESS
 
 FOUND = find_mariadb()
 PORT = 3306

@@ -34,7 +34,7 @@ ADMIN_SECRET = "admin.secret"
 SOCKET = "mariadb.sock"
 PID_FILE = "mariadbd.pid"
 LOG_FILE = "mariadb.log"
-#: SQL the server runs at every start (conf/, mode 0600): see ``admin.startup_sql``.
+#: SQL the server runs at every start (conf/, mode 0600): see ``privileges.startup_sql``.
 INIT_FILE = "init.sql"
 
 DEFAULT_CHARACTER_SET = "utf8mb4"

@@ -16,7 +16,7 @@ from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.mariadb import conf
-from cove.guestagent.datastores.mariadb.admin import startup_sql
+from cove.guestagent.datastores.mariadb.privileges import startup_sql
 
 INSTALL_DB = "mariadb-install-db"
 
