@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -44,6 +45,22 @@ def free_port() -> int:
             port = int(sock.getsockname()[1])
         if port not in STANDARD_PORTS:
             return port
+
+
+def free_address(port: int) -> str:
+    """A loopback address other than 127.0.0.1 on which nothing listens at ``port``, as the
+    local driver gives each instance its own."""
+    for _ in range(50):
+        address = (
+            f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(2, 250)}"
+        )
+        with socket.socket() as sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                continue
+            return address
+    raise AssertionError("no free loopback address")
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:

@@ -8,9 +8,7 @@ the local driver as the service user and is driven over the bus; Redis runs in-p
 from __future__ import annotations
 
 import dataclasses
-import random
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ from cove.compute.discovery import find_postgresql
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.redis.manager import RedisManager
+from servers import free_address
 
 pytestmark = pytest.mark.integration
 
@@ -137,20 +136,6 @@ def test_postgresql_configuration_on_a_real_server(host: Host) -> None:
 # -- Redis --------------------------------------------------------------------------------------
 
 
-def free_address(port: int = 6379) -> str:
-    for _ in range(50):
-        address = (
-            f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(2, 250)}"
-        )
-        with socket.socket() as sock:
-            try:
-                sock.bind((address, port))
-            except OSError:
-                continue
-            return address
-    raise AssertionError("no free loopback address")
-
-
 @pytest.fixture
 def redis_manager() -> Iterator[RedisManager]:
     base = Path(tempfile.mkdtemp(prefix="cove-redis-conf-"))
@@ -161,7 +146,7 @@ def redis_manager() -> Iterator[RedisManager]:
         datastore="redis",
         datastore_version="7.0",
         bin_dir=str(REDIS_BIN),
-        address=free_address(),
+        address=free_address(6379),
         port=6379,
         ram_mb=256,
         vcpus=1,

@@ -6,10 +6,8 @@ anywhere on the host."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -38,6 +36,7 @@ from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.mariadb.conf import memory_settings, native_password_hash
 from cove.guestagent.datastores.mariadb.manager import MariaManager
 from cove.guestagent.datastores.mariadb.privileges import TENANT_ACCESS
+from servers import free_address
 
 FOUND = find_mariadb()
 PORT = 3306
@@ -53,21 +52,6 @@ NEW_PASSWORD = "pw-new-Wr55w"
 ROOT_PASSWORD = "pw-root-Kb93v"
 
 
-def free_address() -> str:
-    """A loopback address nothing listens on at the MariaDB port."""
-    for _ in range(50):
-        address = (
-            f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(2, 250)}"
-        )
-        with socket.socket() as sock:
-            try:
-                sock.bind((address, PORT))
-            except OSError:
-                continue
-            return address
-    raise AssertionError("no free loopback address")
-
-
 @pytest.fixture
 def config() -> Iterator[GuestConfig]:
     base = Path(tempfile.mkdtemp(prefix="cove-mariadb-"))
@@ -79,7 +63,7 @@ def config() -> Iterator[GuestConfig]:
         datastore="mariadb",
         datastore_version=FOUND[-1].name if FOUND else "10.11",
         bin_dir=FOUND[-1].bin_dir if FOUND else "/usr/sbin",
-        address=free_address(),
+        address=free_address(PORT),
         port=PORT,
         ram_mb=256,
         vcpus=1,

@@ -5,10 +5,8 @@ password in clear text anywhere on the host."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -32,6 +30,7 @@ from cove.domain.status import GuestStatus
 from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.redis.manager import RedisManager
+from servers import free_address
 
 REDIS_BIN = Path("/usr/bin")
 PORT = 6379
@@ -49,21 +48,6 @@ NEW_PASSWORD = "pw-new-Tr55w"
 ROOT_PASSWORD = "pw-root-Hb93v"
 
 
-def free_address() -> str:
-    """A loopback address nothing listens on at the Redis port."""
-    for _ in range(50):
-        address = (
-            f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(2, 250)}"
-        )
-        with socket.socket() as sock:
-            try:
-                sock.bind((address, PORT))
-            except OSError:
-                continue
-            return address
-    raise AssertionError("no free loopback address")
-
-
 @pytest.fixture
 def config() -> Iterator[GuestConfig]:
     base = Path(tempfile.mkdtemp(prefix="cove-redis-"))
@@ -74,7 +58,7 @@ def config() -> Iterator[GuestConfig]:
         datastore="redis",
         datastore_version="7.0",
         bin_dir=str(REDIS_BIN),
-        address=free_address(),
+        address=free_address(PORT),
         port=PORT,
         ram_mb=256,
         vcpus=1,
