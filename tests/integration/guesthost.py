@@ -16,9 +16,9 @@ import pytest
 
 from cove.common.ids import new_id
 from cove.common.settings import load_settings
-from cove.compute.base import GuestSpec
 from cove.compute.discovery import find_postgresql
 from cove.compute.local import LocalDriver
+from cove.domain.guest import GuestSettings
 from cove.rpc import RpcClient, RpcServer
 from servers import remove_tree
 
@@ -47,9 +47,9 @@ class Host:
     def second_driver(self) -> LocalDriver:
         return LocalDriver(self.settings, check=False)
 
-    def spec(self) -> GuestSpec:
+    def spec(self) -> GuestSettings:
         version = find_postgresql()[-1]
-        return GuestSpec(
+        return GuestSettings(
             instance_id=new_id(),
             datastore="postgresql",
             datastore_version=version.name,
@@ -63,7 +63,7 @@ class Host:
             heartbeat_interval=5,
         )
 
-    def create(self, spec: GuestSpec, *, prepare: bool = False) -> None:
+    def create(self, spec: GuestSettings, *, prepare: bool = False) -> None:
         self.created.append(spec.instance_id)
         topic = f"guestagent.{spec.instance_id}"
         self.bus.declare_topic(topic)

@@ -11,16 +11,19 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from cove.common.ids import isoformat, new_id, utcnow
+from cove.common.ids import new_id, utcnow
 from cove.conductor.service import Conductor
 from cove.db.catalog import seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import allocate_address, release_address
 from cove.db.migrate import current, head, upgrade
 from cove.db.models import AddressAllocation, GuestState, Instance
-from cove.domain.status import Task
+from cove.domain.guest import HeartbeatPayload
+from cove.domain.status import GuestStatus, Task
 from cove.rpc import RequestContext
 from rows import add_instance
+
+BEAT = HeartbeatPayload(agent_pid=1)
 
 pytestmark = pytest.mark.integration
 
@@ -97,10 +100,10 @@ def test_conductor_discards_older_messages_and_ends_builds(db: Database) -> None
     conductor = Conductor(db)
     ctx = RequestContext()
     t0 = utcnow()
-    conductor.heartbeat(ctx, iid, "building", {}, isoformat(t0))
-    conductor.report(ctx, iid, "prepare", "success", "", isoformat(t0 + timedelta(seconds=1)))
-    conductor.heartbeat(ctx, iid, "healthy", {}, isoformat(t0 + timedelta(seconds=2)))
-    conductor.heartbeat(ctx, iid, "crashed", {}, isoformat(t0 + timedelta(seconds=1)))  # late
+    conductor.heartbeat(ctx, iid, GuestStatus.BUILDING, BEAT, t0)
+    conductor.report(ctx, iid, "prepare", "success", "", t0 + timedelta(seconds=1))
+    conductor.heartbeat(ctx, iid, GuestStatus.HEALTHY, BEAT, t0 + timedelta(seconds=2))
+    conductor.heartbeat(ctx, iid, GuestStatus.CRASHED, BEAT, t0 + timedelta(seconds=1))  # late
     with db.session() as s:
         inst = s.get(Instance, iid)
         guest = s.get(GuestState, iid)
@@ -111,9 +114,7 @@ def test_conductor_discards_older_messages_and_ends_builds(db: Database) -> None
 
 def test_failed_prepare_records_the_fault(db: Database) -> None:
     iid = _instance(db)
-    Conductor(db).report(
-        RequestContext(), iid, "prepare", "failure", "disk full", isoformat(utcnow())
-    )
+    Conductor(db).report(RequestContext(), iid, "prepare", "failure", "disk full", utcnow())
     with db.session() as s:
         inst = s.get(Instance, iid)
         assert inst is not None
@@ -123,7 +124,7 @@ def test_failed_prepare_records_the_fault(db: Database) -> None:
 
 def test_heartbeat_of_a_serving_guest_ends_a_build_whose_report_was_lost(db: Database) -> None:
     iid = _instance(db)
-    Conductor(db).heartbeat(RequestContext(), iid, "healthy", {}, isoformat(utcnow()))
+    Conductor(db).heartbeat(RequestContext(), iid, GuestStatus.HEALTHY, BEAT, utcnow())
     with db.session() as s:
         inst = s.get(Instance, iid)
         assert inst is not None and inst.task == Task.NONE.value
@@ -143,9 +144,9 @@ def test_concurrent_heartbeats_of_one_instance(db: Database, round_: int) -> Non
             conductor.heartbeat(
                 RequestContext(),
                 iid,
-                "healthy",
-                {"n": n},
-                isoformat(t0 + timedelta(milliseconds=n)),
+                GuestStatus.HEALTHY,
+                HeartbeatPayload(agent_pid=n),
+                t0 + timedelta(milliseconds=n),
             )
         except BaseException as exc:
             errors.append(exc)
@@ -160,7 +161,7 @@ def test_concurrent_heartbeats_of_one_instance(db: Database, round_: int) -> Non
         guest = s.get(GuestState, iid)
         assert guest is not None
         # Whatever order the workers ran in, the newest heartbeat is the one recorded.
-        assert json.loads(guest.payload) == {"n": 7}
+        assert json.loads(guest.payload) == {"agent_pid": 7}
 
 
 def test_addresses_held_outside_cove_are_skipped(db: Database) -> None:

@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from cove.common.errors import GuestError
 from cove.compute.discovery import find_postgresql
-from cove.guestagent.config import GuestConfig
+from cove.domain.guest import GuestSettings
 from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.redis.manager import RedisManager
 from servers import free_address
@@ -141,7 +141,7 @@ def redis_manager() -> Iterator[RedisManager]:
     base = Path(tempfile.mkdtemp(prefix="cove-redis-conf-"))
     for sub in ("data", "conf", "log", "run"):
         (base / sub).mkdir()
-    config = GuestConfig(
+    config = GuestSettings(
         instance_id="r1",
         datastore="redis",
         datastore_version="7.0",

@@ -19,7 +19,7 @@ from guesthost import Host
 from cove.common.errors import ConfigurationError, CoveError
 from cove.common.procfs import alive
 from cove.compute.discovery import find_postgresql
-from cove.guestagent.config import GuestConfig
+from cove.guestagent.config import load_settings
 from cove.guestagent.datastores.postgresql.server import PostgresServer
 
 pytestmark = [
@@ -145,8 +145,8 @@ def test_a_stale_postmaster_pid_naming_another_instance_s_server_is_not_adopted(
 
     # The guest side refuses it, and still knows A's own server.
     on_exit: list[int] = []
-    assert not PostgresServer(GuestConfig.load(host.driver.config_path(b)), on_exit.append).adopt()
-    assert PostgresServer(GuestConfig.load(host.driver.config_path(a)), on_exit.append).adopt()
+    assert not PostgresServer(load_settings(host.driver.config_path(b)), on_exit.append).adopt()
+    assert PostgresServer(load_settings(host.driver.config_path(a)), on_exit.append).adopt()
 
     # B's new agent does not take A's server for its own.
     assert host.driver.ensure_running(b)

@@ -28,10 +28,10 @@ from cove.common.errors import (
 from cove.compute.discovery import find_mariadb
 from cove.compute.parameters.mariadb import read_parameters
 from cove.domain.capabilities import Capability
+from cove.domain.guest import GuestSettings
 from cove.domain.parameters import ParamType, denied
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.mariadb.conf import memory_settings, native_password_hash
 from cove.guestagent.datastores.mariadb.manager import MariaManager
@@ -53,12 +53,12 @@ ROOT_PASSWORD = "pw-root-Kb93v"
 
 
 @pytest.fixture
-def config() -> Iterator[GuestConfig]:
+def config() -> Iterator[GuestSettings]:
     base = Path(tempfile.mkdtemp(prefix="cove-mariadb-"))
     base.chmod(0o755)
     for sub in ("data", "conf", "log", "run", "tmp"):
         (base / sub).mkdir()
-    yield GuestConfig(
+    yield GuestSettings(
         instance_id="m1",
         datastore="mariadb",
         datastore_version=FOUND[-1].name if FOUND else "10.11",
@@ -83,7 +83,7 @@ def managers() -> Iterator[list[MariaManager]]:
         manager.stop()
 
 
-def new_manager(config: GuestConfig, managers: list[MariaManager]) -> MariaManager:
+def new_manager(config: GuestSettings, managers: list[MariaManager]) -> MariaManager:
     manager = load_manager(config)
     assert isinstance(manager, MariaManager)
     managers.append(manager)
@@ -91,7 +91,7 @@ def new_manager(config: GuestConfig, managers: list[MariaManager]) -> MariaManag
 
 
 def login(
-    config: GuestConfig, user: str, password: str, database: str | None = None
+    config: GuestSettings, user: str, password: str, database: str | None = None
 ) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
     return pymysql.connect(
         host=config.address,
@@ -112,13 +112,13 @@ def query(
         return list(cur.fetchall())
 
 
-def global_value(config: GuestConfig, name: str) -> str:
+def global_value(config: GuestSettings, name: str) -> str:
     with login(config, "root", ROOT_PASSWORD) as conn:
         rows = query(conn, f"SHOW GLOBAL VARIABLES LIKE '{name}'")
     return str(rows[0][1])
 
 
-def assert_no_clear_passwords(config: GuestConfig, secrets: list[str]) -> None:
+def assert_no_clear_passwords(config: GuestSettings, secrets: list[str]) -> None:
     for directory in (config.conf_dir, config.log_dir, config.data_dir, config.root / "tmp"):
         for path in directory.rglob("*"):
             if path.is_file():
@@ -135,7 +135,7 @@ def assert_no_clear_passwords(config: GuestConfig, secrets: list[str]) -> None:
                 assert secret.encode() not in cmdline, f"a password on the command line of {proc}"
 
 
-def test_mariadb_manager(config: GuestConfig, managers: list[MariaManager]) -> None:
+def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) -> None:
     manager = new_manager(config, managers)
     assert manager.capabilities == {
         Capability.DATABASES,
@@ -348,7 +348,7 @@ def test_mariadb_manager(config: GuestConfig, managers: list[MariaManager]) -> N
 
 
 def test_configuration_live_and_at_restart(
-    config: GuestConfig, managers: list[MariaManager]
+    config: GuestSettings, managers: list[MariaManager]
 ) -> None:
     manager = new_manager(config, managers)
     manager.prepare([], [])
@@ -398,7 +398,7 @@ def test_configuration_live_and_at_restart(
     assert float(global_value(config, "long_query_time")) == 10.0
 
 
-def test_failed_prepare_starts_over(config: GuestConfig, managers: list[MariaManager]) -> None:
+def test_failed_prepare_starts_over(config: GuestSettings, managers: list[MariaManager]) -> None:
     manager = new_manager(config, managers)
     manager.warm_up()
     assert manager.status() is GuestStatus.BUILDING
@@ -432,7 +432,7 @@ def error_code(exc: pytest.ExceptionInfo[pymysql.MySQLError]) -> int:
 
 
 def test_root_cannot_reach_past_its_privileges(
-    config: GuestConfig, managers: list[MariaManager]
+    config: GuestSettings, managers: list[MariaManager]
 ) -> None:
     manager = new_manager(config, managers)
     manager.prepare([DatabaseSpec("shop")], [UserSpec("clerk", "pw-clerk", "%", ("shop",))])
@@ -598,7 +598,7 @@ def test_root_cannot_reach_past_its_privileges(
         assert query(root, "SELECT COUNT(*) FROM t") == [(1,)]
 
 
-def test_trove_utf8_names(config: GuestConfig, managers: list[MariaManager]) -> None:
+def test_trove_utf8_names(config: GuestSettings, managers: list[MariaManager]) -> None:
     manager = new_manager(config, managers)
     manager.prepare([DatabaseSpec("legacy", "utf8", "utf8_general_ci")], [])
     manager.create_databases([DatabaseSpec("other", None, "utf8_unicode_ci")])
@@ -613,7 +613,7 @@ def test_trove_utf8_names(config: GuestConfig, managers: list[MariaManager]) -> 
 
 
 def test_revoking_ends_only_that_accounts_sessions(
-    config: GuestConfig, managers: list[MariaManager]
+    config: GuestSettings, managers: list[MariaManager]
 ) -> None:
     manager = new_manager(config, managers)
     manager.prepare([DatabaseSpec("a")], [UserSpec("s", "pw-any", "%", ("a",))])

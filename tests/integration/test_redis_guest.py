@@ -25,9 +25,9 @@ from cove.common.errors import (
     UserNotFound,
 )
 from cove.domain.capabilities import Capability
+from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.redis.manager import RedisManager
 from servers import free_address
@@ -49,11 +49,11 @@ ROOT_PASSWORD = "pw-root-Hb93v"
 
 
 @pytest.fixture
-def config() -> Iterator[GuestConfig]:
+def config() -> Iterator[GuestSettings]:
     base = Path(tempfile.mkdtemp(prefix="cove-redis-"))
     for sub in ("data", "conf", "log", "run"):
         (base / sub).mkdir()
-    yield GuestConfig(
+    yield GuestSettings(
         instance_id="r1",
         datastore="redis",
         datastore_version="7.0",
@@ -71,14 +71,14 @@ def config() -> Iterator[GuestConfig]:
 
 
 @pytest.fixture
-def managers(config: GuestConfig) -> Iterator[list[RedisManager]]:
+def managers(config: GuestSettings) -> Iterator[list[RedisManager]]:
     made: list[RedisManager] = []
     yield made
     for manager in reversed(made):
         manager.stop()
 
 
-def client(config: GuestConfig, user: str | None, password: str | None) -> redis.Redis:
+def client(config: GuestSettings, user: str | None, password: str | None) -> redis.Redis:
     return redis.Redis(
         host=config.address,
         port=config.port,
@@ -90,14 +90,14 @@ def client(config: GuestConfig, user: str | None, password: str | None) -> redis
     )
 
 
-def new_manager(config: GuestConfig, managers: list[RedisManager]) -> RedisManager:
+def new_manager(config: GuestSettings, managers: list[RedisManager]) -> RedisManager:
     manager = load_manager(config)
     assert isinstance(manager, RedisManager)
     managers.append(manager)
     return manager
 
 
-def assert_no_clear_passwords(config: GuestConfig, secrets: list[str]) -> None:
+def assert_no_clear_passwords(config: GuestSettings, secrets: list[str]) -> None:
     for directory in (config.conf_dir, config.log_dir, config.data_dir):
         for path in directory.rglob("*"):
             if path.is_file():
@@ -114,7 +114,7 @@ def assert_no_clear_passwords(config: GuestConfig, secrets: list[str]) -> None:
                 assert secret.encode() not in cmdline, f"a password on the command line of {proc}"
 
 
-def test_redis_manager(config: GuestConfig, managers: list[RedisManager]) -> None:
+def test_redis_manager(config: GuestSettings, managers: list[RedisManager]) -> None:
     manager = new_manager(config, managers)
     assert manager.capabilities == {Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
     assert manager.status() is GuestStatus.NEW
@@ -277,7 +277,7 @@ def test_redis_manager(config: GuestConfig, managers: list[RedisManager]) -> Non
         time.sleep(0.02)
 
 
-def test_stale_pid_file_is_not_adopted(config: GuestConfig, managers: list[RedisManager]) -> None:
+def test_stale_pid_file_is_not_adopted(config: GuestSettings, managers: list[RedisManager]) -> None:
     manager = new_manager(config, managers)
     manager.prepare([], [])
     real = manager.server.pid
@@ -293,7 +293,7 @@ def test_stale_pid_file_is_not_adopted(config: GuestConfig, managers: list[Redis
     assert successor.status() is GuestStatus.HEALTHY
 
 
-def test_failed_prepare_starts_over(config: GuestConfig, managers: list[RedisManager]) -> None:
+def test_failed_prepare_starts_over(config: GuestSettings, managers: list[RedisManager]) -> None:
     manager = new_manager(config, managers)
     manager.warm_up()
     assert manager.status() is GuestStatus.BUILDING
@@ -306,7 +306,7 @@ def test_failed_prepare_starts_over(config: GuestConfig, managers: list[RedisMan
 
 
 def test_a_new_password_ends_old_sessions_and_restore_is_refused(
-    config: GuestConfig, managers: list[RedisManager]
+    config: GuestSettings, managers: list[RedisManager]
 ) -> None:
     manager = new_manager(config, managers)
     manager.prepare([], [UserSpec("ann", "first-pw")])

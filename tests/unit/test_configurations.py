@@ -20,7 +20,7 @@ from cove.common.errors import RpcTimeout
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import load_settings
 from cove.compute import parameters as readers
-from cove.compute.base import ComputeDriver, GuestSpec
+from cove.compute.base import ComputeDriver
 from cove.compute.discovery import FoundVersion
 from cove.db import catalog
 from cove.db.catalog import register_found_versions, register_version, seed_flavors
@@ -29,6 +29,7 @@ from cove.db.engine import Database
 from cove.db.migrate import upgrade
 from cove.db.models import Datastore, DatastoreVersion, GuestState, Instance
 from cove.db.networks import sync_default_network
+from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Parameter, ParamType
 from cove.domain.status import ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext
@@ -648,13 +649,13 @@ class Driver(ComputeDriver):
     name = "local"
 
     def __init__(self, fail: bool = False) -> None:
-        self.updated: list[GuestSpec] = []
+        self.updated: list[GuestSettings] = []
         self.fail = fail
 
-    def create(self, spec: GuestSpec) -> None:
+    def create(self, spec: GuestSettings) -> None:
         raise AssertionError("not expected")
 
-    def update(self, spec: GuestSpec) -> GuestSpec | None:
+    def update(self, spec: GuestSettings) -> GuestSettings | None:
         if self.fail:
             raise OSError("disk full")
         previous = self.updated[-1] if self.updated else None

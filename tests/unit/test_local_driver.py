@@ -19,8 +19,8 @@ import pytest
 
 from cove.common.errors import UnsafePath
 from cove.common.settings import load_settings
-from cove.compute.base import GuestSpec
 from cove.compute.local import LocalDriver
+from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs a service user other than us")
@@ -54,7 +54,7 @@ class Placed:
     def __init__(self, tmp_path: Path) -> None:
         tmp_path.chmod(0o755)
         self.driver = LocalDriver(load_settings(data_dir=tmp_path / "d"), check=False)
-        self.spec = GuestSpec(
+        self.spec = GuestSettings(
             instance_id="inst-1",
             datastore="postgresql",
             datastore_version="15",
@@ -336,11 +336,18 @@ def test_redis_is_found_with_its_version():
 def test_update_rewrites_the_settings_and_returns_the_old_ones(placed):
     import dataclasses
 
+    def unplaced(settings: GuestSettings | None) -> GuestSettings | None:
+        # The driver fills in where the instance lives; the rest is the caller's.
+        if settings is None:
+            return None
+        assert settings.instance_dir == str(placed.driver.instance_dir(settings.instance_id))
+        return dataclasses.replace(settings, instance_dir="", template_dir=None)
+
     bigger = dataclasses.replace(placed.spec, ram_mb=1024, overrides={"work_mem": 4096})
-    assert placed.driver.update(bigger) == placed.spec
+    assert unplaced(placed.driver.update(bigger)) == placed.spec
     written = json.loads(placed.config.read_text())
     assert written["ram_mb"] == 1024 and written["overrides"] == {"work_mem": 4096}
-    assert placed.driver.update(placed.spec) == bigger
+    assert unplaced(placed.driver.update(placed.spec)) == bigger
     # Settings it cannot read are reported as unknown, never guessed.
     placed.config.write_text("{not json")
     assert placed.driver.update(bigger) is None

@@ -17,7 +17,7 @@ from cove.api.context import build_context
 from cove.cli.manage_network import network as network_group
 from cove.common.errors import BadRequest, ConfigurationError, Conflict, NetworkNotFound
 from cove.common.settings import Settings, load_settings
-from cove.compute.base import ComputeDriver, GuestSpec
+from cove.compute.base import ComputeDriver
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
@@ -33,6 +33,7 @@ from cove.db.networks import (
     set_default_network,
     sync_default_network,
 )
+from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
@@ -292,10 +293,10 @@ class RecordingBus:
 class Driver(ComputeDriver):
     name = "local"
 
-    def create(self, spec: GuestSpec) -> None:
+    def create(self, spec: GuestSettings) -> None:
         pass
 
-    def update(self, spec: GuestSpec) -> None:
+    def update(self, spec: GuestSettings) -> None:
         pass
 
     def ensure_running(self, instance_id: str) -> bool:

@@ -3,12 +3,12 @@ import dataclasses
 import pytest
 
 from cove.common.errors import Unprocessable
-from cove.guestagent.config import GuestConfig
+from cove.domain.guest import GuestSettings
 from cove.guestagent.datastores.postgresql import conf
 
 
 def config(ram=2048, **overrides):
-    return GuestConfig(
+    return GuestSettings(
         instance_id="i1",
         datastore="postgresql",
         datastore_version="15",

@@ -1,12 +1,12 @@
 import pytest
 
 from cove.common.errors import Unprocessable
-from cove.guestagent.config import GuestConfig
+from cove.domain.guest import GuestSettings
 from cove.guestagent.datastores.redis import conf
 
 
 def config(ram=256, **overrides):
-    return GuestConfig(
+    return GuestSettings(
         instance_id="r1",
         datastore="redis",
         datastore_version="7.0",

@@ -21,10 +21,12 @@ from cove.db.engine import Database
 from cove.db.migrate import upgrade
 from cove.db.models import GuestState, Instance, Quota
 from cove.db.networks import sync_default_network
+from cove.domain.specs import Resize
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
+from cove.rpc.codec import to_wire
 from cove.taskmanager.context import TaskContext
-from cove.taskmanager.resize import resize_instance
+from cove.taskmanager.service import TaskManager
 
 
 class GuestBus:
@@ -134,7 +136,7 @@ def test_flavor_resize_records_the_new_flavor_and_asks_the_task_manager(env):
     assert bus.casts[-1] == (
         "taskmanager",
         "resize_instance",
-        {"instance_id": iid, "old_flavor_id": "1", "new_flavor_id": "2"},
+        {"resize": to_wire(Resize(iid, old_flavor_id="1", new_flavor_id="2"))},
     )
     inst = row(tc, iid)
     assert inst.task == "RESIZING" and inst.flavor_id == "2"
@@ -177,7 +179,9 @@ def test_volume_resize_only_grows_within_quota(env):
     fault(action(client, iid, {"volume": {"size": 21}}), 413, "overLimit")
     resp = action(client, iid, {"volume": {"size": 6}})
     assert resp.status_code == 202, resp.text
-    assert bus.casts[-1][2] == {"instance_id": iid, "old_volume_size": 4, "new_volume_size": 6}
+    assert bus.casts[-1][2] == {
+        "resize": to_wire(Resize(iid, old_volume_size=4, new_volume_size=6))
+    }
     assert row(tc, iid).volume_size == 6
 
 
@@ -205,7 +209,7 @@ def test_task_manager_applies_the_new_flavor_and_restarts(env):
     iid = active_instance(client, tc)
     assert action(client, iid, {"flavorRef": "2"}).status_code == 202
     _t, _m, args = bus.casts[-1]
-    resize_instance(tc, RequestContext(), **args)
+    TaskManager(tc).endpoints()["resize_instance"](RequestContext(), **args)
     methods = [m for _t, m, _a in bus.calls if m != "min_ram_mb"]
     assert methods == ["apply_configuration", "restart"]
     apply_args = next(a for _t, m, a in bus.calls if m == "apply_configuration")
@@ -221,7 +225,7 @@ def test_a_failed_resize_puts_the_old_flavor_back(env):
     assert action(client, iid, {"flavorRef": "2"}).status_code == 202
     _t, _m, args = bus.casts[-1]
     bus.fail.add("restart")
-    resize_instance(tc, RequestContext(), **args)
+    TaskManager(tc).endpoints()["resize_instance"](RequestContext(), **args)
     inst = row(tc, iid)
     assert inst.task == "NONE" and inst.flavor_id == "1"
     assert "Resize failed" in (inst.fault_message or "")
@@ -235,7 +239,7 @@ def test_volume_resize_needs_no_restart(env):
     iid = active_instance(client, tc, size=2)
     assert action(client, iid, {"volume": {"size": 5}}).status_code == 202
     _t, _m, args = bus.casts[-1]
-    resize_instance(tc, RequestContext(), **args)
+    TaskManager(tc).endpoints()["resize_instance"](RequestContext(), **args)
     assert [m for _t, m, _a in bus.calls] == ["apply_configuration"]
     assert tc.driver.updated[-1].volume_gb == 5  # type: ignore[attr-defined]
     with tc.db.session() as s:

@@ -9,13 +9,14 @@ import pytest
 
 from cove.common.ids import utcnow
 from cove.common.settings import load_settings
-from cove.compute.base import ComputeDriver, GuestSpec
+from cove.compute.base import ComputeDriver
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import allocate_address
 from cove.db.migrate import upgrade
 from cove.db.models import AddressAllocation, Instance
+from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
@@ -31,16 +32,16 @@ class Driver(ComputeDriver):
 
     def __init__(self) -> None:
         self.states: dict[str, ComputeState] = {}
-        self.created: list[GuestSpec] = []
-        self.updated: list[GuestSpec] = []
+        self.created: list[GuestSettings] = []
+        self.updated: list[GuestSettings] = []
         self.revived: list[str] = []
         self.destroyed: list[str] = []
 
-    def create(self, spec: GuestSpec) -> None:
+    def create(self, spec: GuestSettings) -> None:
         self.created.append(spec)
         self.states[spec.instance_id] = ComputeState.ACTIVE
 
-    def update(self, spec: GuestSpec) -> None:
+    def update(self, spec: GuestSettings) -> None:
         self.updated.append(spec)
 
     def ensure_running(self, instance_id: str) -> bool:
@@ -126,7 +127,7 @@ def test_a_build_given_up_meanwhile_removes_what_was_placed(tc: TaskContext) -> 
     driver: Driver = tc.driver  # type: ignore[assignment]
     original = driver.create
 
-    def create_then_time_out(spec: GuestSpec) -> None:
+    def create_then_time_out(spec: GuestSettings) -> None:
         original(spec)
         with tc.db.session() as s:
             inst = s.get(Instance, iid)

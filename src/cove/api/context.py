@@ -19,6 +19,8 @@ from cove.db.engine import Database
 from cove.identity.service import IdentityService
 from cove.identity.tokens import TokenSigner, ensure_key
 from cove.rpc import RequestContext, RpcClient
+from cove.rpc.guest import GuestClient
+from cove.rpc.taskmanager import TaskManagerClient
 
 
 @dataclass
@@ -31,6 +33,14 @@ class ApiContext:
     policy: Policy = field(default_factory=Policy)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     login_slots: Any = None  # an anyio.CapacityLimiter once the first login arrives
+
+    @property
+    def taskmanager(self) -> TaskManagerClient:
+        return TaskManagerClient(self.bus)
+
+    def guest(self, instance_id: str) -> GuestClient:
+        """The guest agent of ``instance_id``, answering reads within ``rpc_timeout``."""
+        return GuestClient(self.bus, instance_id, self.settings.rpc_timeout)
 
     def base_url(self, request: Request) -> str:
         """Where clients reach this API (``public_url``, else the request's own address)."""

@@ -1,16 +1,14 @@
-"""Reaching an instance's guest agent from the API: readiness checks, then a bus call."""
+"""Whether the API may reach an instance's guest agent now: its readiness and its datastore's
+capabilities. The call itself goes through ``ApiContext.guest``."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from cove.api.context import ApiContext
-from cove.common.errors import InstanceNotReady, OperationNotSupported, RpcTimeout
+from cove.common.errors import InstanceNotReady, OperationNotSupported
 from cove.common.ids import utcnow
 from cove.db.instances import get_instance, snapshot
 from cove.domain.capabilities import Capability, capabilities
 from cove.domain.status import SERVING, GuestStatus, can_act, compute_status
-from cove.rpc import RequestContext
 
 
 def check_ready(
@@ -43,20 +41,3 @@ def require(datastore: str, capability: Capability) -> None:
         raise OperationNotSupported(
             f"Operation '{capability.value}' is not supported for datastore {datastore}."
         )
-
-
-def call_guest(
-    c: ApiContext,
-    ctx: RequestContext,
-    instance_id: str,
-    method: str,
-    args: dict[str, Any],
-    timeout: float | None = None,
-) -> Any:
-    timeout = timeout or c.settings.rpc_timeout
-    try:
-        return c.bus.call(f"guestagent.{instance_id}", method, args, ctx, timeout=timeout)
-    except RpcTimeout as exc:
-        raise RpcTimeout(
-            f"The guest agent of instance {instance_id} did not answer within {timeout:.0f} s."
-        ) from exc

@@ -16,22 +16,20 @@ from fastapi import Response
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
-from cove.api.guest import call_guest, check_ready
+from cove.api.guest import check_ready
 from cove.api.routers.catalog import find_flavor
 from cove.common.errors import (
     BadRequest,
     CoveError,
-    GuestError,
     InstanceNotReady,
     VolumeSizeTooLarge,
 )
 from cove.common.ids import utcnow
 from cove.db.instances import get_instance, transition
 from cove.db.quotas import check_resize_quota, lock_project
+from cove.domain.specs import Resize
 from cove.domain.status import Task
 from cove.rpc import RequestContext
-
-TASKMANAGER = "taskmanager"
 
 
 def resize(
@@ -42,15 +40,15 @@ def resize(
         raise BadRequest("A resize names exactly one of 'flavorRef' and 'volume'.")
     key, value = next(iter(args.items()))
     if key == "flavorRef":
-        message = _resize_flavor(c, project_id, instance_id, value, ctx)
+        change = _resize_flavor(c, project_id, instance_id, value, ctx)
     elif key == "volume":
-        message = _resize_volume(c, project_id, instance_id, value)
+        change = _resize_volume(c, project_id, instance_id, value)
     else:
         raise BadRequest(f"Cannot resize '{key}': a resize names 'flavorRef' or 'volume'.")
     try:
-        c.bus.cast(TASKMANAGER, "resize_instance", message, ctx)
+        c.taskmanager.resize_instance(ctx, change)
     except CoveError:
-        _undo(c, instance_id, message)
+        _undo(c, change)
         raise
     return Response(status_code=202, media_type="application/json")
 
@@ -63,7 +61,7 @@ def _flavor_ref(value: Any) -> str:
 
 def _resize_flavor(
     c: ApiContext, project_id: str, instance_id: str, value: Any, ctx: RequestContext
-) -> dict[str, Any]:
+) -> Resize:
     ref = _flavor_ref(value)
     check_ready(c, project_id, instance_id)
     with c.db.session() as s:
@@ -76,11 +74,7 @@ def _resize_flavor(
                 f"(id {current.id})."
             )
     # The guest knows how much memory its data needs (Redis holds all of it in memory).
-    needed = call_guest(c, ctx, instance_id, "min_ram_mb", {})
-    if isinstance(needed, bool) or not isinstance(needed, int):
-        raise GuestError(
-            f"The guest agent of instance {instance_id} did not say what memory it needs."
-        )
+    needed = c.guest(instance_id).min_ram_mb(ctx)
     if target.ram < needed:
         raise BadRequest(
             f"Flavor '{target.name}' ({target.ram} MB) is too small for the data of instance "
@@ -93,10 +87,10 @@ def _resize_flavor(
         check_resize_quota(s, c.settings, project_id, ram=target.ram - inst.flavor.ram)
         _start_task(s, instance_id)
         inst.flavor_id = target.id
-    return {"instance_id": instance_id, "old_flavor_id": old, "new_flavor_id": target.id}
+    return Resize(instance_id, old_flavor_id=old, new_flavor_id=target.id)
 
 
-def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any) -> dict[str, Any]:
+def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any) -> Resize:
     size = value.get("size") if isinstance(value, dict) else None
     if isinstance(size, str) and size.strip().isdigit():
         size = int(size)
@@ -120,7 +114,7 @@ def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any)
         check_resize_quota(s, c.settings, project_id, volume=size - old)
         _start_task(s, instance_id)
         inst.volume_size = size
-    return {"instance_id": instance_id, "old_volume_size": old, "new_volume_size": size}
+    return Resize(instance_id, old_volume_size=old, new_volume_size=size)
 
 
 def _start_task(s: Session, instance_id: str) -> None:
@@ -128,12 +122,12 @@ def _start_task(s: Session, instance_id: str) -> None:
         raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
 
 
-def _undo(c: ApiContext, instance_id: str, message: dict[str, Any]) -> None:
+def _undo(c: ApiContext, change: Resize) -> None:
     """The task manager could not be asked: the instance keeps what it had."""
     with c.db.session() as s:
-        inst = get_instance(s, instance_id)
-        if "old_flavor_id" in message:
-            inst.flavor_id = message["old_flavor_id"]
-        if "old_volume_size" in message:
-            inst.volume_size = message["old_volume_size"]
-        transition(s, instance_id, {Task.RESIZING}, Task.NONE, utcnow())
+        inst = get_instance(s, change.instance_id)
+        if change.old_flavor_id is not None:
+            inst.flavor_id = change.old_flavor_id
+        if change.old_volume_size is not None:
+            inst.volume_size = change.old_volume_size
+        transition(s, change.instance_id, {Task.RESIZING}, Task.NONE, utcnow())

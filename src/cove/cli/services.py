@@ -16,6 +16,7 @@ from cove.common.log import setup_logging
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
 from cove.rpc import RpcClient
+from cove.rpc.taskmanager import TaskManagerClient
 
 LOG = logging.getLogger("cove")
 
@@ -55,13 +56,13 @@ def _database(settings: Settings) -> Database:
     return Database(settings.database_url)
 
 
-def _declare(bus: RpcClient, topic: str) -> None:
-    """Declare a topic this service sends to, so casts sent before its server first starts
-    wait in the queue instead of being dropped."""
+def _declare(client: TaskManagerClient) -> None:
+    """Declare the task managers' topic, so casts sent before one first starts wait in the
+    queue instead of being dropped."""
     try:
-        bus.declare_topic(topic)
+        client.declare()
     except CoveError as exc:
-        LOG.warning("cannot declare the %s topic yet: %s", topic, exc.message)
+        LOG.warning("cannot declare the %s topic yet: %s", client.topic, exc.message)
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
@@ -96,7 +97,7 @@ def api_main() -> None:
                 f"(known: {', '.join(sorted(DRIVERS))})"
             )
         bus = RpcClient(settings.transport_url)
-        _declare(bus, "taskmanager")
+        _declare(TaskManagerClient(bus))
         context = build_context(settings, _database(settings), bus)
         uvicorn.run(
             create_app(context),
@@ -113,14 +114,16 @@ def api_main() -> None:
 def taskmanager_main() -> None:
     def body(settings: Settings) -> None:
         from cove.compute import load_driver
-        from cove.rpc import RpcServer
+        from cove.rpc import RpcServer, topics
         from cove.taskmanager.context import TaskContext
-        from cove.taskmanager.service import TOPIC, TaskManager
+        from cove.taskmanager.service import TaskManager
 
         db = _database(settings)
         tc = TaskContext(settings, db, RpcClient(settings.transport_url), load_driver(settings))
         manager = TaskManager(tc)
-        server = RpcServer(settings.transport_url, TOPIC, manager.endpoints(), workers=16)
+        server = RpcServer(
+            settings.transport_url, topics.TASKMANAGER, manager.endpoints(), workers=16
+        )
 
         def stop() -> None:
             manager.stop()
@@ -137,11 +140,13 @@ def taskmanager_main() -> None:
 
 def conductor_main() -> None:
     def body(settings: Settings) -> None:
-        from cove.conductor.service import TOPIC, Conductor
-        from cove.rpc import RpcServer
+        from cove.conductor.service import Conductor
+        from cove.rpc import RpcServer, topics
 
         conductor = Conductor(_database(settings))
-        server = RpcServer(settings.transport_url, TOPIC, conductor.endpoints(), workers=8)
+        server = RpcServer(
+            settings.transport_url, topics.CONDUCTOR, conductor.endpoints(), workers=8
+        )
         _on_signals(server.stop)
         LOG.info("conductor serving")
         server.serve_forever()

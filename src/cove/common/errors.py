@@ -171,6 +171,10 @@ class UnknownMethod(CoveError):
     """The remote service has no such method."""
 
 
+class InvalidArguments(CoveError):
+    """An RPC's arguments or result do not have the types of its contract."""
+
+
 class GuestError(CoveError):
     """The guest agent failed to carry out an operation."""
 

@@ -23,38 +23,20 @@ manager is its only caller.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 
+from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
-
-
-@dataclass(frozen=True)
-class GuestSpec:
-    """Everything a driver needs to place an instance and start its guest agent."""
-
-    instance_id: str
-    datastore: str
-    datastore_version: str
-    bin_dir: str
-    address: str
-    port: int
-    ram_mb: int
-    vcpus: int
-    volume_gb: int
-    transport_url: str = field(repr=False)
-    heartbeat_interval: float
-    overrides: dict[str, int | float | bool | str] = field(default_factory=dict)
 
 
 class ComputeDriver(ABC):
     name: str = ""
 
     @abstractmethod
-    def create(self, spec: GuestSpec) -> None:
+    def create(self, spec: GuestSettings) -> None:
         """Place the instance and start its guest agent."""
 
     @abstractmethod
-    def update(self, spec: GuestSpec) -> GuestSpec | None:
+    def update(self, spec: GuestSettings) -> GuestSettings | None:
         """Rewrite the settings of a placed instance; starts and restarts nothing. Returns the
         settings it replaced (None when they could not be read), so a caller whose change the
         guest refuses can put them back."""

@@ -25,7 +25,7 @@ import stat
 import subprocess
 import sys
 import threading
-from dataclasses import asdict, fields
+from dataclasses import replace
 from pathlib import Path
 
 from cove.common import procfs
@@ -33,8 +33,10 @@ from cove.common.errors import ConfigurationError, UnsafePath
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
 from cove.compute import localfs
-from cove.compute.base import ComputeDriver, GuestSpec
+from cove.compute.base import ComputeDriver
+from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
+from cove.rpc.codec import from_wire, to_wire
 
 LOG = logging.getLogger(__name__)
 
@@ -152,12 +154,12 @@ class LocalDriver(ComputeDriver):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def create(self, spec: GuestSpec) -> None:
+    def create(self, spec: GuestSettings) -> None:
         """Raises ConfigurationError for a too long path, UnsafePath for a tampered directory."""
         self._lay_out(spec)
         self.ensure_running(spec.instance_id)
 
-    def update(self, spec: GuestSpec) -> GuestSpec | None:
+    def update(self, spec: GuestSettings) -> GuestSettings | None:
         """Rewrite guest.json. The volume is a directory of the host's filesystem here, so a
         larger volume needs nothing more. Raises UnsafePath for a tampered directory."""
         if not self._has_config(spec.instance_id):
@@ -166,18 +168,18 @@ class LocalDriver(ComputeDriver):
         self._lay_out(spec)
         return previous
 
-    def _read_spec(self, instance_id: str) -> GuestSpec | None:
+    def _read_spec(self, instance_id: str) -> GuestSettings | None:
         """The settings guest.json holds now, or None when they cannot be read."""
         path = self.config_path(instance_id)
         try:
             text = localfs.read_owned(self.root, self._parts(path), self.uid, limit=1 << 20)
-            data = json.loads(text)
-            return GuestSpec(**{f.name: data[f.name] for f in fields(GuestSpec) if f.name in data})
-        except (OSError, UnsafePath, ValueError, TypeError) as exc:
+            settings: GuestSettings = from_wire(GuestSettings, json.loads(text), "guest")
+        except (OSError, UnsafePath, ValueError) as exc:
             LOG.warning("cannot read the settings of instance %s: %s", instance_id, exc)
             return None
+        return settings
 
-    def _lay_out(self, spec: GuestSpec) -> None:
+    def _lay_out(self, spec: GuestSettings) -> None:
         base = self.instance_dir(spec.instance_id)
         if len(str(base / "run")) > MAX_SOCKET_DIR:
             raise ConfigurationError(
@@ -185,12 +187,9 @@ class LocalDriver(ComputeDriver):
                 "choose a shorter COVE_DATA_DIR"
             )
         localfs.make_dirs(base, SUBDIRS, self.uid, self.gid)
-        config = {
-            **asdict(spec),
-            "instance_dir": str(base),
-            "template_dir": str(self.templates),
-        }
-        self._write_private(self.config_path(spec.instance_id), json.dumps(config, indent=2))
+        placed = replace(spec, instance_dir=str(base), template_dir=str(self.templates))
+        text = json.dumps(to_wire(placed), indent=2)
+        self._write_private(self.config_path(spec.instance_id), text)
         lock = base / "run" / LOCK_NAME
         st = localfs.lstat(self.root, *self._parts(lock))
         # A lock the agent could not have made (a link, another owner's file) is replaced.

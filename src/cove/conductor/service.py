@@ -16,15 +16,14 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from cove.common.ids import parse_iso, utcnow
+from cove.common.ids import utcnow
 from cove.db.engine import Database
 from cove.db.models import ConductorSeen, GuestState, Instance
+from cove.domain.guest import HeartbeatPayload
 from cove.domain.status import SERVING, ComputeState, GuestStatus, Task
-from cove.rpc import RequestContext
+from cove.rpc import RequestContext, codec
 
 LOG = logging.getLogger(__name__)
-
-TOPIC = "conductor"
 
 
 class Conductor:
@@ -32,7 +31,8 @@ class Conductor:
         self.db = db
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
-        return {"heartbeat": self.heartbeat, "report": self.report}
+        """The conductor's RPC table; ``cove.rpc.conductor.ConductorClient`` is its client."""
+        return codec.endpoints({"heartbeat": self.heartbeat, "report": self.report})
 
     def _fresh(self, s: Session, instance_id: str, method: str, sent_at: datetime) -> bool:
         """Record ``sent_at`` as the newest message of its kind, atomically: the conditional
@@ -78,25 +78,23 @@ class Conductor:
         self,
         ctx: RequestContext,
         instance_id: str,
-        service_status: str,
-        payload: dict[str, Any],
-        sent_at: str,
+        service_status: GuestStatus,
+        payload: HeartbeatPayload,
+        sent_at: datetime,
     ) -> None:
-        status = GuestStatus(service_status)
-        self._retrying(lambda s: self._heartbeat(s, instance_id, status, payload, sent_at))
+        self._retrying(lambda s: self._heartbeat(s, instance_id, service_status, payload, sent_at))
 
     def _heartbeat(
         self,
         s: Session,
         instance_id: str,
         status: GuestStatus,
-        payload: dict[str, Any],
-        sent_at: str,
+        payload: HeartbeatPayload,
+        sent: datetime,
     ) -> None:
         inst = s.get(Instance, instance_id, with_for_update=True)
         if inst is None or inst.deleted:
             return
-        sent = parse_iso(sent_at)
         if not self._fresh(s, instance_id, "heartbeat", sent):
             LOG.debug("discarding an old heartbeat of %s", instance_id)
             return
@@ -115,13 +113,13 @@ class Conductor:
                 GuestState(
                     instance_id=instance_id,
                     status=status.value,
-                    payload=json.dumps(payload),
+                    payload=json.dumps(codec.to_wire(payload)),
                     heartbeat_at=now,
                 )
             )
         else:
             guest.status = status.value
-            guest.payload = json.dumps(payload)
+            guest.payload = json.dumps(codec.to_wire(payload))
             guest.heartbeat_at = now
 
     def report(
@@ -131,7 +129,7 @@ class Conductor:
         operation: str,
         outcome: str,
         details: str,
-        sent_at: str,
+        sent_at: datetime,
     ) -> None:
         self._retrying(lambda s: self._report(s, instance_id, operation, outcome, details, sent_at))
 
@@ -142,12 +140,12 @@ class Conductor:
         operation: str,
         outcome: str,
         details: str,
-        sent_at: str,
+        sent_at: datetime,
     ) -> None:
         inst = s.get(Instance, instance_id, with_for_update=True)
         if inst is None or inst.deleted:
             return
-        if not self._fresh(s, instance_id, f"report.{operation}", parse_iso(sent_at)):
+        if not self._fresh(s, instance_id, f"report.{operation}", sent_at):
             return
         now = utcnow()
         if operation == "prepare" and inst.task == Task.BUILDING.value:

@@ -1,4 +1,5 @@
-"""Typed requests that travel from the API to the guest agent: databases and users."""
+"""Typed requests that travel from the API to the task manager and the guest agent: databases,
+users and resizes."""
 
 from __future__ import annotations
 
@@ -67,3 +68,15 @@ class UserInfo:
             host=str(data.get("host") or "%"),
             databases=tuple(str(d) for d in data.get("databases") or ()),
         )
+
+
+@dataclass(frozen=True)
+class Resize:
+    """A resize the API recorded on an instance: its new flavor or its new volume size, with
+    the old one to put back should the resize fail."""
+
+    instance_id: str
+    old_flavor_id: str | None = None
+    new_flavor_id: str | None = None
+    old_volume_size: int | None = None
+    new_volume_size: int | None = None

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from cove.common import procfs
 from cove.common.errors import GuestError
+from cove.domain.guest import GuestSettings
 from cove.guestagent import process
-from cove.guestagent.config import GuestConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ class ChildServer(ABC):
     start_timeout: float = 120.0
     stop_timeout: float = 60.0
 
-    def __init__(self, config: GuestConfig, log_file: Path, on_exit: Callable[[int], None]) -> None:
+    def __init__(
+        self, config: GuestSettings, log_file: Path, on_exit: Callable[[int], None]
+    ) -> None:
         self.config = config
         self.log_file = log_file
         self._on_exit = on_exit

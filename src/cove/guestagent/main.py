@@ -20,7 +20,8 @@ from typing import Any
 
 from cove.common.errors import CoveError
 from cove.common.log import setup_logging
-from cove.guestagent.config import GuestConfig
+from cove.domain.guest import GuestSettings
+from cove.guestagent.config import load_settings
 from cove.guestagent.datastores import load_manager
 
 LOG = logging.getLogger("cove.guestagent")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging("guestagent")
     try:
-        config = GuestConfig.load(args.config)
+        config = load_settings(args.config)
     except CoveError as exc:
         print(f"cove-guestagent: {exc.message}", file=sys.stderr)
         return 2
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     return run(config)
 
 
-def run(config: GuestConfig) -> int:
+def run(config: GuestSettings) -> int:
     manager = load_manager(config)
     parts: dict[str, Any] = {}
 
@@ -86,7 +87,7 @@ def run(config: GuestConfig) -> int:
         # A new instance: get the server going while the bus client loads and connects.
         threading.Thread(target=manager.warm_up, name="warm-up", daemon=True).start()
     from cove.guestagent.service import GuestService
-    from cove.rpc import RpcClient, RpcServer
+    from cove.rpc import RpcClient, RpcServer, topics
 
     bus = RpcClient(config.transport_url)
     service = parts["service"] = GuestService(config, manager, bus)
@@ -96,13 +97,14 @@ def run(config: GuestConfig) -> int:
             manager.server_started()
         except CoveError as exc:
             LOG.error("cannot start the database server: %s", exc.message)
-    server = parts["server"] = RpcServer(config.transport_url, config.topic, service.endpoints())
+    topic = topics.guest(config.instance_id)
+    server = parts["server"] = RpcServer(config.transport_url, topic, service.endpoints())
     if stopping.is_set():
         _shutdown()
         return 0
     beats = threading.Thread(target=service.run_heartbeats, name="heartbeat", daemon=True)
     beats.start()
-    LOG.info("guest agent for instance %s serving %s", config.instance_id, config.topic)
+    LOG.info("guest agent for instance %s serving %s", config.instance_id, topic)
     server.serve_forever()
     bus.close()
     LOG.info("guest agent stopped")

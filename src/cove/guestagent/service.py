@@ -1,8 +1,9 @@
 """The guest agent's RPC endpoint and heartbeat.
 
 The table in :meth:`GuestService.endpoints` is the whole remote surface of the agent; the
-control plane calls nothing else. Results and arguments are plain JSON; secrets arrive only in
-``args`` and are never logged.
+control plane calls nothing else, through ``cove.rpc.guest.GuestClient``. Arguments and results
+are typed (``cove.rpc.codec`` carries them as JSON); secrets arrive only in arguments and are
+never logged.
 """
 
 from __future__ import annotations
@@ -15,23 +16,29 @@ from collections.abc import Callable
 from typing import Any
 
 from cove.common.errors import CoveError
-from cove.common.ids import isoformat, utcnow
-from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.common.ids import utcnow
+from cove.domain.guest import (
+    ConfigurationApplied,
+    GuestSettings,
+    HeartbeatPayload,
+    PasswordChange,
+    RootEnabled,
+    Value,
+)
+from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.base import DatastoreManager
-from cove.rpc import RequestContext, RpcClient
+from cove.rpc import RequestContext, RpcClient, codec
+from cove.rpc.conductor import ConductorClient
 
 LOG = logging.getLogger(__name__)
 
-CONDUCTOR = "conductor"
-
 
 class GuestService:
-    def __init__(self, config: GuestConfig, manager: DatastoreManager, bus: RpcClient) -> None:
+    def __init__(self, config: GuestSettings, manager: DatastoreManager, bus: RpcClient) -> None:
         self.config = config
         self.manager = manager
-        self.bus = bus
+        self.conductor = ConductorClient(bus)
         self._busy: GuestStatus | None = None
         self._stop = threading.Event()
         self._beat_now = threading.Event()
@@ -39,29 +46,32 @@ class GuestService:
         manager.on_change = lambda _status: self._beat_now.set()
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
-        return {
-            "prepare": self.prepare,
-            "restart": self.restart,
-            "apply_configuration": self.apply_configuration,
-            "get_configuration": self.get_configuration,
-            "min_ram_mb": self.min_ram_mb,
-            "get_status": self.get_status,
-            "list_databases": self.list_databases,
-            "create_databases": self.create_databases,
-            "delete_database": self.delete_database,
-            "list_users": self.list_users,
-            "get_user": self.get_user,
-            "create_users": self.create_users,
-            "delete_user": self.delete_user,
-            "update_user": self.update_user,
-            "change_passwords": self.change_passwords,
-            "list_access": self.list_access,
-            "grant_access": self.grant_access,
-            "revoke_access": self.revoke_access,
-            "enable_root": self.enable_root,
-            "disable_root": self.disable_root,
-            "is_root_enabled": self.is_root_enabled,
-        }
+        """The agent's RPC table; ``cove.rpc.guest.GuestClient`` is its client."""
+        return codec.endpoints(
+            {
+                "prepare": self.prepare,
+                "restart": self.restart,
+                "apply_configuration": self.apply_configuration,
+                "get_configuration": self.get_configuration,
+                "min_ram_mb": self.min_ram_mb,
+                "get_status": self.get_status,
+                "list_databases": self.list_databases,
+                "create_databases": self.create_databases,
+                "delete_database": self.delete_database,
+                "list_users": self.list_users,
+                "get_user": self.get_user,
+                "create_users": self.create_users,
+                "delete_user": self.delete_user,
+                "update_user": self.update_user,
+                "change_passwords": self.change_passwords,
+                "list_access": self.list_access,
+                "grant_access": self.grant_access,
+                "revoke_access": self.revoke_access,
+                "enable_root": self.enable_root,
+                "disable_root": self.disable_root,
+                "is_root_enabled": self.is_root_enabled,
+            }
+        )
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -77,25 +87,27 @@ class GuestService:
             return GuestStatus.RESTART_REQUIRED
         return status
 
-    def _cast_conductor(self, method: str, **args: Any) -> None:
-        args["instance_id"] = self.config.instance_id
-        args["sent_at"] = isoformat(utcnow())
-        try:
-            self.bus.cast(CONDUCTOR, method, args)
-        except CoveError as exc:
-            LOG.warning("cannot reach the conductor (%s): %s", method, exc.message)
-
     def heartbeat(self) -> None:
-        payload = {"agent_pid": os.getpid()}
-        self._cast_conductor("heartbeat", service_status=self.status().value, payload=payload)
+        payload = HeartbeatPayload(agent_pid=os.getpid())
+        try:
+            self.conductor.heartbeat(
+                RequestContext(), self.config.instance_id, self.status(), payload, utcnow()
+            )
+        except CoveError as exc:
+            LOG.warning("cannot reach the conductor (heartbeat): %s", exc.message)
 
     def report(self, operation: str, outcome: str, details: str = "") -> None:
-        self._cast_conductor("report", operation=operation, outcome=outcome, details=details)
+        try:
+            self.conductor.report(
+                RequestContext(), self.config.instance_id, operation, outcome, details, utcnow()
+            )
+        except CoveError as exc:
+            LOG.warning("cannot reach the conductor (report): %s", exc.message)
 
     def run_heartbeats(self) -> None:
         """Send a heartbeat every interval, and at once when the server changes state."""
         try:
-            self.bus.declare_topic(CONDUCTOR)
+            self.conductor.declare()
         except CoveError as exc:
             LOG.warning("cannot declare the conductor topic yet: %s", exc.message)
         while not self._stop.is_set():
@@ -120,12 +132,10 @@ class GuestService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def prepare(
-        self, ctx: RequestContext, databases: list[dict[str, Any]], users: list[dict[str, Any]]
+        self, ctx: RequestContext, databases: list[DatabaseSpec], users: list[UserSpec]
     ) -> None:
-        dbs = [DatabaseSpec.from_dict(d) for d in databases]
-        specs = [UserSpec.from_dict(u) for u in users]
         try:
-            self._while(GuestStatus.BUILDING, lambda: self.manager.prepare(dbs, specs))
+            self._while(GuestStatus.BUILDING, lambda: self.manager.prepare(databases, users))
         except Exception as exc:
             message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
             LOG.exception("prepare failed")
@@ -142,8 +152,8 @@ class GuestService:
         ram_mb: int,
         vcpus: int,
         volume_gb: int,
-        overrides: dict[str, int | float | bool | str],
-    ) -> dict[str, bool]:
+        overrides: dict[str, Value],
+    ) -> ConfigurationApplied:
         """Take new flavor sizes, volume size and configuration overrides; answers whether
         the server must be restarted for all of them to be in effect."""
         new = dataclasses.replace(
@@ -159,7 +169,7 @@ class GuestService:
             finally:
                 self.config = self.manager.config
                 self._beat_now.set()
-        return {"restart_required": needs_restart}
+        return ConfigurationApplied(restart_required=needs_restart)
 
     def get_configuration(self, ctx: RequestContext) -> dict[str, str]:
         return self.manager.effective_configuration()
@@ -167,30 +177,30 @@ class GuestService:
     def min_ram_mb(self, ctx: RequestContext) -> int:
         return self.manager.min_ram_mb()
 
-    def get_status(self, ctx: RequestContext) -> str:
-        return self.status().value
+    def get_status(self, ctx: RequestContext) -> GuestStatus:
+        return self.status()
 
     # -- databases ---------------------------------------------------------------------------
 
-    def list_databases(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        return [d.to_dict() for d in self.manager.list_databases()]
+    def list_databases(self, ctx: RequestContext) -> list[DatabaseSpec]:
+        return self.manager.list_databases()
 
-    def create_databases(self, ctx: RequestContext, databases: list[dict[str, Any]]) -> None:
-        self.manager.create_databases([DatabaseSpec.from_dict(d) for d in databases])
+    def create_databases(self, ctx: RequestContext, databases: list[DatabaseSpec]) -> None:
+        self.manager.create_databases(databases)
 
     def delete_database(self, ctx: RequestContext, name: str) -> None:
         self.manager.delete_database(name)
 
     # -- users -------------------------------------------------------------------------------
 
-    def list_users(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        return [u.to_dict() for u in self.manager.list_users()]
+    def list_users(self, ctx: RequestContext) -> list[UserInfo]:
+        return self.manager.list_users()
 
-    def get_user(self, ctx: RequestContext, name: str, host: str) -> dict[str, Any]:
-        return self.manager.get_user(name, host).to_dict()
+    def get_user(self, ctx: RequestContext, name: str, host: str) -> UserInfo:
+        return self.manager.get_user(name, host)
 
-    def create_users(self, ctx: RequestContext, users: list[dict[str, Any]]) -> None:
-        self.manager.create_users([UserSpec.from_dict(u) for u in users])
+    def create_users(self, ctx: RequestContext, users: list[UserSpec]) -> None:
+        self.manager.create_users(users)
 
     def delete_user(self, ctx: RequestContext, name: str, host: str) -> None:
         self.manager.delete_user(name, host)
@@ -206,9 +216,9 @@ class GuestService:
     ) -> None:
         self.manager.update_user(name, host, new_name, new_password, new_host)
 
-    def change_passwords(self, ctx: RequestContext, users: list[dict[str, Any]]) -> None:
+    def change_passwords(self, ctx: RequestContext, users: list[PasswordChange]) -> None:
         for user in users:
-            self.manager.update_user(user["name"], user.get("host") or "%", None, user["password"])
+            self.manager.update_user(user.name, user.host, None, user.password)
 
     def list_access(self, ctx: RequestContext, name: str, host: str) -> list[str]:
         return list(self.manager.get_user(name, host).databases)
@@ -221,8 +231,8 @@ class GuestService:
 
     # -- root --------------------------------------------------------------------------------
 
-    def enable_root(self, ctx: RequestContext, password: str) -> dict[str, str]:
-        return {"name": self.manager.enable_root(password)}
+    def enable_root(self, ctx: RequestContext, password: str) -> RootEnabled:
+        return RootEnabled(name=self.manager.enable_root(password))
 
     def disable_root(self, ctx: RequestContext) -> None:
         self.manager.disable_root()

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import logging
 
-from cove.common.errors import CoveError, GuestError
+from cove.common.errors import CoveError
 from cove.common.ids import utcnow
 from cove.db.instances import get_instance
 from cove.db.models import Instance
 from cove.domain.status import Task
 from cove.rpc import RequestContext
-from cove.taskmanager.context import TaskContext, guest_topic
+from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import guest_spec
 
 LOG = logging.getLogger(__name__)
 
-#: Seconds the guest agent has to rewrite its files and set what can be set live.
-APPLY_TIMEOUT = 120.0
 #: Fault messages recorded here start with this, so a later success clears only its own.
 FAULT_PREFIX = "Applying the configuration failed"
 
@@ -49,20 +47,9 @@ def push_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> boo
     except Exception as exc:
         raise CoveError(f"the compute driver could not update the instance: {exc}") from exc
     try:
-        result = tc.bus.call(
-            guest_topic(instance_id),
-            "apply_configuration",
-            {
-                "ram_mb": spec.ram_mb,
-                "vcpus": spec.vcpus,
-                "volume_gb": spec.volume_gb,
-                "overrides": dict(spec.overrides),
-            },
-            ctx,
-            timeout=APPLY_TIMEOUT,
+        result = tc.guest(instance_id).apply_configuration(
+            ctx, spec.ram_mb, spec.vcpus, spec.volume_gb, dict(spec.overrides)
         )
-        if not isinstance(result, dict) or not isinstance(result.get("restart_required"), bool):
-            raise GuestError(f"the guest agent of instance {instance_id} gave an unexpected answer")
     except CoveError:
         # The guest kept its settings: so must the place, or its next start would take the
         # refused ones.
@@ -72,7 +59,7 @@ def push_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> boo
             except Exception as exc:
                 LOG.error("cannot put back the settings of instance %s: %s", instance_id, exc)
         raise
-    return bool(result["restart_required"])
+    return result.restart_required
 
 
 def apply_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:

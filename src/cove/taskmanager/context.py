@@ -11,6 +11,7 @@ from cove.common.settings import Settings
 from cove.compute.base import ComputeDriver
 from cove.db.engine import Database
 from cove.rpc import RpcClient
+from cove.rpc.guest import GuestClient
 
 
 class InstanceLocks:
@@ -48,6 +49,6 @@ class TaskContext:
     driver: ComputeDriver
     locks: InstanceLocks = field(default_factory=InstanceLocks)
 
-
-def guest_topic(instance_id: str) -> str:
-    return f"guestagent.{instance_id}"
+    def guest(self, instance_id: str) -> GuestClient:
+        """The guest agent of ``instance_id``."""
+        return GuestClient(self.bus, instance_id, self.settings.rpc_timeout)

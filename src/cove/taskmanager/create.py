@@ -9,19 +9,19 @@ to the conductor, which ends the BUILDING task.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
-from cove.compute.base import GuestSpec
 from cove.db.configurations import values_of
 from cove.db.instances import allocate_address, get_instance
 from cove.db.models import Instance
 from cove.db.networks import address_pool
+from cove.domain.guest import GuestSettings
 from cove.domain.parameters import denied
+from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
-from cove.taskmanager.context import TaskContext, guest_topic
+from cove.taskmanager.context import TaskContext
 
 LOG = logging.getLogger(__name__)
 
@@ -30,15 +30,15 @@ def create_instance(
     tc: TaskContext,
     ctx: RequestContext,
     instance_id: str,
-    databases: list[dict[str, Any]],
-    users: list[dict[str, Any]],
+    databases: list[DatabaseSpec],
+    users: list[UserSpec],
 ) -> None:
     try:
         spec = _place(tc, instance_id)
         if spec is None:
             return
-        topic = guest_topic(instance_id)
-        tc.bus.declare_topic(topic)
+        guest = tc.guest(instance_id)
+        guest.declare()
         with tc.db.session() as s:
             inst = get_instance(s, instance_id)
             if inst.task != Task.BUILDING.value:
@@ -60,7 +60,7 @@ def create_instance(
             )
             tc.driver.destroy(instance_id)
             return
-        tc.bus.cast(topic, "prepare", {"databases": databases, "users": users}, ctx)
+        guest.prepare(ctx, databases, users)
         LOG.info("instance %s placed at %s; prepare sent", instance_id, spec.address)
     except Exception as exc:
         message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
@@ -68,7 +68,7 @@ def create_instance(
         fail_build(tc, instance_id, message)
 
 
-def _place(tc: TaskContext, instance_id: str) -> GuestSpec | None:
+def _place(tc: TaskContext, instance_id: str) -> GuestSettings | None:
     with tc.db.session() as s:
         inst = get_instance(s, instance_id)
         if inst.task != Task.BUILDING.value:
@@ -85,13 +85,13 @@ def _place(tc: TaskContext, instance_id: str) -> GuestSpec | None:
         return guest_spec(tc, inst)
 
 
-def guest_spec(tc: TaskContext, inst: Instance) -> GuestSpec:
+def guest_spec(tc: TaskContext, inst: Instance) -> GuestSettings:
     """What the compute driver and the guest need to know of a placed instance, from its row:
     its flavor sizes, volume size and configuration overrides as they stand now."""
     if inst.address is None:
         raise ValueError(f"instance {inst.id} has no address yet")
     version = inst.datastore_version
-    return GuestSpec(
+    return GuestSettings(
         instance_id=inst.id,
         datastore=version.manager,
         datastore_version=version.name,

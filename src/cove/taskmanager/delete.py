@@ -10,7 +10,7 @@ from cove.db.instances import release_address
 from cove.db.models import GuestState, Instance
 from cove.domain.status import Task
 from cove.rpc import RequestContext
-from cove.taskmanager.context import TaskContext, guest_topic
+from cove.taskmanager.context import TaskContext
 
 LOG = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ LOG = logging.getLogger(__name__)
 def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
     try:
         tc.driver.destroy(instance_id)
-        tc.bus.delete_topic(guest_topic(instance_id))
+        tc.guest(instance_id).forget()
     except Exception as exc:
         message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
         LOG.exception("deleting instance %s failed", instance_id)

@@ -12,11 +12,12 @@ from cove.common.ids import utcnow
 from cove.db.models import Instance
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
+from cove.rpc.guest import RESTART_TIMEOUT
 from cove.taskmanager.configure import apply_settings
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import fail_build
 from cove.taskmanager.resize import RESIZE_TIMEOUT
-from cove.taskmanager.restart import RESTART_TIMEOUT, end_task
+from cove.taskmanager.restart import end_task
 
 LOG = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ import logging
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
 from cove.db.instances import get_instance
+from cove.domain.specs import Resize
 from cove.domain.status import Task
 from cove.rpc import RequestContext
+from cove.rpc.guest import RESTART_TIMEOUT
 from cove.taskmanager.configure import push_settings
-from cove.taskmanager.context import TaskContext, guest_topic
-from cove.taskmanager.restart import RESTART_TIMEOUT
+from cove.taskmanager.context import TaskContext
 
 LOG = logging.getLogger(__name__)
 
@@ -27,36 +28,19 @@ LOG = logging.getLogger(__name__)
 RESIZE_TIMEOUT = RESTART_TIMEOUT * 2
 
 
-def resize_instance(
-    tc: TaskContext,
-    ctx: RequestContext,
-    instance_id: str,
-    old_flavor_id: str | None = None,
-    new_flavor_id: str | None = None,
-    old_volume_size: int | None = None,
-    new_volume_size: int | None = None,
-) -> None:
+def resize_instance(tc: TaskContext, ctx: RequestContext, change: Resize) -> None:
     """Runs after any other settings change of the instance under way here (InstanceLocks)."""
-    with tc.locks.hold(instance_id):
-        _resize(
-            tc, ctx, instance_id, old_flavor_id, new_flavor_id, old_volume_size, new_volume_size
-        )
+    with tc.locks.hold(change.instance_id):
+        _resize(tc, ctx, change)
 
 
-def _resize(
-    tc: TaskContext,
-    ctx: RequestContext,
-    instance_id: str,
-    old_flavor_id: str | None,
-    new_flavor_id: str | None,
-    old_volume_size: int | None,
-    new_volume_size: int | None,
-) -> None:
+def _resize(tc: TaskContext, ctx: RequestContext, change: Resize) -> None:
+    instance_id = change.instance_id
     with tc.db.session() as s:
         if get_instance(s, instance_id).task != Task.RESIZING.value:
             LOG.info("instance %s is no longer resizing; nothing to do", instance_id)
             return
-    flavor = new_flavor_id is not None
+    flavor = change.new_flavor_id is not None
     fault: str | None = None
     try:
         _apply(tc, ctx, instance_id, restart=flavor)
@@ -64,9 +48,7 @@ def _resize(
     except CoveError as exc:
         LOG.error("resizing instance %s failed: %s", instance_id, exc.message)
         fault = f"Resize failed: {exc.message}"
-        _revert(
-            tc, ctx, instance_id, old_flavor_id, new_flavor_id, old_volume_size, new_volume_size
-        )
+        _revert(tc, ctx, change)
     with tc.db.session() as s:
         inst = get_instance(s, instance_id)
         if inst.task != Task.RESIZING.value:
@@ -82,27 +64,20 @@ def _apply(tc: TaskContext, ctx: RequestContext, instance_id: str, restart: bool
     """Give the driver and the guest the row's sizes; restart the server when asked."""
     push_settings(tc, ctx, instance_id)
     if restart:
-        tc.bus.call(guest_topic(instance_id), "restart", {}, ctx, timeout=RESTART_TIMEOUT)
+        tc.guest(instance_id).restart(ctx)
 
 
-def _revert(
-    tc: TaskContext,
-    ctx: RequestContext,
-    instance_id: str,
-    old_flavor_id: str | None,
-    new_flavor_id: str | None,
-    old_volume_size: int | None,
-    new_volume_size: int | None,
-) -> None:
+def _revert(tc: TaskContext, ctx: RequestContext, change: Resize) -> None:
     """Put the old size back on the row (unless something changed it since) and on the guest."""
+    instance_id = change.instance_id
     with tc.db.session() as s:
         inst = get_instance(s, instance_id)
-        if old_flavor_id is not None and inst.flavor_id == new_flavor_id:
-            inst.flavor_id = old_flavor_id
-        if old_volume_size is not None and inst.volume_size == new_volume_size:
-            inst.volume_size = old_volume_size
+        if change.old_flavor_id is not None and inst.flavor_id == change.new_flavor_id:
+            inst.flavor_id = change.old_flavor_id
+        if change.old_volume_size is not None and inst.volume_size == change.new_volume_size:
+            inst.volume_size = change.old_volume_size
     try:
-        _apply(tc, ctx, instance_id, restart=old_flavor_id is not None)
+        _apply(tc, ctx, instance_id, restart=change.old_flavor_id is not None)
     except CoveError as exc:
         LOG.error(
             "instance %s could not be given its old size back either: %s", instance_id, exc.message

@@ -9,11 +9,9 @@ from cove.common.ids import utcnow
 from cove.db.instances import get_instance, transition
 from cove.domain.status import Task
 from cove.rpc import RequestContext
-from cove.taskmanager.context import TaskContext, guest_topic
+from cove.taskmanager.context import TaskContext
 
 LOG = logging.getLogger(__name__)
-
-RESTART_TIMEOUT = 300.0
 
 
 def end_task(tc: TaskContext, instance_id: str, task: Task, fault: str | None = None) -> None:
@@ -33,7 +31,7 @@ def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> 
             return
     fault: str | None = None
     try:
-        tc.bus.call(guest_topic(instance_id), "restart", {}, ctx, timeout=RESTART_TIMEOUT)
+        tc.guest(instance_id).restart(ctx)
     except CoveError as exc:
         LOG.error("restarting instance %s failed: %s", instance_id, exc.message)
         fault = f"Restart failed: {exc.message}"

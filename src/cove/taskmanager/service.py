@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import select
 
 from cove.db.models import Instance
+from cove.domain.specs import DatabaseSpec, Resize, UserSpec
 from cove.domain.status import Task
-from cove.rpc import RequestContext
+from cove.rpc import RequestContext, codec
 from cove.taskmanager.configure import apply_settings
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
@@ -22,8 +23,6 @@ from cove.taskmanager.restart import restart_instance
 
 LOG = logging.getLogger(__name__)
 
-TOPIC = "taskmanager"
-
 
 class TaskManager:
     def __init__(self, tc: TaskContext) -> None:
@@ -31,35 +30,38 @@ class TaskManager:
         self._stop = threading.Event()
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
-        tc = self.tc
+        """The task manager's RPC table; ``cove.rpc.taskmanager.TaskManagerClient`` is its
+        client."""
+        return codec.endpoints(
+            {
+                "create_instance": self.create_instance,
+                "delete_instance": self.delete_instance,
+                "restart_instance": self.restart_instance,
+                "resize_instance": self.resize_instance,
+                "update_configuration": self.update_configuration,
+            }
+        )
 
-        def create(
-            ctx: RequestContext,
-            instance_id: str,
-            databases: list[dict[str, Any]],
-            users: list[dict[str, Any]],
-        ) -> None:
-            create_instance(tc, ctx, instance_id, databases, users)
+    def create_instance(
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        databases: list[DatabaseSpec],
+        users: list[UserSpec],
+    ) -> None:
+        create_instance(self.tc, ctx, instance_id, databases, users)
 
-        def delete(ctx: RequestContext, instance_id: str) -> None:
-            delete_instance(tc, ctx, instance_id)
+    def delete_instance(self, ctx: RequestContext, instance_id: str) -> None:
+        delete_instance(self.tc, ctx, instance_id)
 
-        def restart(ctx: RequestContext, instance_id: str) -> None:
-            restart_instance(tc, ctx, instance_id)
+    def restart_instance(self, ctx: RequestContext, instance_id: str) -> None:
+        restart_instance(self.tc, ctx, instance_id)
 
-        def update_configuration(ctx: RequestContext, instance_id: str) -> None:
-            apply_settings(tc, ctx, instance_id)
+    def resize_instance(self, ctx: RequestContext, resize: Resize) -> None:
+        resize_instance(self.tc, ctx, resize)
 
-        def resize(ctx: RequestContext, instance_id: str, **sizes: Any) -> None:
-            resize_instance(tc, ctx, instance_id, **sizes)
-
-        return {
-            "create_instance": create,
-            "delete_instance": delete,
-            "restart_instance": restart,
-            "resize_instance": resize,
-            "update_configuration": update_configuration,
-        }
+    def update_configuration(self, ctx: RequestContext, instance_id: str) -> None:
+        apply_settings(self.tc, ctx, instance_id)
 
     def resume(self) -> None:
         """Finish deletions an earlier task manager left half-done."""

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext, authorize, cove
 from cove.api.guest import require
-from cove.api.routers.instances import TASKMANAGER, resolve_version
+from cove.api.routers.instances import resolve_version
 from cove.api.schemas import (
     ConfigurationCreateBody,
     ConfigurationPatchBody,
@@ -86,7 +86,7 @@ def _push(c: ApiContext, ctx: RequestContext, instance_ids: list[str]) -> None:
     failed: list[str] = []
     for instance_id in instance_ids:
         try:
-            c.bus.cast(TASKMANAGER, "update_configuration", {"instance_id": instance_id}, ctx)
+            c.taskmanager.update_configuration(ctx, instance_id)
         except CoveError as exc:
             LOG.error("could not ask the task manager to update instance %s: %s", instance_id, exc)
             failed.append(instance_id)

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.guest import call_guest, check_ready, require
+from cove.api.guest import check_ready, require
 from cove.api.schemas import (
     AccessBody,
     DatabasesBody,
@@ -28,6 +28,8 @@ from cove.common.ids import generate_password
 from cove.db.instances import get_instance
 from cove.domain import names
 from cove.domain.capabilities import Capability
+from cove.domain.guest import PasswordChange
+from cove.domain.specs import UserInfo
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}")
 
@@ -63,16 +65,16 @@ def list_databases(
 ) -> Any:
     ctx = authorize(request, project_id, "database:index")
     check_ready(c, project_id, instance_id, Capability.DATABASES)
-    rows = call_guest(c, ctx, instance_id, "list_databases", {})
+    rows = c.guest(instance_id).list_databases(ctx)
     return paged(
         request,
         "databases",
         rows,
-        lambda d: d["name"],
+        lambda d: d.name,
         limit,
         marker,
         c.settings.page_size,
-        lambda d: {"name": d["name"]},
+        lambda d: {"name": d.name},
     )
 
 
@@ -87,13 +89,7 @@ def create_databases(
     ctx = authorize(request, project_id, "database:create")
     specs = database_specs(body.databases)
     check_ready(c, project_id, instance_id, Capability.DATABASES)
-    call_guest(
-        c,
-        ctx,
-        instance_id,
-        "create_databases",
-        {"databases": [d.to_dict() for d in specs]},
-    )
+    c.guest(instance_id).create_databases(ctx, specs)
     return _accepted()
 
 
@@ -114,7 +110,7 @@ def delete_database(
     ctx = authorize(request, project_id, "database:delete")
     checked(names.database_name, name)
     check_ready(c, project_id, instance_id, Capability.DATABASES)
-    call_guest(c, ctx, instance_id, "delete_database", {"name": name})
+    c.guest(instance_id).delete_database(ctx, name)
     return _accepted()
 
 
@@ -132,12 +128,12 @@ def list_users(
 ) -> Any:
     ctx = authorize(request, project_id, "user:index")
     check_ready(c, project_id, instance_id, Capability.USERS)
-    rows = call_guest(c, ctx, instance_id, "list_users", {})
+    rows = c.guest(instance_id).list_users(ctx)
     return paged(
         request,
         "users",
         rows,
-        lambda u: f"{u['name']}@{u['host']}",
+        lambda u: f"{u.name}@{u.host}",
         limit,
         marker,
         c.settings.page_size,
@@ -145,11 +141,11 @@ def list_users(
     )
 
 
-def _user_view(user: dict[str, Any]) -> dict[str, Any]:
+def _user_view(user: UserInfo) -> dict[str, Any]:
     return {
-        "name": user["name"],
-        "host": user["host"],
-        "databases": [{"name": d} for d in user["databases"]],
+        "name": user.name,
+        "host": user.host,
+        "databases": [{"name": d} for d in user.databases],
     }
 
 
@@ -168,7 +164,7 @@ def create_users(
         host_allowed(datastore, spec.name, spec.host)
     if any(u.databases for u in specs):
         require(datastore, Capability.DATABASES)
-    call_guest(c, ctx, instance_id, "create_users", {"users": [u.to_dict() for u in specs]})
+    c.guest(instance_id).create_users(ctx, specs)
     return _accepted()
 
 
@@ -185,11 +181,11 @@ def change_passwords(
     for user in body.users:
         name, host = split_user(user.name if not user.host else f"{user.name}@{user.host}")
         checked(names.password, user.password)
-        users.append({"name": name, "host": host, "password": user.password})
+        users.append(PasswordChange(name, user.password, host))
     datastore = check_ready(c, project_id, instance_id, Capability.USERS)
     for u in users:
-        host_allowed(datastore, u["name"], u["host"])
-    call_guest(c, ctx, instance_id, "change_passwords", {"users": users})
+        host_allowed(datastore, u.name, u.host)
+    c.guest(instance_id).change_passwords(ctx, users)
     return _accepted()
 
 
@@ -200,11 +196,7 @@ def show_user(
     ctx = authorize(request, project_id, "user:show")
     name, host = split_user(user)
     host_allowed(check_ready(c, project_id, instance_id, Capability.USERS), name, host)
-    return {
-        "user": _user_view(
-            call_guest(c, ctx, instance_id, "get_user", {"name": name, "host": host})
-        )
-    }
+    return {"user": _user_view(c.guest(instance_id).get_user(ctx, name, host))}
 
 
 @router.put("/users/{user}", status_code=ACCEPTED)
@@ -230,18 +222,13 @@ def update_user(
     host_allowed(datastore, name, host)
     if new_host is not None:
         host_allowed(datastore, name, new_host)
-    call_guest(
-        c,
+    c.guest(instance_id).update_user(
         ctx,
-        instance_id,
-        "update_user",
-        {
-            "name": name,
-            "host": host,
-            "new_name": attrs.name,
-            "new_password": attrs.password,
-            "new_host": new_host if new_host != host else None,
-        },
+        name,
+        host,
+        new_name=attrs.name,
+        new_password=attrs.password,
+        new_host=new_host if new_host != host else None,
     )
     return _accepted()
 
@@ -253,7 +240,7 @@ def delete_user(
     ctx = authorize(request, project_id, "user:delete")
     name, host = split_user(user)
     host_allowed(check_ready(c, project_id, instance_id, Capability.USERS), name, host)
-    call_guest(c, ctx, instance_id, "delete_user", {"name": name, "host": host})
+    c.guest(instance_id).delete_user(ctx, name, host)
     return _accepted()
 
 
@@ -264,7 +251,7 @@ def list_access(
     ctx = authorize(request, project_id, "user:access")
     name, host = split_user(user)
     host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
-    dbs = call_guest(c, ctx, instance_id, "list_access", {"name": name, "host": host})
+    dbs = c.guest(instance_id).list_access(ctx, name, host)
     return {"databases": [{"name": d} for d in dbs]}
 
 
@@ -282,13 +269,7 @@ def grant_access(
     for ref in body.databases:
         checked(names.database_name, ref.name)
     host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
-    call_guest(
-        c,
-        ctx,
-        instance_id,
-        "grant_access",
-        {"name": name, "host": host, "databases": [r.name for r in body.databases]},
-    )
+    c.guest(instance_id).grant_access(ctx, name, host, [r.name for r in body.databases])
     return _accepted()
 
 
@@ -305,9 +286,7 @@ def revoke_access(
     name, host = split_user(user)
     checked(names.database_name, database)
     host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
-    call_guest(
-        c, ctx, instance_id, "revoke_access", {"name": name, "host": host, "database": database}
-    )
+    c.guest(instance_id).revoke_access(ctx, name, host, database)
     return _accepted()
 
 
@@ -320,7 +299,7 @@ def root_status(
 ) -> Any:
     ctx = authorize(request, project_id, "root:show")
     check_ready(c, project_id, instance_id, Capability.ROOT)
-    return {"rootEnabled": bool(call_guest(c, ctx, instance_id, "is_root_enabled", {}))}
+    return {"rootEnabled": c.guest(instance_id).is_root_enabled(ctx)}
 
 
 @router.post("/root")
@@ -338,8 +317,8 @@ def enable_root(
     else:
         password = generate_password()
     check_ready(c, project_id, instance_id, Capability.ROOT)
-    result = call_guest(c, ctx, instance_id, "enable_root", {"password": password})
-    return {"user": {"name": result["name"], "password": password}}
+    root = c.guest(instance_id).enable_root(ctx, password)
+    return {"user": {"name": root.name, "password": password}}
 
 
 @router.delete("/root", status_code=204)
@@ -348,5 +327,5 @@ def disable_root(
 ) -> Response:
     ctx = authorize(request, project_id, "root:disable")
     check_ready(c, project_id, instance_id, Capability.ROOT)
-    call_guest(c, ctx, instance_id, "disable_root", {})
+    c.guest(instance_id).disable_root(ctx)
     return Response(status_code=204)

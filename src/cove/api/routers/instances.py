@@ -11,7 +11,7 @@ from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.guest import call_guest, check_ready, require
+from cove.api.guest import check_ready, require
 from cove.api.resize import resize
 from cove.api.routers.catalog import find_flavor
 from cove.api.schemas import DatastoreIn, InstanceCreate, InstanceCreateBody, InstanceUpdateBody
@@ -21,7 +21,6 @@ from cove.common.errors import (
     BadRequest,
     CoveError,
     DatastoreVersionNotFound,
-    GuestError,
     InstanceNotReady,
     NotImplementedFault,
     VolumeSizeTooLarge,
@@ -41,8 +40,6 @@ from cove.domain.status import RESTARTABLE, ComputeState, Task, can_delete, comp
 from cove.rpc import RequestContext
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances")
-
-TASKMANAGER = "taskmanager"
 
 
 def _view(request: Request, c: ApiContext, inst: Instance, detail: bool) -> dict[str, Any]:
@@ -124,11 +121,9 @@ def show_instance_configuration(
     group), as its guest agent reports them; secret-looking values are masked."""
     ctx = authorize(request, project_id, "instance:configuration")
     ds_name = check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
-    settings = call_guest(c, ctx, instance_id, "get_configuration", {})
-    if not isinstance(settings, dict):
-        raise GuestError(f"The guest agent of instance {instance_id} answered with no settings.")
+    settings = c.guest(instance_id).get_configuration(ctx)
     # What the platform sets for itself (paths, addresses, security) is no business of tenants.
-    shown = {str(k): v for k, v in settings.items() if not denied(ds_name, str(k))}
+    shown = {k: v for k, v in settings.items() if not denied(ds_name, k)}
     return {"instance": {"configuration": masked(shown)}}
 
 
@@ -276,16 +271,7 @@ def _cast_create(
     """Hand the build to the task manager. If the bus fails, the instance is marked
     BUILD_ERROR with the reason (so it can be seen and deleted) and the error is raised."""
     try:
-        c.bus.cast(
-            TASKMANAGER,
-            "create_instance",
-            {
-                "instance_id": instance_id,
-                "databases": [d.to_dict() for d in dbs],
-                "users": [u.to_dict() for u in users],
-            },
-            ctx,
-        )
+        c.taskmanager.create_instance(ctx, instance_id, dbs, users)
     except CoveError as exc:
         with c.db.session() as s:
             inst = get_instance(s, instance_id)
@@ -421,7 +407,7 @@ def _cast_configure(c: ApiContext, ctx: RequestContext, instance_id: str, undo: 
     """Have the task manager apply the instance's settings. When the bus fails, the attachment
     is put back as it was (``undo``: the group detached, or None) and the error raised."""
     try:
-        c.bus.cast(TASKMANAGER, "update_configuration", {"instance_id": instance_id}, ctx)
+        c.taskmanager.update_configuration(ctx, instance_id)
     except CoveError:
         with c.db.session() as s:
             s.execute(
@@ -470,7 +456,7 @@ def delete_instance(
         allowed: set[Task] = {t for t in Task if t is not Task.BUILDING}
         if not transition(s, instance_id, allowed, Task.DELETING, utcnow()):
             raise InstanceNotReady(f"Instance {instance_id} is busy; try again.")
-    c.bus.cast(TASKMANAGER, "delete_instance", {"instance_id": instance_id}, ctx)
+    c.taskmanager.delete_instance(ctx, instance_id)
     return Response(status_code=202, media_type="application/json")
 
 
@@ -505,7 +491,7 @@ def _restart(c: ApiContext, ctx: RequestContext, project_id: str, instance_id: s
         if not transition(s, instance_id, {Task.NONE}, Task.REBOOTING, utcnow()):
             raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
     try:
-        c.bus.cast(TASKMANAGER, "restart_instance", {"instance_id": instance_id}, ctx)
+        c.taskmanager.restart_instance(ctx, instance_id)
     except CoveError:
         with c.db.session() as s:
             transition(s, instance_id, {Task.REBOOTING}, Task.NONE, utcnow())

@@ -37,9 +37,9 @@ from pathlib import Path
 
 from cove.common.errors import OperationNotSupported
 from cove.domain.capabilities import Capability
+from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
-from cove.guestagent.config import GuestConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class DatastoreManager(ABC):
 
     capabilities: frozenset[Capability] = frozenset()
 
-    def __init__(self, config: GuestConfig) -> None:
+    def __init__(self, config: GuestSettings) -> None:
         self.config = config
         #: Called with the new status whenever the server changes state on its own (e.g. exits).
         self.on_change: Callable[[GuestStatus], None] = lambda _status: None
@@ -118,7 +118,7 @@ class DatastoreManager(ABC):
         """Whether settings were changed that the running server takes only when restarted."""
         return self._restart_marker.is_file()
 
-    def apply_configuration(self, config: GuestConfig) -> bool:
+    def apply_configuration(self, config: GuestSettings) -> bool:
         """Adopt ``config`` as the instance's settings; return whether a restart is needed to
         bring all of them into effect. Raises GuestError (or Unprocessable) when the server
         refuses a value: the server then keeps its previous files and live values, and the
@@ -135,7 +135,7 @@ class DatastoreManager(ABC):
         return needs_restart or self.restart_pending
 
     @abstractmethod
-    def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
+    def _apply_configuration(self, old: GuestSettings, new: GuestSettings) -> bool:
         """Rewrite the server's files for ``new`` (``self.config`` already is ``new``) and,
         when the server runs, set live what changed and can change live; return whether
         something changed that takes a restart. On a refusal, put the previous files and live

@@ -24,16 +24,16 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from cove.common.errors import GuestError
+from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.base import DatastoreManager
 
 
 class Server(Protocol):
     """What a manager asks of its server controller."""
 
-    config: GuestConfig
+    config: GuestSettings
 
     def initialise(self) -> None: ...
 
@@ -49,7 +49,7 @@ class Server(Protocol):
 
 
 class ServedManager(DatastoreManager):
-    def __init__(self, config: GuestConfig) -> None:
+    def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.server = self._make_server(config, self._server_exited)
         self._marker = config.conf_dir / "prepared"
@@ -58,7 +58,7 @@ class ServedManager(DatastoreManager):
         self._initialised = False
 
     @abstractmethod
-    def _make_server(self, config: GuestConfig, on_exit: Callable[[int], None]) -> Server:
+    def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> Server:
         """The controller of this datastore's server."""
 
     @abstractmethod

@@ -16,8 +16,8 @@ import secrets
 from pathlib import Path
 
 from cove.common.errors import Unprocessable
+from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value, denied
-from cove.guestagent.config import GuestConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def memory_settings(ram_mb: int) -> dict[str, Value]:
     }
 
 
-def tunables(config: GuestConfig) -> dict[str, Value]:
+def tunables(config: GuestSettings) -> dict[str, Value]:
     """The settings a configuration group may change: the flavor-derived defaults with the
     group's overrides laid over them. Raises Unprocessable for an override no tenant may set."""
     out: dict[str, Value] = {
@@ -90,18 +90,18 @@ def tunables(config: GuestConfig) -> dict[str, Value]:
     return out
 
 
-def tmp_dir(config: GuestConfig) -> Path:
+def tmp_dir(config: GuestSettings) -> Path:
     """The instance's own tmpdir: a starting server deletes ``#sql*`` files in its tmpdir, so
     instances never share one."""
     return config.root / "tmp"
 
 
-def plugin_dir(config: GuestConfig) -> Path:
+def plugin_dir(config: GuestSettings) -> Path:
     """An empty directory of the instance's own: INSTALL SONAME finds nothing to load."""
     return config.root / "plugin"
 
 
-def settings(config: GuestConfig) -> dict[str, Value]:
+def settings(config: GuestSettings) -> dict[str, Value]:
     """Everything in the [mysqld] section: :func:`tunables`, then the instance's places and
     safety settings, which no override can change."""
     fixed: dict[str, Value] = {
@@ -144,7 +144,7 @@ def render_value(value: Value) -> str:
     return text
 
 
-def my_cnf(config: GuestConfig) -> str:
+def my_cnf(config: GuestSettings) -> str:
     """The whole my.cnf; raises Unprocessable as :func:`tunables` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n", "[mysqld]\n"]
     lines += [f"{key} = {render_value(value)}\n" for key, value in settings(config).items()]

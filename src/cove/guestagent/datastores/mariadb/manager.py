@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 
 from cove.common.errors import CoveError
 from cove.domain.capabilities import capabilities
+from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.mariadb import conf
 from cove.guestagent.datastores.mariadb.admin import MariaAdmin
 from cove.guestagent.datastores.mariadb.server import MariaServer
@@ -22,11 +22,11 @@ class MariaManager(ServedManager):
     server: MariaServer
     capabilities = capabilities("mariadb")
 
-    def __init__(self, config: GuestConfig) -> None:
+    def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.admin = MariaAdmin(self.server.connect)
 
-    def _make_server(self, config: GuestConfig, on_exit: Callable[[int], None]) -> MariaServer:
+    def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> MariaServer:
         return MariaServer(config, on_exit)
 
     def write_config(self) -> None:
@@ -38,7 +38,7 @@ class MariaManager(ServedManager):
 
     # -- configuration -----------------------------------------------------------------------
 
-    def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
+    def _apply_configuration(self, old: GuestSettings, new: GuestSettings) -> bool:
         """my.cnf takes every setting for the next start; a running server gets each changed
         variable by SET GLOBAL (a removed override goes back to the flavor's value or the
         server's default). True when one of them is read-only while the server runs. When the

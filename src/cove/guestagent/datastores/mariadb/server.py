@@ -12,9 +12,9 @@ from pathlib import Path
 import pymysql
 
 from cove.common.errors import CommandFailed, GuestError
+from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.mariadb import conf
 from cove.guestagent.datastores.mariadb.privileges import startup_sql
 
@@ -50,7 +50,7 @@ class MariaServer(ChildServer):
     title = "MariaDB"
     program = "mariadbd"
 
-    def __init__(self, config: GuestConfig, on_exit: Callable[[int], None]) -> None:
+    def __init__(self, config: GuestSettings, on_exit: Callable[[int], None]) -> None:
         super().__init__(config, config.log_dir / conf.LOG_FILE, on_exit)
         self.bin_dir = Path(config.bin_dir)
         self.conf_file = config.conf_dir / conf.CONF_FILE

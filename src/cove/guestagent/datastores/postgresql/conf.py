@@ -12,8 +12,8 @@ import logging
 import re
 
 from cove.common.errors import Unprocessable
+from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value, denied
-from cove.guestagent.config import GuestConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def show_value(value: Value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def settings(config: GuestConfig) -> dict[str, Value]:
+def settings(config: GuestSettings) -> dict[str, Value]:
     """Everything Cove sets: the instance's places, the flavor-derived sizes, then the
     configuration group's overrides laid over them (matched without regard to case, as
     PostgreSQL names are). Raises Unprocessable for an override no tenant may set."""
@@ -100,7 +100,7 @@ def settings(config: GuestConfig) -> dict[str, Value]:
     return out
 
 
-def postgresql_conf(config: GuestConfig) -> str:
+def postgresql_conf(config: GuestSettings) -> str:
     """The whole postgresql.conf; raises Unprocessable as :func:`settings` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n"]
     lines += [f"{key} = {render_value(value)}\n" for key, value in settings(config).items()]

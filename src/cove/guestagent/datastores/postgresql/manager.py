@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 from cove.common.errors import GuestError
 from cove.domain.capabilities import capabilities
+from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.postgresql import conf, reload
 from cove.guestagent.datastores.postgresql.admin import PostgresAdmin
 from cove.guestagent.datastores.postgresql.server import PostgresServer
@@ -22,11 +22,11 @@ class PostgresManager(ServedManager):
     server: PostgresServer
     capabilities = capabilities("postgresql")
 
-    def __init__(self, config: GuestConfig) -> None:
+    def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.admin = PostgresAdmin(self.server.connect)
 
-    def _make_server(self, config: GuestConfig, on_exit: Callable[[int], None]) -> PostgresServer:
+    def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> PostgresServer:
         return PostgresServer(config, on_exit)
 
     def write_config(self) -> None:
@@ -35,7 +35,7 @@ class PostgresManager(ServedManager):
         self._write_files(self._files(self.config))
 
     @staticmethod
-    def _files(config: GuestConfig) -> dict[str, str]:
+    def _files(config: GuestSettings) -> dict[str, str]:
         return {
             "postgresql.conf": conf.postgresql_conf(config),
             "pg_hba.conf": conf.pg_hba_conf(),
@@ -63,7 +63,7 @@ class PostgresManager(ServedManager):
 
     # -- configuration -----------------------------------------------------------------------
 
-    def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
+    def _apply_configuration(self, old: GuestSettings, new: GuestSettings) -> bool:
         """Rewrite the files; while the server runs, have it reload them and answer, by
         ``pg_settings.pending_restart``, whether a changed setting waits for a restart. A
         value the server refuses raises GuestError naming it; on any failure the previous

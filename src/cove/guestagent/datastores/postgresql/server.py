@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 
 from cove.common.errors import GuestError
+from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.postgresql.conf import ADMIN_USER
 
 LOG = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class PostgresServer(ChildServer):
     stop_signal = signal.SIGINT
     kill_signal = signal.SIGQUIT
 
-    def __init__(self, config: GuestConfig, on_exit: Callable[[int], None]) -> None:
+    def __init__(self, config: GuestSettings, on_exit: Callable[[int], None]) -> None:
         super().__init__(config, config.log_dir / "postgresql.log", on_exit)
         self.bin_dir = Path(config.bin_dir)
 

@@ -12,8 +12,8 @@ import string
 from pathlib import Path
 
 from cove.common.errors import Unprocessable
+from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value, denied
-from cove.guestagent.config import GuestConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def render_value(value: Value) -> str:
     return value if _WORD.fullmatch(value) else quote(value)
 
 
-def settings(config: GuestConfig) -> dict[str, Value]:
+def settings(config: GuestSettings) -> dict[str, Value]:
     """Everything Cove sets: the instance's places, persistence and safety, the flavor's
     memory, then the configuration group's overrides laid over them. Raises Unprocessable
     for an override no tenant may set."""
@@ -128,7 +128,7 @@ def settings(config: GuestConfig) -> dict[str, Value]:
     return out
 
 
-def redis_conf(config: GuestConfig) -> str:
+def redis_conf(config: GuestSettings) -> str:
     """The whole redis.conf; raises Unprocessable as :func:`settings` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n"]
     lines += [f"{key} {render_value(value)}\n" for key, value in settings(config).items()]

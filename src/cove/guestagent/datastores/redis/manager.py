@@ -16,8 +16,8 @@ import redis
 
 from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.capabilities import capabilities
+from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.redis import conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
 from cove.guestagent.datastores.redis.server import RedisServer
@@ -30,11 +30,11 @@ class RedisManager(ServedManager):
     server: RedisServer
     capabilities = capabilities("redis")
 
-    def __init__(self, config: GuestConfig) -> None:
+    def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.acl = RedisAcl(self.server.connect)
 
-    def _make_server(self, config: GuestConfig, on_exit: Callable[[int], None]) -> RedisServer:
+    def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> RedisServer:
         return RedisServer(config, on_exit)
 
     def write_config(self) -> None:
@@ -61,7 +61,7 @@ class RedisManager(ServedManager):
 
     # -- configuration -----------------------------------------------------------------------
 
-    def _apply_configuration(self, old: GuestConfig, new: GuestConfig) -> bool:
+    def _apply_configuration(self, old: GuestSettings, new: GuestSettings) -> bool:
         """Rewrite redis.conf; while the server runs, CONFIG SET what changed. A setting Redis
         holds immutable at runtime, or an override taken away (the running value stays until
         the server starts without it), takes a restart. A value Redis refuses raises

@@ -13,8 +13,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cove.common.errors import GuestError
+from cove.domain.guest import GuestSettings
 from cove.guestagent.child import ChildServer, read_pid_file
-from cove.guestagent.config import GuestConfig
 from cove.guestagent.datastores.redis import conf
 
 LOG = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class RedisServer(ChildServer):
     title = "Redis"
     program = "redis-server"
 
-    def __init__(self, config: GuestConfig, on_exit: Callable[[int], None]) -> None:
+    def __init__(self, config: GuestSettings, on_exit: Callable[[int], None]) -> None:
         super().__init__(config, config.log_dir / conf.LOG_FILE, on_exit)
         self.binary = Path(config.bin_dir) / "redis-server"
         self.conf_file = config.conf_dir / conf.CONF_FILE

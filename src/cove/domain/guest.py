@@ -1,0 +1,93 @@
+"""What the control plane and a guest agent tell each other, as typed values.
+
+``GuestSettings`` is the one description of an instance's guest: the task manager builds it from
+the instance's row, the compute driver writes it beside the instance (``guest.json``) and the
+guest agent reads it back. The other types are the arguments and results of the guest's and the
+conductor's RPC methods (see ``cove.rpc.guest`` and ``cove.rpc.conductor``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: A configuration value as a configuration group stores it.
+Value = int | float | bool | str
+
+
+@dataclass(frozen=True)
+class GuestSettings:
+    """Everything a guest agent is given about its instance.
+
+    The task manager fills what the control database knows; ``instance_dir`` and
+    ``template_dir`` say where the instance lives, and only the compute driver that places it
+    knows that: it fills them in when it writes the settings for the guest.
+    """
+
+    instance_id: str
+    datastore: str
+    datastore_version: str
+    bin_dir: str
+    address: str
+    port: int
+    ram_mb: int
+    vcpus: int
+    volume_gb: int
+    transport_url: str = field(repr=False)
+    heartbeat_interval: float
+    #: The values of the configuration group attached to the instance (already checked against
+    #: the version's catalogue), laid over the flavor-derived defaults.
+    overrides: dict[str, Value] = field(default_factory=dict)
+    instance_dir: str = ""
+    template_dir: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.instance_dir)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+
+@dataclass(frozen=True)
+class ConfigurationApplied:
+    """The guest's answer to new settings."""
+
+    #: Whether the server must be restarted for every setting to be in effect.
+    restart_required: bool
+
+
+@dataclass(frozen=True)
+class RootEnabled:
+    """The superuser login the guest enabled."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """A new password for one user. ``password`` is a secret: never log or echo it."""
+
+    name: str
+    password: str = field(repr=False)
+    host: str = "%"
+
+
+@dataclass(frozen=True)
+class HeartbeatPayload:
+    """What a heartbeat says beside the server's status."""
+
+    agent_pid: int | None = None

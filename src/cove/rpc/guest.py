@@ -1,0 +1,160 @@
+"""The typed client of a guest agent (topic ``guestagent.<instance id>``).
+
+One method per RPC of ``cove.guestagent.service.GuestService``; ``prepare`` is a cast (the guest
+reports its end to the conductor), every other method a call. Reads answer within the client's
+timeout; a restart and new settings may take longer and have their own.
+"""
+
+from __future__ import annotations
+
+from cove.common.errors import RpcTimeout
+from cove.domain.guest import ConfigurationApplied, PasswordChange, RootEnabled, Value
+from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
+from cove.domain.status import GuestStatus
+from cove.rpc import topics
+from cove.rpc.client import RpcClient
+from cove.rpc.envelope import RequestContext
+from cove.rpc.typed import ServiceClient, T
+
+#: Seconds a guest has to stop and start its server.
+RESTART_TIMEOUT = 300.0
+#: Seconds a guest has to rewrite its files and set live what can be set live.
+APPLY_TIMEOUT = 120.0
+
+
+class GuestClient(ServiceClient):
+    def __init__(self, bus: RpcClient, instance_id: str, timeout: float = 30.0) -> None:
+        super().__init__(bus, topics.guest(instance_id), timeout)
+        self.instance_id = instance_id
+
+    def declare(self) -> None:
+        """Declare the guest's queue before its agent starts, so early casts are kept.
+        Idempotent. Raises ServiceUnavailable."""
+        self.bus.declare_topic(self.topic)
+
+    def forget(self) -> None:
+        """Delete the guest's queue and what is still in it. Idempotent."""
+        self.bus.delete_topic(self.topic)
+
+    def _call(
+        self,
+        ctx: RequestContext,
+        method: str,
+        result: type[T],
+        timeout: float | None = None,
+        **args: object,
+    ) -> T:
+        try:
+            return super()._call(ctx, method, result, timeout, **args)
+        except RpcTimeout as exc:
+            waited = timeout or self.timeout
+            raise RpcTimeout(
+                f"The guest agent of instance {self.instance_id} did not answer within "
+                f"{waited:.0f} s."
+            ) from exc
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def prepare(
+        self, ctx: RequestContext, databases: list[DatabaseSpec], users: list[UserSpec]
+    ) -> None:
+        self._cast(ctx, "prepare", databases=databases, users=users)
+
+    def restart(self, ctx: RequestContext) -> None:
+        self._call(ctx, "restart", type(None), RESTART_TIMEOUT)
+
+    def apply_configuration(
+        self,
+        ctx: RequestContext,
+        ram_mb: int,
+        vcpus: int,
+        volume_gb: int,
+        overrides: dict[str, Value],
+    ) -> ConfigurationApplied:
+        return self._call(
+            ctx,
+            "apply_configuration",
+            ConfigurationApplied,
+            APPLY_TIMEOUT,
+            ram_mb=ram_mb,
+            vcpus=vcpus,
+            volume_gb=volume_gb,
+            overrides=overrides,
+        )
+
+    def get_configuration(self, ctx: RequestContext) -> dict[str, str]:
+        return self._call(ctx, "get_configuration", dict[str, str])
+
+    def min_ram_mb(self, ctx: RequestContext) -> int:
+        return self._call(ctx, "min_ram_mb", int)
+
+    def get_status(self, ctx: RequestContext) -> GuestStatus:
+        return self._call(ctx, "get_status", GuestStatus)
+
+    # -- databases ---------------------------------------------------------------------------
+
+    def list_databases(self, ctx: RequestContext) -> list[DatabaseSpec]:
+        return self._call(ctx, "list_databases", list[DatabaseSpec])
+
+    def create_databases(self, ctx: RequestContext, databases: list[DatabaseSpec]) -> None:
+        self._call(ctx, "create_databases", type(None), databases=databases)
+
+    def delete_database(self, ctx: RequestContext, name: str) -> None:
+        self._call(ctx, "delete_database", type(None), name=name)
+
+    # -- users -------------------------------------------------------------------------------
+
+    def list_users(self, ctx: RequestContext) -> list[UserInfo]:
+        return self._call(ctx, "list_users", list[UserInfo])
+
+    def get_user(self, ctx: RequestContext, name: str, host: str) -> UserInfo:
+        return self._call(ctx, "get_user", UserInfo, name=name, host=host)
+
+    def create_users(self, ctx: RequestContext, users: list[UserSpec]) -> None:
+        self._call(ctx, "create_users", type(None), users=users)
+
+    def delete_user(self, ctx: RequestContext, name: str, host: str) -> None:
+        self._call(ctx, "delete_user", type(None), name=name, host=host)
+
+    def update_user(
+        self,
+        ctx: RequestContext,
+        name: str,
+        host: str,
+        new_name: str | None = None,
+        new_password: str | None = None,
+        new_host: str | None = None,
+    ) -> None:
+        self._call(
+            ctx,
+            "update_user",
+            type(None),
+            name=name,
+            host=host,
+            new_name=new_name,
+            new_password=new_password,
+            new_host=new_host,
+        )
+
+    def change_passwords(self, ctx: RequestContext, users: list[PasswordChange]) -> None:
+        self._call(ctx, "change_passwords", type(None), users=users)
+
+    def list_access(self, ctx: RequestContext, name: str, host: str) -> list[str]:
+        return self._call(ctx, "list_access", list[str], name=name, host=host)
+
+    def grant_access(self, ctx: RequestContext, name: str, host: str, databases: list[str]) -> None:
+        self._call(ctx, "grant_access", type(None), name=name, host=host, databases=databases)
+
+    def revoke_access(self, ctx: RequestContext, name: str, host: str, database: str) -> None:
+        self._call(ctx, "revoke_access", type(None), name=name, host=host, database=database)
+
+    # -- root --------------------------------------------------------------------------------
+
+    def enable_root(self, ctx: RequestContext, password: str) -> RootEnabled:
+        return self._call(ctx, "enable_root", RootEnabled, password=password)
+
+    def disable_root(self, ctx: RequestContext) -> None:
+        self._call(ctx, "disable_root", type(None))
+
+    def is_root_enabled(self, ctx: RequestContext) -> bool:
+        return self._call(ctx, "is_root_enabled", bool)
