@@ -15,8 +15,8 @@ import yaml
 from sqlalchemy import select
 
 from cove.cli import clouds
+from cove.cli.bootstrap import Access, banner, bootstrap_catalog, prepare_access
 from cove.cli.clouds import CloudConfigError, Login, NoCredentials
-from cove.cli.up import Access, banner, bootstrap_catalog, prepare_access
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
 from cove.db.models import User

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select, update
 
+from cove.cli.bootstrap import create_private, make_private, sqlite_file
 from cove.cli.manage import main
-from cove.cli.up import create_private, make_private, sqlite_file
 from cove.common.errors import Unauthorized
 from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import find_mariadb, find_postgresql, find_redis

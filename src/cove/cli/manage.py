@@ -43,7 +43,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Bring the control database schema up to date and seed the catalogue."""
-    from cove.cli.up import bootstrap_catalog
+    from cove.cli.bootstrap import bootstrap_catalog
 
     settings = _settings()
     versions = bootstrap_catalog(settings)

@@ -284,7 +284,7 @@ def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
     from cove.api.app import create_app
     from cove.api.context import build_context
-    from cove.cli.up import bootstrap_catalog, prepare_access
+    from cove.cli.bootstrap import bootstrap_catalog, prepare_access
     from cove.common.settings import load_settings
     from cove.db.engine import Database
     from cove.identity.service import AUTH_FAILED
