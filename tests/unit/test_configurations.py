@@ -5,8 +5,7 @@ record what they are asked."""
 
 from __future__ import annotations
 
-import sys
-import types
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from cove.db.engine import Database
 from cove.db.migrate import upgrade
 from cove.db.models import Datastore, DatastoreVersion, GuestState, Instance
 from cove.db.networks import sync_default_network
+from cove.domain.datastores import DATASTORES
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Parameter, ParamType
 from cove.domain.status import ComputeState, GuestStatus, Task
@@ -783,7 +783,6 @@ def test_registration_reads_a_catalogue_once_per_binary_version(
 def test_the_reader_of_a_datastore_is_chosen_by_name_and_denied_parameters_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    module = types.ModuleType("cove.compute.parameters.fake")
     seen: list[str] = []
 
     def read_parameters(bin_dir: str) -> list[Parameter]:
@@ -795,9 +794,8 @@ def test_the_reader_of_a_datastore_is_chosen_by_name_and_denied_parameters_dropp
             Parameter("ssl_ciphers", ParamType.STRING, True),
         ]
 
-    module.read_parameters = read_parameters  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cove.compute.parameters.fake", module)
-    monkeypatch.setitem(readers.READERS, "postgresql", "fake")
+    postgresql = replace(DATASTORES["postgresql"], read_parameters=read_parameters)
+    monkeypatch.setitem(DATASTORES, "postgresql", postgresql)
     monkeypatch.setattr(readers, "read_parameters", DISPATCH)  # not the unit tests' stand-in
     assert [p.name for p in readers.read_parameters(PG15)] == ["work_mem"]
     assert seen == [PG15.bin_dir]

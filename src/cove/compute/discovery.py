@@ -1,4 +1,12 @@
-"""Finding the datastore binaries installed on this machine, for the local driver."""
+"""Finding the datastore servers installed on this machine, for the local driver.
+
+What differs between datastores (the binaries a server needs, the oldest version Cove manages,
+which probe below tells a server's version) is in each datastore's descriptor
+(``cove.domain.datastores``). This module holds the probes and finders the descriptors name and
+the rules they share: a version is named by as many numbers as its datastore's minimum has
+(PostgreSQL "15", MariaDB "10.11"), the first server found of each name wins, and a server
+older than the minimum is skipped with a warning.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +14,29 @@ import logging
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
+
+from cove.domain import datastores
+from cove.domain.datastores import Datastore, FoundVersion, UnknownDatastore
+
+__all__ = [
+    "FoundVersion",
+    "find_mariadb",
+    "find_postgresql",
+    "find_redis",
+    "found_in",
+    "mariadb_install_db",
+    "mariadb_version",
+    "pg_version",
+    "redis_version",
+    "version_in",
+]
 
 LOG = logging.getLogger(__name__)
 
 PG_ROOT = Path("/usr/lib/postgresql")
-#: The oldest PostgreSQL Cove manages: root's predefined roles (pg_read_all_data,
-#: pg_write_all_data) arrived in 14.
-MIN_POSTGRESQL = 14
-
-
-@dataclass(frozen=True)
-class FoundVersion:
-    datastore: str
-    name: str  # e.g. "15"
-    version: str  # e.g. "15.18"
-    bin_dir: str
+MARIADB_SBIN = Path("/usr/sbin/mariadbd")
 
 
 def pg_version(bin_dir: Path) -> str | None:
@@ -59,27 +72,7 @@ def find_postgresql(extra_dirs: list[Path] | None = None) -> list[FoundVersion]:
         except (OSError, subprocess.SubprocessError):
             pass
     candidates += extra_dirs or []
-    found: dict[str, FoundVersion] = {}
-    for bin_dir in candidates:
-        version = pg_version(bin_dir.resolve())
-        if version is None:
-            continue
-        major = version.split(".")[0]
-        if int(major) < MIN_POSTGRESQL:
-            LOG.warning(
-                "PostgreSQL %s at %s is too old for Cove (%d or newer); skipped",
-                version,
-                bin_dir,
-                MIN_POSTGRESQL,
-            )
-            continue
-        found.setdefault(major, FoundVersion("postgresql", major, version, str(bin_dir.resolve())))
-    return sorted(found.values(), key=lambda v: int(v.name))
-
-
-#: The oldest Redis Cove manages: its configuration turns off DEBUG, MODULE and protected
-#: configs, which 7.0 introduced.
-MIN_REDIS = (7, 0)
+    return found_in(datastores.datastore("postgresql"), candidates)
 
 
 def redis_version(server: Path) -> str | None:
@@ -99,16 +92,10 @@ def redis_version(server: Path) -> str | None:
 def find_redis(extra: list[Path] | None = None) -> list[FoundVersion]:
     """The first ``redis-server`` on ``PATH`` (and ``extra`` binaries, each named
     ``redis-server``): one entry per major.minor version (the first found wins), named like
-    ``7.0``."""
-    candidates = [Path(p) for p in (shutil.which("redis-server"),) if p]
-    candidates += extra or []
-    return _by_minor_version("redis", "Redis", candidates, redis_version, MIN_REDIS)
-
-
-#: The oldest MariaDB Cove manages: the oldest long-term release still maintained, and the
-#: first with the grant tables (mysql.global_priv) the guest agent writes at installation.
-MIN_MARIADB = (10, 6)
-MARIADB_SBIN = Path("/usr/sbin/mariadbd")
+    ``7.0``; ``bin_dir`` is the directory holding redis-server."""
+    servers = [Path(p) for p in (shutil.which("redis-server"),) if p]
+    servers += extra or []
+    return found_in(datastores.datastore("redis"), [server.parent for server in servers])
 
 
 def mariadb_version(server: Path) -> str | None:
@@ -141,64 +128,48 @@ def find_mariadb(extra: list[Path] | None = None) -> list[FoundVersion]:
     """``/usr/sbin/mariadbd``, the first ``mariadbd`` on ``PATH`` and ``extra`` binaries: one
     entry per major.minor version (the first found wins), named like ``10.11``; ``bin_dir`` is
     the directory holding mariadbd."""
-    candidates = [MARIADB_SBIN]
-    candidates += [Path(p) for p in (shutil.which("mariadbd"),) if p]
-    candidates += extra or []
-    return _by_minor_version("mariadb", "MariaDB", candidates, mariadb_version, MIN_MARIADB)
+    servers = [MARIADB_SBIN]
+    servers += [Path(p) for p in (shutil.which("mariadbd"),) if p]
+    servers += extra or []
+    return found_in(datastores.datastore("mariadb"), [server.parent for server in servers])
 
 
-def _by_minor_version(
-    datastore: str,
-    title: str,
-    servers: list[Path],
-    version_of: Callable[[Path], str | None],
-    minimum: tuple[int, int],
-) -> list[FoundVersion]:
-    """One version per major.minor (the first server found wins), named like ``7.0``, among
-    ``servers`` new enough; ``bin_dir`` is the directory holding the server."""
+def found_in(datastore: Datastore, bin_dirs: Iterable[Path]) -> list[FoundVersion]:
+    """The servers of ``datastore`` in ``bin_dirs`` new enough for Cove, one per version name
+    (the first found wins), oldest first."""
     found: dict[str, FoundVersion] = {}
-    for server in servers:
+    for bin_dir in bin_dirs:
         # Only the directory is resolved: Debian's redis-server is a link to a binary that
         # acts by the name it is called by.
-        server = server.parent.resolve() / server.name
-        version = version_of(server)
-        if version is None:
+        bin_dir = bin_dir.resolve()
+        number = datastore.server_version(bin_dir)
+        if number is None:
             continue
-        major, minor = (int(p) for p in version.split(".")[:2])
-        if (major, minor) < minimum:
+        if not datastore.supported(number):
             LOG.warning(
-                "%s %s at %s is too old for Cove (%d.%d or newer); skipped",
-                title,
-                version,
-                server,
-                *minimum,
+                "%s %s at %s is too old for Cove (%s or newer); skipped",
+                datastore.title,
+                number,
+                bin_dir,
+                datastore.oldest,
             )
             continue
-        name = f"{major}.{minor}"
-        found.setdefault(name, FoundVersion(datastore, name, version, str(server.parent)))
+        name = datastore.version_name(number)
+        found.setdefault(name, FoundVersion(datastore.name, name, number, str(bin_dir)))
     return sorted(found.values(), key=lambda v: tuple(int(p) for p in v.name.split(".")))
 
 
 def version_in(datastore: str, name: str, bin_dir: Path) -> FoundVersion:
     """The server of ``datastore`` in ``bin_dir``, as a version named ``name``: what an operator
     registers by hand. Raises ValueError saying what is missing, unknown or too old."""
+    try:
+        known = datastores.datastore(datastore)
+    except UnknownDatastore as exc:
+        raise ValueError(str(exc)) from None
     bin_dir = bin_dir.resolve()  # the directory only: a binary may act by its own name
-    minimum: tuple[int, ...]
-    if datastore == "postgresql":
-        number, needs, minimum = pg_version(bin_dir), "postgres and initdb", (MIN_POSTGRESQL,)
-    elif datastore == "mariadb":
-        number = mariadb_version(bin_dir / "mariadbd")
-        needs, minimum = "mariadbd, with mariadb-install-db beside it or on PATH", MIN_MARIADB
-    elif datastore == "redis":
-        number, needs, minimum = redis_version(bin_dir / "redis-server"), "redis-server", MIN_REDIS
-    else:
-        raise ValueError(
-            f"unknown datastore '{datastore}' (Cove manages mariadb, postgresql, redis)"
-        )
+    number = known.server_version(bin_dir)
     if number is None:
-        raise ValueError(f"no {datastore} server ({needs}) in {bin_dir}")
-    parts = tuple(int(p) for p in number.split(".")[: len(minimum)])
-    if parts < minimum:
-        oldest = ".".join(str(p) for p in minimum)
-        raise ValueError(f"{datastore} {number} is too old: Cove needs {oldest} or newer")
-    return FoundVersion(datastore, name, number, str(bin_dir))
+        raise ValueError(f"no {known.name} server ({known.needs}) in {bin_dir}")
+    if not known.supported(number):
+        raise ValueError(f"{known.name} {number} is too old: Cove needs {known.oldest} or newer")
+    return FoundVersion(known.name, name, number, str(bin_dir))

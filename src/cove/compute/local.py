@@ -34,6 +34,7 @@ from cove.common.service_user import service_user
 from cove.common.settings import Settings
 from cove.compute import localfs
 from cove.compute.base import ComputeDriver
+from cove.domain.datastores import DATASTORES, StrayServer
 from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
 from cove.rpc.codec import from_wire, to_wire
@@ -46,7 +47,6 @@ LOCK_NAME = "guestagent.lock"
 MAX_SOCKET_DIR = 107 - len("/.s.PGSQL.65535")
 STOP_TIMEOUT = 60.0
 AGENT_STOP = ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0))
-SERVER_STOP = ((signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0))
 
 
 class LocalDriver(ComputeDriver):
@@ -340,33 +340,53 @@ class LocalDriver(ComputeDriver):
         return procfs.owned_by(pid, self.uid) and config in procfs.cmdline(pid)
 
     def _stop_server(self, instance_id: str) -> None:
-        """Stop a database server the agent left running (it was killed, not stopped)."""
-        pidfile = self.instance_dir(instance_id) / "data" / "postmaster.pid"
+        """Stop a database server the agent left running (it was killed, not stopped).
+
+        The instance's settings are gone by now (the delete removes them first) and the
+        service user could have rewritten them anyway, so the pid file of every datastore is
+        looked at; a pid is signalled only once it is known to be this instance's process.
+        """
+        for descriptor in DATASTORES.values():
+            proc = self._stray_server(instance_id, descriptor.stray)
+            if proc is None:
+                continue
+            LOG.warning(
+                "stopping the orphaned %s server of %s (pid %d)",
+                descriptor.title,
+                instance_id,
+                proc.pid,
+            )
+            what = f"the {descriptor.title} server of instance {instance_id}"
+            localfs.stop([proc], descriptor.stray.stop, what)
+
+    def _stray_server(self, instance_id: str, stray: StrayServer) -> localfs.Process | None:
+        """The live server named by ``stray``'s pid file, or None when there is none or the
+        pid is not this instance's process: one of the service user's, working in the
+        instance's ``stray.workdir`` (a stale pid file can name any process)."""
+        base = self.instance_dir(instance_id)
+        pidfile = base.joinpath(*stray.pid_file)
         try:
             text = localfs.read_owned(self.root, self._parts(pidfile), self.uid)
-            with localfs.open_dir(self.root, *self._parts(pidfile.parent)) as fd:
-                data = os.fstat(fd)
+            with localfs.open_dir(self.root, *self._parts(base.joinpath(*stray.workdir))) as fd:
+                workdir = os.fstat(fd)
         except FileNotFoundError:
-            return
+            return None
         except UnsafePath as exc:
             LOG.warning("instance %s: %s; not stopping its server", instance_id, exc.message)
-            return
+            return None
         try:
-            pid = int(text.splitlines()[0])
+            pid = int(text.split()[0])
         except (ValueError, IndexError):
-            return
-        # PostgreSQL runs in its data directory: a pid that is not there is not the server.
+            return None
         proc = localfs.Process.claim(
-            pid, lambda p: procfs.owned_by(p, self.uid) and procfs.cwd_is(p, data)
+            pid, lambda p: procfs.owned_by(p, self.uid) and procfs.cwd_is(p, workdir)
         )
-        if proc is None:
-            if procfs.alive(pid):
-                LOG.warning(
-                    "the postmaster.pid of instance %s names pid %d, which is not its database "
-                    "server; not signalling it",
-                    instance_id,
-                    pid,
-                )
-            return
-        LOG.warning("stopping the orphaned database server of %s (pid %d)", instance_id, pid)
-        localfs.stop([proc], SERVER_STOP, f"the database server of instance {instance_id}")
+        if proc is None and procfs.alive(pid):
+            LOG.warning(
+                "the %s of instance %s names pid %d, which is not its database server; not "
+                "signalling it",
+                pidfile.name,
+                instance_id,
+                pid,
+            )
+        return proc

@@ -1,46 +1,25 @@
-"""What each datastore can do, declared up front so the API refuses unsupported actions."""
+"""What each datastore can do, declared up front so the API refuses unsupported actions.
+
+The facts live in each datastore's descriptor (``cove.domain.datastores``); this module keeps
+the views of them that the API, the catalogue and the guest managers read.
+"""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from cove.domain.datastores import DATASTORES
+from cove.domain.datastores.base import Capability
 
-
-class Capability(StrEnum):
-    DATABASES = "databases"
-    USERS = "users"
-    #: Users are accounts per (name, host), the host limiting where they may log in from.
-    USER_HOSTS = "user hosts"
-    ROOT = "root"
-    CONFIGURATION = "configuration"
-    BACKUPS = "backups"
-    REPLICATION = "replication"
-    CLUSTERS = "clusters"
-
-
-DATASTORE_CAPABILITIES: dict[str, frozenset[Capability]] = {
-    "postgresql": frozenset(
-        {Capability.DATABASES, Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
-    ),
-    "mariadb": frozenset(
-        {
-            Capability.DATABASES,
-            Capability.USERS,
-            Capability.USER_HOSTS,
-            Capability.ROOT,
-            Capability.CONFIGURATION,
-        }
-    ),
-    # Databases are no Redis concept; users are ACL users, root the default user.
-    "redis": frozenset({Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}),
-}
+__all__ = ["MANAGED", "STANDARD_PORTS", "Capability", "capabilities"]
 
 #: The datastores Cove has a guest manager for: only their versions are registered.
-MANAGED: frozenset[str] = frozenset(DATASTORE_CAPABILITIES)
+MANAGED: frozenset[str] = frozenset(DATASTORES)
 
 #: The standard client port of each datastore; the local driver gives every instance its own
 #: address so every instance can listen on it.
-STANDARD_PORTS: dict[str, int] = {"postgresql": 5432, "mariadb": 3306, "redis": 6379}
+STANDARD_PORTS: dict[str, int] = {name: ds.port for name, ds in DATASTORES.items()}
 
 
 def capabilities(datastore: str) -> frozenset[Capability]:
-    return DATASTORE_CAPABILITIES.get(datastore, frozenset())
+    """What ``datastore`` can do; nothing for a datastore Cove does not know."""
+    known = DATASTORES.get(datastore)
+    return known.capabilities if known is not None else frozenset()

@@ -4,8 +4,8 @@ A datastore version's catalogue is read from the server itself when the version 
 (see ``cove.compute.parameters``) and stored in the control database. Tenants set values of
 catalogue parameters through configuration groups; a parameter on the datastore's deny-list
 (paths, ports, addresses, replication, security, anything that would let a tenant reach past its
-instance) never enters the catalogue. Values are checked here, before they are stored, with
-Trove's messages.
+instance; kept in the datastore's descriptor, ``cove.domain.datastores``) never enters the
+catalogue. Values are checked here, before they are stored, with Trove's messages.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from cove.common.errors import Unprocessable
+from cove.domain.datastores import DATASTORES
 
 #: A value as a configuration group stores it: what JSON gives, after validation.
 Value = int | float | bool | str
@@ -43,86 +44,15 @@ class Parameter:
     allowed: tuple[str, ...] | None = None
 
 
-#: Parameters no tenant may set, per datastore (shell-style patterns on the name as the server
-#: spells it). Whatever they match is left out of the catalogue.
-# fmt: off
-DENIED: dict[str, tuple[str, ...]] = {
-    "postgresql": (
-        # files, paths and where the server listens
-        "data_directory", "config_file", "hba_file", "ident_file", "external_pid_file", "port",
-        "listen_addresses", "unix_socket_*", "*_directory", "*_file", "log_filename",
-        "logging_collector", "log_destination", "syslog_*", "event_source",
-        # code the server would load or run
-        "*preload_libraries", "dynamic_library_path", "extension_destdir", "*_command",
-        "jit_provider",
-        # replication and recovery
-        "wal_level", "max_wal_senders", "max_replication_slots", "hot_standby*", "primary_*",
-        "synchronous_standby_names", "wal_receiver_*", "recovery_*", "archive_*", "restore_*",
-        "promote_trigger_file", "wal_log_hints", "full_page_writes", "fsync", "data_sync_retry",
-        "ignore_*", "zero_damaged_pages", "allow_system_table_mods", "wal_sync_method",
-        # security
-        "ssl*", "password_encryption", "krb_*", "db_user_namespace", "row_security",
-        "authentication_timeout", "scram_*",
-        # what the agent and the platform rely on
-        "shared_memory_type", "dynamic_shared_memory_type", "huge_pages*", "cluster_name",
-        "update_process_title", "max_connections_reserved", "superuser_reserved_connections",
-        "reserved_connections", "debug_*", "trace_*", "log_file_mode", "log_rotation_*",
-        "log_truncate_on_rotation", "lc_messages",
-        # the flavor's memory: a tenant cannot take more of the host than its flavor gives
-        "shared_buffers",
-    ),
-    "mariadb": (
-        # files, paths and where the server listens
-        "datadir", "basedir", "tmpdir", "socket", "port", "bind_address", "pid_file", "*_dir",
-        "*_file", "*_path", "*_home_dir", "log_error", "general_log*", "slow_query_log*",
-        "skip_*", "extra_port", "extra_max_connections", "*filename", "*tmpdir",
-        # code and data the server would load or expose
-        "plugin_*", "init_*", "secure_file_priv", "local_infile", "open_files_limit",
-        "lower_case_table_names", "core_file", "large_pages", "skip_external_locking",
-        # replication and binary logs
-        "log_bin*", "binlog_*", "server_id", "relay_log*", "gtid_*", "read_only",
-        "log_slave_updates", "log_replica_updates", "master_*", "slave_*", "replicate_*",
-        "rpl_*", "sync_*", "wsrep_*", "report_*", "sql_log_bin", "super_read_only",
-        # security
-        "ssl_*", "have_*", "*password*", "secure_*", "require_secure_transport", "tls_*",
-        "default_authentication_plugin", "old_passwords", "proxy_*", "automatic_sp_privileges",
-        "*encrypt*", "*encryption*",
-        # what the agent and the platform rely on
-        "innodb_data_*", "innodb_log_group_home_dir", "innodb_undo_directory",
-        "innodb_force_recovery", "innodb_doublewrite", "innodb_flush_method", "debug*",
-        "version*", "hostname", "system_time_zone", "thread_handling", "userstat",
-        # the flavor's memory: a tenant cannot take more of the host than its flavor gives
-        "innodb_buffer_pool_size",
-    ),
-    "redis": (
-        # files, paths and where the server listens
-        "dir", "dbfilename", "appendfilename", "appenddirname", "port", "tls-*", "bind",
-        "bind-source-addr", "unixsocket*", "pidfile", "logfile", "syslog-*", "daemonize",
-        "supervised", "include", "loadmodule", "oom-score-adj*", "set-proc-title",
-        "proc-title-template", "save", "appendonly", "appendfsync", "aof-*",
-        # replication and cluster
-        "replicaof", "slaveof", "masteruser", "masterauth", "replica-*", "slave-*", "repl-*",
-        "cluster-*", "min-replicas-*", "min-slaves-*",
-        # security
-        "requirepass", "aclfile", "acllog-max-len", "acl-pubsub-default", "protected-*",
-        "enable-*", "rename-command", "sanitize-dump-payload", "user",
-        # what the agent and the platform rely on
-        "maxclients", "io-threads*", "disable-thp", "jemalloc-bg-thread", "crash-*",
-        "shutdown-*", "latency-tracking*", "*cpulist", "socket-mark-id",
-        # the flavor's memory: a tenant cannot take more of the host than its flavor gives
-        "maxmemory", "maxmemory-clients",
-    ),
-}
-# fmt: on
-
-
 def denied(datastore: str, name: str) -> bool:
-    """Whether tenants may not set ``name`` on ``datastore`` (an unknown datastore denies all)."""
-    patterns = DENIED.get(datastore)
-    if patterns is None:
+    """Whether tenants may not set ``name`` on ``datastore``: whether it matches a pattern of
+    the datastore's deny-list (see ``cove.domain.datastores``). An unknown datastore denies
+    every name."""
+    known = DATASTORES.get(datastore)
+    if known is None:
         return True
     key = name.lower()
-    return any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in known.denied)
 
 
 def validate_values(

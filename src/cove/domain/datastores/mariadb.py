@@ -1,0 +1,97 @@
+"""MariaDB, as Cove runs it: one mariadbd per instance, reading only the instance's my.cnf."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cove.domain.datastores.base import Capability, Datastore, FoundVersion, StrayServer
+from cove.domain.guest import GuestSettings
+
+if TYPE_CHECKING:
+    from cove.domain.parameters import Parameter
+    from cove.guestagent.datastores.base import DatastoreManager
+
+
+def find_versions() -> list[FoundVersion]:
+    from cove.compute.discovery import find_mariadb
+
+    return find_mariadb()
+
+
+def server_version(bin_dir: Path) -> str | None:
+    from cove.compute.discovery import mariadb_version
+
+    return mariadb_version(bin_dir / "mariadbd")
+
+
+def read_parameters(bin_dir: str) -> list[Parameter]:
+    from cove.compute.parameters import mariadb
+
+    return mariadb.read_parameters(bin_dir)
+
+
+def manager(settings: GuestSettings) -> DatastoreManager:
+    from cove.guestagent.datastores.mariadb.manager import MariaManager
+
+    return MariaManager(settings)
+
+
+# fmt: off
+DENIED = (
+    # files, paths and where the server listens
+    "datadir", "basedir", "tmpdir", "socket", "port", "bind_address", "pid_file", "*_dir",
+    "*_file", "*_path", "*_home_dir", "log_error", "general_log*", "slow_query_log*",
+    "skip_*", "extra_port", "extra_max_connections", "*filename", "*tmpdir",
+    # code and data the server would load or expose
+    "plugin_*", "init_*", "secure_file_priv", "local_infile", "open_files_limit",
+    "lower_case_table_names", "core_file", "large_pages", "skip_external_locking",
+    # replication and binary logs
+    "log_bin*", "binlog_*", "server_id", "relay_log*", "gtid_*", "read_only",
+    "log_slave_updates", "log_replica_updates", "master_*", "slave_*", "replicate_*",
+    "rpl_*", "sync_*", "wsrep_*", "report_*", "sql_log_bin", "super_read_only",
+    # security
+    "ssl_*", "have_*", "*password*", "secure_*", "require_secure_transport", "tls_*",
+    "default_authentication_plugin", "old_passwords", "proxy_*", "automatic_sp_privileges",
+    "*encrypt*", "*encryption*",
+    # what the agent and the platform rely on
+    "innodb_data_*", "innodb_log_group_home_dir", "innodb_undo_directory",
+    "innodb_force_recovery", "innodb_doublewrite", "innodb_flush_method", "debug*",
+    "version*", "hostname", "system_time_zone", "thread_handling", "userstat",
+    # the flavor's memory: a tenant cannot take more of the host than its flavor gives
+    "innodb_buffer_pool_size",
+)
+# fmt: on
+
+MARIADB = Datastore(
+    name="mariadb",
+    title="MariaDB",
+    port=3306,
+    capabilities=frozenset(
+        {
+            Capability.DATABASES,
+            Capability.USERS,
+            Capability.USER_HOSTS,
+            Capability.ROOT,
+            Capability.CONFIGURATION,
+        }
+    ),
+    denied=DENIED,
+    # The oldest long-term release still maintained, and the first with the grant tables
+    # (mysql.global_priv) the guest agent writes at installation.
+    minimum=(10, 6),
+    needs="mariadbd, with mariadb-install-db beside it or on PATH",
+    stray=StrayServer(
+        pid_file=("run", "mariadbd.pid"),
+        # mariadbd changes into its datadir.
+        workdir=("data",),
+        # A clean shutdown (InnoDB flushes and exits); the data is about to be deleted, so
+        # it is not worth a long wait.
+        stop=((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)),
+    ),
+    find_versions=find_versions,
+    server_version=server_version,
+    read_parameters=read_parameters,
+    manager=manager,
+)
