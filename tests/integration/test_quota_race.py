@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select, text
 
-import cove.api.routers.instances as instances_router
+import cove.api.instances as instance_workflows
 from accounts import add_account, password_auth
 from cove.api.app import create_app
 from cove.api.context import build_context
@@ -92,7 +92,7 @@ def test_concurrent_creates_never_overshoot_the_quota(tmp_path, db, monkeypatch)
         check_instance_quota(*args, **kwargs)
         time.sleep(0.05)  # between the count and the insert: the window a race would use
 
-    monkeypatch.setattr(instances_router, "check_instance_quota", slow_check)
+    monkeypatch.setattr(instance_workflows, "check_instance_quota", slow_check)
     barrier = threading.Barrier(CREATES)
     statuses: list[int] = []
     messages: list[str] = []

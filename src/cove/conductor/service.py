@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from cove.common.ids import utcnow
 from cove.db.engine import Database
+from cove.db.instances import record_fault
 from cove.db.models import ConductorSeen, GuestState, Instance
 from cove.domain.guest import HeartbeatPayload
 from cove.domain.status import SERVING, ComputeState, GuestStatus, Task
@@ -154,9 +155,8 @@ class Conductor:
                 inst.compute_state = ComputeState.ACTIVE.value
                 LOG.info("instance %s is ready", instance_id)
             else:
-                inst.task = Task.BUILD_ERROR.value
-                inst.fault_message = f"Preparing the instance failed: {details}"
-                inst.fault_at = now
+                fault = f"Preparing the instance failed: {details}"
+                record_fault(inst, fault, now, task=Task.BUILD_ERROR)
                 LOG.warning("instance %s failed to prepare: %s", instance_id, details)
             inst.updated = now
         else:

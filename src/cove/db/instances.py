@@ -96,6 +96,45 @@ def transition(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def record_fault(
+    inst: Instance,
+    message: str | None,
+    now: datetime,
+    *,
+    task: Task | None = None,
+    touch: bool = True,
+) -> None:
+    """Note ``message`` as the instance's fault at ``now`` (None clears the fault), moving its
+    task to ``task`` when given; ``touch`` marks the row updated at ``now`` too. The one writer
+    of faults: a fault and its time are always set, or cleared, together."""
+    if task is not None:
+        inst.task = task.value
+    inst.fault_message = message
+    inst.fault_at = None if message is None else now
+    if touch:
+        inst.updated = now
+
+
+def end_task(
+    session: Session,
+    instance_id: str,
+    task: Task,
+    to_task: Task,
+    fault: str | None,
+    now: datetime,
+) -> bool:
+    """End the instance's ``task`` in ``to_task``, noting ``fault`` (None clears an earlier
+    one), unless it ended meanwhile: then nothing changes and the answer is False.
+
+    Raises InstanceNotFound.
+    """
+    inst = get_instance(session, instance_id)
+    if inst.task != task.value:
+        return False
+    record_fault(inst, fault, now, task=to_task)
+    return True
+
+
 def allocate_address(
     session: Session,
     pool: str,

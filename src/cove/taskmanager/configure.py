@@ -13,7 +13,7 @@ import logging
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
-from cove.db.instances import get_instance
+from cove.db.instances import get_instance, record_fault
 from cove.db.models import Instance
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -96,12 +96,8 @@ def _record_fault(tc: TaskContext, instance_id: str, message: str | None) -> Non
             row = get_instance(s, instance_id)
         except CoveError:
             return  # deleted meanwhile
-        if message is None:
-            if row.fault_message and row.fault_message.startswith(FAULT_PREFIX):
-                row.fault_message = None
-                row.fault_at = None
-            return
-        now = utcnow()
-        row.fault_message = message
-        row.fault_at = now
-        row.updated = now
+        if message is not None:
+            record_fault(row, message, utcnow())
+        elif row.fault_message and row.fault_message.startswith(FAULT_PREFIX):
+            # Only this workflow's own fault is cleared: another's still holds.
+            record_fault(row, None, utcnow(), touch=False)

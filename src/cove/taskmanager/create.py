@@ -13,7 +13,7 @@ import logging
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
 from cove.db.configurations import values_of
-from cove.db.instances import allocate_address, get_instance
+from cove.db.instances import allocate_address, end_task, get_instance
 from cove.db.models import Instance
 from cove.db.networks import address_pool
 from cove.domain.guest import GuestSettings
@@ -113,12 +113,7 @@ def guest_spec(tc: TaskContext, inst: Instance) -> GuestSettings:
 
 
 def fail_build(tc: TaskContext, instance_id: str, message: str) -> None:
+    """End the build in BUILD_ERROR with ``message`` as the fault, unless it ended meanwhile.
+    Raises InstanceNotFound."""
     with tc.db.session() as s:
-        inst = get_instance(s, instance_id)
-        if inst.task != Task.BUILDING.value:
-            return
-        now = utcnow()
-        inst.task = Task.BUILD_ERROR.value
-        inst.fault_message = message
-        inst.fault_at = now
-        inst.updated = now
+        end_task(s, instance_id, Task.BUILDING, Task.BUILD_ERROR, message, utcnow())

@@ -6,7 +6,7 @@ import logging
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
-from cove.db.instances import release_address
+from cove.db.instances import record_fault, release_address
 from cove.db.models import GuestState, Instance
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -25,11 +25,8 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
         with tc.db.session() as s:
             inst = s.get(Instance, instance_id)
             if inst is not None and not inst.deleted:
-                now = utcnow()
-                inst.task = Task.DELETE_ERROR.value
-                inst.fault_message = f"Deleting the instance failed: {message}"
-                inst.fault_at = now
-                inst.updated = now
+                fault = f"Deleting the instance failed: {message}"
+                record_fault(inst, fault, utcnow(), task=Task.DELETE_ERROR)
         return
     with tc.db.session() as s:
         inst = s.get(Instance, instance_id)

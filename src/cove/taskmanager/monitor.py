@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from cove.common.ids import utcnow
+from cove.db.instances import get_instance, record_fault, transition
 from cove.db.models import Instance
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
@@ -17,7 +18,6 @@ from cove.taskmanager.configure import apply_settings
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import fail_build
 from cove.taskmanager.resize import RESIZE_TIMEOUT
-from cove.taskmanager.restart import end_task
 
 LOG = logging.getLogger(__name__)
 
@@ -42,14 +42,14 @@ def check_instances(tc: TaskContext) -> None:
         if task == Task.REBOOTING.value and waited > timedelta(seconds=RESTART_TIMEOUT * 2):
             # The task manager that waited on this restart is gone; the guest's heartbeat
             # tells how the server came out of it.
-            end_task(tc, instance_id, Task.REBOOTING)
+            _end_overdue(tc, instance_id, Task.REBOOTING)
             continue
         if task == Task.RESIZING.value and waited > timedelta(seconds=RESIZE_TIMEOUT * 2):
             # The task manager that ran the resize is gone, perhaps half-way. The row holds
             # the new size (quotas count it): give it to the place and the guest again, so
             # they agree with the row; a new flavor then shows RESTART_REQUIRED.
             apply_settings(tc, RequestContext(), instance_id)
-            end_task(
+            _end_overdue(
                 tc,
                 instance_id,
                 Task.RESIZING,
@@ -60,6 +60,14 @@ def check_instances(tc: TaskContext) -> None:
         if compute_state == ComputeState.BUILD.value or task == Task.DELETING.value:
             continue
         _revive(tc, instance_id, compute_state)
+
+
+def _end_overdue(tc: TaskContext, instance_id: str, task: Task, fault: str | None = None) -> None:
+    """Set the instance's task back to NONE if it is still ``task``, noting ``fault``."""
+    with tc.db.session() as s:
+        now = utcnow()
+        if transition(s, instance_id, {task}, Task.NONE, now) and fault:
+            record_fault(get_instance(s, instance_id), fault, now)
 
 
 def _revive(tc: TaskContext, instance_id: str, recorded: str) -> None:

@@ -14,7 +14,7 @@ import logging
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
-from cove.db.instances import get_instance
+from cove.db.instances import end_task, get_instance
 from cove.domain.specs import Resize
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -50,14 +50,7 @@ def _resize(tc: TaskContext, ctx: RequestContext, change: Resize) -> None:
         fault = f"Resize failed: {exc.message}"
         _revert(tc, ctx, change)
     with tc.db.session() as s:
-        inst = get_instance(s, instance_id)
-        if inst.task != Task.RESIZING.value:
-            return
-        now = utcnow()
-        inst.task = Task.NONE.value
-        inst.fault_message = fault
-        inst.fault_at = now if fault else None
-        inst.updated = now
+        end_task(s, instance_id, Task.RESIZING, Task.NONE, fault, utcnow())
 
 
 def _apply(tc: TaskContext, ctx: RequestContext, instance_id: str, restart: bool) -> None:

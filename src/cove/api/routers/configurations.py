@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext, authorize, cove
 from cove.api.guest import require
-from cove.api.routers.instances import resolve_version
+from cove.api.instances import resolve_version
 from cove.api.schemas import (
     ConfigurationCreateBody,
     ConfigurationPatchBody,

@@ -1,0 +1,329 @@
+"""The instance workflows behind ``/instances``: create, rename, attach and detach a
+configuration group, delete, restart, and what the instance's server runs with.
+
+The router has checked the request's form and the caller's rights; here the database and the
+task manager are asked, in that order. A change that counts against quotas or competes with
+other changes of the project (creates, attachments) is made in a transaction that locks the
+project first. When the task manager cannot be reached, what was recorded for it is undone (or,
+for a build, ended in BUILD_ERROR with the reason) and the error is raised.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from cove.api.context import ApiContext
+from cove.api.guest import check_ready, require
+from cove.api.routers.catalog import find_flavor
+from cove.api.schemas import DatastoreIn, InstanceCreate
+from cove.api.validate import checked, host_allowed
+from cove.common.errors import (
+    BadRequest,
+    CoveError,
+    DatastoreVersionNotFound,
+    InstanceNotReady,
+)
+from cove.common.ids import new_id, utcnow
+from cove.db.catalog import get_datastore, get_version
+from cove.db.configurations import check_same_version, find_configuration
+from cove.db.instances import get_instance, record_fault, snapshot, transition
+from cove.db.models import DatastoreVersion, Instance
+from cove.db.networks import resolve_network
+from cove.db.quotas import check_instance_quota, lock_project
+from cove.domain import names
+from cove.domain.capabilities import STANDARD_PORTS, Capability
+from cove.domain.parameters import denied
+from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.domain.status import RESTARTABLE, ComputeState, Task, can_delete, compute_status
+from cove.rpc import RequestContext
+
+
+def checked_text(value: str, what: str) -> str:
+    """``value``, if it is valid Unicode text: a lone surrogate in JSON can be neither looked
+    up nor shown. Raises ValidationFailed, whose message never echoes it."""
+    return checked(lambda v: names.unicode_text(v, what), value)
+
+
+def resolve_version(s: Session, c: ApiContext, datastore: DatastoreIn | None) -> DatastoreVersion:
+    """The active version ``datastore`` names (type and version, by name or id), with Trove's
+    defaults: the configured default datastore, the datastore's default version.
+
+    Raises BadRequest, DatastoreNotFound, DatastoreVersionNotFound.
+    """
+    ds_ref = datastore.type if datastore else None
+    ds_ref = ds_ref or c.settings.default_datastore
+    if not ds_ref:
+        raise BadRequest("Please specify datastore. No default datastore is defined.")
+    ds = get_datastore(s, ds_ref)
+    ver_ref = datastore.version if datastore else None
+    if ver_ref:
+        version = get_version(s, ds, ver_ref)
+    else:
+        default = next((v for v in ds.versions if v.id == ds.default_version_id), None)
+        if default is None:
+            raise DatastoreVersionNotFound(f"Datastore '{ds.name}' has no default version.")
+        version = default
+    if not version.active:
+        raise BadRequest(f"Datastore version '{ds.name} {version.name}' is not active.")
+    return version
+
+
+# -- create ------------------------------------------------------------------------------------
+
+
+def create_instance(
+    c: ApiContext,
+    ctx: RequestContext,
+    project_id: str,
+    spec: InstanceCreate,
+    dbs: list[DatabaseSpec],
+    users: list[UserSpec],
+) -> str:
+    """Record a new BUILDING instance and hand its build to the task manager; returns its id.
+
+    Raises what :func:`_record` raises, and CoveError when the task manager cannot be reached
+    (the instance is then left in BUILD_ERROR with the reason, so it can be seen and deleted).
+    """
+    with_databases = bool(dbs) or any(u.databases for u in users)
+    instance_id = _record(c, project_id, spec, users, with_databases)
+    try:
+        c.taskmanager.create_instance(ctx, instance_id, dbs, users)
+    except CoveError as exc:
+        fault = f"The task manager could not be reached: {exc.message}"
+        with c.db.session() as s:
+            inst = get_instance(s, instance_id)
+            record_fault(inst, fault, utcnow(), task=Task.BUILD_ERROR, touch=False)
+        raise
+    return instance_id
+
+
+def _record(
+    c: ApiContext,
+    project_id: str,
+    spec: InstanceCreate,
+    users: list[UserSpec],
+    with_databases: bool,
+) -> str:
+    """Record a new BUILDING instance of the project within its quotas; returns its id.
+
+    Raises FlavorNotFound, DatastoreNotFound, DatastoreVersionNotFound, NotFound (no such
+    configuration group), BadRequest (an inactive version, an unusable network, a group of
+    another version, a user host where users have none), OperationNotSupported (databases
+    asked of a datastore without them) and QuotaExceeded.
+    """
+    instance_id = new_id()
+    with c.db.session() as s:
+        # The quota check locks the project first, so concurrent creates count each other.
+        lock_project(s, project_id)
+        flavor = find_flavor(s, str(spec.flavorRef))
+        version = resolve_version(s, c, spec.datastore)
+        configuration_id = _fitting(s, project_id, spec, version, users, with_databases)
+        network = resolve_network(s, spec.nics)
+        size = spec.volume.gigabytes if spec.volume else 0
+        check_instance_quota(s, c.settings, project_id, ram=flavor.ram, volume=size)
+        now = utcnow()
+        s.add(
+            Instance(
+                id=instance_id,
+                project_id=project_id,
+                name=spec.name,
+                flavor_id=flavor.id,
+                datastore_version_id=version.id,
+                volume_size=size,
+                network_id=network.id,
+                compute_driver=c.settings.compute_driver,
+                task=Task.BUILDING.value,
+                task_started_at=now,
+                compute_state=ComputeState.BUILD.value,
+                port=STANDARD_PORTS[version.manager],
+                configuration_id=configuration_id,
+                created=now,
+                updated=now,
+            )
+        )
+    return instance_id
+
+
+def _fitting(
+    s: Session,
+    project_id: str,
+    spec: InstanceCreate,
+    version: DatastoreVersion,
+    users: list[UserSpec],
+    with_databases: bool,
+) -> str | None:
+    """Check that what the request asks of the instance fits ``version``; returns the id of
+    the configuration group it is created with, if any."""
+    configuration_id = _create_configuration(s, project_id, spec.configuration, version)
+    if with_databases:
+        require(version.datastore.name, Capability.DATABASES)
+    for user in users:
+        host_allowed(version.datastore.name, user.name, user.host)
+    return configuration_id
+
+
+def _create_configuration(
+    s: Session, project_id: str, ref: str | None, version: DatastoreVersion
+) -> str | None:
+    """The id of the group a new instance is created with, if any. Raises NotFound (no such
+    group in the project) and BadRequest (a group of another datastore version)."""
+    if ref is None:
+        return None
+    cfg = find_configuration(s, checked_text(ref, "configuration"), project_id)
+    check_same_version(cfg, version)
+    return cfg.id
+
+
+# -- update ------------------------------------------------------------------------------------
+
+
+def rename_instance(c: ApiContext, project_id: str, instance_id: str, name: str | None) -> None:
+    """Raises InstanceNotFound."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        if name is not None:
+            inst.name = name
+            inst.updated = utcnow()
+
+
+def attach_configuration(
+    c: ApiContext,
+    ctx: RequestContext,
+    project_id: str,
+    instance_id: str,
+    configuration_id: str,
+    name: str | None,
+) -> None:
+    """Attach a group of the project to a ready instance of its version (renaming it when
+    ``name`` is given), then have the task manager apply it. Raises InstanceNotFound, NotFound,
+    BadRequest (one is attached already, another version), InstanceNotReady."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        cfg = find_configuration(s, configuration_id, project_id)
+        configuration_id = cfg.id
+        if inst.configuration_id is not None:
+            raise BadRequest(
+                f"Instance {instance_id} already has configuration group "
+                f"{inst.configuration_id} attached; detach it first."
+            )
+        check_same_version(cfg, inst.datastore_version)
+    check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
+    with c.db.session() as s:
+        # Changes of the project's groups and attachments take turns (a group deleted
+        # meanwhile is not attached); only a detached instance with no task running takes it.
+        lock_project(s, project_id)
+        find_configuration(s, configuration_id, project_id)
+        attached = s.execute(
+            update(Instance)
+            .where(
+                Instance.id == instance_id,
+                Instance.configuration_id.is_(None),
+                Instance.task == Task.NONE.value,
+            )
+            .values(configuration_id=configuration_id, updated=utcnow(), **_renamed(name))
+        ).rowcount  # type: ignore[attr-defined]
+        if not attached and get_instance(s, instance_id).task != Task.NONE.value:
+            raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
+    if not attached:
+        raise BadRequest(
+            f"Instance {instance_id} already has a configuration group attached; detach it first."
+        )
+    _cast_configure(c, ctx, instance_id, undo=None)
+
+
+def detach_configuration(
+    c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str, name: str | None
+) -> None:
+    """Detach the instance's group (only renaming it when none is attached), then have the task
+    manager apply the datastore's defaults. Raises InstanceNotFound, InstanceNotReady."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        previous = inst.configuration_id
+        if previous is None:
+            if name is not None:
+                inst.name = name
+                inst.updated = utcnow()
+            return
+    check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
+    with c.db.session() as s:
+        lock_project(s, project_id)
+        detached = s.execute(
+            update(Instance)
+            .where(
+                Instance.id == instance_id,
+                Instance.configuration_id == previous,
+                Instance.task == Task.NONE.value,
+            )
+            .values(configuration_id=None, updated=utcnow(), **_renamed(name))
+        ).rowcount  # type: ignore[attr-defined]
+        if not detached:
+            raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
+    _cast_configure(c, ctx, instance_id, undo=previous)
+
+
+def _renamed(name: str | None) -> dict[str, str]:
+    return {"name": name} if name is not None else {}
+
+
+def _cast_configure(c: ApiContext, ctx: RequestContext, instance_id: str, undo: str | None) -> None:
+    """Have the task manager apply the instance's settings. When the bus fails, the attachment
+    is put back as it was (``undo``: the group detached, or None) and the error raised."""
+    try:
+        c.taskmanager.update_configuration(ctx, instance_id)
+    except CoveError:
+        with c.db.session() as s:
+            s.execute(
+                update(Instance).where(Instance.id == instance_id).values(configuration_id=undo)
+            )
+        raise
+
+
+# -- delete, restart, configuration ------------------------------------------------------------
+
+
+def delete_instance(c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str) -> None:
+    """Start deleting the instance (again, if it is being deleted already: the work is
+    idempotent). Raises InstanceNotFound, InstanceNotReady (building, or busy)."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        snap = snapshot(inst, inst.guest)
+        if snap.task is Task.DELETING:
+            pass  # asked again: send the (idempotent) work once more
+        elif not can_delete(snap):
+            status = compute_status(snap, utcnow(), c.settings.heartbeat_interval)
+            raise InstanceNotReady(
+                f"Instance {instance_id} is not ready. (Status is {status.status})."
+            )
+        allowed: set[Task] = {t for t in Task if t is not Task.BUILDING}
+        if not transition(s, instance_id, allowed, Task.DELETING, utcnow()):
+            raise InstanceNotReady(f"Instance {instance_id} is busy; try again.")
+    c.taskmanager.delete_instance(ctx, instance_id)
+
+
+def restart_instance(c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str) -> None:
+    """Have the task manager restart the instance's server; when it cannot be reached, the
+    REBOOTING task is ended again and the error raised. Raises InstanceNotFound,
+    InstanceNotReady."""
+    check_ready(c, project_id, instance_id, allowed=RESTARTABLE)
+    with c.db.session() as s:
+        if not transition(s, instance_id, {Task.NONE}, Task.REBOOTING, utcnow()):
+            raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
+    try:
+        c.taskmanager.restart_instance(ctx, instance_id)
+    except CoveError:
+        with c.db.session() as s:
+            transition(s, instance_id, {Task.REBOOTING}, Task.NONE, utcnow())
+        raise
+
+
+def running_configuration(
+    c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str
+) -> dict[str, str]:
+    """The settings the instance's server runs with (flavor-derived defaults overlaid with its
+    group), as its guest agent reports them, less those the platform sets for itself (paths,
+    addresses, security), which are no business of tenants. Raises InstanceNotFound,
+    OperationNotSupported, InstanceNotReady."""
+    ds_name = check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
+    settings = c.guest(instance_id).get_configuration(ctx)
+    return {k: v for k, v in settings.items() if not denied(ds_name, k)}
