@@ -21,7 +21,6 @@ from cove.common.settings import load_settings
 from cove.compute import parameters as readers
 from cove.compute.base import ComputeDriver
 from cove.compute.discovery import FoundVersion
-from cove.db import catalog
 from cove.db.catalog import register_found_versions, register_version, seed_flavors
 from cove.db.configurations import catalogue, store_catalogue
 from cove.db.engine import Database
@@ -737,9 +736,8 @@ def test_registration_reads_a_catalogue_once_per_binary_version(
     upgrade(url)
     db = Database(url)
     found = [PG15]
-    monkeypatch.setattr(catalog, "find_postgresql", lambda: list(found))
-    monkeypatch.setattr(catalog, "find_redis", lambda: [])
-    monkeypatch.setattr(catalog, "find_mariadb", lambda: [])
+    for name, finder in (("postgresql", lambda: list(found)), ("mariadb", list), ("redis", list)):
+        monkeypatch.setitem(DATASTORES, name, replace(DATASTORES[name], find_versions=finder))
     read: list[FoundVersion] = []
 
     def reader(item: FoundVersion) -> list[Parameter]:

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, DatastoreNotFound, DatastoreVersionNotFound
 from cove.common.ids import new_id
-from cove.compute.discovery import FoundVersion, find_mariadb, find_postgresql, find_redis
+from cove.compute.discovery import FoundVersion
 from cove.db.configurations import store_catalogue
 from cove.db.models import Datastore, DatastoreVersion, Flavor
-from cove.domain.capabilities import MANAGED
+from cove.domain.datastores import DATASTORES
 from cove.domain.parameters import Parameter
 
 #: Reads a found version's parameter catalogue (runs its binaries); tests pass their own.
@@ -109,8 +109,7 @@ def register_found_versions(
     """Register every datastore version installed on this machine, read the parameter
     catalogue of each whose catalogue is missing or stale (``reader``, by default
     ``cove.compute.parameters.read_parameters``), then settle defaults."""
-    found = find_postgresql() + find_mariadb()
-    found += [v for v in find_redis() if v.datastore in MANAGED]
+    found = [v for ds in DATASTORES.values() for v in ds.find_versions()]
     for item in found:
         if register_version(session, item):
             LOG.info(
