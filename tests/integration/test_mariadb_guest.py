@@ -32,10 +32,12 @@ from cove.domain.guest import GuestSettings
 from cove.domain.parameters import ParamType, denied
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
+from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.mariadb.conf import memory_settings, native_password_hash
 from cove.guestagent.datastores.mariadb.manager import MariaManager
 from cove.guestagent.datastores.mariadb.privileges import TENANT_ACCESS
+from cove.rpc import RequestContext
 from servers import free_address
 
 FOUND = find_mariadb()
@@ -50,6 +52,8 @@ pytestmark = [
 PASSWORDS = {"u1": "pw-one-Mq81x", "u2": "pw-two-Jd27y"}
 NEW_PASSWORD = "pw-new-Wr55w"
 ROOT_PASSWORD = "pw-root-Kb93v"
+#: What the agent's RPC methods take first; the guest's admin endpoints do not read it.
+CTX = RequestContext()
 
 
 @pytest.fixture
@@ -137,6 +141,7 @@ def assert_no_clear_passwords(config: GuestSettings, secrets: list[str]) -> None
 
 def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) -> None:
     manager = new_manager(config, managers)
+    agent = GuestAdminEndpoints(manager)
     assert manager.capabilities == {
         Capability.DATABASES,
         Capability.USERS,
@@ -162,29 +167,29 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
     assert f"tmpdir = {config.root / 'tmp'}\n" in my_cnf
 
     # Databases keep their character set and collation; system databases stay hidden.
-    assert [(d.name, d.character_set, d.collate) for d in manager.list_databases()] == [
+    assert [(d.name, d.character_set, d.collate) for d in agent.list_databases(CTX)] == [
         ("legacy_db", "latin1", "latin1_swedish_ci"),
         ("shop", "utf8mb4", "utf8mb4_general_ci"),
     ]
     with pytest.raises(BadRequest, match="character set 'klingon'"):
-        manager.create_databases([DatabaseSpec("x1", "klingon")])
+        agent.create_databases(CTX, [DatabaseSpec("x1", "klingon")])
     with pytest.raises(BadRequest, match="collation 'nope_ci'"):
-        manager.create_databases([DatabaseSpec("x1", None, "nope_ci")])
+        agent.create_databases(CTX, [DatabaseSpec("x1", None, "nope_ci")])
     with pytest.raises(BadRequest, match="not one of character set"):
-        manager.create_databases([DatabaseSpec("x1", "latin1", "utf8mb4_bin")])
+        agent.create_databases(CTX, [DatabaseSpec("x1", "latin1", "utf8mb4_bin")])
     with pytest.raises(DatabaseAlreadyExists):
-        manager.create_databases([DatabaseSpec("fresh"), DatabaseSpec("shop")])
+        agent.create_databases(CTX, [DatabaseSpec("fresh"), DatabaseSpec("shop")])
     for system in ("mysql", "information_schema", "performance_schema", "sys"):
         with pytest.raises(BadRequest):
-            manager.create_databases([DatabaseSpec(system)])
+            agent.create_databases(CTX, [DatabaseSpec(system)])
         with pytest.raises(DatabaseNotFound):
-            manager.delete_database(system)
+            agent.delete_database(CTX, system)
         with pytest.raises(BadRequest):
-            manager.grant_access("u1", "%", [system])
-    assert [d.name for d in manager.list_databases()] == ["legacy_db", "shop"]
-    manager.create_databases([DatabaseSpec("extra", None, "utf8mb4_unicode_ci")])
+            agent.grant_access(CTX, "u1", "%", [system])
+    assert [d.name for d in agent.list_databases(CTX)] == ["legacy_db", "shop"]
+    agent.create_databases(CTX, [DatabaseSpec("extra", None, "utf8mb4_unicode_ci")])
     assert ("extra", "utf8mb4", "utf8mb4_unicode_ci") in [
-        (d.name, d.character_set, d.collate) for d in manager.list_databases()
+        (d.name, d.character_set, d.collate) for d in agent.list_databases(CTX)
     ]
 
     # Each user logs in over TCP on the instance's address and reaches only its databases.
@@ -202,76 +207,76 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
         login(config, "u1", "wrong")
 
     # Users: list (the agent's, root and the server's own accounts hidden), show, mistakes.
-    assert [u.to_dict() for u in manager.list_users()] == [
+    assert [u.to_dict() for u in agent.list_users(CTX)] == [
         {"name": "u1", "host": "%", "databases": ["shop"]},
         {"name": "u2", "host": "%", "databases": ["legacy_db"]},
     ]
     with pytest.raises(UserNotFound):
-        manager.get_user("u1", "10.0.0.1")
+        agent.get_user(CTX, "u1", "10.0.0.1")
     for reserved in ("cove_admin", "root", "mariadb.sys"):
         with pytest.raises(BadRequest):
-            manager.create_users([UserSpec(reserved, "x")])
+            agent.create_users(CTX, [UserSpec(reserved, "x")])
         with pytest.raises(UserNotFound):
-            manager.delete_user(reserved, "localhost")
+            agent.delete_user(CTX, reserved, "localhost")
         with pytest.raises(UserNotFound):
-            manager.get_user(reserved, "localhost")
+            agent.get_user(CTX, reserved, "localhost")
     with pytest.raises(UserAlreadyExists):
-        manager.create_users([UserSpec("fresh", "x"), UserSpec("u1", "x")])
+        agent.create_users(CTX, [UserSpec("fresh", "x"), UserSpec("u1", "x")])
     with pytest.raises(DatabaseNotFound):
-        manager.create_users([UserSpec("fresh", "x", "%", ("nope",))])
-    assert [u.name for u in manager.list_users()] == ["u1", "u2"]
+        agent.create_users(CTX, [UserSpec("fresh", "x", "%", ("nope",))])
+    assert [u.name for u in agent.list_users(CTX)] == ["u1", "u2"]
 
     # A user with a host is a separate account: here, only from the instance's own address.
-    manager.create_users([UserSpec("u1", "pw-host", config.address, ("extra",))])
-    assert manager.get_user("u1", config.address).databases == ("extra",)
-    assert manager.get_user("u1", "%").databases == ("shop",)
-    manager.delete_user("u1", config.address)
+    agent.create_users(CTX, [UserSpec("u1", "pw-host", config.address, ("extra",))])
+    assert agent.get_user(CTX, "u1", config.address).databases == ("extra",)
+    assert agent.get_user(CTX, "u1", "%").databases == ("shop",)
+    agent.delete_user(CTX, "u1", config.address)
 
     # Grant and revoke: a wildcard in a name grants nothing beyond it.
-    manager.create_databases([DatabaseSpec("legacyXdb")])
-    manager.grant_access("u1", "%", ["legacy_db"])
+    agent.create_databases(CTX, [DatabaseSpec("legacyXdb")])
+    agent.grant_access(CTX, "u1", "%", ["legacy_db"])
     with login(config, "u1", PASSWORDS["u1"]) as u1:
         query(u1, "CREATE TABLE legacy_db.t (x INT)")
         with pytest.raises(pymysql.err.OperationalError):
             query(u1, "CREATE TABLE legacyXdb.t (x INT)")
-    assert manager.get_user("u1", "%").databases == ("legacy_db", "shop")
-    manager.revoke_access("u1", "%", "legacy_db")
+    assert agent.get_user(CTX, "u1", "%").databases == ("legacy_db", "shop")
+    agent.revoke_access(CTX, "u1", "%", "legacy_db")
     with pytest.raises(DatabaseNotFound):
-        manager.revoke_access("u1", "%", "legacy_db")
+        agent.revoke_access(CTX, "u1", "%", "legacy_db")
     with login(config, "u1", PASSWORDS["u1"]) as u1, pytest.raises(pymysql.err.OperationalError):
         query(u1, "SELECT * FROM legacy_db.t")
 
     # Password change and rename: the grants follow the account.
-    manager.update_user("u2", "%", None, NEW_PASSWORD)
+    agent.update_user(CTX, "u2", "%", None, NEW_PASSWORD)
     with pytest.raises(pymysql.err.OperationalError):
         login(config, "u2", PASSWORDS["u2"])
-    manager.update_user("u2", "%", "u3", None)
+    agent.update_user(CTX, "u2", "%", "u3", None)
     with login(config, "u3", NEW_PASSWORD, "legacy_db") as u3:
         assert query(u3, "SELECT COUNT(*) FROM t") == [(0,)]
-    assert [u.name for u in manager.list_users()] == ["u1", "u3"]
+    assert [u.name for u in agent.list_users(CTX)] == ["u1", "u3"]
     with pytest.raises(UserAlreadyExists):
-        manager.update_user("u3", "%", "u1", None)
+        agent.update_user(CTX, "u3", "%", "u1", None)
     # A new host, grants and all; and back, with a new name at the same time.
-    manager.update_user("u3", "%", None, None, new_host="10.1.2.3")
-    assert manager.get_user("u3", "10.1.2.3").databases == ("legacy_db",)
+    agent.update_user(CTX, "u3", "%", None, None, new_host="10.1.2.3")
+    assert agent.get_user(CTX, "u3", "10.1.2.3").databases == ("legacy_db",)
     with pytest.raises(pymysql.err.OperationalError):
         login(config, "u3", NEW_PASSWORD)  # this client is not 10.1.2.3
-    manager.update_user("u3", "10.1.2.3", "u4", None, new_host="%")
-    manager.update_user("u4", "%", "u3", None)
+    agent.update_user(CTX, "u3", "10.1.2.3", "u4", None, new_host="%")
+    agent.update_user(CTX, "u4", "%", "u3", None)
     with login(config, "u3", NEW_PASSWORD, "legacy_db") as u3:
         assert query(u3, "SELECT COUNT(*) FROM t") == [(0,)]
 
     # Deleting a database takes its grants along: a new one of that name is not open to u3.
-    manager.delete_database("legacy_db")
-    assert manager.get_user("u3", "%").databases == ()
-    manager.create_databases([DatabaseSpec("legacy_db")])
+    agent.delete_database(CTX, "legacy_db")
+    assert agent.get_user(CTX, "u3", "%").databases == ()
+    agent.create_databases(CTX, [DatabaseSpec("legacy_db")])
     with pytest.raises(pymysql.err.OperationalError):
         login(config, "u3", NEW_PASSWORD, "legacy_db")
 
     # Root: every database, but not accounts, the host's files or the server's life.
-    assert manager.is_root_enabled() is False
-    assert manager.enable_root(ROOT_PASSWORD) == "root"
-    assert manager.is_root_enabled() is True
+    assert agent.is_root_enabled(CTX) is False
+    assert agent.enable_root(CTX, ROOT_PASSWORD).name == "root"
+    assert agent.is_root_enabled(CTX) is True
     with login(config, "root", ROOT_PASSWORD) as root:
         assert query(root, "SELECT name FROM shop.items") == [("kept",)]
         query(root, "CREATE DATABASE made_by_root")
@@ -282,26 +287,26 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
             query(root, "SHUTDOWN")
         with pytest.raises(pymysql.err.OperationalError):
             query(root, "CREATE USER other@'%' IDENTIFIED BY 'pw-other'")
-    assert "made_by_root" in [d.name for d in manager.list_databases()]
+    assert "made_by_root" in [d.name for d in agent.list_databases(CTX)]
     # Users and grants go through Cove, for root's databases too.
-    manager.grant_access("u1", "%", ["made_by_root"])
+    agent.grant_access(CTX, "u1", "%", ["made_by_root"])
     with login(config, "u1", PASSWORDS["u1"], "made_by_root") as u1:
         assert query(u1, "SELECT x FROM t") == [(7,)]
-    manager.revoke_access("u1", "%", "made_by_root")
+    agent.revoke_access(CTX, "u1", "%", "made_by_root")
     with pytest.raises(pymysql.err.OperationalError):
         login(config, "u1", PASSWORDS["u1"], "made_by_root")
-    assert "root" not in [u.name for u in manager.list_users()]
-    manager.disable_root()
-    assert manager.is_root_enabled() is False
+    assert "root" not in [u.name for u in agent.list_users(CTX)]
+    agent.disable_root(CTX)
+    assert agent.is_root_enabled(CTX) is False
     with pytest.raises(pymysql.err.OperationalError):
         login(config, "root", ROOT_PASSWORD)
-    manager.enable_root(ROOT_PASSWORD)
-    assert manager.is_root_enabled() is True
+    agent.enable_root(CTX, ROOT_PASSWORD)
+    assert agent.is_root_enabled(CTX) is True
 
     # Delete a user: it can no longer log in.
-    manager.delete_user("u3", "%")
+    agent.delete_user(CTX, "u3", "%")
     with pytest.raises(UserNotFound):
-        manager.delete_user("u3", "%")
+        agent.delete_user(CTX, "u3", "%")
     with pytest.raises(pymysql.err.OperationalError):
         login(config, "u3", NEW_PASSWORD)
 
@@ -311,7 +316,7 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
     assert manager.status() is GuestStatus.HEALTHY
     with login(config, "u1", PASSWORDS["u1"], "shop") as u1:
         assert query(u1, "SELECT name FROM items") == [("kept",)]
-    assert manager.is_root_enabled() is True
+    assert agent.is_root_enabled(CTX) is True
     manager.stop()
     manager.stop()
     assert manager.status() is GuestStatus.SHUTDOWN
@@ -342,7 +347,7 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
     assert successor.status() is GuestStatus.HEALTHY
     successor.prepare([], [])  # already prepared: nothing is remade
     assert successor.server.pid == pid
-    assert [u.name for u in successor.list_users()] == ["u1"]
+    assert [u.name for u in GuestAdminEndpoints(successor).list_users(CTX)] == ["u1"]
 
     assert_no_clear_passwords(config, [*PASSWORDS.values(), NEW_PASSWORD, ROOT_PASSWORD, "pw-host"])
 
@@ -351,8 +356,9 @@ def test_configuration_live_and_at_restart(
     config: GuestSettings, managers: list[MariaManager]
 ) -> None:
     manager = new_manager(config, managers)
+    agent = GuestAdminEndpoints(manager)
     manager.prepare([], [])
-    manager.enable_root(ROOT_PASSWORD)
+    agent.enable_root(CTX, ROOT_PASSWORD)
     assert manager.effective_configuration()["max_connections"] == global_value(
         config, "max_connections"
     )
@@ -435,8 +441,9 @@ def test_root_cannot_reach_past_its_privileges(
     config: GuestSettings, managers: list[MariaManager]
 ) -> None:
     manager = new_manager(config, managers)
+    agent = GuestAdminEndpoints(manager)
     manager.prepare([DatabaseSpec("shop")], [UserSpec("clerk", "pw-clerk", "%", ("shop",))])
-    manager.enable_root(ROOT_PASSWORD)
+    agent.enable_root(CTX, ROOT_PASSWORD)
 
     # SHOW DATABASES on *.*; the data and schema privileges on every database but the
     # server's own; GRANT OPTION and CREATE USER nowhere.
@@ -520,11 +527,11 @@ def test_root_cannot_reach_past_its_privileges(
             with pytest.raises(pymysql.MySQLError) as exc:
                 query(root, sql)
             assert error_code(exc) == code, sql
-    assert [u.name for u in manager.list_users()] == ["clerk"]
-    assert manager.get_user("clerk", "%").databases == ("shop",)
+    assert [u.name for u in agent.list_users(CTX)] == ["clerk"]
+    assert agent.get_user(CTX, "clerk", "%").databases == ("shop",)
 
     # The API manages the users of root's databases.
-    manager.create_users([UserSpec("reader", "pw-reader", "%", ("own",))])
+    agent.create_users(CTX, [UserSpec("reader", "pw-reader", "%", ("own",))])
     with login(config, "reader", "pw-reader", "own") as reader:
         assert query(reader, "SELECT x FROM t") == [(2,)]
     with login(config, "clerk", "pw-clerk", "shop") as clerk:
@@ -552,10 +559,10 @@ def test_root_cannot_reach_past_its_privileges(
     )
     manager.admin._run("ALTER USER cove_admin@localhost ACCOUNT LOCK")
     with pytest.raises(GuestError):
-        manager.list_databases()
+        agent.list_databases(CTX)
     manager.restart()
     assert manager.status() is GuestStatus.HEALTHY
-    assert [d.name for d in manager.list_databases()] == ["own", "shop"]
+    assert [d.name for d in agent.list_databases(CTX)] == ["own", "shop"]
     assert manager.admin._run("SELECT name FROM mysql.proc WHERE name = 'forged'") == []
     with login(config, "root", ROOT_PASSWORD, "own") as root:
         grants = " ".join(str(r[0]) for r in query(root, "SHOW GRANTS"))
@@ -584,47 +591,49 @@ def test_root_cannot_reach_past_its_privileges(
     manager.admin._run("DROP USER root@'%'")
     manager.admin._run("RENAME USER cove_admin@localhost TO taken@'%'")
     with pytest.raises(GuestError):
-        manager.list_databases()
+        agent.list_databases(CTX)
     manager.restart()
-    assert [d.name for d in manager.list_databases()] == ["own", "shop"]
+    assert [d.name for d in agent.list_databases(CTX)] == ["own", "shop"]
     taken = manager.admin._run(
         "SELECT JSON_VALUE(Priv, '$.access') FROM mysql.global_priv WHERE User = 'taken'"
     )
     assert int(str(taken[0][0])) & ~TENANT_ACCESS == 0
-    assert manager.is_root_enabled() is False
-    manager.enable_root(ROOT_PASSWORD)
-    assert manager.is_root_enabled() is True
+    assert agent.is_root_enabled(CTX) is False
+    agent.enable_root(CTX, ROOT_PASSWORD)
+    assert agent.is_root_enabled(CTX) is True
     with login(config, "root", ROOT_PASSWORD, "own") as root:
         assert query(root, "SELECT COUNT(*) FROM t") == [(1,)]
 
 
 def test_trove_utf8_names(config: GuestSettings, managers: list[MariaManager]) -> None:
     manager = new_manager(config, managers)
+    agent = GuestAdminEndpoints(manager)
     manager.prepare([DatabaseSpec("legacy", "utf8", "utf8_general_ci")], [])
-    manager.create_databases([DatabaseSpec("other", None, "utf8_unicode_ci")])
-    manager.create_databases([DatabaseSpec("third", "UTF8")])
-    assert [(d.name, d.character_set, d.collate) for d in manager.list_databases()] == [
+    agent.create_databases(CTX, [DatabaseSpec("other", None, "utf8_unicode_ci")])
+    agent.create_databases(CTX, [DatabaseSpec("third", "UTF8")])
+    assert [(d.name, d.character_set, d.collate) for d in agent.list_databases(CTX)] == [
         ("legacy", "utf8mb3", "utf8mb3_general_ci"),
         ("other", "utf8mb3", "utf8mb3_unicode_ci"),
         ("third", "utf8mb3", "utf8mb3_general_ci"),
     ]
     with pytest.raises(BadRequest, match="not one of character set"):
-        manager.create_databases([DatabaseSpec("x", "utf8mb4", "utf8_general_ci")])
+        agent.create_databases(CTX, [DatabaseSpec("x", "utf8mb4", "utf8_general_ci")])
 
 
 def test_revoking_ends_only_that_accounts_sessions(
     config: GuestSettings, managers: list[MariaManager]
 ) -> None:
     manager = new_manager(config, managers)
+    agent = GuestAdminEndpoints(manager)
     manager.prepare([DatabaseSpec("a")], [UserSpec("s", "pw-any", "%", ("a",))])
     with login(config, "s", "pw-any") as probe:
         client = str(query(probe, "SELECT USER()")[0][0]).rpartition("@")[2]
     # The same name from the client's own address is another, more specific account.
-    manager.create_users([UserSpec("s", "pw-near", client, ("a",))])
+    agent.create_users(CTX, [UserSpec("s", "pw-near", client, ("a",))])
     with login(config, "s", "pw-near", "a") as near:
         assert query(near, "SELECT CURRENT_USER()") == [(f"s@{client}",)]
-        manager.revoke_access("s", "%", "a")
+        agent.revoke_access(CTX, "s", "%", "a")
         assert query(near, "SELECT 1") == [(1,)]  # not s@'%': still connected
-        manager.revoke_access("s", client, "a")
+        agent.revoke_access(CTX, "s", client, "a")
         with pytest.raises(pymysql.err.OperationalError):
             query(near, "SELECT 1")

@@ -28,8 +28,10 @@ from cove.domain.capabilities import Capability
 from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
+from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.redis.manager import RedisManager
+from cove.rpc import RequestContext
 from servers import free_address
 
 REDIS_BIN = Path("/usr/bin")
@@ -46,6 +48,8 @@ pytestmark = [
 PASSWORDS = {"u1": "pw-one-Zq81x", "u2": "pw-two-Kd27y"}
 NEW_PASSWORD = "pw-new-Tr55w"
 ROOT_PASSWORD = "pw-root-Hb93v"
+#: What the agent's RPC methods take first; the guest's admin endpoints do not read it.
+CTX = RequestContext()
 
 
 @pytest.fixture
@@ -116,6 +120,7 @@ def assert_no_clear_passwords(config: GuestSettings, secrets: list[str]) -> None
 
 def test_redis_manager(config: GuestSettings, managers: list[RedisManager]) -> None:
     manager = new_manager(config, managers)
+    agent = GuestAdminEndpoints(manager)
     assert manager.capabilities == {Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
     assert manager.status() is GuestStatus.NEW
 
@@ -153,76 +158,78 @@ def test_redis_manager(config: GuestSettings, managers: list[RedisManager]) -> N
     assert info["tcp_port"] == PORT
 
     # Users: list, show, mistakes answered with the right errors.
-    assert [u.name for u in manager.list_users()] == ["u1", "u2"]
-    assert manager.get_user("u1", "%").to_dict() == {"name": "u1", "host": "%", "databases": []}
+    assert [u.name for u in agent.list_users(CTX)] == ["u1", "u2"]
+    assert agent.get_user(CTX, "u1", "%").to_dict() == {"name": "u1", "host": "%", "databases": []}
     with pytest.raises(BadRequest):
-        manager.get_user("u1", "10.0.0.1")
+        agent.get_user(CTX, "u1", "10.0.0.1")
     with pytest.raises(UserNotFound):
-        manager.get_user("cove_admin", "%")
+        agent.get_user(CTX, "cove_admin", "%")
     with pytest.raises(UserAlreadyExists):
-        manager.create_users([UserSpec("u1", "x")])
+        agent.create_users(CTX, [UserSpec("u1", "x")])
     for reserved in ("cove_admin", "default"):
         with pytest.raises(BadRequest):
-            manager.create_users([UserSpec(reserved, "x")])
+            agent.create_users(CTX, [UserSpec(reserved, "x")])
         with pytest.raises(UserNotFound):
-            manager.delete_user(reserved, "%")
+            agent.delete_user(CTX, reserved, "%")
     with pytest.raises(BadRequest):
-        manager.create_users([UserSpec("u9", "x", host="localhost")])
+        agent.create_users(CTX, [UserSpec("u9", "x", host="localhost")])
     with pytest.raises(BadRequest):
-        manager.create_users([UserSpec("bad name", "x")])
+        agent.create_users(CTX, [UserSpec("bad name", "x")])
     with pytest.raises(OperationNotSupported):
-        manager.create_users([UserSpec("u9", "x", databases=("db1",))])
+        agent.create_users(CTX, [UserSpec("u9", "x", databases=("db1",))])
     # A mistake in one item leaves the server as it was.
     with pytest.raises(UserAlreadyExists):
-        manager.create_users([UserSpec("fresh", "x"), UserSpec("u2", "x")])
-    assert [u.name for u in manager.list_users()] == ["u1", "u2"]
+        agent.create_users(CTX, [UserSpec("fresh", "x"), UserSpec("u2", "x")])
+    assert [u.name for u in agent.list_users(CTX)] == ["u1", "u2"]
 
     # Databases and access are refused.
     with pytest.raises(OperationNotSupported):
-        manager.list_databases()
+        agent.list_databases(CTX)
     with pytest.raises(OperationNotSupported):
-        manager.create_databases([DatabaseSpec("db1")])
+        agent.create_databases(CTX, [DatabaseSpec("db1")])
     with pytest.raises(OperationNotSupported):
-        manager.delete_database("db1")
+        agent.delete_database(CTX, "db1")
     with pytest.raises(OperationNotSupported):
-        manager.grant_access("u1", "%", ["db1"])
+        agent.grant_access(CTX, "u1", "%", ["db1"])
     with pytest.raises(OperationNotSupported):
-        manager.revoke_access("u1", "%", "db1")
+        agent.revoke_access(CTX, "u1", "%", "db1")
+    with pytest.raises(OperationNotSupported):
+        manager.admin.list_databases()  # the admin object refuses them too
 
     # Password change and rename.
-    manager.update_user("u2", "%", None, NEW_PASSWORD)
+    agent.update_user(CTX, "u2", "%", None, NEW_PASSWORD)
     with pytest.raises(redis.exceptions.AuthenticationError):
         client(config, "u2", PASSWORDS["u2"]).ping()
     assert client(config, "u2", NEW_PASSWORD).ping()
-    manager.update_user("u2", "%", "u3", None)
-    assert [u.name for u in manager.list_users()] == ["u1", "u3"]
+    agent.update_user(CTX, "u2", "%", "u3", None)
+    assert [u.name for u in agent.list_users(CTX)] == ["u1", "u3"]
     renamed = client(config, "u3", NEW_PASSWORD)
     assert renamed.get("key-u2") == "u2"
     with pytest.raises(redis.exceptions.NoPermissionError):
         renamed.config_get("dir")  # the rules moved with the name
     with pytest.raises(UserAlreadyExists):
-        manager.update_user("u3", "%", "u1", None)
+        agent.update_user(CTX, "u3", "%", "u1", None)
 
     # Root is the default user: a password alone logs in; still no CONFIG, ACL or MODULE.
-    assert manager.is_root_enabled() is False
-    assert manager.enable_root(ROOT_PASSWORD) == "default"
-    assert manager.is_root_enabled() is True
+    assert agent.is_root_enabled(CTX) is False
+    assert agent.enable_root(CTX, ROOT_PASSWORD).name == "default"
+    assert agent.is_root_enabled(CTX) is True
     root = client(config, None, ROOT_PASSWORD)
     assert root.get("key-u1") == "u1"
     assert root.client_list()  # the tenant's administrator watches its clients
     for command in (("CONFIG", "GET", "dir"), ("ACL", "USERS"), ("MODULE", "LIST")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             root.execute_command(*command)
-    manager.disable_root()
-    assert manager.is_root_enabled() is False
+    agent.disable_root(CTX)
+    assert agent.is_root_enabled(CTX) is False
     with pytest.raises(redis.exceptions.AuthenticationError):
         client(config, None, ROOT_PASSWORD).ping()
-    manager.enable_root(ROOT_PASSWORD)
+    agent.enable_root(CTX, ROOT_PASSWORD)
 
     # Delete a user: it can no longer log in.
-    manager.delete_user("u1", "%")
+    agent.delete_user(CTX, "u1", "%")
     with pytest.raises(UserNotFound):
-        manager.delete_user("u1", "%")
+        agent.delete_user(CTX, "u1", "%")
     with pytest.raises(redis.exceptions.AuthenticationError):
         client(config, "u1", PASSWORDS["u1"]).ping()
 
@@ -233,8 +240,8 @@ def test_redis_manager(config: GuestSettings, managers: list[RedisManager]) -> N
     assert manager.status() is GuestStatus.HEALTHY
     assert client(config, "u3", NEW_PASSWORD).get("kept") == "yes"
     assert client(config, None, ROOT_PASSWORD).get("key-u2") == "u2"
-    assert [u.name for u in manager.list_users()] == ["u3"]
-    assert manager.is_root_enabled() is True
+    assert [u.name for u in agent.list_users(CTX)] == ["u3"]
+    assert agent.is_root_enabled(CTX) is True
     manager.stop()
     manager.stop()
     assert manager.status() is GuestStatus.SHUTDOWN
@@ -262,7 +269,7 @@ def test_redis_manager(config: GuestSettings, managers: list[RedisManager]) -> N
     assert successor.adopt()
     assert successor.server.pid == pid
     assert successor.status() is GuestStatus.HEALTHY
-    assert [u.name for u in successor.list_users()] == ["u3"]
+    assert [u.name for u in GuestAdminEndpoints(successor).list_users(CTX)] == ["u3"]
     successor.prepare([], [])  # already prepared: nothing is remade
     assert successor.server.pid == pid
     assert client(config, "u3", NEW_PASSWORD).get("kept") == "yes"
@@ -295,6 +302,7 @@ def test_stale_pid_file_is_not_adopted(config: GuestSettings, managers: list[Red
 
 def test_failed_prepare_starts_over(config: GuestSettings, managers: list[RedisManager]) -> None:
     manager = new_manager(config, managers)
+    agent = GuestAdminEndpoints(manager)
     manager.warm_up()
     assert manager.status() is GuestStatus.BUILDING
     with pytest.raises(BadRequest):
@@ -302,20 +310,21 @@ def test_failed_prepare_starts_over(config: GuestSettings, managers: list[RedisM
     assert not manager.prepared
     manager.prepare([], [UserSpec("ok", "pw-ok")])
     assert client(config, "ok", "pw-ok").ping()
-    assert [u.name for u in manager.list_users()] == ["ok"]
+    assert [u.name for u in agent.list_users(CTX)] == ["ok"]
 
 
 def test_a_new_password_ends_old_sessions_and_restore_is_refused(
     config: GuestSettings, managers: list[RedisManager]
 ) -> None:
     manager = new_manager(config, managers)
+    agent = GuestAdminEndpoints(manager)
     manager.prepare([], [UserSpec("ann", "first-pw")])
     old = client(config, "ann", "first-pw")
     assert old.set("k", "v")
     dump = old.dump("k")
     with pytest.raises(redis.exceptions.NoPermissionError):
         old.restore("k2", 0, dump)
-    manager.update_user("ann", "%", None, "second-pw")
+    agent.update_user(CTX, "ann", "%", None, "second-pw")
     with pytest.raises(redis.exceptions.ConnectionError):
         old.get("k")  # the session opened with the old password was ended
     assert client(config, "ann", "second-pw").get("k") == "v"

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from cove.conductor.service import Conductor
+from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.service import GuestService
 from cove.rpc import RequestContext, codec, topics
 from cove.rpc.conductor import ConductorClient
@@ -51,10 +52,17 @@ class RecordingBus:
         return self.answer
 
 
-def _table(server: type) -> dict[str, Callable[..., Any]]:
+def _served(server: type) -> dict[str, Callable[..., Any]]:
     # The tables only bind methods: an instance made without __init__ is enough to read one.
     instance = object.__new__(server)
-    return {name: fn.__wrapped__ for name, fn in instance.endpoints().items()}
+    if isinstance(instance, GuestService):
+        # The guest's table also binds the methods of its admin endpoints.
+        instance.admin_endpoints = object.__new__(GuestAdminEndpoints)
+    return instance.endpoints()
+
+
+def _table(server: type) -> dict[str, Callable[..., Any]]:
+    return {name: fn.__wrapped__ for name, fn in _served(server).items()}
 
 
 SERVICES: list[tuple[Callable[[RecordingBus], ServiceClient], type, str]] = [

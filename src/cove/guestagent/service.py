@@ -1,7 +1,9 @@
 """The guest agent's RPC endpoint and heartbeat.
 
-The table in :meth:`GuestService.endpoints` is the whole remote surface of the agent; the
-control plane calls nothing else, through ``cove.rpc.guest.GuestClient``. Arguments and results
+The table :func:`guest_endpoints` builds is the whole remote surface of the agent; the control
+plane calls nothing else, through ``cove.rpc.guest.GuestClient``. :class:`GuestService` answers
+the lifecycle, configuration and status methods, ``GuestAdminEndpoints``
+(``cove.guestagent.admin_endpoints``) those on databases, users and root. Arguments and results
 are typed (``cove.rpc.codec`` carries them as JSON); secrets arrive only in arguments and are
 never logged.
 """
@@ -17,16 +19,10 @@ from typing import Any
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
-from cove.domain.guest import (
-    ConfigurationApplied,
-    GuestSettings,
-    HeartbeatPayload,
-    PasswordChange,
-    RootEnabled,
-    Value,
-)
-from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
+from cove.domain.guest import ConfigurationApplied, GuestSettings, HeartbeatPayload, Value
+from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
+from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.datastores.base import DatastoreManager
 from cove.rpc import RequestContext, RpcClient, codec
 from cove.rpc.conductor import ConductorClient
@@ -34,10 +30,43 @@ from cove.rpc.conductor import ConductorClient
 LOG = logging.getLogger(__name__)
 
 
+def guest_endpoints(
+    service: GuestService, admin: GuestAdminEndpoints
+) -> dict[str, Callable[..., Any]]:
+    """The agent's RPC table; ``cove.rpc.guest.GuestClient`` is its client. It only binds
+    methods, so instances made without ``__init__`` are enough to read it."""
+    return codec.endpoints(
+        {
+            "prepare": service.prepare,
+            "restart": service.restart,
+            "apply_configuration": service.apply_configuration,
+            "get_configuration": service.get_configuration,
+            "min_ram_mb": service.min_ram_mb,
+            "get_status": service.get_status,
+            "list_databases": admin.list_databases,
+            "create_databases": admin.create_databases,
+            "delete_database": admin.delete_database,
+            "list_users": admin.list_users,
+            "get_user": admin.get_user,
+            "create_users": admin.create_users,
+            "delete_user": admin.delete_user,
+            "update_user": admin.update_user,
+            "change_passwords": admin.change_passwords,
+            "list_access": admin.list_access,
+            "grant_access": admin.grant_access,
+            "revoke_access": admin.revoke_access,
+            "enable_root": admin.enable_root,
+            "disable_root": admin.disable_root,
+            "is_root_enabled": admin.is_root_enabled,
+        }
+    )
+
+
 class GuestService:
     def __init__(self, config: GuestSettings, manager: DatastoreManager, bus: RpcClient) -> None:
         self.config = config
         self.manager = manager
+        self.admin_endpoints = GuestAdminEndpoints(manager)
         self.conductor = ConductorClient(bus)
         self._busy: GuestStatus | None = None
         self._stop = threading.Event()
@@ -46,32 +75,8 @@ class GuestService:
         manager.on_change = lambda _status: self._beat_now.set()
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
-        """The agent's RPC table; ``cove.rpc.guest.GuestClient`` is its client."""
-        return codec.endpoints(
-            {
-                "prepare": self.prepare,
-                "restart": self.restart,
-                "apply_configuration": self.apply_configuration,
-                "get_configuration": self.get_configuration,
-                "min_ram_mb": self.min_ram_mb,
-                "get_status": self.get_status,
-                "list_databases": self.list_databases,
-                "create_databases": self.create_databases,
-                "delete_database": self.delete_database,
-                "list_users": self.list_users,
-                "get_user": self.get_user,
-                "create_users": self.create_users,
-                "delete_user": self.delete_user,
-                "update_user": self.update_user,
-                "change_passwords": self.change_passwords,
-                "list_access": self.list_access,
-                "grant_access": self.grant_access,
-                "revoke_access": self.revoke_access,
-                "enable_root": self.enable_root,
-                "disable_root": self.disable_root,
-                "is_root_enabled": self.is_root_enabled,
-            }
-        )
+        """The agent's RPC table (see :func:`guest_endpoints`)."""
+        return guest_endpoints(self, self.admin_endpoints)
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -179,63 +184,3 @@ class GuestService:
 
     def get_status(self, ctx: RequestContext) -> GuestStatus:
         return self.status()
-
-    # -- databases ---------------------------------------------------------------------------
-
-    def list_databases(self, ctx: RequestContext) -> list[DatabaseSpec]:
-        return self.manager.list_databases()
-
-    def create_databases(self, ctx: RequestContext, databases: list[DatabaseSpec]) -> None:
-        self.manager.create_databases(databases)
-
-    def delete_database(self, ctx: RequestContext, name: str) -> None:
-        self.manager.delete_database(name)
-
-    # -- users -------------------------------------------------------------------------------
-
-    def list_users(self, ctx: RequestContext) -> list[UserInfo]:
-        return self.manager.list_users()
-
-    def get_user(self, ctx: RequestContext, name: str, host: str) -> UserInfo:
-        return self.manager.get_user(name, host)
-
-    def create_users(self, ctx: RequestContext, users: list[UserSpec]) -> None:
-        self.manager.create_users(users)
-
-    def delete_user(self, ctx: RequestContext, name: str, host: str) -> None:
-        self.manager.delete_user(name, host)
-
-    def update_user(
-        self,
-        ctx: RequestContext,
-        name: str,
-        host: str,
-        new_name: str | None = None,
-        new_password: str | None = None,
-        new_host: str | None = None,
-    ) -> None:
-        self.manager.update_user(name, host, new_name, new_password, new_host)
-
-    def change_passwords(self, ctx: RequestContext, users: list[PasswordChange]) -> None:
-        for user in users:
-            self.manager.update_user(user.name, user.host, None, user.password)
-
-    def list_access(self, ctx: RequestContext, name: str, host: str) -> list[str]:
-        return list(self.manager.get_user(name, host).databases)
-
-    def grant_access(self, ctx: RequestContext, name: str, host: str, databases: list[str]) -> None:
-        self.manager.grant_access(name, host, databases)
-
-    def revoke_access(self, ctx: RequestContext, name: str, host: str, database: str) -> None:
-        self.manager.revoke_access(name, host, database)
-
-    # -- root --------------------------------------------------------------------------------
-
-    def enable_root(self, ctx: RequestContext, password: str) -> RootEnabled:
-        return RootEnabled(name=self.manager.enable_root(password))
-
-    def disable_root(self, ctx: RequestContext) -> None:
-        self.manager.disable_root()
-
-    def is_root_enabled(self, ctx: RequestContext) -> bool:
-        return self.manager.is_root_enabled()

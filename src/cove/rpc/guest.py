@@ -1,8 +1,9 @@
 """The typed client of a guest agent (topic ``guestagent.<instance id>``).
 
-One method per RPC of ``cove.guestagent.service.GuestService``; ``prepare`` is a cast (the guest
-reports its end to the conductor), every other method a call. Reads answer within the client's
-timeout; a restart and new settings may take longer and have their own.
+One method per RPC of the guest agent's table (``cove.guestagent.service.guest_endpoints``);
+``prepare`` is a cast (the guest reports its end to the conductor), every other method a call.
+Reads answer within the client's timeout; a restart and new settings may take longer and have
+their own.
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ A manager owns one database server beside the guest agent. It is a facade over s
 (server process control, configuration rendering, database and user administration) and declares
 its capabilities so the API can refuse unsupported work before it reaches the guest.
 
+:class:`DatastoreManager` is the lifecycle and configuration part; every manager also exposes
+its administration object as ``manager.admin``, which satisfies :class:`Admin` and which the
+guest agent's RPC methods (``cove.guestagent.admin_endpoints``) call directly, after the policy
+every datastore shares (the capability check, the log line, splitting an update that moves a
+user to another host). A manager never wraps its admin object in methods of its own.
+
 Rules every manager follows:
 
 * ``prepare`` is idempotent: called again after it succeeded it does nothing; called after a
@@ -12,19 +18,29 @@ Rules every manager follows:
   The server runs as a direct child of the agent whenever the agent started it, so a crash is
   seen at once; ``adopt`` takes over a server left running by a previous agent.
 * ``status`` never raises and returns within a few seconds.
-* Administration methods (databases, users, access, root) require a running server and raise
-  ``DatabaseNotFound``, ``UserNotFound``, ``DatabaseAlreadyExists``, ``UserAlreadyExists`` or
-  ``BadRequest`` for the user's mistakes, ``GuestError`` for the server's. A request naming
-  several items is checked whole before anything changes, so a mistake in one item leaves the
-  server as it was.
 * ``apply_configuration`` takes new settings (flavor sizes, volume size, the configuration
   group's overrides laid over the flavor-derived defaults): it rewrites the server's files so
   the next start uses all of them and, while the server runs, sets live what the server can
   change live. What needs a restart leaves the instance "restart required" (remembered in a
   marker file, so a new agent still knows) until the server is next started by the agent.
+* A manager never assumes it runs on the same host as the control plane.
+
+Rules every admin object (:class:`Admin`) follows:
+
+* Every method needs a running server. It raises ``DatabaseNotFound``, ``UserNotFound``,
+  ``DatabaseAlreadyExists``, ``UserAlreadyExists`` or ``BadRequest`` for the user's mistakes,
+  ``GuestError`` for the server's, and ``OperationNotSupported`` for what the datastore does
+  not have (databases in Redis, hosts in PostgreSQL and Redis); the caller checks the
+  manager's capabilities first, so that last one is only a safeguard.
+* Users are named by name and host everywhere. A datastore whose users have no host ignores
+  the host (PostgreSQL, which shows every user as ``%``) or refuses any host but ``%``
+  (Redis, with ``BadRequest``).
+* A request naming several items (``create_databases``, ``create_users``) is checked whole
+  before anything changes, so a mistake in one item leaves the server as it was; when the
+  server refuses one item half-way, what was already made is removed again (all or nothing).
+* A user keeps its grants when renamed, given a new password or moved to another host.
 * Passwords are never logged, never put on a command line and never sent to the server in
   clear text where the server can store a verifier instead.
-* A manager never assumes it runs on the same host as the control plane.
 """
 
 from __future__ import annotations
@@ -34,8 +50,8 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from cove.common.errors import OperationNotSupported
 from cove.domain.capabilities import Capability
 from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
@@ -44,11 +60,69 @@ from cove.domain.status import GuestStatus
 LOG = logging.getLogger(__name__)
 
 
+class Admin(Protocol):
+    """Databases, users, access and root on the running server (see the module's rules)."""
+
+    def list_databases(self) -> list[DatabaseSpec]:
+        """The tenant's databases; the server's own stay hidden."""
+        ...
+
+    def create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
+        """Create all of ``databases`` or, when one cannot be made, none of them."""
+        ...
+
+    def delete_database(self, name: str) -> None:
+        """Drop ``name``; no user keeps access to a database made later under that name."""
+        ...
+
+    def list_users(self) -> list[UserInfo]:
+        """The tenant's users with their databases; the agent's and root stay hidden."""
+        ...
+
+    def get_user(self, name: str, host: str) -> UserInfo: ...
+
+    def create_users(self, users: Sequence[UserSpec]) -> None:
+        """Create all of ``users`` (with their grants) or, when one cannot be made, none."""
+        ...
+
+    def delete_user(self, name: str, host: str) -> None: ...
+
+    def update_user(
+        self, name: str, host: str, new_name: str | None, new_password: str | None
+    ) -> None:
+        """Rename and/or give a new password (``None``: unchanged)."""
+        ...
+
+    def change_host(self, name: str, host: str, new_host: str) -> None:
+        """Move ``name``@``host`` to ``new_host``, grants and all; only where users have
+        hosts (``Capability.USER_HOSTS``)."""
+        ...
+
+    def grant_access(self, name: str, host: str, databases: Sequence[str]) -> None: ...
+
+    def revoke_access(self, name: str, host: str, database: str) -> None:
+        """Revoke, and end the user's sessions that the grant let in."""
+        ...
+
+    def enable_root(self, password: str) -> str:
+        """Enable the superuser login (with a new password) and return its user name."""
+        ...
+
+    def disable_root(self) -> None:
+        """Disable the superuser login and end its sessions."""
+        ...
+
+    def is_root_enabled(self) -> bool: ...
+
+
 class DatastoreManager(ABC):
-    """Public methods hold the shared policy (validation, logging); backends implement the
-    protected hooks."""
+    """The lifecycle and configuration of one server. Public methods hold the shared policy
+    (logging, the prepared and restart-required markers); backends implement the protected
+    hooks and set ``admin``."""
 
     capabilities: frozenset[Capability] = frozenset()
+    #: Databases, users, access and root; set by each manager's ``__init__``.
+    admin: Admin
 
     def __init__(self, config: GuestSettings) -> None:
         self.config = config
@@ -158,138 +232,3 @@ class DatastoreManager(ABC):
         """Called by the agent after it started the server: every setting is in effect."""
         with contextlib.suppress(FileNotFoundError):
             self._restart_marker.unlink()
-
-    # -- databases ---------------------------------------------------------------------------
-
-    def _require(self, capability: Capability) -> None:
-        if capability not in self.capabilities:
-            raise OperationNotSupported(
-                f"{capability.value} are not supported by {self.config.datastore}"
-            )
-
-    def list_databases(self) -> list[DatabaseSpec]:
-        self._require(Capability.DATABASES)
-        return self._list_databases()
-
-    def create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
-        """Create all of ``databases`` or, when one cannot be made, none of them."""
-        self._require(Capability.DATABASES)
-        LOG.info("creating %d database(s)", len(databases))
-        self._create_databases(databases)
-
-    def delete_database(self, name: str) -> None:
-        self._require(Capability.DATABASES)
-        LOG.info("deleting database %s", name)
-        self._delete_database(name)
-
-    @abstractmethod
-    def _list_databases(self) -> list[DatabaseSpec]: ...
-
-    @abstractmethod
-    def _create_databases(self, databases: Sequence[DatabaseSpec]) -> None: ...
-
-    @abstractmethod
-    def _delete_database(self, name: str) -> None: ...
-
-    # -- users -------------------------------------------------------------------------------
-
-    def list_users(self) -> list[UserInfo]:
-        self._require(Capability.USERS)
-        return self._list_users()
-
-    def get_user(self, name: str, host: str) -> UserInfo:
-        self._require(Capability.USERS)
-        return self._get_user(name, host)
-
-    def create_users(self, users: Sequence[UserSpec]) -> None:
-        """Create all of ``users`` or, when one cannot be made, none of them."""
-        self._require(Capability.USERS)
-        LOG.info("creating %d user(s)", len(users))
-        self._create_users(users)
-
-    def delete_user(self, name: str, host: str) -> None:
-        self._require(Capability.USERS)
-        LOG.info("deleting user %s", name)
-        self._delete_user(name, host)
-
-    def update_user(
-        self,
-        name: str,
-        host: str,
-        new_name: str | None,
-        new_password: str | None,
-        new_host: str | None = None,
-    ) -> None:
-        """Rename, change the password and (where users have hosts) move the user to another
-        host; the user keeps its grants."""
-        self._require(Capability.USERS)
-        moving = new_host is not None and new_host != host
-        if moving:
-            self._require(Capability.USER_HOSTS)
-        LOG.info("updating user %s", name)
-        if new_name is not None or new_password is not None:
-            self._update_user(name, host, new_name, new_password)
-        if moving:
-            self._change_host(new_name or name, host, str(new_host))
-
-    def _change_host(self, name: str, host: str, new_host: str) -> None:
-        raise OperationNotSupported(f"users of {self.config.datastore} have no host")
-
-    def grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
-        self._require(Capability.USERS)
-        LOG.info("granting %s access to %d database(s)", name, len(databases))
-        self._grant_access(name, host, databases)
-
-    def revoke_access(self, name: str, host: str, database: str) -> None:
-        self._require(Capability.USERS)
-        LOG.info("revoking %s access to %s", name, database)
-        self._revoke_access(name, host, database)
-
-    @abstractmethod
-    def _list_users(self) -> list[UserInfo]: ...
-
-    @abstractmethod
-    def _get_user(self, name: str, host: str) -> UserInfo: ...
-
-    @abstractmethod
-    def _create_users(self, users: Sequence[UserSpec]) -> None: ...
-
-    @abstractmethod
-    def _delete_user(self, name: str, host: str) -> None: ...
-
-    @abstractmethod
-    def _update_user(
-        self, name: str, host: str, new_name: str | None, new_password: str | None
-    ) -> None: ...
-
-    @abstractmethod
-    def _grant_access(self, name: str, host: str, databases: Sequence[str]) -> None: ...
-
-    @abstractmethod
-    def _revoke_access(self, name: str, host: str, database: str) -> None: ...
-
-    # -- root --------------------------------------------------------------------------------
-
-    def enable_root(self, password: str) -> str:
-        """Enable the superuser login and return its user name."""
-        self._require(Capability.ROOT)
-        LOG.info("enabling root")
-        return self._enable_root(password)
-
-    def disable_root(self) -> None:
-        self._require(Capability.ROOT)
-        LOG.info("disabling root")
-        self._disable_root()
-
-    def is_root_enabled(self) -> bool:
-        self._require(Capability.ROOT)
-        return self._is_root_enabled()
-
-    @abstractmethod
-    def _enable_root(self, password: str) -> str: ...
-
-    @abstractmethod
-    def _disable_root(self) -> None: ...
-
-    @abstractmethod
-    def _is_root_enabled(self) -> bool: ...

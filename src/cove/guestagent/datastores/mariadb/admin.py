@@ -1,35 +1,28 @@
-"""Databases, users, access, root and live settings on a running MariaDB server.
+"""Databases, users, access and root on a running MariaDB server.
 
 Values travel as query parameters; identifiers are checked against Cove's naming rules and then
-quoted. Passwords reach the server only as mysql_native_password verifiers
+quoted (``sql``). Passwords reach the server only as mysql_native_password verifiers
 (``IDENTIFIED BY PASSWORD '*...'``), so no clear-text password is ever in a statement the
-server could log.
+server could log. Live settings are ``live``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
-
-import pymysql
 
 from cove.common.errors import (
     BadRequest,
     CoveError,
     DatabaseAlreadyExists,
     DatabaseNotFound,
-    GuestError,
     UserAlreadyExists,
     UserNotFound,
 )
 from cove.domain import names
-from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.guestagent.datastores.mariadb.conf import (
     HIDDEN_USERS,
-    NAME,
     ROOT_USER,
     SYSTEM_DATABASES,
     native_password_hash,
@@ -39,82 +32,16 @@ from cove.guestagent.datastores.mariadb.privileges import (
     ROOT_GLOBAL_PRIVILEGES,
     ROOT_SYSTEM_PRIVILEGES,
 )
-
-Connect = Callable[[], "pymysql.connections.Connection[pymysql.cursors.Cursor]"]
-Rows = list[tuple[object, ...]]
-
-# Server error numbers the tenant's requests can cause.
-ER_DB_CREATE_EXISTS = 1007
-ER_UNKNOWN_CHARACTER_SET = 1115
-ER_COLLATION_CHARSET_MISMATCH = 1253
-ER_UNKNOWN_COLLATION = 1273
-ER_INCORRECT_GLOBAL_LOCAL_VAR = 1238
-ER_WRONG_VALUE_FOR_VAR = 1231
-ER_WRONG_TYPE_FOR_VAR = 1232
-
-
-def quote_name(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def grant_pattern(database: str) -> str:
-    """A database as GRANT names it: ``_`` and ``%`` are wildcards there, so they are escaped
-    and a grant on ``a_b`` never reaches ``axb``."""
-    return quote_name(database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%"))
-
-
-def from_pattern(stored: str) -> str:
-    """A database name as mysql.db stores a grant's pattern, unescaped."""
-    return stored.replace("\\_", "_").replace("\\%", "%").replace("\\\\", "\\")
-
-
-def server_encoding(name: str | None) -> str | None:
-    """A character set or collation as the server lists it: Trove's ``utf8`` and its
-    ``utf8_*`` collations are the three-byte ``utf8mb3`` of MariaDB, which information_schema
-    names only so."""
-    if name is None:
-        return None
-    lowered = name.lower()
-    if lowered == "utf8":
-        return "utf8mb3"
-    if lowered.startswith("utf8_"):
-        return "utf8mb3_" + name[len("utf8_") :]
-    return name
-
-
-def account_owns(pattern: str, others: Iterable[str], client: str) -> bool:
-    """Whether a session from ``client`` (PROCESSLIST's host, ``address:port`` or
-    ``localhost``) logged in as the account of host ``pattern`` rather than as one of
-    ``others`` of the same name: the server takes the most specific matching host, an exact
-    one before any pattern, then the longest text before the first wildcard."""
-    host = client
-    head, sep, tail = client.rpartition(":")
-    if sep and tail.isdigit():
-        host = head.strip("[]")
-
-    def matches(candidate: str) -> bool:
-        regex = ""
-        escaped = False
-        for ch in candidate:
-            if escaped:
-                regex += re.escape(ch)
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == "%":
-                regex += ".*"
-            elif ch == "_":
-                regex += "."
-            else:
-                regex += re.escape(ch)
-        return re.fullmatch(regex, host, re.IGNORECASE | re.DOTALL) is not None
-
-    def rank(candidate: str) -> tuple[int, int]:
-        wild = [i for i, ch in enumerate(candidate) if ch in "%_"]
-        return (0, wild[0]) if wild else (1, len(candidate))
-
-    found = [h for h in {pattern, *others} if matches(h)]
-    return bool(found) and max(found, key=rank) == pattern
+from cove.guestagent.datastores.mariadb.sql import (
+    Connect,
+    Rows,
+    check_encoding,
+    end_sessions,
+    from_pattern,
+    grant_pattern,
+    quote_name,
+    run,
+)
 
 
 def _checked(rule: Callable[[str], str], value: str) -> str:
@@ -125,28 +52,14 @@ def _checked(rule: Callable[[str], str], value: str) -> str:
 
 
 class MariaAdmin:
+    """The ``Admin`` of the MariaDB manager (``cove.guestagent.datastores.base``)."""
+
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
 
     def _run(self, query: str, params: Sequence[object] | None = None) -> Rows:
-        """One statement as the agent's account. Raises the Cove error for the tenant's
-        mistakes, GuestError for the server's refusals."""
-        try:
-            with self._connect() as conn, conn.cursor() as cur:
-                cur.execute(query, params)
-                return list(cur.fetchall())
-        except pymysql.MySQLError as exc:
-            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-            message = str(exc.args[-1]) if exc.args else type(exc).__name__
-            if code == ER_DB_CREATE_EXISTS:
-                raise DatabaseAlreadyExists(message) from exc
-            if code in (
-                ER_UNKNOWN_CHARACTER_SET,
-                ER_UNKNOWN_COLLATION,
-                ER_COLLATION_CHARSET_MISMATCH,
-            ):
-                raise BadRequest(message) from exc
-            raise GuestError(f"MariaDB refused the request: {message}") from exc
+        """One statement as the agent's account (see ``sql.run`` for what it raises)."""
+        return run(self._connect, query, params)
 
     # -- databases ---------------------------------------------------------------------------
 
@@ -168,47 +81,6 @@ class MariaAdmin:
             self._run("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", [name])
         )
 
-    def _check_encoding(self, db: DatabaseSpec) -> DatabaseSpec:
-        """``db`` with its character set and collation as the server names them; they must be
-        ones the server knows, and agree."""
-        charset = server_encoding(db.character_set)
-        collate = server_encoding(db.collate)
-        db = replace(db, character_set=charset, collate=collate)
-        known = (
-            charset
-            and names.ENCODING.fullmatch(charset)
-            and self._run(
-                "SELECT 1 FROM information_schema.CHARACTER_SETS WHERE CHARACTER_SET_NAME = %s",
-                [charset],
-            )
-        )
-        if charset and not known:
-            raise BadRequest(
-                f"Unknown character set '{charset}' for database {db.name}; "
-                "SHOW CHARACTER SET lists those the server knows (e.g. utf8mb4)."
-            )
-        if db.collate:
-            rows = (
-                self._run(
-                    "SELECT CHARACTER_SET_NAME FROM information_schema.COLLATIONS "
-                    "WHERE COLLATION_NAME = %s",
-                    [db.collate],
-                )
-                if names.ENCODING.fullmatch(db.collate)
-                else []
-            )
-            if not rows:
-                raise BadRequest(
-                    f"Unknown collation '{db.collate}' for database {db.name}; "
-                    "SHOW COLLATION lists those the server knows (e.g. utf8mb4_general_ci)."
-                )
-            if charset and str(rows[0][0]).lower() != charset.lower():
-                raise BadRequest(
-                    f"Collation '{db.collate}' is not one of character set '{charset}' "
-                    f"(database {db.name})."
-                )
-        return db
-
     def create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
         """All of ``databases`` or none; each checked before anything changes."""
         wanted = [db.name for db in databases]
@@ -217,7 +89,7 @@ class MariaAdmin:
         checked: list[DatabaseSpec] = []
         for db in databases:
             _checked(names.database_name, db.name)
-            checked.append(self._check_encoding(db))
+            checked.append(check_encoding(self._connect, db))
             if self.database_exists(db.name):
                 raise DatabaseAlreadyExists(f"A database with the name {db.name} already exists.")
         made: list[str] = []
@@ -364,29 +236,10 @@ class MariaAdmin:
             raise DatabaseNotFound(f"User {name} has no access to database {database}.")
         self._revoke(name, host, database)
         # Sessions opened while the grant held are ended, so the revocation takes effect now.
-        self._end_sessions(name, host)
+        end_sessions(self._connect, name, host)
 
     def _revoke(self, name: str, host: str, database: str) -> None:
         self._run(f"REVOKE ALL PRIVILEGES ON {grant_pattern(database)}.* FROM %s@%s", [name, host])
-
-    def _end_sessions(self, name: str, host: str) -> None:
-        """End the sessions of the account ``name``@``host``, not those of another account
-        of the same name (another host)."""
-        others = [
-            str(r[0])
-            for r in self._run("SELECT Host FROM mysql.user WHERE User = %s", [name])
-            if str(r[0]) != host
-        ]
-        rows = self._run(
-            "SELECT ID, HOST FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> "
-            "CONNECTION_ID()",
-            [name],
-        )
-        for session, client in rows:
-            if not account_owns(host, others, str(client)):
-                continue
-            with contextlib.suppress(GuestError):  # it may have ended meanwhile
-                self._run("KILL CONNECTION %s", [int(str(session))])
 
     # -- root --------------------------------------------------------------------------------
 
@@ -418,7 +271,7 @@ class MariaAdmin:
         """Lock ``root`` (what it defined keeps a valid definer) and end its sessions."""
         if self._user_exists(ROOT_USER, "%"):
             self._run("ALTER USER %s@'%%' ACCOUNT LOCK", [ROOT_USER])
-            self._end_sessions(ROOT_USER, "%")
+            end_sessions(self._connect, ROOT_USER, "%")
 
     def is_root_enabled(self) -> bool:
         rows = self._run(
@@ -427,41 +280,3 @@ class MariaAdmin:
             [ROOT_USER],
         )
         return bool(rows) and str(rows[0][0]).lower() not in ("true", "1")
-
-    # -- settings ----------------------------------------------------------------------------
-
-    def read_only(self, variables: Iterable[str]) -> set[str]:
-        """Which of ``variables`` the running server takes only at start."""
-        wanted = {v.lower() for v in variables}
-        if not wanted:
-            return set()
-        rows = self._run(
-            "SELECT LOWER(VARIABLE_NAME) FROM information_schema.SYSTEM_VARIABLES "
-            "WHERE READ_ONLY = 'YES'"
-        )
-        return {str(r[0]) for r in rows} & wanted
-
-    def set_global(self, name: str, value: Value | None) -> bool:
-        """Set ``name`` for the running server (``None``: back to its default); False when the
-        server takes it only at start. Raises GuestError when the server refuses the value."""
-        if not NAME.fullmatch(name):
-            raise BadRequest(f"Invalid configuration parameter name '{name}'.")
-        try:
-            if value is None:
-                self._run(f"SET GLOBAL {name} = DEFAULT")
-            else:
-                self._run(f"SET GLOBAL {name} = %s", [value])
-        except GuestError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, pymysql.MySQLError) and cause.args[0] in (
-                ER_INCORRECT_GLOBAL_LOCAL_VAR,
-            ):
-                return False
-            raise
-        return True
-
-    def global_values(self, variables: Iterable[str]) -> dict[str, str]:
-        """The running server's values of ``variables``, as SHOW GLOBAL VARIABLES prints them."""
-        wanted = {v.lower() for v in variables}
-        rows = self._run("SHOW GLOBAL VARIABLES")
-        return {str(r[0]): str(r[1]) for r in rows if str(r[0]) in wanted}

@@ -1,4 +1,5 @@
-"""The MariaDB datastore manager: a facade over the server, its config and its admin."""
+"""The MariaDB datastore manager: a facade over the server, its config, its admin and its live
+settings."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from cove.common.errors import CoveError
 from cove.domain.capabilities import capabilities
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value
-from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
+from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.mariadb import conf
 from cove.guestagent.datastores.mariadb.admin import MariaAdmin
+from cove.guestagent.datastores.mariadb.live import LiveSettings
 from cove.guestagent.datastores.mariadb.server import MariaServer
 from cove.guestagent.datastores.served import ServedManager
 
@@ -20,11 +22,13 @@ LOG = logging.getLogger(__name__)
 
 class MariaManager(ServedManager):
     server: MariaServer
+    admin: MariaAdmin
     capabilities = capabilities("mariadb")
 
     def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.admin = MariaAdmin(self.server.connect)
+        self.live = LiveSettings(self.server.connect)
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> MariaServer:
         return MariaServer(config, on_exit)
@@ -56,14 +60,14 @@ class MariaManager(ServedManager):
             self.server.write_config()
             if not (changed or removed) or not self.server.running():
                 return False
-            static = self.admin.read_only([*changed, *removed])
-            prior = self.admin.global_values([*changed, *removed])
+            static = self.live.read_only([*changed, *removed])
+            prior = self.live.global_values([*changed, *removed])
             needs_restart = bool(static)
             wanted: list[tuple[str, Value | None]] = list(changed.items())
             for name, value in [*wanted, *((k, None) for k in removed)]:
                 if name in static:
                     continue
-                if self.admin.set_global(name, value):
+                if self.live.set_global(name, value):
                     done.append(name)
                 else:
                     needs_restart = True
@@ -73,7 +77,7 @@ class MariaManager(ServedManager):
                 conf.write_private(conf_file, previous)
             for name in reversed(done):
                 try:
-                    self.admin.set_global(name, prior.get(name))
+                    self.live.set_global(name, prior.get(name))
                 except CoveError as exc:
                     LOG.error("cannot set %s back to %r: %s", name, prior.get(name), exc.message)
             raise
@@ -87,53 +91,3 @@ class MariaManager(ServedManager):
 
     def effective_configuration(self) -> dict[str, str]:
         return {k: conf.show_value(v) for k, v in conf.tunables(self.config).items()}
-
-    # -- databases ---------------------------------------------------------------------------
-
-    def _list_databases(self) -> list[DatabaseSpec]:
-        return self.admin.list_databases()
-
-    def _create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
-        self.admin.create_databases(databases)
-
-    def _delete_database(self, name: str) -> None:
-        self.admin.delete_database(name)
-
-    # -- users -------------------------------------------------------------------------------
-
-    def _list_users(self) -> list[UserInfo]:
-        return self.admin.list_users()
-
-    def _get_user(self, name: str, host: str) -> UserInfo:
-        return self.admin.get_user(name, host)
-
-    def _create_users(self, users: Sequence[UserSpec]) -> None:
-        self.admin.create_users(users)
-
-    def _delete_user(self, name: str, host: str) -> None:
-        self.admin.delete_user(name, host)
-
-    def _update_user(
-        self, name: str, host: str, new_name: str | None, new_password: str | None
-    ) -> None:
-        self.admin.update_user(name, host, new_name, new_password)
-
-    def _change_host(self, name: str, host: str, new_host: str) -> None:
-        self.admin.change_host(name, host, new_host)
-
-    def _grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
-        self.admin.grant_access(name, host, databases)
-
-    def _revoke_access(self, name: str, host: str, database: str) -> None:
-        self.admin.revoke_access(name, host, database)
-
-    # -- root --------------------------------------------------------------------------------
-
-    def _enable_root(self, password: str) -> str:
-        return self.admin.enable_root(password)
-
-    def _disable_root(self) -> None:
-        self.admin.disable_root()
-
-    def _is_root_enabled(self) -> bool:
-        return self.admin.is_root_enabled()

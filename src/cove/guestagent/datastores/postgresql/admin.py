@@ -1,7 +1,9 @@
 """Databases, users, access and root on a running PostgreSQL server.
 
 Statements are built with ``psycopg.sql`` (identifiers and literals quoted by the driver) and
-passwords are sent as SCRAM verifiers, never in clear text.
+passwords are sent as SCRAM verifiers, never in clear text. PostgreSQL roles have no host:
+:class:`PostgresAdmin` takes the host the ``Admin`` protocol passes and ignores it, and shows
+every user as ``%``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from cove.common.errors import (
     DatabaseAlreadyExists,
     DatabaseNotFound,
     GuestError,
+    OperationNotSupported,
     UserAlreadyExists,
     UserNotFound,
 )
@@ -37,6 +40,8 @@ Connect = Callable[..., psycopg.Connection]
 
 
 class PostgresAdmin:
+    """The ``Admin`` of a PostgreSQL manager (``cove.guestagent.datastores.base``)."""
+
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
 
@@ -139,7 +144,7 @@ class PostgresAdmin:
         )
         return [UserInfo(str(r[0]), "%", tuple(self.list_access(str(r[0])))) for r in rows]
 
-    def get_user(self, name: str) -> UserInfo:
+    def get_user(self, name: str, host: str) -> UserInfo:
         self._require_user(name)
         return UserInfo(name, "%", tuple(self.list_access(name)))
 
@@ -162,14 +167,14 @@ class PostgresAdmin:
                     )
                 )
                 made.append(user.name)
-                self.grant_access(user.name, user.databases)
+                self.grant_access(user.name, user.host, user.databases)
         except Exception:
             for name in made:  # all or nothing
                 with contextlib.suppress(CoveError):
-                    self.delete_user(name)
+                    self.delete_user(name, "%")
             raise
 
-    def delete_user(self, name: str) -> None:
+    def delete_user(self, name: str, host: str) -> None:
         self._require_user(name)
         ident = sql.Identifier(name)
         self._ensure_owner_role()
@@ -184,7 +189,9 @@ class PostgresAdmin:
             self._run(sql.SQL("DROP OWNED BY {}").format(ident), dbname=db)
         self._run(sql.SQL("DROP ROLE {}").format(ident))
 
-    def update_user(self, name: str, new_name: str | None, new_password: str | None) -> None:
+    def update_user(
+        self, name: str, host: str, new_name: str | None, new_password: str | None
+    ) -> None:
         self._require_user(name)
         renaming = new_name is not None and new_name != name
         if renaming and self._user_exists(str(new_name)):
@@ -201,6 +208,9 @@ class PostgresAdmin:
                     sql.Identifier(name), sql.Identifier(str(new_name))
                 )
             )
+
+    def change_host(self, name: str, host: str, new_host: str) -> None:
+        raise OperationNotSupported("users of postgresql have no host")
 
     def _ensure_owner_role(self) -> None:
         if not self._user_exists(OWNER_ROLE):
@@ -226,7 +236,7 @@ class PostgresAdmin:
         )
         return [str(r[0]) for r in rows]
 
-    def grant_access(self, name: str, databases: Sequence[str]) -> None:
+    def grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
         self._require_user(name)
         missing = [db for db in databases if not self.database_exists(db)]
         if missing:
@@ -239,7 +249,7 @@ class PostgresAdmin:
             self._run(sql.SQL("GRANT ALL PRIVILEGES ON DATABASE {} TO {}").format(dbi, user))
             self._run(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(user), dbname=db)
 
-    def revoke_access(self, name: str, database: str) -> None:
+    def revoke_access(self, name: str, host: str, database: str) -> None:
         self._require_user(name)
         if database not in self.list_access(name):
             raise DatabaseNotFound(f"User {name} has no access to database {database}.")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from cove.common.errors import GuestError
 from cove.domain.capabilities import capabilities
 from cove.domain.guest import GuestSettings
-from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
+from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.postgresql import conf, reload
 from cove.guestagent.datastores.postgresql.admin import PostgresAdmin
 from cove.guestagent.datastores.postgresql.server import PostgresServer
@@ -20,6 +20,7 @@ LOG = logging.getLogger(__name__)
 
 class PostgresManager(ServedManager):
     server: PostgresServer
+    admin: PostgresAdmin
     capabilities = capabilities("postgresql")
 
     def __init__(self, config: GuestSettings) -> None:
@@ -98,46 +99,3 @@ class PostgresManager(ServedManager):
 
     def effective_configuration(self) -> dict[str, str]:
         return {k: conf.show_value(v) for k, v in conf.settings(self.config).items()}
-
-    # -- databases, users, root ----------------------------------------------------------------
-
-    def _list_databases(self) -> list[DatabaseSpec]:
-        return self.admin.list_databases()
-
-    def _create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
-        self.admin.create_databases(databases)
-
-    def _delete_database(self, name: str) -> None:
-        self.admin.delete_database(name)
-
-    def _list_users(self) -> list[UserInfo]:
-        return self.admin.list_users()
-
-    def _get_user(self, name: str, host: str) -> UserInfo:
-        return self.admin.get_user(name)
-
-    def _create_users(self, users: Sequence[UserSpec]) -> None:
-        self.admin.create_users(users)
-
-    def _delete_user(self, name: str, host: str) -> None:
-        self.admin.delete_user(name)
-
-    def _update_user(
-        self, name: str, host: str, new_name: str | None, new_password: str | None
-    ) -> None:
-        self.admin.update_user(name, new_name, new_password)
-
-    def _grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
-        self.admin.grant_access(name, databases)
-
-    def _revoke_access(self, name: str, host: str, database: str) -> None:
-        self.admin.revoke_access(name, database)
-
-    def _enable_root(self, password: str) -> str:
-        return self.admin.enable_root(password)
-
-    def _disable_root(self) -> None:
-        self.admin.disable_root()
-
-    def _is_root_enabled(self) -> bool:
-        return self.admin.is_root_enabled()

@@ -2,6 +2,9 @@
 
 Passwords reach the server only as SHA-256 hashes (``#<hex>`` rules), over the agent's unix
 socket; every change is followed by ACL SAVE so that the ACL file, and so a restart, keeps it.
+Databases are no Redis concept and users have no host: :class:`RedisAcl` refuses the ``Admin``
+protocol's database, access and host methods with OperationNotSupported, and any host but
+``%`` with BadRequest.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from cove.common.errors import (
     UserAlreadyExists,
     UserNotFound,
 )
-from cove.domain.specs import UserInfo, UserSpec
+from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.guestagent.datastores.redis.conf import RESERVED_USERS, ROOT_USER, password_hash
 
 NO_DATABASES = "Databases are not supported for Redis."
@@ -65,6 +68,8 @@ def _check_password(password: str | None) -> None:
 
 
 class RedisAcl:
+    """The ``Admin`` of the Redis manager (``cove.guestagent.datastores.base``)."""
+
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
 
@@ -90,6 +95,23 @@ class RedisAcl:
     def _require_user(self, name: str) -> None:
         if name in RESERVED_USERS or name not in self._names():
             raise UserNotFound(f"User {name} cannot be found on the instance.")
+
+    # -- databases and access: no Redis concept ----------------------------------------------
+
+    def list_databases(self) -> list[DatabaseSpec]:
+        raise OperationNotSupported(NO_DATABASES)
+
+    def create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
+        raise OperationNotSupported(NO_DATABASES)
+
+    def delete_database(self, name: str) -> None:
+        raise OperationNotSupported(NO_DATABASES)
+
+    def grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
+        raise OperationNotSupported(NO_DATABASES)
+
+    def revoke_access(self, name: str, host: str, database: str) -> None:
+        raise OperationNotSupported(NO_DATABASES)
 
     # -- users -------------------------------------------------------------------------------
 
@@ -187,6 +209,9 @@ class RedisAcl:
             if parts[:2] == ["user", name]:
                 return parts[2:]
         raise UserNotFound(f"User {name} cannot be found on the instance.")
+
+    def change_host(self, name: str, host: str, new_host: str) -> None:
+        raise OperationNotSupported("users of redis have no host")
 
     # -- root --------------------------------------------------------------------------------
 

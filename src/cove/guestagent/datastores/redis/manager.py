@@ -1,8 +1,8 @@
 """The Redis datastore manager: a facade over the server process and its ACL users.
 
-Databases are no Redis concept: the manager declares no DATABASES capability, so the base
-class refuses every database method, and a prepare or a user naming databases is refused the
-same way.
+Databases are no Redis concept: the manager declares no DATABASES capability, so the guest
+agent refuses every database request before it reaches the admin object (``RedisAcl``, which
+refuses them too), and a prepare or a user naming databases is refused the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import redis
 from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.capabilities import capabilities
 from cove.domain.guest import GuestSettings
-from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
+from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.redis import conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
 from cove.guestagent.datastores.redis.server import RedisServer
@@ -28,11 +28,12 @@ LOG = logging.getLogger(__name__)
 
 class RedisManager(ServedManager):
     server: RedisServer
+    admin: RedisAcl
     capabilities = capabilities("redis")
 
     def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
-        self.acl = RedisAcl(self.server.connect)
+        self.admin = RedisAcl(self.server.connect)
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> RedisServer:
         return RedisServer(config, on_exit)
@@ -46,7 +47,7 @@ class RedisManager(ServedManager):
         super()._prepare(databases, users)
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
-        self.acl.create_users(users)
+        self.admin.create_users(users)
 
     def min_ram_mb(self) -> int:
         """Redis holds its data in memory and may use 3/4 of the flavor's (see conf): a flavor
@@ -120,50 +121,3 @@ class RedisManager(ServedManager):
 
     def effective_configuration(self) -> dict[str, str]:
         return {k: conf.show_value(v) for k, v in conf.settings(self.config).items()}
-
-    # -- databases: refused by the base class, which checks the capabilities first -----------
-
-    def _list_databases(self) -> list[DatabaseSpec]:
-        raise OperationNotSupported(NO_DATABASES)
-
-    def _create_databases(self, databases: Sequence[DatabaseSpec]) -> None:
-        raise OperationNotSupported(NO_DATABASES)
-
-    def _delete_database(self, name: str) -> None:
-        raise OperationNotSupported(NO_DATABASES)
-
-    # -- users -------------------------------------------------------------------------------
-
-    def _list_users(self) -> list[UserInfo]:
-        return self.acl.list_users()
-
-    def _get_user(self, name: str, host: str) -> UserInfo:
-        return self.acl.get_user(name, host)
-
-    def _create_users(self, users: Sequence[UserSpec]) -> None:
-        self.acl.create_users(users)
-
-    def _delete_user(self, name: str, host: str) -> None:
-        self.acl.delete_user(name, host)
-
-    def _update_user(
-        self, name: str, host: str, new_name: str | None, new_password: str | None
-    ) -> None:
-        self.acl.update_user(name, host, new_name, new_password)
-
-    def _grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
-        raise OperationNotSupported(NO_DATABASES)
-
-    def _revoke_access(self, name: str, host: str, database: str) -> None:
-        raise OperationNotSupported(NO_DATABASES)
-
-    # -- root --------------------------------------------------------------------------------
-
-    def _enable_root(self, password: str) -> str:
-        return self.acl.enable_root(password)
-
-    def _disable_root(self) -> None:
-        self.acl.disable_root()
-
-    def _is_root_enabled(self) -> bool:
-        return self.acl.is_root_enabled()
