@@ -19,7 +19,8 @@ from cove.common.settings import load_settings
 from cove.compute.discovery import find_postgresql
 from cove.compute.local import LocalDriver
 from cove.domain.guest import GuestSettings
-from cove.rpc import RpcClient, RpcServer
+from cove.rpc import RequestContext, RpcClient, RpcServer, topics
+from cove.rpc.guest import GuestClient
 from servers import remove_tree
 
 
@@ -34,7 +35,7 @@ class Host:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.conductor = RpcServer(
             url,
-            "conductor",
+            topics.CONDUCTOR,
             {
                 "heartbeat": lambda ctx, **kw: self.events.put({"method": "heartbeat", **kw}),
                 "report": lambda ctx, **kw: self.events.put({"method": "report", **kw}),
@@ -65,14 +66,15 @@ class Host:
 
     def create(self, spec: GuestSettings, *, prepare: bool = False) -> None:
         self.created.append(spec.instance_id)
-        topic = f"guestagent.{spec.instance_id}"
-        self.bus.declare_topic(topic)
+        guest = GuestClient(self.bus, spec.instance_id)
+        guest.declare()
         self.driver.create(spec)
         if prepare:
-            self.bus.cast(topic, "prepare", {"databases": [], "users": []})
+            guest.prepare(RequestContext(), [], [])
 
     def call(self, instance_id: str, method: str, **args: Any) -> Any:
-        return self.bus.call(f"guestagent.{instance_id}", method, args, timeout=60)
+        # Raw wire values on purpose: the tests check what the agent answers on the bus.
+        return self.bus.call(topics.guest(instance_id), method, args, timeout=60)
 
     def wait_event(self, timeout: float, **match: Any) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

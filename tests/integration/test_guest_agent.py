@@ -16,6 +16,7 @@ from guesthost import Host
 from cove.common.errors import BadRequest, DatabaseAlreadyExists, DatabaseNotFound, UserNotFound
 from cove.compute.discovery import find_postgresql
 from cove.domain.status import ComputeState
+from cove.rpc import topics
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,7 +32,7 @@ class Guest:
         self.driver = host.driver
         self.bus = host.bus
         self.spec = host.spec()
-        self.topic = f"guestagent.{self.spec.instance_id}"
+        self.topic = topics.guest(self.spec.instance_id)
         self.dir = self.driver.instance_dir(self.spec.instance_id)
 
     def call(self, method: str, **args: Any) -> Any:

@@ -24,8 +24,11 @@ from redis.retry import Retry
 from cove.common.errors import GuestError
 from cove.compute.discovery import find_postgresql
 from cove.domain.guest import GuestSettings
+from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores import load_manager
 from cove.guestagent.datastores.redis.manager import RedisManager
+from cove.rpc import RequestContext
+from cove.rpc.guest import GuestClient
 from servers import free_address
 
 pytestmark = pytest.mark.integration
@@ -67,13 +70,8 @@ class PgGuest:
 def test_postgresql_configuration_on_a_real_server(host: Host) -> None:
     guest = PgGuest(host)
     host.create(guest.spec)
-    host.bus.cast(
-        f"guestagent.{guest.id}",
-        "prepare",
-        {
-            "databases": [{"name": "a"}],
-            "users": [{"name": "u1", "password": "pw-u1-Xy7", "host": "%", "databases": ["a"]}],
-        },
+    GuestClient(host.bus, guest.id).prepare(
+        RequestContext(), [DatabaseSpec("a")], [UserSpec("u1", "pw-u1-Xy7", "%", ("a",))]
     )
     report = host.wait_event(60, method="report", instance_id=guest.id, operation="prepare")
     assert report["outcome"] == "success", report

@@ -30,7 +30,7 @@ from cove.compute.parameters.mariadb import read_parameters
 from cove.domain.capabilities import Capability
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import ParamType, denied
-from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.datastores import load_manager
@@ -207,9 +207,9 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
         login(config, "u1", "wrong")
 
     # Users: list (the agent's, root and the server's own accounts hidden), show, mistakes.
-    assert [u.to_dict() for u in agent.list_users(CTX)] == [
-        {"name": "u1", "host": "%", "databases": ["shop"]},
-        {"name": "u2", "host": "%", "databases": ["legacy_db"]},
+    assert agent.list_users(CTX) == [
+        UserInfo("u1", "%", ("shop",)),
+        UserInfo("u2", "%", ("legacy_db",)),
     ]
     with pytest.raises(UserNotFound):
         agent.get_user(CTX, "u1", "10.0.0.1")

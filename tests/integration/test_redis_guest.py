@@ -26,7 +26,7 @@ from cove.common.errors import (
 )
 from cove.domain.capabilities import Capability
 from cove.domain.guest import GuestSettings
-from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.datastores import load_manager
@@ -159,7 +159,7 @@ def test_redis_manager(config: GuestSettings, managers: list[RedisManager]) -> N
 
     # Users: list, show, mistakes answered with the right errors.
     assert [u.name for u in agent.list_users(CTX)] == ["u1", "u2"]
-    assert agent.get_user(CTX, "u1", "%").to_dict() == {"name": "u1", "host": "%", "databases": []}
+    assert agent.get_user(CTX, "u1", "%") == UserInfo("u1", "%", ())
     with pytest.raises(BadRequest):
         agent.get_user(CTX, "u1", "10.0.0.1")
     with pytest.raises(UserNotFound):

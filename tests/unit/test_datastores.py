@@ -158,8 +158,18 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_each_side_loads_only_its_own_layer() -> None:
-    guest = _modules_after("import cove.guestagent.main")
-    assert not [m for m in guest if m.startswith(("cove.compute", "cove.db"))]
+    # The agent's whole program, as it runs: its service, its admin endpoints, every manager.
+    guest = _modules_after(
+        "import cove.guestagent.main, cove.guestagent.service, cove.guestagent.admin_endpoints\n"
+        "import cove.guestagent.datastores.postgresql.manager\n"
+        "import cove.guestagent.datastores.mariadb.manager\n"
+        "import cove.guestagent.datastores.redis.manager"
+    )
+    allowed = ("cove.common", "cove.domain", "cove.rpc", "cove.guestagent")
+    assert sorted(m for m in guest if not m.startswith(allowed)) == []
+    # The pure layer loads nothing above it.
+    domain = _modules_after("import cove.domain.datastores, cove.domain.parameters")
+    assert sorted(m for m in domain if not m.startswith(("cove.common", "cove.domain"))) == []
     control = _modules_after(
         "import cove.compute.local, cove.compute.parameters, cove.db.catalog, cove.api.app"
     )

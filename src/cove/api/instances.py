@@ -15,9 +15,8 @@ from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
-from cove.api.routers.catalog import find_flavor
 from cove.api.schemas import DatastoreIn, InstanceCreate
-from cove.api.validate import checked, host_allowed
+from cove.api.validate import checked_text, host_allowed
 from cove.common.errors import (
     BadRequest,
     CoveError,
@@ -25,24 +24,17 @@ from cove.common.errors import (
     InstanceNotReady,
 )
 from cove.common.ids import new_id, utcnow
-from cove.db.catalog import get_datastore, get_version
+from cove.db.catalog import find_flavor, get_datastore, get_version
 from cove.db.configurations import check_same_version, find_configuration
 from cove.db.instances import get_instance, record_fault, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
-from cove.domain import names
 from cove.domain.capabilities import STANDARD_PORTS, Capability
 from cove.domain.parameters import denied
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import RESTARTABLE, ComputeState, Task, can_delete, compute_status
 from cove.rpc import RequestContext
-
-
-def checked_text(value: str, what: str) -> str:
-    """``value``, if it is valid Unicode text: a lone surrogate in JSON can be neither looked
-    up nor shown. Raises ValidationFailed, whose message never echoes it."""
-    return checked(lambda v: names.unicode_text(v, what), value)
 
 
 def resolve_version(s: Session, c: ApiContext, datastore: DatastoreIn | None) -> DatastoreVersion:

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready
-from cove.api.routers.catalog import find_flavor
 from cove.common.errors import (
     BadRequest,
     CoveError,
@@ -25,6 +24,7 @@ from cove.common.errors import (
     VolumeSizeTooLarge,
 )
 from cove.common.ids import utcnow
+from cove.db.catalog import find_flavor
 from cove.db.instances import get_instance, transition
 from cove.db.quotas import check_resize_quota, lock_project
 from cove.domain.specs import Resize

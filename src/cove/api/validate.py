@@ -68,3 +68,9 @@ def user_specs(
             UserSpec(user.name, user.password, host, tuple(r.name for r in user.databases))
         )
     return specs
+
+
+def checked_text(value: str, what: str) -> str:
+    """``value``, if it is valid Unicode text: a lone surrogate in JSON can be neither looked
+    up nor shown. Raises ValidationFailed, whose message never echoes it."""
+    return checked(lambda v: names.unicode_text(v, what), value)

@@ -156,8 +156,8 @@ class Conductor:
                 LOG.info("instance %s is ready", instance_id)
             else:
                 fault = f"Preparing the instance failed: {details}"
-                record_fault(inst, fault, now, task=Task.BUILD_ERROR)
                 LOG.warning("instance %s failed to prepare: %s", instance_id, details)
+                record_fault(inst, fault, now, task=Task.BUILD_ERROR)
             inst.updated = now
         else:
             LOG.info("report %s/%s for instance %s", operation, outcome, instance_id)

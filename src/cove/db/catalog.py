@@ -8,7 +8,12 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cove.common.errors import BadRequest, DatastoreNotFound, DatastoreVersionNotFound
+from cove.common.errors import (
+    BadRequest,
+    DatastoreNotFound,
+    DatastoreVersionNotFound,
+    FlavorNotFound,
+)
 from cove.common.ids import new_id
 from cove.compute.discovery import FoundVersion
 from cove.db.configurations import store_catalogue
@@ -49,6 +54,14 @@ def add_flavor(session: Session, name: str, ram: int, vcpus: int, disk: int = 0)
     ids = [int(f) for f in session.scalars(select(Flavor.id)) if f.isdigit()]
     flavor = Flavor(id=str(max(ids, default=0) + 1), name=name, ram=ram, vcpus=vcpus, disk=disk)
     session.add(flavor)
+    return flavor
+
+
+def find_flavor(session: Session, ref: str) -> Flavor:
+    """The active flavor with the id or name ``ref``. Raises FlavorNotFound."""
+    flavor = session.get(Flavor, ref) or session.scalar(select(Flavor).where(Flavor.name == ref))
+    if flavor is None or not flavor.active:
+        raise FlavorNotFound(f"Flavor '{ref}' cannot be found.")
     return flavor
 
 

@@ -124,14 +124,12 @@ def end_task(
     now: datetime,
 ) -> bool:
     """End the instance's ``task`` in ``to_task``, noting ``fault`` (None clears an earlier
-    one), unless it ended meanwhile: then nothing changes and the answer is False.
-
-    Raises InstanceNotFound.
-    """
-    inst = get_instance(session, instance_id)
-    if inst.task != task.value:
+    one), unless it ended meanwhile (or the instance is gone): then nothing changes and the
+    answer is False. The task moves by a conditional update, so two workers ending the same
+    task cannot both succeed."""
+    if not transition(session, instance_id, {task}, to_task, now):
         return False
-    record_fault(inst, fault, now, task=to_task)
+    record_fault(get_instance(session, instance_id), fault, now)
     return True
 
 

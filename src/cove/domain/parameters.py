@@ -19,9 +19,7 @@ from typing import Any
 
 from cove.common.errors import Unprocessable
 from cove.domain.datastores import DATASTORES
-
-#: A value as a configuration group stores it: what JSON gives, after validation.
-Value = int | float | bool | str
+from cove.domain.guest import Value as Value  # re-exported: the values groups store
 
 
 class ParamType(StrEnum):

@@ -4,7 +4,6 @@ users and resizes."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -12,17 +11,6 @@ class DatabaseSpec:
     name: str
     character_set: str | None = None
     collate: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "character_set": self.character_set, "collate": self.collate}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DatabaseSpec:
-        return cls(
-            name=str(data["name"]),
-            character_set=data.get("character_set"),
-            collate=data.get("collate"),
-        )
 
 
 @dataclass(frozen=True)
@@ -34,40 +22,12 @@ class UserSpec:
     host: str = "%"
     databases: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "password": self.password,
-            "host": self.host,
-            "databases": list(self.databases),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UserSpec:
-        return cls(
-            name=str(data["name"]),
-            password=str(data["password"]),
-            host=str(data.get("host") or "%"),
-            databases=tuple(str(d) for d in data.get("databases") or ()),
-        )
-
 
 @dataclass(frozen=True)
 class UserInfo:
     name: str
     host: str
     databases: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "host": self.host, "databases": list(self.databases)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UserInfo:
-        return cls(
-            name=str(data["name"]),
-            host=str(data.get("host") or "%"),
-            databases=tuple(str(d) for d in data.get("databases") or ()),
-        )
 
 
 @dataclass(frozen=True)

@@ -17,4 +17,8 @@ def load_settings(path: Path) -> GuestSettings:
         settings: GuestSettings = from_wire(GuestSettings, json.loads(path.read_text()), "guest")
     except (OSError, ValueError, WireError) as exc:
         raise ConfigurationError(f"cannot read guest config {path}: {exc}") from exc
+    if not settings.instance_dir:
+        # The driver always says where the instance lives: without it every path would be
+        # relative to wherever the agent happened to start.
+        raise ConfigurationError(f"cannot read guest config {path}: instance_dir is missing")
     return settings

@@ -8,12 +8,13 @@ their own.
 
 from __future__ import annotations
 
-from cove.common.errors import RpcTimeout
+from cove.common.errors import CoveError, GuestError, RpcTimeout
 from cove.domain.guest import ConfigurationApplied, PasswordChange, RootEnabled, Value
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 from cove.rpc import topics
 from cove.rpc.client import RpcClient
+from cove.rpc.codec import WireError
 from cove.rpc.envelope import RequestContext
 from cove.rpc.typed import ServiceClient, T
 
@@ -53,6 +54,12 @@ class GuestClient(ServiceClient):
                 f"The guest agent of instance {self.instance_id} did not answer within "
                 f"{waited:.0f} s."
             ) from exc
+
+    def _unexpected_answer(self, method: str, problem: WireError) -> CoveError:
+        return GuestError(
+            f"The guest agent of instance {self.instance_id} gave an unexpected answer to "
+            f"{method}: {problem}"
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from cove.common.errors import InvalidArguments
+from cove.common.errors import CoveError, InvalidArguments
 from cove.rpc.client import RpcClient
 from cove.rpc.codec import WireError, from_wire, to_wire
 from cove.rpc.envelope import RequestContext
@@ -35,15 +35,16 @@ class ServiceClient:
         timeout: float | None = None,
         **args: Any,
     ) -> T:
-        """Raises what the server raised, RpcTimeout, ServiceUnavailable, and InvalidArguments
-        when the answer is not of the method's result type."""
+        """Raises what the server raised, RpcTimeout, ServiceUnavailable, and
+        :meth:`_unexpected_answer` when the answer is not of the method's result type."""
         reply = self.bus.call(
             self.topic, method, to_wire(args), ctx, timeout=timeout or self.timeout
         )
         try:
             value: T = from_wire(result, reply, f"the answer to {method}")
         except WireError as exc:
-            raise InvalidArguments(
-                f"{self.topic} gave an unexpected answer to {method}: {exc}"
-            ) from None
+            raise self._unexpected_answer(method, exc) from None
         return value
+
+    def _unexpected_answer(self, method: str, problem: WireError) -> CoveError:
+        return InvalidArguments(f"{self.topic} gave an unexpected answer to {method}: {problem}")

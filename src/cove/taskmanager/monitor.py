@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from cove.common.ids import utcnow
-from cove.db.instances import get_instance, record_fault, transition
+from cove.db.instances import end_task
 from cove.db.models import Instance
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
@@ -65,9 +65,7 @@ def check_instances(tc: TaskContext) -> None:
 def _end_overdue(tc: TaskContext, instance_id: str, task: Task, fault: str | None = None) -> None:
     """Set the instance's task back to NONE if it is still ``task``, noting ``fault``."""
     with tc.db.session() as s:
-        now = utcnow()
-        if transition(s, instance_id, {task}, Task.NONE, now) and fault:
-            record_fault(get_instance(s, instance_id), fault, now)
+        end_task(s, instance_id, task, Task.NONE, fault, utcnow())
 
 
 def _revive(tc: TaskContext, instance_id: str, recorded: str) -> None:

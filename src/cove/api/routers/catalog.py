@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from cove.api.context import ApiContext, authorize, cove
 from cove.api.views import datastore_view, flavor_view, paged, parameter_view, version_view
-from cove.common.errors import DatastoreVersionNotFound, FlavorNotFound, NotFound
-from cove.db.catalog import get_datastore, get_version
+from cove.common.errors import DatastoreVersionNotFound, NotFound
+from cove.db.catalog import find_flavor, get_datastore, get_version
 from cove.db.configurations import catalogue, version_label
 from cove.db.models import Datastore, DatastoreVersion, Flavor
 from cove.db.quotas import effective_limits
@@ -76,13 +76,6 @@ def list_flavors(
         views = [flavor_view(request, project_id, f) for f in ordered]
     # Trove's flavor marker is the string id: the numeric "id" is null for named flavors.
     return _paged(request, c, "flavors", views, limit, marker, lambda v: str(v["str_id"]))
-
-
-def find_flavor(s: Any, ref: str) -> Flavor:
-    flavor = s.get(Flavor, ref) or s.scalar(select(Flavor).where(Flavor.name == ref))
-    if flavor is None or not flavor.active:
-        raise FlavorNotFound(f"Flavor '{ref}' cannot be found.")
-    return flavor  # type: ignore[no-any-return]
 
 
 @router.get("/v1.0/{project_id}/flavors/{flavor_id}")

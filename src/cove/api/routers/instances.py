@@ -12,10 +12,9 @@ from sqlalchemy import false, select
 
 from cove.api import instances as workflows
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.instances import checked_text
 from cove.api.resize import resize
 from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
-from cove.api.validate import checked, database_specs, user_specs
+from cove.api.validate import checked, checked_text, database_specs, user_specs
 from cove.api.views import instance_view, masked, next_links, page_limit
 from cove.common.errors import BadRequest, NotImplementedFault, VolumeSizeTooLarge
 from cove.common.ids import utcnow

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 #: Datastore name -> its descriptor.
-DATASTORES: dict[str, Datastore] = {ds.name: ds for ds in (MARIADB, POSTGRESQL, REDIS)}
+DATASTORES: dict[str, Datastore] = {ds.name: ds for ds in (POSTGRESQL, MARIADB, REDIS)}
 
 
 def datastore(name: str) -> Datastore:

@@ -66,9 +66,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cove.domain.guest import GuestSettings
-
 if TYPE_CHECKING:
+    from cove.domain.guest import GuestSettings
     from cove.domain.parameters import Parameter
     from cove.guestagent.datastores.base import DatastoreManager
 
