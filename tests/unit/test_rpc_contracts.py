@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from cove.common.errors import GuestError, RpcTimeout
 from cove.conductor.service import Conductor
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.service import GuestService
@@ -192,3 +193,20 @@ def _raw_call(node: ast.Call) -> list[str]:
 
 def test_no_raw_topics_or_argument_dicts_outside_the_rpc_package() -> None:
     assert _bus_calls_outside_rpc() == []
+
+
+def test_a_guest_that_answers_oddly_or_late_is_named_in_the_error() -> None:
+    bus = RecordingBus()
+    guest = GuestClient(bus, "i-9", timeout=3)  # type: ignore[arg-type]
+    bus.answer = "lots"
+    with pytest.raises(GuestError, match="The guest agent of instance i-9 gave an unexpected"):
+        guest.min_ram_mb(RequestContext())
+
+    def late(*_args: Any, **_kwargs: Any) -> Any:
+        raise RpcTimeout("no reply to min_ram_mb on topic guestagent.i-9 (msg_id=x)")
+
+    bus.call = late  # type: ignore[method-assign]
+    with pytest.raises(
+        RpcTimeout, match=r"^The guest agent of instance i-9 did not answer within 3 s\.$"
+    ):
+        guest.min_ram_mb(RequestContext())

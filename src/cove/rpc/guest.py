@@ -8,15 +8,14 @@ their own.
 
 from __future__ import annotations
 
-from cove.common.errors import CoveError, GuestError, RpcTimeout
+from cove.common.errors import GuestError
 from cove.domain.guest import ConfigurationApplied, PasswordChange, RootEnabled, Value
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 from cove.rpc import topics
 from cove.rpc.client import RpcClient
-from cove.rpc.codec import WireError
 from cove.rpc.envelope import RequestContext
-from cove.rpc.typed import ServiceClient, T
+from cove.rpc.typed import ServiceClient
 
 #: Seconds a guest has to stop and start its server.
 RESTART_TIMEOUT = 300.0
@@ -25,9 +24,12 @@ APPLY_TIMEOUT = 120.0
 
 
 class GuestClient(ServiceClient):
+    answer_error = GuestError
+
     def __init__(self, bus: RpcClient, instance_id: str, timeout: float = 30.0) -> None:
         super().__init__(bus, topics.guest(instance_id), timeout)
         self.instance_id = instance_id
+        self.peer = f"The guest agent of instance {instance_id}"
 
     def declare(self) -> None:
         """Declare the guest's queue before its agent starts, so early casts are kept.
@@ -37,29 +39,6 @@ class GuestClient(ServiceClient):
     def forget(self) -> None:
         """Delete the guest's queue and what is still in it. Idempotent."""
         self.bus.delete_topic(self.topic)
-
-    def _call(
-        self,
-        ctx: RequestContext,
-        method: str,
-        result: type[T],
-        timeout: float | None = None,
-        **args: object,
-    ) -> T:
-        try:
-            return super()._call(ctx, method, result, timeout, **args)
-        except RpcTimeout as exc:
-            waited = timeout or self.timeout
-            raise RpcTimeout(
-                f"The guest agent of instance {self.instance_id} did not answer within "
-                f"{waited:.0f} s."
-            ) from exc
-
-    def _unexpected_answer(self, method: str, problem: WireError) -> CoveError:
-        return GuestError(
-            f"The guest agent of instance {self.instance_id} gave an unexpected answer to "
-            f"{method}: {problem}"
-        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
