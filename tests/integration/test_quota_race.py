@@ -29,6 +29,7 @@ from cove.db.engine import Database
 from cove.db.migrate import upgrade
 from cove.db.models import Instance, Network, ProjectLock
 from cove.db.quotas import check_instance_quota, lock_project
+from fakes import FakeBus
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +58,6 @@ def db(url: str) -> Iterator[Database]:
     database.dispose()
 
 
-class NullBus:
-    def cast(self, topic: str, method: str, args: Any, context: Any = None) -> None:
-        pass
-
-
 def _api(tmp_path: Any, db: Database) -> tuple[Any, str]:
     settings = load_settings(
         data_dir=tmp_path, database_url=db.url, max_instances_per_project=QUOTA
@@ -78,7 +74,7 @@ def _api(tmp_path: Any, db: Database) -> tuple[Any, str]:
                 created=utcnow(),
             )
         )
-    context = build_context(settings, db, NullBus())  # type: ignore[arg-type]
+    context = build_context(settings, db, FakeBus())  # type: ignore[arg-type]
     project_id, password = add_account(db, "race", "racer", "member", project_id="race")
     assert context.identity is not None
     token, _claims = context.identity.authenticate(password_auth("racer", password, project_id))

@@ -1,10 +1,10 @@
 """The API's validation and Trove envelope, against a real SQLite control database.
 
-The bus is replaced by a recorder: these tests stop before any guest is involved.
+The bus is a fake (tests/fakes.py) that records casts and answers no call: these tests
+stop before any guest is involved.
 """
 
 import json
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -12,43 +12,36 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from accounts import add_account, password_auth
-from cove.api.app import create_app
 from cove.api.context import build_context
 from cove.common.ids import utcnow
-from cove.common.settings import load_settings
+from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.db.models import Instance
 from cove.db.networks import sync_default_network
+from fakes import FakeBus
 
 
-class RecordingBus:
-    def __init__(self) -> None:
-        self.casts: list[tuple[str, str, dict[str, Any]]] = []
-
-    def cast(self, topic, method, args, context=None):
-        self.casts.append((topic, method, args))
-
-    def call(self, topic, method, args, context=None, timeout=30.0):
-        raise AssertionError(f"unexpected call {method}")
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    monkeypatch.delenv("COVE_CONFIG", raising=False)
-    settings = load_settings(data_dir=tmp_path, max_volume_size=10, page_size=2)
-    upgrade(settings.database_url)
-    db = Database(settings.database_url)
+def seed(db: Database, settings: Settings) -> tuple[str, str]:
+    """What every test starts from: the catalogue, the default network and member u1 of p1.
+    Returns (project id, u1's password)."""
     with db.session() as s:
         seed_flavors(s)
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
         sync_default_network(s, settings)
-    bus = RecordingBus()
+    return add_account(db, "p1", "u1", "member", project_id="p1")
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch, seeded_db, api_app):
+    monkeypatch.delenv("COVE_CONFIG", raising=False)
+    settings = load_settings(data_dir=tmp_path, max_volume_size=10, page_size=2)
+    project_id, password = seeded_db(settings, seed)
+    db = Database(settings.database_url)
+    bus = FakeBus()  # it answers no call: these tests stop before any guest
     context = build_context(settings, db, bus)  # type: ignore[arg-type]
-    client = TestClient(create_app(context))
-    project_id, password = add_account(db, "p1", "u1", "member", project_id="p1")
+    client = TestClient(api_app(context))
     token, _claims = context.identity.authenticate(password_auth("u1", password, project_id))
     client.headers["X-Auth-Token"] = token
     client.bus = bus  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """Configuration groups and parameter catalogues: the API against a real SQLite control
 database, the task manager workflow that applies settings, and how registration stores a
-version's catalogue. The bus, the compute driver and the parameter readers are stand-ins that
-record what they are asked."""
+version's catalogue. The bus and the compute driver are the shared fakes of tests/fakes.py
+and the parameter readers stand-ins, all recording what they are asked."""
 
 from __future__ import annotations
 
@@ -13,22 +13,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from accounts import add_account, password_auth
-from cove.api.app import create_app
 from cove.api.context import build_context
-from cove.common.errors import RpcTimeout
+from cove.common.errors import RpcTimeout, ServiceUnavailable
 from cove.common.ids import new_id, utcnow
-from cove.common.settings import load_settings
+from cove.common.settings import Settings, load_settings
 from cove.compute import parameters as readers
-from cove.compute.base import ComputeDriver
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_found_versions, register_version, seed_flavors
 from cove.db.configurations import catalogue, store_catalogue
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.db.models import Datastore, DatastoreVersion, GuestState, Instance
 from cove.db.networks import sync_default_network
 from cove.domain.datastores import DATASTORES
-from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Parameter, ParamType
 from cove.domain.status import ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext
@@ -36,6 +32,7 @@ from cove.taskmanager.configure import FAULT_PREFIX, apply_settings, push_settin
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import guest_spec
 from cove.taskmanager.service import TaskManager
+from fakes import ANY, FakeBus, FakeDriver
 
 PG15 = FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin")
 PG14 = FoundVersion("postgresql", "14", "14.9", "/usr/lib/postgresql/14/bin")
@@ -54,36 +51,9 @@ CATALOGUE = [
 ]
 
 
-class Bus:
-    """Records casts and calls; calls answer from ``answers`` (an exception is raised)."""
-
-    def __init__(self) -> None:
-        self.casts: list[tuple[str, str, dict[str, Any]]] = []
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self.answers: dict[str, Any] = {}
-
-    def cast(self, topic: str, method: str, args: dict[str, Any], context: Any = None) -> None:
-        self.casts.append((topic, method, args))
-
-    def call(
-        self,
-        topic: str,
-        method: str,
-        args: dict[str, Any],
-        context: Any = None,
-        timeout: float = 30,
-    ) -> Any:
-        self.calls.append((topic, method, args))
-        answer = self.answers[method]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def declare_topic(self, topic: str) -> None:
-        pass
-
-    def updates(self) -> list[str]:
-        return [a["instance_id"] for _t, m, a in self.casts if m == "update_configuration"]
+def updates(bus: FakeBus) -> list[str]:
+    """The instances whose settings the API asked the task manager to push, in order."""
+    return [a["instance_id"] for _t, m, a in bus.casts if m == "update_configuration"]
 
 
 def _version(db: Database, found: FoundVersion) -> str:
@@ -93,11 +63,13 @@ def _version(db: Database, found: FoundVersion) -> str:
         return next(v.id for v in ds.versions if v.name == found.name)
 
 
-@pytest.fixture
-def api(tmp_path: Any) -> Any:
-    settings = load_settings(data_dir=tmp_path, page_size=2, rate_limit_per_minute=0)
-    upgrade(settings.database_url)
-    db = Database(settings.database_url)
+USERS = (("p1", "u1", "member"), ("p1", "r1", "reader"), ("p2", "u2", "member"))
+
+
+def seed(db: Database, settings: Settings) -> dict[str, tuple[str, str]]:
+    """What every test starts from: the catalogue (PostgreSQL 15 the default, with the
+    parameters of CATALOGUE, and 14; Redis), the default network and the accounts of USERS.
+    Returns each user's (project id, password)."""
     with db.session() as s:
         seed_flavors(s)
         for found in (PG15, PG14, REDIS):
@@ -112,17 +84,23 @@ def api(tmp_path: Any) -> Any:
         ds = s.scalar(select(Datastore).where(Datastore.name == "postgresql"))
         assert ds is not None
         ds.default_version_id = next(v.id for v in ds.versions if v.name == "15")
-    bus = Bus()
+    return {
+        user: add_account(db, project, user, role, project_id=project)
+        for project, user, role in USERS
+    }
+
+
+@pytest.fixture
+def api(tmp_path: Any, seeded_db: Any, api_app: Any) -> Any:
+    settings = load_settings(data_dir=tmp_path, page_size=2, rate_limit_per_minute=0)
+    accounts = seeded_db(settings, seed)
+    db = Database(settings.database_url)
+    bus = FakeBus()
     context = build_context(settings, db, bus)  # type: ignore[arg-type]
-    client = TestClient(create_app(context))
+    client = TestClient(api_app(context))
     assert context.identity is not None
     tokens = {}
-    for project, user, role in (
-        ("p1", "u1", "member"),
-        ("p1", "r1", "reader"),
-        ("p2", "u2", "member"),
-    ):
-        pid, password = add_account(db, project, user, role, project_id=project)
+    for user, (pid, password) in accounts.items():
         tokens[user], _ = context.identity.authenticate(password_auth(user, password, pid))
     client.headers["X-Auth-Token"] = tokens["u1"]
     client.tokens = tokens  # type: ignore[attr-defined]
@@ -389,7 +367,7 @@ def test_patch_merges_and_put_replaces(api: Any) -> None:
         "badRequest",
     )
     # No instance is attached: nothing is pushed.
-    assert api.bus.updates() == []
+    assert updates(api.bus) == []
 
 
 def test_password_values_are_masked(api: Any) -> None:
@@ -472,7 +450,8 @@ def test_create_an_instance_with_a_group(api: Any) -> None:
     detail = api.get("/v1.0/p1/instances/detail").json()["instances"][0]
     assert detail["configuration"]["id"] == gid
     # The build gives the guest the group's values.
-    tc = TaskContext(api.settings, api.db, api.bus, Driver())
+    driver = FakeDriver()
+    tc = TaskContext(api.settings, api.db, api.bus, driver)  # type: ignore[arg-type]
     tc.bus.answers["apply_configuration"] = {"restart_required": False}
     with api.db.session() as s:
         from cove.taskmanager.create import guest_spec
@@ -485,6 +464,7 @@ def test_create_an_instance_with_a_group(api: Any) -> None:
     assert api.get(f"/v1.0/p1/configurations/{gid}").json()["configuration"]["instance_count"] == 1
     msg = fault(api.delete(f"/v1.0/p1/configurations/{gid}"), 400, "badRequest")
     assert "detach" in msg
+    assert driver.created == []  # only the settings were read
 
 
 def test_a_group_may_be_named_by_its_name(api: Any) -> None:
@@ -548,7 +528,7 @@ def test_an_instance_takes_only_a_group_of_its_version(api: Any) -> None:
         "badRequest",
     )
     assert "own datastore version" in msg
-    assert api.bus.updates() == []
+    assert updates(api.bus) == []
 
 
 def test_attach_and_detach(api: Any) -> None:
@@ -565,7 +545,7 @@ def test_attach_and_detach(api: Any) -> None:
     assert resp.status_code == 202, resp.text
     shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
     assert shown["configuration"]["id"] == gid and shown["name"] == "new"
-    assert api.bus.updates() == [iid]
+    assert updates(api.bus) == [iid]
     msg = fault(
         api.patch(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": second}}),
         400,
@@ -584,13 +564,13 @@ def test_attach_and_detach(api: Any) -> None:
     # Changing the group pushes it to the instance, once per change.
     api.patch(f"/v1.0/p1/configurations/{gid}", json={"configuration": {"values": {"jit": True}}})
     api.put(f"/v1.0/p1/configurations/{gid}", json={"configuration": {"values": {}}})
-    assert api.bus.updates() == [iid, iid, iid]
+    assert updates(api.bus) == [iid, iid, iid]
     assert (
         api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": None}}).status_code
         == 202
     )
     assert "configuration" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
-    assert api.bus.updates() == [iid] * 4
+    assert updates(api.bus) == [iid] * 4
     # An empty update detaches too (Trove's rule); with nothing attached it changes nothing.
     assert (
         api.patch(
@@ -601,7 +581,7 @@ def test_attach_and_detach(api: Any) -> None:
     assert api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {}}).status_code == 202
     assert api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {}}).status_code == 202
     assert "configuration" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
-    assert api.bus.updates() == [iid] * 6
+    assert updates(api.bus) == [iid] * 6
     assert api.delete(f"/v1.0/p1/configurations/{gid}").status_code == 202
     fault(api.put(f"/v1.0/p1/instances/{iid}", json=attach), 404, "itemNotFound")
 
@@ -611,12 +591,7 @@ def test_a_bus_failure_undoes_the_attachment(api: Any) -> None:
     iid = instance(api)
     make_active(api, iid)
 
-    def down(*_args: Any, **_kwargs: Any) -> None:
-        from cove.common.errors import ServiceUnavailable
-
-        raise ServiceUnavailable("the bus is down")
-
-    api.bus.cast = down
+    api.bus.fail(ANY, ServiceUnavailable("the bus is down"), calls=False)
     fault(
         api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": gid}}),
         503,
@@ -644,39 +619,13 @@ def test_the_effective_configuration_comes_from_the_guest(api: Any) -> None:
 # -- the task manager -------------------------------------------------------------------------
 
 
-class Driver(ComputeDriver):
-    name = "local"
-
-    def __init__(self, fail: bool = False) -> None:
-        self.updated: list[GuestSettings] = []
-        self.fail = fail
-
-    def create(self, spec: GuestSettings) -> None:
-        raise AssertionError("not expected")
-
-    def update(self, spec: GuestSettings) -> GuestSettings | None:
-        if self.fail:
-            raise OSError("disk full")
-        previous = self.updated[-1] if self.updated else None
-        self.updated.append(spec)
-        return previous
-
-    def ensure_running(self, instance_id: str) -> bool:
-        return False
-
-    def state(self, instance_id: str) -> ComputeState:
-        return ComputeState.ACTIVE
-
-    def destroy(self, instance_id: str) -> None:
-        pass
-
-
 def test_applying_settings_updates_the_place_then_the_guest(api: Any) -> None:
     gid = group(api, {"max_locks_per_transaction": 1024, "jit": True})["id"]
     iid = instance(api, configuration=gid)
     make_active(api, iid)
-    driver = Driver()
-    tc = TaskContext(api.settings, api.db, api.bus, driver)
+    driver = FakeDriver()
+    driver.place(iid)
+    tc = TaskContext(api.settings, api.db, api.bus, driver)  # type: ignore[arg-type]
     api.bus.answers["apply_configuration"] = {"restart_required": True}
     assert push_settings(tc, RequestContext(), iid) is True
     (spec,) = driver.updated
@@ -697,18 +646,19 @@ def test_applying_settings_updates_the_place_then_the_guest(api: Any) -> None:
 def test_a_failed_apply_is_recorded_and_cleared_by_the_next_success(api: Any) -> None:
     iid = instance(api)
     make_active(api, iid)
-    tc = TaskContext(api.settings, api.db, api.bus, Driver())
+    driver = FakeDriver()
+    tc = TaskContext(api.settings, api.db, api.bus, driver)  # type: ignore[arg-type]
     api.bus.answers["apply_configuration"] = RpcTimeout("the guest did not answer")
     with api.db.session() as s:
         before = guest_spec(tc, s.get(Instance, iid))
-    tc.driver.updated.append(before)  # type: ignore[attr-defined]
+    driver.place(iid, before)
     gid = group(api, {"work_mem": 4096})["id"]
     with api.db.session() as s:
         s.get(Instance, iid).configuration_id = gid
     apply_settings(tc, RequestContext(), iid)
     # The guest kept its settings, and so does the place: its next start takes the old ones.
-    assert tc.driver.updated[-2].overrides == {"work_mem": 4096}  # type: ignore[attr-defined]
-    assert tc.driver.updated[-1] == before  # type: ignore[attr-defined]
+    assert driver.updated[-2].overrides == {"work_mem": 4096}
+    assert driver.updated[-1] == before
     fault_view = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]["fault"]
     assert (
         fault_view["message"].startswith(FAULT_PREFIX) and "did not answer" in fault_view["message"]
@@ -717,7 +667,9 @@ def test_a_failed_apply_is_recorded_and_cleared_by_the_next_success(api: Any) ->
     apply_settings(tc, RequestContext(), iid)
     assert "fault" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
     # A driver failure is a Cove error too, and the instance stays as it was.
-    broken = TaskContext(api.settings, api.db, api.bus, Driver(fail=True))
+    broken_driver = FakeDriver()
+    broken_driver.fail("update", OSError("disk full"))
+    broken = TaskContext(api.settings, api.db, api.bus, broken_driver)  # type: ignore[arg-type]
     apply_settings(broken, RequestContext(), iid)
     shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
     assert "disk full" in shown["fault"]["message"] and shown["status"] == "ACTIVE"
@@ -730,10 +682,10 @@ def test_a_failed_apply_is_recorded_and_cleared_by_the_next_success(api: Any) ->
 
 
 def test_registration_reads_a_catalogue_once_per_binary_version(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, migrated_db: Any
 ) -> None:
     url = f"sqlite:///{tmp_path}/cove.sqlite"
-    upgrade(url)
+    migrated_db(url)
     db = Database(url)
     found = [PG15]
     for name, finder in (("postgresql", lambda: list(found)), ("mariadb", list), ("redis", list)):

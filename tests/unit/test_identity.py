@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -10,40 +11,40 @@ import pytest
 from fastapi.testclient import TestClient
 
 from accounts import add_account, password_auth
-from cove.api.app import create_app
 from cove.api.context import build_context
 from cove.common.errors import BadRequest
 from cove.common.ids import utcnow
 from cove.common.settings import load_settings
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.identity import store
 from cove.identity.passwords import hash_password, verify_password
 from cove.identity.tokens import TokenClaims, TokenSigner
+from fakes import FakeBus
 
 
-class NoBus:
-    def cast(self, *args: Any, **kwargs: Any) -> None:
-        raise AssertionError("unexpected cast")
-
-    def call(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("unexpected call")
-
-
-def make_client(data_dir: Any) -> tuple[TestClient, Database]:
+def make_client(
+    data_dir: Any, api_app: Callable[[Any], Any], migrated_db: Callable[[str], None] | None = None
+) -> tuple[TestClient, Database]:
+    """An API on the control database in ``data_dir``, made first by ``migrated_db`` if given.
+    Its bus (``client.bus``) answers no call; the identity service casts nothing either."""
     settings = load_settings(data_dir=data_dir)
-    upgrade(settings.database_url)
+    if migrated_db is not None:
+        migrated_db(settings.database_url)
     db = Database(settings.database_url)
-    return TestClient(create_app(build_context(settings, db, NoBus()))), db  # type: ignore[arg-type]
+    bus = FakeBus()
+    client = TestClient(api_app(build_context(settings, db, bus)))  # type: ignore[arg-type]
+    client.bus = bus  # type: ignore[attr-defined]
+    return client, db
 
 
 @pytest.fixture
-def idp(tmp_path: Any) -> Any:
-    client, db = make_client(tmp_path)
+def idp(tmp_path: Any, migrated_db: Callable[[str], None], api_app: Callable[[Any], Any]) -> Any:
+    client, db = make_client(tmp_path, api_app, migrated_db)
     pid, password = add_account(db, "orders", "ann", "member")
     client.pid, client.password, client.db = pid, password, db  # type: ignore[attr-defined]
     yield client
     db.dispose()
+    assert client.bus.sent == []  # type: ignore[attr-defined]
 
 
 def login(client: Any, user: str = "ann", password: str | None = None, **scope: Any) -> Any:
@@ -157,8 +158,10 @@ def test_validate_check_and_revoke(idp: Any) -> None:
     assert idp.get(f"/v1.0/{idp.pid}/instances", headers={"X-Auth-Token": again}).status_code == 200
 
 
-def test_tokens_and_revocations_survive_a_restart(tmp_path: Any) -> None:
-    first, db = make_client(tmp_path)
+def test_tokens_and_revocations_survive_a_restart(
+    tmp_path: Any, migrated_db: Callable[[str], None], api_app: Callable[[Any], Any]
+) -> None:
+    first, db = make_client(tmp_path, api_app, migrated_db)
     pid, password = add_account(db, "p", "u", "member")
     kept = first.post("/identity/v3/auth/tokens", json=password_auth("u", password, pid))
     dropped = first.post("/identity/v3/auth/tokens", json=password_auth("u", password, pid))
@@ -166,7 +169,7 @@ def test_tokens_and_revocations_survive_a_restart(tmp_path: Any) -> None:
     hdr = {"X-Auth-Token": dropped_tok, "X-Subject-Token": dropped_tok}
     assert first.delete("/identity/v3/auth/tokens", headers=hdr).status_code == 204
     db.dispose()
-    second, db2 = make_client(tmp_path)  # a new process: same data directory, same key
+    second, db2 = make_client(tmp_path, api_app)  # a new process: same data directory, same key
     try:
         ok = second.get(f"/v1.0/{pid}/instances", headers={"X-Auth-Token": kept_tok})
         assert ok.status_code == 200, ok.text
@@ -174,6 +177,7 @@ def test_tokens_and_revocations_survive_a_restart(tmp_path: Any) -> None:
         assert gone.status_code == 401
     finally:
         db2.dispose()
+    assert first.bus.sent == second.bus.sent == []  # type: ignore[attr-defined]
 
 
 def test_expired_and_foreign_tokens_are_401(idp: Any, tmp_path: Any) -> None:

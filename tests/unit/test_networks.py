@@ -12,16 +12,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from accounts import add_account, password_auth
-from cove.api.app import create_app
 from cove.api.context import build_context
 from cove.cli.manage_network import network as network_group
 from cove.common.errors import BadRequest, ConfigurationError, Conflict, NetworkNotFound
 from cove.common.settings import Settings, load_settings
-from cove.compute.base import ComputeDriver
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.db.models import Instance, Network
 from cove.db.networks import (
     create_network,
@@ -33,20 +30,20 @@ from cove.db.networks import (
     set_default_network,
     sync_default_network,
 )
-from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
+from fakes import FakeBus, FakeDriver
 from rows import add_instance
 
 POOL = "127.42.0.0/16"
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
+def settings(tmp_path, migrated_db) -> Settings:
     settings = load_settings(data_dir=tmp_path, max_volume_size=10, page_size=2)
-    upgrade(settings.database_url)
+    migrated_db(settings.database_url)
     return settings
 
 
@@ -276,58 +273,22 @@ def test_resolve_network_without_a_default(db):
 # -- the API -----------------------------------------------------------------------------------
 
 
-class RecordingBus:
-    def __init__(self) -> None:
-        self.casts: list[tuple[str, str, dict[str, Any]]] = []
-
-    def cast(self, topic, method, args, context=None):
-        self.casts.append((topic, method, args))
-
-    def call(self, topic, method, args, context=None, timeout=30.0):
-        raise AssertionError(f"unexpected call {method}")
-
-    def declare_topic(self, topic):
-        pass
-
-
-class Driver(ComputeDriver):
-    name = "local"
-
-    def create(self, spec: GuestSettings) -> None:
-        pass
-
-    def update(self, spec: GuestSettings) -> None:
-        pass
-
-    def ensure_running(self, instance_id: str) -> bool:
-        return True
-
-    def state(self, instance_id: str) -> ComputeState:
-        return ComputeState.ACTIVE
-
-    def destroy(self, instance_id: str) -> None:
-        pass
-
-    def address_usable(self, address: str, port: int) -> bool:
-        return True
-
-
 @pytest.fixture
-def api(settings, synced):
+def api(settings, synced, api_app):
     with synced.session() as s:
         seed_flavors(s)
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
         create_network(s, "lab", "127.50.0.0/24")
         create_network(s, "qa", "127.51.0.0/24")
-    bus = RecordingBus()
+    bus = FakeBus()  # it answers no call: placing an instance casts prepare, nothing more
     context = build_context(settings, synced, bus)  # type: ignore[arg-type]
-    client = TestClient(create_app(context))
+    client = TestClient(api_app(context))
     project_id, password = add_account(synced, "p1", "u1", "reader", project_id="p1")
     reader, _ = context.identity.authenticate(password_auth("u1", password, project_id))
     client.headers["X-Auth-Token"] = reader
     client.member_password = add_account(synced, "p1", "u2", "member")[1]  # type: ignore[attr-defined]
     client.context = context  # type: ignore[attr-defined]
-    client.tc = TaskContext(settings, synced, bus, Driver())  # type: ignore[attr-defined,arg-type]
+    client.tc = TaskContext(settings, synced, bus, FakeDriver())  # type: ignore[attr-defined,arg-type]
     yield client
 
 
@@ -451,7 +412,7 @@ def test_a_row_without_a_network_is_placed_in_the_default(settings, synced):
     with synced.session() as s:
         create_network(s, "lab", "127.50.0.0/24", default=True)
     iid = add_instance(synced, Task.BUILDING, ComputeState.BUILD)  # network_id stays NULL
-    tc = TaskContext(settings, synced, RecordingBus(), Driver())  # type: ignore[arg-type]
+    tc = TaskContext(settings, synced, FakeBus(), FakeDriver())  # type: ignore[arg-type]
     create_instance(tc, RequestContext(), iid, [], [])
     with synced.session() as s:
         inst = s.get(Instance, iid)

@@ -4,7 +4,7 @@ SQLite control database and real tokens of the embedded identity service."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,61 +15,64 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from accounts import add_account, password_auth
-from cove.api.app import create_app
 from cove.api.auth import KeystoneAuthenticator
 from cove.api.context import build_context
 from cove.common.ids import new_id, utcnow
-from cove.common.settings import load_settings
+from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.db.models import Instance, Network, Quota
+from fakes import FakeBus
+
+USERS = (("p1", "u1", "member"), ("p1", "r1", "reader"), ("ops", "boss", "admin"))
 
 
-class RecordingBus:
-    def __init__(self) -> None:
-        self.casts: list[tuple[str, str, dict[str, Any]]] = []
-
-    def cast(self, topic, method, args, context=None):
-        self.casts.append((topic, method, args))
-
-    def call(self, topic, method, args, context=None, timeout=30.0):
-        raise AssertionError(f"unexpected call {method}")
+def seed(db: Database, settings: Settings) -> dict[str, tuple[str, str]]:
+    """What every Cove starts from: the catalogue, the default network and the accounts of
+    USERS. Returns each user's (project id, password)."""
+    with db.session() as s:
+        seed_flavors(s)
+        register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
+        s.add(
+            Network(
+                id=new_id(),
+                name="default",
+                cidr=settings.address_pool,
+                is_default=True,
+                created=utcnow(),
+            )
+        )
+    return {
+        user: add_account(db, project, user, role, project_id=project)
+        for project, user, role in USERS
+    }
 
 
 class Cove:
     """One API with three callers: a member and a reader of p1, an admin of project ops (the
     administrative project)."""
 
-    def __init__(self, tmp_path, **overrides: Any) -> None:
+    def __init__(
+        self,
+        tmp_path,
+        seeded_db: Callable[[Settings, Callable[..., Any]], Any],
+        api_app: Callable[[Any], Any],
+        **overrides: Any,
+    ) -> None:
         overrides = {"admin_project": "ops", **overrides}
         settings = load_settings(data_dir=tmp_path, max_volume_size=10, page_size=2, **overrides)
-        upgrade(settings.database_url)
+        self.accounts = seeded_db(settings, seed)
         self.db = Database(settings.database_url)
-        with self.db.session() as s:
-            seed_flavors(s)
-            register_version(
-                s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin")
-            )
-            s.add(
-                Network(
-                    id=new_id(),
-                    name="default",
-                    cidr=settings.address_pool,
-                    is_default=True,
-                    created=utcnow(),
-                )
-            )
-        self.bus = RecordingBus()
+        self.bus = FakeBus()  # it answers no call: nothing here reaches a guest
         self.context = build_context(settings, self.db, self.bus)  # type: ignore[arg-type]
-        app = create_app(self.context)
-        self.member = self._client(app, "p1", "u1", "member")
-        self.reader = self._client(app, "p1", "r1", "reader")
-        self.admin = self._client(app, "ops", "boss", "admin")
+        app = api_app(self.context)
+        self.member = self._client(app, "u1")
+        self.reader = self._client(app, "r1")
+        self.admin = self._client(app, "boss")
 
-    def _client(self, app: Any, project: str, user: str, role: str) -> TestClient:
-        project_id, password = add_account(self.db, project, user, role, project_id=project)
+    def _client(self, app: Any, user: str) -> TestClient:
+        project_id, password = self.accounts[user]
         assert self.context.identity is not None
         token, _claims = self.context.identity.authenticate(
             password_auth(user, password, project_id)
@@ -91,11 +94,11 @@ class Cove:
 
 
 @pytest.fixture
-def make(tmp_path) -> Iterator[Any]:
+def make(tmp_path, seeded_db, api_app) -> Iterator[Any]:
     made: list[Cove] = []
 
     def factory(**overrides: Any) -> Cove:
-        cove = Cove(tmp_path / str(len(made)), **overrides)
+        cove = Cove(tmp_path / str(len(made)), seeded_db, api_app, **overrides)
         made.append(cove)
         return cove
 
@@ -303,7 +306,9 @@ class FakeKeystone:
         return httpx.Response(200, json=doc)
 
 
-def test_with_an_external_keystone_any_well_formed_project_has_quotas(tmp_path):
+def test_with_an_external_keystone_any_well_formed_project_has_quotas(
+    tmp_path, migrated_db, api_app
+):
     admin_project, other = "0f" * 16, "ab" * 16
     settings = load_settings(
         data_dir=tmp_path,
@@ -312,13 +317,13 @@ def test_with_an_external_keystone_any_well_formed_project_has_quotas(tmp_path):
         keystone_username="cove",
         keystone_password="secret",
     )
-    upgrade(settings.database_url)
+    migrated_db(settings.database_url)
     db = Database(settings.database_url)
     try:
-        context = build_context(settings, db, RecordingBus())  # type: ignore[arg-type]
+        context = build_context(settings, db, FakeBus())  # type: ignore[arg-type]
         http = httpx.Client(transport=httpx.MockTransport(FakeKeystone(admin_project)))
         context.auth = KeystoneAuthenticator(settings, http)
-        client = TestClient(create_app(context), headers={"X-Auth-Token": "t"})
+        client = TestClient(api_app(context), headers={"X-Auth-Token": "t"})
         url = f"/v1.0/{admin_project}/mgmt/quotas/{other}"
         put = client.put(url, json={"quotas": {"instances": 3}})
         assert put.status_code == 200, put.text

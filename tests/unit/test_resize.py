@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from accounts import add_account, password_auth
-from cove.api.app import create_app
 from cove.api.context import build_context
 from cove.common.errors import RpcTimeout
 from cove.common.ids import utcnow
@@ -18,72 +17,39 @@ from cove.common.settings import load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.db.models import GuestState, Instance, Quota
 from cove.db.networks import sync_default_network
+from cove.domain.guest import ConfigurationApplied
 from cove.domain.specs import Resize
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.rpc.codec import to_wire
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.service import TaskManager
-
-
-class GuestBus:
-    """Records casts; answers the guest calls a resize makes."""
-
-    def __init__(self) -> None:
-        self.casts: list[tuple[str, str, dict[str, Any]]] = []
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self.min_ram_mb = 128
-        self.fail: set[str] = set()
-
-    def cast(self, topic, method, args, context=None):
-        if "cast" in self.fail:
-            raise RpcTimeout("the bus is down")
-        self.casts.append((topic, method, args))
-
-    def call(self, topic, method, args, context=None, timeout=30.0):
-        self.calls.append((topic, method, args))
-        if method in self.fail:
-            raise RpcTimeout(f"{method}: no answer")
-        if method == "min_ram_mb":
-            return self.min_ram_mb
-        if method == "apply_configuration":
-            return {"restart_required": False}
-        return None
-
-    def declare_topic(self, topic):
-        pass
-
-
-class Driver:
-    name = "local"
-
-    def __init__(self) -> None:
-        self.updated: list[Any] = []
-
-    def update(self, spec):
-        self.updated.append(spec)
+from fakes import ANY, FakeBus, FakeDriver
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, monkeypatch, migrated_db, api_app):
     monkeypatch.delenv("COVE_CONFIG", raising=False)
     settings = load_settings(data_dir=tmp_path, max_volume_size=20, max_ram_per_project=8000)
-    upgrade(settings.database_url)
+    migrated_db(settings.database_url)
     db = Database(settings.database_url)
     with db.session() as s:
         seed_flavors(s)
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
         sync_default_network(s, settings)
-    bus = GuestBus()
+    # The guest calls a resize makes, answered as a guest agent answers them.
+    bus = FakeBus()
+    bus.answer("min_ram_mb", 128)
+    bus.answer("apply_configuration", to_wire(ConfigurationApplied(restart_required=False)))
+    bus.answer("restart", None)
     context = build_context(settings, db, bus)  # type: ignore[arg-type]
-    client = TestClient(create_app(context))
+    client = TestClient(api_app(context))
     project_id, password = add_account(db, "p1", "u1", "member", project_id="p1")
     token, _claims = context.identity.authenticate(password_auth("u1", password, project_id))
     client.headers["X-Auth-Token"] = token
-    tc = TaskContext(settings, db, bus, Driver())  # type: ignore[arg-type]
+    tc = TaskContext(settings, db, bus, FakeDriver())  # type: ignore[arg-type]
     yield client, bus, tc
     db.dispose()
 
@@ -109,6 +75,7 @@ def active_instance(client: TestClient, tc: TaskContext, flavor: str = "1", size
         inst.address = "127.42.0.9"
         inst.agent_started_at = now
         s.add(GuestState(instance_id=iid, status="healthy", payload="{}", heartbeat_at=now))
+    tc.driver.place(iid)  # type: ignore[attr-defined]
     return iid
 
 
@@ -157,7 +124,7 @@ def test_flavor_resize_refusals(env):
     fault(action(client, iid, {"disk": 3}), 400, "badRequest")
     fault(action(client, iid, "big"), 400, "badRequest")
     # The guest says its data needs more memory than the tiny flavor has.
-    bus.min_ram_mb = 1000
+    bus.answer("min_ram_mb", 1000)
     message = fault(action(client, iid, {"flavorRef": "1"}), 400, "badRequest")
     assert "too small" in message and "1000 MB" in message
     # Growing past the RAM quota (8000 MB, 2048 in use): large has 8192.
@@ -198,7 +165,7 @@ def test_volume_quota_counts_the_growth(env):
 def test_a_resize_the_task_manager_never_heard_of_is_undone(env):
     client, bus, tc = env
     iid = active_instance(client, tc)
-    bus.fail.add("cast")
+    bus.fail(ANY, RpcTimeout("the bus is down"), calls=False)
     fault(action(client, iid, {"flavorRef": "2"}), 503, "serviceUnavailable")
     inst = row(tc, iid)
     assert inst.task == "NONE" and inst.flavor_id == "1"
@@ -224,7 +191,7 @@ def test_a_failed_resize_puts_the_old_flavor_back(env):
     iid = active_instance(client, tc)
     assert action(client, iid, {"flavorRef": "2"}).status_code == 202
     _t, _m, args = bus.casts[-1]
-    bus.fail.add("restart")
+    bus.answer("restart", RpcTimeout("restart: no answer"))
     TaskManager(tc).endpoints()["resize_instance"](RequestContext(), **args)
     inst = row(tc, iid)
     assert inst.task == "NONE" and inst.flavor_id == "1"

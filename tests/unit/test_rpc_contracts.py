@@ -3,8 +3,8 @@ to the bus in raw topics and hand-built argument dicts.
 
 For each service the test compares the client's methods with the server's table (names,
 parameters, their types and defaults, the result type), then calls every client method with
-sample values on a recording bus and decodes what went on the wire by the server's annotations:
-what arrives must be what was sent.
+sample values on the fake bus of tests/fakes.py and decodes what went on the wire by the
+server's annotations: what arrives must be what was sent.
 """
 
 from __future__ import annotations
@@ -32,25 +32,9 @@ from cove.rpc.guest import GuestClient
 from cove.rpc.taskmanager import TaskManagerClient
 from cove.rpc.typed import ServiceClient
 from cove.taskmanager.service import TaskManager
+from fakes import FakeBus
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "cove"
-
-
-class RecordingBus:
-    """Records what a client sends; answers a call with the sample of its result type."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, dict[str, Any], bool]] = []
-        self.answer: Any = None
-
-    def cast(self, topic: str, method: str, args: dict[str, Any], ctx: Any = None) -> None:
-        self.sent.append((topic, method, args, False))
-
-    def call(
-        self, topic: str, method: str, args: dict[str, Any], ctx: Any = None, timeout: float = 0
-    ) -> Any:
-        self.sent.append((topic, method, args, True))
-        return self.answer
 
 
 def _served(server: type) -> dict[str, Callable[..., Any]]:
@@ -66,7 +50,7 @@ def _table(server: type) -> dict[str, Callable[..., Any]]:
     return {name: fn.__wrapped__ for name, fn in _served(server).items()}
 
 
-SERVICES: list[tuple[Callable[[RecordingBus], ServiceClient], type, str]] = [
+SERVICES: list[tuple[Callable[[FakeBus], ServiceClient], type, str]] = [
     (lambda bus: TaskManagerClient(bus), TaskManager, topics.TASKMANAGER),  # type: ignore[arg-type]
     (lambda bus: ConductorClient(bus), Conductor, topics.CONDUCTOR),  # type: ignore[arg-type]
     (lambda bus: GuestClient(bus, "i-1"), GuestService, topics.guest("i-1")),  # type: ignore[arg-type]
@@ -94,9 +78,9 @@ def _shape(fn: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
 
 @pytest.mark.parametrize(("make", "server", "topic"), SERVICES, ids=IDS)
 def test_every_rpc_has_the_same_name_parameters_and_result_on_both_sides(
-    make: Callable[[RecordingBus], ServiceClient], server: type, topic: str
+    make: Callable[[FakeBus], ServiceClient], server: type, topic: str
 ) -> None:
-    client_rpcs = _rpcs(make(RecordingBus()))
+    client_rpcs = _rpcs(make(FakeBus()))
     table = _table(server)
     assert sorted(client_rpcs) == sorted(table)
     for name, fn in client_rpcs.items():
@@ -128,17 +112,17 @@ def sample(tp: Any) -> Any:
 
 @pytest.mark.parametrize(("make", "server", "topic"), SERVICES, ids=IDS)
 def test_what_a_client_sends_is_what_its_server_decodes(
-    make: Callable[[RecordingBus], ServiceClient], server: type, topic: str
+    make: Callable[[FakeBus], ServiceClient], server: type, topic: str
 ) -> None:
-    bus = RecordingBus()
+    bus = FakeBus()
     client = make(bus)
     table = _table(server)
     for name, fn in _rpcs(client).items():
         args = {p: sample(tp) for p, tp, _default in _shape(fn)}
         result = sample(codec.result_type(fn))
-        bus.answer = codec.to_wire(result)
+        bus.answer(name, codec.to_wire(result))
         assert fn(RequestContext(), **args) == result, name
-        sent_topic, method, wire, _is_call = bus.sent[-1]
+        sent_topic, method, wire = bus.sent[-1]
         assert (sent_topic, method) == (topic, name)
         decoded = {
             a: codec.from_wire(tp, wire[a], a) for a, tp in codec.parameters(table[name]).items()
@@ -196,16 +180,15 @@ def test_no_raw_topics_or_argument_dicts_outside_the_rpc_package() -> None:
 
 
 def test_a_guest_that_answers_oddly_or_late_is_named_in_the_error() -> None:
-    bus = RecordingBus()
+    bus = FakeBus()
     guest = GuestClient(bus, "i-9", timeout=3)  # type: ignore[arg-type]
-    bus.answer = "lots"
+    bus.answer("min_ram_mb", "lots")
     with pytest.raises(GuestError, match="The guest agent of instance i-9 gave an unexpected"):
         guest.min_ram_mb(RequestContext())
 
-    def late(*_args: Any, **_kwargs: Any) -> Any:
-        raise RpcTimeout("no reply to min_ram_mb on topic guestagent.i-9 (msg_id=x)")
-
-    bus.call = late  # type: ignore[method-assign]
+    bus.answer(
+        "min_ram_mb", RpcTimeout("no reply to min_ram_mb on topic guestagent.i-9 (msg_id=x)")
+    )
     with pytest.raises(
         RpcTimeout, match=r"^The guest agent of instance i-9 did not answer within 3 s\.$"
     ):

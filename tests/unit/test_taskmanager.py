@@ -1,103 +1,46 @@
 """The task manager's monitor and workflows against a real SQLite control database. The
-compute driver and the bus are stand-ins: what is tested is the bookkeeping around them."""
+compute driver and the bus are the fakes of tests/fakes.py: what is tested is the bookkeeping
+around them."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
+from cove.common.errors import RpcTimeout
 from cove.common.ids import utcnow
 from cove.common.settings import load_settings
-from cove.compute.base import ComputeDriver
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import allocate_address
-from cove.db.migrate import upgrade
 from cove.db.models import AddressAllocation, Instance
-from cove.domain.guest import GuestSettings
+from cove.domain.guest import ConfigurationApplied, GuestSettings
+from cove.domain.specs import DatabaseSpec
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
+from cove.rpc.codec import to_wire
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
 from cove.taskmanager.monitor import check_instances
 from cove.taskmanager.restart import restart_instance
+from fakes import FakeBus, FakeDriver
 from rows import add_instance
 
 
-class Driver(ComputeDriver):
-    name = "local"
-
-    def __init__(self) -> None:
-        self.states: dict[str, ComputeState] = {}
-        self.created: list[GuestSettings] = []
-        self.updated: list[GuestSettings] = []
-        self.revived: list[str] = []
-        self.destroyed: list[str] = []
-
-    def create(self, spec: GuestSettings) -> None:
-        self.created.append(spec)
-        self.states[spec.instance_id] = ComputeState.ACTIVE
-
-    def update(self, spec: GuestSettings) -> None:
-        self.updated.append(spec)
-
-    def ensure_running(self, instance_id: str) -> bool:
-        self.revived.append(instance_id)
-        self.states[instance_id] = ComputeState.ACTIVE
-        return True
-
-    def state(self, instance_id: str) -> ComputeState:
-        return self.states.get(instance_id, ComputeState.ERROR)
-
-    def destroy(self, instance_id: str) -> None:
-        self.destroyed.append(instance_id)
-        self.states.pop(instance_id, None)
-
-
-class Bus:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, dict[str, Any]]] = []
-        self.declared: list[str] = []
-        self.deleted: list[str] = []
-        self.fail_calls = False
-
-    def cast(self, topic: str, method: str, args: dict[str, Any], context: Any = None) -> None:
-        self.sent.append((topic, method, args))
-
-    def call(
-        self,
-        topic: str,
-        method: str,
-        args: dict[str, Any],
-        context: Any = None,
-        timeout: float = 30.0,
-    ) -> Any:
-        self.sent.append((topic, method, args))
-        if self.fail_calls:
-            from cove.common.errors import RpcTimeout
-
-            raise RpcTimeout("no answer")
-        return None
-
-    def declare_topic(self, topic: str) -> None:
-        self.declared.append(topic)
-
-    def delete_topic(self, topic: str) -> None:
-        self.deleted.append(topic)
-
-
 @pytest.fixture
-def tc(tmp_path) -> TaskContext:
+def tc(tmp_path, migrated_db) -> TaskContext:
     settings = load_settings(data_dir=tmp_path, build_timeout=60)
-    upgrade(settings.database_url)
+    migrated_db(settings.database_url)
     db = Database(settings.database_url)
     with db.session() as s:
         seed_flavors(s)
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/x"))
-    return TaskContext(settings, db, Bus(), Driver())  # type: ignore[arg-type]
+    # The guest calls the workflows make, answered as a guest agent answers them.
+    bus = FakeBus()
+    bus.answer("restart", None)
+    bus.answer("apply_configuration", to_wire(ConfigurationApplied(restart_required=False)))
+    return TaskContext(settings, db, bus, FakeDriver())  # type: ignore[arg-type]
 
 
 def add(tc: TaskContext, task: Task, compute: ComputeState, age: float = 0.0) -> str:
@@ -113,7 +56,7 @@ def row(tc: TaskContext, iid: str) -> Instance:
 
 def test_create_places_declares_then_prepares(tc: TaskContext) -> None:
     iid = add(tc, Task.BUILDING, ComputeState.BUILD)
-    create_instance(tc, RequestContext(), iid, [{"name": "d"}], [])
+    create_instance(tc, RequestContext(), iid, [DatabaseSpec("d")], [])
     inst = row(tc, iid)
     assert inst.address is not None and inst.compute_state == "ACTIVE"
     assert inst.agent_started_at is not None
@@ -124,7 +67,7 @@ def test_create_places_declares_then_prepares(tc: TaskContext) -> None:
 
 def test_a_build_given_up_meanwhile_removes_what_was_placed(tc: TaskContext) -> None:
     iid = add(tc, Task.BUILDING, ComputeState.BUILD)
-    driver: Driver = tc.driver  # type: ignore[assignment]
+    driver: FakeDriver = tc.driver  # type: ignore[assignment]
     original = driver.create
 
     def create_then_time_out(spec: GuestSettings) -> None:
@@ -148,7 +91,7 @@ def test_monitor_ends_overdue_builds_and_stale_restarts(tc: TaskContext) -> None
     stale_resize = add(tc, Task.RESIZING, ComputeState.ACTIVE, age=7200)
     resizing = add(tc, Task.RESIZING, ComputeState.ACTIVE, age=5)
     for iid in (overdue, young, stale, busy, stale_resize, resizing):
-        tc.driver.states[iid] = ComputeState.ACTIVE  # type: ignore[attr-defined]
+        tc.driver.place(iid)  # type: ignore[attr-defined]
     with tc.db.session() as s:
         s.get(Instance, stale_resize).address = "127.42.0.77"  # type: ignore[union-attr]
     check_instances(tc)
@@ -170,7 +113,7 @@ def test_monitor_ends_overdue_builds_and_stale_restarts(tc: TaskContext) -> None
 
 def test_monitor_brings_back_a_dead_agent_and_records_it(tc: TaskContext) -> None:
     iid = add(tc, Task.NONE, ComputeState.ACTIVE)
-    tc.driver.states[iid] = ComputeState.SHUTDOWN  # type: ignore[attr-defined]
+    tc.driver.place(iid, state=ComputeState.SHUTDOWN)  # type: ignore[attr-defined]
     before = utcnow()
     check_instances(tc)
     assert tc.driver.revived == [iid]  # type: ignore[attr-defined]
@@ -189,14 +132,14 @@ def test_monitor_records_a_vanished_place(tc: TaskContext) -> None:
 
 def test_restart_ends_the_task_and_records_a_failure(tc: TaskContext) -> None:
     iid = add(tc, Task.REBOOTING, ComputeState.ACTIVE)
-    tc.bus.fail_calls = True  # type: ignore[attr-defined]
+    tc.bus.answer("restart", RpcTimeout("no answer"))  # type: ignore[attr-defined]
     restart_instance(tc, RequestContext(), iid)
     inst = row(tc, iid)
     assert inst.task == "NONE" and "Restart failed" in (inst.fault_message or "")
     # A later restart that works clears the old fault.
     with tc.db.session() as s:
         s.get(Instance, iid).task = Task.REBOOTING.value  # type: ignore[union-attr]
-    tc.bus.fail_calls = False  # type: ignore[attr-defined]
+    tc.bus.answer("restart", None)  # type: ignore[attr-defined]
     restart_instance(tc, RequestContext(), iid)
     assert row(tc, iid).fault_message is None
 
@@ -223,10 +166,7 @@ def test_delete_releases_everything(tc: TaskContext) -> None:
 def test_a_failed_delete_is_recorded_and_can_be_retried(tc: TaskContext) -> None:
     iid = add(tc, Task.DELETING, ComputeState.ACTIVE)
 
-    def broken(instance_id: str) -> None:
-        raise OSError("disk on fire")
-
-    tc.driver.destroy = broken  # type: ignore[method-assign]
+    tc.driver.fail("destroy", OSError("disk on fire"))  # type: ignore[attr-defined]
     delete_instance(tc, RequestContext(), iid)
     inst = row(tc, iid)
     assert inst.task == "DELETE_ERROR" and "disk on fire" in (inst.fault_message or "")

@@ -10,6 +10,7 @@ this file.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,25 +24,15 @@ from cove.common.settings import load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.db.models import Network
-
-
-class RefusingBus:
-    """Nothing here may reach the task manager or a guest."""
-
-    def cast(self, topic: str, method: str, args: dict[str, Any], context: Any = None) -> None:
-        return None
-
-    def call(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a refused request must not reach a guest")
+from fakes import FakeBus
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def world(tmp_path_factory: pytest.TempPathFactory, migrated_db: Callable[[str], None]) -> Any:
     tmp = tmp_path_factory.mktemp("tenancy")
     settings = load_settings(data_dir=tmp, rate_limit_per_minute=0)
-    upgrade(settings.database_url)
+    migrated_db(settings.database_url)
     db = Database(settings.database_url)
     with db.session() as s:
         seed_flavors(s)
@@ -55,7 +46,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 created=utcnow(),
             )
         )
-    context = build_context(settings, db, RefusingBus())  # type: ignore[arg-type]
+    # The two instances' creations are cast to the task manager; a refused request must not
+    # reach a guest, and the fake bus answers no call.
+    context = build_context(settings, db, FakeBus())  # type: ignore[arg-type]
     assert context.identity is not None
     client = TestClient(create_app(context))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -269,14 +268,6 @@ def test_bad_url() -> None:
 # -- against the real API and identity service --------------------------------------------------
 
 
-class IdleBus:
-    def cast(self, topic: str, method: str, args: Any, context: Any = None) -> None:
-        raise AssertionError(f"unexpected cast {method}")
-
-    def call(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("unexpected call")
-
-
 def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``cove up`` writes is what the CLI logs in with, against Cove's own identity
     service and API."""
@@ -288,6 +279,7 @@ def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     from cove.common.settings import load_settings
     from cove.db.engine import Database
     from cove.identity.service import AUTH_FAILED
+    from fakes import FakeBus
 
     isolate(monkeypatch, tmp_path)
     settings = load_settings(data_dir=tmp_path / "data")
@@ -296,7 +288,8 @@ def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     access = prepare_access(settings)
     assert access.created is not None and access.clouds_file is not None
     db = Database(settings.database_url)
-    app = create_app(build_context(settings, db, IdleBus()))  # type: ignore[arg-type]
+    bus = FakeBus()  # nothing here casts, and a call would fail the test
+    app = create_app(build_context(settings, db, bus))  # type: ignore[arg-type]
     seen: list[str] = []
 
     def factory(
@@ -332,5 +325,6 @@ def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         for _ in range(settings.login_failure_limit):
             refusal = run("flavor", "list", env=wrong)
         assert ": Too many failed authentications; try again in " in refusal.stderr
+        assert bus.sent == []
     finally:
         db.dispose()
