@@ -21,13 +21,13 @@ import cove.api.instances as instance_workflows
 from accounts import add_account, password_auth
 from cove.api.app import create_app
 from cove.api.context import build_context
-from cove.common.ids import new_id, utcnow
 from cove.common.settings import load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.migrate import upgrade
-from cove.db.models import Instance, Network, ProjectLock
+from cove.db.models import Instance, ProjectLock
+from cove.db.networks import sync_default_network
 from cove.db.quotas import check_instance_quota, lock_project
 from fakes import FakeBus
 
@@ -65,15 +65,7 @@ def _api(tmp_path: Any, db: Database) -> tuple[Any, str]:
     with db.session() as s:
         seed_flavors(s)
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
-        s.add(
-            Network(
-                id=new_id(),
-                name="default",
-                cidr=settings.address_pool,
-                is_default=True,
-                created=utcnow(),
-            )
-        )
+        sync_default_network(s, settings)
     context = build_context(settings, db, FakeBus())  # type: ignore[arg-type]
     project_id, password = add_account(db, "race", "racer", "member", project_id="race")
     assert context.identity is not None

@@ -22,7 +22,8 @@ from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
-from cove.db.models import Instance, Network, Quota
+from cove.db.models import Instance, Quota
+from cove.db.networks import sync_default_network
 from fakes import FakeBus
 
 USERS = (("p1", "u1", "member"), ("p1", "r1", "reader"), ("ops", "boss", "admin"))
@@ -34,15 +35,7 @@ def seed(db: Database, settings: Settings) -> dict[str, tuple[str, str]]:
     with db.session() as s:
         seed_flavors(s)
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
-        s.add(
-            Network(
-                id=new_id(),
-                name="default",
-                cidr=settings.address_pool,
-                is_default=True,
-                created=utcnow(),
-            )
-        )
+        sync_default_network(s, settings)
     return {
         user: add_account(db, project, user, role, project_id=project)
         for project, user, role in USERS
