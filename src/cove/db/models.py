@@ -158,6 +158,16 @@ class Instance(Base):
     port: Mapped[int] = mapped_column(Integer)
     fault_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     fault_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The task manager working on ``task`` and until when its claim holds; an expired claim
+    # means it died, and another takes the task over (cove.taskmanager.leases).
+    task_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    task_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the task needs to be resumed that the row does not hold (the passwords of a
+    # create), sealed with the deployment's task key: never in clear text.
+    task_args: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The row's settings (flavor, volume, configuration) changed and the guest has not
+    # confirmed them yet: the monitor pushes them again.
+    settings_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     configuration_id: Mapped[str | None] = mapped_column(
         ForeignKey("configurations.id"), nullable=True, index=True
     )
