@@ -10,18 +10,22 @@ COVE_DATA_DIR ?= $(CURDIR)/.cove
 COVE_API_PORT ?= 8779
 export COVE_DATA_DIR COVE_API_PORT
 
-.PHONY: run test install system-deps lint unit bench clean
+.PHONY: run test install system-deps service-access lint unit bench clean
 
-run: install
+run: install service-access
 	$(VENV)/bin/cove up
 
-test: install lint
+test: install service-access lint
 	$(VENV)/bin/pytest -q
 
 install: system-deps $(VENV)/.installed
 
 system-deps:
 	@bash scripts/install-system-deps.sh
+
+# As root, the service user runs guest agents from this clone: stop at once if it cannot.
+service-access: $(VENV)/.installed
+	@bash scripts/check-service-access.sh $(CURDIR) $(VENV)
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +43,7 @@ unit: install
 
 bench: install
 	$(VENV)/bin/python bench/provision.py
+	$(VENV)/bin/python bench/recovery.py
 	$(VENV)/bin/python bench/api.py
 
 clean:

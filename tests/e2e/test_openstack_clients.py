@@ -173,6 +173,10 @@ def sdk_create_and_wait(tc: TroveDriver, plane: ControlPlane, tiny: dict[str, An
 
     inst = sdk_wait_active(tc, iid, plane)
     assert inst["operating_status"] == "HEALTHY"
+    # As from Trove: keys that would be empty are absent, so no client takes it for a replica
+    # source (or a replica).
+    assert not {"replicas", "replica_of", "hostname", "fault"} & inst.keys()
+    assert inst["access"] == {"is_public": False}
     assert inst["datastore"]["type"] == "postgresql" and inst["volume"]["size"] == 1
     assert str(inst["flavor"]["id"]) == tiny["str_id"]
     with connect(inst, "app", app_pw, "orders") as conn:
@@ -349,6 +353,12 @@ def cli_create_and_wait(cli: OpenStackCli, plane: ControlPlane) -> CliInstance:
     shown = cli_wait_active(cli, iid, plane)
     assert shown["datastore"] == "postgresql" and shown["volume"] == 1
     assert shown["operating_status"] == "HEALTHY" and shown["flavor"] == "1"
+    # A plain instance is neither a replica source nor a replica: OSC prints no role for it
+    # (it says "primary" for any instance whose answer has a `replicas` key, even empty).
+    assert not {"replicas", "replica_of"} & shown.keys()
+    (row,) = [row for row in cli.json("database", "instance", "list") if row["ID"] == iid]
+    assert row["Role"] == "" and row["Public"] is False
+    assert [a["address"] for a in row["Addresses"]] == shown["ip"].split(",")
     # OSC prints `ip` joined with commas and `addresses` as the API gave them.
     inst = {"ip": shown["ip"].split(","), "addresses": shown["addresses"]}
     with connect(inst, "app", app_pw, "orders") as conn:
@@ -491,3 +501,63 @@ def test_openstack_uses_the_cloud_cove_up_wrote(
     cli = OpenStackCli(openstack_clients, config, "cove", tmp_path)
     assert isinstance(cli.json("database", "instance", "list"), list)
     assert "tiny" in [f["Name"] for f in cli.json("database", "flavor", "list")]
+
+
+def test_openstack_admin_resets_and_deletes_instances(
+    openstack_clients: ClientVenv, cove_up: ControlPlane, osc_account: OscAccount, tmp_path: Path
+) -> None:
+    """`database instance reset status` is for cloud administrators, who reach the member's
+    instances by id through their own project; a reset instance can be deleted, and
+    `delete --force` resets and deletes in one go. The resets land while the instances are
+    being built, with the task manager at work on them."""
+    member = OpenStackCli.with_cloud(openstack_clients, osc_account.cloud, mkdir(tmp_path, "m"))
+    admin_acct = cove_up.account("admin", "osc-admin", "admin")
+    admin_cloud = Cloud(
+        auth_url=osc_account.cloud.auth_url,
+        username=admin_acct.user,
+        password=admin_acct.password,
+        project_name="admin",
+    )
+    admin = OpenStackCli.with_cloud(openstack_clients, admin_cloud, mkdir(tmp_path, "a"))
+
+    def create(name: str) -> str:
+        created = member.json(
+            "database", "instance", "create", name, "--flavor", "tiny", "--size", "1",
+            "--datastore", "postgresql",
+        )  # fmt: skip
+        iid: str = created["id"]
+        return iid
+
+    def wait_gone(iid: str) -> None:
+        wait_for(
+            lambda: iid not in [r["ID"] for r in member.json("database", "instance", "list")],
+            BUILD_TIMEOUT,
+            0.3,
+            f"instance {iid} to go",
+        )
+
+    iid = create("cli-stuck")
+    (row,) = [r for r in member.json("database", "instance", "list") if r["ID"] == iid]
+    assert row["Role"] == "" and row["Public"] is False
+    refused = member.run("database", "instance", "reset", "status", iid)
+    assert refused.returncode != 0
+    assert "Policy doesn't allow instance:reset_status" in refused.stderr + refused.stdout
+    admin.ok("database", "instance", "reset", "status", iid)
+    shown = admin.json("database", "instance", "show", iid)
+    assert "reset by an administrator" in shown["fault"], shown
+    assert shown["tenant_id"] == osc_account.project_id
+    assert iid not in [r["ID"] for r in admin.json("database", "instance", "list")]
+    member.ok("database", "instance", "delete", iid)
+    wait_gone(iid)
+
+    forced = create("cli-forced")
+    admin.ok("database", "instance", "delete", "--force", forced)
+    wait_gone(forced)
+    gone = admin.run("database", "instance", "show", forced)
+    assert gone.returncode != 0
+
+
+def mkdir(parent: Path, name: str) -> Path:
+    path = parent / name
+    path.mkdir()
+    return path

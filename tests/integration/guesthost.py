@@ -3,6 +3,8 @@ records what the agents report: the integration tests' view of one host."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import queue
 import random
 import subprocess
@@ -18,10 +20,11 @@ from cove.common.ids import new_id
 from cove.common.settings import load_settings
 from cove.compute.discovery import find_postgresql
 from cove.compute.local import LocalDriver
+from cove.domain.datastores import datastore
 from cove.domain.guest import GuestSettings
 from cove.rpc import RequestContext, RpcClient, RpcServer, topics
 from cove.rpc.guest import GuestClient
-from servers import remove_tree
+from servers import free_address, remove_tree
 
 
 class Host:
@@ -64,6 +67,22 @@ class Host:
             heartbeat_interval=5,
         )
 
+    def spec_of(self, name: str) -> GuestSettings:
+        """A new instance of datastore ``name`` on its newest version found here, on an address
+        of its own and the datastore's standard port."""
+        ds = datastore(name)
+        found = ds.find_versions()
+        # make test installs every datastore: a missing one must not pass unnoticed.
+        assert found, f"needs {ds.title} ({ds.needs})"
+        return dataclasses.replace(
+            self.spec(),
+            datastore=name,
+            datastore_version=found[-1].name,
+            bin_dir=found[-1].bin_dir,
+            address=free_address(ds.port),
+            port=ds.port,
+        )
+
     def create(self, spec: GuestSettings, *, prepare: bool = False) -> None:
         self.created.append(spec.instance_id)
         guest = GuestClient(self.bus, spec.instance_id)
@@ -89,9 +108,10 @@ class Host:
             if all(event.get(k) == v for k, v in match.items()):
                 return event
 
-    def server_pid(self, instance_id: str) -> int:
-        pidfile = self.driver.instance_dir(instance_id) / "data" / "postmaster.pid"
-        return int(pidfile.read_text().splitlines()[0])
+    def server_pid(self, instance_id: str, name: str = "postgresql") -> int:
+        """The pid the instance's server wrote in its pid file (the descriptor names it)."""
+        pidfile = self.driver.instance_dir(instance_id).joinpath(*datastore(name).stray.pid_file)
+        return int(pidfile.read_text().split()[0])
 
     def close(self) -> None:
         for instance_id in self.created:
@@ -102,6 +122,13 @@ class Host:
 
 @pytest.fixture
 def host() -> Iterator[Host]:
+    with private_host() as h:
+        yield h
+
+
+@contextlib.contextmanager
+def private_host() -> Iterator[Host]:
+    """A :class:`Host` on a private bus in a new temporary directory, removed afterwards."""
     base = Path(tempfile.mkdtemp(prefix="cove-host-"))
     base.chmod(0o755)
     bus_dir = base / "bus"

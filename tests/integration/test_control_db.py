@@ -6,13 +6,13 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, select, text
 
 from cove.common.ids import new_id, utcnow
-from cove.conductor.service import Conductor
+from cove.conductor.service import SERVER_FAULT, Conductor
 from cove.db.catalog import seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import allocate_address, release_address
@@ -162,6 +162,56 @@ def test_concurrent_heartbeats_of_one_instance(db: Database, round_: int) -> Non
         assert guest is not None
         # Whatever order the workers ran in, the newest heartbeat is the one recorded.
         assert json.loads(guest.payload) == {"agent_pid": 7}
+
+
+def test_a_crashed_server_is_the_fault_until_it_serves_again(db: Database) -> None:
+    iid = _instance(db, Task.NONE)
+    conductor = Conductor(db)
+    ctx = RequestContext()
+    t0 = utcnow()
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    def fault() -> str | None:
+        with db.session() as s:
+            inst = s.get(Instance, iid)
+            assert inst is not None
+            assert (inst.fault_at is None) == (inst.fault_message is None)
+            return inst.fault_message
+
+    conductor.heartbeat(ctx, iid, GuestStatus.HEALTHY, BEAT, at(0))
+    conductor.report(ctx, iid, "server", "crashed", "PostgreSQL was killed by SIGKILL", at(2))
+    crashed = fault()
+    assert crashed == f"{SERVER_FAULT}: PostgreSQL was killed by SIGKILL"
+    # A serving heartbeat sent before the crash, delivered late, changes nothing.
+    conductor.heartbeat(ctx, iid, GuestStatus.HEALTHY, BEAT, at(1))
+    conductor.heartbeat(ctx, iid, GuestStatus.CRASHED, BEAT, at(3))
+    assert fault() == crashed
+    conductor.report(ctx, iid, "server", "recovered", "answers again after 1 restart(s)", at(4))
+    assert fault() is None
+
+    # Given up: the fault says so; a heartbeat of the server still down leaves it.
+    conductor.report(ctx, iid, "server", "crashed", "Redis exited with status 1", at(5))
+    conductor.report(ctx, iid, "server", "gave_up", "the last start failed: no space", at(6))
+    conductor.report(ctx, iid, "server", "crashed", "late", at(5.5))  # older: discarded
+    assert fault() == (
+        f"{SERVER_FAULT} and could not be started again: the last start failed: no space"
+    )
+    conductor.heartbeat(ctx, iid, GuestStatus.CRASHED, BEAT, at(7))
+    assert fault() is not None
+    # A new agent started the server: its first serving heartbeat ends the fault.
+    conductor.heartbeat(ctx, iid, GuestStatus.HEALTHY, BEAT, at(8))
+    assert fault() is None
+
+    # A fault the conductor did not set is never cleared by it.
+    with db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        inst.fault_message, inst.fault_at = "Resizing failed: no room", utcnow()
+    conductor.report(ctx, iid, "server", "recovered", "started again by a restart", at(9))
+    conductor.heartbeat(ctx, iid, GuestStatus.HEALTHY, BEAT, at(10))
+    assert fault() == "Resizing failed: no room"
 
 
 def test_addresses_held_outside_cove_are_skipped(db: Database) -> None:

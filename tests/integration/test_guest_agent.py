@@ -143,12 +143,15 @@ def test_guest_agent_contract(guest: Guest) -> None:
     guest.call("disable_root")
     assert guest.call("is_root_enabled") is False
 
-    # The agent is the server's parent: a crash is reported at once, not at the next beat.
+    # The agent is the server's parent: a crash is reported at once, not at the next beat, and
+    # the server is started again (tests/integration/test_server_recovery.py has the rest).
     server = guest.server_pid()
     os.kill(server, signal.SIGKILL)
     started = time.monotonic()
-    guest.wait_event(3, method="heartbeat", service_status="crashed")
+    crashed = guest.wait_event(3, method="report", operation="server")
+    assert crashed["outcome"] == "crashed"
     assert time.monotonic() - started < 2.0
+    assert guest.wait_event(60, method="report", operation="server")["outcome"] == "recovered"
     guest.call("restart")
     assert guest.call("get_status") == "healthy"
 

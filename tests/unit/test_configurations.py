@@ -1,10 +1,14 @@
 """Configuration groups and parameter catalogues: the API against a real SQLite control
-database, the task manager workflow that applies settings, and how registration stores a
-version's catalogue. The bus and the compute driver are the shared fakes of tests/fakes.py
-and the parameter readers stand-ins, all recording what they are asked."""
+database, the pushes of settings to guests (within the request, then by the task manager until
+confirmed), and how registration stores a version's catalogue. The bus and the compute driver
+are the shared fakes of tests/fakes.py and the parameter readers stand-ins, all recording what
+they are asked."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -14,7 +18,7 @@ from sqlalchemy import select
 
 from accounts import add_account, password_auth
 from cove.api.context import build_context
-from cove.common.errors import RpcTimeout, ServiceUnavailable
+from cove.common.errors import GuestError, RpcTimeout
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import Settings, load_settings
 from cove.compute import parameters as readers
@@ -22,17 +26,18 @@ from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_found_versions, register_version, seed_flavors
 from cove.db.configurations import catalogue, store_catalogue
 from cove.db.engine import Database
+from cove.db.instances import mark_settings_pending
 from cove.db.models import Datastore, DatastoreVersion, GuestState, Instance
 from cove.db.networks import sync_default_network
 from cove.domain.datastores import DATASTORES
 from cove.domain.parameters import Parameter, ParamType
 from cove.domain.status import ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext
-from cove.taskmanager.configure import FAULT_PREFIX, apply_settings, push_settings
-from cove.taskmanager.context import TaskContext
+from cove.taskmanager.configure import FAULT_PREFIX, apply_settings, push_pending, push_settings
+from cove.taskmanager.context import PendingPushes, TaskContext
 from cove.taskmanager.create import guest_spec
-from cove.taskmanager.service import TaskManager
-from fakes import ANY, FakeBus, FakeDriver
+from cove.taskmanager.monitor import check_instances
+from fakes import FakeBus, FakeDriver
 
 PG15 = FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin")
 PG14 = FoundVersion("postgresql", "14", "14.9", "/usr/lib/postgresql/14/bin")
@@ -51,9 +56,16 @@ CATALOGUE = [
 ]
 
 
-def updates(bus: FakeBus) -> list[str]:
-    """The instances whose settings the API asked the task manager to push, in order."""
-    return [a["instance_id"] for _t, m, a in bus.casts if m == "update_configuration"]
+def applied(bus: FakeBus) -> list[str]:
+    """The instances whose guest was given settings, in order."""
+    return [t.removeprefix("guestagent.") for t, m, _a in bus.calls if m == "apply_configuration"]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
 
 
 def _version(db: Database, found: FoundVersion) -> str:
@@ -96,6 +108,8 @@ def api(tmp_path: Any, seeded_db: Any, api_app: Any) -> Any:
     accounts = seeded_db(settings, seed)
     db = Database(settings.database_url)
     bus = FakeBus()
+    # A guest that takes whatever it is given; tests of other answers replace this.
+    bus.answer("apply_configuration", {"restart_required": False})
     context = build_context(settings, db, bus)  # type: ignore[arg-type]
     client = TestClient(api_app(context))
     assert context.identity is not None
@@ -367,7 +381,7 @@ def test_patch_merges_and_put_replaces(api: Any) -> None:
         "badRequest",
     )
     # No instance is attached: nothing is pushed.
-    assert updates(api.bus) == []
+    assert applied(api.bus) == []
 
 
 def test_password_values_are_masked(api: Any) -> None:
@@ -528,7 +542,7 @@ def test_an_instance_takes_only_a_group_of_its_version(api: Any) -> None:
         "badRequest",
     )
     assert "own datastore version" in msg
-    assert updates(api.bus) == []
+    assert applied(api.bus) == []
 
 
 def test_attach_and_detach(api: Any) -> None:
@@ -545,7 +559,7 @@ def test_attach_and_detach(api: Any) -> None:
     assert resp.status_code == 202, resp.text
     shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
     assert shown["configuration"]["id"] == gid and shown["name"] == "new"
-    assert updates(api.bus) == [iid]
+    assert applied(api.bus) == [iid]
     msg = fault(
         api.patch(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": second}}),
         400,
@@ -564,13 +578,13 @@ def test_attach_and_detach(api: Any) -> None:
     # Changing the group pushes it to the instance, once per change.
     api.patch(f"/v1.0/p1/configurations/{gid}", json={"configuration": {"values": {"jit": True}}})
     api.put(f"/v1.0/p1/configurations/{gid}", json={"configuration": {"values": {}}})
-    assert updates(api.bus) == [iid, iid, iid]
+    assert applied(api.bus) == [iid, iid, iid]
     assert (
         api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": None}}).status_code
         == 202
     )
     assert "configuration" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
-    assert updates(api.bus) == [iid] * 4
+    assert applied(api.bus) == [iid] * 4
     # An empty update detaches too (Trove's rule); with nothing attached it changes nothing.
     assert (
         api.patch(
@@ -581,23 +595,178 @@ def test_attach_and_detach(api: Any) -> None:
     assert api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {}}).status_code == 202
     assert api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {}}).status_code == 202
     assert "configuration" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
-    assert updates(api.bus) == [iid] * 6
+    assert applied(api.bus) == [iid] * 6
     assert api.delete(f"/v1.0/p1/configurations/{gid}").status_code == 202
     fault(api.put(f"/v1.0/p1/instances/{iid}", json=attach), 404, "itemNotFound")
 
 
-def test_a_bus_failure_undoes_the_attachment(api: Any) -> None:
-    gid = group(api)["id"]
+def settings_pending(api: Any, instance_id: str) -> bool:
+    with api.db.session() as s:
+        return bool(s.get(Instance, instance_id).settings_pending)
+
+
+def task_context(
+    api: Any, *placed: str, clock: Callable[[], float] = time.monotonic
+) -> TaskContext:
+    """A task manager on the test's database and bus, its driver holding ``placed``."""
+    driver = FakeDriver()
+    for instance_id in placed:
+        driver.place(instance_id)
+    pushes = PendingPushes(clock=clock)
+    return TaskContext(api.settings, api.db, api.bus, driver, pushes=pushes)  # type: ignore[arg-type]
+
+
+def test_attaching_gives_the_guest_the_values_before_the_answer(api: Any) -> None:
+    gid = group(api, {"work_mem": 4096, "random_page_cost": 1.5})["id"]
     iid = instance(api)
     make_active(api, iid)
+    seen: list[tuple[str | None, bool, dict[str, Any]]] = []
 
-    api.bus.fail(ANY, ServiceUnavailable("the bus is down"), calls=False)
-    fault(
-        api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": gid}}),
-        503,
-        "serviceUnavailable",
+    def guest(ctx: Any, **args: Any) -> dict[str, Any]:
+        # The attachment is committed, and marked, by the time the guest is asked.
+        with api.db.session() as s:
+            row = s.get(Instance, iid)
+            seen.append((row.configuration_id, row.settings_pending, args))
+        return {"restart_required": False}
+
+    api.bus.answer("apply_configuration", guest)
+    resp = api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": gid}})
+    assert resp.status_code == 202, resp.text
+    sizes = {"ram_mb": 512, "vcpus": 1, "volume_gb": 1}
+    values = {"work_mem": 4096, "random_page_cost": 1.5}
+    assert seen == [(gid, True, {**sizes, "overrides": values})]
+    shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    assert "fault" not in shown and shown["status"] == "ACTIVE"
+    # Rewriting the place is the task manager's part: the mark stays until it is done.
+    assert settings_pending(api, iid)
+    tc = task_context(api, iid)
+    check_instances(tc)
+    wait_until(lambda: not settings_pending(api, iid), "the task manager's push")
+    wait_until(tc.pushes.idle, "the push to end")
+    assert tc.driver.updated[-1].overrides == values  # type: ignore[attr-defined]
+    check_instances(tc)  # nothing is pending: nothing is pushed again
+    assert tc.pushes.idle() and len(tc.driver.updated) == 1  # type: ignore[attr-defined]
+
+    # Detaching gives the guest the defaults back, within the request too.
+    seen.clear()
+    resp = api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": None}})
+    assert resp.status_code == 202, resp.text
+    assert seen == [(None, True, {**sizes, "overrides": {}})]
+
+
+def test_a_group_change_reaches_every_attached_instance_at_once(api: Any) -> None:
+    gid = group(api, {"work_mem": 4096})["id"]
+    first, second, building = (instance(api, configuration=gid) for _ in range(3))
+    make_active(api, first)
+    make_active(api, second)
+    other = instance(api)
+    make_active(api, other)
+    both = threading.Barrier(2)
+
+    def guest(ctx: Any, **args: Any) -> dict[str, Any]:
+        # Each guest waits for the other: only pushes sent side by side get through.
+        try:
+            both.wait(timeout=10)
+        except threading.BrokenBarrierError:
+            raise GuestError("the pushes were not sent side by side") from None
+        return {"restart_required": False}
+
+    api.bus.answer("apply_configuration", guest)
+    resp = api.patch(
+        f"/v1.0/p1/configurations/{gid}", json={"configuration": {"values": {"jit": True}}}
     )
-    assert "configuration" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    assert resp.status_code == 200 and resp.content == b""
+    assert sorted(applied(api.bus)) == sorted([first, second])
+    for _topic, method, args in api.bus.calls:
+        if method == "apply_configuration":
+            assert args["overrides"] == {"work_mem": 4096, "jit": True}
+    for iid in (first, second):
+        assert "fault" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    # The instance still building is not asked, but marked: the task manager pushes to it
+    # once it can. An instance without the group is left alone.
+    marks = [settings_pending(api, i) for i in (first, second, building, other)]
+    assert marks == [True, True, True, False]
+
+    both.reset()
+    resp = api.put(
+        f"/v1.0/p1/configurations/{gid}", json={"configuration": {"values": {"work_mem": 64}}}
+    )
+    assert resp.status_code == 202, resp.text
+    assert len(applied(api.bus)) == 4
+    assert api.bus.calls[-1].args["overrides"] == {"work_mem": 64}
+
+
+def test_a_guest_that_does_not_answer_leaves_the_push_to_the_task_manager(api: Any) -> None:
+    gid = group(api, {"work_mem": 4096})["id"]
+    iid = instance(api)
+    make_active(api, iid)
+    api.bus.answer("apply_configuration", RpcTimeout("the guest did not answer"))
+    resp = api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": gid}})
+    assert resp.status_code == 202, resp.text
+    shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    # The change is kept and shown; the fault says it is not in effect yet.
+    assert shown["configuration"]["id"] == gid and shown["status"] == "ACTIVE"
+    assert shown["fault"]["message"].startswith(FAULT_PREFIX)
+    assert "did not answer" in shown["fault"]["message"]
+    assert settings_pending(api, iid)
+
+    # The task manager tries again, waiting longer after each failure.
+    now = [1000.0]
+    tc = task_context(api, iid, clock=lambda: now[0])
+    assert push_pending(tc) == [iid]
+    wait_until(tc.pushes.idle, "the first retry")
+    assert settings_pending(api, iid) and applied(api.bus) == [iid, iid]
+    assert push_pending(tc) == []
+    now[0] += PendingPushes.FIRST_WAIT
+    assert push_pending(tc) == [iid]
+    wait_until(tc.pushes.idle, "the second retry")
+    now[0] += PendingPushes.FIRST_WAIT
+    assert push_pending(tc) == []
+    now[0] += PendingPushes.FIRST_WAIT
+    shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+    assert "did not answer" in shown["fault"]["message"]
+
+    # The guest is back: the monitor's next pass gets the values through.
+    api.bus.answer("apply_configuration", {"restart_required": False})
+    check_instances(tc)
+    wait_until(lambda: not settings_pending(api, iid), "the mark cleared")
+    wait_until(tc.pushes.idle, "the push to end")
+    assert applied(api.bus) == [iid] * 4
+    assert tc.driver.updated[-1].overrides == {"work_mem": 4096}  # type: ignore[attr-defined]
+    assert "fault" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
+
+
+def test_a_change_made_while_a_push_is_under_way_stays_pending(api: Any) -> None:
+    gid = group(api, {"work_mem": 4096})["id"]
+    iid = instance(api, configuration=gid)
+    make_active(api, iid)
+    with api.db.session() as s:
+        assert mark_settings_pending(s, iid)  # as a resize marks it
+    tc = task_context(api, iid)
+    pushed: list[Any] = []
+
+    def guest(ctx: Any, **args: Any) -> dict[str, Any]:
+        pushed.append(args["overrides"])
+        if len(pushed) == 1:
+            # While the task manager's push is under way, the group changes (and the API
+            # pushes the new values itself).
+            resp = api.patch(
+                f"/v1.0/p1/configurations/{gid}",
+                json={"configuration": {"values": {"work_mem": 8192}}},
+            )
+            assert resp.status_code == 200, resp.text
+        return {"restart_required": False}
+
+    api.bus.answer("apply_configuration", guest)
+    assert apply_settings(tc, RequestContext(), iid) is True
+    assert pushed == [{"work_mem": 4096}, {"work_mem": 8192}]
+    # The task manager's push carried the old values: the mark stays, and the next push
+    # gives the place the new ones.
+    assert settings_pending(api, iid)
+    assert tc.driver.updated[-1].overrides == {"work_mem": 4096}  # type: ignore[attr-defined]
+    assert apply_settings(tc, RequestContext(), iid) is True
+    assert tc.driver.updated[-1].overrides == {"work_mem": 8192}  # type: ignore[attr-defined]
+    assert not settings_pending(api, iid)
 
 
 def test_the_effective_configuration_comes_from_the_guest(api: Any) -> None:
@@ -638,8 +807,8 @@ def test_applying_settings_updates_the_place_then_the_guest(api: Any) -> None:
         "volume_gb": 1,
         "overrides": {"max_locks_per_transaction": 1024, "jit": True},
     }
-    # Through the task manager's RPC table, as the API's cast arrives.
-    TaskManager(tc).endpoints()["update_configuration"](RequestContext(), instance_id=iid)
+    # Again, as the task manager's retry runs it.
+    assert apply_settings(tc, RequestContext(), iid) is True
     assert len(driver.updated) == 2
 
 

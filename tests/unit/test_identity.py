@@ -447,12 +447,13 @@ def test_the_token_key_without_hard_links(tmp_path: Any, monkeypatch: pytest.Mon
     import errno
     import os
 
+    from cove.common import keys
     from cove.identity import tokens
 
     def no_links(*_args: Any) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(tokens.os, "link", no_links)
+    monkeypatch.setattr(keys.os, "link", no_links)
     path = tmp_path / "k" / "token.key"
     key = tokens.ensure_key(path)
     assert len(key) == 64 and tokens.ensure_key(path) == key

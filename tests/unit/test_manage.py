@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import stat
 from pathlib import Path
 from typing import Any
@@ -289,10 +290,132 @@ def test_roles(run, settings, tmp_path: Path):
 
 def test_identity_commands_need_a_migrated_database(tmp_path, monkeypatch):
     monkeypatch.setenv("COVE_DATA_DIR", str(tmp_path))
+    create_private(tmp_path / "cove.sqlite")  # there, but empty
     result = CliRunner().invoke(main, ["project", "list"])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: the control database is not usable (")
+    assert result.output.startswith(
+        f"Error: the control database at {tmp_path / 'cove.sqlite'} is not usable ("
+    )
     assert result.output.endswith("run 'cove-manage db upgrade' first\n")
+
+
+# -- which data directory -------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_commands(section: str) -> list[tuple[list[str], str]]:
+    """The ``cove-manage`` commands of a README section's console block, as written, with
+    their comment (``# prompts for the password``)."""
+    text = README.read_text()
+    body = text[text.index(f"### {section}\n") :]
+    body = body[: body.index("\n### ", 1)]
+    commands = []
+    for line in body.splitlines():
+        if line.startswith("$ cove-manage "):
+            command, _, comment = line.removeprefix("$ ").partition("#")
+            commands.append((shlex.split(command)[1:], comment.strip()))
+    return commands
+
+
+@pytest.fixture
+def clone(tmp_path, monkeypatch, migrated_db):
+    """A clone where ``make run`` has made its Cove (``.cove``, as bootstrap leaves it), the
+    commands run from the clone without any COVE_ variable, and the user's own default data
+    directory elsewhere (``home-default``), empty."""
+    from cove.cli.bootstrap import bootstrap, prepare_data_dir
+    from cove.common import datadir
+
+    project = tmp_path / "clone"
+    (project / "docs").mkdir(parents=True)
+    data = project / ".cove"
+    settings = load_settings(data_dir=data)
+    prepare_data_dir(settings)
+    migrated_db(settings.database_url)
+    bootstrap(settings)
+    default = tmp_path / "home-default"
+    monkeypatch.setattr(datadir, "user_data_dir", lambda: default)
+    monkeypatch.chdir(project)
+    return project
+
+
+def invoke_here(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=stdin)
+
+
+def test_the_readme_user_commands_work_as_written_in_the_clone(clone, monkeypatch):
+    commands = readme_commands("Users and projects")
+    assert [c[:2] for c, _ in commands] == [
+        ["project", "create"],
+        ["user", "create"],
+        ["user", "create"],
+        ["role", "list"],
+    ]
+    for where in (clone, clone / "docs"):  # from the clone or any directory below it
+        monkeypatch.chdir(where)
+        for args, comment in commands:
+            stdin = "Ann-pw-1\nAnn-pw-1\n" if "prompts" in comment else None
+            result = invoke_here(*args, stdin=stdin)
+            if where == clone or args[0] == "role":
+                assert result.exit_code == 0, (args, result.output)
+            else:  # the same Cove: what was made is there already
+                assert result.exit_code == 1, (args, result.output)
+                assert "already exists" in result.output, (args, result.output)
+    db = Database(load_settings(data_dir=clone / ".cove").database_url)
+    try:
+        with db.session() as s:
+            assert {"admin", "ann", "audit"} <= set(s.scalars(select(User.name)))
+    finally:
+        db.dispose()
+    assert "member" in invoke_here("role", "list").output
+    assert not (clone.parent / "home-default").exists()  # no second Cove was made
+
+
+def test_a_missing_control_database_is_named_with_the_cove_found_elsewhere(clone, monkeypatch):
+    wrong = clone.parent / "elsewhere"
+    monkeypatch.setenv("COVE_DATA_DIR", str(wrong))
+    for args in (["project", "list"], ["flavor", "list"], ["network", "list"], ["db", "version"]):
+        result = invoke_here(*args)
+        assert result.exit_code == 1, args
+        assert result.output == (
+            f"Error: no control database at {wrong / 'cove.sqlite'} (data directory {wrong}, "
+            f"from COVE_DATA_DIR); a Cove data directory is at {clone / '.cove'}: run with "
+            f"COVE_DATA_DIR={clone / '.cove'}\n"
+        )
+        assert "db upgrade" not in result.output
+    assert not wrong.exists()  # nothing was made there
+    result = invoke_here("bootstrap", "--password-file", "-", stdin="pw-x\n")
+    assert result.exit_code == 1 and "no control database at" in result.output
+    assert not wrong.exists()
+
+
+def test_without_any_cove_the_error_names_the_default_it_tried(clone, monkeypatch, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    default = tmp_path / "home-default"
+    result = invoke_here("project", "list")
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"Error: no control database at {default / 'cove.sqlite'} (data directory {default}, "
+        "the default without COVE_DATA_DIR); set COVE_DATA_DIR to your Cove's data directory"
+    )
+    assert not default.exists()
+
+
+def test_a_cove_directory_others_may_write_is_not_taken(clone, tmp_path):
+    """A .cove that someone else could have put there never decides where the Cove is: it is
+    only pointed at."""
+    data = clone / ".cove"
+    data.chmod(0o777)
+    try:
+        result = invoke_here("project", "list")
+        default = tmp_path / "home-default"
+        assert result.exit_code == 1
+        assert f"no control database at {default / 'cove.sqlite'}" in result.output
+        assert f"a Cove data directory is at {data}" in result.output
+    finally:
+        data.chmod(0o700)
 
 
 # -- datastores ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ task manager's address allocation and ``cove-manage network``."""
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from cove.db.networks import (
     set_default_network,
     sync_default_network,
 )
+from cove.db.sealed import CreateArgs
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
@@ -280,7 +282,8 @@ def api(settings, synced, api_app):
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
         create_network(s, "lab", "127.50.0.0/24")
         create_network(s, "qa", "127.51.0.0/24")
-    bus = FakeBus()  # it answers no call: placing an instance casts prepare, nothing more
+    bus = FakeBus()
+    bus.answer("prepare", None)  # placing an instance asks the guest to prepare, nothing more
     context = build_context(settings, synced, bus)  # type: ignore[arg-type]
     client = TestClient(api_app(context))
     project_id, password = add_account(synced, "p1", "u1", "reader", project_id="p1")
@@ -383,7 +386,7 @@ def place(api, nics: list[Any] | None = None) -> dict[str, Any]:
     resp = api.post("/v1.0/p1/instances", json=create_body(**extra), headers=as_member(api))
     assert resp.status_code == 200, resp.text
     iid = resp.json()["instance"]["id"]
-    create_instance(api.tc, RequestContext(), iid, [], [])
+    create_instance(api.tc, RequestContext(), iid, threading.Event())
     return api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
 
 
@@ -412,8 +415,12 @@ def test_a_row_without_a_network_is_placed_in_the_default(settings, synced):
     with synced.session() as s:
         create_network(s, "lab", "127.50.0.0/24", default=True)
     iid = add_instance(synced, Task.BUILDING, ComputeState.BUILD)  # network_id stays NULL
-    tc = TaskContext(settings, synced, FakeBus(), FakeDriver())  # type: ignore[arg-type]
-    create_instance(tc, RequestContext(), iid, [], [])
+    bus = FakeBus()
+    bus.answer("prepare", None)
+    tc = TaskContext(settings, synced, bus, FakeDriver())  # type: ignore[arg-type]
+    with synced.session() as s:
+        s.get(Instance, iid).task_args = tc.sealer.seal(iid, CreateArgs([], []))  # type: ignore[union-attr]
+    create_instance(tc, RequestContext(), iid, threading.Event())
     with synced.session() as s:
         inst = s.get(Instance, iid)
         assert inst is not None and inst.network_id is None and inst.address is not None

@@ -85,3 +85,20 @@ def test_rules_that_reach_every_project_name_no_project_role() -> None:
     assert Policy({"identity:revoke_token": ["cloud_admin", "service"]}).allows(
         "identity:revoke_token", frozenset({"service"})
     )
+
+
+def test_resetting_status_and_reaching_other_projects_are_for_cloud_administrators() -> None:
+    policy = Policy()
+    cloud_admin = effective_roles(("admin",), admin_project=True)
+    project_admin = effective_roles(("admin",), admin_project=False)
+    for rule in ("instance:reset_status", "instance:any_project"):
+        assert policy.allows(rule, cloud_admin)
+        assert not policy.allows(rule, project_admin)
+        assert not policy.allows(rule, frozenset({"member", "service"}))
+    with pytest.raises(Forbidden, match="Policy doesn't allow instance:reset_status"):
+        policy.enforce("instance:reset_status", project_admin)
+    # Reaching every project's instances may not be given to a project's role.
+    with pytest.raises(ConfigurationError, match="reaches every project"):
+        Policy({"instance:any_project": "admin"})
+    # A reset acts in the caller's project: an operator may let project administrators do it.
+    assert Policy({"instance:reset_status": "admin"}).allows("instance:reset_status", project_admin)

@@ -408,10 +408,13 @@ def test_admin_lists_instances_of_every_project(make):
     assert item["server"] == {
         "id": mine[0],
         "name": "db0",
+        "status": "BUILD",
+        "tenant_id": "p1",
         "host": "local",
+        "deleted": False,
+        "deleted_at": None,
         "address": None,
         "port": 5432,
-        "deleted": False,
     }
     assert item["deleted"] is False and item["deleted_at"] is None
     assert item["service_status"] is None and item["task_description"]

@@ -19,6 +19,7 @@ from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.models import GuestState, Instance, Quota
 from cove.db.networks import sync_default_network
+from cove.db.sealed import ResizeArgs
 from cove.domain.guest import ConfigurationApplied
 from cove.domain.specs import Resize
 from cove.domain.status import ComputeState, Task
@@ -100,13 +101,13 @@ def test_flavor_resize_records_the_new_flavor_and_asks_the_task_manager(env):
     iid = active_instance(client, tc)
     resp = action(client, iid, {"flavorRef": "2"})
     assert resp.status_code == 202, resp.text
-    assert bus.casts[-1] == (
-        "taskmanager",
-        "resize_instance",
-        {"resize": to_wire(Resize(iid, old_flavor_id="1", new_flavor_id="2"))},
-    )
+    assert bus.casts[-1] == ("taskmanager", "resize_instance", {"instance_id": iid})
     inst = row(tc, iid)
     assert inst.task == "RESIZING" and inst.flavor_id == "2"
+    # The old size waits sealed on the row, for whichever task manager runs the resize.
+    assert tc.sealer.open(iid, inst.task_args, ResizeArgs).resize == Resize(
+        iid, old_flavor_id="1", new_flavor_id="2"
+    )
     shown = client.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
     assert shown["status"] == "RESIZE" and shown["flavor"]["id"] == "2"
     # One resize at a time.
@@ -146,10 +147,11 @@ def test_volume_resize_only_grows_within_quota(env):
     fault(action(client, iid, {"volume": {"size": 21}}), 413, "overLimit")
     resp = action(client, iid, {"volume": {"size": 6}})
     assert resp.status_code == 202, resp.text
-    assert bus.casts[-1][2] == {
-        "resize": to_wire(Resize(iid, old_volume_size=4, new_volume_size=6))
-    }
+    assert bus.casts[-1][2] == {"instance_id": iid}
     assert row(tc, iid).volume_size == 6
+    assert tc.sealer.open(iid, row(tc, iid).task_args, ResizeArgs).resize == Resize(
+        iid, old_volume_size=4, new_volume_size=6
+    )
 
 
 def test_volume_quota_counts_the_growth(env):

@@ -9,20 +9,23 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from cove import __version__
-from cove.api import errors
+from cove.api import errors, openapi
 from cove.api.context import ApiContext, gate
 from cove.api.inputs import check_request
 from cove.api.routers import (
     catalog,
     configurations,
     dbusers,
+    health,
     identity,
     instances,
     mgmt,
     networks,
+    unimplemented,
 )
 from cove.common.errors import CoveError
 
@@ -32,18 +35,43 @@ LOG = logging.getLogger(__name__)
 #: so a caller without a valid token learns nothing from validation or routing errors.
 _PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)/")
 
+#: The routers, in the order their routes are matched and documented, with their tags.
+ROUTERS = (
+    (health.router, "health"),
+    (catalog.router, "versions, flavors, datastores, limits"),
+    (instances.router, "instances"),
+    (dbusers.router, "databases, users, root"),
+    (configurations.router, "configuration groups"),
+    (networks.router, "networks"),
+    (mgmt.router, "management"),
+    (identity.router, "identity"),
+    # Last: a path Cove serves is never taken for one it does not.
+    (unimplemented.router, "not supported yet"),
+)
+
+DESCRIPTION = (
+    "OpenStack Trove's v1.0 API (under `/v1.0/{project_id}`, with a token in `X-Auth-Token`), "
+    "Keystone v3's token endpoints (under `/identity`) and health checks. Errors have Trove's "
+    'envelope, `{"<faultName>": {"code": N, "message": "..."}}`.'
+)
+
 
 def create_app(context: ApiContext) -> FastAPI:
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) load their scripts from Cove itself, not a CDN.
+    app: FastAPI = FastAPIOffline(
         title="Cove",
         version=__version__,
-        docs_url=None,
-        redoc_url=None,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url="/redoc",
+        static_url="/docs/static",
         openapi_url="/openapi.json",
+        openapi_tags=[{"name": tag} for _router, tag in ROUTERS],
         default_response_class=JSONResponse,
     )
     app.state.cove = context
     errors.install(app)
+    openapi.install(app)
 
     @app.middleware("http")
     async def _envelope(
@@ -69,15 +97,8 @@ def create_app(context: ApiContext) -> FastAPI:
             return refusal
         response = await call_next(request)
         response.headers["x-openstack-request-id"] = request.state.request_id
-        if response.status_code in (202, 204) and "content-type" not in response.headers:
-            response.headers["content-type"] = "application/json"
         return response
 
-    app.include_router(catalog.router)
-    app.include_router(instances.router)
-    app.include_router(dbusers.router)
-    app.include_router(configurations.router)
-    app.include_router(networks.router)
-    app.include_router(mgmt.router)
-    app.include_router(identity.router)
+    for router, tag in ROUTERS:
+        app.include_router(router, tags=[tag])
     return app

@@ -1,21 +1,26 @@
 """What every API request handler reaches through ``request.app.state.cove``, and
-:func:`authorize`, the one gate every project-scoped handler passes first."""
+:func:`authorize`, the one gate every project-scoped handler passes first (with
+:func:`authorize_instance` for the routes of one instance)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
 from cove.api.auth import MISSING_TOKEN, Authenticator, Credentials, make_authenticator
-from cove.api.policy import Policy, load_policy
+from cove.api.health import ReadinessProbe
+from cove.api.policy import ANY_PROJECT, Policy, load_policy
 from cove.api.ratelimit import RateLimiter
 from cove.common.errors import Forbidden, Unauthorized
 from cove.common.settings import Settings
 from cove.common.urls import identity_v3, public_base
 from cove.db.engine import Database
+from cove.db.instances import instance_project
+from cove.db.sealed import Sealer
 from cove.identity.service import IdentityService
 from cove.identity.tokens import TokenSigner, ensure_key
 from cove.rpc import RequestContext, RpcClient
@@ -33,14 +38,22 @@ class ApiContext:
     policy: Policy = field(default_factory=Policy)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     login_slots: Any = None  # an anyio.CapacityLimiter once the first login arrives
+    readiness: ReadinessProbe = field(default_factory=ReadinessProbe)
 
     @property
     def taskmanager(self) -> TaskManagerClient:
         return TaskManagerClient(self.bus)
 
+    @cached_property
+    def sealer(self) -> Sealer:
+        """Seals what a task needs to be resumed. Raises ConfigurationError (no task key)."""
+        return Sealer.for_settings(self.settings)
+
     def guest(self, instance_id: str) -> GuestClient:
-        """The guest agent of ``instance_id``, answering reads within ``rpc_timeout``."""
-        return GuestClient(self.bus, instance_id, self.settings.rpc_timeout)
+        """The guest agent of ``instance_id``, answering within ``rpc_timeout`` (new settings
+        too: the API applies them within the request)."""
+        timeout = self.settings.rpc_timeout
+        return GuestClient(self.bus, instance_id, timeout, apply_timeout=timeout)
 
     def base_url(self, request: Request) -> str:
         """Where clients reach this API (``public_url``, else the request's own address)."""
@@ -114,3 +127,26 @@ def authorize(request: Request, project_id: str, rule: str) -> RequestContext:
     return RequestContext(
         request_id=request.state.request_id, project_id=project_id, user_id=creds.user_id
     )
+
+
+def reaches_any_project(request: Request) -> bool:
+    """Whether the caller reaches every project's instances (rule ``instance:any_project``: a
+    cloud administrator, as Trove's admin context). Raises Unauthorized."""
+    return cove(request).policy.allows(ANY_PROJECT, credentials(request).roles)
+
+
+def authorize_instance(
+    request: Request, project_id: str, instance_id: str, rule: str
+) -> tuple[RequestContext, str]:
+    """:func:`authorize`, then the project the request acts in on instance ``instance_id``:
+    the path's, or for a caller who reaches any project the one holding the live instance (its
+    quotas and configuration groups are then the ones that count). Anyone else, and an unknown
+    instance, get the path's project, where the instance is then not found.
+
+    Raises what authorize raises.
+    """
+    ctx = authorize(request, project_id, rule)
+    if not reaches_any_project(request):
+        return ctx, project_id
+    with cove(request).db.session() as s:
+        return ctx, instance_project(s, instance_id) or project_id

@@ -11,8 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from cove.common.errors import CoveError, RateLimited, RemoteError
+from cove.common.text import shown
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def _rate_limited(exc: RateLimited) -> JSONResponse:
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    parts = [shown(p) for p in loc if p not in ("body",)]  # a key may be the client's
     return ".".join(parts) if parts else "body"
 
 
@@ -102,25 +104,37 @@ def validation_message(exc: RequestValidationError) -> str:
 
 
 def render(request: Request, exc: CoveError) -> JSONResponse:
-    """The response for a Cove error raised outside a route (in a middleware)."""
+    """The response for a Cove error, raised in a route or in a middleware. The client reads
+    its public message; a server-side failure is logged in full, with the request id."""
     if isinstance(exc, RemoteError):
+        # Something failed that no one anticipated: its text is for operators only.
         return _internal(exc)
     if isinstance(exc, RateLimited):
         return _rate_limited(exc)
-    return _respond(request, exc.status, exc.message, exc.fault)
+    if exc.status >= 500:
+        request_id = getattr(request.state, "request_id", "-")
+        LOG.warning("request %s: %s: %s", request_id, type(exc).__name__, exc.message)
+    return _respond(request, exc.status, exc.public_message, exc.fault)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route of the application answers at the request's path (static files
+    aside)."""
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    return [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(CoveError)
     async def _cove(request: Request, exc: CoveError) -> JSONResponse:
-        if isinstance(exc, RemoteError):
-            # Something failed that no one anticipated: its text is for operators only.
-            return _internal(exc)
-        if isinstance(exc, RateLimited):
-            return _rate_limited(exc)
-        if exc.status >= 500:
-            LOG.warning("%s: %s", type(exc).__name__, exc.message)
-        return _respond(request, exc.status, exc.message, exc.fault)
+        return render(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -129,12 +143,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            message = "The resource could not be found."
-        elif exc.status_code == 405:
-            message = "The method is not allowed for this resource."
-        else:
-            message = str(exc.detail)
-        return _respond(request, exc.status_code, message)
+            return _respond(request, 404, "The resource could not be found.")
+        if exc.status_code == 405:
+            response = _respond(request, 405, "The method is not allowed for this resource.")
+            # Routing names the methods of the first route at the path; the path has them all.
+            allowed = set(allowed_methods(request))
+            allowed.update(m.strip() for m in (exc.headers or {}).get("Allow", "").split(","))
+            allowed.discard("")
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
+            return response
+        return _respond(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,9 @@ The router has checked the request's form and the caller's rights; here the data
 task manager are asked, in that order. A change that counts against quotas or competes with
 other changes of the project (creates, attachments) is made in a transaction that locks the
 project first. When the task manager cannot be reached, what was recorded for it is undone (or,
-for a build, ended in BUILD_ERROR with the reason) and the error is raised.
+for a build, ended in BUILD_ERROR with the reason) and the error is raised. Attaching and
+detaching a group are recorded, then pushed to the guest within the request (``api/push.py``);
+they are never undone: a push that fails is retried by the task manager.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
+from cove.api.push import push, ready_pushes
 from cove.api.schemas import DatastoreIn, InstanceCreate
-from cove.api.validate import checked_text, host_allowed
+from cove.api.validate import checked_text, host_allowed, names_fit
 from cove.common.errors import (
     BadRequest,
     CoveError,
@@ -30,6 +33,7 @@ from cove.db.instances import get_instance, record_fault, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
+from cove.db.sealed import CreateArgs
 from cove.domain.capabilities import STANDARD_PORTS, Capability
 from cove.domain.parameters import denied
 from cove.domain.specs import DatabaseSpec, UserSpec
@@ -78,11 +82,11 @@ def create_instance(
     (the instance is then left in BUILD_ERROR with the reason, so it can be seen and deleted).
     """
     with_databases = bool(dbs) or any(u.databases for u in users)
-    instance_id = _record(c, project_id, spec, users, with_databases)
+    instance_id = _record(c, project_id, spec, users, with_databases, CreateArgs(dbs, users))
     try:
-        c.taskmanager.create_instance(ctx, instance_id, dbs, users)
+        c.taskmanager.create_instance(ctx, instance_id)
     except CoveError as exc:
-        fault = f"The task manager could not be reached: {exc.message}"
+        fault = f"The task manager could not be reached: {exc.public_message}"
         with c.db.session() as s:
             inst = get_instance(s, instance_id)
             record_fault(inst, fault, utcnow(), task=Task.BUILD_ERROR, touch=False)
@@ -96,13 +100,16 @@ def _record(
     spec: InstanceCreate,
     users: list[UserSpec],
     with_databases: bool,
+    args: CreateArgs,
 ) -> str:
-    """Record a new BUILDING instance of the project within its quotas; returns its id.
+    """Record a new BUILDING instance of the project within its quotas, with ``args`` sealed
+    on it for the task manager; returns its id.
 
     Raises FlavorNotFound, DatastoreNotFound, DatastoreVersionNotFound, NotFound (no such
     configuration group), BadRequest (an inactive version, an unusable network, a group of
-    another version, a user host where users have none), OperationNotSupported (databases
-    asked of a datastore without them) and QuotaExceeded.
+    another version, a user host where users have none, a database or user name the datastore
+    reserves), OperationNotSupported (databases asked of a datastore without them) and
+    QuotaExceeded.
     """
     instance_id = new_id()
     with c.db.session() as s:
@@ -130,6 +137,7 @@ def _record(
                 compute_state=ComputeState.BUILD.value,
                 port=STANDARD_PORTS[version.manager],
                 configuration_id=configuration_id,
+                task_args=c.sealer.seal(instance_id, args),
                 created=now,
                 updated=now,
             )
@@ -150,6 +158,7 @@ def _fitting(
     configuration_id = _create_configuration(s, project_id, spec.configuration, version)
     if with_databases:
         require(version.datastore.name, Capability.DATABASES)
+    names_fit(version.datastore.name, [db.name for db in spec.databases], [u.name for u in users])
     for user in users:
         host_allowed(version.datastore.name, user.name, user.host)
     return configuration_id
@@ -171,12 +180,21 @@ def _create_configuration(
 
 
 def rename_instance(c: ApiContext, project_id: str, instance_id: str, name: str | None) -> None:
-    """Raises InstanceNotFound."""
+    """Raises InstanceNotFound, InstanceNotReady (the instance is being built)."""
     with c.db.session() as s:
-        inst = get_instance(s, instance_id, project_id)
-        if name is not None:
-            inst.name = name
-            inst.updated = utcnow()
+        _rename(c, get_instance(s, instance_id, project_id), name)
+
+
+def _rename(c: ApiContext, inst: Instance, name: str | None) -> None:
+    """Give ``inst`` the new ``name`` (None: keep it). Refused while the instance is being
+    built, as Trove refuses every change of an instance in BUILD. Raises InstanceNotReady."""
+    if name is None:
+        return
+    if inst.task == Task.BUILDING.value:
+        status = compute_status(snapshot(inst, inst.guest), utcnow(), c.settings.heartbeat_interval)
+        raise InstanceNotReady(f"Instance {inst.id} is not ready. (Status is {status.status}).")
+    inst.name = name
+    inst.updated = utcnow()
 
 
 def attach_configuration(
@@ -188,8 +206,9 @@ def attach_configuration(
     name: str | None,
 ) -> None:
     """Attach a group of the project to a ready instance of its version (renaming it when
-    ``name`` is given), then have the task manager apply it. Raises InstanceNotFound, NotFound,
-    BadRequest (one is attached already, another version), InstanceNotReady."""
+    ``name`` is given), then give the guest its values before answering (see ``api/push.py``).
+    Raises InstanceNotFound, NotFound, BadRequest (one is attached already, another version),
+    InstanceNotReady."""
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
         cfg = find_configuration(s, configuration_id, project_id)
@@ -213,29 +232,34 @@ def attach_configuration(
                 Instance.configuration_id.is_(None),
                 Instance.task == Task.NONE.value,
             )
-            .values(configuration_id=configuration_id, updated=utcnow(), **_renamed(name))
+            .values(
+                configuration_id=configuration_id,
+                settings_pending=True,
+                updated=utcnow(),
+                **_renamed(name),
+            )
         ).rowcount  # type: ignore[attr-defined]
         if not attached and get_instance(s, instance_id).task != Task.NONE.value:
             raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
+        pushes = ready_pushes(s, c, [instance_id]) if attached else []
     if not attached:
         raise BadRequest(
             f"Instance {instance_id} already has a configuration group attached; detach it first."
         )
-    _cast_configure(c, ctx, instance_id, undo=None)
+    push(c, ctx, pushes)
 
 
 def detach_configuration(
     c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str, name: str | None
 ) -> None:
-    """Detach the instance's group (only renaming it when none is attached), then have the task
-    manager apply the datastore's defaults. Raises InstanceNotFound, InstanceNotReady."""
+    """Detach the instance's group (only renaming it when none is attached), then give the
+    guest the datastore's defaults before answering. Raises InstanceNotFound,
+    InstanceNotReady."""
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
         previous = inst.configuration_id
         if previous is None:
-            if name is not None:
-                inst.name = name
-                inst.updated = utcnow()
+            _rename(c, inst, name)
             return
     check_ready(c, project_id, instance_id, Capability.CONFIGURATION, allowed=RESTARTABLE)
     with c.db.session() as s:
@@ -247,28 +271,18 @@ def detach_configuration(
                 Instance.configuration_id == previous,
                 Instance.task == Task.NONE.value,
             )
-            .values(configuration_id=None, updated=utcnow(), **_renamed(name))
+            .values(
+                configuration_id=None, settings_pending=True, updated=utcnow(), **_renamed(name)
+            )
         ).rowcount  # type: ignore[attr-defined]
         if not detached:
             raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
-    _cast_configure(c, ctx, instance_id, undo=previous)
+        pushes = ready_pushes(s, c, [instance_id])
+    push(c, ctx, pushes)
 
 
 def _renamed(name: str | None) -> dict[str, str]:
     return {"name": name} if name is not None else {}
-
-
-def _cast_configure(c: ApiContext, ctx: RequestContext, instance_id: str, undo: str | None) -> None:
-    """Have the task manager apply the instance's settings. When the bus fails, the attachment
-    is put back as it was (``undo``: the group detached, or None) and the error raised."""
-    try:
-        c.taskmanager.update_configuration(ctx, instance_id)
-    except CoveError:
-        with c.db.session() as s:
-            s.execute(
-                update(Instance).where(Instance.id == instance_id).values(configuration_id=undo)
-            )
-        raise
 
 
 # -- delete, restart, configuration ------------------------------------------------------------

@@ -13,8 +13,8 @@ rules in a TOML file (``policy_file``, default ``<data>/policy.toml``)::
     "database:index" = "member"
     "identity:validate_token" = ["cloud_admin", "service"]
 
-Rules of actions that reach every project (``mgmt:...``, ``identity:...``) may name only
-``cloud_admin`` and ``service``.
+Rules of actions that reach every project (``mgmt:...``, ``identity:...``,
+``instance:any_project``) may name only ``cloud_admin`` and ``service``.
 
 An unknown rule or role in the file stops the API at start-up with a clear message.
 """
@@ -33,8 +33,12 @@ CLOUD_ADMIN = "cloud_admin"
 OTHER_ROLES = frozenset({"service", CLOUD_ADMIN})
 
 READ, WRITE, ADMIN = "reader", "member", "admin"
+#: A caller this rule allows reaches any project's instance through its own project's path
+#: (show, actions, delete, databases, users, root, configuration), as Trove's admin context does;
+#: lists stay per project.
+ANY_PROJECT = "instance:any_project"
 #: Rules whose actions reach beyond the caller's project.
-CLOUD_RULES = ("mgmt:", "identity:")
+CLOUD_RULES = ("mgmt:", "identity:", ANY_PROJECT)
 
 DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "flavor:index": READ,
@@ -48,6 +52,8 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "instance:delete": WRITE,
     "instance:restart": WRITE,
     "instance:resize": WRITE,
+    "instance:reset_status": CLOUD_ADMIN,
+    ANY_PROJECT: CLOUD_ADMIN,
     "database:index": READ,
     "database:create": WRITE,
     "database:delete": WRITE,
@@ -70,6 +76,34 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "configuration:delete": WRITE,
     "configuration-parameter:index": READ,
     "instance:configuration": READ,
+    # Trove's features Cove does not have yet: whoever a rule allows is told so (501); anyone
+    # else is refused as for any other action (cove.api.routers.unimplemented).
+    "backup:index": READ,
+    "backup:show": READ,
+    "backup:create": WRITE,
+    "backup:delete": WRITE,
+    "backup_strategy:index": READ,
+    "backup_strategy:create": WRITE,
+    "backup_strategy:delete": WRITE,
+    "cluster:index": READ,
+    "cluster:show": READ,
+    "cluster:create": WRITE,
+    "cluster:action": WRITE,
+    "cluster:delete": WRITE,
+    "instance:guest_log_list": READ,
+    "instance:guest_log_action": WRITE,
+    "instance:module_list": READ,
+    "instance:module_apply": WRITE,
+    "instance:module_remove": WRITE,
+    "instance:ssl_show": READ,
+    "instance:ssl_action": WRITE,
+    "module:index": READ,
+    "module:show": READ,
+    "module:create": WRITE,
+    "module:update": WRITE,
+    "module:delete": WRITE,
+    "mgmt:clusters": CLOUD_ADMIN,
+    "mgmt:datastores": CLOUD_ADMIN,
     "mgmt:instances": CLOUD_ADMIN,
     "mgmt:quotas": CLOUD_ADMIN,
     "identity:validate_token": (CLOUD_ADMIN, "service"),

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready
+from cove.api.schemas import gigabytes
 from cove.common.errors import (
     BadRequest,
     CoveError,
@@ -24,9 +25,11 @@ from cove.common.errors import (
     VolumeSizeTooLarge,
 )
 from cove.common.ids import utcnow
+from cove.common.text import shown
 from cove.db.catalog import find_flavor
-from cove.db.instances import get_instance, transition
+from cove.db.instances import get_instance, mark_settings_pending, transition
 from cove.db.quotas import check_resize_quota, lock_project
+from cove.db.sealed import ResizeArgs
 from cove.domain.specs import Resize
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -44,13 +47,13 @@ def resize(
     elif key == "volume":
         change = _resize_volume(c, project_id, instance_id, value)
     else:
-        raise BadRequest(f"Cannot resize '{key}': a resize names 'flavorRef' or 'volume'.")
+        raise BadRequest(f"Cannot resize '{shown(key)}': a resize names 'flavorRef' or 'volume'.")
     try:
-        c.taskmanager.resize_instance(ctx, change)
+        c.taskmanager.resize_instance(ctx, instance_id)
     except CoveError:
         _undo(c, change)
         raise
-    return Response(status_code=202, media_type="application/json")
+    return Response(status_code=202)
 
 
 def _flavor_ref(value: Any) -> str:
@@ -85,21 +88,23 @@ def _resize_flavor(
         inst = get_instance(s, instance_id, project_id)
         old = inst.flavor_id
         check_resize_quota(s, c.settings, project_id, ram=target.ram - inst.flavor.ram)
-        _start_task(s, instance_id)
+        change = Resize(instance_id, old_flavor_id=old, new_flavor_id=target.id)
+        _start_task(c, s, change)
         inst.flavor_id = target.id
-    return Resize(instance_id, old_flavor_id=old, new_flavor_id=target.id)
+    return change
 
 
 def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any) -> Resize:
-    size = value.get("size") if isinstance(value, dict) else None
-    if isinstance(size, str) and size.strip().isdigit():
-        size = int(size)
-    if isinstance(size, bool) or not isinstance(size, int):
+    if not isinstance(value, dict) or "size" not in value:
         raise BadRequest("The new volume size must be given as a whole number of GB: {'size': N}.")
+    try:
+        size = gigabytes(value["size"])  # as at creation
+    except ValueError as exc:
+        raise BadRequest(f"resize.volume.size {exc}.") from None
     if size > c.settings.max_volume_size:
         raise VolumeSizeTooLarge(
             f"Volume 'size' cannot exceed maximum of {c.settings.max_volume_size} GB, "
-            f"{size} cannot be accepted."
+            f"{shown(size)} cannot be accepted."
         )
     check_ready(c, project_id, instance_id)
     with c.db.session() as s:
@@ -112,14 +117,21 @@ def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any)
                 f"'{old}'. A volume only grows."
             )
         check_resize_quota(s, c.settings, project_id, volume=size - old)
-        _start_task(s, instance_id)
+        change = Resize(instance_id, old_volume_size=old, new_volume_size=size)
+        _start_task(c, s, change)
         inst.volume_size = size
-    return Resize(instance_id, old_volume_size=old, new_volume_size=size)
+    return change
 
 
-def _start_task(s: Session, instance_id: str) -> None:
+def _start_task(c: ApiContext, s: Session, change: Resize) -> None:
+    """Start the RESIZING task with ``change`` sealed on the row, so whichever task manager
+    runs it (or takes it over) knows the old size to put back."""
+    instance_id = change.instance_id
     if not transition(s, instance_id, {Task.NONE}, Task.RESIZING, utcnow()):
         raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
+    get_instance(s, instance_id).task_args = c.sealer.seal(instance_id, ResizeArgs(change))
+    # Should the resize and its undo both fail half-way, the monitor pushes the row's sizes.
+    mark_settings_pending(s, instance_id)
 
 
 def _undo(c: ApiContext, change: Resize) -> None:

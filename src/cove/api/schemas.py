@@ -7,11 +7,36 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
+from cove.common.text import shown
 from cove.domain import names
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+#: A volume size given as a string: the digits of a whole number, as JSON would write it.
+#: TROVE_API.md has Trove take "an integer >= 1 or a numeric string" (its schema allows leading
+#: zeros and no spaces); Cove takes one spelling per number, so the size it records and shows
+#: back is the one that was sent, and " 1", "1 ", "01", "+1" or digits of another script are
+#: refused rather than guessed at. The length cap keeps the conversion cheap.
+_SIZE_DIGITS = re.compile(r"[1-9][0-9]{0,39}")
+SIZE_RULE = (
+    "must be a positive integer (a JSON number, or a string of its digits without sign, "
+    "spaces or leading zeros)"
+)
+
+
+def gigabytes(value: object) -> int:
+    """A volume size from a request: a JSON integer of at least 1, or a string of its digits
+    (see ``_SIZE_DIGITS``). Raises ValueError saying what a size must be."""
+    if isinstance(value, bool):
+        raise ValueError(SIZE_RULE)
+    if isinstance(value, int) and value >= 1:
+        return value
+    if isinstance(value, str) and _SIZE_DIGITS.fullmatch(value):
+        return int(value)
+    raise ValueError(SIZE_RULE)
 
 
 class VolumeIn(Strict):
@@ -20,10 +45,8 @@ class VolumeIn(Strict):
 
     @field_validator("size")
     @classmethod
-    def _size(cls, value: int | str) -> int | str:
-        if isinstance(value, str) and not re.fullmatch(r"\s*[0-9]{1,9}\s*", value):
-            raise ValueError("volume size must be a positive integer")
-        return value
+    def _size(cls, value: int | str) -> int:
+        return gigabytes(value)
 
     @property
     def gigabytes(self) -> int:
@@ -45,7 +68,7 @@ class DatabaseIn(Strict):
     @classmethod
     def _setting(cls, value: str | None) -> str | None:
         if value is not None and not names.ENCODING.fullmatch(value):
-            raise ValueError(f"'{value[:70]}' is not a valid character set or collation name")
+            raise ValueError(f"'{shown(value)}' is not a valid character set or collation name")
         return value
 
 

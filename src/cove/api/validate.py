@@ -23,6 +23,29 @@ def checked(rule: Callable[[T], T], value: T) -> T:
         raise ValidationFailed(str(exc)) from exc
 
 
+def user_name(name: str, datastore: str | None, *, existing: bool = False) -> str:
+    """``name`` checked by :func:`cove.domain.names.user_name` (a new name unless
+    ``existing``); ``datastore`` None checks the form only, before the instance is looked up.
+    Raises ValidationFailed."""
+    return checked(lambda v: names.user_name(v, datastore, existing=existing), name)
+
+
+def database_name(name: str, datastore: str | None) -> str:
+    """``name`` checked by :func:`cove.domain.names.database_name`; ``datastore`` None checks
+    the form only. Raises ValidationFailed."""
+    return checked(lambda v: names.database_name(v, datastore), name)
+
+
+def names_fit(datastore: str, databases: Iterable[str], users: Iterable[str]) -> None:
+    """The names of a new instance's databases and users, held to ``datastore``'s rules once
+    it is known (:func:`database_specs` and :func:`user_specs` checked their form). Raises
+    ValidationFailed."""
+    for db in databases:
+        database_name(db, datastore)
+    for user in users:
+        user_name(user, datastore)
+
+
 def host_allowed(datastore: str, name: str, host: str) -> str:
     """A checked ``host`` for user ``name`` of ``datastore``: any host where users have hosts
     (MariaDB), only '%' elsewhere. Raises BadRequest."""
@@ -36,7 +59,7 @@ def host_allowed(datastore: str, name: str, host: str) -> str:
 def database_specs(databases: Iterable[DatabaseIn]) -> list[DatabaseSpec]:
     specs: list[DatabaseSpec] = []
     for db in databases:
-        checked(names.database_name, db.name)
+        database_name(db.name, None)
         if any(s.name == db.name for s in specs):
             raise BadRequest(f"Database '{db.name}' is listed twice.")
         specs.append(DatabaseSpec(db.name, db.character_set, db.collate))
@@ -47,17 +70,17 @@ def user_specs(
     users: Iterable[UserIn], initial_databases: set[str] | None = None
 ) -> list[UserSpec]:
     """With ``initial_databases`` (at instance creation), every database a user names must be
-    among them, as Trove requires. Hosts are checked for form only: :func:`host_allowed` checks
-    them against the datastore once it is known."""
+    among them, as Trove requires. Names and hosts are checked for form only: :func:`names_fit`
+    and :func:`host_allowed` check them against the datastore once it is known."""
     specs: list[UserSpec] = []
     for user in users:
-        checked(names.user_name, user.name)
+        user_name(user.name, None)
         checked(names.password, user.password)
         host = str(checked(names.user_host, user.host))
         if any((s.name, s.host) == (user.name, host) for s in specs):
             raise BadRequest(f"User '{user.name}@{host}' is listed twice.")
         for ref in user.databases:
-            checked(names.database_name, ref.name)
+            database_name(ref.name, None)
             if initial_databases is not None and ref.name not in initial_databases:
                 raise BadRequest(
                     f"The request indicates that user {user.name} should have access to "

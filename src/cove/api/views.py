@@ -99,7 +99,16 @@ def instance_view(
     guest: GuestState | None,
     status: StatusView,
     detail: bool,
+    admin: bool = False,
 ) -> dict[str, Any]:
+    """Trove's summary view of an instance, or with ``detail`` its detail view; ``admin`` (a
+    caller who reaches every project) adds what Trove shows administrators.
+
+    As in Trove, keys that would hold nothing are left out, not sent empty: ``ip`` and
+    ``addresses`` until the instance has an address, ``replica_of`` and ``replicas`` (Cove has
+    no replication: clients take an instance with ``replicas`` for a replica source),
+    ``hostname``, ``fault`` and ``configuration``. ``access`` is always there, ``{}`` until
+    addresses tell ``is_public``."""
     version = inst.datastore_version
     ds_name = version.datastore.name
     view: dict[str, Any] = {
@@ -114,12 +123,16 @@ def instance_view(
         },
         "datastore": {"type": ds_name, "version": version.name},
         "region": settings.region,
-        "access": {"is_public": False},
+        "access": {},
         "volume": {"size": inst.volume_size},
-        "ip": [inst.address] if inst.address else [],
-        "addresses": _addresses(inst),
-        "replicas": [],
     }
+    addresses = _addresses(inst)
+    if addresses:
+        view["ip"] = [a["address"] for a in addresses]
+        view["addresses"] = addresses
+        view["access"] = {"is_public": any(a["type"] == "public" for a in addresses)}
+    if admin:
+        view["tenant_id"] = inst.project_id
     if inst.port != STANDARD_PORTS.get(ds_name):
         view["port"] = inst.port
     if detail:
@@ -140,6 +153,13 @@ def instance_view(
                 "name": cfg.name,
                 "links": links(request, inst.project_id, "configurations", cfg.id),
             }
+        if admin:
+            # The compute driver knows the instance's place by the instance's id; its volume is
+            # part of that place, with no id of its own; and bus messages to the guest are not
+            # encrypted per instance.
+            view["server_id"] = inst.id
+            view["volume_id"] = None
+            view["encrypted_rpc_messaging"] = False
     return view
 
 

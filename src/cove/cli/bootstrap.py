@@ -91,6 +91,7 @@ def bootstrap_catalog(settings: Settings) -> list[str]:
     if sqlite is not None:
         make_private(sqlite)
     ensure_key(settings.token_key_file)
+    ensure_key(settings.task_key_file)
     db = Database(settings.database_url)
     try:
         with db.session() as s:

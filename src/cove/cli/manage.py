@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 from sqlalchemy import select
 
+from cove.cli import controldb
 from cove.cli.manage_identity import bootstrap, project, role, user
 from cove.cli.manage_network import network
 from cove.common.errors import CoveError
@@ -24,9 +24,8 @@ def _settings() -> Settings:
 
 
 def _database(settings: Settings):  # type: ignore[no-untyped-def]
-    from cove.db.engine import Database
-
-    return Database(settings.database_url)
+    """The control database, which must exist already (see ``cove.cli.controldb``)."""
+    return controldb.existing(settings)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,10 +56,9 @@ def db_version() -> None:
     """Show the schema revision."""
     from cove.db.migrate import current
 
-    url = _settings().database_url
-    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
-        raise click.ClickException(f"no control database at {url}: run 'cove-manage db upgrade'")
-    click.echo(current(url) or "empty")
+    settings = _settings()
+    controldb.require(settings)
+    click.echo(current(settings.database_url) or "empty")
 
 
 @main.group()

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from cove.cli import controldb
 from cove.common.errors import CoveError
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
@@ -30,7 +31,7 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def _errors(settings: Settings) -> Iterator[None]:
     """Cove's errors, and a control database that is not set up, become one-line errors
     (exit status 1)."""
     try:
@@ -39,17 +40,17 @@ def _errors() -> Iterator[None]:
         raise click.ClickException(exc.message) from exc
     except (OperationalError, ProgrammingError) as exc:
         reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-        raise click.ClickException(
-            f"the control database is not usable ({reason}); run 'cove-manage db upgrade' first"
-        ) from exc
+        raise click.ClickException(controldb.not_usable(settings, reason)) from exc
 
 
 @contextmanager
 def _identity_session() -> Iterator[Session]:
-    """A session on the control database that commits on success, errors mapped by _errors."""
-    db = Database(_settings().database_url)
+    """A session on the control database, which must exist already, that commits on success;
+    errors mapped by _errors."""
+    settings = _settings()
+    db = controldb.existing(settings)
     try:
-        with _errors(), db.session() as s:
+        with _errors(settings), db.session() as s:
             yield s
     finally:
         db.dispose()
@@ -112,8 +113,9 @@ def bootstrap(user_name: str, project: str | None, password_file: str | None) ->
     settings = _settings()
     project = project or settings.admin_project
     password = _read_password_file(password_file) if password_file else None
+    controldb.require(settings)  # before the key is made in a data directory of its own
     try:
-        with _errors():
+        with _errors(settings):
             key = ensure_key(settings.token_key_file)
     except OSError as exc:
         raise click.ClickException(
@@ -122,7 +124,7 @@ def bootstrap(user_name: str, project: str | None, password_file: str | None) ->
     db = Database(settings.database_url)
     try:
         service = IdentityService(settings, db, TokenSigner(key))
-        with _errors():
+        with _errors(settings):
             created = service.bootstrap(password, project=project, user=user_name)
     finally:
         db.dispose()

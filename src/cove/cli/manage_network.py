@@ -10,6 +10,7 @@ import click
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cove.cli import controldb
 from cove.common.errors import CoveError
 from cove.common.settings import load_settings
 
@@ -18,12 +19,11 @@ from cove.common.settings import load_settings
 def _session() -> Iterator[Session]:
     """A session on the control database the settings name; a Cove error raised inside
     becomes the command's error message."""
-    from cove.db.engine import Database
-
     try:
-        database = Database(load_settings().database_url)
+        settings = load_settings()
     except CoveError as exc:
         raise click.ClickException(exc.message) from exc
+    database = controldb.existing(settings)
     try:
         with database.session() as s:
             yield s

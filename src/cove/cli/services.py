@@ -130,7 +130,6 @@ def taskmanager_main() -> None:
             server.stop()
 
         _on_signals(stop)
-        threading.Thread(target=manager.resume, name="resume", daemon=True).start()
         threading.Thread(target=manager.run_monitor, name="monitor", daemon=True).start()
         LOG.info("task manager serving (driver %s)", tc.driver.name)
         server.serve_forever()

@@ -4,10 +4,19 @@
 as a context manager, it starts the embedded bus on entry (unless ``transport_url`` names
 another bus) and stops it on exit, whatever happened in between. :meth:`Supervisor.run` starts
 the children (``python -m cove.cli.services <name>``, each in a session of its own, writing to
-``<data>/log/<name>.log``), restarts any that exits, and returns once :meth:`Supervisor.stop`
-is called (by SIGINT or SIGTERM after :meth:`Supervisor.stop_on_signals`): 0, or 1 when a child
-exited :data:`MAX_QUICK_DEATHS` times in a row within 5 seconds of its start. Whichever way it
-returns or raises, the children are gone by then (SIGTERM, SIGKILL after 15 seconds).
+``<data>/log/<name>.log``) and keeps everything running until :meth:`Supervisor.stop` is called
+(by SIGINT or SIGTERM after :meth:`Supervisor.stop_on_signals`), then returns 0:
+
+* a child that exits is started again; one that keeps exiting soon after its start waits longer
+  each time (:func:`backoff`, up to a minute) and is reported at ERROR level with its log, but
+  never takes the others down: the API keeps serving reads while a task manager crash-loops;
+* the embedded bus is watched the same way: a bus server that died is started again at once on
+  the same socket (and with growing pauses if it keeps dying), and every service and guest
+  agent reconnects by itself (cove.rpc). The bus keeps nothing on disk: what a message carried
+  that must not be lost is recorded in the control database first (cove.taskmanager.leases).
+
+Whichever way it returns or raises, the children are gone by then (SIGTERM, SIGKILL after 15
+seconds).
 
 Raises: entering raises ``ConfigurationError`` (redis-server missing, another bus already
 answering on the socket) or ``ServiceUnavailable`` (the bus does not come up), and as root
@@ -29,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.cli.embedded_bus import EmbeddedBus
+from cove.common.errors import CoveError
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
 
@@ -36,8 +46,21 @@ LOG = logging.getLogger("cove.up")
 
 #: The children, in the order they are started.
 SERVICES = ("conductor", "taskmanager", "api")
-#: How many quick exits in a row (each within 5 seconds of its start) end ``cove up``.
-MAX_QUICK_DEATHS = 5
+#: A process that lived less than this many seconds died "quickly": its next start waits longer.
+QUICK = 5.0
+#: The longest wait before starting again a process that keeps dying.
+MAX_BACKOFF = 60.0
+#: From this many quick deaths in a row on, each restart is reported at ERROR level.
+LOUD_AFTER = 3
+
+
+def backoff(quick_deaths: int) -> float:
+    """Seconds to wait before starting again a process that died ``quick_deaths`` times in a
+    row soon after its start: none for the first death (a one-off crash or an operator's kill
+    costs nothing), then 0.2 s doubling up to :data:`MAX_BACKOFF`."""
+    if quick_deaths <= 1:
+        return 0.0
+    return float(min(MAX_BACKOFF, 0.2 * 2 ** (quick_deaths - 2)))
 
 
 @dataclass
@@ -46,6 +69,15 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     quick_deaths: int = 0
+    #: When (monotonic) an exited child is to be started again; 0 while it runs.
+    due: float = 0.0
+
+    def exited(self, now: float) -> float:
+        """Count an exit at ``now``; the pause before the next start."""
+        self.quick_deaths = self.quick_deaths + 1 if now - self.started < QUICK else 1
+        pause = backoff(self.quick_deaths)
+        self.due = now + pause
+        return pause
 
 
 class Supervisor:
@@ -53,8 +85,8 @@ class Supervisor:
         self.settings = settings
         self.children = {name: Child(name) for name in SERVICES}
         self.bus: EmbeddedBus | None = None
+        self._bus_child = Child("bus")
         self._stop = threading.Event()
-        self.failed: str | None = None
 
     def __enter__(self) -> Supervisor:
         self.start_bus()
@@ -75,6 +107,7 @@ class Supervisor:
             # Ctrl-C is still a KeyboardInterrupt here: the redis-server must not outlive it.
             self.bus.stop()
             raise
+        self._bus_child.started = time.monotonic()
 
     def stop_bus(self) -> None:
         if self.bus is not None:
@@ -102,16 +135,16 @@ class Supervisor:
         threading.Thread(target=wait, daemon=True).start()
 
     def run(self) -> int:
-        """Start the children and keep them running until :meth:`stop`; 1 if one kept
-        exiting, else 0."""
+        """Start the children and keep them (and the bus) running until :meth:`stop`."""
         try:
             for child in self.children.values():
                 self._spawn(child)
-            while not self._stop.wait(0.2):
+            while not self._stop.wait(0.05):
+                self._check_bus()
                 self._check()
         finally:
             self.terminate()
-        return 1 if self.failed else 0
+        return 0
 
     def stop(self) -> None:
         """Make :meth:`run` stop the children and return; safe from a signal handler."""
@@ -130,34 +163,51 @@ class Supervisor:
                 proc.wait(5)
 
     def _check(self) -> None:
-        """Restart the children that exited, until one keeps exiting."""
+        """Start again the children that exited, each when its pause is over."""
+        now = time.monotonic()
         for child in self.children.values():
             proc = child.proc
             if proc is None or proc.poll() is None:
                 continue
-            if not self._restart(child, proc.returncode):
-                break
+            if not child.due:
+                self._report(child, f"exited with status {proc.returncode}", child.exited(now))
+            if now >= child.due:
+                self._spawn(child)
 
-    def _restart(self, child: Child, status: int) -> bool:
-        """Start an exited child again after a back-off; False, and stop everything, when it
-        keeps exiting."""
-        lived = time.monotonic() - child.started
-        child.quick_deaths = child.quick_deaths + 1 if lived < 5 else 0
-        log = self._log_file(child)
-        if child.quick_deaths >= MAX_QUICK_DEATHS:
-            self.failed = f"{child.name} keeps exiting (status {status}); see {log}"
-            LOG.error("%s", self.failed)
-            self._stop.set()
-            return False
-        LOG.warning(
-            "%s exited with status %s; restarting it (see %s)",
-            child.name,
-            status,
-            log,
-        )
-        time.sleep(min(2.0, 0.2 * 2**child.quick_deaths))
-        self._spawn(child)
-        return True
+    def _check_bus(self) -> None:
+        """Start the embedded bus again if its server died."""
+        bus, child = self.bus, self._bus_child
+        if bus is None or bus.running():
+            return
+        now = time.monotonic()
+        if not child.due:
+            self._report(child, "died", child.exited(now))
+        if now < child.due:
+            return
+        try:
+            bus.start()
+        except CoveError as exc:
+            # Another try after a longer pause; the services keep retrying meanwhile.
+            self._report(child, f"did not start again ({exc.message})", child.exited(now))
+            return
+        child.due, child.started = 0.0, time.monotonic()
+        LOG.warning("the embedded bus is back on %s", bus.socket)
+
+    def _report(self, child: Child, what: str, pause: float) -> None:
+        log = self._log_file(child) if child.name != "bus" else self.settings.data_dir / "bus"
+        if child.quick_deaths >= LOUD_AFTER:
+            LOG.error(
+                "%s %s; it keeps dying (%d times in a row within %g s of its start): "
+                "starting it again in %.1f s (see %s)",
+                child.name,
+                what,
+                child.quick_deaths,
+                QUICK,
+                pause,
+                log,
+            )
+        else:
+            LOG.warning("%s %s; starting it again (see %s)", child.name, what, log)
 
     def _log_file(self, child: Child) -> Path:
         return self.settings.data_dir / "log" / f"{child.name}.log"
@@ -184,7 +234,7 @@ class Supervisor:
             )
         finally:
             log.close()
-        child.started = time.monotonic()
+        child.started, child.due = time.monotonic(), 0.0
         LOG.info("started %s (pid %d)", child.name, child.proc.pid)
 
 

@@ -20,6 +20,11 @@ class CoveError(Exception):
     def message(self) -> str:
         return str(self.args[0])
 
+    @property
+    def public_message(self) -> str:
+        """What a tenant is told: the message, unless its details are for operators only."""
+        return self.message
+
 
 class BadRequest(CoveError):
     """The request is malformed."""
@@ -167,6 +172,15 @@ class RpcTimeout(ServiceUnavailable):
     """A remote call did not answer in time."""
 
 
+class BusUnavailable(ServiceUnavailable):
+    """The message bus cannot be reached."""
+
+    @property
+    def public_message(self) -> str:
+        # The message names the bus (a URL, a socket path) and the reason: for the logs only.
+        return "A service Cove depends on cannot be reached; try again later."
+
+
 class UnknownMethod(CoveError):
     """The remote service has no such method."""
 
@@ -193,6 +207,10 @@ class UnsafePath(CoveError):
 
 class ConfigurationError(CoveError):
     """The settings are invalid."""
+
+
+class UnreadableTaskArgs(CoveError):
+    """Sealed task arguments that do not open (another key, another row, a damaged value)."""
 
 
 def _all_subclasses(cls: type[CoveError]) -> list[type[CoveError]]:

@@ -55,6 +55,33 @@ def processes_with_arg(uid: int, arg: str) -> list[int]:
     return found
 
 
+def working_in(uid: int, directory: os.stat_result) -> list[int]:
+    """The pids of the processes run by ``uid`` (effective) whose working directory is
+    ``directory``; a process that exits while the list is made is left out."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            # /proc/<pid> belongs to the process's effective user: one stat, no file to read.
+            if entry.stat().st_uid != uid:
+                continue
+        except OSError:
+            continue
+        if cwd_is(int(entry.name), directory):
+            found.append(int(entry.name))
+    return found
+
+
+def parent(pid: int) -> int | None:
+    """The parent of ``pid``; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
     try:

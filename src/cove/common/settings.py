@@ -15,16 +15,15 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cove.common import datadir
 from cove.common.errors import ConfigurationError
 from cove.domain.networks import loopback_pool
 
 
 def default_data_dir() -> Path:
-    """Root keeps Cove's state where the unprivileged service user can reach it; anyone else
-    in their own home."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/cove")
-    return Path.home() / ".local" / "share" / "cove"
+    """The data directory when no setting names one: the ``.cove`` of the clone the command
+    runs in, as ``make run`` keeps it, else the user's own (``cove.common.datadir``)."""
+    return datadir.default_data_dir()
 
 
 class Settings(BaseSettings):
@@ -130,6 +129,11 @@ class Settings(BaseSettings):
     @property
     def token_key_file(self) -> Path:
         return self.identity_dir / "token.key"
+
+    @property
+    def task_key_file(self) -> Path:
+        """The key that seals what an unfinished task needs to be resumed (cove.db.sealed)."""
+        return self.data_dir / "keys" / "task.key"
 
     @property
     def bus_socket(self) -> Path:

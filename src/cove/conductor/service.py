@@ -2,6 +2,11 @@
 
 Guests cast ``heartbeat`` and ``report`` here. A message older than the newest already seen for
 the same instance and method is discarded, so a delayed message never overwrites a newer state.
+
+A guest's ``server`` reports (its server exited by itself, was brought back, or could not be)
+become the instance's fault while the server is down; the conductor clears such a fault, and
+only such a fault, once the server serves again: on a ``recovered`` report, or on a serving
+heartbeat sent after the last ``server`` report (a server started again by a new agent).
 """
 
 from __future__ import annotations
@@ -20,11 +25,24 @@ from cove.common.ids import utcnow
 from cove.db.engine import Database
 from cove.db.instances import record_fault
 from cove.db.models import ConductorSeen, GuestState, Instance
-from cove.domain.guest import HeartbeatPayload
+from cove.domain.guest import SERVER_REPORT, HeartbeatPayload, ServerOutcome
 from cove.domain.status import SERVING, ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext, codec
 
 LOG = logging.getLogger(__name__)
+
+#: How every fault the conductor records for a server that stopped by itself begins: the
+#: conductor clears a fault that begins so, and no other, once the server serves again.
+SERVER_FAULT = "The database server stopped unexpectedly"
+
+
+def server_fault(outcome: ServerOutcome, details: str) -> str | None:
+    """The fault to show for a ``server`` report (None: the server serves again)."""
+    if outcome is ServerOutcome.CRASHED:
+        return f"{SERVER_FAULT}: {details}"
+    if outcome is ServerOutcome.GAVE_UP:
+        return f"{SERVER_FAULT} and could not be started again: {details}"
+    return None
 
 
 class Conductor:
@@ -105,9 +123,13 @@ class Conductor:
             # A guest only reports a serving server once prepare is done: if its report was
             # lost, the heartbeat still ends the build.
             inst.task = Task.NONE.value
+            inst.task_args = None
             inst.compute_state = ComputeState.ACTIVE.value
             inst.updated = now
             LOG.info("instance %s is ready (seen in its heartbeat)", instance_id)
+        if status in SERVING and self._server_fault_over(s, inst, sent):
+            record_fault(inst, None, now)
+            LOG.info("the database server of instance %s serves again", instance_id)
         guest = s.get(GuestState, instance_id)
         if guest is None:
             s.add(
@@ -152,6 +174,7 @@ class Conductor:
         if operation == "prepare" and inst.task == Task.BUILDING.value:
             if outcome == "success":
                 inst.task = Task.NONE.value
+                inst.task_args = None
                 inst.compute_state = ComputeState.ACTIVE.value
                 LOG.info("instance %s is ready", instance_id)
             else:
@@ -159,5 +182,27 @@ class Conductor:
                 LOG.warning("instance %s failed to prepare: %s", instance_id, details)
                 record_fault(inst, fault, now, task=Task.BUILD_ERROR)
             inst.updated = now
+        elif operation == SERVER_REPORT and outcome in tuple(ServerOutcome):
+            self._server_report(inst, ServerOutcome(outcome), details, now)
         else:
             LOG.info("report %s/%s for instance %s", operation, outcome, instance_id)
+
+    @staticmethod
+    def _server_report(inst: Instance, outcome: ServerOutcome, details: str, now: datetime) -> None:
+        fault = server_fault(outcome, details)
+        if fault is not None:
+            LOG.warning("instance %s: %s", inst.id, fault)
+            record_fault(inst, fault, now)
+        elif (inst.fault_message or "").startswith(SERVER_FAULT):
+            LOG.info("the database server of instance %s serves again: %s", inst.id, details)
+            record_fault(inst, None, now)
+
+    @staticmethod
+    def _server_fault_over(s: Session, inst: Instance, sent: datetime) -> bool:
+        """Whether a heartbeat sent at ``sent`` with a serving status ends the instance's
+        server fault: there is one, and the heartbeat is newer than the last ``server``
+        report (the guest's own clock times both)."""
+        if not (inst.fault_message or "").startswith(SERVER_FAULT):
+            return False
+        seen = s.get(ConductorSeen, (inst.id, f"report.{SERVER_REPORT}"))
+        return seen is None or seen.sent_at < sent

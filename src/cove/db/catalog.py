@@ -15,6 +15,7 @@ from cove.common.errors import (
     FlavorNotFound,
 )
 from cove.common.ids import new_id
+from cove.common.text import shown
 from cove.compute.discovery import FoundVersion
 from cove.db.configurations import store_catalogue
 from cove.db.models import Datastore, DatastoreVersion, Flavor
@@ -61,7 +62,7 @@ def find_flavor(session: Session, ref: str) -> Flavor:
     """The active flavor with the id or name ``ref``. Raises FlavorNotFound."""
     flavor = session.get(Flavor, ref) or session.scalar(select(Flavor).where(Flavor.name == ref))
     if flavor is None or not flavor.active:
-        raise FlavorNotFound(f"Flavor '{ref}' cannot be found.")
+        raise FlavorNotFound(f"Flavor '{shown(ref)}' cannot be found.")
     return flavor
 
 
@@ -70,7 +71,7 @@ def get_datastore(session: Session, name_or_id: str) -> Datastore:
         select(Datastore).where(Datastore.name == name_or_id)
     )
     if ds is None:
-        raise DatastoreNotFound(f"Datastore '{name_or_id}' cannot be found.")
+        raise DatastoreNotFound(f"Datastore '{shown(name_or_id)}' cannot be found.")
     return ds
 
 
@@ -79,7 +80,7 @@ def get_version(session: Session, ds: Datastore, name_or_id: str) -> DatastoreVe
         if name_or_id in (version.id, version.name):
             return version
     raise DatastoreVersionNotFound(
-        f"Datastore version '{name_or_id}' cannot be found for datastore '{ds.name}'."
+        f"Datastore version '{shown(name_or_id)}' cannot be found for datastore '{ds.name}'."
     )
 
 

@@ -6,10 +6,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, false, func, select
+from sqlalchemy import delete, false, func, select, update
 from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, NotFound
+from cove.common.ids import utcnow
+from cove.common.text import shown
 from cove.db.models import Configuration, DatastoreVersion, DatastoreVersionParameter, Instance
 from cove.domain.parameters import Parameter, ParamType, Value, denied
 
@@ -95,7 +97,7 @@ def get_configuration(
     """
     cfg = session.get(Configuration, configuration_id)
     if cfg is None or cfg.deleted or (project_id is not None and cfg.project_id != project_id):
-        raise NotFound(f"Configuration group {configuration_id} could not be found.")
+        raise NotFound(f"Configuration group {shown(configuration_id)} could not be found.")
     return cfg
 
 
@@ -121,7 +123,8 @@ def find_configuration(session: Session, ref: str, project_id: str) -> Configura
             return named[0]
         if len(named) > 1:
             raise BadRequest(
-                f"Several configuration groups are named {ref}; name the one meant by its id."
+                f"Several configuration groups are named {shown(ref)}; name the one meant by "
+                "its id."
             ) from None
         raise
 
@@ -148,6 +151,18 @@ def attached_ids(session: Session, configuration_id: str) -> list[str]:
         Instance.configuration_id == configuration_id, Instance.deleted == false()
     )
     return list(session.scalars(query.order_by(Instance.created, Instance.id)))
+
+
+def mark_attached_pending(session: Session, configuration_id: str) -> list[str]:
+    """In the transaction that changes a group's values: mark every live instance it is
+    attached to ``settings_pending`` (as ``cove.db.instances.mark_settings_pending`` does one);
+    returns their ids, oldest first."""
+    session.execute(
+        update(Instance)
+        .where(Instance.configuration_id == configuration_id, Instance.deleted == false())
+        .values(settings_pending=True, updated=utcnow())
+    )
+    return attached_ids(session, configuration_id)
 
 
 def instance_counts(session: Session, configuration_ids: list[str]) -> dict[str, int]:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from cove.common.errors import AddressPoolExhausted, InstanceNotFound
+from cove.common.ids import utcnow
+from cove.common.text import shown
+from cove.db.configurations import values_of
 from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Instance
+from cove.domain.guest import Value
+from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, GuestStatus, InstanceSnapshot, Task
 
 
@@ -37,7 +43,7 @@ def get_instance(
     """
     inst = session.get(Instance, instance_id, options=_with_relations() if for_view else None)
     if inst is None or inst.deleted or (project_id is not None and inst.project_id != project_id):
-        raise InstanceNotFound(f"Instance {instance_id} could not be found.")
+        raise InstanceNotFound(f"Instance {shown(instance_id)} could not be found.")
     return inst
 
 
@@ -87,11 +93,22 @@ def snapshot(inst: Instance, guest: GuestState | None) -> InstanceSnapshot:
 def transition(
     session: Session, instance_id: str, from_tasks: set[Task], to_task: Task, now: datetime
 ) -> bool:
-    """Move the instance's task atomically; False if it was not in one of ``from_tasks``."""
+    """Move the instance's task atomically; False if it was not in one of ``from_tasks``.
+
+    The old task's lease and sealed arguments go with it (cove.taskmanager.leases,
+    cove.db.sealed): a task that starts here gets its arguments afterwards, in the same
+    transaction."""
     result = session.execute(
         update(Instance)
         .where(Instance.id == instance_id, Instance.task.in_([t.value for t in from_tasks]))
-        .values(task=to_task.value, task_started_at=now, updated=now)
+        .values(
+            task=to_task.value,
+            task_started_at=now,
+            updated=now,
+            task_owner=None,
+            task_lease_until=None,
+            task_args=None,
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -106,9 +123,11 @@ def record_fault(
 ) -> None:
     """Note ``message`` as the instance's fault at ``now`` (None clears the fault), moving its
     task to ``task`` when given; ``touch`` marks the row updated at ``now`` too. The one writer
-    of faults: a fault and its time are always set, or cleared, together."""
+    of faults: a fault and its time are always set, or cleared, together. A new task drops
+    the old one's lease and sealed arguments."""
     if task is not None:
         inst.task = task.value
+        inst.task_owner = inst.task_lease_until = inst.task_args = None
     inst.fault_message = message
     inst.fault_at = None if message is None else now
     if touch:
@@ -131,6 +150,131 @@ def end_task(
         return False
     record_fault(get_instance(session, instance_id), fault, now)
     return True
+
+
+def instance_project(session: Session, instance_id: str) -> str | None:
+    """The project holding the live instance ``instance_id``; None if there is none."""
+    return session.scalar(
+        select(Instance.project_id).where(Instance.id == instance_id, Instance.deleted.is_(False))
+    )
+
+
+def reset_task(session: Session, instance_id: str, task: Task, fault: str, now: datetime) -> bool:
+    """An administrator's reset of an instance stuck in ``task`` (Trove's ``reset_status``):
+    the task ends in NONE and its lease and sealed arguments go with it, a build that never
+    had its place up leaves the compute state BUILD for ERROR, the guest's service status is
+    unknown (shown as ERROR) until the guest reports again, and ``fault`` records the reset.
+
+    Conditional on ``task`` still being the instance's task, as :func:`end_task` is: False, and
+    nothing changed, when it moved meanwhile. A task manager still working on the old task
+    then finds it ended: its lease is gone and its writes are conditional on its task.
+    """
+    build = ComputeState.BUILD.value
+    result = session.execute(
+        update(Instance)
+        .where(Instance.id == instance_id, Instance.deleted.is_(False), Instance.task == task.value)
+        .values(
+            task=Task.NONE.value,
+            task_started_at=now,
+            task_owner=None,
+            task_lease_until=None,
+            task_args=None,
+            compute_state=case(
+                (Instance.compute_state == build, ComputeState.ERROR.value),
+                else_=Instance.compute_state,
+            ),
+            updated=now,
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    record_fault(get_instance(session, instance_id), fault, now)
+    # The row lock the update holds keeps the conductor's heartbeat (which locks the instance
+    # first) from writing the guest's state meanwhile; its next heartbeat replaces this one.
+    guest = session.get(GuestState, instance_id)
+    if guest is None:
+        session.add(
+            GuestState(
+                instance_id=instance_id,
+                status=GuestStatus.UNKNOWN.value,
+                payload="{}",
+                heartbeat_at=now,
+            )
+        )
+    else:
+        guest.status = GuestStatus.UNKNOWN.value
+        guest.heartbeat_at = now
+    return True
+
+
+# -- settings pushes ---------------------------------------------------------------------------
+#
+# An instance's settings are its flavor's sizes, its volume size and its group's values. Every
+# change of them marks the row ``settings_pending`` (and touches ``updated``) in the same
+# transaction; only a push by the task manager, which rewrites the place through the compute
+# driver and has the guest take them, clears the mark, and only if the row was not touched
+# while the push was under way.
+
+
+#: How the fault of a failed push starts, so that a later push clears only a fault of its own.
+SETTINGS_FAULT = "Applying the configuration failed"
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """What a guest is given of its instance's row: the arguments of ``apply_configuration``."""
+
+    ram_mb: int
+    vcpus: int
+    volume_gb: int
+    overrides: dict[str, Value]
+
+
+def settings_of(inst: Instance) -> InstanceSettings:
+    """The instance's settings as its row stands; a parameter denied since its group was made
+    is left out, as the guest is never given it."""
+    manager = inst.datastore_version.manager
+    return InstanceSettings(
+        ram_mb=inst.flavor.ram,
+        vcpus=inst.flavor.vcpus,
+        volume_gb=inst.volume_size,
+        overrides={
+            name: value
+            for name, value in values_of(inst.configuration).items()
+            if not denied(manager, name)
+        },
+    )
+
+
+def mark_settings_pending(session: Session, instance_id: str, now: datetime | None = None) -> bool:
+    """Note, in the transaction that changes the instance's settings (a group attached,
+    detached or changed, a resize), that its place and guest must be given them; False when
+    the instance is gone. Touching ``updated`` is what tells a push under way that it came too
+    early (see :func:`clear_settings_pending`)."""
+    result = session.execute(
+        update(Instance)
+        .where(Instance.id == instance_id, Instance.deleted.is_(False))
+        .values(settings_pending=True, updated=now or utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def clear_settings_pending(session: Session, instance_id: str, revision: datetime) -> bool:
+    """Clear the mark after the place and the guest confirmed the settings read from the row
+    when its ``updated`` was ``revision``; a row touched since (a change that landed while the
+    push was under way) keeps it, for the next push. One conditional UPDATE, so it cannot
+    interleave with a change. Returns whether the mark was cleared."""
+    result = session.execute(
+        update(Instance)
+        .where(
+            Instance.id == instance_id,
+            Instance.settings_pending.is_(True),
+            Instance.updated == revision,
+        )
+        .values(settings_pending=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def allocate_address(

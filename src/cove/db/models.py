@@ -165,8 +165,9 @@ class Instance(Base):
     # What the task needs to be resumed that the row does not hold (the passwords of a
     # create), sealed with the deployment's task key: never in clear text.
     task_args: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # The row's settings (flavor, volume, configuration) changed and the guest has not
-    # confirmed them yet: the monitor pushes them again.
+    # The row's settings (flavor, volume, configuration) changed and no push of the task
+    # manager has given them to the place and the guest since: the monitor pushes them again
+    # (cove.taskmanager.configure.push_pending).
     settings_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     configuration_id: Mapped[str | None] = mapped_column(
         ForeignKey("configurations.id"), nullable=True, index=True

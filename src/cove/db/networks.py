@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from cove.common.errors import BadRequest, ConfigurationError, Conflict, NetworkNotFound
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import Settings
+from cove.common.text import shown
 from cove.db.models import Instance, Network
 from cove.domain import names
 from cove.domain.networks import loopback_pool
@@ -35,7 +36,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _NET_KEYS = ("net-id", "network_id")
 _NIC_KEYS = frozenset({*_NET_KEYS, "subnet_id", "ip_address"})
-_SHOWN_REF = 80  # longest part of a user's reference echoed in a message
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def _check_name(name: str) -> str:
     _text(name, "A network name")
     if not _NAME.fullmatch(name):
         raise BadRequest(
-            f"Invalid network name '{name[:_SHOWN_REF]}': 1 to 64 letters, digits, '_', '.' "
+            f"Invalid network name '{shown(name)}': 1 to 64 letters, digits, '_', '.' "
             "or '-', starting with a letter or digit."
         )
     if _UUID.fullmatch(name):
@@ -94,7 +94,7 @@ def find_network(s: Session, ref: str) -> Network:
     _text(ref, "A network id or name")
     network = s.get(Network, ref) or s.scalar(select(Network).where(Network.name == ref))
     if network is None:
-        raise NetworkNotFound(f"Network '{ref[:_SHOWN_REF]}' cannot be found.")
+        raise NetworkNotFound(f"Network '{shown(ref)}' cannot be found.")
     return network
 
 
@@ -274,7 +274,7 @@ def _network_ref(nic: Any) -> str:
         raise BadRequest('Each item of \'nics\' must be an object such as {"net-id": "<network>"}.')
     for key in nic:
         _text(str(key), "A key of 'nics'")
-    unknown = sorted(str(k)[:_SHOWN_REF] for k in nic if k not in _NIC_KEYS)
+    unknown = sorted(shown(k) for k in nic if k not in _NIC_KEYS)
     if unknown:
         raise BadRequest(
             f"Unknown key(s) in 'nics': {', '.join(unknown)}. "

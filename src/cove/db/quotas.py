@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, NotFound, QuotaExceeded, ServiceUnavailable
 from cove.common.settings import Settings
+from cove.common.text import shown
 from cove.db.models import Flavor, Instance, Project, ProjectLock, Quota
 from cove.domain import names
 
@@ -174,7 +175,9 @@ def _checked_limit(resource: str, limit: object) -> int:
     except ValueError as exc:
         raise BadRequest(f"{exc}.") from None
     if resource not in RESOURCES:
-        raise NotFound(f"Quota resource '{resource}' does not exist (resources: {RESOURCES}).")
+        raise NotFound(
+            f"Quota resource '{shown(resource)}' does not exist (resources: {RESOURCES})."
+        )
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise BadRequest(f"The limit of '{resource}' must be an integer.")
     if limit < UNLIMITED or limit > MAX_LIMIT:

@@ -9,6 +9,7 @@ conductor's RPC methods (see ``cove.rpc.guest`` and ``cove.rpc.conductor``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 #: A configuration value as a configuration group stores it.
@@ -91,3 +92,19 @@ class HeartbeatPayload:
     """What a heartbeat says beside the server's status."""
 
     agent_pid: int | None = None
+
+
+#: The ``operation`` of the reports in which a guest tells the conductor that its server exited
+#: by itself and how bringing it back went (see ``cove.guestagent.recovery``).
+SERVER_REPORT = "server"
+
+
+class ServerOutcome(StrEnum):
+    """The outcomes of a ``server`` report."""
+
+    #: The server exited without being asked to; the agent is restarting it.
+    CRASHED = "crashed"
+    #: It answers again.
+    RECOVERED = "recovered"
+    #: It could not be kept running; only an intended start brings it back.
+    GAVE_UP = "gave_up"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from cove.common.text import shown
+
 MIN_ADDRESSES = 4
 
 
@@ -18,7 +20,7 @@ def loopback_pool(cidr: str) -> ipaddress.IPv4Network:
     try:
         net = ipaddress.ip_network(cidr, strict=True)
     except ValueError as exc:
-        raise ValueError(f"'{cidr[:64]}' is not a network in CIDR notation: {exc}") from exc
+        raise ValueError(f"'{shown(cidr)}' is not a network in CIDR notation: {exc}") from exc
     if not isinstance(net, ipaddress.IPv4Network) or not net.is_loopback:
         raise ValueError(f"{net} is not an IPv4 loopback network (127.0.0.0/8)")
     if ipaddress.ip_address("127.0.0.1") in net:

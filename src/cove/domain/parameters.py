@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from cove.common.errors import Unprocessable
+from cove.common.text import shown
 from cove.domain.datastores import DATASTORES
 from cove.domain.guest import Value as Value  # re-exported: the values groups store
 
@@ -71,7 +72,8 @@ def validate_values(
         param = catalogue.get(name)
         if param is None:
             raise Unprocessable(
-                f"The configuration parameter {name} is not supported for this datastore: {label}."
+                f"The configuration parameter {shown(name)} is not supported for this datastore: "
+                f"{label}."
             )
         out[name] = check_value(param, value)
     return out

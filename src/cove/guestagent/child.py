@@ -8,8 +8,12 @@ signals that stop it. The machinery is the same for all:
   starts the server as a child in its own session, with its output appended to a private log,
   then waits until ``ping`` answers; a server that exits while starting is reported with the tail
   of its log.
-* A child's exit is seen at once (a thread waits on it); an adopted server is polled. An exit the
-  agent did not ask for is passed to ``on_exit``.
+* A child's exit is seen at once (a thread waits on it), and so is an adopted server's (through
+  a pidfd). An exit the agent did not ask for is passed to ``on_exit``, once what is left of the
+  server has been killed: its other processes outlive it (PostgreSQL's backends keep the old
+  shared memory, and a new postmaster refuses to start until they are gone; a Redis child may
+  still be writing a file), so every process of the service user that works in this
+  instance's data directory, which only the instance's server does, gets SIGKILL first.
 * ``stop`` sends ``stop_signal``, waits ``stop_timeout`` seconds, then sends ``kill_signal``.
 * A pid read from a file is trusted only when that process runs the server's program in this
   instance's data directory (its working directory): a stale pid file can name any process,
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -35,6 +40,25 @@ from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 
 LOG = logging.getLogger(__name__)
+
+#: What ``on_exit`` is given for a server the agent adopted: not its child, so its exit status
+#: is unknown (no signal has the number 256, so no child's status reads the same).
+UNKNOWN_EXIT = -256
+#: How long the processes a crashed server left behind may take to die after SIGKILL.
+REMNANTS_TIMEOUT = 10.0
+
+
+def describe_exit(title: str, code: int) -> str:
+    """How the server ended, for logs and reports ("PostgreSQL was killed by SIGKILL")."""
+    if code == UNKNOWN_EXIT:
+        return f"{title} exited"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"{title} was killed by {name}"
+    return f"{title} exited with status {code}"
 
 
 class ChildServer(ABC):
@@ -147,6 +171,10 @@ class ChildServer(ABC):
         self.wait_ready(proc)
 
     def wait_ready(self, proc: subprocess.Popen[bytes] | None = None) -> None:
+        """Block until ``ping`` answers; raises GuestError when the server (``proc``, by default
+        the child last started) exits first or does not answer within ``start_timeout``."""
+        if proc is None:
+            proc = self._proc
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
@@ -212,17 +240,58 @@ class ChildServer(ABC):
         with self._lock:
             expected = self._stopping or self._proc is not proc
         if not expected:
-            LOG.error("%s exited unexpectedly with status %d", self.title, code)
+            LOG.error("%s unexpectedly", describe_exit(self.title, code))
+            self._end_remnants()
             self._on_exit(code)
 
     def _watch_adopted(self, pid: int) -> None:
-        while procfs.alive(pid):
-            time.sleep(0.2)
+        _wait_gone(pid)
         with self._lock:
             expected = self._stopping or self._adopted_pid != pid
         if not expected:
             LOG.error("the adopted %s server (pid %d) exited", self.title, pid)
-            self._on_exit(-1)
+            self._end_remnants()
+            self._on_exit(UNKNOWN_EXIT)
+
+    def _end_remnants(self) -> None:
+        """SIGKILL what a dead server left running: the service user's processes working in
+        this instance's data directory (PostgreSQL's backends put themselves in sessions of
+        their own, so no process group holds them all), except the agent and a server it
+        started since, with its children; then wait until they are gone."""
+        try:
+            data = os.stat(self.config.data_dir)
+        except OSError:
+            return
+        with self._lock:
+            current = self.pid
+            left = [
+                pid
+                for pid in procfs.working_in(os.geteuid(), data)
+                if pid not in (os.getpid(), current) and procfs.parent(pid) != current
+            ]
+        if not left:
+            return
+        LOG.warning("killing %d process(es) the %s server left behind", len(left), self.title)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + REMNANTS_TIMEOUT
+        while any(procfs.alive(pid) for pid in left) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+def _wait_gone(pid: int) -> None:
+    """Block until ``pid``, which is not the agent's child, has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # already gone, or a kernel without pidfds: poll instead
+        while procfs.alive(pid):
+            time.sleep(0.2)
+        return
+    try:
+        select.select([fd], [], [])  # a pidfd turns readable when its process exits
+    finally:
+        os.close(fd)
 
 
 def read_pid_file(path: Path) -> int | None:

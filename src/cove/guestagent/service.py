@@ -5,7 +5,8 @@ plane calls nothing else, through ``cove.rpc.guest.GuestClient``. :class:`GuestS
 the lifecycle, configuration and status methods, ``GuestAdminEndpoints``
 (``cove.guestagent.admin_endpoints``) those on databases, users and root. Arguments and results
 are typed (``cove.rpc.codec`` carries them as JSON); secrets arrive only in arguments and are
-never logged.
+never logged. A server that exits by itself is started again by ``Recovery``
+(``cove.guestagent.recovery``), which reports each step to the conductor.
 """
 
 from __future__ import annotations
@@ -17,13 +18,21 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cove.common.errors import CoveError
+from cove.common.errors import CoveError, GuestError
 from cove.common.ids import utcnow
-from cove.domain.guest import ConfigurationApplied, GuestSettings, HeartbeatPayload, Value
+from cove.domain.guest import (
+    SERVER_REPORT,
+    ConfigurationApplied,
+    GuestSettings,
+    HeartbeatPayload,
+    ServerOutcome,
+    Value,
+)
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.datastores.base import DatastoreManager
+from cove.guestagent.recovery import DEFAULT_POLICY, Recovery, RestartPolicy
 from cove.rpc import RequestContext, RpcClient, codec
 from cove.rpc.conductor import ConductorClient
 
@@ -63,7 +72,13 @@ def guest_endpoints(
 
 
 class GuestService:
-    def __init__(self, config: GuestSettings, manager: DatastoreManager, bus: RpcClient) -> None:
+    def __init__(
+        self,
+        config: GuestSettings,
+        manager: DatastoreManager,
+        bus: RpcClient,
+        restarts: RestartPolicy = DEFAULT_POLICY,
+    ) -> None:
         self.config = config
         self.manager = manager
         self.admin_endpoints = GuestAdminEndpoints(manager)
@@ -72,7 +87,9 @@ class GuestService:
         self._stop = threading.Event()
         self._beat_now = threading.Event()
         self._op_lock = threading.Lock()
+        self.recovery = Recovery(manager, self._op_lock, self._server_report, restarts)
         manager.on_change = lambda _status: self._beat_now.set()
+        manager.on_crash = self._server_crashed
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
         """The agent's RPC table (see :func:`guest_endpoints`)."""
@@ -109,6 +126,16 @@ class GuestService:
         except CoveError as exc:
             LOG.warning("cannot reach the conductor (report): %s", exc.message)
 
+    def _server_report(self, outcome: ServerOutcome, details: str) -> None:
+        self.report(SERVER_REPORT, outcome.value, details)
+        self._beat_now.set()
+
+    def _server_crashed(self, what: str) -> None:
+        # Before prepare is done, and during a restart or prepare asked of the agent, a server
+        # that exits is that work's failure, which it reports itself.
+        if self.manager.prepared and self._busy is None:
+            self.recovery.server_exited(what)
+
     def run_heartbeats(self) -> None:
         """Send a heartbeat every interval, and at once when the server changes state."""
         try:
@@ -121,6 +148,7 @@ class GuestService:
             self._beat_now.clear()
 
     def stop(self) -> None:
+        self.recovery.close()
         self._stop.set()
         self._beat_now.set()
 
@@ -139,17 +167,20 @@ class GuestService:
     def prepare(
         self, ctx: RequestContext, databases: list[DatabaseSpec], users: list[UserSpec]
     ) -> None:
+        """Raises GuestError when it failed (reported to the conductor too, so the outcome is
+        recorded even when the caller is gone)."""
         try:
             self._while(GuestStatus.BUILDING, lambda: self.manager.prepare(databases, users))
         except Exception as exc:
             message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
             LOG.exception("prepare failed")
             self.report("prepare", "failure", message)
-            return
+            raise GuestError(message) from None
         self.report("prepare", "success")
 
     def restart(self, ctx: RequestContext) -> None:
         self._while(GuestStatus.RESTARTING, self.manager.restart)
+        self.recovery.started_on_purpose()
 
     def apply_configuration(
         self,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, Conflict, NotFound
 from cove.common.ids import utcnow
+from cove.common.text import shown
 from cove.db.models import Project, Role, RoleAssignment, TokenRevocation, User
 from cove.identity.passwords import MAX_PASSWORD_LENGTH, hash_password
 
@@ -72,7 +73,7 @@ def find_project(s: Session, ref: str) -> Project:
     """The project with id or name ``ref``. Raises NotFound."""
     project = s.get(Project, ref) or s.scalar(select(Project).where(Project.name == ref))
     if project is None:
-        raise NotFound(f"Could not find project: {ref[:80]}.")
+        raise NotFound(f"Could not find project: {shown(ref)}.")
     return project
 
 
@@ -111,7 +112,7 @@ def find_user(s: Session, ref: str) -> User:
     """The user with id or name ``ref``. Raises NotFound."""
     user = s.get(User, ref) or s.scalar(select(User).where(User.name == ref))
     if user is None:
-        raise NotFound(f"Could not find user: {ref[:80]}.")
+        raise NotFound(f"Could not find user: {shown(ref)}.")
     return user
 
 
@@ -166,7 +167,7 @@ def delete_user(s: Session, ref: str) -> User:
 def find_role(s: Session, name: str) -> Role:
     role = s.scalar(select(Role).where(Role.name == name)) or s.get(Role, name)
     if role is None:
-        raise NotFound(f"Could not find role: {name[:80]} (roles: {', '.join(ROLES)}).")
+        raise NotFound(f"Could not find role: {shown(name)} (roles: {', '.join(ROLES)}).")
     return role
 
 

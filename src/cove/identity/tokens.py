@@ -10,24 +10,21 @@ revocation needs the control database. The key lives in ``<data>/identity/token.
 from __future__ import annotations
 
 import base64
-import contextlib
-import errno
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cove.common.errors import ConfigurationError, Unauthorized
+from cove.common.keys import KEY_BYTES, ensure_key, load_key
 
 PREFIX = "cv1"
-KEY_BYTES = 32
 MAX_TOKEN_LENGTH = 4096
+
+__all__ = ["TokenClaims", "TokenSigner", "ensure_key", "load_key", "new_audit_id"]
 
 
 @dataclass(frozen=True)
@@ -129,73 +126,3 @@ class TokenSigner:
         if claims.expires_at <= now:
             raise Unauthorized("The token has expired.")
         return claims
-
-
-def load_key(path: Path) -> bytes:
-    """The token key at ``path``.
-
-    Raises ConfigurationError when it is missing or unreadable.
-    """
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ConfigurationError(
-            f"the token key {path} does not exist; run 'cove-manage bootstrap'"
-        ) from exc
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the token key {path}: {exc.strerror}") from exc
-    return key.strip()
-
-
-def ensure_key(path: Path) -> bytes:
-    """The token key at ``path``, created (mode 0600) if there is none yet. Several processes
-    may start at once: the key is written to a private file and linked into place, so none
-    ever reads a half-written key (where the filesystem has no hard links, it is created in
-    place with O_EXCL instead).
-
-    Raises ConfigurationError when the key cannot be read or written.
-    """
-    if path.is_symlink() and not path.exists():
-        raise ConfigurationError(
-            f"the token key {path} is a symbolic link to {os.readlink(path)}, which does not exist"
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not os.path.lexists(path):
-            _create_key(path)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot create the token key {path}: {exc.strerror}") from exc
-    key = load_key(path)
-    for _attempt in range(50):
-        if len(key) >= KEY_BYTES:
-            break
-        # Only where there are no hard links: another process is still writing it in place.
-        time.sleep(0.02)
-        key = load_key(path)
-    return key
-
-
-def _create_key(path: Path) -> None:
-    key = secrets.token_hex(KEY_BYTES).encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    try:
-        _write_new(tmp, key)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process made it first: theirs is the key
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                raise
-            with contextlib.suppress(FileExistsError):
-                _write_new(path, key)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())

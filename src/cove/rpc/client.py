@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cove.common.errors import RpcTimeout, ServiceUnavailable
+from cove.common.errors import BusUnavailable, RpcTimeout
 from cove.common.ids import new_id
 from cove.rpc import transport
 from cove.rpc.envelope import (
@@ -88,8 +88,8 @@ class _Link:
 class RpcClient:
     """Casts and calls over the bus at ``transport_url`` (``amqp://`` or ``redis+socket://``).
 
-    Safe to share between threads. Every method raises ServiceUnavailable when the bus cannot
-    be reached within ``connect_timeout`` seconds.
+    Safe to share between threads. Every method raises BusUnavailable (a ServiceUnavailable)
+    when the bus cannot be reached within ``connect_timeout`` seconds.
     """
 
     def __init__(self, transport_url: str, *, connect_timeout: float = 5.0) -> None:
@@ -250,7 +250,7 @@ class RpcClient:
             return link.wait_reply(msg_id, deadline)
         except link.errors as exc:
             self._drop_link(link)
-            raise ServiceUnavailable(
+            raise BusUnavailable(
                 f"lost the message bus at {transport.redact_url(self._url)} while waiting for "
                 f"{what}: {transport.describe_error(exc)}"
             ) from None

@@ -1,9 +1,8 @@
 """The typed client of a guest agent (topic ``guestagent.<instance id>``).
 
 One method per RPC of the guest agent's table (``cove.guestagent.service.guest_endpoints``);
-``prepare`` is a cast (the guest reports its end to the conductor), every other method a call.
-Reads answer within the client's timeout; a restart and new settings may take longer and have
-their own.
+every one is a call. Reads answer within the client's timeout; ``prepare``, a restart and new
+settings may take longer and are given their own.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from cove.rpc.client import RpcClient
 from cove.rpc.envelope import RequestContext
 from cove.rpc.typed import ServiceClient
 
+#: Seconds a guest has to initialise, start and fill a new server.
+PREPARE_TIMEOUT = 300.0
 #: Seconds a guest has to stop and start its server.
 RESTART_TIMEOUT = 300.0
 #: Seconds a guest has to rewrite its files and set live what can be set live.
@@ -26,9 +27,18 @@ APPLY_TIMEOUT = 120.0
 class GuestClient(ServiceClient):
     answer_error = GuestError
 
-    def __init__(self, bus: RpcClient, instance_id: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        bus: RpcClient,
+        instance_id: str,
+        timeout: float = 30.0,
+        apply_timeout: float = APPLY_TIMEOUT,
+    ) -> None:
         super().__init__(bus, topics.guest(instance_id), timeout)
         self.instance_id = instance_id
+        #: How long ``apply_configuration`` waits: the API, answering within its request,
+        #: waits less than the task manager.
+        self.apply_timeout = apply_timeout
         self.peer = f"The guest agent of instance {instance_id}"
 
     def declare(self) -> None:
@@ -45,7 +55,10 @@ class GuestClient(ServiceClient):
     def prepare(
         self, ctx: RequestContext, databases: list[DatabaseSpec], users: list[UserSpec]
     ) -> None:
-        self._cast(ctx, "prepare", databases=databases, users=users)
+        """Answers once the server runs with what was asked for (the guest also reports it to
+        the conductor). Idempotent: a prepared instance only has its server started, and a
+        prepare asked again while one runs waits for it."""
+        self._call(ctx, "prepare", type(None), PREPARE_TIMEOUT, databases=databases, users=users)
 
     def restart(self, ctx: RequestContext) -> None:
         self._call(ctx, "restart", type(None), RESTART_TIMEOUT)
@@ -62,7 +75,7 @@ class GuestClient(ServiceClient):
             ctx,
             "apply_configuration",
             ConfigurationApplied,
-            APPLY_TIMEOUT,
+            self.apply_timeout,
             ram_mb=ram_mb,
             vcpus=vcpus,
             volume_gb=volume_gb,

@@ -1,13 +1,14 @@
 """The typed client of the task managers (topic ``taskmanager``).
 
-One method per RPC of ``cove.taskmanager.service.TaskManager``. Every one is a cast: the API
-records the request on the instance first, and a task manager carries it out (and records how
-it ended) on its own time.
+One method per RPC of ``cove.taskmanager.service.TaskManager``. Every one is a cast carrying
+only the instance id: the API records the request on the instance first (with what the task
+needs sealed on the row, cove.db.sealed), and a task manager carries it out (and records how
+it ended) on its own time. A cast that is lost is not a request lost: the task managers' monitor
+runs any task nobody holds (cove.taskmanager.leases).
 """
 
 from __future__ import annotations
 
-from cove.domain.specs import DatabaseSpec, Resize, UserSpec
 from cove.rpc import topics
 from cove.rpc.client import RpcClient
 from cove.rpc.envelope import RequestContext
@@ -22,16 +23,8 @@ class TaskManagerClient(ServiceClient):
         """Declare the task managers' queue, so requests wait for one to start. Idempotent."""
         self.bus.declare_topic(self.topic)
 
-    def create_instance(
-        self,
-        ctx: RequestContext,
-        instance_id: str,
-        databases: list[DatabaseSpec],
-        users: list[UserSpec],
-    ) -> None:
-        self._cast(
-            ctx, "create_instance", instance_id=instance_id, databases=databases, users=users
-        )
+    def create_instance(self, ctx: RequestContext, instance_id: str) -> None:
+        self._cast(ctx, "create_instance", instance_id=instance_id)
 
     def delete_instance(self, ctx: RequestContext, instance_id: str) -> None:
         self._cast(ctx, "delete_instance", instance_id=instance_id)
@@ -39,8 +32,5 @@ class TaskManagerClient(ServiceClient):
     def restart_instance(self, ctx: RequestContext, instance_id: str) -> None:
         self._cast(ctx, "restart_instance", instance_id=instance_id)
 
-    def update_configuration(self, ctx: RequestContext, instance_id: str) -> None:
-        self._cast(ctx, "update_configuration", instance_id=instance_id)
-
-    def resize_instance(self, ctx: RequestContext, resize: Resize) -> None:
-        self._cast(ctx, "resize_instance", resize=resize)
+    def resize_instance(self, ctx: RequestContext, instance_id: str) -> None:
+        self._cast(ctx, "resize_instance", instance_id=instance_id)

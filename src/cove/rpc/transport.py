@@ -26,7 +26,7 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Consumer, Producer
 
-from cove.common.errors import ServiceUnavailable
+from cove.common.errors import BusUnavailable
 
 LOG = logging.getLogger(__name__)
 
@@ -68,8 +68,9 @@ def describe_error(exc: BaseException) -> str:
     return redact_url(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
-def unreachable(url: str, reason: str) -> ServiceUnavailable:
-    return ServiceUnavailable(f"message bus at {redact_url(url)} is unreachable: {reason}")
+def unreachable(url: str, reason: str) -> BusUnavailable:
+    """The error for a bus that cannot be reached: its message (for logs) names the bus."""
+    return BusUnavailable(f"message bus at {redact_url(url)} is unreachable: {reason}")
 
 
 def _exchange() -> Exchange:
@@ -118,7 +119,7 @@ class BusConnection:
         """Connect to the bus at ``url``, retrying briefly until ``timeout`` seconds passed.
 
         Never blocks much longer than ``timeout``, and gives up early once ``cancel`` is set.
-        Raises ServiceUnavailable (with the URL stripped of its password) when no connection
+        Raises BusUnavailable (with the URL stripped of its password) when no connection
         could be made.
         """
         deadline = time.monotonic() + timeout
@@ -127,6 +128,7 @@ class BusConnection:
             remaining = max(deadline - time.monotonic(), 0.05)
             conn = Connection(url, connect_timeout=remaining, heartbeat=heartbeat)
             _tune_redis(conn, timeout)
+            _confirm_publishes(conn)
             errors = (*conn.recoverable_connection_errors, *conn.connection_errors, OSError)
             try:
                 # One attempt per round: kombu's own connect() sleeps 2 s before a retry.
@@ -270,6 +272,17 @@ def _tune_redis(conn: Connection, timeout: float) -> None:
     options = conn.transport_options
     if isinstance(options, dict):
         options.setdefault("socket_timeout", max(timeout, _REDIS_MIN_SOCKET_TIMEOUT))
+
+
+def _confirm_publishes(conn: Connection) -> None:
+    """On AMQP, make every publish wait for the broker's acknowledgement: a cast that returned
+    is then held by the broker (on a durable queue, persistent: it survives a broker restart),
+    and one the broker did not take raises instead of vanishing."""
+    if getattr(conn.transport, "driver_type", None) != "amqp":
+        return
+    options = conn.transport_options
+    if isinstance(options, dict):
+        options.setdefault("confirm_publish", True)
 
 
 def _release_quietly(conn: Connection) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 
 from cove.common.settings import Settings
 from cove.compute.base import ComputeDriver
 from cove.db.engine import Database
+from cove.db.sealed import Sealer
 from cove.rpc import RpcClient
 from cove.rpc.guest import GuestClient
 
@@ -41,6 +45,59 @@ class InstanceLocks:
                     del self._users[instance_id], self._locks[instance_id]
 
 
+class PendingPushes:
+    """This task manager's pushes of pending settings (cove.taskmanager.configure.push_pending):
+    which instances one is running for (at most ``limit`` at once, never two for one instance),
+    and when an instance whose push failed may be tried again: after FIRST_WAIT, doubled at each
+    further failure up to MOST_WAIT, so a guest that is gone is not called again and again. A
+    new change of the instance's settings (its row's ``updated`` moved) is tried at once."""
+
+    FIRST_WAIT = 5.0
+    MOST_WAIT = 300.0
+
+    def __init__(self, limit: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._guard = threading.Lock()
+        self._running: dict[str, datetime] = {}  # instance id: the revision being pushed
+        self._failed: dict[str, tuple[datetime, int, float]] = {}  # revision, failures, next
+
+    def claim(self, instance_id: str, revision: datetime) -> bool:
+        """Whether a push of ``revision`` (the row's ``updated``) may start now; if so, it is
+        running until :meth:`done`."""
+        with self._guard:
+            if instance_id in self._running or len(self._running) >= self.limit:
+                return False
+            failed = self._failed.get(instance_id)
+            if failed is not None and failed[0] == revision and self._clock() < failed[2]:
+                return False
+            self._running[instance_id] = revision
+            return True
+
+    def done(self, instance_id: str, ok: bool) -> None:
+        """The push :meth:`claim` allowed ended, well or not."""
+        with self._guard:
+            revision = self._running.pop(instance_id)
+            if ok:
+                self._failed.pop(instance_id, None)
+                return
+            before = self._failed.get(instance_id)
+            failures = before[1] + 1 if before is not None and before[0] == revision else 1
+            wait = min(self.FIRST_WAIT * 2 ** min(failures - 1, 16), self.MOST_WAIT)
+            self._failed[instance_id] = (revision, failures, self._clock() + wait)
+
+    def keep_only(self, pending: set[str]) -> None:
+        """Forget the failures of instances no longer waiting for a push."""
+        with self._guard:
+            for instance_id in set(self._failed) - pending:
+                del self._failed[instance_id]
+
+    def idle(self) -> bool:
+        """Whether no push is running."""
+        with self._guard:
+            return not self._running
+
+
 @dataclass
 class TaskContext:
     settings: Settings
@@ -48,6 +105,12 @@ class TaskContext:
     bus: RpcClient
     driver: ComputeDriver
     locks: InstanceLocks = field(default_factory=InstanceLocks)
+    pushes: PendingPushes = field(default_factory=PendingPushes)
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        """Opens the sealed arguments of tasks. Raises ConfigurationError (no task key)."""
+        return Sealer.for_settings(self.settings)
 
     def guest(self, instance_id: str) -> GuestClient:
         """The guest agent of ``instance_id``."""

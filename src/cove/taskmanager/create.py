@@ -1,58 +1,61 @@
 """Provisioning: address, place, guest agent, then ``prepare`` on the guest.
 
-Each step is recorded on the instance row and is idempotent. The request's passwords live only
-in the message, so a build interrupted before ``prepare`` reached the guest cannot be resumed:
-the monitor ends it in ERROR after ``build_timeout``. The guest reports the end of ``prepare``
-to the conductor, which ends the BUILDING task.
+Each step is recorded on the instance row and is idempotent, so the workflow can run again from
+the start after a task manager died anywhere in it (cove.taskmanager.leases): the address is
+kept, the driver repairs what is missing, and ``prepare`` on a prepared guest only starts its
+server. The request's databases and users (with passwords) come sealed on the row
+(cove.db.sealed), never in the cast. ``prepare`` is a call: the build ends here when it
+answers (or when the guest's report or heartbeat reaches the conductor first), and a bus that
+went away meanwhile only makes it ask again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
 
-from cove.common.errors import CoveError
+from cove.common.errors import CoveError, GuestError, ServiceUnavailable, UnreadableTaskArgs
 from cove.common.ids import utcnow
 from cove.db.configurations import values_of
 from cove.db.instances import allocate_address, end_task, get_instance
 from cove.db.models import Instance
 from cove.db.networks import address_pool
+from cove.db.sealed import CreateArgs
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import denied
-from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
 
 LOG = logging.getLogger(__name__)
 
+#: Longest pause between two attempts to reach a guest whose bus or agent is away.
+MAX_RETRY_PAUSE = 2.0
+
 
 def create_instance(
-    tc: TaskContext,
-    ctx: RequestContext,
-    instance_id: str,
-    databases: list[DatabaseSpec],
-    users: list[UserSpec],
+    tc: TaskContext, ctx: RequestContext, instance_id: str, lost: threading.Event
 ) -> None:
+    """Build the instance; ``lost`` is set when this task manager no longer holds the task
+    (it then stops waiting). Ends the task in NONE or BUILD_ERROR, never raises."""
     try:
-        spec = _place(tc, instance_id)
-        if spec is None:
+        placed = _place(tc, instance_id)
+        if placed is None:
             return
+        spec, args, deadline = placed
         guest = tc.guest(instance_id)
-        guest.declare()
+        if not _through_outages(tc, instance_id, deadline, lost, "declare", guest.declare):
+            return
         with tc.db.session() as s:
             inst = get_instance(s, instance_id)
             if inst.task != Task.BUILDING.value:
                 return
             inst.agent_started_at = utcnow()
         tc.driver.create(spec)
-        with tc.db.session() as s:
-            row = s.get(Instance, instance_id)
-            building = row is not None and not row.deleted and row.task == Task.BUILDING.value
-            if building and row is not None:
-                inst = row
-                inst.compute_state = ComputeState.ACTIVE.value
-                inst.updated = utcnow()
-        if not building:
+        if not _mark_placed(tc, instance_id):
             # The build was given up meanwhile (timed out, then perhaps deleted): what was
             # just placed must not outlive it.
             LOG.info(
@@ -60,20 +63,86 @@ def create_instance(
             )
             tc.driver.destroy(instance_id)
             return
-        guest.prepare(ctx, databases, users)
-        LOG.info("instance %s placed at %s; prepare sent", instance_id, spec.address)
+        LOG.info("instance %s placed at %s; preparing", instance_id, spec.address)
+
+        def prepare() -> None:
+            guest.prepare(ctx, args.databases, args.users)
+
+        # A prepare asked again while one runs waits for it, and a prepared guest only starts
+        # its server: asking again after the bus or the agent went away is safe.
+        if _through_outages(tc, instance_id, deadline, lost, "prepare", prepare):
+            with tc.db.session() as s:
+                if end_task(s, instance_id, Task.BUILDING, Task.NONE, None, utcnow()):
+                    LOG.info("instance %s is ready", instance_id)
     except Exception as exc:
-        message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
+        message = public(exc)
         LOG.exception("creating instance %s failed", instance_id)
         fail_build(tc, instance_id, message)
 
 
-def _place(tc: TaskContext, instance_id: str) -> GuestSettings | None:
+def _mark_placed(tc: TaskContext, instance_id: str) -> bool:
+    """Record the place as running; False when the instance stopped building meanwhile."""
+    with tc.db.session() as s:
+        row = s.get(Instance, instance_id)
+        if row is None or row.deleted or row.task != Task.BUILDING.value:
+            return False
+        row.compute_state = ComputeState.ACTIVE.value
+        row.updated = utcnow()
+        return True
+
+
+def _through_outages(
+    tc: TaskContext,
+    instance_id: str,
+    deadline: float,
+    lost: threading.Event,
+    what: str,
+    action: Callable[[], None],
+) -> bool:
+    """Run ``action`` (idempotent), again each time the bus or the guest agent is unreachable,
+    until it succeeds; False when the build ended elsewhere or the lease was lost meanwhile.
+    Raises what ``action`` raises otherwise, and GuestError once ``deadline`` (monotonic)
+    passed (checked between attempts)."""
+    pause = 0.1
+    while True:
+        if time.monotonic() > deadline:
+            raise GuestError("The instance did not become ready in time.")
+        try:
+            action()
+            return True
+        except ServiceUnavailable as exc:
+            if lost.is_set() or not _building(tc, instance_id):
+                return False
+            LOG.warning("instance %s: %s: %s; trying again", instance_id, what, exc.message)
+            if lost.wait(pause):
+                return False
+            pause = min(pause * 2, MAX_RETRY_PAUSE)
+
+
+def public(exc: BaseException) -> str:
+    """What a fault may tell the tenant about ``exc``."""
+    if isinstance(exc, CoveError):
+        return exc.public_message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _building(tc: TaskContext, instance_id: str) -> bool:
+    with tc.db.session() as s:
+        row = s.get(Instance, instance_id)
+        return row is not None and not row.deleted and row.task == Task.BUILDING.value
+
+
+def _place(tc: TaskContext, instance_id: str) -> tuple[GuestSettings, CreateArgs, float] | None:
+    """The instance's settings with an address, its request's arguments and the build's
+    deadline (monotonic); None when it is no longer building. Raises UnreadableTaskArgs."""
     with tc.db.session() as s:
         inst = get_instance(s, instance_id)
         if inst.task != Task.BUILDING.value:
             LOG.info("instance %s is no longer building; nothing to do", instance_id)
             return None
+        if inst.task_args is None:
+            raise UnreadableTaskArgs("the request's databases and users were not recorded")
+        args = tc.sealer.open(instance_id, inst.task_args, CreateArgs)
         if inst.address is None:
             port = inst.port
             inst.address = allocate_address(
@@ -82,7 +151,9 @@ def _place(tc: TaskContext, instance_id: str) -> GuestSettings | None:
                 instance_id,
                 lambda address: tc.driver.address_usable(address, port),
             )
-        return guest_spec(tc, inst)
+        started = inst.task_started_at or utcnow()
+        left = started + timedelta(seconds=tc.settings.build_timeout) - utcnow()
+        return guest_spec(tc, inst), args, time.monotonic() + left.total_seconds()
 
 
 def guest_spec(tc: TaskContext, inst: Instance) -> GuestSettings:

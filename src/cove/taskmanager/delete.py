@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from cove.common.errors import CoveError
+from cove.common.errors import ServiceUnavailable
 from cove.common.ids import utcnow
 from cove.db.instances import record_fault, release_address
 from cove.db.models import GuestState, Instance
 from cove.domain.status import Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
+from cove.taskmanager.create import public
 
 LOG = logging.getLogger(__name__)
+
+
+#: How long a deletion waits for an unreachable bus to delete the guest's queue: a queue left
+#: behind costs the broker a little, a deletion that never ends costs the tenant their quota.
+FORGET_PATIENCE = 30.0
 
 
 def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
     try:
         tc.driver.destroy(instance_id)
-        tc.guest(instance_id).forget()
+        _forget(tc, instance_id)
     except Exception as exc:
-        message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
+        message = public(exc)
         LOG.exception("deleting instance %s failed", instance_id)
         with tc.db.session() as s:
             inst = s.get(Instance, instance_id)
@@ -43,3 +50,23 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
         inst.task = Task.NONE.value
         inst.address = None
     LOG.info("instance %s deleted", instance_id)
+
+
+def _forget(tc: TaskContext, instance_id: str) -> None:
+    """Delete the guest's queue, waiting a while for a bus that is away."""
+    deadline = time.monotonic() + FORGET_PATIENCE
+    pause = 0.1
+    while True:
+        try:
+            tc.guest(instance_id).forget()
+            return
+        except ServiceUnavailable as exc:
+            if time.monotonic() + pause > deadline:
+                LOG.warning(
+                    "the queue of deleted instance %s stays on the bus: %s",
+                    instance_id,
+                    exc.message,
+                )
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)

@@ -14,7 +14,7 @@ from cove.db.models import Instance
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.rpc.guest import RESTART_TIMEOUT
-from cove.taskmanager.configure import apply_settings
+from cove.taskmanager.configure import apply_settings, push_pending
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import fail_build
 from cove.taskmanager.resize import RESIZE_TIMEOUT
@@ -60,6 +60,7 @@ def check_instances(tc: TaskContext) -> None:
         if compute_state == ComputeState.BUILD.value or task == Task.DELETING.value:
             continue
         _revive(tc, instance_id, compute_state)
+    push_pending(tc)
 
 
 def _end_overdue(tc: TaskContext, instance_id: str, task: Task, fault: str | None = None) -> None:

@@ -2,7 +2,7 @@
 recorded, or put the old size back.
 
 The API records the new size on the instance with the RESIZING task (so quotas count it at once)
-and sends the old one along. Here the driver and the guest agent take the new settings; a new
+and seals the old one on the row. Here the driver and the guest agent take the new settings; a new
 flavor changes the server's memory settings, so the server is restarted. Should any step fail,
 the old size goes back on the row, the guest is given the old settings again, and the fault is
 recorded: the instance is back to what it was, with the reason shown.
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from cove.common.errors import CoveError
+from cove.common.errors import CoveError, UnreadableTaskArgs
 from cove.common.ids import utcnow
 from cove.db.instances import end_task, get_instance
+from cove.db.sealed import ResizeArgs
 from cove.domain.specs import Resize
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -28,9 +29,33 @@ LOG = logging.getLogger(__name__)
 RESIZE_TIMEOUT = RESTART_TIMEOUT * 2
 
 
-def resize_instance(tc: TaskContext, ctx: RequestContext, change: Resize) -> None:
-    """Runs after any other settings change of the instance under way here (InstanceLocks)."""
-    with tc.locks.hold(change.instance_id):
+def resize_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
+    """Resize to what the row holds, the old size coming sealed on the row. Runs after any
+    other settings change of the instance under way here (InstanceLocks). Run again after a
+    task manager died half-way, it gives the place and the guest the new size again."""
+    with tc.locks.hold(instance_id):
+        with tc.db.session() as s:
+            inst = get_instance(s, instance_id)
+            if inst.task != Task.RESIZING.value:
+                LOG.info("instance %s is no longer resizing; nothing to do", instance_id)
+                return
+            sealed = inst.task_args
+        try:
+            if sealed is None:
+                raise UnreadableTaskArgs("the resize's old and new sizes were not recorded")
+            change = tc.sealer.open(instance_id, sealed, ResizeArgs).resize
+        except UnreadableTaskArgs as exc:
+            LOG.error("cannot resize instance %s: %s", instance_id, exc.message)
+            with tc.db.session() as s:
+                end_task(
+                    s,
+                    instance_id,
+                    Task.RESIZING,
+                    Task.NONE,
+                    f"Resize failed: {exc.message}",
+                    utcnow(),
+                )
+            return
         _resize(tc, ctx, change)
 
 
@@ -47,7 +72,7 @@ def _resize(tc: TaskContext, ctx: RequestContext, change: Resize) -> None:
         LOG.info("instance %s resized", instance_id)
     except CoveError as exc:
         LOG.error("resizing instance %s failed: %s", instance_id, exc.message)
-        fault = f"Resize failed: {exc.message}"
+        fault = f"Resize failed: {exc.public_message}"
         _revert(tc, ctx, change)
     with tc.db.session() as s:
         end_task(s, instance_id, Task.RESIZING, Task.NONE, fault, utcnow())

@@ -24,7 +24,7 @@ def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> 
         tc.guest(instance_id).restart(ctx)
     except CoveError as exc:
         LOG.error("restarting instance %s failed: %s", instance_id, exc.message)
-        fault = f"Restart failed: {exc.message}"
+        fault = f"Restart failed: {exc.public_message}"
     with tc.db.session() as s:
         # Should the task have ended meanwhile (see the monitor), the guest reports the outcome.
         end_task(s, instance_id, Task.REBOOTING, Task.NONE, fault, utcnow())

@@ -1,19 +1,21 @@
-"""The task manager service: its RPC table, its monitor, and resuming unfinished work."""
+"""The task manager service: its RPC table, its monitor, and taking over unfinished work.
+
+Every RPC names an instance whose task the API recorded; the workflow runs only while this task
+manager holds the task's lease (cove.taskmanager.leases). The monitor runs, besides its checks,
+every task nobody holds: those of a task manager that died, and those whose cast was lost.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import select
-
-from cove.db.models import Instance
-from cove.domain.specs import DatabaseSpec, Resize, UserSpec
 from cove.domain.status import Task
 from cove.rpc import RequestContext, codec
-from cove.taskmanager.configure import apply_settings
+from cove.taskmanager import leases
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
@@ -23,11 +25,18 @@ from cove.taskmanager.restart import restart_instance
 
 LOG = logging.getLogger(__name__)
 
+#: How many taken-over tasks run at once; the RPC server's workers are not used for them.
+RESUME_WORKERS = 4
+
 
 class TaskManager:
     def __init__(self, tc: TaskContext) -> None:
         self.tc = tc
+        self.owner = leases.new_owner()
         self._stop = threading.Event()
+        self._resuming: set[str] = set()
+        self._resuming_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(RESUME_WORKERS, thread_name_prefix="resume")
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
         """The task manager's RPC table; ``cove.rpc.taskmanager.TaskManagerClient`` is its
@@ -38,52 +47,69 @@ class TaskManager:
                 "delete_instance": self.delete_instance,
                 "restart_instance": self.restart_instance,
                 "resize_instance": self.resize_instance,
-                "update_configuration": self.update_configuration,
             }
         )
 
-    def create_instance(
-        self,
-        ctx: RequestContext,
-        instance_id: str,
-        databases: list[DatabaseSpec],
-        users: list[UserSpec],
-    ) -> None:
-        create_instance(self.tc, ctx, instance_id, databases, users)
+    def create_instance(self, ctx: RequestContext, instance_id: str) -> None:
+        self._run(ctx, instance_id, Task.BUILDING)
 
     def delete_instance(self, ctx: RequestContext, instance_id: str) -> None:
-        delete_instance(self.tc, ctx, instance_id)
+        self._run(ctx, instance_id, Task.DELETING)
 
     def restart_instance(self, ctx: RequestContext, instance_id: str) -> None:
-        restart_instance(self.tc, ctx, instance_id)
+        self._run(ctx, instance_id, Task.REBOOTING)
 
-    def resize_instance(self, ctx: RequestContext, resize: Resize) -> None:
-        resize_instance(self.tc, ctx, resize)
+    def resize_instance(self, ctx: RequestContext, instance_id: str) -> None:
+        self._run(ctx, instance_id, Task.RESIZING)
 
-    def update_configuration(self, ctx: RequestContext, instance_id: str) -> None:
-        apply_settings(self.tc, ctx, instance_id)
+    def _run(
+        self, ctx: RequestContext, instance_id: str, task: Task, dead_owner: str | None = None
+    ) -> None:
+        """Run ``task``'s workflow on ``instance_id`` if its lease can be taken; nothing when
+        another task manager holds it or the task ended."""
+        if not leases.claim(self.tc.db, instance_id, task, self.owner, dead_owner):
+            LOG.info("instance %s: %s is not waiting for a task manager", instance_id, task.value)
+            return
+        with leases.held(self.tc.db, instance_id, self.owner) as lost:
+            if task is Task.BUILDING:
+                create_instance(self.tc, ctx, instance_id, lost)
+            elif task is Task.DELETING:
+                delete_instance(self.tc, ctx, instance_id)
+            elif task is Task.REBOOTING:
+                restart_instance(self.tc, ctx, instance_id)
+            elif task is Task.RESIZING:
+                resize_instance(self.tc, ctx, instance_id)
 
     def resume(self) -> None:
-        """Finish deletions an earlier task manager left half-done."""
-        with self.tc.db.session() as s:
-            pending = list(
-                s.scalars(
-                    select(Instance.id).where(
-                        Instance.deleted.is_(False), Instance.task == Task.DELETING.value
-                    )
-                )
+        """Start every task nobody holds, each in the background (once at a time)."""
+        for orphan in leases.orphans(self.tc.db, self.tc.driver.name):
+            with self._resuming_lock:
+                if orphan.instance_id in self._resuming:
+                    continue
+                self._resuming.add(orphan.instance_id)
+            LOG.warning("taking over %s of instance %s", orphan.task.value, orphan.instance_id)
+            self._pool.submit(self._resume_one, orphan)
+
+    def _resume_one(self, orphan: leases.Orphan) -> None:
+        try:
+            self._run(RequestContext(), orphan.instance_id, orphan.task, orphan.dead_owner)
+        except Exception:
+            LOG.exception(
+                "resuming %s of instance %s failed", orphan.task.value, orphan.instance_id
             )
-        for instance_id in pending:
-            LOG.info("resuming the deletion of instance %s", instance_id)
-            delete_instance(self.tc, RequestContext(), instance_id)
+        finally:
+            with self._resuming_lock:
+                self._resuming.discard(orphan.instance_id)
 
     def run_monitor(self) -> None:
         while not self._stop.is_set():
-            try:
-                check_instances(self.tc)
-            except Exception:
-                LOG.exception("instance check failed")
+            for step in (self.resume, lambda: check_instances(self.tc)):
+                try:
+                    step()
+                except Exception:
+                    LOG.exception("instance check failed")
             self._stop.wait(self.tc.settings.monitor_interval)
 
     def stop(self) -> None:
         self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -10,8 +10,23 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from cove.api.context import ApiContext, authorize, cove
+from cove.api.openapi import answers
+from cove.api.responses import (
+    ApiVersionList,
+    ApiVersionOne,
+    ConfigurationParameter,
+    ConfigurationParameterList,
+    DatastoreList,
+    DatastoreOne,
+    DatastoreVersionList,
+    DatastoreVersionOne,
+    FlavorList,
+    FlavorOne,
+    LimitList,
+)
 from cove.api.views import datastore_view, flavor_view, paged, parameter_view, version_view
 from cove.common.errors import DatastoreVersionNotFound, NotFound
+from cove.common.text import shown
 from cove.db.catalog import find_flavor, get_datastore, get_version
 from cove.db.configurations import catalogue, version_label
 from cove.db.models import Datastore, DatastoreVersion, Flavor
@@ -32,13 +47,13 @@ def _version_doc(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/")
+@router.get("/", responses=answers(ApiVersionList))
 def versions(request: Request) -> dict[str, Any]:
     return {"versions": [_version_doc(request)]}
 
 
-@router.get("/v1.0")
-@router.get("/v1.0/")
+@router.get("/v1.0", responses=answers(ApiVersionOne))
+@router.get("/v1.0/", responses=answers(ApiVersionOne))
 def version(request: Request) -> dict[str, Any]:
     return {"version": _version_doc(request)}
 
@@ -61,7 +76,7 @@ def _paged(
     return paged(request, name, views, item_id, limit, marker, c.settings.page_size)
 
 
-@router.get("/v1.0/{project_id}/flavors")
+@router.get("/v1.0/{project_id}/flavors", responses=answers(FlavorList))
 def list_flavors(
     project_id: str,
     request: Request,
@@ -78,7 +93,7 @@ def list_flavors(
     return _paged(request, c, "flavors", views, limit, marker, lambda v: str(v["str_id"]))
 
 
-@router.get("/v1.0/{project_id}/flavors/{flavor_id}")
+@router.get("/v1.0/{project_id}/flavors/{flavor_id}", responses=answers(FlavorOne, 404))
 def show_flavor(
     project_id: str, flavor_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -87,7 +102,7 @@ def show_flavor(
         return {"flavor": flavor_view(request, project_id, find_flavor(s, flavor_id))}
 
 
-@router.get("/v1.0/{project_id}/datastores")
+@router.get("/v1.0/{project_id}/datastores", responses=answers(DatastoreList))
 def list_datastores(
     project_id: str,
     request: Request,
@@ -106,7 +121,10 @@ def list_datastores(
     return _paged(request, c, "datastores", views, limit, marker)
 
 
-@router.get("/v1.0/{project_id}/datastores/versions/{version_id}")
+@router.get(
+    "/v1.0/{project_id}/datastores/versions/{version_id}",
+    responses=answers(DatastoreVersionOne, 404),
+)
 def show_version_by_id(
     project_id: str, version_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -114,11 +132,13 @@ def show_version_by_id(
     with c.db.session() as s:
         version = s.get(DatastoreVersion, version_id)
         if version is None or not version.active:
-            raise DatastoreVersionNotFound(f"Datastore version '{version_id}' cannot be found.")
+            raise DatastoreVersionNotFound(
+                f"Datastore version '{shown(version_id)}' cannot be found."
+            )
         return {"version": version_view(request, project_id, version)}
 
 
-@router.get("/v1.0/{project_id}/datastores/{datastore}")
+@router.get("/v1.0/{project_id}/datastores/{datastore}", responses=answers(DatastoreOne, 404))
 def show_datastore(
     project_id: str, datastore: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -127,7 +147,10 @@ def show_datastore(
         return {"datastore": datastore_view(request, project_id, get_datastore(s, datastore))}
 
 
-@router.get("/v1.0/{project_id}/datastores/{datastore}/versions")
+@router.get(
+    "/v1.0/{project_id}/datastores/{datastore}/versions",
+    responses=answers(DatastoreVersionList, 404),
+)
 def list_versions(
     project_id: str,
     datastore: str,
@@ -143,7 +166,10 @@ def list_versions(
     return _paged(request, c, "versions", views, limit, marker)
 
 
-@router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}")
+@router.get(
+    "/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}",
+    responses=answers(DatastoreVersionOne, 404),
+)
 def show_version(
     project_id: str,
     datastore: str,
@@ -155,11 +181,16 @@ def show_version(
     with c.db.session() as s:
         version = get_version(s, get_datastore(s, datastore), version_ref)
         if not version.active:
-            raise DatastoreVersionNotFound(f"Datastore version '{version_ref}' is not active.")
+            raise DatastoreVersionNotFound(
+                f"Datastore version '{shown(version_ref)}' is not active."
+            )
         return {"version": version_view(request, project_id, version)}
 
 
-@router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/flavors")
+@router.get(
+    "/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/flavors",
+    responses=answers(FlavorList, 404),
+)
 def version_flavors(
     project_id: str,
     datastore: str,
@@ -178,14 +209,14 @@ def version_flavors(
 def _active_version_by_id(s: Any, version_id: str) -> DatastoreVersion:
     version = s.get(DatastoreVersion, version_id)
     if version is None or not version.active:
-        raise DatastoreVersionNotFound(f"Datastore version '{version_id}' cannot be found.")
+        raise DatastoreVersionNotFound(f"Datastore version '{shown(version_id)}' cannot be found.")
     return version  # type: ignore[no-any-return]
 
 
 def _active_version(s: Any, datastore: str, version_ref: str) -> DatastoreVersion:
     version = get_version(s, get_datastore(s, datastore), version_ref)
     if not version.active:
-        raise DatastoreVersionNotFound(f"Datastore version '{version_ref}' is not active.")
+        raise DatastoreVersionNotFound(f"Datastore version '{shown(version_ref)}' is not active.")
     return version
 
 
@@ -201,13 +232,16 @@ def _parameter(version: DatastoreVersion, name: str, s: Any) -> dict[str, Any]:
     param = catalogue(s, version.id).get(name)
     if param is None:
         raise NotFound(
-            f"Configuration parameter '{name}' cannot be found for datastore version "
+            f"Configuration parameter '{shown(name)}' cannot be found for datastore version "
             f"{version_label(version)}."
         )
     return parameter_view(param, version.id)
 
 
-@router.get("/v1.0/{project_id}/datastores/versions/{version_id}/parameters")
+@router.get(
+    "/v1.0/{project_id}/datastores/versions/{version_id}/parameters",
+    responses=answers(ConfigurationParameterList, 404),
+)
 def list_parameters_by_version_id(
     project_id: str, version_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -216,7 +250,10 @@ def list_parameters_by_version_id(
         return _parameters(_active_version_by_id(s, version_id), s)
 
 
-@router.get("/v1.0/{project_id}/datastores/versions/{version_id}/parameters/{name}")
+@router.get(
+    "/v1.0/{project_id}/datastores/versions/{version_id}/parameters/{name}",
+    responses=answers(ConfigurationParameter, 404),
+)
 def show_parameter_by_version_id(
     project_id: str, version_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -225,7 +262,10 @@ def show_parameter_by_version_id(
         return _parameter(_active_version_by_id(s, version_id), name, s)
 
 
-@router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/parameters")
+@router.get(
+    "/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/parameters",
+    responses=answers(ConfigurationParameterList, 404),
+)
 def list_parameters(
     project_id: str,
     datastore: str,
@@ -238,7 +278,10 @@ def list_parameters(
         return _parameters(_active_version(s, datastore, version_ref), s)
 
 
-@router.get("/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/parameters/{name}")
+@router.get(
+    "/v1.0/{project_id}/datastores/{datastore}/versions/{version_ref}/parameters/{name}",
+    responses=answers(ConfigurationParameter, 404),
+)
 def show_parameter(
     project_id: str,
     datastore: str,
@@ -252,7 +295,7 @@ def show_parameter(
         return _parameter(_active_version(s, datastore, version_ref), name, s)
 
 
-@router.get("/v1.0/{project_id}/limits")
+@router.get("/v1.0/{project_id}/limits", responses=answers(LimitList))
 def limits(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
     """The project's absolute limits (defaults overlaid with its overrides), then one rate limit
     per verb with what is left of the current minute."""

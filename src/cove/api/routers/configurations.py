@@ -1,14 +1,14 @@
 """Configuration groups (Trove's ``/configurations``): a project's parameter values for the
 instances of one datastore version, validated against the version's catalogue.
 
-Changing a group's values has the task manager push them to every instance it is attached to;
-dynamic parameters apply live, static ones leave the instance RESTART_REQUIRED.
+Changing a group's values pushes them to every instance it is attached to before the answer
+(``api/push.py``); dynamic parameters apply live, static ones leave the instance
+RESTART_REQUIRED.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -18,6 +18,9 @@ from sqlalchemy.orm import Session
 from cove.api.context import ApiContext, authorize, cove
 from cove.api.guest import require
 from cove.api.instances import resolve_version
+from cove.api.openapi import answers
+from cove.api.push import push, ready_pushes
+from cove.api.responses import ConfigurationList, ConfigurationOne, InstanceRefList
 from cove.api.schemas import (
     ConfigurationCreateBody,
     ConfigurationPatchBody,
@@ -25,7 +28,7 @@ from cove.api.schemas import (
 )
 from cove.api.validate import checked
 from cove.api.views import configuration_view, paged
-from cove.common.errors import BadRequest, CoveError, ServiceUnavailable
+from cove.common.errors import BadRequest
 from cove.common.ids import new_id, utcnow
 from cove.db.configurations import (
     attached_ids,
@@ -33,6 +36,7 @@ from cove.db.configurations import (
     catalogue,
     find_configuration,
     instance_counts,
+    mark_attached_pending,
     values_of,
     version_label,
 )
@@ -41,9 +45,6 @@ from cove.db.quotas import lock_project
 from cove.domain import names
 from cove.domain.capabilities import Capability
 from cove.domain.parameters import Value, validate_values
-from cove.rpc import RequestContext
-
-LOG = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1.0/{project_id}/configurations")
 
@@ -52,7 +53,7 @@ DESCRIPTION_MAX = 255
 
 
 def _accepted(status: int = 202) -> Response:
-    return Response(status_code=status, media_type="application/json")
+    return Response(status_code=status)
 
 
 def _name(value: str) -> str:
@@ -77,27 +78,7 @@ def _validated(s: Session, version: DatastoreVersion, values: dict[str, Any]) ->
     return validate_values(version_label(version), catalogue(s, version.id), values)
 
 
-def _push(c: ApiContext, ctx: RequestContext, instance_ids: list[str]) -> None:
-    """Ask the task manager to apply the settings of each instance.
-
-    Raises ServiceUnavailable when the bus failed for any of them (after trying all): the
-    values are saved, and sending the same request again pushes them.
-    """
-    failed: list[str] = []
-    for instance_id in instance_ids:
-        try:
-            c.taskmanager.update_configuration(ctx, instance_id)
-        except CoveError as exc:
-            LOG.error("could not ask the task manager to update instance %s: %s", instance_id, exc)
-            failed.append(instance_id)
-    if failed:
-        raise ServiceUnavailable(
-            "The values were saved, but the task manager could not be reached to apply them to "
-            f"instance(s) {', '.join(failed)}; send the request again to apply them."
-        )
-
-
-@router.get("")
+@router.get("", responses=answers(ConfigurationList))
 def list_configurations(
     project_id: str,
     request: Request,
@@ -124,7 +105,7 @@ def list_configurations(
     )
 
 
-@router.post("")
+@router.post("", responses=answers(ConfigurationOne, 404, 422, 501))
 def create_configuration(
     project_id: str, body: ConfigurationCreateBody, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -154,7 +135,7 @@ def create_configuration(
         return {"configuration": configuration_view(request, cfg, instance_count=0)}
 
 
-@router.get("/{configuration_id}")
+@router.get("/{configuration_id}", responses=answers(ConfigurationOne, 404))
 def show_configuration(
     project_id: str, configuration_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -165,7 +146,7 @@ def show_configuration(
         return {"configuration": configuration_view(request, cfg, instance_count=count)}
 
 
-@router.get("/{configuration_id}/instances")
+@router.get("/{configuration_id}/instances", responses=answers(InstanceRefList, 404))
 def configuration_instances(
     project_id: str,
     configuration_id: str,
@@ -183,7 +164,9 @@ def configuration_instances(
     )
 
 
-@router.patch("/{configuration_id}")
+@router.patch(
+    "/{configuration_id}", response_class=Response, responses=answers(None, 404, 422, 501, 503)
+)
 def patch_configuration(
     project_id: str,
     configuration_id: str,
@@ -191,8 +174,8 @@ def patch_configuration(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    """Merge values into the group (200, empty body, as Trove answers), then push them to
-    every attached instance."""
+    """Merge values into the group, push them to every attached instance, then answer 200
+    with an empty body, as Trove does."""
     ctx = authorize(request, project_id, "configuration:update")
     with c.db.session() as s:
         # Changes of the project's groups and attachments take turns: none is lost.
@@ -201,12 +184,17 @@ def patch_configuration(
         merged = {**values_of(cfg), **body.configuration.values}
         cfg.values = json.dumps(_validated(s, cfg.datastore_version, merged))
         cfg.updated = utcnow()
-        targets = attached_ids(s, cfg.id)
-    _push(c, ctx, targets)
+        pushes = ready_pushes(s, c, mark_attached_pending(s, cfg.id))
+    push(c, ctx, pushes)
     return _accepted(200)
 
 
-@router.put("/{configuration_id}")
+@router.put(
+    "/{configuration_id}",
+    status_code=202,
+    response_class=Response,
+    responses=answers(None, 404, 422, 501, 503),
+)
 def update_configuration(
     project_id: str,
     configuration_id: str,
@@ -214,8 +202,8 @@ def update_configuration(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    """Replace every value of the group (and its name or description when given); 202, then
-    push them to every attached instance."""
+    """Replace every value of the group (and its name or description when given), push them
+    to every attached instance, then answer 202."""
     ctx = authorize(request, project_id, "configuration:update")
     spec = body.configuration
     name = _name(spec.name) if spec.name is not None else None
@@ -229,12 +217,14 @@ def update_configuration(
         if "description" in spec.model_fields_set:
             cfg.description = description
         cfg.updated = utcnow()
-        targets = attached_ids(s, cfg.id)
-    _push(c, ctx, targets)
+        pushes = ready_pushes(s, c, mark_attached_pending(s, cfg.id))
+    push(c, ctx, pushes)
     return _accepted()
 
 
-@router.delete("/{configuration_id}")
+@router.delete(
+    "/{configuration_id}", status_code=202, response_class=Response, responses=answers(None, 404)
+)
 def delete_configuration(
     project_id: str, configuration_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:

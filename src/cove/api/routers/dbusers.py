@@ -1,7 +1,8 @@
 """Databases, users, user access and root of an instance (Trove's "Mysql" extension).
 
 These read and change live data on the database server, so every call checks the instance is
-ready and then asks its guest agent.
+ready and then asks its guest agent. A cloud administrator reaches any project's instance here
+through its own project's path (cove.api.context.authorize_instance).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
-from cove.api.context import ApiContext, authorize, cove
+from cove.api.context import ApiContext, authorize_instance, cove
 from cove.api.guest import check_ready, require
+from cove.api.openapi import answers
+from cove.api.responses import DatabaseList, RootEnabled, RootStatus, UserList, UserOne
 from cove.api.schemas import (
     AccessBody,
     DatabasesBody,
@@ -21,7 +24,14 @@ from cove.api.schemas import (
     UsersBody,
     UserUpdateBody,
 )
-from cove.api.validate import checked, database_specs, host_allowed, user_specs
+from cove.api.validate import (
+    checked,
+    database_name,
+    database_specs,
+    host_allowed,
+    user_name,
+    user_specs,
+)
 from cove.api.views import paged
 from cove.common.errors import BadRequest, NotImplementedFault
 from cove.common.ids import generate_password
@@ -35,26 +45,47 @@ router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}")
 
 ACCEPTED = 202
 
+#: What a route that asks the guest agent may answer besides the common faults: no such
+#: instance (or user, database), not ready, not on this datastore, no answer from the guest.
+GUEST_FAULTS = (404, 422, 501, 503)
+
 
 def _accepted() -> Response:
-    return Response(status_code=ACCEPTED, media_type="application/json")
+    return Response(status_code=ACCEPTED)
 
 
 def split_user(segment: str) -> tuple[str, str]:
     """``name`` or ``name@host`` (URL-encoded) from the path; the host defaults to '%'. Checks
-    the form only: :func:`host_allowed` checks the host against the datastore."""
+    the form only: :func:`_reach` checks both against the datastore."""
     text = unquote(segment)
     name, sep, host = text.rpartition("@")
     if not sep:
         name, host = text, "%"
-    checked(names.user_name, name)
+    user_name(name, None)
     return name, checked(names.user_host, host)
+
+
+def _reach(
+    c: ApiContext,
+    project_id: str,
+    instance_id: str,
+    capability: Capability,
+    name: str,
+    host: str,
+) -> str:
+    """Check that the instance is ready for ``capability`` and that the account ``name``@
+    ``host`` is one a request may reach on its datastore (not one of the server's or Cove's
+    own); returns the datastore's name. Raises what check_ready raises, and BadRequest."""
+    datastore = check_ready(c, project_id, instance_id, capability)
+    user_name(name, datastore, existing=True)
+    host_allowed(datastore, name, host)
+    return datastore
 
 
 # -- databases -------------------------------------------------------------------------------
 
 
-@router.get("/databases")
+@router.get("/databases", responses=answers(DatabaseList, *GUEST_FAULTS))
 def list_databases(
     project_id: str,
     instance_id: str,
@@ -63,7 +94,7 @@ def list_databases(
     marker: str | None = None,
     c: ApiContext = Depends(cove),
 ) -> Any:
-    ctx = authorize(request, project_id, "database:index")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "database:index")
     check_ready(c, project_id, instance_id, Capability.DATABASES)
     rows = c.guest(instance_id).list_databases(ctx)
     return paged(
@@ -78,7 +109,12 @@ def list_databases(
     )
 
 
-@router.post("/databases", status_code=ACCEPTED)
+@router.post(
+    "/databases",
+    status_code=ACCEPTED,
+    response_class=Response,
+    responses=answers(None, *GUEST_FAULTS),
+)
 def create_databases(
     project_id: str,
     instance_id: str,
@@ -86,30 +122,39 @@ def create_databases(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = authorize(request, project_id, "database:create")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "database:create")
     specs = database_specs(body.databases)
-    check_ready(c, project_id, instance_id, Capability.DATABASES)
+    datastore = check_ready(c, project_id, instance_id, Capability.DATABASES)
+    for spec in specs:
+        database_name(spec.name, datastore)
     c.guest(instance_id).create_databases(ctx, specs)
     return _accepted()
 
 
-@router.get("/databases/{name}")
+@router.get(
+    "/databases/{name}", status_code=501, response_class=Response, responses=answers(None, 404, 501)
+)
 def show_database(
     project_id: str, instance_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    authorize(request, project_id, "database:index")
+    _, project_id = authorize_instance(request, project_id, instance_id, "database:index")
     with c.db.session() as s:
         get_instance(s, instance_id, project_id)
     raise NotImplementedFault("Showing a single database is not supported; list them instead.")
 
 
-@router.delete("/databases/{name}", status_code=ACCEPTED)
+@router.delete(
+    "/databases/{name}",
+    status_code=ACCEPTED,
+    response_class=Response,
+    responses=answers(None, *GUEST_FAULTS),
+)
 def delete_database(
     project_id: str, instance_id: str, name: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
-    ctx = authorize(request, project_id, "database:delete")
-    checked(names.database_name, name)
-    check_ready(c, project_id, instance_id, Capability.DATABASES)
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "database:delete")
+    database_name(name, None)
+    database_name(name, check_ready(c, project_id, instance_id, Capability.DATABASES))
     c.guest(instance_id).delete_database(ctx, name)
     return _accepted()
 
@@ -117,7 +162,7 @@ def delete_database(
 # -- users -----------------------------------------------------------------------------------
 
 
-@router.get("/users")
+@router.get("/users", responses=answers(UserList, *GUEST_FAULTS))
 def list_users(
     project_id: str,
     instance_id: str,
@@ -126,7 +171,7 @@ def list_users(
     marker: str | None = None,
     c: ApiContext = Depends(cove),
 ) -> Any:
-    ctx = authorize(request, project_id, "user:index")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:index")
     check_ready(c, project_id, instance_id, Capability.USERS)
     rows = c.guest(instance_id).list_users(ctx)
     return paged(
@@ -149,7 +194,9 @@ def _user_view(user: UserInfo) -> dict[str, Any]:
     }
 
 
-@router.post("/users", status_code=ACCEPTED)
+@router.post(
+    "/users", status_code=ACCEPTED, response_class=Response, responses=answers(None, *GUEST_FAULTS)
+)
 def create_users(
     project_id: str,
     instance_id: str,
@@ -157,18 +204,23 @@ def create_users(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = authorize(request, project_id, "user:create")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:create")
     specs = user_specs(body.users)
     datastore = check_ready(c, project_id, instance_id, Capability.USERS)
     for spec in specs:
+        user_name(spec.name, datastore)
         host_allowed(datastore, spec.name, spec.host)
+        for db in spec.databases:
+            database_name(db, datastore)
     if any(u.databases for u in specs):
         require(datastore, Capability.DATABASES)
     c.guest(instance_id).create_users(ctx, specs)
     return _accepted()
 
 
-@router.put("/users", status_code=ACCEPTED)
+@router.put(
+    "/users", status_code=ACCEPTED, response_class=Response, responses=answers(None, *GUEST_FAULTS)
+)
 def change_passwords(
     project_id: str,
     instance_id: str,
@@ -176,7 +228,7 @@ def change_passwords(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = authorize(request, project_id, "user:update")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:update")
     users = []
     for user in body.users:
         name, host = split_user(user.name if not user.host else f"{user.name}@{user.host}")
@@ -184,22 +236,28 @@ def change_passwords(
         users.append(PasswordChange(name, user.password, host))
     datastore = check_ready(c, project_id, instance_id, Capability.USERS)
     for u in users:
+        user_name(u.name, datastore, existing=True)
         host_allowed(datastore, u.name, u.host)
     c.guest(instance_id).change_passwords(ctx, users)
     return _accepted()
 
 
-@router.get("/users/{user}")
+@router.get("/users/{user}", responses=answers(UserOne, *GUEST_FAULTS))
 def show_user(
     project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    ctx = authorize(request, project_id, "user:show")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:show")
     name, host = split_user(user)
-    host_allowed(check_ready(c, project_id, instance_id, Capability.USERS), name, host)
+    _reach(c, project_id, instance_id, Capability.USERS, name, host)
     return {"user": _user_view(c.guest(instance_id).get_user(ctx, name, host))}
 
 
-@router.put("/users/{user}", status_code=ACCEPTED)
+@router.put(
+    "/users/{user}",
+    status_code=ACCEPTED,
+    response_class=Response,
+    responses=answers(None, *GUEST_FAULTS),
+)
 def update_user(
     project_id: str,
     instance_id: str,
@@ -208,18 +266,19 @@ def update_user(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = authorize(request, project_id, "user:update")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:update")
     name, host = split_user(user)
     attrs = body.user
     if attrs.name is None and attrs.password is None and attrs.host is None:
         raise BadRequest("Give at least one of 'name', 'password' or 'host' to change.")
     new_host = checked(names.user_host, attrs.host) if attrs.host is not None else None
     if attrs.name is not None:
-        checked(names.user_name, attrs.name)
+        user_name(attrs.name, None)
     if attrs.password is not None:
         checked(names.password, attrs.password)
-    datastore = check_ready(c, project_id, instance_id, Capability.USERS)
-    host_allowed(datastore, name, host)
+    datastore = _reach(c, project_id, instance_id, Capability.USERS, name, host)
+    if attrs.name is not None and attrs.name != name:
+        user_name(attrs.name, datastore)  # a rename takes a new name
     if new_host is not None:
         host_allowed(datastore, name, new_host)
     c.guest(instance_id).update_user(
@@ -233,29 +292,39 @@ def update_user(
     return _accepted()
 
 
-@router.delete("/users/{user}", status_code=ACCEPTED)
+@router.delete(
+    "/users/{user}",
+    status_code=ACCEPTED,
+    response_class=Response,
+    responses=answers(None, *GUEST_FAULTS),
+)
 def delete_user(
     project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
-    ctx = authorize(request, project_id, "user:delete")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:delete")
     name, host = split_user(user)
-    host_allowed(check_ready(c, project_id, instance_id, Capability.USERS), name, host)
+    _reach(c, project_id, instance_id, Capability.USERS, name, host)
     c.guest(instance_id).delete_user(ctx, name, host)
     return _accepted()
 
 
-@router.get("/users/{user}/databases")
+@router.get("/users/{user}/databases", responses=answers(DatabaseList, *GUEST_FAULTS))
 def list_access(
     project_id: str, instance_id: str, user: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    ctx = authorize(request, project_id, "user:access")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:access")
     name, host = split_user(user)
-    host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
+    _reach(c, project_id, instance_id, Capability.DATABASES, name, host)
     dbs = c.guest(instance_id).list_access(ctx, name, host)
     return {"databases": [{"name": d} for d in dbs]}
 
 
-@router.put("/users/{user}/databases", status_code=ACCEPTED)
+@router.put(
+    "/users/{user}/databases",
+    status_code=ACCEPTED,
+    response_class=Response,
+    responses=answers(None, *GUEST_FAULTS),
+)
 def grant_access(
     project_id: str,
     instance_id: str,
@@ -264,16 +333,23 @@ def grant_access(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = authorize(request, project_id, "user:grant")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:grant")
     name, host = split_user(user)
     for ref in body.databases:
-        checked(names.database_name, ref.name)
-    host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
+        database_name(ref.name, None)
+    datastore = _reach(c, project_id, instance_id, Capability.DATABASES, name, host)
+    for ref in body.databases:
+        database_name(ref.name, datastore)
     c.guest(instance_id).grant_access(ctx, name, host, [r.name for r in body.databases])
     return _accepted()
 
 
-@router.delete("/users/{user}/databases/{database}", status_code=ACCEPTED)
+@router.delete(
+    "/users/{user}/databases/{database}",
+    status_code=ACCEPTED,
+    response_class=Response,
+    responses=answers(None, *GUEST_FAULTS),
+)
 def revoke_access(
     project_id: str,
     instance_id: str,
@@ -282,10 +358,10 @@ def revoke_access(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
-    ctx = authorize(request, project_id, "user:revoke")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "user:revoke")
     name, host = split_user(user)
-    checked(names.database_name, database)
-    host_allowed(check_ready(c, project_id, instance_id, Capability.DATABASES), name, host)
+    database_name(database, None)
+    database_name(database, _reach(c, project_id, instance_id, Capability.DATABASES, name, host))
     c.guest(instance_id).revoke_access(ctx, name, host, database)
     return _accepted()
 
@@ -293,16 +369,16 @@ def revoke_access(
 # -- root ------------------------------------------------------------------------------------
 
 
-@router.get("/root")
+@router.get("/root", responses=answers(RootStatus, *GUEST_FAULTS))
 def root_status(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    ctx = authorize(request, project_id, "root:show")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "root:show")
     check_ready(c, project_id, instance_id, Capability.ROOT)
     return {"rootEnabled": c.guest(instance_id).is_root_enabled(ctx)}
 
 
-@router.post("/root")
+@router.post("/root", responses=answers(RootEnabled, *GUEST_FAULTS))
 def enable_root(
     project_id: str,
     instance_id: str,
@@ -310,7 +386,7 @@ def enable_root(
     body: RootBody | None = Body(default=None),
     c: ApiContext = Depends(cove),
 ) -> Any:
-    ctx = authorize(request, project_id, "root:enable")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "root:enable")
     password = body.password if body and body.password else None
     if password is not None:
         checked(names.password, password)
@@ -321,11 +397,13 @@ def enable_root(
     return {"user": {"name": root.name, "password": password}}
 
 
-@router.delete("/root", status_code=204)
+@router.delete(
+    "/root", status_code=204, response_class=Response, responses=answers(None, *GUEST_FAULTS)
+)
 def disable_root(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
-    ctx = authorize(request, project_id, "root:disable")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "root:disable")
     check_ready(c, project_id, instance_id, Capability.ROOT)
     c.guest(instance_id).disable_root(ctx)
     return Response(status_code=204)

@@ -16,7 +16,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from cove.api.context import ApiContext, cove
+from cove.api.openapi import answers, keystone_faults
 from cove.api.policy import effective_roles
+from cove.api.responses import (
+    KeystoneVersionList,
+    KeystoneVersionOne,
+    ProjectList,
+    ProjectOne,
+    Token,
+)
 from cove.common.errors import (
     BadRequest,
     Forbidden,
@@ -24,6 +32,7 @@ from cove.common.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from cove.common.text import shown
 from cove.db.models import Project, RoleAssignment
 from cove.identity import store
 from cove.identity.service import HASH_WAIT_SECONDS, IdentityService, hash_slots
@@ -52,15 +61,15 @@ def _v3(request: Request, c: ApiContext) -> dict[str, Any]:
     }
 
 
-@router.get("")
-@router.get("/")
+@router.get("", status_code=300, responses={300: {"model": KeystoneVersionList}})
+@router.get("/", status_code=300, responses={300: {"model": KeystoneVersionList}})
 def identity_versions(request: Request, c: ApiContext = Depends(cove)) -> JSONResponse:
     _identity(c)
     return JSONResponse({"versions": {"values": [_v3(request, c)]}}, status_code=300)
 
 
-@router.get("/v3")
-@router.get("/v3/")
+@router.get("/v3", responses=answers(KeystoneVersionOne))
+@router.get("/v3/", responses=answers(KeystoneVersionOne))
 def identity_v3(request: Request, c: ApiContext = Depends(cove)) -> Any:
     _identity(c)
     return {"version": _v3(request, c)}
@@ -115,7 +124,11 @@ def _login_slots(c: ApiContext) -> anyio.CapacityLimiter:
     return slots
 
 
-@router.post("/v3/auth/tokens")
+@router.post(
+    "/v3/auth/tokens",
+    status_code=201,
+    responses={**answers(Token, status=201), **keystone_faults(400, 401, 404, 503)},
+)
 async def issue_token(request: Request, c: ApiContext = Depends(cove)) -> JSONResponse:
     identity = _identity(c)
     try:
@@ -140,7 +153,7 @@ async def issue_token(request: Request, c: ApiContext = Depends(cove)) -> JSONRe
     return JSONResponse(doc, status_code=201, headers={"X-Subject-Token": token})
 
 
-@router.get("/v3/auth/tokens")
+@router.get("/v3/auth/tokens", responses={**answers(Token), **keystone_faults(400, 401, 403, 404)})
 def validate_token(request: Request, c: ApiContext = Depends(cove)) -> JSONResponse:
     identity = _identity(c)
     claims = _subject(request, c, identity, _caller(request, identity))
@@ -150,14 +163,21 @@ def validate_token(request: Request, c: ApiContext = Depends(cove)) -> JSONRespo
     return JSONResponse(doc, headers={"X-Subject-Token": subject})
 
 
-@router.head("/v3/auth/tokens")
+@router.head(
+    "/v3/auth/tokens", response_class=Response, responses=keystone_faults(400, 401, 403, 404)
+)
 def check_token(request: Request, c: ApiContext = Depends(cove)) -> Response:
     identity = _identity(c)
     _subject(request, c, identity, _caller(request, identity))
     return Response(status_code=200)
 
 
-@router.delete("/v3/auth/tokens", status_code=204)
+@router.delete(
+    "/v3/auth/tokens",
+    status_code=204,
+    response_class=Response,
+    responses=keystone_faults(400, 401, 403, 404),
+)
 def revoke_token(request: Request, c: ApiContext = Depends(cove)) -> Response:
     identity = _identity(c)
     claims = _subject(request, c, identity, _caller(request, identity), "identity:revoke_token")
@@ -190,7 +210,7 @@ def _visible_projects(c: ApiContext, caller: TokenClaims, name: str | None) -> l
         return list(s.scalars(query))
 
 
-@router.get("/v3/projects")
+@router.get("/v3/projects", responses={**answers(ProjectList), **keystone_faults(401, 404)})
 def list_projects(request: Request, name: str | None = None, c: ApiContext = Depends(cove)) -> Any:
     caller = _caller(request, _identity(c))
     projects = _visible_projects(c, caller, name)
@@ -200,7 +220,7 @@ def list_projects(request: Request, name: str | None = None, c: ApiContext = Dep
     }
 
 
-@router.get("/v3/auth/projects")
+@router.get("/v3/auth/projects", responses={**answers(ProjectList), **keystone_faults(401, 404)})
 def list_auth_projects(request: Request, c: ApiContext = Depends(cove)) -> Any:
     caller = _caller(request, _identity(c))
     with c.db.session() as s:
@@ -212,10 +232,12 @@ def list_auth_projects(request: Request, c: ApiContext = Depends(cove)) -> Any:
     }
 
 
-@router.get("/v3/projects/{project_id}")
+@router.get(
+    "/v3/projects/{project_id}", responses={**answers(ProjectOne), **keystone_faults(401, 404)}
+)
 def show_project(project_id: str, request: Request, c: ApiContext = Depends(cove)) -> Any:
     caller = _caller(request, _identity(c))
     for p in _visible_projects(c, caller, None):
         if p.id == project_id:
             return {"project": _project_view(request, c, p)}
-    raise NotFound(f"Could not find project: {project_id[:80]}.")
+    raise NotFound(f"Could not find project: {shown(project_id)}.")

@@ -1,6 +1,8 @@
-"""Instances: create, list, show, update, delete, and the restart and resize actions. Each
-endpoint checks the request and the caller's rights, runs one workflow of
-:mod:`cove.api.instances` (or :mod:`cove.api.resize`) and renders the view."""
+"""Instances: create, list, show, update, delete, and the restart, resize and reset_status
+actions. Each endpoint checks the request and the caller's rights, runs one workflow of
+:mod:`cove.api.instances` (or :mod:`cove.api.resize`, :mod:`cove.api.reset`) and renders the
+view. A cloud administrator reaches any project's instance through its own project's path
+(:func:`cove.api.context.authorize_instance`); lists stay per project."""
 
 from __future__ import annotations
 
@@ -11,13 +13,28 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlalchemy import false, select
 
 from cove.api import instances as workflows
-from cove.api.context import ApiContext, authorize, cove
+from cove.api.context import (
+    ApiContext,
+    authorize,
+    authorize_instance,
+    cove,
+    reaches_any_project,
+)
+from cove.api.openapi import answers
+from cove.api.reset import reset_status
 from cove.api.resize import resize
+from cove.api.responses import (
+    InstanceDetailList,
+    InstanceList,
+    InstanceOne,
+    RunningConfigurationOne,
+)
 from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
 from cove.api.validate import checked, checked_text, database_specs, user_specs
 from cove.api.views import instance_view, masked, next_links, page_limit
 from cove.common.errors import BadRequest, NotImplementedFault, VolumeSizeTooLarge
 from cove.common.ids import utcnow
+from cove.common.text import shown
 from cove.db.instances import get_instance, page_instances, snapshot
 from cove.db.models import Instance
 from cove.domain import names
@@ -28,12 +45,13 @@ router = APIRouter(prefix="/v1.0/{project_id}/instances")
 
 
 def _accepted() -> Response:
-    return Response(status_code=202, media_type="application/json")
+    return Response(status_code=202)
 
 
 def _view(request: Request, c: ApiContext, inst: Instance, detail: bool) -> dict[str, Any]:
     status = compute_status(snapshot(inst, inst.guest), utcnow(), c.settings.heartbeat_interval)
-    return instance_view(request, c.settings, inst, inst.guest, status, detail)
+    admin = reaches_any_project(request)
+    return instance_view(request, c.settings, inst, inst.guest, status, detail, admin=admin)
 
 
 def _list(
@@ -70,7 +88,7 @@ def instances_page(
     return body
 
 
-@router.get("")
+@router.get("", responses=answers(InstanceList))
 def list_instances(
     project_id: str,
     request: Request,
@@ -81,7 +99,7 @@ def list_instances(
     return _list(project_id, request, c, limit, marker, detail=False)
 
 
-@router.get("/detail")
+@router.get("/detail", responses=answers(InstanceDetailList))
 def list_instances_detail(
     project_id: str,
     request: Request,
@@ -92,23 +110,26 @@ def list_instances_detail(
     return _list(project_id, request, c, limit, marker, detail=True)
 
 
-@router.get("/{instance_id}")
+@router.get("/{instance_id}", responses=answers(InstanceOne, 404))
 def show_instance(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
-    authorize(request, project_id, "instance:show")
+    _, project_id = authorize_instance(request, project_id, instance_id, "instance:show")
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id, for_view=True)
         return {"instance": _view(request, c, inst, True)}
 
 
-@router.get("/{instance_id}/configuration")
+@router.get(
+    "/{instance_id}/configuration",
+    responses=answers(RunningConfigurationOne, 404, 422, 501, 503),
+)
 def show_instance_configuration(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
     """The settings the instance's server runs with (flavor-derived defaults overlaid with its
     group), as its guest agent reports them; secret-looking values are masked."""
-    ctx = authorize(request, project_id, "instance:configuration")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "instance:configuration")
     shown = workflows.running_configuration(c, ctx, project_id, instance_id)
     return {"instance": {"configuration": masked(shown)}}
 
@@ -142,19 +163,17 @@ def _validate_payload(
     checked(names.instance_name, spec.name)
     if spec.volume is None:
         raise BadRequest("Volume size was not specified.")
-    size = spec.volume.gigabytes
-    if size < 1:
-        raise BadRequest("Volume size must be a positive integer.")
+    size = spec.volume.gigabytes  # a positive integer: the schema checked it
     if size > c.settings.max_volume_size:
         raise VolumeSizeTooLarge(
             f"Volume 'size' cannot exceed maximum of {c.settings.max_volume_size} GB, "
-            f"{size} cannot be accepted."
+            f"{shown(size)} cannot be accepted."
         )
     dbs = database_specs(spec.databases)
     return dbs, user_specs(spec.users, {d.name for d in dbs})
 
 
-@router.post("")
+@router.post("", responses=answers(InstanceOne, 404, 501, 503))
 def create_instance(
     project_id: str, body: InstanceCreateBody, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -172,7 +191,7 @@ def _update(
 ) -> Response:
     """Rename, attach a configuration group (``configuration: <id>``) or detach it
     (``configuration: null``, or an empty ``{"instance": {}}`` as in Trove)."""
-    ctx = authorize(request, project_id, "instance:update")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "instance:update")
     fields = body.instance.model_dump(exclude_unset=True)
     others = [k for k in fields if k != "name"]
     if len(others) > 1:
@@ -193,7 +212,12 @@ def _update(
     return _accepted()
 
 
-@router.put("/{instance_id}", status_code=202)
+@router.put(
+    "/{instance_id}",
+    status_code=202,
+    response_class=Response,
+    responses=answers(None, 404, 422, 501, 503),
+)
 def update_instance(
     project_id: str,
     instance_id: str,
@@ -204,7 +228,12 @@ def update_instance(
     return _update(project_id, instance_id, body, request, c)
 
 
-@router.patch("/{instance_id}", status_code=202)
+@router.patch(
+    "/{instance_id}",
+    status_code=202,
+    response_class=Response,
+    responses=answers(None, 404, 422, 501, 503),
+)
 def patch_instance(
     project_id: str,
     instance_id: str,
@@ -215,16 +244,26 @@ def patch_instance(
     return _update(project_id, instance_id, body, request, c)
 
 
-@router.delete("/{instance_id}", status_code=202)
+@router.delete(
+    "/{instance_id}",
+    status_code=202,
+    response_class=Response,
+    responses=answers(None, 404, 422, 503),
+)
 def delete_instance(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
-    ctx = authorize(request, project_id, "instance:delete")
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "instance:delete")
     workflows.delete_instance(c, ctx, project_id, instance_id)
     return _accepted()
 
 
-@router.post("/{instance_id}/action", status_code=202)
+@router.post(
+    "/{instance_id}/action",
+    status_code=202,
+    response_class=Response,
+    responses=answers(None, 404, 422, 501, 503),
+)
 def instance_action(
     project_id: str,
     instance_id: str,
@@ -237,14 +276,19 @@ def instance_action(
         raise BadRequest("Exactly one action is required in the request body.")
     action, args = next(iter(body.items()))
     if action == "resize":
-        return resize(
-            c, authorize(request, project_id, "instance:resize"), project_id, instance_id, args
+        ctx, project_id = authorize_instance(request, project_id, instance_id, "instance:resize")
+        return resize(c, ctx, project_id, instance_id, args)
+    if action == "reset_status":
+        _, project_id = authorize_instance(
+            request, project_id, instance_id, "instance:reset_status"
         )
-    ctx = authorize(request, project_id, "instance:restart")
+        reset_status(c, project_id, instance_id, args)
+        return _accepted()
+    ctx, project_id = authorize_instance(request, project_id, instance_id, "instance:restart")
     checked_text(action, "action name")
     if action == "restart":
         workflows.restart_instance(c, ctx, project_id, instance_id)
         return _accepted()
-    if action in ("promote_to_replica_source", "eject_replica_source", "reset_status"):
+    if action in ("promote_to_replica_source", "eject_replica_source"):
         raise NotImplementedFault(f"The action '{action}' is not supported by Cove yet.")
-    raise BadRequest(f"Invalid instance action: '{action}'.")
+    raise BadRequest(f"Invalid instance action: '{shown(action)}'.")

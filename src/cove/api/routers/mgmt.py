@@ -6,16 +6,20 @@ Trove answers a non-administrator here with 401; Cove answers 403, because keyst
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from sqlalchemy import select
 
 from cove.api.context import ApiContext, authorize, cove, credentials
+from cove.api.openapi import answers
+from cove.api.responses import AdminInstanceList, AdminInstanceOne, QuotaLimits, QuotaUsageList
 from cove.api.routers.instances import instances_page
 from cove.api.views import instance_view, trove_time
 from cove.common.errors import BadRequest, InstanceNotFound
 from cove.common.ids import utcnow
+from cove.common.text import shown
 from cove.db.instances import snapshot
 from cove.db.models import Instance
 from cove.db.quotas import check_project, quota_usage, set_quotas
@@ -37,7 +41,7 @@ TASK_DESCRIPTIONS: dict[str, str] = {
 # -- quotas ------------------------------------------------------------------------------------
 
 
-@router.get("/quotas/{project}")
+@router.get("/quotas/{project}", responses=answers(QuotaUsageList, 404))
 def show_quotas(
     project_id: str, project: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -65,7 +69,7 @@ def _requested_limits(body: dict[str, Any]) -> dict[str, Any]:
     return quotas
 
 
-@router.put("/quotas/{project}")
+@router.put("/quotas/{project}", responses=answers(QuotaLimits, 404))
 def update_quotas(
     project_id: str,
     project: str,
@@ -93,28 +97,51 @@ def _service_status(inst: Instance) -> str | None:
         return inst.guest.status
 
 
-def _admin_view(request: Request, c: ApiContext, inst: Instance, detail: bool) -> dict[str, Any]:
-    """The instance as its owner sees it, plus where it runs and its bookkeeping."""
+def _server(inst: Instance, view: dict[str, Any], single: bool) -> dict[str, Any]:
+    """Trove's ``server``: the place the compute driver runs the instance in, which it knows by
+    the instance's id; ``single`` (one instance shown) adds its addresses, by network, in
+    Nova's form."""
+    server: dict[str, Any] = {
+        "id": inst.id,
+        "name": inst.name,
+        "status": "DELETED" if inst.deleted else inst.compute_state,
+        "tenant_id": inst.project_id,
+        "host": inst.compute_driver,
+        "deleted": inst.deleted,
+        "deleted_at": trove_time(inst.deleted_at),
+        "address": inst.address,
+        "port": inst.port,
+    }
+    if single:
+        by_network: dict[str, list[dict[str, Any]]] = {}
+        for entry in view.get("addresses", []):
+            address = entry["address"]
+            version = ipaddress.ip_address(address).version
+            by_network.setdefault(entry.get("network", entry["type"]), []).append(
+                {"addr": address, "version": version}
+            )
+        server["addresses"] = by_network
+    return server
+
+
+def _admin_view(request: Request, c: ApiContext, inst: Instance, single: bool) -> dict[str, Any]:
+    """Trove's management view: the detail view as an administrator sees it (with its project,
+    server and volume ids), plus where it runs and its bookkeeping; ``single`` (one instance
+    shown) adds the server's addresses and the guest's state."""
     status = compute_status(snapshot(inst, inst.guest), utcnow(), c.settings.heartbeat_interval)
-    view = instance_view(request, c.settings, inst, inst.guest, status, detail)
+    view = instance_view(request, c.settings, inst, inst.guest, status, detail=True, admin=True)
     view.update(
         {
-            "tenant_id": inst.project_id,
-            "server_id": inst.id,
-            "server": {
-                "id": inst.id,
-                "name": inst.name,
-                "host": inst.compute_driver,
-                "address": inst.address,
-                "port": inst.port,
-                "deleted": inst.deleted,
-            },
+            "server": _server(inst, view, single),
             "deleted": inst.deleted,
             "deleted_at": trove_time(inst.deleted_at),
             "task_description": TASK_DESCRIPTIONS.get(inst.task, inst.task),
             "service_status": _service_status(inst),
         }
     )
+    if single:
+        reported = inst.guest.status.replace("_", " ") if inst.guest else None
+        view["guest_status"] = {"state_description": reported}
     return view
 
 
@@ -127,7 +154,7 @@ def _flag(name: str, value: str | None, default: bool) -> bool:
     return lowered == "true"
 
 
-@router.get("/instances")
+@router.get("/instances", responses=answers(AdminInstanceList))
 def list_all_instances(
     project_id: str,
     request: Request,
@@ -145,11 +172,11 @@ def list_all_instances(
     if tenant:
         query = query.where(Instance.project_id == tenant)
     return instances_page(
-        request, c, query, limit, marker, lambda i: _admin_view(request, c, i, False)
+        request, c, query, limit, marker, lambda i: _admin_view(request, c, i, single=False)
     )
 
 
-@router.get("/instances/{instance_id}")
+@router.get("/instances/{instance_id}", responses=answers(AdminInstanceOne, 404))
 def show_any_instance(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
@@ -158,5 +185,5 @@ def show_any_instance(
     with c.db.session() as s:
         inst = s.get(Instance, instance_id)
         if inst is None:
-            raise InstanceNotFound(f"Instance {instance_id} could not be found.")
-        return {"instance": _admin_view(request, c, inst, True)}
+            raise InstanceNotFound(f"Instance {shown(instance_id)} could not be found.")
+        return {"instance": _admin_view(request, c, inst, single=True)}

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from cove.api.context import ApiContext, authorize, cove
+from cove.api.openapi import answers
+from cove.api.responses import NetworkList, NetworkOne
 from cove.api.views import links, paged
 from cove.db.models import Network
 from cove.db.networks import find_network, list_networks
@@ -28,7 +30,7 @@ def network_view(request: Request, project_id: str, network: Network) -> dict[st
     }
 
 
-@router.get("")
+@router.get("", responses=answers(NetworkList))
 def index_networks(
     project_id: str,
     request: Request,
@@ -50,7 +52,7 @@ def index_networks(
         )
 
 
-@router.get("/{network}")
+@router.get("/{network}", responses=answers(NetworkOne, 404))
 def show_network(
     project_id: str, network: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:

@@ -11,6 +11,7 @@ from cove.domain.datastores.base import (
     Capability,
     Datastore,
     FoundVersion,
+    NameRules,
     StrayServer,
     UnknownDatastore,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "Capability",
     "Datastore",
     "FoundVersion",
+    "NameRules",
     "StrayServer",
     "UnknownDatastore",
     "datastore",

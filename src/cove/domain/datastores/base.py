@@ -31,6 +31,10 @@ Data fields are plain values, safe to read in any process:
 ``stray``
     How the local driver finds and stops a server the guest agent left running (see
     :class:`StrayServer`).
+``names``
+    The user and database names tenants may not use (see :class:`NameRules`): the server's and
+    Cove's own accounts and databases, and the names the server refuses or reads as something
+    else. The API refuses them before a request reaches a guest, and the guest again.
 
 Hooks are functions of the descriptor's module that import the layer doing the work inside
 their body, so that the guest agent never imports ``cove.compute`` or ``cove.db``, the control
@@ -126,6 +130,43 @@ class StrayServer:
 
 
 @dataclass(frozen=True)
+class NameRules:
+    """The user and database names a datastore keeps from tenants, compared without regard to
+    case (a server that tells ``PUBLIC`` from ``public`` in a quoted name may still read either
+    as the keyword where a client writes it unquoted). Every name is given in lower case.
+
+    ``own_users`` and ``own_user_prefixes`` are the accounts the server and Cove keep for
+    themselves (the guest agent's, root's, the server's built-in ones): no request reaches them
+    under any name, and the guest hides them. ``special_users`` are names the server refuses
+    for an account, or reads in its SQL as something else than an account (a reserved keyword,
+    ``PUBLIC``, ``CURRENT_USER``), and the conventional names of administrators: no account is
+    created or renamed to one, but an account that has one already can still be shown, renamed
+    and deleted. ``databases`` and ``database_prefixes`` are the server's and Cove's own
+    databases, which tenants neither create, delete nor are granted.
+    """
+
+    own_users: frozenset[str]
+    special_users: frozenset[str] = frozenset()
+    own_user_prefixes: tuple[str, ...] = ()
+    databases: frozenset[str] = frozenset()
+    database_prefixes: tuple[str, ...] = ()
+
+    def own_user(self, name: str) -> bool:
+        """Whether ``name`` is one of the server's or Cove's own accounts."""
+        lowered = name.lower()
+        return lowered in self.own_users or lowered.startswith(self.own_user_prefixes)
+
+    def user_refused(self, name: str) -> bool:
+        """Whether a new account (or a rename) may not take ``name``."""
+        return self.own_user(name) or name.lower() in self.special_users
+
+    def database_refused(self, name: str) -> bool:
+        """Whether ``name`` is one of the server's or Cove's own databases."""
+        lowered = name.lower()
+        return lowered in self.databases or lowered.startswith(self.database_prefixes)
+
+
+@dataclass(frozen=True)
 class Datastore:
     """One datastore; the module docstring says what each field and hook means."""
 
@@ -137,6 +178,7 @@ class Datastore:
     minimum: tuple[int, ...]
     needs: str
     stray: StrayServer
+    names: NameRules
     find_versions: Callable[[], list[FoundVersion]]
     server_version: Callable[[Path], str | None]
     read_parameters: Callable[[str], list[Parameter]]

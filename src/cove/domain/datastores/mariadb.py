@@ -6,7 +6,13 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cove.domain.datastores.base import Capability, Datastore, FoundVersion, StrayServer
+from cove.domain.datastores.base import (
+    Capability,
+    Datastore,
+    FoundVersion,
+    NameRules,
+    StrayServer,
+)
 from cove.domain.guest import GuestSettings
 
 if TYPE_CHECKING:
@@ -64,6 +70,19 @@ DENIED = (
 )
 # fmt: on
 
+NAMES = NameRules(
+    # The guest agent's account, root, and the server's own (mariadb.sys owns the sys views;
+    # the mysql.* ones are MySQL's, which a data directory from it could bring).
+    own_users=frozenset({"cove_admin", "root", "mariadb.sys", "mysql.sys", "mysql.session"}),
+    # Account names are quoted strings in every statement, so SQL keywords do not bind them
+    # (information_schema.KEYWORDS lists hundreds); these are the words the grammar reads as
+    # an account where a user name may stand: PUBLIC (every account, 10.11), CURRENT_USER and
+    # CURRENT_ROLE (the session's), NONE (no role). "mysql" is the administrator that
+    # mariadb-install-db makes, "cove" the service user.
+    special_users=frozenset({"public", "current_user", "current_role", "none", "mysql", "cove"}),
+    databases=frozenset({"mysql", "information_schema", "performance_schema", "sys"}),
+)
+
 MARIADB = Datastore(
     name="mariadb",
     title="MariaDB",
@@ -90,6 +109,7 @@ MARIADB = Datastore(
         # it is not worth a long wait.
         stop=((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)),
     ),
+    names=NAMES,
     find_versions=find_versions,
     server_version=server_version,
     read_parameters=read_parameters,

@@ -6,7 +6,13 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cove.domain.datastores.base import Capability, Datastore, FoundVersion, StrayServer
+from cove.domain.datastores.base import (
+    Capability,
+    Datastore,
+    FoundVersion,
+    NameRules,
+    StrayServer,
+)
 from cove.domain.guest import GuestSettings
 
 if TYPE_CHECKING:
@@ -65,6 +71,43 @@ DENIED = (
 )
 # fmt: on
 
+# fmt: off
+#: The server's reserved keywords: those ``pg_get_keywords()`` lists with ``catcode`` 'R'
+#: (reserved) or 'T' (reserved, but usable as a function or type name), from PostgreSQL 14 to
+#: 17 (``system_user`` became reserved in 16). A role of such a name must be double-quoted
+#: wherever a client writes it, and ``current_user``, ``current_role``, ``session_user``,
+#: ``system_user`` and ``user`` unquoted name the session's own role instead.
+#: tests/integration/test_account_names.py holds this list to the real server's.
+KEYWORDS = frozenset({
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric",
+    "authorization", "binary", "both", "case", "cast", "check", "collate", "collation",
+    "column", "concurrently", "constraint", "create", "cross", "current_catalog",
+    "current_date", "current_role", "current_schema", "current_time", "current_timestamp",
+    "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except",
+    "false", "fetch", "for", "foreign", "freeze", "from", "full", "grant", "group", "having",
+    "ilike", "in", "initially", "inner", "intersect", "into", "is", "isnull", "join", "lateral",
+    "leading", "left", "like", "limit", "localtime", "localtimestamp", "natural", "not",
+    "notnull", "null", "offset", "on", "only", "or", "order", "outer", "overlaps", "placing",
+    "primary", "references", "returning", "right", "select", "session_user", "similar", "some",
+    "symmetric", "system_user", "table", "tablesample", "then", "to", "trailing", "true",
+    "union", "unique", "user", "using", "variadic", "verbose", "when", "where", "window",
+    "with",
+})
+# fmt: on
+
+NAMES = NameRules(
+    # The guest agent's superuser, root, and the role that owns what deleted users leave.
+    own_users=frozenset({"os_admin", "root", "cove_orphans"}),
+    # The server's predefined roles; CREATE ROLE refuses the prefix ("role name is reserved").
+    own_user_prefixes=("pg_",),
+    # CREATE ROLE refuses "public" and "none" (the grantee of every role, and no role);
+    # "postgres" is the usual superuser's name, "cove" the service user's.
+    special_users=KEYWORDS | {"public", "none", "postgres", "cove"},
+    databases=frozenset({"postgres", "template0", "template1"}),
+    # Kept free, like roles, for the server's own objects.
+    database_prefixes=("pg_",),
+)
+
 POSTGRESQL = Datastore(
     name="postgresql",
     title="PostgreSQL",
@@ -82,6 +125,7 @@ POSTGRESQL = Datastore(
         # A fast shutdown (sessions rolled back, committed work kept), then an immediate one.
         stop=((signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)),
     ),
+    names=NAMES,
     find_versions=find_versions,
     server_version=server_version,
     read_parameters=read_parameters,

@@ -6,7 +6,13 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cove.domain.datastores.base import Capability, Datastore, FoundVersion, StrayServer
+from cove.domain.datastores.base import (
+    Capability,
+    Datastore,
+    FoundVersion,
+    NameRules,
+    StrayServer,
+)
 from cove.domain.guest import GuestSettings
 
 if TYPE_CHECKING:
@@ -59,6 +65,14 @@ DENIED = (
 )
 # fmt: on
 
+NAMES = NameRules(
+    # "default" is the user a client without a user name logs in as (Cove's root);
+    # cove_admin the guest agent's own.
+    own_users=frozenset({"default", "cove_admin"}),
+    # The service user's name.
+    special_users=frozenset({"cove"}),
+)
+
 REDIS = Datastore(
     name="redis",
     title="Redis",
@@ -77,6 +91,7 @@ REDIS = Datastore(
         # so it is not worth a long wait.
         stop=((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)),
     ),
+    names=NAMES,
     find_versions=find_versions,
     server_version=server_version,
     read_parameters=read_parameters,

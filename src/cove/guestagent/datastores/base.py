@@ -17,6 +17,9 @@ Rules every manager follows:
 * ``start``, ``stop`` and ``restart`` are idempotent and block until the server is up (or down).
   The server runs as a direct child of the agent whenever the agent started it, so a crash is
   seen at once; ``adopt`` takes over a server left running by a previous agent.
+* A server that exits without being asked to is announced through ``on_change`` (CRASHED) and
+  ``on_crash``; ``recover`` starts it again, unless a stop was asked meanwhile (a stop always
+  wins over a recovery). The agent decides when to call it (``cove.guestagent.recovery``).
 * ``status`` never raises and returns within a few seconds.
 * ``apply_configuration`` takes new settings (flavor sizes, volume size, the configuration
   group's overrides laid over the flavor-derived defaults): it rewrites the server's files so
@@ -128,6 +131,9 @@ class DatastoreManager(ABC):
         self.config = config
         #: Called with the new status whenever the server changes state on its own (e.g. exits).
         self.on_change: Callable[[GuestStatus], None] = lambda _status: None
+        #: Called, after ``on_change``, with how the server ended ("PostgreSQL was killed by
+        #: SIGKILL") when it exits without being asked to.
+        self.on_crash: Callable[[str], None] = lambda _what: None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -168,6 +174,12 @@ class DatastoreManager(ABC):
 
     @abstractmethod
     def start(self) -> None: ...
+
+    @abstractmethod
+    def recover(self) -> bool:
+        """Start the server again after it exited on its own and block until it answers; True
+        once it does. False, starting nothing, when the instance is not prepared or a stop
+        was asked since. Raises GuestError (or another CoveError) when it does not start."""
 
     @abstractmethod
     def stop(self) -> None: ...

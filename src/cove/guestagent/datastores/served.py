@@ -10,10 +10,12 @@ for every datastore:
   (:meth:`_fill`) and marks the instance prepared; a failure there makes the next ``prepare``
   start again from a clean directory;
 * ``start`` writes the config again (the settings may have changed) and starts the server,
-  ``adopt`` takes over a prepared instance's running server, ``stop`` waits for a warm-up
-  under way;
+  ``adopt`` takes over a prepared instance's running server, ``stop`` waits for a warm-up or
+  a recovery under way; ``recover`` is ``start`` after a crash, which a stop asked before it
+  cancels;
 * ``status``: NEW or BUILDING before ``prepare`` is done; SHUTDOWN when stopped on purpose,
-  CRASHED when the server exited by itself; HEALTHY when it answers, BLOCKED when it does not.
+  CRASHED when the server exited by itself (and while ``recover`` starts it again, until it
+  answers); HEALTHY when it answers, BLOCKED when it does not.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cove.common.errors import GuestError
 from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
+from cove.guestagent.child import describe_exit
 from cove.guestagent.datastores.base import DatastoreManager
 
 
@@ -34,12 +37,16 @@ class Server(Protocol):
     """What a manager asks of its server controller."""
 
     config: GuestSettings
+    #: How logs and reports name the server ("PostgreSQL").
+    title: str
 
     def initialise(self) -> None: ...
 
     def adopt(self) -> bool: ...
 
     def start(self) -> None: ...
+
+    def wait_ready(self) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -54,6 +61,7 @@ class ServedManager(DatastoreManager):
         self.server = self._make_server(config, self._server_exited)
         self._marker = config.conf_dir / "prepared"
         self._stopped_on_purpose = False
+        self._recovering = False
         self._init_lock = threading.Lock()
         self._initialised = False
 
@@ -72,6 +80,7 @@ class ServedManager(DatastoreManager):
 
     def _server_exited(self, code: int) -> None:
         self.on_change(GuestStatus.CRASHED)
+        self.on_crash(describe_exit(self.server.title, code))
 
     @property
     def prepared(self) -> bool:
@@ -114,14 +123,34 @@ class ServedManager(DatastoreManager):
         self._stopped_on_purpose = False
         self.server.start()
 
+    def recover(self) -> bool:
+        # Under the lock that stop takes: a stop asked before is seen here, and one asked
+        # while the server starts waits, then stops it.
+        with self._init_lock:
+            if self._stopped_on_purpose or not self.prepared:
+                return False
+            self._recovering = True
+            try:
+                self.write_config()
+                self.server.start()
+                if not self.server.ping():
+                    # Still starting since an earlier attempt that timed out: give it the
+                    # same time again rather than kill a server that may be replaying its log.
+                    self.server.wait_ready()
+            finally:
+                self._recovering = False
+        self.server_started()
+        return True
+
     def stop(self) -> None:
         self._stopped_on_purpose = True
-        with self._init_lock:  # wait for a warm-up under way, which then starts nothing more
+        # Wait for a warm-up or a recovery under way, which then starts nothing more.
+        with self._init_lock:
             self.server.stop()
 
     def status(self) -> GuestStatus:
         if not self.prepared:
             return GuestStatus.BUILDING if self.server.running() else GuestStatus.NEW
-        if not self.server.running():
+        if self._recovering or not self.server.running():
             return GuestStatus.SHUTDOWN if self._stopped_on_purpose else GuestStatus.CRASHED
         return GuestStatus.HEALTHY if self.server.ping() else GuestStatus.BLOCKED

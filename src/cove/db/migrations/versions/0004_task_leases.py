@@ -23,9 +23,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("task_lease_until", TIMESTAMP, nullable=True))
         batch_op.add_column(sa.Column("task_args", sa.Text(), nullable=True))
         batch_op.add_column(
-            sa.Column(
-                "settings_pending", sa.Boolean(), nullable=False, server_default=sa.false()
-            )
+            sa.Column("settings_pending", sa.Boolean(), nullable=False, server_default=sa.false())
         )
 
 

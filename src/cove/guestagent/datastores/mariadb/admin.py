@@ -20,9 +20,9 @@ from cove.common.errors import (
     UserNotFound,
 )
 from cove.domain import names
+from cove.domain.datastores.mariadb import MARIADB
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.guestagent.datastores.mariadb.conf import (
-    HIDDEN_USERS,
     ROOT_USER,
     SYSTEM_DATABASES,
     native_password_hash,
@@ -49,6 +49,22 @@ def _checked(rule: Callable[[str], str], value: str) -> str:
         return rule(value)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
+
+
+def _user_name(name: str) -> str:
+    """A name a new account (or a rename) may take on MariaDB; raises BadRequest."""
+    return _checked(lambda v: names.user_name(v, MARIADB.name), name)
+
+
+def _database_name(name: str) -> str:
+    """A database name tenants may use on MariaDB; raises BadRequest."""
+    return _checked(lambda v: names.database_name(v, MARIADB.name), name)
+
+
+def _hidden(name: str) -> bool:
+    """Whether ``name`` is one of the server's or Cove's own accounts, or the anonymous one:
+    never listed, shown or changed."""
+    return not name or MARIADB.names.own_user(name)
 
 
 class MariaAdmin:
@@ -88,7 +104,7 @@ class MariaAdmin:
             raise BadRequest("A database is listed twice.")
         checked: list[DatabaseSpec] = []
         for db in databases:
-            _checked(names.database_name, db.name)
+            _database_name(db.name)
             checked.append(check_encoding(self._connect, db))
             if self.database_exists(db.name):
                 raise DatabaseAlreadyExists(f"A database with the name {db.name} already exists.")
@@ -124,12 +140,16 @@ class MariaAdmin:
     # -- users -------------------------------------------------------------------------------
 
     def _user_exists(self, name: str, host: str) -> bool:
+        """Whether the account exists; a role (PUBLIC's, say) is no account."""
         return bool(
-            self._run("SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", [name, host])
+            self._run(
+                "SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s AND is_role = 'N'",
+                [name, host],
+            )
         )
 
     def _require_user(self, name: str, host: str) -> None:
-        if name in HIDDEN_USERS or not self._user_exists(name, host):
+        if _hidden(name) or not self._user_exists(name, host):
             raise UserNotFound(f"User {name}@{host} cannot be found on the instance.")
 
     def list_users(self) -> list[UserInfo]:
@@ -139,7 +159,7 @@ class MariaAdmin:
         return [
             UserInfo(str(r[0]), str(r[1]), tuple(self.list_access(str(r[0]), str(r[1]))))
             for r in rows
-            if str(r[0]) not in HIDDEN_USERS
+            if not _hidden(str(r[0]))
         ]
 
     def get_user(self, name: str, host: str) -> UserInfo:
@@ -152,7 +172,7 @@ class MariaAdmin:
         if len(set(wanted)) != len(wanted):
             raise BadRequest("A user is listed twice.")
         for user in users:
-            _checked(names.user_name, user.name)
+            _user_name(user.name)
             _checked(names.user_host, user.host)
             if not user.password:
                 raise BadRequest("A password is required.")
@@ -186,7 +206,7 @@ class MariaAdmin:
         self._require_user(name, host)
         renaming = new_name is not None and new_name != name
         if renaming:
-            _checked(names.user_name, str(new_name))
+            _user_name(str(new_name))
             if self._user_exists(str(new_name), host):
                 raise UserAlreadyExists(f"A user with the name {new_name}@{host} already exists.")
         if new_password is not None:
@@ -217,7 +237,7 @@ class MariaAdmin:
 
     def _require_databases(self, databases: Iterable[str]) -> None:
         for db in databases:
-            _checked(names.database_name, db)
+            _database_name(db)
             if not self.database_exists(db):
                 raise DatabaseNotFound(f"Database {db} cannot be found on the instance.")
 

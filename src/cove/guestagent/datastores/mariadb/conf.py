@@ -25,8 +25,6 @@ LOG = logging.getLogger(__name__)
 #: 0600 file under conf/.
 ADMIN_USER = "cove_admin"
 ROOT_USER = "root"
-#: Accounts that are the server's or Cove's, never the tenant's: hidden and untouchable.
-HIDDEN_USERS = frozenset({ADMIN_USER, ROOT_USER, "mariadb.sys", "mysql.sys", "PUBLIC", ""})
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
 CONF_FILE = "my.cnf"

@@ -25,6 +25,7 @@ from cove.common.errors import (
     UserNotFound,
 )
 from cove.domain import names
+from cove.domain.datastores.postgresql import POSTGRESQL
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, ROOT_USER
 from cove.guestagent.datastores.postgresql.scram import verifier
@@ -37,6 +38,16 @@ ROOT_ROLES = ("pg_read_all_data", "pg_write_all_data", "pg_monitor", "pg_signal_
 HIDDEN_DATABASES = ("postgres", "template0", "template1")
 
 Connect = Callable[..., psycopg.Connection]
+
+
+def _checked(rule: Callable[[str, str], str], value: str) -> str:
+    """``value`` held to a naming rule of ``cove.domain.names`` for PostgreSQL, which the API
+    applied already: a request that reaches the agent another way meets it too. Raises
+    BadRequest."""
+    try:
+        return rule(value, POSTGRESQL.name)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 class PostgresAdmin:
@@ -63,8 +74,10 @@ class PostgresAdmin:
             psycopg.errors.DataException,
             psycopg.errors.UndefinedObject,
             psycopg.errors.InvalidParameterValue,
+            psycopg.errors.ReservedName,
         ) as exc:
-            # The request named something the server does not know (an encoding, a locale).
+            # The request named something the server does not know (an encoding, a locale),
+            # or a name it keeps for itself.
             raise BadRequest(str(exc).splitlines()[0]) from exc
         except psycopg.Error as exc:
             raise GuestError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
@@ -87,6 +100,7 @@ class PostgresAdmin:
         if len(set(wanted)) != len(wanted):
             raise BadRequest("A database is listed twice.")
         for db in databases:
+            _checked(names.database_name, db.name)
             for key, value in (("character set", db.character_set), ("collation", db.collate)):
                 if value and not names.ENCODING.fullmatch(value):
                     raise BadRequest(f"Invalid {key} '{value}' for database {db.name}.")
@@ -123,7 +137,7 @@ class PostgresAdmin:
             self._grant_databases(ROOT_USER, [db.name])
 
     def delete_database(self, name: str) -> None:
-        if not self.database_exists(name) or name in HIDDEN_DATABASES:
+        if POSTGRESQL.names.database_refused(name) or not self.database_exists(name):
             raise DatabaseNotFound(f"Database {name} cannot be found on the instance.")
         self._run(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -133,7 +147,7 @@ class PostgresAdmin:
         return bool(self._run("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]))
 
     def _require_user(self, name: str) -> None:
-        if name in HIDDEN_USERS or not self._user_exists(name):
+        if POSTGRESQL.names.own_user(name) or not self._user_exists(name):
             raise UserNotFound(f"User {name} cannot be found on the instance.")
 
     def list_users(self) -> list[UserInfo]:
@@ -153,6 +167,7 @@ class PostgresAdmin:
         if len(set(wanted)) != len(wanted):
             raise BadRequest("A user is listed twice.")
         for user in users:
+            _checked(names.user_name, user.name)
             if self._user_exists(user.name):
                 raise UserAlreadyExists(f"A user with the name {user.name} already exists.")
             for db in user.databases:
@@ -194,6 +209,8 @@ class PostgresAdmin:
     ) -> None:
         self._require_user(name)
         renaming = new_name is not None and new_name != name
+        if renaming:
+            _checked(names.user_name, str(new_name))
         if renaming and self._user_exists(str(new_name)):
             raise UserAlreadyExists(f"A user with the name {new_name} already exists.")
         if new_password is not None:
@@ -238,6 +255,8 @@ class PostgresAdmin:
 
     def grant_access(self, name: str, host: str, databases: Sequence[str]) -> None:
         self._require_user(name)
+        for db in databases:
+            _checked(names.database_name, db)
         missing = [db for db in databases if not self.database_exists(db)]
         if missing:
             raise DatabaseNotFound(f"Database {missing[0]} cannot be found on the instance.")

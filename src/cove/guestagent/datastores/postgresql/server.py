@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 
+from cove.common import procfs
 from cove.common.errors import GuestError
 from cove.domain.guest import GuestSettings
 from cove.guestagent import process
@@ -113,6 +114,15 @@ class PostgresServer(ChildServer):
 
     def read_pid(self) -> int | None:
         return read_pid_file(self.config.data_dir / "postmaster.pid")
+
+    def before_start(self) -> None:
+        # PostgreSQL takes a postmaster.pid naming a zombie for a live server and refuses to
+        # start; a server adopted from an earlier agent is nobody's child once it dies, and the
+        # init process may reap it only a second later. A process that has exited holds
+        # nothing, so its lock file goes.
+        pid = self.read_pid()
+        if pid is not None and not procfs.alive(pid):
+            (self.config.data_dir / "postmaster.pid").unlink(missing_ok=True)
 
     # -- connections -------------------------------------------------------------------------
 

@@ -23,8 +23,11 @@ from cove.common.errors import (
     UserAlreadyExists,
     UserNotFound,
 )
+from cove.common.text import shown
+from cove.domain import names
+from cove.domain.datastores.redis import REDIS
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.guestagent.datastores.redis.conf import RESERVED_USERS, ROOT_USER, password_hash
+from cove.guestagent.datastores.redis.conf import ROOT_USER, password_hash
 
 NO_DATABASES = "Databases are not supported for Redis."
 
@@ -67,6 +70,17 @@ def _check_password(password: str | None) -> None:
         raise BadRequest("A password is required.")
 
 
+def _check_name(name: str) -> None:
+    """A name a new user (or a rename) may take: one an ACL file line carries safely, and
+    none Redis or Cove keeps (``cove.domain.names``). Raises BadRequest."""
+    if not _NAME.fullmatch(name):
+        raise BadRequest(f"Invalid user name '{shown(name)}' for Redis.")
+    try:
+        names.user_name(name, REDIS.name)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
 class RedisAcl:
     """The ``Admin`` of the Redis manager (``cove.guestagent.datastores.base``)."""
 
@@ -93,7 +107,7 @@ class RedisAcl:
         return [str(n) for n in result] if isinstance(result, list) else []
 
     def _require_user(self, name: str) -> None:
-        if name in RESERVED_USERS or name not in self._names():
+        if REDIS.names.own_user(name) or name not in self._names():
             raise UserNotFound(f"User {name} cannot be found on the instance.")
 
     # -- databases and access: no Redis concept ----------------------------------------------
@@ -116,7 +130,8 @@ class RedisAcl:
     # -- users -------------------------------------------------------------------------------
 
     def list_users(self) -> list[UserInfo]:
-        return [UserInfo(n, "%", ()) for n in sorted(self._names()) if n not in RESERVED_USERS]
+        hidden = REDIS.names.own_user
+        return [UserInfo(n, "%", ()) for n in sorted(self._names()) if not hidden(n)]
 
     def get_user(self, name: str, host: str) -> UserInfo:
         _check_host(host)
@@ -134,10 +149,7 @@ class RedisAcl:
                 raise OperationNotSupported(NO_DATABASES)
             _check_host(user.host)
             _check_password(user.password)
-            if not _NAME.fullmatch(user.name):
-                raise BadRequest(f"Invalid user name '{user.name}' for Redis.")
-            if user.name in RESERVED_USERS:
-                raise BadRequest(f"The user name {user.name} is reserved.")
+            _check_name(user.name)
             if user.name in existing:
                 raise UserAlreadyExists(f"A user with the name {user.name} already exists.")
         made: list[str] = []
@@ -177,10 +189,7 @@ class RedisAcl:
         renaming = new_name is not None and new_name != name
         if renaming:
             target = str(new_name)
-            if not _NAME.fullmatch(target):
-                raise BadRequest(f"Invalid user name '{target}' for Redis.")
-            if target in RESERVED_USERS:
-                raise BadRequest(f"The user name {target} is reserved.")
+            _check_name(target)
             if target in self._names():
                 raise UserAlreadyExists(f"A user with the name {target} already exists.")
         if new_password is not None:

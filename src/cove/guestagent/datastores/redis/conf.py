@@ -21,7 +21,6 @@ LOG = logging.getLogger(__name__)
 ADMIN_USER = "cove_admin"
 #: Root is Redis's ``default`` user: the one a client without a user name logs in as.
 ROOT_USER = "default"
-RESERVED_USERS = frozenset({ADMIN_USER, ROOT_USER})
 
 CONF_FILE = "redis.conf"
 ACL_FILE = "users.acl"

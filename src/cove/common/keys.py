@@ -1,0 +1,86 @@
+"""Deployment keys: random secrets kept in files of mode 0600 under the data directory (the
+token key, the task key), made once and read by every process of the deployment."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import time
+from pathlib import Path
+
+from cove.common.errors import ConfigurationError
+
+#: Bytes of randomness in a key (written as hex).
+KEY_BYTES = 32
+
+
+def load_key(path: Path) -> bytes:
+    """The key at ``path``.
+
+    Raises ConfigurationError when it is missing or unreadable.
+    """
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigurationError(
+            f"the key {path} does not exist; run 'cove-manage bootstrap'"
+        ) from exc
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the key {path}: {exc.strerror}") from exc
+    return key.strip()
+
+
+def ensure_key(path: Path) -> bytes:
+    """The key at ``path``, created (mode 0600) if there is none yet. Several processes
+    may start at once: the key is written to a private file and linked into place, so none
+    ever reads a half-written key (where the filesystem has no hard links, it is created in
+    place with O_EXCL instead).
+
+    Raises ConfigurationError when the key cannot be read or written.
+    """
+    if path.is_symlink() and not path.exists():
+        raise ConfigurationError(
+            f"the key {path} is a symbolic link to {os.readlink(path)}, which does not exist"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.path.lexists(path):
+            _create_key(path)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the key {path}: {exc.strerror}") from exc
+    key = load_key(path)
+    for _attempt in range(50):
+        if len(key) >= KEY_BYTES:
+            break
+        # Only where there are no hard links: another process is still writing it in place.
+        time.sleep(0.02)
+        key = load_key(path)
+    return key
+
+
+def _create_key(path: Path) -> None:
+    key = secrets.token_hex(KEY_BYTES).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        _write_new(tmp, key)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the key
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            with contextlib.suppress(FileExistsError):
+                _write_new(path, key)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
