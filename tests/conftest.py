@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,17 @@ from servers import (
     start_rabbitmq,
     start_redis,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run stopped with SIGTERM (a CI timeout, a `kill`) unwinds as Ctrl-C does: the session
+    fixtures' finalizers stop every server and control plane the tests started, instead of
+    leaving them running."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _base_dir() -> Path:

@@ -219,6 +219,16 @@ class RabbitServer:
         self.stop()
         self._start(timeout)
 
+    def crash(self, timeout: float = 60.0) -> None:
+        """SIGKILL the node (every process of its session) and start it again on the same
+        ports: what a broker keeps through a crash is what it had written to disk."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+            self.proc = None
+        self._start(timeout)
+
     def stop(self) -> None:
         if self.proc is not None:
             # The start script traps SIGTERM and shuts the node down gracefully.

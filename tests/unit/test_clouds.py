@@ -17,12 +17,13 @@ from sqlalchemy import select
 from cove.cli import clouds
 from cove.cli.bootstrap import Access, banner, bootstrap_catalog, prepare_access
 from cove.cli.clouds import CloudConfigError, Login, NoCredentials
+from cove.common.keys import load_key
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
 from cove.db.models import User
 from cove.identity import store
 from cove.identity.service import IdentityService
-from cove.identity.tokens import TokenSigner, load_key
+from cove.identity.tokens import TokenSigner
 
 AUTH = {"auth_url": "http://cove.test/identity/v3", "username": "u", "password": "Pw-1"}
 

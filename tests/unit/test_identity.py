@@ -375,7 +375,7 @@ def test_a_service_account_validates_tokens_but_revokes_none(idp: Any) -> None:
 def test_the_token_key_appears_whole_or_not_at_all(tmp_path: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from cove.identity.tokens import ensure_key
+    from cove.common.keys import ensure_key
 
     path = tmp_path / "identity" / "token.key"
     with ThreadPoolExecutor(8) as pool:
@@ -448,22 +448,21 @@ def test_the_token_key_without_hard_links(tmp_path: Any, monkeypatch: pytest.Mon
     import os
 
     from cove.common import keys
-    from cove.identity import tokens
 
     def no_links(*_args: Any) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(keys.os, "link", no_links)
     path = tmp_path / "k" / "token.key"
-    key = tokens.ensure_key(path)
-    assert len(key) == 64 and tokens.ensure_key(path) == key
+    key = keys.ensure_key(path)
+    assert len(key) == 64 and keys.ensure_key(path) == key
     assert [p.name for p in path.parent.iterdir()] == ["token.key"]
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
 
 
 def test_a_dangling_token_key_link_is_named(tmp_path: Any) -> None:
     from cove.common.errors import ConfigurationError
-    from cove.identity.tokens import ensure_key
+    from cove.common.keys import ensure_key
 
     path = tmp_path / "token.key"
     path.symlink_to(tmp_path / "elsewhere" / "key")

@@ -14,13 +14,14 @@ from sqlalchemy import select, update
 from cove.cli.bootstrap import create_private, make_private, sqlite_file
 from cove.cli.manage import main
 from cove.common.errors import Unauthorized
+from cove.common.keys import load_key
 from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import find_mariadb, find_postgresql, find_redis
 from cove.db.engine import Database
 from cove.db.migrate import head
 from cove.db.models import DatastoreVersion, Instance, Network, Role, User
 from cove.identity.service import IdentityService
-from cove.identity.tokens import TokenClaims, TokenSigner, load_key
+from cove.identity.tokens import TokenClaims, TokenSigner
 from rows import add_instance
 
 

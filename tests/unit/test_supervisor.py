@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from cove.cli.supervisor import MAX_BACKOFF, QUICK, Child, backoff
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from cove.cli.supervisor import MAX_BACKOFF, QUICK, Child, Supervisor, backoff
+from cove.common.errors import ServiceUnavailable
+from cove.common.settings import load_settings
 
 
 def test_a_one_off_death_is_restarted_at_once_and_a_crash_loop_ever_slower() -> None:
@@ -22,3 +30,43 @@ def test_only_quick_deaths_in_a_row_count() -> None:
     # Lived long enough: the count starts over.
     child.started = 103.0
     assert child.exited(103.0 + QUICK + 1) == 0.0 and child.quick_deaths == 1
+
+
+class _FlakyBus:
+    """A bus server that is dead and fails to start ``failures`` times."""
+
+    socket = "bus.sock"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.starts: list[float] = []
+        self.up = False
+
+    def running(self) -> bool:
+        return self.up
+
+    def start(self) -> None:
+        self.starts.append(time.monotonic())
+        if len(self.starts) <= self.failures:
+            raise ServiceUnavailable("the embedded bus exited at start")
+        self.up = True
+
+
+def test_a_bus_that_fails_to_start_again_is_retried_ever_slower_and_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    supervisor = Supervisor(load_settings(data_dir=tmp_path))
+    bus = _FlakyBus(failures=4)
+    supervisor.bus = bus  # type: ignore[assignment]
+    deadline = time.monotonic() + 30
+    with caplog.at_level(logging.WARNING, logger="cove.up"):
+        while not bus.up:
+            assert time.monotonic() < deadline, "the bus was not started again"
+            supervisor._check_bus()
+            time.sleep(0.01)
+    gaps = [b - a for a, b in zip(bus.starts, bus.starts[1:], strict=False)]
+    # Not a tight loop: each failed start waits longer before the next.
+    assert len(bus.starts) == 5 and gaps == sorted(gaps) and gaps[-1] >= 0.4
+    assert any(
+        r.levelno == logging.ERROR and "keeps dying" in r.getMessage() for r in caplog.records
+    )

@@ -16,13 +16,14 @@ from cove.api.health import ReadinessProbe
 from cove.api.policy import ANY_PROJECT, Policy, load_policy
 from cove.api.ratelimit import RateLimiter
 from cove.common.errors import Forbidden, Unauthorized
+from cove.common.keys import ensure_key
 from cove.common.settings import Settings
 from cove.common.urls import identity_v3, public_base
 from cove.db.engine import Database
 from cove.db.instances import instance_project
 from cove.db.sealed import Sealer
 from cove.identity.service import IdentityService
-from cove.identity.tokens import TokenSigner, ensure_key
+from cove.identity.tokens import TokenSigner
 from cove.rpc import RequestContext, RpcClient
 from cove.rpc.guest import GuestClient
 from cove.rpc.taskmanager import TaskManagerClient

@@ -59,10 +59,14 @@ class ReadinessProbe:
     def check(self, db: Database, bus: RpcClient) -> Readiness:
         """Check each dependency (or reuse a fresh answer). Never raises: a dependency that
         fails is named in the answer, and why in the log."""
-        with self._lock:
-            last = self._last
-            if last is not None and time.monotonic() - last.at < self.reuse_seconds:
-                return last
+        last = self._last
+        if last is not None and time.monotonic() - last.at < self.reuse_seconds:
+            return last
+        if not self._lock.acquire(blocking=False):
+            # Another probe is checking (perhaps waiting on a dead bus): answer with what was
+            # last seen rather than hold a worker thread for as long.
+            return last if last is not None else Readiness(frozenset(DEPENDENCIES), 0.0)
+        try:
             checks: dict[str, Callable[[], None]] = {
                 "database": lambda: _query(db),
                 "bus": lambda: _declare(bus),
@@ -70,6 +74,8 @@ class ReadinessProbe:
             failed = frozenset(name for name in DEPENDENCIES if not _passes(name, checks[name]))
             self._last = Readiness(failed, time.monotonic())
             return self._last
+        finally:
+            self._lock.release()
 
 
 def _passes(name: str, check: Callable[[], None]) -> bool:

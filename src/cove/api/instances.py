@@ -4,13 +4,17 @@ configuration group, delete, restart, and what the instance's server runs with.
 The router has checked the request's form and the caller's rights; here the database and the
 task manager are asked, in that order. A change that counts against quotas or competes with
 other changes of the project (creates, attachments) is made in a transaction that locks the
-project first. When the task manager cannot be reached, what was recorded for it is undone (or,
-for a build, ended in BUILD_ERROR with the reason) and the error is raised. Attaching and
-detaching a group are recorded, then pushed to the guest within the request (``api/push.py``);
-they are never undone: a push that fails is retried by the task manager.
+project first. A task (build, deletion, restart, resize) is recorded on the row with what it
+needs, then the task managers are told (:func:`tell_task_managers`); a bus that cannot be
+reached loses nothing, so the request is still accepted: their monitor runs any task nobody
+holds within seconds. Attaching and detaching a group are recorded, then pushed to the guest
+within the request (``api/push.py``); a push that fails is retried by the task manager.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -22,14 +26,14 @@ from cove.api.schemas import DatastoreIn, InstanceCreate
 from cove.api.validate import checked_text, host_allowed, names_fit
 from cove.common.errors import (
     BadRequest,
-    CoveError,
     DatastoreVersionNotFound,
     InstanceNotReady,
+    ServiceUnavailable,
 )
 from cove.common.ids import new_id, utcnow
 from cove.db.catalog import find_flavor, get_datastore, get_version
 from cove.db.configurations import check_same_version, find_configuration
-from cove.db.instances import get_instance, record_fault, snapshot, transition
+from cove.db.instances import get_instance, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
@@ -39,6 +43,8 @@ from cove.domain.parameters import denied
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import RESTARTABLE, ComputeState, Task, can_delete, compute_status
 from cove.rpc import RequestContext
+
+LOG = logging.getLogger(__name__)
 
 
 def resolve_version(s: Session, c: ApiContext, datastore: DatastoreIn | None) -> DatastoreVersion:
@@ -76,22 +82,31 @@ def create_instance(
     dbs: list[DatabaseSpec],
     users: list[UserSpec],
 ) -> str:
-    """Record a new BUILDING instance and hand its build to the task manager; returns its id.
+    """Record a new BUILDING instance and hand its build to the task managers; returns its id.
 
-    Raises what :func:`_record` raises, and CoveError when the task manager cannot be reached
-    (the instance is then left in BUILD_ERROR with the reason, so it can be seen and deleted).
+    Raises what :func:`_record` raises.
     """
     with_databases = bool(dbs) or any(u.databases for u in users)
     instance_id = _record(c, project_id, spec, users, with_databases, CreateArgs(dbs, users))
-    try:
-        c.taskmanager.create_instance(ctx, instance_id)
-    except CoveError as exc:
-        fault = f"The task manager could not be reached: {exc.public_message}"
-        with c.db.session() as s:
-            inst = get_instance(s, instance_id)
-            record_fault(inst, fault, utcnow(), task=Task.BUILD_ERROR, touch=False)
-        raise
+    tell_task_managers(
+        instance_id, "build", lambda: c.taskmanager.create_instance(ctx, instance_id)
+    )
     return instance_id
+
+
+def tell_task_managers(instance_id: str, what: str, cast: Callable[[], None]) -> None:
+    """Cast a task just recorded on the instance's row. A bus that cannot be reached is only
+    logged: undoing the task here would race a task manager that already took it over, and
+    nothing is lost by keeping it (cove.taskmanager.leases)."""
+    try:
+        cast()
+    except ServiceUnavailable as exc:
+        LOG.warning(
+            "instance %s: the %s is recorded; the task managers will take it up (%s)",
+            instance_id,
+            what,
+            exc.message,
+        )
 
 
 def _record(
@@ -295,32 +310,33 @@ def delete_instance(c: ApiContext, ctx: RequestContext, project_id: str, instanc
         inst = get_instance(s, instance_id, project_id)
         snap = snapshot(inst, inst.guest)
         if snap.task is Task.DELETING:
-            pass  # asked again: send the (idempotent) work once more
+            # Asked again: tell the task managers once more, but leave the task (and the lease
+            # of a deletion under way) as it is.
+            pass
         elif not can_delete(snap):
             status = compute_status(snap, utcnow(), c.settings.heartbeat_interval)
             raise InstanceNotReady(
                 f"Instance {instance_id} is not ready. (Status is {status.status})."
             )
-        allowed: set[Task] = {t for t in Task if t is not Task.BUILDING}
-        if not transition(s, instance_id, allowed, Task.DELETING, utcnow()):
-            raise InstanceNotReady(f"Instance {instance_id} is busy; try again.")
-    c.taskmanager.delete_instance(ctx, instance_id)
+        else:
+            allowed: set[Task] = {t for t in Task if t is not Task.BUILDING}
+            if not transition(s, instance_id, allowed, Task.DELETING, utcnow()):
+                raise InstanceNotReady(f"Instance {instance_id} is busy; try again.")
+    tell_task_managers(
+        instance_id, "deletion", lambda: c.taskmanager.delete_instance(ctx, instance_id)
+    )
 
 
 def restart_instance(c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str) -> None:
-    """Have the task manager restart the instance's server; when it cannot be reached, the
-    REBOOTING task is ended again and the error raised. Raises InstanceNotFound,
+    """Have the task managers restart the instance's server. Raises InstanceNotFound,
     InstanceNotReady."""
     check_ready(c, project_id, instance_id, allowed=RESTARTABLE)
     with c.db.session() as s:
         if not transition(s, instance_id, {Task.NONE}, Task.REBOOTING, utcnow()):
             raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
-    try:
-        c.taskmanager.restart_instance(ctx, instance_id)
-    except CoveError:
-        with c.db.session() as s:
-            transition(s, instance_id, {Task.REBOOTING}, Task.NONE, utcnow())
-        raise
+    tell_task_managers(
+        instance_id, "restart", lambda: c.taskmanager.restart_instance(ctx, instance_id)
+    )
 
 
 def running_configuration(

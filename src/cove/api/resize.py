@@ -4,7 +4,7 @@ The request is checked whole before anything changes: the instance must be ready
 must differ from what the instance has (a volume only grows), and the project's quotas must
 hold the growth. The new size is then recorded on the instance (so concurrent creates and
 resizes count it) together with the RESIZING task, in the transaction that locked the project,
-and the task manager brings the guest to it. Should that fail, the task manager puts the old
+and the task managers bring the guest to it. Should that fail, the task manager puts the old
 size back.
 """
 
@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready
+from cove.api.instances import tell_task_managers
 from cove.api.schemas import gigabytes
 from cove.common.errors import (
     BadRequest,
-    CoveError,
     InstanceNotReady,
     VolumeSizeTooLarge,
 )
@@ -43,16 +43,14 @@ def resize(
         raise BadRequest("A resize names exactly one of 'flavorRef' and 'volume'.")
     key, value = next(iter(args.items()))
     if key == "flavorRef":
-        change = _resize_flavor(c, project_id, instance_id, value, ctx)
+        _resize_flavor(c, project_id, instance_id, value, ctx)
     elif key == "volume":
-        change = _resize_volume(c, project_id, instance_id, value)
+        _resize_volume(c, project_id, instance_id, value)
     else:
         raise BadRequest(f"Cannot resize '{shown(key)}': a resize names 'flavorRef' or 'volume'.")
-    try:
-        c.taskmanager.resize_instance(ctx, instance_id)
-    except CoveError:
-        _undo(c, change)
-        raise
+    tell_task_managers(
+        instance_id, "resize", lambda: c.taskmanager.resize_instance(ctx, instance_id)
+    )
     return Response(status_code=202)
 
 
@@ -132,14 +130,3 @@ def _start_task(c: ApiContext, s: Session, change: Resize) -> None:
     get_instance(s, instance_id).task_args = c.sealer.seal(instance_id, ResizeArgs(change))
     # Should the resize and its undo both fail half-way, the monitor pushes the row's sizes.
     mark_settings_pending(s, instance_id)
-
-
-def _undo(c: ApiContext, change: Resize) -> None:
-    """The task manager could not be asked: the instance keeps what it had."""
-    with c.db.session() as s:
-        inst = get_instance(s, change.instance_id)
-        if change.old_flavor_id is not None:
-            inst.flavor_id = change.old_flavor_id
-        if change.old_volume_size is not None:
-            inst.volume_size = change.old_volume_size
-        transition(s, change.instance_id, {Task.RESIZING}, Task.NONE, utcnow())

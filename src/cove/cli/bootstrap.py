@@ -77,12 +77,12 @@ def make_private(sqlite: Path) -> None:
 def bootstrap_catalog(settings: Settings) -> list[str]:
     """Migrate the control database, seed flavors, register installed datastore versions, and
     make sure the roles, the default network and the token key exist."""
+    from cove.common.keys import ensure_key
     from cove.db.catalog import register_found_versions, seed_flavors
     from cove.db.engine import Database
     from cove.db.migrate import upgrade
     from cove.db.networks import sync_default_network
     from cove.identity.store import ensure_roles
-    from cove.identity.tokens import ensure_key
 
     sqlite = sqlite_file(settings.database_url)
     if sqlite is not None:
@@ -181,10 +181,11 @@ def prepare_access(settings: Settings) -> Access:
     present nothing is created.
     """
     from cove.common.errors import NotFound
+    from cove.common.keys import load_key
     from cove.db.engine import Database
     from cove.identity import store
     from cove.identity.service import IdentityService
-    from cove.identity.tokens import TokenSigner, load_key
+    from cove.identity.tokens import TokenSigner
 
     if settings.auth_strategy != "embedded":
         return Access(None, None, None)

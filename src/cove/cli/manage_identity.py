@@ -107,8 +107,9 @@ def bootstrap(user_name: str, project: str | None, password_file: str | None) ->
     Running it again changes nothing but giving the user the admin role back. Without
     --password-file, a new user's password is generated and printed once.
     """
+    from cove.common.keys import ensure_key
     from cove.identity.service import IdentityService
-    from cove.identity.tokens import TokenSigner, ensure_key
+    from cove.identity.tokens import TokenSigner
 
     settings = _settings()
     project = project or settings.admin_project

@@ -172,7 +172,12 @@ class Supervisor:
             if not child.due:
                 self._report(child, f"exited with status {proc.returncode}", child.exited(now))
             if now >= child.due:
-                self._spawn(child)
+                try:
+                    self._spawn(child)
+                except OSError as exc:
+                    # A fork refused under load, a full disk: try again later, as for a death.
+                    child.started = now
+                    self._report(child, f"could not be started ({exc})", child.exited(now))
 
     def _check_bus(self) -> None:
         """Start the embedded bus again if its server died."""
@@ -184,11 +189,14 @@ class Supervisor:
             self._report(child, "died", child.exited(now))
         if now < child.due:
             return
+        # A start that fails counts as a quick death: the pauses grow while it keeps failing.
+        child.started = now
         try:
             bus.start()
-        except CoveError as exc:
+        except (CoveError, OSError) as exc:
             # Another try after a longer pause; the services keep retrying meanwhile.
-            self._report(child, f"did not start again ({exc.message})", child.exited(now))
+            reason = exc.message if isinstance(exc, CoveError) else str(exc)
+            self._report(child, f"did not start again ({reason})", child.exited(time.monotonic()))
             return
         child.due, child.started = 0.0, time.monotonic()
         LOG.warning("the embedded bus is back on %s", bus.socket)

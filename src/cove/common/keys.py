@@ -57,6 +57,9 @@ def ensure_key(path: Path) -> bytes:
         # Only where there are no hard links: another process is still writing it in place.
         time.sleep(0.02)
         key = load_key(path)
+    if len(key) < KEY_BYTES:
+        # A key that short would make tokens forgeable and sealed secrets readable.
+        raise ConfigurationError(f"the key {path} is too short ({len(key)} bytes); remove it")
     return key
 
 

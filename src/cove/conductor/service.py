@@ -123,7 +123,7 @@ class Conductor:
             # A guest only reports a serving server once prepare is done: if its report was
             # lost, the heartbeat still ends the build.
             inst.task = Task.NONE.value
-            inst.task_args = None
+            inst.task_owner = inst.task_lease_until = inst.task_args = None
             inst.compute_state = ComputeState.ACTIVE.value
             inst.updated = now
             LOG.info("instance %s is ready (seen in its heartbeat)", instance_id)
@@ -174,7 +174,7 @@ class Conductor:
         if operation == "prepare" and inst.task == Task.BUILDING.value:
             if outcome == "success":
                 inst.task = Task.NONE.value
-                inst.task_args = None
+                inst.task_owner = inst.task_lease_until = inst.task_args = None
                 inst.compute_state = ComputeState.ACTIVE.value
                 LOG.info("instance %s is ready", instance_id)
             else:

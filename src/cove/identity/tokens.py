@@ -19,12 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cove.common.errors import ConfigurationError, Unauthorized
-from cove.common.keys import KEY_BYTES, ensure_key, load_key
+from cove.common.keys import KEY_BYTES
 
 PREFIX = "cv1"
 MAX_TOKEN_LENGTH = 4096
-
-__all__ = ["TokenClaims", "TokenSigner", "ensure_key", "load_key", "new_audit_id"]
 
 
 @dataclass(frozen=True)

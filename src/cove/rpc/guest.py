@@ -16,8 +16,10 @@ from cove.rpc.client import RpcClient
 from cove.rpc.envelope import RequestContext
 from cove.rpc.typed import ServiceClient
 
-#: Seconds a guest has to initialise, start and fill a new server.
-PREPARE_TIMEOUT = 300.0
+#: Seconds one ``prepare`` call waits. Short on purpose: a request lost with the bus is asked
+#: again soon, and a prepare still running makes the next call wait for it (the task manager
+#: asks again until the build's deadline).
+PREPARE_TIMEOUT = 20.0
 #: Seconds a guest has to stop and start its server.
 RESTART_TIMEOUT = 300.0
 #: Seconds a guest has to rewrite its files and set live what can be set live.

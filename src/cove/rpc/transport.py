@@ -152,7 +152,9 @@ class BusConnection:
     def publish_request(
         self, topic: str, body: str, *, persistent: bool, expiration: float | None, timeout: float
     ) -> None:
-        """Publish a request to ``topic``'s queue; dropped by the broker if it has none."""
+        """Publish a request to ``topic``'s queue, declaring the queue first (once per
+        connection): a broker that restarted empty has no queue for the topic until its server
+        reconnects, and would drop a request published meanwhile."""
         self._publish(
             self._producer,
             body,
@@ -160,6 +162,7 @@ class BusConnection:
             persistent=persistent,
             expiration=expiration,
             timeout=timeout,
+            declare=[_topic_queue(topic)],
         )
 
     def publish_reply(self, reply_to: str, body: str, *, timeout: float) -> None:
@@ -182,9 +185,11 @@ class BusConnection:
         persistent: bool,
         expiration: float | None,
         timeout: float,
+        declare: list[Queue] | None = None,
     ) -> None:
         producer.publish(
             body,
+            declare=declare or [],
             routing_key=routing_key,
             content_type=_CONTENT_TYPE,
             content_encoding="utf-8",

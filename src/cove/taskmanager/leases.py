@@ -14,6 +14,7 @@ Every workflow is written to be run again: each step checks the row first and is
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import or_, select, update
 
@@ -45,8 +47,9 @@ RESUMABLE = (Task.BUILDING, Task.DELETING, Task.REBOOTING, Task.RESIZING)
 
 
 def new_owner() -> str:
-    """A name for one task manager process, unique across hosts and restarts."""
-    return f"{_host()}:{os.getpid()}:{new_id()[:8]}"
+    """A name for one task manager process, unique across hosts and restarts: where it runs
+    (:func:`_here`), its pid there, and a random part."""
+    return f"{_here()}:{os.getpid()}:{new_id()[:8]}"
 
 
 def claim(
@@ -165,16 +168,25 @@ def orphans(db: Database, driver: str) -> list[Orphan]:
 
 def gone_from_this_host(owner: str | None) -> bool:
     """Whether ``owner`` (see :func:`new_owner`) names a process of this host that no longer
-    runs: its work need not wait for the lease to expire. Hosts are told apart by name, so
-    task managers on hosts sharing a name wait for the lease, never steal."""
+    runs: its work need not wait for the lease to expire. Task managers elsewhere (another
+    host, boot or pid namespace: see :func:`_here`) always wait for the lease."""
     if owner is None:
         return False
-    host, _, rest = owner.partition(":")
+    here, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    if host != _host() or not pid.isdigit() or int(pid) == os.getpid():
+    if here != _here() or not pid.isdigit() or int(pid) == os.getpid():
         return False
     return not os.path.exists(f"/proc/{pid}")
 
 
-def _host() -> str:
-    return socket.gethostname()[:32]
+def _here() -> str:
+    """Where this process's pids mean something: the host name, the kernel's boot and the pid
+    namespace, hashed. Containers sharing a host name but not their pids differ here, so none
+    takes a live task manager of another for dead."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text())
+        except OSError:
+            parts.append("?")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]

@@ -14,7 +14,7 @@ import logging
 
 from cove.common.errors import CoveError, UnreadableTaskArgs
 from cove.common.ids import utcnow
-from cove.db.instances import end_task, get_instance
+from cove.db.instances import end_task, get_instance, mark_settings_pending
 from cove.db.sealed import ResizeArgs
 from cove.domain.specs import Resize
 from cove.domain.status import Task
@@ -94,6 +94,8 @@ def _revert(tc: TaskContext, ctx: RequestContext, change: Resize) -> None:
             inst.flavor_id = change.old_flavor_id
         if change.old_volume_size is not None and inst.volume_size == change.new_volume_size:
             inst.volume_size = change.old_volume_size
+        # Should giving the old size back fail too, the monitor pushes the row's size later.
+        mark_settings_pending(s, instance_id)
     try:
         _apply(tc, ctx, instance_id, restart=change.old_flavor_id is not None)
     except CoveError as exc:

@@ -88,7 +88,12 @@ class TaskManager:
                     continue
                 self._resuming.add(orphan.instance_id)
             LOG.warning("taking over %s of instance %s", orphan.task.value, orphan.instance_id)
-            self._pool.submit(self._resume_one, orphan)
+            try:
+                self._pool.submit(self._resume_one, orphan)
+            except RuntimeError:  # stopping: the pool takes nothing more
+                with self._resuming_lock:
+                    self._resuming.discard(orphan.instance_id)
+                return
 
     def _resume_one(self, orphan: leases.Orphan) -> None:
         try:
