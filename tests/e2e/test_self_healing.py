@@ -221,7 +221,7 @@ def test_a_build_survives_a_task_manager_killed(healing: ControlPlane, moment: s
     back = time.monotonic()
     # Never left in BUILD: ACTIVE with what was asked for (or, at worst, ERROR at once, which
     # this test does not accept either: the build is resumable from every moment).
-    wait_for(lambda: serves(plane, iid), BUILD_RECOVERY, 0.1, f"the build killed at {moment}")
+    wait_serving(plane, iid, BUILD_RECOVERY, f"the build killed at {moment}")
     assert time.monotonic() - back < BUILD_RECOVERY
     assert service_pid(plane, "taskmanager") == again
     assert plane.http.delete(f"/instances/{iid}").status_code == 202
