@@ -196,6 +196,9 @@ class BusConnection:
             delivery_mode=_PERSISTENT if persistent else _TRANSIENT,
             expiration=expiration,
             timeout=timeout,
+            # Without it a broker that never confirms (one still starting) would hold the
+            # publisher forever: a guest's heartbeat thread stuck for good.
+            confirm_timeout=timeout,
             retry=False,
         )
 
