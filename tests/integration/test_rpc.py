@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import tempfile
 import threading
 import time
@@ -439,3 +441,60 @@ def test_server_and_client_survive_a_redis_restart() -> None:
         idle.close()
         redis.stop()
         remove_tree(base)
+
+
+def test_a_broker_that_stops_answering_holds_no_caller_past_its_timeout(
+    rabbitmq_server: Any,
+) -> None:
+    """A broker that stops answering on a connection in use (stopped, or busy starting) makes
+    a declare and a cast fail with ServiceUnavailable, never wait for good: a guest's heartbeat
+    thread stuck there would leave its instance lost for ever."""
+    client = RpcClient(rabbitmq_server.url, connect_timeout=1)
+    topic = f"stalled-{uuid.uuid4().hex}"
+    linked, stopped = threading.Event(), threading.Event()
+    outcomes: list[BaseException | None] = []
+
+    def attempt() -> None:
+        # A link is per thread: make it here, in use, before the broker stops.
+        client.declare_topic(topic)
+        linked.set()
+        stopped.wait(30)
+        for action in (
+            lambda: client.declare_topic(f"{topic}-new"),
+            lambda: client.cast(topic, "note", {"password": SECRET}),
+        ):
+            try:
+                action()
+                outcomes.append(None)
+            except BaseException as exc:  # recorded for the assertion
+                outcomes.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    assert linked.wait(30)
+    os.killpg(rabbitmq_server.proc.pid, signal.SIGSTOP)
+    try:
+        stopped.set()
+        # Each action gives up after its timeout and one reconnect (~2 s); far more means it
+        # waits on the broker without limit.
+        worker.join(30)
+        stuck = worker.is_alive()
+    finally:
+        os.killpg(rabbitmq_server.proc.pid, signal.SIGCONT)
+    worker.join(30)
+    assert not stuck, "a caller waited on a silent broker past its timeout"
+    assert len(outcomes) == 2
+    for outcome in outcomes:
+        assert isinstance(outcome, ServiceUnavailable), outcome
+        assert SECRET not in outcome.message
+    # And the broker serves the client again once it answers.
+    wait_for(lambda: _declared(client, f"{topic}-again"), timeout=30)
+    client.close()
+
+
+def _declared(client: RpcClient, topic: str) -> bool:
+    try:
+        client.declare_topic(topic)
+        return True
+    except ServiceUnavailable:
+        return False

@@ -229,6 +229,31 @@ def test_the_agent_log_is_never_a_hard_link_to_a_foreign_file(placed):
     placed.assert_outside_untouched()
 
 
+@as_root
+def test_a_start_killed_while_making_the_log_leaves_no_log_of_the_wrong_owner(placed, monkeypatch):
+    """A task manager killed between creating the agent's log and giving it to the service
+    user must not leave a log every later start refuses."""
+    from cove.compute import localfs
+
+    log = placed.base / "log" / "guestagent.log"
+    real_fchown = os.fchown
+
+    def killed(fd: int, uid: int, gid: int) -> None:
+        raise KeyboardInterrupt  # stands for the SIGKILL in the middle
+
+    monkeypatch.setattr(os, "fchown", killed)
+    with pytest.raises(KeyboardInterrupt):
+        localfs.open_log(placed.driver.root, placed.driver._parts(log), placed.driver.uid, 0)
+    monkeypatch.setattr(os, "fchown", real_fchown)
+    assert not log.exists()
+    fd = localfs.open_log(
+        placed.driver.root, placed.driver._parts(log), placed.driver.uid, placed.driver.gid
+    )
+    os.close(fd)
+    assert log.stat().st_uid == placed.driver.uid
+    assert [p.name for p in log.parent.iterdir()] == ["guestagent.log"]
+
+
 def test_the_agent_lock_is_never_read_through_a_link_or_a_fifo(placed):
     placed.plant_link(placed.lock, placed.outside)
     with pytest.raises(UnsafePath, match=r"guestagent\.lock"):
@@ -248,8 +273,8 @@ def test_the_agent_lock_is_never_read_through_a_link_or_a_fifo(placed):
 
 def test_destroy_does_not_signal_processes_of_someone_else(placed):
     # Our own processes (root's, when the tests run as root) named in the instance's files.
-    in_lock = placed.start(["sleep", "30"], service_user=False)
-    in_pidfile = placed.start(["sleep", "30"], service_user=False)
+    in_lock = placed.start(["sleep", "600"], service_user=False)
+    in_pidfile = placed.start(["sleep", "600"], service_user=False)
     fd = placed.hold_lock(in_lock)
     try:
         assert placed.driver.agent_pid(placed.id) == in_lock
@@ -264,8 +289,8 @@ def test_destroy_does_not_signal_processes_of_someone_else(placed):
 @as_root
 def test_destroy_does_not_signal_other_processes_of_the_service_user(placed):
     # The service user's processes, but neither this instance's agent nor its server.
-    in_lock = placed.start(["sleep", "30"], service_user=True)
-    in_pidfile = placed.start(["sleep", "30"], service_user=True, cwd=placed.elsewhere)
+    in_lock = placed.start(["sleep", "600"], service_user=True)
+    in_pidfile = placed.start(["sleep", "600"], service_user=True, cwd=placed.elsewhere)
     fd = placed.hold_lock(in_lock)
     try:
         placed.write_pid(placed.pidfile, in_pidfile)
@@ -278,10 +303,10 @@ def test_destroy_does_not_signal_other_processes_of_the_service_user(placed):
 
 def test_destroy_stops_the_instance_s_own_processes(placed):
     agent = placed.start(
-        [sys.executable, "-c", "import time; time.sleep(30)", "--config", str(placed.config)],
+        [sys.executable, "-c", "import time; time.sleep(600)", "--config", str(placed.config)],
         service_user=True,
     )
-    server = placed.start(["sleep", "30"], service_user=True, cwd=placed.base / "data")
+    server = placed.start(["sleep", "600"], service_user=True, cwd=placed.base / "data")
     fd = placed.hold_lock(agent)
     try:
         placed.write_pid(placed.pidfile, server)
@@ -296,7 +321,7 @@ def test_destroy_stops_the_instance_s_own_processes(placed):
 def test_destroy_stops_an_agent_that_does_not_hold_the_lock_yet(placed):
     # Started by another task manager, say, and not yet holding the lock.
     placed.start(
-        [sys.executable, "-c", "import time; time.sleep(30)", "--config", str(placed.config)],
+        [sys.executable, "-c", "import time; time.sleep(600)", "--config", str(placed.config)],
         service_user=True,
     )
     placed.driver.destroy(placed.id)

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -211,26 +212,36 @@ def read_owned(anchor: Path, parts: tuple[str, ...], uid: int, limit: int = 4096
 def open_log(anchor: Path, parts: tuple[str, ...], uid: int, gid: int) -> int:
     """A descriptor appending to the log file ``anchor/parts...``, created for ``uid``.
 
-    Only a file created here is chowned; an existing one must already be uid's regular file.
+    A new file is made under a temporary name, given to ``uid`` and only then linked in
+    place, so a task manager killed half-way never leaves a log that is not uid's (every
+    later start would refuse it). An existing one must already be uid's regular file.
     Raises UnsafePath otherwise.
     """
     path = anchor.joinpath(*parts)
+    name = parts[-1]
     with open_dir(anchor, *parts[:-1]) as dir_fd:
-        try:
+        if lstat(anchor, *parts) is None:
+            tmp = f".{name}.{secrets.token_hex(4)}.new"
             fd = _open(
-                path,
+                path.with_name(tmp),
                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                 dir_fd=dir_fd,
             )
-        except FileExistsError:
-            pass
-        else:
             try:
                 os.fchown(fd, uid, gid)
+                try:
+                    os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except FileExistsError:
+                    pass  # made meanwhile by another start: append to that one
+                else:
+                    return fd
             except BaseException:
                 os.close(fd)
                 raise
-            return fd
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+            os.close(fd)
     return open_owned(anchor, parts, os.O_WRONLY | os.O_APPEND, uid)
 
 

@@ -128,7 +128,7 @@ class BusConnection:
             remaining = max(deadline - time.monotonic(), 0.05)
             conn = Connection(url, connect_timeout=remaining, heartbeat=heartbeat)
             _tune_redis(conn, timeout)
-            _confirm_publishes(conn)
+            _tune_amqp(conn, timeout)
             errors = (*conn.recoverable_connection_errors, *conn.connection_errors, OSError)
             try:
                 # One attempt per round: kombu's own connect() sleeps 2 s before a retry.
@@ -282,15 +282,22 @@ def _tune_redis(conn: Connection, timeout: float) -> None:
         options.setdefault("socket_timeout", max(timeout, _REDIS_MIN_SOCKET_TIMEOUT))
 
 
-def _confirm_publishes(conn: Connection) -> None:
-    """On AMQP, make every publish wait for the broker's acknowledgement: a cast that returned
-    is then held by the broker (on a durable queue, persistent: it survives a broker restart),
-    and one the broker did not take raises instead of vanishing."""
+def _tune_amqp(conn: Connection, timeout: float) -> None:
+    """Settings for AMQP connections, before they connect.
+
+    Every publish waits for the broker's acknowledgement: a cast that returned is then held by
+    the broker (on a durable queue, persistent: it survives a broker restart), and one the broker
+    did not take raises instead of vanishing. Every read and write of the socket gives up after
+    ``timeout``: py-amqp waits without limit for the answer to a channel open or a queue
+    declare, so a broker that stops answering (one still starting, one stopped) would otherwise
+    hold the caller for good, a guest's heartbeat thread among them."""
     if getattr(conn.transport, "driver_type", None) != "amqp":
         return
     options = conn.transport_options
     if isinstance(options, dict):
         options.setdefault("confirm_publish", True)
+        options.setdefault("read_timeout", timeout)
+        options.setdefault("write_timeout", timeout)
 
 
 def _release_quietly(conn: Connection) -> None:
