@@ -165,8 +165,13 @@ def test_each_side_loads_only_its_own_layer() -> None:
         "import cove.guestagent.datastores.mariadb.manager\n"
         "import cove.guestagent.datastores.redis.manager"
     )
-    allowed = ("cove.common", "cove.domain", "cove.rpc", "cove.guestagent")
+    # The backup stores too: the agent streams backups into them itself.
+    allowed = ("cove.common", "cove.domain", "cove.rpc", "cove.storage", "cove.guestagent")
     assert sorted(m for m in guest if not m.startswith(allowed)) == []
+    stores = _modules_after("import cove.storage.filesystem, cove.storage.s3, cove.storage.sealed")
+    assert sorted(m for m in stores if not m.startswith(("cove.common", "cove.domain"))) == [
+        m for m in sorted(stores) if m.startswith("cove.storage")
+    ]
     # The pure layer loads nothing above it.
     domain = _modules_after("import cove.domain.datastores, cove.domain.parameters")
     assert sorted(m for m in domain if not m.startswith(("cove.common", "cove.domain"))) == []

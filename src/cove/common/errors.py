@@ -62,6 +62,10 @@ class InstanceNotFound(NotFound):
     """The instance could not be found."""
 
 
+class BackupNotFound(NotFound):
+    """The backup does not exist or is not visible to the caller."""
+
+
 class FlavorNotFound(NotFound):
     """The flavor could not be found."""
 
@@ -207,6 +211,19 @@ class UnsafePath(CoveError):
 
 class ConfigurationError(CoveError):
     """The settings are invalid."""
+
+
+class ArtifactMissing(CoveError):
+    """A backup artifact is not in its store."""
+
+
+class StoreUnavailable(CoveError):
+    """The backup store cannot be reached or refused the operation (full, no permission)."""
+
+
+class ArtifactDamaged(CoveError):
+    """A backup artifact does not match what was recorded when it was made (changed, cut
+    short, or sealed with another key): nothing is restored from it."""
 
 
 class UnreadableTaskArgs(CoveError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -63,8 +64,8 @@ def ensure_key(path: Path) -> bytes:
     return key
 
 
-def _create_key(path: Path) -> None:
-    key = secrets.token_hex(KEY_BYTES).encode()
+def _create_key(path: Path, content: bytes | None = None) -> None:
+    key = content if content is not None else secrets.token_hex(KEY_BYTES).encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
         _write_new(tmp, key)
@@ -79,6 +80,51 @@ def _create_key(path: Path) -> None:
                 _write_new(path, key)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_KEY_ID = re.compile(r"bk-[0-9a-f]{8}")
+
+
+def current_backup_key(keys_dir: Path) -> tuple[str, bytes]:
+    """The id and value of the key new backups are sealed with, made on first use.
+
+    Raises ConfigurationError when it cannot be read or made.
+    """
+    pointer = keys_dir / "current"
+    try:
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.path.lexists(pointer):
+            _create_key(pointer, f"bk-{secrets.token_hex(4)}".encode())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the key {pointer}: {exc.strerror}") from exc
+    key_id = ""
+    for _attempt in range(50):
+        key_id = load_key(pointer).decode(errors="replace")
+        if _KEY_ID.fullmatch(key_id):
+            break
+        time.sleep(0.02)  # only where there are no hard links: still being written
+    if not _KEY_ID.fullmatch(key_id):
+        raise ConfigurationError(f"{pointer} does not name a backup key; remove it")
+    return key_id, ensure_key(keys_dir / f"{key_id}.key")
+
+
+def backup_key(keys_dir: Path, key_id: str) -> bytes:
+    """The backup key ``key_id``. Raises ConfigurationError when it is not here (a backup
+    sealed with it cannot be read without it)."""
+    if not _KEY_ID.fullmatch(key_id):
+        raise ConfigurationError(f"'{key_id[:40]}' is not a backup key id")
+    return load_key(keys_dir / f"{key_id}.key")
+
+
+def rotate_backup_key(keys_dir: Path) -> str:
+    """Make a new backup key the current one and return its id; older keys stay, for the
+    backups sealed with them."""
+    key_id = f"bk-{secrets.token_hex(4)}"
+    ensure_key(keys_dir / f"{key_id}.key")
+    tmp = keys_dir / f".current.{os.getpid()}.{secrets.token_hex(4)}"
+    _write_new(tmp, key_id.encode())
+    os.replace(tmp, keys_dir / "current")
+    return key_id
 
 
 def _write_new(path: Path, data: bytes) -> None:

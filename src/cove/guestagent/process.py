@@ -7,9 +7,11 @@ files with mode 0600 or through the environment.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +75,113 @@ def tail(path: Path, lines: int = 10) -> str:
     except OSError:
         return ""
     return " | ".join(data.strip().splitlines()[-lines:])
+
+
+class Streamed:
+    """A running command whose output is read as a stream of chunks (see :func:`stream_out`).
+
+    ``chunks`` yields stdout until it ends, then raises CommandFailed if the command exited
+    non-zero (with the tail of its stderr), so a consumer never takes a cut-short stream for a
+    whole one.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], name: str, errors: Path) -> None:
+        self.proc = proc
+        self.name = name
+        self._errors = errors
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        assert self.proc.stdout is not None
+        while True:
+            chunk = self.proc.stdout.read(size)
+            if not chunk:
+                break
+            yield chunk
+        code = self.proc.wait()
+        if code != 0:
+            raise CommandFailed(f"{self.name} exited with status {code}: {tail(self._errors, 5)}")
+
+
+@contextmanager
+def stream_out(
+    argv: Sequence[str | Path],
+    *,
+    errors: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[Streamed]:
+    """Run ``argv`` with its stdout to read as a stream and its stderr to the file ``errors``;
+    a command still running when the block ends (the consumer failed) is killed.
+
+    Raises CommandFailed when it cannot start.
+    """
+    args = tuple(str(a) for a in argv)
+    name = Path(args[0]).name
+    with errors.open("wb") as err:
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+            )
+        except FileNotFoundError as exc:
+            raise CommandFailed(f"{args[0]} is not installed: {exc}") from exc
+    try:
+        yield Streamed(proc, name, errors)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def stream_in(
+    argv: Sequence[str | Path],
+    chunks: Iterable[bytes],
+    *,
+    errors: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
+    """Run ``argv`` with ``chunks`` as its stdin, to completion.
+
+    Raises CommandFailed when it cannot start or exits non-zero, and whatever reading
+    ``chunks`` raises (the command is killed then).
+    """
+    args = tuple(str(a) for a in argv)
+    name = Path(args[0]).name
+    with errors.open("wb") as err:
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE,
+                stdout=err,
+                stderr=err,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+            )
+        except FileNotFoundError as exc:
+            raise CommandFailed(f"{args[0]} is not installed: {exc}") from exc
+    assert proc.stdin is not None
+    try:
+        try:
+            for chunk in chunks:
+                proc.stdin.write(chunk)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the command stopped reading: its status says why
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if not proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+    if code != 0:
+        raise CommandFailed(f"{name} exited with status {code}: {tail(errors, 5)}")

@@ -20,6 +20,7 @@ from typing import Any
 
 from cove.common.errors import CoveError, GuestError
 from cove.common.ids import utcnow
+from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
 from cove.domain.guest import (
     SERVER_REPORT,
     ConfigurationApplied,
@@ -31,6 +32,7 @@ from cove.domain.guest import (
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
+from cove.guestagent.backups import BackupJobs
 from cove.guestagent.datastores.base import DatastoreManager
 from cove.guestagent.recovery import DEFAULT_POLICY, Recovery, RestartPolicy
 from cove.rpc import RequestContext, RpcClient, codec
@@ -52,6 +54,8 @@ def guest_endpoints(
             "get_configuration": service.get_configuration,
             "min_ram_mb": service.min_ram_mb,
             "get_status": service.get_status,
+            "start_backup": service.start_backup,
+            "backup_progress": service.backup_progress,
             "list_databases": admin.list_databases,
             "create_databases": admin.create_databases,
             "delete_database": admin.delete_database,
@@ -88,6 +92,7 @@ class GuestService:
         self._beat_now = threading.Event()
         self._op_lock = threading.Lock()
         self.recovery = Recovery(manager, self._op_lock, self._server_report, restarts)
+        self.backups = BackupJobs(manager.backups, config.conf_dir / "backups")
         manager.on_change = lambda _status: self._beat_now.set()
         manager.on_crash = self._server_crashed
 
@@ -165,12 +170,19 @@ class GuestService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def prepare(
-        self, ctx: RequestContext, databases: list[DatabaseSpec], users: list[UserSpec]
+        self,
+        ctx: RequestContext,
+        databases: list[DatabaseSpec],
+        users: list[UserSpec],
+        restore: RestoreJob | None = None,
     ) -> None:
-        """Raises GuestError when it failed (reported to the conductor too, so the outcome is
-        recorded even when the caller is gone)."""
+        """Set the server up (from ``restore``'s backups when given), then create
+        ``databases`` and ``users``. Raises GuestError when it failed (reported to the
+        conductor too, so the outcome is recorded even when the caller is gone)."""
         try:
-            self._while(GuestStatus.BUILDING, lambda: self.manager.prepare(databases, users))
+            self._while(
+                GuestStatus.BUILDING, lambda: self.manager.prepare(databases, users, restore)
+            )
         except Exception as exc:
             message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
             LOG.exception("prepare failed")
@@ -215,3 +227,14 @@ class GuestService:
 
     def get_status(self, ctx: RequestContext) -> GuestStatus:
         return self.status()
+
+    # -- backups -----------------------------------------------------------------------------
+
+    def start_backup(self, ctx: RequestContext, job: BackupJob) -> BackupProgress:
+        """Start ``job`` in the background (idempotent by backup id) and answer at once."""
+        if not self.manager.prepared:
+            raise GuestError("the instance has not been prepared")
+        return self.backups.start(job)
+
+    def backup_progress(self, ctx: RequestContext, backup_id: str) -> BackupProgress:
+        return self.backups.progress(backup_id)

@@ -8,6 +8,7 @@ settings may take longer and are given their own.
 from __future__ import annotations
 
 from cove.common.errors import GuestError
+from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
 from cove.domain.guest import ConfigurationApplied, PasswordChange, RootEnabled, Value
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
@@ -55,12 +56,25 @@ class GuestClient(ServiceClient):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def prepare(
-        self, ctx: RequestContext, databases: list[DatabaseSpec], users: list[UserSpec]
+        self,
+        ctx: RequestContext,
+        databases: list[DatabaseSpec],
+        users: list[UserSpec],
+        restore: RestoreJob | None = None,
     ) -> None:
-        """Answers once the server runs with what was asked for (the guest also reports it to
-        the conductor). Idempotent: a prepared instance only has its server started, and a
-        prepare asked again while one runs waits for it."""
-        self._call(ctx, "prepare", type(None), PREPARE_TIMEOUT, databases=databases, users=users)
+        """Answers once the server runs with what was asked for, restored from ``restore``'s
+        backups first when given (the guest also reports it to the conductor). Idempotent: a
+        prepared instance only has its server started, and a prepare asked again while one
+        runs waits for it."""
+        self._call(
+            ctx,
+            "prepare",
+            type(None),
+            PREPARE_TIMEOUT,
+            databases=databases,
+            users=users,
+            restore=restore,
+        )
 
     def restart(self, ctx: RequestContext) -> None:
         self._call(ctx, "restart", type(None), RESTART_TIMEOUT)
@@ -92,6 +106,16 @@ class GuestClient(ServiceClient):
 
     def get_status(self, ctx: RequestContext) -> GuestStatus:
         return self._call(ctx, "get_status", GuestStatus)
+
+    # -- backups -----------------------------------------------------------------------------
+
+    def start_backup(self, ctx: RequestContext, job: BackupJob) -> BackupProgress:
+        """Start the backup in the background and answer at once; idempotent by backup id
+        (a backup that ran or runs answers its progress)."""
+        return self._call(ctx, "start_backup", BackupProgress, job=job)
+
+    def backup_progress(self, ctx: RequestContext, backup_id: str) -> BackupProgress:
+        return self._call(ctx, "backup_progress", BackupProgress, backup_id=backup_id)
 
     # -- databases ---------------------------------------------------------------------------
 

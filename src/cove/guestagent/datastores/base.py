@@ -51,10 +51,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cove.domain.backups import RestoreJob
 from cove.domain.capabilities import Capability
 from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
@@ -118,6 +120,47 @@ class Admin(Protocol):
     def is_root_enabled(self) -> bool: ...
 
 
+class BackupSource(Protocol):
+    """A backup being made: the engine's tool running, its output read as chunks."""
+
+    #: What the engine records for the restore and for the next incremental; complete once
+    #: ``chunks`` is exhausted.
+    meta: dict[str, str]
+
+    def chunks(self) -> Iterator[bytes]:
+        """The tool's output; raises GuestError or CommandFailed at the end when the tool
+        failed, so a cut-short stream is never taken for a whole one."""
+        ...
+
+
+@dataclass(frozen=True)
+class RestoreSource:
+    """One artifact of a chain to restore: its engine stream (already checked and opened)
+    and what the engine recorded when it was made."""
+
+    chunks: Iterable[bytes]
+    meta: dict[str, str]
+
+
+class BackupEngine(Protocol):
+    """How a datastore's own tool makes backups and restores them (a manager's ``backups``).
+
+    ``open_backup`` runs against the live server and must not stop it: the instance serves
+    throughout. ``restore`` runs with the server stopped, before the instance is prepared, and
+    leaves a data directory the server starts from with exactly the backed-up data, users
+    and databases; on failure the data directory is left for ``prepare`` to start over.
+    """
+
+    #: Whether ``open_backup`` takes a parent's meta (incremental backups).
+    incremental: bool
+
+    def open_backup(
+        self, parent_meta: dict[str, str] | None
+    ) -> contextlib.AbstractContextManager[BackupSource]: ...
+
+    def restore(self, pieces: Sequence[RestoreSource]) -> None: ...
+
+
 class DatastoreManager(ABC):
     """The lifecycle and configuration of one server. Public methods hold the shared policy
     (logging, the prepared and restart-required markers); backends implement the protected
@@ -126,6 +169,8 @@ class DatastoreManager(ABC):
     capabilities: frozenset[Capability] = frozenset()
     #: Databases, users, access and root; set by each manager's ``__init__``.
     admin: Admin
+    #: Backups and restores, where the datastore has them.
+    backups: BackupEngine | None = None
 
     def __init__(self, config: GuestSettings) -> None:
         self.config = config
@@ -142,19 +187,30 @@ class DatastoreManager(ABC):
     def prepared(self) -> bool:
         """Whether ``prepare`` completed for this instance."""
 
-    def prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
-        """Initialise, configure and start the server, then create databases and users."""
+    def prepare(
+        self,
+        databases: Sequence[DatabaseSpec],
+        users: Sequence[UserSpec],
+        restore: RestoreJob | None = None,
+    ) -> None:
+        """Initialise (from ``restore``'s backups when given), configure and start the server,
+        then create databases and users."""
         if self.prepared:
             LOG.info("instance already prepared")
             self.start()
             return
         LOG.info("preparing %s %s", self.config.datastore, self.config.datastore_version)
-        self._prepare(databases, users)
+        self._prepare(databases, users, restore)
         self.server_started()
         LOG.info("prepared")
 
     @abstractmethod
-    def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None: ...
+    def _prepare(
+        self,
+        databases: Sequence[DatabaseSpec],
+        users: Sequence[UserSpec],
+        restore: RestoreJob | None,
+    ) -> None: ...
 
     def warm_up(self) -> None:
         """Before ``prepare`` arrives, do what needs nothing from the request (initialise and

@@ -26,9 +26,11 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from cove.common.errors import GuestError
+from cove.domain.backups import RestoreJob
 from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
+from cove.guestagent import backups
 from cove.guestagent.child import describe_exit
 from cove.guestagent.datastores.base import DatastoreManager
 
@@ -104,14 +106,34 @@ class ServedManager(DatastoreManager):
             self.server.start()
             self._initialised = True
 
-    def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
+    def _prepare(
+        self,
+        databases: Sequence[DatabaseSpec],
+        users: Sequence[UserSpec],
+        restore: RestoreJob | None,
+    ) -> None:
         self._initialise()
         try:
+            if restore is not None:
+                self._restore(restore)
             self._fill(databases, users)
         except Exception:
             self._initialised = False  # a prepare sent again starts from a clean directory
             raise
         self._marker.write_text("ok\n")
+
+    def _restore(self, job: RestoreJob) -> None:
+        """Replace the fresh server's data by the backups' and start it on them."""
+        with self._init_lock:
+            self.server.stop()
+            backups.restore(self.backups, job)
+            self.write_config()
+            self.server.start()
+        self._after_restore()
+
+    def _after_restore(self) -> None:
+        """Make the restored server the agent's own again (its admin account came with the
+        data of another instance); nothing where the agent needs no password."""
 
     def adopt(self) -> bool:
         return self.prepared and self.server.adopt()

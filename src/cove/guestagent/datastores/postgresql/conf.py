@@ -111,6 +111,8 @@ def pg_hba_conf() -> str:
     return (
         "# Written by the Cove guest agent.\n"
         f"local all {ADMIN_USER} peer map=cove\n"
+        # The agent's base backups (pg_basebackup) over the instance's own socket.
+        f"local replication {ADMIN_USER} peer map=cove\n"
         "local all all scram-sha-256\n"
         "host all all 0.0.0.0/0 scram-sha-256\n"
         "host all all ::/0 scram-sha-256\n"

@@ -12,6 +12,7 @@ from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.postgresql import conf, reload
 from cove.guestagent.datastores.postgresql.admin import PostgresAdmin
+from cove.guestagent.datastores.postgresql.backup import PostgresBackups
 from cove.guestagent.datastores.postgresql.server import PostgresServer
 from cove.guestagent.datastores.served import ServedManager
 
@@ -26,6 +27,7 @@ class PostgresManager(ServedManager):
     def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.admin = PostgresAdmin(self.server.connect)
+        self.backups = PostgresBackups(config)
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> PostgresServer:
         return PostgresServer(config, on_exit)

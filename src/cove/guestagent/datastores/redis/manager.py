@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import redis
 
 from cove.common.errors import GuestError, OperationNotSupported
+from cove.domain.backups import RestoreJob
 from cove.domain.capabilities import capabilities
 from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
@@ -41,10 +42,15 @@ class RedisManager(ServedManager):
     def write_config(self) -> None:
         self.server.write_config()
 
-    def _prepare(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
+    def _prepare(
+        self,
+        databases: Sequence[DatabaseSpec],
+        users: Sequence[UserSpec],
+        restore: RestoreJob | None,
+    ) -> None:
         if databases or any(u.databases for u in users):
             raise OperationNotSupported(NO_DATABASES)
-        super()._prepare(databases, users)
+        super()._prepare(databases, users, restore)
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
         self.admin.create_users(users)

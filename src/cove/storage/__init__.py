@@ -1,0 +1,58 @@
+"""Backup stores (``base.py`` is the contract), chosen by ``StoreSpec.kind``."""
+
+from __future__ import annotations
+
+import re
+
+from cove.common.settings import Settings
+from cove.domain.backups import StoreSpec
+from cove.storage.base import Store, check_key
+
+__all__ = ["KINDS", "Store", "check_container", "check_key", "configured_store", "open_store"]
+
+#: The known store backends by kind; the S3 one imports boto3 only when opened.
+KINDS = ("filesystem", "s3")
+
+
+def open_store(spec: StoreSpec) -> Store:
+    """The store ``spec`` describes. Raises ValueError for an unknown kind (naming the known
+    ones) or an incomplete spec, StoreUnavailable when its library is missing."""
+    if spec.kind == "filesystem":
+        from cove.storage.filesystem import FilesystemStore
+
+        return FilesystemStore(spec)
+    if spec.kind == "s3":
+        from cove.storage.s3 import S3Store
+
+        return S3Store(spec)
+    raise ValueError(f"unknown backup store '{spec.kind}' (known: {', '.join(KINDS)})")
+
+
+_CONTAINER = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_container(name: str) -> str:
+    """``name`` if it can name a container (an S3 bucket's rules: 3-63 lower-case letters,
+    digits, dots and hyphens, starting and ending with a letter or digit). Raises ValueError."""
+    if _CONTAINER.fullmatch(name) is None or ".." in name:
+        raise ValueError(
+            "a container name has 3 to 63 lower-case letters, digits, dots and hyphens, and "
+            "starts and ends with a letter or digit"
+        )
+    return name
+
+
+def configured_store(settings: Settings, container: str | None = None) -> StoreSpec:
+    """The deployment's store (with its credentials), at ``container`` or the configured one:
+    a bucket of the S3 store, a directory under the filesystem store's root."""
+    name = check_container(container or settings.backup_container)
+    if settings.backup_store == "s3":
+        return StoreSpec(
+            kind="s3",
+            location=settings.backup_location,
+            bucket=name,
+            region=settings.backup_region,
+            access_key=settings.backup_access_key,
+            secret_key=settings.backup_secret_key.get_secret_value(),
+        )
+    return StoreSpec(kind="filesystem", location=settings.backup_location, prefix=name)
