@@ -217,7 +217,7 @@ def test_default_datastore_is_used(api):
             "badRequest",
             "not included in the initial databases list",
         ),
-        ({"restorePoint": {"backupRef": "x"}}, 501, "notImplemented", "backup"),
+        ({"restorePoint": {"backupRef": "x"}}, 400, "badRequest", "backup"),
         ({"nics": [{"net-id": "a"}, {"net-id": "b"}]}, 400, "badRequest", "nics"),
     ],
 )

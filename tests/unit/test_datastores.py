@@ -74,8 +74,15 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
         Capability.USERS,
         Capability.ROOT,
         Capability.CONFIGURATION,
+        Capability.BACKUPS,
     }
-    assert capabilities("mariadb") == capabilities("postgresql") | {Capability.USER_HOSTS}
+    assert capabilities("mariadb") == {
+        Capability.DATABASES,
+        Capability.USERS,
+        Capability.USER_HOSTS,
+        Capability.ROOT,
+        Capability.CONFIGURATION,
+    }
     assert capabilities("redis") == {Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
     assert capabilities("mongodb") == frozenset()
     assert STANDARD_PORTS == {"postgresql": 5432, "mariadb": 3306, "redis": 6379}

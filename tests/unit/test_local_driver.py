@@ -111,6 +111,9 @@ class Placed:
             group=self.driver.gid if switch else None,
             extra_groups=[] if switch else None,
             start_new_session=True,
+            # A run started in the background by a shell ignores SIGINT, and its children
+            # would too: these stand for servers, which take SIGINT.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.procs.append(proc)
         # Until it has run exec, the child is still a copy of this test.

@@ -116,12 +116,10 @@ def test_the_gate_comes_first(api: Api) -> None:
 
 
 def test_the_clients_commands_get_the_features_name(api: Api) -> None:
-    """What ``openstack database backup list`` (also for one instance), ``cluster list``,
-    ``log list`` and ``backup strategy list`` send."""
+    """What ``openstack database cluster list``, ``log list`` and ``backup strategy list``
+    send."""
     iid = api.instance_id
     for path, feature in (
-        ("/backups", "Backups"),
-        (f"/instances/{iid}/backups", "Backups"),
         ("/clusters", "Clusters"),
         (f"/instances/{iid}/log", "Instance logs"),
         ("/backup_strategies", "Backup strategies"),

@@ -17,6 +17,7 @@ from cove.api import errors, openapi
 from cove.api.context import ApiContext, gate
 from cove.api.inputs import check_request
 from cove.api.routers import (
+    backups,
     catalog,
     configurations,
     dbusers,
@@ -42,6 +43,7 @@ ROUTERS = (
     (instances.router, "instances"),
     (dbusers.router, "databases, users, root"),
     (configurations.router, "configuration groups"),
+    (backups.router, "backups"),
     (networks.router, "networks"),
     (mgmt.router, "management"),
     (identity.router, "identity"),

@@ -13,6 +13,7 @@ within the request (``api/push.py``); a push that fails is retried by the task m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
 from cove.api.push import push, ready_pushes
+from cove.api.restore import restorable, restore_version
 from cove.api.schemas import DatastoreIn, InstanceCreate
 from cove.api.validate import checked_text, host_allowed, names_fit
 from cove.common.errors import (
@@ -88,6 +90,7 @@ def create_instance(
     """
     with_databases = bool(dbs) or any(u.databases for u in users)
     instance_id = _record(c, project_id, spec, users, with_databases, CreateArgs(dbs, users))
+    # (A restore's backup is recorded in the sealed arguments by _record.)
     tell_task_managers(
         instance_id, "build", lambda: c.taskmanager.create_instance(ctx, instance_id)
     )
@@ -131,10 +134,17 @@ def _record(
         # The quota check locks the project first, so concurrent creates count each other.
         lock_project(s, project_id)
         flavor = find_flavor(s, str(spec.flavorRef))
-        version = resolve_version(s, c, spec.datastore)
+        size = spec.volume.gigabytes if spec.volume else 0
+        if spec.restorePoint is not None:
+            backup = restorable(s, project_id, spec.restorePoint, size)
+            asked = resolve_version(s, c, spec.datastore) if spec.datastore else None
+            restore_version(backup, asked)
+            version = backup.datastore_version
+            args = dataclasses.replace(args, restore_from=backup.id)
+        else:
+            version = resolve_version(s, c, spec.datastore)
         configuration_id = _fitting(s, project_id, spec, version, users, with_databases)
         network = resolve_network(s, spec.nics)
-        size = spec.volume.gigabytes if spec.volume else 0
         check_instance_quota(s, c.settings, project_id, ram=flavor.ram, volume=size)
         now = utcnow()
         s.add(

@@ -76,12 +76,13 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "configuration:delete": WRITE,
     "configuration-parameter:index": READ,
     "instance:configuration": READ,
-    # Trove's features Cove does not have yet: whoever a rule allows is told so (501); anyone
-    # else is refused as for any other action (cove.api.routers.unimplemented).
     "backup:index": READ,
+    "backup:index:all_projects": CLOUD_ADMIN,
     "backup:show": READ,
     "backup:create": WRITE,
     "backup:delete": WRITE,
+    # Trove's features Cove does not have yet: whoever a rule allows is told so (501); anyone
+    # else is refused as for any other action (cove.api.routers.unimplemented).
     "backup_strategy:index": READ,
     "backup_strategy:create": WRITE,
     "backup_strategy:delete": WRITE,

@@ -186,6 +186,44 @@ class InstanceRefList(PageLinks):
     instances: list[InstanceRef]
 
 
+# -- backups -----------------------------------------------------------------------------------
+
+
+class BackupDatastore(View):
+    type: str
+    version: str
+    version_id: str
+
+
+class BackupFault(View):
+    message: str
+
+
+class Backup(View):
+    id: str
+    name: str
+    description: str | None
+    locationRef: str | None
+    instance_id: str
+    created: str
+    updated: str
+    size: float | None
+    status: str
+    parent_id: str | None
+    project_id: str
+    datastore: BackupDatastore
+    storage_driver: str
+    fault: BackupFault = optional_key()
+
+
+class BackupList(PageLinks):
+    backups: list[Backup]
+
+
+class BackupOne(View):
+    backup: Backup
+
+
 # -- instances ---------------------------------------------------------------------------------
 
 

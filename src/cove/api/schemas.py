@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from cove.common.text import shown
 from cove.domain import names
@@ -105,6 +113,23 @@ class InstanceCreate(Strict):
 
 class InstanceCreateBody(Strict):
     instance: InstanceCreate
+
+
+class BackupCreate(Strict):
+    """Trove's backup request. troveclient always sends ``incremental`` as 0 or 1."""
+
+    name: StrictStr | None = None
+    instance: StrictStr | None = None
+    description: StrictStr | None = None
+    parent_id: StrictStr | None = None
+    incremental: Literal[0, 1] | StrictBool = 0
+    swift_container: StrictStr | None = None
+    storage_driver: StrictStr | None = None
+    restore_from: dict[str, Any] | None = None
+
+
+class BackupCreateBody(Strict):
+    backup: BackupCreate
 
 
 class InstanceUpdate(Strict):

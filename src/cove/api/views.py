@@ -11,8 +11,10 @@ from fastapi import Request
 from sqlalchemy.orm import object_session
 
 from cove.common.settings import Settings
+from cove.db.backups import store_of
 from cove.db.configurations import values_of
 from cove.db.models import (
+    Backup,
     Configuration,
     Datastore,
     DatastoreVersion,
@@ -269,3 +271,36 @@ def next_links(request: Request, marker: str, size: int) -> list[dict[str, str]]
     host = request.headers.get("host", "localhost")
     href = f"https://{host}{request.url.path}?{urlencode(query)}"
     return [{"rel": "next", "href": href}]
+
+
+def backup_view(backup: Backup) -> dict[str, Any]:
+    """Trove's backup fields; ``size`` in GB (of the stored, compressed artifact) once saved,
+    ``locationRef`` where it is saved (``<store>://<container>/<artifact>``), ``fault`` when it
+    failed."""
+    version = backup.datastore_version
+    spec = store_of(backup)
+    done = backup.status == "COMPLETED"
+    view: dict[str, Any] = {
+        "id": backup.id,
+        "name": backup.name,
+        "description": backup.description,
+        "locationRef": f"{spec.kind}://{spec.bucket or spec.prefix}/{backup.artifact}"
+        if done
+        else None,
+        "instance_id": backup.instance_id,
+        "created": trove_time(backup.created),
+        "updated": trove_time(backup.updated),
+        "size": round(backup.size / 1024**3, 6) if done and backup.size is not None else None,
+        "status": backup.status,
+        "parent_id": backup.parent_id,
+        "project_id": backup.project_id,
+        "datastore": {
+            "type": version.datastore.name,
+            "version": version.name,
+            "version_id": version.id,
+        },
+        "storage_driver": spec.kind,
+    }
+    if backup.fault_message:
+        view["fault"] = {"message": backup.fault_message}
+    return view

@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     max_volumes_per_project: int = 40
     max_backups_per_project: int = 50
     redis_server: str = "redis-server"
+    #: Where backups go: ``filesystem`` (``backup_location`` is a directory, by default
+    #: ``<data>/backups``) or ``s3`` (``backup_location`` is the endpoint URL, empty for AWS).
+    backup_store: Literal["filesystem", "s3"] = "filesystem"
+    backup_location: str = ""
+    #: The container a backup goes to when its request names none: the S3 bucket, or a
+    #: directory under the filesystem store's root.
+    backup_container: str = "cove-backups"
+    backup_region: str = ""
+    backup_access_key: str = ""
+    backup_secret_key: SecretStr = SecretStr("")
+    #: Longest a backup may run before it is failed.
+    backup_timeout: float = Field(6 * 3600.0, gt=0)
     log_level: str = "INFO"
 
     @classmethod
@@ -94,6 +106,12 @@ class Settings(BaseSettings):
         if not self.transport_url:
             self.transport_url = f"redis+socket://{self.bus_socket}"
         self.public_url = self.public_url.rstrip("/")
+        if self.backup_store == "filesystem":
+            self.backup_location = self.backup_location or str(self.data_dir / "backups")
+            if not os.path.isabs(self.backup_location):
+                raise ValueError("backup_location must be an absolute directory")
+        elif self.backup_location and not self.backup_location.startswith(("http://", "https://")):
+            raise ValueError("backup_location of an s3 store must be an http(s) URL")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ValueError("public_url must start with http:// or https://")
         if self.auth_strategy == "keystone":
@@ -134,6 +152,11 @@ class Settings(BaseSettings):
     def task_key_file(self) -> Path:
         """The key that seals what an unfinished task needs to be resumed (cove.db.sealed)."""
         return self.data_dir / "keys" / "task.key"
+
+    @property
+    def backup_keys_dir(self) -> Path:
+        """The keys backups are sealed with (cove.common.keys.backup_key); never in the store."""
+        return self.data_dir / "keys" / "backup"
 
     @property
     def bus_socket(self) -> Path:

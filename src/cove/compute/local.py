@@ -71,6 +71,12 @@ class LocalDriver(ComputeDriver):
         self.templates.mkdir(parents=True, exist_ok=True)
         os.chown(self.templates, self.uid, self.gid)
         self.templates.chmod(0o700)
+        if settings.backup_store == "filesystem":
+            # Guest agents write their backups there themselves, as the service user.
+            store = Path(settings.backup_location)
+            store.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chown(store, self.uid, self.gid)
+            store.chmod(0o700)
         if check:
             self.check_access()
             # Isolation is not there yet; say so once instead of pretending.

@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy import Select, and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, object_session
 
 from cove.common.errors import AddressPoolExhausted, InstanceNotFound
 from cove.common.ids import utcnow
 from cove.common.text import shown
+from cove.db.backups import running_backup_of
 from cove.db.configurations import values_of
 from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Instance
 from cove.domain.guest import Value
@@ -81,12 +82,16 @@ def page_instances(
 
 
 def snapshot(inst: Instance, guest: GuestState | None) -> InstanceSnapshot:
+    """The instance as its status sees it; whether a backup of it runs is looked up in the
+    instance's session (one small indexed query)."""
+    session = object_session(inst)
     return InstanceSnapshot(
         task=Task(inst.task),
         compute=ComputeState(inst.compute_state),
         guest_status=GuestStatus(guest.status) if guest else None,
         heartbeat_at=guest.heartbeat_at if guest else None,
         agent_started_at=inst.agent_started_at,
+        backup_running=bool(session and running_backup_of(session, [inst.id])),
     )
 
 

@@ -184,6 +184,49 @@ class Instance(Base):
     network: Mapped[Network | None] = relationship(viewonly=True)
 
 
+class Backup(Base):
+    """A backup of an instance: one artifact in a store, sealed with a deployment key.
+
+    The row outlives its instance (a restore needs none). Its task lease works as an
+    instance's does: the task manager running the backup holds it, and another takes over
+    when it lapses.
+    """
+
+    __tablename__ = "backups"
+    __table_args__ = (
+        Index("ix_backups_project_page", "project_id", "deleted", "updated", "id"),
+        Index("ix_backups_instance", "instance_id", "deleted"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    instance_id: Mapped[str] = mapped_column(String(36))
+    datastore_version_id: Mapped[str] = mapped_column(ForeignKey("datastore_versions.id"))
+    parent_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    #: The store's kind and where in it (``StoreSpec`` without credentials, as JSON), and the
+    #: artifact's key in it.
+    store: Mapped[str] = mapped_column(Text)
+    artifact: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    checksum: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    #: What the engine recorded (``BackupResult.meta``) as JSON.
+    meta: Mapped[str] = mapped_column(Text, default="{}")
+    fault_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    task_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    task_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    datastore_version: Mapped[DatastoreVersion] = relationship()
+
+
 class AddressAllocation(Base):
     """One row per address in use; the unique key is what makes allocation race-free."""
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from cove.common.errors import BadRequest, NotFound, QuotaExceeded, ServiceUnavailable
 from cove.common.settings import Settings
 from cove.common.text import shown
+from cove.db.backups import backups_in_use
 from cove.db.models import Flavor, Instance, Project, ProjectLock, Quota
 from cove.domain import names
 
@@ -107,8 +108,12 @@ def usage(s: Session, project_id: str) -> dict[str, int]:
         .join(Instance.flavor)
         .where(Instance.project_id == project_id, Instance.deleted == false())
     ).one()
-    # Backups do not exist yet: none is ever in use.
-    return {"instances": int(count), "ram": int(ram), "volumes": int(volumes), "backups": 0}
+    return {
+        "instances": int(count),
+        "ram": int(ram),
+        "volumes": int(volumes),
+        "backups": backups_in_use(s, project_id),
+    }
 
 
 def quota_usage(s: Session, settings: Settings, project_id: str) -> dict[str, QuotaUsage]:
@@ -132,6 +137,12 @@ def check_instance_quota(
     """Raises QuotaExceeded when one more instance of ``ram`` MB and ``volume`` GB would
     exceed a quota of the project. Call it after :func:`lock_project` in the same transaction."""
     _check(s, settings, project_id, {"instances": 1, "ram": ram, "volumes": volume})
+
+
+def check_backup_quota(s: Session, settings: Settings, project_id: str) -> None:
+    """Raises QuotaExceeded when one more backup would exceed the project's ``backups``
+    quota. Call it after :func:`lock_project` in the same transaction."""
+    _check(s, settings, project_id, {"backups": 1})
 
 
 def check_resize_quota(

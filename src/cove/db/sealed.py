@@ -42,6 +42,8 @@ class CreateArgs:
 
     databases: list[DatabaseSpec]
     users: list[UserSpec]
+    #: The backup to restore the new instance from, if any.
+    restore_from: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

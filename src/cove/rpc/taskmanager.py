@@ -1,10 +1,10 @@
 """The typed client of the task managers (topic ``taskmanager``).
 
 One method per RPC of ``cove.taskmanager.service.TaskManager``. Every one is a cast carrying
-only the instance id: the API records the request on the instance first (with what the task
-needs sealed on the row, cove.db.sealed), and a task manager carries it out (and records how
-it ended) on its own time. A cast that is lost is not a request lost: the task managers' monitor
-runs any task nobody holds (cove.taskmanager.leases).
+only the instance id (or the backup id): the API records the request on the row first (with
+what the task needs sealed on the row, cove.db.sealed), and a task manager carries it out (and
+records how it ended) on its own time. A cast that is lost is not a request lost: the task
+managers' monitor runs any task nobody holds (cove.taskmanager.leases).
 """
 
 from __future__ import annotations
@@ -34,3 +34,6 @@ class TaskManagerClient(ServiceClient):
 
     def resize_instance(self, ctx: RequestContext, instance_id: str) -> None:
         self._cast(ctx, "resize_instance", instance_id=instance_id)
+
+    def create_backup(self, ctx: RequestContext, backup_id: str) -> None:
+        self._cast(ctx, "create_backup", backup_id=backup_id)

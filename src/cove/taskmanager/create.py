@@ -19,16 +19,19 @@ from datetime import timedelta
 
 from cove.common.errors import CoveError, GuestError, ServiceUnavailable, UnreadableTaskArgs
 from cove.common.ids import utcnow
+from cove.db.backups import chain, get_backup, meta_of, store_of
 from cove.db.configurations import values_of
 from cove.db.instances import allocate_address, end_task, get_instance
 from cove.db.models import Instance
 from cove.db.networks import address_pool
 from cove.db.sealed import CreateArgs
+from cove.domain.backups import BackupStatus, RestoreJob, RestorePiece
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
+from cove.taskmanager.stores import seal_key, with_credentials
 
 LOG = logging.getLogger(__name__)
 
@@ -65,8 +68,10 @@ def create_instance(
             return
         LOG.info("instance %s placed at %s; preparing", instance_id, spec.address)
 
+        restore = restore_job(tc, args.restore_from) if args.restore_from else None
+
         def prepare() -> None:
-            guest.prepare(ctx, args.databases, args.users)
+            guest.prepare(ctx, args.databases, args.users, restore)
 
         # A prepare asked again while one runs waits for it, and a prepared guest only starts
         # its server: asking again after the bus or the agent went away is safe.
@@ -78,6 +83,30 @@ def create_instance(
         message = public(exc)
         LOG.exception("creating instance %s failed", instance_id)
         fail_build(tc, instance_id, message)
+
+
+def restore_job(tc: TaskContext, backup_id: str) -> RestoreJob:
+    """What a guest needs to restore ``backup_id`` and the backups it builds on. Raises
+    GuestError when the backup can no longer be restored (deleted, not completed)."""
+    with tc.db.session() as s:
+        try:
+            links = chain(s, get_backup(s, backup_id))
+        except CoveError as exc:
+            raise GuestError(f"The backup to restore is gone: {exc.message}") from None
+        pieces = []
+        for link in links:
+            if link.status != BackupStatus.COMPLETED.value or link.checksum is None:
+                raise GuestError(f"Backup {link.id} is not complete and cannot be restored.")
+            pieces.append(
+                RestorePiece(
+                    backup_id=link.id,
+                    artifact=link.artifact,
+                    checksum=link.checksum,
+                    seal=seal_key(tc, link.key_id),
+                    meta=meta_of(link),
+                )
+            )
+        return RestoreJob(store=with_credentials(tc, store_of(links[-1])), chain=pieces)
 
 
 def _mark_placed(tc: TaskContext, instance_id: str) -> bool:

@@ -29,7 +29,8 @@ from sqlalchemy import or_, select, update
 
 from cove.common.ids import new_id, utcnow
 from cove.db.engine import Database
-from cove.db.models import Instance
+from cove.db.models import Backup, Instance
+from cove.domain.backups import BackupStatus
 from cove.domain.status import Task
 
 LOG = logging.getLogger(__name__)
@@ -76,31 +77,58 @@ def claim(
         return bool(moved.rowcount)  # type: ignore[attr-defined]
 
 
-def renew(db: Database, instance_id: str, owner: str) -> bool:
+#: The rows whose work is leased: an instance's task, or a backup being made.
+Leased = type[Instance] | type[Backup]
+
+
+def claim_backup(db: Database, backup_id: str, owner: str, dead_owner: str | None = None) -> bool:
+    """Take the lease of a running backup (NEW or BUILDING) for ``owner``; see :func:`claim`."""
+    now = utcnow()
+    free = or_(Backup.task_lease_until.is_(None), Backup.task_lease_until < now)
+    if dead_owner is not None:
+        free = or_(free, Backup.task_owner == dead_owner)
+    running = [s.value for s in BackupStatus if s.running]
+    with db.session() as s:
+        moved = s.execute(
+            update(Backup)
+            .where(
+                Backup.id == backup_id,
+                Backup.deleted.is_(False),
+                Backup.status.in_(running),
+                free,
+            )
+            .values(task_owner=owner, task_lease_until=now + timedelta(seconds=LEASE_SECONDS))
+        )
+        return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+
+def renew(db: Database, row_id: str, owner: str, model: Leased = Instance) -> bool:
     """Extend ``owner``'s lease; False when it no longer holds it (the task ended, or was
     reset, or the lease expired and another took it)."""
     now = utcnow()
     with db.session() as s:
         moved = s.execute(
-            update(Instance)
-            .where(Instance.id == instance_id, Instance.task_owner == owner)
+            update(model)
+            .where(model.id == row_id, model.task_owner == owner)
             .values(task_lease_until=now + timedelta(seconds=LEASE_SECONDS))
         )
         return bool(moved.rowcount)  # type: ignore[attr-defined]
 
 
-def release(db: Database, instance_id: str, owner: str) -> None:
+def release(db: Database, row_id: str, owner: str, model: Leased = Instance) -> None:
     """Give the lease up, if ``owner`` still holds it."""
     with db.session() as s:
         s.execute(
-            update(Instance)
-            .where(Instance.id == instance_id, Instance.task_owner == owner)
+            update(model)
+            .where(model.id == row_id, model.task_owner == owner)
             .values(task_owner=None, task_lease_until=None)
         )
 
 
 @contextmanager
-def held(db: Database, instance_id: str, owner: str) -> Iterator[threading.Event]:
+def held(
+    db: Database, row_id: str, owner: str, model: Leased = Instance
+) -> Iterator[threading.Event]:
     """Renew a claimed lease while the body runs; release it afterwards. The event it yields
     is set when the lease was lost, so long waits can stop early."""
     lost = threading.Event()
@@ -109,15 +137,15 @@ def held(db: Database, instance_id: str, owner: str) -> Iterator[threading.Event
     def keep() -> None:
         while not done.wait(RENEW_SECONDS):
             try:
-                if not renew(db, instance_id, owner):
+                if not renew(db, row_id, owner, model):
                     lost.set()
                     return
             except Exception:
                 # The control database may be briefly away: the next round tries again, and
                 # the lease outlasts several missed rounds.
-                LOG.warning("could not renew the lease on instance %s", instance_id, exc_info=True)
+                LOG.warning("could not renew the lease on %s", row_id, exc_info=True)
 
-    renewer = threading.Thread(target=keep, name=f"lease-{instance_id[:8]}", daemon=True)
+    renewer = threading.Thread(target=keep, name=f"lease-{row_id[:8]}", daemon=True)
     renewer.start()
     try:
         yield lost
@@ -125,9 +153,9 @@ def held(db: Database, instance_id: str, owner: str) -> Iterator[threading.Event
         done.set()
         renewer.join()
         try:
-            release(db, instance_id, owner)
+            release(db, row_id, owner, model)
         except Exception:
-            LOG.warning("could not release the lease on instance %s", instance_id, exc_info=True)
+            LOG.warning("could not release the lease on %s", row_id, exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -163,6 +191,28 @@ def orphans(db: Database, driver: str) -> list[Orphan]:
             found.append(Orphan(instance_id, Task(task)))
         elif gone_from_this_host(owner):
             found.append(Orphan(instance_id, Task(task), owner))
+    return found
+
+
+def backup_orphans(db: Database) -> list[tuple[str, str | None]]:
+    """The running backups nobody works on, as (backup id, dead owner of this host or None):
+    see :func:`orphans`."""
+    now = utcnow()
+    running = [s.value for s in BackupStatus if s.running]
+    with db.session() as s:
+        rows = s.execute(
+            select(Backup.id, Backup.task_owner, Backup.task_lease_until).where(
+                Backup.deleted.is_(False),
+                Backup.status.in_(running),
+                or_(Backup.task_lease_until.is_not(None), Backup.created < now - ORPHAN_GRACE),
+            )
+        ).all()
+    found: list[tuple[str, str | None]] = []
+    for backup_id, owner, until in rows:
+        if until is None or until < now:
+            found.append((backup_id, None))
+        elif gone_from_this_host(owner):
+            found.append((backup_id, owner))
     return found
 
 

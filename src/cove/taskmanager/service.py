@@ -13,9 +13,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from cove.db.models import Backup
 from cove.domain.status import Task
 from cove.rpc import RequestContext, codec
 from cove.taskmanager import leases
+from cove.taskmanager.backup import purge_deleted, run_backup
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
@@ -47,6 +49,7 @@ class TaskManager:
                 "delete_instance": self.delete_instance,
                 "restart_instance": self.restart_instance,
                 "resize_instance": self.resize_instance,
+                "create_backup": self.create_backup,
             }
         )
 
@@ -61,6 +64,20 @@ class TaskManager:
 
     def resize_instance(self, ctx: RequestContext, instance_id: str) -> None:
         self._run(ctx, instance_id, Task.RESIZING)
+
+    def create_backup(self, ctx: RequestContext, backup_id: str) -> None:
+        self._run_backup(ctx, backup_id)
+
+    def _run_backup(
+        self, ctx: RequestContext, backup_id: str, dead_owner: str | None = None
+    ) -> None:
+        """Make the backup if its lease can be taken; nothing when another task manager
+        holds it or it is no longer running."""
+        if not leases.claim_backup(self.tc.db, backup_id, self.owner, dead_owner):
+            LOG.info("backup %s is not waiting for a task manager", backup_id)
+            return
+        with leases.held(self.tc.db, backup_id, self.owner, Backup) as lost:
+            run_backup(self.tc, ctx, backup_id, lost)
 
     def _run(
         self, ctx: RequestContext, instance_id: str, task: Task, dead_owner: str | None = None
@@ -95,6 +112,28 @@ class TaskManager:
                     self._resuming.discard(orphan.instance_id)
                 return
 
+        for backup_id, dead_owner in leases.backup_orphans(self.tc.db):
+            with self._resuming_lock:
+                if backup_id in self._resuming:
+                    continue
+                self._resuming.add(backup_id)
+            LOG.warning("taking over backup %s", backup_id)
+            try:
+                self._pool.submit(self._resume_backup, backup_id, dead_owner)
+            except RuntimeError:  # stopping
+                with self._resuming_lock:
+                    self._resuming.discard(backup_id)
+                return
+
+    def _resume_backup(self, backup_id: str, dead_owner: str | None) -> None:
+        try:
+            self._run_backup(RequestContext(), backup_id, dead_owner)
+        except Exception:
+            LOG.exception("resuming backup %s failed", backup_id)
+        finally:
+            with self._resuming_lock:
+                self._resuming.discard(backup_id)
+
     def _resume_one(self, orphan: leases.Orphan) -> None:
         try:
             self._run(RequestContext(), orphan.instance_id, orphan.task, orphan.dead_owner)
@@ -108,7 +147,11 @@ class TaskManager:
 
     def run_monitor(self) -> None:
         while not self._stop.is_set():
-            for step in (self.resume, lambda: check_instances(self.tc)):
+            for step in (
+                self.resume,
+                lambda: check_instances(self.tc),
+                lambda: purge_deleted(self.tc),
+            ):
                 try:
                     step()
                 except Exception:

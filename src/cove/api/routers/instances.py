@@ -136,7 +136,6 @@ def show_instance_configuration(
 
 def _unsupported(spec: InstanceCreate) -> None:
     for field, what in (
-        ("restorePoint", "Restoring from a backup"),
         ("replica_of", "Replication"),
         ("modules", "Modules"),
         ("availability_zone", "Availability zones"),

@@ -40,18 +40,12 @@ class Unimplemented:
         return f"{self.feature} {'are' if self.plural else 'is'} not supported by Cove yet."
 
 
-_BACKUPS = "Backups"
 _CLUSTERS = "Clusters"
 _MODULES = "Modules"
 _VERSIONS = "Managing datastore versions through the API"
 _PARAMETERS = "Managing configuration parameters through the API"
 
 UNIMPLEMENTED: tuple[Unimplemented, ...] = (
-    Unimplemented("/backups", {"GET": "backup:index", "POST": "backup:create"}, _BACKUPS),
-    Unimplemented(
-        "/backups/{backup_id}", {"GET": "backup:show", "DELETE": "backup:delete"}, _BACKUPS
-    ),
-    Unimplemented("/instances/{instance_id}/backups", {"GET": "backup:index"}, _BACKUPS),
     Unimplemented(
         "/backup_strategies",
         {

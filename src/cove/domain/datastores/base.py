@@ -86,6 +86,8 @@ class Capability(StrEnum):
     ROOT = "root"
     CONFIGURATION = "configuration"
     BACKUPS = "backups"
+    #: Backups on top of a parent backup, holding only what changed since.
+    INCREMENTAL_BACKUPS = "incremental backups"
     REPLICATION = "replication"
     CLUSTERS = "clusters"
 

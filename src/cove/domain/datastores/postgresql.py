@@ -113,7 +113,13 @@ POSTGRESQL = Datastore(
     title="PostgreSQL",
     port=5432,
     capabilities=frozenset(
-        {Capability.DATABASES, Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
+        {
+            Capability.DATABASES,
+            Capability.USERS,
+            Capability.ROOT,
+            Capability.CONFIGURATION,
+            Capability.BACKUPS,
+        }
     ),
     denied=DENIED,
     # Root's predefined roles (pg_read_all_data, pg_write_all_data) arrived in 14.

@@ -1,0 +1,146 @@
+"""Backups through the Trove API on a running Cove: write, back up, write more, restore into a new
+instance and read exactly the data of the backup's moment with a real client; a damaged artifact
+is refused; a deleted backup leaves nothing in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from harness import ControlPlane, wait_for
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "backup-Pw-2291"
+
+
+def pg(inst: dict[str, Any], db: str = "shop") -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host=inst["ip"][0], user="app", password=PASSWORD, dbname=db, autocommit=True
+    )
+
+
+def wait_backup(plane: ControlPlane, backup_id: str, status: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        backup: dict[str, Any] = plane.http.get(f"/backups/{backup_id}").json()["backup"]
+        if backup["status"] == status:
+            return backup
+        assert backup["status"] in ("NEW", "BUILDING"), backup
+        return None
+
+    result: dict[str, Any] = wait_for(check, 120, 0.2, f"backup {status}")
+    return result
+
+
+def artifact_files(plane: ControlPlane) -> list[Path]:
+    return sorted(p for p in (plane.data_dir / "backups").rglob("*") if p.is_file())
+
+
+def test_a_postgresql_backup_restores_exactly_its_moment(cove_up: ControlPlane) -> None:
+    plane = cove_up
+    source = plane.create(
+        name="bk-source",
+        datastore={"type": "postgresql"},
+        databases=[{"name": "shop"}],
+        users=[{"name": "app", "password": PASSWORD, "databases": [{"name": "shop"}]}],
+    )["id"]
+    inst = plane.wait_status(source, "ACTIVE")
+    with pg(inst) as conn:
+        conn.execute("CREATE TABLE orders (id int primary key, note text)")
+        conn.execute("INSERT INTO orders SELECT g, 'before' FROM generate_series(1, 1000) g")
+
+    resp = plane.http.post("/backups", json={"backup": {"name": "nightly", "instance": source}})
+    assert resp.status_code == 202, resp.text
+    created = resp.json()["backup"]
+    assert created["status"] == "NEW" and created["size"] is None
+    assert created["datastore"]["type"] == "postgresql"
+    # While it runs the instance reads BACKUP (or the backup is already done).
+    seen = plane.instance(source)["status"]
+    assert seen in ("BACKUP", "ACTIVE"), seen
+    done = wait_backup(plane, created["id"], "COMPLETED")
+    assert done["size"] > 0 and done["locationRef"]
+    assert plane.wait_status(source, "ACTIVE")
+    listed = plane.http.get(f"/instances/{source}/backups").json()["backups"]
+    assert [b["id"] for b in listed] == [created["id"]]
+
+    with pg(inst) as conn:
+        conn.execute("INSERT INTO orders VALUES (5000, 'after the backup')")
+
+    restored = plane.create(
+        name="bk-restored",
+        volume={"size": 1},
+        restorePoint={"backupRef": created["id"]},
+    )["id"]
+    copy = plane.wait_status(restored, "ACTIVE", timeout=180)
+    assert copy["datastore"]["type"] == "postgresql"
+    with pg(copy) as conn:
+        rows = conn.execute("SELECT count(*), max(id) FROM orders").fetchone()
+    assert rows == (1000, 1000)
+    users = plane.http.get(f"/instances/{restored}/users").json()["users"]
+    assert [u["name"] for u in users] == ["app"]
+
+    # A backup outlives its instance, and restores after it is gone.
+    assert plane.http.delete(f"/instances/{source}").status_code == 202
+    wait_for(lambda: plane.http.get(f"/instances/{source}").status_code == 404, 60, 0.2, "gone")
+    assert plane.http.get(f"/backups/{created['id']}").status_code == 200
+
+    # Deleting the backup removes its artifact from the store.
+    assert artifact_files(plane)
+    assert plane.http.delete(f"/backups/{created['id']}").status_code == 202
+    assert plane.http.get(f"/backups/{created['id']}").status_code == 404
+    wait_for(lambda: not artifact_files(plane), 30, 0.2, "the artifact removed")
+    assert plane.http.delete(f"/instances/{restored}").status_code == 202
+
+
+def test_a_damaged_backup_never_becomes_an_active_instance(cove_up: ControlPlane) -> None:
+    plane = cove_up
+    source = plane.create(
+        name="bk-damaged",
+        datastore={"type": "postgresql"},
+        databases=[{"name": "shop"}],
+        users=[{"name": "app", "password": PASSWORD, "databases": [{"name": "shop"}]}],
+    )["id"]
+    plane.wait_status(source, "ACTIVE")
+    backup = plane.http.post("/backups", json={"backup": {"name": "b", "instance": source}})
+    backup_id = backup.json()["backup"]["id"]
+    wait_backup(plane, backup_id, "COMPLETED")
+    (artifact,) = [p for p in artifact_files(plane) if backup_id in p.name]
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    artifact.write_bytes(bytes(data))
+
+    restored = plane.create(
+        name="bk-from-damaged", volume={"size": 1}, restorePoint={"backupRef": backup_id}
+    )["id"]
+    inst = plane.wait_status(restored, "ERROR", timeout=180)
+    assert "damaged" in inst["fault"]["message"] or "changed" in inst["fault"]["message"]
+    for iid in (restored, source):
+        assert plane.http.delete(f"/instances/{iid}").status_code == 202
+
+
+def test_backup_requests_are_checked(cove_up: ControlPlane) -> None:
+    plane = cove_up
+    no_instance = plane.http.post("/backups", json={"backup": {"name": "x"}})
+    assert no_instance.status_code == 400
+    assert no_instance.json()["badRequest"]["message"] == "instance is missing."
+    unknown = plane.http.post("/backups", json={"backup": {"name": "x", "instance": "0" * 32}})
+    assert unknown.status_code == 404
+    missing = plane.http.post(
+        "/instances",
+        json={
+            "instance": {
+                "name": "r",
+                "flavorRef": "1",
+                "volume": {"size": 1},
+                "restorePoint": {"backupRef": "00000000-0000-0000-0000-000000000000"},
+            }
+        },
+    )
+    assert missing.status_code == 404, missing.text
+    redis_id = plane.create(name="bk-redis", datastore={"type": "redis"})["id"]
+    plane.wait_status(redis_id, "ACTIVE")
+    unsupported = plane.http.post("/backups", json={"backup": {"name": "r", "instance": redis_id}})
+    assert unsupported.status_code == 501, unsupported.text
+    assert plane.http.delete(f"/instances/{redis_id}").status_code == 202
