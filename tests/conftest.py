@@ -13,10 +13,12 @@ from servers import (
     PgServer,
     RabbitServer,
     RedisServer,
+    S3Server,
     remove_tree,
     start_postgres,
     start_rabbitmq,
     start_redis,
+    start_s3,
 )
 
 
@@ -44,6 +46,22 @@ def redis_server() -> Iterator[RedisServer]:
     base = _base_dir()
     try:
         server = start_redis(base)
+    except BaseException:
+        remove_tree(base)
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()
+        remove_tree(base)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A private S3 store (SeaweedFS's ``weed mini``, from the test virtualenv)."""
+    base = _base_dir()
+    try:
+        server = start_s3(base)
     except BaseException:
         remove_tree(base)
         raise

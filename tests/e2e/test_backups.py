@@ -4,6 +4,7 @@ is refused; a deleted backup leaves nothing in the store."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def wait_backup(plane: ControlPlane, backup_id: str, status: str) -> dict[str, A
         backup: dict[str, Any] = plane.http.get(f"/backups/{backup_id}").json()["backup"]
         if backup["status"] == status:
             return backup
-        assert backup["status"] in ("NEW", "BUILDING"), backup
+        assert backup["status"] in ("NEW", "BUILDING"), (backup, plane.logs()[-3000:])
         return None
 
     result: dict[str, Any] = wait_for(check, 120, 0.2, f"backup {status}")
@@ -38,8 +39,47 @@ def artifact_files(plane: ControlPlane) -> list[Path]:
     return sorted(p for p in (plane.data_dir / "backups").rglob("*") if p.is_file())
 
 
-def test_a_postgresql_backup_restores_exactly_its_moment(cove_up: ControlPlane) -> None:
-    plane = cove_up
+@pytest.fixture(scope="module")
+def s3_plane(s3_server: Any) -> Iterator[tuple[ControlPlane, Any]]:
+    """Cove storing its backups in an S3 bucket (made on the first backup)."""
+    plane = ControlPlane(
+        extra_env={
+            "COVE_BACKUP_STORE": "s3",
+            "COVE_BACKUP_LOCATION": s3_server.endpoint,
+            "COVE_BACKUP_CONTAINER": "cove-e2e",
+            "COVE_BACKUP_ACCESS_KEY": s3_server.access_key,
+            "COVE_BACKUP_SECRET_KEY": s3_server.secret_key,
+        }
+    ).start()
+    try:
+        yield plane, s3_server
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def store_plane(request: pytest.FixtureRequest) -> tuple[ControlPlane, Any]:
+    if request.param == "s3":
+        return request.getfixturevalue("s3_plane")  # type: ignore[no-any-return]
+    return request.getfixturevalue("cove_up"), None
+
+
+def stored(plane: ControlPlane, s3: Any) -> list[str]:
+    """The artifacts in the plane's store."""
+    if s3 is None:
+        return [str(p) for p in artifact_files(plane)]
+    client = s3.client()
+    try:
+        listing = client.list_objects_v2(Bucket="cove-e2e")
+    except client.exceptions.NoSuchBucket:
+        return []
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def test_a_postgresql_backup_restores_exactly_its_moment(
+    store_plane: tuple[ControlPlane, Any],
+) -> None:
+    plane, s3 = store_plane
     source = plane.create(
         name="bk-source",
         datastore={"type": "postgresql"},
@@ -61,6 +101,7 @@ def test_a_postgresql_backup_restores_exactly_its_moment(cove_up: ControlPlane) 
     assert seen in ("BACKUP", "ACTIVE"), seen
     done = wait_backup(plane, created["id"], "COMPLETED")
     assert done["size"] > 0 and done["locationRef"]
+    assert done["storage_driver"] == ("s3" if s3 else "filesystem")
     assert plane.wait_status(source, "ACTIVE")
     listed = plane.http.get(f"/instances/{source}/backups").json()["backups"]
     assert [b["id"] for b in listed] == [created["id"]]
@@ -87,10 +128,15 @@ def test_a_postgresql_backup_restores_exactly_its_moment(cove_up: ControlPlane) 
     assert plane.http.get(f"/backups/{created['id']}").status_code == 200
 
     # Deleting the backup removes its artifact from the store.
-    assert artifact_files(plane)
+    assert [a for a in stored(plane, s3) if created["id"] in a]
     assert plane.http.delete(f"/backups/{created['id']}").status_code == 202
     assert plane.http.get(f"/backups/{created['id']}").status_code == 404
-    wait_for(lambda: not artifact_files(plane), 30, 0.2, "the artifact removed")
+    wait_for(
+        lambda: not [a for a in stored(plane, s3) if created["id"] in a],
+        30,
+        0.2,
+        "the artifact removed",
+    )
     assert plane.http.delete(f"/instances/{restored}").status_code == 202
 
 
@@ -139,8 +185,12 @@ def test_backup_requests_are_checked(cove_up: ControlPlane) -> None:
         },
     )
     assert missing.status_code == 404, missing.text
-    redis_id = plane.create(name="bk-redis", datastore={"type": "redis"})["id"]
-    plane.wait_status(redis_id, "ACTIVE")
-    unsupported = plane.http.post("/backups", json={"backup": {"name": "r", "instance": redis_id}})
-    assert unsupported.status_code == 501, unsupported.text
-    assert plane.http.delete(f"/instances/{redis_id}").status_code == 202
+    imported = plane.http.post(
+        "/backups", json={"backup": {"name": "x", "restore_from": {"remote_location": "x"}}}
+    )
+    assert imported.status_code == 501, imported.text
+    bad_container = plane.http.post(
+        "/backups",
+        json={"backup": {"name": "x", "instance": "0" * 32, "swift_container": "../etc"}},
+    )
+    assert bad_container.status_code == 400, bad_container.text

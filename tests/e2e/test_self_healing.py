@@ -298,13 +298,18 @@ def test_a_rabbitmq_restart_is_survived(healing_rabbit: tuple[ControlPlane, Any]
     accepted = create(plane, f"rabbit-accepted-{how}")["id"]
     getattr(rabbit, how)()
     back = time.monotonic()
-    wait_serving(plane, iid, BUS_RECOVERY, "the instance serving again")
+    try:
+        wait_serving(plane, iid, BUS_RECOVERY, "the instance serving again")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{rabbit.diagnose()}") from None
     print(f"RabbitMQ {how}: serving again {time.monotonic() - back:.1f} s after it answered")
     assert time.monotonic() - back < BUS_RECOVERY
     try:
         wait_for(lambda: serves(plane, accepted), 60, 0.2, "the build accepted before the restart")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: {plane.instance(accepted)}\n{plane.logs()}") from None
+        raise AssertionError(
+            f"{exc}: {plane.instance(accepted)}\n{plane.logs()}\n{rabbit.diagnose()}"
+        ) from None
     # Every service is still the same process: they reconnected, nobody restarted them.
     assert all(proc.poll() is None for proc in plane.procs)
     for i in (iid, accepted):

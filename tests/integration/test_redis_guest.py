@@ -121,7 +121,12 @@ def assert_no_clear_passwords(config: GuestSettings, secrets: list[str]) -> None
 def test_redis_manager(config: GuestSettings, managers: list[RedisManager]) -> None:
     manager = new_manager(config, managers)
     agent = GuestAdminEndpoints(manager)
-    assert manager.capabilities == {Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
+    assert manager.capabilities == {
+        Capability.USERS,
+        Capability.ROOT,
+        Capability.CONFIGURATION,
+        Capability.BACKUPS,
+    }
     assert manager.status() is GuestStatus.NEW
 
     # Databases are no Redis concept: refused before anything is made.

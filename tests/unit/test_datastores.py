@@ -83,7 +83,12 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
         Capability.ROOT,
         Capability.CONFIGURATION,
     }
-    assert capabilities("redis") == {Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}
+    assert capabilities("redis") == {
+        Capability.USERS,
+        Capability.ROOT,
+        Capability.CONFIGURATION,
+        Capability.BACKUPS,
+    }
     assert capabilities("mongodb") == frozenset()
     assert STANDARD_PORTS == {"postgresql": 5432, "mariadb": 3306, "redis": 6379}
     assert sorted(MANAGED) == ["mariadb", "postgresql", "redis"]

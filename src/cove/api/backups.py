@@ -9,6 +9,9 @@ restore checks is in :mod:`cove.api.restore`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
@@ -43,9 +46,16 @@ from cove.rpc import RequestContext
 from cove.storage import check_container, configured_store
 
 
-def create_backup(c: ApiContext, ctx: RequestContext, project_id: str, spec: BackupCreate) -> str:
+def create_backup(
+    c: ApiContext,
+    ctx: RequestContext,
+    project_id: str,
+    spec: BackupCreate,
+    render: Callable[[Backup], dict[str, Any]],
+) -> dict[str, Any]:
     """Record a NEW backup of the project's instance and hand it to the task managers;
-    returns its id.
+    returns its view as ``render`` makes it when recorded (a task manager may move it on at
+    once).
 
     Raises BadRequest (a missing instance, a bad name, container or storage driver),
     NotImplementedFault (``restore_from``), InstanceNotFound, BackupNotFound (a parent not of
@@ -78,26 +88,27 @@ def create_backup(c: ApiContext, ctx: RequestContext, project_id: str, spec: Bac
         check_backup_quota(s, c.settings, project_id)
         store = store_of(parent) if parent is not None else configured_store(c.settings, container)
         now = utcnow()
-        s.add(
-            Backup(
-                id=backup_id,
-                project_id=project_id,
-                name=name,
-                description=description,
-                instance_id=instance_id,
-                datastore_version_id=inst.datastore_version_id,
-                parent_id=parent.id if parent is not None else None,
-                status=BackupStatus.NEW.value,
-                store=store_json(store),
-                artifact=f"{instance_id}/{backup_id}.cbk",
-                key_id=key_id,
-                meta="{}",
-                created=now,
-                updated=now,
-            )
+        row = Backup(
+            id=backup_id,
+            project_id=project_id,
+            name=name,
+            description=description,
+            instance_id=instance_id,
+            datastore_version_id=inst.datastore_version_id,
+            parent_id=parent.id if parent is not None else None,
+            status=BackupStatus.NEW.value,
+            store=store_json(store),
+            artifact=f"{instance_id}/{backup_id}.cbk",
+            key_id=key_id,
+            meta="{}",
+            created=now,
+            updated=now,
         )
+        s.add(row)
+        s.flush()
+        view = render(get_backup(s, backup_id))
     tell_task_managers(instance_id, "backup", lambda: c.taskmanager.create_backup(ctx, backup_id))
-    return backup_id
+    return view
 
 
 def _container(c: ApiContext, spec: BackupCreate) -> str | None:

@@ -72,6 +72,8 @@ class S3Store(Store):
 
     def _put(self, key: str, chunks: Iterable[bytes]) -> int:
         name = self._object(key)
+        # A container named in a request may not exist yet, as Trove's Swift containers.
+        self.ensure_bucket()
         try:
             upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=name)
         except self._errors as exc:
@@ -165,6 +167,8 @@ class S3Store(Store):
         try:
             listing = self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=name)
         except self._errors as exc:
+            if _code(exc) == "NoSuchBucket":
+                return  # nothing was ever written there
             raise self._failed(f"look for unfinished uploads of {key}", exc) from None
         for upload in listing.get("Uploads", []):
             if upload.get("Key") == name:

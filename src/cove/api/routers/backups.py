@@ -86,9 +86,7 @@ def create_backup(
     project_id: str, body: BackupCreateBody, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
     ctx = authorize(request, project_id, "backup:create")
-    backup_id = workflows.create_backup(c, ctx, project_id, body.backup)
-    with c.db.session() as s:
-        return {"backup": backup_view(get_backup(s, backup_id))}
+    return {"backup": workflows.create_backup(c, ctx, project_id, body.backup, backup_view)}
 
 
 @router.get("/backups/{backup_id}", responses=answers(BackupOne, 404))

@@ -78,7 +78,9 @@ REDIS = Datastore(
     title="Redis",
     port=6379,
     # Databases are no Redis concept; users are ACL users, root the default user.
-    capabilities=frozenset({Capability.USERS, Capability.ROOT, Capability.CONFIGURATION}),
+    capabilities=frozenset(
+        {Capability.USERS, Capability.ROOT, Capability.CONFIGURATION, Capability.BACKUPS}
+    ),
     denied=DENIED,
     # Its configuration turns off DEBUG, MODULE and protected configs, which 7.0 introduced.
     minimum=(7, 0),

@@ -103,6 +103,8 @@ def settings(config: GuestSettings) -> dict[str, Value]:
         "appendonly": True,
         "appendfsync": "everysec",
         "save": "",
+        # A backup (redis-cli --rdb) is a replica's sync: start it at once, not 5 s later.
+        "repl-diskless-sync-delay": 0,
         "maxmemory": f"{maxmemory_mb(config.ram_mb)}mb",
         "maxmemory-policy": "noeviction",
         # Off whatever the version's default: each would reach past the instance.

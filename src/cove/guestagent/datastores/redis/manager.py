@@ -21,6 +21,7 @@ from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.redis import conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
+from cove.guestagent.datastores.redis.backup import RedisBackups
 from cove.guestagent.datastores.redis.server import RedisServer
 from cove.guestagent.datastores.served import ServedManager
 
@@ -35,6 +36,7 @@ class RedisManager(ServedManager):
     def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.admin = RedisAcl(self.server.connect)
+        self.backups = RedisBackups(self.server)
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> RedisServer:
         return RedisServer(config, on_exit)

@@ -75,7 +75,8 @@ class RedisServer(ChildServer):
         conf.write_private(tmp, text)
         tmp.replace(self.conf_file)
 
-    def _admin_password(self) -> str:
+    def admin_password(self) -> str:
+        """The agent's own password; raises GuestError when its file cannot be read."""
         try:
             return self.secret_file.read_text().strip()
         except OSError as exc:
@@ -100,7 +101,7 @@ class RedisServer(ChildServer):
         return redis.Redis(
             unix_socket_path=str(self.socket),
             username=conf.ADMIN_USER,
-            password=self._admin_password(),
+            password=self.admin_password(),
             socket_timeout=10,
             socket_connect_timeout=5,
             decode_responses=True,
