@@ -217,13 +217,28 @@ class RabbitServer:
             self.stop()
             raise
 
-    def diagnose(self) -> str:
-        """What the broker holds now (queues with their messages and consumers, connections)
-        and the end of its log, for a test that failed on it."""
+    def vhost(self, name: str) -> str:
+        """The URL of a virtual host of its own for one control plane: two Coves on one
+        vhost would share the ``conductor`` and ``taskmanager`` queues and take each other's
+        messages."""
+        grant = ["set_permissions", "-p", name, "guest", ".*", ".*", ".*"]
+        for argv in (["add_vhost", name], grant):
+            subprocess.run(
+                [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, "-q", *argv],
+                env=self.env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{name}"
+
+    def diagnose(self, vhost: str = "/") -> str:
+        """What the broker holds now (``vhost``'s queues with their messages and consumers,
+        every connection) and the end of its log, for a test that failed on it."""
         out = []
         for what in (
-            ["list_queues", "name", "messages", "consumers"],
-            ["list_connections", "name", "state", "channels"],
+            ["list_queues", "-p", vhost, "name", "messages", "consumers"],
+            ["list_connections", "name", "vhost", "state", "channels"],
         ):
             try:
                 done = subprocess.run(

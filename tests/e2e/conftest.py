@@ -20,7 +20,7 @@ def cove_up() -> Iterator[ControlPlane]:
 @pytest.fixture(scope="session")
 def cove_rabbit(rabbitmq_server) -> Iterator[ControlPlane]:  # type: ignore[no-untyped-def]
     """The services as separate processes over a private RabbitMQ."""
-    plane = ControlPlane(transport_url=rabbitmq_server.url, separate=True).start()
+    plane = ControlPlane(transport_url=rabbitmq_server.vhost("e2e"), separate=True).start()
     try:
         yield plane
     finally:
