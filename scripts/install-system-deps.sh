@@ -10,6 +10,7 @@ have_pg() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
 have_pg || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
 { [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null; } || missing+=(mariadb-server)
+{ command -v mariadb-backup >/dev/null && command -v mbstream >/dev/null; } || missing+=(mariadb-backup)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 

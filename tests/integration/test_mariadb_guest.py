@@ -148,6 +148,7 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
         Capability.USER_HOSTS,
         Capability.ROOT,
         Capability.CONFIGURATION,
+        Capability.BACKUPS,
     }
     assert manager.status() is GuestStatus.NEW
     manager.prepare(

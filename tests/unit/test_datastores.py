@@ -76,13 +76,7 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
         Capability.CONFIGURATION,
         Capability.BACKUPS,
     }
-    assert capabilities("mariadb") == {
-        Capability.DATABASES,
-        Capability.USERS,
-        Capability.USER_HOSTS,
-        Capability.ROOT,
-        Capability.CONFIGURATION,
-    }
+    assert capabilities("mariadb") == capabilities("postgresql") | {Capability.USER_HOSTS}
     assert capabilities("redis") == {
         Capability.USERS,
         Capability.ROOT,

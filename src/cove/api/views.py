@@ -290,7 +290,7 @@ def backup_view(backup: Backup) -> dict[str, Any]:
         "instance_id": backup.instance_id,
         "created": trove_time(backup.created),
         "updated": trove_time(backup.updated),
-        "size": round(backup.size / 1024**3, 6) if done and backup.size is not None else None,
+        "size": backup.size / 1024**3 if done and backup.size is not None else None,
         "status": backup.status,
         "parent_id": backup.parent_id,
         "project_id": backup.project_id,

@@ -94,6 +94,7 @@ MARIADB = Datastore(
             Capability.USER_HOSTS,
             Capability.ROOT,
             Capability.CONFIGURATION,
+            Capability.BACKUPS,
         }
     ),
     denied=DENIED,

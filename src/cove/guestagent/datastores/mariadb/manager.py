@@ -1,5 +1,5 @@
-"""The MariaDB datastore manager: a facade over the server, its config, its admin and its live
-settings."""
+"""The MariaDB datastore manager: a facade over the server, its config, its admin, its live
+settings and its backups."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.mariadb import conf
 from cove.guestagent.datastores.mariadb.admin import MariaAdmin
+from cove.guestagent.datastores.mariadb.backup import MariadbBackups
 from cove.guestagent.datastores.mariadb.live import LiveSettings
 from cove.guestagent.datastores.mariadb.server import MariaServer
 from cove.guestagent.datastores.served import ServedManager
@@ -29,6 +30,7 @@ class MariaManager(ServedManager):
         super().__init__(config)
         self.admin = MariaAdmin(self.server.connect)
         self.live = LiveSettings(self.server.connect)
+        self.backups = MariadbBackups(self.server)
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> MariaServer:
         return MariaServer(config, on_exit)

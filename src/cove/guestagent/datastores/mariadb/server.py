@@ -21,16 +21,22 @@ from cove.guestagent.datastores.mariadb.privileges import startup_sql
 INSTALL_DB = "mariadb-install-db"
 
 
-def install_db(bin_dir: Path) -> Path:
-    """The mariadb-install-db that goes with the server in ``bin_dir`` (Debian keeps the server
-    in sbin and the script in bin). Raises GuestError when there is none."""
-    for candidate in (bin_dir / INSTALL_DB, bin_dir.parent / "bin" / INSTALL_DB):
+def beside_server(bin_dir: Path, program: str) -> Path:
+    """The ``program`` that goes with the server in ``bin_dir`` (Debian keeps the server in sbin
+    and its tools in bin), else the one on PATH. Raises GuestError when there is none."""
+    for candidate in (bin_dir / program, bin_dir.parent / "bin" / program):
         if candidate.is_file():
             return candidate
-    found = shutil.which(INSTALL_DB)
+    found = shutil.which(program)
     if found is None:
-        raise GuestError(f"{INSTALL_DB} is not installed")
+        raise GuestError(f"{program} is not installed")
     return Path(found)
+
+
+def install_db(bin_dir: Path) -> Path:
+    """The mariadb-install-db of the server in ``bin_dir``; raises GuestError when there is
+    none."""
+    return beside_server(bin_dir, INSTALL_DB)
 
 
 def user_option() -> list[str]:
@@ -68,7 +74,7 @@ class MariaServer(ChildServer):
     def write_init_file(self) -> None:
         """The SQL the server runs at every start, from the agent's password's verifier (the
         clear text never goes into it). Raises GuestError when the password is unreadable."""
-        verifier = conf.native_password_hash(self._admin_password())
+        verifier = conf.native_password_hash(self.admin_password())
         conf.write_private(self.init_file, startup_sql(verifier))
 
     def _make_dirs(self) -> None:
@@ -111,7 +117,8 @@ class MariaServer(ChildServer):
         finally:
             bootstrap.unlink(missing_ok=True)
 
-    def _admin_password(self) -> str:
+    def admin_password(self) -> str:
+        """The agent's own password; raises GuestError when it is unreadable."""
         try:
             return self.secret_file.read_text().strip()
         except OSError as exc:
@@ -145,7 +152,7 @@ class MariaServer(ChildServer):
             return pymysql.connect(
                 unix_socket=str(self.socket),
                 user=conf.ADMIN_USER,
-                password=self._admin_password(),
+                password=self.admin_password(),
                 autocommit=True,
                 charset="utf8mb4",
                 connect_timeout=5,
