@@ -1,6 +1,6 @@
 """Trove paths that Cove does not serve yet.
 
-Each answers ``501 notImplemented`` with a message naming its feature ("Backups are not
+Each answers ``501 notImplemented`` with a message naming its feature ("Clusters are not
 supported by Cove yet."), so a client says what is missing instead of "not found". The caller
 passes the same gate as anywhere else first: a valid token of the path's project (401, 403),
 the policy rule of the action (403), and an instance of the project when the path names one
