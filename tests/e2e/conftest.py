@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from clients import ClientInstallError, ClientVenv, ensure_client_venv
@@ -30,6 +31,34 @@ def cove_rabbit(rabbitmq_server) -> Iterator[ControlPlane]:  # type: ignore[no-u
 @pytest.fixture(params=["cove_up", "cove_rabbit"])
 def plane(request: pytest.FixtureRequest) -> ControlPlane:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def s3_plane(s3_server: Any) -> Iterator[tuple[ControlPlane, Any]]:
+    """Cove storing its backups in an S3 bucket of a private S3 server (the bucket is made on
+    the first backup)."""
+    plane = ControlPlane(
+        extra_env={
+            "COVE_BACKUP_STORE": "s3",
+            "COVE_BACKUP_LOCATION": s3_server.endpoint,
+            "COVE_BACKUP_CONTAINER": "cove-e2e",
+            "COVE_BACKUP_ACCESS_KEY": s3_server.access_key,
+            "COVE_BACKUP_SECRET_KEY": s3_server.secret_key,
+        }
+    ).start()
+    try:
+        yield plane, s3_server
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def store_plane(request: pytest.FixtureRequest) -> tuple[ControlPlane, Any]:
+    """A running Cove storing its backups in a directory (the session's ``cove up``, with no
+    S3 server) or in S3 (with the S3 server, to look into the bucket)."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3_plane")  # type: ignore[no-any-return]
+    return request.getfixturevalue("cove_up"), None
 
 
 @pytest.fixture(scope="session")

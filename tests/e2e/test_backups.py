@@ -5,7 +5,6 @@ deleted backup leaves nothing in the store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,31 +38,6 @@ def wait_backup(plane: ControlPlane, backup_id: str, status: str) -> dict[str, A
 
 def artifact_files(plane: ControlPlane) -> list[Path]:
     return sorted(p for p in (plane.data_dir / "backups").rglob("*") if p.is_file())
-
-
-@pytest.fixture(scope="module")
-def s3_plane(s3_server: Any) -> Iterator[tuple[ControlPlane, Any]]:
-    """Cove storing its backups in an S3 bucket (made on the first backup)."""
-    plane = ControlPlane(
-        extra_env={
-            "COVE_BACKUP_STORE": "s3",
-            "COVE_BACKUP_LOCATION": s3_server.endpoint,
-            "COVE_BACKUP_CONTAINER": "cove-e2e",
-            "COVE_BACKUP_ACCESS_KEY": s3_server.access_key,
-            "COVE_BACKUP_SECRET_KEY": s3_server.secret_key,
-        }
-    ).start()
-    try:
-        yield plane, s3_server
-    finally:
-        plane.stop()
-
-
-@pytest.fixture(params=["filesystem", "s3"])
-def store_plane(request: pytest.FixtureRequest) -> tuple[ControlPlane, Any]:
-    if request.param == "s3":
-        return request.getfixturevalue("s3_plane")  # type: ignore[no-any-return]
-    return request.getfixturevalue("cove_up"), None
 
 
 def stored(plane: ControlPlane, s3: Any) -> list[str]:
@@ -207,3 +181,12 @@ def test_backup_requests_are_checked(cove_up: ControlPlane) -> None:
         json={"backup": {"name": "x", "instance": "0" * 32, "swift_container": "../etc"}},
     )
     assert bad_container.status_code == 400, bad_container.text
+    source = plane.create(name="bk-container", datastore={"type": "redis"})["id"]
+    plane.wait_status(source, "ACTIVE")
+    foreign = plane.http.post(
+        "/backups",
+        json={"backup": {"name": "x", "instance": source, "swift_container": "someone-elses"}},
+    )
+    assert foreign.status_code == 400, foreign.text
+    assert "not one this deployment stores backups in" in foreign.json()["badRequest"]["message"]
+    plane.http.delete(f"/instances/{source}")

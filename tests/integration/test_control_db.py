@@ -17,7 +17,7 @@ from cove.db.catalog import seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import allocate_address, release_address
 from cove.db.migrate import current, head, upgrade
-from cove.db.models import AddressAllocation, GuestState, Instance
+from cove.db.models import AddressAllocation, Backup, GuestState, Instance
 from cove.domain.guest import HeartbeatPayload
 from cove.domain.status import GuestStatus, Task
 from cove.rpc import RequestContext
@@ -57,6 +57,33 @@ def test_migrations_reach_head(db: Database) -> None:
         assert seed_flavors(s) == 4
     with db.session() as s:
         assert seed_flavors(s) == 0
+
+
+def test_a_backup_over_4_gib_keeps_its_size(db: Database) -> None:
+    iid = _instance(db)
+    now = utcnow()
+    with db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        s.add(
+            Backup(
+                id=(bid := new_id()),
+                project_id="p",
+                name="big",
+                instance_id=iid,
+                datastore_version_id=inst.datastore_version_id,
+                status="COMPLETED",
+                store="{}",
+                artifact=f"{iid}/{bid}.cbk",
+                size=5 * 1024**3 + 1,
+                key_id="k",
+                created=now,
+                updated=now,
+            )
+        )
+    with db.session() as s:
+        row = s.get(Backup, bid)
+        assert row is not None and row.size == 5 * 1024**3 + 1
 
 
 def test_timestamps_come_back_aware(db: Database) -> None:

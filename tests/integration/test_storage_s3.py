@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,7 @@ from cove.common.errors import ArtifactMissing, StoreUnavailable
 from cove.domain.backups import StoreSpec
 from cove.storage import open_store
 from cove.storage.base import CHUNK
-from cove.storage.s3 import PART, S3Store
+from cove.storage.s3 import AHEAD, PART, UPLOADS, S3Store
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +97,38 @@ def test_wrong_credentials_and_a_dead_endpoint_are_store_errors(s3_server, store
     dead = open_store(StoreSpec(kind="s3", location="http://127.0.0.1:9", bucket="b"))
     with pytest.raises(StoreUnavailable):
         dead.put("x", [b"data"])
+
+
+def store_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(("s3-part", "s3-get"))]
+
+
+def test_parts_are_sent_at_once_and_stored_in_order(store: S3Store) -> None:
+    data = os.urandom((UPLOADS + 2) * PART + 12345)
+    chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+    assert store.put("many", chunks) == len(data)
+    assert b"".join(store.get("many")) == data
+    assert store_threads() == []
+
+
+def test_a_put_failing_with_parts_in_flight_leaves_nothing_and_no_thread(
+    store: S3Store,
+) -> None:
+    def broken() -> Iterator[bytes]:
+        for _ in range(UPLOADS * PART // CHUNK + 1):
+            yield os.urandom(CHUNK)
+        raise RuntimeError("the engine died")
+
+    with pytest.raises(RuntimeError):
+        store.put("k", broken())
+    assert store.size("k") is None
+    assert uploads(store) == []
+    assert store_threads() == []
+
+
+def test_a_get_closed_early_stops_reading_ahead(store: S3Store) -> None:
+    store.put("big", [os.urandom(CHUNK)] * (3 * AHEAD))
+    chunks = store.get("big")
+    assert len(next(chunks)) == CHUNK
+    chunks.close()  # type: ignore[attr-defined]
+    assert store_threads() == []

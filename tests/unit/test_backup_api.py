@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import update
@@ -92,11 +93,15 @@ def test_incrementals_follow_the_datastore_s_capabilities(cloud: Cloud) -> None:
     full = backup(cloud, iid, incremental=1)
     assert full.status_code == 202 and full.json()["backup"]["parent_id"] is None
     set_backup(cloud, full.json()["backup"]["id"], status=BackupStatus.COMPLETED.value)
-    # PostgreSQL has no incremental backups (yet): refused up front.
+    # PostgreSQL's incrementals build on the newest completed backup, or the one named (the
+    # refusal where a datastore has none is in tests/e2e/test_backup_chains.py).
     resp = backup(cloud, iid, incremental=1)
-    assert resp.status_code == 501, resp.text
-    resp = backup(cloud, iid, parent_id=full.json()["backup"]["id"])
-    assert resp.status_code == 501, resp.text
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["backup"]["parent_id"] == full.json()["backup"]["id"]
+    set_backup(cloud, resp.json()["backup"]["id"], status=BackupStatus.COMPLETED.value)
+    named = backup(cloud, iid, parent_id=full.json()["backup"]["id"])
+    assert named.status_code == 202, named.text
+    assert named.json()["backup"]["parent_id"] == full.json()["backup"]["id"]
 
 
 def test_a_parent_of_another_project_is_not_found(cloud: Cloud) -> None:
@@ -164,7 +169,12 @@ def test_a_restore_is_checked_against_the_backup(cloud: Cloud) -> None:
     set_backup(cloud, bid, status=BackupStatus.COMPLETED.value, size=3 * 1024**3)
     too_small = restore(restorePoint={"backupRef": bid})
     assert too_small.status_code == 403, too_small.text
-    set_backup(cloud, bid, size=1024)
+    # What counts is the data once unsealed and decompressed, not the stored artifact.
+    set_backup(cloud, bid, size=1024, meta=json.dumps({"raw_size": str(2 * 1024**3)}))
+    compressed = restore(restorePoint={"backupRef": bid})
+    assert compressed.status_code == 403, compressed.text
+    assert "2 GB" in compressed.json()["forbidden"]["message"]
+    set_backup(cloud, bid, meta=json.dumps({"raw_size": "4096"}))
     assert restore(restorePoint={"backupRef": "not-a-uuid"}).status_code == 400
     assert restore(restorePoint={"backupRef": bid, "extra": 1}).status_code == 400
     assert restore(restorePoint={}).status_code == 400

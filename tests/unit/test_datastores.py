@@ -75,8 +75,18 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
         Capability.ROOT,
         Capability.CONFIGURATION,
         Capability.BACKUPS,
+        Capability.INCREMENTAL_BACKUPS,
+        Capability.POINT_IN_TIME,
     }
-    assert capabilities("mariadb") == capabilities("postgresql") | {Capability.USER_HOSTS}
+    assert capabilities("mariadb") == {
+        Capability.DATABASES,
+        Capability.USERS,
+        Capability.USER_HOSTS,
+        Capability.ROOT,
+        Capability.CONFIGURATION,
+        Capability.BACKUPS,
+        Capability.INCREMENTAL_BACKUPS,
+    }
     assert capabilities("redis") == {
         Capability.USERS,
         Capability.ROOT,

@@ -138,3 +138,40 @@ def test_configuration_tables_arrive_on_a_database_with_instances(tmp_path: Path
             conn.execute(insert)
     finally:
         engine.dispose()
+
+
+def test_backup_schedules_come_and_go_without_touching_backups(tmp_path: Path):
+    """0006 on a database that holds a backup, and back: the backup stays as it was."""
+    from sqlalchemy import inspect, text
+
+    url = f"sqlite:///{tmp_path}/cove.sqlite"
+    upgrade(url, "0005")
+    engine = make_engine(url)
+    backup = (
+        "INSERT INTO backups (id, project_id, name, instance_id, datastore_version_id, "
+        "status, store, artifact, key_id, meta, created, updated, deleted) VALUES ('b', 'p', "
+        "'n', 'i', 'v', 'COMPLETED', '{}', 'i/b.cbk', 'k', '{}', '2026-01-01', '2026-01-01', 0)"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO datastores (id, name) VALUES ('d', 'postgresql')"))
+            conn.execute(
+                text(
+                    "INSERT INTO datastore_versions (id, datastore_id, name, version, manager, "
+                    "bin_dir, active) VALUES ('v', 'd', '15', '15.4', 'postgresql', '/x', 1)"
+                )
+            )
+            conn.execute(text(backup))
+        upgrade(url, "0006")
+        tables = set(inspect(engine).get_table_names())
+        assert {"backup_schedules", "backup_schedule_runs"} <= tables
+        command.downgrade(alembic_config(url), "0005")
+        engine.dispose()
+        tables = set(inspect(engine).get_table_names())
+        assert not {"backup_schedules", "backup_schedule_runs"} & tables
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT id, status FROM backups")).all() == [
+                ("b", "COMPLETED")
+            ]
+    finally:
+        engine.dispose()

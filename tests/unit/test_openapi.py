@@ -368,6 +368,26 @@ def test_configuration_answers_match_the_document(world: World) -> None:
     w.ok("DELETE", f"/v1.0/p1/configurations/{cid}", 202)
 
 
+def test_backup_schedule_answers_match_the_document(world: World) -> None:
+    w = world
+    iid = w.ok("POST", "/v1.0/p1/instances", json=NEW_INSTANCE)["instance"]["id"]
+    spec = {"instance_id": iid, "cron": "0 3 * * *", "keep_count": 3}
+    sid = w.ok("POST", "/v1.0/p1/backup_schedules", json={"backup_schedule": spec})
+    sid = sid["backup_schedule"]["id"]
+    w.ok("POST", "/v1.0/p1/backup_schedules", json={"backup_schedule": {**spec, "name": "n"}})
+    assert w.ok("GET", "/v1.0/p1/backup_schedules")["links"]
+    w.ok("GET", f"/v1.0/p1/backup_schedules?instance_id={iid}")
+    w.ok("GET", f"/v1.0/p1/backup_schedules/{sid}")
+    off = {"backup_schedule": {"enabled": False, "keep_days": 9}}
+    w.ok("PUT", f"/v1.0/p1/backup_schedules/{sid}", json=off)
+    bad = {"backup_schedule": {**spec, "cron": "0 3 * *"}}
+    assert w.call("POST", "/v1.0/p1/backup_schedules", json=bad).status_code == 400
+    elsewhere = {"backup_schedule": {**spec, "instance_id": "0" * 32}}
+    assert w.call("POST", "/v1.0/p1/backup_schedules", json=elsewhere).status_code == 404
+    w.ok("DELETE", f"/v1.0/p1/backup_schedules/{sid}", 202)
+    assert w.call("GET", f"/v1.0/p1/backup_schedules/{sid}").status_code == 404
+
+
 def test_error_answers_match_the_document(world: World) -> None:
     w = world
     unknown = "/v1.0/p1/instances/0123456789abcdef0123456789abcdef"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
 import os
 import secrets
 import struct
+import threading
+from collections.abc import Iterator
 
 import pytest
 
-from cove.common.errors import ArtifactDamaged
+from cove.common.errors import ArtifactDamaged, StoreUnavailable
 from cove.domain.backups import SealKey
 from cove.storage import sealed
 from cove.storage.sealed import Sealed, unsealed
@@ -106,3 +110,86 @@ def test_frames_of_two_artifacts_cannot_be_swapped() -> None:
 def test_not_a_backup_is_refused() -> None:
     with pytest.raises(ArtifactDamaged, match="not a Cove backup"):
         unseal(b"PK\x03\x04 a zip file")
+
+
+def unseal_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("unseal")]
+
+
+def test_the_reader_reports_the_raw_and_stored_sizes() -> None:
+    data = b"some text to restore " * 200_000
+    blob, checksum = seal([data])
+    reader = unsealed([blob[i : i + 5000] for i in range(0, len(blob), 5000)], KEY, checksum)
+    got = bytearray()
+    for chunk in reader:
+        got += chunk
+        assert reader.raw_size == len(got)
+    assert got == data
+    assert reader.raw_size == len(data) and reader.stored_size == len(blob)
+    assert unseal_threads() == []
+
+
+def test_data_that_compresses_well_comes_back_in_bounded_pieces() -> None:
+    data = bytes(64 << 20)  # a frame of it unpacks to far more than a frame
+    blob, checksum = seal([data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)])
+    sizes = [len(chunk) for chunk in unsealed([blob], KEY, checksum)]
+    assert sum(sizes) == len(data) and max(sizes) <= sealed.PIECE
+
+
+def test_nothing_of_the_last_frame_comes_before_the_checksum_is_checked() -> None:
+    blob, _ = seal([b"the only frame" * 1000])
+    reader = unsealed([blob], KEY, "0" * 64)
+    with pytest.raises(ArtifactDamaged, match="checksum"):
+        next(reader)
+    assert reader.raw_size == 0
+    assert list(reader) == []  # ended, as a generator that raised
+    assert unseal_threads() == []
+
+
+def stored(blob: bytes, closed: list[bool], fail_at: int | None = None) -> Iterator[bytes]:
+    """``blob`` as a store's stream, noting when it is closed."""
+    try:
+        for number, offset in enumerate(range(0, len(blob), 4096)):
+            if number == fail_at:
+                raise StoreUnavailable("the store went away")
+            yield blob[offset : offset + 4096]
+    finally:
+        closed.append(True)
+
+
+def test_a_consumer_that_stops_early_stops_the_threads_and_closes_the_store() -> None:
+    blob, checksum = seal([os.urandom(24 * sealed.FRAME)])
+    closed: list[bool] = []
+    reader = unsealed(stored(blob, closed), KEY, checksum)
+    assert next(reader)  # the threads run, and soon wait for the consumer
+    reader.close()
+    reader.close()  # idempotent
+    assert unseal_threads() == [] and closed == [True]
+    with pytest.raises(ValueError, match="closed before its end"):
+        next(reader)  # never taken for the whole stream
+
+
+def test_a_reader_dropped_unclosed_stops_its_threads() -> None:
+    blob, checksum = seal([os.urandom(24 * sealed.FRAME)])
+    closed: list[bool] = []
+    reader = unsealed(stored(blob, closed), KEY, checksum)
+    next(reader)
+    del reader
+    gc.collect()
+    assert unseal_threads() == [] and closed == [True]
+
+
+def test_a_reader_never_read_starts_nothing_and_closes_the_store() -> None:
+    stream = stored(b"x" * 10, [])
+    with unsealed(stream, KEY, "0" * 64):
+        assert unseal_threads() == []
+    assert inspect.getgeneratorstate(stream) == inspect.GEN_CLOSED
+
+
+def test_a_store_failure_reaches_the_consumer() -> None:
+    blob, checksum = seal([os.urandom(3 * sealed.FRAME)])
+    closed: list[bool] = []
+    with pytest.raises(StoreUnavailable, match="went away"):
+        for _ in unsealed(stored(blob, closed, fail_at=500), KEY, checksum):
+            pass
+    assert unseal_threads() == [] and closed == [True]

@@ -26,6 +26,7 @@ from cove.api.routers import (
     instances,
     mgmt,
     networks,
+    schedules,
     unimplemented,
 )
 from cove.common.errors import CoveError
@@ -44,6 +45,7 @@ ROUTERS = (
     (dbusers.router, "databases, users, root"),
     (configurations.router, "configuration groups"),
     (backups.router, "backups"),
+    (schedules.router, "backup schedules"),
     (networks.router, "networks"),
     (mgmt.router, "management"),
     (identity.router, "identity"),

@@ -1,10 +1,11 @@
 """The backup workflows behind ``/backups``: create and delete.
 
-A backup is recorded (NEW, counted against the ``backups`` quota, in the project's lock) and
-its task manager told; a lost cast loses nothing, as for instance tasks. A delete marks the
-backup and every incremental built on it deleted at once; the task managers remove their
-artifacts from the store (a store that refuses puts the backup back as DELETE_FAILED). What a
-restore checks is in :mod:`cove.api.restore`.
+A backup is recorded (NEW, counted against the ``backups`` quota, in the project's lock: see
+:mod:`cove.db.backup_records`, which backup schedules share) and its task manager told; a lost
+cast loses nothing, as for instance tasks. A delete marks the backup and every incremental built
+on it deleted at once; the task managers remove their artifacts from the store (a store that
+refuses puts the backup back as DELETE_FAILED). What a restore checks is in
+:mod:`cove.api.restore`.
 """
 
 from __future__ import annotations
@@ -12,38 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from cove.api.context import ApiContext
-from cove.api.guest import check_ready, require
 from cove.api.instances import tell_task_managers
 from cove.api.schemas import BackupCreate
 from cove.api.validate import checked, checked_text
-from cove.common.errors import (
-    BadRequest,
-    InstanceNotReady,
-    NotImplementedFault,
-    Unprocessable,
-)
-from cove.common.ids import new_id, utcnow
-from cove.common.keys import current_backup_key
+from cove.common.errors import BadRequest, NotImplementedFault
+from cove.common.ids import utcnow
 from cove.common.text import shown
-from cove.db.backups import (
-    descendants,
-    get_backup,
-    latest_completed,
-    running_backup_of,
-    store_json,
-    store_of,
-)
-from cove.db.instances import get_instance
+from cove.db.backup_records import BackupRequest, delete_with_descendants, record_backup
+from cove.db.backups import get_backup
 from cove.db.models import Backup
-from cove.db.quotas import check_backup_quota, lock_project
 from cove.domain import names
-from cove.domain.backups import BackupStatus
-from cove.domain.capabilities import Capability
 from cove.rpc import RequestContext
-from cove.storage import check_container, configured_store
+from cove.storage import check_container
 
 
 def create_backup(
@@ -58,9 +40,9 @@ def create_backup(
     once).
 
     Raises BadRequest (a missing instance, a bad name, container or storage driver),
-    NotImplementedFault (``restore_from``), InstanceNotFound, BackupNotFound (a parent not of
-    this project), OperationNotSupported (no backups, or no incrementals, for the datastore),
-    InstanceNotReady (not serving, or a backup already running) and QuotaExceeded.
+    NotImplementedFault (``restore_from``), and what :func:`cove.db.backup_records.record_backup`
+    raises: InstanceNotFound, BackupNotFound, OperationNotSupported, InstanceNotReady and
+    QuotaExceeded among others.
     """
     if spec.restore_from is not None:
         raise NotImplementedFault("Importing a backup ('restore_from') is not supported by Cove.")
@@ -71,42 +53,19 @@ def create_backup(
     description = checked_text(spec.description, "description") if spec.description else None
     if description is not None and len(description) > 255:
         raise BadRequest("A backup's description has at most 255 characters.")
-    container = _container(c, spec)
-    ds_name = check_ready(c, project_id, instance_id, Capability.BACKUPS)
-    backup_id = new_id()
-    key_id, _ = current_backup_key(c.settings.backup_keys_dir)
+    request = BackupRequest(
+        project_id=project_id,
+        instance_id=instance_id,
+        name=name,
+        description=description,
+        parent_id=checked_text(spec.parent_id, "parent_id") if spec.parent_id else None,
+        incremental=bool(spec.incremental),
+        container=_container(c, spec),
+    )
     with c.db.session() as s:
-        lock_project(s, project_id)
-        inst = get_instance(s, instance_id, project_id)
-        if running_backup_of(s, [instance_id]):
-            raise InstanceNotReady(
-                f"Instance {instance_id} is not ready. (A backup of it is running.)"
-            )
-        parent = _parent(s, project_id, instance_id, spec)
-        if parent is not None:
-            require(ds_name, Capability.INCREMENTAL_BACKUPS)
-        check_backup_quota(s, c.settings, project_id)
-        store = store_of(parent) if parent is not None else configured_store(c.settings, container)
-        now = utcnow()
-        row = Backup(
-            id=backup_id,
-            project_id=project_id,
-            name=name,
-            description=description,
-            instance_id=instance_id,
-            datastore_version_id=inst.datastore_version_id,
-            parent_id=parent.id if parent is not None else None,
-            status=BackupStatus.NEW.value,
-            store=store_json(store),
-            artifact=f"{instance_id}/{backup_id}.cbk",
-            key_id=key_id,
-            meta="{}",
-            created=now,
-            updated=now,
-        )
-        s.add(row)
-        s.flush()
-        view = render(get_backup(s, backup_id))
+        row = record_backup(s, c.settings, request)
+        backup_id = row.id
+        view = render(row)
     tell_task_managers(instance_id, "backup", lambda: c.taskmanager.create_backup(ctx, backup_id))
     return view
 
@@ -120,39 +79,20 @@ def _container(c: ApiContext, spec: BackupCreate) -> str | None:
     if spec.swift_container is None:
         return None
     try:
-        return check_container(spec.swift_container)
+        name = check_container(spec.swift_container)
     except ValueError as exc:
         raise BadRequest(f"Invalid container: {exc}.") from None
-
-
-def _parent(s: Session, project_id: str, instance_id: str, spec: BackupCreate) -> Backup | None:
-    """The backup an incremental builds on: the one named, else (``incremental: 1``) the
-    instance's newest completed one, else none (a full backup)."""
-    if spec.parent_id:
-        parent = get_backup(s, checked_text(spec.parent_id, "parent_id"), project_id)
-        if parent.instance_id != instance_id:
-            raise BadRequest(f"Backup {parent.id} is not a backup of instance {instance_id}.")
-        if parent.status != BackupStatus.COMPLETED.value:
-            raise Unprocessable(f"Backup {parent.id} is not completed; it cannot be a parent.")
-        return parent
-    if spec.incremental:
-        return latest_completed(s, instance_id)
-    return None
+    allowed = [c.settings.backup_container, *c.settings.allowed_containers]
+    if name not in allowed:
+        raise BadRequest(
+            f"Container '{name}' is not one this deployment stores backups in "
+            f"(allowed: {', '.join(allowed)})."
+        )
+    return name
 
 
 def delete_backup(c: ApiContext, project_id: str, backup_id: str) -> None:
     """Mark the backup and every incremental built on it deleted; the task managers remove
     their artifacts. Raises BackupNotFound, Unprocessable (one of them is still running)."""
     with c.db.session() as s:
-        backup = get_backup(s, backup_id, project_id)
-        doomed = [backup, *descendants(s, backup.id)]
-        running = [b.id for b in doomed if BackupStatus(b.status).running]
-        if running:
-            raise Unprocessable(
-                f"Backup {running[0]} is still running; it can be deleted once it ends."
-            )
-        now = utcnow()
-        for row in doomed:
-            row.deleted = True
-            row.deleted_at = now
-            row.updated = now
+        delete_with_descendants(s, get_backup(s, backup_id, project_id), utcnow())

@@ -81,6 +81,11 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "backup:show": READ,
     "backup:create": WRITE,
     "backup:delete": WRITE,
+    "backup_schedule:index": READ,
+    "backup_schedule:show": READ,
+    "backup_schedule:create": WRITE,
+    "backup_schedule:update": WRITE,
+    "backup_schedule:delete": WRITE,
     # Trove's features Cove does not have yet: whoever a rule allows is told so (501); anyone
     # else is refused as for any other action (cove.api.routers.unimplemented).
     "backup_strategy:index": READ,

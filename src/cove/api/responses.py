@@ -224,6 +224,19 @@ class BackupOne(View):
     backup: Backup
 
 
+class RestoreWindow(View):
+    """The moments ``restorePoint.restore_time`` may name for an instance (UTC); both null
+    while it has no full backup to replay from."""
+
+    instance_id: str
+    earliest: str | None
+    latest: str | None
+
+
+class RestoreWindowOne(View):
+    restore_window: RestoreWindow
+
+
 # -- instances ---------------------------------------------------------------------------------
 
 
@@ -510,3 +523,33 @@ class ProjectList(View):
 
 class ProjectOne(View):
     project: Project
+
+
+# -- backup schedules (a Cove extension) -------------------------------------------------------
+
+
+class BackupSchedule(View):
+    id: str
+    name: str | None
+    instance_id: str
+    project_id: str
+    cron: str
+    incremental: bool
+    keep_count: int | None
+    keep_days: int | None
+    enabled: bool
+    next_run: str | None
+    last_run: str | None
+    last_backup_id: str | None
+    last_error: str | None
+    created: str
+    updated: str
+    links: list[Link]
+
+
+class BackupScheduleList(PageLinks):
+    backup_schedules: list[BackupSchedule]
+
+
+class BackupScheduleOne(View):
+    backup_schedule: BackupSchedule

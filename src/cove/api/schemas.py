@@ -208,3 +208,34 @@ class ConfigurationUpdate(Strict):
 
 class ConfigurationUpdateBody(Strict):
     configuration: ConfigurationUpdate
+
+
+class BackupScheduleCreate(Strict):
+    """A backup schedule (a Cove extension): ``cron`` has five fields, in UTC."""
+
+    instance_id: StrictStr
+    cron: StrictStr
+    name: StrictStr | None = None
+    incremental: StrictBool = False
+    keep_count: StrictInt | None = None
+    keep_days: StrictInt | None = None
+    enabled: StrictBool = True
+
+
+class BackupScheduleCreateBody(Strict):
+    backup_schedule: BackupScheduleCreate
+
+
+class BackupScheduleUpdate(Strict):
+    """The fields to change; ``null`` clears ``name``, ``keep_count`` or ``keep_days``."""
+
+    name: StrictStr | None = None
+    cron: StrictStr | None = None
+    incremental: StrictBool | None = None
+    keep_count: StrictInt | None = None
+    keep_days: StrictInt | None = None
+    enabled: StrictBool | None = None
+
+
+class BackupScheduleUpdateBody(Strict):
+    backup_schedule: BackupScheduleUpdate

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,6 +26,7 @@ from cove.db.networks import network_name
 from cove.domain.capabilities import STANDARD_PORTS
 from cove.domain.parameters import Parameter
 from cove.domain.status import StatusView
+from cove.domain.wal import Window
 
 
 def trove_time(ts: datetime | None) -> str | None:
@@ -304,3 +305,16 @@ def backup_view(backup: Backup) -> dict[str, Any]:
     if backup.fault_message:
         view["fault"] = {"message": backup.fault_message}
     return view
+
+
+def restore_window_view(instance_id: str, window: Window | None) -> dict[str, Any]:
+    def moment(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    return {
+        "instance_id": instance_id,
+        "earliest": moment(window.earliest if window else None),
+        "latest": moment(window.latest if window else None),
+    }

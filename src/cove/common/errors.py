@@ -66,6 +66,10 @@ class BackupNotFound(NotFound):
     """The backup does not exist or is not visible to the caller."""
 
 
+class BackupScheduleNotFound(NotFound):
+    """The backup schedule does not exist or is not visible to the caller."""
+
+
 class FlavorNotFound(NotFound):
     """The flavor could not be found."""
 

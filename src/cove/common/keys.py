@@ -1,5 +1,10 @@
 """Deployment keys: random secrets kept in files of mode 0600 under the data directory (the
-token key, the task key), made once and read by every process of the deployment."""
+token key, the task key, the backup keys), made once and read by every process of the
+deployment.
+
+Backup keys never leave the control plane: a guest is given a key derived from one for a single
+backup (:func:`derive_backup_key`), so what one guest learns opens no other backup.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import re
 import secrets
 import time
 from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cove.common.errors import ConfigurationError
 
@@ -114,6 +122,29 @@ def backup_key(keys_dir: Path, key_id: str) -> bytes:
     if not _KEY_ID.fullmatch(key_id):
         raise ConfigurationError(f"'{key_id[:40]}' is not a backup key id")
     return load_key(keys_dir / f"{key_id}.key")
+
+
+#: What a per-backup key's HKDF info starts with; the backup id follows.
+BACKUP_KEY_INFO = b"cove-backup-key:"
+
+
+def derive_backup_key(master: bytes, backup_id: str) -> bytes:
+    """The 32-byte key the backup ``backup_id`` is sealed with: HKDF-SHA256 of the deployment
+    backup key ``master`` (the hex text of its file), no salt, with :data:`BACKUP_KEY_INFO`
+    and the backup id as info. Raises ConfigurationError when ``master`` is not a key,
+    ValueError when ``backup_id`` is empty."""
+    if not backup_id:
+        raise ValueError("a backup's key is derived from its id, and the id is empty")
+    try:
+        raw = bytes.fromhex(master.decode("ascii"))
+    except ValueError:
+        raise ConfigurationError("a backup key is not hex; restore its file") from None
+    if len(raw) < KEY_BYTES:
+        raise ConfigurationError("a backup key is shorter than 32 bytes; restore its file")
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=BACKUP_KEY_INFO + backup_id.encode()
+    )
+    return hkdf.derive(raw)
 
 
 def rotate_backup_key(keys_dir: Path) -> str:

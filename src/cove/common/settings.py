@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cove.common import datadir
 from cove.common.errors import ConfigurationError
+from cove.domain.backups import check_container
 from cove.domain.networks import loopback_pool
 
 
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     #: The container a backup goes to when its request names none: the S3 bucket, or a
     #: directory under the filesystem store's root.
     backup_container: str = "cove-backups"
+    #: Further containers a backup request may name (``swift_container``), comma-separated;
+    #: any other is refused, so tenants cannot write where the operator did not allow.
+    backup_containers: str = ""
     backup_region: str = ""
     backup_access_key: str = ""
     backup_secret_key: SecretStr = SecretStr("")
@@ -89,6 +93,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings)
 
+    @property
+    def allowed_containers(self) -> list[str]:
+        """The containers a backup request may name besides ``backup_container``."""
+        return [n.strip() for n in self.backup_containers.split(",") if n.strip()]
+
     @field_validator("address_pool")
     @classmethod
     def _pool_is_loopback(cls, value: str) -> str:
@@ -106,6 +115,11 @@ class Settings(BaseSettings):
         if not self.transport_url:
             self.transport_url = f"redis+socket://{self.bus_socket}"
         self.public_url = self.public_url.rstrip("/")
+        for name in [self.backup_container, *self.allowed_containers]:
+            try:
+                check_container(name)
+            except ValueError as exc:
+                raise ValueError(f"backup container '{name[:64]}': {exc}") from None
         if self.backup_store == "filesystem":
             self.backup_location = self.backup_location or str(self.data_dir / "backups")
             if not os.path.isabs(self.backup_location):

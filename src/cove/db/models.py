@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -210,7 +211,8 @@ class Backup(Base):
     #: artifact's key in it.
     store: Mapped[str] = mapped_column(Text)
     artifact: Mapped[str] = mapped_column(String(1024))
-    size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Bytes stored (sealed and compressed).
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     checksum: Mapped[str | None] = mapped_column(String(64), nullable=True)
     key_id: Mapped[str] = mapped_column(String(64))
     #: What the engine recorded (``BackupResult.meta``) as JSON.
@@ -345,3 +347,56 @@ class ProjectLock(Base):
 
     project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     serial: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# -- backup schedules --------------------------------------------------------------------------
+
+
+class BackupSchedule(Base):
+    """A project's schedule of backups of one instance (a Cove extension): a cron expression,
+    whether runs after the first full one are incremental, and a retention.
+
+    The task managers run it when ``next_run`` has come: the one whose conditional update moves
+    ``next_run`` on takes the run (cove.taskmanager.scheduler). Deleted with its instance; its
+    backups stay.
+    """
+
+    __tablename__ = "backup_schedules"
+    __table_args__ = (
+        Index("ix_backup_schedules_project", "project_id", "instance_id"),
+        Index("ix_backup_schedules_due", "enabled", "next_run"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: Five fields, UTC, normalised to single spaces (cove.domain.schedules.check_cron).
+    cron: Mapped[str] = mapped_column(String(255))
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False)
+    keep_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    keep_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: When the next run is due; a run refused (instance not ready, a backup running) leaves
+    #: it as it is, so the run is tried again at the next pass.
+    next_run: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_run: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_backup_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    #: Why the due run could not start; cleared by the next run that does.
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The backup whose completion retention was last applied for (taken by a conditional
+    #: update, so it is applied once per backup).
+    pruned_for: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BackupScheduleRun(Base):
+    """A backup a schedule made, and when the scheduler ran it (by its own clock): what
+    retention counts and ages."""
+
+    __tablename__ = "backup_schedule_runs"
+
+    backup_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    schedule_id: Mapped[str] = mapped_column(String(36), index=True)
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime)

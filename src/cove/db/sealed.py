@@ -44,6 +44,8 @@ class CreateArgs:
     users: list[UserSpec]
     #: The backup to restore the new instance from, if any.
     restore_from: str | None = None
+    #: The moment to restore to (ISO 8601, UTC), replaying archived WAL after that backup.
+    restore_time: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

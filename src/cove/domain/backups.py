@@ -8,8 +8,23 @@ that sealed it; the key itself never goes near the store.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+
+_CONTAINER = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_container(name: str) -> str:
+    """``name`` if it can name a container (an S3 bucket's rules: 3-63 lower-case letters,
+    digits, dots and hyphens, starting and ending with a letter or digit). Raises ValueError."""
+    if _CONTAINER.fullmatch(name) is None or ".." in name:
+        raise ValueError(
+            "a container name has 3 to 63 lower-case letters, digits, dots and hyphens, and "
+            "starts and ends with a letter or digit"
+        )
+    return name
 
 
 class BackupStatus(StrEnum):
@@ -46,10 +61,34 @@ class StoreSpec:
 
 @dataclass(frozen=True)
 class SealKey:
-    """The key an artifact is sealed with, by id (recorded on the backup) and value (hex)."""
+    """The key an artifact is sealed with, by id (recorded on the backup) and value (hex).
+
+    The task manager gives a guest a key derived for one backup from the deployment's backup
+    key ``key_id`` (``cove.common.keys.derive_backup_key``), never that key itself."""
 
     key_id: str
     key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WalArchive:
+    """Where a PostgreSQL instance ships its finished WAL files (``cove.domain.wal`` names
+    them): the store, and the key derived for this instance alone."""
+
+    store: StoreSpec
+    seal: SealKey
+
+
+@dataclass(frozen=True)
+class WalRestore:
+    """The archived WAL a PostgreSQL restore replays: the source instance's archive, the keys
+    its files may be sealed with, and how far to go."""
+
+    store: StoreSpec
+    source_instance: str
+    keys: list[SealKey]
+    #: Replay up to this moment (ISO 8601, UTC); None: up to the chain's last backup.
+    target_time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +103,17 @@ class BackupJob:
     #: For an incremental backup: what its parent recorded (``BackupResult.meta``), which tells
     #: the engine where to start from. None for a full backup.
     parent_meta: dict[str, str] | None = None
+    #: When the guest stops the backup (its tool killed, what it stored discarded) and fails
+    #: it, if it still runs then; None: never. Set by the task manager a little after its own
+    #: deadline, so a backup its task manager stopped watching still ends.
+    deadline: datetime | None = None
+    #: Where to archive the instance's WAL from now on (PostgreSQL), None elsewhere.
+    wal: WalArchive | None = None
+
+
+#: The key of ``BackupResult.meta`` that holds the bytes of the engine's stream before
+#: compression: about what a restore of that artifact writes to the volume.
+RAW_SIZE = "raw_size"
 
 
 @dataclass(frozen=True)
@@ -85,8 +135,9 @@ class JobState(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
-    #: The guest knows nothing of the backup: its agent was started again since, so the
-    #: backup was cut short.
+    #: The guest knows nothing of the backup: it never started it, or its agent lost what it
+    #: recorded. A backup the task manager saw start and the guest no longer knows was cut
+    #: short: it is failed, never started again.
     UNKNOWN = "unknown"
 
 
@@ -118,6 +169,9 @@ class RestoreJob:
 
     store: StoreSpec
     chain: list[RestorePiece]
+    #: The archived WAL to replay after the chain's full backup (PostgreSQL incrementals and
+    #: point-in-time restores), None when the full backup alone is restored.
+    wal: WalRestore | None = None
 
     def __post_init__(self) -> None:
         if not self.chain:

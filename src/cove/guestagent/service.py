@@ -56,6 +56,7 @@ def guest_endpoints(
             "get_status": service.get_status,
             "start_backup": service.start_backup,
             "backup_progress": service.backup_progress,
+            "cancel_backup": service.cancel_backup,
             "list_databases": admin.list_databases,
             "create_databases": admin.create_databases,
             "delete_database": admin.delete_database,
@@ -153,6 +154,7 @@ class GuestService:
             self._beat_now.clear()
 
     def stop(self) -> None:
+        self.backups.stop_all("the guest agent is stopping")
         self.recovery.close()
         self._stop.set()
         self._beat_now.set()
@@ -238,3 +240,8 @@ class GuestService:
 
     def backup_progress(self, ctx: RequestContext, backup_id: str) -> BackupProgress:
         return self.backups.progress(backup_id)
+
+    def cancel_backup(self, ctx: RequestContext, backup_id: str) -> BackupProgress:
+        """Stop the backup if it runs (its tool killed, what it stored discarded) and answer
+        its outcome; a backup never started here is recorded FAILED, so it never starts."""
+        return self.backups.cancel(backup_id)

@@ -25,6 +25,8 @@ PREPARE_TIMEOUT = 20.0
 RESTART_TIMEOUT = 300.0
 #: Seconds a guest has to rewrite its files and set live what can be set live.
 APPLY_TIMEOUT = 120.0
+#: Seconds a guest has to stop a backup: it waits up to 10 s for the backup to end.
+CANCEL_TIMEOUT = 20.0
 
 
 class GuestClient(ServiceClient):
@@ -116,6 +118,13 @@ class GuestClient(ServiceClient):
 
     def backup_progress(self, ctx: RequestContext, backup_id: str) -> BackupProgress:
         return self._call(ctx, "backup_progress", BackupProgress, backup_id=backup_id)
+
+    def cancel_backup(self, ctx: RequestContext, backup_id: str) -> BackupProgress:
+        """Stop the backup (its tool killed, what it stored discarded) and answer its outcome,
+        or its progress when it has not ended after a few seconds. Idempotent; a backup the
+        guest never started is recorded FAILED, so a ``start_backup`` arriving late never
+        runs it."""
+        return self._call(ctx, "cancel_backup", BackupProgress, CANCEL_TIMEOUT, backup_id=backup_id)
 
     # -- databases ---------------------------------------------------------------------------
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import re
+import dataclasses
 
 from cove.common.settings import Settings
-from cove.domain.backups import StoreSpec
+from cove.domain.backups import StoreSpec, check_container
 from cove.storage.base import Store, check_key
 
-__all__ = ["KINDS", "Store", "check_container", "check_key", "configured_store", "open_store"]
+__all__ = [
+    "KINDS",
+    "Store",
+    "check_container",
+    "check_key",
+    "configured_store",
+    "open_store",
+    "with_credentials",
+]
 
 #: The known store backends by kind; the S3 one imports boto3 only when opened.
 KINDS = ("filesystem", "s3")
@@ -28,20 +36,6 @@ def open_store(spec: StoreSpec) -> Store:
     raise ValueError(f"unknown backup store '{spec.kind}' (known: {', '.join(KINDS)})")
 
 
-_CONTAINER = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
-def check_container(name: str) -> str:
-    """``name`` if it can name a container (an S3 bucket's rules: 3-63 lower-case letters,
-    digits, dots and hyphens, starting and ending with a letter or digit). Raises ValueError."""
-    if _CONTAINER.fullmatch(name) is None or ".." in name:
-        raise ValueError(
-            "a container name has 3 to 63 lower-case letters, digits, dots and hyphens, and "
-            "starts and ends with a letter or digit"
-        )
-    return name
-
-
 def configured_store(settings: Settings, container: str | None = None) -> StoreSpec:
     """The deployment's store (with its credentials), at ``container`` or the configured one:
     a bucket of the S3 store, a directory under the filesystem store's root."""
@@ -56,3 +50,15 @@ def configured_store(settings: Settings, container: str | None = None) -> StoreS
             secret_key=settings.backup_secret_key.get_secret_value(),
         )
     return StoreSpec(kind="filesystem", location=settings.backup_location, prefix=name)
+
+
+def with_credentials(spec: StoreSpec, settings: Settings) -> StoreSpec:
+    """``spec`` as recorded on a backup (no secrets), with the credentials of the configured
+    store when it is that store (a store the settings no longer describe has none)."""
+    if spec.kind == "s3" and settings.backup_store == "s3":
+        return dataclasses.replace(
+            spec,
+            access_key=settings.backup_access_key,
+            secret_key=settings.backup_secret_key.get_secret_value(),
+        )
+    return spec

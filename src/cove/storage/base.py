@@ -8,13 +8,16 @@ control plane opens the same store to delete artifacts and to tidy up after a fa
 Rules every store follows:
 
 * ``put`` consumes an iterator of chunks and stores them under the key, never holding more than
-  one part (a few MB) in memory. It is atomic: the key shows the new artifact only once every
+  a few parts (tens of MB at most) in memory; it may send parts from threads of its own, all
+  ended when it returns or raises. It is atomic: the key shows the new artifact only once every
   chunk was stored; when the iterator or the store fails half-way, nothing is left under the key
   (a previous artifact there is kept) and no partial upload stays behind. It may block for as
   long as the iterator takes.
-* ``get`` yields the artifact's bytes in chunks, streamed. Raises ArtifactMissing at once when
-  there is no such artifact.
+* ``get`` yields the artifact's bytes in chunks, streamed; it may read a few chunks ahead in a
+  thread of its own, which ends with the iterator (exhausted, failed or closed). Raises
+  ArtifactMissing at once when there is no such artifact.
 * ``delete`` is idempotent: a missing key is not an error. ``size`` is cheap (no data read).
+* ``keys`` lists the artifacts whose keys start with a prefix, sorted, without partial ones.
 * Every failure of the store itself (unreachable, full, refused) raises StoreUnavailable with a
   message that names the store but no credential; bad keys raise ValueError.
 """
@@ -77,6 +80,14 @@ class Store(ABC):
         """The artifact's size in bytes, None when there is none."""
         return self._size(check_key(key))
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of the stored artifacts under ``prefix`` (a key ending with ``/``),
+        sorted; an empty list when there are none."""
+        if not prefix.endswith("/"):
+            raise ValueError("a key prefix ends with '/'")
+        check_key(prefix.rstrip("/"))
+        return sorted(self._keys(prefix))
+
     def discard_partial(self, key: str) -> None:
         """Remove what a ``put`` of ``key`` cut short by a killed writer left behind (a
         temporary file, an unfinished upload). Idempotent; cheap when there is nothing."""
@@ -96,3 +107,6 @@ class Store(ABC):
 
     @abstractmethod
     def _discard_partial(self, key: str) -> None: ...
+
+    @abstractmethod
+    def _keys(self, prefix: str) -> list[str]: ...

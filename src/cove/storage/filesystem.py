@@ -38,7 +38,8 @@ class FilesystemStore(Store):
         return self.root.joinpath(*key.split("/"))
 
     def _failed(self, what: str, exc: OSError) -> StoreUnavailable:
-        reason = "it is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        reason = "it is full (no space left on device)" if full else exc.strerror
         return StoreUnavailable(f"cannot {what} in the {self.describe()}: {reason}")
 
     def _put(self, key: str, chunks: Iterable[bytes]) -> int:
@@ -51,18 +52,24 @@ class FilesystemStore(Store):
             raise self._failed(f"write {key}", exc) from None
         size = 0
         try:
-            with os.fdopen(fd, "wb") as fh:
+            # Plain writes on the descriptor: a buffered file would flush again when closed
+            # after a failed write and raise a second, bare OSError in place of ours.
+            try:
                 for chunk in chunks:
-                    try:
-                        fh.write(chunk)
-                    except OSError as exc:
-                        raise self._failed(f"write {key}", exc) from None
+                    view = memoryview(chunk)
+                    while view:
+                        try:
+                            written = os.write(fd, view)
+                        except OSError as exc:
+                            raise self._failed(f"write {key}", exc) from None
+                        view = view[written:]
                     size += len(chunk)
                 try:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
                 except OSError as exc:
                     raise self._failed(f"write {key}", exc) from None
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -107,6 +114,19 @@ class FilesystemStore(Store):
             return None
         except OSError as exc:
             raise self._failed(f"look at {key}", exc) from None
+
+    def _keys(self, prefix: str) -> list[str]:
+        top = self._path(prefix.rstrip("/"))
+        found = []
+        try:
+            for path in top.rglob("*"):
+                if path.is_file() and _PARTIAL not in path.name and not path.name.startswith("."):
+                    found.append(prefix + path.relative_to(top).as_posix())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._failed(f"list {prefix}", exc) from None
+        return found
 
     def _discard_partial(self, key: str) -> None:
         path = self._path(key)

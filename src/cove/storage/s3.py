@@ -1,25 +1,36 @@
 """A store in an S3-compatible object store (boto3, the ``s3`` extra).
 
-``put`` is a multipart upload of parts of ``PART`` bytes, one part in memory at a time,
-completed only after the last chunk: until then the object does not exist, and a failure
-aborts the upload. A writer killed half-way leaves an unfinished upload, which
-``discard_partial`` aborts (object stores also expire them by lifecycle rules).
+``put`` is a multipart upload of parts of ``PART`` bytes, up to ``UPLOADS`` of them sent at
+once by threads of its own while the next one fills (so at most ``UPLOADS + 1`` parts in
+memory), completed only after the last chunk: until then the object does not exist, and a
+failure waits for the parts being sent, then aborts the upload. A writer killed half-way
+leaves an unfinished upload, which ``discard_partial`` aborts (object stores also expire them
+by lifecycle rules). ``get`` streams the object, read ``AHEAD`` chunks ahead of its consumer
+by a thread of its own.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from cove.common.errors import ArtifactMissing, StoreUnavailable
 from cove.domain.backups import StoreSpec
 from cove.storage.base import CHUNK, Store
+from cove.storage.handover import read_ahead
 
 LOG = logging.getLogger(__name__)
 
 #: Bytes per uploaded part (S3 wants at least 5 MiB for every part but the last).
-PART = 16 << 20
+PART = 8 << 20
+#: Parts uploaded at once, each in a thread of its own, while the next one fills: an object
+#: store answers one part slower than the seal makes it.
+UPLOADS = 3
+#: Chunks that ``get`` reads ahead of its consumer, in a thread of its own.
+AHEAD = 8
 
 
 class S3Store(Store):
@@ -79,18 +90,8 @@ class S3Store(Store):
         except self._errors as exc:
             raise self._failed(f"write {key}", exc) from None
         upload_id = upload["UploadId"]
-        parts: list[dict[str, Any]] = []
-        size = 0
         try:
-            buffer = bytearray()
-            for chunk in chunks:
-                buffer += chunk
-                size += len(chunk)
-                while len(buffer) >= PART:
-                    self._upload_part(name, upload_id, parts, bytes(buffer[:PART]), key)
-                    del buffer[:PART]
-            if buffer or not parts:
-                self._upload_part(name, upload_id, parts, bytes(buffer), key)
+            size, parts = self._upload_parts(name, upload_id, chunks, key)
             try:
                 self._client.complete_multipart_upload(
                     Bucket=self.bucket,
@@ -105,17 +106,54 @@ class S3Store(Store):
             raise
         return size
 
+    def _upload_parts(
+        self, name: str, upload_id: str, chunks: Iterable[bytes], key: str
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Upload ``chunks`` as parts of ``PART`` bytes or a little more, up to ``UPLOADS`` at
+        once in threads of their own while the next part fills; the bytes read and the parts,
+        in order. Every thread has ended when it returns or raises."""
+        parts: list[dict[str, Any]] = []
+        sending: deque[Future[dict[str, Any]]] = deque()
+        pending: list[bytes] = []
+        filled = size = 0
+        with ThreadPoolExecutor(UPLOADS, thread_name_prefix="s3-part") as pool:
+
+            def send() -> None:
+                while len(sending) >= UPLOADS:
+                    parts.append(sending.popleft().result())
+                number = len(parts) + len(sending) + 1
+                data = b"".join(pending)
+                pending.clear()
+                sending.append(pool.submit(self._upload_part, name, upload_id, number, data, key))
+
+            try:
+                for chunk in chunks:
+                    pending.append(chunk)
+                    filled += len(chunk)
+                    size += len(chunk)
+                    if filled >= PART:
+                        send()
+                        filled = 0
+                if pending or not (parts or sending):
+                    send()
+                while sending:
+                    parts.append(sending.popleft().result())
+            except BaseException:
+                for future in sending:
+                    future.cancel()
+                raise
+        return size, parts
+
     def _upload_part(
-        self, name: str, upload_id: str, parts: list[dict[str, Any]], data: bytes, key: str
-    ) -> None:
-        number = len(parts) + 1
+        self, name: str, upload_id: str, number: int, data: bytes, key: str
+    ) -> dict[str, Any]:
         try:
             answer = self._client.upload_part(
                 Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=data
             )
         except self._errors as exc:
             raise self._failed(f"write {key}", exc) from None
-        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def _abort(self, name: str, upload_id: str) -> None:
         try:
@@ -132,7 +170,8 @@ class S3Store(Store):
                     f"the artifact {key} is not in the {self.describe()}"
                 ) from None
             raise self._failed(f"read {key}", exc) from None
-        return self._chunks(answer["Body"], key)
+        # The next chunks arrive while the caller works on this one.
+        return read_ahead(self._chunks(answer["Body"], key), AHEAD, "s3-get")
 
     def _chunks(self, body: Any, key: str) -> Iterator[bytes]:
         try:
@@ -161,6 +200,21 @@ class S3Store(Store):
                 return None
             raise self._failed(f"look at {key}", exc) from None
         return int(answer["ContentLength"])
+
+    def _keys(self, prefix: str) -> list[str]:
+        top = self._object(prefix.rstrip("/")) + "/"
+        found = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=top
+            )
+            for page in pages:
+                found += [prefix + o["Key"][len(top) :] for o in page.get("Contents", [])]
+        except self._errors as exc:
+            if _code(exc) == "NoSuchBucket":
+                return []
+            raise self._failed(f"list {prefix}", exc) from None
+        return found
 
     def _discard_partial(self, key: str) -> None:
         name = self._object(key)

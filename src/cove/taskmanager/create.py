@@ -15,10 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
 
 from cove.common.errors import CoveError, GuestError, ServiceUnavailable, UnreadableTaskArgs
-from cove.common.ids import utcnow
+from cove.common.ids import new_id, utcnow
 from cove.db.backups import chain, get_backup, meta_of, store_of
 from cove.db.configurations import values_of
 from cove.db.instances import allocate_address, end_task, get_instance
@@ -26,12 +28,14 @@ from cove.db.models import Instance
 from cove.db.networks import address_pool
 from cove.db.sealed import CreateArgs
 from cove.domain.backups import BackupStatus, RestoreJob, RestorePiece
+from cove.domain.capabilities import Capability, capabilities
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.stores import seal_key, with_credentials
+from cove.taskmanager.wal import replay_source
 
 LOG = logging.getLogger(__name__)
 
@@ -68,7 +72,9 @@ def create_instance(
             return
         LOG.info("instance %s placed at %s; preparing", instance_id, spec.address)
 
-        restore = restore_job(tc, args.restore_from) if args.restore_from else None
+        restore = (
+            restore_job(tc, args.restore_from, args.restore_time) if args.restore_from else None
+        )
 
         def prepare() -> None:
             guest.prepare(ctx, args.databases, args.users, restore)
@@ -85,8 +91,9 @@ def create_instance(
         fail_build(tc, instance_id, message)
 
 
-def restore_job(tc: TaskContext, backup_id: str) -> RestoreJob:
-    """What a guest needs to restore ``backup_id`` and the backups it builds on. Raises
+def restore_job(tc: TaskContext, backup_id: str, restore_time: str | None = None) -> RestoreJob:
+    """What a guest needs to restore ``backup_id`` and the backups it builds on, and (for a
+    chain where the datastore replays an archived log, or a moment) that log. Raises
     GuestError when the backup can no longer be restored (deleted, not completed)."""
     with tc.db.session() as s:
         try:
@@ -102,11 +109,19 @@ def restore_job(tc: TaskContext, backup_id: str) -> RestoreJob:
                     backup_id=link.id,
                     artifact=link.artifact,
                     checksum=link.checksum,
-                    seal=seal_key(tc, link.key_id),
+                    seal=seal_key(tc, link.key_id, link.id),
                     meta=meta_of(link),
                 )
             )
-        return RestoreJob(store=with_credentials(tc, store_of(links[-1])), chain=pieces)
+        replays = Capability.POINT_IN_TIME in capabilities(
+            links[0].datastore_version.datastore.name
+        )
+        wal = (
+            replay_source(tc, store_of(links[0]), links[0].instance_id, restore_time)
+            if replays and (len(links) > 1 or restore_time is not None)
+            else None
+        )
+        return RestoreJob(store=with_credentials(tc, store_of(links[-1])), chain=pieces, wal=wal)
 
 
 def _mark_placed(tc: TaskContext, instance_id: str) -> bool:
@@ -149,10 +164,17 @@ def _through_outages(
 
 
 def public(exc: BaseException) -> str:
-    """What a fault may tell the tenant about ``exc``."""
+    """What a fault may tell the tenant about ``exc``: a Cove error's public message; for any
+    other error (whose text may name paths, addresses or settings) a generic message with a
+    reference under which the details are logged."""
     if isinstance(exc, CoveError):
         return exc.public_message
-    return f"{type(exc).__name__}: {exc}"
+    reference = new_id()[:8]
+    LOG.error("unexpected error, fault reference %s", reference, exc_info=exc)
+    return (
+        f"An unexpected error occurred (reference {reference}); the operator finds the "
+        "details in the task manager's log."
+    )
 
 
 def _building(tc: TaskContext, instance_id: str) -> bool:
@@ -180,9 +202,49 @@ def _place(tc: TaskContext, instance_id: str) -> tuple[GuestSettings, CreateArgs
                 instance_id,
                 lambda address: tc.driver.address_usable(address, port),
             )
-        started = inst.task_started_at or utcnow()
-        left = started + timedelta(seconds=tc.settings.build_timeout) - utcnow()
+        left = build_deadline(tc, s, inst, args) - utcnow()
         return guest_spec(tc, inst), args, time.monotonic() + left.total_seconds()
+
+
+#: The pace a restore is counted on, in bytes of stored backup (compressed and sealed) per
+#: second: far below what the engines restore at here (100-300 MB/s of stored bytes), so a
+#: busy machine or a slow store still finishes within the allowance.
+RESTORE_PACE = 8 << 20
+
+
+def build_deadline(
+    tc: TaskContext, s: Session, inst: Instance, args: CreateArgs | None
+) -> datetime:
+    """When the build of ``inst`` is given up: ``build_timeout`` after its task started, and
+    for a restore one second more per RESTORE_PACE bytes of the backups it restores."""
+    allowance = 0.0
+    if args is not None and args.restore_from:
+        try:
+            links = chain(s, get_backup(s, args.restore_from))
+        except (CoveError, ValueError):
+            links = []  # the restore fails at once
+        allowance = sum(link.size or 0 for link in links) / RESTORE_PACE
+    started = inst.task_started_at or utcnow()
+    return started + timedelta(seconds=tc.settings.build_timeout + allowance)
+
+
+def build_overdue(tc: TaskContext, instance_id: str, now: datetime) -> bool:
+    """Whether the build of ``instance_id`` passed its deadline (:func:`build_deadline`); its
+    sealed request is opened only once ``build_timeout`` passed."""
+    with tc.db.session() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.deleted or inst.task != Task.BUILDING.value:
+            return False
+        started = inst.task_started_at or now
+        if now - started <= timedelta(seconds=tc.settings.build_timeout):
+            return False
+        args = None
+        if inst.task_args is not None:
+            try:
+                args = tc.sealer.open(instance_id, inst.task_args, CreateArgs)
+            except CoveError:
+                args = None  # unreadable: no allowance (the build fails on it anyway)
+        return now > build_deadline(tc, s, inst, args)
 
 
 def guest_spec(tc: TaskContext, inst: Instance) -> GuestSettings:

@@ -1,4 +1,5 @@
-"""Deletion: stop everything, remove the place, release the address, forget the queue."""
+"""Deletion: stop everything, remove the place, release the address, forget the queue, and
+delete the instance's backup schedules (never its backups)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from cove.common.errors import ServiceUnavailable
 from cove.common.ids import utcnow
 from cove.db.instances import record_fault, release_address
 from cove.db.models import GuestState, Instance
+from cove.db.schedules import delete_instance_schedules
 from cove.domain.status import Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
@@ -40,6 +42,7 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
         if inst is None:
             return
         release_address(s, instance_id)
+        delete_instance_schedules(s, instance_id)  # its backups stay
         guest = s.get(GuestState, instance_id)
         if guest is not None:
             s.delete(guest)

@@ -16,7 +16,7 @@ from cove.rpc import RequestContext
 from cove.rpc.guest import RESTART_TIMEOUT
 from cove.taskmanager.configure import apply_settings, push_pending
 from cove.taskmanager.context import TaskContext
-from cove.taskmanager.create import fail_build
+from cove.taskmanager.create import build_overdue, fail_build
 from cove.taskmanager.resize import RESIZE_TIMEOUT
 
 LOG = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ def check_instances(tc: TaskContext) -> None:
         overdue = task_started_at is not None and now - task_started_at > timedelta(
             seconds=tc.settings.build_timeout
         )
-        if task == Task.BUILDING.value and overdue:
+        if task == Task.BUILDING.value and overdue and build_overdue(tc, instance_id, now):
+            # A restore is given longer than build_timeout (create.build_deadline).
             fail_build(tc, instance_id, "The instance did not become ready in time.")
             continue
         waited = now - task_started_at if task_started_at is not None else timedelta(0)

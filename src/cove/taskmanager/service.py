@@ -13,32 +13,47 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from cove.common.ids import utcnow
 from cove.db.models import Backup
 from cove.domain.status import Task
 from cove.rpc import RequestContext, codec
+from cove.rpc.taskmanager import TaskManagerClient
 from cove.taskmanager import leases
-from cove.taskmanager.backup import purge_deleted, run_backup
+from cove.taskmanager.backup import TidyRetries, purge_deleted, run_backup, tidy_failed
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
 from cove.taskmanager.monitor import check_instances
 from cove.taskmanager.resize import resize_instance
 from cove.taskmanager.restart import restart_instance
+from cove.taskmanager.scheduler import Clock, Scheduler
+from cove.taskmanager.wal import Pruner
 
 LOG = logging.getLogger(__name__)
 
 #: How many taken-over tasks run at once; the RPC server's workers are not used for them.
 RESUME_WORKERS = 4
+#: How many backups this task manager watches at once, each on a thread of its own executor
+#: (neither an RPC worker nor a resume worker: a backup may take hours). A backup arriving
+#: when all are busy is left unclaimed, for a free watcher here (the monitor takes it as an
+#: orphan) or another task manager.
+BACKUP_WORKERS = 16
 
 
 class TaskManager:
-    def __init__(self, tc: TaskContext) -> None:
+    def __init__(self, tc: TaskContext, clock: Clock = utcnow) -> None:
+        """``clock`` is what backup schedules run by (cove.taskmanager.scheduler)."""
         self.tc = tc
         self.owner = leases.new_owner()
         self._stop = threading.Event()
         self._resuming: set[str] = set()
         self._resuming_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(RESUME_WORKERS, thread_name_prefix="resume")
+        self._backups = ThreadPoolExecutor(BACKUP_WORKERS, thread_name_prefix="backup")
+        self._backup_slots = threading.BoundedSemaphore(BACKUP_WORKERS)
+        self._tidy = TidyRetries()
+        self.scheduler = Scheduler(tc.settings, tc.db, self._cast_backup, clock)
+        self._prune_wal = Pruner()
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
         """The task manager's RPC table; ``cove.rpc.taskmanager.TaskManagerClient`` is its
@@ -66,7 +81,47 @@ class TaskManager:
         self._run(ctx, instance_id, Task.RESIZING)
 
     def create_backup(self, ctx: RequestContext, backup_id: str) -> None:
-        self._run_backup(ctx, backup_id)
+        self._watch_backup(ctx, backup_id)
+
+    def _watch_backup(
+        self, ctx: RequestContext, backup_id: str, dead_owner: str | None = None
+    ) -> bool:
+        """Hand the backup to a free watcher of this task manager's backup executor; False
+        (left for later) when all are busy, it is watched here already, or this task manager
+        is stopping."""
+        with self._resuming_lock:
+            if backup_id in self._resuming:
+                return False
+            if not self._backup_slots.acquire(blocking=False):
+                LOG.info(
+                    "all %d backup watchers are busy; backup %s waits", BACKUP_WORKERS, backup_id
+                )
+                return False
+            self._resuming.add(backup_id)
+        try:
+            self._backups.submit(self._watch, ctx, backup_id, dead_owner)
+        except RuntimeError:  # stopping: the executor takes nothing more
+            self._unwatch(backup_id)
+            return False
+        return True
+
+    def _watch(self, ctx: RequestContext, backup_id: str, dead_owner: str | None) -> None:
+        try:
+            self._run_backup(ctx, backup_id, dead_owner)
+        except Exception:
+            LOG.exception("watching backup %s failed", backup_id)
+        finally:
+            self._unwatch(backup_id)
+
+    def _unwatch(self, backup_id: str) -> None:
+        with self._resuming_lock:
+            self._resuming.discard(backup_id)
+        self._backup_slots.release()
+
+    def _cast_backup(self, backup_id: str) -> None:
+        """Hand a scheduled backup to the task managers, as the API hands one it recorded:
+        their RPC workers run it, not this task manager's monitor."""
+        TaskManagerClient(self.tc.bus).create_backup(RequestContext(), backup_id)
 
     def _run_backup(
         self, ctx: RequestContext, backup_id: str, dead_owner: str | None = None
@@ -113,26 +168,8 @@ class TaskManager:
                 return
 
         for backup_id, dead_owner in leases.backup_orphans(self.tc.db):
-            with self._resuming_lock:
-                if backup_id in self._resuming:
-                    continue
-                self._resuming.add(backup_id)
-            LOG.warning("taking over backup %s", backup_id)
-            try:
-                self._pool.submit(self._resume_backup, backup_id, dead_owner)
-            except RuntimeError:  # stopping
-                with self._resuming_lock:
-                    self._resuming.discard(backup_id)
-                return
-
-    def _resume_backup(self, backup_id: str, dead_owner: str | None) -> None:
-        try:
-            self._run_backup(RequestContext(), backup_id, dead_owner)
-        except Exception:
-            LOG.exception("resuming backup %s failed", backup_id)
-        finally:
-            with self._resuming_lock:
-                self._resuming.discard(backup_id)
+            if self._watch_backup(RequestContext(), backup_id, dead_owner):
+                LOG.warning("taking over backup %s", backup_id)
 
     def _resume_one(self, orphan: leases.Orphan) -> None:
         try:
@@ -151,6 +188,9 @@ class TaskManager:
                 self.resume,
                 lambda: check_instances(self.tc),
                 lambda: purge_deleted(self.tc),
+                lambda: tidy_failed(self.tc, self._tidy),
+                self.scheduler.tick,
+                lambda: self._prune_wal(self.tc),
             ):
                 try:
                     step()
@@ -161,3 +201,4 @@ class TaskManager:
     def stop(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._backups.shutdown(wait=False, cancel_futures=True)

@@ -15,10 +15,11 @@ from sqlalchemy import Select
 from cove.api import backups as workflows
 from cove.api.context import ApiContext, authorize, authorize_instance, cove
 from cove.api.openapi import answers
-from cove.api.responses import BackupList, BackupOne
+from cove.api.responses import BackupList, BackupOne, RestoreWindowOne
+from cove.api.restore import restore_window
 from cove.api.schemas import BackupCreateBody
 from cove.api.validate import checked_text
-from cove.api.views import backup_view, next_links, page_limit
+from cove.api.views import backup_view, next_links, page_limit, restore_window_view
 from cove.common.errors import BadRequest
 from cove.db.backups import get_backup, live_backups, page_backups
 from cove.db.instances import get_instance
@@ -126,3 +127,17 @@ def list_instance_backups(
         get_instance(s, instance_id, project_id)
     query = live_backups().where(Backup.project_id == project_id, Backup.instance_id == instance_id)
     return _page(request, c, query, limit, marker)
+
+
+@router.get(
+    "/instances/{instance_id}/restore_window", responses=answers(RestoreWindowOne, 404, 503)
+)
+def show_restore_window(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    """Cove extension: the moments the instance can be restored to (``restore_time``)."""
+    _, project_id = authorize_instance(request, project_id, instance_id, "backup:index")
+    with c.db.session() as s:
+        get_instance(s, instance_id, project_id)
+        window = restore_window(s, c.settings, project_id, instance_id)
+    return {"restore_window": restore_window_view(instance_id, window)}

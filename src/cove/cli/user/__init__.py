@@ -2,7 +2,7 @@
 
 This package owns the command tree: the ``cli`` group and its global options live here, and
 each command group in a module of its own (:mod:`.instances`, :mod:`.dbusers`, :mod:`.catalog`,
-:mod:`.configurations`, :mod:`.up`). The HTTP side, authentication included, is
+:mod:`.configurations`, :mod:`.backups`, :mod:`.up`). The HTTP side, authentication included, is
 :mod:`.client`; finding credentials is :mod:`cove.cli.clouds`; rendering and the ``--user``
 syntax live in :mod:`cove.cli.userfmt`.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 
 from cove import __version__
+from cove.cli.user.backups import backup
 from cove.cli.user.catalog import datastore, flavor, limits, network, quota
 from cove.cli.user.client import App
 from cove.cli.user.configurations import configuration
@@ -71,6 +72,7 @@ cli.add_command(database)
 cli.add_command(user)
 cli.add_command(root)
 cli.add_command(configuration)
+cli.add_command(backup)
 cli.add_command(flavor)
 cli.add_command(datastore)
 cli.add_command(limits)

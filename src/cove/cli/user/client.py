@@ -295,14 +295,16 @@ class Api:
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Body:
         return self.request("GET", path, params=params)
 
-    def paginate(self, path: str, key: str) -> list[Body]:
-        """Every item of a list, following ``next`` links up to MAX_ITEMS.
+    def paginate(self, path: str, key: str, params: Mapping[str, str] | None = None) -> list[Body]:
+        """Every item of a list (``params`` filter it), following ``next`` links up to
+        MAX_ITEMS.
 
-        The next page is asked of ``path`` with the query of the link's href: Trove writes
-        ``https://`` into its links whatever the scheme, so the href itself is not trusted.
+        The next page is asked of ``path`` with the query of the link's href (which keeps the
+        filters): Trove writes ``https://`` into its links whatever the scheme, so the href
+        itself is not trusted.
         """
         items: list[Body] = []
-        params: dict[str, str] = {}
+        params = dict(params or {})
         seen: set[tuple[tuple[str, str], ...]] = set()
         while True:
             body = self.get(path, params or None)

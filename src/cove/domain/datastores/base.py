@@ -88,6 +88,8 @@ class Capability(StrEnum):
     BACKUPS = "backups"
     #: Backups on top of a parent backup, holding only what changed since.
     INCREMENTAL_BACKUPS = "incremental backups"
+    #: Restores to a moment between two backups, replaying an archived log.
+    POINT_IN_TIME = "point-in-time restore"
     REPLICATION = "replication"
     CLUSTERS = "clusters"
 

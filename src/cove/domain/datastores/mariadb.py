@@ -95,6 +95,7 @@ MARIADB = Datastore(
             Capability.ROOT,
             Capability.CONFIGURATION,
             Capability.BACKUPS,
+            Capability.INCREMENTAL_BACKUPS,
         }
     ),
     denied=DENIED,

@@ -119,6 +119,8 @@ POSTGRESQL = Datastore(
             Capability.ROOT,
             Capability.CONFIGURATION,
             Capability.BACKUPS,
+            Capability.INCREMENTAL_BACKUPS,
+            Capability.POINT_IN_TIME,
         }
     ),
     denied=DENIED,

@@ -54,9 +54,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from cove.domain.backups import RestoreJob
+from cove.domain.backups import RestoreJob, WalArchive, WalRestore
 from cove.domain.capabilities import Capability
 from cove.domain.guest import GuestSettings
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
@@ -140,6 +140,22 @@ class RestoreSource:
 
     chunks: Iterable[bytes]
     meta: dict[str, str]
+
+
+@runtime_checkable
+class WalEngine(Protocol):
+    """A backup engine that archives the server's write-ahead log continuously (PostgreSQL):
+    its incrementals and point-in-time restores replay the archived log."""
+
+    def archive_to(self, target: WalArchive) -> None:
+        """Archive the WAL to ``target`` from now on (idempotent, kept across restarts)."""
+        ...
+
+    def restore_with_wal(
+        self, pieces: Sequence[RestoreSource], wal_restore: WalRestore | None
+    ) -> None:
+        """``restore``, then the archived WAL ``wal_restore`` describes replayed on top."""
+        ...
 
 
 class BackupEngine(Protocol):

@@ -14,6 +14,7 @@ import re
 from cove.common.errors import Unprocessable
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value, denied
+from cove.guestagent.datastores.postgresql.wal import SPOOL, archive_command
 
 LOG = logging.getLogger(__name__)
 
@@ -82,6 +83,12 @@ def settings(config: GuestSettings) -> dict[str, Value]:
         "log_line_prefix": "%m [%p] %q%u@%d ",
         "log_timezone": "UTC",
         "timezone": "UTC",
+        # Finished WAL files go to the agent's spool once the instance has backups (wal.py);
+        # a busy server closes one at least every minute, which bounds what a point-in-time
+        # restore can miss.
+        "archive_mode": True,
+        "archive_command": archive_command(config.root / SPOOL),
+        "archive_timeout": 60,
         **memory_settings(config.ram_mb, config.vcpus),
     }
     for name, value in config.overrides.items():

@@ -22,12 +22,13 @@ LOG = logging.getLogger(__name__)
 class PostgresManager(ServedManager):
     server: PostgresServer
     admin: PostgresAdmin
+    backups: PostgresBackups
     capabilities = capabilities("postgresql")
 
     def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.admin = PostgresAdmin(self.server.connect)
-        self.backups = PostgresBackups(config)
+        self.backups = PostgresBackups(config, self.server)
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> PostgresServer:
         return PostgresServer(config, on_exit)
@@ -59,6 +60,20 @@ class PostgresManager(ServedManager):
             with contextlib.suppress(FileNotFoundError):
                 out[name] = (self.config.conf_dir / name).read_text()
         return out
+
+    def adopt(self) -> bool:
+        adopted = super().adopt()
+        if adopted:
+            self.backups.archiver.resume()
+        return adopted
+
+    def server_started(self) -> None:
+        super().server_started()
+        self.backups.archiver.resume()
+
+    def _after_restore(self) -> None:
+        # A chain or a point in time: the server replays the archived WAL before it serves.
+        self.backups.finish_replay()
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
         self.admin.create_databases(databases)
