@@ -181,6 +181,34 @@ def test_schedule_create_refused(cove: FakeCove) -> None:
     assert "Error (400 badRequest): Invalid cron expression" in result.stderr
 
 
+def test_schedule_update_sends_only_what_changes(cove: FakeCove) -> None:
+    cove.on("PUT", "backup_schedules/s-1", reply(200, {"backup_schedule": SCHEDULE}))
+    result = run(
+        *("backup", "schedule", "update", "s-1", "--keep-count", "14", "--keep-days", "0"),
+        *("--disable", "--full"),
+    )
+    assert result.exit_code == 0, result.output
+    assert cove.bodies("PUT") == [
+        {
+            "backup_schedule": {
+                "incremental": False,
+                "enabled": False,
+                "keep_count": 14,
+                "keep_days": None,
+            }
+        }
+    ]
+    assert "cron         0 3 * * *" in result.stdout.splitlines()
+    assert run("backup", "schedule", "update", "s-1", "--cron", "5 4 * * *").exit_code == 0
+    assert cove.bodies("PUT")[-1] == {"backup_schedule": {"cron": "5 4 * * *"}}
+
+
+def test_schedule_update_needs_a_change(cove: FakeCove) -> None:
+    result = run("backup", "schedule", "update", "s-1")
+    assert result.exit_code == 2 and "Nothing to change" in result.output
+    assert cove.bodies("PUT") == []
+
+
 def test_schedule_list_show_and_delete(cove: FakeCove) -> None:
     off = {**SCHEDULE, "id": "s-2", "enabled": False, "keep_count": None, "name": None}
     cove.on("GET", "backup_schedules", reply(200, {"backup_schedules": [SCHEDULE, off]}))

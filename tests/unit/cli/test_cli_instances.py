@@ -320,3 +320,30 @@ def test_all_projects(cove: FakeCove) -> None:
     refused = run("instance", "list", "--all-projects")
     assert refused.exit_code == 1
     assert refused.stderr == "Error (401 unauthorized): User does not have admin privileges.\n"
+
+
+def test_create_from_a_backup_and_to_a_moment(cove: FakeCove) -> None:
+    assert create_body(cove, "--backup", "b-1")["restorePoint"] == {"backupRef": "b-1"}
+    cove.requests.clear()
+    body = create_body(cove, "--backup", "b-1", "--restore-time", "2026-12-05T10:30:00Z")
+    assert body["restorePoint"] == {"backupRef": "b-1", "restore_time": "2026-12-05T10:30:00Z"}
+
+
+def test_restore_time_needs_a_backup(cove: FakeCove) -> None:
+    result = run("instance", "create", "x", "--flavor", "1", "--size", "1", "--restore-time", "t")
+    assert result.exit_code == 2 and "--restore-time needs --backup" in result.output
+    assert cove.bodies("POST") == []
+
+
+def test_restore_window_is_shown(cove: FakeCove) -> None:
+    window = {"instance_id": "i-1", "earliest": "2026-12-05T10:00:04Z", "latest": None}
+    cove.on("GET", "instances/i-1/restore_window", reply(200, {"restore_window": window}))
+    result = run("instance", "restore-window", "i-1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == ["earliest", "2026-12-05T10:00:04Z"]
+    window["earliest"] = None
+    cove.on("GET", "instances/i-1/restore_window", reply(200, {"restore_window": window}))
+    empty = run("instance", "restore-window", "i-1")
+    assert "no moments to restore to yet" in empty.stdout
+    as_json = run("--json", "instance", "restore-window", "i-1")
+    assert json.loads(as_json.stdout) == {"restore_window": window}

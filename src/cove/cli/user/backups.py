@@ -252,6 +252,56 @@ def schedule_create(
     _show_schedule(app, app.api.request("POST", "backup_schedules", {"backup_schedule": req}))
 
 
+@schedule.command("update")
+@click.argument("schedule_id", metavar="ID")
+@click.option("--cron", metavar="EXPR", help="When, in UTC (as for create).")
+@click.option("--name", help="A new name.")
+@click.option(
+    "--incremental/--full",
+    default=None,
+    help="Build later runs on the schedule's latest backup, or make full backups.",
+)
+@click.option(
+    "--keep-count", type=click.IntRange(min=0), help="Keep this many of the newest (0: no limit)."
+)
+@click.option(
+    "--keep-days", type=click.IntRange(min=0), help="Keep backups this many days (0: no limit)."
+)
+@click.option("--enable/--disable", "enabled", default=None, help="Run it, or stop running it.")
+@click.pass_obj
+def schedule_update(
+    app: App,
+    schedule_id: str,
+    cron: str | None,
+    name: str | None,
+    incremental: bool | None,
+    keep_count: int | None,
+    keep_days: int | None,
+    enabled: bool | None,
+) -> None:
+    """Change backup schedule ID; what is not given stays as it is.
+
+    \b
+    cove backup schedule update $ID --keep-count 14 --keep-days 0
+    """
+    req: Body = {}
+    for key, value in (
+        ("cron", cron),
+        ("name", name),
+        ("incremental", incremental),
+        ("enabled", enabled),
+    ):
+        if value is not None:
+            req[key] = value
+    for key, limit in (("keep_count", keep_count), ("keep_days", keep_days)):
+        if limit is not None:
+            req[key] = limit or None  # 0 lifts the limit
+    if not req:
+        raise click.UsageError("Nothing to change: give at least one option.")
+    body = {"backup_schedule": req}
+    _show_schedule(app, app.api.request("PUT", schedule_path(schedule_id), body))
+
+
 @schedule.command("list")
 @click.option("--instance", "instance_id", metavar="INSTANCE", help="Only this instance's.")
 @click.pass_obj

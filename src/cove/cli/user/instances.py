@@ -149,6 +149,17 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
 @click.option(
     "--configuration", help="Configuration group to create it with (see 'cove configuration list')."
 )
+@click.option(
+    "--backup",
+    metavar="BACKUP",
+    help="Restore this backup into the new instance (see 'cove backup list').",
+)
+@click.option(
+    "--restore-time",
+    metavar="MOMENT",
+    help="With --backup: restore its instance as it was at this moment (ISO 8601, UTC when no "
+    "offset is given; see 'cove instance restore-window').",
+)
 @wait_option
 @wait_timeout_option(900)
 @click.pass_obj
@@ -163,10 +174,12 @@ def instance_create(
     users: tuple[str, ...],
     network: str | None,
     configuration: str | None,
+    backup: str | None,
+    restore_time: str | None,
     wait: bool,
     wait_timeout: float,
 ) -> None:
-    """Create an instance NAME.
+    """Create an instance NAME, empty or restored from a backup.
 
     \b
     --user NAME:PASSWORD          access to every --database
@@ -185,6 +198,13 @@ def instance_create(
         req["nics"] = [{"net-id": network}]
     if configuration:
         req["configuration"] = resolve_group(app, configuration)
+    if restore_time and not backup:
+        raise click.UsageError("--restore-time needs --backup.")
+    if backup:
+        point = {"backupRef": backup}
+        if restore_time:
+            point["restore_time"] = restore_time
+        req["restorePoint"] = point
     inst = need(app.api.request("POST", "instances", {"instance": req}), "instance")
     if not wait:
         show_instance(app, inst)
@@ -222,6 +242,22 @@ def instance_list(app: App, all_projects: bool) -> None:
 def instance_show(app: App, instance_id: str) -> None:
     """Show instance ID."""
     show_instance(app, need(app.api.get(inst_path(instance_id)), "instance"))
+
+
+@instance.command("restore-window")
+@click.argument("instance_id", metavar="ID")
+@click.pass_obj
+def instance_restore_window(app: App, instance_id: str) -> None:
+    """Show the moments instance ID can be restored to (--restore-time of 'cove instance
+    create'): from the end of its oldest kept backup to its last archived write."""
+    window = need(app.api.get(f"{inst_path(instance_id)}/restore_window"), "restore_window")
+
+    def render() -> str:
+        if window.get("earliest") is None:
+            return f"Instance {instance_id} has no moments to restore to yet (no full backup)."
+        return fmt.pairs([("earliest", window.get("earliest")), ("latest", window.get("latest"))])
+
+    app.output({"restore_window": window}, render)
 
 
 @instance.command("delete")
