@@ -234,3 +234,48 @@ def test_a_run_read_before_another_took_it_is_not_run_again(tmp_path: Path, db: 
         )
     assert late.run_one(stale[0], now) is None
     assert len(started) == 1
+
+
+def test_an_incremental_schedule_starts_new_chains_so_retention_prunes(
+    tmp_path: Path, db: Database
+) -> None:
+    """keep_count 2 on an incremental schedule: a full backup, one incremental on it, then a new
+    full backup; the older chain goes as a whole once the new one holds two backups."""
+    instance_id, schedule_id = seed(db)
+    with db.session() as s:
+        s.execute(
+            update(BackupSchedule).where(BackupSchedule.id == schedule_id).values(incremental=True)
+        )
+        sched = s.get(BackupSchedule, schedule_id)
+        assert sched is not None
+        now = [sched.next_run]
+    started: list[str] = []
+    scheduler = Scheduler(settings_for(tmp_path, db), db, started.append, lambda: now[0])
+    live_counts = []
+    for _ in range(6):
+        assert len(scheduler.run_due()) == 1
+        with db.session() as s:
+            s.execute(
+                update(Backup)
+                .where(Backup.id == started[-1])
+                .values(status=BackupStatus.COMPLETED.value)
+            )
+        scheduler.apply_retention()
+        with db.session() as s:
+            live_counts.append(
+                s.scalar(
+                    select(func.count())
+                    .select_from(Backup)
+                    .where(Backup.instance_id == instance_id, Backup.deleted.is_(False))
+                )
+            )
+            sched = s.get(BackupSchedule, schedule_id)
+            assert sched is not None
+            now[0] = sched.next_run
+    with db.session() as s:
+        parents = {b.id: b.parent_id for b in s.scalars(select(Backup))}
+        live = set(s.scalars(select(Backup.id).where(Backup.deleted.is_(False))))
+    a, _, c, _, e, f = started
+    assert [parents[x] for x in started] == [None, a, None, c, None, e]
+    assert live_counts == [1, 2, 3, 2, 3, 2]
+    assert live == {e, f}

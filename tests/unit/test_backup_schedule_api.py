@@ -310,18 +310,20 @@ def test_an_incremental_schedule_builds_on_its_latest_backup(
     monkeypatch.setattr(api_guest, "capabilities", lambda _ds: everything)
     monkeypatch.setattr("cove.db.backup_records.capabilities", lambda _ds: everything)
     iid = ready_instance(cloud)
-    sid = created(cloud, iid, incremental=True, keep_count=1)["id"]
+    sid = created(cloud, iid, incremental=True, keep_count=3)["id"]
     clock = FakeClock(row(cloud, sid).next_run)
     started: list[str] = []
     tm = scheduler(cloud, clock, started)
-    for _ in range(3):
+    for _ in range(4):
         clock.now = row(cloud, sid).next_run
         tm.tick()
         finish(cloud, started[-1])
         tm.tick()
     parents = {b.id: b.parent_id for b in backups(cloud, iid)}
-    # The first is full, the next build on it: retention keeps the whole chain.
-    assert parents == {started[0]: None, started[1]: started[0], started[2]: started[1]}
+    # The first is full, the next build on it; once the chain holds keep_count backups a new
+    # full one starts the next chain, and the old chain stays while a kept backup needs it.
+    a, b, c, d = started
+    assert parents == {a: None, b: a, c: b, d: None}
 
 
 def test_changing_the_retention_applies_it_again(cloud: Cloud) -> None:

@@ -13,6 +13,7 @@ from cove.domain.schedules import (
     Retention,
     check_cron,
     next_run,
+    starts_new_chain,
     to_prune,
 )
 
@@ -204,3 +205,17 @@ def test_what_is_pruned_has_no_kept_descendant():
         for fact in b.facts:
             if fact.id in kept and fact.parent_id is not None:
                 assert fact.parent_id in kept, (count, fact)
+
+
+def test_an_incremental_schedule_starts_a_new_chain_when_retention_needs_one():
+    t0 = datetime(2026, 12, 1, 3, tzinfo=UTC)
+    days = [t0 + timedelta(days=i) for i in range(5)]
+    count = Retention(keep_count=3)
+    assert starts_new_chain([], count, t0, 64)  # nothing to build on
+    assert not starts_new_chain(days[:2], count, days[2], 64)
+    assert starts_new_chain(days[:3], count, days[3], 64)
+    assert starts_new_chain(days[:2], Retention(), days[2], 2)  # the longest chain a restore reads
+    assert not starts_new_chain(days[:5], Retention(), days[4], 64)  # keep all: one chain
+    age = Retention(keep_days=2)
+    assert not starts_new_chain(days[:2], age, days[1], 64)
+    assert starts_new_chain(days[:3], age, days[2], 64)  # its full backup is 2 days old

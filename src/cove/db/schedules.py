@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import BackupScheduleNotFound
 from cove.common.text import shown
+from cove.db.backups import MAX_CHAIN
 from cove.db.models import Backup, BackupSchedule, BackupScheduleRun
 from cove.domain.backups import BackupStatus
 from cove.domain.schedules import BackupFact, Retention
@@ -131,15 +132,16 @@ def latest_completed_run(session: Session, schedule_id: str) -> Backup | None:
     ).first()
 
 
-def chain_length(session: Session, backup: Backup) -> int:
-    """How many backups a restore of ``backup`` reads: it and its ancestors."""
-    length, parent_id = 1, backup.parent_id
-    while parent_id is not None:
-        parent = session.get(Backup, parent_id)
-        if parent is None:
-            break
-        length, parent_id = length + 1, parent.parent_id
-    return length
+def chain_taken(session: Session, backup: Backup) -> list[datetime]:
+    """When each backup a restore of ``backup`` reads was taken, its full backup first: the
+    scheduler's time for a schedule's run, the creation time for another backup."""
+    taken: list[datetime] = []
+    link: Backup | None = backup
+    while link is not None and len(taken) <= MAX_CHAIN:
+        run = session.get(BackupScheduleRun, link.id)
+        taken.append(run.run_at if run is not None else link.created)
+        link = session.get(Backup, link.parent_id) if link.parent_id is not None else None
+    return list(reversed(taken))
 
 
 # -- retention ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ carries the decision out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -93,6 +93,26 @@ class BackupFact:
     #: Made by the schedule whose retention applies: only these are ever pruned. The others
     #: (made by hand, or by another schedule) are facts only because they may build on one.
     scheduled: bool = True
+
+
+def starts_new_chain(
+    chain: Sequence[datetime], retention: Retention, now: datetime, max_chain: int
+) -> bool:
+    """Whether an incremental schedule's next run is a full backup, given ``chain``: when its
+    newest completed backup's chain was taken (the full backup first; empty when there is
+    none).
+
+    Every backup of a chain stays while a newer one of it is kept (see ``to_prune``), so a
+    chain that only grew would keep everything; a new chain starts once the current one holds
+    ``keep_count`` backups, or once its full backup is ``keep_days`` old, so the old chain ages
+    out whole (at most about twice what the retention keeps is held). A chain also ends at
+    ``max_chain`` backups, the longest a restore reads.
+    """
+    if not chain or len(chain) >= max_chain:
+        return True
+    if retention.keep_count is not None and len(chain) >= retention.keep_count:
+        return True
+    return retention.keep_days is not None and now - chain[0] >= timedelta(days=retention.keep_days)
 
 
 def to_prune(backups: Iterable[BackupFact], retention: Retention, now: datetime) -> frozenset[str]:

@@ -36,7 +36,7 @@ from cove.db.models import Backup, BackupSchedule, BackupScheduleRun
 from cove.db.schedules import (
     Due,
     awaiting_retention,
-    chain_length,
+    chain_taken,
     claim_prune,
     claim_run,
     delete_schedules,
@@ -48,7 +48,7 @@ from cove.db.schedules import (
     retention_of,
 )
 from cove.domain.backups import BackupStatus
-from cove.domain.schedules import next_run, to_prune
+from cove.domain.schedules import next_run, starts_new_chain, to_prune
 
 LOG = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Scheduler:
 
     def _record(self, s: Session, schedule_id: str, now: datetime) -> str:
         schedule = get_schedule(s, schedule_id)
-        parent = self._parent(s, schedule)
+        parent = self._parent(s, schedule, now)
         label = schedule.name or "scheduled"
         row = record_backup(
             s,
@@ -147,14 +147,16 @@ class Scheduler:
         return row.id
 
     @staticmethod
-    def _parent(s: Session, schedule: BackupSchedule) -> Backup | None:
+    def _parent(s: Session, schedule: BackupSchedule, now: datetime) -> Backup | None:
         """What an incremental schedule's run builds on: its newest completed backup, unless
-        the chain of that one is as long as a restore reads (a full backup then starts a new
-        chain). None for a full backup."""
+        a new chain starts (cove.domain.schedules.starts_new_chain). None for a full backup."""
         if not schedule.incremental:
             return None
         latest = latest_completed_run(s, schedule.id)
-        if latest is None or chain_length(s, latest) >= MAX_CHAIN:
+        if latest is None:
+            return None
+        taken = chain_taken(s, latest)
+        if starts_new_chain(taken, retention_of(schedule), now, MAX_CHAIN):
             return None
         return latest
 
