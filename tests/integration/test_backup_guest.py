@@ -130,6 +130,8 @@ def test_a_redis_backup_restores_into_a_new_instance(host: Host) -> None:
     done = back_up(guest, store, "b-r1")
     assert done.state is JobState.COMPLETED, done.error
     assert done.result is not None
+    raw = int(done.result.meta.pop("raw_size"))  # the RDB stream, before compression
+    assert raw > 2_000_000
     assert done.result.meta == {"format": "redis-rdb-acl", "version": source.datastore_version}
     artifact = Path(store.location, store.prefix, "p", "b-r1")
     assert artifact.stat().st_size == done.result.size > 2_000_000

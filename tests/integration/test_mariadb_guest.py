@@ -149,6 +149,7 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
         Capability.ROOT,
         Capability.CONFIGURATION,
         Capability.BACKUPS,
+        Capability.INCREMENTAL_BACKUPS,
     }
     assert manager.status() is GuestStatus.NEW
     manager.prepare(

@@ -177,6 +177,10 @@ def test_a_restore_is_checked_against_the_backup(cloud: Cloud) -> None:
     set_backup(cloud, bid, meta=json.dumps({"raw_size": "4096"}))
     assert restore(restorePoint={"backupRef": "not-a-uuid"}).status_code == 400
     assert restore(restorePoint={"backupRef": bid, "extra": 1}).status_code == 400
+    for edge in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        out_of_range = restore(restorePoint={"backupRef": bid, "restore_time": edge})
+        assert out_of_range.status_code == 400, out_of_range.text
+        assert "out of range" in out_of_range.json()["badRequest"]["message"]
     assert restore(restorePoint={}).status_code == 400
     other = restore(restorePoint={"backupRef": bid}, datastore={"type": "redis"})
     assert other.status_code in (400, 404), other.text

@@ -4,6 +4,7 @@ how long a restore may take, and that watching backups keeps the task manager's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -393,6 +394,24 @@ def test_a_restore_is_given_longer_than_build_timeout_in_proportion_to_its_size(
     with tc.db.session() as s:
         tasks = {i: s.get(Instance, i).task for i in (iid, plain)}  # type: ignore[union-attr]
     assert tasks == {iid: "BUILDING", plain: "BUILD_ERROR"}
+
+
+def test_a_replay_of_archived_wal_is_given_time_for_its_segments(tc: TaskContext) -> None:
+    """An incremental's artifact is a small manifest and a moment's replay has no artifact of
+    its own: the WAL segments replayed count instead."""
+    bid, _ = add_backup(tc, BackupStatus.COMPLETED, "bk-00000000", checksum="c" * 64)
+    # build_timeout is 60 s; 50 segments of 16 MiB at 8 MiB/s add 100 s.
+    moment = add_instance(tc.db, Task.BUILDING, ComputeState.BUILD, age=120)
+    args = CreateArgs([], [], restore_from=bid, restore_time=utcnow().isoformat())
+    with tc.db.session() as s:
+        s.execute(
+            update(Instance)
+            .where(Instance.id == moment)
+            .values(task_args=tc.sealer.seal(moment, dataclasses.replace(args, replay_segments=50)))
+        )
+    now = utcnow()
+    assert not build_overdue(tc, moment, now)
+    assert build_overdue(tc, moment, now + timedelta(seconds=45))
 
 
 def test_a_fault_never_shows_the_text_of_an_unexpected_error(

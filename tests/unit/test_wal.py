@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cove.domain import wal
+from cove.domain.backups import BackupStatus
 
 INSTANCE = "6f1c1d2e-0000-4000-8000-000000000001"
 SUM = "ab" * 32
@@ -101,3 +102,60 @@ def test_without_commits_since_the_backup_the_window_is_its_end() -> None:
     archive = Archive().add(seg(3))
     assert wal.window([T0], archive.objects(), seg(3)) == wal.Window(T0, T0)
     assert wal.window([], archive.objects(), seg(3)) is None
+
+
+def backup_fact(
+    instance: str = "i",
+    *,
+    full: bool = True,
+    status: BackupStatus = BackupStatus.COMPLETED,
+    deleted: bool = False,
+    start: int | None = 5,
+) -> wal.ArchivedBackup:
+    return wal.ArchivedBackup(
+        instance_id=instance,
+        full=full,
+        status=status,
+        deleted=deleted,
+        start_wal=seg(start) if start is not None else None,
+    )
+
+
+def test_the_archive_keeps_from_the_oldest_kept_full_backup() -> None:
+    facts = [
+        backup_fact(start=0x1FF),
+        backup_fact(start=0x100),  # older across a log boundary: 0x100 < 0x1FF
+        backup_fact(start=3, deleted=True),  # deleted: needs nothing
+        backup_fact(start=2, status=BackupStatus.FAILED),
+        backup_fact(full=False, start=1),  # an incremental starts where its chain starts
+    ]
+    assert wal.keep_from(facts) == {"i": seg(0x100)}
+
+
+def test_an_archive_no_backup_needs_goes_whole() -> None:
+    facts = [backup_fact(deleted=True), backup_fact("j", status=BackupStatus.FAILED, start=None)]
+    assert wal.keep_from(facts) == {"i": None, "j": None}
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_running_backup_keeps_the_whole_archive(full: bool) -> None:
+    """A full backup's start is recorded only once it completed, and the archive before it
+    was shipped for it: nothing goes while it runs, even with every older backup deleted."""
+    facts = [
+        backup_fact(deleted=True),
+        backup_fact(full=full, status=BackupStatus.BUILDING, start=None),
+        backup_fact("j", start=9),
+    ]
+    assert wal.keep_from(facts) == {"i": wal.KEEP_ALL, "j": seg(9)}
+
+
+def test_a_replay_reads_the_segments_up_to_the_moment() -> None:
+    archive = Archive()
+    for n, minutes in ((4, 1), (5, 0), (6, 3), (7, 5)):  # segment 5 holds no commit
+        archive.add(seg(n), T0 + timedelta(minutes=minutes) if minutes else None)
+    objects = wal.listing(archive.keys)
+    assert wal.replay_length(objects, seg(4), T0 + timedelta(minutes=2)) == 3
+    assert wal.replay_length(objects, seg(4), T0 + timedelta(minutes=9)) == 4  # all reachable
+    assert wal.replay_length(objects, seg(6), T0) == 1
+    assert wal.span(seg(0xFF), seg(0x101)) == 3
+    assert wal.span(seg(5), seg(4)) == 0

@@ -136,11 +136,16 @@ def _record(
         flavor = find_flavor(s, str(spec.flavorRef))
         size = spec.volume.gigabytes if spec.volume else 0
         if spec.restorePoint is not None:
-            backup, moment = restorable(s, c.settings, project_id, spec.restorePoint, size)
+            plan = restorable(s, c.settings, project_id, spec.restorePoint, size)
             asked = resolve_version(s, c, spec.datastore) if spec.datastore else None
-            restore_version(backup, asked)
-            version = backup.datastore_version
-            args = dataclasses.replace(args, restore_from=backup.id, restore_time=moment)
+            restore_version(plan.backup, asked)
+            version = plan.backup.datastore_version
+            args = dataclasses.replace(
+                args,
+                restore_from=plan.backup.id,
+                restore_time=plan.moment,
+                replay_segments=plan.replay_segments,
+            )
         else:
             version = resolve_version(s, c, spec.datastore)
         configuration_id = _fitting(s, project_id, spec, version, users, with_databases)

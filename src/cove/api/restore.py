@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -42,9 +43,19 @@ LOG = logging.getLogger(__name__)
 GB = 1024**3
 
 
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a ``restorePoint`` restores: the backup (the full one to replay from, with a
+    moment), the moment (ISO 8601, UTC) and the archived WAL segments the replay reads."""
+
+    backup: Backup
+    moment: str | None = None
+    replay_segments: int = 0
+
+
 def restorable(
     s: Session, settings: Settings, project_id: str, ref: object, volume_gb: int
-) -> tuple[Backup, str | None]:
+) -> RestorePlan:
     """The project's backup a ``restorePoint`` names (or, with ``restore_time``, the full
     backup to replay from) and the moment to restore to, checked for a restore onto a volume
     of ``volume_gb``.
@@ -70,16 +81,17 @@ def restorable(
     if backup.status != BackupStatus.COMPLETED.value:
         raise Conflict(f"Backup {backup.id} is not completed (status {backup.status}).")
     moment = None
+    segments = 0
     if ref.get("restore_time") is not None:
         moment = _moment(ref["restore_time"])
-        backup = _base_for(s, settings, backup, moment)
+        backup, segments = _base_for(s, settings, backup, moment)
     needed = math.ceil(_data_size(s, backup) / GB)
     if needed > volume_gb:
         raise Forbidden(
             f"Backup {backup.id} holds {needed} GB of data once restored; a volume of "
             f"{volume_gb} GB was asked."
         )
-    return backup, moment.isoformat() if moment is not None else None
+    return RestorePlan(backup, moment.isoformat() if moment is not None else None, segments)
 
 
 def _data_size(s: Session, backup: Backup) -> int:
@@ -104,7 +116,10 @@ def _moment(value: object) -> datetime:
             f"restore_time '{shown(text)}' is not a date and time (ISO 8601, e.g. "
             "2026-12-05T10:30:00Z)."
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:  # a moment with an offset at the edge of the calendar has no UTC time
+        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(f"restore_time '{shown(text)}' is out of range.") from None
 
 
 def _fulls(s: Session, project_id: str, instance_id: str) -> list[tuple[datetime, Backup]]:
@@ -133,29 +148,47 @@ def restore_window(
     """The moments the instance's backups and archived WAL can restore it to; None when it
     has no full backup to replay from. Raises ServiceUnavailable (the store cannot be
     listed)."""
+    found = _archive(s, settings, project_id, instance_id)
+    if found is None:
+        return None
+    fulls, objects = found
+    return wal.window([end for end, _ in fulls], objects, meta_of(fulls[0][1])["start_wal"])
+
+
+def _archive(
+    s: Session, settings: Settings, project_id: str, instance_id: str
+) -> tuple[list[tuple[datetime, Backup]], list[wal.WalObject]] | None:
+    """The instance's kept full backups by end time and its archive's listing; None without
+    a full backup. Raises ServiceUnavailable."""
     fulls = _fulls(s, project_id, instance_id)
     if not fulls:
         return None
-    oldest, newest = fulls[0][1], fulls[-1][1]
-    store = open_store(with_credentials(store_of(newest), settings))
+    store = open_store(with_credentials(store_of(fulls[-1][1]), settings))
     try:
         objects = wal.listing(store.keys(wal.prefix(instance_id)))
     except StoreUnavailable as exc:
         LOG.warning("cannot list the WAL archive of instance %s: %s", instance_id, exc.message)
         raise ServiceUnavailable("The backup store cannot be read now; try again later.") from None
-    return wal.window([end for end, _ in fulls], objects, meta_of(oldest)["start_wal"])
+    return fulls, objects
 
 
-def _base_for(s: Session, settings: Settings, backup: Backup, moment: datetime) -> Backup:
-    """The full backup of ``backup``'s instance to replay from to reach ``moment``. Raises
-    OperationNotSupported and BadRequest (outside the window)."""
+def _base_for(
+    s: Session, settings: Settings, backup: Backup, moment: datetime
+) -> tuple[Backup, int]:
+    """The full backup of ``backup``'s instance to replay from to reach ``moment``, and the
+    archived segments that replay reads. Raises OperationNotSupported and BadRequest (outside
+    the window)."""
     datastore = backup.datastore_version.datastore.name
     if Capability.POINT_IN_TIME not in capabilities(datastore):
         raise OperationNotSupported(
             f"Restoring to a moment (restore_time) is not supported for {datastore}."
         )
-    window = restore_window(s, settings, backup.project_id, backup.instance_id)
-    if window is None or not window.holds(moment):
+    found = _archive(s, settings, backup.project_id, backup.instance_id)
+    window = None
+    if found is not None:
+        fulls, objects = found
+        window = wal.window([end for end, _ in fulls], objects, meta_of(fulls[0][1])["start_wal"])
+    if found is None or window is None or not window.holds(moment):
         reach = (
             f"between {_shown(window.earliest)} and {_shown(window.latest)}"
             if window is not None
@@ -165,8 +198,8 @@ def _base_for(s: Session, settings: Settings, backup: Backup, moment: datetime) 
             f"restore_time {_shown(moment)} is outside what the backups of instance "
             f"{backup.instance_id} can restore to ({reach})."
         )
-    base = [row for end, row in _fulls(s, backup.project_id, backup.instance_id) if end <= moment]
-    return base[-1]
+    base = [row for end, row in fulls if end <= moment][-1]
+    return base, wal.replay_length(objects, meta_of(base)["start_wal"], moment)
 
 
 def _shown(moment: datetime) -> str:

@@ -46,6 +46,9 @@ class CreateArgs:
     restore_from: str | None = None
     #: The moment to restore to (ISO 8601, UTC), replaying archived WAL after that backup.
     restore_time: str | None = None
+    #: How many archived WAL segments reaching ``restore_time`` replays (counted when the
+    #: request was checked): the build is given time for them.
+    replay_segments: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,11 @@ is pure: the listing comes from the store, the clock from the caller.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from cove.domain.backups import BackupStatus
 
 #: The store prefix of one instance's archive.
 PREFIX = "wal/{instance_id}/"
@@ -128,6 +131,27 @@ def contiguous(objects: list[WalObject], start_wal: str) -> list[WalObject]:
     return out
 
 
+#: Bytes of a WAL segment (PostgreSQL's default size, which Cove's servers keep).
+SEGMENT_BYTES = 16 << 20
+
+
+def span(start_wal: str, end_wal: str) -> int:
+    """The segments from ``start_wal`` to ``end_wal``, both included."""
+    return max(0, _number(end_wal) - _number(start_wal) + 1)
+
+
+def replay_length(objects: list[WalObject], start_wal: str, moment: datetime) -> int:
+    """The segments a replay from ``start_wal`` reads to reach ``moment``: the reachable ones
+    up to the first holding a commit at or after it (all reachable ones when none does)."""
+    limit = moment.timestamp() * 1_000_000
+    count = 0
+    for obj in contiguous(objects, start_wal):
+        count += 1
+        if obj.last_commit_us >= limit:
+            break
+    return count
+
+
 def _number(segment: str) -> int:
     """A segment's position: log * 256 + seg (the default 16 MB segments make 256 per log)."""
     return int(segment[8:16], 16) * 0x100 + int(segment[16:24], 16)
@@ -162,3 +186,40 @@ def window(base_ends: list[datetime], objects: list[WalObject], start_wal: str) 
     newest = latest_commit(reachable)
     latest = max(earliest, newest) if newest is not None else earliest
     return Window(earliest, latest)
+
+
+@dataclass(frozen=True)
+class ArchivedBackup:
+    """One PostgreSQL backup, as the pruning of its instance's WAL archive sees it."""
+
+    instance_id: str
+    full: bool
+    status: BackupStatus
+    deleted: bool
+    #: The WAL file a replay on top of it starts from (recorded once it completed).
+    start_wal: str | None
+
+
+#: What ``keep_from`` answers for an instance whose archive must stay whole for now.
+KEEP_ALL = "keep all"
+
+
+def keep_from(backups: Iterable[ArchivedBackup]) -> dict[str, str | None]:
+    """For each instance among ``backups``: the oldest WAL file its archive must keep (the
+    oldest start of a kept full backup), None when no backup needs any of it (remove it all),
+    or KEEP_ALL while one of its backups runs (a full backup's start is known only once it
+    completed, and a running incremental replays from its chain's start)."""
+    backups = list(backups)
+    answer: dict[str, str | None] = {}
+    for b in backups:
+        answer.setdefault(b.instance_id, None)
+    for b in backups:
+        if answer[b.instance_id] == KEEP_ALL:
+            continue
+        if not b.deleted and b.status.running:
+            answer[b.instance_id] = KEEP_ALL
+        elif not b.deleted and b.full and b.status is BackupStatus.COMPLETED and b.start_wal:
+            oldest = answer[b.instance_id]
+            if oldest is None or _number(b.start_wal) < _number(oldest):
+                answer[b.instance_id] = b.start_wal
+    return answer

@@ -27,6 +27,7 @@ from cove.db.instances import allocate_address, end_task, get_instance
 from cove.db.models import Instance
 from cove.db.networks import address_pool
 from cove.db.sealed import CreateArgs
+from cove.domain import wal
 from cove.domain.backups import BackupStatus, RestoreJob, RestorePiece
 from cove.domain.capabilities import Capability, capabilities
 from cove.domain.guest import GuestSettings
@@ -116,12 +117,12 @@ def restore_job(tc: TaskContext, backup_id: str, restore_time: str | None = None
         replays = Capability.POINT_IN_TIME in capabilities(
             links[0].datastore_version.datastore.name
         )
-        wal = (
+        source = (
             replay_source(tc, store_of(links[0]), links[0].instance_id, restore_time)
             if replays and (len(links) > 1 or restore_time is not None)
             else None
         )
-        return RestoreJob(store=with_credentials(tc, store_of(links[-1])), chain=pieces, wal=wal)
+        return RestoreJob(store=with_credentials(tc, store_of(links[-1])), chain=pieces, wal=source)
 
 
 def _mark_placed(tc: TaskContext, instance_id: str) -> bool:
@@ -216,14 +217,22 @@ def build_deadline(
     tc: TaskContext, s: Session, inst: Instance, args: CreateArgs | None
 ) -> datetime:
     """When the build of ``inst`` is given up: ``build_timeout`` after its task started, and
-    for a restore one second more per RESTORE_PACE bytes of the backups it restores."""
+    for a restore one second more per RESTORE_PACE bytes of the backups it restores and of
+    the archived WAL it replays (whole segments: an incremental's artifact is a small
+    manifest, while its replay reads every segment from its chain's start to its end)."""
     allowance = 0.0
     if args is not None and args.restore_from:
         try:
             links = chain(s, get_backup(s, args.restore_from))
         except (CoveError, ValueError):
             links = []  # the restore fails at once
-        allowance = sum(link.size or 0 for link in links) / RESTORE_PACE
+        segments = args.replay_segments
+        if len(links) > 1:
+            start, end = meta_of(links[0]).get("start_wal"), meta_of(links[-1]).get("end_wal")
+            if start and end:
+                segments = max(segments, wal.span(start, end))
+        replayed = segments * wal.SEGMENT_BYTES
+        allowance = (sum(link.size or 0 for link in links) + replayed) / RESTORE_PACE
     started = inst.task_started_at or utcnow()
     return started + timedelta(seconds=tc.settings.build_timeout + allowance)
 

@@ -12,23 +12,28 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from cove.common import keys
 from cove.common.errors import CoveError
+from cove.common.ids import utcnow
 from cove.db.backups import meta_of, store_of
-from cove.db.models import Backup
+from cove.db.models import Backup, DatastoreVersion, Instance
 from cove.domain import wal
 from cove.domain.backups import BackupStatus, SealKey, StoreSpec, WalArchive, WalRestore
+from cove.domain.capabilities import MANAGED, Capability, capabilities
 from cove.storage import open_store
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.stores import with_credentials
 
 LOG = logging.getLogger(__name__)
 
+#: The datastores (managers) whose instances archive their WAL.
+ARCHIVING = sorted(n for n in MANAGED if Capability.POINT_IN_TIME in capabilities(n))
 #: How often the archives are pruned at most.
 PRUNE_INTERVAL = 300.0
 
@@ -72,8 +77,10 @@ def replay_source(
 
 class Pruner:
     """Removes archived WAL older than what the oldest kept full backup of its instance
-    starts from: at once when PostgreSQL backups were deleted since the last pass, and every
-    PRUNE_INTERVAL anyway; an instance without kept backups keeps no archive at all."""
+    starts from (``cove.domain.wal.keep_from``): at once when PostgreSQL backups were deleted
+    since the last pass, and every PRUNE_INTERVAL anyway. An instance none of whose backups
+    is kept loses its whole archive, and again at each pass while its agent goes on shipping
+    (its instance lives)."""
 
     def __init__(self, interval: float = PRUNE_INTERVAL) -> None:
         self.interval = interval
@@ -85,7 +92,8 @@ class Pruner:
             deleted = s.scalar(
                 select(func.count())
                 .select_from(Backup)
-                .where(Backup.deleted.is_(True), Backup.meta.contains('"start_wal"'))
+                .join(DatastoreVersion, Backup.datastore_version_id == DatastoreVersion.id)
+                .where(Backup.deleted.is_(True), DatastoreVersion.manager.in_(ARCHIVING))
             )
         now = time.monotonic()
         if now < self._next and deleted == self._deleted:
@@ -96,35 +104,48 @@ class Pruner:
 
 
 def prune(tc: TaskContext) -> None:
-    """One pruning pass over every instance that has had PostgreSQL backups."""
+    """One pruning pass over the PostgreSQL instances whose archive may hold something: a
+    backup of theirs is kept or running, was deleted lately, or the instance lives."""
+    lately = utcnow() - timedelta(days=1)
+    live_instances = select(Instance.id).where(Instance.deleted.is_(False))
     with tc.db.session() as s:
-        rows = s.scalars(select(Backup).where(Backup.meta.contains('"start_wal"'))).all()
-        plans: dict[str, tuple[StoreSpec, str | None]] = {}
-        for row in rows:
-            meta = meta_of(row)
-            kept = (
-                not row.deleted
-                and row.status == BackupStatus.COMPLETED.value
-                and row.parent_id is None
+        rows = s.scalars(
+            select(Backup)
+            .join(DatastoreVersion, Backup.datastore_version_id == DatastoreVersion.id)
+            .where(
+                DatastoreVersion.manager.in_(ARCHIVING),
+                or_(
+                    Backup.deleted.is_(False),
+                    Backup.deleted_at >= lately,
+                    Backup.instance_id.in_(live_instances),
+                ),
             )
-            spec, oldest = plans.get(row.instance_id, (store_of(row), None))
-            if kept:
-                start = meta["start_wal"]
-                oldest = start if oldest is None or start[8:] < oldest[8:] else oldest
-            plans[row.instance_id] = (spec, oldest)
-        running = {
-            r.instance_id
-            for r in rows
-            if not r.deleted and BackupStatus(r.status).running and r.parent_id is None
-        }
-    for instance_id, (spec, oldest) in plans.items():
-        if instance_id in running and oldest is None:
-            continue  # its first full backup is being made: the archive it started stays
-        try:
-            _prune_one(tc, instance_id, spec, oldest)
-        except (CoveError, ValueError) as exc:
-            message = exc.message if isinstance(exc, CoveError) else str(exc)
-            LOG.warning("cannot prune the WAL archive of instance %s: %s", instance_id, message)
+        ).all()
+        facts = [
+            wal.ArchivedBackup(
+                instance_id=row.instance_id,
+                full=row.parent_id is None,
+                status=BackupStatus(row.status),
+                deleted=row.deleted,
+                start_wal=meta_of(row).get("start_wal"),
+            )
+            for row in rows
+        ]
+        # Every store a backup of the instance named: each one held its archive for a while.
+        stores: dict[str, list[StoreSpec]] = {}
+        for row in rows:
+            spec = store_of(row)
+            if spec not in stores.setdefault(row.instance_id, []):
+                stores[row.instance_id].append(spec)
+    for instance_id, oldest in wal.keep_from(facts).items():
+        if oldest == wal.KEEP_ALL:
+            continue
+        for spec in stores[instance_id]:
+            try:
+                _prune_one(tc, instance_id, spec, oldest)
+            except (CoveError, ValueError) as exc:
+                message = exc.message if isinstance(exc, CoveError) else str(exc)
+                LOG.warning("cannot prune the WAL archive of instance %s: %s", instance_id, message)
 
 
 def _prune_one(tc: TaskContext, instance_id: str, spec: StoreSpec, oldest: str | None) -> None:

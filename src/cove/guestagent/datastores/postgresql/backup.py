@@ -93,10 +93,10 @@ class PostgresBackups:
         """Archive the instance's WAL to ``target`` from now on."""
         self.archiver.configure(target)
 
-    def _query(self, sql: str) -> str:
+    def _query(self, sql: str, *params: str) -> str:
         try:
             with self.server.connect() as conn:
-                row = conn.execute(sql).fetchone()
+                row = conn.execute(sql, params or None).fetchone()
         except psycopg.Error as exc:
             raise GuestError(f"cannot ask the server where its WAL is: {exc}") from exc
         if row is None:
@@ -108,8 +108,10 @@ class PostgresBackups:
         if parent_meta is not None:
             yield self._incremental(parent_meta)
             return
-        # The WAL file the backup starts in or a later one: where a replay on top of it begins.
-        start_wal = self._query("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        # The WAL file the backup starts in or an earlier one, archived from now on: where a
+        # replay on top of it begins. (At the very start of a file, pg_walfile_name names the
+        # file before, which may have ended before archiving began: hence the + 1.)
+        start_wal = self._query("SELECT pg_walfile_name(pg_current_wal_lsn() + 1)")
         argv: list[str | Path] = [
             self._bin / "pg_basebackup",
             "--pgdata=-",
@@ -150,9 +152,15 @@ class PostgresBackups:
         }
 
         def chunks() -> Iterator[bytes]:
-            end_lsn = self._query("SELECT pg_current_wal_lsn()")
-            end_wal = self._query(f"SELECT pg_walfile_name('{end_lsn}'::pg_lsn)")
-            self._query("SELECT pg_switch_wal()")
+            # A record of its own marks the end: on a server idle since its last WAL switch,
+            # the current position is the start of a file that holds nothing yet, no switch
+            # would happen, and a replay could never reach that position. The record ends
+            # where the switch record starts, in the file the switch closes and archives.
+            end_lsn = self._query(
+                "SELECT pg_logical_emit_message(false, 'cove', 'end of an incremental backup')"
+            )
+            switched = self._query("SELECT pg_switch_wal()")
+            end_wal = self._query("SELECT pg_walfile_name(%s::pg_lsn)", switched)
             self.archiver.wait_shipped(end_wal, ARCHIVE_WAIT, self.server.running)
             meta.update(end_lsn=end_lsn, end_wal=end_wal)
             meta["end_time"] = self._query("SELECT clock_timestamp()")
