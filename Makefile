@@ -45,6 +45,7 @@ bench: install
 	$(VENV)/bin/python bench/provision.py
 	$(VENV)/bin/python bench/recovery.py
 	$(VENV)/bin/python bench/api.py
+	$(VENV)/bin/python bench/backup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,20 +7,17 @@ way."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import func, select, update
 
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.db.models import (
     Backup,
     BackupSchedule,
@@ -39,27 +36,6 @@ pytestmark = pytest.mark.integration
 
 MANAGERS = 6
 ROUNDS = 5
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/cove.sqlite"
-    server = request.getfixturevalue("pg_server")
-    name = f"cove_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return str(server.url.rsplit("/", 1)[0] + f"/{name}")
-
-
-@pytest.fixture
-def db(url: str) -> Iterator[Database]:
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def settings_for(tmp_path: Path, db: Database) -> Settings:

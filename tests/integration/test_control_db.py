@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from cove.common.ids import new_id, utcnow
 from cove.conductor.service import SERVER_FAULT, Conductor
@@ -26,24 +24,6 @@ from rows import add_instance
 BEAT = HeartbeatPayload(agent_pid=1)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/cove.sqlite"
-    else:
-        server = request.getfixturevalue("pg_server")
-        name = f"cove_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = server.url.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def _instance(db: Database, task: Task = Task.BUILDING) -> str:

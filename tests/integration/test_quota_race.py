@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 import cove.api.instances as instance_workflows
 from accounts import add_account, password_auth
@@ -25,7 +23,6 @@ from cove.common.settings import load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
-from cove.db.migrate import upgrade
 from cove.db.models import Instance, ProjectLock
 from cove.db.networks import sync_default_network
 from cove.db.quotas import check_instance_quota, lock_project
@@ -35,27 +32,6 @@ pytestmark = pytest.mark.integration
 
 CREATES = 10
 QUOTA = 3
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/cove.sqlite"
-    server = request.getfixturevalue("pg_server")
-    name = f"cove_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return str(server.url.rsplit("/", 1)[0] + f"/{name}")
-
-
-@pytest.fixture
-def db(url: str) -> Iterator[Database]:
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def _api(tmp_path: Any, db: Database) -> tuple[Any, str]:

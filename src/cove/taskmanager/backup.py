@@ -80,10 +80,9 @@ def _run(tc: TaskContext, ctx: RequestContext, backup_id: str, lost: threading.E
     if job is None:
         return
     guest = tc.guest(instance_id)
-    if building:
-        # Seen to start before (by a task manager that died, or lost its lease): asked about,
-        # never started again, even by a guest that forgot it.
-        progress = _ask(
+
+    def asked() -> BackupProgress | None:
+        return _ask(
             tc,
             backup_id,
             instance_id,
@@ -91,6 +90,11 @@ def _run(tc: TaskContext, ctx: RequestContext, backup_id: str, lost: threading.E
             deadline,
             lambda: guest.backup_progress(ctx, backup_id),
         )
+
+    if building:
+        # Seen to start before (by a task manager that died, or lost its lease): asked about,
+        # never started again, even by a guest that forgot it.
+        progress = asked()
     else:
         progress = _ask(
             tc, backup_id, instance_id, lost, deadline, lambda: guest.start_backup(ctx, job)
@@ -105,14 +109,7 @@ def _run(tc: TaskContext, ctx: RequestContext, backup_id: str, lost: threading.E
         if lost.wait(POLL_SECONDS):
             _let_go(tc, backup_id, instance_id)
             return
-        progress = _ask(
-            tc,
-            backup_id,
-            instance_id,
-            lost,
-            deadline,
-            lambda: guest.backup_progress(ctx, backup_id),
-        )
+        progress = asked()
         if progress is None:
             _let_go(tc, backup_id, instance_id)
             return
