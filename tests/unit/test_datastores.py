@@ -77,6 +77,7 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
         Capability.BACKUPS,
         Capability.INCREMENTAL_BACKUPS,
         Capability.POINT_IN_TIME,
+        Capability.REPLICATION,
     }
     assert capabilities("mariadb") == {
         Capability.DATABASES,

@@ -28,7 +28,7 @@ from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.service import GuestService
 from cove.rpc import RequestContext, codec, topics
 from cove.rpc.conductor import ConductorClient
-from cove.rpc.guest import GuestClient
+from cove.rpc.guest import GuestClient, GuestReplicationClient
 from cove.rpc.taskmanager import TaskManagerClient
 from cove.rpc.typed import ServiceClient
 from cove.taskmanager.service import TaskManager
@@ -50,21 +50,29 @@ def _table(server: type) -> dict[str, Callable[..., Any]]:
     return {name: fn.__wrapped__ for name, fn in _served(server).items()}
 
 
-SERVICES: list[tuple[Callable[[FakeBus], ServiceClient], type, str]] = [
-    (lambda bus: TaskManagerClient(bus), TaskManager, topics.TASKMANAGER),  # type: ignore[arg-type]
-    (lambda bus: ConductorClient(bus), Conductor, topics.CONDUCTOR),  # type: ignore[arg-type]
-    (lambda bus: GuestClient(bus, "i-1"), GuestService, topics.guest("i-1")),  # type: ignore[arg-type]
+#: Each service's clients (the guest's RPCs are split over two, by subject), its server class
+#: and its topic.
+SERVICES: list[tuple[Callable[[FakeBus], list[ServiceClient]], type, str]] = [
+    (lambda bus: [TaskManagerClient(bus)], TaskManager, topics.TASKMANAGER),  # type: ignore[arg-type]
+    (lambda bus: [ConductorClient(bus)], Conductor, topics.CONDUCTOR),  # type: ignore[arg-type]
+    (
+        lambda bus: [GuestClient(bus, "i-1"), GuestReplicationClient(bus, "i-1")],  # type: ignore[arg-type]
+        GuestService,
+        topics.guest("i-1"),
+    ),
 ]
 IDS = ["taskmanager", "conductor", "guest"]
 
 
-def _rpcs(client: ServiceClient) -> dict[str, Callable[..., Any]]:
-    """The client's RPC methods: the public ones that take the request context first."""
+def _rpcs(clients: list[ServiceClient]) -> dict[str, Callable[..., Any]]:
+    """The clients' RPC methods: the public ones that take the request context first."""
     out = {}
-    for name, fn in inspect.getmembers(client, inspect.ismethod):
-        params = list(inspect.signature(fn).parameters)
-        if not name.startswith("_") and params[:1] == ["ctx"]:
-            out[name] = fn
+    for client in clients:
+        for name, fn in inspect.getmembers(client, inspect.ismethod):
+            params = list(inspect.signature(fn).parameters)
+            if not name.startswith("_") and params[:1] == ["ctx"]:
+                assert name not in out, f"two clients of one service have {name}"
+                out[name] = fn
     return out
 
 
@@ -78,7 +86,7 @@ def _shape(fn: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
 
 @pytest.mark.parametrize(("make", "server", "topic"), SERVICES, ids=IDS)
 def test_every_rpc_has_the_same_name_parameters_and_result_on_both_sides(
-    make: Callable[[FakeBus], ServiceClient], server: type, topic: str
+    make: Callable[[FakeBus], list[ServiceClient]], server: type, topic: str
 ) -> None:
     client_rpcs = _rpcs(make(FakeBus()))
     table = _table(server)
@@ -112,12 +120,12 @@ def sample(tp: Any) -> Any:
 
 @pytest.mark.parametrize(("make", "server", "topic"), SERVICES, ids=IDS)
 def test_what_a_client_sends_is_what_its_server_decodes(
-    make: Callable[[FakeBus], ServiceClient], server: type, topic: str
+    make: Callable[[FakeBus], list[ServiceClient]], server: type, topic: str
 ) -> None:
     bus = FakeBus()
-    client = make(bus)
+    clients = make(bus)
     table = _table(server)
-    for name, fn in _rpcs(client).items():
+    for name, fn in _rpcs(clients).items():
         args = {p: sample(tp) for p, tp, _default in _shape(fn)}
         result = sample(codec.result_type(fn))
         bus.answer(name, codec.to_wire(result))

@@ -17,8 +17,10 @@ def check_ready(
     instance_id: str,
     capability: Capability | None = None,
     allowed: frozenset[GuestStatus] = SERVING,
+    writes: bool = False,
 ) -> str:
-    """Raise unless the instance can take an action now; return its datastore name.
+    """Raise unless the instance can take an action now (one that ``writes`` to its server:
+    not on a read-only replica); return its datastore name.
 
     Raises InstanceNotFound, OperationNotSupported (501) or InstanceNotReady (422).
     """
@@ -26,6 +28,13 @@ def check_ready(
         inst = get_instance(s, instance_id, project_id)
         ds_name = inst.datastore_version.datastore.name
         snap = snapshot(inst, inst.guest)
+        source = inst.replica_of_id
+    if writes and source is not None:
+        raise InstanceNotReady(
+            f"Instance {instance_id} is a read-only replica of instance {source}; change "
+            "its databases, users and root on the source (they reach the replica), or detach "
+            "it first."
+        )
     if capability is not None:
         require(ds_name, capability)
     now = utcnow()

@@ -14,6 +14,7 @@ within the request (``api/push.py``); a push that fails is retried by the task m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
 from cove.api.push import push, ready_pushes
+from cove.api.replicas import check_replica_request, record_replicas, refuse_deleting_a_source
 from cove.api.restore import restorable, restore_version
 from cove.api.schemas import DatastoreIn, InstanceCreate
 from cove.api.validate import checked_text, host_allowed, names_fit
@@ -88,13 +90,18 @@ def create_instance(
 
     Raises what :func:`_record` raises.
     """
-    with_databases = bool(dbs) or any(u.databases for u in users)
-    instance_id = _record(c, project_id, spec, users, with_databases, CreateArgs(dbs, users))
-    # (A restore's backup is recorded in the sealed arguments by _record.)
-    tell_task_managers(
-        instance_id, "build", lambda: c.taskmanager.create_instance(ctx, instance_id)
-    )
-    return instance_id
+    if spec.replica_of is not None:
+        source_id = checked_text(spec.replica_of, "replica_of")
+        ids = record_replicas(c, project_id, spec, source_id, check_replica_request(spec))
+    else:
+        with_databases = bool(dbs) or any(u.databases for u in users)
+        ids = [_record(c, project_id, spec, users, with_databases, CreateArgs(dbs, users))]
+        # (A restore's backup is recorded in the sealed arguments by _record.)
+    for instance_id in ids:
+        tell_task_managers(
+            instance_id, "build", functools.partial(c.taskmanager.create_instance, ctx, instance_id)
+        )
+    return ids[0]
 
 
 def tell_task_managers(instance_id: str, what: str, cast: Callable[[], None]) -> None:
@@ -334,11 +341,27 @@ def delete_instance(c: ApiContext, ctx: RequestContext, project_id: str, instanc
                 f"Instance {instance_id} is not ready. (Status is {status.status})."
             )
         else:
+            refuse_deleting_a_source(s, instance_id)
             allowed: set[Task] = {t for t in Task if t is not Task.BUILDING}
             if not transition(s, instance_id, allowed, Task.DELETING, utcnow()):
                 raise InstanceNotReady(f"Instance {instance_id} is busy; try again.")
     tell_task_managers(
         instance_id, "deletion", lambda: c.taskmanager.delete_instance(ctx, instance_id)
+    )
+
+
+def detach_replica(c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str) -> None:
+    """Start making the replica a standalone instance (``replica_of: null``). Raises
+    InstanceNotFound, BadRequest (not a replica), InstanceNotReady."""
+    with c.db.session() as s:
+        if get_instance(s, instance_id, project_id).replica_of_id is None:
+            raise BadRequest(f"Instance {instance_id} is not a replica.")
+    check_ready(c, project_id, instance_id)
+    with c.db.session() as s:
+        if not transition(s, instance_id, {Task.NONE}, Task.DETACHING, utcnow()):
+            raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
+    tell_task_managers(
+        instance_id, "detach", lambda: c.taskmanager.detach_replica(ctx, instance_id)
     )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import object_session
 from cove.common.settings import Settings
 from cove.db.backups import store_of
 from cove.db.configurations import values_of
+from cove.db.instances import replicas_of
 from cove.db.models import (
     Backup,
     Configuration,
@@ -108,10 +109,10 @@ def instance_view(
     caller who reaches every project) adds what Trove shows administrators.
 
     As in Trove, keys that would hold nothing are left out, not sent empty: ``ip`` and
-    ``addresses`` until the instance has an address, ``replica_of`` and ``replicas`` (Cove has
-    no replication: clients take an instance with ``replicas`` for a replica source),
-    ``hostname``, ``fault`` and ``configuration``. ``access`` is always there, ``{}`` until
-    addresses tell ``is_public``."""
+    ``addresses`` until the instance has an address, ``replica_of`` (a replica's source) and
+    ``replicas`` (a source's live replicas: clients take an instance with ``replicas`` for a
+    replica source), ``hostname``, ``fault`` and ``configuration``. ``access`` is always
+    there, ``{}`` until addresses tell ``is_public``."""
     version = inst.datastore_version
     ds_name = version.datastore.name
     view: dict[str, Any] = {
@@ -134,6 +135,18 @@ def instance_view(
         view["ip"] = [a["address"] for a in addresses]
         view["addresses"] = addresses
         view["access"] = {"is_public": any(a["type"] == "public" for a in addresses)}
+    if inst.replica_of_id is not None:
+        source = inst.replica_of_id
+        view["replica_of"] = {
+            "id": source,
+            "links": links(request, inst.project_id, "instances", source),
+        }
+    session = object_session(inst)
+    replicas = replicas_of(session, inst.id) if session is not None else []
+    if replicas:
+        view["replicas"] = [
+            {"id": r, "links": links(request, inst.project_id, "instances", r)} for r in replicas
+        ]
     if admin:
         view["tenant_id"] = inst.project_id
     if inst.port != STANDARD_PORTS.get(ds_name):

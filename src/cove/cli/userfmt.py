@@ -198,6 +198,8 @@ def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("flavor", (inst.get("flavor") or {}).get("id")),
         ("volume", size),
         ("configuration", _configuration(inst)),
+        ("replica_of", (inst.get("replica_of") or {}).get("id")),
+        ("replicas", [r.get("id") for r in inst.get("replicas") or []] or None),
         ("hostname", inst.get("hostname")),
         ("addresses", addresses),
         ("port", inst.get("port")),

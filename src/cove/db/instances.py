@@ -321,3 +321,14 @@ def release_address(session: Session, instance_id: str) -> None:
     )
     if alloc is not None:
         session.delete(alloc)
+
+
+def replicas_of(session: Session, instance_id: str) -> list[str]:
+    """The ids of the live replicas of ``instance_id``, oldest first."""
+    return list(
+        session.scalars(
+            select(Instance.id)
+            .where(Instance.replica_of_id == instance_id, Instance.deleted.is_(False))
+            .order_by(Instance.created, Instance.id)
+        )
+    )

@@ -175,6 +175,8 @@ class Instance(Base):
     )
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The instance this one is a read-only replica of (None: not a replica).
+    replica_of_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

@@ -21,6 +21,8 @@ class Task(StrEnum):
     BUILDING = "BUILDING"
     REBOOTING = "REBOOTING"
     RESIZING = "RESIZING"
+    #: A replica being made a standalone instance.
+    DETACHING = "DETACHING"
     DELETING = "DELETING"
     BUILD_ERROR = "BUILD_ERROR"
     DELETE_ERROR = "DELETE_ERROR"
@@ -76,6 +78,7 @@ _GUEST_API_NAMES: dict[GuestStatus, str] = {
 _TASK_STATUS: dict[Task, str] = {
     Task.REBOOTING: "REBOOT",
     Task.RESIZING: "RESIZE",
+    Task.DETACHING: "DETACH",
     Task.DELETING: "SHUTDOWN",
 }
 

@@ -1,8 +1,9 @@
 """The guest agent's RPC endpoint and heartbeat.
 
 The table :func:`guest_endpoints` builds is the whole remote surface of the agent; the control
-plane calls nothing else, through ``cove.rpc.guest.GuestClient``. :class:`GuestService` answers
-the lifecycle, configuration and status methods, ``GuestAdminEndpoints``
+plane calls nothing else, through ``cove.rpc.guest.GuestClient`` (and
+``GuestReplicationClient`` for replication). :class:`GuestService` answers the lifecycle,
+configuration, status, backup and replication methods, ``GuestAdminEndpoints``
 (``cove.guestagent.admin_endpoints``) those on databases, users and root. Arguments and results
 are typed (``cove.rpc.codec`` carries them as JSON); secrets arrive only in arguments and are
 never logged. A server that exits by itself is started again by ``Recovery``
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cove.common.errors import CoveError, GuestError
+from cove.common.errors import CoveError, GuestError, OperationNotSupported
 from cove.common.ids import utcnow
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
 from cove.domain.guest import (
@@ -29,11 +30,12 @@ from cove.domain.guest import (
     ServerOutcome,
     Value,
 )
+from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.backups import BackupJobs
-from cove.guestagent.datastores.base import DatastoreManager
+from cove.guestagent.datastores.base import DatastoreManager, ReplicationEngine
 from cove.guestagent.recovery import DEFAULT_POLICY, Recovery, RestartPolicy
 from cove.rpc import RequestContext, RpcClient, codec
 from cove.rpc.conductor import ConductorClient
@@ -44,8 +46,9 @@ LOG = logging.getLogger(__name__)
 def guest_endpoints(
     service: GuestService, admin: GuestAdminEndpoints
 ) -> dict[str, Callable[..., Any]]:
-    """The agent's RPC table; ``cove.rpc.guest.GuestClient`` is its client. It only binds
-    methods, so instances made without ``__init__`` are enough to read it."""
+    """The agent's RPC table; ``cove.rpc.guest.GuestClient`` and ``GuestReplicationClient``
+    are its clients. It only binds methods, so instances made without ``__init__`` are
+    enough to read it."""
     return codec.endpoints(
         {
             "prepare": service.prepare,
@@ -57,6 +60,9 @@ def guest_endpoints(
             "start_backup": service.start_backup,
             "backup_progress": service.backup_progress,
             "cancel_backup": service.cancel_backup,
+            "replication_source": service.replication_source,
+            "detach_replica": service.detach_replica,
+            "replication_state": service.replication_state,
             "list_databases": admin.list_databases,
             "create_databases": admin.create_databases,
             "delete_database": admin.delete_database,
@@ -177,13 +183,17 @@ class GuestService:
         databases: list[DatabaseSpec],
         users: list[UserSpec],
         restore: RestoreJob | None = None,
+        replica_of: ReplicaSource | None = None,
     ) -> None:
         """Set the server up (from ``restore``'s backups when given), then create
-        ``databases`` and ``users``. Raises GuestError when it failed (reported to the
-        conductor too, so the outcome is recorded even when the caller is gone)."""
+        ``databases`` and ``users``; with ``replica_of``, make it a read-only replica of that
+        source (then with no databases, users or restore). Raises GuestError when it failed
+        (reported to the conductor too, so the outcome is recorded even when the caller is
+        gone)."""
         try:
             self._while(
-                GuestStatus.BUILDING, lambda: self.manager.prepare(databases, users, restore)
+                GuestStatus.BUILDING,
+                lambda: self.manager.prepare(databases, users, restore, replica_of),
             )
         except Exception as exc:
             message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
@@ -245,3 +255,33 @@ class GuestService:
         """Stop the backup if it runs (its tool killed, what it stored discarded) and answer
         its outcome; a backup never started here is recorded FAILED, so it never starts."""
         return self.backups.cancel(backup_id)
+
+    # -- replication -------------------------------------------------------------------------
+
+    def _replication(self) -> ReplicationEngine:
+        """Raises OperationNotSupported where the datastore has no replication, GuestError
+        before the instance is prepared."""
+        engine = self.manager.replication
+        if engine is None:
+            raise OperationNotSupported(f"replication is not supported by {self.config.datastore}")
+        if not self.manager.prepared:
+            raise GuestError("the instance has not been prepared")
+        return engine
+
+    def replication_source(self, ctx: RequestContext) -> ReplicaSource:
+        """Where and as whom a new replica of this instance connects (idempotent: the same
+        account and password every time). Raises GuestError on a replica."""
+        source = self._replication().source()
+        LOG.info("answered the replication account for a replica of this instance")
+        return source
+
+    def detach_replica(self, ctx: RequestContext) -> None:
+        """Make a replica a standalone read-write server for good; at once on a server that
+        is not a replica."""
+        engine = self._replication()
+        with self._op_lock:  # never while the server is being restarted or reconfigured
+            engine.detach()
+        self._beat_now.set()
+
+    def replication_state(self, ctx: RequestContext) -> ReplicationState:
+        return self._replication().state()

@@ -1,8 +1,10 @@
-"""The typed client of a guest agent (topic ``guestagent.<instance id>``).
+"""The typed clients of a guest agent (topic ``guestagent.<instance id>``).
 
-One method per RPC of the guest agent's table (``cove.guestagent.service.guest_endpoints``);
-every one is a call. Reads answer within the client's timeout; ``prepare``, a restart and new
-settings may take longer and are given their own.
+One method per RPC of the guest agent's table (``cove.guestagent.service.guest_endpoints``),
+in two classes on the same topic: :class:`GuestClient` (lifecycle, configuration, backups,
+databases, users, root) and :class:`GuestReplicationClient` (replication). Every one is a
+call. Reads answer within the client's timeout; ``prepare``, a restart, new settings and a
+promotion may take longer and are given their own.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from cove.common.errors import GuestError
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
 from cove.domain.guest import ConfigurationApplied, PasswordChange, RootEnabled, Value
+from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 from cove.rpc import topics
@@ -27,6 +30,9 @@ RESTART_TIMEOUT = 300.0
 APPLY_TIMEOUT = 120.0
 #: Seconds a guest has to stop a backup: it waits up to 10 s for the backup to end.
 CANCEL_TIMEOUT = 20.0
+#: Seconds a guest has to promote its replica: it waits up to 240 s for the server to leave
+#: recovery (replaying what it received first), and for a restart or reconfiguration under way.
+DETACH_TIMEOUT = 300.0
 
 
 class GuestClient(ServiceClient):
@@ -63,11 +69,15 @@ class GuestClient(ServiceClient):
         databases: list[DatabaseSpec],
         users: list[UserSpec],
         restore: RestoreJob | None = None,
+        replica_of: ReplicaSource | None = None,
     ) -> None:
         """Answers once the server runs with what was asked for, restored from ``restore``'s
-        backups first when given (the guest also reports it to the conductor). Idempotent: a
-        prepared instance only has its server started, and a prepare asked again while one
-        runs waits for it."""
+        backups first when given (the guest also reports it to the conductor). With
+        ``replica_of`` (``GuestReplicationClient.replication_source`` of the source), the
+        server is a copy of the source's, running as a read-only replica streaming from it;
+        ``databases``, ``users`` and ``restore`` must then be empty (GuestError otherwise).
+        Idempotent: a prepared instance only has its server started, and a prepare asked again
+        while one runs waits for it."""
         self._call(
             ctx,
             "prepare",
@@ -76,6 +86,7 @@ class GuestClient(ServiceClient):
             databases=databases,
             users=users,
             restore=restore,
+            replica_of=replica_of,
         )
 
     def restart(self, ctx: RequestContext) -> None:
@@ -193,3 +204,32 @@ class GuestClient(ServiceClient):
 
     def is_root_enabled(self, ctx: RequestContext) -> bool:
         return self._call(ctx, "is_root_enabled", bool)
+
+
+class GuestReplicationClient(ServiceClient):
+    """The replication RPCs of a guest agent, on the same topic as :class:`GuestClient`."""
+
+    answer_error = GuestError
+
+    def __init__(self, bus: RpcClient, instance_id: str, timeout: float = 30.0) -> None:
+        super().__init__(bus, topics.guest(instance_id), timeout)
+        self.instance_id = instance_id
+        self.peer = f"The guest agent of instance {instance_id}"
+
+    def replication_source(self, ctx: RequestContext) -> ReplicaSource:
+        """Where and as whom a replica of this (primary) instance connects, to hand to the
+        replica's ``prepare``. The account replicates only; the answer holds its password:
+        never log or show it. Idempotent: the same password every time. Raises GuestError on
+        an instance that is itself a replica."""
+        return self._call(ctx, "replication_source", ReplicaSource)
+
+    def detach_replica(self, ctx: RequestContext) -> None:
+        """Promote the replica to a standalone read-write server, which stays one across
+        restarts. Idempotent: an instance that is not a replica answers at once."""
+        self._call(ctx, "detach_replica", type(None), DETACH_TIMEOUT)
+
+    def replication_state(self, ctx: RequestContext) -> ReplicationState:
+        """``replica`` (with the replayed position and whether it streams now) or
+        ``primary`` (with the written position) for any read-write server: the control plane
+        knows which of those are standalone."""
+        return self._call(ctx, "replication_state", ReplicationState)

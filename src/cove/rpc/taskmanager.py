@@ -35,5 +35,8 @@ class TaskManagerClient(ServiceClient):
     def resize_instance(self, ctx: RequestContext, instance_id: str) -> None:
         self._cast(ctx, "resize_instance", instance_id=instance_id)
 
+    def detach_replica(self, ctx: RequestContext, instance_id: str) -> None:
+        self._cast(ctx, "detach_replica", instance_id=instance_id)
+
     def create_backup(self, ctx: RequestContext, backup_id: str) -> None:
         self._cast(ctx, "create_backup", backup_id=backup_id)

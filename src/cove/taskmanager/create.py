@@ -35,6 +35,7 @@ from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
+from cove.taskmanager.replicas import replica_source
 from cove.taskmanager.stores import seal_key, with_credentials
 from cove.taskmanager.wal import replay_source
 
@@ -62,6 +63,7 @@ def create_instance(
             if inst.task != Task.BUILDING.value:
                 return
             inst.agent_started_at = utcnow()
+            source_id = inst.replica_of_id
         tc.driver.create(spec)
         if not _mark_placed(tc, instance_id):
             # The build was given up meanwhile (timed out, then perhaps deleted): what was
@@ -78,7 +80,12 @@ def create_instance(
         )
 
         def prepare() -> None:
-            guest.prepare(ctx, args.databases, args.users, restore)
+            if source_id is None:
+                guest.prepare(ctx, args.databases, args.users, restore)
+                return
+            # A replica copies its source: it is given where and how to connect instead.
+            source = replica_source(tc, ctx, source_id)
+            guest.prepare(ctx, [], [], None, replica_of=source)
 
         # A prepare asked again while one runs waits for it, and a prepared guest only starts
         # its server: asking again after the bus or the agent went away is safe.

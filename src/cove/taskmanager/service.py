@@ -24,6 +24,7 @@ from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
 from cove.taskmanager.monitor import check_instances
+from cove.taskmanager.replicas import detach_replica
 from cove.taskmanager.resize import resize_instance
 from cove.taskmanager.restart import restart_instance
 from cove.taskmanager.scheduler import Clock, Scheduler
@@ -64,6 +65,7 @@ class TaskManager:
                 "delete_instance": self.delete_instance,
                 "restart_instance": self.restart_instance,
                 "resize_instance": self.resize_instance,
+                "detach_replica": self.detach_replica,
                 "create_backup": self.create_backup,
             }
         )
@@ -79,6 +81,9 @@ class TaskManager:
 
     def resize_instance(self, ctx: RequestContext, instance_id: str) -> None:
         self._run(ctx, instance_id, Task.RESIZING)
+
+    def detach_replica(self, ctx: RequestContext, instance_id: str) -> None:
+        self._run(ctx, instance_id, Task.DETACHING)
 
     def create_backup(self, ctx: RequestContext, backup_id: str) -> None:
         self._watch_backup(ctx, backup_id)
@@ -120,7 +125,7 @@ class TaskManager:
 
     def _cast_backup(self, backup_id: str) -> None:
         """Hand a scheduled backup to the task managers, as the API hands one it recorded:
-        their RPC workers run it, not this task manager's monitor."""
+        their backup watchers run it, not this task manager's monitor."""
         TaskManagerClient(self.tc.bus).create_backup(RequestContext(), backup_id)
 
     def _run_backup(
@@ -151,6 +156,8 @@ class TaskManager:
                 restart_instance(self.tc, ctx, instance_id)
             elif task is Task.RESIZING:
                 resize_instance(self.tc, ctx, instance_id)
+            elif task is Task.DETACHING:
+                detach_replica(self.tc, ctx, instance_id)
 
     def resume(self) -> None:
         """Start every task nobody holds, each in the background (once at a time)."""

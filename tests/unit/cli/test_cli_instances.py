@@ -347,3 +347,29 @@ def test_restore_window_is_shown(cove: FakeCove) -> None:
     assert "no moments to restore to yet" in empty.stdout
     as_json = run("--json", "instance", "restore-window", "i-1")
     assert json.loads(as_json.stdout) == {"restore_window": window}
+
+
+def test_create_replicas_sends_only_the_name_and_the_count(cove: FakeCove) -> None:
+    cove.on("POST", "instances", reply(200, {"instance": instance(replica_of={"id": "i-0"})}))
+    result = run("instance", "create", "ro", "--replica-of", "i-0", "--replica-count", "2")
+    assert result.exit_code == 0, result.output
+    assert cove.bodies("POST") == [
+        {"instance": {"name": "ro", "replica_of": "i-0", "replica_count": 2}}
+    ]
+    assert "replica_of  i-0" in result.stdout.splitlines()
+
+
+def test_create_needs_flavor_and_size_but_for_a_replica(cove: FakeCove) -> None:
+    missing = run("instance", "create", "x", "--size", "1")
+    assert missing.exit_code == 2 and "--flavor and --size are required" in missing.output
+    count = run("instance", "create", "x", "--flavor", "1", "--size", "1", "--replica-count", "2")
+    assert count.exit_code == 2 and "--replica-count needs --replica-of" in count.output
+    assert cove.bodies("POST") == []
+
+
+def test_detach_replica_clears_replica_of(cove: FakeCove) -> None:
+    cove.on("PUT", "instances/i-1", reply(202))
+    result = run("instance", "detach-replica", "i-1")
+    assert result.exit_code == 0, result.output
+    assert cove.bodies("PUT") == [{"instance": {"replica_of": None}}]
+    assert "being detached" in result.stdout

@@ -72,11 +72,13 @@ def _reach(
     capability: Capability,
     name: str,
     host: str,
+    writes: bool = False,
 ) -> str:
-    """Check that the instance is ready for ``capability`` and that the account ``name``@
-    ``host`` is one a request may reach on its datastore (not one of the server's or Cove's
-    own); returns the datastore's name. Raises what check_ready raises, and BadRequest."""
-    datastore = check_ready(c, project_id, instance_id, capability)
+    """Check that the instance is ready for ``capability`` (and, when the request ``writes``,
+    takes writes) and that the account ``name``@``host`` is one a request may reach on its
+    datastore (not one of the server's or Cove's own); returns the datastore's name. Raises
+    what check_ready raises, and BadRequest."""
+    datastore = check_ready(c, project_id, instance_id, capability, writes=writes)
     user_name(name, datastore, existing=True)
     host_allowed(datastore, name, host)
     return datastore
@@ -124,7 +126,7 @@ def create_databases(
 ) -> Response:
     ctx, project_id = authorize_instance(request, project_id, instance_id, "database:create")
     specs = database_specs(body.databases)
-    datastore = check_ready(c, project_id, instance_id, Capability.DATABASES)
+    datastore = check_ready(c, project_id, instance_id, Capability.DATABASES, writes=True)
     for spec in specs:
         database_name(spec.name, datastore)
     c.guest(instance_id).create_databases(ctx, specs)
@@ -154,7 +156,7 @@ def delete_database(
 ) -> Response:
     ctx, project_id = authorize_instance(request, project_id, instance_id, "database:delete")
     database_name(name, None)
-    database_name(name, check_ready(c, project_id, instance_id, Capability.DATABASES))
+    database_name(name, check_ready(c, project_id, instance_id, Capability.DATABASES, writes=True))
     c.guest(instance_id).delete_database(ctx, name)
     return _accepted()
 
@@ -206,7 +208,7 @@ def create_users(
 ) -> Response:
     ctx, project_id = authorize_instance(request, project_id, instance_id, "user:create")
     specs = user_specs(body.users)
-    datastore = check_ready(c, project_id, instance_id, Capability.USERS)
+    datastore = check_ready(c, project_id, instance_id, Capability.USERS, writes=True)
     for spec in specs:
         user_name(spec.name, datastore)
         host_allowed(datastore, spec.name, spec.host)
@@ -234,7 +236,7 @@ def change_passwords(
         name, host = split_user(user.name if not user.host else f"{user.name}@{user.host}")
         checked(names.password, user.password)
         users.append(PasswordChange(name, user.password, host))
-    datastore = check_ready(c, project_id, instance_id, Capability.USERS)
+    datastore = check_ready(c, project_id, instance_id, Capability.USERS, writes=True)
     for u in users:
         user_name(u.name, datastore, existing=True)
         host_allowed(datastore, u.name, u.host)
@@ -276,7 +278,7 @@ def update_user(
         user_name(attrs.name, None)
     if attrs.password is not None:
         checked(names.password, attrs.password)
-    datastore = _reach(c, project_id, instance_id, Capability.USERS, name, host)
+    datastore = _reach(c, project_id, instance_id, Capability.USERS, name, host, writes=True)
     if attrs.name is not None and attrs.name != name:
         user_name(attrs.name, datastore)  # a rename takes a new name
     if new_host is not None:
@@ -303,7 +305,7 @@ def delete_user(
 ) -> Response:
     ctx, project_id = authorize_instance(request, project_id, instance_id, "user:delete")
     name, host = split_user(user)
-    _reach(c, project_id, instance_id, Capability.USERS, name, host)
+    _reach(c, project_id, instance_id, Capability.USERS, name, host, writes=True)
     c.guest(instance_id).delete_user(ctx, name, host)
     return _accepted()
 
@@ -337,7 +339,7 @@ def grant_access(
     name, host = split_user(user)
     for ref in body.databases:
         database_name(ref.name, None)
-    datastore = _reach(c, project_id, instance_id, Capability.DATABASES, name, host)
+    datastore = _reach(c, project_id, instance_id, Capability.DATABASES, name, host, writes=True)
     for ref in body.databases:
         database_name(ref.name, datastore)
     c.guest(instance_id).grant_access(ctx, name, host, [r.name for r in body.databases])
@@ -361,7 +363,9 @@ def revoke_access(
     ctx, project_id = authorize_instance(request, project_id, instance_id, "user:revoke")
     name, host = split_user(user)
     database_name(database, None)
-    database_name(database, _reach(c, project_id, instance_id, Capability.DATABASES, name, host))
+    database_name(
+        database, _reach(c, project_id, instance_id, Capability.DATABASES, name, host, writes=True)
+    )
     c.guest(instance_id).revoke_access(ctx, name, host, database)
     return _accepted()
 
@@ -392,7 +396,7 @@ def enable_root(
         checked(names.password, password)
     else:
         password = generate_password()
-    check_ready(c, project_id, instance_id, Capability.ROOT)
+    check_ready(c, project_id, instance_id, Capability.ROOT, writes=True)
     root = c.guest(instance_id).enable_root(ctx, password)
     return {"user": {"name": root.name, "password": password}}
 
@@ -404,6 +408,6 @@ def disable_root(
     project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Response:
     ctx, project_id = authorize_instance(request, project_id, instance_id, "root:disable")
-    check_ready(c, project_id, instance_id, Capability.ROOT)
+    check_ready(c, project_id, instance_id, Capability.ROOT, writes=True)
     c.guest(instance_id).disable_root(ctx)
     return Response(status_code=204)

@@ -136,7 +136,6 @@ def show_instance_configuration(
 
 def _unsupported(spec: InstanceCreate) -> None:
     for field, what in (
-        ("replica_of", "Replication"),
         ("modules", "Modules"),
         ("availability_zone", "Availability zones"),
         ("locality", "Locality"),
@@ -179,7 +178,13 @@ def create_instance(
     ctx = authorize(request, project_id, "instance:create")
     spec = body.instance
     _unsupported(spec)
-    dbs, users = _validate_payload(spec, c)
+    if spec.replica_of is not None:
+        # A replica takes everything but its name from its source (cove.api.replicas).
+        checked(names.instance_name, spec.name)
+        dbs: list[DatabaseSpec] = []
+        users: list[UserSpec] = []
+    else:
+        dbs, users = _validate_payload(spec, c)
     instance_id = workflows.create_instance(c, ctx, project_id, spec, dbs, users)
     with c.db.session() as s:
         return {"instance": _view(request, c, get_instance(s, instance_id), True)}
@@ -189,16 +194,26 @@ def _update(
     project_id: str, instance_id: str, body: InstanceUpdateBody, request: Request, c: ApiContext
 ) -> Response:
     """Rename, attach a configuration group (``configuration: <id>``) or detach it
-    (``configuration: null``, or an empty ``{"instance": {}}`` as in Trove)."""
+    (``configuration: null``, or an empty ``{"instance": {}}`` as in Trove), or detach a
+    replica from its source (``replica_of: null`` or ``""``, or ``slave_of``)."""
     ctx, project_id = authorize_instance(request, project_id, instance_id, "instance:update")
     fields = body.instance.model_dump(exclude_unset=True)
     others = [k for k in fields if k != "name"]
     if len(others) > 1:
         raise BadRequest("Only one attribute (except 'name') is allowed to update.")
     for key in others:
-        if key != "configuration":
+        if key not in ("configuration", "replica_of", "slave_of"):
             raise NotImplementedFault(f"Updating '{key}' is not supported by Cove yet.")
     name = checked(names.instance_name, fields["name"]) if "name" in fields else None
+    if others and others[0] in ("replica_of", "slave_of"):
+        if others[0] == "replica_of" and fields["replica_of"] not in (None, ""):
+            raise BadRequest(
+                "'replica_of' can only be cleared (null or \"\") to detach a replica; a "
+                "standalone instance cannot be made a replica."
+            )
+        workflows.rename_instance(c, project_id, instance_id, name)
+        workflows.detach_replica(c, ctx, project_id, instance_id)
+        return _accepted()
     if not fields or "configuration" in fields:
         ref = fields.get("configuration")
         if ref is None:

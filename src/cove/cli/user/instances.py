@@ -133,8 +133,10 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
 
 @instance.command("create")
 @click.argument("name")
-@click.option("--flavor", required=True, help="Flavor id (see 'cove flavor list').")
-@click.option("--size", required=True, type=click.IntRange(min=1), help="Volume size in GB.")
+@click.option("--flavor", help="Flavor id (see 'cove flavor list'); required but for a replica.")
+@click.option(
+    "--size", type=click.IntRange(min=1), help="Volume size in GB; required but for a replica."
+)
 @click.option("--datastore", help="Datastore type, e.g. postgresql.")
 @click.option("--datastore-version", help="Datastore version name.")
 @click.option("--database", "databases", multiple=True, help="Create this database (repeatable).")
@@ -160,14 +162,25 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
     help="With --backup: restore its instance as it was at this moment (ISO 8601, UTC when no "
     "offset is given; see 'cove instance restore-window').",
 )
+@click.option(
+    "--replica-of",
+    metavar="INSTANCE",
+    help="Make a read-only replica of this instance (it takes its flavor, size, datastore, "
+    "databases and users).",
+)
+@click.option(
+    "--replica-count",
+    type=click.IntRange(1, 3),
+    help="With --replica-of: how many replicas (named NAME, NAME-2, NAME-3).",
+)
 @wait_option
 @wait_timeout_option(900)
 @click.pass_obj
 def instance_create(
     app: App,
     name: str,
-    flavor: str,
-    size: int,
+    flavor: str | None,
+    size: int | None,
     datastore: str | None,
     datastore_version: str | None,
     databases: tuple[str, ...],
@@ -176,6 +189,8 @@ def instance_create(
     configuration: str | None,
     backup: str | None,
     restore_time: str | None,
+    replica_of: str | None,
+    replica_count: int | None,
     wait: bool,
     wait_timeout: float,
 ) -> None:
@@ -186,6 +201,13 @@ def instance_create(
     --user NAME:PASSWORD@DB1,DB2  access to DB1 and DB2 only
     --user NAME[@DB1,DB2]         prompt for the password (use this when it contains '@')
     """
+    if replica_of is not None:
+        _create_replicas(app, name, replica_of, replica_count, wait, wait_timeout)
+        return
+    if replica_count is not None:
+        raise click.UsageError("--replica-count needs --replica-of.")
+    if flavor is None or size is None:
+        raise click.UsageError("--flavor and --size are required (but for --replica-of).")
     dbs = list(databases)
     req: Body = {"name": name, "flavorRef": flavor, "volume": {"size": size}}
     store = {"type": datastore, "version": datastore_version}
@@ -242,6 +264,37 @@ def instance_list(app: App, all_projects: bool) -> None:
 def instance_show(app: App, instance_id: str) -> None:
     """Show instance ID."""
     show_instance(app, need(app.api.get(inst_path(instance_id)), "instance"))
+
+
+def _create_replicas(
+    app: App, name: str, source: str, count: int | None, wait: bool, wait_timeout: float
+) -> None:
+    """``instance create --replica-of``: only the name and the count go with the request."""
+    req: Body = {"name": name, "replica_of": source}
+    if count is not None:
+        req["replica_count"] = count
+    inst = need(app.api.request("POST", "instances", {"instance": req}), "instance")
+    if wait:
+        source_view = need(app.api.get(inst_path(source)), "instance")
+        for replica in source_view.get("replicas") or [{"id": inst["id"]}]:
+            wait_for(app, str(replica["id"]), gone=False, timeout=wait_timeout)
+        inst = need(app.api.get(inst_path(str(inst["id"]))), "instance")
+    show_instance(app, inst)
+
+
+@instance.command("detach-replica")
+@click.argument("instance_id", metavar="ID")
+@wait_option
+@wait_timeout_option(600)
+@click.pass_obj
+def instance_detach_replica(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
+    """Make replica ID a standalone, writable instance (it keeps the data it replicated)."""
+    app.api.request("PUT", inst_path(instance_id), {"instance": {"replica_of": None}})
+    if wait:
+        wait_for(app, instance_id, gone=False, timeout=wait_timeout)
+        app.done(f"Instance {instance_id} is no longer a replica.")
+    else:
+        app.done(f"Instance {instance_id} is being detached from its source.")
 
 
 @instance.command("restore-window")

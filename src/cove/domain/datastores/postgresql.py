@@ -97,7 +97,7 @@ KEYWORDS = frozenset({
 
 NAMES = NameRules(
     # The guest agent's superuser, root, and the role that owns what deleted users leave.
-    own_users=frozenset({"os_admin", "root", "cove_orphans"}),
+    own_users=frozenset({"os_admin", "root", "cove_orphans", "cove_replication"}),
     # The server's predefined roles; CREATE ROLE refuses the prefix ("role name is reserved").
     own_user_prefixes=("pg_",),
     # CREATE ROLE refuses "public" and "none" (the grantee of every role, and no role);
@@ -121,6 +121,7 @@ POSTGRESQL = Datastore(
             Capability.BACKUPS,
             Capability.INCREMENTAL_BACKUPS,
             Capability.POINT_IN_TIME,
+            Capability.REPLICATION,
         }
     ),
     denied=DENIED,

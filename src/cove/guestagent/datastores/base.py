@@ -13,7 +13,10 @@ user to another host). A manager never wraps its admin object in methods of its 
 Rules every manager follows:
 
 * ``prepare`` is idempotent: called again after it succeeded it does nothing; called after a
-  crash half-way it starts over from a clean data directory. It may block for minutes.
+  crash half-way it starts over from a clean data directory. It may block for minutes. With
+  ``replica_of`` (only where the manager has a ``replication`` engine) the server is made a
+  copy of that source and started as a read-only replica streaming from it; the request then
+  names no databases, users or restore (``GuestError`` otherwise).
 * ``start``, ``stop`` and ``restart`` are idempotent and block until the server is up (or down).
   The server runs as a direct child of the agent whenever the agent started it, so a crash is
   seen at once; ``adopt`` takes over a server left running by a previous agent.
@@ -56,9 +59,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob, WalArchive, WalRestore
 from cove.domain.capabilities import Capability
 from cove.domain.guest import GuestSettings
+from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
 
@@ -177,6 +182,35 @@ class BackupEngine(Protocol):
     def restore(self, pieces: Sequence[RestoreSource]) -> None: ...
 
 
+class ReplicationEngine(Protocol):
+    """How a datastore's server streams its data to replicas (a manager's ``replication``).
+
+    * ``source`` runs on a primary: it makes sure the account replicas connect with exists
+      (replication rights only) and is let in over the network, and answers where and as whom
+      to connect. Idempotent: every call answers the same password, kept privately beside the
+      server's configuration, and whatever it sets up outlives rewrites of the configuration.
+      Raises GuestError on a server that is itself a replica or that does not answer.
+    * ``make_replica`` runs with the server stopped, before the instance is prepared: it
+      replaces the data directory by a copy of ``source``'s, set up so that the server, once
+      started, is a read-only replica streaming from it (across restarts too). May block for
+      as long as the copy takes. The password goes through files of mode 0600 only, never a
+      command line, an environment or a log. Raises GuestError or CommandFailed when the copy
+      fails; the data directory is then left for ``prepare`` to start over.
+    * ``detach`` makes a replica a standalone read-write server that stays one across
+      restarts; idempotent: on a server that is not a replica it answers at once. Needs the
+      running server; may block until the server has left recovery. Raises GuestError.
+    * ``state`` says the server's role and position; raises GuestError when it does not answer.
+    """
+
+    def source(self) -> ReplicaSource: ...
+
+    def make_replica(self, source: ReplicaSource) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def state(self) -> ReplicationState: ...
+
+
 class DatastoreManager(ABC):
     """The lifecycle and configuration of one server. Public methods hold the shared policy
     (logging, the prepared and restart-required markers); backends implement the protected
@@ -187,6 +221,8 @@ class DatastoreManager(ABC):
     admin: Admin
     #: Backups and restores, where the datastore has them.
     backups: BackupEngine | None = None
+    #: Streaming replication, where the datastore has it.
+    replication: ReplicationEngine | None = None
 
     def __init__(self, config: GuestSettings) -> None:
         self.config = config
@@ -208,15 +244,33 @@ class DatastoreManager(ABC):
         databases: Sequence[DatabaseSpec],
         users: Sequence[UserSpec],
         restore: RestoreJob | None = None,
+        replica_of: ReplicaSource | None = None,
     ) -> None:
         """Initialise (from ``restore``'s backups when given), configure and start the server,
-        then create databases and users."""
+        then create databases and users; with ``replica_of``, make the server a read-only
+        replica of that source instead. Raises GuestError for a replica asked with databases,
+        users or a restore, OperationNotSupported where the datastore has no replication."""
+        if replica_of is not None:
+            if databases or users or restore is not None:
+                raise GuestError(
+                    "A replica is prepared without databases, users or a backup to restore: "
+                    "it gets those of its source."
+                )
+            if self.replication is None:
+                raise OperationNotSupported(
+                    f"replication is not supported by {self.config.datastore}"
+                )
         if self.prepared:
             LOG.info("instance already prepared")
             self.start()
             return
-        LOG.info("preparing %s %s", self.config.datastore, self.config.datastore_version)
-        self._prepare(databases, users, restore)
+        LOG.info(
+            "preparing %s %s%s",
+            self.config.datastore,
+            self.config.datastore_version,
+            f" as a replica of instance {replica_of.instance_id}" if replica_of else "",
+        )
+        self._prepare(databases, users, restore, replica_of)
         self.server_started()
         LOG.info("prepared")
 
@@ -226,6 +280,7 @@ class DatastoreManager(ABC):
         databases: Sequence[DatabaseSpec],
         users: Sequence[UserSpec],
         restore: RestoreJob | None,
+        replica_of: ReplicaSource | None,
     ) -> None: ...
 
     def warm_up(self) -> None:

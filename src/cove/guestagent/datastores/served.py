@@ -8,7 +8,9 @@ for every datastore:
   server once per agent (a server an earlier agent left running for this instance is stopped
   first, so its files can go); ``prepare`` then creates what the request asks for
   (:meth:`_fill`) and marks the instance prepared; a failure there makes the next ``prepare``
-  start again from a clean directory;
+  start again from a clean directory; a replica's ``prepare`` stops the warmed-up server and
+  has the ``replication`` engine replace its data directory by a copy of the source's before
+  starting it;
 * ``start`` writes the config again (the settings may have changed) and starts the server,
   ``adopt`` takes over a prepared instance's running server, ``stop`` waits for a warm-up or
   a recovery under way; ``recover`` is ``start`` after a crash, which a stop asked before it
@@ -28,6 +30,7 @@ from typing import Protocol
 from cove.common.errors import GuestError
 from cove.domain.backups import RestoreJob
 from cove.domain.guest import GuestSettings
+from cove.domain.replication import ReplicaSource
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent import backups
@@ -111,16 +114,36 @@ class ServedManager(DatastoreManager):
         databases: Sequence[DatabaseSpec],
         users: Sequence[UserSpec],
         restore: RestoreJob | None,
+        replica_of: ReplicaSource | None,
     ) -> None:
-        self._initialise()
         try:
-            if restore is not None:
-                self._restore(restore)
-            self._fill(databases, users)
+            if replica_of is not None:
+                self._replicate(replica_of)
+            else:
+                self._initialise()
+                if restore is not None:
+                    self._restore(restore)
+                self._fill(databases, users)
         except Exception:
             self._initialised = False  # a prepare sent again starts from a clean directory
             raise
         self._marker.write_text("ok\n")
+
+    def _replicate(self, source: ReplicaSource) -> None:
+        """Replace whatever runs here (the warmed-up server, or one an earlier agent left) by
+        a replica of ``source`` and start it."""
+        if self.replication is None:
+            raise GuestError(f"replication is not supported by {self.config.datastore}")
+        with self._init_lock:
+            if self._stopped_on_purpose:
+                raise GuestError("the guest agent is stopping")
+            self._initialised = False
+            self.server.adopt()
+            self.server.stop()
+            self.replication.make_replica(source)
+            self.write_config()
+            self.server.start()
+            self._initialised = True
 
     def _restore(self, job: RestoreJob) -> None:
         """Replace the fresh server's data by the backups' and start it on them."""

@@ -27,12 +27,15 @@ from cove.common.errors import (
 from cove.domain import names
 from cove.domain.datastores.postgresql import POSTGRESQL
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, ROOT_USER
+from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, REPLICATION_USER, ROOT_USER
+from cove.guestagent.datastores.postgresql.replication import READ_ONLY
 from cove.guestagent.datastores.postgresql.scram import verifier
 
 #: Owns what deleted users leave behind.
 OWNER_ROLE = "cove_orphans"
-HIDDEN_USERS = (ADMIN_USER, ROOT_USER, OWNER_ROLE)
+HIDDEN_USERS = (ADMIN_USER, ROOT_USER, OWNER_ROLE, REPLICATION_USER)
+#: What a change asked of a replica answers (its server is a read-only hot standby).
+REFUSED_ON_REPLICA = f"{READ_ONLY}: change databases, users and root on its primary."
 #: What ``root`` is given instead of superuser.
 ROOT_ROLES = ("pg_read_all_data", "pg_write_all_data", "pg_monitor", "pg_signal_backend")
 HIDDEN_DATABASES = ("postgres", "template0", "template1")
@@ -44,6 +47,9 @@ def _checked(rule: Callable[[str, str], str], value: str) -> str:
     """``value`` held to a naming rule of ``cove.domain.names`` for PostgreSQL, which the API
     applied already: a request that reaches the agent another way meets it too. Raises
     BadRequest."""
+    if rule is names.user_name and value.lower() == REPLICATION_USER:
+        # The account replicas stream with (the domain's rules may not know it yet).
+        raise BadRequest(f"user name '{value}' is reserved on PostgreSQL; choose another")
     try:
         return rule(value, POSTGRESQL.name)
     except ValueError as exc:
@@ -66,6 +72,8 @@ class PostgresAdmin:
             with self._connect(dbname=dbname) as conn:
                 cur = conn.execute(query, params)
                 return list(cur.fetchall()) if cur.description else []
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise GuestError(REFUSED_ON_REPLICA) from exc
         except psycopg.errors.DuplicateDatabase as exc:
             raise DatabaseAlreadyExists(str(exc).splitlines()[0]) from exc
         except psycopg.errors.DuplicateObject as exc:
@@ -147,7 +155,8 @@ class PostgresAdmin:
         return bool(self._run("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]))
 
     def _require_user(self, name: str) -> None:
-        if POSTGRESQL.names.own_user(name) or not self._user_exists(name):
+        hidden = POSTGRESQL.names.own_user(name) or name.lower() == REPLICATION_USER
+        if hidden or not self._user_exists(name):
             raise UserNotFound(f"User {name} cannot be found on the instance.")
 
     def list_users(self) -> list[UserInfo]:

@@ -39,6 +39,7 @@ from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.datastores.base import BackupSource, RestoreSource
 from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, quote
+from cove.guestagent.datastores.postgresql.replication import READ_ONLY, is_standby
 from cove.guestagent.datastores.postgresql.server import PostgresServer
 from cove.guestagent.datastores.postgresql.wal import (
     RESTORED,
@@ -90,8 +91,18 @@ class PostgresBackups:
         return Path(self.config.bin_dir)
 
     def archive_to(self, target: WalArchive) -> None:
-        """Archive the instance's WAL to ``target`` from now on."""
+        """Archive the instance's WAL to ``target`` from now on. Raises GuestError on a
+        replica."""
+        self._refuse_on_replica()
         self.archiver.configure(target)
+
+    def _refuse_on_replica(self) -> None:
+        """A standby neither archives nor switches WAL, which every backup here needs."""
+        if is_standby(self.config.data_dir):
+            raise GuestError(
+                f"{READ_ONLY}: back up its primary instead "
+                "(backups of replicas are not supported yet)."
+            )
 
     def _query(self, sql: str, *params: str) -> str:
         try:
@@ -105,6 +116,7 @@ class PostgresBackups:
 
     @contextlib.contextmanager
     def open_backup(self, parent_meta: dict[str, str] | None) -> Iterator[BackupSource]:
+        self._refuse_on_replica()
         if parent_meta is not None:
             yield self._incremental(parent_meta)
             return

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import re
+from pathlib import Path
 
 from cove.common.errors import Unprocessable
 from cove.domain.guest import GuestSettings
@@ -20,6 +22,8 @@ LOG = logging.getLogger(__name__)
 
 ADMIN_USER = "os_admin"
 ROOT_USER = "root"
+#: The account replicas stream from a primary with: replication only, no database access.
+REPLICATION_USER = "cove_replication"
 
 
 def memory_settings(ram_mb: int, vcpus: int) -> dict[str, Value]:
@@ -107,19 +111,44 @@ def settings(config: GuestSettings) -> dict[str, Value]:
     return out
 
 
-def postgresql_conf(config: GuestSettings) -> str:
-    """The whole postgresql.conf; raises Unprocessable as :func:`settings` does."""
+def raised_to(values: dict[str, Value], floors: dict[str, int]) -> dict[str, Value]:
+    """``values`` with each setting of ``floors`` at least that high (matched without regard
+    to case); one not set yet is set to its floor."""
+    out = dict(values)
+    for name, floor in floors.items():
+        keys = [k for k in out if k.lower() == name.lower()] or [name]
+        for key in keys:
+            current = out.get(key)
+            if isinstance(current, bool) or not isinstance(current, int | float | None):
+                continue  # not a number: the server says what it makes of it
+            if current is None or current < floor:
+                out[key] = floor
+    return out
+
+
+def postgresql_conf(config: GuestSettings, floors: dict[str, int] | None = None) -> str:
+    """The whole postgresql.conf, with the settings of ``floors`` at least that high (a
+    standby's, which its primary's values bound from below); raises Unprocessable as
+    :func:`settings` does."""
+    values = raised_to(settings(config), floors or {})
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n"]
-    lines += [f"{key} = {render_value(value)}\n" for key, value in settings(config).items()]
+    lines += [f"{key} = {render_value(value)}\n" for key, value in values.items()]
     return "".join(lines)
 
 
 def pg_hba_conf() -> str:
+    """``pg_hba.conf``: the agent by peer over the socket, everyone else by password. The
+    replication account may only stream (``replication`` never matches ``all``), and only
+    over TCP; it has no password until a replica is made (``replication.py``)."""
     return (
         "# Written by the Cove guest agent.\n"
         f"local all {ADMIN_USER} peer map=cove\n"
         # The agent's base backups (pg_basebackup) over the instance's own socket.
         f"local replication {ADMIN_USER} peer map=cove\n"
+        f"host replication {REPLICATION_USER} 0.0.0.0/0 scram-sha-256\n"
+        f"host replication {REPLICATION_USER} ::/0 scram-sha-256\n"
+        f"local all {REPLICATION_USER} reject\n"
+        f"host all {REPLICATION_USER} all reject\n"
         "local all all scram-sha-256\n"
         "host all all 0.0.0.0/0 scram-sha-256\n"
         "host all all ::/0 scram-sha-256\n"
@@ -128,3 +157,14 @@ def pg_hba_conf() -> str:
 
 def pg_ident_conf(os_user: str | None = None) -> str:
     return f"cove {os_user or getpass.getuser()} {ADMIN_USER}\n"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` at once (the server never reads a half-written file),
+    readable by the service user alone. Raises OSError."""
+    tmp = path.with_name(f".{path.name}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)

@@ -1,4 +1,5 @@
-"""The PostgreSQL datastore manager: a facade over the server, its config and its admin."""
+"""The PostgreSQL datastore manager: a facade over the server, its config, its admin, its
+backups and its replication."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.postgresql import conf, reload
 from cove.guestagent.datastores.postgresql.admin import PostgresAdmin
 from cove.guestagent.datastores.postgresql.backup import PostgresBackups
+from cove.guestagent.datastores.postgresql.replication import PostgresReplication
 from cove.guestagent.datastores.postgresql.server import PostgresServer
 from cove.guestagent.datastores.served import ServedManager
 
@@ -23,12 +25,14 @@ class PostgresManager(ServedManager):
     server: PostgresServer
     admin: PostgresAdmin
     backups: PostgresBackups
+    replication: PostgresReplication
     capabilities = capabilities("postgresql")
 
     def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.admin = PostgresAdmin(self.server.connect)
         self.backups = PostgresBackups(config, self.server)
+        self.replication = PostgresReplication(self.server)
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> PostgresServer:
         return PostgresServer(config, on_exit)
@@ -38,21 +42,17 @@ class PostgresManager(ServedManager):
         anything) for an override no tenant may set."""
         self._write_files(self._files(self.config))
 
-    @staticmethod
-    def _files(config: GuestSettings) -> dict[str, str]:
+    def _files(self, config: GuestSettings) -> dict[str, str]:
         return {
-            "postgresql.conf": conf.postgresql_conf(config),
+            # A standby refuses to run with fewer connections, workers, etc. than its primary.
+            "postgresql.conf": conf.postgresql_conf(config, self.replication.standby_floors()),
             "pg_hba.conf": conf.pg_hba_conf(),
             "pg_ident.conf": conf.pg_ident_conf(),
         }
 
     def _write_files(self, files: dict[str, str]) -> None:
         for name, text in files.items():
-            path = self.config.conf_dir / name
-            tmp = path.with_name(f".{name}.new")
-            tmp.write_text(text)
-            tmp.chmod(0o600)
-            tmp.replace(path)  # the server never reads a half-written file
+            conf.write_private(self.config.conf_dir / name, text)
 
     def _read_files(self) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -63,3 +63,18 @@ def verifier(password: str, salt: bytes | None = None, iterations: int = ITERATI
         return base64.b64encode(raw).decode("ascii")
 
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def matches(stored: str, password: str) -> bool:
+    """Whether the verifier ``stored`` (as :func:`verifier` writes it) is one of ``password``;
+    False for anything else (no verifier, another method, a malformed one)."""
+    try:
+        method, rest = stored.split("$", 1)
+        head, _keys = rest.split("$", 1)
+        iterations, salt = head.split(":", 1)
+        if method != "SCRAM-SHA-256":
+            return False
+        again = verifier(password, base64.b64decode(salt, validate=True), int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(again, stored)

@@ -18,6 +18,7 @@ from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob
 from cove.domain.capabilities import capabilities
 from cove.domain.guest import GuestSettings
+from cove.domain.replication import ReplicaSource
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.redis import conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
@@ -49,10 +50,11 @@ class RedisManager(ServedManager):
         databases: Sequence[DatabaseSpec],
         users: Sequence[UserSpec],
         restore: RestoreJob | None,
+        replica_of: ReplicaSource | None,
     ) -> None:
         if databases or any(u.databases for u in users):
             raise OperationNotSupported(NO_DATABASES)
-        super()._prepare(databases, users, restore)
+        super()._prepare(databases, users, restore, replica_of)
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
         self.admin.create_users(users)

@@ -1,0 +1,39 @@
+"""What the control plane and guest agents tell each other about replication, as typed values.
+
+A replica is made from its source (its primary) over the network: the source's guest agent
+answers a ``ReplicaSource`` (``replication_source``: where to connect and with which account,
+kept the same across calls), and the task manager hands it to the new replica's ``prepare``.
+The password travels only inside RPC messages and ends up in files of mode 0600; it never
+appears in argv, logs or API answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ReplicaSource:
+    """Where a replica copies and then streams its data from."""
+
+    #: The source (primary) instance.
+    instance_id: str
+    host: str
+    port: int
+    #: The account the source keeps for its replicas (replication only, no data access).
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ReplicationState:
+    """What a guest says of its server's place in replication (``replication_state``)."""
+
+    #: "primary" (takes writes; may have replicas), "replica" (read-only, streaming from
+    #: ``source_host``) or "standalone".
+    role: str
+    #: How far the server has written (a primary) or replayed (a replica), in the datastore's
+    #: own unit (PostgreSQL: the LSN as a byte position); None when it cannot tell.
+    position: int | None = None
+    #: Whether a replica receives from its source right now.
+    streaming: bool = False

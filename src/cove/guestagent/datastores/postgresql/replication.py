@@ -1,0 +1,363 @@
+"""PostgreSQL streaming replication: the primary's replication account, a hot standby copied
+from a primary, promotion, and where the server stands.
+
+A primary keeps one account for its replicas, ``cove_replication``: ``REPLICATION LOGIN`` and
+nothing else (``pg_hba.conf`` lets it stream over TCP with SCRAM and refuses it any database;
+``conf.pg_hba_conf``). Its password is made once, at random, and kept in the configuration
+directory (mode 0600), so every ``source`` answers the same one; the server holds only its
+SCRAM verifier.
+
+A replica is made with ``pg_basebackup -X stream -R`` into an emptied data directory, the
+password handed over in a passfile of mode 0600 that is removed as soon as the tool exits.
+``-R`` writes a ``primary_conninfo`` naming that passfile rather than the password, so the
+agent writes its own into ``postgresql.auto.conf`` (mode 0600, in the 0700 data directory):
+the server reads it at every start, and ``standby.signal`` keeps it a standby across restarts.
+The replica's configuration stays the agent's own (``postgresql.conf`` lives in the
+configuration directory, not in the copied data directory).
+
+Detaching promotes the standby (``pg_promote``, which also removes ``standby.signal``) and
+takes ``primary_conninfo`` out, so a restart never makes it a standby again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cove.common.errors import CommandFailed, GuestError
+from cove.domain.replication import ReplicaSource, ReplicationState
+from cove.guestagent import process
+from cove.guestagent.datastores.postgresql import conf, reload, scram
+from cove.guestagent.datastores.postgresql.server import PostgresServer
+
+LOG = logging.getLogger(__name__)
+
+#: The primary's record of its replication account's password, in the configuration directory.
+PASSWORD_FILE = "replication-password"
+#: Where ``pg_basebackup`` finds the password, for as long as it runs.
+PASSFILE = ".replica-passfile"
+#: How long copying the source's data may take.
+COPY_TIMEOUT = 6 * 3600.0
+#: Seconds ``pg_promote`` waits for the standby to leave recovery.
+PROMOTE_WAIT = 240
+#: Settings that make the server a standby, which ``detach`` takes out.
+STANDBY_SETTINGS = ("primary_conninfo", "primary_slot_name")
+#: What a replica answers to a change: a read-only server refuses it.
+READ_ONLY = "This instance is a read-only replica"
+#: The file that makes the server start as a standby, in the data directory.
+STANDBY_SIGNAL = "standby.signal"
+
+
+def is_standby(data_dir: Path) -> bool:
+    """Whether the server of ``data_dir`` is (or will start as) a standby."""
+    return (data_dir / STANDBY_SIGNAL).is_file()
+
+
+#: The settings a hot standby needs at least as high as its primary has them, by the label
+#: ``pg_controldata`` shows the primary's value under (the control file records them).
+STANDBY_FLOORS = {
+    "max_connections": "max_connections setting",
+    "max_worker_processes": "max_worker_processes setting",
+    "max_wal_senders": "max_wal_senders setting",
+    "max_prepared_transactions": "max_prepared_xacts setting",
+    "max_locks_per_transaction": "max_locks_per_xact setting",
+}
+
+
+def control_values(text: str) -> dict[str, int]:
+    """The settings of :data:`STANDBY_FLOORS` in ``pg_controldata``'s output."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        label, _, value = line.partition(":")
+        found[label.strip()] = value.strip()
+    return {
+        name: int(found[label])
+        for name, label in STANDBY_FLOORS.items()
+        if found.get(label, "").isdigit()
+    }
+
+
+def pgpass_field(value: str) -> str:
+    """``value`` as one field of a libpq passfile (``:`` and ``\\`` escaped)."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def conninfo_value(value: str) -> str:
+    """``value`` quoted for a libpq connection string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def primary_conninfo(source: ReplicaSource, application_name: str) -> str:
+    """The connection string a standby streams from ``source`` with (it holds the password)."""
+    parts = {
+        "host": source.host,
+        "port": str(source.port),
+        "user": source.user,
+        "password": source.password,
+        "application_name": application_name,
+    }
+    return " ".join(f"{key}={conninfo_value(value)}" for key, value in parts.items())
+
+
+def without_settings(text: str, names: tuple[str, ...]) -> str:
+    """``postgresql.auto.conf``'s ``text`` without the lines that set ``names``."""
+    kept = [
+        line
+        for line in text.splitlines(keepends=True)
+        if line.split("=", 1)[0].strip().lower() not in names
+    ]
+    return "".join(kept)
+
+
+class PostgresReplication:
+    """The ``ReplicationEngine`` of a PostgreSQL manager (``cove.guestagent.datastores.base``)."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        # The server's settings follow apply_configuration: read them there every time.
+        self.server = server
+        self._lock = threading.Lock()
+
+    @property
+    def _data(self) -> Path:
+        return self.server.config.data_dir
+
+    def standby_floors(self) -> dict[str, int]:
+        """On a standby, the values its primary last had for the settings a standby needs at
+        least as high (a replica may have a smaller flavor, or its primary may have grown);
+        nothing elsewhere, or when they cannot be read (the server then says which one is
+        too low)."""
+        if not is_standby(self._data):
+            return {}
+        try:
+            out = process.run(
+                [Path(self.server.config.bin_dir) / "pg_controldata", "-D", self._data],
+                env={**os.environ, "LC_ALL": "C"},
+                timeout=30,
+            ).stdout
+        except CommandFailed as exc:
+            LOG.warning("cannot read the primary's settings from the control file: %s", exc)
+            return {}
+        return control_values(out)
+
+    # -- the primary's side ------------------------------------------------------------------
+
+    def source(self) -> ReplicaSource:
+        config = self.server.config
+        with self._lock:
+            try:
+                with self.server.connect() as conn:
+                    if _in_recovery(conn):
+                        raise GuestError(
+                            f"{READ_ONLY}: it cannot be the source of another replica; "
+                            "make replicas of its primary."
+                        )
+                    password = self._password()
+                    self._ensure_account(conn, password)
+            except psycopg.Error as exc:
+                raise GuestError(f"cannot set up the replication account: {_first(exc)}") from exc
+            self._ensure_hba()
+        return ReplicaSource(
+            instance_id=config.instance_id,
+            host=config.address,
+            port=config.port,
+            user=conf.REPLICATION_USER,
+            password=password,
+        )
+
+    def _password(self) -> str:
+        """The account's password: the recorded one, or a new one recorded first."""
+        path = self.server.config.conf_dir / PASSWORD_FILE
+        try:
+            known = path.read_text().strip()
+        except FileNotFoundError:
+            known = ""
+        except OSError as exc:
+            raise GuestError(f"cannot read the replication password: {exc.strerror}") from exc
+        if known:
+            return known
+        password = secrets.token_urlsafe(32)
+        try:
+            conf.write_private(path, password + "\n")
+        except OSError as exc:
+            raise GuestError(f"cannot record the replication password: {exc.strerror}") from exc
+        LOG.info("made the replication account's password")
+        return password
+
+    @staticmethod
+    def _ensure_account(conn: psycopg.Connection, password: str) -> None:
+        """The replication role exists, with replication rights only and ``password``
+        (altered only when its verifier is not one of ``password``: replicas see every
+        change of the primary's catalog)."""
+        row = conn.execute(
+            "SELECT rolreplication, rolpassword FROM pg_authid WHERE rolname = %s",
+            [conf.REPLICATION_USER],
+        ).fetchone()
+        if row is not None and not row[0]:
+            raise GuestError(
+                f"A role named {conf.REPLICATION_USER} exists that the guest agent did not make; "
+                "rename it before making replicas."
+            )
+        if row is not None and scram.matches(str(row[1] or ""), password):
+            return
+        verb = "ALTER" if row is not None else "CREATE"
+        conn.execute(
+            sql.SQL(
+                verb + " ROLE {} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                "NOINHERIT NOBYPASSRLS PASSWORD {}"
+            ).format(sql.Identifier(conf.REPLICATION_USER), sql.Literal(scram.verifier(password)))
+        )
+        LOG.info("%s the replication account", "made" if verb == "CREATE" else "updated")
+
+    def _ensure_hba(self) -> None:
+        """``pg_hba.conf`` lets the account stream (a file written by an older agent may
+        not); the server reads it again before a replica may try."""
+        path = self.server.config.conf_dir / "pg_hba.conf"
+        wanted = conf.pg_hba_conf()
+        try:
+            if path.read_text() == wanted:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise GuestError(f"cannot read pg_hba.conf: {exc.strerror}") from exc
+        try:
+            conf.write_private(path, wanted)
+        except OSError as exc:
+            raise GuestError(f"cannot write pg_hba.conf: {exc.strerror}") from exc
+        reload.reload(self.server.connect, self.server.log_file)
+
+    # -- the replica's side ------------------------------------------------------------------
+
+    def make_replica(self, source: ReplicaSource) -> None:
+        data = self._data
+        if data.exists():
+            shutil.rmtree(data)
+        data.mkdir(mode=0o700)
+        LOG.info("copying the data of instance %s", source.instance_id)
+        self._copy(source)
+        self._stand_by(source)
+        LOG.info("copied the data of instance %s; starting as its replica", source.instance_id)
+
+    def _copy(self, source: ReplicaSource) -> None:
+        """``pg_basebackup`` of ``source`` into the empty data directory, the password in a
+        passfile for as long as it runs."""
+        config = self.server.config
+        passfile = config.conf_dir / PASSFILE
+        try:
+            conf.write_private(
+                passfile, f"*:*:*:{pgpass_field(source.user)}:{pgpass_field(source.password)}\n"
+            )
+            env = {**os.environ, "PGPASSFILE": str(passfile), "PGCONNECT_TIMEOUT": "30"}
+            env.pop("PGPASSWORD", None)
+            process.run(
+                [
+                    Path(config.bin_dir) / "pg_basebackup",
+                    *("-h", source.host, "-p", str(source.port), "-U", source.user),
+                    *("-D", self._data, "-X", "stream", "-R"),
+                    "--checkpoint=fast",
+                    "--no-password",
+                ],
+                env=env,
+                timeout=COPY_TIMEOUT,
+            )
+        except (CommandFailed, OSError) as exc:
+            why = exc.message if isinstance(exc, CommandFailed) else exc.strerror
+            raise GuestError(
+                f"cannot copy the data of instance {source.instance_id}: {why}"
+            ) from exc
+        finally:
+            passfile.unlink(missing_ok=True)
+
+    def _stand_by(self, source: ReplicaSource) -> None:
+        """The copy starts as a standby of ``source``, at every start: ``-R`` named the
+        passfile, gone by now, so the connection string with the password replaces its."""
+        data = self._data
+        auto = data / "postgresql.auto.conf"
+        conninfo = primary_conninfo(source, self.server.config.instance_id)
+        try:
+            text = without_settings(auto.read_text(), STANDBY_SETTINGS)
+            conf.write_private(auto, f"{text}primary_conninfo = {conf.quote(conninfo)}\n")
+            (data / STANDBY_SIGNAL).touch(mode=0o600)
+            data.chmod(0o700)
+        except OSError as exc:
+            raise GuestError(f"cannot set the replica up: {exc.strerror}") from exc
+
+    def detach(self) -> None:
+        with self._lock:
+            try:
+                with self.server.connect() as conn:
+                    promoted = _in_recovery(conn)
+                    if promoted:
+                        LOG.info("promoting the replica to a standalone server")
+                        row = conn.execute(
+                            "SELECT pg_promote(wait => true, wait_seconds => %s)", [PROMOTE_WAIT]
+                        ).fetchone()
+                        if not row or not row[0]:
+                            raise GuestError(
+                                f"PostgreSQL did not leave recovery within {PROMOTE_WAIT} s"
+                            )
+                    standing = [n for n in STANDBY_SETTINGS if _scalar(conn, f"SHOW {n}")]
+                    for name in standing:
+                        conn.execute(f"ALTER SYSTEM RESET {name}")
+                    if standing:
+                        conn.execute("SELECT pg_reload_conf()")
+                        LOG.info("the server no longer streams from a primary")
+                    if promoted or standing:
+                        self._close_copied_account(conn)
+            except psycopg.Error as exc:
+                raise GuestError(f"cannot detach the replica: {_first(exc)}") from exc
+            # The server removes it when promoted; one an earlier attempt left goes too.
+            (self._data / STANDBY_SIGNAL).unlink(missing_ok=True)
+
+    def _close_copied_account(self, conn: psycopg.Connection) -> None:
+        """The replication account came with the copy, with the old primary's password: a
+        detached server takes it away (its own ``source`` gives the account a password of
+        its own when it gets replicas)."""
+        if (self.server.config.conf_dir / PASSWORD_FILE).exists():
+            return
+        known = conn.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", [conf.REPLICATION_USER]
+        ).fetchone()
+        if known:
+            account = sql.Identifier(conf.REPLICATION_USER)
+            conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD NULL").format(account))
+
+    # -- either side -------------------------------------------------------------------------
+
+    def state(self) -> ReplicationState:
+        try:
+            with self.server.connect() as conn:
+                if _in_recovery(conn):
+                    position = _scalar(conn, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")
+                    streaming = _scalar(
+                        conn,
+                        "SELECT count(*) > 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+                    )
+                    return ReplicationState(
+                        "replica", None if position is None else int(position), bool(streaming)
+                    )
+                position = _scalar(conn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+                return ReplicationState("primary", int(position), False)
+        except psycopg.Error as exc:
+            raise GuestError(f"cannot read the replication state: {_first(exc)}") from exc
+
+
+def _in_recovery(conn: psycopg.Connection) -> bool:
+    return bool(_scalar(conn, "SELECT pg_is_in_recovery()"))
+
+
+def _scalar(conn: psycopg.Connection, query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    return row[0] if row else None
+
+
+def _first(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
