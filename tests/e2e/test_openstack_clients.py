@@ -350,6 +350,7 @@ def test_openstack_database_commands(
     root_pw = cli_root(run)
     cli_restart(run, root_pw)
     cli_backups(run, cove_up)
+    cli_replicas(run, cove_up)
     cli_configuration_and_resize(run, root_pw, cove_up)
     cli_delete(run)
 
@@ -500,6 +501,29 @@ def cli_backups(run: CliInstance, plane: ControlPlane) -> None:
     cli.ok("database", "backup", "delete", backup_id)
     assert backup_id not in column(cli.json("database", "backup", "list"), "ID")
     cli.ok("database", "instance", "delete", restored["id"])
+
+
+def cli_replicas(run: CliInstance, plane: ControlPlane) -> None:
+    """`openstack database instance create --replica-of` (by the source's name, as users type
+    it), the replica read with the source's user, then `instance detach`."""
+    cli = run.cli
+    created = cli.json("database", "instance", "create", "cli-replica", "--replica-of", run.name)
+    replica = cli_wait_active(cli, created["id"], plane)
+    assert replica["replica_of"] == run.iid
+    inst = {"ip": replica["ip"].split(","), "addresses": replica["addresses"]}
+    with connect(inst, "app", run.app_pw, "orders") as conn:
+        assert conn.execute("SELECT id FROM items").fetchall() == [(7,)]
+    source = cli.json("database", "instance", "show", run.iid)
+    assert created["id"] in str(source["replicas"])
+    cli.ok("database", "instance", "detach", created["id"])
+    wait_for(
+        lambda: "replica_of" not in cli.json("database", "instance", "show", created["id"]),
+        BUILD_TIMEOUT,
+        0.3,
+        "the replica detached",
+    )
+    cli_wait_active(cli, created["id"], plane)
+    cli.ok("database", "instance", "delete", created["id"])
 
 
 def cli_configuration_and_resize(run: CliInstance, root_pw: str, plane: ControlPlane) -> None:

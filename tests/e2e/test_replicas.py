@@ -51,7 +51,7 @@ def test_postgresql_replicas_follow_their_primary_and_detach(cove_up: ControlPla
     assert len(replica_ids) == 2
     replicas = [plane.wait_status(r, "ACTIVE", timeout=240) for r in replica_ids]
     assert all(r["replica_of"]["id"] == primary["id"] for r in replicas)
-    assert [r["name"] for r in replicas] == ["repl-ro", "repl-ro-2"]
+    assert [r["name"] for r in replicas] == ["repl-ro-1", "repl-ro-2"]
 
     # The data, the users and the databases are the primary's, and writes follow.
     for replica in replicas:

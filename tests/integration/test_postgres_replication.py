@@ -286,8 +286,11 @@ def test_a_replica_streams_from_its_primary_and_detaches_for_good(host: Host) ->
     holding |= files_holding(replica_dir, source.password.encode())
     assert holding == {
         primary_dir / "conf" / "replication-password": 0o600,
-        replica_dir / "data" / "postgresql.auto.conf": 0o600,
+        replica_dir / "conf" / "replication.pgpass": 0o600,
     }
+    # Not in a setting: a tenant's root (pg_read_all_settings) reads primary_conninfo.
+    auto = (replica_dir / "data" / "postgresql.auto.conf").read_text()
+    assert "primary_conninfo" in auto and "passfile=" in auto
     assert (replica_dir / "data").stat().st_mode & 0o777 == 0o700
     assert files_holding(replica_dir, wrong.password.encode()) == {}
 

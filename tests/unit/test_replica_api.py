@@ -29,7 +29,7 @@ def test_replicas_take_everything_from_their_source_and_show_in_both_views(cloud
     resp = replicate(cloud, source, replica_count=2)
     assert resp.status_code == 200, resp.text
     first = resp.json()["instance"]
-    assert first["name"] == "orders-ro" and first["status"] == "BUILD"
+    assert first["name"] == "orders-ro-1" and first["status"] == "BUILD"
     assert first["replica_of"]["id"] == source and first["replica_of"]["links"]
     shown = cloud.show("member", source)
     replicas = [r["id"] for r in shown["replicas"]]
@@ -56,8 +56,11 @@ def test_replicas_take_everything_from_their_source_and_show_in_both_views(cloud
         {"datastore": {"type": "postgresql"}},
         {"databases": [{"name": "x"}]},
         {"users": [{"name": "u", "password": "Secret-pw-1"}]},
+        {"restorePoint": {"backupRef": "x"}},
         {"replica_count": 0},
         {"replica_count": 4},
+        {"replica_count": "2"},
+        {"replica_count": 2, "name": "n" * 254},
     ],
 )
 def test_what_a_replica_request_may_not_say(cloud: Cloud, extra: dict[str, Any]) -> None:
@@ -65,6 +68,23 @@ def test_what_a_replica_request_may_not_say(cloud: Cloud, extra: dict[str, Any])
     resp = replicate(cloud, source, **extra)
     assert resp.status_code == 400, resp.text
     assert "badRequest" in resp.json()
+
+
+def test_one_replica_keeps_its_name_and_may_name_its_own_network(cloud: Cloud) -> None:
+    source = ready_instance(cloud)
+    resp = replicate(cloud, source, nics=[{"net-id": "default"}])
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["instance"]["name"] == "orders-ro"
+    unknown = replicate(cloud, source, nics=[{"net-id": "nowhere"}])
+    assert unknown.status_code == 400, unknown.text
+    assert replicate(cloud, source, configuration="nope").status_code == 404
+
+
+def test_a_failed_detach_keeps_the_name(cloud: Cloud) -> None:
+    source = ready_instance(cloud)
+    body = {"instance": {"name": "renamed", "replica_of": None}}
+    assert cloud.request("member", "PUT", f"instances/{source}", body).status_code == 400
+    assert cloud.show("member", source)["name"] == "orders"
 
 
 def test_a_replica_needs_a_serving_primary_of_the_project(cloud: Cloud) -> None:
@@ -130,3 +150,14 @@ def test_only_a_replica_detaches(cloud: Cloud) -> None:
     assert cleared.status_code == 400 and "not a replica" in cleared.text
     attach = {"instance": {"replica_of": source}}
     assert cloud.request("member", "PUT", f"instances/{source}", attach).status_code == 400
+
+
+def test_a_replica_is_not_backed_up(cloud: Cloud) -> None:
+    source = ready_instance(cloud)
+    replica = replicate(cloud, source).json()["instance"]["id"]
+    cloud.ready(replica)
+    body = {"backup": {"name": "b", "instance": replica}}
+    refused = cloud.request("member", "POST", "backups", body)
+    assert refused.status_code == 422 and "back up its source" in refused.text
+    schedule = {"backup_schedule": {"instance_id": replica, "cron": "0 3 * * *"}}
+    assert cloud.request("member", "POST", "backup_schedules", schedule).status_code == 400

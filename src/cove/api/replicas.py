@@ -15,28 +15,31 @@ from sqlalchemy.orm import Session
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
 from cove.api.schemas import InstanceCreate
-from cove.common.errors import BadRequest, Forbidden
+from cove.api.validate import checked_text
+from cove.common.errors import BadRequest, Forbidden, InstanceNotReady
 from cove.common.ids import new_id, utcnow
+from cove.db.configurations import check_same_version, find_configuration
 from cove.db.instances import get_instance, replicas_of
 from cove.db.models import Instance
+from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
 from cove.db.sealed import CreateArgs
 from cove.domain.capabilities import Capability
+from cove.domain.names import INSTANCE_NAME_MAX
 from cove.domain.status import ComputeState, Task
 
 #: Replicas one request may create (Trove's bound).
 MAX_REPLICA_COUNT = 3
 
-#: What a replica takes from its source: a request naming any of these is refused.
+#: What a replica takes from its source: a request naming any of these is refused (Trove's
+#: rule). ``nics`` and ``configuration`` may be given: they replace the source's.
 _FROM_SOURCE = (
     ("flavorRef", "flavor"),
     ("volume", "volume"),
     ("datastore", "datastore"),
     ("databases", "databases"),
     ("users", "users"),
-    ("configuration", "configuration"),
     ("restorePoint", "restorePoint"),
-    ("nics", "nics"),
 )
 
 
@@ -52,19 +55,31 @@ def check_replica_request(spec: InstanceCreate) -> int:
     count = 1 if spec.replica_count is None else spec.replica_count
     if not 1 <= count <= MAX_REPLICA_COUNT:
         raise BadRequest(f"replica_count must be an integer from 1 to {MAX_REPLICA_COUNT}.")
+    if count > 1 and len(replica_name(spec.name, count, count)) > INSTANCE_NAME_MAX:
+        raise BadRequest(
+            f"With replica_count {count}, the name has at most {INSTANCE_NAME_MAX - 2} characters "
+            "(the replicas are named <name>-1 to <name>-<count>)."
+        )
     return count
+
+
+def replica_name(name: str, n: int, count: int) -> str:
+    """The name of the ``n``-th (from 1) of ``count`` replicas asked as ``name`` (Trove's
+    naming: a suffix only when there are several)."""
+    return name if count == 1 else f"{name}-{n}"
 
 
 def record_replicas(
     c: ApiContext, project_id: str, spec: InstanceCreate, source_id: str, count: int
 ) -> list[str]:
     """Record ``count`` BUILDING replicas of the project's instance ``source_id`` within its
-    quotas (named after ``spec.name``, with ``-2``, ``-3`` after the first when several);
+    quotas (named ``spec.name``, or ``<name>-1`` to ``<name>-<count>`` when several), on the
+    source's network and with its configuration group unless the request names others;
     returns their ids.
 
     Raises InstanceNotFound, OperationNotSupported (a datastore without replication),
-    BadRequest (a replica as the source), InstanceNotReady (the source is not serving) and
-    QuotaExceeded.
+    BadRequest (a replica as the source, an unusable network, a group of another version),
+    NotFound (no such group), InstanceNotReady (the source is not serving) and QuotaExceeded.
     """
     with c.db.session() as s:
         source = get_instance(s, source_id, project_id)
@@ -80,16 +95,34 @@ def record_replicas(
     with c.db.session() as s:
         lock_project(s, project_id)  # the quota counts concurrent creates
         source = get_instance(s, source_id, project_id)
-        for n in range(count):
+        if source.task != Task.NONE.value:  # a deletion (or another task) began meanwhile
+            raise InstanceNotReady(f"Instance {source_id} is not ready. (Status is busy).")
+        network_id = resolve_network(s, spec.nics).id if spec.nics else source.network_id
+        configuration_id = source.configuration_id
+        if spec.configuration is not None:
+            group = find_configuration(
+                s, checked_text(spec.configuration, "configuration"), project_id
+            )
+            check_same_version(group, source.datastore_version)
+            configuration_id = group.id
+        for n in range(1, count + 1):
             check_instance_quota(
                 s, c.settings, project_id, ram=source.flavor.ram, volume=source.volume_size
             )
-            ids.append(_add(c, s, source, spec.name if n == 0 else f"{spec.name}-{n + 1}"))
+            name = replica_name(spec.name, n, count)
+            ids.append(_add(c, s, source, name, network_id, configuration_id))
             s.flush()  # counted by the next quota check
     return ids
 
 
-def _add(c: ApiContext, s: Session, source: Instance, name: str) -> str:
+def _add(
+    c: ApiContext,
+    s: Session,
+    source: Instance,
+    name: str,
+    network_id: str | None,
+    configuration_id: str | None,
+) -> str:
     instance_id = new_id()
     now = utcnow()
     s.add(
@@ -100,13 +133,13 @@ def _add(c: ApiContext, s: Session, source: Instance, name: str) -> str:
             flavor_id=source.flavor_id,
             datastore_version_id=source.datastore_version_id,
             volume_size=source.volume_size,
-            network_id=source.network_id,
+            network_id=network_id,
             compute_driver=c.settings.compute_driver,
             task=Task.BUILDING.value,
             task_started_at=now,
             compute_state=ComputeState.BUILD.value,
             port=source.port,
-            configuration_id=source.configuration_id,
+            configuration_id=configuration_id,
             replica_of_id=source.id,
             task_args=c.sealer.seal(instance_id, CreateArgs([], [])),
             created=now,

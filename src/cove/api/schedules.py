@@ -109,6 +109,11 @@ def _check_instance(s: Session, project_id: str, instance_id: str, incremental: 
     require(datastore, Capability.BACKUPS)
     if incremental:
         require(datastore, Capability.INCREMENTAL_BACKUPS)
+    if inst.replica_of_id is not None:
+        raise BadRequest(
+            f"Instance {instance_id} is a read-only replica of instance {inst.replica_of_id}; "
+            "schedule the backups of its source instead."
+        )
 
 
 def _cron(text: str) -> str:

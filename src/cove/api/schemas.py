@@ -107,7 +107,7 @@ class InstanceCreate(Strict):
     modules: list[dict[str, Any]] | None = None
     restorePoint: dict[str, Any] | None = None
     replica_of: StrictStr | None = None
-    replica_count: int | None = None
+    replica_count: StrictInt | None = None
     access: dict[str, Any] | None = None
 
 

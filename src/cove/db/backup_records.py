@@ -69,6 +69,11 @@ def record_backup(s: Session, settings: Settings, req: BackupRequest) -> Backup:
     inst = get_instance(s, req.instance_id, req.project_id)
     datastore = inst.datastore_version.datastore.name
     require_capability(datastore, Capability.BACKUPS)
+    if inst.replica_of_id is not None:
+        raise InstanceNotReady(
+            f"Instance {inst.id} is a read-only replica of instance {inst.replica_of_id}; back "
+            "up its source instead."
+        )
     if running_backup_of(s, [inst.id]):
         raise InstanceNotReady(f"Instance {inst.id} is not ready. (A backup of it is running.)")
     _check_ready(settings, inst)

@@ -10,12 +10,13 @@ manager died half-way, the guest's promotion is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
 from cove.db.instances import end_task, get_instance
-from cove.domain.replication import ReplicaSource
+from cove.domain.replication import ReplicaSource, Role
 from cove.domain.status import Task
 from cove.rpc import RequestContext
 from cove.rpc.guest import GuestReplicationClient
@@ -44,11 +45,17 @@ def detach_replica(tc: TaskContext, ctx: RequestContext, instance_id: str) -> No
                 return
             source = inst.replica_of_id
         fault: str | None = None
+        guest = GuestReplicationClient(tc.bus, instance_id, tc.settings.rpc_timeout)
         try:
-            GuestReplicationClient(tc.bus, instance_id, tc.settings.rpc_timeout).detach_replica(ctx)
+            guest.detach_replica(ctx)
         except CoveError as exc:
             LOG.error("detaching replica %s failed: %s", instance_id, exc.message)
             fault = f"Detaching the replica failed: {exc.public_message}"
+            # An answer that came too late may still have promoted it: the server says.
+            with contextlib.suppress(CoveError):
+                if guest.replication_state(ctx).role is Role.PRIMARY:
+                    LOG.info("instance %s was promoted all the same", instance_id)
+                    fault = None
         with tc.db.session() as s:
             if fault is None:
                 get_instance(s, instance_id).replica_of_id = None

@@ -373,3 +373,19 @@ def test_detach_replica_clears_replica_of(cove: FakeCove) -> None:
     assert result.exit_code == 0, result.output
     assert cove.bodies("PUT") == [{"instance": {"replica_of": None}}]
     assert "being detached" in result.stdout
+
+
+def test_a_replica_refuses_what_it_takes_from_its_source(cove: FakeCove) -> None:
+    result = run(
+        "instance", "create", "ro", "--replica-of", "i-0", "--flavor", "1", "--user", "a:b"
+    )
+    assert result.exit_code == 2 and "takes --flavor, --user from its source" in result.output
+    assert cove.bodies("POST") == []
+
+
+def test_detach_replica_wait_fails_when_it_stays_a_replica(cove: FakeCove) -> None:
+    cove.on("PUT", "instances/i-1", reply(202))
+    still = instance("ACTIVE", replica_of={"id": "i-0"}, fault={"message": "promote failed"})
+    cove.on("GET", "instances/i-1", reply(200, {"instance": still}))
+    result = run("instance", "detach-replica", "i-1", "--wait")
+    assert result.exit_code == 1 and "still a replica: promote failed" in result.output

@@ -211,8 +211,8 @@ def _update(
                 "'replica_of' can only be cleared (null or \"\") to detach a replica; a "
                 "standalone instance cannot be made a replica."
             )
+        workflows.detach_replica(c, ctx, project_id, instance_id)  # checked, then started
         workflows.rename_instance(c, project_id, instance_id, name)
-        workflows.detach_replica(c, ctx, project_id, instance_id)
         return _accepted()
     if not fields or "configuration" in fields:
         ref = fields.get("configuration")

@@ -32,6 +32,7 @@ TASK_DESCRIPTIONS: dict[str, str] = {
     Task.BUILDING: "Building the instance.",
     Task.REBOOTING: "Restarting the database server.",
     Task.RESIZING: "Resizing the instance.",
+    Task.DETACHING: "Detaching the replica from its source.",
     Task.DELETING: "Deleting the instance.",
     Task.BUILD_ERROR: "The build failed.",
     Task.DELETE_ERROR: "The deletion failed.",

@@ -202,7 +202,27 @@ def instance_create(
     --user NAME[@DB1,DB2]         prompt for the password (use this when it contains '@')
     """
     if replica_of is not None:
-        _create_replicas(app, name, replica_of, replica_count, wait, wait_timeout)
+        given = [
+            option
+            for option, value in (
+                ("--flavor", flavor),
+                ("--size", size),
+                ("--datastore", datastore),
+                ("--datastore-version", datastore_version),
+                ("--database", databases),
+                ("--user", users),
+                ("--backup", backup),
+            )
+            if value
+        ]
+        if given:
+            raise click.UsageError(
+                f"A replica takes {', '.join(given)} from its source; leave "
+                f"{'it' if len(given) == 1 else 'them'} out with --replica-of."
+            )
+        _create_replicas(
+            app, name, replica_of, replica_count, network, configuration, wait, wait_timeout
+        )
         return
     if replica_count is not None:
         raise click.UsageError("--replica-count needs --replica-of.")
@@ -267,19 +287,36 @@ def instance_show(app: App, instance_id: str) -> None:
 
 
 def _create_replicas(
-    app: App, name: str, source: str, count: int | None, wait: bool, wait_timeout: float
+    app: App,
+    name: str,
+    source: str,
+    count: int | None,
+    network: str | None,
+    configuration: str | None,
+    wait: bool,
+    wait_timeout: float,
 ) -> None:
-    """``instance create --replica-of``: only the name and the count go with the request."""
+    """``instance create --replica-of``: the name, the count and (when given) the network and
+    the configuration group go with the request; with ``wait``, waits for the new replicas."""
     req: Body = {"name": name, "replica_of": source}
     if count is not None:
         req["replica_count"] = count
+    if network:
+        req["nics"] = [{"net-id": network}]
+    if configuration:
+        req["configuration"] = resolve_group(app, configuration)
+    before = _replica_ids(app, source) if wait else set()
     inst = need(app.api.request("POST", "instances", {"instance": req}), "instance")
     if wait:
-        source_view = need(app.api.get(inst_path(source)), "instance")
-        for replica in source_view.get("replicas") or [{"id": inst["id"]}]:
-            wait_for(app, str(replica["id"]), gone=False, timeout=wait_timeout)
+        for replica in sorted(_replica_ids(app, source) - before) or [str(inst["id"])]:
+            wait_for(app, replica, gone=False, timeout=wait_timeout)
         inst = need(app.api.get(inst_path(str(inst["id"]))), "instance")
     show_instance(app, inst)
+
+
+def _replica_ids(app: App, source: str) -> set[str]:
+    shown = need(app.api.get(inst_path(source)), "instance")
+    return {str(r["id"]) for r in shown.get("replicas") or []}
 
 
 @instance.command("detach-replica")
@@ -291,7 +328,11 @@ def instance_detach_replica(app: App, instance_id: str, wait: bool, wait_timeout
     """Make replica ID a standalone, writable instance (it keeps the data it replicated)."""
     app.api.request("PUT", inst_path(instance_id), {"instance": {"replica_of": None}})
     if wait:
-        wait_for(app, instance_id, gone=False, timeout=wait_timeout)
+        inst = wait_for(app, instance_id, gone=False, timeout=wait_timeout) or {}
+        if inst.get("replica_of"):
+            raise click.ClickException(
+                f"instance {instance_id} is still a replica: {fmt.fault_message(inst)}"
+            )
         app.done(f"Instance {instance_id} is no longer a replica.")
     else:
         app.done(f"Instance {instance_id} is being detached from its source.")

@@ -47,9 +47,6 @@ def _checked(rule: Callable[[str, str], str], value: str) -> str:
     """``value`` held to a naming rule of ``cove.domain.names`` for PostgreSQL, which the API
     applied already: a request that reaches the agent another way meets it too. Raises
     BadRequest."""
-    if rule is names.user_name and value.lower() == REPLICATION_USER:
-        # The account replicas stream with (the domain's rules may not know it yet).
-        raise BadRequest(f"user name '{value}' is reserved on PostgreSQL; choose another")
     try:
         return rule(value, POSTGRESQL.name)
     except ValueError as exc:
@@ -155,8 +152,7 @@ class PostgresAdmin:
         return bool(self._run("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]))
 
     def _require_user(self, name: str) -> None:
-        hidden = POSTGRESQL.names.own_user(name) or name.lower() == REPLICATION_USER
-        if hidden or not self._user_exists(name):
+        if POSTGRESQL.names.own_user(name) or not self._user_exists(name):
             raise UserNotFound(f"User {name} cannot be found on the instance.")
 
     def list_users(self) -> list[UserInfo]:

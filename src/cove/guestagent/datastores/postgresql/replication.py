@@ -8,10 +8,11 @@ directory (mode 0600), so every ``source`` answers the same one; the server hold
 SCRAM verifier.
 
 A replica is made with ``pg_basebackup -X stream -R`` into an emptied data directory, the
-password handed over in a passfile of mode 0600 that is removed as soon as the tool exits.
-``-R`` writes a ``primary_conninfo`` naming that passfile rather than the password, so the
-agent writes its own into ``postgresql.auto.conf`` (mode 0600, in the 0700 data directory):
-the server reads it at every start, and ``standby.signal`` keeps it a standby across restarts.
+password handed over in a passfile of mode 0600 in the configuration directory, which stays:
+the agent writes its own ``primary_conninfo`` into ``postgresql.auto.conf`` naming that
+passfile, never the password, because a tenant's ``root`` (``pg_read_all_settings``) can read
+``primary_conninfo``; the server reads it at every start, and ``standby.signal`` keeps it a
+standby across restarts.
 The replica's configuration stays the agent's own (``postgresql.conf`` lives in the
 configuration directory, not in the copied data directory).
 
@@ -33,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from cove.common.errors import CommandFailed, GuestError
-from cove.domain.replication import ReplicaSource, ReplicationState
+from cove.domain.replication import ReplicaSource, ReplicationState, Role
 from cove.guestagent import process
 from cove.guestagent.datastores.postgresql import conf, reload, scram
 from cove.guestagent.datastores.postgresql.server import PostgresServer
@@ -42,8 +43,9 @@ LOG = logging.getLogger(__name__)
 
 #: The primary's record of its replication account's password, in the configuration directory.
 PASSWORD_FILE = "replication-password"
-#: Where ``pg_basebackup`` finds the password, for as long as it runs.
-PASSFILE = ".replica-passfile"
+#: Where a replica's ``pg_basebackup`` and then its server find the password (mode 0600, in the
+#: configuration directory: never in a setting a tenant can read).
+PASSFILE = "replication.pgpass"
 #: How long copying the source's data may take.
 COPY_TIMEOUT = 6 * 3600.0
 #: Seconds ``pg_promote`` waits for the standby to leave recovery.
@@ -95,13 +97,14 @@ def conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def primary_conninfo(source: ReplicaSource, application_name: str) -> str:
-    """The connection string a standby streams from ``source`` with (it holds the password)."""
+def primary_conninfo(source: ReplicaSource, passfile: Path, application_name: str) -> str:
+    """The connection string a standby streams from ``source`` with: the password stays in
+    ``passfile``."""
     parts = {
         "host": source.host,
         "port": str(source.port),
         "user": source.user,
-        "password": source.password,
+        "passfile": str(passfile),
         "application_name": application_name,
     }
     return " ".join(f"{key}={conninfo_value(value)}" for key, value in parts.items())
@@ -247,8 +250,8 @@ class PostgresReplication:
         LOG.info("copied the data of instance %s; starting as its replica", source.instance_id)
 
     def _copy(self, source: ReplicaSource) -> None:
-        """``pg_basebackup`` of ``source`` into the empty data directory, the password in a
-        passfile for as long as it runs."""
+        """``pg_basebackup`` of ``source`` into the empty data directory, the password in the
+        passfile the standby goes on using."""
         config = self.server.config
         passfile = config.conf_dir / PASSFILE
         try:
@@ -269,19 +272,19 @@ class PostgresReplication:
                 timeout=COPY_TIMEOUT,
             )
         except (CommandFailed, OSError) as exc:
+            passfile.unlink(missing_ok=True)
             why = exc.message if isinstance(exc, CommandFailed) else exc.strerror
             raise GuestError(
                 f"cannot copy the data of instance {source.instance_id}: {why}"
             ) from exc
-        finally:
-            passfile.unlink(missing_ok=True)
 
     def _stand_by(self, source: ReplicaSource) -> None:
-        """The copy starts as a standby of ``source``, at every start: ``-R`` named the
-        passfile, gone by now, so the connection string with the password replaces its."""
+        """The copy starts as a standby of ``source``, at every start, with a connection
+        string of the agent's own (naming the passfile by its full path)."""
         data = self._data
         auto = data / "postgresql.auto.conf"
-        conninfo = primary_conninfo(source, self.server.config.instance_id)
+        config = self.server.config
+        conninfo = primary_conninfo(source, config.conf_dir / PASSFILE, config.instance_id)
         try:
             text = without_settings(auto.read_text(), STANDBY_SETTINGS)
             conf.write_private(auto, f"{text}primary_conninfo = {conf.quote(conninfo)}\n")
@@ -316,6 +319,7 @@ class PostgresReplication:
                 raise GuestError(f"cannot detach the replica: {_first(exc)}") from exc
             # The server removes it when promoted; one an earlier attempt left goes too.
             (self._data / STANDBY_SIGNAL).unlink(missing_ok=True)
+            (self.server.config.conf_dir / PASSFILE).unlink(missing_ok=True)
 
     def _close_copied_account(self, conn: psycopg.Connection) -> None:
         """The replication account came with the copy, with the old primary's password: a
@@ -342,10 +346,10 @@ class PostgresReplication:
                         "SELECT count(*) > 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
                     )
                     return ReplicationState(
-                        "replica", None if position is None else int(position), bool(streaming)
+                        Role.REPLICA, None if position is None else int(position), bool(streaming)
                     )
                 position = _scalar(conn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-                return ReplicationState("primary", int(position), False)
+                return ReplicationState(Role.PRIMARY, int(position), False)
         except psycopg.Error as exc:
             raise GuestError(f"cannot read the replication state: {_first(exc)}") from exc
 
