@@ -98,7 +98,7 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
     assert STANDARD_PORTS == {"postgresql": 5432, "mariadb": 3306, "redis": 6379}
     assert sorted(MANAGED) == ["mariadb", "postgresql", "redis"]
     assert {name: len(ds.denied) for name, ds in DATASTORES.items()} == {
-        "postgresql": 61,
+        "postgresql": 62,
         "mariadb": 70,
         "redis": 53,
     }

@@ -55,6 +55,7 @@ DENIED = (
     "jit_provider",
     # replication and recovery
     "wal_level", "max_wal_senders", "max_replication_slots", "hot_standby*", "primary_*",
+    "wal_keep_size",
     "synchronous_standby_names", "wal_receiver_*", "recovery_*", "archive_*", "restore_*",
     "promote_trigger_file", "wal_log_hints", "full_page_writes", "fsync", "data_sync_retry",
     "ignore_*", "zero_damaged_pages", "allow_system_table_mods", "wal_sync_method",

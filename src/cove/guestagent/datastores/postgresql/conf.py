@@ -67,6 +67,11 @@ def show_value(value: Value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def wal_keep_mb(volume_gb: int) -> int:
+    """The WAL a server keeps for its replicas beyond what it needs itself, in MB."""
+    return min(1024, max(64, volume_gb * 1024 // 16))
+
+
 def settings(config: GuestSettings) -> dict[str, Value]:
     """Everything Cove sets: the instance's places, the flavor-derived sizes, then the
     configuration group's overrides laid over them (matched without regard to case, as
@@ -93,6 +98,10 @@ def settings(config: GuestSettings) -> dict[str, Value]:
         "archive_mode": True,
         "archive_command": archive_command(config.root / SPOOL),
         "archive_timeout": 60,
+        # WAL a replica may still need is kept a while: a replica being copied asks for its
+        # start only once the copy began (two copies at once recycled it here), and one that
+        # was away briefly catches up (1/16 of the volume, 64 MB to 1 GB).
+        "wal_keep_size": f"{wal_keep_mb(config.volume_gb)}MB",
         **memory_settings(config.ram_mb, config.vcpus),
     }
     for name, value in config.overrides.items():
