@@ -72,6 +72,13 @@ def test_postgresql_replicas_follow_their_primary_and_detach(cove_up: ControlPla
     assert refused.status_code == 422 and "read-only replica" in refused.text
     assert plane.http.delete(f"/instances/{primary['id']}").status_code == 403
 
+    # A larger volume for the primary is a larger volume for its replicas.
+    grow = {"resize": {"volume": {"size": 2}}}
+    resized = plane.http.post(f"/instances/{primary['id']}/action", json=grow)
+    assert resized.status_code == 202, resized.text
+    for iid in (primary["id"], *replica_ids):
+        assert plane.wait_status(iid, "ACTIVE", timeout=120)["volume"]["size"] == 2
+
     # Detached, a replica keeps its data and takes writes of its own.
     detach = plane.http.put(f"/instances/{replica_ids[1]}", json={"instance": {"replica_of": None}})
     assert detach.status_code == 202, detach.text

@@ -161,3 +161,43 @@ def test_a_replica_is_not_backed_up(cloud: Cloud) -> None:
     assert refused.status_code == 422 and "back up its source" in refused.text
     schedule = {"backup_schedule": {"instance_id": replica, "cron": "0 3 * * *"}}
     assert cloud.request("member", "POST", "backup_schedules", schedule).status_code == 400
+
+
+def test_growing_a_source_grows_its_smaller_replicas_within_the_quota(cloud: Cloud) -> None:
+    source = ready_instance(cloud)
+    replicas = [r["id"] for r in [replicate(cloud, source).json()["instance"] for _ in range(2)]]
+    for r in replicas:
+        cloud.ready(r)
+    cloud.set_row(replicas[1], volume_size=3)  # already larger than asked: left as it is
+    grow = {"resize": {"volume": {"size": 2}}}
+    quota = {"quotas": {"volumes": 5}}  # 1 + 1 + 3 now; growing both smaller ones needs 7
+    assert (
+        cloud.request("cloud", "PUT", f"mgmt/quotas/{cloud.projects['member']}", quota).status_code
+        == 200
+    )
+    over = cloud.request("member", "POST", f"instances/{source}/action", grow)
+    assert over.status_code == 413, over.text
+    assert (cloud.row(source).volume_size, cloud.row(replicas[0]).volume_size) == (1, 1)
+    quota = {"quotas": {"volumes": 7}}
+    assert (
+        cloud.request("cloud", "PUT", f"mgmt/quotas/{cloud.projects['member']}", quota).status_code
+        == 200
+    )
+    ok = cloud.request("member", "POST", f"instances/{source}/action", grow)
+    assert ok.status_code == 202, ok.text
+    rows = [cloud.row(i) for i in (source, *replicas)]
+    assert [(r.volume_size, r.task) for r in rows] == [
+        (2, Task.RESIZING.value),
+        (2, Task.RESIZING.value),
+        (3, Task.NONE.value),
+    ]
+
+
+def test_a_busy_replica_refuses_its_source_s_growth(cloud: Cloud) -> None:
+    source = ready_instance(cloud)
+    replica = replicate(cloud, source).json()["instance"]["id"]  # still building
+    grow = {"resize": {"volume": {"size": 2}}}
+    refused = cloud.request("member", "POST", f"instances/{source}/action", grow)
+    assert refused.status_code == 422, refused.text
+    assert (cloud.row(source).volume_size, cloud.row(source).task) == (1, Task.NONE.value)
+    assert cloud.row(replica).volume_size == 1

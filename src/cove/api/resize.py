@@ -5,11 +5,13 @@ must differ from what the instance has (a volume only grows), and the project's 
 hold the growth. The new size is then recorded on the instance (so concurrent creates and
 resizes count it) together with the RESIZING task, in the transaction that locked the project,
 and the task managers bring the guest to it. Should that fail, the task manager puts the old
-size back.
+size back. A larger volume for an instance with replicas grows their volumes too (a replica
+holds all its source's data), in the same transaction.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import Response
@@ -27,7 +29,7 @@ from cove.common.errors import (
 from cove.common.ids import utcnow
 from cove.common.text import shown
 from cove.db.catalog import find_flavor
-from cove.db.instances import get_instance, mark_settings_pending, transition
+from cove.db.instances import get_instance, mark_settings_pending, replicas_of, transition
 from cove.db.quotas import check_resize_quota, lock_project
 from cove.db.sealed import ResizeArgs
 from cove.domain.specs import Resize
@@ -42,15 +44,17 @@ def resize(
     if not isinstance(args, dict) or len(args) != 1:
         raise BadRequest("A resize names exactly one of 'flavorRef' and 'volume'.")
     key, value = next(iter(args.items()))
+    resized = [instance_id]
     if key == "flavorRef":
         _resize_flavor(c, project_id, instance_id, value, ctx)
     elif key == "volume":
-        _resize_volume(c, project_id, instance_id, value)
+        resized = _resize_volume(c, project_id, instance_id, value)
     else:
         raise BadRequest(f"Cannot resize '{shown(key)}': a resize names 'flavorRef' or 'volume'.")
-    tell_task_managers(
-        instance_id, "resize", lambda: c.taskmanager.resize_instance(ctx, instance_id)
-    )
+    for resized_id in resized:
+        tell_task_managers(
+            resized_id, "resize", functools.partial(c.taskmanager.resize_instance, ctx, resized_id)
+        )
     return Response(status_code=202)
 
 
@@ -92,7 +96,9 @@ def _resize_flavor(
     return change
 
 
-def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any) -> Resize:
+def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any) -> list[str]:
+    """Grow the instance's volume, and its replicas' that are smaller (a replica holds all of
+    its source's data), all within the quota or none; returns the ids of what grows."""
     if not isinstance(value, dict) or "size" not in value:
         raise BadRequest("The new volume size must be given as a whole number of GB: {'size': N}.")
     try:
@@ -114,11 +120,15 @@ def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any)
                 f"The new volume 'size' must be larger than the current volume size of "
                 f"'{old}'. A volume only grows."
             )
-        check_resize_quota(s, c.settings, project_id, volume=size - old)
-        change = Resize(instance_id, old_volume_size=old, new_volume_size=size)
-        _start_task(c, s, change)
-        inst.volume_size = size
-    return change
+        replicas = [get_instance(s, r) for r in replicas_of(s, instance_id)]
+        smaller = [r for r in replicas if r.volume_size < size]
+        growth = size - old + sum(size - r.volume_size for r in smaller)
+        check_resize_quota(s, c.settings, project_id, volume=growth)
+        for grown in (inst, *smaller):
+            change = Resize(grown.id, old_volume_size=grown.volume_size, new_volume_size=size)
+            _start_task(c, s, change)  # a replica that is busy refuses the whole resize
+            grown.volume_size = size
+    return [inst.id, *(r.id for r in smaller)]
 
 
 def _start_task(c: ApiContext, s: Session, change: Resize) -> None:
