@@ -5,26 +5,12 @@ writable instance; replicas count against the quota."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 import pytest
 from harness import ControlPlane, wait_for
+from test_point_in_time import PASSWORD, connect, rows  # a table 'kept' of text rows
 
 pytestmark = pytest.mark.e2e
-
-PASSWORD = "replica-Pw-7310"
-
-
-def connect(inst: dict[str, Any]) -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        host=inst["ip"][0], user="app", password=PASSWORD, dbname="shop", autocommit=True
-    )
-
-
-def rows(inst: dict[str, Any]) -> list[str]:
-    with connect(inst) as conn:
-        return [r[0] for r in conn.execute("SELECT v FROM kept ORDER BY v").fetchall()]
 
 
 def test_postgresql_replicas_follow_their_primary_and_detach(cove_up: ControlPlane) -> None:
