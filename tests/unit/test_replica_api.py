@@ -160,7 +160,7 @@ def test_a_replica_is_not_backed_up(cloud: Cloud) -> None:
     refused = cloud.request("member", "POST", "backups", body)
     assert refused.status_code == 422 and "back up its source" in refused.text
     schedule = {"backup_schedule": {"instance_id": replica, "cron": "0 3 * * *"}}
-    assert cloud.request("member", "POST", "backup_schedules", schedule).status_code == 400
+    assert cloud.request("member", "POST", "backup_schedules", schedule).status_code == 422
 
 
 def test_growing_a_source_grows_its_smaller_replicas_within_the_quota(cloud: Cloud) -> None:

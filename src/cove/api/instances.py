@@ -341,6 +341,8 @@ def delete_instance(c: ApiContext, ctx: RequestContext, project_id: str, instanc
                 f"Instance {instance_id} is not ready. (Status is {status.status})."
             )
         else:
+            # Replicas are recorded under the project's lock: none is added while this looks.
+            lock_project(s, project_id)
             refuse_deleting_a_source(s, instance_id)
             allowed: set[Task] = {t for t in Task if t is not Task.BUILDING}
             if not transition(s, instance_id, allowed, Task.DELETING, utcnow()):

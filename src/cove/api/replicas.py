@@ -1,9 +1,10 @@
 """Replicas behind ``/instances``: creating them (``replica_of``, ``replica_count``), what the
 instance views say of them, detaching one, and what a replica or a source refuses.
 
-A replica takes everything from its source: datastore version, flavor, volume size, network
-and configuration group; its databases and users are the source's (the server copies them),
-so a request naming any of these is refused, as Trove refuses it. Each replica is an instance
+A replica takes its datastore version, flavor and volume size from its source, and its
+databases and users are the source's (the server copies them): a request naming any of these
+is refused, as Trove refuses it. It joins its source's network and gets its source's
+configuration group unless the request names others. Each replica is an instance
 of the project, counted against its quotas, built by the task managers from a copy of the
 source (cove.taskmanager.replicas).
 """

@@ -121,7 +121,15 @@ def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any)
                 f"'{old}'. A volume only grows."
             )
         replicas = [get_instance(s, r) for r in replicas_of(s, instance_id)]
-        smaller = [r for r in replicas if r.volume_size < size]
+        # A replica whose build or deletion failed is left as it is (it is to be deleted);
+        # one that is busy (being built, resized, detached) has the request asked again later.
+        smaller = [r for r in replicas if r.volume_size < size and not Task(r.task).is_error]
+        busy = [r.id for r in smaller if r.task != Task.NONE.value]
+        if busy:
+            raise InstanceNotReady(
+                f"Replica(s) {', '.join(busy)} of instance {instance_id} are busy; grow the "
+                "volume once they are ACTIVE (a replica's volume grows with its source's)."
+            )
         growth = size - old + sum(size - r.volume_size for r in smaller)
         check_resize_quota(s, c.settings, project_id, volume=growth)
         for grown in (inst, *smaller):

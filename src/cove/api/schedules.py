@@ -15,7 +15,7 @@ from cove.api.context import ApiContext
 from cove.api.guest import require
 from cove.api.schemas import BackupScheduleCreate, BackupScheduleUpdate
 from cove.api.validate import checked_text
-from cove.common.errors import BadRequest
+from cove.common.errors import BadRequest, InstanceNotReady
 from cove.common.ids import new_id, utcnow
 from cove.db.instances import get_instance
 from cove.db.models import BackupSchedule
@@ -110,7 +110,7 @@ def _check_instance(s: Session, project_id: str, instance_id: str, incremental: 
     if incremental:
         require(datastore, Capability.INCREMENTAL_BACKUPS)
     if inst.replica_of_id is not None:
-        raise BadRequest(
+        raise InstanceNotReady(
             f"Instance {instance_id} is a read-only replica of instance {inst.replica_of_id}; "
             "schedule the backups of its source instead."
         )

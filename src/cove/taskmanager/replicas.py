@@ -51,9 +51,12 @@ def detach_replica(tc: TaskContext, ctx: RequestContext, instance_id: str) -> No
         except CoveError as exc:
             LOG.error("detaching replica %s failed: %s", instance_id, exc.message)
             fault = f"Detaching the replica failed: {exc.public_message}"
-            # An answer that came too late may still have promoted it: the server says.
+            # An answer that came too late may have promoted it, with the rest of the detach
+            # (its copied account and passfile) perhaps still to do: asked once more, the
+            # guest's idempotent detach finishes it.
             with contextlib.suppress(CoveError):
                 if guest.replication_state(ctx).role is Role.PRIMARY:
+                    guest.detach_replica(ctx)
                     LOG.info("instance %s was promoted all the same", instance_id)
                     fault = None
         with tc.db.session() as s:

@@ -202,24 +202,18 @@ def instance_create(
     --user NAME[@DB1,DB2]         prompt for the password (use this when it contains '@')
     """
     if replica_of is not None:
-        given = [
-            option
-            for option, value in (
-                ("--flavor", flavor),
-                ("--size", size),
-                ("--datastore", datastore),
-                ("--datastore-version", datastore_version),
-                ("--database", databases),
-                ("--user", users),
-                ("--backup", backup),
-            )
-            if value
-        ]
-        if given:
-            raise click.UsageError(
-                f"A replica takes {', '.join(given)} from its source; leave "
-                f"{'it' if len(given) == 1 else 'them'} out with --replica-of."
-            )
+        _refuse_for_replica(
+            {
+                "--flavor": flavor,
+                "--size": size,
+                "--datastore": datastore,
+                "--datastore-version": datastore_version,
+                "--database": databases,
+                "--user": users,
+                "--backup": backup,
+                "--restore-time": restore_time,
+            }
+        )
         _create_replicas(
             app, name, replica_of, replica_count, network, configuration, wait, wait_timeout
         )
@@ -284,6 +278,16 @@ def instance_list(app: App, all_projects: bool) -> None:
 def instance_show(app: App, instance_id: str) -> None:
     """Show instance ID."""
     show_instance(app, need(app.api.get(inst_path(instance_id)), "instance"))
+
+
+def _refuse_for_replica(options: dict[str, object]) -> None:
+    """Raises click.UsageError naming the options given that a replica takes from its source."""
+    given = [option for option, value in options.items() if value]
+    if given:
+        raise click.UsageError(
+            f"A replica takes {', '.join(given)} from its source; leave "
+            f"{'it' if len(given) == 1 else 'them'} out with --replica-of."
+        )
 
 
 def _create_replicas(
