@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 from harness import ControlPlane, wait_for
+from procs import parent_pid, pids, read_proc, state_of
 
 from cove.db.engine import Database
 from cove.db.models import Backup
@@ -150,41 +151,15 @@ def fs_plane() -> Iterator[tuple[ControlPlane, Path, bool]]:
 # -- real processes ------------------------------------------------------------------------------
 
 
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
-def parent_of(pid: int) -> int | None:
-    stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
-
-
-def state_of(pid: int) -> str | None:
-    stat = _read(f"/proc/{pid}/stat")
-    return None if stat is None else stat[stat.rindex(b")") + 2 :].split()[0].decode()
-
-
 def tool_pids(plane: ControlPlane, iid: str) -> list[int]:
     """The live pg_basebackup processes working for instance ``iid``."""
     where = str(plane.data_dir / "instances" / iid)
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        raw = _read(f"/proc/{entry.name}/cmdline")
-        if not raw:
-            continue
-        argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-        tool = Path(argv[0]).name == "pg_basebackup" and any(where in a for a in argv)
-        if tool and state_of(int(entry.name)) != "Z":
-            found.append(int(entry.name))
-    return found
+
+    def tool(argv: list[str], pid: int) -> bool:
+        ours = Path(argv[0]).name == "pg_basebackup" and any(where in a for a in argv)
+        return ours and state_of(pid) != "Z"
+
+    return pids(tool)
 
 
 def alive(pid: int) -> bool:
@@ -306,9 +281,10 @@ def test_a_guest_agent_killed_mid_backup_fails_it_and_leaves_nothing(s3_plane: S
     fill(inst)
     backup_id, tool = hold_mid_backup(s3_plane, iid)
     try:
-        agent = parent_of(tool)
+        agent = parent_pid(tool)
         assert (
-            agent is not None and "guestagent" in (_read(f"/proc/{agent}/cmdline") or b"").decode()
+            agent is not None
+            and "guestagent" in (read_proc(f"/proc/{agent}/cmdline") or b"").decode()
         )
         os.kill(agent, signal.SIGKILL)
         # The paused tool does not outlive its agent: it is woken and ends on the closed pipe

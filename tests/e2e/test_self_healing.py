@@ -18,6 +18,7 @@ import httpx
 import pytest
 from datastores import DATASTORES, LOGIN_ERRORS
 from harness import ControlPlane, wait_for
+from procs import parent_pid, pids
 
 pytestmark = pytest.mark.e2e
 
@@ -40,39 +41,6 @@ def healing() -> Iterator[ControlPlane]:
 # -- finding the real processes ----------------------------------------------------------------
 
 
-def _read(path: str) -> bytes | None:
-    """A /proc file, or None when the process went meanwhile (it may, between listing and
-    reading)."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
-def _parent(pid: int) -> int | None:
-    stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    # The command name may hold spaces and parentheses: the fields follow the last ')'.
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
-
-
-def pids(match: Any) -> list[int]:
-    """Live processes whose argument list ``match(argv, pid)`` accepts."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        raw = _read(f"/proc/{entry.name}/cmdline")
-        if not raw:
-            continue
-        argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-        if match(argv, int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
 def bus_pid(plane: ControlPlane) -> int | None:
     # redis-server names itself after its socket once it listens.
     title = f"unixsocket:{plane.data_dir / 'run' / 'bus.sock'}"
@@ -83,7 +51,9 @@ def bus_pid(plane: ControlPlane) -> int | None:
 def service_pid(plane: ControlPlane, name: str) -> int | None:
     """The pid of ``cove up``'s child serving ``name``."""
     up = plane.procs[0].pid
-    found = pids(lambda argv, pid: argv[-2:] == ["cove.cli.services", name] and _parent(pid) == up)
+    found = pids(
+        lambda argv, pid: argv[-2:] == ["cove.cli.services", name] and parent_pid(pid) == up
+    )
     return found[0] if found else None
 
 
