@@ -75,6 +75,20 @@ def scheduler(c: Cloud, clock: FakeClock, started: list[str] | None = None) -> S
     return Scheduler(c.context.settings, c.db, sink.append, clock)
 
 
+def run_passes(c: Cloud, schedule_id: str, passes: int) -> list[str]:
+    """Run the schedule ``passes`` times on a clock that jumps to each due run, every backup
+    completing before the next pass; returns the ids of the backups it started, in order."""
+    clock = FakeClock(row(c, schedule_id).next_run)
+    started: list[str] = []
+    tm = scheduler(c, clock, started)
+    for _ in range(passes):
+        clock.now = row(c, schedule_id).next_run
+        tm.tick()
+        finish(c, started[-1])
+        tm.tick()
+    return started
+
+
 # -- the endpoints -------------------------------------------------------------------------------
 
 
@@ -237,14 +251,7 @@ def test_due_runs_record_backups_and_retention_keeps_the_newest(cloud: Cloud) ->
 def test_keep_days_follows_the_scheduler_s_clock(cloud: Cloud) -> None:
     iid = ready_instance(cloud)
     sid = created(cloud, iid, keep_days=2)["id"]
-    clock = FakeClock(row(cloud, sid).next_run)
-    started: list[str] = []
-    tm = scheduler(cloud, clock, started)
-    for _ in range(5):
-        clock.now = row(cloud, sid).next_run
-        tm.tick()
-        finish(cloud, started[-1])
-        tm.tick()
+    started = run_passes(cloud, sid, 5)
     # Runs a day apart; the newest three are at most two days old by the scheduler's clock.
     assert [b.id for b in backups(cloud, iid)] == started[2:]
 
@@ -311,14 +318,7 @@ def test_an_incremental_schedule_builds_on_its_latest_backup(
     monkeypatch.setattr("cove.db.backup_records.capabilities", lambda _ds: everything)
     iid = ready_instance(cloud)
     sid = created(cloud, iid, incremental=True, keep_count=3)["id"]
-    clock = FakeClock(row(cloud, sid).next_run)
-    started: list[str] = []
-    tm = scheduler(cloud, clock, started)
-    for _ in range(4):
-        clock.now = row(cloud, sid).next_run
-        tm.tick()
-        finish(cloud, started[-1])
-        tm.tick()
+    started = run_passes(cloud, sid, 4)
     parents = {b.id: b.parent_id for b in backups(cloud, iid)}
     # The first is full, the next build on it; once the chain holds keep_count backups a new
     # full one starts the next chain, and the old chain stays while a kept backup needs it.
@@ -329,18 +329,12 @@ def test_an_incremental_schedule_builds_on_its_latest_backup(
 def test_changing_the_retention_applies_it_again(cloud: Cloud) -> None:
     iid = ready_instance(cloud)
     sid = created(cloud, iid)["id"]
-    clock = FakeClock(row(cloud, sid).next_run)
-    started: list[str] = []
-    tm = scheduler(cloud, clock, started)
-    for _ in range(3):
-        clock.now = row(cloud, sid).next_run
-        tm.tick()
-        finish(cloud, started[-1])
-        tm.tick()
+    started = run_passes(cloud, sid, 3)
     assert len(backups(cloud, iid)) == 3  # no retention: all kept
     keep_one = {"backup_schedule": {"keep_count": 1}}
     assert cloud.request("member", "PUT", f"backup_schedules/{sid}", keep_one).status_code == 200
-    tm.tick()
+    # A pass just before the next run: nothing is due, the new retention is applied.
+    scheduler(cloud, FakeClock(row(cloud, sid).next_run - timedelta(seconds=1))).tick()
     assert [b.id for b in backups(cloud, iid)] == started[2:]
 
 

@@ -149,17 +149,22 @@ def restore_window(
     has no full backup to replay from. Raises ServiceUnavailable (the store cannot be
     listed)."""
     found = _archive(s, settings, project_id, instance_id)
-    if found is None:
-        return None
-    fulls, objects = found
-    return wal.window([end for end, _ in fulls], objects, meta_of(fulls[0][1])["start_wal"])
+    return found.window if found is not None else None
 
 
-def _archive(
-    s: Session, settings: Settings, project_id: str, instance_id: str
-) -> tuple[list[tuple[datetime, Backup]], list[wal.WalObject]] | None:
-    """The instance's kept full backups by end time and its archive's listing; None without
-    a full backup. Raises ServiceUnavailable."""
+@dataclass(frozen=True)
+class _Archive:
+    """An instance's kept full backups (by end time), its archive's listing, and the window
+    they give."""
+
+    fulls: list[tuple[datetime, Backup]]
+    objects: list[wal.WalObject]
+    window: wal.Window
+
+
+def _archive(s: Session, settings: Settings, project_id: str, instance_id: str) -> _Archive | None:
+    """The instance's archive as a restore sees it; None without a full backup. Raises
+    ServiceUnavailable."""
     fulls = _fulls(s, project_id, instance_id)
     if not fulls:
         return None
@@ -169,7 +174,8 @@ def _archive(
     except StoreUnavailable as exc:
         LOG.warning("cannot list the WAL archive of instance %s: %s", instance_id, exc.message)
         raise ServiceUnavailable("The backup store cannot be read now; try again later.") from None
-    return fulls, objects
+    window = wal.window([end for end, _ in fulls], objects, meta_of(fulls[0][1])["start_wal"])
+    return _Archive(fulls, objects, window) if window is not None else None
 
 
 def _base_for(
@@ -184,22 +190,18 @@ def _base_for(
             f"Restoring to a moment (restore_time) is not supported for {datastore}."
         )
     found = _archive(s, settings, backup.project_id, backup.instance_id)
-    window = None
-    if found is not None:
-        fulls, objects = found
-        window = wal.window([end for end, _ in fulls], objects, meta_of(fulls[0][1])["start_wal"])
-    if found is None or window is None or not window.holds(moment):
+    if found is None or not found.window.holds(moment):
         reach = (
-            f"between {_shown(window.earliest)} and {_shown(window.latest)}"
-            if window is not None
+            f"between {_shown(found.window.earliest)} and {_shown(found.window.latest)}"
+            if found is not None
             else "nowhere yet: it has no completed full backup"
         )
         raise BadRequest(
             f"restore_time {_shown(moment)} is outside what the backups of instance "
             f"{backup.instance_id} can restore to ({reach})."
         )
-    base = [row for end, row in fulls if end <= moment][-1]
-    return base, wal.replay_length(objects, meta_of(base)["start_wal"], moment)
+    base = [row for end, row in found.fulls if end <= moment][-1]
+    return base, wal.replay_length(found.objects, meta_of(base)["start_wal"], moment)
 
 
 def _shown(moment: datetime) -> str:
