@@ -170,17 +170,14 @@ class ControlPlane:
         for acct in self.accounts:
 
             def gone(a: Account = acct) -> bool:
-                return not a.http.get("/instances").json().get("instances")
+                # Asked again each time: a replica source is deleted once its replicas are.
+                left = a.http.get("/instances").json().get("instances")
+                for inst in left or []:
+                    a.http.delete(f"/instances/{inst['id']}")
+                return not left
 
             try:
-                for inst in acct.http.get("/instances").json().get("instances", []):
-                    acct.http.delete(f"/instances/{inst['id']}")
-                wait_for(
-                    gone,
-                    120,
-                    0.2,
-                    "instances to be deleted",
-                )
+                wait_for(gone, 120, 1.0, "instances to be deleted")
             except Exception as exc:  # best effort; leftovers are killed below
                 print(f"cleaning up instances through the API failed: {exc}", file=sys.stderr)
         for proc in reversed(self.procs):

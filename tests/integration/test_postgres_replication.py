@@ -193,10 +193,11 @@ def test_a_replica_streams_from_its_primary_and_detaches_for_good(host: Host) ->
     assert p_repl.replication_source(CTX) == source  # the same password every time
     primary_dir = host.driver.instance_dir(primary.instance_id)
     assert (primary_dir / "conf" / "replication-password").stat().st_mode & 0o777 == 0o600
-    # The account streams and does nothing else: no database lets it in, and it is no tenant's.
+    # The account streams and reads the files pg_rewind needs; no tenant database lets it in,
+    # and it is no tenant's.
     with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects"):
         psycopg.connect(
-            host=primary.address, user=source.user, password=source.password, dbname="postgres"
+            host=primary.address, user=source.user, password=source.password, dbname="shop"
         )
     assert [u.name for u in p_guest.list_users(CTX)] == ["app"]
     stream_from(primary, source.password).close()
@@ -335,3 +336,102 @@ def test_a_replica_needs_a_source_that_answers(host: Host) -> None:
     with pg(spec) as conn:
         conn.execute("CREATE TABLE orders (id int)")
     assert count(spec) == 0
+
+
+def make_group(host: Host, replicas: int) -> tuple[GuestSettings, list[GuestSettings]]:
+    """A prepared primary with an ``orders`` table of 100 rows, and ``replicas`` streaming
+    replicas of it."""
+    primary = host.spec_of("postgresql")
+    host.create(primary)
+    prepare(
+        GuestClient(host.bus, primary.instance_id),
+        [DatabaseSpec("shop")],
+        [UserSpec("app", APP_PASSWORD, databases=("shop",))],
+    )
+    with pg(primary) as conn:
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO orders SELECT g, 'first' FROM generate_series(1, 100) g")
+    source = GuestReplicationClient(host.bus, primary.instance_id).replication_source(CTX)
+    made = []
+    for _ in range(replicas):
+        spec = host.spec_of("postgresql")
+        host.create(spec)
+        prepare(GuestClient(host.bus, spec.instance_id), [], [], replica_of=source)
+        made.append(spec)
+    return primary, made
+
+
+def writes_refused(spec: GuestSettings) -> bool:
+    """Whether the server takes no write: it does not answer, or is read-only."""
+    try:
+        with pg(spec) as conn:
+            conn.execute("INSERT INTO orders VALUES (-1, 'must not land')")
+    except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction):
+        return True
+    return False
+
+
+def test_a_switchover_loses_nothing_and_the_old_primary_follows(host: Host) -> None:
+    old, (new, other) = make_group(host, 2)
+    old_repl = GuestReplicationClient(host.bus, old.instance_id)
+    new_repl = GuestReplicationClient(host.bus, new.instance_id)
+    other_repl = GuestReplicationClient(host.bus, other.instance_id)
+    with pg(old) as conn:
+        conn.execute("INSERT INTO orders SELECT g, 'late' FROM generate_series(101, 600) g")
+
+    position = old_repl.fence_primary(CTX)
+    assert position is not None
+    assert old_repl.fence_primary(CTX) == position  # idempotent
+    assert writes_refused(old)
+    eventually(
+        lambda: (new_repl.replication_state(CTX).position or 0) >= position,
+        "the replica replaying the old primary's last record",
+    )
+    source = new_repl.promote_replica(CTX)
+    assert (source.instance_id, source.host) == (new.instance_id, new.address)
+    assert new_repl.promote_replica(CTX) == source  # idempotent
+    assert count(new) == 600  # nothing lost
+    with pg(new) as conn:
+        conn.execute("INSERT INTO orders VALUES (601, 'on the new primary')")
+
+    other_repl.follow_primary(CTX, source)
+    old_repl.follow_primary(CTX, source)
+    for spec, repl in ((other, other_repl), (old, old_repl)):
+        eventually(lambda spec=spec: count(spec) == 601, f"the new primary's write on {spec}")
+        assert repl.replication_state(CTX).role == "replica"
+        assert writes_refused(spec)
+    eventually(lambda: old_repl.replication_state(CTX).streaming, "the old primary streaming")
+    old_dir = host.driver.instance_dir(old.instance_id)
+    # It owns no replication password any more, and keeps its own configuration.
+    assert not (old_dir / "conf" / "replication-password").exists()
+    assert not (old_dir / "conf" / "fenced").exists()
+
+
+def test_a_diverged_old_primary_is_rewound(host: Host) -> None:
+    old, (new,) = make_group(host, 1)
+    old_repl = GuestReplicationClient(host.bus, old.instance_id)
+    new_repl = GuestReplicationClient(host.bus, new.instance_id)
+    # The replica is promoted while the old primary still takes writes (a partition): the
+    # two histories fork.
+    source = new_repl.promote_replica(CTX)
+    with pg(old) as conn:
+        conn.execute("INSERT INTO orders SELECT g, 'lost' FROM generate_series(1000, 1200) g")
+    with pg(new) as conn:
+        conn.execute("INSERT INTO orders VALUES (500, 'kept')")
+    old_repl.fence_primary(CTX)
+    assert writes_refused(old)
+    # A new agent does not start a fenced server.
+    old_guest = GuestClient(host.bus, old.instance_id)
+    with pytest.raises(GuestError, match="fenced"):
+        old_guest.restart(CTX)
+    assert writes_refused(old)
+
+    old_repl.follow_primary(CTX, source)
+    eventually(lambda: count(old) == 101, "the rewound old primary holding the new history")
+    with pg(old) as conn:
+        row = conn.execute("SELECT note FROM orders WHERE id = 500").fetchone()
+    assert row == ("kept",)
+    log = "".join(
+        p.read_text(errors="replace") for p in logs(host.driver.instance_dir(old.instance_id))
+    )
+    assert "pg_rewind" in log and "copying the data" not in log

@@ -24,6 +24,7 @@ from cove.db.instances import get_instance, replicas_of
 from cove.db.models import Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
+from cove.db.replication import ensure_group
 from cove.db.sealed import CreateArgs
 from cove.domain.capabilities import Capability
 from cove.domain.names import INSTANCE_NAME_MAX
@@ -106,6 +107,7 @@ def record_replicas(
             )
             check_same_version(group, source.datastore_version)
             configuration_id = group.id
+        ensure_group(s, source_id, utcnow())
         for n in range(1, count + 1):
             check_instance_quota(
                 s, c.settings, project_id, ram=source.flavor.ram, volume=source.volume_size

@@ -131,6 +131,7 @@ def taskmanager_main() -> None:
 
         _on_signals(stop)
         threading.Thread(target=manager.run_monitor, name="monitor", daemon=True).start()
+        threading.Thread(target=manager.run_coordinator, name="coordinator", daemon=True).start()
         LOG.info("task manager serving (driver %s)", tc.driver.name)
         server.serve_forever()
 

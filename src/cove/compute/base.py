@@ -53,6 +53,15 @@ class ComputeDriver(ABC):
     def destroy(self, instance_id: str) -> None:
         """Stop everything of the instance and remove it."""
 
+    def fence(self, instance_id: str) -> bool:
+        """Stop the instance's database server and guest agent at once and for good, as a
+        failover needs of an old primary: no graceful shutdown (it could wait on a paused
+        process), so a process under SIGSTOP ends too. The monitor starts the agent again
+        later, which then finds its place taken and leaves the server stopped. Idempotent;
+        False when the driver cannot reach the place (the epoch fences it then: its agent's
+        next renewal of the lease is refused)."""
+        return False
+
     def address_usable(self, address: str, port: int) -> bool:
         """Whether nothing outside Cove's records already holds ``address:port``."""
         return True

@@ -14,6 +14,7 @@ a delete first takes away the agent's config so that nothing can start the agent
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -47,6 +48,8 @@ LOCK_NAME = "guestagent.lock"
 MAX_SOCKET_DIR = 107 - len("/.s.PGSQL.65535")
 STOP_TIMEOUT = 60.0
 AGENT_STOP = ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0))
+#: A fence kills at once: a paused process never handles a gentler signal.
+FENCE_STOP = ((signal.SIGKILL, 10.0),)
 
 
 class LocalDriver(ComputeDriver):
@@ -311,7 +314,21 @@ class LocalDriver(ComputeDriver):
                 self._spawned.pop(instance_id, None)
         LOG.info("removed instance %s", instance_id)
 
-    def _stop_agent(self, instance_id: str) -> None:
+    def fence(self, instance_id: str) -> bool:
+        """SIGKILL to the agent and to the server's whole process group (its backends go
+        with it, so none finishes a commit after the fence)."""
+        try:
+            self._stop_agent(instance_id, FENCE_STOP)
+            self._stop_server(instance_id, fence=True)
+        except UnsafePath as exc:
+            LOG.warning("instance %s: %s; cannot fence it", instance_id, exc.message)
+            return False
+        LOG.warning("fenced instance %s: its guest agent and server were killed", instance_id)
+        return True
+
+    def _stop_agent(
+        self, instance_id: str, signals: tuple[tuple[int, float], ...] = AGENT_STOP
+    ) -> None:
         config = str(self.config_path(instance_id))
         procs: list[localfs.Process] = []
         starting = self._spawned.get(instance_id)
@@ -339,14 +356,15 @@ class LocalDriver(ComputeDriver):
                     instance_id,
                     pid,
                 )
-        if not localfs.stop(procs, AGENT_STOP, f"the guest agent of instance {instance_id}"):
+        if not localfs.stop(procs, signals, f"the guest agent of instance {instance_id}"):
             LOG.warning("the guest agent of instance %s did not stop", instance_id)
 
     def _is_agent(self, pid: int, config: str) -> bool:
         return procfs.owned_by(pid, self.uid) and config in procfs.cmdline(pid)
 
-    def _stop_server(self, instance_id: str) -> None:
-        """Stop a database server the agent left running (it was killed, not stopped).
+    def _stop_server(self, instance_id: str, fence: bool = False) -> None:
+        """Stop a database server the agent left running (it was killed, not stopped); with
+        ``fence``, kill its process group at once.
 
         The instance's settings are gone by now (the delete removes them first) and the
         service user could have rewritten them anyway, so the pid file of every datastore is
@@ -363,7 +381,12 @@ class LocalDriver(ComputeDriver):
                 proc.pid,
             )
             what = f"the {descriptor.title} server of instance {instance_id}"
-            localfs.stop([proc], descriptor.stray.stop, what)
+            if fence:
+                # The agent starts every server as a session leader: its group is its own.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if os.getpgid(proc.pid) == proc.pid:
+                        os.killpg(proc.pid, signal.SIGKILL)
+            localfs.stop([proc], FENCE_STOP if fence else descriptor.stray.stop, what)
 
     def _stray_server(self, instance_id: str, stray: StrayServer) -> localfs.Process | None:
         """The live server named by ``stray``'s pid file, or None when there is none or the

@@ -25,6 +25,8 @@ from cove.common.ids import utcnow
 from cove.db.engine import Database
 from cove.db.instances import record_fault
 from cove.db.models import ConductorSeen, GuestState, Instance
+from cove.db.replication import renew_lease
+from cove.domain.failover import LEASE_TTL, LeaseGrant
 from cove.domain.guest import SERVER_REPORT, HeartbeatPayload, ServerOutcome
 from cove.domain.status import SERVING, ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext, codec
@@ -51,7 +53,9 @@ class Conductor:
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
         """The conductor's RPC table; ``cove.rpc.conductor.ConductorClient`` is its client."""
-        return codec.endpoints({"heartbeat": self.heartbeat, "report": self.report})
+        return codec.endpoints(
+            {"heartbeat": self.heartbeat, "report": self.report, "renew_lease": self.renew_lease}
+        )
 
     def _fresh(self, s: Session, instance_id: str, method: str, sent_at: datetime) -> bool:
         """Record ``sent_at`` as the newest message of its kind, atomically: the conditional
@@ -144,6 +148,12 @@ class Conductor:
             guest.status = status.value
             guest.payload = json.dumps(codec.to_wire(payload))
             guest.heartbeat_at = now
+
+    def renew_lease(self, ctx: RequestContext, instance_id: str, epoch: int | None) -> LeaseGrant:
+        """Extend the lease of a group's primary (a call: the agent needs the answer; see
+        ``cove.db.replication.renew_lease``)."""
+        with self.db.session() as s:
+            return renew_lease(s, instance_id, epoch, LEASE_TTL)
 
     def report(
         self,

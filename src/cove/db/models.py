@@ -177,6 +177,9 @@ class Instance(Base):
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
     #: The instance this one is a read-only replica of (None: not a replica).
     replica_of_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    #: Which replica is promoted when the most advanced ones tie (a Cove extension: the
+    #: heaviest first).
+    replication_weight: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -185,6 +188,57 @@ class Instance(Base):
     datastore_version: Mapped[DatastoreVersion] = relationship()
     guest: Mapped[GuestState | None] = relationship(uselist=False, viewonly=True)
     network: Mapped[Network | None] = relationship(viewonly=True)
+
+
+class ReplicationGroup(Base):
+    """A primary and its replicas (the instances whose ``replica_of_id`` names it).
+
+    Every change of primary increments ``epoch`` in the transaction that names the new one;
+    the primary's guest agent renews ``lease_until`` through the conductor by a conditional
+    update on ``primary_id`` and ``epoch``, so an old primary's renewals are refused once
+    another is named ("Replication and failover" in docs/architecture.md).
+    """
+
+    __tablename__ = "replication_groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    primary_id: Mapped[str] = mapped_column(String(36), unique=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=1)
+    #: Until when the primary's agent holds the group's lease (None: no lease yet).
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    synchronous: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_failover: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: The most a replica may be behind the primary's last known position to be promoted.
+    max_lag_bytes: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Failover(Base):
+    """One change of a group's primary: a switchover (``promote_to_replica_source``), an
+    eject (``eject_replica_source``) or an automatic failover."""
+
+    __tablename__ = "failovers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    #: The group's epoch once the new primary was named.
+    epoch: Mapped[int] = mapped_column(Integer)
+    old_primary_id: Mapped[str] = mapped_column(String(36), index=True)
+    new_primary_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    #: Positions in the datastore's unit: the old primary's last known and the promoted
+    #: replica's; ``lost_bytes`` is how far apart they were (asynchronous mode's loss).
+    old_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    new_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lost_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: running, promoted (the new primary takes writes), done (the old one rejoined), failed.
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rejoined_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Backup(Base):

@@ -9,6 +9,7 @@ here reads a clock, a database or a server: callers pass what they observed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 #: How long a renewed lease lasts in the control database (seconds).
 LEASE_TTL = 1.5
@@ -105,3 +106,23 @@ class AgentLease:
         deadline passed."""
         deadline = self.deadline
         return deadline is None or now >= deadline
+
+
+class LeaseAnswer(StrEnum):
+    """What the conductor answers a guest agent's ``renew_lease``."""
+
+    #: The instance is its group's primary: the lease is extended by ``LEASE_TTL``.
+    GRANTED = "granted"
+    #: The instance is recorded as a replica: a server of its that takes writes is an old
+    #: primary whose place was taken, and must be fenced.
+    REPLICA = "replica"
+    #: The instance belongs to no replication group: it needs no lease.
+    STANDALONE = "standalone"
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """The answer to ``renew_lease``; ``epoch`` is the group's (None when standalone)."""
+
+    answer: LeaseAnswer
+    epoch: int | None = None

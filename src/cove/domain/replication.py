@@ -26,6 +26,12 @@ class ReplicaSource:
     #: though a replication connection streams every byte of the server).
     user: str
     password: str = field(repr=False)
+    #: Where the source offers one copy of its data, for datastores whose copying tool must
+    #: run beside the source's server (MariaDB's ``mariadb-backup``): a port on ``host`` that
+    #: streams the copy to the first connection presenting ``copy_token``. None where the
+    #: replica copies over the replication connection itself (PostgreSQL, Redis).
+    copy_port: int | None = None
+    copy_token: str = field(default="", repr=False)
 
 
 class Role(StrEnum):

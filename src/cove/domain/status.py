@@ -23,6 +23,12 @@ class Task(StrEnum):
     RESIZING = "RESIZING"
     #: A replica being made a standalone instance.
     DETACHING = "DETACHING"
+    #: A replica being made its group's primary, the old primary following it (a switchover).
+    PROMOTING = "PROMOTING"
+    #: A primary being replaced by its most advanced replica (asked, or automatic).
+    EJECTING = "EJECTING"
+    #: An old primary being made a replica of the one that replaced it.
+    REJOINING = "REJOINING"
     DELETING = "DELETING"
     BUILD_ERROR = "BUILD_ERROR"
     DELETE_ERROR = "DELETE_ERROR"
@@ -79,6 +85,10 @@ _TASK_STATUS: dict[Task, str] = {
     Task.REBOOTING: "REBOOT",
     Task.RESIZING: "RESIZE",
     Task.DETACHING: "DETACH",
+    Task.PROMOTING: "PROMOTE",
+    Task.EJECTING: "EJECT",
+    # Trove has no word for it; the old primary is still leaving its place.
+    Task.REJOINING: "EJECT",
     Task.DELETING: "SHUTDOWN",
 }
 

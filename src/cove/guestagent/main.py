@@ -91,12 +91,22 @@ def run(config: GuestSettings) -> int:
 
     bus = RpcClient(config.transport_url)
     service = parts["service"] = GuestService(config, manager, bus)
-    if manager.prepared and not manager.adopt():
+
+    def _start() -> None:
         try:
             manager.start()
             manager.server_started()
         except CoveError as exc:
             LOG.error("cannot start the database server: %s", exc.message)
+
+    if manager.prepared and not manager.adopt():
+        if service.lease.needs_lease():
+            # A group's primary waits for the conductor's word before it takes writes.
+            threading.Thread(
+                target=service.lease.start_when_allowed, args=(_start,), name="start", daemon=True
+            ).start()
+        else:
+            _start()
     topic = topics.guest(config.instance_id)
     server = parts["server"] = RpcServer(config.transport_url, topic, service.endpoints())
     if stopping.is_set():
@@ -104,6 +114,7 @@ def run(config: GuestSettings) -> int:
         return 0
     beats = threading.Thread(target=service.run_heartbeats, name="heartbeat", daemon=True)
     beats.start()
+    threading.Thread(target=service.lease.run, name="lease", daemon=True).start()
     LOG.info("guest agent for instance %s serving %s", config.instance_id, topic)
     server.serve_forever()
     bus.close()

@@ -36,6 +36,7 @@ from cove.domain.status import GuestStatus
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.backups import BackupJobs
 from cove.guestagent.datastores.base import DatastoreManager, ReplicationEngine
+from cove.guestagent.lease import LeaseKeeper
 from cove.guestagent.recovery import DEFAULT_POLICY, Recovery, RestartPolicy
 from cove.rpc import RequestContext, RpcClient, codec
 from cove.rpc.conductor import ConductorClient
@@ -63,6 +64,10 @@ def guest_endpoints(
             "replication_source": service.replication_source,
             "detach_replica": service.detach_replica,
             "replication_state": service.replication_state,
+            "fence_primary": service.fence_primary,
+            "promote_replica": service.promote_replica,
+            "follow_primary": service.follow_primary,
+            "unfence_primary": service.unfence_primary,
             "list_databases": admin.list_databases,
             "create_databases": admin.create_databases,
             "delete_database": admin.delete_database,
@@ -99,6 +104,7 @@ class GuestService:
         self._beat_now = threading.Event()
         self._op_lock = threading.Lock()
         self.recovery = Recovery(manager, self._op_lock, self._server_report, restarts)
+        self.lease = LeaseKeeper(manager, self.conductor, config.instance_id)
         self.backups = BackupJobs(manager.backups, config.conf_dir / "backups")
         manager.on_change = lambda _status: self._beat_now.set()
         manager.on_crash = self._server_crashed
@@ -146,6 +152,12 @@ class GuestService:
         # Before prepare is done, and during a restart or prepare asked of the agent, a server
         # that exits is that work's failure, which it reports itself.
         if self.manager.prepared and self._busy is None:
+            if self.lease.holds():
+                # A group's primary is not started again in place: it is fenced, its lease
+                # lapses and a replica takes its place within LEASE_TTL.
+                self._server_report(ServerOutcome.CRASHED, what)
+                self.lease.fence_after_crash(what)
+                return
             self.recovery.server_exited(what)
 
     def run_heartbeats(self) -> None:
@@ -160,6 +172,7 @@ class GuestService:
             self._beat_now.clear()
 
     def stop(self) -> None:
+        self.lease.stop()
         self.backups.stop_all("the guest agent is stopping")
         self.recovery.close()
         self._stop.set()
@@ -273,15 +286,51 @@ class GuestService:
         account and password every time). Raises GuestError on a replica."""
         source = self._replication().source()
         LOG.info("answered the replication account for a replica of this instance")
+        # A primary with a replica holds its group's lease from now on: ask at once.
+        self.lease.wake()
         return source
 
     def detach_replica(self, ctx: RequestContext) -> None:
         """Make a replica a standalone read-write server for good; at once on a server that
         is not a replica."""
-        engine = self._replication()
+        self._replication()
         with self._op_lock:  # never while the server is being restarted or reconfigured
-            engine.detach()
+            self.manager.detach()
+        self.lease.forget()
         self._beat_now.set()
 
     def replication_state(self, ctx: RequestContext) -> ReplicationState:
         return self._replication().state()
+
+    def fence_primary(self, ctx: RequestContext) -> int | None:
+        """Take no more writes, for good; the last position written."""
+        self._replication()
+        with self._op_lock:
+            position = self.manager.fence()
+        self._beat_now.set()
+        return position
+
+    def promote_replica(self, ctx: RequestContext) -> ReplicaSource:
+        """Make this replica the primary of its group; where its replicas connect now."""
+        engine = self._replication()
+        with self._op_lock:
+            self.manager.promote()
+        self.lease.forget()
+        self._beat_now.set()
+        return engine.source()
+
+    def unfence_primary(self, ctx: RequestContext) -> None:
+        """Take writes again after a fence no other instance took advantage of."""
+        self._replication()
+        with self._op_lock:
+            self.manager.unfence()
+        self.lease.forget()
+        self._beat_now.set()
+
+    def follow_primary(self, ctx: RequestContext, source: ReplicaSource) -> None:
+        """Make this server a running replica of ``source`` (re-pointed live, or rejoined)."""
+        self._replication()
+        with self._op_lock:
+            self.manager.follow(source)
+        self.lease.forget()
+        self._beat_now.set()

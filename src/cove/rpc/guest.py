@@ -33,6 +33,9 @@ CANCEL_TIMEOUT = 20.0
 #: Seconds a guest has to promote its replica: it waits up to 240 s for the server to leave
 #: recovery (replaying what it received first), and for a restart or reconfiguration under way.
 DETACH_TIMEOUT = 300.0
+#: Seconds a guest has to make its server a replica of a new primary: a rewind, or a fresh
+#: copy of the primary's data when the old data cannot be kept.
+FOLLOW_TIMEOUT = 6 * 3600.0
 
 
 class GuestClient(ServiceClient):
@@ -233,3 +236,24 @@ class GuestReplicationClient(ServiceClient):
         ``primary`` (with the written position) for any read-write server: the control plane
         knows which of those are standalone."""
         return self._call(ctx, "replication_state", ReplicationState)
+
+    def fence_primary(self, ctx: RequestContext) -> int | None:
+        """Make the primary take no more writes, for good (it never starts as a primary again
+        until ``follow_primary``); answers the last position it wrote, which a replica must
+        reach before it is promoted without loss. Idempotent."""
+        return self._call(ctx, "fence_primary", int | None, DETACH_TIMEOUT)  # type: ignore[arg-type]
+
+    def promote_replica(self, ctx: RequestContext) -> ReplicaSource:
+        """Make the replica its group's read-write primary (after applying all it received);
+        answers where the group's other members now replicate from. Idempotent."""
+        return self._call(ctx, "promote_replica", ReplicaSource, DETACH_TIMEOUT)
+
+    def unfence_primary(self, ctx: RequestContext) -> None:
+        """Start a fenced primary again as the primary: only when no other instance was
+        promoted in its place (a switchover that could not finish). Idempotent."""
+        self._call(ctx, "unfence_primary", type(None), RESTART_TIMEOUT)
+
+    def follow_primary(self, ctx: RequestContext, source: ReplicaSource) -> None:
+        """Make the server a running replica of ``source``: a replica is re-pointed live; an
+        old primary is rewound, or copied afresh when its data went past the fork. Idempotent."""
+        self._call(ctx, "follow_primary", type(None), FOLLOW_TIMEOUT, source=source)

@@ -38,5 +38,11 @@ class TaskManagerClient(ServiceClient):
     def detach_replica(self, ctx: RequestContext, instance_id: str) -> None:
         self._cast(ctx, "detach_replica", instance_id=instance_id)
 
+    def promote_replica(self, ctx: RequestContext, instance_id: str) -> None:
+        self._cast(ctx, "promote_replica", instance_id=instance_id)
+
+    def eject_primary(self, ctx: RequestContext, instance_id: str) -> None:
+        self._cast(ctx, "eject_primary", instance_id=instance_id)
+
     def create_backup(self, ctx: RequestContext, backup_id: str) -> None:
         self._cast(ctx, "create_backup", backup_id=backup_id)

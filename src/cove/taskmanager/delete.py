@@ -10,6 +10,7 @@ from cove.common.errors import ServiceUnavailable
 from cove.common.ids import utcnow
 from cove.db.instances import record_fault, release_address
 from cove.db.models import GuestState, Instance
+from cove.db.replication import drop_if_alone
 from cove.db.schedules import delete_instance_schedules
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -52,6 +53,10 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
         inst.updated = now
         inst.task = Task.NONE.value
         inst.address = None
+        s.flush()
+        # The last replica gone, its primary is standalone again (and so is a primary that
+        # goes: the API refuses to delete one with replicas).
+        drop_if_alone(s, inst.replica_of_id or instance_id)
     LOG.info("instance %s deleted", instance_id)
 
 

@@ -44,7 +44,16 @@ RENEW_SECONDS = 3.0
 #: a task manager takes the cast within milliseconds.
 ORPHAN_GRACE = timedelta(seconds=3)
 #: The tasks that are resumed from the row.
-RESUMABLE = (Task.BUILDING, Task.DELETING, Task.REBOOTING, Task.RESIZING, Task.DETACHING)
+RESUMABLE = (
+    Task.BUILDING,
+    Task.DELETING,
+    Task.REBOOTING,
+    Task.RESIZING,
+    Task.DETACHING,
+    Task.PROMOTING,
+    Task.EJECTING,
+    Task.REJOINING,
+)
 
 
 def new_owner() -> str:

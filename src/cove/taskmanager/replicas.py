@@ -16,6 +16,7 @@ import logging
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
 from cove.db.instances import end_task, get_instance
+from cove.db.replication import drop_if_alone
 from cove.domain.replication import ReplicaSource, Role
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -62,5 +63,8 @@ def detach_replica(tc: TaskContext, ctx: RequestContext, instance_id: str) -> No
         with tc.db.session() as s:
             if fault is None:
                 get_instance(s, instance_id).replica_of_id = None
+                if source is not None:
+                    s.flush()
+                    drop_if_alone(s, source)
             if end_task(s, instance_id, Task.DETACHING, Task.NONE, fault, utcnow()) and not fault:
                 LOG.info("instance %s is no longer a replica of %s", instance_id, source)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,7 +18,7 @@ from cove.db.models import Backup
 from cove.domain.status import Task
 from cove.rpc import RequestContext, codec
 from cove.rpc.taskmanager import TaskManagerClient
-from cove.taskmanager import leases
+from cove.taskmanager import failover, leases
 from cove.taskmanager.backup import TidyRetries, purge_deleted, run_backup, tidy_failed
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
@@ -39,6 +39,8 @@ RESUME_WORKERS = 4
 #: when all are busy is left unclaimed, for a free watcher here (the monitor takes it as an
 #: orphan) or another task manager.
 BACKUP_WORKERS = 16
+#: How often the replication groups are looked at: a lapsed lease is acted on within this.
+FAILOVER_POLL = 0.2
 
 
 class TaskManager:
@@ -50,6 +52,8 @@ class TaskManager:
         self._resuming: set[str] = set()
         self._resuming_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(RESUME_WORKERS, thread_name_prefix="resume")
+        # Failovers never wait behind resumed builds.
+        self._failovers = ThreadPoolExecutor(RESUME_WORKERS, thread_name_prefix="failover")
         self._backups = ThreadPoolExecutor(BACKUP_WORKERS, thread_name_prefix="backup")
         self._backup_slots = threading.BoundedSemaphore(BACKUP_WORKERS)
         self._tidy = TidyRetries()
@@ -66,6 +70,8 @@ class TaskManager:
                 "restart_instance": self.restart_instance,
                 "resize_instance": self.resize_instance,
                 "detach_replica": self.detach_replica,
+                "promote_replica": self.promote_replica,
+                "eject_primary": self.eject_primary,
                 "create_backup": self.create_backup,
             }
         )
@@ -84,6 +90,12 @@ class TaskManager:
 
     def detach_replica(self, ctx: RequestContext, instance_id: str) -> None:
         self._run(ctx, instance_id, Task.DETACHING)
+
+    def promote_replica(self, ctx: RequestContext, instance_id: str) -> None:
+        self._run(ctx, instance_id, Task.PROMOTING)
+
+    def eject_primary(self, ctx: RequestContext, instance_id: str) -> None:
+        self._run(ctx, instance_id, Task.EJECTING)
 
     def create_backup(self, ctx: RequestContext, backup_id: str) -> None:
         self._watch_backup(ctx, backup_id)
@@ -158,25 +170,37 @@ class TaskManager:
                 resize_instance(self.tc, ctx, instance_id)
             elif task is Task.DETACHING:
                 detach_replica(self.tc, ctx, instance_id)
+            elif task is Task.PROMOTING:
+                failover.promote_replica(self.tc, ctx, instance_id)
+            elif task is Task.EJECTING:
+                failover.eject_primary(self.tc, ctx, instance_id)
+            elif task is Task.REJOINING:
+                failover.rejoin_replica(self.tc, ctx, instance_id)
 
     def resume(self) -> None:
         """Start every task nobody holds, each in the background (once at a time)."""
-        for orphan in leases.orphans(self.tc.db, self.tc.driver.name):
+        self._start_each(leases.orphans(self.tc.db, self.tc.driver.name), "taking over")
+        for backup_id, dead_owner in leases.backup_orphans(self.tc.db):
+            if self._watch_backup(RequestContext(), backup_id, dead_owner):
+                LOG.warning("taking over backup %s", backup_id)
+
+    def _start_each(
+        self, orphans: Iterable[leases.Orphan], why: str, pool: ThreadPoolExecutor | None = None
+    ) -> None:
+        """Run each task in the background (on ``pool``, by default the resume workers),
+        unless this task manager runs it already."""
+        for orphan in orphans:
             with self._resuming_lock:
                 if orphan.instance_id in self._resuming:
                     continue
                 self._resuming.add(orphan.instance_id)
-            LOG.warning("taking over %s of instance %s", orphan.task.value, orphan.instance_id)
+            LOG.warning("%s %s of instance %s", why, orphan.task.value, orphan.instance_id)
             try:
-                self._pool.submit(self._resume_one, orphan)
+                (pool or self._pool).submit(self._resume_one, orphan)
             except RuntimeError:  # stopping: the pool takes nothing more
                 with self._resuming_lock:
                     self._resuming.discard(orphan.instance_id)
                 return
-
-        for backup_id, dead_owner in leases.backup_orphans(self.tc.db):
-            if self._watch_backup(RequestContext(), backup_id, dead_owner):
-                LOG.warning("taking over backup %s", backup_id)
 
     def _resume_one(self, orphan: leases.Orphan) -> None:
         try:
@@ -205,7 +229,29 @@ class TaskManager:
                     LOG.exception("instance check failed")
             self._stop.wait(self.tc.settings.monitor_interval)
 
+    def run_coordinator(self) -> None:
+        """Watch the replication groups every FAILOVER_POLL seconds: eject a primary whose
+        lease lapsed, rejoin an old primary whose agent reports again."""
+        while not self._stop.is_set():
+            try:
+                ejects = failover.start_failovers(self.tc)
+                self._start_each(
+                    [leases.Orphan(i, Task.EJECTING, None) for i in ejects],
+                    "starting",
+                    self._failovers,
+                )
+                rejoins = failover.rejoins_due(self.tc)
+                self._start_each(
+                    [leases.Orphan(i, Task.REJOINING, None) for i in rejoins],
+                    "starting",
+                    self._failovers,
+                )
+            except Exception:
+                LOG.exception("the replication groups' check failed")
+            self._stop.wait(FAILOVER_POLL)
+
     def stop(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._failovers.shutdown(wait=False, cancel_futures=True)
         self._backups.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlalchemy import false, select
 
+from cove.api import failover
 from cove.api import instances as workflows
 from cove.api.context import (
     ApiContext,
@@ -303,6 +304,19 @@ def instance_action(
     if action == "restart":
         workflows.restart_instance(c, ctx, project_id, instance_id)
         return _accepted()
-    if action in ("promote_to_replica_source", "eject_replica_source"):
-        raise NotImplementedFault(f"The action '{action}' is not supported by Cove yet.")
+    if action == "promote_to_replica_source":
+        failover.promote_to_replica_source(c, ctx, project_id, instance_id, args)
+        return _accepted()
+    if action == "eject_replica_source":
+        failover.eject_replica_source(c, ctx, project_id, instance_id, args)
+        return _accepted()
     raise BadRequest(f"Invalid instance action: '{shown(action)}'.")
+
+
+@router.get("/{instance_id}/failovers", responses=answers(failover.FailoverList, 404))
+def list_failovers(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    """Cove extension: the newest changes of primary of the instance's replication group."""
+    _, project_id = authorize_instance(request, project_id, instance_id, "instance:show")
+    return {"failovers": failover.failover_history(c, project_id, instance_id)}

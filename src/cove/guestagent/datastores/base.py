@@ -182,6 +182,13 @@ class BackupEngine(Protocol):
     def restore(self, pieces: Sequence[RestoreSource]) -> None: ...
 
 
+#: The marker, in the configuration directory, of a fenced server (``DatastoreManager.fence``).
+FENCED_MARKER = "fenced"
+#: The marker of a server made a replica (by ``prepare`` or ``follow``; ``promote`` and
+#: ``detach`` take it away): the agent's cheap way to know without asking the server.
+REPLICA_MARKER = "replica"
+
+
 class ReplicationEngine(Protocol):
     """How a datastore's server streams its data to replicas (a manager's ``replication``).
 
@@ -200,6 +207,30 @@ class ReplicationEngine(Protocol):
       restarts; idempotent: on a server that is not a replica it answers at once. Needs the
       running server; may block until the server has left recovery. Raises GuestError.
     * ``state`` says the server's role and position; raises GuestError when it does not answer.
+      Positions are comparable within one replication group: a replica whose position has
+      reached a primary's has every write of it.
+
+    Changing primaries (a switchover, a failover; the manager's ``fence``, ``promote`` and
+    ``follow`` hold the shared policy around these hooks):
+
+    * ``fence`` runs on a primary that must take no more writes, for good: once it returns, no
+      client write is acknowledged any more, while what was written still reaches the
+      replicas that stream from it (PostgreSQL: a clean shutdown, which sends every record to
+      connected standbys first; a datastore that can refuse writes while it runs may keep
+      serving reads and its replicas). Answers the last position it wrote (None when it
+      cannot tell). Idempotent; needs no running server (a stopped one is fenced already).
+    * ``promote`` makes a replica the read-write primary of its group, keeping what it needs
+      to be a ``source`` (unlike ``detach``, which takes the copied account away). It first
+      applies everything it received (a MariaDB replica's relay log: promoting before that
+      loses committed transactions). Idempotent; needs the running server.
+    * ``repoint`` makes a running replica stream from ``source`` from now on, without a
+      restart; answers False (and changes nothing) when the server is not a running replica.
+    * ``rejoin`` runs with the server stopped, on an old primary or a replica: it sets the data
+      directory up as a replica of ``source``, keeping the data where it can (PostgreSQL
+      ``pg_rewind`` when its history forked from the source's), and copying the source's data
+      afresh where it cannot (MariaDB whenever its own transactions go past the fork point: it
+      would otherwise replicate silently with different data). The server, once started, is
+      a replica of ``source``. Raises GuestError or CommandFailed.
     """
 
     def source(self) -> ReplicaSource: ...
@@ -209,6 +240,14 @@ class ReplicationEngine(Protocol):
     def detach(self) -> None: ...
 
     def state(self) -> ReplicationState: ...
+
+    def fence(self) -> int | None: ...
+
+    def promote(self) -> None: ...
+
+    def repoint(self, source: ReplicaSource) -> bool: ...
+
+    def rejoin(self, source: ReplicaSource) -> None: ...
 
 
 class DatastoreManager(ABC):
@@ -319,6 +358,42 @@ class DatastoreManager(ABC):
 
     @abstractmethod
     def status(self) -> GuestStatus: ...
+
+    # -- changing primaries ------------------------------------------------------------------
+
+    @property
+    def fenced(self) -> bool:
+        """Whether this server was fenced (``fence``) and has not become a replica since: it
+        is never started as a primary again, by this agent or a later one."""
+        return (self.config.conf_dir / FENCED_MARKER).is_file()
+
+    @property
+    def is_replica(self) -> bool:
+        """Whether the server is (or starts as) a replica of another instance's."""
+        return (self.config.conf_dir / REPLICA_MARKER).is_file()
+
+    def detach(self) -> None:
+        """Make this replica a standalone read-write server for good. Idempotent."""
+        raise OperationNotSupported(f"replication is not supported by {self.config.datastore}")
+
+    def fence(self) -> int | None:
+        """Stop taking writes for good (see ``ReplicationEngine.fence``); answers the last
+        position written. Idempotent."""
+        raise OperationNotSupported(f"replication is not supported by {self.config.datastore}")
+
+    def promote(self) -> None:
+        """Make this replica its group's read-write primary. Idempotent."""
+        raise OperationNotSupported(f"replication is not supported by {self.config.datastore}")
+
+    def unfence(self) -> None:
+        """Undo ``fence`` when no other instance took this one's place (a switchover that
+        could not promote): start the server as the primary again. Idempotent."""
+        raise OperationNotSupported(f"replication is not supported by {self.config.datastore}")
+
+    def follow(self, source: ReplicaSource) -> None:
+        """Make this server (a replica, a fenced or a stopped old primary) a running replica
+        of ``source``. Idempotent."""
+        raise OperationNotSupported(f"replication is not supported by {self.config.datastore}")
 
     # -- configuration -----------------------------------------------------------------------
 

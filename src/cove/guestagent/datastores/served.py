@@ -15,6 +15,11 @@ for every datastore:
   ``adopt`` takes over a prepared instance's running server, ``stop`` waits for a warm-up or
   a recovery under way; ``recover`` is ``start`` after a crash, which a stop asked before it
   cancels;
+* ``fence`` records a marker first, then has the replication engine stop the writes; a
+  fenced server is never started as a primary again (``start`` refuses, ``recover`` does
+  nothing, and a new agent stops one it finds running) until ``follow`` has made it a
+  replica; ``follow`` re-points a running replica live, and otherwise stops the server, has
+  the engine set its data directory up as a replica (``rejoin``) and starts it;
 * ``status``: NEW or BUILDING before ``prepare`` is done; SHUTDOWN when stopped on purpose,
   CRASHED when the server exited by itself (and while ``recover`` starts it again, until it
   answers); HEALTHY when it answers, BLOCKED when it does not.
@@ -22,12 +27,13 @@ for every datastore:
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from cove.common.errors import GuestError
+from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob
 from cove.domain.guest import GuestSettings
 from cove.domain.replication import ReplicaSource
@@ -35,7 +41,14 @@ from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
 from cove.guestagent import backups
 from cove.guestagent.child import describe_exit
-from cove.guestagent.datastores.base import DatastoreManager
+from cove.guestagent.datastores.base import (
+    FENCED_MARKER,
+    REPLICA_MARKER,
+    DatastoreManager,
+    ReplicationEngine,
+)
+
+LOG = logging.getLogger(__name__)
 
 
 class Server(Protocol):
@@ -141,6 +154,7 @@ class ServedManager(DatastoreManager):
             self.server.adopt()
             self.server.stop()
             self.replication.make_replica(source)
+            (self.config.conf_dir / REPLICA_MARKER).write_text(source.instance_id + "\n")
             self.write_config()
             self.server.start()
             self._initialised = True
@@ -159,11 +173,21 @@ class ServedManager(DatastoreManager):
         data of another instance); nothing where the agent needs no password."""
 
     def adopt(self) -> bool:
-        return self.prepared and self.server.adopt()
+        if not self.prepared or not self.server.adopt():
+            return False
+        if self.fenced:
+            # Left running by an earlier agent after the fence: a primary that lost its place.
+            self.stop()
+        return True
 
     def start(self) -> None:
         if not self.prepared:
             raise GuestError("the instance has not been prepared")
+        if self.fenced:
+            raise GuestError(
+                "the server was fenced (another instance took its place as the primary); it "
+                "starts again as a replica of the new primary"
+            )
         self.write_config()
         self._stopped_on_purpose = False
         self.server.start()
@@ -172,7 +196,7 @@ class ServedManager(DatastoreManager):
         # Under the lock that stop takes: a stop asked before is seen here, and one asked
         # while the server starts waits, then stops it.
         with self._init_lock:
-            if self._stopped_on_purpose or not self.prepared:
+            if self._stopped_on_purpose or not self.prepared or self.fenced:
                 return False
             self._recovering = True
             try:
@@ -192,6 +216,72 @@ class ServedManager(DatastoreManager):
         # Wait for a warm-up or a recovery under way, which then starts nothing more.
         with self._init_lock:
             self.server.stop()
+
+    def fence(self) -> int | None:
+        engine = self._engine()
+        with self._init_lock:
+            # The marker first: an agent that dies half-way never starts this server again
+            # as a primary.
+            (self.config.conf_dir / FENCED_MARKER).write_text("fenced\n")
+            self._stopped_on_purpose = True
+            position = engine.fence()
+        LOG.warning("the server is fenced: it takes no more writes (last position %s)", position)
+        return position
+
+    def promote(self) -> None:
+        engine = self._engine()
+        with self._init_lock:
+            engine.promote()
+            (self.config.conf_dir / REPLICA_MARKER).unlink(missing_ok=True)
+        LOG.info("the server is now its group's primary")
+
+    def detach(self) -> None:
+        engine = self._engine()
+        with self._init_lock:
+            engine.detach()
+            (self.config.conf_dir / REPLICA_MARKER).unlink(missing_ok=True)
+
+    def unfence(self) -> None:
+        self._engine()
+        marker = self.config.conf_dir / FENCED_MARKER
+        if not marker.exists():
+            return
+        with self._init_lock:
+            marker.unlink()
+            self._stopped_on_purpose = False
+            if not self.server.running():
+                self.write_config()
+                self.server.start()
+        self.server_started()
+        LOG.warning("the fence was lifted: the server is the primary again")
+
+    def follow(self, source: ReplicaSource) -> None:
+        engine = self._engine()
+        with self._init_lock:
+            marker = self.config.conf_dir / FENCED_MARKER
+            replica = self.config.conf_dir / REPLICA_MARKER
+            if not marker.exists() and self.server.running() and engine.repoint(source):
+                replica.write_text(source.instance_id + "\n")
+                LOG.info("the replica streams from instance %s now", source.instance_id)
+                return
+            self._stopped_on_purpose = True
+            self.server.adopt()
+            self.server.stop()
+            engine.rejoin(source)
+            replica.write_text(source.instance_id + "\n")
+            marker.unlink(missing_ok=True)
+            self.write_config()
+            self._stopped_on_purpose = False
+            self.server.start()
+        self.server_started()
+        LOG.info("the server rejoined as a replica of instance %s", source.instance_id)
+
+    def _engine(self) -> ReplicationEngine:
+        if self.replication is None:
+            raise OperationNotSupported(f"replication is not supported by {self.config.datastore}")
+        if not self.prepared:
+            raise GuestError("the instance has not been prepared")
+        return self.replication
 
     def status(self) -> GuestStatus:
         if not self.prepared:

@@ -102,6 +102,9 @@ def settings(config: GuestSettings) -> dict[str, Value]:
         # start only once the copy began (two copies at once recycled it here), and one that
         # was away briefly catches up (1/16 of the volume, 64 MB to 1 GB).
         "wal_keep_size": f"{wal_keep_mb(config.volume_gb)}MB",
+        # pg_rewind needs it: an old primary whose history forked from the new one's is
+        # rewound in seconds instead of copied again.
+        "wal_log_hints": True,
         **memory_settings(config.ram_mb, config.vcpus),
     }
     for name, value in config.overrides.items():
@@ -148,7 +151,8 @@ def postgresql_conf(config: GuestSettings, floors: dict[str, int] | None = None)
 def pg_hba_conf() -> str:
     """``pg_hba.conf``: the agent by peer over the socket, everyone else by password. The
     replication account may only stream (``replication`` never matches ``all``), and only
-    over TCP; it has no password until a replica is made (``replication.py``)."""
+    over TCP, besides reading the files ``pg_rewind`` needs through ``postgres``; it has no
+    password until a replica is made (``replication.py``)."""
     return (
         "# Written by the Cove guest agent.\n"
         f"local all {ADMIN_USER} peer map=cove\n"
@@ -157,6 +161,9 @@ def pg_hba_conf() -> str:
         f"host replication {REPLICATION_USER} 0.0.0.0/0 scram-sha-256\n"
         f"host replication {REPLICATION_USER} ::/0 scram-sha-256\n"
         f"local all {REPLICATION_USER} reject\n"
+        # pg_rewind of an old primary reads this server's files through the postgres
+        # database (functions granted to the account, bounded to the data directory).
+        f"host postgres {REPLICATION_USER} all scram-sha-256\n"
         f"host all {REPLICATION_USER} all reject\n"
         "local all all scram-sha-256\n"
         "host all all 0.0.0.0/0 scram-sha-256\n"

@@ -18,6 +18,16 @@ configuration directory, not in the copied data directory).
 
 Detaching promotes the standby (``pg_promote``, which also removes ``standby.signal``) and
 takes ``primary_conninfo`` out, so a restart never makes it a standby again.
+
+Changing primaries: ``fence`` is a fast shutdown (PostgreSQL's walsenders send every record,
+the shutdown checkpoint included, to connected standbys before it ends) and answers the
+position just past that checkpoint, which a standby must have replayed before it is
+promoted without loss. ``promote`` is ``pg_promote`` keeping the account. ``repoint`` gives
+a running standby a new ``primary_conninfo`` and passfile and reloads (it follows the new
+primary's timeline by itself). ``rejoin`` runs ``pg_rewind`` from the new primary (it needs
+``wal_log_hints``, which every server has, and reads files through functions granted to the
+replication account, bounded to the data directory); when the histories never forked that is
+a quick check; when the rewind fails the data directory is copied afresh.
 """
 
 from __future__ import annotations
@@ -56,6 +66,15 @@ STANDBY_SETTINGS = ("primary_conninfo", "primary_slot_name")
 READ_ONLY = "This instance is a read-only replica"
 #: The file that makes the server start as a standby, in the data directory.
 STANDBY_SIGNAL = "standby.signal"
+#: How long a ``pg_rewind`` may take before the old primary is copied afresh instead.
+REWIND_TIMEOUT = 3600.0
+#: The functions ``pg_rewind`` calls on its source (a non-superuser needs them granted).
+REWIND_FUNCTIONS = (
+    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+    "pg_catalog.pg_stat_file(text, boolean)",
+    "pg_catalog.pg_read_binary_file(text)",
+    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+)
 
 
 def is_standby(data_dir: Path) -> bool:
@@ -85,6 +104,28 @@ def control_values(text: str) -> dict[str, int]:
         for name, label in STANDBY_FLOORS.items()
         if found.get(label, "").isdigit()
     }
+
+
+def parse_lsn(text: str) -> int:
+    """``0/3000028`` as a byte position; raises ValueError."""
+    high, _, low = text.strip().partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def shutdown_position(text: str) -> int | None:
+    """From ``pg_controldata``'s output, the position just past a cleanly stopped server's
+    last record (its shutdown checkpoint, which a standby has replayed once its replay
+    position reaches this); None when the server did not stop cleanly."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        label, _, value = line.partition(":")
+        found[label.strip()] = value.strip()
+    if found.get("Database cluster state") not in ("shut down", "shut down in recovery"):
+        return None
+    try:
+        return parse_lsn(found["Latest checkpoint location"]) + 1
+    except (KeyError, ValueError):
+        return None
 
 
 def pgpass_field(value: str) -> str:
@@ -132,6 +173,14 @@ class PostgresReplication:
     def _data(self) -> Path:
         return self.server.config.data_dir
 
+    def _controldata(self) -> str:
+        """``pg_controldata`` of the data directory; raises CommandFailed."""
+        return process.run(
+            [Path(self.server.config.bin_dir) / "pg_controldata", "-D", self._data],
+            env={**os.environ, "LC_ALL": "C"},
+            timeout=30,
+        ).stdout
+
     def standby_floors(self) -> dict[str, int]:
         """On a standby, the values its primary last had for the settings a standby needs at
         least as high (a replica may have a smaller flavor, or its primary may have grown);
@@ -140,11 +189,7 @@ class PostgresReplication:
         if not is_standby(self._data):
             return {}
         try:
-            out = process.run(
-                [Path(self.server.config.bin_dir) / "pg_controldata", "-D", self._data],
-                env={**os.environ, "LC_ALL": "C"},
-                timeout=30,
-            ).stdout
+            out = self._controldata()
         except CommandFailed as exc:
             LOG.warning("cannot read the primary's settings from the control file: %s", exc)
             return {}
@@ -208,16 +253,20 @@ class PostgresReplication:
                 f"A role named {conf.REPLICATION_USER} exists that the guest agent did not make; "
                 "rename it before making replicas."
             )
-        if row is not None and scram.matches(str(row[1] or ""), password):
-            return
-        verb = "ALTER" if row is not None else "CREATE"
-        conn.execute(
-            sql.SQL(
-                verb + " ROLE {} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                "NOINHERIT NOBYPASSRLS PASSWORD {}"
-            ).format(sql.Identifier(conf.REPLICATION_USER), sql.Literal(scram.verifier(password)))
-        )
-        LOG.info("%s the replication account", "made" if verb == "CREATE" else "updated")
+        account = sql.Identifier(conf.REPLICATION_USER)
+        if row is None or not scram.matches(str(row[1] or ""), password):
+            verb = "ALTER" if row is not None else "CREATE"
+            conn.execute(
+                sql.SQL(
+                    verb + " ROLE {} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                    "NOINHERIT NOBYPASSRLS PASSWORD {}"
+                ).format(account, sql.Literal(scram.verifier(password)))
+            )
+            LOG.info("%s the replication account", "made" if verb == "CREATE" else "updated")
+        for function in REWIND_FUNCTIONS:  # GRANT is idempotent; an older agent made none
+            conn.execute(
+                sql.SQL("GRANT EXECUTE ON FUNCTION " + function + " TO {}").format(account)
+            )
 
     def _ensure_hba(self) -> None:
         """``pg_hba.conf`` lets the account stream (a file written by an older agent may
@@ -255,9 +304,7 @@ class PostgresReplication:
         config = self.server.config
         passfile = config.conf_dir / PASSFILE
         try:
-            conf.write_private(
-                passfile, f"*:*:*:{pgpass_field(source.user)}:{pgpass_field(source.password)}\n"
-            )
+            self._write_passfile(source)
             env = {**os.environ, "PGPASSFILE": str(passfile), "PGCONNECT_TIMEOUT": "30"}
             env.pop("PGPASSWORD", None)
             process.run(
@@ -297,29 +344,135 @@ class PostgresReplication:
         with self._lock:
             try:
                 with self.server.connect() as conn:
-                    promoted = _in_recovery(conn)
-                    if promoted:
-                        LOG.info("promoting the replica to a standalone server")
-                        row = conn.execute(
-                            "SELECT pg_promote(wait => true, wait_seconds => %s)", [PROMOTE_WAIT]
-                        ).fetchone()
-                        if not row or not row[0]:
-                            raise GuestError(
-                                f"PostgreSQL did not leave recovery within {PROMOTE_WAIT} s"
-                            )
-                    standing = [n for n in STANDBY_SETTINGS if _scalar(conn, f"SHOW {n}")]
-                    for name in standing:
-                        conn.execute(f"ALTER SYSTEM RESET {name}")
-                    if standing:
-                        conn.execute("SELECT pg_reload_conf()")
-                        LOG.info("the server no longer streams from a primary")
-                    if promoted or standing:
+                    if self._leave_recovery(conn):
                         self._close_copied_account(conn)
             except psycopg.Error as exc:
                 raise GuestError(f"cannot detach the replica: {_first(exc)}") from exc
-            # The server removes it when promoted; one an earlier attempt left goes too.
-            (self._data / STANDBY_SIGNAL).unlink(missing_ok=True)
-            (self.server.config.conf_dir / PASSFILE).unlink(missing_ok=True)
+            self._forget_source()
+
+    def promote(self) -> None:
+        with self._lock:
+            try:
+                with self.server.connect() as conn:
+                    self._leave_recovery(conn)
+            except psycopg.Error as exc:
+                raise GuestError(f"cannot promote the replica: {_first(exc)}") from exc
+            self._forget_source()
+
+    def _leave_recovery(self, conn: psycopg.Connection) -> bool:
+        """Promote a standby (after it replayed all it received) and take its standby
+        settings out; True when there was anything to do."""
+        promoted = _in_recovery(conn)
+        if promoted:
+            LOG.info("promoting the replica to a read-write server")
+            row = conn.execute(
+                "SELECT pg_promote(wait => true, wait_seconds => %s)", [PROMOTE_WAIT]
+            ).fetchone()
+            if not row or not row[0]:
+                raise GuestError(f"PostgreSQL did not leave recovery within {PROMOTE_WAIT} s")
+        standing = [n for n in STANDBY_SETTINGS if _scalar(conn, f"SHOW {n}")]
+        for name in standing:
+            conn.execute(f"ALTER SYSTEM RESET {name}")
+        if standing:
+            conn.execute("SELECT pg_reload_conf()")
+            LOG.info("the server no longer streams from a primary")
+        return promoted or bool(standing)
+
+    def _forget_source(self) -> None:
+        # The server removes it when promoted; one an earlier attempt left goes too.
+        (self._data / STANDBY_SIGNAL).unlink(missing_ok=True)
+        (self.server.config.conf_dir / PASSFILE).unlink(missing_ok=True)
+
+    def fence(self) -> int | None:
+        with self._lock:
+            self.server.stop()
+            try:
+                position = shutdown_position(self._controldata())
+            except CommandFailed as exc:
+                LOG.warning("cannot read where the server stopped: %s", exc.message)
+                return None
+        if position is None:
+            LOG.warning("the server had not stopped cleanly: its last position is unknown")
+        return position
+
+    def repoint(self, source: ReplicaSource) -> bool:
+        with self._lock:
+            if not is_standby(self._data) or not self.server.running():
+                return False
+            config = self.server.config
+            conninfo = primary_conninfo(source, config.conf_dir / PASSFILE, config.instance_id)
+            try:
+                self._write_passfile(source)
+                with self.server.connect() as conn:
+                    if not _in_recovery(conn):
+                        return False
+                    conn.execute(
+                        sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(
+                            sql.Literal(conninfo)
+                        )
+                    )
+                    conn.execute("SELECT pg_reload_conf()")
+            except psycopg.Error as exc:
+                raise GuestError(f"cannot re-point the replica: {_first(exc)}") from exc
+            except OSError as exc:
+                raise GuestError(f"cannot record the new primary: {exc.strerror}") from exc
+        return True
+
+    def rejoin(self, source: ReplicaSource) -> None:
+        with self._lock:
+            try:
+                self._write_passfile(source)
+            except OSError as exc:
+                raise GuestError(f"cannot record the new primary: {exc.strerror}") from exc
+            # A replica does not own the group's replication password any more.
+            (self.server.config.conf_dir / PASSWORD_FILE).unlink(missing_ok=True)
+            if not self._rewind(source):
+                LOG.warning("copying the data of instance %s afresh", source.instance_id)
+                self.make_replica(source)
+            self._stand_by(source)
+
+    def _rewind(self, source: ReplicaSource) -> bool:
+        """``pg_rewind`` the stopped server's data directory to ``source``'s history; False
+        when it cannot (the data directory is then copied afresh)."""
+        config = self.server.config
+        if not (self._data / "PG_VERSION").is_file():
+            return False
+        parts = {
+            "host": source.host,
+            "port": str(source.port),
+            "user": source.user,
+            "dbname": "postgres",
+            "passfile": str(config.conf_dir / PASSFILE),
+        }
+        conninfo = " ".join(f"{key}={conninfo_value(value)}" for key, value in parts.items())
+        env = {**os.environ, "PGCONNECT_TIMEOUT": "30", "LC_ALL": "C"}
+        env.pop("PGPASSWORD", None)
+        try:
+            out = process.run(
+                [
+                    Path(config.bin_dir) / "pg_rewind",
+                    *("--target-pgdata", self._data, "--source-server", conninfo),
+                    # Its crash recovery of a server that did not stop cleanly runs with the
+                    # agent's settings (wal_log_hints among them), not the data directory's.
+                    f"--config-file={config.conf_dir / 'postgresql.conf'}",
+                    "--no-sync",
+                ],
+                env=env,
+                timeout=REWIND_TIMEOUT,
+                cwd=config.run_dir,
+            )
+        except CommandFailed as exc:
+            LOG.warning("pg_rewind could not rewind the data directory: %s", exc.message)
+            return False
+        said = (out.stdout + out.stderr).strip().splitlines()
+        LOG.info("pg_rewind: %s", said[-1] if said else "done")
+        return True
+
+    def _write_passfile(self, source: ReplicaSource) -> None:
+        conf.write_private(
+            self.server.config.conf_dir / PASSFILE,
+            f"*:*:*:{pgpass_field(source.user)}:{pgpass_field(source.password)}\n",
+        )
 
     def _close_copied_account(self, conn: psycopg.Connection) -> None:
         """The replication account came with the copy, with the old primary's password: a
