@@ -4,7 +4,9 @@ Passwords reach the server only as SHA-256 hashes (``#<hex>`` rules), over the a
 socket; every change is followed by ACL SAVE so that the ACL file, and so a restart, keeps it.
 Databases are no Redis concept and users have no host: :class:`RedisAcl` refuses the ``Admin``
 protocol's database, access and host methods with OperationNotSupported, and any host but
-``%`` with BadRequest.
+``%`` with BadRequest. The replication account (``conf.REPLICATION_USER``, made by
+``cove.guestagent.datastores.redis.replication``) is the agent's, like its own user: hidden
+from tenants, and no tenant user may take its name.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cove.common.text import shown
 from cove.domain import names
 from cove.domain.datastores.redis import REDIS
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.guestagent.datastores.redis.conf import ROOT_USER, password_hash
+from cove.guestagent.datastores.redis.conf import REPLICATION_USER, ROOT_USER, password_hash
 
 NO_DATABASES = "Databases are not supported for Redis."
 
@@ -54,6 +56,10 @@ ROOT_RULES = (
     "+lastsave",
     "+role",
 )
+#: The replication account: what a replica's connection needs (Redis's ACL documentation:
+#: PSYNC, REPLCONF and PING), no key and no channel. It still receives every key through the
+#: stream, but can read, write or run nothing else.
+REPLICATION_RULES = ("resetkeys", "resetchannels", "-@all", "+psync", "+replconf", "+ping")
 #: What an ACL file line can carry safely: no spaces, no quotes, no control characters.
 _NAME = re.compile(r"[A-Za-z0-9_.@$+-]{1,64}")
 
@@ -70,11 +76,20 @@ def _check_password(password: str | None) -> None:
         raise BadRequest("A password is required.")
 
 
+def own_user(name: str) -> bool:
+    """Whether ``name`` is a user the agent keeps from tenants: Redis's and Cove's own
+    (``cove.domain.names``) and the replication account."""
+    return REDIS.names.own_user(name) or name.lower() == REPLICATION_USER
+
+
 def _check_name(name: str) -> None:
     """A name a new user (or a rename) may take: one an ACL file line carries safely, and
     none Redis or Cove keeps (``cove.domain.names``). Raises BadRequest."""
     if not _NAME.fullmatch(name):
         raise BadRequest(f"Invalid user name '{shown(name)}' for Redis.")
+    if name.lower() == REPLICATION_USER:
+        # Until cove.domain.datastores.redis lists it among the own users.
+        raise BadRequest(f"user name '{name}' is reserved on Redis; choose another")
     try:
         names.user_name(name, REDIS.name)
     except ValueError as exc:
@@ -107,7 +122,7 @@ class RedisAcl:
         return [str(n) for n in result] if isinstance(result, list) else []
 
     def _require_user(self, name: str) -> None:
-        if REDIS.names.own_user(name) or name not in self._names():
+        if own_user(name) or name not in self._names():
             raise UserNotFound(f"User {name} cannot be found on the instance.")
 
     # -- databases and access: no Redis concept ----------------------------------------------
@@ -130,8 +145,7 @@ class RedisAcl:
     # -- users -------------------------------------------------------------------------------
 
     def list_users(self) -> list[UserInfo]:
-        hidden = REDIS.names.own_user
-        return [UserInfo(n, "%", ()) for n in sorted(self._names()) if not hidden(n)]
+        return [UserInfo(n, "%", ()) for n in sorted(self._names()) if not own_user(n)]
 
     def get_user(self, name: str, host: str) -> UserInfo:
         _check_host(host)

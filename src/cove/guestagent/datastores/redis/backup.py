@@ -148,12 +148,14 @@ def read_header(stream: BackupStream) -> list[str]:
 
 def restored_acl(current: str, backed_up: Sequence[str]) -> str:
     """The ACL file of a restored instance: its own admin line from ``current``, then the
-    backup's users (root's ``default`` included, in place of the fresh one). Raises
-    GuestError when ``current`` has no admin line."""
+    backup's users (root's ``default`` included, in place of the fresh one) but a replication
+    account, which is a primary's own (its replicas know its password, not the restored
+    instance's). Raises GuestError when ``current`` has no admin line."""
     own = [line for line in current.splitlines() if line.split()[:2] == ["user", conf.ADMIN_USER]]
     if len(own) != 1:
         raise GuestError("the instance's ACL file does not hold the agent's user")
-    return "".join(f"{line}\n" for line in (own[0], *backed_up))
+    tenants = [line for line in backed_up if line.split(" ")[:2] != ["user", conf.REPLICATION_USER]]
+    return "".join(f"{line}\n" for line in (own[0], *tenants))
 
 
 class _Source:
@@ -188,7 +190,8 @@ class RedisBackups:
         return Path(found)
 
     def _tenant_acl(self) -> list[str]:
-        """``ACL LIST`` without the agent's own user. Raises GuestError."""
+        """``ACL LIST`` without the agent's own user and the replication account. Raises
+        GuestError."""
         try:
             with self.server.connect() as client:
                 lines = [str(line) for line in client.acl_list()]
@@ -196,7 +199,8 @@ class RedisBackups:
             # A refusal's text may quote a rule, and so a password hash.
             detail = type(exc).__name__ if isinstance(exc, redis.ResponseError) else str(exc)
             raise GuestError(f"cannot read the Redis ACL users: {detail}") from exc
-        return [line for line in lines if line.split(" ")[:2] != ["user", conf.ADMIN_USER]]
+        agents = [["user", conf.ADMIN_USER], ["user", conf.REPLICATION_USER]]
+        return [line for line in lines if line.split(" ")[:2] not in agents]
 
     @contextlib.contextmanager
     def open_backup(self, parent_meta: dict[str, str] | None) -> Iterator[BackupSource]:

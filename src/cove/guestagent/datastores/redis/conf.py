@@ -1,9 +1,18 @@
 """Renders redis.conf and the first ACL file from the guest config, the flavor and the
-configuration group. A group's memory values are numbers of bytes, as CONFIG GET shows them."""
+configuration group, and keeps the record that makes the server a replica. A group's memory
+values are numbers of bytes, as CONFIG GET shows them.
+
+A replica's redis.conf ends with its source (``replicaof``, ``masteruser``, ``masterauth``,
+``replica-read-only``), rendered from the record :data:`REPLICA_OF` at every write, after the
+configuration group's overrides (which may not name them: ``cove.domain.datastores.redis``
+denies them). These settings are never part of :func:`settings`, so they never reach
+``effective_configuration`` nor a live CONFIG SET of ``apply_configuration``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -11,9 +20,10 @@ import secrets
 import string
 from pathlib import Path
 
-from cove.common.errors import Unprocessable
+from cove.common.errors import GuestError, Unprocessable
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value, denied
+from cove.domain.replication import ReplicaSource
 
 LOG = logging.getLogger(__name__)
 
@@ -21,6 +31,8 @@ LOG = logging.getLogger(__name__)
 ADMIN_USER = "cove_admin"
 #: Root is Redis's ``default`` user: the one a client without a user name logs in as.
 ROOT_USER = "default"
+#: The account a primary keeps for its replicas (``cove.guestagent.datastores.redis.acl``).
+REPLICATION_USER = "cove_replication"
 
 CONF_FILE = "redis.conf"
 ACL_FILE = "users.acl"
@@ -28,6 +40,13 @@ ADMIN_SECRET = "admin.secret"
 SOCKET = "redis.sock"
 PID_FILE = "redis.pid"
 LOG_FILE = "redis.log"
+#: A replica's record of its source, password included (mode 0600, in the configuration
+#: directory); no such file on a server that is nobody's replica.
+REPLICA_OF = "replica-of.json"
+#: A primary's record of its replication account's password (mode 0600).
+REPLICATION_PASSWORD = "replication-password"
+#: The last replication offset of a fenced server, answered by a later fence once it stopped.
+FENCE_POSITION = "fence-position"
 
 
 def password_hash(password: str) -> str:
@@ -129,11 +148,69 @@ def settings(config: GuestSettings) -> dict[str, Value]:
     return out
 
 
-def redis_conf(config: GuestSettings) -> str:
-    """The whole redis.conf; raises Unprocessable as :func:`settings` does."""
+def replica_lines(source: ReplicaSource) -> list[str]:
+    """The redis.conf lines that make the server a read-only replica of ``source``. The
+    password stands in the file, which is private to the service user (mode 0600); a
+    tenant cannot read it back from the server: CONFIG is in the @admin category that
+    every tenant user and root are refused (``acl.USER_RULES``, ``acl.ROOT_RULES``)."""
+    return [
+        f"replicaof {render_value(source.host)} {source.port}\n",
+        f"masteruser {render_value(source.user)}\n",
+        f"masterauth {quote(source.password)}\n",
+        "replica-read-only yes\n",
+    ]
+
+
+def redis_conf(config: GuestSettings, source: ReplicaSource | None = None) -> str:
+    """The whole redis.conf, a replica's of ``source`` when given; raises Unprocessable as
+    :func:`settings` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n"]
     lines += [f"{key} {render_value(value)}\n" for key, value in settings(config).items()]
+    if source is not None:
+        # Last: nothing before can make it another server's replica, or a writable one.
+        lines += replica_lines(source)
     return "".join(lines)
+
+
+def record_replica_of(conf_dir: Path, source: ReplicaSource) -> None:
+    """Record that the server is a replica of ``source`` (read by every later write of
+    redis.conf, so by every start); replaces the file whole. Raises OSError."""
+    record = {
+        "instance_id": source.instance_id,
+        "host": source.host,
+        "port": source.port,
+        "user": source.user,
+        "password": source.password,
+    }
+    tmp = conf_dir / f".{REPLICA_OF}.new"
+    write_private(tmp, json.dumps(record) + "\n")
+    tmp.replace(conf_dir / REPLICA_OF)
+
+
+def read_replica_of(conf_dir: Path) -> ReplicaSource | None:
+    """The source recorded by :func:`record_replica_of`, or None on a server that is no
+    replica. Raises GuestError when the record cannot be read."""
+    try:
+        record = json.loads((conf_dir / REPLICA_OF).read_text())
+        return ReplicaSource(
+            instance_id=str(record["instance_id"]),
+            host=str(record["host"]),
+            port=int(record["port"]),
+            user=str(record["user"]),
+            password=str(record["password"]),
+        )
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise GuestError(f"cannot read the replica's source: {exc.strerror}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        # Never the text itself: it holds the password.
+        raise GuestError(f"the replica's record of its source is damaged ({REPLICA_OF})") from exc
+
+
+def forget_replica_of(conf_dir: Path) -> None:
+    """Remove the record: the next redis.conf makes a standalone server. Idempotent."""
+    (conf_dir / REPLICA_OF).unlink(missing_ok=True)
 
 
 def initial_acl(admin_password: str) -> str:

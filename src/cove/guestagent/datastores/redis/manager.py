@@ -1,4 +1,6 @@
-"""The Redis datastore manager: a facade over the server process and its ACL users.
+"""The Redis datastore manager: a facade over the server process, its ACL users, its backups
+and its replication (``replication``: REPLICAOF replicas, whose first full sync ``prepare``
+waits for).
 
 Databases are no Redis concept: the manager declares no DATABASES capability, so the guest
 agent refuses every database request before it reaches the admin object (``RedisAcl``, which
@@ -23,6 +25,7 @@ from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.redis import conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
 from cove.guestagent.datastores.redis.backup import RedisBackups
+from cove.guestagent.datastores.redis.replication import RedisReplication
 from cove.guestagent.datastores.redis.server import RedisServer
 from cove.guestagent.datastores.served import ServedManager
 
@@ -32,12 +35,14 @@ LOG = logging.getLogger(__name__)
 class RedisManager(ServedManager):
     server: RedisServer
     admin: RedisAcl
+    replication: RedisReplication
     capabilities = capabilities("redis")
 
     def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
         self.admin = RedisAcl(self.server.connect)
         self.backups = RedisBackups(self.server)
+        self.replication = RedisReplication(self.server)
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> RedisServer:
         return RedisServer(config, on_exit)
@@ -55,6 +60,20 @@ class RedisManager(ServedManager):
         if databases or any(u.databases for u in users):
             raise OperationNotSupported(NO_DATABASES)
         super()._prepare(databases, users, restore, replica_of)
+
+    def _replicate(self, source: ReplicaSource) -> None:
+        """Start the server as a replica of ``source``, then wait for its first full sync: a
+        replica is prepared once it holds the copy. Raises GuestError when the copy fails
+        (the server is stopped again, and the next prepare starts over)."""
+        mark = self.replication.log_mark()
+        super()._replicate(source)
+        try:
+            self.replication.await_copy(source, mark)
+        except BaseException:
+            # Not left retrying a source that refused it, or streaming a half-made copy.
+            with self._init_lock:
+                self.server.stop()
+            raise
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
         self.admin.create_users(users)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,13 +20,19 @@ from cove.guestagent.datastores.redis import conf
 
 LOG = logging.getLogger(__name__)
 
+#: Seconds a stop waits for an append-only file rewrite under way to end.
+REWRITE_WAIT = 30.0
+
 
 class RedisServer(ChildServer):
     """One Redis server: its files, its process and the agent's admin connection.
 
-    Stopped with SIGTERM (Redis flushes the AOF and exits), then SIGKILL. Its process title
-    names its config file too, but Redis cuts a title to the room its environment leaves, so
-    the server is recognised by its program and its working directory.
+    Stopped with SIGTERM (Redis flushes the AOF and exits), then SIGKILL; a stop first lets an
+    append-only file rewrite under way end (for up to :data:`REWRITE_WAIT` seconds), because
+    Redis ignores SIGTERM while it writes its first AOF ("Writing initial AOF, can't exit",
+    just after a replica's full sync) and would be killed, its copy lost, at the timeout. Its
+    process title names its config file too, but Redis cuts a title to the room its
+    environment leaves, so the server is recognised by its program and its working directory.
     """
 
     title = "Redis"
@@ -43,9 +50,14 @@ class RedisServer(ChildServer):
     # -- files -------------------------------------------------------------------------------
 
     def initialise(self) -> None:
-        """A fresh, empty data directory, a new admin password and the first ACL file."""
+        """A fresh, empty data directory, a new admin password and the first ACL file; the
+        server is nobody's replica and has no replicas (what an earlier, failed prepare as a
+        replica recorded goes)."""
         for directory in (self.config.conf_dir, self.config.log_dir, self.config.run_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        conf.forget_replica_of(self.config.conf_dir)
+        for name in (conf.REPLICATION_PASSWORD, conf.FENCE_POSITION):
+            (self.config.conf_dir / name).unlink(missing_ok=True)
         data = self.config.data_dir
         if data.exists():
             shutil.rmtree(data)
@@ -55,9 +67,11 @@ class RedisServer(ChildServer):
         conf.write_private(self.acl_file, conf.initial_acl(password))
 
     def write_config(self) -> None:
-        """redis.conf for ``self.config``; raises Unprocessable (before writing anything) for
-        an override no tenant may set."""
-        self.restore_config(conf.redis_conf(self.config))
+        """redis.conf for ``self.config``, a replica's when the server is recorded as one
+        (``conf.REPLICA_OF``); raises Unprocessable (before writing anything) for an override
+        no tenant may set, GuestError when the replica's record cannot be read."""
+        source = conf.read_replica_of(self.config.conf_dir)
+        self.restore_config(conf.redis_conf(self.config, source))
 
     def read_config(self) -> str | None:
         """The current redis.conf, or None when there is none yet."""
@@ -93,6 +107,26 @@ class RedisServer(ChildServer):
     def before_start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()  # a socket left by a killed server is not an answer
+        # A server started again writes past the offset recorded when it was fenced.
+        (self.config.conf_dir / conf.FENCE_POSITION).unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self._let_rewrite_end()
+        super().stop()
+
+    def _let_rewrite_end(self) -> None:
+        """Wait (at most :data:`REWRITE_WAIT` s) while the running server rewrites its AOF;
+        at once when it does not answer."""
+        deadline = time.monotonic() + REWRITE_WAIT
+        while self.running() and time.monotonic() < deadline:
+            try:
+                with self.connect() as client:
+                    info = client.info("persistence")
+            except (GuestError, redis.RedisError):
+                return
+            if not (info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled")):
+                return
+            time.sleep(0.05)
 
     # -- connections -------------------------------------------------------------------------
 

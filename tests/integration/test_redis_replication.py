@@ -1,0 +1,441 @@
+"""Redis replication (REPLICAOF) through real guest agents on a private bus: a primary answers
+its replication account, instances prepared from it are read-only replicas that receive what
+it writes, the password stays out of command lines, environments, logs and whatever a
+tenant's root can ask the servers, a detached replica is a read-write server for good, and a
+switchover (fence, promote, follow) loses nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from guesthost import Host
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cove.common.errors import CoveError, GuestError, RpcTimeout
+from cove.compute.base import ComputeState
+from cove.domain.guest import GuestSettings
+from cove.domain.replication import ReplicaSource
+from cove.domain.specs import UserSpec
+from cove.domain.status import GuestStatus
+from cove.rpc import RequestContext
+from cove.rpc.guest import GuestClient, GuestReplicationClient
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path("/usr/bin/redis-server").is_file(), reason="needs redis-server"),
+]
+
+CTX = RequestContext()
+ROOT_PASSWORD = "root-Secret-Rq71"
+#: Generous: the machine is shared, and a loaded one syncs slowly.
+DEADLINE = 90.0
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Wait until ``check`` holds, asking again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def prepare(guest: GuestClient, *args: Any, **kwargs: Any) -> None:
+    """``prepare``, asked again while a slow one runs, as the task manager does."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            guest.prepare(CTX, *args, **kwargs)
+            return
+        except RpcTimeout:
+            if time.monotonic() > deadline:
+                raise
+
+
+def root(spec: GuestSettings) -> redis.Redis:
+    """The tenant's root (Redis's ``default`` user, a password only)."""
+    return redis.Redis(
+        host=spec.address,
+        port=spec.port,
+        password=ROOT_PASSWORD,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def read(spec: GuestSettings, key: str) -> str | None:
+    """``key`` as the tenant's root reads it; None also while the server does not answer."""
+    try:
+        with root(spec) as client:
+            value = client.get(key)
+    except redis.ConnectionError:
+        return None
+    return None if value is None else str(value)
+
+
+def writes_refused(spec: GuestSettings) -> bool:
+    """Whether the server takes no write: it does not answer, or is a read-only replica."""
+    try:
+        with root(spec) as client:
+            client.set("must-not-land", "1")
+    except (redis.ConnectionError, redis.ReadOnlyError):
+        return True
+    return False
+
+
+def start_with_root(host: Host, spec: GuestSettings, **prepare_args: Any) -> None:
+    """Create and prepare ``spec`` (as a replica when ``replica_of`` is given), with root on
+    (Redis keeps users per server: a replica has its own)."""
+    host.create(spec)
+    guest = GuestClient(host.bus, spec.instance_id)
+    prepare(guest, [], [], **prepare_args)
+    guest.enable_root(CTX, ROOT_PASSWORD)
+
+
+def make_group(
+    host: Host, replicas: int
+) -> tuple[GuestSettings, list[GuestSettings], ReplicaSource]:
+    """A prepared primary holding ``orders`` (100 fields), ``replicas`` replicas of it, and the
+    source they stream from."""
+    primary = host.spec_of("redis")
+    start_with_root(host, primary)
+    with root(primary) as client:
+        client.hset("orders", mapping={str(n): "first" for n in range(100)})
+    source = GuestReplicationClient(host.bus, primary.instance_id).replication_source(CTX)
+    made = []
+    for _ in range(replicas):
+        spec = host.spec_of("redis")
+        start_with_root(host, spec, replica_of=source)
+        made.append(spec)
+    return primary, made, source
+
+
+def proc_texts() -> Iterator[tuple[int, str, bytes]]:
+    """Every process's command line and environment, as (pid, which, bytes); a process that
+    ends meanwhile is skipped."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        for which in ("cmdline", "environ"):
+            try:
+                data = Path(entry.path, which).read_bytes()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            yield int(entry.name), which, data
+
+
+class ProcWatch:
+    """Scans /proc in a thread until stopped, recording every process that shows one of
+    ``secrets`` on its command line or in its environment."""
+
+    def __init__(self, *secrets: str) -> None:
+        self.needles = [s.encode() for s in secrets]
+        self.found: list[str] = []
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.scan()
+
+    def scan(self) -> None:
+        for pid, which, data in proc_texts():
+            if any(n in data for n in self.needles):
+                self.found.append(f"{pid} {which}: {data[:200]!r}")
+        self.rounds += 1
+
+    def __enter__(self) -> ProcWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class Monitor:
+    """MONITOR as the tenant's root, recording what the server shows until closed."""
+
+    def __init__(self, spec: GuestSettings) -> None:
+        self.client = root(spec)
+        self.monitor = self.client.monitor()
+        self.monitor.__enter__()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self.monitor.listen():
+                self.seen.append(str(event))
+        except (redis.RedisError, OSError, ValueError):
+            return  # closed
+
+    def close(self) -> str:
+        self.monitor.connection.disconnect()
+        self._thread.join(10)
+        self.client.close()
+        return "\n".join(self.seen)
+
+
+def files_holding(root_dir: Path, needle: bytes) -> dict[Path, int]:
+    """The files under ``root_dir`` that hold ``needle``, with their modes."""
+    found = {}
+    for top, _dirs, files in os.walk(root_dir):
+        for name in files:
+            path = Path(top, name)
+            try:
+                if path.is_file() and needle in path.read_bytes():
+                    found[path] = path.stat().st_mode & 0o777
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def logs(root_dir: Path) -> list[Path]:
+    return [p for p in root_dir.rglob("*") if p.is_file() and "log" in p.parts]
+
+
+def tenant_view(spec: GuestSettings) -> str:
+    """Everything the tenant's root may ask a server about itself and its replication; CONFIG
+    must be refused to it."""
+    with root(spec) as client:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.config_get("*")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.acl_list()
+        parts = [
+            str(client.info("everything")),
+            str(client.execute_command("ROLE")),  # type: ignore[no-untyped-call]
+            str(client.client_list()),
+            str(client.slowlog_get(128)),
+        ]
+    return "\n".join(parts)
+
+
+def restart_agent(host: Host, spec: GuestSettings, sig: signal.Signals) -> None:
+    """End the instance's agent with ``sig`` (SIGTERM also stops its server, SIGKILL leaves it
+    running) and have the driver start a new one."""
+    instance_id = spec.instance_id
+    agent = host.driver.agent_pid(instance_id)
+    assert agent is not None and agent > 0
+    os.kill(agent, sig)
+    eventually(
+        lambda: host.driver.state(instance_id) is ComputeState.SHUTDOWN, "the agent gone", 60
+    )
+    assert host.driver.ensure_running(instance_id)
+    eventually(lambda: host.driver.agent_pid(instance_id) not in (None, agent), "a new agent", 60)
+
+
+def test_replicas_receive_the_primarys_writes_and_a_detached_one_stays_writable(
+    host: Host,
+) -> None:
+    primary = host.spec_of("redis")
+    start_with_root(host, primary)
+    p_guest = GuestClient(host.bus, primary.instance_id)
+    p_repl = GuestReplicationClient(host.bus, primary.instance_id)
+    with root(primary) as client:
+        client.set("greeting", "hello")
+        client.hset("orders", mapping={str(n): "first" for n in range(1000)})
+
+    source = p_repl.replication_source(CTX)
+    assert (source.instance_id, source.host, source.port, source.user) == (
+        primary.instance_id,
+        primary.address,
+        primary.port,
+        "cove_replication",
+    )
+    assert len(source.password) >= 32
+    assert source.password not in repr(source)
+    assert p_repl.replication_source(CTX) == source  # the same password every time
+    primary_dir = host.driver.instance_dir(primary.instance_id)
+    assert (primary_dir / "conf" / "replication-password").stat().st_mode & 0o777 == 0o600
+    # The account replicates and does nothing else, and is no tenant's.
+    with redis.Redis(
+        host=primary.address, port=primary.port, username=source.user, password=source.password
+    ) as account:
+        assert account.ping()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            account.get("greeting")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            account.config_get("masterauth")
+    assert p_guest.list_users(CTX) == []
+    with pytest.raises(CoveError, match="reserved"):
+        p_guest.create_users(CTX, [UserSpec("cove_replication", "pw-other-19")])
+
+    replicas = [host.spec_of("redis"), host.spec_of("redis")]
+    wrong = dataclasses.replace(source, password="wrong-" + "x" * 30)
+    with ProcWatch(source.password, wrong.password) as watch:
+        host.create(replicas[0])
+        r_guest = GuestClient(host.bus, replicas[0].instance_id)
+        # A source that refuses the account fails the prepare; the next one starts over.
+        with pytest.raises(GuestError, match=r"cannot copy the data .*WRONGPASS"):
+            prepare(r_guest, [], [], replica_of=wrong)
+        prepare(r_guest, [], [], replica_of=source)
+        r_guest.enable_root(CTX, ROOT_PASSWORD)
+        start_with_root(host, replicas[1], replica_of=source)
+        watch.scan()  # at least one whole scan while the replicas stream
+    assert watch.rounds >= 2
+    assert watch.found == []
+    prepare(r_guest, [], [], replica_of=source)  # prepared: only starts its server
+    r_repl = GuestReplicationClient(host.bus, replicas[0].instance_id)
+
+    # What the primary held, and what it writes from now on, on both; no write on a replica.
+    for spec in replicas:
+        assert read(spec, "greeting") == "hello"
+        with root(spec) as client:
+            assert client.hlen("orders") == 1000
+    with root(primary) as client:
+        client.set("later", "after the copy")
+    for spec in replicas:
+        eventually(lambda spec=spec: read(spec, "later") == "after the copy", "the write")
+        with root(spec) as client, pytest.raises(redis.ReadOnlyError):
+            client.set("on-the-replica", "1")
+    with pytest.raises(GuestError, match="is a read-only replica"):
+        r_repl.replication_source(CTX)
+
+    # Positions: a replica streams, and reaches what the primary wrote.
+    eventually(lambda: r_repl.replication_state(CTX).streaming, "the replica streaming")
+    with root(primary) as client:
+        client.hset("orders", mapping={str(n): "more" for n in range(1000, 1100)})
+    written = p_repl.replication_state(CTX)
+    assert written.role == "primary" and written.position and not written.streaming
+    eventually(
+        lambda: (r_repl.replication_state(CTX).position or 0) >= (written.position or 0),
+        "the replica's position reaching the primary's",
+    )
+    state = r_repl.replication_state(CTX)
+    assert state.role == "replica" and state.streaming
+    assert r_guest.get_status(CTX) is GuestStatus.HEALTHY
+
+    # New settings and a restart keep the replica a replica.
+    r_guest.apply_configuration(CTX, 256, 1, 1, {"slowlog-log-slower-than": 0})
+    r_guest.restart(CTX)
+    with root(primary) as client:
+        client.set("after-restart", "yes")
+    eventually(lambda: read(replicas[0], "after-restart") == "yes", "the write after a restart")
+    assert r_repl.replication_state(CTX).role == "replica"
+
+    # The password: only in the private files that need it; never in a log, nor in what
+    # the tenant's root can ask (every command is in the slow log now).
+    dirs = [host.driver.instance_dir(s.instance_id) for s in (primary, *replicas)]
+    for secret in (source.password, wrong.password):
+        for instance_dir in dirs:
+            for log in logs(instance_dir):
+                assert secret.encode() not in log.read_bytes(), log
+        for spec in (primary, *replicas):
+            assert secret not in tenant_view(spec)
+    holding: dict[Path, int] = {}
+    for instance_dir in dirs:
+        holding |= files_holding(instance_dir, source.password.encode())
+    assert holding == {
+        dirs[0] / "conf" / "replication-password": 0o600,
+        **{
+            d / "conf" / name: 0o600 for d in dirs[1:] for name in ("redis.conf", "replica-of.json")
+        },
+    }
+
+    # Detached: a standalone read-write server, also after a restart of its server, and of
+    # its agent with it.
+    r_repl.detach_replica(CTX)
+    assert r_repl.replication_state(CTX).role == "primary"
+    with root(replicas[0]) as client:
+        client.set("own", "detached")
+    started = time.monotonic()
+    r_repl.detach_replica(CTX)  # not a replica any more: answers at once
+    assert time.monotonic() - started < 5
+    assert files_holding(dirs[1], source.password.encode()) == {}
+    r_guest.restart(CTX)
+    restart_agent(host, replicas[0], signal.SIGTERM)
+    assert r_guest.get_status(CTX) is GuestStatus.HEALTHY
+    assert r_repl.replication_state(CTX).role == "primary"
+    with root(replicas[0]) as client:
+        client.set("own-2", "after the restarts")
+        assert client.get("own") == "detached"
+    # The primary goes on with its other replica only.
+    with root(primary) as client:
+        client.set("only-on-the-group", "1")
+    eventually(lambda: read(replicas[1], "only-on-the-group") == "1", "the other replica")
+    assert read(replicas[0], "only-on-the-group") is None
+    assert read(primary, "own") is None
+
+
+def test_a_switchover_loses_nothing_and_the_old_primary_follows(host: Host) -> None:
+    old, (new, other), old_source = make_group(host, 2)
+    old_repl = GuestReplicationClient(host.bus, old.instance_id)
+    new_repl = GuestReplicationClient(host.bus, new.instance_id)
+    other_repl = GuestReplicationClient(host.bus, other.instance_id)
+    with root(old) as client:
+        client.hset("orders", mapping={str(n): "late" for n in range(100, 600)})
+
+    position = old_repl.fence_primary(CTX)
+    assert position is not None
+    assert old_repl.fence_primary(CTX) == position  # idempotent, the server stopped
+    assert writes_refused(old)
+    # Neither its agent nor a new one starts it again.
+    old_guest = GuestClient(host.bus, old.instance_id)
+    with pytest.raises(GuestError, match="fenced"):
+        old_guest.restart(CTX)
+    restart_agent(host, old, signal.SIGKILL)
+    old_guest.get_status(CTX)  # the new agent is up, past its start
+    assert writes_refused(old)
+    assert old_repl.fence_primary(CTX) == position
+
+    eventually(
+        lambda: (new_repl.replication_state(CTX).position or 0) >= position,
+        "the replica reaching the old primary's last offset",
+    )
+    source = new_repl.promote_replica(CTX)
+    assert (source.instance_id, source.host, source.port) == (new.instance_id, new.address, 6379)
+    assert source.password != old_source.password  # the new primary's own
+    assert new_repl.promote_replica(CTX) == source  # idempotent
+    with root(new) as client:
+        assert client.hlen("orders") == 600  # nothing lost
+        client.set("on-the-new-primary", "1")
+
+    # The other replica is re-pointed live (the same server; MONITOR and the slow log, which
+    # root may read, do not show the new account's password); the old primary rejoins from a
+    # fresh copy.
+    other_guest = GuestClient(host.bus, other.instance_id)
+    other_guest.apply_configuration(CTX, 256, 1, 1, {"slowlog-log-slower-than": 0})
+    server = host.server_pid(other.instance_id, "redis")
+    watching = Monitor(other)
+    other_repl.follow_primary(CTX, source)
+    old_repl.follow_primary(CTX, source)
+    for spec, repl in ((other, other_repl), (old, old_repl)):
+        eventually(lambda spec=spec: read(spec, "on-the-new-primary") == "1", f"the write {spec}")
+        with root(spec) as client:
+            assert client.hlen("orders") == 600
+        assert repl.replication_state(CTX).role == "replica"
+        assert writes_refused(spec)
+        eventually(lambda repl=repl: repl.replication_state(CTX).streaming, "streaming")
+    assert host.server_pid(other.instance_id, "redis") == server
+    seen = watching.close()
+    assert "on-the-new-primary" in seen  # it did watch
+    assert source.password not in seen
+    with root(other) as client:
+        logged = str(client.slowlog_get(1024))
+    assert "masterauth" in logged and source.password not in logged
+    old_dir = host.driver.instance_dir(old.instance_id)
+    # It owns no replication password nor account any more, and is no longer fenced.
+    assert not (old_dir / "conf" / "replication-password").exists()
+    assert not (old_dir / "conf" / "fenced").exists()
+    assert "cove_replication" not in (old_dir / "conf" / "users.acl").read_text()
+    assert old_guest.get_status(CTX) is GuestStatus.HEALTHY
+    for spec in (old, other, new):
+        assert source.password not in tenant_view(spec)
