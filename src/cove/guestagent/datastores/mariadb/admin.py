@@ -23,6 +23,7 @@ from cove.domain import names
 from cove.domain.datastores.mariadb import MARIADB
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.guestagent.datastores.mariadb.conf import (
+    REPLICATION_USER,
     ROOT_USER,
     SYSTEM_DATABASES,
     native_password_hash,
@@ -53,6 +54,9 @@ def _checked(rule: Callable[[str], str], value: str) -> str:
 
 def _user_name(name: str) -> str:
     """A name a new account (or a rename) may take on MariaDB; raises BadRequest."""
+    if name.lower() == REPLICATION_USER:
+        # The replication account's name, which the datastore's own rules do not keep.
+        raise BadRequest(f"user name '{name}' is reserved on {MARIADB.title}; choose another")
     return _checked(lambda v: names.user_name(v, MARIADB.name), name)
 
 
@@ -62,9 +66,9 @@ def _database_name(name: str) -> str:
 
 
 def _hidden(name: str) -> bool:
-    """Whether ``name`` is one of the server's or Cove's own accounts, or the anonymous one:
-    never listed, shown or changed."""
-    return not name or MARIADB.names.own_user(name)
+    """Whether ``name`` is one of the server's or Cove's own accounts (the replication one
+    too), or the anonymous one: never listed, shown or changed."""
+    return not name or MARIADB.names.own_user(name) or name.lower() == REPLICATION_USER
 
 
 class MariaAdmin:

@@ -234,12 +234,37 @@ class MariadbBackups:
         cannot start."""
         version = self.config.datastore_version
         start = parent_lsn(parent_meta, version) if parent_meta is not None else None
+        extra = [f"--incremental-lsn={start}"] if start is not None else []
+        # One backup runs at a time: what its working directory holds was left by an agent
+        # killed during one.
+        streaming = self._streamed(WORK_DIR, DEFAULTS_FILE, "mariadb-backup.log", extra)
+        with streaming as (streamed, work):
+            yield _Source(streamed, version, work, start)
+
+    @contextlib.contextmanager
+    def open_copy(self, name: str) -> Iterator[process.Streamed]:
+        """A full copy of the running server for a new replica (``restore`` takes it): a full
+        backup whose working directory, defaults file and log are named after ``name``, so it
+        runs beside backups and other copies (the server has one wait for another's backup
+        stages). Raises CommandFailed when the tool cannot start."""
+        with self._streamed(name, f"{name}.cnf", f"{name}.log", []) as (streamed, _work):
+            yield streamed
+        # Read to its end (a failed tool raises there): its log holds nothing worth keeping,
+        # and every copy has one of its own.
+        (self.config.log_dir / f"{name}.log").unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _streamed(
+        self, work_name: str, defaults_name: str, log_name: str, extra: list[str]
+    ) -> Iterator[tuple[process.Streamed, Path]]:
+        """mariadb-backup streaming a backup of the running server (``extra`` arguments
+        added), with its working directory ``work_name`` under the tmpdir and its defaults
+        file ``defaults_name`` under conf/, both removed afterwards."""
         tool = beside_server(self.server.bin_dir, TOOL)
         tmp = conf.tmp_dir(self.config)
         tmp.mkdir(mode=0o700, exist_ok=True)
-        work = tmp / WORK_DIR
-        defaults = self.config.conf_dir / DEFAULTS_FILE
-        # One backup runs at a time: what is there was left by an agent killed during one.
+        work = tmp / work_name
+        defaults = self.config.conf_dir / defaults_name
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(mode=0o700)
         try:
@@ -253,12 +278,11 @@ class MariadbBackups:
                 f"--target-dir={work}",
                 f"--extra-lsndir={work}",
                 f"--socket={self.server.socket}",
+                *extra,
             ]
-            if start is not None:
-                argv.append(f"--incremental-lsn={start}")
-            errors = self.config.log_dir / "mariadb-backup.log"
+            errors = self.config.log_dir / log_name
             with process.stream_out(argv, errors=errors, cwd=work) as streamed:
-                yield _Source(streamed, version, work, start)
+                yield streamed, work
         finally:
             defaults.unlink(missing_ok=True)
             shutil.rmtree(work, ignore_errors=True)

@@ -4,6 +4,9 @@ that gives a fresh data directory its only account: the agent's own.
 Settings are spelled as the server names its variables (``innodb_buffer_pool_size``), sizes in
 bytes, booleans ``ON``/``OFF``, so a value reads back from ``SHOW GLOBAL VARIABLES`` as it is
 written here.
+
+Every server writes a binary log with GTIDs (:func:`replication_settings`), so any instance can
+become the source of replicas, or be promoted, without a restart; a replica adds ``read_only``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ LOG = logging.getLogger(__name__)
 #: The agent's own account: every privilege, from the unix socket only, its password in a
 #: 0600 file under conf/.
 ADMIN_USER = "cove_admin"
+#: The account a primary keeps for its replicas (``REPLICATION SLAVE`` only, from anywhere; see
+#: ``replication``).
+REPLICATION_USER = "cove_replication"
 ROOT_USER = "root"
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
@@ -34,6 +40,16 @@ PID_FILE = "mariadbd.pid"
 LOG_FILE = "mariadb.log"
 #: SQL the server runs at every start (conf/, mode 0600): see ``privileges.startup_sql``.
 INIT_FILE = "init.sql"
+#: The binary log's and the relay log's base names, in the data directory: when a copy of its
+#: source's data replaces a replica's (or a rejoining server's) data directory, its logs go with
+#: it, so a server never keeps the log of a history it no longer has.
+BINLOG = "mariadb-bin"
+RELAY_LOG = "relay-bin"
+#: Days the binary log is kept: a replica away for longer cannot catch up (it is copied afresh).
+BINLOG_DAYS = 3
+#: Settings that replication relies on which the datastore's deny-list lets through (aliases of
+#: denied ones, or ones that move the logs); an override of one is left out like a denied one.
+REPLICATION_OWNED = frozenset({"expire_logs_days", "max_binlog_size", "log_basename"})
 
 DEFAULT_CHARACTER_SET = "utf8mb4"
 DEFAULT_COLLATION = "utf8mb4_general_ci"
@@ -80,7 +96,7 @@ def tunables(config: GuestSettings) -> dict[str, Value]:
                 f"The configuration parameter {name} is not supported for this datastore: "
                 f"mariadb {config.datastore_version}."
             )
-        if denied("mariadb", key):
+        if denied("mariadb", key) or key in REPLICATION_OWNED:
             # Denied after the group was made: the server starts without it.
             LOG.warning("leaving out the denied parameter %s", name)
             continue
@@ -99,9 +115,52 @@ def plugin_dir(config: GuestSettings) -> Path:
     return config.root / "plugin"
 
 
-def settings(config: GuestSettings) -> dict[str, Value]:
-    """Everything in the [mysqld] section: :func:`tunables`, then the instance's places and
-    safety settings, which no override can change."""
+def server_id(instance_id: str) -> int:
+    """The instance's ``server_id``, from its id: the GTIDs a server writes carry it, and a
+    replica ignores events of its own id, so the servers of one replication group must differ
+    (two of a group share one with odds of one in four billion)."""
+    digest = hashlib.sha256(instance_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % (2**32 - 1) + 1
+
+
+def binlog_size(volume_gb: int) -> int:
+    """``max_binlog_size``: a 32nd of the volume (16 MiB to 1 GiB), so old binary logs are
+    rotated, and then purged, well before they could fill a small volume."""
+    return max(16 * MIB, min(1024 * MIB, volume_gb * 1024 * MIB // 32))
+
+
+def replication_settings(config: GuestSettings, replica: bool) -> dict[str, Value]:
+    """The binary log with GTIDs, on every server: any instance can be copied for a replica,
+    or promoted, without a restart. A replica (``replica``) is read-only: every account but
+    the agent's (which holds READ_ONLY ADMIN) is refused writes, while its replication thread
+    applies its primary's."""
+    out: dict[str, Value] = {
+        "server_id": server_id(config.instance_id),
+        "log_bin": str(config.data_dir / BINLOG),
+        "relay_log": str(config.data_dir / RELAY_LOG),
+        "binlog_format": "ROW",
+        # The server otherwise refuses triggers and routines to accounts without SUPER
+        # (root's too): what they do might replicate differently as a statement, which the
+        # row format (that no tenant can change) never sends.
+        "log_bin_trust_function_creators": True,
+        # A replica writes what it applies into its own binary log: promoted, it is a source
+        # whose replicas go on from their GTID positions.
+        "log_slave_updates": True,
+        # A GTID out of order (a write that reached only one server of the group) stops
+        # replication instead of letting the servers drift apart silently.
+        "gtid_strict_mode": True,
+        "binlog_expire_logs_seconds": BINLOG_DAYS * 86400,
+        "max_binlog_size": binlog_size(config.volume_gb),
+    }
+    if replica:
+        out["read_only"] = True
+    return out
+
+
+def settings(config: GuestSettings, replica: bool = False) -> dict[str, Value]:
+    """Everything in the [mysqld] section: :func:`tunables`, then the instance's places,
+    safety and replication settings (a replica's with ``replica``), which no override can
+    change."""
     fixed: dict[str, Value] = {
         "datadir": str(config.data_dir),
         "tmpdir": str(tmp_dir(config)),
@@ -119,6 +178,7 @@ def settings(config: GuestSettings) -> dict[str, Value]:
         "plugin_dir": str(plugin_dir(config)),
         # Undoes, before any client connects, what the tenant's root did to the accounts.
         "init_file": str(config.conf_dir / INIT_FILE),
+        **replication_settings(config, replica),
     }
     # The instance's places and safety always win over whatever a group holds.
     return {**tunables(config), **fixed}
@@ -142,10 +202,13 @@ def render_value(value: Value) -> str:
     return text
 
 
-def my_cnf(config: GuestSettings) -> str:
-    """The whole my.cnf; raises Unprocessable as :func:`tunables` does."""
+def my_cnf(config: GuestSettings, replica: bool = False) -> str:
+    """The whole my.cnf (a replica's with ``replica``); raises Unprocessable as
+    :func:`tunables` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n", "[mysqld]\n"]
-    lines += [f"{key} = {render_value(value)}\n" for key, value in settings(config).items()]
+    lines += [
+        f"{key} = {render_value(value)}\n" for key, value in settings(config, replica).items()
+    ]
     return "".join(lines)
 
 

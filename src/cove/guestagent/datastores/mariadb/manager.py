@@ -1,12 +1,14 @@
 """The MariaDB datastore manager: a facade over the server, its config, its admin, its live
-settings and its backups."""
+settings, its backups and its replication."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
 
-from cove.common.errors import CoveError
+import pymysql
+
+from cove.common.errors import CoveError, GuestError
 from cove.domain.capabilities import capabilities
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value
@@ -15,6 +17,7 @@ from cove.guestagent.datastores.mariadb import conf
 from cove.guestagent.datastores.mariadb.admin import MariaAdmin
 from cove.guestagent.datastores.mariadb.backup import MariadbBackups
 from cove.guestagent.datastores.mariadb.live import LiveSettings
+from cove.guestagent.datastores.mariadb.replication import MariaDBReplication
 from cove.guestagent.datastores.mariadb.server import MariaServer
 from cove.guestagent.datastores.served import ServedManager
 
@@ -24,16 +27,44 @@ LOG = logging.getLogger(__name__)
 class MariaManager(ServedManager):
     server: MariaServer
     admin: MariaAdmin
+    backups: MariadbBackups
+    replication: MariaDBReplication
     capabilities = capabilities("mariadb")
 
     def __init__(self, config: GuestSettings) -> None:
         super().__init__(config)
-        self.admin = MariaAdmin(self.server.connect)
+        self.admin = MariaAdmin(self._admin_connect)
         self.live = LiveSettings(self.server.connect)
         self.backups = MariadbBackups(self.server)
+        self.replication = MariaDBReplication(self.server, self.backups)
+        self.server.after_start = self.replication.finish_setup
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> MariaServer:
         return MariaServer(config, on_exit)
+
+    def _admin_connect(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+        """The agent's connection for the admin: on a replica its transactions are read-only,
+        because the agent's account writes past ``read_only`` and a write of the replica's
+        own would stop its replication. Raises GuestError."""
+        conn = self.server.connect()
+        if self.server.is_replica:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SET SESSION TRANSACTION READ ONLY")
+            except pymysql.MySQLError as exc:
+                conn.close()
+                raise GuestError(f"cannot connect to MariaDB: {exc.args[-1]}") from exc
+        return conn
+
+    def adopt(self) -> bool:
+        adopted = super().adopt()
+        if adopted and self.server.running():
+            # A replica whose setup an earlier agent did not finish.
+            try:
+                self.replication.finish_setup()
+            except GuestError as exc:
+                LOG.error("cannot finish setting the replica up: %s", exc.message)
+        return adopted
 
     def write_config(self) -> None:
         self.server.write_config()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from cove.guestagent.datastores.mariadb.conf import ADMIN_USER
+from cove.guestagent.datastores.mariadb.conf import ADMIN_USER, REPLICATION_USER
 
 #: The bit of each privilege in an account's ``access`` mask (``mysql.global_priv``), as
 #: MariaDB 10.11 numbers them.
@@ -95,6 +95,9 @@ ROOT_SYSTEM_PRIVILEGES: dict[str, tuple[str, ...]] = {
 }
 #: The most any account but the agent's may hold on ``*.*``: what root holds.
 TENANT_ACCESS = sum(PRIVILEGE_BITS[p] for p in ROOT_GLOBAL_PRIVILEGES)
+#: The most the replication account (``cove_replication``@``%``) holds on ``*.*``: reading the
+#: binary log as a replica.
+REPLICATION_ACCESS = PRIVILEGE_BITS["REPLICATION SLAVE"]
 #: Every privilege there is: what the agent's account holds.
 ALL_ACCESS = (1 << 64) - 1
 #: The privilege columns of ``mysql.db``.
@@ -126,13 +129,15 @@ def startup_sql(admin_verifier: str) -> str:
     """The server's ``init_file``, run at every start before any client connects, with the
     grant tables as an account with more than the tenant's privileges (an older root, or what
     it made) may have left them: the agent's account is written back (its verifier, unlocked,
-    every privilege); every other account and role keeps on ``*.*`` only what root holds;
+    every privilege); the replication account keeps on ``*.*`` only REPLICATION SLAVE, and
+    every other account and role only what root holds;
     every row of ``mysql.db`` that reaches ``mysql`` through a wildcard is shadowed by an exact
     ``mysql`` row of the same account, and every exact row holds only SHOW VIEW; table and
     column grants on ``mysql`` go, but for the server's own ``mariadb.sys``; and no stored
-    routine or event runs as the agent. The server stops reading the file at the first
-    failing statement (and starts all the same), so each statement only needs tables the
-    server cannot start without, until the last two."""
+    routine or event runs as the agent. None of it goes into the binary log: each server
+    has its own agent password, and a replica would otherwise take its primary's. The server
+    stops reading the file at the first failing statement (and starts all the same), so each
+    statement only needs tables the server cannot start without, until the last two."""
     if not re.fullmatch(r"\*[0-9A-F]{40}", admin_verifier):
         raise ValueError("not a mysql_native_password verifier")
     priv = json.dumps(
@@ -144,6 +149,7 @@ def startup_sql(admin_verifier: str) -> str:
         separators=(",", ":"),
     )
     admin = f"User = '{ADMIN_USER}' AND Host = 'localhost'"
+    replication = f"User = '{REPLICATION_USER}' AND Host = '%'"
     definer = f"'{ADMIN_USER}@localhost'"
     access = "CAST(JSON_VALUE(Priv, '$.access') AS UNSIGNED)"
     # What root holds on mysql (ROOT_SYSTEM_PRIVILEGES): SHOW VIEW only.
@@ -154,10 +160,13 @@ def startup_sql(admin_verifier: str) -> str:
     system = "Host = 'localhost' AND User = 'mariadb.sys'"
     # Fixed names, numbers and a hexadecimal verifier: nothing here comes from a request.
     statements = [
+        "SET SESSION sql_log_bin = 0",
         "REPLACE INTO mysql.global_priv (Host, User, Priv) "  # noqa: S608 (no input)
         f"VALUES ('localhost', '{ADMIN_USER}', '{priv}')",
         f"UPDATE mysql.global_priv SET Priv = JSON_SET(Priv, '$.access', {access} & "  # noqa: S608
-        f"{TENANT_ACCESS}) WHERE NOT ({admin}) AND {access} IS NOT NULL",
+        f"{TENANT_ACCESS}) WHERE NOT ({admin}) AND NOT ({replication}) AND {access} IS NOT NULL",
+        f"UPDATE mysql.global_priv SET Priv = JSON_SET(Priv, '$.access', {access} & "  # noqa: S608
+        f"{REPLICATION_ACCESS}) WHERE {replication} AND {access} IS NOT NULL",
         "INSERT IGNORE INTO mysql.db (Host, Db, User) "
         "SELECT DISTINCT Host, 'mysql', User FROM mysql.db WHERE 'mysql' LIKE Db",
         f"UPDATE mysql.db SET {read_only} WHERE Db = 'mysql'",  # noqa: S608 (no input)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -15,8 +16,11 @@ from cove.common.errors import CommandFailed, GuestError
 from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
+from cove.guestagent.datastores.base import REPLICA_MARKER
 from cove.guestagent.datastores.mariadb import conf
 from cove.guestagent.datastores.mariadb.privileges import startup_sql
+
+LOG = logging.getLogger(__name__)
 
 INSTALL_DB = "mariadb-install-db"
 
@@ -50,7 +54,8 @@ def user_option() -> list[str]:
 class MariaServer(ChildServer):
     """One MariaDB server: its data directory, its process and the agent's admin connection.
 
-    Stopped with SIGTERM (a clean shutdown: InnoDB flushes and exits), then SIGKILL.
+    Stopped with SIGTERM (a clean shutdown: InnoDB flushes and exits), then SIGKILL; a fenced
+    primary with ``SHUTDOWN WAIT FOR ALL SLAVES`` first (:meth:`stop_for_replicas`).
     """
 
     title = "MariaDB"
@@ -64,12 +69,22 @@ class MariaServer(ChildServer):
         self.init_file = config.conf_dir / conf.INIT_FILE
         self.socket = config.run_dir / conf.SOCKET
         self.pid_file = config.run_dir / conf.PID_FILE
+        #: Called once the server answers after each start (the replication engine finishes
+        #: setting up a new replica there); may raise GuestError, which fails the start.
+        self.after_start: Callable[[], None] = lambda: None
 
     # -- files -------------------------------------------------------------------------------
 
-    def write_config(self) -> None:
-        """Raises Unprocessable for an override no tenant may set."""
-        conf.write_private(self.conf_file, conf.my_cnf(self.config))
+    @property
+    def is_replica(self) -> bool:
+        """Whether the server is (or starts as) a replica: the manager's marker says so."""
+        return (self.config.conf_dir / REPLICA_MARKER).is_file()
+
+    def write_config(self, replica: bool | None = None) -> None:
+        """my.cnf, a replica's when ``replica`` (by default: when the marker says so). Raises
+        Unprocessable for an override no tenant may set."""
+        replica = self.is_replica if replica is None else replica
+        conf.write_private(self.conf_file, conf.my_cnf(self.config, replica))
 
     def write_init_file(self) -> None:
         """The SQL the server runs at every start, from the agent's password's verifier (the
@@ -81,12 +96,22 @@ class MariaServer(ChildServer):
         conf.tmp_dir(self.config).mkdir(mode=0o700, exist_ok=True)
         conf.plugin_dir(self.config).mkdir(mode=0o700, exist_ok=True)
 
-    def initialise(self) -> None:
-        """A fresh data directory with the system tables and the agent's account (a new
-        password), and my.cnf. Raises GuestError when mariadb-install-db fails."""
+    def make_places(self) -> None:
+        """The instance's directories beside the data directory."""
         for directory in (self.config.conf_dir, self.config.log_dir, self.config.run_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._make_dirs()
+
+    def ensure_admin_password(self) -> None:
+        """The agent's password, made when there is none yet (a replica's prepare may come
+        before any warm-up made one): the init file gives it to the copied grant tables."""
+        if not self.secret_file.is_file():
+            conf.write_private(self.secret_file, conf.new_admin_password() + "\n")
+
+    def initialise(self) -> None:
+        """A fresh data directory with the system tables and the agent's account (a new
+        password), and my.cnf. Raises GuestError when mariadb-install-db fails."""
+        self.make_places()
         data = self.config.data_dir
         if data.exists():
             shutil.rmtree(data)
@@ -142,6 +167,35 @@ class MariaServer(ChildServer):
         self.write_init_file()
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()  # a socket left by a killed server is not an answer
+
+    def start(self) -> None:
+        """Start (or adopt) the server, block until it answers, then run ``after_start``.
+        Raises GuestError."""
+        super().start()
+        self.after_start()
+
+    def stop_for_replicas(self) -> None:
+        """A clean shutdown that first sends every event of the binary log to the replicas
+        connected (``SHUTDOWN WAIT FOR ALL SLAVES``: a plain shutdown may end their dump
+        threads before its last client threads, and what those wrote would reach no
+        replica); then, when the server has not ended in time, as :meth:`stop`."""
+        with self._lock:
+            pid, proc = self.pid, self._proc
+            # Asked for: the exit is no crash.
+            self._stopping = True
+        if pid is None:
+            return
+        try:
+            conn = self.connect()
+            with conn.cursor() as cur:
+                cur.execute("SHUTDOWN WAIT FOR ALL SLAVES")
+            with contextlib.suppress(pymysql.MySQLError):
+                conn.close()
+        except (GuestError, pymysql.MySQLError) as exc:
+            LOG.warning("cannot shut MariaDB down by SQL; stopping it: %s", exc)
+        else:
+            self._wait_exit(pid, proc, self.stop_timeout)
+        self.stop()
 
     # -- connections -------------------------------------------------------------------------
 

@@ -30,11 +30,19 @@ ER_UNKNOWN_COLLATION = 1273
 ER_INCORRECT_GLOBAL_LOCAL_VAR = 1238
 ER_WRONG_VALUE_FOR_VAR = 1231
 ER_WRONG_TYPE_FOR_VAR = 1232
+#: A change in a session whose transactions are read-only: the agent's sessions on a replica.
+ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION = 1792
+
+#: What a replica answers to a change.
+READ_ONLY = "This instance is a read-only replica"
+#: What a change asked of a replica's agent answers: the agent's account could write past
+#: ``read_only``, and a write of a replica's own stops its replication (``gtid_strict_mode``).
+REFUSED_ON_REPLICA = f"{READ_ONLY}: change databases, users and root on its primary."
 
 
 def run(connect: Connect, query: str, params: Sequence[object] | None = None) -> Rows:
     """One statement as the agent's account. Raises the Cove error for the tenant's mistakes,
-    GuestError for the server's refusals."""
+    GuestError for the server's refusals (and for a change asked of a replica)."""
     try:
         with connect() as conn, conn.cursor() as cur:
             cur.execute(query, params)
@@ -44,6 +52,8 @@ def run(connect: Connect, query: str, params: Sequence[object] | None = None) ->
         message = str(exc.args[-1]) if exc.args else type(exc).__name__
         if code == ER_DB_CREATE_EXISTS:
             raise DatabaseAlreadyExists(message) from exc
+        if code == ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION:
+            raise GuestError(REFUSED_ON_REPLICA) from exc
         if code in (
             ER_UNKNOWN_CHARACTER_SET,
             ER_UNKNOWN_COLLATION,
