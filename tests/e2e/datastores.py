@@ -75,6 +75,13 @@ class Datastore:
         """Something that changes whenever the server process is restarted."""
         raise NotImplementedError
 
+    def add(self, conn: Any, value: str) -> None:
+        """Add ``value`` to a set of values :meth:`values` gives back (made on first use)."""
+        raise NotImplementedError
+
+    def values(self, conn: Any) -> set[str]:
+        raise NotImplementedError
+
     def setting(self, conn: Any, name: str) -> str:
         """A server setting as the running server reports it, asked over ``conn`` (a root
         login, or what :meth:`settings_session` gives)."""
@@ -118,6 +125,13 @@ class Postgres(Datastore):
     def server_run_id(self, conn: Any) -> object:
         return conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
 
+    def add(self, conn: Any, value: str) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS events (v text)")
+        conn.execute("INSERT INTO events VALUES (%s)", (value,))
+
+    def values(self, conn: Any) -> set[str]:
+        return {r[0] for r in conn.execute("SELECT v FROM events").fetchall()}
+
     def setting(self, conn: Any, name: str) -> str:
         return str(conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0])
 
@@ -157,6 +171,16 @@ class MariaDB(Datastore):
             cur.execute("SELECT v FROM kept LIMIT 1")
             row = cur.fetchone()
             return row[0] if row else None
+
+    def add(self, conn: Any, value: str) -> None:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS events (v varchar(100))")
+            cur.execute("INSERT INTO events VALUES (%s)", (value,))
+
+    def values(self, conn: Any) -> set[str]:
+        with conn.cursor() as cur:
+            cur.execute("SELECT v FROM events")
+            return {r[0] for r in cur.fetchall()}
 
     def server_run_id(self, conn: Any) -> object:
         # The server's pid, from the pid file it names (the tests run on the instance's host).
@@ -205,6 +229,12 @@ class Redis(Datastore):
 
     def server_run_id(self, conn: Any) -> object:
         return conn.info("server")["run_id"]
+
+    def add(self, conn: Any, value: str) -> None:
+        conn.sadd("events", value)
+
+    def values(self, conn: Any) -> set[str]:
+        return set(conn.smembers("events"))
 
     def setting(self, conn: Any, name: str) -> str:
         return str(conn.config_get(name)[name])

@@ -1,8 +1,8 @@
-"""Changing a PostgreSQL group's primary on a running Cove: a switchover asked through the API
-loses nothing and the old primary follows the new one; when the primary's server is killed, or
-its whole host pauses (agent and server under SIGSTOP), a replica takes its place within
-seconds by itself, the old primary never takes a write again, and it rejoins as a replica.
-Every change is recorded and listed."""
+"""Changing a group's primary on a running Cove, for each datastore: a switchover asked through
+the API loses nothing and the old primary follows the new one; when the primary's server is
+killed, or its whole host pauses (agent and server under SIGSTOP), a replica takes its place
+within seconds by itself, the old primary never takes a write again, and it rejoins as a
+replica. Every change is recorded and listed."""
 
 from __future__ import annotations
 
@@ -12,28 +12,43 @@ import time
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
+import redis
+from datastores import DATASTORES, Datastore
 from harness import ControlPlane, wait_for
 from procs import parent_pid, pids
 from test_crash_recovery import server_pid
-from test_point_in_time import PASSWORD, connect, rows  # a table 'kept' of text rows
 
 pytestmark = pytest.mark.e2e
 
+PASSWORD = "failover-Pw-7781"
+#: What a client sees of a server that refuses a write or is gone.
+CLIENT_ERRORS = (psycopg.Error, pymysql.err.MySQLError, redis.exceptions.RedisError, OSError)
 
-def make_group(plane: ControlPlane, name: str, replicas: int) -> tuple[str, list[str]]:
-    """A serving primary with a 'kept' table holding 'a', and its serving replicas."""
+
+@pytest.fixture(params=sorted(DATASTORES))
+def ds(request: pytest.FixtureRequest) -> Datastore:
+    return DATASTORES[request.param]
+
+
+def login(ds: Datastore, inst: dict[str, Any]) -> Any:
+    return ds.login(inst, "app", PASSWORD, "shop" if ds.has_databases else "")
+
+
+def make_group(
+    plane: ControlPlane, ds: Datastore, name: str, replicas: int
+) -> tuple[str, list[str]]:
+    """A serving primary holding the value 'a', and its serving replicas."""
+    spec: dict[str, Any] = {"users": [{"name": "app", "password": PASSWORD}]}
+    if ds.has_databases:
+        spec["databases"] = [{"name": "shop"}]
+        spec["users"][0]["databases"] = [{"name": "shop"}]
     primary = plane.wait_status(
-        plane.create(
-            name=name,
-            databases=[{"name": "shop"}],
-            users=[{"name": "app", "password": PASSWORD, "databases": [{"name": "shop"}]}],
-        )["id"],
-        "ACTIVE",
+        plane.create(name=name, datastore={"type": ds.name}, **spec)["id"], "ACTIVE"
     )
-    with connect(primary) as conn:
-        conn.execute("CREATE TABLE kept (v text)")
-        conn.execute("INSERT INTO kept VALUES ('a')")
+    with login(ds, primary) as conn:
+        ds.add(conn, "a")
     resp = plane.http.post(
         "/instances",
         json={
@@ -48,14 +63,23 @@ def make_group(plane: ControlPlane, name: str, replicas: int) -> tuple[str, list
     ids = [r["id"] for r in plane.instance(primary["id"])["replicas"]]
     for iid in ids:
         plane.wait_status(iid, "ACTIVE", timeout=240)
+        wait_for(lambda i=iid: "a" in values(ds, plane.instance(i)), 60, 0.1, f"'a' on {iid}")
     return primary["id"], ids
 
 
-def takes_writes(inst: dict[str, Any], value: str) -> bool:
+def values(ds: Datastore, inst: dict[str, Any]) -> set[str]:
     try:
-        with connect(inst) as conn:
-            conn.execute("INSERT INTO kept VALUES (%s)", (value,))
-    except psycopg.Error:
+        with login(ds, inst) as conn:
+            return ds.values(conn)
+    except CLIENT_ERRORS:
+        return set()
+
+
+def takes_writes(ds: Datastore, inst: dict[str, Any], value: str) -> bool:
+    try:
+        with login(ds, inst) as conn:
+            ds.add(conn, value)
+    except CLIENT_ERRORS:
         return False
     return True
 
@@ -79,9 +103,11 @@ def delete_group(plane: ControlPlane, primary: str, replicas: list[str]) -> None
     assert plane.http.delete(f"/instances/{primary}").status_code == 202
 
 
-def test_a_switchover_loses_nothing_and_the_old_primary_follows(cove_up: ControlPlane) -> None:
+def test_a_switchover_loses_nothing_and_the_old_primary_follows(
+    cove_up: ControlPlane, ds: Datastore
+) -> None:
     plane = cove_up
-    old, (new, other) = make_group(plane, "swo", 2)
+    old, (new, other) = make_group(plane, ds, f"swo-{ds.name}", 2)
     # Not a replica / no arguments / still reporting: refused clearly.
     bad = plane.http.post(f"/instances/{old}/action", json={"promote_to_replica_source": {}})
     assert bad.status_code == 400 and "is not a replica" in bad.text
@@ -92,22 +118,23 @@ def test_a_switchover_loses_nothing_and_the_old_primary_follows(cove_up: Control
     bad = plane.http.post(f"/instances/{new}/action", json={"promote_to_replica_source": {"x": 1}})
     assert bad.status_code == 400
 
-    with connect(plane.instance(old)) as conn:
-        conn.execute("INSERT INTO kept SELECT 'w' || g FROM generate_series(1, 500) g")
+    written = {f"w{n}" for n in range(200)}
+    with login(ds, plane.instance(old)) as conn:
+        for value in written:
+            ds.add(conn, value)
     resp = plane.http.post(f"/instances/{new}/action", json={"promote_to_replica_source": {}})
     assert resp.status_code == 202, resp.text
-    assert plane.instance(new)["status"] in ("PROMOTE", "ACTIVE")
-    promoted = plane.wait_status(new, "ACTIVE", timeout=180)
+    promoted = plane.wait_status(new, "ACTIVE", timeout=240)
     assert "replica_of" not in promoted, promoted.get("fault")
     assert sorted(r["id"] for r in promoted["replicas"]) == sorted([old, other])
     assert primary_of(plane, old) == new and primary_of(plane, other) == new
-    assert len(rows(promoted)) == 501  # nothing lost
+    assert written <= values(ds, promoted)  # nothing lost
 
-    assert takes_writes(promoted, "after")
+    assert takes_writes(ds, promoted, "after")
     for iid in (old, other):
-        inst = plane.wait_status(iid, "ACTIVE", timeout=120)
-        wait_for(lambda i=inst: "after" in rows(i), 60, 0.1, f"the new primary's write on {iid}")
-        assert not takes_writes(inst, "refused")
+        inst = plane.wait_status(iid, "ACTIVE", timeout=240)
+        wait_for(lambda i=inst: "after" in values(ds, i), 120, 0.1, f"the new write on {iid}")
+        assert not takes_writes(ds, inst, "refused")
     (record,) = failovers(plane, new)
     assert record["kind"] == "switchover" and record["state"] == "done", record
     assert (record["old_primary"], record["new_primary"], record["lost_bytes"]) == (old, new, 0)
@@ -115,34 +142,38 @@ def test_a_switchover_loses_nothing_and_the_old_primary_follows(cove_up: Control
     delete_group(plane, new, [old, other])
 
 
-def kill_server(plane: ControlPlane, iid: str) -> float:
-    pid = wait_for(lambda: server_pid(plane, iid, "postgresql"), 30, what="the server's pid")
+def kill_server(plane: ControlPlane, ds: Datastore, iid: str) -> float:
+    pid = wait_for(lambda: server_pid(plane, iid, ds.name), 30, what="the server's pid")
     os.kill(pid, signal.SIGKILL)
     return time.monotonic()
 
 
-def pause_host(plane: ControlPlane, iid: str) -> float:
+def pause_host(plane: ControlPlane, ds: Datastore, iid: str) -> float:
     """SIGSTOP the instance's guest agent and every process of its server."""
-    config = str(plane.data_dir / "instances" / iid)
-    for pid in pids(lambda argv, _pid: any(config in a for a in argv)):
-        os.kill(pid, signal.SIGSTOP)
-    server = wait_for(lambda: server_pid(plane, iid, "postgresql"), 30, what="the server's pid")
-    for pid in [*pids(lambda _argv, pid: parent_pid(pid) == server), server]:
+    server = wait_for(lambda: server_pid(plane, iid, ds.name), 30, what="the server's pid")
+    place = str(plane.data_dir / "instances" / iid)
+    agents = pids(lambda argv, _pid: any(place in a for a in argv))
+    children = pids(lambda _argv, pid: parent_pid(pid) == server)
+    for pid in {*agents, server, *children}:
         os.kill(pid, signal.SIGSTOP)
     return time.monotonic()
 
 
 @pytest.mark.parametrize("how", ["kill the server", "pause the host"])
-def test_a_replica_takes_the_place_of_a_lost_primary(cove_up: ControlPlane, how: str) -> None:
+def test_a_replica_takes_the_place_of_a_lost_primary(
+    cove_up: ControlPlane, ds: Datastore, how: str
+) -> None:
     plane = cove_up
-    old, replicas = make_group(plane, f"fo-{how.split()[0]}", 2)
+    old, replicas = make_group(plane, ds, f"fo-{ds.name}-{how.split()[0]}", 2)
     old_view = plane.instance(old)
-    with connect(old_view) as conn:
-        conn.execute("INSERT INTO kept VALUES ('before')")
+    with login(ds, old_view) as conn:
+        ds.add(conn, "before")
     for iid in replicas:
-        wait_for(lambda i=iid: "before" in rows(plane.instance(i)), 60, 0.1, "replicated")
+        wait_for(lambda i=iid: "before" in values(ds, plane.instance(i)), 60, 0.1, "replicated")
 
-    lost_at = kill_server(plane, old) if how == "kill the server" else pause_host(plane, old)
+    lost_at = (
+        kill_server(plane, ds, old) if how == "kill the server" else pause_host(plane, ds, old)
+    )
     new = wait_for(
         lambda: next((i for i in replicas if primary_of(plane, i) is None), None),
         60,
@@ -150,7 +181,7 @@ def test_a_replica_takes_the_place_of_a_lost_primary(cove_up: ControlPlane, how:
         "a replica named the primary",
     )
     new_view = plane.instance(new)
-    wait_for(lambda: takes_writes(new_view, "after"), 60, 0.05, "the new primary taking writes")
+    wait_for(lambda: takes_writes(ds, new_view, "after"), 60, 0.05, "the new primary's writes")
     took = time.monotonic() - lost_at
     assert took < 30, f"the failover took {took:.1f} s"
     (record,) = failovers(plane, new)
@@ -158,16 +189,14 @@ def test_a_replica_takes_the_place_of_a_lost_primary(cove_up: ControlPlane, how:
     assert "lease lapsed" in record["reason"]
 
     # The old primary never takes a write again, and rejoins as a replica of the new one.
-    assert not takes_writes(old_view, "split brain")
-    wait_for(
-        lambda: failovers(plane, new)[0]["state"] == "done", 180, 0.2, "the old primary's rejoin"
-    )
+    assert not takes_writes(ds, old_view, "split brain")
+    wait_for(lambda: failovers(plane, new)[0]["state"] == "done", 240, 0.2, "the rejoin")
     assert primary_of(plane, old) == new
     rejoined = plane.wait_status(old, "ACTIVE", timeout=120)
-    wait_for(lambda: "after" in rows(rejoined), 60, 0.1, "the new primary's write on the old one")
-    assert "split brain" not in rows(rejoined)
-    assert not takes_writes(rejoined, "refused")
+    wait_for(lambda: "after" in values(ds, rejoined), 60, 0.1, "the new write on the old one")
+    assert "split brain" not in values(ds, rejoined)
+    assert not takes_writes(ds, rejoined, "refused")
     other = next(i for i in replicas if i != new)
     assert primary_of(plane, other) == new
-    wait_for(lambda: "after" in rows(plane.instance(other)), 60, 0.1, "the other replica follows")
+    wait_for(lambda: "after" in values(ds, plane.instance(other)), 60, 0.1, "the other follows")
     delete_group(plane, new, [old, other])

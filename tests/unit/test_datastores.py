@@ -87,26 +87,32 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
         Capability.CONFIGURATION,
         Capability.BACKUPS,
         Capability.INCREMENTAL_BACKUPS,
+        Capability.REPLICATION,
     }
     assert capabilities("redis") == {
         Capability.USERS,
         Capability.ROOT,
         Capability.CONFIGURATION,
         Capability.BACKUPS,
+        Capability.REPLICATION,
     }
     assert capabilities("mongodb") == frozenset()
     assert STANDARD_PORTS == {"postgresql": 5432, "mariadb": 3306, "redis": 6379}
     assert sorted(MANAGED) == ["mariadb", "postgresql", "redis"]
     assert {name: len(ds.denied) for name, ds in DATASTORES.items()} == {
         "postgresql": 62,
-        "mariadb": 70,
+        "mariadb": 74,
         "redis": 53,
     }
     # An unknown datastore denies everything; names are matched case-insensitively.
     assert denied("mongodb", "work_mem")
     for name, refused, allowed in (
         ("postgresql", ["Port", "shared_buffers", "ssl_ciphers", "archive_command"], "work_mem"),
-        ("mariadb", ["datadir", "log_bin_index", "innodb_buffer_pool_size"], "max_connections"),
+        (
+            "mariadb",
+            ["datadir", "log_bin_index", "innodb_buffer_pool_size", "max_binlog_size"],
+            "max_connections",
+        ),
         ("redis", ["dir", "maxmemory", "replica-read-only", "enable-debug-command"], "timeout"),
     ):
         assert all(denied(name, n) for n in refused), name

@@ -156,9 +156,7 @@ def promote_replica(tc: TaskContext, ctx: RequestContext, replica_id: str) -> No
             end_task(s, replica_id, Task.PROMOTING, Task.NONE, None, utcnow())
 
 
-def _catch_up(
-    tc: TaskContext, ctx: RequestContext, old_id: str, new_id: str
-) -> tuple[int, int]:
+def _catch_up(tc: TaskContext, ctx: RequestContext, old_id: str, new_id: str) -> tuple[int, int]:
     """Fence the old primary and wait for the replica to replay its last record; both
     positions then. On a failure the old primary takes writes again. Raises CoveError."""
     old = _guest(tc, old_id)
@@ -213,7 +211,9 @@ def _follow_all(
 
     def follow(instance_id: str) -> None:
         try:
-            _guest(tc, instance_id).follow_primary(ctx, source)
+            # One source each: MariaDB's offers one copy of its data per answer.
+            own = _guest(tc, primary_id).replication_source(ctx) if len(followers) > 1 else source
+            _guest(tc, instance_id).follow_primary(ctx, own)
         except CoveError as exc:
             LOG.error("instance %s could not follow %s: %s", instance_id, primary_id, exc.message)
             with tc.db.session() as s:

@@ -57,6 +57,7 @@ DENIED = (
     "log_bin*", "binlog_*", "server_id", "relay_log*", "gtid_*", "read_only",
     "log_slave_updates", "log_replica_updates", "master_*", "slave_*", "replicate_*",
     "rpl_*", "sync_*", "wsrep_*", "report_*", "sql_log_bin", "super_read_only",
+    "expire_logs_days", "max_binlog_size", "log_basename", "log_bin_trust_function_creators",
     # security
     "ssl_*", "have_*", "*password*", "secure_*", "require_secure_transport", "tls_*",
     "default_authentication_plugin", "old_passwords", "proxy_*", "automatic_sp_privileges",
@@ -73,7 +74,9 @@ DENIED = (
 NAMES = NameRules(
     # The guest agent's account, root, and the server's own (mariadb.sys owns the sys views;
     # the mysql.* ones are MySQL's, which a data directory from it could bring).
-    own_users=frozenset({"cove_admin", "root", "mariadb.sys", "mysql.sys", "mysql.session"}),
+    own_users=frozenset(
+        {"cove_admin", "cove_replication", "root", "mariadb.sys", "mysql.sys", "mysql.session"}
+    ),
     # Account names are quoted strings in every statement, so SQL keywords do not bind them
     # (information_schema.KEYWORDS lists hundreds); these are the words the grammar reads as
     # an account where a user name may stand: PUBLIC (every account, 10.11), CURRENT_USER and
@@ -96,6 +99,7 @@ MARIADB = Datastore(
             Capability.CONFIGURATION,
             Capability.BACKUPS,
             Capability.INCREMENTAL_BACKUPS,
+            Capability.REPLICATION,
         }
     ),
     denied=DENIED,

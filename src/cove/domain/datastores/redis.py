@@ -68,7 +68,7 @@ DENIED = (
 NAMES = NameRules(
     # "default" is the user a client without a user name logs in as (Cove's root);
     # cove_admin the guest agent's own.
-    own_users=frozenset({"default", "cove_admin"}),
+    own_users=frozenset({"default", "cove_admin", "cove_replication"}),
     # The service user's name.
     special_users=frozenset({"cove"}),
 )
@@ -79,7 +79,13 @@ REDIS = Datastore(
     port=6379,
     # Databases are no Redis concept; users are ACL users, root the default user.
     capabilities=frozenset(
-        {Capability.USERS, Capability.ROOT, Capability.CONFIGURATION, Capability.BACKUPS}
+        {
+            Capability.USERS,
+            Capability.ROOT,
+            Capability.CONFIGURATION,
+            Capability.BACKUPS,
+            Capability.REPLICATION,
+        }
     ),
     denied=DENIED,
     # Its configuration turns off DEBUG, MODULE and protected configs, which 7.0 introduced.
