@@ -12,6 +12,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 { [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null; } || missing+=(mariadb-server)
 { command -v mariadb-backup >/dev/null && command -v mbstream >/dev/null; } || missing+=(mariadb-backup)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+[ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
 # As root, Cove runs guest agents and database servers as this unprivileged user.
@@ -47,7 +48,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
 # Belt and braces: stop any system service that started despite the policy.
-for svc in postgresql redis-server rabbitmq-server mariadb; do
+for svc in postgresql redis-server rabbitmq-server mariadb haproxy; do
     if command -v service >/dev/null && service "$svc" status >/dev/null 2>&1; then
         service "$svc" stop >/dev/null 2>&1 || true
     fi

@@ -84,6 +84,19 @@ def takes_writes(ds: Datastore, inst: dict[str, Any], value: str) -> bool:
     return True
 
 
+def endpoints(plane: ControlPlane, iid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The group's read-write and read-only endpoints, as instances a client logs in to."""
+    view = wait_for(
+        lambda: plane.instance(iid) if "endpoints" in plane.instance(iid) else None,
+        30,
+        0.1,
+        "the group's endpoints",
+    )
+    pair = view["endpoints"]
+    rw, ro = (pair[k].rsplit(":", 1)[0] for k in ("read_write", "read_only"))
+    return {"ip": [rw]}, {"ip": [ro]}
+
+
 def primary_of(plane: ControlPlane, iid: str) -> str | None:
     view = plane.instance(iid)
     return view["replica_of"]["id"] if "replica_of" in view else None
@@ -166,10 +179,15 @@ def test_a_replica_takes_the_place_of_a_lost_primary(
     plane = cove_up
     old, replicas = make_group(plane, ds, f"fo-{ds.name}-{how.split()[0]}", 2)
     old_view = plane.instance(old)
-    with login(ds, old_view) as conn:
+    # Clients use the group's endpoints: every member shows the same.
+    rw, ro = endpoints(plane, old)
+    assert all(endpoints(plane, i) == (rw, ro) for i in replicas)
+    assert rw["ip"] != old_view["ip"]
+    with login(ds, rw) as conn:
         ds.add(conn, "before")
     for iid in replicas:
         wait_for(lambda i=iid: "before" in values(ds, plane.instance(i)), 60, 0.1, "replicated")
+    assert "before" in values(ds, ro) and not takes_writes(ds, ro, "on a replica")
 
     lost_at = (
         kill_server(plane, ds, old) if how == "kill the server" else pause_host(plane, ds, old)
@@ -180,9 +198,10 @@ def test_a_replica_takes_the_place_of_a_lost_primary(
         0.05,
         "a replica named the primary",
     )
-    new_view = plane.instance(new)
-    wait_for(lambda: takes_writes(ds, new_view, "after"), 60, 0.05, "the new primary's writes")
+    # The same endpoint reaches the new primary.
+    wait_for(lambda: takes_writes(ds, rw, "after"), 60, 0.05, "writes through the endpoint")
     took = time.monotonic() - lost_at
+    assert "after" in values(ds, plane.instance(new))
     assert took < 30, f"the failover took {took:.1f} s"
     (record,) = failovers(plane, new)
     assert record["kind"] == "automatic" and record["old_primary"] == old, record

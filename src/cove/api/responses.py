@@ -280,6 +280,14 @@ class ConfigurationRef(View):
     links: list[Link]
 
 
+class Endpoints(View):
+    """A Cove extension on the members of a replication group: ``read_write`` always reaches
+    the current primary, ``read_only`` balances over the replicas (``address:port``)."""
+
+    read_write: str
+    read_only: str
+
+
 class Instance(View):
     """The summary view (lists). ``ip`` and ``addresses`` appear once the instance has an
     address; ``tenant_id`` for a caller who reaches every project."""
@@ -297,6 +305,9 @@ class Instance(View):
     ip: list[str] = optional_key()
     addresses: list[Address] = optional_key()
     port: int = optional_key()
+    replica_of: IdLinks = optional_key()
+    replicas: list[IdLinks] = optional_key()
+    endpoints: Endpoints = optional_key()
     tenant_id: str = optional_key()
 
 

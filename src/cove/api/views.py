@@ -24,6 +24,7 @@ from cove.db.models import (
     Instance,
 )
 from cove.db.networks import network_name
+from cove.db.replication import group_of
 from cove.domain.capabilities import STANDARD_PORTS
 from cove.domain.parameters import Parameter
 from cove.domain.status import StatusView
@@ -111,8 +112,9 @@ def instance_view(
     As in Trove, keys that would hold nothing are left out, not sent empty: ``ip`` and
     ``addresses`` until the instance has an address, ``replica_of`` (a replica's source) and
     ``replicas`` (a source's live replicas: clients take an instance with ``replicas`` for a
-    replica source), ``hostname``, ``fault`` and ``configuration``. ``access`` is always
-    there, ``{}`` until addresses tell ``is_public``."""
+    replica source), ``endpoints`` (a replication group's stable read-write and read-only
+    addresses, a Cove extension), ``hostname``, ``fault`` and ``configuration``. ``access``
+    is always there, ``{}`` until addresses tell ``is_public``."""
     version = inst.datastore_version
     ds_name = version.datastore.name
     view: dict[str, Any] = {
@@ -147,6 +149,14 @@ def instance_view(
         view["replicas"] = [
             {"id": r, "links": links(request, inst.project_id, "instances", r)} for r in replicas
         ]
+    group = group_of(session, inst.id) if session is not None else None
+    if group is not None and group.rw_address and group.ro_address:
+        # A Cove extension: where clients reach the group's primary and its replicas,
+        # whichever instance is which after a failover.
+        view["endpoints"] = {
+            "read_write": f"{group.rw_address}:{inst.port}",
+            "read_only": f"{group.ro_address}:{inst.port}",
+        }
     if admin:
         view["tenant_id"] = inst.project_id
     if inst.port != STANDARD_PORTS.get(ds_name):

@@ -23,7 +23,9 @@ manager is its only caller.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
+from cove.compute.endpoints import GroupEndpoint
 from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
 
@@ -60,6 +62,13 @@ class ComputeDriver(ABC):
         later, which then finds its place taken and leaves the server stopped. Idempotent;
         False when the driver cannot reach the place (the epoch fences it then: its agent's
         next renewal of the lease is refused)."""
+        return False
+
+    def serve_endpoints(self, groups: Sequence[GroupEndpoint]) -> bool:
+        """Make this host's endpoints forward exactly for ``groups`` (``compute/endpoints.py``):
+        cheap when nothing changed, a new primary without dropping other connections.
+        False when the driver has no endpoints to offer. Raises OSError or
+        subprocess.SubprocessError when they cannot be served (asked again soon)."""
         return False
 
     def address_usable(self, address: str, port: int) -> bool:

@@ -26,6 +26,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from cove.common.service_user import service_user
 from cove.common.settings import Settings
 from cove.compute import localfs
 from cove.compute.base import ComputeDriver
+from cove.compute.endpoints import GroupEndpoint, HAProxy
 from cove.domain.datastores import DATASTORES, StrayServer
 from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
@@ -65,6 +67,9 @@ class LocalDriver(ComputeDriver):
         self._destroying: set[str] = set()
         self.identity = service_user(settings.service_user)
         self.user, self.uid, self.gid = self.identity.name, self.identity.uid, self.identity.gid
+        self.endpoints = HAProxy(
+            settings.data_dir / "run" / "haproxy", self.user if self.identity.switch else None
+        )
         self.root.mkdir(parents=True, exist_ok=True)
         if self.identity.switch:
             # Only then does anyone else (the service user) work below these directories.
@@ -313,6 +318,12 @@ class LocalDriver(ComputeDriver):
                 self._destroying.discard(instance_id)
                 self._spawned.pop(instance_id, None)
         LOG.info("removed instance %s", instance_id)
+
+    def serve_endpoints(self, groups: Sequence[GroupEndpoint]) -> bool:
+        if not self.endpoints.available:
+            return False
+        self.endpoints.apply(groups)
+        return True
 
     def fence(self, instance_id: str) -> bool:
         """SIGKILL to the agent and to the server's whole process group (its backends go

@@ -210,6 +210,11 @@ class ReplicationGroup(Base):
     auto_failover: Mapped[bool] = mapped_column(Boolean, default=True)
     #: The most a replica may be behind the primary's last known position to be promoted.
     max_lag_bytes: Mapped[int] = mapped_column(BigInteger)
+    #: The group's stable endpoints (on the datastore's port): the read-write one always
+    #: reaches the primary, the read-only one balances over the replicas. Allocated from the
+    #: primary's network by the task manager that first serves them.
+    rw_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ro_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -9,6 +9,7 @@ whose lease lapsed (``lapsed_groups``).
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -16,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cove.common.ids import new_id, utcnow
+from cove.db.instances import release_address
 from cove.db.models import Failover, Instance, ReplicationGroup
 from cove.domain.failover import LeaseAnswer, LeaseGrant
 
@@ -120,13 +122,25 @@ def name_primary(
 
 
 def drop_if_alone(s: Session, primary_id: str) -> None:
-    """Remove the group ``primary_id`` leads once it has no replica left (its failovers stay,
-    as history)."""
+    """Remove the group ``primary_id`` leads once it has no replica left, with its endpoints'
+    addresses (its failovers stay, as history)."""
     group = s.scalars(
         select(ReplicationGroup).where(ReplicationGroup.primary_id == primary_id)
     ).first()
     if group is not None and not members(s, primary_id):
+        for which in ENDPOINTS:
+            release_address(s, endpoint_owner(group.id, which))
         s.delete(group)
+
+
+#: A group's two endpoints.
+ENDPOINTS = ("rw", "ro")
+
+
+def endpoint_owner(group_id: str, which: str) -> str:
+    """The id an endpoint's address is allocated under (the allocation table's owner column
+    holds ids of 36 characters)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"cove-endpoint:{group_id}:{which}"))
 
 
 def renew_lease(s: Session, instance_id: str, epoch: int | None, ttl: float) -> LeaseGrant:

@@ -8,6 +8,7 @@ every task nobody holds: those of a task manager that died, and those whose cast
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from cove.taskmanager.backup import TidyRetries, purge_deleted, run_backup, tidy
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
+from cove.taskmanager.endpoints import serve_endpoints
 from cove.taskmanager.monitor import check_instances
 from cove.taskmanager.replicas import detach_replica
 from cove.taskmanager.resize import resize_instance
@@ -231,24 +233,37 @@ class TaskManager:
 
     def run_coordinator(self) -> None:
         """Watch the replication groups every FAILOVER_POLL seconds: eject a primary whose
-        lease lapsed, rejoin an old primary whose agent reports again."""
+        lease lapsed, keep the endpoints on the current primaries, rejoin an old primary
+        whose agent reports again. A step that fails is logged once until it works again."""
+        failing: dict[str, str] = {}
         while not self._stop.is_set():
-            try:
-                ejects = failover.start_failovers(self.tc)
-                self._start_each(
-                    [leases.Orphan(i, Task.EJECTING, None) for i in ejects],
-                    "starting",
-                    self._failovers,
-                )
-                rejoins = failover.rejoins_due(self.tc)
-                self._start_each(
-                    [leases.Orphan(i, Task.REJOINING, None) for i in rejoins],
-                    "starting",
-                    self._failovers,
-                )
-            except Exception:
-                LOG.exception("the replication groups' check failed")
+            for name, step in (
+                ("failover", self._start_failovers),
+                ("endpoints", lambda: serve_endpoints(self.tc)),
+                ("rejoin", self._start_rejoins),
+            ):
+                try:
+                    step()
+                    if failing.pop(name, None) is not None:
+                        LOG.info("the replication groups' %s check works again", name)
+                except Exception as exc:
+                    what = re.sub(r"\d+", "#", str(exc))  # the same failure, another pid
+                    if failing.get(name) != what:
+                        LOG.exception("the replication groups' %s check failed", name)
+                    failing[name] = what
             self._stop.wait(FAILOVER_POLL)
+
+    def _start_failovers(self) -> None:
+        ejects = failover.start_failovers(self.tc)
+        self._start_each(
+            [leases.Orphan(i, Task.EJECTING, None) for i in ejects], "starting", self._failovers
+        )
+
+    def _start_rejoins(self) -> None:
+        rejoins = failover.rejoins_due(self.tc)
+        self._start_each(
+            [leases.Orphan(i, Task.REJOINING, None) for i in rejoins], "starting", self._failovers
+        )
 
     def stop(self) -> None:
         self._stop.set()
