@@ -219,3 +219,78 @@ def test_a_replica_takes_the_place_of_a_lost_primary(
     assert primary_of(plane, other) == new
     wait_for(lambda: "after" in values(ds, plane.instance(other)), 60, 0.1, "the other follows")
     delete_group(plane, new, [old, other])
+
+
+def test_replicas_agree_grow_and_an_eject_by_hand(cove_up: ControlPlane, ds: Datastore) -> None:
+    plane = cove_up
+    old, (light, heavy) = make_group(plane, ds, f"ej-{ds.name}", 2)
+    # A Cove extension: no automatic failover for this group, and a preferred replica.
+    for iid, body in (
+        (old, {"auto_failover": False}),
+        (heavy, {"weight": 500}),
+    ):
+        resp = plane.http.put(f"/instances/{iid}", json={"instance": {"replication": body}})
+        assert resp.status_code == 202, resp.text
+    assert plane.instance(light)["replication"] == {
+        "synchronous": False,
+        "auto_failover": False,
+        "weight": 100,
+    }
+    assert plane.instance(heavy)["replication"]["weight"] == 500
+    bad = plane.http.put(f"/instances/{old}", json={"instance": {"replication": {"weight": -1}}})
+    assert bad.status_code == 400
+
+    # The users (and databases) a client sees are the primary's on every member.
+    for what in ("users", *(["databases"] if ds.has_databases else [])):
+        on_primary = plane.http.get(f"/instances/{old}/{what}").json()[what]
+        for iid in (light, heavy):
+            wait_for(
+                lambda i=iid, w=what, p=on_primary: (
+                    plane.http.get(f"/instances/{i}/{w}").json()[w] == p
+                ),
+                60,
+                0.2,
+                f"the {what} of {iid}",
+            )
+    # A larger volume for the primary is a larger volume for its replicas.
+    grow = plane.http.post(f"/instances/{old}/action", json={"resize": {"volume": {"size": 2}}})
+    assert grow.status_code == 202, grow.text
+    for iid in (old, light, heavy):
+        assert plane.wait_status(iid, "ACTIVE", timeout=120)["volume"]["size"] == 2
+
+    # The primary's host stops answering; nothing moves until eject_replica_source is asked.
+    pause_host(plane, ds, old)
+    wait_for(
+        lambda: (
+            plane.http.post(
+                f"/instances/{old}/action", json={"eject_replica_source": {}}
+            ).status_code
+            == 202
+        ),
+        60,
+        0.5,
+        "the eject accepted once the heartbeat is stale",
+    )
+    new = wait_for(
+        lambda: next((i for i in (light, heavy) if primary_of(plane, i) is None), None),
+        60,
+        0.1,
+        "a replica named the primary",
+    )
+    assert new == heavy  # as advanced as the other, and heavier
+    (record,) = failovers(plane, new)
+    assert (record["kind"], record["old_primary"]) == ("eject", old)
+    rw, _ro = endpoints(plane, new)
+    wait_for(lambda: takes_writes(ds, rw, "after"), 60, 0.1, "writes through the endpoint")
+    wait_for(lambda: failovers(plane, new)[0]["state"] == "done", 240, 0.2, "the rejoin")
+    assert primary_of(plane, old) == new and primary_of(plane, light) == new
+
+    # Detached, a replica takes writes of its own.
+    detach = plane.http.put(f"/instances/{light}", json={"instance": {"replica_of": None}})
+    assert detach.status_code == 202, detach.text
+    alone = plane.wait_status(light, "ACTIVE", timeout=120)
+    assert "replica_of" not in alone and "endpoints" not in alone
+    wait_for(lambda: takes_writes(ds, alone, "its own"), 60, 0.1, "a write on the detached one")
+    assert "its own" not in values(ds, plane.instance(new))
+    assert plane.http.delete(f"/instances/{light}").status_code == 202
+    delete_group(plane, new, [old])

@@ -150,6 +150,7 @@ def test_mariadb_manager(config: GuestSettings, managers: list[MariaManager]) ->
         Capability.CONFIGURATION,
         Capability.BACKUPS,
         Capability.INCREMENTAL_BACKUPS,
+        Capability.REPLICATION,
     }
     assert manager.status() is GuestStatus.NEW
     manager.prepare(

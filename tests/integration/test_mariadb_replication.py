@@ -2,8 +2,8 @@
 replication account and a copy offer, two instances prepared from it become read-only replicas
 that apply what it writes, the password stays out of command lines, logs and every tenant's
 view, a switchover moves the primary to a replica (the old primary fenced, the other replica
-re-pointed, the old primary copied afresh), and a detached replica is a read-write server for
-good."""
+re-pointed, the old primary copied afresh), a detached replica is a read-write server for
+good, and in synchronous mode a commit returns only once a replica holds it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from cove.domain.guest import GuestSettings
 from cove.domain.replication import ReplicaSource
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
+from cove.guestagent.datastores.mariadb.replication import gtid_seq
 from cove.rpc import RequestContext
 from cove.rpc.guest import GuestClient, GuestReplicationClient
 
@@ -216,20 +217,25 @@ def healthy(guest: GuestClient) -> bool:
 
 
 @pytest.fixture
-def group(host: Host) -> Iterator[tuple[Member, Member, Member]]:
-    """A primary with a database, a user, root and 1000 rows, and two replicas not yet
-    prepared."""
-    primary = new_member(host)
+def primary(host: Host) -> Member:
+    """A primary with a database, a user, root and 1000 rows."""
+    member = new_member(host)
     prepare(
-        primary.guest,
+        member.guest,
         [DatabaseSpec("shop")],
         [UserSpec("app", APP_PASSWORD, databases=("shop",))],
     )
-    primary.guest.enable_root(CTX, ROOT_PASSWORD)
-    with login(primary.spec) as conn, conn.cursor() as cur:
+    member.guest.enable_root(CTX, ROOT_PASSWORD)
+    with login(member.spec) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE shop.orders (id int PRIMARY KEY, note text) ENGINE=InnoDB")
         cur.execute("INSERT INTO shop.orders SELECT seq, md5(seq) FROM seq_1_to_1000")
-    yield primary, new_member(host), new_member(host)
+    return member
+
+
+@pytest.fixture
+def group(host: Host, primary: Member) -> tuple[Member, Member, Member]:
+    """:func:`primary` and two replicas not yet prepared."""
+    return primary, new_member(host), new_member(host)
 
 
 def test_replicas_apply_their_primary_and_keep_its_password_secret(
@@ -451,3 +457,182 @@ def test_a_switchover_moves_the_primary_and_a_detached_replica_stays_writable(
         cur.execute("INSERT INTO shop.orders VALUES (8000, 'only on the new primary')")
     eventually(lambda: counts(old.spec) == 1503, "the new primary's write on the old one")
     assert count(other.spec) == 1504
+
+
+#: A primary's semi-synchronous settings in synchronous mode.
+SYNCHRONOUS_PRIMARY = {
+    "rpl_semi_sync_master_enabled": "ON",
+    "rpl_semi_sync_master_wait_point": "AFTER_SYNC",
+    # The largest the server takes: a wait never times out into asynchronous replication.
+    "rpl_semi_sync_master_timeout": str(2**64 - 1),
+    "rpl_semi_sync_master_wait_no_slave": "ON",
+    "rpl_semi_sync_slave_enabled": "ON",
+}
+#: A replica's: it acknowledges, but does not wait itself (its applier writes its binary log
+#: too, and would wait there for a replica of its own).
+SYNCHRONOUS_REPLICA = {**SYNCHRONOUS_PRIMARY, "rpl_semi_sync_master_enabled": "OFF"}
+#: The same settings when synchronous mode is off: the server's defaults.
+ASYNCHRONOUS = {
+    "rpl_semi_sync_master_enabled": "OFF",
+    "rpl_semi_sync_master_wait_point": "AFTER_COMMIT",
+    "rpl_semi_sync_master_timeout": "10000",
+    "rpl_semi_sync_master_wait_no_slave": "ON",
+    "rpl_semi_sync_slave_enabled": "OFF",
+}
+
+
+def semi_sync(member: Member) -> dict[str, str]:
+    """The server's semi-synchronous variables and counters, as the agent reads them."""
+    rows = [
+        *as_agent(member.home, "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%'"),
+        *as_agent(member.home, "SHOW GLOBAL STATUS LIKE 'rpl_semi_sync%'"),
+    ]
+    return {str(name).lower(): str(value) for name, value in rows}
+
+
+def has(member: Member, settings: dict[str, str]) -> bool:
+    return semi_sync(member).items() >= settings.items()
+
+
+def received(member: Member) -> int:
+    """The last transaction the replica's receiving thread holds (in its relay log)."""
+    with (
+        pymysql.connect(
+            unix_socket=str(member.home / "run" / "mariadb.sock"),
+            user="cove_admin",
+            password=(member.home / "conf" / "admin.secret").read_text().strip(),
+            cursorclass=pymysql.cursors.DictCursor,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SHOW SLAVE STATUS")
+        row = cur.fetchone()
+    assert row is not None
+    return gtid_seq(str(row["Gtid_IO_Pos"])) or 0
+
+
+def holds(spec: GuestSettings, order: int) -> bool:
+    return bool(query(spec, f"SELECT count(*) FROM shop.orders WHERE id = {order}")[0][0])
+
+
+class Commit:
+    """An order written on ``spec`` by a client in a thread of its own, which waits as long
+    as the commit does (``done`` is set once it returned)."""
+
+    def __init__(self, spec: GuestSettings, order: int) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(spec, order), daemon=True)
+        self._thread.start()
+
+    def _run(self, spec: GuestSettings, order: int) -> None:
+        try:
+            with login(spec) as conn, conn.cursor() as cur:
+                cur.execute("INSERT INTO shop.orders VALUES (%s, 'synchronous')", [order])
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def returned(self, timeout: float) -> bool:
+        """Whether the commit returned within ``timeout``; raises what it raised."""
+        if not self.done.wait(timeout):
+            return False
+        if self.error is not None:
+            raise self.error
+        return True
+
+
+def commit(spec: GuestSettings, order: int) -> int:
+    """Write an order on ``spec``; the GTID sequence number of its transaction."""
+    with login(spec) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO shop.orders VALUES (%s, 'synchronous')", [order])
+        cur.execute("SELECT @@last_gtid")
+        row = cur.fetchone()
+    assert row is not None
+    return gtid_seq(str(row[0])) or 0
+
+
+def test_in_synchronous_mode_a_commit_returns_once_a_replica_holds_it(
+    host: Host, primary: Member
+) -> None:
+    replica = new_member(host)
+    prepare(replica.guest, [], [], replica_of=primary.repl.replication_source(CTX))
+    eventually(lambda: replica.repl.replication_state(CTX).streaming, "streaming")
+    for member in (primary, replica):
+        member.repl.set_synchronous(CTX, True)
+        member.repl.set_synchronous(CTX, True)  # idempotent
+    assert has(primary, SYNCHRONOUS_PRIMARY) and has(replica, SYNCHRONOUS_REPLICA)
+    eventually(
+        lambda: semi_sync(replica)["rpl_semi_sync_slave_status"] == "ON",
+        "the replica acknowledging",
+    )
+    eventually(
+        lambda: semi_sync(primary)["rpl_semi_sync_master_clients"] == "1",
+        "the replica connected to acknowledge",
+    )
+
+    # A commit returns once the replica holds it: acknowledged, in its relay log, applied.
+    acknowledged = int(semi_sync(primary)["rpl_semi_sync_master_yes_tx"])
+    seq = commit(primary.spec, 1001)
+    assert received(replica) >= seq
+    assert int(semi_sync(primary)["rpl_semi_sync_master_yes_tx"]) == acknowledged + 1
+    # MariaDB acknowledges what the replica received, not what it applied: the order is
+    # visible there a moment later.
+    eventually(lambda: holds(replica.spec, 1001), "the acknowledged order on the replica", 5)
+
+    # While the replica receives nothing, a commit does not return, however long it waits.
+    as_agent(replica.home, "STOP SLAVE IO_THREAD")
+    waiting = Commit(primary.spec, 1002)
+    assert not waiting.returned(5), "a commit returned that no replica holds"
+    state = semi_sync(primary)
+    assert state["rpl_semi_sync_master_status"] == "ON"  # no fallback to asynchronous
+    assert state["rpl_semi_sync_master_wait_sessions"] == "1"
+    # Waiting after the binary log's sync: not even visible on the primary yet.
+    assert not holds(primary.spec, 1002) and not holds(replica.spec, 1002)
+    as_agent(replica.home, "START SLAVE IO_THREAD")
+    assert waiting.returned(DEADLINE)
+    eventually(lambda: holds(replica.spec, 1002), "the order on the replica once it returned")
+
+    # Off: a commit returns without the replica.
+    for member in (primary, replica):
+        member.repl.set_synchronous(CTX, False)
+        member.repl.set_synchronous(CTX, False)  # idempotent
+        assert has(member, ASYNCHRONOUS)
+        assert not (member.home / "conf" / "synchronous").exists()
+    eventually(
+        lambda: semi_sync(replica)["rpl_semi_sync_slave_status"] == "OFF", "acknowledging no more"
+    )
+    as_agent(replica.home, "STOP SLAVE IO_THREAD")
+    alone = Commit(primary.spec, 1003)
+    assert alone.returned(5)
+    assert holds(primary.spec, 1003) and not holds(replica.spec, 1003)
+    as_agent(replica.home, "START SLAVE IO_THREAD")
+    eventually(lambda: holds(replica.spec, 1003), "the order on the replica later")
+
+    # On again, and kept across a restart of the primary's server.
+    for member in (primary, replica):
+        member.repl.set_synchronous(CTX, True)
+    primary.guest.restart(CTX)
+    assert has(primary, SYNCHRONOUS_PRIMARY)
+    assert semi_sync(primary)["rpl_semi_sync_master_yes_tx"] == "0"  # a new server
+    assert "rpl_semi_sync_master_enabled = ON\n" in (primary.home / "conf" / "my.cnf").read_text()
+    seq = commit(primary.spec, 1004)  # waits until the replica has connected again
+    assert received(replica) >= seq
+    assert semi_sync(primary)["rpl_semi_sync_master_yes_tx"] == "1"
+
+    # A failover keeps the mode: the promoted replica waits for a replica from then on (its
+    # replication account changes without waiting for one), and the old primary, copied
+    # afresh as its replica, acknowledges with nothing more asked.
+    last = primary.repl.fence_primary(CTX)
+    assert last is not None and last >= seq
+    eventually(lambda: replica.position() >= last, "the replica reaching the fenced position")
+    new_source = replica.repl.promote_replica(CTX)
+    assert has(replica, SYNCHRONOUS_PRIMARY)
+    primary.repl.follow_primary(CTX, new_source)
+    assert has(primary, SYNCHRONOUS_REPLICA)
+    eventually(lambda: semi_sync(primary)["rpl_semi_sync_slave_status"] == "ON", "acknowledging")
+    seq = commit(replica.spec, 1005)
+    assert received(primary) >= seq
+    assert semi_sync(replica)["rpl_semi_sync_master_yes_tx"] == "1"
+    eventually(lambda: counts(primary.spec) == 1005, "every order on the old primary")

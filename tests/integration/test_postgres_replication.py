@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -435,3 +436,39 @@ def test_a_diverged_old_primary_is_rewound(host: Host) -> None:
         p.read_text(errors="replace") for p in logs(host.driver.instance_dir(old.instance_id))
     )
     assert "pg_rewind" in log and "copying the data" not in log
+
+
+def test_synchronous_mode_makes_a_commit_wait_for_a_replica(host: Host) -> None:
+    primary, (replica,) = make_group(host, 1)
+    p_repl = GuestReplicationClient(host.bus, primary.instance_id)
+    r_repl = GuestReplicationClient(host.bus, replica.instance_id)
+    for repl in (r_repl, p_repl):  # replicas first, as the API does
+        repl.set_synchronous(CTX, True)
+        repl.set_synchronous(CTX, True)  # idempotent
+    assert setting(primary, "synchronous_standby_names") == "ANY 1 (*)"
+    eventually(lambda: r_repl.replication_state(CTX).streaming, "the replica streaming")
+    with pg(primary) as conn:
+        conn.execute("INSERT INTO orders VALUES (500, 'acknowledged by the replica')")
+    # Flushed there when the commit returned; applied a moment later.
+    eventually(lambda: count(replica) == 101, "the acknowledged commit on the replica")
+    with pg(replica) as conn:
+        receiver = conn.execute("SELECT pid FROM pg_stat_wal_receiver").fetchone()
+    assert receiver is not None
+    done = threading.Event()
+
+    def commit() -> None:
+        with pg(primary) as conn:
+            conn.execute("INSERT INTO orders VALUES (501, 'waits')")
+        done.set()
+
+    os.kill(receiver[0], signal.SIGSTOP)  # the replica acknowledges nothing
+    try:
+        waiter = threading.Thread(target=commit, daemon=True)
+        waiter.start()
+        assert not done.wait(3), "a commit returned with no replica acknowledging it"
+    finally:
+        os.kill(receiver[0], signal.SIGCONT)
+    assert done.wait(DEADLINE), "the commit did not return once the replica acknowledged it"
+
+    p_repl.set_synchronous(CTX, False)
+    assert setting(primary, "synchronous_standby_names") == ""

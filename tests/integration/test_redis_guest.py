@@ -126,6 +126,7 @@ def test_redis_manager(config: GuestSettings, managers: list[RedisManager]) -> N
         Capability.ROOT,
         Capability.CONFIGURATION,
         Capability.BACKUPS,
+        Capability.REPLICATION,
     }
     assert manager.status() is GuestStatus.NEW
 

@@ -7,6 +7,7 @@ switchover (fence, promote, follow) loses nothing."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import signal
 import threading
@@ -439,3 +440,196 @@ def test_a_switchover_loses_nothing_and_the_old_primary_follows(host: Host) -> N
     assert old_guest.get_status(CTX) is GuestStatus.HEALTHY
     for spec in (old, other, new):
         assert source.password not in tenant_view(spec)
+
+
+def login(spec: GuestSettings, user: str, password: str) -> redis.Redis:
+    return redis.Redis(
+        host=spec.address,
+        port=spec.port,
+        username=user,
+        password=password,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def read_as(spec: GuestSettings, user: str, password: str, key: str) -> str | None:
+    """``key`` as ``user`` reads it on ``spec``; "refused" when the login is refused."""
+    try:
+        with login(spec, user, password) as client:
+            value = client.get(key)
+    except redis.AuthenticationError:
+        return "refused"
+    return None if value is None else str(value)
+
+
+def root_reads(spec: GuestSettings, key: str) -> str | None:
+    """``key`` as the tenant's root reads it; "refused" when root cannot log in."""
+    try:
+        with root(spec) as client:
+            value = client.get(key)
+    except redis.AuthenticationError:
+        return "refused"
+    return None if value is None else str(value)
+
+
+def test_replicas_copy_the_primarys_users_and_root_and_keep_them_when_promoted(
+    host: Host,
+) -> None:
+    primary = host.spec_of("redis")
+    host.create(primary)
+    p_guest = GuestClient(host.bus, primary.instance_id)
+    p_repl = GuestReplicationClient(host.bus, primary.instance_id)
+    prepare(p_guest, [], [UserSpec("alice", "pw-alice-1")])  # root stays off
+    with login(primary, "alice", "pw-alice-1") as client:
+        client.set("k", "v1")
+    source = p_repl.replication_source(CTX)
+    # The account may list users, to read only.
+    with redis.Redis(
+        host=primary.address, port=primary.port, username=source.user, password=source.password
+    ) as account:
+        assert any(str(line).startswith("user alice ") for line in account.acl_list())
+        refusals: list[Callable[[], object]] = [
+            lambda: account.acl_setuser("mallory", enabled=True, nopass=True),
+            lambda: account.acl_deluser("alice"),
+            lambda: account.acl_getuser("alice"),
+            lambda: account.acl_save(),
+            lambda: account.acl_load(),
+        ]
+        for refused in refusals:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                refused()
+    assert [u.name for u in p_guest.list_users(CTX)] == ["alice"]
+
+    # A new replica has the primary's users as soon as it is prepared; root, off on the
+    # primary, is off on it too.
+    one = host.spec_of("redis")
+    host.create(one)
+    one_guest = GuestClient(host.bus, one.instance_id)
+    prepare(one_guest, [], [], replica_of=source)
+    assert one_guest.list_users(CTX) == p_guest.list_users(CTX)
+    assert read_as(one, "alice", "pw-alice-1", "k") == "v1"
+    assert read_as(one, "alice", "wrong-pw", "k") == "refused"
+    assert root_reads(one, "k") == "refused"
+    assert not one_guest.is_root_enabled(CTX)
+
+    def in_step(*replicas: GuestSettings) -> bool:
+        wanted = p_guest.list_users(CTX)
+        return all(GuestClient(host.bus, r.instance_id).list_users(CTX) == wanted for r in replicas)
+
+    # Users made, root enabled, a password changed, a user renamed and one deleted on the
+    # primary follow on the replica.
+    p_guest.create_users(CTX, [UserSpec("bob", "pw-bob-1"), UserSpec("carol", "pw-carol-1")])
+    p_guest.enable_root(CTX, ROOT_PASSWORD)
+    eventually(lambda: in_step(one), "the new users on the replica")
+    assert [u.name for u in one_guest.list_users(CTX)] == ["alice", "bob", "carol"]
+    eventually(lambda: root_reads(one, "k") == "v1", "root on the replica")
+    assert one_guest.is_root_enabled(CTX)
+    assert read_as(one, "bob", "pw-bob-1", "k") == "v1"
+    with login(one, "carol", "pw-carol-1") as client, pytest.raises(redis.ReadOnlyError):
+        client.set("k", "on the replica")
+    p_guest.update_user(CTX, "alice", "%", None, "pw-alice-2")
+    p_guest.update_user(CTX, "carol", "%", "dave", None)
+    p_guest.delete_user(CTX, "bob", "%")
+    eventually(lambda: read_as(one, "alice", "pw-alice-2", "k") == "v1", "the new password")
+    assert read_as(one, "alice", "pw-alice-1", "k") == "refused"
+    eventually(lambda: in_step(one), "the deletion and the rename on the replica")
+    assert [u.name for u in one_guest.list_users(CTX)] == ["alice", "dave"]
+    assert read_as(one, "bob", "pw-bob-1", "k") == "refused"
+    assert read_as(one, "dave", "pw-carol-1", "k") == "v1"
+
+    # A restart keeps them (the ACL file), and the password hashes reach no log.
+    one_guest.restart(CTX)
+    assert one_guest.list_users(CTX) == p_guest.list_users(CTX)
+    assert read_as(one, "alice", "pw-alice-2", "k") == "v1"
+    one_dir = host.driver.instance_dir(one.instance_id)
+    acl_text = (one_dir / "conf" / "users.acl").read_text()
+    assert "user alice " in acl_text and "cove_replication" not in acl_text
+    hashes = [conf_hash(p) for p in ("pw-alice-1", "pw-alice-2", "pw-bob-1", ROOT_PASSWORD)]
+    for instance_dir in (one_dir, host.driver.instance_dir(primary.instance_id)):
+        for log in logs(instance_dir):
+            text = log.read_text(errors="replace")
+            assert not any(h in text for h in hashes), log
+
+    # A switchover: the promoted replica keeps serving the tenant's users, and the other
+    # replica and the old primary, following it, get the users made on it.
+    two = host.spec_of("redis")
+    host.create(two)
+    two_guest = GuestClient(host.bus, two.instance_id)
+    prepare(two_guest, [], [], replica_of=source)
+    assert two_guest.list_users(CTX) == p_guest.list_users(CTX)
+    users = p_guest.list_users(CTX)
+    position = p_repl.fence_primary(CTX)
+    one_repl = GuestReplicationClient(host.bus, one.instance_id)
+    eventually(
+        lambda: (one_repl.replication_state(CTX).position or 0) >= (position or 0),
+        "the replica reaching the old primary's last offset",
+    )
+    new_source = one_repl.promote_replica(CTX)
+    assert one_guest.list_users(CTX) == users
+    with login(one, "alice", "pw-alice-2") as client:
+        client.set("k", "v2")  # writable now, by the tenant's user
+    assert root_reads(one, "k") == "v2"
+    one_guest.create_users(CTX, [UserSpec("erin", "pw-erin-1")])
+    for follower in (two, primary):
+        GuestReplicationClient(host.bus, follower.instance_id).follow_primary(CTX, new_source)
+    for follower in (two, primary):
+        guest = GuestClient(host.bus, follower.instance_id)
+        eventually(
+            lambda guest=guest: guest.list_users(CTX) == one_guest.list_users(CTX),
+            f"the new primary's users on {follower.instance_id}",
+        )
+        eventually(
+            lambda follower=follower: read_as(follower, "erin", "pw-erin-1", "k") == "v2",
+            "the new primary's user reading",
+        )
+        assert root_reads(follower, "k") == "v2"
+    # Detached, a replica keeps the users too: they are the tenant's.
+    GuestReplicationClient(host.bus, two.instance_id).detach_replica(CTX)
+    assert [u.name for u in two_guest.list_users(CTX)] == ["alice", "dave", "erin"]
+    with login(two, "erin", "pw-erin-1") as client:
+        client.set("own", "detached")
+
+
+def conf_hash(password: str) -> str:
+    """The SHA-256 a server holds of ``password`` (as ACL LIST shows it, without ``#``)."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def test_an_earlier_agents_replication_account_may_list_users_once_a_new_agent_runs(
+    host: Host,
+) -> None:
+    primary = host.spec_of("redis")
+    start_with_root(host, primary)
+    source = GuestReplicationClient(host.bus, primary.instance_id).replication_source(CTX)
+    conf_dir = host.driver.instance_dir(primary.instance_id) / "conf"
+    # The account as an agent made it before replicas copied their source's users.
+    with redis.Redis(
+        unix_socket_path=str(conf_dir.parent / "run" / "redis.sock"),
+        username="cove_admin",
+        password=(conf_dir / "admin.secret").read_text().strip(),
+    ) as admin:
+        former = ("resetkeys", "resetchannels", "-@all", "+psync", "+replconf", "+ping")
+        rules = ("reset", "on", "#" + conf_hash(source.password), *former)
+        admin.execute_command("ACL", "SETUSER", source.user, *rules)
+        admin.acl_save()
+    account = redis.Redis(
+        host=primary.address, port=primary.port, username=source.user, password=source.password
+    )
+
+    def may_list() -> bool:
+        try:
+            account.acl_list()
+        except redis.exceptions.NoPermissionError:
+            return False
+        return True
+
+    with account:
+        assert not may_list()
+        restart_agent(host, primary, signal.SIGKILL)  # the server keeps running
+        eventually(may_list, "ACL LIST for the account")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            account.acl_setuser("mallory", enabled=True, nopass=True)
+    assert GuestReplicationClient(host.bus, primary.instance_id).replication_source(CTX) == source

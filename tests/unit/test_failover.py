@@ -18,6 +18,7 @@ class Group:
     primary: int | None = 100 * MB
     max_lag: int = 16 * MB
     acknowledged: int | None = None
+    synchronous: bool = False
     replicas: list[ReplicaFact] = field(default_factory=list)
 
     def replica(
@@ -28,7 +29,13 @@ class Group:
 
     def choice(self) -> Choice:
         return choose(
-            GroupFacts(tuple(self.replicas), self.primary, self.max_lag, self.acknowledged)
+            GroupFacts(
+                tuple(self.replicas),
+                self.primary,
+                self.max_lag,
+                self.acknowledged,
+                self.synchronous,
+            )
         )
 
 
@@ -63,6 +70,17 @@ def test_synchronous_mode_never_loses_an_acknowledged_commit() -> None:
     assert group.choice().promote == "b"
     only_short = Group(acknowledged=98 * MB).replica("a", 97 * MB).choice()
     assert only_short.promote is None and "misses acknowledged commits" in only_short.reason
+
+
+def test_synchronous_mode_promotes_only_when_every_replica_can_be_asked() -> None:
+    # The silent one may be the one that acknowledged the last commit.
+    group = Group(primary=None, synchronous=True).replica("a", 99 * MB)
+    group.replica("b", None, reporting=False)
+    chosen = group.choice()
+    assert chosen.promote is None and "b does not report" in chosen.reason
+    assert Group(primary=None).replica("a", 99 * MB).replica("b", None).choice().promote == "a"
+    everyone = Group(primary=None, synchronous=True).replica("a", 99 * MB).replica("b", 98 * MB)
+    assert everyone.choice().promote == "a"
 
 
 @pytest.mark.parametrize(

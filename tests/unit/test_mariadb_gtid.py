@@ -110,6 +110,29 @@ def test_a_configuration_group_cannot_move_or_shorten_the_binlog() -> None:
     assert "read_only" not in shown
 
 
+def test_synchronous_mode_never_times_out_and_only_a_primary_waits() -> None:
+    cfg = config(rpl_semi_sync_master_timeout=10, rpl_semi_sync_master_enabled=False)
+    assert not any(key.startswith("rpl_") for key in conf.settings(cfg))
+    assert "rpl_" not in conf.my_cnf(cfg) and "rpl_" not in conf.my_cnf(cfg, replica=True)
+    primary = conf.settings(cfg, synchronous=True)
+    replica = conf.settings(cfg, replica=True, synchronous=True)
+    for shown in (primary, replica):
+        assert shown["rpl_semi_sync_slave_enabled"] is True
+        assert shown["rpl_semi_sync_master_wait_point"] == "AFTER_SYNC"
+        assert shown["rpl_semi_sync_master_timeout"] == 2**64 - 1  # no override shortens it
+        assert shown["rpl_semi_sync_master_wait_no_slave"] is True
+    assert primary["rpl_semi_sync_master_enabled"] is True
+    assert replica["rpl_semi_sync_master_enabled"] is False
+    text = conf.my_cnf(cfg, synchronous=True)
+    assert "rpl_semi_sync_master_timeout = 18446744073709551615\n" in text
+    assert "rpl_semi_sync_master_wait_point = AFTER_SYNC\n" in text
+    assert "rpl_semi_sync_master_enabled = ON\n" in text
+    assert "rpl_semi_sync_master_enabled = OFF\n" in conf.my_cnf(cfg, True, synchronous=True)
+    # Set live in this order: the timeout before the waiting starts.
+    order = list(conf.semi_sync_settings(primary=True))
+    assert order.index("rpl_semi_sync_master_timeout") < order.index("rpl_semi_sync_master_enabled")
+
+
 def test_the_init_file_stays_out_of_the_binlog_and_keeps_the_replication_grant() -> None:
     text = startup_sql(conf.native_password_hash("pw"))
     lines = text.splitlines()

@@ -15,15 +15,24 @@ from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
 from cove.api.instances import tell_task_managers
 from cove.api.responses import View
+from cove.api.schemas import ReplicationIn
 from cove.common.errors import BadRequest, InstanceNotReady
 from cove.common.ids import utcnow
 from cove.db.instances import get_instance, snapshot, transition
 from cove.db.models import Failover
 from cove.db.quotas import lock_project
-from cove.db.replication import FailoverKind, ensure_group, failovers_of, members, start_failover
+from cove.db.replication import (
+    FailoverKind,
+    ensure_group,
+    failovers_of,
+    group_of,
+    members,
+    start_failover,
+)
 from cove.domain.capabilities import Capability
 from cove.domain.status import GuestStatus, Task, guest_view
 from cove.rpc import RequestContext
+from cove.rpc.guest import GuestReplicationClient
 
 
 class FailoverRecord(View):
@@ -141,3 +150,43 @@ def failover_view(row: Failover) -> dict[str, Any]:
         "promoted": when(row.promoted_at),
         "rejoined": when(row.rejoined_at),
     }
+
+
+def update_replication(
+    c: ApiContext, ctx: RequestContext, project_id: str, instance_id: str, wanted: ReplicationIn
+) -> None:
+    """Set the instance's promotion weight, and its group's automatic failover and
+    synchronous mode. Synchronous mode is set on every member first (replicas before the
+    primary when turning it on, the primary first when turning it off, so no commit waits
+    for a replica that does not acknowledge), and recorded once all took it. Raises
+    InstanceNotFound, BadRequest (no group), OperationNotSupported, InstanceNotReady (a
+    member is busy or not serving), GuestError, ServiceUnavailable."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        datastore = inst.datastore_version.datastore.name
+        group = group_of(s, instance_id)
+        if group is None and (wanted.synchronous is not None or wanted.auto_failover is not None):
+            raise BadRequest(f"Instance {instance_id} is in no replication group.")
+        primary = group.primary_id if group is not None else instance_id
+        replicas = [m.id for m in members(s, primary)]
+        current = group.synchronous if group is not None else False
+    require(datastore, Capability.REPLICATION)
+    if wanted.synchronous is not None and wanted.synchronous != current:
+        order = [*replicas, primary] if wanted.synchronous else [primary, *replicas]
+        for member in order:
+            check_ready(c, project_id, member)
+        for member in order:
+            GuestReplicationClient(c.bus, member, c.settings.rpc_timeout).set_synchronous(
+                ctx, wanted.synchronous
+            )
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        if wanted.weight is not None:
+            inst.replication_weight = wanted.weight
+        group = group_of(s, instance_id)
+        if group is not None:
+            if wanted.synchronous is not None:
+                group.synchronous = wanted.synchronous
+            if wanted.auto_failover is not None:
+                group.auto_failover = wanted.auto_failover
+            group.updated = utcnow()

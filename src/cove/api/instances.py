@@ -24,7 +24,13 @@ from sqlalchemy.orm import Session
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
 from cove.api.push import push, ready_pushes
-from cove.api.replicas import check_replica_request, record_replicas, refuse_deleting_a_source
+from cove.api.replicas import (
+    check_replica_request,
+    check_replication_request,
+    record_replicas,
+    record_replication,
+    refuse_deleting_a_source,
+)
 from cove.api.restore import restorable, restore_version
 from cove.api.schemas import DatastoreIn, InstanceCreate
 from cove.api.validate import checked_text, host_allowed, names_fit
@@ -90,6 +96,7 @@ def create_instance(
 
     Raises what :func:`_record` raises.
     """
+    check_replication_request(spec)
     if spec.replica_of is not None:
         source_id = checked_text(spec.replica_of, "replica_of")
         ids = record_replicas(c, project_id, spec, source_id, check_replica_request(spec))
@@ -97,6 +104,7 @@ def create_instance(
         with_databases = bool(dbs) or any(u.databases for u in users)
         ids = [_record(c, project_id, spec, users, with_databases, CreateArgs(dbs, users))]
         # (A restore's backup is recorded in the sealed arguments by _record.)
+    record_replication(c, ids, spec)
     for instance_id in ids:
         tell_task_managers(
             instance_id, "build", functools.partial(c.taskmanager.create_instance, ctx, instance_id)

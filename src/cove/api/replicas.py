@@ -161,3 +161,32 @@ def refuse_deleting_a_source(s: Session, instance_id: str) -> None:
             f"Instance {instance_id} has replicas ({', '.join(replicas)}); delete them or "
             "detach them first."
         )
+
+
+def check_replication_request(spec: InstanceCreate) -> None:
+    """Refuse the ``replication`` settings a create cannot take. Raises BadRequest."""
+    wanted = spec.replication
+    if wanted is None:
+        return
+    if wanted.synchronous is not None:
+        raise BadRequest(
+            "Synchronous mode is set on a group whose replicas serve (PUT /instances/{id} "
+            "with 'replication'): a primary in synchronous mode waits for a replica to hold "
+            "every commit."
+        )
+    if wanted.auto_failover is not None and spec.replica_of is None:
+        raise BadRequest("'auto_failover' applies to a replication group: give 'replica_of'.")
+
+
+def record_replication(c: ApiContext, ids: list[str], spec: InstanceCreate) -> None:
+    """Record the new instances' promotion weight and their group's automatic failover."""
+    wanted = spec.replication
+    if wanted is None:
+        return
+    with c.db.session() as s:
+        for instance_id in ids:
+            inst = get_instance(s, instance_id)
+            if wanted.weight is not None:
+                inst.replication_weight = wanted.weight
+            if wanted.auto_failover is not None and inst.replica_of_id is not None:
+                ensure_group(s, inst.replica_of_id, utcnow()).auto_failover = wanted.auto_failover

@@ -288,6 +288,15 @@ class Endpoints(View):
     read_only: str
 
 
+class Replication(View):
+    """A Cove extension on the members of a replication group: the group's modes and the
+    instance's promotion weight."""
+
+    synchronous: bool
+    auto_failover: bool
+    weight: int
+
+
 class Instance(View):
     """The summary view (lists). ``ip`` and ``addresses`` appear once the instance has an
     address; ``tenant_id`` for a caller who reaches every project."""
@@ -308,6 +317,7 @@ class Instance(View):
     replica_of: IdLinks = optional_key()
     replicas: list[IdLinks] = optional_key()
     endpoints: Endpoints = optional_key()
+    replication: Replication = optional_key()
     tenant_id: str = optional_key()
 
 

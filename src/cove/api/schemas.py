@@ -91,6 +91,15 @@ class UserIn(Strict):
     databases: list[NameRef] = []
 
 
+class ReplicationIn(Strict):
+    """A Cove extension: the instance's promotion weight, and its replication group's
+    synchronous mode and automatic failover."""
+
+    weight: Annotated[StrictInt, Field(ge=0, le=1000)] | None = None
+    synchronous: StrictBool | None = None
+    auto_failover: StrictBool | None = None
+
+
 class InstanceCreate(Strict):
     name: StrictStr
     flavorRef: StrictStr | int | None = None
@@ -109,6 +118,7 @@ class InstanceCreate(Strict):
     replica_of: StrictStr | None = None
     replica_count: StrictInt | None = None
     access: dict[str, Any] | None = None
+    replication: ReplicationIn | None = None
 
 
 class InstanceCreateBody(Strict):
@@ -139,6 +149,7 @@ class InstanceUpdate(Strict):
     slave_of: StrictStr | None = None
     datastore_version: StrictStr | None = None
     access: dict[str, Any] | None = None
+    replication: ReplicationIn | None = None
 
 
 class InstanceUpdateBody(Strict):

@@ -157,6 +157,12 @@ def instance_view(
             "read_write": f"{group.rw_address}:{inst.port}",
             "read_only": f"{group.ro_address}:{inst.port}",
         }
+    if group is not None:
+        view["replication"] = {
+            "synchronous": group.synchronous,
+            "auto_failover": group.auto_failover,
+            "weight": inst.replication_weight,
+        }
     if admin:
         view["tenant_id"] = inst.project_id
     if inst.port != STANDARD_PORTS.get(ds_name):

@@ -20,6 +20,7 @@ from cove.common.ids import new_id, utcnow
 from cove.db.instances import release_address
 from cove.db.models import Failover, Instance, ReplicationGroup
 from cove.domain.failover import LeaseAnswer, LeaseGrant
+from cove.domain.status import Task
 
 #: How far behind its primary a replica may be and still be promoted by default (bytes of
 #: WAL for PostgreSQL; the datastore's own unit elsewhere).
@@ -146,20 +147,32 @@ def endpoint_owner(group_id: str, which: str) -> str:
 def renew_lease(s: Session, instance_id: str, epoch: int | None, ttl: float) -> LeaseGrant:
     """Extend the lease of ``instance_id``'s group to now + ``ttl`` if it is the group's
     primary (and ``epoch``, when given, is still the group's), by one conditional update: a
-    renewal racing a failover either lands before the new primary is named (and the
-    coordinator sees the lease, and waits) or is refused."""
+    renewal racing a failover either lands before the coordinator saw the lease lapse (and it
+    waits) or is refused, the primary's EJECTING task telling."""
     now = utcnow()
     group = s.scalars(
         select(ReplicationGroup).where(ReplicationGroup.primary_id == instance_id)
     ).first()
     if group is None:
         inst = s.get(Instance, instance_id)
-        if inst is not None and inst.replica_of_id is not None:
+        # A replica being detached is promoted by its guest before the row says so.
+        if (
+            inst is not None
+            and inst.replica_of_id is not None
+            and inst.task != Task.DETACHING.value
+        ):
             return LeaseGrant(LeaseAnswer.REPLICA)
         return LeaseGrant(LeaseAnswer.STANDALONE)
     conditions = [ReplicationGroup.id == group.id, ReplicationGroup.primary_id == instance_id]
     if epoch is not None:
         conditions.append(ReplicationGroup.epoch == epoch)
+    # Once its failover has started the old primary gets no lease again: the coordinator no
+    # longer looks at the lease while it replaces it (an eject that finds no replica to
+    # promote lifts the fence).
+    ejecting = select(Instance.id).where(
+        Instance.id == instance_id, Instance.task == Task.EJECTING.value
+    )
+    conditions.append(~ejecting.exists())
     moved = s.execute(
         update(ReplicationGroup)
         .where(*conditions)

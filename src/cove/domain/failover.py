@@ -42,9 +42,12 @@ class GroupFacts:
     primary_position: int | None
     #: The most a promoted replica may be behind ``primary_position``.
     max_lag: int
-    #: In synchronous mode, the position of the last acknowledged commit: a replica short of
-    #: it would lose an acknowledged write. None in asynchronous mode.
+    #: In synchronous mode, the position of the last acknowledged commit when known: a
+    #: replica short of it would lose an acknowledged write.
     acknowledged: int | None = None
+    #: Synchronous mode: every acknowledged commit is on at least one replica, so the most
+    #: advanced replica has them all, but only if every replica can be asked.
+    synchronous: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,15 @@ def choose(group: GroupFacts) -> Choice:
     """The replica to promote: among those that report and know their position, the most
     advanced, then the highest weight, then the smallest id (so every coordinator decides
     alike). One further behind the primary than ``max_lag``, or (synchronous mode) short of
-    the last acknowledged commit, is never chosen."""
+    the last acknowledged commit, is never chosen; in synchronous mode none is while a
+    replica does not report."""
+    silent = sorted(r.instance_id for r in group.replicas if not r.reporting or r.position is None)
+    if group.synchronous and silent:
+        return Choice(
+            None,
+            "synchronous mode: " + ", ".join(silent) + " does not report, and may hold "
+            "acknowledged writes the others lack",
+        )
     candidates = [(r, r.position) for r in group.replicas if r.reporting and r.position is not None]
     if not candidates:
         return Choice(None, "no replica reports its position")

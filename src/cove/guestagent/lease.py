@@ -122,7 +122,11 @@ class LeaseKeeper:
         if manager.is_replica:
             return
         grant = self._renew()
-        if self.needs_lease() and self._lease.fenced(self.clock()):
+        # Only a lease held in this agent's life can lapse here: a primary that has not had
+        # one yet (still waiting to start, or just promoted) takes writes under no lease the
+        # coordinator counts on, and a refusal fences it at once anyway (_renew).
+        held = self._lease.sent_at is not None
+        if held and self.needs_lease() and self._lease.fenced(self.clock()):
             self._fence(
                 "the lease lapsed"
                 if grant is None

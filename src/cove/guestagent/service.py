@@ -68,6 +68,7 @@ def guest_endpoints(
             "promote_replica": service.promote_replica,
             "follow_primary": service.follow_primary,
             "unfence_primary": service.unfence_primary,
+            "set_synchronous": service.set_synchronous,
             "list_databases": admin.list_databases,
             "create_databases": admin.create_databases,
             "delete_database": admin.delete_database,
@@ -168,6 +169,7 @@ class GuestService:
             LOG.warning("cannot declare the conductor topic yet: %s", exc.message)
         while not self._stop.is_set():
             self.heartbeat()
+            self.manager.sync_users()
             self._beat_now.wait(self.config.heartbeat_interval)
             self._beat_now.clear()
 
@@ -318,6 +320,13 @@ class GuestService:
         self.lease.forget()
         self._beat_now.set()
         return engine.source()
+
+    def set_synchronous(self, ctx: RequestContext, enabled: bool) -> None:
+        """The group's synchronous mode, on or off, for this server (kept across restarts)."""
+        engine = self._replication()
+        with self._op_lock:
+            engine.set_synchronous(enabled)
+        LOG.info("synchronous replication is %s", "on" if enabled else "off")
 
     def unfence_primary(self, ctx: RequestContext) -> None:
         """Take writes again after a fence no other instance took advantage of."""

@@ -248,6 +248,12 @@ class GuestReplicationClient(ServiceClient):
         answers where the group's other members now replicate from. Idempotent."""
         return self._call(ctx, "promote_replica", ReplicaSource, DETACH_TIMEOUT)
 
+    def set_synchronous(self, ctx: RequestContext, enabled: bool) -> None:
+        """Turn the group's synchronous mode on or off on this member (a primary then
+        acknowledges a commit only once a replica holds it). Idempotent; kept across
+        restarts."""
+        self._call(ctx, "set_synchronous", type(None), APPLY_TIMEOUT, enabled=enabled)
+
     def unfence_primary(self, ctx: RequestContext) -> None:
         """Start a fenced primary again as the primary: only when no other instance was
         promoted in its place (a switchover that could not finish). Idempotent."""

@@ -208,12 +208,16 @@ def _follow_all(
     with tc.db.session() as s:
         followers = [m.id for m in members(s, primary_id) if m.id not in skip]
         old_primary = s.scalar(select(Failover.old_primary_id).where(Failover.id == failover_id))
+        group = group_of(s, primary_id)
+        synchronous = group is not None and group.synchronous
 
     def follow(instance_id: str) -> None:
         try:
             # One source each: MariaDB's offers one copy of its data per answer.
             own = _guest(tc, primary_id).replication_source(ctx) if len(followers) > 1 else source
             _guest(tc, instance_id).follow_primary(ctx, own)
+            if synchronous:  # what a replica needs to acknowledge (MariaDB's semi-sync)
+                _guest(tc, instance_id).set_synchronous(ctx, True)
         except CoveError as exc:
             LOG.error("instance %s could not follow %s: %s", instance_id, primary_id, exc.message)
             with tc.db.session() as s:
@@ -254,7 +258,7 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
                 return
             group_id, new_id = group.id, group.primary_id
             candidates = [(m.id, m.replication_weight) for m in members(s, primary_id)]
-            max_lag = group.max_lag_bytes
+            max_lag, synchronous = group.max_lag_bytes, group.synchronous
         failover_id = _running_failover(tc, group_id)
         if failover_id is None:
             with tc.db.session() as s:
@@ -269,7 +273,10 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
         if new_id == primary_id:
             choice = choose(
                 GroupFacts(
-                    tuple(_facts(tc, ctx, candidates)), primary_position=None, max_lag=max_lag
+                    tuple(_facts(tc, ctx, candidates)),
+                    primary_position=None,
+                    max_lag=max_lag,
+                    synchronous=synchronous,
                 )
             )
             if choice.promote is None:
@@ -278,6 +285,9 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
                 _record(tc, failover_id, state=FailoverState.FAILED.value, message=fault)
                 with tc.db.session() as s:
                     end_task(s, primary_id, Task.EJECTING, Task.NONE, fault, utcnow())
+                # Nothing took its place: where its agent still answers, it serves again.
+                with contextlib.suppress(CoveError):
+                    _guest(tc, primary_id, STATE_TIMEOUT).unfence_primary(ctx)
                 return
             new_id = choice.promote
             with tc.db.session() as s:
@@ -339,12 +349,18 @@ def _facts(
 
 
 def _promote(tc: TaskContext, ctx: RequestContext, instance_id: str) -> ReplicaSource | None:
-    """Promote the chosen replica, asking again until PROMOTE_DEADLINE; None when it never
-    answered."""
+    """Promote the chosen replica (keeping its group's synchronous mode), asking again until
+    PROMOTE_DEADLINE; None when it never answered."""
+    with tc.db.session() as s:
+        group = group_of(s, instance_id)
+        synchronous = group is not None and group.synchronous
     deadline = time.monotonic() + PROMOTE_DEADLINE
     while True:
         try:
-            return _guest(tc, instance_id).promote_replica(ctx)
+            source = _guest(tc, instance_id).promote_replica(ctx)
+            if synchronous:
+                _guest(tc, instance_id).set_synchronous(ctx, True)
+            return source
         except CoveError as exc:
             LOG.error("promoting %s failed: %s", instance_id, exc.message)
             if time.monotonic() > deadline:

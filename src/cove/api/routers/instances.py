@@ -203,7 +203,7 @@ def _update(
     if len(others) > 1:
         raise BadRequest("Only one attribute (except 'name') is allowed to update.")
     for key in others:
-        if key not in ("configuration", "replica_of", "slave_of"):
+        if key not in ("configuration", "replica_of", "slave_of", "replication"):
             raise NotImplementedFault(f"Updating '{key}' is not supported by Cove yet.")
     name = checked(names.instance_name, fields["name"]) if "name" in fields else None
     if others and others[0] in ("replica_of", "slave_of"):
@@ -213,6 +213,10 @@ def _update(
                 "standalone instance cannot be made a replica."
             )
         workflows.detach_replica(c, ctx, project_id, instance_id)  # checked, then started
+        workflows.rename_instance(c, project_id, instance_id, name)
+        return _accepted()
+    if others and others[0] == "replication" and body.instance.replication is not None:
+        failover.update_replication(c, ctx, project_id, instance_id, body.instance.replication)
         workflows.rename_instance(c, project_id, instance_id, name)
         return _accepted()
     if not fields or "configuration" in fields:

@@ -231,6 +231,14 @@ class ReplicationEngine(Protocol):
       afresh where it cannot (MariaDB whenever its own transactions go past the fork point: it
       would otherwise replicate silently with different data). The server, once started, is
       a replica of ``source``. Raises GuestError or CommandFailed.
+    * ``set_synchronous`` turns the group's synchronous mode on or off for this server, kept
+      across restarts and roles: on a primary, a commit is acknowledged only once at least
+      one replica holds it durably (PostgreSQL ``synchronous_standby_names = 'ANY 1 (*)'``,
+      MariaDB semi-synchronous replication waiting AFTER_SYNC with no timeout fallback);
+      Redis has no such acknowledgement, and gets the closest it has (a primary refuses
+      writes while no replica is connected and at most 1 s behind). On a replica it sets
+      what the replica needs to acknowledge, and what it applies once promoted. Idempotent;
+      needs the running server. Raises GuestError.
     """
 
     def source(self) -> ReplicaSource: ...
@@ -248,6 +256,8 @@ class ReplicationEngine(Protocol):
     def repoint(self, source: ReplicaSource) -> bool: ...
 
     def rejoin(self, source: ReplicaSource) -> None: ...
+
+    def set_synchronous(self, enabled: bool) -> None: ...
 
 
 class DatastoreManager(ABC):
@@ -358,6 +368,12 @@ class DatastoreManager(ABC):
 
     @abstractmethod
     def status(self) -> GuestStatus: ...
+
+    def sync_users(self) -> None:
+        """The agent's hook at every heartbeat, for a datastore whose replicas must copy
+        something from their source that replication does not carry (Redis: its users).
+        Cheap, never raises; nothing by default."""
+        return
 
     # -- changing primaries ------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ written here.
 
 Every server writes a binary log with GTIDs (:func:`replication_settings`), so any instance can
 become the source of replicas, or be promoted, without a restart; a replica adds ``read_only``.
+In synchronous mode (the :data:`SYNCHRONOUS_MARKER` in the configuration directory) every server
+adds semi-synchronous replication (:func:`semi_sync_settings`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ BINLOG_DAYS = 3
 #: Settings that replication relies on which the datastore's deny-list lets through (aliases of
 #: denied ones, or ones that move the logs); an override of one is left out like a denied one.
 REPLICATION_OWNED = frozenset({"expire_logs_days", "max_binlog_size", "log_basename"})
+#: The marker, in the configuration directory, of a server in its group's synchronous mode
+#: (``MariaDBReplication.set_synchronous``): my.cnf is rendered from it at every write.
+SYNCHRONOUS_MARKER = "synchronous"
+#: ``rpl_semi_sync_master_timeout`` in synchronous mode (ms): the largest the server takes (an
+#: unsigned 64-bit number; the kernel caps the deadline, so a wait never ends by the clock).
+#: When a wait times out, MariaDB switches semi-synchronous replication off and acknowledges
+#: commits that no replica holds: the asynchronous fallback synchronous mode must never take.
+SEMI_SYNC_TIMEOUT_MS = 2**64 - 1
 
 DEFAULT_CHARACTER_SET = "utf8mb4"
 DEFAULT_COLLATION = "utf8mb4_general_ci"
@@ -129,11 +139,31 @@ def binlog_size(volume_gb: int) -> int:
     return max(16 * MIB, min(1024 * MIB, volume_gb * 1024 * MIB // 32))
 
 
-def replication_settings(config: GuestSettings, replica: bool) -> dict[str, Value]:
+def semi_sync_settings(primary: bool) -> dict[str, Value]:
+    """Semi-synchronous replication, in the order to set them live: a server acknowledges each
+    transaction it receives once its relay log holds it, and a ``primary`` acknowledges a
+    commit to its client only once a replica has (waiting after the binary log is synced,
+    before the commit is visible; with no timeout, and also while no replica is connected).
+
+    A replica's own waiting stays off: its replication thread writes what it applies into its
+    binary log too (``log_slave_updates``) and would wait there, for ever, for a replica of
+    the replica; promoted, it turns it on (``MariaDBReplication.promote``)."""
+    return {
+        "rpl_semi_sync_master_wait_point": "AFTER_SYNC",
+        "rpl_semi_sync_master_timeout": SEMI_SYNC_TIMEOUT_MS,
+        "rpl_semi_sync_master_wait_no_slave": True,
+        "rpl_semi_sync_master_enabled": primary,
+        "rpl_semi_sync_slave_enabled": True,
+    }
+
+
+def replication_settings(
+    config: GuestSettings, replica: bool, synchronous: bool = False
+) -> dict[str, Value]:
     """The binary log with GTIDs, on every server: any instance can be copied for a replica,
     or promoted, without a restart. A replica (``replica``) is read-only: every account but
     the agent's (which holds READ_ONLY ADMIN) is refused writes, while its replication thread
-    applies its primary's."""
+    applies its primary's. In ``synchronous`` mode, :func:`semi_sync_settings`."""
     out: dict[str, Value] = {
         "server_id": server_id(config.instance_id),
         "log_bin": str(config.data_dir / BINLOG),
@@ -154,13 +184,17 @@ def replication_settings(config: GuestSettings, replica: bool) -> dict[str, Valu
     }
     if replica:
         out["read_only"] = True
+    if synchronous:
+        out |= semi_sync_settings(primary=not replica)
     return out
 
 
-def settings(config: GuestSettings, replica: bool = False) -> dict[str, Value]:
+def settings(
+    config: GuestSettings, replica: bool = False, synchronous: bool = False
+) -> dict[str, Value]:
     """Everything in the [mysqld] section: :func:`tunables`, then the instance's places,
-    safety and replication settings (a replica's with ``replica``), which no override can
-    change."""
+    safety and replication settings (a replica's with ``replica``, semi-synchronous ones
+    with ``synchronous``), which no override can change."""
     fixed: dict[str, Value] = {
         "datadir": str(config.data_dir),
         "tmpdir": str(tmp_dir(config)),
@@ -178,7 +212,7 @@ def settings(config: GuestSettings, replica: bool = False) -> dict[str, Value]:
         "plugin_dir": str(plugin_dir(config)),
         # Undoes, before any client connects, what the tenant's root did to the accounts.
         "init_file": str(config.conf_dir / INIT_FILE),
-        **replication_settings(config, replica),
+        **replication_settings(config, replica, synchronous),
     }
     # The instance's places and safety always win over whatever a group holds.
     return {**tunables(config), **fixed}
@@ -202,12 +236,13 @@ def render_value(value: Value) -> str:
     return text
 
 
-def my_cnf(config: GuestSettings, replica: bool = False) -> str:
-    """The whole my.cnf (a replica's with ``replica``); raises Unprocessable as
-    :func:`tunables` does."""
+def my_cnf(config: GuestSettings, replica: bool = False, synchronous: bool = False) -> str:
+    """The whole my.cnf (a replica's with ``replica``, in synchronous mode with
+    ``synchronous``); raises Unprocessable as :func:`tunables` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n", "[mysqld]\n"]
     lines += [
-        f"{key} = {render_value(value)}\n" for key, value in settings(config, replica).items()
+        f"{key} = {render_value(value)}\n"
+        for key, value in settings(config, replica, synchronous).items()
     ]
     return "".join(lines)
 

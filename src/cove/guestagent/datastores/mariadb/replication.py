@@ -35,6 +35,18 @@ server answers it too.
 MariaDB cannot rewind a server whose transactions went past the point where the group moved on
 without it, so ``rejoin`` always copies the new primary's data afresh: it cannot tell cheaply
 and safely whether the old data would do.
+
+Synchronous mode is MariaDB's built-in semi-synchronous replication (``conf.semi_sync_settings``),
+set live and kept in my.cnf, which is rendered from a marker in the configuration directory
+like the replica's ``read_only``. Every member acknowledges what it receives; only a primary
+waits for that acknowledgement (a replica would wait in its own replication thread, for ever),
+so ``promote`` turns the waiting on and ``rejoin`` (a new my.cnf, for a replica) leaves it off.
+A detached replica leaves the group and its synchronous mode: alone, it would never
+acknowledge a commit. The replication account's changes stay out of the binary log: a
+synchronous primary would otherwise wait, before its first replica connects (or right after
+a promotion), for a replica to acknowledge the very account that replica connects with. The
+fence's shutdown (``WAIT FOR ALL SLAVES``) waits as well for the commits still waiting for a
+replica; while none acknowledges them, it ends in SIGKILL once the stop's time is up.
 """
 
 from __future__ import annotations
@@ -287,6 +299,10 @@ class MariaDBReplication:
             if status is not None:
                 LOG.info("detaching the replica from its primary")
                 self._leave_source(cur)
+            if self.server.synchronous:
+                # Standalone, it would never acknowledge a commit.
+                self._set_semi_sync(cur, False, primary=True)
+                self._record_synchronous(False)
             self._allow_writes(cur)
             if not (self._conf_dir / PASSWORD_FILE).exists():
                 # A password only the old primary's agent knows, and it never sees it again.
@@ -350,6 +366,54 @@ class MariaDBReplication:
         # applied before counts too (nothing written yet: 0).
         return ReplicationState(Role.PRIMARY, max(written or 0, applied or 0), False)
 
+    def set_synchronous(self, enabled: bool) -> None:
+        """Synchronous mode (semi-synchronous replication, see the module's docstring) on or
+        off, on the running server and in my.cnf; a running replica's receiving thread
+        reconnects to take it. Idempotent. Raises GuestError when the server refuses or the
+        mode cannot be recorded (a call again completes it)."""
+        with self._lock:
+            with self._cursor("set synchronous replication") as cur:
+                status = _slave_status(cur)
+                primary = status is None and not self.server.is_replica
+                self._set_semi_sync(cur, enabled, primary)
+                if status is not None and status.get("Slave_IO_Running") != "No":
+                    receiving = _status_variable(cur, "Rpl_semi_sync_slave_status") == "ON"
+                    if receiving != enabled:
+                        # The receiving thread takes the setting only when it starts.
+                        cur.execute("STOP SLAVE IO_THREAD")
+                        cur.execute("START SLAVE IO_THREAD")
+            self._record_synchronous(enabled)
+        LOG.info(
+            "semi-synchronous replication %s on this %s",
+            "on" if enabled else "off",
+            "primary" if primary else "replica",
+        )
+
+    @staticmethod
+    def _set_semi_sync(cur: pymysql.cursors.DictCursor, enabled: bool, primary: bool) -> None:
+        """Semi-synchronous replication on (waiting for replicas when ``primary``) or off
+        (every setting back to the server's default) on the running server."""
+        wanted = conf.semi_sync_settings(primary)
+        if not enabled:
+            for name in reversed(wanted):  # the waiting off before its timeout changes
+                cur.execute(f"SET GLOBAL {name} = DEFAULT")
+            return
+        for name, value in wanted.items():  # the timeout before the waiting starts
+            shown = conf.show_value(value) if isinstance(value, bool) else value
+            cur.execute(f"SET GLOBAL {name} = %s", [shown])
+
+    def _record_synchronous(self, enabled: bool) -> None:
+        """The synchronous mode's marker, and my.cnf rendered from it. Raises GuestError."""
+        marker = self._conf_dir / conf.SYNCHRONOUS_MARKER
+        try:
+            if enabled:
+                marker.write_text("on\n")
+            else:
+                marker.unlink(missing_ok=True)
+            self.server.write_config()
+        except OSError as exc:
+            raise GuestError(f"cannot record synchronous replication: {exc.strerror}") from exc
+
     # -- changing primaries ------------------------------------------------------------------
 
     def fence(self) -> int | None:
@@ -375,6 +439,9 @@ class MariaDBReplication:
             if _slave_status(cur) is not None:
                 LOG.info("promoting the replica to its group's primary")
                 self._leave_source(cur)
+            if self.server.synchronous:
+                # Before the first write it takes: none is acknowledged without a replica.
+                self._set_semi_sync(cur, True, primary=True)
             self._allow_writes(cur)
         (self._conf_dir / SETUP_FILE).unlink(missing_ok=True)
 
@@ -422,10 +489,18 @@ def _scalar(cur: pymysql.cursors.DictCursor, query: str, params: list[object] | 
     return next(iter(row.values())) if row else None
 
 
+def _status_variable(cur: pymysql.cursors.DictCursor, name: str) -> str | None:
+    cur.execute("SHOW GLOBAL STATUS LIKE %s", [name])
+    row = cur.fetchone()
+    return str(row["Value"]) if row else None
+
+
 def _ensure_account(cur: pymysql.cursors.DictCursor, password: str) -> None:
     """The replication account exists, with REPLICATION SLAVE and ``password`` (altered only
-    when its verifier is another: replicas apply every change of the grant tables). Raises
-    GuestError for an account of that name the agent did not make."""
+    when its verifier is another), changed on this server alone: see the module's docstring
+    (replicas get the account with their copy). Raises GuestError for an account of that name
+    the agent did not make."""
+    cur.execute("SET SESSION sql_log_bin = 0")
     verifier = conf.native_password_hash(password)
     cur.execute(
         "SELECT JSON_VALUE(Priv, '$.authentication_string') AS verifier, "

@@ -80,11 +80,17 @@ class MariaServer(ChildServer):
         """Whether the server is (or starts as) a replica: the manager's marker says so."""
         return (self.config.conf_dir / REPLICA_MARKER).is_file()
 
+    @property
+    def synchronous(self) -> bool:
+        """Whether the server is in its group's synchronous mode: its marker says so."""
+        return (self.config.conf_dir / conf.SYNCHRONOUS_MARKER).is_file()
+
     def write_config(self, replica: bool | None = None) -> None:
-        """my.cnf, a replica's when ``replica`` (by default: when the marker says so). Raises
-        Unprocessable for an override no tenant may set."""
+        """my.cnf, a replica's when ``replica`` (by default: when the marker says so), in
+        synchronous mode when that marker says so. Raises Unprocessable for an override no
+        tenant may set."""
         replica = self.is_replica if replica is None else replica
-        conf.write_private(self.conf_file, conf.my_cnf(self.config, replica))
+        conf.write_private(self.conf_file, conf.my_cnf(self.config, replica, self.synchronous))
 
     def write_init_file(self) -> None:
         """The SQL the server runs at every start, from the agent's password's verifier (the

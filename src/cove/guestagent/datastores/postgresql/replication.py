@@ -66,6 +66,9 @@ STANDBY_SETTINGS = ("primary_conninfo", "primary_slot_name")
 READ_ONLY = "This instance is a read-only replica"
 #: The file that makes the server start as a standby, in the data directory.
 STANDBY_SIGNAL = "standby.signal"
+#: The primary's ``synchronous_standby_names`` in synchronous mode: a commit waits until
+#: any one standby has flushed it.
+SYNCHRONOUS = "ANY 1 (*)"
 #: How long a ``pg_rewind`` may take before the old primary is copied afresh instead.
 REWIND_TIMEOUT = 3600.0
 #: The functions ``pg_rewind`` calls on its source (a non-superuser needs them granted).
@@ -489,11 +492,30 @@ class PostgresReplication:
 
     # -- either side -------------------------------------------------------------------------
 
+    def set_synchronous(self, enabled: bool) -> None:
+        # ALTER SYSTEM, which a standby takes too: the setting waits there for a promotion.
+        statement = (
+            f"ALTER SYSTEM SET synchronous_standby_names = {conf.quote(SYNCHRONOUS)}"
+            if enabled
+            else "ALTER SYSTEM RESET synchronous_standby_names"
+        )
+        try:
+            with self.server.connect() as conn:
+                conn.execute(statement)
+                conn.execute("SELECT pg_reload_conf()")
+        except psycopg.Error as exc:
+            raise GuestError(f"cannot set synchronous replication: {_first(exc)}") from exc
+
     def state(self) -> ReplicationState:
         try:
             with self.server.connect() as conn:
                 if _in_recovery(conn):
-                    position = _scalar(conn, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")
+                    # What it holds durably: a promotion replays all of it first.
+                    position = _scalar(
+                        conn,
+                        "SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
+                        " - '0/0'::pg_lsn",
+                    )
                     streaming = _scalar(
                         conn,
                         "SELECT count(*) > 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'",

@@ -6,7 +6,9 @@ Databases are no Redis concept and users have no host: :class:`RedisAcl` refuses
 protocol's database, access and host methods with OperationNotSupported, and any host but
 ``%`` with BadRequest. The replication account (``conf.REPLICATION_USER``, made by
 ``cove.guestagent.datastores.redis.replication``) is the agent's, like its own user: hidden
-from tenants, and no tenant user may take its name.
+from tenants, and no tenant user may take its name. On a replica, the tenant's users and root
+are its source's, copied by ``cove.guestagent.datastores.redis.usersync``: what is changed
+on the replica itself lasts until its next copy.
 """
 
 from __future__ import annotations
@@ -57,9 +59,25 @@ ROOT_RULES = (
     "+role",
 )
 #: The replication account: what a replica's connection needs (Redis's ACL documentation:
-#: PSYNC, REPLCONF and PING), no key and no channel. It still receives every key through the
-#: stream, but can read, write or run nothing else.
-REPLICATION_RULES = ("resetkeys", "resetchannels", "-@all", "+psync", "+replconf", "+ping")
+#: PSYNC, REPLCONF and PING), no key and no channel, and ACL LIST, with which a replica's
+#: agent copies its source's tenant users (``usersync``: Redis does not replicate ACL users).
+#: ACL LIST shows every user's rules and password hashes (SHA-256 of the password); that is
+#: acceptable because the account already receives the whole data set through the stream,
+#: worth more than the hashes, and its password lives only in the agents' files of mode 0600
+#: (no tenant ever holds it). It cannot change anything: ACL LIST only reads, and every other
+#: ACL subcommand (SETUSER, DELUSER, LOAD, SAVE, ...) and command stays refused to it.
+REPLICATION_RULES = (
+    "resetkeys",
+    "resetchannels",
+    "-@all",
+    "+psync",
+    "+replconf",
+    "+ping",
+    "+acl|list",
+)
+#: The account's rules before replicas copied their source's users: such an account is still
+#: the agent's, and is given :data:`REPLICATION_RULES` at its next ``source``.
+FORMER_REPLICATION_RULES = REPLICATION_RULES[:-1]
 #: What an ACL file line can carry safely: no spaces, no quotes, no control characters.
 _NAME = re.compile(r"[A-Za-z0-9_.@$+-]{1,64}")
 
@@ -80,6 +98,13 @@ def own_user(name: str) -> bool:
     """Whether ``name`` is a user the agent keeps from tenants: Redis's and Cove's own
     (``cove.domain.names``) and the replication account."""
     return REDIS.names.own_user(name) or name.lower() == REPLICATION_USER
+
+
+def tenant_user(name: str) -> bool:
+    """Whether ``name`` is one of the tenant's users as a replica copies them: root
+    (``ROOT_USER``), or a name a tenant user can have (an ACL file line carries it safely)
+    that is no one's own (:func:`own_user`: not the agent's, not the replication account)."""
+    return name == ROOT_USER or (_NAME.fullmatch(name) is not None and not own_user(name))
 
 
 def _check_name(name: str) -> None:

@@ -43,6 +43,11 @@ LOG_FILE = "redis.log"
 #: A replica's record of its source, password included (mode 0600, in the configuration
 #: directory); no such file on a server that is nobody's replica.
 REPLICA_OF = "replica-of.json"
+#: The marker of the group's synchronous mode, which Redis only approaches: its primary
+#: refuses writes while no replica is connected and at most a second behind.
+SYNCHRONOUS = "synchronous"
+#: The settings of :data:`SYNCHRONOUS`.
+SYNCHRONOUS_SETTINGS: dict[str, Value] = {"min-replicas-to-write": 1, "min-replicas-max-lag": 1}
 #: A primary's record of its replication account's password (mode 0600).
 REPLICATION_PASSWORD = "replication-password"
 #: The last replication offset of a fenced server, answered by a later fence once it stopped.
@@ -161,11 +166,16 @@ def replica_lines(source: ReplicaSource) -> list[str]:
     ]
 
 
-def redis_conf(config: GuestSettings, source: ReplicaSource | None = None) -> str:
-    """The whole redis.conf, a replica's of ``source`` when given; raises Unprocessable as
+def redis_conf(
+    config: GuestSettings, source: ReplicaSource | None = None, synchronous: bool = False
+) -> str:
+    """The whole redis.conf, a replica's of ``source`` when given, with the group's
+    :data:`SYNCHRONOUS_SETTINGS` when ``synchronous``; raises Unprocessable as
     :func:`settings` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n"]
     lines += [f"{key} {render_value(value)}\n" for key, value in settings(config).items()]
+    if synchronous:
+        lines += [f"{k} {render_value(v)}\n" for k, v in SYNCHRONOUS_SETTINGS.items()]
     if source is not None:
         # Last: nothing before can make it another server's replica, or a writable one.
         lines += replica_lines(source)

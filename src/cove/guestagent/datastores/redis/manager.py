@@ -2,6 +2,10 @@
 and its replication (``replication``: REPLICAOF replicas, whose first full sync ``prepare``
 waits for).
 
+Redis does not replicate ACL users, so a replica's agent copies its source's tenant users and
+root (``usersync``): once its first full sync is done, after it follows another primary, and
+whenever the agent calls :meth:`RedisManager.sync_users` (cheap, meant for every heartbeat).
+
 Databases are no Redis concept: the manager declares no DATABASES capability, so the guest
 agent refuses every database request before it reaches the admin object (``RedisAcl``, which
 refuses them too), and a prepare or a user naming databases is refused the same way.
@@ -12,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 import redis
 
-from cove.common.errors import GuestError, OperationNotSupported
+from cove.common.errors import CoveError, GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob
 from cove.domain.capabilities import capabilities
 from cove.domain.guest import GuestSettings
@@ -31,6 +37,10 @@ from cove.guestagent.datastores.served import ServedManager
 
 LOG = logging.getLogger(__name__)
 
+#: The least seconds between two copies of a replica's users that :meth:`RedisManager.sync_users`
+#: starts: the agent may call it on every heartbeat, and beats come early when things change.
+USER_SYNC_SPACING = 2.0
+
 
 class RedisManager(ServedManager):
     server: RedisServer
@@ -43,6 +53,11 @@ class RedisManager(ServedManager):
         self.admin = RedisAcl(self.server.connect)
         self.backups = RedisBackups(self.server)
         self.replication = RedisReplication(self.server)
+        self._sync_guard = threading.Lock()
+        self._syncing = False
+        self._next_sync = 0.0
+        self._sync_failure: str | None = None
+        self._account_checked = False
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> RedisServer:
         return RedisServer(config, on_exit)
@@ -63,8 +78,10 @@ class RedisManager(ServedManager):
 
     def _replicate(self, source: ReplicaSource) -> None:
         """Start the server as a replica of ``source``, then wait for its first full sync: a
-        replica is prepared once it holds the copy. Raises GuestError when the copy fails
-        (the server is stopped again, and the next prepare starts over)."""
+        replica is prepared once it holds the copy; then copy the source's users (a failure
+        there is only logged: the next :meth:`sync_users` tries again). Raises GuestError
+        when the copy of the data fails (the server is stopped again, and the next prepare
+        starts over)."""
         mark = self.replication.log_mark()
         super()._replicate(source)
         try:
@@ -74,6 +91,67 @@ class RedisManager(ServedManager):
             with self._init_lock:
                 self.server.stop()
             raise
+        self._copy_users()
+
+    def follow(self, source: ReplicaSource) -> None:
+        """As every manager's, then the users of ``source`` copied (after a re-point as
+        after a rejoin: the ACL commands answer while the copy of the data loads)."""
+        super().follow(source)
+        self._copy_users()
+
+    # -- a replica's users: its source's -----------------------------------------------------
+
+    def sync_users(self) -> None:
+        """The agent's periodic hook (every heartbeat): on a prepared replica whose server
+        runs, copy its source's tenant users and root (``usersync``); on a primary whose
+        replicas connect with an account made by an earlier agent (without ACL LIST), give
+        the account its current rights, once per agent. The work runs in a thread of its own,
+        one at a time and at most every :data:`USER_SYNC_SPACING` seconds: this returns at
+        once, and never raises."""
+        if not self.prepared or self.fenced or not self.server.running():
+            return
+        account = self.config.conf_dir / conf.REPLICATION_PASSWORD
+        if not self.is_replica and (self._account_checked or not account.exists()):
+            return
+        now = time.monotonic()
+        with self._sync_guard:
+            if self._syncing or now < self._next_sync:
+                return
+            self._syncing = True
+            self._next_sync = now + USER_SYNC_SPACING
+        threading.Thread(target=self._sync_in_background, name="redis-users", daemon=True).start()
+
+    def _sync_in_background(self) -> None:
+        try:
+            if self.is_replica:
+                self._copy_users()
+            elif self._attempt("check the replication account", self.replication.source):
+                self._account_checked = True  # set again only when it had to be
+        except Exception as exc:  # a thread of its own: nobody else would see it
+            LOG.warning("the copy of the source's users failed: %s", type(exc).__name__)
+        finally:
+            with self._sync_guard:
+                self._syncing = False
+
+    def _copy_users(self) -> None:
+        """Make the replica's tenant users its source's now; a failure is logged and tried
+        again by the next :meth:`sync_users`."""
+        self._attempt("copy the source's users", self.replication.users.sync)
+
+    def _attempt(self, doing: str, work: Callable[[], object]) -> bool:
+        """Run ``work``; a CoveError is logged as a warning (once while the same one lasts:
+        the next beat tries again) and answers False."""
+        try:
+            work()
+        except CoveError as exc:
+            if exc.message != self._sync_failure:
+                LOG.warning("cannot %s (tried again soon): %s", doing, exc.message)
+            self._sync_failure = exc.message
+            return False
+        if self._sync_failure is not None:
+            LOG.info("could %s again", doing)
+        self._sync_failure = None
+        return True
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
         self.admin.create_users(users)

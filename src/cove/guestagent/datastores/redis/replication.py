@@ -3,11 +3,14 @@ primary, changing primaries, and where a server stands.
 
 A primary keeps one ACL user for its replicas, ``cove_replication``, with only what a
 replica's connection needs (``acl.REPLICATION_RULES``: PSYNC, REPLCONF and PING, no key, no
-channel). Its password is made once, at random, and kept in the configuration directory (mode
-0600), so every ``source`` answers the same one; the server holds only its SHA-256, and the ACL
-file keeps the user across restarts (ACL SAVE). Redis does not replicate ACL users, so a
-replica has no copy of the account: a promoted replica's ``source`` makes the account anew,
-with a password of its own, and a server that becomes a replica drops the account it had.
+channel) and ACL LIST, to read. Its password is made once, at random, and kept in the
+configuration directory (mode 0600), so every ``source`` answers the same one; the server
+holds only its SHA-256, and the ACL file keeps the user across restarts (ACL SAVE). Redis does
+not replicate ACL users: a replica's agent copies its source's tenant users and root itself,
+through that account (``usersync``, whose :class:`~.usersync.UserMirror` this engine holds,
+under its lock), and never the account: a promoted replica's ``source`` makes the account
+anew, with a password of its own, and a server that becomes a replica drops the account it
+had.
 
 A replica is a server whose ``redis.conf`` ends with its source's ``replicaof``,
 ``masteruser``, ``masterauth`` and ``replica-read-only yes``; the manager's ``write_config``
@@ -61,6 +64,7 @@ from cove.common.errors import GuestError
 from cove.domain.replication import ReplicaSource, ReplicationState, Role
 from cove.guestagent.datastores.redis import acl, conf
 from cove.guestagent.datastores.redis.server import RedisServer
+from cove.guestagent.datastores.redis.usersync import UserMirror
 
 LOG = logging.getLogger(__name__)
 
@@ -130,17 +134,27 @@ def lagging(info: Mapping[str, Any], position: int) -> list[str]:
 def account_state(user: Mapping[str, Any] | None, password: str) -> str:
     """What ``ACL GETUSER`` says of the replication account: "missing", "current" (on,
     with ``password`` and exactly the replication rules), "stale" (the agent's, to be set
-    again) or "foreign" (keys, channels or commands a replication account never has: a user
-    the agent did not make)."""
+    again: also one with the rules of an earlier agent, ``acl.FORMER_REPLICATION_RULES``) or
+    "foreign" (keys, channels or commands a replication account never has: a user the agent
+    did not make)."""
     if user is None:
         return "missing"
     commands = set(str(user.get("commands", "")).split())
-    wanted = {rule for rule in acl.REPLICATION_RULES if rule[0] in "+-"}
-    if user.get("keys") or user.get("channels") or user.get("selectors") or commands != wanted:
+    wanted, former = (
+        {rule for rule in rules if rule[0] in "+-"}
+        for rules in (acl.REPLICATION_RULES, acl.FORMER_REPLICATION_RULES)
+    )
+    if (
+        user.get("keys")
+        or user.get("channels")
+        or user.get("selectors")
+        or commands not in (wanted, former)
+    ):
         return "foreign"
     digest = conf.password_hash(password)[1:]
     on = "on" in (user.get("flags") or [])
-    return "current" if on and list(user.get("passwords") or []) == [digest] else "stale"
+    current = on and list(user.get("passwords") or []) == [digest] and commands == wanted
+    return "current" if current else "stale"
 
 
 def without_user(acl_text: str, name: str) -> str:
@@ -193,6 +207,9 @@ class RedisReplication:
         # The server's settings follow apply_configuration: read them there every time.
         self.server = server
         self._lock = threading.Lock()
+        #: A replica's copy of its source's tenant users, kept under the same lock, so never
+        #: while the server is promoted, detached or re-pointed.
+        self.users = UserMirror(server, self._lock)
 
     @property
     def _conf_dir(self) -> Path:
@@ -215,6 +232,20 @@ class RedisReplication:
 
     def state(self) -> ReplicationState:
         return state_of(self._info())
+
+    def set_synchronous(self, enabled: bool) -> None:
+        # Recorded for every later write of redis.conf, and set live.
+        marker = self._conf_dir / conf.SYNCHRONOUS
+        try:
+            if enabled:
+                conf.write_private(marker, "on\n")
+            else:
+                marker.unlink(missing_ok=True)
+        except OSError as exc:
+            raise GuestError(f"cannot record the synchronous mode: {exc.strerror}") from exc
+        with self._client("set the synchronous mode") as client:
+            for name, value in conf.SYNCHRONOUS_SETTINGS.items():
+                client.config_set(name, value if enabled else 0)
 
     # -- the primary's side ------------------------------------------------------------------
 
@@ -468,7 +499,8 @@ class RedisReplication:
     def promote(self) -> None:
         """As :meth:`detach`: a Redis replica applies what it receives as it reads it, so
         there is nothing left to apply first, and it has no copy of its primary's account to
-        take away; its ``source`` makes its own. Idempotent; raises GuestError."""
+        take away; its ``source`` makes its own. The tenant users it copied stay (as on a
+        detached server). Idempotent; raises GuestError."""
         with self._lock:
             if self._stand_alone():
                 LOG.info("the replica is a primary now")

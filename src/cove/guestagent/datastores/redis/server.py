@@ -71,7 +71,8 @@ class RedisServer(ChildServer):
         (``conf.REPLICA_OF``); raises Unprocessable (before writing anything) for an override
         no tenant may set, GuestError when the replica's record cannot be read."""
         source = conf.read_replica_of(self.config.conf_dir)
-        self.restore_config(conf.redis_conf(self.config, source))
+        synchronous = (self.config.conf_dir / conf.SYNCHRONOUS).exists()
+        self.restore_config(conf.redis_conf(self.config, source, synchronous))
 
     def read_config(self) -> str | None:
         """The current redis.conf, or None when there is none yet."""
