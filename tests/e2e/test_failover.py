@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -294,3 +295,65 @@ def test_replicas_agree_grow_and_an_eject_by_hand(cove_up: ControlPlane, ds: Dat
     assert "its own" not in values(ds, plane.instance(new))
     assert plane.http.delete(f"/instances/{light}").status_code == 202
     delete_group(plane, new, [old])
+
+
+class Writer:
+    """Writes numbered values through an endpoint as fast as it can, from a thread, and
+    records those acknowledged; a refused or broken write is tried again with the next."""
+
+    def __init__(self, ds: Datastore, endpoint: dict[str, Any]) -> None:
+        self.ds, self.endpoint = ds, endpoint
+        self.acknowledged: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            try:
+                with login(self.ds, self.endpoint) as conn:
+                    while not self._stop.is_set():
+                        n += 1
+                        self.ds.add(conn, f"s{n}")
+                        self.acknowledged.append(f"s{n}")
+            except CLIENT_ERRORS:
+                time.sleep(0.02)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+@pytest.mark.parametrize("name", ["postgresql", "mariadb"])
+def test_in_synchronous_mode_a_failover_loses_no_acknowledged_write(
+    cove_up: ControlPlane, name: str
+) -> None:
+    plane, ds = cove_up, DATASTORES[name]
+    old, replicas = make_group(plane, ds, f"sync-{name}", 2)
+    resp = plane.http.put(
+        f"/instances/{old}", json={"instance": {"replication": {"synchronous": True}}}
+    )
+    assert resp.status_code == 202, resp.text
+    assert all(plane.instance(i)["replication"]["synchronous"] for i in (old, *replicas))
+    rw, _ro = endpoints(plane, old)
+    with Writer(ds, rw) as writer:
+        wait_for(lambda: len(writer.acknowledged) > 200, 60, 0.05, "writes before the kill")
+        kill_server(plane, ds, old)
+        new = wait_for(
+            lambda: next((i for i in replicas if primary_of(plane, i) is None), None),
+            60,
+            0.05,
+            "a replica named the primary",
+        )
+        before = len(writer.acknowledged)
+        wait_for(lambda: len(writer.acknowledged) > before + 50, 60, 0.05, "writes after it")
+    held = values(ds, plane.instance(new))
+    lost = [v for v in writer.acknowledged if v not in held]
+    assert lost == [], f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
+    assert plane.instance(new)["replication"]["synchronous"]
+    wait_for(lambda: failovers(plane, new)[0]["state"] == "done", 240, 0.2, "the rejoin")
+    delete_group(plane, new, [old, next(i for i in replicas if i != new)])

@@ -210,6 +210,9 @@ class PostgresReplication:
                             f"{READ_ONLY}: it cannot be the source of another replica; "
                             "make replicas of its primary."
                         )
+                    # In synchronous mode a commit waits for a replica, and a promoted
+                    # primary's replicas need this very account to connect again.
+                    conn.execute("SET synchronous_commit = local")
                     password = self._password()
                     self._ensure_account(conn, password)
             except psycopg.Error as exc:
@@ -357,7 +360,11 @@ class PostgresReplication:
         with self._lock:
             try:
                 with self.server.connect() as conn:
-                    self._leave_recovery(conn)
+                    if self._leave_recovery(conn):
+                        # Until its first checkpoint the control file still names the old
+                        # timeline, and pg_rewind of an old primary against it would find
+                        # "no rewind required" for a history that forked.
+                        conn.execute("CHECKPOINT")
             except psycopg.Error as exc:
                 raise GuestError(f"cannot promote the replica: {_first(exc)}") from exc
             self._forget_source()
