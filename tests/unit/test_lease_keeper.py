@@ -15,6 +15,7 @@ import pytest
 
 from cove.common.errors import CoveError, GuestError, RpcTimeout, ServiceUnavailable
 from cove.domain.failover import FENCE_MARGIN, LEASE_TTL, LeaseAnswer, LeaseGrant
+from cove.domain.replication import ReplicationState, Role
 from cove.guestagent import lease
 from cove.guestagent.lease import GROUP_MARKER, LeaseKeeper
 
@@ -43,6 +44,19 @@ class Config:
     conf_dir: Path
 
 
+class Engine:
+    """The replication engine's ``state``: a primary that has written up to ``position``
+    (None: the server does not answer, raising GuestError)."""
+
+    def __init__(self) -> None:
+        self.position: int | None = 4096
+
+    def state(self) -> ReplicationState:
+        if self.position is None:
+            raise GuestError("the server does not answer")
+        return ReplicationState(Role.PRIMARY, self.position)
+
+
 @dataclass
 class Manager:
     """What LeaseKeeper reads of a DatastoreManager; ``fence`` counts its calls and marks the
@@ -52,7 +66,7 @@ class Manager:
     prepared: bool = True
     fenced: bool = False
     is_replica: bool = False
-    replication: Any = field(default_factory=object)
+    replication: Any = field(default_factory=Engine)
     fences: int = 0
     fence_error: CoveError | None = None
 
@@ -73,13 +87,18 @@ class Conductor:
         self.clock = clock
         self.script: list[LeaseGrant | CoveError] = [GRANTED]
         self.asked: list[tuple[str, int | None]] = []
+        #: The positions the renewals carried.
+        self.positions: list[int | None] = []
         self.latency = 0.0
 
     def answer(self, *answers: LeaseGrant | CoveError) -> None:
         self.script = list(answers)
 
-    def renew_lease(self, ctx: Any, instance_id: str, epoch: int | None) -> LeaseGrant:
+    def renew_lease(
+        self, ctx: Any, instance_id: str, epoch: int | None, position: int | None
+    ) -> LeaseGrant:
         self.asked.append((instance_id, epoch))
+        self.positions.append(position)
         self.clock.now += self.latency
         answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(answer, CoveError):
@@ -343,3 +362,14 @@ def test_the_renewal_loop_does_not_fence_a_primary_still_waiting_to_start(world:
     waiting.join(5)
     world.keeper.stop()
     assert world.manager.fences == 0 and start.count == 1
+
+
+def test_a_primary_s_renewals_carry_how_far_it_has_written(world: World) -> None:
+    grouped(world)
+    world.keeper.tick()
+    world.manager.replication.position = 8192
+    world.keeper.tick()
+    world.manager.replication.position = None  # it does not answer: the renewal goes anyway
+    world.keeper.tick()
+    assert world.conductor.positions == [4096, 8192, None]
+    assert world.manager.fences == 0

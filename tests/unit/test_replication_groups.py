@@ -288,6 +288,20 @@ def test_renew_lease_tells_a_replica_and_a_standalone_instance(db: Database) -> 
         assert (answered.answer, answered.epoch) == (LeaseAnswer.STANDALONE, None)
 
 
+def test_renewals_record_the_primary_s_position_until_another_is_named(db: Database) -> None:
+    primary, (replica, _) = formed(db)
+    with db.session() as s:
+        assert renew_lease(s, primary, None, LEASE_TTL, 5000).answer is LeaseAnswer.GRANTED
+    with db.session() as s:
+        renew_lease(s, primary, None, LEASE_TTL, None)  # it could not tell: the last stays
+    found = group(db, primary)
+    assert found is not None and found.primary_position == 5000
+    with db.session() as s:
+        name_primary(s, s.get(ReplicationGroup, found.id), replica, utcnow())
+    renamed = group(db, replica)
+    assert renamed is not None and renamed.primary_position is None
+
+
 def test_a_replica_being_detached_is_not_told_to_fence(db: Database) -> None:
     # Its guest promotes it before the row stops naming its source.
     _, (replica, _) = formed(db)

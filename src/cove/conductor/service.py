@@ -149,11 +149,13 @@ class Conductor:
             guest.payload = json.dumps(codec.to_wire(payload))
             guest.heartbeat_at = now
 
-    def renew_lease(self, ctx: RequestContext, instance_id: str, epoch: int | None) -> LeaseGrant:
-        """Extend the lease of a group's primary (a call: the agent needs the answer; see
-        ``cove.db.replication.renew_lease``)."""
+    def renew_lease(
+        self, ctx: RequestContext, instance_id: str, epoch: int | None, position: int | None
+    ) -> LeaseGrant:
+        """Extend the lease of a group's primary and record its written ``position`` (a call:
+        the agent needs the answer; see ``cove.db.replication.renew_lease``)."""
         with self.db.session() as s:
-            return renew_lease(s, instance_id, epoch, LEASE_TTL)
+            return renew_lease(s, instance_id, epoch, LEASE_TTL, position)
 
     def report(
         self,

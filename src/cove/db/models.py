@@ -206,6 +206,9 @@ class ReplicationGroup(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=1)
     #: Until when the primary's agent holds the group's lease (None: no lease yet).
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The primary's written position at its last renewal (the datastore's unit): what a
+    #: failover compares the replicas with, and counts the loss of asynchronous mode by.
+    primary_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     synchronous: Mapped[bool] = mapped_column(Boolean, default=False)
     auto_failover: Mapped[bool] = mapped_column(Boolean, default=True)
     #: The most a replica may be behind the primary's last known position to be promoted.

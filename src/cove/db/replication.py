@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cove.common.ids import new_id, utcnow
@@ -106,6 +106,7 @@ def name_primary(
     group.epoch += 1
     group.primary_id = new_primary_id
     group.lease_until = None
+    group.primary_position = None
     group.updated = now
     new = s.get(Instance, new_primary_id)
     old = s.get(Instance, old_primary_id)
@@ -144,7 +145,9 @@ def endpoint_owner(group_id: str, which: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_OID, f"cove-endpoint:{group_id}:{which}"))
 
 
-def renew_lease(s: Session, instance_id: str, epoch: int | None, ttl: float) -> LeaseGrant:
+def renew_lease(
+    s: Session, instance_id: str, epoch: int | None, ttl: float, position: int | None = None
+) -> LeaseGrant:
     """Extend the lease of ``instance_id``'s group to now + ``ttl`` if it is the group's
     primary (and ``epoch``, when given, is still the group's), by one conditional update: a
     renewal racing a failover either lands before the coordinator saw the lease lapse (and it
@@ -176,7 +179,10 @@ def renew_lease(s: Session, instance_id: str, epoch: int | None, ttl: float) -> 
     moved = s.execute(
         update(ReplicationGroup)
         .where(*conditions)
-        .values(lease_until=now + timedelta(seconds=ttl))
+        .values(
+            lease_until=now + timedelta(seconds=ttl),
+            primary_position=func.coalesce(position, ReplicationGroup.primary_position),
+        )
         .execution_options(synchronize_session=False)
     )
     if not moved.rowcount:  # type: ignore[attr-defined]

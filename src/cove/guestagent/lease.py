@@ -136,9 +136,12 @@ class LeaseKeeper:
     def _renew(self) -> LeaseGrant | None:
         """Ask the conductor; None when it did not answer. Fences the server when another
         instance is the primary."""
+        position = self._position()
         sent = self.clock()
         try:
-            grant = self.conductor.renew_lease(RequestContext(), self.instance_id, self._epoch)
+            grant = self.conductor.renew_lease(
+                RequestContext(), self.instance_id, self._epoch, position
+            )
         except CoveError as exc:
             LOG.warning("cannot renew the lease: %s", exc.message)
             return None
@@ -161,6 +164,17 @@ class LeaseKeeper:
     def fence_after_crash(self, what: str) -> None:
         """The primary's server exited by itself: keep it down (fenced) and stop renewing."""
         self._fence(f"the server stopped unexpectedly ({what})")
+
+    def _position(self) -> int | None:
+        """How far the primary has written, for the record a failover compares replicas
+        with; None when it cannot tell (or is no group's primary yet)."""
+        engine = self.manager.replication
+        if engine is None or not self.needs_lease():
+            return None
+        try:
+            return engine.state().position
+        except CoveError:
+            return None
 
     def _fence(self, why: str) -> None:
         if self.manager.fenced:

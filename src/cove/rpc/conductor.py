@@ -66,11 +66,20 @@ class ConductorClient(ServiceClient):
             sent_at=sent_at,
         )
 
-    def renew_lease(self, ctx: RequestContext, instance_id: str, epoch: int | None) -> LeaseGrant:
+    def renew_lease(
+        self, ctx: RequestContext, instance_id: str, epoch: int | None, position: int | None
+    ) -> LeaseGrant:
         """Extend the lease of the group whose primary ``instance_id`` is (``epoch``: the one
-        last granted, None after a change of role). Waits RENEW_TIMEOUT: a late answer counts
+        last granted, None after a change of role), recording how far it has written
+        (``position``, None when it cannot tell). Waits RENEW_TIMEOUT: a late answer counts
         from when the renewal was sent, so waiting longer gains nothing. Raises RpcTimeout,
         ServiceUnavailable."""
         return self._call(
-            ctx, "renew_lease", LeaseGrant, RENEW_TIMEOUT, instance_id=instance_id, epoch=epoch
+            ctx,
+            "renew_lease",
+            LeaseGrant,
+            RENEW_TIMEOUT,
+            instance_id=instance_id,
+            epoch=epoch,
+            position=position,
         )

@@ -259,6 +259,7 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
             group_id, new_id = group.id, group.primary_id
             candidates = [(m.id, m.replication_weight) for m in members(s, primary_id)]
             max_lag, synchronous = group.max_lag_bytes, group.synchronous
+            last_position = group.primary_position
         failover_id = _running_failover(tc, group_id)
         if failover_id is None:
             with tc.db.session() as s:
@@ -274,7 +275,7 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
             choice = choose(
                 GroupFacts(
                     tuple(_facts(tc, ctx, candidates)),
-                    primary_position=None,
+                    primary_position=last_position,
                     max_lag=max_lag,
                     synchronous=synchronous,
                 )
@@ -301,7 +302,14 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
                 epoch,
                 choice.reason,
             )
-            _record(tc, failover_id, new_primary_id=new_id, epoch=epoch)
+            _record(
+                tc,
+                failover_id,
+                new_primary_id=new_id,
+                epoch=epoch,
+                old_position=last_position,
+                lost_bytes=choice.behind,
+            )
         if not tc.driver.fence(primary_id):
             LOG.warning(
                 "could not fence instance %s through the driver; its agent fences itself when its "
