@@ -127,7 +127,9 @@ def sdk_flow(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> None:
     root_pw = sdk_root(run)
     sdk_restart(run, root_pw)
     sdk_backups(run, tiny)
+    replica = sdk_replicas(run)
     sdk_delete(run)
+    tc.call("instances", "delete", replica)
 
 
 def sdk_catalog(tc: TroveDriver, plane: ControlPlane, account: OscAccount) -> dict[str, Any]:
@@ -293,6 +295,38 @@ def sdk_backups(run: SdkInstance, tiny: dict[str, Any]) -> None:
     tc.call("instances", "delete", rid)
 
 
+def sdk_replicas(run: SdkInstance) -> str:
+    """A replica made with ``replica_of``, ``instances.promote_to_replica_source`` of it (the
+    source becomes its replica), and ``instances.eject_replica_source`` of the new source,
+    which reports, refused as a ``BadRequest`` in the API's words. Returns the new source,
+    which the flow's instance now follows (and may be deleted before it)."""
+    tc, iid = run.tc, run.iid
+    created = tc.request("instances", "create", "sdk-replica", replica_of=iid, attrs=["id"])
+    assert "error" not in created, created
+    rid = created["attrs"]["id"]
+    replica = sdk_wait_active(tc, rid, run.plane)
+    assert replica["replica_of"]["id"] == iid
+    tc.call("instances", "promote_to_replica_source", rid)
+
+    def promoted() -> dict[str, Any] | None:
+        inst: dict[str, Any] = tc.call("instances", "get", rid)
+        if inst["status"] == "ERROR":
+            raise AssertionError(f"instance went to ERROR: {inst}\n{run.plane.logs()}")
+        return inst if inst["status"] == "ACTIVE" else None
+
+    source = wait_for(promoted, BUILD_TIMEOUT, 0.3, f"instance {rid} to be the source")
+    assert not {"replica_of", "fault"} & source.keys(), source
+    assert [r["id"] for r in source["replicas"]] == [iid]
+    old = sdk_wait_active(tc, iid, run.plane)
+    assert old["replica_of"]["id"] == rid and "replicas" not in old, old
+    with connect(source, "app", run.app_pw, "orders") as conn:
+        conn.execute("INSERT INTO items VALUES (2)")
+    refused = tc.call_error("instances", "eject_replica_source", rid)
+    assert (refused["error"], refused["code"]) == ("BadRequest", 400), refused
+    assert "cannot be ejected as it has a current heartbeat" in refused["message"], refused
+    return str(rid)
+
+
 def sdk_delete(run: SdkInstance) -> None:
     """The deleted instance is gone from the API and its server no longer answers."""
     tc, iid = run.tc, run.iid
@@ -314,13 +348,20 @@ def sdk_delete(run: SdkInstance) -> None:
 
 
 def cli_wait_active(cli: OpenStackCli, ref: str, plane: ControlPlane) -> dict[str, Any]:
+    """Raises AssertionError, with the last view and the logs, on ERROR or a timeout."""
+    last: list[dict[str, Any]] = []
+
     def active() -> dict[str, Any] | None:
         shown: dict[str, Any] = cli.json("database", "instance", "show", ref)
+        last[:] = [shown]
         if shown["status"] == "ERROR":
             raise AssertionError(f"instance went to ERROR: {shown}\n{plane.logs()}")
         return shown if shown["status"] == "ACTIVE" else None
 
-    shown: dict[str, Any] = wait_for(active, BUILD_TIMEOUT, 0.3, f"instance {ref} to be ACTIVE")
+    try:
+        shown: dict[str, Any] = wait_for(active, BUILD_TIMEOUT, 0.3, f"instance {ref} to be ACTIVE")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {last}\n{plane.logs()}") from None
     return shown
 
 
@@ -505,7 +546,10 @@ def cli_backups(run: CliInstance, plane: ControlPlane) -> None:
 
 def cli_replicas(run: CliInstance, plane: ControlPlane) -> None:
     """`openstack database instance create --replica-of` (by the source's name, as users type
-    it), the replica read with the source's user, then `instance detach`."""
+    it), the replica read with the source's user; `instance promote` makes it the
+    source (and the source its replica), `instance eject` of a source that reports is
+    refused in the API's words, a second switchover gives the source its place back, then
+    `instance detach`."""
     cli = run.cli
     created = cli.json("database", "instance", "create", "cli-replica", "--replica-of", run.name)
     replica = cli_wait_active(cli, created["id"], plane)
@@ -515,6 +559,24 @@ def cli_replicas(run: CliInstance, plane: ControlPlane) -> None:
         assert conn.execute("SELECT id FROM items").fetchall() == [(7,)]
     source = cli.json("database", "instance", "show", run.iid)
     assert created["id"] in str(source["replicas"])
+
+    cli_switchover(cli, plane, "cli-replica", created["id"], run.iid)
+    with connect(inst, "app", run.app_pw, "orders") as conn:
+        conn.execute("INSERT INTO items VALUES (8)")
+    wait_for(
+        lambda: rows_of(run.inst, run.app_pw) == [(7,), (8,)],
+        60,
+        0.3,
+        "the new source's write on the old one",
+    )
+    refused = cli.run("database", "instance", "eject", created["id"])
+    assert refused.returncode == 1, refused
+    assert (
+        f"Replica source {created['id']} cannot be ejected as it has a current heartbeat; "
+        "promote one of its replicas instead. (HTTP 400)"
+    ) in refused.stderr, refused.stderr
+    cli_switchover(cli, plane, run.name, run.iid, created["id"])
+
     cli.ok("database", "instance", "detach", created["id"])
     wait_for(
         lambda: "replica_of" not in cli.json("database", "instance", "show", created["id"]),
@@ -524,6 +586,38 @@ def cli_replicas(run: CliInstance, plane: ControlPlane) -> None:
     )
     cli_wait_active(cli, created["id"], plane)
     cli.ok("database", "instance", "delete", created["id"])
+
+
+def rows_of(inst: dict[str, Any], app_pw: str) -> list[tuple[Any, ...]] | None:
+    """The rows of ``items`` as ``app`` reads them; None while the server does not answer."""
+    try:
+        with connect(inst, "app", app_pw, "orders") as conn:
+            return conn.execute("SELECT id FROM items ORDER BY id").fetchall()
+    except psycopg.OperationalError:
+        return None
+
+
+def cli_switchover(
+    cli: OpenStackCli, plane: ControlPlane, ref: str, replica: str, source: str
+) -> None:
+    """`instance promote <ref>` (a name or an id) as OSC users type it: the replica
+    ``replica`` becomes the source of ``source``, as `instance show` tells."""
+    cli.ok("database", "instance", "promote", ref)
+
+    def promoted() -> dict[str, Any] | None:
+        shown: dict[str, Any] = cli.json("database", "instance", "show", replica)
+        if shown["status"] == "ERROR":
+            raise AssertionError(f"instance went to ERROR: {shown}\n{plane.logs()}")
+        if shown["status"] != "ACTIVE":
+            return None
+        assert "replica_of" not in shown, shown  # ACTIVE again: the switchover ended
+        return shown
+
+    shown = wait_for(promoted, BUILD_TIMEOUT, 0.3, f"instance {replica} to be the source")
+    assert "fault" not in shown, shown
+    assert source in str(shown["replicas"])
+    old = cli_wait_active(cli, source, plane)
+    assert old["replica_of"] == replica and "replicas" not in old, old
 
 
 def cli_configuration_and_resize(run: CliInstance, root_pw: str, plane: ControlPlane) -> None:

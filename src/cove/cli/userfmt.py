@@ -200,6 +200,9 @@ def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("configuration", _configuration(inst)),
         ("replica_of", (inst.get("replica_of") or {}).get("id")),
         ("replicas", [r.get("id") for r in inst.get("replicas") or []] or None),
+        ("read_write", (inst.get("endpoints") or {}).get("read_write")),
+        ("read_only", (inst.get("endpoints") or {}).get("read_only")),
+        ("replication", _replication(inst)),
         ("hostname", inst.get("hostname")),
         ("addresses", addresses),
         ("port", inst.get("port")),
@@ -207,6 +210,16 @@ def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("updated", inst.get("updated")),
         ("fault", (inst.get("fault") or {}).get("message")),
     ]
+
+
+def _replication(inst: Mapping[str, Any]) -> str | None:
+    """A group member's replication settings in one line."""
+    found = inst.get("replication")
+    if not found:
+        return None
+    mode = "synchronous" if found.get("synchronous") else "asynchronous"
+    failover = "automatic failover" if found.get("auto_failover") else "no automatic failover"
+    return f"{mode}, {failover}, weight {found.get('weight')}"
 
 
 def _configuration(inst: Mapping[str, Any]) -> str | None:

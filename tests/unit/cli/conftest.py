@@ -10,7 +10,7 @@ import pytest
 from fake_cove import FakeCove, isolate, write_clouds
 
 from cove.cli.user import client as cli_client
-from cove.cli.user import instances as cli_instances
+from cove.cli.user import waiting as cli_waiting
 
 
 @pytest.fixture
@@ -28,5 +28,5 @@ def cove(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCove:
     isolate(monkeypatch, tmp_path)
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(write_clouds(tmp_path / "conf.yaml")))
     monkeypatch.setattr(cli_client, "make_http_client", factory)
-    monkeypatch.setattr(cli_instances, "POLL_INTERVAL", 0.0)
+    monkeypatch.setattr(cli_waiting, "POLL_INTERVAL", 0.0)
     return fake

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user import instances as waiting
+from cove.cli.user import waiting
 from cove.cli.user.client import App, inst_path, need
 from cove.cli.userfmt import Body
 

@@ -1,116 +1,40 @@
-"""The ``cove instance`` commands, and ``--wait``: polling an instance until a change is done.
-
-Tests set :data:`POLL_INTERVAL` here to 0.
-"""
+"""The ``cove instance`` commands; the replication ones are in :mod:`.replicas`, and ``--wait``
+in :mod:`.waiting`."""
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import ApiError, App, inst_path, need
+from cove.cli.user import replicas
+from cove.cli.user.client import App, inst_path, need
 from cove.cli.user.configurations import resolve_group
+from cove.cli.user.waiting import wait_for, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body
 
-#: Seconds between two status polls of ``--wait``; tests set it to 0.
-POLL_INTERVAL = 0.5
 
+def show_instance(app: App, inst: Body, failover: Body | None = None) -> None:
+    """The instance's fields; ``failover``, its group's latest, goes after its replicas."""
 
-class StoppedWaiting(click.ClickException):
-    """Ctrl-C during ``--wait``: the change goes on, only the CLI stops watching."""
+    def render() -> str:
+        items = fmt.instance_pairs(inst)
+        if failover is not None:
+            at = next((n for n, (k, _) in enumerate(items) if k == "replicas"), len(items)) + 1
+            items.insert(at, ("last_failover", replicas.failover_line(failover)))
+        return fmt.pairs(items)
 
-    exit_code = 130
-
-
-class _Progress:
-    """Status and elapsed time on stderr: rewritten in place on a terminal, else one line per
-    status change so that logs stay readable."""
-
-    def __init__(self) -> None:
-        self._tty = sys.stderr.isatty()
-        self._last: str | None = None
-        self._open = False
-
-    def show(self, label: str, elapsed: float) -> None:
-        line = f"{label} ({elapsed:.1f}s)"
-        if self._tty:
-            click.echo(f"\r{line}\x1b[K", err=True, nl=False)
-            self._open = True
-        elif label != self._last:
-            click.echo(line, err=True)
-        self._last = label
-
-    def end(self) -> None:
-        if self._open:
-            click.echo("", err=True)
-            self._open = False
-
-
-def wait_for(app: App, instance_id: str, *, gone: bool, timeout: float) -> Body | None:
-    """Poll an instance until it is ACTIVE (or, with ``gone``, until it no longer exists).
-
-    Returns the last instance view (None once gone). Raises click.ClickException when the
-    instance goes to ERROR, when ``timeout`` seconds pass, or on Ctrl-C.
-    """
-    progress = _Progress()
-    start = time.monotonic()
-    try:
-        while True:
-            elapsed = time.monotonic() - start
-            try:
-                inst = need(app.api.get(inst_path(instance_id)), "instance")
-            except ApiError as exc:
-                if gone and exc.code == 404:
-                    progress.show("DELETED", elapsed)
-                    return None
-                raise
-            status = str(inst.get("status") or "UNKNOWN")
-            progress.show(fmt.status_label(inst), elapsed)
-            if status == "ERROR":
-                raise click.ClickException(
-                    f"instance {instance_id} is in ERROR: {fmt.fault_message(inst)}"
-                )
-            if status == "ACTIVE" and not gone:
-                return dict(inst)
-            if elapsed >= timeout:
-                raise click.ClickException(
-                    f"gave up waiting after {timeout:g} s: instance {instance_id} is {status}; "
-                    f"it carries on in the background (see 'cove instance show {instance_id}')"
-                )
-            time.sleep(POLL_INTERVAL)
-    except KeyboardInterrupt:
-        raise StoppedWaiting(
-            f"stopped waiting; instance {instance_id} carries on in the background"
-        ) from None
-    finally:
-        progress.end()
-
-
-wait_option = click.option("--wait", is_flag=True, help="Wait until the change is done.")
-
-
-def wait_timeout_option(default: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--wait-timeout",
-        type=click.FloatRange(min=0),
-        default=default,
-        show_default=True,
-        help="Seconds to wait before giving up (with --wait).",
-    )
-
-
-def show_instance(app: App, inst: Body) -> None:
-    app.output({"instance": inst}, lambda: fmt.pairs(fmt.instance_pairs(inst)))
+    app.output({"instance": inst}, render)
 
 
 @click.group("instance")
 def instance() -> None:
     """Create, inspect and manage instances."""
+
+
+for _command in replicas.COMMANDS:
+    instance.add_command(_command)
 
 
 def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
@@ -214,9 +138,10 @@ def instance_create(
                 "--restore-time": restore_time,
             }
         )
-        _create_replicas(
+        inst = replicas.create_replicas(
             app, name, replica_of, replica_count, network, configuration, wait, wait_timeout
         )
+        show_instance(app, inst)
         return
     if replica_count is not None:
         raise click.UsageError("--replica-count needs --replica-of.")
@@ -276,8 +201,11 @@ def instance_list(app: App, all_projects: bool) -> None:
 @click.argument("instance_id", metavar="ID")
 @click.pass_obj
 def instance_show(app: App, instance_id: str) -> None:
-    """Show instance ID."""
-    show_instance(app, need(app.api.get(inst_path(instance_id)), "instance"))
+    """Show instance ID (and, in a replication group, the group's latest failover)."""
+    inst = need(app.api.get(inst_path(instance_id)), "instance")
+    # --json prints the API's answer alone: the failovers have a command of their own.
+    failover = None if app.json_output else replicas.latest_failover(app, inst)
+    show_instance(app, inst, failover)
 
 
 def _refuse_for_replica(options: dict[str, object]) -> None:
@@ -288,58 +216,6 @@ def _refuse_for_replica(options: dict[str, object]) -> None:
             f"A replica takes {', '.join(given)} from its source; leave "
             f"{'it' if len(given) == 1 else 'them'} out with --replica-of."
         )
-
-
-def _create_replicas(
-    app: App,
-    name: str,
-    source: str,
-    count: int | None,
-    network: str | None,
-    configuration: str | None,
-    wait: bool,
-    wait_timeout: float,
-) -> None:
-    """``instance create --replica-of``: the name, the count and (when given) the network and
-    the configuration group go with the request; with ``wait``, waits for the new replicas."""
-    req: Body = {"name": name, "replica_of": source}
-    if count is not None:
-        req["replica_count"] = count
-    if network:
-        req["nics"] = [{"net-id": network}]
-    if configuration:
-        req["configuration"] = resolve_group(app, configuration)
-    before = _replica_ids(app, source) if wait else set()
-    inst = need(app.api.request("POST", "instances", {"instance": req}), "instance")
-    if wait:
-        for replica in sorted(_replica_ids(app, source) - before) or [str(inst["id"])]:
-            wait_for(app, replica, gone=False, timeout=wait_timeout)
-        inst = need(app.api.get(inst_path(str(inst["id"]))), "instance")
-    show_instance(app, inst)
-
-
-def _replica_ids(app: App, source: str) -> set[str]:
-    shown = need(app.api.get(inst_path(source)), "instance")
-    return {str(r["id"]) for r in shown.get("replicas") or []}
-
-
-@instance.command("detach-replica")
-@click.argument("instance_id", metavar="ID")
-@wait_option
-@wait_timeout_option(600)
-@click.pass_obj
-def instance_detach_replica(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
-    """Make replica ID a standalone, writable instance (it keeps the data it replicated)."""
-    app.api.request("PUT", inst_path(instance_id), {"instance": {"replica_of": None}})
-    if wait:
-        inst = wait_for(app, instance_id, gone=False, timeout=wait_timeout) or {}
-        if inst.get("replica_of"):
-            raise click.ClickException(
-                f"instance {instance_id} is still a replica: {fmt.fault_message(inst)}"
-            )
-        app.done(f"Instance {instance_id} is no longer a replica.")
-    else:
-        app.done(f"Instance {instance_id} is being detached from its source.")
 
 
 @instance.command("restore-window")
