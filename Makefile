@@ -46,6 +46,7 @@ bench: install
 	$(VENV)/bin/python bench/recovery.py
 	$(VENV)/bin/python bench/api.py
 	$(VENV)/bin/python bench/backup.py
+	$(VENV)/bin/python bench/failover.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

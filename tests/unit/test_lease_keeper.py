@@ -373,3 +373,40 @@ def test_a_primary_s_renewals_carry_how_far_it_has_written(world: World) -> None
     world.keeper.tick()
     assert world.conductor.positions == [4096, 8192, None]
     assert world.manager.fences == 0
+
+
+def test_the_watchdog_fences_at_the_deadline_while_a_renewal_still_waits(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lease, "WATCHDOG", 0.001)
+    grouped(world)
+    world.at(0.0)
+    watchdog = threading.Thread(target=world.keeper.run_watchdog, daemon=True)
+    watchdog.start()
+    try:
+        world.clock.now = 100.0 + HOLD - 0.01  # a renewal is under way, not answered yet
+        time.sleep(0.05)
+        assert world.manager.fences == 0
+        world.clock.now = 100.0 + PAST
+        until(lambda: world.manager.fences == 1)
+    finally:
+        world.keeper.stop()
+        watchdog.join(5)
+
+
+def test_an_adopted_primary_is_fenced_unless_a_renewal_is_granted_in_time(world: World) -> None:
+    grouped(world)
+    world.clock.now = 100.0
+    world.keeper.assume_held()  # a new agent found the server running
+    world.conductor.answer(RpcTimeout("no answer"))
+    world.at(HOLD - 0.01)
+    assert world.manager.fences == 0
+    world.at(PAST)
+    assert world.manager.fences == 1
+
+
+def test_a_grant_says_whether_a_crashed_primary_waits_for_a_failover(world: World) -> None:
+    grouped(world)
+    world.conductor.answer(LeaseGrant(LeaseAnswer.GRANTED, 4, auto_failover=False))
+    world.at(0.0)
+    assert world.keeper.holds() and world.keeper.auto_failover is False

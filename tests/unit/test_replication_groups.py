@@ -554,3 +554,31 @@ def test_only_one_pass_moves_an_old_primary_with_two_promoted_failovers(tc: Task
     with tc.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Failover)) == 2
     assert rejoins_due(tc) == [old]
+
+
+def test_a_switchover_under_way_is_left_to_itself(tc: TaskContext) -> None:
+    due = lapsed(tc.db)
+    (replica,) = [m for m in _members(tc.db, due)]
+    set_row(tc.db, replica, task=Task.PROMOTING.value)
+    assert start_failovers(tc) == []
+    set_row(tc.db, replica, task=Task.NONE.value)
+    assert start_failovers(tc) == [due]
+
+
+def test_a_renewal_after_the_look_wins_over_the_coordinator(tc: TaskContext) -> None:
+    due = lapsed(tc.db)
+    set_group(tc.db, due, lease_until=utcnow() + timedelta(seconds=1))
+    assert start_failovers(tc) == []
+    assert row(tc.db, due).task == Task.NONE.value and failovers(tc.db) == []
+
+
+def test_a_grant_tells_whether_the_group_fails_over_by_itself(db: Database) -> None:
+    primary, _ = formed(db, replicas=1)
+    assert renew(db, primary, None).auto_failover is True
+    set_group(db, primary, auto_failover=False)
+    assert renew(db, primary, None).auto_failover is False
+
+
+def _members(db: Database, primary: str) -> list[str]:
+    with db.session() as s:
+        return [m.id for m in members(s, primary)]

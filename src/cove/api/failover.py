@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
 from cove.api.instances import tell_task_managers
@@ -87,6 +89,7 @@ def promote_to_replica_source(
         lock_project(s, project_id)
         if get_instance(s, source_id).task != Task.NONE.value:
             raise InstanceNotReady(f"Instance {source_id} is not ready. (Status is busy).")
+        _refuse_a_second_change(s, source_id)
         if not transition(s, instance_id, {Task.NONE}, Task.PROMOTING, utcnow()):
             raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
     tell_task_managers(
@@ -116,11 +119,22 @@ def eject_replica_source(
         )
     with c.db.session() as s:
         lock_project(s, project_id)
+        _refuse_a_second_change(s, instance_id)
         if not transition(s, instance_id, {Task.NONE}, Task.EJECTING, now):
             raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")
         group = ensure_group(s, instance_id, now)
         start_failover(s, group, FailoverKind.EJECT, "eject_replica_source was asked", now)
     tell_task_managers(instance_id, "eject", lambda: c.taskmanager.eject_primary(ctx, instance_id))
+
+
+def _refuse_a_second_change(s: Session, primary_id: str) -> None:
+    """One change of primary at a time per group: a replica being promoted has fenced the
+    primary already. Raises InstanceNotReady."""
+    busy = [m.id for m in members(s, primary_id) if m.task == Task.PROMOTING.value]
+    if busy:
+        raise InstanceNotReady(
+            f"Instance {busy[0]} is being promoted to replica source; try again once it is done."
+        )
 
 
 def failover_history(c: ApiContext, project_id: str, instance_id: str) -> list[dict[str, Any]]:

@@ -102,7 +102,6 @@ def render(
             f"    bind {group.rw_address}:{group.port}",
             f"    default_backend rw_{key}",
             f"backend rw_{key}",
-            # When the primary changes, the clients of the old one are cut off at once.
             f"    server primary {where}{'' if primary else ' disabled'}"
             " on-marked-down shutdown-sessions",
             f"frontend ro_{key}",
@@ -174,6 +173,9 @@ class HAProxy:
                 f"set server {server} addr {group.primary.address} port {group.primary.port}"
             )
             self._command(f"set server {server} state ready")
+        # A new address takes new connections only: the old primary's clients are cut off,
+        # so none goes on writing to a server that is being replaced.
+        self._command(f"shutdown sessions server {server}")
         LOG.info("the read-write endpoint of group %s reaches %s", group.group_id, group.primary)
 
     def _command(self, line: str) -> str:
@@ -186,7 +188,8 @@ class HAProxy:
                 chunks.append(chunk)
         answer = b"".join(chunks).decode(errors="replace").strip()
         if answer and not answer.startswith(("IP changed", "no need to change")):
-            LOG.warning("HAProxy answered %r to %r", answer, line)
+            # Not recorded as applied: the next call tries again.
+            raise OSError(f"HAProxy answered {answer!r} to {line!r}")
         return answer
 
     def _reload(self) -> None:

@@ -187,7 +187,7 @@ def renew_lease(
     )
     if not moved.rowcount:  # type: ignore[attr-defined]
         return LeaseGrant(LeaseAnswer.REPLICA, group.epoch)
-    return LeaseGrant(LeaseAnswer.GRANTED, group.epoch)
+    return LeaseGrant(LeaseAnswer.GRANTED, group.epoch, group.auto_failover)
 
 
 def start_failover(

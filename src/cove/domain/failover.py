@@ -137,3 +137,6 @@ class LeaseGrant:
 
     answer: LeaseAnswer
     epoch: int | None = None
+    #: Whether the group fails over by itself (a crashed primary is then not started again
+    #: in place: its lease lapses and a replica takes over).
+    auto_failover: bool = True

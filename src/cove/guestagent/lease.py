@@ -32,6 +32,8 @@ LOG = logging.getLogger(__name__)
 
 #: The marker of an instance that was a group's primary when it last asked.
 GROUP_MARKER = "replication-group"
+#: How often the watchdog looks at the lease's deadline (seconds).
+WATCHDOG = 0.05
 #: How often an instance that is in no group asks whether it has become a group's primary.
 IDLE_POLL = 5.0
 
@@ -53,6 +55,8 @@ class LeaseKeeper:
         self._epoch: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        #: The group's automatic failover, as the last grant said.
+        self.auto_failover = True
 
     @property
     def grouped(self) -> bool:
@@ -81,6 +85,25 @@ class LeaseKeeper:
         self._epoch = None
         self._lease = AgentLease(None)
         self._wake.set()
+
+    def assume_held(self) -> None:
+        """Count the lease as renewed now, for a server that already takes writes (one a new
+        agent adopted, or one unfenced): unless a renewal is granted within the deadline, the
+        watchdog fences it."""
+        if self.needs_lease():
+            self._lease = AgentLease(self.clock())
+        self._wake.set()
+
+    def run_watchdog(self) -> None:
+        """Fence the server the moment the lease's deadline passes, whatever a renewal under
+        way is waiting for (on its own thread: a renewal may wait a second for the conductor,
+        and reading the position for the server)."""
+        while not self._stop.wait(WATCHDOG):
+            lease = self._lease
+            if lease.sent_at is None or not lease.fenced(self.clock()):
+                continue
+            if self.needs_lease():
+                self._fence("the lease lapsed")
 
     def wake(self) -> None:
         """Renew now rather than at the next interval (the instance may have just become a
@@ -151,6 +174,7 @@ class LeaseKeeper:
                 LOG.info("the instance is its replication group's primary (epoch %s)", grant.epoch)
             self._lease = AgentLease(sent)
             self._epoch = grant.epoch
+            self.auto_failover = grant.auto_failover
         elif grant.answer is LeaseAnswer.STANDALONE:
             if self.grouped:
                 LOG.info("the instance is in no replication group any more")

@@ -99,7 +99,10 @@ def run(config: GuestSettings) -> int:
         except CoveError as exc:
             LOG.error("cannot start the database server: %s", exc.message)
 
-    if manager.prepared and not manager.adopt():
+    if manager.prepared and manager.adopt():
+        # A primary that kept running while its agent was away holds no lease of this agent's.
+        service.lease.assume_held()
+    elif manager.prepared:
         if service.lease.needs_lease():
             # A group's primary waits for the conductor's word before it takes writes.
             threading.Thread(
@@ -115,6 +118,7 @@ def run(config: GuestSettings) -> int:
     beats = threading.Thread(target=service.run_heartbeats, name="heartbeat", daemon=True)
     beats.start()
     threading.Thread(target=service.lease.run, name="lease", daemon=True).start()
+    threading.Thread(target=service.lease.run_watchdog, name="lease-watchdog", daemon=True).start()
     LOG.info("guest agent for instance %s serving %s", config.instance_id, topic)
     server.serve_forever()
     bus.close()

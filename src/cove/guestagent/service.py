@@ -153,7 +153,7 @@ class GuestService:
         # Before prepare is done, and during a restart or prepare asked of the agent, a server
         # that exits is that work's failure, which it reports itself.
         if self.manager.prepared and self._busy is None:
-            if self.lease.holds():
+            if self.lease.holds() and self.lease.auto_failover:
                 # A group's primary is not started again in place: it is fenced, its lease
                 # lapses and a replica takes its place within LEASE_TTL.
                 self._server_report(ServerOutcome.CRASHED, what)
@@ -334,6 +334,7 @@ class GuestService:
         with self._op_lock:
             self.manager.unfence()
         self.lease.forget()
+        self.lease.assume_held()
         self._beat_now.set()
 
     def follow_primary(self, ctx: RequestContext, source: ReplicaSource) -> None:

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import aliased
 
 from cove.common.errors import CoveError, GuestError
@@ -55,6 +55,9 @@ PROMOTE_DEADLINE = 60.0
 #: How a failed rejoin's fault begins, and how long until it is tried again.
 REJOIN_FAULT = "Rejoining as a replica of"
 REJOIN_RETRY = timedelta(seconds=30)
+#: How long until the coordinator looks again at a group whose eject found no replica to
+#: promote (its primary's agent, if it answers again, renews the lease meanwhile).
+NO_CANDIDATE_RETRY = timedelta(seconds=10)
 
 
 def _guest(
@@ -286,6 +289,10 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
                 _record(tc, failover_id, state=FailoverState.FAILED.value, message=fault)
                 with tc.db.session() as s:
                     end_task(s, primary_id, Task.EJECTING, Task.NONE, fault, utcnow())
+                    # The coordinator looks again once this "lease" lapses in turn.
+                    retry = group_of(s, primary_id)
+                    if retry is not None:
+                        retry.lease_until = utcnow() + NO_CANDIDATE_RETRY
                 # Nothing took its place: where its agent still answers, it serves again.
                 with contextlib.suppress(CoveError):
                     _guest(tc, primary_id, STATE_TIMEOUT).unfence_primary(ctx)
@@ -439,27 +446,52 @@ def start_failovers(tc: TaskContext) -> list[str]:
                     member.replica_of_id == ReplicationGroup.primary_id,
                     member.deleted.is_(False),
                 ),
+                # A switchover under way fences the primary itself: its lease lapses, and
+                # the switchover, not the coordinator, names the new one.
+                ~exists().where(
+                    member.replica_of_id == ReplicationGroup.primary_id,
+                    member.task == Task.PROMOTING.value,
+                ),
             )
         ).all()
     started = []
     for group_id, primary_id, until in rows:
-        with tc.db.session() as s:
-            if not transition(s, primary_id, {Task.NONE}, Task.EJECTING, now):
-                continue
-            group = s.get(ReplicationGroup, group_id)
-            if group is None:
-                continue
-            start_failover(
-                s,
-                group,
-                FailoverKind.AUTOMATIC,
-                f"the primary's lease lapsed at {until:%Y-%m-%d %H:%M:%S.%f} UTC",
-                now,
-            )
-            group.lease_until = None
+        try:
+            with tc.db.session() as s:
+                # Still lapsed now, in the transaction that sets EJECTING: a renewal that
+                # landed since the look above wins, and nothing starts.
+                cleared = s.execute(
+                    update(ReplicationGroup)
+                    .where(
+                        ReplicationGroup.id == group_id,
+                        ReplicationGroup.primary_id == primary_id,
+                        ReplicationGroup.lease_until < utcnow(),
+                    )
+                    .values(lease_until=None)
+                    .execution_options(synchronize_session=False)
+                )
+                if not cleared.rowcount:  # type: ignore[attr-defined]
+                    continue
+                if not transition(s, primary_id, {Task.NONE}, Task.EJECTING, now):
+                    raise _NotStarted
+                group = s.get(ReplicationGroup, group_id)
+                assert group is not None  # the update above found it
+                start_failover(
+                    s,
+                    group,
+                    FailoverKind.AUTOMATIC,
+                    f"the primary's lease lapsed at {until:%Y-%m-%d %H:%M:%S.%f} UTC",
+                    now,
+                )
+        except _NotStarted:
+            continue
         LOG.warning("the lease of primary %s lapsed; failing over", primary_id)
         started.append(primary_id)
     return started
+
+
+class _NotStarted(Exception):
+    """Rolls back a coordinator's transaction whose task could not be moved."""
 
 
 def rejoins_due(tc: TaskContext) -> list[str]:
