@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -32,6 +33,21 @@ CLIENT_ERRORS = (psycopg.Error, pymysql.err.MySQLError, redis.exceptions.RedisEr
 @pytest.fixture(params=sorted(DATASTORES))
 def ds(request: pytest.FixtureRequest) -> Datastore:
     return DATASTORES[request.param]
+
+
+@pytest.fixture(autouse=True)
+def no_group_left(cove_up: ControlPlane) -> Iterator[None]:
+    """Every instance a test leaves (a failed one leaves whole groups) is deleted after it, so
+    the project's quota is free for the next tests: a source goes once its replicas have."""
+    yield
+
+    def gone() -> bool:
+        left = cove_up.http.get("/instances").json().get("instances") or []
+        for inst in left:
+            cove_up.http.delete(f"/instances/{inst['id']}")
+        return not left
+
+    wait_for(gone, 240, 1.0, "the test's instances deleted")
 
 
 def login(ds: Datastore, inst: dict[str, Any]) -> Any:
@@ -171,7 +187,8 @@ def pause_host(plane: ControlPlane, ds: Datastore, iid: str) -> float:
     children = pids(lambda _argv, pid: parent_pid(pid) == server)
     PAUSED[:] = [*agents, server, *children]
     for pid in PAUSED:
-        os.kill(pid, signal.SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):  # a child that ended since the listing
+            os.kill(pid, signal.SIGSTOP)
     return time.monotonic()
 
 

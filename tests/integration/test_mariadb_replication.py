@@ -8,19 +8,21 @@ good, and in synchronous mode a commit returns only once a replica holds it."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
+import replication_helpers
 from guesthost import Host
+from replication_helpers import ProcWatch, files_holding, logs
 
-from cove.common.errors import BadRequest, GuestError, RpcTimeout, ServiceUnavailable
+from cove.common.errors import BadRequest, GuestError, ServiceUnavailable
 from cove.domain.guest import GuestSettings
 from cove.domain.replication import ReplicaSource
 from cove.domain.specs import DatabaseSpec, UserSpec
@@ -42,26 +44,10 @@ ER_SPECIFIC_ACCESS_DENIED = 1227
 ER_TABLEACCESS_DENIED = 1142
 ER_DBACCESS_DENIED = 1044
 
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Wait until ``check`` holds, asking again until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.1)
-
-
-def prepare(guest: GuestClient, *args: Any, **kwargs: Any) -> None:
-    """``prepare``, asked again while a slow one runs, as the task manager does."""
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            guest.prepare(CTX, *args, **kwargs)
-            return
-        except RpcTimeout:
-            if time.monotonic() > deadline:
-                raise
+#: The shared helpers with this module's longer deadlines and slower polling (MariaDB copies
+#: and applies slowly).
+eventually = functools.partial(replication_helpers.eventually, timeout=DEADLINE, interval=0.1)
+prepare = functools.partial(replication_helpers.prepare, deadline=300.0)
 
 
 def login(
@@ -118,61 +104,6 @@ def as_agent(home: Path, sql: str) -> Any:
     ):
         cur.execute(sql)
         return cur.fetchall()
-
-
-class ProcWatch:
-    """Scans every process's command line and environment in a thread until stopped,
-    recording those that show ``secrets``."""
-
-    def __init__(self, *secrets_: str) -> None:
-        self.needles = [s.encode() for s in secrets_]
-        self.found: list[str] = []
-        self.rounds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.scan()
-
-    def scan(self) -> None:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            for which in ("cmdline", "environ"):
-                try:
-                    data = Path(entry.path, which).read_bytes()
-                except (FileNotFoundError, ProcessLookupError, PermissionError):
-                    continue  # ended meanwhile, or another user's
-                if any(n in data for n in self.needles):
-                    self.found.append(f"{entry.name} {which}: {data[:200]!r}")
-        self.rounds += 1
-
-    def __enter__(self) -> ProcWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
-def files_holding(root: Path, needle: bytes) -> dict[Path, int]:
-    """The files under ``root`` that hold ``needle``, with their modes."""
-    found = {}
-    for top, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(top, name)
-            try:
-                if path.is_file() and needle in path.read_bytes():  # not a socket
-                    found[path] = path.stat().st_mode & 0o777
-            except FileNotFoundError:  # the server removed it meanwhile
-                continue
-    return found
-
-
-def logs(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and ("log" in p.parts or p.suffix == ".log")]
 
 
 @dataclasses.dataclass
@@ -579,7 +510,9 @@ def test_in_synchronous_mode_a_commit_returns_once_a_replica_holds_it(
     assert int(semi_sync(primary)["rpl_semi_sync_master_yes_tx"]) == acknowledged + 1
     # MariaDB acknowledges what the replica received, not what it applied: the order is
     # visible there a moment later.
-    eventually(lambda: holds(replica.spec, 1001), "the acknowledged order on the replica", 5)
+    eventually(
+        lambda: holds(replica.spec, 1001), "the acknowledged order on the replica", timeout=5
+    )
 
     # While the replica receives nothing, a commit does not return, however long it waits.
     as_agent(replica.home, "STOP SLAVE IO_THREAD")

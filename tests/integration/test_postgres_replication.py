@@ -11,15 +11,15 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from guesthost import Host
+from replication_helpers import ProcWatch, eventually, files_holding, logs, prepare
 
-from cove.common.errors import GuestError, RpcTimeout
+from cove.common.errors import GuestError
 from cove.compute.discovery import find_postgresql
 from cove.domain.backups import BackupJob, JobState, SealKey, StoreSpec
 from cove.domain.guest import GuestSettings
@@ -38,30 +38,6 @@ CTX = RequestContext()
 APP_PASSWORD = "app-Secret-1"
 #: Generous: the machine is shared, and a loaded one copies and replays slowly.
 DEADLINE = 90.0
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Wait until ``check`` holds, asking again until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def prepare(guest: GuestClient, *args: Any, **kwargs: Any) -> None:
-    """``prepare``, asked again while a slow one runs, as the task manager does (each call
-    waits 20 s; one asked again waits for the one under way)."""
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            guest.prepare(CTX, *args, **kwargs)
-            return
-        except RpcTimeout:
-            if time.monotonic() > deadline:
-                raise
 
 
 def pg(spec: GuestSettings, dbname: str = "shop") -> psycopg.Connection[Any]:
@@ -91,70 +67,6 @@ def count(spec: GuestSettings) -> int:
         row = conn.execute("SELECT count(*) FROM orders").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def proc_texts() -> Iterator[tuple[int, str, bytes]]:
-    """Every process's command line and environment, as (pid, which, bytes). A process may end
-    between the listing and the read (its files vanish, or read as gone): it is skipped."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        for which in ("cmdline", "environ"):
-            try:
-                data = Path(entry.path, which).read_bytes()
-            except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
-                continue
-            except PermissionError:  # another user's, in an unprivileged run (not the agents')
-                continue
-            yield int(entry.name), which, data
-
-
-class ProcWatch:
-    """Scans /proc in a thread until stopped, recording every process that shows ``secrets``
-    on its command line or in its environment."""
-
-    def __init__(self, *secrets_: str) -> None:
-        self.needles = [s.encode() for s in secrets_]
-        self.found: list[str] = []
-        self.rounds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.scan()
-
-    def scan(self) -> None:
-        for pid, which, data in proc_texts():
-            if any(n in data for n in self.needles):
-                self.found.append(f"{pid} {which}: {data[:200]!r}")
-        self.rounds += 1
-
-    def __enter__(self) -> ProcWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
-def files_holding(root: Path, needle: bytes) -> dict[Path, int]:
-    """The files under ``root`` that hold ``needle``, with their modes."""
-    found = {}
-    for top, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(top, name)
-            try:
-                if path.is_file() and needle in path.read_bytes():  # not a socket
-                    found[path] = path.stat().st_mode & 0o777
-            except FileNotFoundError:  # the server removed it meanwhile
-                continue
-    return found
-
-
-def logs(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and ("log" in p.parts or p.suffix == ".log")]
 
 
 def store_for(host: Host) -> StoreSpec:

@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ import redis
 from guesthost import Host
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from replication_helpers import ProcWatch, eventually, files_holding, logs, prepare
 
-from cove.common.errors import CoveError, GuestError, RpcTimeout
+from cove.common.errors import CoveError, GuestError
 from cove.compute.base import ComputeState
 from cove.domain.guest import GuestSettings
 from cove.domain.replication import ReplicaSource
@@ -38,31 +39,6 @@ pytestmark = [
 
 CTX = RequestContext()
 ROOT_PASSWORD = "root-Secret-Rq71"
-#: Generous: the machine is shared, and a loaded one syncs slowly.
-DEADLINE = 90.0
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Wait until ``check`` holds, asking again until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def prepare(guest: GuestClient, *args: Any, **kwargs: Any) -> None:
-    """``prepare``, asked again while a slow one runs, as the task manager does."""
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            guest.prepare(CTX, *args, **kwargs)
-            return
-        except RpcTimeout:
-            if time.monotonic() > deadline:
-                raise
 
 
 def root(spec: GuestSettings) -> redis.Redis:
@@ -125,50 +101,6 @@ def make_group(
     return primary, made, source
 
 
-def proc_texts() -> Iterator[tuple[int, str, bytes]]:
-    """Every process's command line and environment, as (pid, which, bytes); a process that
-    ends meanwhile is skipped."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        for which in ("cmdline", "environ"):
-            try:
-                data = Path(entry.path, which).read_bytes()
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue
-            yield int(entry.name), which, data
-
-
-class ProcWatch:
-    """Scans /proc in a thread until stopped, recording every process that shows one of
-    ``secrets`` on its command line or in its environment."""
-
-    def __init__(self, *secrets: str) -> None:
-        self.needles = [s.encode() for s in secrets]
-        self.found: list[str] = []
-        self.rounds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.scan()
-
-    def scan(self) -> None:
-        for pid, which, data in proc_texts():
-            if any(n in data for n in self.needles):
-                self.found.append(f"{pid} {which}: {data[:200]!r}")
-        self.rounds += 1
-
-    def __enter__(self) -> ProcWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
 class Monitor:
     """MONITOR as the tenant's root, recording what the server shows until closed."""
 
@@ -192,24 +124,6 @@ class Monitor:
         self._thread.join(10)
         self.client.close()
         return "\n".join(self.seen)
-
-
-def files_holding(root_dir: Path, needle: bytes) -> dict[Path, int]:
-    """The files under ``root_dir`` that hold ``needle``, with their modes."""
-    found = {}
-    for top, _dirs, files in os.walk(root_dir):
-        for name in files:
-            path = Path(top, name)
-            try:
-                if path.is_file() and needle in path.read_bytes():
-                    found[path] = path.stat().st_mode & 0o777
-            except FileNotFoundError:
-                continue
-    return found
-
-
-def logs(root_dir: Path) -> list[Path]:
-    return [p for p in root_dir.rglob("*") if p.is_file() and "log" in p.parts]
 
 
 def tenant_view(spec: GuestSettings) -> str:
