@@ -73,6 +73,7 @@ from cove.guestagent.datastores.mariadb.backup import FORMAT, FULL, MariadbBacku
 from cove.guestagent.datastores.mariadb.privileges import REPLICATION_ACCESS
 from cove.guestagent.datastores.mariadb.server import MariaServer
 from cove.guestagent.datastores.mariadb.sql import READ_ONLY
+from cove.guestagent.datastores.replication_password import recorded_password
 
 LOG = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class MariaDBReplication:
                         "MariaDB writes no binary log yet (an older guest agent started it): "
                         "restart the instance before making replicas of it"
                     )
-                password = self._password()
+                password = recorded_password(self._conf_dir / PASSWORD_FILE)
                 _ensure_account(cur, password)
             try:
                 offer = copy_channel.CopyOffer(
@@ -197,25 +198,6 @@ class MariaDBReplication:
             copy_port=offer.port,
             copy_token=offer.token,
         )
-
-    def _password(self) -> str:
-        """The account's password: the recorded one, or a new one recorded first."""
-        path = self._conf_dir / PASSWORD_FILE
-        try:
-            known = path.read_text().strip()
-        except FileNotFoundError:
-            known = ""
-        except OSError as exc:
-            raise GuestError(f"cannot read the replication password: {exc.strerror}") from exc
-        if known:
-            return known
-        password = secrets.token_urlsafe(32)
-        try:
-            conf.write_private(path, password + "\n")
-        except OSError as exc:
-            raise GuestError(f"cannot record the replication password: {exc.strerror}") from exc
-        LOG.info("made the replication account's password")
-        return password
 
     # -- the replica's side ------------------------------------------------------------------
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -48,6 +47,7 @@ from cove.domain.replication import ReplicaSource, ReplicationState, Role
 from cove.guestagent import process
 from cove.guestagent.datastores.postgresql import conf, reload, scram
 from cove.guestagent.datastores.postgresql.server import PostgresServer
+from cove.guestagent.datastores.replication_password import recorded_password
 
 LOG = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class PostgresReplication:
                     # In synchronous mode a commit waits for a replica, and a promoted
                     # primary's replicas need this very account to connect again.
                     conn.execute("SET synchronous_commit = local")
-                    password = self._password()
+                    password = recorded_password(self.server.config.conf_dir / PASSWORD_FILE)
                     self._ensure_account(conn, password)
             except psycopg.Error as exc:
                 raise GuestError(f"cannot set up the replication account: {_first(exc)}") from exc
@@ -225,25 +225,6 @@ class PostgresReplication:
             user=conf.REPLICATION_USER,
             password=password,
         )
-
-    def _password(self) -> str:
-        """The account's password: the recorded one, or a new one recorded first."""
-        path = self.server.config.conf_dir / PASSWORD_FILE
-        try:
-            known = path.read_text().strip()
-        except FileNotFoundError:
-            known = ""
-        except OSError as exc:
-            raise GuestError(f"cannot read the replication password: {exc.strerror}") from exc
-        if known:
-            return known
-        password = secrets.token_urlsafe(32)
-        try:
-            conf.write_private(path, password + "\n")
-        except OSError as exc:
-            raise GuestError(f"cannot record the replication password: {exc.strerror}") from exc
-        LOG.info("made the replication account's password")
-        return password
 
     @staticmethod
     def _ensure_account(conn: psycopg.Connection, password: str) -> None:

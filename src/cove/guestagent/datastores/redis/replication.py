@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import shutil
 import threading
 import time
@@ -65,6 +64,7 @@ from cove.domain.replication import ReplicaSource, ReplicationState, Role
 from cove.guestagent.datastores.redis import acl, conf
 from cove.guestagent.datastores.redis.server import RedisServer
 from cove.guestagent.datastores.redis.usersync import UserMirror
+from cove.guestagent.datastores.replication_password import recorded_password
 
 LOG = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class RedisReplication:
                     f"{READ_ONLY}: it cannot be the source of another replica; "
                     "make replicas of its primary."
                 )
-            password = self._password()
+            password = recorded_password(self._conf_dir / conf.REPLICATION_PASSWORD)
             self._ensure_account(password)
         return ReplicaSource(
             instance_id=config.instance_id,
@@ -267,25 +267,6 @@ class RedisReplication:
             user=conf.REPLICATION_USER,
             password=password,
         )
-
-    def _password(self) -> str:
-        """The account's password: the recorded one, or a new one recorded first."""
-        path = self._conf_dir / conf.REPLICATION_PASSWORD
-        try:
-            known = path.read_text().strip()
-        except FileNotFoundError:
-            known = ""
-        except OSError as exc:
-            raise GuestError(f"cannot read the replication password: {exc.strerror}") from exc
-        if known:
-            return known
-        password = secrets.token_urlsafe(32)
-        try:
-            conf.write_private(path, password + "\n")
-        except OSError as exc:
-            raise GuestError(f"cannot record the replication password: {exc.strerror}") from exc
-        LOG.info("made the replication account's password")
-        return password
 
     def _ensure_account(self, password: str) -> None:
         """The ACL user exists with ``password`` and the replication rules only, saved to the
