@@ -173,6 +173,34 @@ def test_a_switchover_loses_nothing_and_the_old_primary_follows(
     delete_group(plane, new, [old, other])
 
 
+def test_a_follower_whose_agent_is_silent_follows_once_it_reports(cove_up: ControlPlane) -> None:
+    """A switchover does not wait for a replica whose agent is paused: it ends, and that
+    replica follows the new primary once its agent answers again."""
+    plane, ds = cove_up, DATASTORES["postgresql"]
+    old, (new, silent) = make_group(plane, ds, "silent-follower", 2)
+    place = str(plane.data_dir / "instances" / silent)
+    PAUSED[:] = pids(lambda argv, _pid: any(place in a for a in argv))
+    assert PAUSED, "the replica's guest agent"
+    for pid in PAUSED:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        resp = plane.http.post(f"/instances/{new}/action", json={"promote_to_replica_source": {}})
+        assert resp.status_code == 202, resp.text
+        promoted = plane.wait_status(new, "ACTIVE", timeout=120)
+        assert "replica_of" not in promoted, promoted.get("fault")
+        assert takes_writes(ds, promoted, "after")
+        assert primary_of(plane, silent) == new
+        fault = plane.instance(silent).get("fault") or {}
+        assert "waits for its guest agent" in fault.get("message", ""), fault
+    finally:
+        resume_host()
+    inst = plane.instance(silent)
+    wait_for(lambda: "after" in values(ds, inst), 120, 0.2, "the new primary's write on it")
+    wait_for(lambda: "fault" not in plane.instance(silent), 30, 0.2, "its fault cleared")
+    assert not takes_writes(ds, inst, "refused")
+    delete_group(plane, new, [old, silent])
+
+
 def kill_server(plane: ControlPlane, ds: Datastore, iid: str) -> float:
     pid = wait_for(lambda: server_pid(plane, iid, ds.name), 30, what="the server's pid")
     os.kill(pid, signal.SIGKILL)

@@ -31,7 +31,7 @@ from cove.db.replication import (
 from cove.domain.failover import LEASE_TTL, LeaseAnswer
 from cove.domain.status import ComputeState, GuestStatus, Task
 from cove.taskmanager.context import TaskContext
-from cove.taskmanager.failover import REJOIN_FAULT, REJOIN_RETRY, rejoins_due, start_failovers
+from cove.taskmanager.failover import REJOIN_RETRY, rejoins_due, start_failovers
 from fakes import FakeBus, FakeDriver
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -97,6 +97,11 @@ def row(db: Database, iid: str) -> Instance:
         inst = s.get(Instance, iid)
         assert inst is not None
         return inst
+
+
+def set_guest(db: Database, iid: str, **values: Any) -> None:
+    with db.session() as s:
+        s.execute(update(GuestState).where(GuestState.instance_id == iid).values(**values))
 
 
 def group(db: Database, primary_id: str) -> ReplicationGroup | None:
@@ -449,14 +454,9 @@ def test_start_failovers_picks_only_the_lapsed_group_among_others(tc: TaskContex
 # -- the coordinator: rejoins -------------------------------------------------------------------
 
 
-def replaced(
-    tc: TaskContext,
-    heard_after: float = 1.0,
-    state: FailoverState = FailoverState.PROMOTED,
-    promoted: bool = True,
-) -> str:
-    """An old primary that follows its group's new primary in the control database, whose
-    failover is in ``state`` (promoted a minute ago unless ``promoted`` is False), and whose
+def replaced(tc: TaskContext, heard_after: float = 1.0, must_rejoin: bool = True) -> str:
+    """An old primary that follows its group's new primary in the control database, promoted
+    a minute ago, left to the rejoin pass from then unless ``must_rejoin`` is False, and whose
     agent last reported ``heard_after`` seconds after that promotion."""
     db = tc.db
     old, (chosen, _) = formed(db)
@@ -466,9 +466,9 @@ def replaced(
         assert current is not None
         record = start_failover(s, current, FailoverKind.AUTOMATIC, "lapsed", when)
         name_primary(s, current, chosen, when)
-        record.state = state.value
+        record.state = FailoverState.PROMOTED.value
         record.new_primary_id = chosen
-        record.promoted_at = when if promoted else None
+        record.promoted_at = when
         s.add(
             GuestState(
                 instance_id=old,
@@ -476,6 +476,8 @@ def replaced(
                 heartbeat_at=when + timedelta(seconds=heard_after),
             )
         )
+    if must_rejoin:
+        set_row(db, old, rejoin_after=when)
     return old
 
 
@@ -492,12 +494,10 @@ def test_rejoins_due_picks_an_old_primary_that_reported_since_its_promotion(
     ("case", "kwargs"),
     [
         ("silent since the promotion", {"heard_after": -1.0}),
-        ("rejoined already", {"state": FailoverState.DONE}),
-        ("still promoting", {"state": FailoverState.RUNNING}),
-        ("no promotion time", {"promoted": False}),
+        ("nothing to rejoin (followed already, or never replaced)", {"must_rejoin": False}),
     ],
 )
-def test_rejoins_due_waits_for_a_promotion_and_a_report(
+def test_rejoins_due_waits_for_a_report_after_rejoin_after(
     tc: TaskContext, case: str, kwargs: dict[str, Any]
 ) -> None:
     old = replaced(tc, **kwargs)
@@ -531,18 +531,28 @@ def test_rejoins_due_needs_a_report_at_all(tc: TaskContext) -> None:
 
 def test_a_failed_rejoin_is_tried_again_after_rejoin_retry(tc: TaskContext) -> None:
     old = replaced(tc)
-    fault = f"{REJOIN_FAULT} {new_id()} failed: the copy broke"
-    set_row(tc.db, old, fault_message=fault, fault_at=utcnow() - timedelta(seconds=5))
+    # What a failed attempt leaves: asked again once the agent reports after the wait.
+    set_row(tc.db, old, rejoin_after=utcnow() + REJOIN_RETRY)
+    set_guest(tc.db, old, heartbeat_at=utcnow())
     assert rejoins_due(tc) == []
     assert row(tc.db, old).task == Task.NONE.value
-    set_row(tc.db, old, fault_at=utcnow() - REJOIN_RETRY - timedelta(seconds=1))
+    set_guest(tc.db, old, heartbeat_at=utcnow() + REJOIN_RETRY + timedelta(seconds=1))
     assert rejoins_due(tc) == [old]
 
 
-def test_another_recent_fault_does_not_hold_a_rejoin_back(tc: TaskContext) -> None:
+def test_a_fault_does_not_hold_a_rejoin_back(tc: TaskContext) -> None:
     old = replaced(tc)
     set_row(tc.db, old, fault_message="The database server stopped unexpectedly", fault_at=utcnow())
     assert rejoins_due(tc) == [old]
+
+
+def test_a_replica_named_primary_has_nothing_to_rejoin(tc: TaskContext) -> None:
+    old = replaced(tc)
+    with tc.db.session() as s:
+        group = s.scalars(select(ReplicationGroup)).one()
+        name_primary(s, group, old, utcnow())
+    assert row(tc.db, old).rejoin_after is None
+    assert rejoins_due(tc) == []
 
 
 def test_only_one_pass_moves_an_old_primary_with_two_promoted_failovers(tc: TaskContext) -> None:

@@ -180,6 +180,9 @@ class Instance(Base):
     #: Which replica is promoted when the most advanced ones tie (a Cove extension: the
     #: heaviest first).
     replication_weight: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
+    #: A replica that has yet to follow its replica source (an old primary, or one whose
+    #: follow failed): the coordinator asks it again once its agent reports after this time.
+    rejoin_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

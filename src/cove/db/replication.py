@@ -112,6 +112,7 @@ def name_primary(
     old = s.get(Instance, old_primary_id)
     assert new is not None and old is not None
     new.replica_of_id = None
+    new.rejoin_after = None
     new.updated = now
     followers = []
     for member in [*others, old]:

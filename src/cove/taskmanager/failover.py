@@ -18,14 +18,14 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import aliased
 
 from cove.common.errors import CoveError, GuestError
 from cove.common.ids import utcnow
-from cove.db.instances import end_task, get_instance, transition
+from cove.db.instances import end_task, get_instance, record_fault, transition
 from cove.db.models import Failover, GuestState, Instance, ReplicationGroup
 from cove.db.replication import (
     FailoverKind,
@@ -36,7 +36,7 @@ from cove.db.replication import (
     name_primary,
     start_failover,
 )
-from cove.domain.failover import GroupFacts, ReplicaFact, choose
+from cove.domain.failover import LEASE_TTL, GroupFacts, ReplicaFact, choose
 from cove.domain.replication import ReplicaSource, Role
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -52,9 +52,9 @@ CATCH_UP_TIMEOUT = 120.0
 STATE_TIMEOUT = 2.0
 #: How long an eject keeps asking the chosen replica to promote itself.
 PROMOTE_DEADLINE = 60.0
-#: How a failed rejoin's fault begins, and how long until it is tried again.
-REJOIN_FAULT = "Rejoining as a replica of"
+#: How long until a failed follow or rejoin is tried again.
 REJOIN_RETRY = timedelta(seconds=30)
+_FOLLOW_FAULT = "Following the replica source"
 #: How long until the coordinator looks again at a group whose eject found no replica to
 #: promote (its primary's agent, if it answers again, renews the lease meanwhile).
 NO_CANDIDATE_RETRY = timedelta(seconds=10)
@@ -86,6 +86,27 @@ def _record(tc: TaskContext, failover_id: str | None, **values: object) -> None:
         if row is not None:
             for key, value in values.items():
                 setattr(row, key, value)
+
+
+def _must_rejoin(tc: TaskContext, instance_id: str, after: datetime, fault: str | None) -> None:
+    """Leave ``instance_id`` to the coordinator's rejoin pass, once its agent reports after
+    ``after``; ``fault`` (if any) says why in its view."""
+    with tc.db.session() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.deleted:
+            return
+        inst.rejoin_after = after
+        if fault is not None and inst.task in (Task.NONE.value, Task.REJOINING.value):
+            inst.fault_message, inst.fault_at = fault, utcnow()
+
+
+def _followed(tc: TaskContext, instance_id: str) -> None:
+    with tc.db.session() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is not None:
+            inst.rejoin_after = None
+            if (inst.fault_message or "").startswith(_FOLLOW_FAULT):
+                record_fault(inst, None, utcnow())
 
 
 # -- a switchover -------------------------------------------------------------------------------
@@ -216,6 +237,19 @@ def _follow_all(
 
     def follow(instance_id: str) -> None:
         try:
+            # Asked first, briefly: a follower whose agent is gone would hold the task for as
+            # long as a copy may take; it follows once its agent reports again.
+            _guest(tc, instance_id, STATE_TIMEOUT).replication_state(ctx)
+        except CoveError as exc:
+            LOG.error("instance %s cannot follow %s yet: %s", instance_id, primary_id, exc.message)
+            _must_rejoin(
+                tc,
+                instance_id,
+                utcnow(),
+                f"{_FOLLOW_FAULT} {primary_id} waits for its guest agent to report.",
+            )
+            return
+        try:
             # One source each: MariaDB's offers one copy of its data per answer.
             own = _guest(tc, primary_id).replication_source(ctx) if len(followers) > 1 else source
             _guest(tc, instance_id).follow_primary(ctx, own)
@@ -223,15 +257,14 @@ def _follow_all(
                 _guest(tc, instance_id).set_synchronous(ctx, True)
         except CoveError as exc:
             LOG.error("instance %s could not follow %s: %s", instance_id, primary_id, exc.message)
-            with tc.db.session() as s:
-                inst = s.get(Instance, instance_id)
-                if inst is not None and inst.task == Task.NONE.value:
-                    inst.fault_message = (
-                        f"Following the new replica source {primary_id} failed: "
-                        f"{exc.public_message}"
-                    )
-                    inst.fault_at = utcnow()
+            _must_rejoin(
+                tc,
+                instance_id,
+                utcnow() + REJOIN_RETRY,
+                f"{_FOLLOW_FAULT} {primary_id} failed: {exc.public_message}",
+            )
             return
+        _followed(tc, instance_id)
         LOG.info("instance %s follows %s", instance_id, primary_id)
         if instance_id == old_primary:
             _record(tc, failover_id, state=FailoverState.DONE.value, rejoined_at=utcnow())
@@ -263,6 +296,7 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
             candidates = [(m.id, m.replication_weight) for m in members(s, primary_id)]
             max_lag, synchronous = group.max_lag_bytes, group.synchronous
             last_position = group.primary_position
+            held_until = group.lease_until  # renewals are refused while it is EJECTING
         failover_id = _running_failover(tc, group_id)
         if failover_id is None:
             with tc.db.session() as s:
@@ -318,11 +352,18 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
                 lost_bytes=choice.behind,
             )
         if not tc.driver.fence(primary_id):
+            # Its agent stops the server at its lease's end; a lease granted before the new
+            # primary was named lasts LEASE_TTL at most from now.
+            wait = LEASE_TTL
+            if held_until is not None:
+                wait = min(wait, (held_until - utcnow()).total_seconds())
             LOG.warning(
-                "could not fence instance %s through the driver; its agent fences itself when its "
-                "lease renewal is refused",
+                "could not fence instance %s through the driver; waiting %.1f s for its lease to "
+                "end, when its agent stops its server",
                 primary_id,
+                max(wait, 0.0),
             )
+            time.sleep(max(wait, 0.0))
         source = _promote(tc, ctx, new_id)
         if source is None:
             fault = (
@@ -335,9 +376,12 @@ def eject_primary(tc: TaskContext, ctx: RequestContext, primary_id: str) -> None
         with contextlib.suppress(CoveError):
             position = _guest(tc, new_id, STATE_TIMEOUT).replication_state(ctx).position
             _record(tc, failover_id, new_position=position)
-        _record(tc, failover_id, state=FailoverState.PROMOTED.value, promoted_at=utcnow())
+        promoted_at = utcnow()
+        _record(tc, failover_id, state=FailoverState.PROMOTED.value, promoted_at=promoted_at)
         LOG.warning("instance %s takes writes in place of %s", new_id, primary_id)
-        # The old primary rejoins once its agent reports again (REJOINING).
+        # The old primary rejoins once its agent reports again: an agent started after the
+        # fence and the promotion.
+        _must_rejoin(tc, primary_id, promoted_at, None)
         _follow_all(tc, ctx, new_id, source, failover_id, skip=frozenset({primary_id}))
         with tc.db.session() as s:
             end_task(s, primary_id, Task.EJECTING, Task.NONE, None, utcnow())
@@ -411,11 +455,14 @@ def rejoin_replica(tc: TaskContext, ctx: RequestContext, instance_id: str) -> No
                 _guest(tc, instance_id).follow_primary(ctx, source)
             except CoveError as exc:
                 LOG.error("instance %s could not rejoin: %s", instance_id, exc.message)
-                fault = f"{REJOIN_FAULT} {primary_id} failed: {exc.public_message}"
+                fault = f"{_FOLLOW_FAULT} {primary_id} failed: {exc.public_message}"
         if fault is None:
+            _followed(tc, instance_id)
             _record(tc, failover_id, state=FailoverState.DONE.value, rejoined_at=utcnow())
             LOG.warning("instance %s rejoined as a replica of %s", instance_id, primary_id)
         else:
+            if primary_id is not None:  # asked again once its agent reports after the wait
+                _must_rejoin(tc, instance_id, utcnow() + REJOIN_RETRY, None)
             _record(tc, failover_id, message=fault)
         with tc.db.session() as s:
             end_task(s, instance_id, Task.REJOINING, Task.NONE, fault, utcnow())
@@ -495,19 +542,18 @@ class _NotStarted(Exception):
 
 
 def rejoins_due(tc: TaskContext) -> list[str]:
-    """Set REJOINING on every old primary of this driver whose agent reported since it was
-    replaced and that has not rejoined (a failed attempt is tried again after REJOIN_RETRY);
-    the instances to run the rejoin on."""
+    """Set REJOINING on every replica of this driver that has yet to follow its replica
+    source (an old primary after an eject, a follower whose agent was silent or whose follow
+    failed) and whose agent reported after its ``rejoin_after``; the instances to run the
+    rejoin on."""
     now = utcnow()
     with tc.db.session() as s:
-        rows = s.execute(
-            select(Instance.id, Instance.fault_message, Instance.fault_at)
-            .join(Failover, Failover.old_primary_id == Instance.id)
+        rows = s.scalars(
+            select(Instance.id)
             .join(GuestState, GuestState.instance_id == Instance.id)
             .where(
-                Failover.state == FailoverState.PROMOTED.value,
-                Failover.promoted_at.is_not(None),
-                GuestState.heartbeat_at > Failover.promoted_at,
+                Instance.rejoin_after.is_not(None),
+                GuestState.heartbeat_at > Instance.rejoin_after,
                 Instance.task == Task.NONE.value,
                 Instance.replica_of_id.is_not(None),
                 Instance.deleted.is_(False),
@@ -515,9 +561,7 @@ def rejoins_due(tc: TaskContext) -> list[str]:
             )
         ).all()
     due = []
-    for instance_id, fault, fault_at in rows:
-        if (fault or "").startswith(REJOIN_FAULT) and fault_at and now - fault_at < REJOIN_RETRY:
-            continue
+    for instance_id in rows:
         with tc.db.session() as s:
             if transition(s, instance_id, {Task.NONE}, Task.REJOINING, now):
                 due.append(instance_id)
