@@ -400,7 +400,7 @@ def test_error_answers_match_the_document(world: World) -> None:
     building = w.ok("POST", "/v1.0/p1/instances", json=NEW_INSTANCE)["instance"]["id"]
     action = w.call("POST", f"/v1.0/p1/instances/{building}/action", json={"restart": {}})
     assert action.status_code == 422
-    assert w.call("GET", "/v1.0/p1/clusters").status_code == 501
+    assert w.call("GET", "/v1.0/p1/modules").status_code == 501
     assert w.call("GET", f"/v1.0/p1/instances/{building}/databases/x").status_code == 501
     assert w.call("GET", "/v1.0/p1/mgmt/instances").status_code == 403
     statuses = {status for _, _, status in w.checked}

@@ -127,11 +127,12 @@ def test_another_projects_path_is_403_everywhere(world: dict[str, Any]) -> None:
 
 
 def instance_routes(app: Any) -> list[tuple[str, str]]:
-    """Every (method, path template) of one instance, management aside."""
+    """Every (method, path template) of one instance, management and cluster members
+    (reached through their cluster) aside."""
     return [
         (method, path)
         for method, path in project_routes(app)
-        if "{instance_id}" in path and "/mgmt/" not in path
+        if "{instance_id}" in path and "/mgmt/" not in path and "/clusters/" not in path
     ]
 
 

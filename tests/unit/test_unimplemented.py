@@ -116,11 +116,10 @@ def test_the_gate_comes_first(api: Api) -> None:
 
 
 def test_the_clients_commands_get_the_features_name(api: Api) -> None:
-    """What ``openstack database cluster list``, ``log list`` and ``backup strategy list``
+    """What ``openstack database log list``, ``backup strategy list`` and ``module list``
     send."""
     iid = api.instance_id
     for path, feature in (
-        ("/clusters", "Clusters"),
         (f"/instances/{iid}/log", "Instance logs"),
         ("/backup_strategies", "Backup strategies"),
         ("/modules", "Modules"),

@@ -19,6 +19,7 @@ from cove.api.inputs import check_request
 from cove.api.routers import (
     backups,
     catalog,
+    clusters,
     configurations,
     dbusers,
     health,
@@ -44,6 +45,7 @@ ROUTERS = (
     (instances.router, "instances"),
     (dbusers.router, "databases, users, root"),
     (configurations.router, "configuration groups"),
+    (clusters.router, "clusters"),
     (backups.router, "backups"),
     (schedules.router, "backup schedules"),
     (networks.router, "networks"),

@@ -42,6 +42,7 @@ from cove.common.errors import (
 )
 from cove.common.ids import new_id, utcnow
 from cove.db.catalog import find_flavor, get_datastore, get_version
+from cove.db.clusters import refuse_member
 from cove.db.configurations import check_same_version, find_configuration
 from cove.db.instances import get_instance, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
@@ -338,6 +339,7 @@ def delete_instance(c: ApiContext, ctx: RequestContext, project_id: str, instanc
     idempotent). Raises InstanceNotFound, InstanceNotReady (building, or busy)."""
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
+        refuse_member(inst, "deleting a member")
         snap = snapshot(inst, inst.guest)
         if snap.task is Task.DELETING:
             # Asked again: tell the task managers once more, but leave the task (and the lease

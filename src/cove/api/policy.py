@@ -86,16 +86,17 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "backup_schedule:create": WRITE,
     "backup_schedule:update": WRITE,
     "backup_schedule:delete": WRITE,
-    # Trove's features Cove does not have yet: whoever a rule allows is told so (501); anyone
-    # else is refused as for any other action (cove.api.routers.unimplemented).
-    "backup_strategy:index": READ,
-    "backup_strategy:create": WRITE,
-    "backup_strategy:delete": WRITE,
     "cluster:index": READ,
     "cluster:show": READ,
     "cluster:create": WRITE,
     "cluster:action": WRITE,
     "cluster:delete": WRITE,
+    "cluster:reset_status": CLOUD_ADMIN,
+    # Trove's features Cove does not have yet: whoever a rule allows is told so (501); anyone
+    # else is refused as for any other action (cove.api.routers.unimplemented).
+    "backup_strategy:index": READ,
+    "backup_strategy:create": WRITE,
+    "backup_strategy:delete": WRITE,
     "instance:guest_log_list": READ,
     "instance:guest_log_action": WRITE,
     "instance:module_list": READ,

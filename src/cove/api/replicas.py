@@ -19,6 +19,7 @@ from cove.api.schemas import InstanceCreate
 from cove.api.validate import checked_text
 from cove.common.errors import BadRequest, Forbidden, InstanceNotReady
 from cove.common.ids import new_id, utcnow
+from cove.db.clusters import refuse_member
 from cove.db.configurations import check_same_version, find_configuration
 from cove.db.instances import get_instance, replicas_of
 from cove.db.models import Instance
@@ -85,6 +86,7 @@ def record_replicas(
     """
     with c.db.session() as s:
         source = get_instance(s, source_id, project_id)
+        refuse_member(source, "replication of a member")
         datastore = source.datastore_version.datastore.name
         if source.replica_of_id is not None:
             raise BadRequest(

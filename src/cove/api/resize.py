@@ -29,6 +29,7 @@ from cove.common.errors import (
 from cove.common.ids import utcnow
 from cove.common.text import shown
 from cove.db.catalog import find_flavor
+from cove.db.clusters import refuse_member
 from cove.db.instances import get_instance, mark_settings_pending, replicas_of, transition
 from cove.db.quotas import check_resize_quota, lock_project
 from cove.db.sealed import ResizeArgs
@@ -71,6 +72,7 @@ def _resize_flavor(
     check_ready(c, project_id, instance_id)
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
+        refuse_member(inst, "resizing a member")
         target = find_flavor(s, ref)
         current = inst.flavor
         if target.id == current.id:
@@ -114,6 +116,7 @@ def _resize_volume(c: ApiContext, project_id: str, instance_id: str, value: Any)
     with c.db.session() as s:
         lock_project(s, project_id)
         inst = get_instance(s, instance_id, project_id)
+        refuse_member(inst, "resizing a member")
         old = inst.volume_size
         if size <= old:
             raise BadRequest(

@@ -318,6 +318,7 @@ class Instance(View):
     replicas: list[IdLinks] = optional_key()
     endpoints: Endpoints = optional_key()
     replication: Replication = optional_key()
+    cluster_id: str = optional_key()
     tenant_id: str = optional_key()
 
 
@@ -345,6 +346,52 @@ class InstanceDetailList(PageLinks):
 
 class InstanceOne(View):
     instance: InstanceDetail
+
+
+# -- clusters ----------------------------------------------------------------------------------
+
+
+class ClusterTaskInfo(View):
+    id: int
+    name: str
+    description: str
+
+
+class ClusterMember(View):
+    """A member as the cluster's view lists it; ``ip`` once it has an address."""
+
+    id: str
+    name: str
+    type: str
+    status: str
+    links: list[Link]
+    flavor: IdLinks
+    volume: Volume
+    ip: list[str] = optional_key()
+
+
+class Cluster(View):
+    """Trove's cluster view: the task instead of a status; the last three keys when set."""
+
+    id: str
+    name: str
+    task: ClusterTaskInfo
+    created: str
+    updated: str
+    links: list[Link]
+    datastore: InstanceDatastore
+    instances: list[ClusterMember]
+    locality: str = optional_key()
+    extended_properties: dict[str, Any] = optional_key()
+    configuration: str = optional_key()
+
+
+class ClusterList(PageLinks):
+    clusters: list[Cluster]
+
+
+class ClusterOne(View):
+    cluster: Cluster
 
 
 class RunningConfiguration(View):

@@ -125,6 +125,40 @@ class InstanceCreateBody(Strict):
     instance: InstanceCreate
 
 
+class ClusterMemberIn(Strict):
+    """One member of ``POST /clusters`` or a ``grow``: Trove's instance item. ``net-id`` at
+    the top level is what Trove's own examples and older scripts send beside ``nics``;
+    ``type`` and ``related_to`` are for strategies Cove's datastores do not use."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: StrictStr | None = None
+    flavorRef: StrictStr | int | None = None
+    volume: VolumeIn | None = None
+    nics: Annotated[list[Any], Field(max_length=1)] = []
+    net_id: StrictStr | None = Field(None, alias="net-id")
+    availability_zone: StrictStr | None = None
+    modules: list[dict[str, Any]] | None = None
+    region_name: StrictStr | None = None
+    type: StrictStr | None = None
+    related_to: StrictStr | None = None
+    #: A Cove extension: the member's promotion weight in an active-passive cluster.
+    weight: Annotated[StrictInt, Field(ge=0, le=1000)] | None = None
+
+
+class ClusterCreate(Strict):
+    name: StrictStr
+    datastore: DatastoreIn | None = None
+    instances: list[ClusterMemberIn] = []
+    locality: StrictStr | None = None
+    extended_properties: dict[str, Any] | None = None
+    configuration: StrictStr | None = None
+
+
+class ClusterCreateBody(Strict):
+    cluster: ClusterCreate
+
+
 class BackupCreate(Strict):
     """Trove's backup request. troveclient always sends ``incremental`` as 0 or 1."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from cove.db.configurations import values_of
 from cove.db.instances import replicas_of
 from cove.db.models import (
     Backup,
+    Cluster,
     Configuration,
     Datastore,
     DatastoreVersion,
@@ -26,6 +28,7 @@ from cove.db.models import (
 from cove.db.networks import network_name
 from cove.db.replication import group_of
 from cove.domain.capabilities import STANDARD_PORTS
+from cove.domain.clusters import ClusterTask
 from cove.domain.parameters import Parameter
 from cove.domain.status import StatusView
 from cove.domain.wal import Window
@@ -112,9 +115,10 @@ def instance_view(
     As in Trove, keys that would hold nothing are left out, not sent empty: ``ip`` and
     ``addresses`` until the instance has an address, ``replica_of`` (a replica's source) and
     ``replicas`` (a source's live replicas: clients take an instance with ``replicas`` for a
-    replica source), ``endpoints`` (a replication group's stable read-write and read-only
-    addresses, a Cove extension), ``hostname``, ``fault`` and ``configuration``. ``access``
-    is always there, ``{}`` until addresses tell ``is_public``."""
+    replica source), ``cluster_id`` (a cluster member's cluster), ``endpoints`` (a
+    replication group's stable read-write and read-only addresses, a Cove extension),
+    ``hostname``, ``fault`` and ``configuration``. ``access`` is always there, ``{}`` until
+    addresses tell ``is_public``."""
     version = inst.datastore_version
     ds_name = version.datastore.name
     view: dict[str, Any] = {
@@ -137,6 +141,8 @@ def instance_view(
         view["ip"] = [a["address"] for a in addresses]
         view["addresses"] = addresses
         view["access"] = {"is_public": any(a["type"] == "public" for a in addresses)}
+    if inst.cluster_id is not None:
+        view["cluster_id"] = inst.cluster_id
     if inst.replica_of_id is not None:
         source = inst.replica_of_id
         view["replica_of"] = {
@@ -347,3 +353,57 @@ def restore_window_view(instance_id: str, window: Window | None) -> dict[str, An
         "earliest": moment(window.earliest if window else None),
         "latest": moment(window.latest if window else None),
     }
+
+
+def cluster_view(
+    request: Request,
+    cluster: Cluster,
+    task: ClusterTask,
+    members: list[tuple[Instance, str]],
+    member_type: str,
+) -> dict[str, Any]:
+    """Trove's view of a cluster: its task as ``{id, name, description}`` (no top-level
+    status), its datastore, and each member (``members``: the instance and its status) with
+    ``type``, ``status``, ``flavor``, ``volume`` and, once it has one, ``ip``. ``locality``,
+    ``extended_properties`` and ``configuration`` appear when set."""
+    project_id = cluster.project_id
+    version = cluster.datastore_version
+    view: dict[str, Any] = {
+        "id": cluster.id,
+        "name": cluster.name,
+        "task": {
+            "id": task.value.id,
+            "name": task.value.name,
+            "description": task.value.description,
+        },
+        "created": trove_time(cluster.created),
+        "updated": trove_time(cluster.updated),
+        "links": links(request, project_id, "clusters", cluster.id),
+        "datastore": {"type": version.datastore.name, "version": version.name},
+        "instances": [_member_view(request, inst, status, member_type) for inst, status in members],
+    }
+    if cluster.locality:
+        view["locality"] = cluster.locality
+    if cluster.extended_properties:
+        view["extended_properties"] = json.loads(cluster.extended_properties)
+    if cluster.configuration_id:
+        view["configuration"] = cluster.configuration_id
+    return view
+
+
+def _member_view(request: Request, inst: Instance, status: str, member_type: str) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": inst.id,
+        "name": inst.name,
+        "type": member_type,
+        "status": status,
+        "links": links(request, inst.project_id, "instances", inst.id),
+        "flavor": {
+            "id": inst.flavor_id,
+            "links": links(request, inst.project_id, "flavors", inst.flavor_id),
+        },
+        "volume": {"size": inst.volume_size},
+    }
+    if inst.address is not None:
+        item["ip"] = [inst.address]
+    return item

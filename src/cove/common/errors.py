@@ -62,6 +62,10 @@ class InstanceNotFound(NotFound):
     """The instance could not be found."""
 
 
+class ClusterNotFound(NotFound):
+    """The cluster does not exist or is not visible to the caller."""
+
+
 class BackupNotFound(NotFound):
     """The backup does not exist or is not visible to the caller."""
 

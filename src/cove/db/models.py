@@ -183,6 +183,10 @@ class Instance(Base):
     #: A replica that has yet to follow its replica source (an old primary, or one whose
     #: follow failed): the coordinator asks it again once its agent reports after this time.
     rejoin_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The cluster this instance is a member of (None: not a member), and its number there
+    #: (from 0, in the order the members were asked for: the first bootstraps the cluster).
+    cluster_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    cluster_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -191,6 +195,35 @@ class Instance(Base):
     datastore_version: Mapped[DatastoreVersion] = relationship()
     guest: Mapped[GuestState | None] = relationship(uselist=False, viewonly=True)
     network: Mapped[Network | None] = relationship(viewonly=True)
+
+
+class Cluster(Base):
+    """A cluster: its members are the instances whose ``cluster_id`` names it ("Clusters" in
+    docs/architecture.md)."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (Index("ix_clusters_project_page", "project_id", "deleted", "created", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    datastore_version_id: Mapped[str] = mapped_column(ForeignKey("datastore_versions.id"))
+    #: The task last asked of the cluster (a ``ClusterTask`` name); what the cluster shows is
+    #: computed from it and its members' tasks (cove.domain.clusters.cluster_task).
+    task: Mapped[str] = mapped_column(String(32))
+    task_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    locality: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: Trove's ``extended_properties``, as the JSON object the request gave.
+    extended_properties: Mapped[str | None] = mapped_column(Text, nullable=True)
+    configuration_id: Mapped[str | None] = mapped_column(
+        ForeignKey("configurations.id"), nullable=True
+    )
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    datastore_version: Mapped[DatastoreVersion] = relationship()
 
 
 class ReplicationGroup(Base):

@@ -88,6 +88,20 @@ class PasswordChange:
 
 
 @dataclass(frozen=True)
+class ClusterMember:
+    """How a cluster member's server takes part in its cluster."""
+
+    #: The cluster's id: its name between the servers, which refuse peers of another.
+    cluster_id: str
+    #: The addresses of the cluster's members (this one's among them) that the server looks
+    #: for its cluster at when it starts.
+    peers: list[str]
+    #: Whether this member's first start begins a new cluster (the first member of a new
+    #: cluster) rather than joining the peers (taking a copy of a member's data).
+    bootstrap: bool = False
+
+
+@dataclass(frozen=True)
 class HeartbeatPayload:
     """What a heartbeat says beside the server's status."""
 

@@ -24,6 +24,7 @@ from cove.common.ids import utcnow
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
 from cove.domain.guest import (
     SERVER_REPORT,
+    ClusterMember,
     ConfigurationApplied,
     GuestSettings,
     HeartbeatPayload,
@@ -54,6 +55,7 @@ def guest_endpoints(
         {
             "prepare": service.prepare,
             "restart": service.restart,
+            "set_cluster_peers": service.set_cluster_peers,
             "apply_configuration": service.apply_configuration,
             "get_configuration": service.get_configuration,
             "min_ram_mb": service.min_ram_mb,
@@ -199,16 +201,17 @@ class GuestService:
         users: list[UserSpec],
         restore: RestoreJob | None = None,
         replica_of: ReplicaSource | None = None,
+        cluster: ClusterMember | None = None,
     ) -> None:
         """Set the server up (from ``restore``'s backups when given), then create
         ``databases`` and ``users``; with ``replica_of``, make it a read-only replica of that
-        source (then with no databases, users or restore). Raises GuestError when it failed
-        (reported to the conductor too, so the outcome is recorded even when the caller is
-        gone)."""
+        source, with ``cluster`` a member of that cluster (then with no databases, users or
+        restore). Raises GuestError when it failed (reported to the conductor too, so the
+        outcome is recorded even when the caller is gone)."""
         try:
             self._while(
                 GuestStatus.BUILDING,
-                lambda: self.manager.prepare(databases, users, restore, replica_of),
+                lambda: self.manager.prepare(databases, users, restore, replica_of, cluster),
             )
         except Exception as exc:
             message = exc.message if isinstance(exc, CoveError) else f"{type(exc).__name__}: {exc}"
@@ -216,6 +219,13 @@ class GuestService:
             self.report("prepare", "failure", message)
             raise GuestError(message) from None
         self.report("prepare", "success")
+
+    def set_cluster_peers(self, ctx: RequestContext, peers: list[str]) -> None:
+        """Record the cluster's members' addresses for the server's next start."""
+        if not self.manager.prepared:
+            raise GuestError("the instance has not been prepared")
+        with self._op_lock:
+            self.manager.set_cluster_peers(peers)
 
     def restart(self, ctx: RequestContext) -> None:
         self._while(GuestStatus.RESTARTING, self.manager.restart)

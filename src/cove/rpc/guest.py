@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from cove.common.errors import GuestError
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
-from cove.domain.guest import ConfigurationApplied, PasswordChange, RootEnabled, Value
+from cove.domain.guest import (
+    ClusterMember,
+    ConfigurationApplied,
+    PasswordChange,
+    RootEnabled,
+    Value,
+)
 from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
@@ -73,14 +79,16 @@ class GuestClient(ServiceClient):
         users: list[UserSpec],
         restore: RestoreJob | None = None,
         replica_of: ReplicaSource | None = None,
+        cluster: ClusterMember | None = None,
     ) -> None:
         """Answers once the server runs with what was asked for, restored from ``restore``'s
         backups first when given (the guest also reports it to the conductor). With
         ``replica_of`` (``GuestReplicationClient.replication_source`` of the source), the
         server is a copy of the source's, running as a read-only replica streaming from it;
-        ``databases``, ``users`` and ``restore`` must then be empty (GuestError otherwise).
-        Idempotent: a prepared instance only has its server started, and a prepare asked again
-        while one runs waits for it."""
+        with ``cluster``, a member of that cluster, beginning it or holding a copy of a
+        peer's data; ``databases``, ``users`` and ``restore`` must then be empty (GuestError
+        otherwise). Idempotent: a prepared instance only has its server started, and a
+        prepare asked again while one runs waits for it."""
         self._call(
             ctx,
             "prepare",
@@ -90,7 +98,13 @@ class GuestClient(ServiceClient):
             users=users,
             restore=restore,
             replica_of=replica_of,
+            cluster=cluster,
         )
+
+    def set_cluster_peers(self, ctx: RequestContext, peers: list[str]) -> None:
+        """Answers once the member recorded ``peers`` (every member's address) for its
+        server's next start; GuestError when it is no cluster member."""
+        self._call(ctx, "set_cluster_peers", type(None), APPLY_TIMEOUT, peers=peers)
 
     def restart(self, ctx: RequestContext) -> None:
         self._call(ctx, "restart", type(None), RESTART_TIMEOUT)

@@ -34,6 +34,7 @@ from cove.domain.guest import GuestSettings
 from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
+from cove.taskmanager.clusters import JOIN_ALLOWANCE, announce_peers, member_spec
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.replicas import replica_source
 from cove.taskmanager.stores import seal_key, with_credentials
@@ -64,6 +65,7 @@ def create_instance(
                 return
             inst.agent_started_at = utcnow()
             source_id = inst.replica_of_id
+            cluster_id = inst.cluster_id
         tc.driver.create(spec)
         if not _mark_placed(tc, instance_id):
             # The build was given up meanwhile (timed out, then perhaps deleted): what was
@@ -79,7 +81,17 @@ def create_instance(
             restore_job(tc, args.restore_from, args.restore_time) if args.restore_from else None
         )
 
+        member = None
+        if cluster_id is not None:
+            # A cluster member waits for its turn (cove.taskmanager.clusters).
+            member = member_spec(tc, instance_id, deadline, lost)
+            if member is None:
+                return
+
         def prepare() -> None:
+            if member is not None:
+                guest.prepare(ctx, [], [], None, cluster=member)
+                return
             if source_id is None:
                 guest.prepare(ctx, args.databases, args.users, restore)
                 return
@@ -93,6 +105,8 @@ def create_instance(
             with tc.db.session() as s:
                 if end_task(s, instance_id, Task.BUILDING, Task.NONE, None, utcnow()):
                     LOG.info("instance %s is ready", instance_id)
+            if cluster_id is not None:
+                announce_peers(tc, ctx, cluster_id)
     except Exception as exc:
         message = public(exc)
         LOG.exception("creating instance %s failed", instance_id)
@@ -240,6 +254,8 @@ def build_deadline(
                 segments = max(segments, wal.span(start, end))
         replayed = segments * wal.SEGMENT_BYTES
         allowance = (sum(link.size or 0 for link in links) + replayed) / RESTORE_PACE
+    # A cluster member first waits for the members before it to join.
+    allowance += (inst.cluster_index or 0) * JOIN_ALLOWANCE
     started = inst.task_started_at or utcnow()
     return started + timedelta(seconds=tc.settings.build_timeout + allowance)
 

@@ -8,6 +8,7 @@ import time
 
 from cove.common.errors import ServiceUnavailable
 from cove.common.ids import utcnow
+from cove.db.clusters import settle_deleted
 from cove.db.instances import record_fault, release_address
 from cove.db.models import GuestState, Instance
 from cove.db.replication import drop_if_alone
@@ -57,6 +58,8 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
         # The last replica gone, its primary is standalone again (and so is a primary that
         # goes: the API refuses to delete one with replicas).
         drop_if_alone(s, inst.replica_of_id or instance_id)
+        if inst.cluster_id is not None and settle_deleted(s, inst.cluster_id, now):
+            LOG.info("cluster %s deleted with its last member", inst.cluster_id)
     LOG.info("instance %s deleted", instance_id)
 
 

@@ -62,11 +62,14 @@ def _list(
     limit: int | None,
     marker: str | None,
     detail: bool,
+    include_clustered: bool,
 ) -> dict[str, Any]:
     """One page of the project's instances, newest first, paged in SQL (a project may hold
-    thousands)."""
+    thousands); cluster members only with ``include_clustered``, as in Trove."""
     authorize(request, project_id, "instance:index")
     query = select(Instance).where(Instance.project_id == project_id, Instance.deleted == false())
+    if not include_clustered:
+        query = query.where(Instance.cluster_id.is_(None))
     return instances_page(request, c, query, limit, marker, lambda i: _view(request, c, i, detail))
 
 
@@ -95,9 +98,10 @@ def list_instances(
     request: Request,
     limit: int | None = None,
     marker: str | None = None,
+    include_clustered: bool = False,
     c: ApiContext = Depends(cove),
 ) -> Any:
-    return _list(project_id, request, c, limit, marker, detail=False)
+    return _list(project_id, request, c, limit, marker, False, include_clustered)
 
 
 @router.get("/detail", responses=answers(InstanceDetailList))
@@ -106,9 +110,10 @@ def list_instances_detail(
     request: Request,
     limit: int | None = None,
     marker: str | None = None,
+    include_clustered: bool = False,
     c: ApiContext = Depends(cove),
 ) -> Any:
-    return _list(project_id, request, c, limit, marker, detail=True)
+    return _list(project_id, request, c, limit, marker, True, include_clustered)
 
 
 @router.get("/{instance_id}", responses=answers(InstanceOne, 404))

@@ -167,11 +167,16 @@ def list_all_instances(
     c: ApiContext = Depends(cove),
 ) -> Any:
     """Instances of every project (or of the ``project_id`` query parameter), newest first and
-    paged in SQL; live ones, or with ``deleted=true`` the deleted ones. ``include_clustered`` is
-    accepted and ignored: Cove has no clusters yet."""
+    paged in SQL; live ones, or with ``deleted=true`` the deleted ones; cluster members only
+    with ``include_clustered=true``, as in Trove."""
     authorize(request, project_id, "mgmt:instances")
     deleted = _flag("deleted", request.query_params.get("deleted"), default=False)
+    clustered = _flag(
+        "include_clustered", request.query_params.get("include_clustered"), default=False
+    )
     query = select(Instance).where(Instance.deleted == deleted)
+    if not clustered:
+        query = query.where(Instance.cluster_id.is_(None))
     tenant = request.query_params.get("project_id")
     if tenant:
         query = query.where(Instance.project_id == tenant)

@@ -40,7 +40,7 @@ class Unimplemented:
         return f"{self.feature} {'are' if self.plural else 'is'} not supported by Cove yet."
 
 
-_CLUSTERS = "Clusters"
+_CLUSTERS = "The management API's clusters"
 _MODULES = "Modules"
 _VERSIONS = "Managing datastore versions through the API"
 _PARAMETERS = "Managing configuration parameters through the API"
@@ -55,17 +55,11 @@ UNIMPLEMENTED: tuple[Unimplemented, ...] = (
         },
         "Backup strategies",
     ),
-    Unimplemented("/clusters", {"GET": "cluster:index", "POST": "cluster:create"}, _CLUSTERS),
     Unimplemented(
-        "/clusters/{cluster_id}",
-        {"GET": "cluster:show", "POST": "cluster:action", "DELETE": "cluster:delete"},
-        _CLUSTERS,
-    ),
-    Unimplemented(
-        "/clusters/{cluster_id}/instances/{instance_id}", {"GET": "cluster:show"}, _CLUSTERS
-    ),
-    Unimplemented(
-        "/clusters/{cluster_id}/root", {"GET": "cluster:show", "POST": "cluster:action"}, _CLUSTERS
+        "/clusters/{cluster_id}/root",
+        {"GET": "cluster:show", "POST": "cluster:action"},
+        "A cluster's root account",
+        plural=False,
     ),
     Unimplemented(
         "/instances/{instance_id}/log",

@@ -62,7 +62,7 @@ from typing import Protocol, runtime_checkable
 from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob, WalArchive, WalRestore
 from cove.domain.capabilities import Capability
-from cove.domain.guest import GuestSettings
+from cove.domain.guest import ClusterMember, GuestSettings
 from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
@@ -294,11 +294,35 @@ class DatastoreManager(ABC):
         users: Sequence[UserSpec],
         restore: RestoreJob | None = None,
         replica_of: ReplicaSource | None = None,
+        cluster: ClusterMember | None = None,
     ) -> None:
         """Initialise (from ``restore``'s backups when given), configure and start the server,
         then create databases and users; with ``replica_of``, make the server a read-only
-        replica of that source instead. Raises GuestError for a replica asked with databases,
-        users or a restore, OperationNotSupported where the datastore has no replication."""
+        replica of that source instead; with ``cluster``, make it a member of that cluster
+        (beginning it, or joining its peers). Raises GuestError for a replica or a member
+        asked with databases, users or a restore, OperationNotSupported where the datastore
+        has no replication or no clusters."""
+        if cluster is not None:
+            if databases or users or restore is not None or replica_of is not None:
+                raise GuestError(
+                    "A cluster member is prepared without databases, users, a backup to "
+                    "restore or a replica source."
+                )
+            if self.prepared:
+                LOG.info("instance already prepared")
+                self.start()
+                return
+            LOG.info(
+                "preparing %s %s to %s cluster %s",
+                self.config.datastore,
+                self.config.datastore_version,
+                "begin" if cluster.bootstrap else "join",
+                cluster.cluster_id,
+            )
+            self._join_cluster(cluster)
+            self.server_started()
+            LOG.info("prepared")
+            return
         if replica_of is not None:
             if databases or users or restore is not None:
                 raise GuestError(
@@ -331,6 +355,17 @@ class DatastoreManager(ABC):
         restore: RestoreJob | None,
         replica_of: ReplicaSource | None,
     ) -> None: ...
+
+    def _join_cluster(self, member: ClusterMember) -> None:
+        """Make the server a member of ``member``'s cluster, running, and mark the instance
+        prepared. Raises OperationNotSupported where the datastore has no clusters."""
+        raise OperationNotSupported(f"clusters are not supported by {self.config.datastore}")
+
+    def set_cluster_peers(self, peers: list[str]) -> None:
+        """Record the cluster's members' addresses for the server's next start (a running
+        member learns its peers from the cluster itself). Raises GuestError when the server
+        is no cluster member, OperationNotSupported where the datastore has no clusters."""
+        raise OperationNotSupported(f"clusters are not supported by {self.config.datastore}")
 
     def warm_up(self) -> None:
         """Before ``prepare`` arrives, do what needs nothing from the request (initialise and

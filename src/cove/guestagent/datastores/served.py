@@ -35,7 +35,7 @@ from typing import Protocol
 
 from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob
-from cove.domain.guest import GuestSettings
+from cove.domain.guest import ClusterMember, GuestSettings
 from cove.domain.replication import ReplicaSource
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
@@ -158,6 +158,34 @@ class ServedManager(DatastoreManager):
             self.write_config()
             self.server.start()
             self._initialised = True
+
+    def _join_cluster(self, member: ClusterMember) -> None:
+        """Stop the warmed-up server (initialising a data directory when warm-up did not),
+        have the datastore record the membership (:meth:`_become_member`) and start it: the
+        first member begins the cluster on its fresh data, a later one takes a copy of a
+        peer's before it answers."""
+        with self._init_lock:
+            if self._stopped_on_purpose:
+                raise GuestError("the guest agent is stopping")
+            try:
+                self.server.adopt()
+                self.server.stop()
+                if not self._initialised:
+                    self.server.initialise()
+                self._initialised = False
+                self._become_member(member)
+                self.write_config()
+                self.server.start()
+            except Exception:
+                self._initialised = False  # a prepare sent again starts from a clean directory
+                raise
+            self._initialised = True
+        self._marker.write_text("ok\n")
+
+    def _become_member(self, member: ClusterMember) -> None:
+        """Record ``member`` so the next start (and every later one) runs in its cluster.
+        Raises OperationNotSupported where the datastore has no clusters."""
+        raise OperationNotSupported(f"clusters are not supported by {self.config.datastore}")
 
     def _restore(self, job: RestoreJob) -> None:
         """Replace the fresh server's data by the backups' and start it on them."""

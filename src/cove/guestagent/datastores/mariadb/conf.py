@@ -190,11 +190,15 @@ def replication_settings(
 
 
 def settings(
-    config: GuestSettings, replica: bool = False, synchronous: bool = False
+    config: GuestSettings,
+    replica: bool = False,
+    synchronous: bool = False,
+    cluster: dict[str, Value] | None = None,
 ) -> dict[str, Value]:
     """Everything in the [mysqld] section: :func:`tunables`, then the instance's places,
     safety and replication settings (a replica's with ``replica``, semi-synchronous ones
-    with ``synchronous``), which no override can change."""
+    with ``synchronous``) and a cluster member's ``cluster`` settings, which no override can
+    change."""
     fixed: dict[str, Value] = {
         "datadir": str(config.data_dir),
         "tmpdir": str(tmp_dir(config)),
@@ -213,6 +217,7 @@ def settings(
         # Undoes, before any client connects, what the tenant's root did to the accounts.
         "init_file": str(config.conf_dir / INIT_FILE),
         **replication_settings(config, replica, synchronous),
+        **(cluster or {}),
     }
     # The instance's places and safety always win over whatever a group holds.
     return {**tunables(config), **fixed}
@@ -236,15 +241,22 @@ def render_value(value: Value) -> str:
     return text
 
 
-def my_cnf(config: GuestSettings, replica: bool = False, synchronous: bool = False) -> str:
+def my_cnf(
+    config: GuestSettings,
+    replica: bool = False,
+    synchronous: bool = False,
+    cluster: dict[str, Value] | None = None,
+    sections: str = "",
+) -> str:
     """The whole my.cnf (a replica's with ``replica``, in synchronous mode with
-    ``synchronous``); raises Unprocessable as :func:`tunables` does."""
+    ``synchronous``, a cluster member's with its ``cluster`` settings), then ``sections``;
+    raises Unprocessable as :func:`tunables` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n", "[mysqld]\n"]
     lines += [
         f"{key} = {render_value(value)}\n"
-        for key, value in settings(config, replica, synchronous).items()
+        for key, value in settings(config, replica, synchronous, cluster).items()
     ]
-    return "".join(lines)
+    return "".join(lines) + sections
 
 
 def bootstrap_sql(admin_password: str) -> str:

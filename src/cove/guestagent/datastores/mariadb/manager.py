@@ -10,10 +10,10 @@ import pymysql
 
 from cove.common.errors import CoveError, GuestError
 from cove.domain.capabilities import capabilities
-from cove.domain.guest import GuestSettings
+from cove.domain.guest import ClusterMember, GuestSettings
 from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserSpec
-from cove.guestagent.datastores.mariadb import conf
+from cove.guestagent.datastores.mariadb import conf, galera
 from cove.guestagent.datastores.mariadb.admin import MariaAdmin
 from cove.guestagent.datastores.mariadb.backup import MariadbBackups
 from cove.guestagent.datastores.mariadb.live import LiveSettings
@@ -67,6 +67,22 @@ class MariaManager(ServedManager):
         return adopted
 
     def write_config(self) -> None:
+        self.server.write_config()
+
+    # -- clusters ----------------------------------------------------------------------------
+
+    def _become_member(self, member: ClusterMember) -> None:
+        galera.provider()  # refused here, before the server is touched, when not installed
+        if self.server.is_replica:
+            raise GuestError("a replica cannot be a cluster member")
+        galera.record(self.config.conf_dir, member)
+        self.server.new_cluster = member.bootstrap
+
+    def set_cluster_peers(self, peers: list[str]) -> None:
+        member = galera.membership(self.config.conf_dir)
+        if member is None:
+            raise GuestError("the server is not a cluster member")
+        galera.record(self.config.conf_dir, ClusterMember(member.cluster_id, peers))
         self.server.write_config()
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:

@@ -17,7 +17,7 @@ from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
 from cove.guestagent.datastores.base import REPLICA_MARKER
-from cove.guestagent.datastores.mariadb import conf
+from cove.guestagent.datastores.mariadb import conf, galera
 from cove.guestagent.datastores.mariadb.privileges import startup_sql
 
 LOG = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class MariaServer(ChildServer):
         #: Called once the server answers after each start (the replication engine finishes
         #: setting up a new replica there); may raise GuestError, which fails the start.
         self.after_start: Callable[[], None] = lambda: None
+        #: The next start begins a new Galera cluster (once: a later start joins it).
+        self.new_cluster = False
 
     # -- files -------------------------------------------------------------------------------
 
@@ -90,7 +92,15 @@ class MariaServer(ChildServer):
         synchronous mode when that marker says so. Raises Unprocessable for an override no
         tenant may set."""
         replica = self.is_replica if replica is None else replica
-        conf.write_private(self.conf_file, conf.my_cnf(self.config, replica, self.synchronous))
+        member = galera.membership(self.config.conf_dir)
+        cluster = (
+            None if member is None else galera.settings(self.config, member, self.admin_password())
+        )
+        sections = "" if member is None else galera.sst_section(self.config)
+        conf.write_private(
+            self.conf_file,
+            conf.my_cnf(self.config, replica, self.synchronous, cluster, sections),
+        )
 
     def write_init_file(self) -> None:
         """The SQL the server runs at every start, from the agent's password's verifier (the
@@ -159,16 +169,20 @@ class MariaServer(ChildServer):
 
     def command(self) -> list[str]:
         # --defaults-file comes first, so no file under /etc/mysql is read.
-        return [
-            str(self.bin_dir / "mariadbd"),
-            f"--defaults-file={self.conf_file}",
-            *user_option(),
-        ]
+        command = [str(self.bin_dir / "mariadbd"), f"--defaults-file={self.conf_file}"]
+        if self.new_cluster:
+            command.append("--wsrep-new-cluster")
+            self.new_cluster = False
+        return command + user_option()
 
     def read_pid(self) -> int | None:
         return read_pid_file(self.pid_file)
 
     def before_start(self) -> None:
+        # A cluster member answers only once it holds the cluster's data: a joiner's copy
+        # takes as long as the data is large.
+        member = galera.membership(self.config.conf_dir) is not None
+        self.start_timeout = galera.JOIN_TIMEOUT if member else ChildServer.start_timeout
         self._make_dirs()
         self.write_init_file()
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,85 @@
+"""Decisions about clusters: the task a cluster shows, and what a datastore's clusters need.
+
+Pure functions over values the caller read; the records are in ``cove.db.clusters`` and the
+workflows in ``cove.api.clusters`` and ``cove.taskmanager.clusters``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from cove.domain.status import Task
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """How Trove names a cluster task: its number, its name and what it says."""
+
+    id: int
+    name: str
+    description: str
+
+
+class ClusterTask(Enum):
+    """What a cluster is doing, as Trove numbers and names it."""
+
+    NONE = TaskInfo(1, "NONE", "No tasks for the cluster.")
+    BUILDING = TaskInfo(2, "BUILDING", "Building the initial cluster.")
+    DELETING = TaskInfo(3, "DELETING", "Deleting the cluster.")
+    GROWING_CLUSTER = TaskInfo(5, "GROWING_CLUSTER", "Increasing the size of the cluster.")
+    SHRINKING_CLUSTER = TaskInfo(6, "SHRINKING_CLUSTER", "Decreasing the size of the cluster.")
+    RESTARTING_CLUSTER = TaskInfo(8, "RESTARTING_CLUSTER", "Restarting the cluster.")
+
+    @classmethod
+    def named(cls, name: str) -> ClusterTask:
+        """The task recorded as ``name``; raises KeyError for an unknown one."""
+        return cls[name]
+
+
+#: The instance task each cluster task waits on: the cluster shows the task while a member
+#: still has it.
+_MEMBER_TASK = {
+    ClusterTask.BUILDING: Task.BUILDING,
+    ClusterTask.GROWING_CLUSTER: Task.BUILDING,
+    ClusterTask.SHRINKING_CLUSTER: Task.DELETING,
+    ClusterTask.RESTARTING_CLUSTER: Task.REBOOTING,
+    ClusterTask.DELETING: Task.DELETING,
+}
+
+
+def cluster_task(asked: ClusterTask, member_tasks: Iterable[Task]) -> ClusterTask:
+    """The task a cluster shows: the one asked of it while a member still has the matching
+    instance task, else NONE. A deletion holds until the cluster's row is gone from view,
+    whatever its members show (one whose deletion failed keeps it DELETING)."""
+    if asked is ClusterTask.DELETING:
+        return asked
+    wanted = _MEMBER_TASK.get(asked)
+    if wanted is not None and any(t is wanted for t in member_tasks):
+        return asked
+    return ClusterTask.NONE
+
+
+@dataclass(frozen=True)
+class ClusterRules:
+    """What one datastore's clusters need."""
+
+    #: The fewest members a cluster may have (and shrink to).
+    min_members: int
+    #: Whether every member must have the same flavor and volume size.
+    uniform: bool
+    #: The ``type`` Trove shows for each member.
+    member_type: str
+
+
+#: The datastores (by manager) that build clusters, and their rules.
+RULES = {
+    # Galera: fewer than 3 members cannot keep a majority when one is lost.
+    "mariadb": ClusterRules(min_members=3, uniform=True, member_type="member"),
+}
+
+
+def rules(manager: str) -> ClusterRules | None:
+    """The cluster rules of the datastore ``manager``; None when it builds no clusters."""
+    return RULES.get(manager)

@@ -1,0 +1,283 @@
+"""The cluster requests' checks, views and bookkeeping, against a real SQLite control database.
+The task manager is the real one on the fake bus with the fake compute driver once a test
+serves it; no guest agent answers, so members stay as the API recorded them unless a test
+says otherwise (the Galera build itself is tests/e2e/test_cluster_flow.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from test_instance_admin import DEADLINE, PEOPLE, Cloud
+
+from accounts import add_account, password_auth
+from cove.api.context import build_context
+from cove.common.settings import Settings, load_settings
+from cove.compute.discovery import FoundVersion
+from cove.db.catalog import register_version, seed_flavors
+from cove.db.engine import Database
+from cove.db.models import Cluster, Instance
+from cove.db.networks import sync_default_network
+from cove.domain.clusters import ClusterTask, cluster_task
+from cove.domain.status import Task
+from cove.taskmanager.context import TaskContext
+from cove.taskmanager.service import TaskManager
+from fakes import FakeBus, FakeDriver
+
+
+def seed(db: Database, settings: Settings) -> dict[str, tuple[str, str]]:
+    with db.session() as s:
+        seed_flavors(s)
+        register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
+        register_version(s, FoundVersion("mariadb", "10.11", "10.11.6", "/usr/sbin"))
+        sync_default_network(s, settings)
+    return {who: add_account(db, *person) for who, person in PEOPLE.items()}
+
+
+@pytest.fixture
+def cloud(
+    tmp_path: Any, seeded_db: Callable[..., Any], api_app: Callable[[Any], Any]
+) -> Iterator[Cloud]:
+    settings = load_settings(data_dir=tmp_path, rate_limit_per_minute=0)
+    people = seeded_db(settings, seed)
+    db = Database(settings.database_url)
+    bus = FakeBus()
+    context = build_context(settings, db, bus)  # type: ignore[arg-type]
+    tm = TaskManager(TaskContext(settings, db, bus, FakeDriver()))  # type: ignore[arg-type]
+    world = Cloud(TestClient(api_app(context)), context, bus, FakeDriver(), tm)
+    assert context.identity is not None
+    for who, (project_id, password) in people.items():
+        user = PEOPLE[who][1]
+        token, _ = context.identity.authenticate(password_auth(user, password, project_id))
+        world.projects[who], world.tokens[who] = project_id, token
+    yield world
+    tm.stop()
+    db.dispose()
+
+
+def seeds_call(cloud: Cloud, **changes: Any) -> Any:
+    """What the seeds' script sends through troveclient: the datastore and version by id,
+    ``net-id`` at the top level of each member, the same name for all three."""
+    datastores = cloud.request("member", "GET", "datastores").json()["datastores"]
+    maria = next(d for d in datastores if d["name"] == "mariadb")
+    member = {"name": "shop-member-member", "flavorRef": "2", "volume": {"size": 1}}
+    member["net-id"] = "default"
+    body: dict[str, Any] = {
+        "name": "shop",
+        "datastore": {"type": maria["id"], "version": maria["versions"][0]["id"]},
+        "instances": [dict(member) for _ in range(3)],
+    }
+    body.update(changes)
+    return cloud.request("member", "POST", "clusters", {"cluster": body})
+
+
+def made(cloud: Cloud, **changes: Any) -> dict[str, Any]:
+    resp = seeds_call(cloud, **changes)
+    assert resp.status_code == 200, resp.text
+    cluster: dict[str, Any] = resp.json()["cluster"]
+    return cluster
+
+
+def members_ready(cloud: Cloud, cluster: dict[str, Any]) -> None:
+    for member in cluster["instances"]:
+        cloud.ready(member["id"])
+
+
+def test_the_seeds_call_records_a_building_cluster_of_three_members(cloud: Cloud) -> None:
+    cluster = made(cloud, locality="affinity", extended_properties={"owner": "shop"})
+    assert "status" not in cluster
+    assert cluster["task"] == {
+        "id": 2,
+        "name": "BUILDING",
+        "description": "Building the initial cluster.",
+    }
+    assert cluster["datastore"] == {"type": "mariadb", "version": "10.11"}
+    assert cluster["locality"] == "affinity"
+    assert cluster["extended_properties"] == {"owner": "shop"}
+    members = cluster["instances"]
+    assert [m["name"] for m in members] == ["shop-member-member"] * 3
+    assert {m["type"] for m in members} == {"member"}
+    assert {m["status"] for m in members} == {"BUILD"}
+    assert {m["flavor"]["id"] for m in members} == {"2"}
+    assert {m["volume"]["size"] for m in members} == {1}
+    rows = [cloud.row(m["id"]) for m in members]
+    assert [r.cluster_index for r in rows] == [0, 1, 2]
+    assert {r.cluster_id for r in rows} == {cluster["id"]}
+    # Each member was handed to the task managers (nobody serves them here: the casts wait).
+    shown = cloud.request("member", "GET", f"clusters/{cluster['id']}").json()["cluster"]
+    assert [m["id"] for m in shown["instances"]] == [m["id"] for m in members]
+
+
+def test_members_are_left_out_of_the_instance_list_unless_asked(cloud: Cloud) -> None:
+    cluster = made(cloud)
+    alone = cloud.create()
+    ids = {m["id"] for m in cluster["instances"]}
+    listed = {i["id"] for i in cloud.request("member", "GET", "instances").json()["instances"]}
+    assert listed == {alone}
+    everything = cloud.request("member", "GET", "instances/detail?include_clustered=true")
+    assert {i["id"] for i in everything.json()["instances"]} == ids | {alone}
+    member = next(iter(ids))
+    assert cloud.show("member", member)["cluster_id"] == cluster["id"]
+    assert "cluster_id" not in cloud.show("member", alone)
+    inside = cloud.request("member", "GET", f"clusters/{cluster['id']}/instances/{member}")
+    assert inside.status_code == 200 and inside.json()["instance"]["id"] == member
+    outside = cloud.request("member", "GET", f"clusters/{cluster['id']}/instances/{alone}")
+    assert outside.status_code == 404, outside.text
+
+
+def test_the_task_reads_none_once_every_member_is_built(cloud: Cloud) -> None:
+    cluster = made(cloud)
+    members_ready(cloud, cluster)
+    shown = cloud.request("member", "GET", "clusters").json()["clusters"]
+    assert [c["id"] for c in shown] == [cluster["id"]]
+    assert shown[0]["task"]["name"] == "NONE"
+    assert {m["status"] for m in shown[0]["instances"]} == {"ACTIVE"}
+    assert {m["ip"][0] for m in shown[0]["instances"]} == {"127.42.0.9"}
+
+
+def test_another_projects_cluster_is_not_found(cloud: Cloud) -> None:
+    cluster = made(cloud)
+    for method in ("GET", "DELETE"):
+        resp = cloud.request("stranger", method, f"clusters/{cluster['id']}")
+        assert resp.status_code == 404, resp.text
+        assert "itemNotFound" in resp.json()
+    assert cloud.request("stranger", "GET", "clusters").json()["clusters"] == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "words"),
+    [
+        ({"instances": [{"flavorRef": "2", "volume": {"size": 1}}] * 2}, 400, "from 3"),
+        ({"datastore": {"type": "mariadb"}}, 400, "type and version"),
+        ({"datastore": {"type": "postgresql", "version": "15"}}, 501, "postgresql-15"),
+        ({"locality": "anti-affinity"}, 400, "one host"),
+        ({"locality": "nearby"}, 400, "Locality must be one of"),
+        ({"name": ""}, 400, "name"),
+        (
+            {
+                "instances": [
+                    {"flavorRef": "2", "volume": {"size": 1}},
+                    {"flavorRef": "3", "volume": {"size": 1}},
+                    {"flavorRef": "2", "volume": {"size": 1}},
+                ]
+            },
+            400,
+            "flavor for each instance",
+        ),
+        (
+            {"instances": [{"flavorRef": "2", "volume": {"size": n}} for n in (1, 2, 1)]},
+            400,
+            "volume size for each instance",
+        ),
+        ({"instances": [{"flavorRef": "2"}] * 3}, 400, "volume"),
+        ({"instances": [{"volume": {"size": 1}}] * 3}, 400, "flavor"),
+        (
+            {"instances": [{"flavorRef": "2", "volume": {"size": 1}, "weight": 5}] * 3},
+            400,
+            "weight",
+        ),
+        (
+            {"instances": [{"flavorRef": "2", "volume": {"size": 1}, "net-id": "nowhere"}] * 3},
+            400,
+            "nowhere",
+        ),
+        (
+            {
+                "instances": [
+                    {"flavorRef": "2", "volume": {"size": 1}, "net-id": "default", "nics": [{}]}
+                ]
+                * 3
+            },
+            400,
+            "not both",
+        ),
+        ({"instances": [{"flavorRef": "nope", "volume": {"size": 1}}] * 3}, 404, "nope"),
+        ({"configuration": "nope"}, 404, "nope"),
+    ],
+)
+def test_what_a_cluster_request_may_not_say(
+    cloud: Cloud, changes: dict[str, Any], status: int, words: str
+) -> None:
+    resp = seeds_call(cloud, **changes)
+    assert resp.status_code == status, resp.text
+    (fault,) = resp.json().values()
+    assert words in fault["message"], fault
+    with cloud.db.session() as s:
+        assert s.query(Cluster).count() == 0 and s.query(Instance).count() == 0
+
+
+def test_a_cluster_beyond_the_quota_records_nothing(cloud: Cloud) -> None:
+    shop = cloud.projects["member"]
+    resp = cloud.request("cloud", "PUT", f"mgmt/quotas/{shop}", {"quotas": {"instances": 2}})
+    assert resp.status_code == 200, resp.text
+    refused = seeds_call(cloud)
+    assert refused.status_code == 413, refused.text
+    with cloud.db.session() as s:
+        assert s.query(Cluster).count() == 0 and s.query(Instance).count() == 0
+
+
+def test_actions(cloud: Cloud) -> None:
+    cluster = made(cloud)
+    path = f"clusters/{cluster['id']}"
+    two = cloud.request("member", "POST", path, {"restart": {}, "grow": []})
+    assert two.status_code == 400, two.text
+    assert cloud.request("member", "POST", path, {"upgrade": {}}).status_code == 501
+    assert cloud.request("member", "POST", path, {"fly": {}}).status_code == 400
+    assert cloud.request("member", "POST", path, {"reset-status": {}}).status_code == 403
+    cloud.set_row(cluster["instances"][0]["id"], task=Task.NONE.value)
+    # A cloud administrator reaches it through its own project's path.
+    reset = cloud.request("cloud", "POST", path, {"reset-status": {}})
+    assert reset.status_code == 202, reset.text
+    with cloud.db.session() as s:
+        row = s.get(Cluster, cluster["id"])
+        assert row is not None and row.task == "NONE"
+
+
+def test_a_member_is_deleted_resized_or_replicated_only_through_its_cluster(
+    cloud: Cloud,
+) -> None:
+    cluster = made(cloud)
+    members_ready(cloud, cluster)
+    member = cluster["instances"][0]["id"]
+    deleted = cloud.request("member", "DELETE", f"instances/{member}")
+    assert deleted.status_code == 400 and cluster["id"] in deleted.text
+    resized = cloud.request(
+        "member", "POST", f"instances/{member}/action", {"resize": {"volume": {"size": 2}}}
+    )
+    assert resized.status_code == 400 and "through the cluster" in resized.text
+    replica = cloud.request(
+        "member", "POST", "instances", {"instance": {"name": "ro", "replica_of": member}}
+    )
+    assert replica.status_code == 400 and "through the cluster" in replica.text
+
+
+def test_deleting_a_cluster_deletes_every_member_then_the_cluster(cloud: Cloud) -> None:
+    cluster = made(cloud)
+    path = f"clusters/{cluster['id']}"
+    building = cloud.request("member", "DELETE", path)
+    assert building.status_code == 422 and "BUILDING" in building.text
+    members_ready(cloud, cluster)
+    assert cloud.request("member", "DELETE", path).status_code == 202
+    shown = cloud.request("member", "GET", path).json()["cluster"]
+    assert shown["task"]["name"] == "DELETING"
+    assert {m["status"] for m in shown["instances"]} == {"SHUTDOWN"}
+    cloud.serve_taskmanager()
+    # Asked again (idempotent): the casts lost before the task manager served are sent again.
+    assert cloud.request("member", "DELETE", path).status_code == 202
+    deadline = time.monotonic() + DEADLINE
+    while cloud.request("member", "GET", path).status_code != 404:
+        assert time.monotonic() < deadline, "the cluster was not deleted"
+        time.sleep(0.05)
+    assert all(cloud.row(m["id"]).deleted for m in cluster["instances"])
+
+
+def test_the_task_a_cluster_shows() -> None:
+    assert cluster_task(ClusterTask.BUILDING, [Task.NONE, Task.BUILDING]) is ClusterTask.BUILDING
+    assert cluster_task(ClusterTask.BUILDING, [Task.NONE, Task.BUILD_ERROR]) is ClusterTask.NONE
+    assert cluster_task(ClusterTask.GROWING_CLUSTER, [Task.BUILDING]) is ClusterTask.GROWING_CLUSTER
+    assert cluster_task(ClusterTask.SHRINKING_CLUSTER, [Task.NONE]) is ClusterTask.NONE
+    assert cluster_task(ClusterTask.DELETING, []) is ClusterTask.DELETING
+    assert cluster_task(ClusterTask.NONE, [Task.REBOOTING]) is ClusterTask.NONE
