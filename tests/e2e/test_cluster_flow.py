@@ -1,0 +1,174 @@
+"""A MariaDB Galera cluster made by the seeds' own python-troveclient call (positional
+arguments, the datastore and version by id, ``net-id`` at the top level of each member, one
+name for all three), used with PyMySQL: every member in one cluster of three, a row written on
+one member read on the others, a killed member rejoining by itself while the others take
+writes, and a deletion that leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from clients import ClientVenv, Cloud, TroveDriver
+from harness import ControlPlane, wait_for
+
+from cove.compute.discovery import find_mariadb
+from cove.guestagent.datastores.mariadb import conf
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not find_mariadb(), reason="needs mariadbd and mariadb-install-db"),
+    pytest.mark.skipif(
+        not Path("/usr/lib/galera/libgalera_smm.so").is_file(), reason="needs galera-4"
+    ),
+]
+
+PROJECT = "clusters"
+#: A cluster of three joins one member at a time by a whole copy: tens of seconds here.
+READY_TIMEOUT = 300.0
+
+
+def login(ip: str, password: str) -> Any:
+    return pymysql.connect(
+        host=ip, port=3306, user="root", password=password, connect_timeout=5, autocommit=True
+    )
+
+
+def status(ip: str, password: str, name: str) -> str | None:
+    """A server status variable of the member at ``ip``; None while it does not answer."""
+    try:
+        with login(ip, password) as conn, conn.cursor() as cur:
+            cur.execute("SHOW STATUS LIKE %s", (name,))
+            row = cur.fetchone()
+    except pymysql.MySQLError:
+        return None
+    return None if row is None else str(row[1])
+
+
+def execute(ip: str, password: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with login(ip, password) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
+
+
+def mariadbd_of(instance_dir: Path) -> int | None:
+    """The pid of the member's server, from its pid file; None when it has none."""
+    try:
+        return int((instance_dir / "run" / conf.PID_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_seeds_galera_cluster(openstack_clients: ClientVenv, cove_up: ControlPlane) -> None:
+    plane = cove_up
+    acct = plane.account(PROJECT, "cluster-user", "member")
+    cloud = Cloud(
+        auth_url=f"{plane.url}/identity/v3",
+        username=acct.user,
+        password=acct.password,
+        project_name=PROJECT,
+    )
+    tc = TroveDriver(openstack_clients, cloud)
+    try:
+        flow(tc, plane, acct.http)
+    finally:
+        tc.close()
+
+
+def flow(tc: TroveDriver, plane: ControlPlane, api: Any) -> None:
+    datastore = next(d for d in tc.call("datastores", "list") if d["name"] == "mariadb")
+    version = tc.call("datastore_versions", "list", datastore["id"])[0]
+    flavor = next(f for f in tc.call("flavors", "list") if f["ram"] >= 512)
+    network = api.get("/networks").json()["networks"][0]["id"]
+    # The seeds' script, as written: its format string gives every member the same name.
+    name = "seeds"
+    instances = [
+        {
+            "name": "{}-member-{}".format(name, "member", str(i + 1)),  # noqa: F523
+            "flavorRef": flavor["id"],
+            "volume": {"size": 1},
+            "net-id": network,
+        }
+        for i in range(3)
+    ]
+    made = tc.call(
+        "clusters", "create", name, datastore["id"], version["id"], instances, None, None, None
+    )
+    cid = made["id"]
+    assert made["task"]["name"] == "BUILDING"
+
+    def built() -> dict[str, Any] | None:
+        shown: dict[str, Any] = tc.call("clusters", "get", cid)
+        statuses = {m["status"] for m in shown["instances"]}
+        assert not statuses & {"ERROR", "FAILED"}, shown
+        return shown if shown["task"]["name"] == "NONE" and statuses == {"ACTIVE"} else None
+
+    cluster = wait_for(built, READY_TIMEOUT, interval=1, what="the cluster to be built")
+    members = cluster["instances"]
+    assert len(members) == 3 and {m["name"] for m in members} == {"seeds-member-member"}
+    ips = [m["ip"][0] for m in members]
+    # Members are left out of the instance list, as in Trove.
+    assert not {m["id"] for m in members} & {i["id"] for i in tc.call("instances", "list")}
+    assert [c["id"] for c in tc.call("clusters", "list")] == [cid]
+
+    password = api.post(f"/instances/{members[0]['id']}/root").json()["user"]["password"]
+    # The root account made on one member reaches every member: one cluster of three.
+    for ip in ips:
+        wait_for(
+            lambda ip=ip: status(ip, password, "wsrep_cluster_size") == "3",
+            60,
+            what=f"{ip} in a cluster of 3",
+        )
+        assert status(ip, password, "wsrep_local_state_comment") == "Synced"
+
+    # Every member takes writes; a row written on one is read on the others.
+    execute(ips[0], password, "CREATE DATABASE shop")
+    execute(ips[0], password, "CREATE TABLE shop.t (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT)")
+    for ip in ips:
+        execute(ip, password, "INSERT INTO shop.t (v) VALUES (%s)", f"written on {ip}")
+    for ip in ips:
+        written = {row[0] for row in execute(ip, password, "SELECT v FROM shop.t")}
+        assert written == {f"written on {other}" for other in ips}
+
+    # A killed member: the others keep taking writes, and it rejoins by itself.
+    victim = plane.data_dir / "instances" / members[2]["id"]
+    pid = mariadbd_of(victim)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    for n in range(20):
+        execute(ips[n % 2], password, "INSERT INTO shop.t (v) VALUES (%s)", f"meanwhile {n}")
+        time.sleep(0.1)
+    wait_for(
+        lambda: status(ips[2], password, "wsrep_local_state_comment") == "Synced",
+        120,
+        interval=0.5,
+        what="the killed member to rejoin",
+    )
+    assert mariadbd_of(victim) not in (None, pid)
+    meanwhile = execute(
+        ips[2], password, "SELECT count(*) FROM shop.t WHERE v LIKE %s", "meanwhile%"
+    )
+    assert meanwhile == [(20,)]
+    assert status(ips[0], password, "wsrep_cluster_size") == "3"
+
+    # Deleting the cluster deletes every member and leaves nothing running.
+    servers = [mariadbd_of(plane.data_dir / "instances" / m["id"]) for m in members]
+    tc.call("clusters", "delete", cid)
+    wait_for(lambda: api.get(f"/clusters/{cid}").status_code == 404, 120, what="the cluster gone")
+    for member in members:
+        assert api.get(f"/instances/{member['id']}").status_code == 404
+        assert not (plane.data_dir / "instances" / member["id"]).exists()
+    assert not [p for p in servers if p is not None and running(p)]
