@@ -164,6 +164,14 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any) -> None:
     assert meanwhile == [(20,)]
     assert status(ips[0], password, "wsrep_cluster_size") == "3"
 
+    # The load-balanced endpoint reaches every member, least busy first.
+    endpoint = wait_for(lambda: tc.call("clusters", "get", cid).get("ip"), 30, what="endpoint")[0]
+    reached = {execute(endpoint, password, "SELECT @@wsrep_node_address")[0][0] for _ in range(9)}
+    assert reached <= set(ips) and len(reached) >= 2
+
+    members = grow_and_shrink(tc, cid, flavor["id"], password)
+    rolling_restart(plane, api, cid, endpoint, password)
+
     # Deleting the cluster deletes every member and leaves nothing running.
     servers = [mariadbd_of(plane.data_dir / "instances" / m["id"]) for m in members]
     tc.call("clusters", "delete", cid)
@@ -172,3 +180,56 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any) -> None:
         assert api.get(f"/instances/{member['id']}").status_code == 404
         assert not (plane.data_dir / "instances" / member["id"]).exists()
     assert not [p for p in servers if p is not None and running(p)]
+
+
+def ready(tc: TroveDriver, cid: str, size: int) -> dict[str, Any] | None:
+    shown: dict[str, Any] = tc.call("clusters", "get", cid)
+    statuses = [m["status"] for m in shown["instances"]]
+    assert "ERROR" not in statuses, shown
+    done = shown["task"]["name"] == "NONE" and statuses == ["ACTIVE"] * size
+    return shown if done else None
+
+
+def grow_and_shrink(tc: TroveDriver, cid: str, flavor: str, password: str) -> list[dict[str, Any]]:
+    """Grow to 4 (the new member joins and holds the data), then shrink back to 3; below 3
+    is refused. Returns the members left."""
+    tc.call("clusters", "grow", cid, [{"flavorRef": flavor, "volume": {"size": 1}}])
+    assert tc.call("clusters", "get", cid)["task"]["name"] == "GROWING_CLUSTER"
+    grown = wait_for(lambda: ready(tc, cid, 4), READY_TIMEOUT, interval=1, what="the grow")
+    newcomer = grown["instances"][-1]
+    ip = newcomer["ip"][0]
+    assert status(ip, password, "wsrep_cluster_size") == "4"
+    assert execute(ip, password, "SELECT count(*) FROM shop.t")[0][0] >= 23
+    tc.call("clusters", "shrink", cid, [{"id": grown["instances"][0]["id"]}])
+    shrunk = wait_for(lambda: ready(tc, cid, 3), 120, interval=1, what="the shrink")
+    assert status(ip, password, "wsrep_cluster_size") == "3"
+    refused = tc.request("clusters", "shrink", cid, [{"id": shrunk["instances"][0]["id"]}])
+    assert refused.get("code") == 400, refused
+    assert "at least 3" in refused["message"]
+    members: list[dict[str, Any]] = shrunk["instances"]
+    return members
+
+
+def rolling_restart(plane: ControlPlane, api: Any, cid: str, endpoint: str, password: str) -> None:
+    """Restart every member, one at a time, while a client writes through the endpoint (a
+    new connection per write, as a pool reconnecting would): no write fails."""
+    ids = [m["id"] for m in api.get(f"/clusters/{cid}").json()["cluster"]["instances"]]
+    before = {iid: mariadbd_of(plane.data_dir / "instances" / iid) for iid in ids}
+    resp = api.post(f"/clusters/{cid}", json={"restart": {}})
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["cluster"]["task"]["name"] == "RESTARTING_CLUSTER"
+    failures: list[str] = []
+    written = 0
+    deadline = time.monotonic() + READY_TIMEOUT
+    while api.get(f"/clusters/{cid}").json()["cluster"]["task"]["name"] != "NONE":
+        assert time.monotonic() < deadline, "the rolling restart did not end"
+        try:
+            execute(endpoint, password, "INSERT INTO shop.t (v) VALUES ('rolling')")
+            written += 1
+        except pymysql.MySQLError as exc:
+            failures.append(str(exc))
+    assert failures == [] and written > 0
+    after = {iid: mariadbd_of(plane.data_dir / "instances" / iid) for iid in ids}
+    assert all(after[iid] not in (None, before[iid]) for iid in ids), (before, after)
+    counted = execute(endpoint, password, "SELECT count(*) FROM shop.t WHERE v = 'rolling'")
+    assert counted == [(written,)]

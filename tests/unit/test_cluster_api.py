@@ -225,6 +225,8 @@ def test_actions(cloud: Cloud) -> None:
     two = cloud.request("member", "POST", path, {"restart": {}, "grow": []})
     assert two.status_code == 400, two.text
     assert cloud.request("member", "POST", path, {"upgrade": {}}).status_code == 501
+    attach = {"configuration_attach": {"configuration_id": "x"}}
+    assert cloud.request("member", "POST", path, attach).status_code == 501
     assert cloud.request("member", "POST", path, {"fly": {}}).status_code == 400
     assert cloud.request("member", "POST", path, {"reset-status": {}}).status_code == 403
     cloud.set_row(cluster["instances"][0]["id"], task=Task.NONE.value)
@@ -234,6 +236,51 @@ def test_actions(cloud: Cloud) -> None:
     with cloud.db.session() as s:
         row = s.get(Cluster, cluster["id"])
         assert row is not None and row.task == "NONE"
+
+
+def test_grow_shrink_and_restart_check_what_they_are_asked(cloud: Cloud) -> None:
+    cluster = made(cloud)
+    path = f"clusters/{cluster['id']}"
+    ids = [m["id"] for m in cluster["instances"]]
+    member = {"flavorRef": "2", "volume": {"size": 1}}
+    # Nothing may start while the cluster is being built.
+    busy = cloud.request("member", "POST", path, {"grow": [member]})
+    assert busy.status_code == 422 and "BUILDING" in busy.text
+    members_ready(cloud, cluster)
+    for body, words in (
+        ({"grow": {}}, "list of instances"),
+        ({"grow": []}, "at least one"),
+        ({"grow": [{"flavorRef": "3", "volume": {"size": 1}}]}, "flavor 2, volume 1 GB"),
+        ({"grow": [{"flavorRef": "2", "volume": {"size": 2}}]}, "flavor 2, volume 1 GB"),
+        ({"grow": [{**member, "colour": "red"}]}, "colour"),
+        ({"grow": [{**member, "net-id": "nowhere"}]}, "nowhere"),
+        ({"shrink": [{"id": ids[0]}]}, "leave 2 member(s)"),
+        ({"shrink": [{"id": "someone"}]}, "not a member"),
+        ({"shrink": ["x"]}, '{"id": "<instance>"}'),
+        ({"restart": {"now": True}}, "no arguments"),
+    ):
+        resp = cloud.request("member", "POST", path, body)
+        assert resp.status_code == 400, (body, resp.text)
+        assert words in resp.json()["badRequest"]["message"], (body, resp.text)
+    grown = cloud.request("member", "POST", path, {"grow": [{**member, "name": "fourth"}]})
+    assert grown.status_code == 202, grown.text
+    shown = grown.json()["cluster"]
+    assert shown["task"]["name"] == "GROWING_CLUSTER"
+    assert [m["name"] for m in shown["instances"]][-1] == "fourth"
+    assert cloud.row(shown["instances"][-1]["id"]).cluster_index == 3
+    cloud.ready(shown["instances"][-1]["id"])
+    shrunk = cloud.request("member", "POST", path, {"shrink": [{"id": ids[1]}]})
+    assert shrunk.status_code == 202, shrunk.text
+    assert shrunk.json()["cluster"]["task"]["name"] == "SHRINKING_CLUSTER"
+    assert cloud.row(ids[1]).task == Task.DELETING.value
+    again = cloud.request("member", "POST", path, {"restart": {}})
+    assert again.status_code == 422, again.text
+    cloud.set_row(ids[1], task=Task.NONE.value)
+    restarted = cloud.request("member", "POST", path, {"restart": {}})
+    assert restarted.status_code == 202, restarted.text
+    assert restarted.json()["cluster"]["task"]["name"] == "RESTARTING_CLUSTER"
+    # One member at a time: the first now, the others after it (cove.taskmanager.restart).
+    assert [cloud.row(i).task for i in ids] == [Task.REBOOTING.value, "NONE", "NONE"]
 
 
 def test_a_member_is_deleted_resized_or_replicated_only_through_its_cluster(

@@ -13,6 +13,7 @@ import functools
 import json
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
@@ -100,39 +101,64 @@ def create_cluster(c: ApiContext, ctx: RequestContext, project_id: str, spec: Cl
                 deleted=False,
             )
         )
-        ids = []
-        for index, item in enumerate(spec.instances):
-            check_instance_quota(s, c.settings, project_id, ram=flavor.ram, volume=size)
-            member_id = new_id()
-            s.add(
-                Instance(
-                    id=member_id,
-                    project_id=project_id,
-                    name=item.name or f"{spec.name}-member-{index + 1}",
-                    flavor_id=flavor.id,
-                    datastore_version_id=version.id,
-                    volume_size=size,
-                    network_id=network_id,
-                    compute_driver=c.settings.compute_driver,
-                    task=Task.BUILDING.value,
-                    task_started_at=now,
-                    compute_state=ComputeState.BUILD.value,
-                    port=STANDARD_PORTS[version.manager],
-                    configuration_id=configuration_id,
-                    cluster_id=cluster_id,
-                    cluster_index=index,
-                    task_args=c.sealer.seal(member_id, CreateArgs([], [])),
-                    created=now,
-                    updated=now,
-                )
+        s.flush()
+        cluster = get_cluster(s, cluster_id)
+        ids = _add_members(c, s, cluster, spec.instances, flavor, size, network_id, 0)
+    _build(c, ctx, ids)
+    return cluster_id
+
+
+def _add_members(
+    c: ApiContext,
+    s: Session,
+    cluster: Cluster,
+    items: list[ClusterMemberIn],
+    flavor: Flavor,
+    size: int,
+    network_id: str,
+    first_index: int,
+) -> list[str]:
+    """Record a BUILDING member per item, numbered from ``first_index``, within the
+    project's quotas (the caller locked the project); their ids."""
+    ids = []
+    now = utcnow()
+    version = cluster.datastore_version
+    for n, item in enumerate(items):
+        index = first_index + n
+        check_instance_quota(s, c.settings, cluster.project_id, ram=flavor.ram, volume=size)
+        member_id = new_id()
+        s.add(
+            Instance(
+                id=member_id,
+                project_id=cluster.project_id,
+                name=item.name or f"{cluster.name}-member-{index + 1}",
+                flavor_id=flavor.id,
+                datastore_version_id=version.id,
+                volume_size=size,
+                network_id=network_id,
+                compute_driver=c.settings.compute_driver,
+                task=Task.BUILDING.value,
+                task_started_at=now,
+                compute_state=ComputeState.BUILD.value,
+                port=STANDARD_PORTS[version.manager],
+                configuration_id=cluster.configuration_id,
+                cluster_id=cluster.id,
+                cluster_index=index,
+                task_args=c.sealer.seal(member_id, CreateArgs([], [])),
+                created=now,
+                updated=now,
             )
-            s.flush()  # counted by the next quota check
-            ids.append(member_id)
+        )
+        s.flush()  # counted by the next quota check
+        ids.append(member_id)
+    return ids
+
+
+def _build(c: ApiContext, ctx: RequestContext, ids: list[str]) -> None:
     for member_id in ids:
         tell_task_managers(
             member_id, "build", functools.partial(c.taskmanager.create_instance, ctx, member_id)
         )
-    return cluster_id
 
 
 def _rules(version: DatastoreVersion) -> ClusterRules:
@@ -179,6 +205,14 @@ def _uniform(
             f"A cluster of this datastore has from {wanted.min_members} to {MAX_MEMBERS} "
             f"instances; {len(items)} were given."
         )
+    return _sizes(s, c, wanted, items)
+
+
+def _sizes(
+    s: Session, c: ApiContext, wanted: ClusterRules, items: list[ClusterMemberIn]
+) -> tuple[Flavor, int]:
+    if not items:
+        raise BadRequest("Name at least one instance.")
     flavors: set[str] = set()
     sizes: set[int] = set()
     for n, item in enumerate(items, start=1):
@@ -258,17 +292,144 @@ def delete_cluster(c: ApiContext, ctx: RequestContext, project_id: str, cluster_
 
 def act(c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, body: Any) -> None:
     """Run the one action ``body`` names. Raises BadRequest (not exactly one action, an
-    unknown one), ClusterNotFound, NotImplementedFault (an action Cove does not have yet)."""
+    unknown one, arguments it cannot take), ClusterNotFound, InstanceNotReady (the cluster is
+    busy), QuotaExceeded (grow), NotImplementedFault (an action Cove does not have yet)."""
     if not isinstance(body, dict) or len(body) != 1:
         raise BadRequest("A cluster action request names exactly one action.")
-    (name,) = body
+    ((name, args),) = body.items()
     with c.db.session() as s:
         get_cluster(s, cluster_id, project_id)
-    if name == "upgrade":
-        raise NotImplementedFault("Upgrading a cluster is not supported by Cove yet.")
-    if name in ("grow", "shrink", "restart", "configuration_attach", "configuration_detach"):
+    if name == "grow":
+        _grow(c, ctx, project_id, cluster_id, args)
+    elif name == "shrink":
+        _shrink(c, ctx, project_id, cluster_id, args)
+    elif name == "restart":
+        _restart(c, ctx, project_id, cluster_id, args)
+    elif name in ("configuration_attach", "configuration_detach"):
         raise NotImplementedFault(f"The cluster action '{name}' is not supported by Cove yet.")
-    raise BadRequest(f"Unknown cluster action '{shown(str(name))}'.")
+    elif name == "upgrade":
+        raise NotImplementedFault("Upgrading a cluster is not supported by Cove yet.")
+    else:
+        raise BadRequest(f"Unknown cluster action '{shown(str(name))}'.")
+
+
+def _idle(s: Session, cluster: Cluster) -> list[Instance]:
+    """The cluster's members, once it and every one of them are free for a new task. Raises
+    InstanceNotReady."""
+    task = task_of(s, cluster)
+    if task is not ClusterTask.NONE:
+        raise InstanceNotReady(
+            f"Cluster {cluster.id} is not ready (its task is {task.value.name}); try again "
+            "once it ends."
+        )
+    everyone = members(s, cluster.id)
+    busy = [m.id for m in everyone if m.task != Task.NONE.value]
+    if busy:
+        raise InstanceNotReady(
+            f"Cluster {cluster.id} is not ready: member {busy[0]} is busy or failed; reset or "
+            "shrink it first."
+        )
+    return everyone
+
+
+def _begin(cluster: Cluster, task: ClusterTask) -> None:
+    now = utcnow()
+    cluster.task = task.name
+    cluster.task_started_at = now
+    cluster.updated = now
+
+
+def _grow(c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, args: Any) -> None:
+    """Add the members ``args`` lists (Trove's instance items), each joining as a new member
+    does, with the flavor and volume of the members there."""
+    if not isinstance(args, list):
+        raise BadRequest('grow takes a list of instances: {"grow": [{"flavorRef": ...}]}.')
+    try:
+        items = [ClusterMemberIn.model_validate(item) for item in args]
+    except ValidationError as exc:
+        raise BadRequest(f"An instance of 'grow' is not valid: {_first_error(exc)}") from None
+    with c.db.session() as s:
+        lock_project(s, project_id)
+        cluster = get_cluster(s, cluster_id, project_id)
+        everyone = _idle(s, cluster)
+        wanted = _rules(cluster.datastore_version)
+        if len(everyone) + len(items) > MAX_MEMBERS:
+            raise BadRequest(f"A cluster has at most {MAX_MEMBERS} instances.")
+        flavor, size = _sizes(s, c, wanted, items)
+        if wanted.uniform and (flavor.id, size) != (everyone[0].flavor_id, everyone[0].volume_size):
+            raise BadRequest(
+                "The flavor and volume size of a new instance must be the cluster's: "
+                f"flavor {everyone[0].flavor_id}, volume {everyone[0].volume_size} GB."
+            )
+        network_id = everyone[0].network_id
+        named = any(item.net_id is not None or item.nics for item in items)
+        if network_id is None or (named and _network(s, items) != network_id):
+            raise BadRequest("A new instance must be on the cluster's network.")
+        first = max(m.cluster_index or 0 for m in everyone) + 1
+        _begin(cluster, ClusterTask.GROWING_CLUSTER)
+        ids = _add_members(c, s, cluster, items, flavor, size, network_id, first)
+    _build(c, ctx, ids)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+def _shrink(
+    c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, args: Any
+) -> None:
+    """Delete the members ``args`` names (``[{"id": ...}]``), keeping at least what the
+    datastore needs to stay safe."""
+    if not isinstance(args, list) or not args:
+        raise BadRequest('shrink takes a list of members: {"shrink": [{"id": "<instance>"}]}.')
+    if not all(isinstance(item, dict) and isinstance(item.get("id"), str) for item in args):
+        raise BadRequest('Each item of shrink names a member: {"id": "<instance>"}.')
+    gone = {checked_text(item["id"], "id") for item in args}
+    with c.db.session() as s:
+        lock_project(s, project_id)
+        cluster = get_cluster(s, cluster_id, project_id)
+        everyone = _idle(s, cluster)
+        unknown = sorted(gone - {m.id for m in everyone})
+        if unknown:
+            raise BadRequest(
+                f"Instance {shown(unknown[0])} is not a member of cluster {cluster_id}."
+            )
+        wanted = _rules(cluster.datastore_version)
+        left = len(everyone) - len(gone)
+        if left < wanted.min_members:
+            raise BadRequest(
+                f"Shrinking would leave {left} member(s); a cluster of this datastore keeps "
+                f"at least {wanted.min_members} to survive the loss of one."
+            )
+        _begin(cluster, ClusterTask.SHRINKING_CLUSTER)
+        now = utcnow()
+        for member_id in sorted(gone):
+            if not transition(s, member_id, {Task.NONE}, Task.DELETING, now):
+                raise InstanceNotReady(f"Member {member_id} of the cluster is busy; try again.")
+    for member_id in sorted(gone):
+        tell_task_managers(
+            member_id, "deletion", functools.partial(c.taskmanager.delete_instance, ctx, member_id)
+        )
+
+
+def _restart(
+    c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, args: Any
+) -> None:
+    """Restart the members one at a time (cove.taskmanager.restart): the cluster keeps
+    serving through the others, the one restarting out of its endpoint's rotation."""
+    if args not in ({}, None):
+        raise BadRequest('restart takes no arguments: {"restart": {}}.')
+    with c.db.session() as s:
+        cluster = get_cluster(s, cluster_id, project_id)
+        first = _idle(s, cluster)[0]
+        _begin(cluster, ClusterTask.RESTARTING_CLUSTER)
+        if not transition(s, first.id, {Task.NONE}, Task.REBOOTING, utcnow()):
+            raise InstanceNotReady(f"Member {first.id} of the cluster is busy; try again.")
+    tell_task_managers(
+        first.id, "restart", functools.partial(c.taskmanager.restart_instance, ctx, first.id)
+    )
 
 
 def reset_cluster(c: ApiContext, project_id: str, cluster_id: str) -> None:

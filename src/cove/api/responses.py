@@ -371,7 +371,8 @@ class ClusterMember(View):
 
 
 class Cluster(View):
-    """Trove's cluster view: the task instead of a status; the last three keys when set."""
+    """Trove's cluster view: the task instead of a status; the last four keys when set
+    (``ip``: the cluster's load-balanced endpoint)."""
 
     id: str
     name: str
@@ -381,6 +382,7 @@ class Cluster(View):
     links: list[Link]
     datastore: InstanceDatastore
     instances: list[ClusterMember]
+    ip: list[str] = optional_key()
     locality: str = optional_key()
     extended_properties: dict[str, Any] = optional_key()
     configuration: str = optional_key()

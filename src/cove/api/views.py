@@ -364,8 +364,9 @@ def cluster_view(
 ) -> dict[str, Any]:
     """Trove's view of a cluster: its task as ``{id, name, description}`` (no top-level
     status), its datastore, and each member (``members``: the instance and its status) with
-    ``type``, ``status``, ``flavor``, ``volume`` and, once it has one, ``ip``. ``locality``,
-    ``extended_properties`` and ``configuration`` appear when set."""
+    ``type``, ``status``, ``flavor``, ``volume`` and, once it has one, ``ip``. ``ip`` (the
+    load-balanced endpoint), ``locality``, ``extended_properties`` and ``configuration``
+    appear when set."""
     project_id = cluster.project_id
     version = cluster.datastore_version
     view: dict[str, Any] = {
@@ -382,6 +383,9 @@ def cluster_view(
         "datastore": {"type": version.datastore.name, "version": version.name},
         "instances": [_member_view(request, inst, status, member_type) for inst, status in members],
     }
+    if cluster.address:
+        # The load-balanced endpoint, on the datastore's port, as Trove shows a cluster's ip.
+        view["ip"] = [cluster.address]
     if cluster.locality:
         view["locality"] = cluster.locality
     if cluster.extended_properties:

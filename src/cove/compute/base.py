@@ -25,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from cove.compute.endpoints import GroupEndpoint
+from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint
 from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
 
@@ -64,9 +64,12 @@ class ComputeDriver(ABC):
         next renewal of the lease is refused)."""
         return False
 
-    def serve_endpoints(self, groups: Sequence[GroupEndpoint]) -> bool:
-        """Make this host's endpoints forward exactly for ``groups`` (``compute/endpoints.py``):
-        cheap when nothing changed, a new primary without dropping other connections.
+    def serve_endpoints(
+        self, groups: Sequence[GroupEndpoint], clusters: Sequence[ClusterEndpoint] = ()
+    ) -> bool:
+        """Make this host's endpoints forward exactly for ``groups`` and ``clusters``
+        (``compute/endpoints.py``): cheap when nothing changed, a new primary without
+        dropping other connections.
         False when the driver has no endpoints to offer. Raises OSError or
         subprocess.SubprocessError when they cannot be served (asked again soon)."""
         return False

@@ -36,7 +36,7 @@ from cove.common.service_user import service_user
 from cove.common.settings import Settings
 from cove.compute import localfs
 from cove.compute.base import ComputeDriver
-from cove.compute.endpoints import GroupEndpoint, HAProxy
+from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, HAProxy
 from cove.domain.datastores import DATASTORES, StrayServer
 from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
@@ -319,10 +319,12 @@ class LocalDriver(ComputeDriver):
                 self._spawned.pop(instance_id, None)
         LOG.info("removed instance %s", instance_id)
 
-    def serve_endpoints(self, groups: Sequence[GroupEndpoint]) -> bool:
+    def serve_endpoints(
+        self, groups: Sequence[GroupEndpoint], clusters: Sequence[ClusterEndpoint] = ()
+    ) -> bool:
         if not self.endpoints.available:
             return False
-        self.endpoints.apply(groups)
+        self.endpoints.apply(groups, clusters)
         return True
 
     def fence(self, instance_id: str) -> bool:

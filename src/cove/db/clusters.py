@@ -9,7 +9,9 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, ClusterNotFound
 from cove.common.text import shown
+from cove.db.instances import release_address
 from cove.db.models import Cluster, Instance
+from cove.db.replication import endpoint_owner
 from cove.domain.clusters import ClusterTask, cluster_task
 from cove.domain.status import Task
 
@@ -77,6 +79,8 @@ def settle_deleted(session: Session, cluster_id: str, now: datetime) -> bool:
     cluster.deleted = True
     cluster.deleted_at = now
     cluster.updated = now
+    release_address(session, endpoint_owner(cluster_id, "lb"))
+    cluster.address = None
     return True
 
 

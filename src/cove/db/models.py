@@ -218,6 +218,9 @@ class Cluster(Base):
     configuration_id: Mapped[str | None] = mapped_column(
         ForeignKey("configurations.id"), nullable=True
     )
+    #: The cluster's load-balanced endpoint (on the datastore's port), allocated from its
+    #: members' network by the task manager that first serves it.
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)

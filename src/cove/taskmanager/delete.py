@@ -15,6 +15,7 @@ from cove.db.replication import drop_if_alone
 from cove.db.schedules import delete_instance_schedules
 from cove.domain.status import Task
 from cove.rpc import RequestContext
+from cove.taskmanager.clusters import announce_peers
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import public
 
@@ -58,9 +59,14 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
         # The last replica gone, its primary is standalone again (and so is a primary that
         # goes: the API refuses to delete one with replicas).
         drop_if_alone(s, inst.replica_of_id or instance_id)
-        if inst.cluster_id is not None and settle_deleted(s, inst.cluster_id, now):
-            LOG.info("cluster %s deleted with its last member", inst.cluster_id)
+        cluster_id = inst.cluster_id
+        if cluster_id is not None and settle_deleted(s, cluster_id, now):
+            LOG.info("cluster %s deleted with its last member", cluster_id)
+            cluster_id = None
     LOG.info("instance %s deleted", instance_id)
+    if cluster_id is not None:
+        # The members left forget the one that went, for their next start.
+        announce_peers(tc, ctx, cluster_id)
 
 
 def _forget(tc: TaskContext, instance_id: str) -> None:

@@ -1,5 +1,6 @@
-"""The task manager's part of the groups' stable endpoints: allocating their addresses and
-handing the compute driver what each should forward to (``cove.compute.endpoints``).
+"""The task manager's part of the groups' and clusters' stable endpoints: allocating their
+addresses and handing the compute driver what each should forward to
+(``cove.compute.endpoints``).
 
 The coordinator calls :func:`serve_endpoints` every 0.2 s with the control database as the
 truth: the read-write endpoint follows ``primary_id`` (named before a promotion, so no client
@@ -13,11 +14,13 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cove.compute.endpoints import Backend, GroupEndpoint
+from cove.compute.endpoints import Backend, ClusterEndpoint, GroupEndpoint
+from cove.db.clusters import members as cluster_members
 from cove.db.instances import allocate_address
-from cove.db.models import Instance, ReplicationGroup
+from cove.db.models import Cluster, Instance, ReplicationGroup
 from cove.db.networks import address_pool
 from cove.db.replication import endpoint_owner, members
+from cove.domain.status import Task
 from cove.taskmanager.context import TaskContext
 
 LOG = logging.getLogger(__name__)
@@ -52,7 +55,41 @@ def serve_endpoints(tc: TaskContext) -> None:
                     replicas=replicas,
                 )
             )
-    tc.driver.serve_endpoints(wanted)
+    tc.driver.serve_endpoints(wanted, cluster_endpoints(tc))
+
+
+#: The member tasks that keep a member in its cluster's rotation.
+_SERVING = (Task.NONE.value,)
+
+
+def cluster_endpoints(tc: TaskContext) -> list[ClusterEndpoint]:
+    """The endpoints of every live cluster whose members this driver places (allocating the
+    address of one that has none yet): every placed member, those busy with a task (being
+    restarted, deleted or built) out of the rotation."""
+    wanted = []
+    with tc.db.session() as s:
+        rows = s.scalars(select(Cluster).where(Cluster.deleted.is_(False))).all()
+        for cluster in rows:
+            placed = [
+                m
+                for m in cluster_members(s, cluster.id)
+                if m.address is not None and m.compute_driver == tc.driver.name
+            ]
+            if not placed:
+                continue
+            if cluster.address is None:
+                _allocate_cluster(tc, s, cluster, placed[0])
+            assert cluster.address is not None
+            wanted.append(
+                ClusterEndpoint(
+                    cluster_id=cluster.id,
+                    port=placed[0].port,
+                    address=cluster.address,
+                    members=tuple(Backend(m.id, m.address, m.port) for m in placed if m.address),
+                    out=frozenset(m.id for m in placed if m.task not in _SERVING),
+                )
+            )
+    return wanted
 
 
 def _allocate(tc: TaskContext, s: Session, group: ReplicationGroup, primary: Instance) -> None:
@@ -70,3 +107,14 @@ def _allocate(tc: TaskContext, s: Session, group: ReplicationGroup, primary: Ins
         group.rw_address,
         group.ro_address,
     )
+
+
+def _allocate_cluster(tc: TaskContext, s: Session, cluster: Cluster, member: Instance) -> None:
+    """An address for the cluster's endpoint, from its members' network."""
+
+    def usable(address: str) -> bool:
+        return tc.driver.address_usable(address, member.port)
+
+    pool = address_pool(s, member.network_id, tc.settings)
+    cluster.address = allocate_address(s, pool, endpoint_owner(cluster.id, "lb"), usable)
+    LOG.info("cluster %s: endpoint %s", cluster.id, cluster.address)

@@ -1,24 +1,44 @@
-"""Restarting an instance's database server through its guest agent."""
+"""Restarting an instance's database server through its guest agent, and a cluster's members
+one after another (a rolling restart: the cluster keeps serving through the others)."""
 
 from __future__ import annotations
 
 import logging
 
+from sqlalchemy.orm import Session
+
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
-from cove.db.instances import end_task, get_instance
+from cove.db.clusters import get_cluster, members
+from cove.db.instances import end_task, get_instance, transition
+from cove.db.models import Instance
+from cove.domain.clusters import ClusterTask
 from cove.domain.status import Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
+from cove.taskmanager.endpoints import serve_endpoints
 
 LOG = logging.getLogger(__name__)
 
 
-def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
+def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> str | None:
+    """Restart the instance's server and end its task. For a member of a cluster being
+    restarted, the member is first taken out of its cluster's endpoint, and once it serves
+    again the next member (by number) gets the task: its id is returned, for the caller to
+    run it next under its own lease; None when there is none or the restart failed."""
     with tc.db.session() as s:
-        if get_instance(s, instance_id).task != Task.REBOOTING.value:
+        inst = get_instance(s, instance_id)
+        if inst.task != Task.REBOOTING.value:
             LOG.info("instance %s is no longer restarting; nothing to do", instance_id)
-            return
+            return None
+        rolling = _rolling(tc, inst.cluster_id)
+    if rolling:
+        try:
+            serve_endpoints(tc)  # the member takes no new connection from here on
+        except (OSError, CoveError) as exc:
+            LOG.warning(
+                "cannot take instance %s out of its cluster's endpoint: %s", instance_id, exc
+            )
     fault: str | None = None
     try:
         tc.guest(instance_id).restart(ctx)
@@ -27,4 +47,36 @@ def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> 
         fault = f"Restart failed: {exc.public_message}"
     with tc.db.session() as s:
         # Should the task have ended meanwhile (see the monitor), the guest reports the outcome.
-        end_task(s, instance_id, Task.REBOOTING, Task.NONE, fault, utcnow())
+        ended = end_task(s, instance_id, Task.REBOOTING, Task.NONE, fault, utcnow())
+        if not (ended and rolling and fault is None):
+            return None
+        return _next_member(s, get_instance(s, instance_id))
+
+
+def _rolling(tc: TaskContext, cluster_id: str | None) -> bool:
+    """Whether the member's restart is a step of its cluster's rolling restart."""
+    if cluster_id is None:
+        return False
+    with tc.db.session() as s:
+        try:
+            return get_cluster(s, cluster_id).task == ClusterTask.RESTARTING_CLUSTER.name
+        except CoveError:
+            return False
+
+
+def _next_member(s: Session, done: Instance) -> str | None:
+    """Give the REBOOTING task to the member after ``done`` (by number) that is free, in the
+    transaction that ended ``done``'s, so the cluster shows its restart throughout; its id,
+    or None when ``done`` was the last."""
+    assert done.cluster_id is not None
+    after = [
+        m
+        for m in members(s, done.cluster_id)
+        if (m.cluster_index or 0) > (done.cluster_index or 0) and m.task == Task.NONE.value
+    ]
+    for member in after:
+        if transition(s, member.id, {Task.NONE}, Task.REBOOTING, utcnow()):
+            LOG.info("cluster %s: restarting member %s next", done.cluster_id, member.id)
+            return member.id
+    LOG.info("cluster %s: every member restarted", done.cluster_id)
+    return None

@@ -161,13 +161,15 @@ class TaskManager:
         if not leases.claim(self.tc.db, instance_id, task, self.owner, dead_owner):
             LOG.info("instance %s: %s is not waiting for a task manager", instance_id, task.value)
             return
+        following = None
         with leases.held(self.tc.db, instance_id, self.owner) as lost:
             if task is Task.BUILDING:
                 create_instance(self.tc, ctx, instance_id, lost)
             elif task is Task.DELETING:
                 delete_instance(self.tc, ctx, instance_id)
             elif task is Task.REBOOTING:
-                restart_instance(self.tc, ctx, instance_id)
+                # A cluster's rolling restart goes on with its next member.
+                following = restart_instance(self.tc, ctx, instance_id)
             elif task is Task.RESIZING:
                 resize_instance(self.tc, ctx, instance_id)
             elif task is Task.DETACHING:
@@ -178,6 +180,8 @@ class TaskManager:
                 failover.eject_primary(self.tc, ctx, instance_id)
             elif task is Task.REJOINING:
                 failover.rejoin_replica(self.tc, ctx, instance_id)
+        if following is not None:
+            self._run(ctx, following, Task.REBOOTING)
 
     def resume(self) -> None:
         """Start every task nobody holds, each in the background (once at a time)."""

@@ -83,6 +83,11 @@ class MariaServer(ChildServer):
         return (self.config.conf_dir / REPLICA_MARKER).is_file()
 
     @property
+    def clustered(self) -> bool:
+        """Whether the server is a cluster member: its membership is recorded."""
+        return (self.config.conf_dir / galera.MEMBERSHIP_FILE).is_file()
+
+    @property
     def synchronous(self) -> bool:
         """Whether the server is in its group's synchronous mode: its marker says so."""
         return (self.config.conf_dir / conf.SYNCHRONOUS_MARKER).is_file()
@@ -181,8 +186,7 @@ class MariaServer(ChildServer):
     def before_start(self) -> None:
         # A cluster member answers only once it holds the cluster's data: a joiner's copy
         # takes as long as the data is large.
-        member = galera.membership(self.config.conf_dir) is not None
-        self.start_timeout = galera.JOIN_TIMEOUT if member else ChildServer.start_timeout
+        self.start_timeout = galera.JOIN_TIMEOUT if self.clustered else ChildServer.start_timeout
         self._make_dirs()
         self.write_init_file()
         with contextlib.suppress(FileNotFoundError):
@@ -239,11 +243,17 @@ class MariaServer(ChildServer):
             raise GuestError(f"cannot connect to MariaDB: {exc.args[-1]}") from exc
 
     def ping(self) -> bool:
+        """Whether the server answers; a cluster member only once it is in step with its
+        cluster and takes queries (``wsrep_ready``): before, it refuses them."""
         if not self.socket.exists():
             return False
         try:
             with self.connect() as conn, conn.cursor() as cur:
                 cur.execute("SELECT 1")
+                if self.clustered:
+                    cur.execute("SHOW STATUS LIKE 'wsrep_ready'")
+                    row = cur.fetchone()
+                    return row is not None and str(row[1]) == "ON"
             return True
         except (GuestError, pymysql.MySQLError):
             return False
