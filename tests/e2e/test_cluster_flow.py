@@ -2,7 +2,9 @@
 arguments, the datastore and version by id, ``net-id`` at the top level of each member, one
 name for all three), used with PyMySQL: every member in one cluster of three, a row written on
 one member read on the others, a killed member rejoining by itself while the others take
-writes, and a deletion that leaves nothing running."""
+writes, its endpoint balancing over the members, grow and shrink, a rolling restart without a
+failed write through the endpoint, and a deletion that leaves nothing running; beside it, a
+cluster made, listed, shown and deleted with the ``openstack`` command."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from clients import ClientVenv, Cloud, TroveDriver
+from clients import ClientVenv, Cloud, OpenStackCli, TroveDriver
 from harness import ControlPlane, wait_for
 
 from cove.compute.discovery import find_mariadb
@@ -72,7 +74,9 @@ def running(pid: int) -> bool:
     return True
 
 
-def test_the_seeds_galera_cluster(openstack_clients: ClientVenv, cove_up: ControlPlane) -> None:
+def test_the_seeds_galera_cluster(
+    openstack_clients: ClientVenv, cove_up: ControlPlane, tmp_path: Path
+) -> None:
     plane = cove_up
     acct = plane.account(PROJECT, "cluster-user", "member")
     cloud = Cloud(
@@ -81,14 +85,42 @@ def test_the_seeds_galera_cluster(openstack_clients: ClientVenv, cove_up: Contro
         password=acct.password,
         project_name=PROJECT,
     )
+    osc = OpenStackCli.with_cloud(openstack_clients, cloud, tmp_path)
+    # A second cluster, made with the openstack command, builds beside the seeds' one.
+    made = osc.json(
+        "database",
+        "cluster",
+        "create",
+        *[arg for _ in range(3) for arg in ("--instance", "flavor=2,volume=1")],
+        "osc",
+        "mariadb",
+        "10.11",
+    )
     tc = TroveDriver(openstack_clients, cloud)
     try:
-        flow(tc, plane, acct.http)
+        flow(tc, plane, acct.http, osc)
     finally:
         tc.close()
+    # The openstack command lists, shows and deletes it.
+    wait_for(
+        lambda: osc.json("database", "cluster", "show", made["id"])["task_name"] == "NONE",
+        READY_TIMEOUT,
+        interval=1,
+        what="the openstack command's cluster",
+    )
+    listed = osc.json("database", "cluster", "list")
+    assert [(c["ID"], c["Task Name"]) for c in listed] == [(made["id"], "NONE")]
+    members = osc.json("database", "cluster", "list", "instances", made["id"])
+    assert [m["Status"] for m in members] == ["ACTIVE"] * 3
+    osc.ok("database", "cluster", "delete", made["id"])
+    wait_for(
+        lambda: acct.http.get(f"/clusters/{made['id']}").status_code == 404,
+        120,
+        what="the openstack command's cluster gone",
+    )
 
 
-def flow(tc: TroveDriver, plane: ControlPlane, api: Any) -> None:
+def flow(tc: TroveDriver, plane: ControlPlane, api: Any, osc: OpenStackCli) -> None:
     datastore = next(d for d in tc.call("datastores", "list") if d["name"] == "mariadb")
     version = tc.call("datastore_versions", "list", datastore["id"])[0]
     flavor = next(f for f in tc.call("flavors", "list") if f["ram"] >= 512)
@@ -122,7 +154,7 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any) -> None:
     ips = [m["ip"][0] for m in members]
     # Members are left out of the instance list, as in Trove.
     assert not {m["id"] for m in members} & {i["id"] for i in tc.call("instances", "list")}
-    assert [c["id"] for c in tc.call("clusters", "list")] == [cid]
+    assert cid in [c["id"] for c in tc.call("clusters", "list")]
 
     password = api.post(f"/instances/{members[0]['id']}/root").json()["user"]["password"]
     # The root account made on one member reaches every member: one cluster of three.
@@ -169,7 +201,7 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any) -> None:
     reached = {execute(endpoint, password, "SELECT @@wsrep_node_address")[0][0] for _ in range(9)}
     assert reached <= set(ips) and len(reached) >= 2
 
-    members = grow_and_shrink(tc, cid, flavor["id"], password)
+    members = grow_and_shrink(tc, osc, cid, flavor["id"], password)
     rolling_restart(plane, api, cid, endpoint, password)
 
     # Deleting the cluster deletes every member and leaves nothing running.
@@ -190,9 +222,11 @@ def ready(tc: TroveDriver, cid: str, size: int) -> dict[str, Any] | None:
     return shown if done else None
 
 
-def grow_and_shrink(tc: TroveDriver, cid: str, flavor: str, password: str) -> list[dict[str, Any]]:
-    """Grow to 4 (the new member joins and holds the data), then shrink back to 3; below 3
-    is refused. Returns the members left."""
+def grow_and_shrink(
+    tc: TroveDriver, osc: OpenStackCli, cid: str, flavor: str, password: str
+) -> list[dict[str, Any]]:
+    """Grow to 4 (the new member joins and holds the data), then shrink back to 3 with the
+    openstack command; below 3 is refused. Returns the members left."""
     tc.call("clusters", "grow", cid, [{"flavorRef": flavor, "volume": {"size": 1}}])
     assert tc.call("clusters", "get", cid)["task"]["name"] == "GROWING_CLUSTER"
     grown = wait_for(lambda: ready(tc, cid, 4), READY_TIMEOUT, interval=1, what="the grow")
@@ -200,7 +234,7 @@ def grow_and_shrink(tc: TroveDriver, cid: str, flavor: str, password: str) -> li
     ip = newcomer["ip"][0]
     assert status(ip, password, "wsrep_cluster_size") == "4"
     assert execute(ip, password, "SELECT count(*) FROM shop.t")[0][0] >= 23
-    tc.call("clusters", "shrink", cid, [{"id": grown["instances"][0]["id"]}])
+    osc.ok("database", "cluster", "shrink", cid, grown["instances"][0]["id"])
     shrunk = wait_for(lambda: ready(tc, cid, 3), 120, interval=1, what="the shrink")
     assert status(ip, password, "wsrep_cluster_size") == "3"
     refused = tc.request("clusters", "shrink", cid, [{"id": shrunk["instances"][0]["id"]}])

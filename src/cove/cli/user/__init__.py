@@ -15,6 +15,7 @@ from cove import __version__
 from cove.cli.user.backups import backup
 from cove.cli.user.catalog import datastore, flavor, limits, network, quota
 from cove.cli.user.client import App
+from cove.cli.user.clusters import cluster
 from cove.cli.user.configurations import configuration
 from cove.cli.user.dbusers import database, root, user
 from cove.cli.user.instances import instance
@@ -68,6 +69,7 @@ def cli(
 
 
 cli.add_command(instance)
+cli.add_command(cluster)
 cli.add_command(database)
 cli.add_command(user)
 cli.add_command(root)

@@ -1,0 +1,236 @@
+"""The ``cove cluster`` commands: create, list, show, grow, shrink, restart and delete."""
+
+from __future__ import annotations
+
+import click
+
+from cove.cli import userfmt as fmt
+from cove.cli.user.client import ApiError, App, need
+from cove.cli.user.waiting import Seen, poll, wait_option, wait_timeout_option
+from cove.cli.userfmt import Body
+
+CLUSTER_HEADERS = ("ID", "Name", "Datastore", "Task", "Members", "Endpoint")
+
+
+def _endpoint(cluster: Body) -> str:
+    """Where clients reach the cluster: its load-balanced address and port."""
+    ips = cluster.get("ip") or []
+    if not ips:
+        return ""
+    port = fmt.DEFAULT_PORTS.get(str((cluster.get("datastore") or {}).get("type")), "")
+    return f"{ips[0]}:{port}" if port else str(ips[0])
+
+
+def _datastore(cluster: Body) -> str:
+    store = cluster.get("datastore") or {}
+    return f"{store.get('type', '')} {store.get('version', '')}".strip()
+
+
+def _row(cluster: Body) -> list[object]:
+    members = cluster.get("instances") or []
+    task = (cluster.get("task") or {}).get("name", "")
+    return [
+        cluster.get("id"),
+        cluster.get("name"),
+        _datastore(cluster),
+        task,
+        len(members),
+        _endpoint(cluster),
+    ]
+
+
+def _show(app: App, cluster: Body) -> None:
+    def render() -> str:
+        task = cluster.get("task") or {}
+        items: list[tuple[str, object]] = [
+            ("id", cluster.get("id")),
+            ("name", cluster.get("name")),
+            ("datastore", _datastore(cluster)),
+            ("task", f"{task.get('name', '')}: {task.get('description', '')}"),
+            ("endpoint", _endpoint(cluster) or "(not served yet)"),
+            ("created", cluster.get("created")),
+        ]
+        for key in ("locality", "configuration"):
+            if cluster.get(key):
+                items.append((key, cluster[key]))
+        lines = fmt.pairs(items)
+        members = cluster.get("instances") or []
+        table = fmt.table(
+            ["Member", "Name", "Type", "Status", "Flavor", "Size", "Address"],
+            (
+                [
+                    m.get("id"),
+                    m.get("name"),
+                    m.get("type"),
+                    m.get("status"),
+                    (m.get("flavor") or {}).get("id"),
+                    (m.get("volume") or {}).get("size"),
+                    ", ".join(m.get("ip") or []),
+                ]
+                for m in members
+            ),
+        )
+        return f"{lines}\n\n{table}"
+
+    app.output({"cluster": cluster}, render)
+
+
+def _wait(app: App, cluster_id: str, *, gone: bool, timeout: float) -> Body | None:
+    """Poll the cluster until its task is NONE with every member ACTIVE (or, with ``gone``,
+    until it no longer exists). Raises click.ClickException when a member is in ERROR, when
+    ``timeout`` seconds pass, or on Ctrl-C."""
+
+    def look() -> Seen[Body | None]:
+        try:
+            cluster: Body = need(app.api.get(f"clusters/{cluster_id}"), "cluster")
+        except ApiError as exc:
+            if gone and exc.code == 404:
+                return Seen("DELETED", None, done=True)
+            raise
+        task = str((cluster.get("task") or {}).get("name", "UNKNOWN"))
+        statuses = [str(m.get("status")) for m in cluster.get("instances") or []]
+        failed = [m for m in cluster.get("instances") or [] if m.get("status") == "ERROR"]
+        failure = None
+        if failed and not gone:
+            failure = (
+                f"member {failed[0].get('id')} of cluster {cluster_id} is in ERROR "
+                f"(see 'cove instance show {failed[0].get('id')}')"
+            )
+        ready = sum(s == "ACTIVE" for s in statuses)
+        label = f"{task}, {ready}/{len(statuses)} members ACTIVE"
+        done = not gone and task == "NONE" and ready == len(statuses)
+        return Seen(label, dict(cluster), done=done, failure=failure)
+
+    return poll(
+        look,
+        timeout=timeout,
+        subject=f"cluster {cluster_id}",
+        see=f"cove cluster show {cluster_id}",
+    )
+
+
+@click.group("cluster")
+def cluster() -> None:
+    """Clusters: several instances serving as one (MariaDB Galera, every member writable)."""
+
+
+def _member(flavor: str, size: int, network: str | None) -> Body:
+    item: Body = {"flavorRef": flavor, "volume": {"size": size}}
+    if network:
+        item["nics"] = [{"net-id": network}]
+    return item
+
+
+@cluster.command("create")
+@click.argument("name")
+@click.option("--datastore", required=True, help="Datastore type, e.g. mariadb.")
+@click.option("--datastore-version", required=True, help="Datastore version name, e.g. 10.11.")
+@click.option("--flavor", required=True, help="Flavor of every member (see 'cove flavor list').")
+@click.option("--size", type=click.IntRange(min=1), required=True, help="Volume size in GB.")
+@click.option(
+    "--members", type=click.IntRange(min=1), default=3, show_default=True, help="How many."
+)
+@click.option("--network", help="Network of every member, by id or name.")
+@wait_option
+@wait_timeout_option(1800)
+@click.pass_obj
+def cluster_create(
+    app: App,
+    name: str,
+    datastore: str,
+    datastore_version: str,
+    flavor: str,
+    size: int,
+    members: int,
+    network: str | None,
+    wait: bool,
+    wait_timeout: float,
+) -> None:
+    """Create a cluster NAME of --members instances alike."""
+    body = {
+        "name": name,
+        "datastore": {"type": datastore, "version": datastore_version},
+        "instances": [_member(flavor, size, network) for _ in range(members)],
+    }
+    made = need(app.api.request("POST", "clusters", {"cluster": body}), "cluster")
+    if wait:
+        made = _wait(app, str(need(made, "id")), gone=False, timeout=wait_timeout) or made
+    _show(app, made)
+
+
+@cluster.command("list")
+@click.pass_obj
+def cluster_list(app: App) -> None:
+    """List clusters."""
+    items = app.api.paginate("clusters", "clusters")
+    app.output({"clusters": items}, lambda: fmt.table(CLUSTER_HEADERS, map(_row, items)))
+
+
+@cluster.command("show")
+@click.argument("cluster_id", metavar="ID")
+@click.pass_obj
+def cluster_show(app: App, cluster_id: str) -> None:
+    """Show cluster ID, its task, endpoint and members."""
+    _show(app, need(app.api.get(f"clusters/{cluster_id}"), "cluster"))
+
+
+def _act(app: App, cluster_id: str, body: Body, wait: bool, wait_timeout: float) -> None:
+    shown = need(app.api.request("POST", f"clusters/{cluster_id}", body), "cluster")
+    if wait:
+        shown = _wait(app, cluster_id, gone=False, timeout=wait_timeout) or shown
+    _show(app, shown)
+
+
+@cluster.command("grow")
+@click.argument("cluster_id", metavar="ID")
+@click.option("--flavor", required=True, help="Flavor of the new members (the cluster's).")
+@click.option("--size", type=click.IntRange(min=1), required=True, help="Volume size in GB.")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
+@wait_option
+@wait_timeout_option(1800)
+@click.pass_obj
+def cluster_grow(
+    app: App, cluster_id: str, flavor: str, size: int, count: int, wait: bool, wait_timeout: float
+) -> None:
+    """Add --count members to cluster ID."""
+    body = {"grow": [_member(flavor, size, None) for _ in range(count)]}
+    _act(app, cluster_id, body, wait, wait_timeout)
+
+
+@cluster.command("shrink")
+@click.argument("cluster_id", metavar="ID")
+@click.argument("members", metavar="MEMBER...", nargs=-1, required=True)
+@wait_option
+@wait_timeout_option(600)
+@click.pass_obj
+def cluster_shrink(
+    app: App, cluster_id: str, members: tuple[str, ...], wait: bool, wait_timeout: float
+) -> None:
+    """Remove the MEMBER instances from cluster ID."""
+    body = {"shrink": [{"id": member} for member in members]}
+    _act(app, cluster_id, body, wait, wait_timeout)
+
+
+@cluster.command("restart")
+@click.argument("cluster_id", metavar="ID")
+@wait_option
+@wait_timeout_option(1800)
+@click.pass_obj
+def cluster_restart(app: App, cluster_id: str, wait: bool, wait_timeout: float) -> None:
+    """Restart every member of cluster ID, one at a time (it keeps serving)."""
+    _act(app, cluster_id, {"restart": {}}, wait, wait_timeout)
+
+
+@cluster.command("delete")
+@click.argument("cluster_id", metavar="ID")
+@wait_option
+@wait_timeout_option(600)
+@click.pass_obj
+def cluster_delete(app: App, cluster_id: str, wait: bool, wait_timeout: float) -> None:
+    """Delete cluster ID and every member."""
+    app.api.request("DELETE", f"clusters/{cluster_id}")
+    if wait:
+        _wait(app, cluster_id, gone=True, timeout=wait_timeout)
+        app.done(f"Cluster {cluster_id} deleted.")
+    else:
+        app.done(f"Cluster {cluster_id} is being deleted.")
