@@ -156,7 +156,8 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any, osc: OpenStackCli) -> N
     assert not {m["id"] for m in members} & {i["id"] for i in tc.call("instances", "list")}
     assert cid in [c["id"] for c in tc.call("clusters", "list")]
 
-    password = api.post(f"/instances/{members[0]['id']}/root").json()["user"]["password"]
+    # Root of the cluster (troveclient's create_cluster_root): made once, on every member.
+    password = tc.call("root", "create_cluster_root", cid)[1]
     # The root account made on one member reaches every member: one cluster of three.
     for ip in ips:
         wait_for(
@@ -201,6 +202,7 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any, osc: OpenStackCli) -> N
     reached = {execute(endpoint, password, "SELECT @@wsrep_node_address")[0][0] for _ in range(9)}
     assert reached <= set(ips) and len(reached) >= 2
 
+    configure(api, cid, ips, password)
     members = grow_and_shrink(tc, osc, cid, flavor["id"], password)
     rolling_restart(plane, api, cid, endpoint, password)
 
@@ -267,3 +269,23 @@ def rolling_restart(plane: ControlPlane, api: Any, cid: str, endpoint: str, pass
     assert all(after[iid] not in (None, before[iid]) for iid in ids), (before, after)
     counted = execute(endpoint, password, "SELECT count(*) FROM shop.t WHERE v = 'rolling'")
     assert counted == [(written,)]
+
+
+def configure(api: Any, cid: str, ips: list[str], password: str) -> None:
+    """A configuration group attached to the cluster reaches every member; detached, the
+    members go back to their defaults."""
+    group = {"name": "wide", "values": {"max_connections": 345}, "datastore": {"type": "mariadb"}}
+    made = api.post("/configurations", json={"configuration": group})
+    assert made.status_code == 200, made.text
+    gid = made.json()["configuration"]["id"]
+    attach = api.post(f"/clusters/{cid}", json={"configuration_attach": {"configuration_id": gid}})
+    assert attach.status_code == 202, attach.text
+    assert attach.json()["cluster"]["configuration"] == gid
+    for ip in ips:
+        assert execute(ip, password, "SELECT @@max_connections") == [(345,)]
+    detach = api.post(f"/clusters/{cid}", json={"configuration_detach": {}})
+    assert detach.status_code == 202, detach.text
+    assert "configuration" not in detach.json()["cluster"]
+    for ip in ips:
+        assert execute(ip, password, "SELECT @@max_connections") != [(345,)]
+    assert api.delete(f"/configurations/{gid}").status_code == 202

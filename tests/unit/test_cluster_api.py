@@ -226,7 +226,8 @@ def test_actions(cloud: Cloud) -> None:
     assert two.status_code == 400, two.text
     assert cloud.request("member", "POST", path, {"upgrade": {}}).status_code == 501
     attach = {"configuration_attach": {"configuration_id": "x"}}
-    assert cloud.request("member", "POST", path, attach).status_code == 501
+    assert cloud.request("member", "POST", path, attach).status_code == 422
+    assert cloud.request("member", "POST", path, {"configuration_attach": {}}).status_code == 400
     assert cloud.request("member", "POST", path, {"fly": {}}).status_code == 400
     assert cloud.request("member", "POST", path, {"reset-status": {}}).status_code == 403
     cloud.set_row(cluster["instances"][0]["id"], task=Task.NONE.value)

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
-from cove.api.instances import resolve_version, tell_task_managers
+from cove.api.instances import (
+    attach_configuration,
+    detach_configuration,
+    resolve_version,
+    tell_task_managers,
+)
 from cove.api.schemas import ClusterCreate, ClusterMemberIn
 from cove.api.validate import checked, checked_text
 from cove.common.errors import (
     BadRequest,
+    CoveError,
     InstanceNotReady,
     NotImplementedFault,
     VolumeSizeTooLarge,
@@ -41,6 +48,8 @@ from cove.domain.capabilities import STANDARD_PORTS
 from cove.domain.clusters import ClusterRules, ClusterTask, rules
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
+
+LOG = logging.getLogger(__name__)
 
 #: The most members one cluster may have: a Galera cluster's every commit is certified by
 #: each member, and beyond this size it only slows down.
@@ -305,8 +314,10 @@ def act(c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, bo
         _shrink(c, ctx, project_id, cluster_id, args)
     elif name == "restart":
         _restart(c, ctx, project_id, cluster_id, args)
-    elif name in ("configuration_attach", "configuration_detach"):
-        raise NotImplementedFault(f"The cluster action '{name}' is not supported by Cove yet.")
+    elif name == "configuration_attach":
+        _attach(c, ctx, project_id, cluster_id, args)
+    elif name == "configuration_detach":
+        _detach(c, ctx, project_id, cluster_id, args)
     elif name == "upgrade":
         raise NotImplementedFault("Upgrading a cluster is not supported by Cove yet.")
     else:
@@ -439,3 +450,56 @@ def reset_cluster(c: ApiContext, project_id: str, cluster_id: str) -> None:
         cluster = get_cluster(s, cluster_id, project_id)
         cluster.task = ClusterTask.NONE.name
         cluster.updated = utcnow()
+
+
+def _attach(
+    c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, args: Any
+) -> None:
+    """Attach a configuration group to every member, one after the other, each given its
+    values before the next (a value that needs a restart waits for the cluster's rolling
+    restart); when one refuses, those attached before it are detached again."""
+    if not isinstance(args, dict) or not isinstance(args.get("configuration_id"), str):
+        raise BadRequest(
+            'configuration_attach takes {"configuration_id": "<configuration group>"}.'
+        )
+    ref = checked_text(args["configuration_id"], "configuration_id")
+    with c.db.session() as s:
+        cluster = get_cluster(s, cluster_id, project_id)
+        ids = [m.id for m in _idle(s, cluster)]
+        group = find_configuration(s, ref, project_id)
+        check_same_version(group, cluster.datastore_version)
+        if cluster.configuration_id is not None:
+            raise BadRequest(
+                f"Cluster {cluster_id} already has configuration group "
+                f"{cluster.configuration_id} attached; detach it first."
+            )
+        group_id = group.id
+    done: list[str] = []
+    try:
+        for member_id in ids:
+            attach_configuration(c, ctx, project_id, member_id, group_id, None)
+            done.append(member_id)
+    except CoveError:
+        for member_id in done:
+            try:
+                detach_configuration(c, ctx, project_id, member_id, None)
+            except CoveError as exc:
+                LOG.error("cannot detach the group from member %s again: %s", member_id, exc)
+        raise
+    with c.db.session() as s:
+        get_cluster(s, cluster_id).configuration_id = group_id
+
+
+def _detach(
+    c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, args: Any
+) -> None:
+    """Detach the cluster's configuration group from every member."""
+    if args not in ({}, None):
+        raise BadRequest('configuration_detach takes no arguments: {"configuration_detach": {}}.')
+    with c.db.session() as s:
+        cluster = get_cluster(s, cluster_id, project_id)
+        ids = [m.id for m in _idle(s, cluster)]
+    for member_id in ids:
+        detach_configuration(c, ctx, project_id, member_id, None)
+    with c.db.session() as s:
+        get_cluster(s, cluster_id).configuration_id = None

@@ -1,4 +1,4 @@
-"""Clusters: create, list, show, a member's detail, delete and the actions. Each endpoint
+"""Clusters: create, list, show, a member's detail, delete, the actions and root. Each endpoint
 checks the caller's rights, runs one workflow of :mod:`cove.api.clusters` and renders the
 view (``cove.api.views.cluster_view``)."""
 
@@ -12,17 +12,21 @@ from sqlalchemy.orm import Session
 
 from cove.api import clusters as workflows
 from cove.api.context import ApiContext, authorize, cove, reaches_any_project
+from cove.api.guest import check_ready
 from cove.api.openapi import answers
-from cove.api.responses import ClusterList, ClusterOne, InstanceOne
-from cove.api.schemas import ClusterCreateBody
+from cove.api.responses import ClusterList, ClusterOne, InstanceOne, RootEnabled, RootStatus
+from cove.api.schemas import ClusterCreateBody, RootBody
+from cove.api.validate import checked
 from cove.api.views import cluster_view, instance_view, next_links, page_limit
-from cove.common.errors import InstanceNotFound
-from cove.common.ids import utcnow
+from cove.common.errors import InstanceNotFound, InstanceNotReady
+from cove.common.ids import generate_password, utcnow
 from cove.db.clusters import get_cluster, members, page_clusters, task_of
 from cove.db.instances import get_instance, snapshot
 from cove.db.models import Cluster
+from cove.domain import names
+from cove.domain.capabilities import Capability
 from cove.domain.clusters import rules
-from cove.domain.status import compute_status
+from cove.domain.status import Task, compute_status
 from cove.rpc import RequestContext
 
 router = APIRouter(prefix="/v1.0/{project_id}/clusters")
@@ -138,3 +142,46 @@ def delete_cluster(
     ctx, project_id = _authorize(request, c, project_id, cluster_id, "cluster:delete")
     workflows.delete_cluster(c, ctx, project_id, cluster_id)
     return Response(status_code=202)
+
+
+def _serving_member(c: ApiContext, project_id: str, cluster_id: str) -> str:
+    """A member of the cluster that serves (its root account reaches every member: the
+    cluster replicates accounts). Raises ClusterNotFound, InstanceNotReady."""
+    with c.db.session() as s:
+        get_cluster(s, cluster_id, project_id)
+        ready = [m.id for m in members(s, cluster_id) if m.task == Task.NONE.value]
+    if not ready:
+        raise InstanceNotReady(f"Cluster {cluster_id} has no member ready; try again later.")
+    return ready[0]
+
+
+@router.get("/{cluster_id}/root", responses=answers(RootStatus, 404, 422, 503))
+def cluster_root_status(
+    project_id: str, cluster_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    ctx, project_id = _authorize(request, c, project_id, cluster_id, "root:show")
+    member = _serving_member(c, project_id, cluster_id)
+    check_ready(c, project_id, member, Capability.ROOT)
+    return {"rootEnabled": c.guest(member).is_root_enabled(ctx)}
+
+
+@router.post("/{cluster_id}/root", responses=answers(RootEnabled, 404, 422, 501, 503))
+def enable_cluster_root(
+    project_id: str,
+    cluster_id: str,
+    request: Request,
+    body: RootBody | None = Body(default=None),
+    c: ApiContext = Depends(cove),
+) -> Any:
+    """Enable root on the cluster (troveclient ``root.create_cluster_root``): made on one
+    member, it reaches every member."""
+    ctx, project_id = _authorize(request, c, project_id, cluster_id, "root:enable")
+    password = body.password if body and body.password else None
+    if password is not None:
+        checked(names.password, password)
+    else:
+        password = generate_password()
+    member = _serving_member(c, project_id, cluster_id)
+    check_ready(c, project_id, member, Capability.ROOT, writes=True)
+    root = c.guest(member).enable_root(ctx, password)
+    return {"user": {"name": root.name, "password": password}}

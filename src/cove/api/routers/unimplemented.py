@@ -56,12 +56,6 @@ UNIMPLEMENTED: tuple[Unimplemented, ...] = (
         "Backup strategies",
     ),
     Unimplemented(
-        "/clusters/{cluster_id}/root",
-        {"GET": "cluster:show", "POST": "cluster:action"},
-        "A cluster's root account",
-        plural=False,
-    ),
-    Unimplemented(
         "/instances/{instance_id}/log",
         {"GET": "instance:guest_log_list", "POST": "instance:guest_log_action"},
         "Instance logs",
