@@ -24,7 +24,7 @@ the same made by hand, in one run on the same machine:
 Targets: Cove's build <= 1.3x by hand; endpoint throughput >= 0.6x direct; no write failed
 during the rolling restart.
 
-Usage: python bench/cluster.py [--rounds 1] [--duration 10] [--clients 6] [--json]
+Usage: python bench/cluster.py [--rounds 2] [--duration 10] [--clients 6] [--json]
        [--fast-heartbeats]
 """
 
@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from harness import ControlPlane
 
+from cove.common.procfs import cmdline
 from cove.common.service_user import ServiceUser, service_user
 from cove.compute.discovery import find_mariadb, mariadb_install_db
 from cove.guestagent.datastores.mariadb import conf, galera
@@ -499,7 +500,9 @@ class Result:
     qps_endpoint: float = 0.0
     qps_direct: float = 0.0
     kill: Window | None = None
+    kill_restarted: float = 0.0
     kill_synced: float = 0.0
+    kill_transfer: str = ""
     restart: Window | None = None
     restart_took: float = 0.0
     error: str | None = None
@@ -558,31 +561,59 @@ def member_state(ip: str, password: str) -> str | None:
     return str(rows[0][1]) if rows else None
 
 
+def new_server(instance_dir: Path, old: int) -> bool:
+    """Whether a server other than ``old`` runs with the member's configuration."""
+    config = str(instance_dir / "conf" / conf.CONF_FILE)
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != old:
+            argv = cmdline(int(entry.name))
+            if argv and argv[0].endswith("mariadbd") and f"--defaults-file={config}" in argv:
+                return True
+    return False
+
+
+def transfer(log: Path, offset: int) -> str:
+    """How the restarted member caught up, from its server's log after ``offset``."""
+    with log.open("rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
+    if "SST received" in text:
+        return "a whole copy (SST)"
+    return "incremental (IST)" if "IST received" in text else "no transfer logged"
+
+
 def kill_member(plane: ControlPlane, cluster: CoveCluster, endpoint: str, r: Result) -> None:
     """SIGKILL of the last member's server under the writer, until it is Synced again."""
     victim, ip = cluster.members()[-1]
+    instance_dir = plane.data_dir / "instances" / victim
     pid = wait_for(lambda: server_pid(plane, victim, "mariadb"), 30, "the member's server pid")
+    log = instance_dir / "log" / conf.LOG_FILE
     writer = Writer(endpoint, cluster.password)
     writer.start()
     try:
         wait_for(lambda: len(writer.acked) > 20, 30, "writes through the endpoint")
         time.sleep(1)
+        offset = log.stat().st_size
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
 
         def synced() -> bool:
+            if not r.kill_restarted and new_server(instance_dir, pid):
+                r.kill_restarted = time.monotonic() - killed
             again = server_pid(plane, victim, "mariadb") not in (None, pid)
             return again and member_state(ip, cluster.password) == "Synced"
 
         wait_for(synced, 300, "the killed member Synced again", 0.1)
         r.kill_synced = time.monotonic() - killed
+        r.kill_transfer = transfer(log, offset)
         time.sleep(1)
         seen = r.kill = window(writer, killed, time.monotonic())
     finally:
         writer.stop()
     print(
-        f"  kill: {seen.failed} write(s) failed over {seen.error_window:.2f} s, the member"
-        f" Synced again {r.kill_synced:.1f} s after the kill"
+        f"  kill: {seen.failed} write(s) failed over {seen.error_window:.2f} s, the server"
+        f" started again {r.kill_restarted:.2f} s and Synced {r.kill_synced:.1f} s after the"
+        f" kill, by {r.kill_transfer}"
         + (f" (last error: {writer.last_error})" if writer.last_error else ""),
         flush=True,
     )
@@ -668,7 +699,9 @@ def report(r: Result, args: argparse.Namespace) -> None:
         row("writes failed", f"{r.kill.failed}")
         row("first failure to a write acknowledged after", f"{r.kill.error_window:.2f}s")
         row("longest time without an acknowledged write", f"{r.kill.longest_gap:.2f}s")
+        row("kill to the member's server started again", f"{r.kill_restarted:.2f}s")
         row("kill to the member Synced again", f"{r.kill_synced:.2f}s")
+        print(f"    {'how it caught up':44} {r.kill_transfer}")
         row("writes acknowledged meanwhile", f"{r.kill.acked}")
     if r.restart is not None:
         print("  rolling restart under the same writer:")
@@ -685,7 +718,7 @@ def interrupted(signum: int, _frame: Any) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=1, help="builds each way")
+    parser.add_argument("--rounds", type=int, default=2, help="builds each way")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per throughput run")
     parser.add_argument("--clients", type=int, default=6, help="client processes")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")

@@ -156,6 +156,14 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any, osc: OpenStackCli) -> N
     assert not {m["id"] for m in members} & {i["id"] for i in tc.call("instances", "list")}
     assert cid in [c["id"] for c in tc.call("clusters", "list")]
 
+    # Each member's agent reports how its server sees the cluster (a Cove extension).
+    def healthy() -> bool:
+        shown = api.get(f"/clusters/{cid}").json()["cluster"]["instances"]
+        return all(
+            m.get("health") == {"cluster_size": 3, "state": "Synced", "ready": True} for m in shown
+        )
+
+    wait_for(healthy, 30, interval=0.5, what="every member's health in the view")
     # Root of the cluster (troveclient's create_cluster_root): made once, on every member.
     password = tc.call("root", "create_cluster_root", cid)[1]
     # The root account made on one member reaches every member: one cluster of three.

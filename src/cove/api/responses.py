@@ -357,8 +357,18 @@ class ClusterTaskInfo(View):
     description: str
 
 
+class MemberHealth(View):
+    """A Cove extension: how a member's server last saw its cluster (Galera: its count of
+    members, its state, whether it takes queries)."""
+
+    cluster_size: int | None
+    state: str | None
+    ready: bool
+
+
 class ClusterMember(View):
-    """A member as the cluster's view lists it; ``ip`` once it has an address."""
+    """A member as the cluster's view lists it; ``ip`` once it has an address, ``health``
+    once its agent reported it."""
 
     id: str
     name: str
@@ -368,6 +378,7 @@ class ClusterMember(View):
     flavor: IdLinks
     volume: Volume
     ip: list[str] = optional_key()
+    health: MemberHealth = optional_key()
 
 
 class Cluster(View):

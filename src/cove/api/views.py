@@ -355,6 +355,24 @@ def restore_window_view(instance_id: str, window: Window | None) -> dict[str, An
     }
 
 
+def member_health(guest: GuestState | None) -> dict[str, Any] | None:
+    """A Cove extension on a cluster's member: how its server last saw the cluster (its
+    heartbeat's ``cluster``), or None when it did not say."""
+    if guest is None:
+        return None
+    try:
+        health = json.loads(guest.payload or "{}").get("cluster")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(health, dict):
+        return None
+    return {
+        "cluster_size": health.get("size"),
+        "state": health.get("state"),
+        "ready": bool(health.get("ready")),
+    }
+
+
 def cluster_view(
     request: Request,
     cluster: Cluster,
@@ -364,7 +382,8 @@ def cluster_view(
 ) -> dict[str, Any]:
     """Trove's view of a cluster: its task as ``{id, name, description}`` (no top-level
     status), its datastore, and each member (``members``: the instance and its status) with
-    ``type``, ``status``, ``flavor``, ``volume`` and, once it has one, ``ip``. ``ip`` (the
+    ``type``, ``status``, ``flavor``, ``volume``, once it has one ``ip``, and (a Cove
+    extension) ``health``: how it last saw the cluster. ``ip`` (the
     load-balanced endpoint), ``locality``, ``extended_properties`` and ``configuration``
     appear when set."""
     project_id = cluster.project_id
@@ -410,4 +429,7 @@ def _member_view(request: Request, inst: Instance, status: str, member_type: str
     }
     if inst.address is not None:
         item["ip"] = [inst.address]
+    health = member_health(inst.guest)
+    if health is not None:
+        item["health"] = health
     return item

@@ -102,10 +102,27 @@ class ClusterMember:
 
 
 @dataclass(frozen=True)
+class ClusterHealth:
+    """How a cluster member's server sees its cluster."""
+
+    #: How many members its cluster has, as this member counts them.
+    size: int
+    #: Its own state in the cluster, as the datastore names it (Galera: ``Synced``,
+    #: ``Donor/Desynced``, ``Joining``, ...).
+    state: str
+    #: Whether it belongs to the part of the cluster that holds a majority (Galera's
+    #: ``Primary`` component) and takes queries.
+    ready: bool
+
+
+@dataclass(frozen=True)
 class HeartbeatPayload:
     """What a heartbeat says beside the server's status."""
 
     agent_pid: int | None = None
+    #: A cluster member's view of its cluster (None: no member, or the server does not
+    #: answer).
+    cluster: ClusterHealth | None = None
 
 
 #: The ``operation`` of the reports in which a guest tells the conductor that its server exited

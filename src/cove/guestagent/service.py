@@ -131,7 +131,7 @@ class GuestService:
         return status
 
     def heartbeat(self) -> None:
-        payload = HeartbeatPayload(agent_pid=os.getpid())
+        payload = HeartbeatPayload(agent_pid=os.getpid(), cluster=self.manager.cluster_health())
         try:
             self.conductor.heartbeat(
                 RequestContext(), self.config.instance_id, self.status(), payload, utcnow()

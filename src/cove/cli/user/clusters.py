@@ -21,6 +21,14 @@ def _endpoint(cluster: Body) -> str:
     return f"{ips[0]}:{port}" if port else str(ips[0])
 
 
+def _health(member: Body) -> str:
+    """How the member last saw its cluster: its state and how many members it counts."""
+    health = member.get("health")
+    if not health:
+        return ""
+    return f"{health.get('state')} ({health.get('cluster_size')} members)"
+
+
 def _datastore(cluster: Body) -> str:
     store = cluster.get("datastore") or {}
     return f"{store.get('type', '')} {store.get('version', '')}".strip()
@@ -56,13 +64,14 @@ def _show(app: App, cluster: Body) -> None:
         lines = fmt.pairs(items)
         members = cluster.get("instances") or []
         table = fmt.table(
-            ["Member", "Name", "Type", "Status", "Flavor", "Size", "Address"],
+            ["Member", "Name", "Type", "Status", "In cluster", "Flavor", "Size", "Address"],
             (
                 [
                     m.get("id"),
                     m.get("name"),
                     m.get("type"),
                     m.get("status"),
+                    _health(m),
                     (m.get("flavor") or {}).get("id"),
                     (m.get("volume") or {}).get("size"),
                     ", ".join(m.get("ip") or []),

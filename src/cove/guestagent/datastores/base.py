@@ -62,7 +62,7 @@ from typing import Protocol, runtime_checkable
 from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob, WalArchive, WalRestore
 from cove.domain.capabilities import Capability
-from cove.domain.guest import ClusterMember, GuestSettings
+from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
 from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
@@ -366,6 +366,11 @@ class DatastoreManager(ABC):
         member learns its peers from the cluster itself). Raises GuestError when the server
         is no cluster member, OperationNotSupported where the datastore has no clusters."""
         raise OperationNotSupported(f"clusters are not supported by {self.config.datastore}")
+
+    def cluster_health(self) -> ClusterHealth | None:
+        """How the server sees its cluster, for the heartbeat; None when it is no cluster
+        member or does not answer. Cheap (a few status reads); never raises."""
+        return None
 
     def warm_up(self) -> None:
         """Before ``prepare`` arrives, do what needs nothing from the request (initialise and

@@ -10,7 +10,7 @@ import pymysql
 
 from cove.common.errors import CoveError, GuestError
 from cove.domain.capabilities import capabilities
-from cove.domain.guest import ClusterMember, GuestSettings
+from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
 from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores.mariadb import conf, galera
@@ -77,6 +77,29 @@ class MariaManager(ServedManager):
             raise GuestError("a replica cannot be a cluster member")
         galera.record(self.config.conf_dir, member)
         self.server.new_cluster = member.bootstrap
+
+    def cluster_health(self) -> ClusterHealth | None:
+        if not self.server.clustered or not self.server.running():
+            return None
+        try:
+            # A hung server must not hold the heartbeat up.
+            with self.server.connect(timeout=2) as conn, conn.cursor() as cur:
+                cur.execute(
+                    "SHOW STATUS WHERE Variable_name IN ('wsrep_cluster_size', "
+                    "'wsrep_local_state_comment', 'wsrep_ready')"
+                )
+                found = {str(name): str(value) for name, value in cur.fetchall()}
+        except (GuestError, pymysql.MySQLError):
+            return None
+        try:
+            size = int(found.get("wsrep_cluster_size", "0"))
+        except ValueError:
+            size = 0
+        return ClusterHealth(
+            size=size,
+            state=found.get("wsrep_local_state_comment", "unknown"),
+            ready=found.get("wsrep_ready") == "ON",
+        )
 
     def set_cluster_peers(self, peers: list[str]) -> None:
         member = galera.membership(self.config.conf_dir)

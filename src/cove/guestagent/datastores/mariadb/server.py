@@ -223,9 +223,10 @@ class MariaServer(ChildServer):
 
     # -- connections -------------------------------------------------------------------------
 
-    def connect(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
-        """A connection as the agent's account over the unix socket (no network). Raises
-        GuestError when the server does not take it."""
+    def connect(self, timeout: int = 120) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+        """A connection as the agent's account over the unix socket (no network), whose reads
+        and writes give up after ``timeout`` seconds. Raises GuestError when the server does
+        not take it."""
         try:
             return pymysql.connect(
                 unix_socket=str(self.socket),
@@ -233,9 +234,9 @@ class MariaServer(ChildServer):
                 password=self.admin_password(),
                 autocommit=True,
                 charset="utf8mb4",
-                connect_timeout=5,
-                read_timeout=120,
-                write_timeout=120,
+                connect_timeout=min(5, timeout),
+                read_timeout=timeout,
+                write_timeout=timeout,
                 # The tenant may change the global SQL mode: the agent's sessions keep theirs.
                 init_command="SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
             )
