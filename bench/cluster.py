@@ -402,6 +402,9 @@ def answers(address: str, password: str, sql: str, expected: list[Any]) -> bool:
 def reader(address: str, password: str, start_at: float, stop_at: float, out: Any) -> None:
     """One client process: point selects on one persistent connection from ``start_at`` to
     ``stop_at`` (monotonic); puts how many were answered (or the error) on ``out``."""
+    # The parent ends its clients itself, even when interrupted.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         rng = random.Random(os.getpid())
         with login(address, password, 10) as conn, conn.cursor() as cur:
@@ -655,7 +658,10 @@ def measure(
         kill_member(plane, cluster, endpoint, r)
         rolling_restart(plane, cluster, endpoint, r)
     finally:
-        cluster.delete()
+        try:
+            cluster.delete()
+        except Exception as exc:  # the plane's clean-up kills what is left
+            print(f"  deleting the cluster failed: {exc}", flush=True)
 
 
 # -- the report and the run ----------------------------------------------------------------------

@@ -33,6 +33,7 @@ def seed(db: Database, settings: Settings) -> dict[str, tuple[str, str]]:
         seed_flavors(s)
         register_version(s, FoundVersion("postgresql", "15", "15.4", "/usr/lib/postgresql/15/bin"))
         register_version(s, FoundVersion("mariadb", "10.11", "10.11.6", "/usr/sbin"))
+        register_version(s, FoundVersion("redis", "7.0", "7.0.15", "/usr/bin"))
         sync_default_network(s, settings)
     return {who: add_account(db, *person) for who, person in PEOPLE.items()}
 
@@ -152,7 +153,7 @@ def test_another_projects_cluster_is_not_found(cloud: Cloud) -> None:
     [
         ({"instances": [{"flavorRef": "2", "volume": {"size": 1}}] * 2}, 400, "from 3"),
         ({"datastore": {"type": "mariadb"}}, 400, "type and version"),
-        ({"datastore": {"type": "postgresql", "version": "15"}}, 501, "postgresql-15"),
+        ({"datastore": {"type": "redis", "version": "7.0"}}, 501, "redis-7.0"),
         ({"locality": "anti-affinity"}, 400, "one host"),
         ({"locality": "nearby"}, 400, "Locality must be one of"),
         ({"name": ""}, 400, "name"),
@@ -329,3 +330,40 @@ def test_the_task_a_cluster_shows() -> None:
     assert cluster_task(ClusterTask.SHRINKING_CLUSTER, [Task.NONE]) is ClusterTask.NONE
     assert cluster_task(ClusterTask.DELETING, []) is ClusterTask.DELETING
     assert cluster_task(ClusterTask.NONE, [Task.REBOOTING]) is ClusterTask.NONE
+
+
+def test_a_postgresql_cluster_is_a_weighted_replication_group(cloud: Cloud) -> None:
+    weights = [100, 10, 50]
+    items = [{"flavorRef": "2", "volume": {"size": 1}, "weight": w} for w in weights]
+    cluster = made(cloud, datastore={"type": "postgresql", "version": "15"}, instances=items)
+    members = cluster["instances"]
+    assert [m["type"] for m in members] == ["primary", "replica", "replica"]
+    assert [m["weight"] for m in members] == weights
+    primary = members[0]["id"]
+    assert [cloud.row(m["id"]).replica_of_id for m in members] == [None, primary, primary]
+    members_ready(cloud, cluster)
+    path = f"clusters/{cluster['id']}"
+    refused = cloud.request("member", "POST", path, {"shrink": [{"id": primary}]})
+    assert refused.status_code == 400 and "primary" in refused.text
+    two = cloud.request(
+        "member",
+        "POST",
+        "clusters",
+        {"cluster": {**seeds_body(cloud, "postgresql", "15"), "instances": items[:1]}},
+    )
+    assert two.status_code == 400 and "from 2" in two.text
+    grown = cloud.request(
+        "member", "POST", path, {"grow": [{"flavorRef": "2", "volume": {"size": 1}, "weight": 70}]}
+    )
+    assert grown.status_code == 202, grown.text
+    newcomer = grown.json()["cluster"]["instances"][-1]
+    assert newcomer["type"] == "replica" and newcomer["weight"] == 70
+    assert cloud.row(newcomer["id"]).replica_of_id == primary
+    detach = cloud.request(
+        "member", "PUT", f"instances/{members[1]['id']}", {"instance": {"replica_of": None}}
+    )
+    assert detach.status_code == 400 and "through the cluster" in detach.text
+
+
+def seeds_body(cloud: Cloud, datastore: str, version: str) -> dict[str, Any]:
+    return {"name": "pg", "datastore": {"type": datastore, "version": version}}

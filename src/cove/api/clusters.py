@@ -2,7 +2,9 @@
 
 A cluster's members are instances of the project, recorded with the cluster in one
 transaction that locks the project (each member counts against its quotas) and built by the
-task managers as any instance is (cove.taskmanager.clusters says how each joins). What a
+task managers as any instance is (cove.taskmanager.clusters says how each joins). An
+active-passive cluster's members are a replication group: the first is the primary, the
+others its replicas with their promotion weights, failed over as any group is. What a
 datastore's clusters need (the fewest members, one flavor and volume for all) is in
 ``cove.domain.clusters``.
 """
@@ -42,10 +44,11 @@ from cove.db.instances import transition
 from cove.db.models import Cluster, DatastoreVersion, Flavor, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
+from cove.db.replication import ensure_group
 from cove.db.sealed import CreateArgs
 from cove.domain import names
 from cove.domain.capabilities import STANDARD_PORTS
-from cove.domain.clusters import ClusterRules, ClusterTask, rules
+from cove.domain.clusters import ClusterRules, ClusterTask, Topology, rules
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 
@@ -113,6 +116,8 @@ def create_cluster(c: ApiContext, ctx: RequestContext, project_id: str, spec: Cl
         s.flush()
         cluster = get_cluster(s, cluster_id)
         ids = _add_members(c, s, cluster, spec.instances, flavor, size, network_id, 0)
+        if wanted.topology is Topology.ACTIVE_PASSIVE:
+            _replicate(s, ids[0], ids, spec.instances)
     _build(c, ctx, ids)
     return cluster_id
 
@@ -161,6 +166,19 @@ def _add_members(
         s.flush()  # counted by the next quota check
         ids.append(member_id)
     return ids
+
+
+def _replicate(s: Session, primary_id: str, ids: list[str], items: list[ClusterMemberIn]) -> None:
+    """Make the members of an active-passive cluster a replication group: every one but
+    ``primary_id`` a replica of it, each with its promotion weight (cove.api.replicas)."""
+    for member_id, item in zip(ids, items, strict=True):
+        inst = s.get(Instance, member_id)
+        assert inst is not None
+        if member_id != primary_id:
+            inst.replica_of_id = primary_id
+        if item.weight is not None:
+            inst.replication_weight = item.weight
+    ensure_group(s, primary_id, utcnow())
 
 
 def _build(c: ApiContext, ctx: RequestContext, ids: list[str]) -> None:
@@ -233,7 +251,7 @@ def _sizes(
             raise NotImplementedFault(
                 "Availability zones ('availability_zone') are not supported by Cove yet."
             )
-        if item.weight is not None:
+        if item.weight is not None and not wanted.weighted:
             raise BadRequest(
                 "'weight' orders the promotion of an active-passive cluster's members; "
                 "every member of this datastore's clusters takes writes."
@@ -379,6 +397,9 @@ def _grow(c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, 
         first = max(m.cluster_index or 0 for m in everyone) + 1
         _begin(cluster, ClusterTask.GROWING_CLUSTER)
         ids = _add_members(c, s, cluster, items, flavor, size, network_id, first)
+        if wanted.topology is Topology.ACTIVE_PASSIVE:
+            primary = next(m.id for m in everyone if m.replica_of_id is None)
+            _replicate(s, primary, ids, items)
     _build(c, ctx, ids)
 
 
@@ -408,6 +429,12 @@ def _shrink(
                 f"Instance {shown(unknown[0])} is not a member of cluster {cluster_id}."
             )
         wanted = _rules(cluster.datastore_version)
+        primaries = [m.id for m in everyone if m.id in gone and m.replica_of_id is None]
+        if wanted.topology is Topology.ACTIVE_PASSIVE and primaries:
+            raise BadRequest(
+                f"Member {primaries[0]} is the cluster's primary: promote another member "
+                "first (promote_to_replica_source), then shrink it away."
+            )
         left = len(everyone) - len(gone)
         if left < wanted.min_members:
             raise BadRequest(

@@ -366,7 +366,9 @@ def detach_replica(c: ApiContext, ctx: RequestContext, project_id: str, instance
     """Start making the replica a standalone instance (``replica_of: null``). Raises
     InstanceNotFound, BadRequest (not a replica), InstanceNotReady."""
     with c.db.session() as s:
-        if get_instance(s, instance_id, project_id).replica_of_id is None:
+        inst = get_instance(s, instance_id, project_id)
+        refuse_member(inst, "detaching a member")
+        if inst.replica_of_id is None:
             raise BadRequest(f"Instance {instance_id} is not a replica.")
     check_ready(c, project_id, instance_id)
     with c.db.session() as s:

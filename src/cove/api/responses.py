@@ -379,6 +379,7 @@ class ClusterMember(View):
     volume: Volume
     ip: list[str] = optional_key()
     health: MemberHealth = optional_key()
+    weight: int = optional_key()
 
 
 class Cluster(View):
@@ -394,6 +395,7 @@ class Cluster(View):
     datastore: InstanceDatastore
     instances: list[ClusterMember]
     ip: list[str] = optional_key()
+    endpoints: Endpoints = optional_key()
     locality: str = optional_key()
     extended_properties: dict[str, Any] = optional_key()
     configuration: str = optional_key()

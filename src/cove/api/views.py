@@ -28,7 +28,7 @@ from cove.db.models import (
 from cove.db.networks import network_name
 from cove.db.replication import group_of
 from cove.domain.capabilities import STANDARD_PORTS
-from cove.domain.clusters import ClusterTask
+from cove.domain.clusters import ClusterTask, Topology, member_type
 from cove.domain.parameters import Parameter
 from cove.domain.status import StatusView
 from cove.domain.wal import Window
@@ -378,7 +378,8 @@ def cluster_view(
     cluster: Cluster,
     task: ClusterTask,
     members: list[tuple[Instance, str]],
-    member_type: str,
+    topology: Topology,
+    endpoints: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Trove's view of a cluster: its task as ``{id, name, description}`` (no top-level
     status), its datastore, and each member (``members``: the instance and its status) with
@@ -400,11 +401,20 @@ def cluster_view(
         "updated": trove_time(cluster.updated),
         "links": links(request, project_id, "clusters", cluster.id),
         "datastore": {"type": version.datastore.name, "version": version.name},
-        "instances": [_member_view(request, inst, status, member_type) for inst, status in members],
+        "instances": [_member_view(request, inst, status, topology) for inst, status in members],
     }
     if cluster.address:
         # The load-balanced endpoint, on the datastore's port, as Trove shows a cluster's ip.
         view["ip"] = [cluster.address]
+    if endpoints is not None:
+        # An active-passive cluster is a replication group: its ip is the read-write
+        # endpoint, and (a Cove extension) both endpoints with their port.
+        port = members[0][0].port if members else 0
+        view["ip"] = [endpoints[0]]
+        view["endpoints"] = {
+            "read_write": f"{endpoints[0]}:{port}",
+            "read_only": f"{endpoints[1]}:{port}",
+        }
     if cluster.locality:
         view["locality"] = cluster.locality
     if cluster.extended_properties:
@@ -414,11 +424,13 @@ def cluster_view(
     return view
 
 
-def _member_view(request: Request, inst: Instance, status: str, member_type: str) -> dict[str, Any]:
+def _member_view(
+    request: Request, inst: Instance, status: str, topology: Topology
+) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": inst.id,
         "name": inst.name,
-        "type": member_type,
+        "type": member_type(topology, inst.replica_of_id is not None),
         "status": status,
         "links": links(request, inst.project_id, "instances", inst.id),
         "flavor": {
@@ -432,4 +444,6 @@ def _member_view(request: Request, inst: Instance, status: str, member_type: str
     health = member_health(inst.guest)
     if health is not None:
         item["health"] = health
+    if topology is Topology.ACTIVE_PASSIVE:
+        item["weight"] = inst.replication_weight
     return item

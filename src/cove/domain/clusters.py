@@ -61,23 +61,45 @@ def cluster_task(asked: ClusterTask, member_tasks: Iterable[Task]) -> ClusterTas
     return ClusterTask.NONE
 
 
+class Topology(Enum):
+    #: Every member takes reads and writes (Galera).
+    ACTIVE_ACTIVE = "active-active"
+    #: One primary takes writes; the others are its replicas, the heaviest up-to-date one
+    #: promoted when it is lost (the replication machinery).
+    ACTIVE_PASSIVE = "active-passive"
+
+
 @dataclass(frozen=True)
 class ClusterRules:
     """What one datastore's clusters need."""
 
+    topology: Topology
     #: The fewest members a cluster may have (and shrink to).
     min_members: int
     #: Whether every member must have the same flavor and volume size.
-    uniform: bool
-    #: The ``type`` Trove shows for each member.
-    member_type: str
+    uniform: bool = True
+
+    @property
+    def weighted(self) -> bool:
+        """Whether members take a promotion ``weight``."""
+        return self.topology is Topology.ACTIVE_PASSIVE
 
 
 #: The datastores (by manager) that build clusters, and their rules.
 RULES = {
     # Galera: fewer than 3 members cannot keep a majority when one is lost.
-    "mariadb": ClusterRules(min_members=3, uniform=True, member_type="member"),
+    "mariadb": ClusterRules(Topology.ACTIVE_ACTIVE, min_members=3),
+    # A primary and at least one replica to fail over to.
+    "postgresql": ClusterRules(Topology.ACTIVE_PASSIVE, min_members=2),
 }
+
+
+def member_type(topology: Topology, replica: bool) -> str:
+    """The ``type`` Trove shows for a member: every member of an active-active cluster is a
+    ``member``; an active-passive one's is its current role."""
+    if topology is Topology.ACTIVE_ACTIVE:
+        return "member"
+    return "replica" if replica else "primary"
 
 
 def rules(manager: str) -> ClusterRules | None:

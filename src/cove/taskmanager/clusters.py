@@ -2,9 +2,10 @@
 docs/architecture.md).
 
 A member is built by the instance workflow (cove.taskmanager.create); here is only what ties
-it to the others: the first member of a new cluster begins it, every later one waits until
-the members before it serve and joins through them, and once a member serves every member
-is told the whole peer list for its next start.
+it to the others: in an active-active cluster the first member of a new cluster begins it,
+every later one waits until the members before it serve and joins through them, and once a
+member serves every member is told the whole peer list for its next start; an active-passive
+cluster's replicas wait for their primary.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from cove.common.errors import CoveError, GuestError
 from cove.db.clusters import get_cluster, members
 from cove.db.models import Instance
-from cove.domain.clusters import ClusterTask
+from cove.domain.clusters import ClusterTask, Topology, rules
 from cove.domain.guest import ClusterMember
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -33,38 +34,47 @@ JOIN_ALLOWANCE = 120.0
 
 def member_spec(
     tc: TaskContext, instance_id: str, deadline: float, lost: threading.Event
-) -> ClusterMember | None:
-    """How the member ``instance_id`` takes part in its cluster, once it may: the first
-    member of a cluster being built begins it; a later one waits until every member before
-    it serves (a state transfer takes its donor out of service while it runs, so joins go
-    one at a time). None when the build ended elsewhere or the lease was lost meanwhile.
+) -> ClusterMember | bool:
+    """How the member ``instance_id`` takes part in its cluster, once it may. In an
+    active-active cluster the first member of a cluster being built begins it, and a later
+    one waits until every member before it serves (a state transfer takes its donor out of
+    service while it runs, so joins go one at a time). An active-passive cluster's replica
+    waits for its primary and is then built as any replica: True. False when the build ended
+    elsewhere or the lease was lost meanwhile.
 
-    Raises GuestError when a member before it failed, or ``deadline`` (monotonic) passed.
+    Raises GuestError when a member it waits for failed, or ``deadline`` (monotonic) passed.
     """
     while True:
         with tc.db.session() as s:
             inst = s.get(Instance, instance_id)
             if inst is None or inst.deleted or inst.task != Task.BUILDING.value:
-                return None
+                return False
             if inst.cluster_id is None or inst.cluster_index is None:
                 raise GuestError("the instance is no cluster member")
             cluster = get_cluster(s, inst.cluster_id)
             everyone = members(s, cluster.id)
-            earlier = [m for m in everyone if (m.cluster_index or 0) < inst.cluster_index]
-            failed = [m for m in earlier if Task(m.task).is_error]
+            wanted = rules(cluster.datastore_version.manager)
+            passive = wanted is not None and wanted.topology is Topology.ACTIVE_PASSIVE
+            if passive:
+                awaited = [m for m in everyone if m.id == inst.replica_of_id]
+            else:
+                awaited = [m for m in everyone if (m.cluster_index or 0) < inst.cluster_index]
+            failed = [m for m in awaited if Task(m.task).is_error]
             if failed:
                 raise GuestError(
                     f"Member {failed[0].id} of the cluster failed to build; this member cannot "
                     "join it."
                 )
-            if all(m.task == Task.NONE.value for m in earlier):
+            if all(m.task == Task.NONE.value for m in awaited):
+                if passive:
+                    return True
                 peers = [m.address for m in everyone if m.address is not None]
-                begins = not earlier and cluster.task == ClusterTask.BUILDING.name
+                begins = not awaited and cluster.task == ClusterTask.BUILDING.name
                 return ClusterMember(cluster_id=cluster.id, peers=peers, bootstrap=begins)
         if time.monotonic() > deadline:
             raise GuestError("The members before this one did not become ready in time.")
         if lost.wait(WAIT_POLL):
-            return None
+            return False
 
 
 def announce_peers(tc: TaskContext, ctx: RequestContext, cluster_id: str) -> None:
@@ -72,6 +82,10 @@ def announce_peers(tc: TaskContext, ctx: RequestContext, cluster_id: str) -> Non
     member that cannot be told is only logged: it still knows the members that were there
     when it joined, and any one of them lets it back in."""
     with tc.db.session() as s:
+        cluster = get_cluster(s, cluster_id)
+        wanted = rules(cluster.datastore_version.manager)
+        if wanted is None or wanted.topology is not Topology.ACTIVE_ACTIVE:
+            return  # a replication group's members know their source from it
         everyone = members(s, cluster_id)
         peers = [m.address for m in everyone if m.address is not None]
         ready = [m.id for m in everyone if m.task == Task.NONE.value]

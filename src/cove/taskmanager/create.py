@@ -30,7 +30,7 @@ from cove.db.sealed import CreateArgs
 from cove.domain import wal
 from cove.domain.backups import BackupStatus, RestoreJob, RestorePiece
 from cove.domain.capabilities import Capability, capabilities
-from cove.domain.guest import GuestSettings
+from cove.domain.guest import ClusterMember, GuestSettings
 from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
@@ -84,9 +84,10 @@ def create_instance(
         member = None
         if cluster_id is not None:
             # A cluster member waits for its turn (cove.taskmanager.clusters).
-            member = member_spec(tc, instance_id, deadline, lost)
-            if member is None:
+            turn = member_spec(tc, instance_id, deadline, lost)
+            if turn is False:
                 return
+            member = turn if isinstance(turn, ClusterMember) else None
 
         def prepare() -> None:
             if member is not None:

@@ -20,6 +20,7 @@ from cove.db.instances import allocate_address
 from cove.db.models import Cluster, Instance, ReplicationGroup
 from cove.db.networks import address_pool
 from cove.db.replication import endpoint_owner, members
+from cove.domain.clusters import Topology, rules
 from cove.domain.status import Task
 from cove.taskmanager.context import TaskContext
 
@@ -70,6 +71,9 @@ def cluster_endpoints(tc: TaskContext) -> list[ClusterEndpoint]:
     with tc.db.session() as s:
         rows = s.scalars(select(Cluster).where(Cluster.deleted.is_(False))).all()
         for cluster in rows:
+            wanted_rules = rules(cluster.datastore_version.manager)
+            if wanted_rules is None or wanted_rules.topology is not Topology.ACTIVE_ACTIVE:
+                continue  # an active-passive cluster is served as its replication group
             placed = [
                 m
                 for m in cluster_members(s, cluster.id)

@@ -23,9 +23,10 @@ from cove.common.ids import generate_password, utcnow
 from cove.db.clusters import get_cluster, members, page_clusters, task_of
 from cove.db.instances import get_instance, snapshot
 from cove.db.models import Cluster
+from cove.db.replication import group_of
 from cove.domain import names
 from cove.domain.capabilities import Capability
-from cove.domain.clusters import rules
+from cove.domain.clusters import Topology, rules
 from cove.domain.status import Task, compute_status
 from cove.rpc import RequestContext
 
@@ -53,8 +54,14 @@ def _view(request: Request, c: ApiContext, s: Session, cluster: Cluster) -> dict
         for m in members(s, cluster.id)
     ]
     wanted = rules(cluster.datastore_version.manager)
-    member_type = wanted.member_type if wanted is not None else "member"
-    return cluster_view(request, cluster, task_of(s, cluster), shown, member_type)
+    topology = wanted.topology if wanted is not None else Topology.ACTIVE_ACTIVE
+    endpoints = None
+    if topology is Topology.ACTIVE_PASSIVE:
+        primary = next((m for m, _ in shown if m.replica_of_id is None), None)
+        group = group_of(s, primary.id) if primary is not None else None
+        if group is not None and group.rw_address and group.ro_address:
+            endpoints = (group.rw_address, group.ro_address)
+    return cluster_view(request, cluster, task_of(s, cluster), shown, topology, endpoints)
 
 
 @router.get("", responses=answers(ClusterList))
@@ -145,11 +152,16 @@ def delete_cluster(
 
 
 def _serving_member(c: ApiContext, project_id: str, cluster_id: str) -> str:
-    """A member of the cluster that serves (its root account reaches every member: the
-    cluster replicates accounts). Raises ClusterNotFound, InstanceNotReady."""
+    """A member of the cluster that serves and takes writes (its root account reaches every
+    member: the cluster replicates accounts): an active-passive cluster's primary. Raises
+    ClusterNotFound, InstanceNotReady."""
     with c.db.session() as s:
         get_cluster(s, cluster_id, project_id)
-        ready = [m.id for m in members(s, cluster_id) if m.task == Task.NONE.value]
+        ready = [
+            m.id
+            for m in members(s, cluster_id)
+            if m.task == Task.NONE.value and m.replica_of_id is None
+        ]
     if not ready:
         raise InstanceNotReady(f"Cluster {cluster_id} has no member ready; try again later.")
     return ready[0]
