@@ -511,12 +511,11 @@ class Result:
     error: str | None = None
 
 
-def builds(plane: ControlPlane, base: Path, prefix: str, rounds: int, r: Result) -> CoveCluster:
+def builds(cluster: CoveCluster, base: Path, prefix: str, rounds: int, r: Result) -> None:
     """``rounds`` builds each way, by hand first, nothing else running meanwhile; Cove's
     last cluster is kept."""
     user = service_user("cove")
-    version = mariadb_version(plane)
-    cluster = CoveCluster(plane)
+    version = mariadb_version(cluster.plane)
     for number in range(rounds):
         cluster.delete()
         hand = HandCluster(base / f"hand{number + 1}", prefix, user)
@@ -530,7 +529,6 @@ def builds(plane: ControlPlane, base: Path, prefix: str, rounds: int, r: Result)
             f" Cove {r.build_cove[-1]:.2f} s",
             flush=True,
         )
-    return cluster
 
 
 def load(
@@ -649,8 +647,9 @@ def rolling_restart(plane: ControlPlane, cluster: CoveCluster, endpoint: str, r:
 def measure(
     plane: ControlPlane, base: Path, prefix: str, args: argparse.Namespace, r: Result
 ) -> None:
-    cluster = builds(plane, base, prefix, args.rounds, r)
+    cluster = CoveCluster(plane)
     try:
+        builds(cluster, base, prefix, args.rounds, r)
         endpoint = cluster.endpoint()
         cluster.enable_root()
         ips = [ip for _iid, ip in cluster.members()]
@@ -718,6 +717,22 @@ def report(r: Result, args: argparse.Namespace) -> None:
         row("writes acknowledged meanwhile", f"{r.restart.acked}")
 
 
+def sweep(paths: list[Path]) -> int:
+    """Kill every process left working in or naming one of ``paths`` (a server its agent
+    restarted while being stopped included), until none is left: how many there were."""
+    killed: set[int] = set()
+    for _ in range(10):
+        left = leftovers([str(p) for p in paths])
+        if not left:
+            break
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(left)
+        time.sleep(0.5)
+    return len(killed)
+
+
 def interrupted(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -753,18 +768,14 @@ def main() -> int:
         print(f"Galera cluster benchmark (Cove's pool 127.77.{cove_net}.0/24):", flush=True)
         measure(plane, base, f"127.77.{hand_net}", args, result)
     except (Exception, KeyboardInterrupt) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
+        result.error = f"{type(exc).__name__}: {exc or 'interrupted'}"
         print(f"  stopped: {result.error}", flush=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         plane.stop()
         shutil.rmtree(base, ignore_errors=True)
-        left = leftovers([str(base), str(plane.base)])
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        print(f"left running after clean-up: {len(left)} process(es) (killed)", flush=True)
+        print(f"left running after clean-up: {sweep([base, plane.base])} process(es) (killed)")
     report(result, args)
     print(f"wall time {time.perf_counter() - began:.0f} s")
     if args.json:

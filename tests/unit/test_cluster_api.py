@@ -21,7 +21,7 @@ from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.models import Cluster, Instance
 from cove.db.networks import sync_default_network
-from cove.domain.clusters import ClusterTask, cluster_task
+from cove.domain.clusters import RULES, ClusterSecret, ClusterTask, cluster_task, shards
 from cove.domain.status import Task
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.service import TaskManager
@@ -153,7 +153,6 @@ def test_another_projects_cluster_is_not_found(cloud: Cloud) -> None:
     [
         ({"instances": [{"flavorRef": "2", "volume": {"size": 1}}] * 2}, 400, "from 3"),
         ({"datastore": {"type": "mariadb"}}, 400, "type and version"),
-        ({"datastore": {"type": "redis", "version": "7.0"}}, 501, "redis-7.0"),
         ({"locality": "anti-affinity"}, 400, "one host"),
         ({"locality": "nearby"}, 400, "Locality must be one of"),
         ({"name": ""}, 400, "name"),
@@ -367,3 +366,42 @@ def test_a_postgresql_cluster_is_a_weighted_replication_group(cloud: Cloud) -> N
 
 def seeds_body(cloud: Cloud, datastore: str, version: str) -> dict[str, Any]:
     return {"name": "pg", "datastore": {"type": datastore, "version": version}}
+
+
+def test_a_datastore_without_clusters_is_501(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(RULES, "redis")
+    resp = seeds_call(cloud, datastore={"type": "redis", "version": "7.0"})
+    assert resp.status_code == 501, resp.text
+    assert resp.json()["notImplemented"]["message"] == "Clusters not supported for redis-7.0."
+
+
+def test_a_sharded_cluster_keeps_its_members_and_a_sealed_secret(cloud: Cloud) -> None:
+    cluster = made(cloud, datastore={"type": "redis", "version": "7.0"})
+    with cloud.db.session() as s:
+        row = s.get(Cluster, cluster["id"])
+        assert row is not None and row.secret is not None
+        secret = cloud.context.sealer.open(row.id, row.secret, ClusterSecret)
+        assert len(secret.password) >= 32 and secret.password not in row.secret
+    assert {m["type"] for m in cluster["instances"]} == {"member"}
+    members_ready(cloud, cluster)
+    path = f"clusters/{cluster['id']}"
+    member = {"flavorRef": "2", "volume": {"size": 1}}
+    assert cloud.request("member", "POST", path, {"grow": [member]}).status_code == 501
+    shrink = {"shrink": [{"id": cluster["instances"][0]["id"]}]}
+    assert cloud.request("member", "POST", path, shrink).status_code == 501
+
+
+def test_shards_split_the_slots_and_give_each_master_a_replica_when_members_allow() -> None:
+    three = shards(["a", "b", "c"])
+    assert [(s.master, s.first_slot, s.last_slot, s.replicas) for s in three] == [
+        ("a", 0, 5460, ()),
+        ("b", 5461, 10921, ()),
+        ("c", 10922, 16383, ()),
+    ]
+    seven = shards(list("abcdefg"))
+    assert [s.master for s in seven] == ["a", "b", "c"]
+    assert [s.replicas for s in seven] == [("d", "g"), ("e",), ("f",)]
+    covered = [
+        slot for s in shards(list("abcdef")) for slot in range(s.first_slot, s.last_slot + 1)
+    ]
+    assert covered == list(range(16384))

@@ -406,6 +406,9 @@ def cluster_view(
     if cluster.address:
         # The load-balanced endpoint, on the datastore's port, as Trove shows a cluster's ip.
         view["ip"] = [cluster.address]
+    if topology is Topology.SHARDED:
+        # Cluster-aware clients start from any member and follow the cluster's redirections.
+        view["ip"] = [inst.address for inst, _ in members if inst.address]
     if endpoints is not None:
         # An active-passive cluster is a replication group: its ip is the read-write
         # endpoint, and (a Cove extension) both endpoints with their port.

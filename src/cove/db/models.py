@@ -221,6 +221,9 @@ class Cluster(Base):
     #: The cluster's load-balanced endpoint (on the datastore's port), allocated from its
     #: members' network by the task manager that first serves it.
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: What the members of a sharded cluster share (a ``ClusterSecret``), sealed with the
+    #: deployment's task key.
+    secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -7,7 +7,7 @@ workflows in ``cove.api.clusters`` and ``cove.taskmanager.clusters``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from cove.domain.status import Task
@@ -67,6 +67,9 @@ class Topology(Enum):
     #: One primary takes writes; the others are its replicas, the heaviest up-to-date one
     #: promoted when it is lost (the replication machinery).
     ACTIVE_PASSIVE = "active-passive"
+    #: The keys are split among masters, each with replicas where members allow (Redis
+    #: Cluster); clients follow the cluster's own redirections.
+    SHARDED = "sharded"
 
 
 @dataclass(frozen=True)
@@ -91,13 +94,52 @@ RULES = {
     "mariadb": ClusterRules(Topology.ACTIVE_ACTIVE, min_members=3),
     # A primary and at least one replica to fail over to.
     "postgresql": ClusterRules(Topology.ACTIVE_PASSIVE, min_members=2),
+    # Redis Cluster refuses fewer than three masters.
+    "redis": ClusterRules(Topology.SHARDED, min_members=3),
 }
+
+#: Redis Cluster's hash slots.
+SLOTS = 16384
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One master's part of a sharded cluster: its member, its slots (first and last,
+    inclusive) and the members that replicate it."""
+
+    master: str
+    first_slot: int
+    last_slot: int
+    replicas: tuple[str, ...] = ()
+
+
+def shards(members: list[str]) -> list[Shard]:
+    """How a sharded cluster of ``members`` (in their order) splits its slots: one replica
+    per master once there are members for it (six or more), the slots split evenly among
+    the masters, the first members the masters."""
+    count = len(members) // 2 if len(members) >= 6 else len(members)
+    masters, others = members[:count], members[count:]
+    out = []
+    for n, master in enumerate(masters):
+        first = n * SLOTS // count
+        last = (n + 1) * SLOTS // count - 1
+        mine = tuple(m for k, m in enumerate(others) if k % count == n)
+        out.append(Shard(master, first, last, mine))
+    return out
+
+
+@dataclass(frozen=True)
+class ClusterSecret:
+    """The password every member of a sharded cluster gives its replication account (a
+    replica authenticates to whichever master it follows), sealed on the cluster's row."""
+
+    password: str = field(repr=False)
 
 
 def member_type(topology: Topology, replica: bool) -> str:
-    """The ``type`` Trove shows for a member: every member of an active-active cluster is a
-    ``member``; an active-passive one's is its current role."""
-    if topology is Topology.ACTIVE_ACTIVE:
+    """The ``type`` Trove shows for a member: an active-passive cluster's member shows its
+    current role, any other a ``member``."""
+    if topology is not Topology.ACTIVE_PASSIVE:
         return "member"
     return "replica" if replica else "primary"
 

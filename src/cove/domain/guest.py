@@ -99,6 +99,8 @@ class ClusterMember:
     #: Whether this member's first start begins a new cluster (the first member of a new
     #: cluster) rather than joining the peers (taking a copy of a member's data).
     bootstrap: bool = False
+    #: The password of the replication account every member of a sharded cluster shares.
+    secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

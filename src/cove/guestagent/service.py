@@ -24,6 +24,7 @@ from cove.common.ids import utcnow
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
 from cove.domain.guest import (
     SERVER_REPORT,
+    ClusterHealth,
     ClusterMember,
     ConfigurationApplied,
     GuestSettings,
@@ -56,6 +57,9 @@ def guest_endpoints(
             "prepare": service.prepare,
             "restart": service.restart,
             "set_cluster_peers": service.set_cluster_peers,
+            "set_cluster_slots": service.set_cluster_slots,
+            "follow_in_cluster": service.follow_in_cluster,
+            "cluster_health": service.cluster_health,
             "apply_configuration": service.apply_configuration,
             "get_configuration": service.get_configuration,
             "min_ram_mb": service.min_ram_mb,
@@ -219,6 +223,24 @@ class GuestService:
             self.report("prepare", "failure", message)
             raise GuestError(message) from None
         self.report("prepare", "success")
+
+    def set_cluster_slots(self, ctx: RequestContext, first: int, last: int) -> None:
+        """Serve the sharded cluster's hash slots ``first`` to ``last`` as a master."""
+        if not self.manager.prepared:
+            raise GuestError("the instance has not been prepared")
+        with self._op_lock:
+            self.manager.set_cluster_slots(first, last)
+
+    def follow_in_cluster(self, ctx: RequestContext, master: str) -> None:
+        """Replicate the sharded cluster's member at ``master``."""
+        if not self.manager.prepared:
+            raise GuestError("the instance has not been prepared")
+        with self._op_lock:
+            self.manager.follow_in_cluster(master)
+
+    def cluster_health(self, ctx: RequestContext) -> ClusterHealth | None:
+        """How the server sees its cluster (as the heartbeat says it)."""
+        return self.manager.cluster_health()
 
     def set_cluster_peers(self, ctx: RequestContext, peers: list[str]) -> None:
         """Record the cluster's members' addresses for the server's next start."""

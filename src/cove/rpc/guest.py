@@ -12,6 +12,7 @@ from __future__ import annotations
 from cove.common.errors import GuestError
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
 from cove.domain.guest import (
+    ClusterHealth,
     ClusterMember,
     ConfigurationApplied,
     PasswordChange,
@@ -100,6 +101,21 @@ class GuestClient(ServiceClient):
             replica_of=replica_of,
             cluster=cluster,
         )
+
+    def set_cluster_slots(self, ctx: RequestContext, first: int, last: int) -> None:
+        """Answers once the sharded cluster's member serves the hash slots ``first`` to
+        ``last`` (inclusive) as a master; idempotent."""
+        self._call(ctx, "set_cluster_slots", type(None), APPLY_TIMEOUT, first=first, last=last)
+
+    def follow_in_cluster(self, ctx: RequestContext, master: str) -> None:
+        """Answers once the sharded cluster's member replicates the member at ``master`` (its
+        address); idempotent."""
+        self._call(ctx, "follow_in_cluster", type(None), APPLY_TIMEOUT, master=master)
+
+    def cluster_health(self, ctx: RequestContext) -> ClusterHealth | None:
+        """How the member's server sees its cluster; None when it is no member or does not
+        answer."""
+        return self._call(ctx, "cluster_health", ClusterHealth | None, APPLY_TIMEOUT)  # type: ignore[arg-type]
 
     def set_cluster_peers(self, ctx: RequestContext, peers: list[str]) -> None:
         """Answers once the member recorded ``peers`` (every member's address) for its

@@ -17,7 +17,7 @@ import time
 from cove.common.errors import CoveError, GuestError
 from cove.db.clusters import get_cluster, members
 from cove.db.models import Instance
-from cove.domain.clusters import ClusterTask, Topology, rules
+from cove.domain.clusters import ClusterSecret, ClusterTask, Topology, rules, shards
 from cove.domain.guest import ClusterMember
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -70,7 +70,12 @@ def member_spec(
                     return True
                 peers = [m.address for m in everyone if m.address is not None]
                 begins = not awaited and cluster.task == ClusterTask.BUILDING.name
-                return ClusterMember(cluster_id=cluster.id, peers=peers, bootstrap=begins)
+                secret = ""
+                if cluster.secret is not None:
+                    secret = tc.sealer.open(cluster.id, cluster.secret, ClusterSecret).password
+                return ClusterMember(
+                    cluster_id=cluster.id, peers=peers, bootstrap=begins, secret=secret
+                )
         if time.monotonic() > deadline:
             raise GuestError("The members before this one did not become ready in time.")
         if lost.wait(WAIT_POLL):
@@ -99,3 +104,47 @@ def announce_peers(tc: TaskContext, ctx: RequestContext, cluster_id: str) -> Non
                 cluster_id,
                 exc.message,
             )
+
+
+#: How long the last member's build waits for a new sharded cluster to serve every slot.
+FORM_TIMEOUT = 120.0
+
+
+def form(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
+    """Once the last member of a new sharded cluster has joined (``instance_id``, the member
+    built last, with every other serving), split the slots among the masters and have the
+    other members replicate them (``domain.clusters.shards``), then wait until every member
+    sees the whole cluster serve. Nothing for another kind of cluster, or a member that is not
+    the last of a new cluster. Raises GuestError (the member's build fails with it)."""
+    with tc.db.session() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.cluster_id is None:
+            return
+        cluster = get_cluster(s, inst.cluster_id)
+        wanted = rules(cluster.datastore_version.manager)
+        if wanted is None or wanted.topology is not Topology.SHARDED:
+            return
+        if cluster.task != ClusterTask.BUILDING.name:
+            return
+        everyone = members(s, cluster.id)
+        if any(m.task != Task.NONE.value for m in everyone if m.id != instance_id):
+            return  # not the last one: members join one at a time, the last forms it
+        addresses = {m.id: m.address for m in everyone}
+        order = [m.id for m in everyone]
+    plan = shards(order)
+    for shard in plan:
+        tc.guest(shard.master).set_cluster_slots(ctx, shard.first_slot, shard.last_slot)
+    for shard in plan:
+        master = addresses[shard.master]
+        assert master is not None
+        for replica in shard.replicas:
+            tc.guest(replica).follow_in_cluster(ctx, master)
+    deadline = time.monotonic() + FORM_TIMEOUT
+    while True:
+        healths = [tc.guest(member).cluster_health(ctx) for member in order]
+        if all(h is not None and h.ready and h.size == len(order) for h in healths):
+            LOG.info("cluster %s serves every slot on %d members", inst.cluster_id, len(order))
+            return
+        if time.monotonic() > deadline:
+            raise GuestError("The cluster did not come to serve every slot in time.")
+        time.sleep(WAIT_POLL)

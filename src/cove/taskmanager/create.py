@@ -34,7 +34,7 @@ from cove.domain.guest import ClusterMember, GuestSettings
 from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
-from cove.taskmanager.clusters import JOIN_ALLOWANCE, announce_peers, member_spec
+from cove.taskmanager.clusters import JOIN_ALLOWANCE, announce_peers, form, member_spec
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.replicas import replica_source
 from cove.taskmanager.stores import seal_key, with_credentials
@@ -103,6 +103,8 @@ def create_instance(
         # A prepare asked again while one runs waits for it, and a prepared guest only starts
         # its server: asking again after the bus or the agent went away is safe.
         if _through_outages(tc, instance_id, deadline, lost, "prepare", prepare):
+            if member is not None:
+                form(tc, ctx, instance_id)  # the last member of a new sharded cluster
             with tc.db.session() as s:
                 if end_task(s, instance_id, Task.BUILDING, Task.NONE, None, utcnow()):
                     LOG.info("instance %s is ready", instance_id)

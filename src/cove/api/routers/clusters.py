@@ -151,20 +151,24 @@ def delete_cluster(
     return Response(status_code=202)
 
 
-def _serving_member(c: ApiContext, project_id: str, cluster_id: str) -> str:
-    """A member of the cluster that serves and takes writes (its root account reaches every
-    member: the cluster replicates accounts): an active-passive cluster's primary. Raises
-    ClusterNotFound, InstanceNotReady."""
+def _root_members(c: ApiContext, project_id: str, cluster_id: str) -> list[str]:
+    """The members root is enabled on: one serving member that takes writes where the
+    cluster replicates accounts (Galera; an active-passive cluster's primary), every member
+    of a sharded cluster (Redis keeps accounts per server). Raises ClusterNotFound,
+    InstanceNotReady."""
     with c.db.session() as s:
-        get_cluster(s, cluster_id, project_id)
-        ready = [
-            m.id
-            for m in members(s, cluster_id)
-            if m.task == Task.NONE.value and m.replica_of_id is None
-        ]
+        cluster = get_cluster(s, cluster_id, project_id)
+        everyone = members(s, cluster_id)
+        wanted = rules(cluster.datastore_version.manager)
+    if wanted is not None and wanted.topology is Topology.SHARDED:
+        busy = [m.id for m in everyone if m.task != Task.NONE.value]
+        if busy:
+            raise InstanceNotReady(f"Member {busy[0]} of the cluster is busy; try again later.")
+        return [m.id for m in everyone]
+    ready = [m.id for m in everyone if m.task == Task.NONE.value and m.replica_of_id is None]
     if not ready:
         raise InstanceNotReady(f"Cluster {cluster_id} has no member ready; try again later.")
-    return ready[0]
+    return ready[:1]
 
 
 @router.get("/{cluster_id}/root", responses=answers(RootStatus, 404, 422, 503))
@@ -172,7 +176,7 @@ def cluster_root_status(
     project_id: str, cluster_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
     ctx, project_id = _authorize(request, c, project_id, cluster_id, "root:show")
-    member = _serving_member(c, project_id, cluster_id)
+    member = _root_members(c, project_id, cluster_id)[0]
     check_ready(c, project_id, member, Capability.ROOT)
     return {"rootEnabled": c.guest(member).is_root_enabled(ctx)}
 
@@ -186,14 +190,16 @@ def enable_cluster_root(
     c: ApiContext = Depends(cove),
 ) -> Any:
     """Enable root on the cluster (troveclient ``root.create_cluster_root``): made on one
-    member, it reaches every member."""
+    member where the cluster replicates accounts, on every member of a sharded one."""
     ctx, project_id = _authorize(request, c, project_id, cluster_id, "root:enable")
     password = body.password if body and body.password else None
     if password is not None:
         checked(names.password, password)
     else:
         password = generate_password()
-    member = _serving_member(c, project_id, cluster_id)
-    check_ready(c, project_id, member, Capability.ROOT, writes=True)
-    root = c.guest(member).enable_root(ctx, password)
+    chosen = _root_members(c, project_id, cluster_id)
+    for member in chosen:
+        check_ready(c, project_id, member, Capability.ROOT, writes=True)
+    for member in chosen:
+        root = c.guest(member).enable_root(ctx, password)
     return {"user": {"name": root.name, "password": password}}

@@ -367,6 +367,18 @@ class DatastoreManager(ABC):
         is no cluster member, OperationNotSupported where the datastore has no clusters."""
         raise OperationNotSupported(f"clusters are not supported by {self.config.datastore}")
 
+    def set_cluster_slots(self, first: int, last: int) -> None:
+        """Serve the hash slots ``first`` to ``last`` of a sharded cluster as a master;
+        idempotent. Raises GuestError, OperationNotSupported where the datastore does not
+        shard."""
+        raise OperationNotSupported(f"sharding is not supported by {self.config.datastore}")
+
+    def follow_in_cluster(self, master: str) -> None:
+        """Replicate the sharded cluster's member at ``master`` (on this server's port);
+        idempotent. Raises GuestError, OperationNotSupported where the datastore does not
+        shard."""
+        raise OperationNotSupported(f"sharding is not supported by {self.config.datastore}")
+
     def cluster_health(self) -> ClusterHealth | None:
         """How the server sees its cluster, for the heartbeat; None when it is no cluster
         member or does not answer. Cheap (a few status reads); never raises."""

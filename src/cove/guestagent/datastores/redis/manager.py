@@ -18,17 +18,17 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import redis
 
 from cove.common.errors import CoveError, GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob
 from cove.domain.capabilities import capabilities
-from cove.domain.guest import GuestSettings
+from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
 from cove.domain.replication import ReplicaSource
 from cove.domain.specs import DatabaseSpec, UserSpec
-from cove.guestagent.datastores.redis import conf
+from cove.guestagent.datastores.redis import cluster, conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
 from cove.guestagent.datastores.redis.backup import RedisBackups
 from cove.guestagent.datastores.redis.replication import RedisReplication
@@ -98,6 +98,59 @@ class RedisManager(ServedManager):
         after a rejoin: the ACL commands answer while the copy of the data loads)."""
         super().follow(source)
         self._copy_users()
+
+    # -- clusters ----------------------------------------------------------------------------
+
+    def _become_member(self, member: ClusterMember) -> None:
+        if not member.secret:
+            raise GuestError("a sharded cluster's member needs the cluster's secret")
+        cluster.record(self.config.conf_dir, member)
+
+    def _join_cluster(self, member: ClusterMember) -> None:
+        """As every manager's (the server starts in cluster mode, an empty node), then the
+        replication account with the cluster's password, and the other members met."""
+        super()._join_cluster(member)
+        with self._cluster_client("join the cluster") as client:
+            self.replication.ensure_account(member.secret)
+            cluster.meet(client, self.config, member.peers)
+
+    @contextlib.contextmanager
+    def _cluster_client(self, doing: str) -> Iterator[redis.Redis]:
+        if cluster.membership(self.config.conf_dir) is None:
+            raise GuestError("the server is not a cluster member")
+        client = self.server.connect()
+        try:
+            yield client
+        except redis.RedisError as exc:
+            raise GuestError(f"cannot {doing}: {exc}") from exc
+        finally:
+            client.close()
+
+    def set_cluster_slots(self, first: int, last: int) -> None:
+        with self._cluster_client("serve the slots") as client:
+            cluster.serve_slots(client, first, last)
+
+    def follow_in_cluster(self, master: str) -> None:
+        with self._cluster_client("replicate its master") as client:
+            cluster.replicate(client, master, self.config.port)
+
+    def cluster_health(self) -> ClusterHealth | None:
+        if cluster.membership(self.config.conf_dir) is None or not self.server.running():
+            return None
+        try:
+            client = self.server.connect()
+            try:
+                return cluster.health(client)
+            finally:
+                client.close()
+        except (GuestError, redis.RedisError):
+            return None
+
+    def set_cluster_peers(self, peers: list[str]) -> None:
+        member = cluster.membership(self.config.conf_dir)
+        if member is None:
+            raise GuestError("the server is not a cluster member")
+        cluster.record(self.config.conf_dir, ClusterMember(member.cluster_id, peers))
 
     # -- a replica's users: its source's -----------------------------------------------------
 

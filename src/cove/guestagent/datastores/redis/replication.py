@@ -259,7 +259,7 @@ class RedisReplication:
                     "make replicas of its primary."
                 )
             password = recorded_password(self._conf_dir / conf.REPLICATION_PASSWORD)
-            self._ensure_account(password)
+            self.ensure_account(password)
         return ReplicaSource(
             instance_id=config.instance_id,
             host=config.address,
@@ -268,7 +268,7 @@ class RedisReplication:
             password=password,
         )
 
-    def _ensure_account(self, password: str) -> None:
+    def ensure_account(self, password: str) -> None:
         """The ACL user exists with ``password`` and the replication rules only, saved to the
         ACL file; left alone when it already is (so its replicas' links stay up)."""
         with self._client("set up the replication account") as client:

@@ -16,7 +16,8 @@ from redis.retry import Retry
 from cove.common.errors import GuestError
 from cove.domain.guest import GuestSettings
 from cove.guestagent.child import ChildServer, read_pid_file
-from cove.guestagent.datastores.redis import conf
+from cove.guestagent.datastores.redis import cluster, conf
+from cove.guestagent.datastores.replication_password import recorded_password
 
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +73,11 @@ class RedisServer(ChildServer):
         no tenant may set, GuestError when the replica's record cannot be read."""
         source = conf.read_replica_of(self.config.conf_dir)
         synchronous = (self.config.conf_dir / conf.SYNCHRONOUS).exists()
-        self.restore_config(conf.redis_conf(self.config, source, synchronous))
+        text = conf.redis_conf(self.config, source, synchronous)
+        if cluster.membership(self.config.conf_dir) is not None:
+            password = recorded_password(self.config.conf_dir / conf.REPLICATION_PASSWORD)
+            text += "".join(cluster.conf_lines(self.config, password))
+        self.restore_config(text)
 
     def read_config(self) -> str | None:
         """The current redis.conf, or None when there is none yet."""
