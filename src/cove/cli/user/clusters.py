@@ -64,12 +64,23 @@ def _show(app: App, cluster: Body) -> None:
         lines = fmt.pairs(items)
         members = cluster.get("instances") or []
         table = fmt.table(
-            ["Member", "Name", "Type", "Status", "In cluster", "Flavor", "Size", "Address"],
+            [
+                "Member",
+                "Name",
+                "Type",
+                "Weight",
+                "Status",
+                "In cluster",
+                "Flavor",
+                "Size",
+                "Address",
+            ],
             (
                 [
                     m.get("id"),
                     m.get("name"),
                     m.get("type"),
+                    m.get("weight", ""),
                     m.get("status"),
                     _health(m),
                     (m.get("flavor") or {}).get("id"),
@@ -120,7 +131,8 @@ def _wait(app: App, cluster_id: str, *, gone: bool, timeout: float) -> Body | No
 
 @click.group("cluster")
 def cluster() -> None:
-    """Clusters: several instances serving as one (MariaDB Galera, every member writable)."""
+    """Clusters: several instances serving as one (MariaDB Galera, PostgreSQL primary and
+    weighted replicas, Redis Cluster)."""
 
 
 def _member(flavor: str, size: int, network: str | None) -> Body:
@@ -140,6 +152,13 @@ def _member(flavor: str, size: int, network: str | None) -> Body:
     "--members", type=click.IntRange(min=1), default=3, show_default=True, help="How many."
 )
 @click.option("--network", help="Network of every member, by id or name.")
+@click.option(
+    "--weight",
+    "weights",
+    type=click.IntRange(0, 1000),
+    multiple=True,
+    help="Promotion weight of the next member, in order (PostgreSQL; repeatable).",
+)
 @wait_option
 @wait_timeout_option(1800)
 @click.pass_obj
@@ -152,14 +171,21 @@ def cluster_create(
     size: int,
     members: int,
     network: str | None,
+    weights: tuple[int, ...],
     wait: bool,
     wait_timeout: float,
 ) -> None:
-    """Create a cluster NAME of --members instances alike."""
+    """Create a cluster NAME of --members instances alike (on PostgreSQL the first is the
+    primary, the others its replicas, promoted heaviest --weight first)."""
+    if len(weights) > members:
+        raise click.UsageError(f"{len(weights)} --weight given for {members} members.")
+    items = [_member(flavor, size, network) for _ in range(members)]
+    for item, weight in zip(items, weights, strict=False):
+        item["weight"] = weight
     body = {
         "name": name,
         "datastore": {"type": datastore, "version": datastore_version},
-        "instances": [_member(flavor, size, network) for _ in range(members)],
+        "instances": items,
     }
     made = need(app.api.request("POST", "clusters", {"cluster": body}), "cluster")
     if wait:
@@ -195,14 +221,26 @@ def _act(app: App, cluster_id: str, body: Body, wait: bool, wait_timeout: float)
 @click.option("--flavor", required=True, help="Flavor of the new members (the cluster's).")
 @click.option("--size", type=click.IntRange(min=1), required=True, help="Volume size in GB.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--weight", type=click.IntRange(0, 1000), help="Their promotion weight (PostgreSQL).")
 @wait_option
 @wait_timeout_option(1800)
 @click.pass_obj
 def cluster_grow(
-    app: App, cluster_id: str, flavor: str, size: int, count: int, wait: bool, wait_timeout: float
+    app: App,
+    cluster_id: str,
+    flavor: str,
+    size: int,
+    count: int,
+    weight: int | None,
+    wait: bool,
+    wait_timeout: float,
 ) -> None:
     """Add --count members to cluster ID."""
-    body = {"grow": [_member(flavor, size, None) for _ in range(count)]}
+    items = [_member(flavor, size, None) for _ in range(count)]
+    if weight is not None:
+        for item in items:
+            item["weight"] = weight
+    body = {"grow": items}
     _act(app, cluster_id, body, wait, wait_timeout)
 
 
