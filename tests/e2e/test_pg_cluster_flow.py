@@ -45,7 +45,8 @@ def write(where: str, password: str, value: str) -> bool:
 def test_the_heaviest_replica_takes_over(cove_up: ControlPlane) -> None:
     plane = cove_up
     api = plane.account("pg-clusters", "pg-cluster-user", "member").http
-    weights = [100, 10, 50]
+    # The heaviest replica is not the last member: the promotion follows the weight.
+    weights = [100, 50, 10]
     body = {
         "cluster": {
             "name": "ha",
@@ -80,9 +81,25 @@ def test_the_heaviest_replica_takes_over(cove_up: ControlPlane) -> None:
         conn.execute("CREATE TABLE marks (v text)")
     assert write(rw, password, "before")
 
-    # Kill the primary's server: the replica of weight 50 (as far along as the one of
-    # weight 10) is promoted, and the read-write endpoint follows it.
-    primary, light, heavy = (m["id"] for m in members)
+    # Kill the primary's server once both replicas replayed its last write: the replica of
+    # weight 50 (as far along as the one of weight 10) is promoted, and the read-write
+    # endpoint follows it.
+    primary, heavy, light = (m["id"] for m in members)
+    with connect(rw, password) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    written = row[0]
+
+    def replayed(member: dict[str, Any]) -> bool:
+        where = f"{member['ip'][0]}:5432"
+        with connect(where, password, "postgres") as conn:
+            row = conn.execute(
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (written,)
+            ).fetchone()
+        return row == (True,)
+
+    for member in members[1:]:
+        wait_for(lambda m=member: replayed(m), 30, what="the replicas to replay the write")
     pid = server_pid(plane, primary, "postgresql")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from cove.api.context import ApiContext
+from cove.api.guest import check_ready
 from cove.api.instances import (
     attach_configuration,
     detach_configuration,
@@ -48,8 +49,8 @@ from cove.db.quotas import check_instance_quota, lock_project
 from cove.db.replication import ensure_group
 from cove.db.sealed import CreateArgs
 from cove.domain import names
-from cove.domain.capabilities import STANDARD_PORTS
-from cove.domain.clusters import ClusterRules, ClusterSecret, ClusterTask, Topology, rules
+from cove.domain.capabilities import STANDARD_PORTS, Capability
+from cove.domain.clusters import RULES, ClusterRules, ClusterSecret, ClusterTask, Topology
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 
@@ -193,7 +194,7 @@ def _build(c: ApiContext, ctx: RequestContext, ids: list[str]) -> None:
 
 
 def _rules(version: DatastoreVersion) -> ClusterRules:
-    wanted = rules(version.manager)
+    wanted = RULES.get(version.manager)
     if wanted is None:
         # Trove's answer for a datastore without clusters.
         raise NotImplementedFault(
@@ -266,11 +267,11 @@ def _sizes(
             raise BadRequest(f"Instance {n} of the cluster needs a volume size ('volume').")
         flavors.add(find_flavor(s, checked_text(str(item.flavorRef), "flavorRef")).id)
         sizes.add(item.volume.gigabytes)
-    if wanted.uniform and len(flavors) > 1:
+    if len(flavors) > 1:
         raise BadRequest("The flavor for each instance in a cluster must be the same.")
-    if wanted.uniform and len(sizes) > 1:
+    if len(sizes) > 1:
         raise BadRequest("The volume size for each instance in a cluster must be the same.")
-    size = max(sizes)
+    size = sizes.pop()
     if size > c.settings.max_volume_size:
         raise VolumeSizeTooLarge(
             f"Volume 'size' cannot exceed maximum of {c.settings.max_volume_size} GB, "
@@ -346,8 +347,9 @@ def act(c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, bo
         raise BadRequest(f"Unknown cluster action '{shown(str(name))}'.")
 
 
-def _idle(s: Session, cluster: Cluster) -> list[Instance]:
-    """The cluster's members, once it and every one of them are free for a new task. Raises
+def _idle(s: Session, cluster: Cluster, leaving: frozenset[str] = frozenset()) -> list[Instance]:
+    """The cluster's members, once it and every one of them are free for a new task (the
+    members in ``leaving``, which a shrink deletes, may also have failed). Raises
     InstanceNotReady."""
     task = task_of(s, cluster)
     if task is not ClusterTask.NONE:
@@ -356,7 +358,12 @@ def _idle(s: Session, cluster: Cluster) -> list[Instance]:
             "once it ends."
         )
     everyone = members(s, cluster.id)
-    busy = [m.id for m in everyone if m.task != Task.NONE.value]
+    failed = {Task.NONE.value, Task.BUILD_ERROR.value, Task.DELETE_ERROR.value}
+    busy = [
+        m.id
+        for m in everyone
+        if m.task != Task.NONE.value and not (m.id in leaving and m.task in failed)
+    ]
     if busy:
         raise InstanceNotReady(
             f"Cluster {cluster.id} is not ready: member {busy[0]} is busy or failed; reset or "
@@ -390,7 +397,7 @@ def _grow(c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, 
         if len(everyone) + len(items) > MAX_MEMBERS:
             raise BadRequest(f"A cluster has at most {MAX_MEMBERS} instances.")
         flavor, size = _sizes(s, c, wanted, items)
-        if wanted.uniform and (flavor.id, size) != (everyone[0].flavor_id, everyone[0].volume_size):
+        if (flavor.id, size) != (everyone[0].flavor_id, everyone[0].volume_size):
             raise BadRequest(
                 "The flavor and volume size of a new instance must be the cluster's: "
                 f"flavor {everyone[0].flavor_id}, volume {everyone[0].volume_size} GB."
@@ -436,7 +443,7 @@ def _shrink(
     with c.db.session() as s:
         lock_project(s, project_id)
         cluster = get_cluster(s, cluster_id, project_id)
-        everyone = _idle(s, cluster)
+        everyone = _idle(s, cluster, frozenset(gone))
         unknown = sorted(gone - {m.id for m in everyone})
         if unknown:
             raise BadRequest(
@@ -459,7 +466,8 @@ def _shrink(
         _begin(cluster, ClusterTask.SHRINKING_CLUSTER)
         now = utcnow()
         for member_id in sorted(gone):
-            if not transition(s, member_id, {Task.NONE}, Task.DELETING, now):
+            leaving = {Task.NONE, Task.BUILD_ERROR, Task.DELETE_ERROR}
+            if not transition(s, member_id, leaving, Task.DELETING, now):
                 raise InstanceNotReady(f"Member {member_id} of the cluster is busy; try again.")
     for member_id in sorted(gone):
         tell_task_managers(
@@ -471,10 +479,12 @@ def _restart(
     c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, args: Any
 ) -> None:
     """Restart the members one at a time (cove.taskmanager.restart): the cluster keeps
-    serving through the others, the one restarting out of its endpoint's rotation."""
+    serving through the others, the one restarting out of its endpoint's rotation. Raises
+    BadRequest, ClusterNotFound, InstanceNotReady."""
     if args not in ({}, None):
         raise BadRequest('restart takes no arguments: {"restart": {}}.')
     with c.db.session() as s:
+        lock_project(s, project_id)  # one change of the project's clusters at a time
         cluster = get_cluster(s, cluster_id, project_id)
         first = _idle(s, cluster)[0]
         _begin(cluster, ClusterTask.RESTARTING_CLUSTER)
@@ -499,13 +509,17 @@ def _attach(
 ) -> None:
     """Attach a configuration group to every member, one after the other, each given its
     values before the next (a value that needs a restart waits for the cluster's rolling
-    restart); when one refuses, those attached before it are detached again."""
+    restart); when one refuses, those attached before it are detached again. The cluster
+    records the group first, so a member added meanwhile gets it too. Raises BadRequest,
+    ClusterNotFound, NotFound (no such group), InstanceNotReady, and what a member's attach
+    raises."""
     if not isinstance(args, dict) or not isinstance(args.get("configuration_id"), str):
         raise BadRequest(
             'configuration_attach takes {"configuration_id": "<configuration group>"}.'
         )
     ref = checked_text(args["configuration_id"], "configuration_id")
     with c.db.session() as s:
+        lock_project(s, project_id)
         cluster = get_cluster(s, cluster_id, project_id)
         ids = [m.id for m in _idle(s, cluster)]
         group = find_configuration(s, ref, project_id)
@@ -516,6 +530,7 @@ def _attach(
                 f"{cluster.configuration_id} attached; detach it first."
             )
         group_id = group.id
+        cluster.configuration_id = group_id
     done: list[str] = []
     try:
         for member_id in ids:
@@ -527,21 +542,75 @@ def _attach(
                 detach_configuration(c, ctx, project_id, member_id, None)
             except CoveError as exc:
                 LOG.error("cannot detach the group from member %s again: %s", member_id, exc)
+        with c.db.session() as s:
+            get_cluster(s, cluster_id).configuration_id = None
         raise
-    with c.db.session() as s:
-        get_cluster(s, cluster_id).configuration_id = group_id
 
 
 def _detach(
     c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, args: Any
 ) -> None:
-    """Detach the cluster's configuration group from every member."""
+    """Detach the cluster's configuration group from every member. Raises BadRequest,
+    ClusterNotFound, InstanceNotReady, and what a member's detach raises."""
     if args not in ({}, None):
         raise BadRequest('configuration_detach takes no arguments: {"configuration_detach": {}}.')
     with c.db.session() as s:
+        lock_project(s, project_id)
         cluster = get_cluster(s, cluster_id, project_id)
         ids = [m.id for m in _idle(s, cluster)]
+        cluster.configuration_id = None  # a member added meanwhile gets none
     for member_id in ids:
         detach_configuration(c, ctx, project_id, member_id, None)
+
+
+def _root_members(c: ApiContext, project_id: str, cluster_id: str) -> list[str]:
+    """The members root is enabled on: one serving member that takes writes where the
+    cluster replicates accounts (Galera; an active-passive cluster's primary), every member
+    of a sharded cluster (Redis keeps accounts per server). Raises ClusterNotFound,
+    InstanceNotReady."""
     with c.db.session() as s:
-        get_cluster(s, cluster_id).configuration_id = None
+        cluster = get_cluster(s, cluster_id, project_id)
+        everyone = members(s, cluster_id)
+        wanted = RULES.get(cluster.datastore_version.manager)
+    if wanted is not None and wanted.topology is Topology.SHARDED:
+        busy = [m.id for m in everyone if m.task != Task.NONE.value]
+        if busy:
+            raise InstanceNotReady(f"Member {busy[0]} of the cluster is busy; try again later.")
+        return [m.id for m in everyone]
+    ready = [m.id for m in everyone if m.task == Task.NONE.value and m.replica_of_id is None]
+    if not ready:
+        raise InstanceNotReady(f"Cluster {cluster_id} has no member ready; try again later.")
+    return ready[:1]
+
+
+def root_enabled(c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str) -> bool:
+    """Whether root can log in to the cluster. Raises ClusterNotFound, InstanceNotReady,
+    and what the guest raises."""
+    member = _root_members(c, project_id, cluster_id)[0]
+    check_ready(c, project_id, member, Capability.ROOT)
+    return c.guest(member).is_root_enabled(ctx)
+
+
+def enable_root(
+    c: ApiContext, ctx: RequestContext, project_id: str, cluster_id: str, password: str
+) -> str:
+    """Enable root with ``password`` on the cluster (where it does not replicate accounts,
+    on every member: when one refuses, root is disabled again on those done before it);
+    the account's name. Raises ClusterNotFound, InstanceNotReady, and what the guest
+    raises."""
+    chosen = _root_members(c, project_id, cluster_id)
+    for member in chosen:
+        check_ready(c, project_id, member, Capability.ROOT, writes=True)
+    done: list[str] = []
+    try:
+        for member in chosen:
+            name = c.guest(member).enable_root(ctx, password).name
+            done.append(member)
+    except CoveError:
+        for member in done:
+            try:
+                c.guest(member).disable_root(ctx)
+            except CoveError as exc:
+                LOG.error("cannot disable root on member %s again: %s", member, exc)
+        raise
+    return name

@@ -377,12 +377,13 @@ def cluster_view(
     request: Request,
     cluster: Cluster,
     task: ClusterTask,
-    members: list[tuple[Instance, str]],
+    members: list[tuple[Instance, str, bool]],
     topology: Topology,
     endpoints: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Trove's view of a cluster: its task as ``{id, name, description}`` (no top-level
-    status), its datastore, and each member (``members``: the instance and its status) with
+    status), its datastore, and each member (``members``: the instance, its status and
+    whether its last heartbeat is recent) with
     ``type``, ``status``, ``flavor``, ``volume``, once it has one ``ip``, and (a Cove
     extension) ``health``: how it last saw the cluster. ``ip`` (the
     load-balanced endpoint), ``locality``, ``extended_properties`` and ``configuration``
@@ -401,14 +402,16 @@ def cluster_view(
         "updated": trove_time(cluster.updated),
         "links": links(request, project_id, "clusters", cluster.id),
         "datastore": {"type": version.datastore.name, "version": version.name},
-        "instances": [_member_view(request, inst, status, topology) for inst, status in members],
+        "instances": [
+            _member_view(request, inst, status, topology, fresh) for inst, status, fresh in members
+        ],
     }
     if cluster.address:
         # The load-balanced endpoint, on the datastore's port, as Trove shows a cluster's ip.
         view["ip"] = [cluster.address]
     if topology is Topology.SHARDED:
         # Cluster-aware clients start from any member and follow the cluster's redirections.
-        view["ip"] = [inst.address for inst, _ in members if inst.address]
+        view["ip"] = [inst.address for inst, _, _ in members if inst.address]
     if endpoints is not None:
         # An active-passive cluster is a replication group: its ip is the read-write
         # endpoint, and (a Cove extension) both endpoints with their port.
@@ -428,7 +431,7 @@ def cluster_view(
 
 
 def _member_view(
-    request: Request, inst: Instance, status: str, topology: Topology
+    request: Request, inst: Instance, status: str, topology: Topology, fresh: bool
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": inst.id,
@@ -444,7 +447,7 @@ def _member_view(
     }
     if inst.address is not None:
         item["ip"] = [inst.address]
-    health = member_health(inst.guest)
+    health = member_health(inst.guest) if fresh else None
     if health is not None:
         item["health"] = health
     if topology is Topology.ACTIVE_PASSIVE:

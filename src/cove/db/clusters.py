@@ -12,7 +12,7 @@ from cove.common.text import shown
 from cove.db.instances import release_address
 from cove.db.models import Cluster, Instance
 from cove.db.replication import endpoint_owner
-from cove.domain.clusters import ClusterTask, cluster_task
+from cove.domain.clusters import RULES, ClusterTask, Topology, cluster_task
 from cove.domain.status import Task
 
 
@@ -40,10 +40,15 @@ def members(session: Session, cluster_id: str) -> list[Instance]:
 
 
 def task_of(session: Session, cluster: Cluster) -> ClusterTask:
-    """What the cluster is doing, from the task asked of it and its members' tasks."""
-    return cluster_task(
-        ClusterTask.named(cluster.task), [Task(m.task) for m in members(session, cluster.id)]
-    )
+    """What the cluster is doing, from the task asked of it and its members' tasks; a new
+    sharded cluster is BUILDING until its last member has split the slots (which ends the
+    task asked), whatever its members show."""
+    asked = ClusterTask[cluster.task]
+    rules = RULES.get(cluster.datastore_version.manager)
+    sharded = rules is not None and rules.topology is Topology.SHARDED
+    if sharded and asked is ClusterTask.BUILDING:
+        return asked
+    return cluster_task(asked, [Task(m.task) for m in members(session, cluster.id)])
 
 
 def page_clusters(

@@ -32,11 +32,6 @@ class ClusterTask(Enum):
     SHRINKING_CLUSTER = TaskInfo(6, "SHRINKING_CLUSTER", "Decreasing the size of the cluster.")
     RESTARTING_CLUSTER = TaskInfo(8, "RESTARTING_CLUSTER", "Restarting the cluster.")
 
-    @classmethod
-    def named(cls, name: str) -> ClusterTask:
-        """The task recorded as ``name``; raises KeyError for an unknown one."""
-        return cls[name]
-
 
 #: The instance task each cluster task waits on: the cluster shows the task while a member
 #: still has it.
@@ -77,10 +72,9 @@ class ClusterRules:
     """What one datastore's clusters need."""
 
     topology: Topology
-    #: The fewest members a cluster may have (and shrink to).
+    #: The fewest members a cluster may have (and shrink to). Every member has the same
+    #: flavor and volume size.
     min_members: int
-    #: Whether every member must have the same flavor and volume size.
-    uniform: bool = True
 
     @property
     def weighted(self) -> bool:
@@ -88,7 +82,8 @@ class ClusterRules:
         return self.topology is Topology.ACTIVE_PASSIVE
 
 
-#: The datastores (by manager) that build clusters, and their rules.
+#: The datastores (by manager) that build clusters, and their rules (a datastore not here
+#: builds none).
 RULES = {
     # Galera: fewer than 3 members cannot keep a majority when one is lost.
     "mariadb": ClusterRules(Topology.ACTIVE_ACTIVE, min_members=3),
@@ -142,8 +137,3 @@ def member_type(topology: Topology, replica: bool) -> str:
     if topology is not Topology.ACTIVE_PASSIVE:
         return "member"
     return "replica" if replica else "primary"
-
-
-def rules(manager: str) -> ClusterRules | None:
-    """The cluster rules of the datastore ``manager``; None when it builds no clusters."""
-    return RULES.get(manager)

@@ -31,6 +31,8 @@ from cove.rpc.typed import ServiceClient
 #: again soon, and a prepare still running makes the next call wait for it (the task manager
 #: asks again until the build's deadline).
 PREPARE_TIMEOUT = 20.0
+#: A member reads its view of its cluster in at most 2 s.
+HEALTH_TIMEOUT = 10.0
 #: Seconds a guest has to stop and start its server.
 RESTART_TIMEOUT = 300.0
 #: Seconds a guest has to rewrite its files and set live what can be set live.
@@ -115,7 +117,7 @@ class GuestClient(ServiceClient):
     def cluster_health(self, ctx: RequestContext) -> ClusterHealth | None:
         """How the member's server sees its cluster; None when it is no member or does not
         answer."""
-        return self._call(ctx, "cluster_health", ClusterHealth | None, APPLY_TIMEOUT)  # type: ignore[arg-type]
+        return self._call(ctx, "cluster_health", ClusterHealth | None, HEALTH_TIMEOUT)  # type: ignore[arg-type]
 
     def set_cluster_peers(self, ctx: RequestContext, peers: list[str]) -> None:
         """Answers once the member recorded ``peers`` (every member's address) for its

@@ -15,9 +15,11 @@ import threading
 import time
 
 from cove.common.errors import CoveError, GuestError
+from cove.common.ids import utcnow
 from cove.db.clusters import get_cluster, members
+from cove.db.instances import get_instance, record_fault
 from cove.db.models import Instance
-from cove.domain.clusters import ClusterSecret, ClusterTask, Topology, rules, shards
+from cove.domain.clusters import RULES, ClusterSecret, ClusterTask, Topology, shards
 from cove.domain.guest import ClusterMember
 from cove.domain.status import Task
 from cove.rpc import RequestContext
@@ -53,7 +55,7 @@ def member_spec(
                 raise GuestError("the instance is no cluster member")
             cluster = get_cluster(s, inst.cluster_id)
             everyone = members(s, cluster.id)
-            wanted = rules(cluster.datastore_version.manager)
+            wanted = RULES.get(cluster.datastore_version.manager)
             passive = wanted is not None and wanted.topology is Topology.ACTIVE_PASSIVE
             if passive:
                 awaited = [m for m in everyone if m.id == inst.replica_of_id]
@@ -88,7 +90,7 @@ def announce_peers(tc: TaskContext, ctx: RequestContext, cluster_id: str) -> Non
     when it joined, and any one of them lets it back in."""
     with tc.db.session() as s:
         cluster = get_cluster(s, cluster_id)
-        wanted = rules(cluster.datastore_version.manager)
+        wanted = RULES.get(cluster.datastore_version.manager)
         if wanted is None or wanted.topology is not Topology.ACTIVE_ACTIVE:
             return  # a replication group's members know their source from it
         everyone = members(s, cluster_id)
@@ -113,15 +115,16 @@ FORM_TIMEOUT = 120.0
 def form(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
     """Once the last member of a new sharded cluster has joined (``instance_id``, the member
     built last, with every other serving), split the slots among the masters and have the
-    other members replicate them (``domain.clusters.shards``), then wait until every member
-    sees the whole cluster serve. Nothing for another kind of cluster, or a member that is not
-    the last of a new cluster. Raises GuestError (the member's build fails with it)."""
+    other members replicate them (``domain.clusters.shards``), wait until every member sees
+    the whole cluster serve, then end the cluster's BUILDING task; when that fails, the
+    member is put in BUILD_ERROR with the reason and the task ends all the same. Nothing for
+    another kind of cluster, or a member that is not the last of a new cluster."""
     with tc.db.session() as s:
         inst = s.get(Instance, instance_id)
         if inst is None or inst.cluster_id is None:
             return
         cluster = get_cluster(s, inst.cluster_id)
-        wanted = rules(cluster.datastore_version.manager)
+        wanted = RULES.get(cluster.datastore_version.manager)
         if wanted is None or wanted.topology is not Topology.SHARDED:
             return
         if cluster.task != ClusterTask.BUILDING.name:
@@ -131,6 +134,28 @@ def form(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
             return  # not the last one: members join one at a time, the last forms it
         addresses = {m.id: m.address for m in everyone}
         order = [m.id for m in everyone]
+        cluster_id = cluster.id
+    try:
+        _split(tc, ctx, order, addresses)
+    except CoveError as exc:
+        LOG.error("cluster %s could not be formed: %s", cluster_id, exc.message)
+        with tc.db.session() as s:
+            row = get_instance(s, instance_id)
+            fault = f"Forming the cluster failed: {exc.public_message}"
+            record_fault(row, fault, utcnow(), task=Task.BUILD_ERROR)
+            get_cluster(s, cluster_id).task = ClusterTask.NONE.name
+        return
+    LOG.info("cluster %s serves every slot on %d members", cluster_id, len(order))
+    with tc.db.session() as s:
+        get_cluster(s, cluster_id).task = ClusterTask.NONE.name
+
+
+def _split(
+    tc: TaskContext, ctx: RequestContext, order: list[str], addresses: dict[str, str | None]
+) -> None:
+    """Split the slots among the masters, have the others replicate them, and wait until
+    every member sees the cluster serve. Raises CoveError (GuestError when it does not come
+    to serve in time)."""
     plan = shards(order)
     for shard in plan:
         tc.guest(shard.master).set_cluster_slots(ctx, shard.first_slot, shard.last_slot)
@@ -143,7 +168,6 @@ def form(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
     while True:
         healths = [tc.guest(member).cluster_health(ctx) for member in order]
         if all(h is not None and h.ready and h.size == len(order) for h in healths):
-            LOG.info("cluster %s serves every slot on %d members", inst.cluster_id, len(order))
             return
         if time.monotonic() > deadline:
             raise GuestError("The cluster did not come to serve every slot in time.")

@@ -14,13 +14,14 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cove.common.errors import CoveError
 from cove.compute.endpoints import Backend, ClusterEndpoint, GroupEndpoint
 from cove.db.clusters import members as cluster_members
 from cove.db.instances import allocate_address
 from cove.db.models import Cluster, Instance, ReplicationGroup
 from cove.db.networks import address_pool
 from cove.db.replication import endpoint_owner, members
-from cove.domain.clusters import Topology, rules
+from cove.domain.clusters import RULES, Topology
 from cove.domain.status import Task
 from cove.taskmanager.context import TaskContext
 
@@ -28,8 +29,10 @@ LOG = logging.getLogger(__name__)
 
 
 def serve_endpoints(tc: TaskContext) -> None:
-    """Give the driver the endpoints of every group whose primary it places, allocating the
-    addresses of a group that has none yet."""
+    """Give the driver the endpoints of every group whose primary it places and of every
+    active-active cluster whose members it places, allocating the addresses of one that has
+    none yet. Raises what the driver raises (OSError, subprocess.SubprocessError) and
+    AddressPoolExhausted for a group."""
     wanted = []
     with tc.db.session() as s:
         rows = s.execute(
@@ -71,7 +74,7 @@ def cluster_endpoints(tc: TaskContext) -> list[ClusterEndpoint]:
     with tc.db.session() as s:
         rows = s.scalars(select(Cluster).where(Cluster.deleted.is_(False))).all()
         for cluster in rows:
-            wanted_rules = rules(cluster.datastore_version.manager)
+            wanted_rules = RULES.get(cluster.datastore_version.manager)
             if wanted_rules is None or wanted_rules.topology is not Topology.ACTIVE_ACTIVE:
                 continue  # an active-passive cluster is served as its replication group
             placed = [
@@ -82,7 +85,12 @@ def cluster_endpoints(tc: TaskContext) -> list[ClusterEndpoint]:
             if not placed:
                 continue
             if cluster.address is None:
-                _allocate_cluster(tc, s, cluster, placed[0])
+                try:
+                    _allocate_cluster(tc, s, cluster, placed[0])
+                except CoveError as exc:
+                    # The others (and the groups' endpoints) are served all the same.
+                    LOG.error("cluster %s has no endpoint: %s", cluster.id, exc.message)
+                    continue
             assert cluster.address is not None
             wanted.append(
                 ClusterEndpoint(
@@ -114,7 +122,8 @@ def _allocate(tc: TaskContext, s: Session, group: ReplicationGroup, primary: Ins
 
 
 def _allocate_cluster(tc: TaskContext, s: Session, cluster: Cluster, member: Instance) -> None:
-    """An address for the cluster's endpoint, from its members' network."""
+    """An address for the cluster's endpoint, from its members' network. Raises
+    AddressPoolExhausted."""
 
     def usable(address: str) -> bool:
         return tc.driver.address_usable(address, member.port)

@@ -25,7 +25,9 @@ def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> 
     """Restart the instance's server and end its task. For a member of a cluster being
     restarted, the member is first taken out of its cluster's endpoint, and once it serves
     again the next member (by number) gets the task: its id is returned, for the caller to
-    run it next under its own lease; None when there is none or the restart failed."""
+    run it next under its own lease; None when there is none or the restart failed, and the
+    cluster's restart is then over (its task NONE). Never raises for the guest's failure
+    (recorded as the instance's fault); raises InstanceNotFound."""
     with tc.db.session() as s:
         inst = get_instance(s, instance_id)
         if inst.task != Task.REBOOTING.value:
@@ -48,9 +50,17 @@ def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> 
     with tc.db.session() as s:
         # Should the task have ended meanwhile (see the monitor), the guest reports the outcome.
         ended = end_task(s, instance_id, Task.REBOOTING, Task.NONE, fault, utcnow())
-        if not (ended and rolling and fault is None):
+        if not rolling:
             return None
-        return _next_member(s, get_instance(s, instance_id))
+        inst = get_instance(s, instance_id)
+        following = _next_member(s, inst) if ended and fault is None else None
+        if following is None and inst.cluster_id is not None:
+            # The chain ends here (done, or stopped by a failure): a later restart of one
+            # member is only that.
+            cluster = get_cluster(s, inst.cluster_id)
+            cluster.task = ClusterTask.NONE.name
+            cluster.updated = utcnow()
+        return following
 
 
 def _rolling(tc: TaskContext, cluster_id: str | None) -> bool:

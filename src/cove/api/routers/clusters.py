@@ -4,6 +4,7 @@ view (``cove.api.views.cluster_view``)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
@@ -12,22 +13,20 @@ from sqlalchemy.orm import Session
 
 from cove.api import clusters as workflows
 from cove.api.context import ApiContext, authorize, cove, reaches_any_project
-from cove.api.guest import check_ready
 from cove.api.openapi import answers
 from cove.api.responses import ClusterList, ClusterOne, InstanceOne, RootEnabled, RootStatus
 from cove.api.schemas import ClusterCreateBody, RootBody
 from cove.api.validate import checked
 from cove.api.views import cluster_view, instance_view, next_links, page_limit
-from cove.common.errors import InstanceNotFound, InstanceNotReady
+from cove.common.errors import InstanceNotFound
 from cove.common.ids import generate_password, utcnow
 from cove.db.clusters import get_cluster, members, page_clusters, task_of
 from cove.db.instances import get_instance, snapshot
 from cove.db.models import Cluster
 from cove.db.replication import group_of
 from cove.domain import names
-from cove.domain.capabilities import Capability
-from cove.domain.clusters import Topology, rules
-from cove.domain.status import Task, compute_status
+from cove.domain.clusters import RULES, Topology
+from cove.domain.status import compute_status
 from cove.rpc import RequestContext
 
 router = APIRouter(prefix="/v1.0/{project_id}/clusters")
@@ -49,15 +48,20 @@ def _authorize(
 
 def _view(request: Request, c: ApiContext, s: Session, cluster: Cluster) -> dict[str, Any]:
     now = utcnow()
+    recent = timedelta(seconds=3 * c.settings.heartbeat_interval)
     shown = [
-        (m, compute_status(snapshot(m, m.guest), now, c.settings.heartbeat_interval).status)
+        (
+            m,
+            compute_status(snapshot(m, m.guest), now, c.settings.heartbeat_interval).status,
+            m.guest is not None and now - m.guest.heartbeat_at <= recent,
+        )
         for m in members(s, cluster.id)
     ]
-    wanted = rules(cluster.datastore_version.manager)
+    wanted = RULES.get(cluster.datastore_version.manager)
     topology = wanted.topology if wanted is not None else Topology.ACTIVE_ACTIVE
     endpoints = None
     if topology is Topology.ACTIVE_PASSIVE:
-        primary = next((m for m, _ in shown if m.replica_of_id is None), None)
+        primary = next((m for m, _, _ in shown if m.replica_of_id is None), None)
         group = group_of(s, primary.id) if primary is not None else None
         if group is not None and group.rw_address and group.ro_address:
             endpoints = (group.rw_address, group.ro_address)
@@ -151,34 +155,12 @@ def delete_cluster(
     return Response(status_code=202)
 
 
-def _root_members(c: ApiContext, project_id: str, cluster_id: str) -> list[str]:
-    """The members root is enabled on: one serving member that takes writes where the
-    cluster replicates accounts (Galera; an active-passive cluster's primary), every member
-    of a sharded cluster (Redis keeps accounts per server). Raises ClusterNotFound,
-    InstanceNotReady."""
-    with c.db.session() as s:
-        cluster = get_cluster(s, cluster_id, project_id)
-        everyone = members(s, cluster_id)
-        wanted = rules(cluster.datastore_version.manager)
-    if wanted is not None and wanted.topology is Topology.SHARDED:
-        busy = [m.id for m in everyone if m.task != Task.NONE.value]
-        if busy:
-            raise InstanceNotReady(f"Member {busy[0]} of the cluster is busy; try again later.")
-        return [m.id for m in everyone]
-    ready = [m.id for m in everyone if m.task == Task.NONE.value and m.replica_of_id is None]
-    if not ready:
-        raise InstanceNotReady(f"Cluster {cluster_id} has no member ready; try again later.")
-    return ready[:1]
-
-
 @router.get("/{cluster_id}/root", responses=answers(RootStatus, 404, 422, 503))
 def cluster_root_status(
     project_id: str, cluster_id: str, request: Request, c: ApiContext = Depends(cove)
 ) -> Any:
     ctx, project_id = _authorize(request, c, project_id, cluster_id, "root:show")
-    member = _root_members(c, project_id, cluster_id)[0]
-    check_ready(c, project_id, member, Capability.ROOT)
-    return {"rootEnabled": c.guest(member).is_root_enabled(ctx)}
+    return {"rootEnabled": workflows.root_enabled(c, ctx, project_id, cluster_id)}
 
 
 @router.post("/{cluster_id}/root", responses=answers(RootEnabled, 404, 422, 501, 503))
@@ -197,9 +179,5 @@ def enable_cluster_root(
         checked(names.password, password)
     else:
         password = generate_password()
-    chosen = _root_members(c, project_id, cluster_id)
-    for member in chosen:
-        check_ready(c, project_id, member, Capability.ROOT, writes=True)
-    for member in chosen:
-        root = c.guest(member).enable_root(ctx, password)
-    return {"user": {"name": root.name, "password": password}}
+    name = workflows.enable_root(c, ctx, project_id, cluster_id, password)
+    return {"user": {"name": name, "password": password}}

@@ -264,7 +264,7 @@ def cluster_shrink(
 @wait_timeout_option(1800)
 @click.pass_obj
 def cluster_restart(app: App, cluster_id: str, wait: bool, wait_timeout: float) -> None:
-    """Restart every member of cluster ID, one at a time (it keeps serving)."""
+    """Restart every member of cluster ID, one at a time (a Galera cluster keeps serving)."""
     _act(app, cluster_id, {"restart": {}}, wait, wait_timeout)
 
 

@@ -79,9 +79,9 @@ class MariaManager(ServedManager):
         self.server.new_cluster = member.bootstrap
 
     def cluster_health(self) -> ClusterHealth | None:
-        if not self.server.clustered or not self.server.running():
-            return None
         try:
+            if not self.server.clustered or not self.server.running():
+                return None
             # A hung server must not hold the heartbeat up.
             with self.server.connect(timeout=2) as conn, conn.cursor() as cur:
                 cur.execute(
@@ -89,7 +89,8 @@ class MariaManager(ServedManager):
                     "'wsrep_local_state_comment', 'wsrep_ready')"
                 )
                 found = {str(name): str(value) for name, value in cur.fetchall()}
-        except (GuestError, pymysql.MySQLError):
+        except (GuestError, pymysql.MySQLError, OSError) as exc:
+            LOG.debug("cannot read the cluster's state: %s", exc)
             return None
         try:
             size = int(found.get("wsrep_cluster_size", "0"))

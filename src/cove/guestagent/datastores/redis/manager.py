@@ -135,22 +135,18 @@ class RedisManager(ServedManager):
             cluster.replicate(client, master, self.config.port)
 
     def cluster_health(self) -> ClusterHealth | None:
-        if cluster.membership(self.config.conf_dir) is None or not self.server.running():
-            return None
         try:
-            client = self.server.connect()
+            if cluster.membership(self.config.conf_dir) is None or not self.server.running():
+                return None
+            # A hung server must not hold the heartbeat up.
+            client = self.server.connect(timeout=2)
             try:
                 return cluster.health(client)
             finally:
                 client.close()
-        except (GuestError, redis.RedisError):
+        except (GuestError, redis.RedisError, OSError, KeyError, ValueError) as exc:
+            LOG.debug("cannot read the cluster's state: %s", exc)
             return None
-
-    def set_cluster_peers(self, peers: list[str]) -> None:
-        member = cluster.membership(self.config.conf_dir)
-        if member is None:
-            raise GuestError("the server is not a cluster member")
-        cluster.record(self.config.conf_dir, ClusterMember(member.cluster_id, peers))
 
     # -- a replica's users: its source's -----------------------------------------------------
 

@@ -136,14 +136,15 @@ class RedisServer(ChildServer):
 
     # -- connections -------------------------------------------------------------------------
 
-    def connect(self) -> redis.Redis:
-        """A client logged in as the agent's user over the unix socket (no network)."""
+    def connect(self, timeout: float = 10) -> redis.Redis:
+        """A client logged in as the agent's user over the unix socket (no network), whose
+        commands give up after ``timeout`` seconds."""
         return redis.Redis(
             unix_socket_path=str(self.socket),
             username=conf.ADMIN_USER,
             password=self.admin_password(),
-            socket_timeout=10,
-            socket_connect_timeout=5,
+            socket_timeout=timeout,
+            socket_connect_timeout=min(5, timeout),
             decode_responses=True,
             retry=Retry(NoBackoff(), 0),  # callers wait and retry themselves
         )
