@@ -74,6 +74,8 @@ class MariaServer(ChildServer):
         self.after_start: Callable[[], None] = lambda: None
         #: The next start begins a new Galera cluster (once: a later start joins it).
         self.new_cluster = False
+        #: Where the next start of a member that stopped uncleanly goes on from (once).
+        self._start_position: str | None = None
 
     # -- files -------------------------------------------------------------------------------
 
@@ -178,6 +180,9 @@ class MariaServer(ChildServer):
         if self.new_cluster:
             command.append("--wsrep-new-cluster")
             self.new_cluster = False
+        if self._start_position is not None:
+            command.append(f"--wsrep-start-position={self._start_position}")
+            self._start_position = None
         return command + user_option()
 
     def read_pid(self) -> int | None:
@@ -188,6 +193,11 @@ class MariaServer(ChildServer):
         # takes as long as the data is large.
         self.start_timeout = galera.JOIN_TIMEOUT if self.clustered else ChildServer.start_timeout
         self._make_dirs()
+        if self.clustered and not self.new_cluster and galera.needs_recovery(self.config.data_dir):
+            argv = [str(self.bin_dir / "mariadbd"), f"--defaults-file={self.conf_file}"]
+            log = conf.tmp_dir(self.config) / "wsrep-recover.log"
+            self._start_position = galera.recover_position([*argv, *user_option()], log)
+            LOG.info("recovered the member's position: %s", self._start_position)
         self.write_init_file()
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()  # a socket left by a killed server is not an answer
