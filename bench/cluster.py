@@ -16,8 +16,9 @@ the same made by hand, in one run on the same machine:
    while a writer inserts through the endpoint with a new connection per write, as a pool
    reconnecting would: the writes that failed, the time from the first failure to the
    first write acknowledged after the last one, the longest time without an acknowledged
-   write, and the time until the killed member is Synced again (its guest agent restarts
-   it; it rejoins by an incremental state transfer).
+   write, the time until the member's server runs again (its guest agent restarts it) and
+   until it is Synced again, and how it caught up (by an incremental state transfer, or a
+   whole copy), from its server's log.
 4. A rolling restart (``POST /clusters/{id}`` with ``{"restart": {}}``) under the same
    writer: its duration (the POST to the task reading NONE) and the writes that failed.
 
@@ -31,6 +32,7 @@ Usage: python bench/cluster.py [--rounds 2] [--duration 10] [--clients 6] [--jso
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -41,14 +43,11 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,238 +59,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from harness import ControlPlane
 
+from cluster_hand import HandCluster
 from cove.common.procfs import cmdline
-from cove.common.service_user import ServiceUser, service_user
-from cove.compute.discovery import find_mariadb, mariadb_install_db
+from cove.common.service_user import service_user
+from cove.compute.discovery import find_mariadb
 from cove.guestagent.datastores.mariadb import conf, galera
 from failover import leftovers
 from failover_clients import wait_for
 from failover_cove import server_pid
-from servers import STANDARD_PORTS
 
 TARGET_BUILD, TARGET_THROUGHPUT = 1.3, 0.6
 MEMBERS = 3
 #: Cove's flavor for the members, and its memory: the hand-made servers are sized alike.
 FLAVOR, RAM_MB = "2", 2048
-#: Galera's handshake carries at most 31 characters of the cluster's name.
-HAND_CLUSTER = "bench-by-hand"
-#: How often the benchmark asks the API, as a script or the CLI would; the hand-made
-#: servers are asked over their sockets as often.
-POLL = 0.05
 #: Rows of the point-select table.
 ROWS = 10_000
 POINT_SELECT = "SELECT v FROM bench.t WHERE id = %s"
 #: Pause after a failed write before the next attempt.
 RETRY = 0.01
-#: Ports no hand-made server takes: the standard ones and Galera's.
-AVOID = STANDARD_PORTS | {galera.GROUP_PORT, galera.IST_PORT, galera.SST_PORT}
-
-
-# -- addresses and ports ---------------------------------------------------------------------
-
-
-def free_ports(address: str, count: int) -> list[int]:
-    """``count`` distinct ports free on ``address`` right now, none a standard one."""
-    socks: list[socket.socket] = []
-    try:
-        while len(socks) < count:
-            sock = socket.socket()
-            socks.append(sock)
-            sock.bind((address, 0))
-            if sock.getsockname()[1] in AVOID:
-                socks.pop().close()
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def unused_address(prefix: str, first: int) -> str:
-    """The first address ``prefix.N`` (N from ``first``) that no TCP socket uses."""
-    # /proc/net/tcp spells a local address as the hexadecimal of its bytes, reversed.
-    table = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    used = {line.split()[1].split(":")[0] for line in table}
-    for host in range(first, 250):
-        address = f"{prefix}.{host}"
-        if socket.inet_aton(address)[::-1].hex().upper() not in used:
-            return address
-    raise RuntimeError(f"no free loopback address in {prefix}.0/24")
-
-
-# -- the cluster by hand -----------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class HandNode:
-    """One hand-made member: its directory, address, client and Galera ports, process."""
-
-    dir: Path
-    address: str
-    port: int
-    group_port: int
-    ist_port: int
-    sst_port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def cnf(self) -> Path:
-        return self.dir / "my.cnf"
-
-
-class HandCluster:
-    """Three MariaDB servers made into a Galera cluster by hand, in directories under
-    ``base``, on addresses ``prefix.N`` and free ports. Every server runs in a session of its
-    own and is killed with its whole process group (state transfer helpers included)."""
-
-    def __init__(self, base: Path, prefix: str, user: ServiceUser) -> None:
-        self.base, self.user = base, user
-        self.bin = Path(find_mariadb()[-1].bin_dir)
-        self.install = mariadb_install_db(self.bin) or Path("mariadb-install-db")
-        self.sst_password = secrets.token_urlsafe(16)
-        base.mkdir(mode=0o755)
-        self.nodes: list[HandNode] = []
-        for number in range(MEMBERS):
-            address = unused_address(prefix, number * 10 + 1)
-            path = base / f"n{number + 1}"
-            path.mkdir(mode=0o700)
-            (path / "data").mkdir()
-            (path / "tmp").mkdir()
-            port, group_port, ist_port, sst_port = free_ports(address, 4)
-            self.nodes.append(HandNode(path, address, port, group_port, ist_port, sst_port))
-        for node in self.nodes:
-            self._configure(node, self.nodes.index(node) + 1)
-            self.run(["chown", "-R", f"{user.uid}:{user.gid}", str(node.dir)])
-
-    def _configure(self, node: HandNode, server_id: int) -> None:
-        """my.cnf as an operator would write it, with Cove's Galera settings."""
-        address = node.address
-        peers = ",".join(f"{n.address}:{n.group_port}" for n in self.nodes)
-        provider_options = ";".join(
-            [
-                f"gmcast.listen_addr=tcp://{address}:{node.group_port}",
-                f"ist.recv_addr={address}:{node.ist_port}",
-                f"gcache.size={galera.gcache_mb(1)}M",
-            ]
-        )
-        options: dict[str, object] = {
-            "datadir": node.dir / "data",
-            "tmpdir": node.dir / "tmp",
-            "socket": node.dir / "m.sock",
-            "pid_file": node.dir / "m.pid",
-            "log_error": node.dir / "error.log",
-            "bind_address": address,
-            "port": node.port,
-            "skip_name_resolve": "ON",
-            **conf.memory_settings(RAM_MB),
-            "character_set_server": conf.DEFAULT_CHARACTER_SET,
-            "collation_server": conf.DEFAULT_COLLATION,
-            "server_id": server_id,
-            "log_bin": node.dir / "data" / conf.BINLOG,
-            "log_slave_updates": "ON",
-            "binlog_format": "ROW",
-            "default_storage_engine": "InnoDB",
-            "innodb_autoinc_lock_mode": 2,
-            "gtid_strict_mode": "OFF",
-            "wsrep_on": "ON",
-            "wsrep_provider": galera.provider(),
-            "wsrep_cluster_name": HAND_CLUSTER,
-            "wsrep_cluster_address": f"gcomm://{peers}",
-            "wsrep_node_name": f"n{server_id}",
-            "wsrep_node_address": address,
-            "wsrep_node_incoming_address": f"{address}:{node.port}",
-            "wsrep_provider_options": f'"{provider_options}"',
-            "wsrep_sst_method": "mariabackup",
-            "wsrep_sst_receive_address": f"{address}:{node.sst_port}",
-            "wsrep_sst_auth": f"sst:{self.sst_password}",
-        }
-        text = "[mysqld]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
-        conf.write_private(node.cnf, text + f'[sst]\nsockopt = ",bind={address}"\n')
-
-    def run(self, argv: list[str]) -> None:
-        """Run a tool to completion; raises RuntimeError with the tail of its output."""
-        done = subprocess.run(argv, capture_output=True, timeout=300, check=False)
-        if done.returncode != 0:
-            tail = (done.stdout + done.stderr).decode(errors="replace").strip()[-800:]
-            raise RuntimeError(f"{Path(argv[0]).name} exited with {done.returncode}: {tail}")
-
-    def _install(self, node: HandNode) -> None:
-        # Run as root: it switches to the service user itself (--user), as mariadbd does.
-        user = f"--user={self.user.name}"
-        defaults = f"--defaults-file={node.cnf}"
-        self.run([str(self.install), defaults, user, "--skip-test-db", "--skip-name-resolve"])
-
-    def _start(self, node: HandNode, new_cluster: bool) -> None:
-        argv = [str(self.bin / "mariadbd"), f"--defaults-file={node.cnf}"]
-        argv += ["--wsrep-new-cluster"] if new_cluster else []
-        with (node.dir / "server.out").open("ab") as out:
-            node.proc = subprocess.Popen(
-                [*argv, f"--user={self.user.name}"],
-                cwd=node.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def _root(self, node: HandNode) -> Any:
-        """root@localhost over the unix socket (this process runs as root), or None."""
-        if node.proc is not None and node.proc.poll() is not None:
-            log = (node.dir / "error.log").read_text(errors="replace")[-1500:]
-            raise RuntimeError(f"the hand-made server exited with {node.proc.returncode}: {log}")
-        try:
-            return pymysql.connect(
-                unix_socket=str(node.dir / "m.sock"), user="root", autocommit=True
-            )
-        except pymysql.MySQLError:
-            return None
-
-    def _synced(self, node: HandNode, size: int) -> bool:
-        conn = self._root(node)
-        if conn is None:
-            return False
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SHOW STATUS WHERE Variable_name IN "
-                    "('wsrep_local_state_comment', 'wsrep_ready', 'wsrep_cluster_size')"
-                )
-                status = {str(k): str(v) for k, v in cur.fetchall()}
-        except pymysql.MySQLError:
-            return False
-        finally:
-            conn.close()
-        return status == {
-            "wsrep_local_state_comment": "Synced",
-            "wsrep_ready": "ON",
-            "wsrep_cluster_size": str(size),
-        }
-
-    def build(self) -> float:
-        """From the system tables to the last member Synced in a cluster of three: seconds."""
-        start = time.perf_counter()
-        with ThreadPoolExecutor(MEMBERS) as pool:
-            list(pool.map(self._install, self.nodes))
-        for number, node in enumerate(self.nodes):
-            self._start(node, new_cluster=number == 0)
-            synced = partial(self._synced, node, number + 1)
-            wait_for(synced, 300, f"{node.address} Synced in a cluster of {number + 1}", 0.02)
-            if number == 0:
-                # The account the donors' mariabackup signs in as (it reaches the joiners
-                # with the copy of the data).
-                with self._root(node) as root, root.cursor() as cur:
-                    cur.execute("CREATE USER sst@localhost IDENTIFIED BY %s", (self.sst_password,))
-                    cur.execute(
-                        "GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO sst@localhost"
-                    )
-        return time.perf_counter() - start
-
-    def close(self) -> None:
-        for node in self.nodes:
-            if node.proc is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.proc.pid, signal.SIGKILL)
-                node.proc.wait(30)
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 # -- the cluster through Cove ------------------------------------------------------------------
@@ -451,8 +236,8 @@ class Writer(threading.Thread):
         super().__init__(name="writer", daemon=True)
         self.address, self.password = address, password
         self.acked: list[float] = []
-        self.failed: list[float] = []
-        self.last_error = ""
+        #: (time, the error's first words) of every failed write.
+        self.failed: list[tuple[float, str]] = []
         self._halt = threading.Event()
 
     def stop(self) -> None:
@@ -464,9 +249,8 @@ class Writer(threading.Thread):
             try:
                 query(self.address, self.password, "INSERT INTO bench.w (at) VALUES (%s)", [0])
                 self.acked.append(time.monotonic())
-            except pymysql.MySQLError as exc:
-                self.failed.append(time.monotonic())
-                self.last_error = str(exc)
+            except (pymysql.MySQLError, OSError) as exc:
+                self.failed.append((time.monotonic(), str(exc)[:60]))
                 time.sleep(RETRY)
 
 
@@ -480,17 +264,20 @@ class Window:
     error_window: float
     #: The longest time without an acknowledged write.
     longest_gap: float
+    #: How many failed with each error.
+    errors: dict[str, int]
 
 
 def window(writer: Writer, since: float, until: float) -> Window:
     acks = [t for t in writer.acked if since <= t <= until]
-    fails = [t for t in writer.failed if since <= t <= until]
+    fails = [(t, e) for t, e in writer.failed if since <= t <= until]
     gap = max(b - a for a, b in itertools.pairwise([since, *acks, until]))
     span = 0.0
     if fails:
-        after = [t for t in writer.acked if t > fails[-1]]
-        span = (after[0] if after else until) - fails[0]
-    return Window(len(acks), len(fails), span, gap)
+        after = [t for t in writer.acked if t > fails[-1][0]]
+        span = (after[0] if after else until) - fails[0][0]
+    errors = collections.Counter(e for _t, e in fails)
+    return Window(len(acks), len(fails), span, gap, dict(errors))
 
 
 # -- the parts of the run ----------------------------------------------------------------------
@@ -518,7 +305,7 @@ def builds(cluster: CoveCluster, base: Path, prefix: str, rounds: int, r: Result
     version = mariadb_version(cluster.plane)
     for number in range(rounds):
         cluster.delete()
-        hand = HandCluster(base / f"hand{number + 1}", prefix, user)
+        hand = HandCluster(base / f"hand{number + 1}", prefix, user, MEMBERS, RAM_MB)
         try:
             r.build_hand.append(hand.build())
         finally:
@@ -614,8 +401,7 @@ def kill_member(plane: ControlPlane, cluster: CoveCluster, endpoint: str, r: Res
     print(
         f"  kill: {seen.failed} write(s) failed over {seen.error_window:.2f} s, the server"
         f" started again {r.kill_restarted:.2f} s and Synced {r.kill_synced:.1f} s after the"
-        f" kill, by {r.kill_transfer}"
-        + (f" (last error: {writer.last_error})" if writer.last_error else ""),
+        f" kill, by {r.kill_transfer}",
         flush=True,
     )
     wait_for(lambda: cluster.ready(strict=False), 120, "the cluster ready again", 0.2)
@@ -638,8 +424,7 @@ def rolling_restart(plane: ControlPlane, cluster: CoveCluster, endpoint: str, r:
     finally:
         writer.stop()
     print(
-        f"  rolling restart: {r.restart_took:.1f} s, {seen.failed} write(s) failed"
-        + (f" (last error: {writer.last_error})" if writer.last_error else ""),
+        f"  rolling restart: {r.restart_took:.1f} s, {seen.failed} write(s) failed",
         flush=True,
     )
 
@@ -701,20 +486,24 @@ def report(r: Result, args: argparse.Namespace) -> None:
     if r.kill is not None:
         print("  kill -9 of a member's server, a writer through the endpoint (a new connection")
         print("  per write):")
-        row("writes failed", f"{r.kill.failed}")
-        row("first failure to a write acknowledged after", f"{r.kill.error_window:.2f}s")
-        row("longest time without an acknowledged write", f"{r.kill.longest_gap:.2f}s")
+        writes(r.kill)
         row("kill to the member's server started again", f"{r.kill_restarted:.2f}s")
         row("kill to the member Synced again", f"{r.kill_synced:.2f}s")
         print(f"    {'how it caught up':44} {r.kill_transfer}")
-        row("writes acknowledged meanwhile", f"{r.kill.acked}")
     if r.restart is not None:
         print("  rolling restart under the same writer:")
         row("duration (POST to task NONE)", f"{r.restart_took:.2f}s")
-        target = "  == 0: " + verdict(r.restart.failed == 0)
-        row("writes failed", f"{r.restart.failed}", target)
-        row("longest time without an acknowledged write", f"{r.restart.longest_gap:.2f}s")
-        row("writes acknowledged meanwhile", f"{r.restart.acked}")
+        writes(r.restart, "  == 0: " + verdict(r.restart.failed == 0))
+
+
+def writes(seen: Window, target: str = "") -> None:
+    row("writes failed", f"{seen.failed}", target)
+    for error, count in sorted(seen.errors.items(), key=lambda e: -e[1]):
+        print(f"      {count:5d} x {error}")
+    if seen.failed:
+        row("first failure to a write acknowledged after", f"{seen.error_window:.2f}s")
+    row("longest time without an acknowledged write", f"{seen.longest_gap:.2f}s")
+    row("writes acknowledged meanwhile", f"{seen.acked}")
 
 
 def sweep(paths: list[Path]) -> int:

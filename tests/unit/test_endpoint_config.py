@@ -53,3 +53,16 @@ def test_a_member_leaving_the_rotation_is_a_reload() -> None:
     back = ClusterEndpoint("c-1", 3306, "127.42.0.20", CLUSTER.members)
     assert skeleton([GROUP], [back]) != served
     assert skeleton([GROUP]) != served
+
+
+def test_members_with_a_check_port_are_asked_over_http() -> None:
+    checked = ClusterEndpoint("c-1", 3306, "127.42.0.20", CLUSTER.members, check_port=9200)
+    text = render([], Path("/run/h.sock"), None, 1000, [checked])
+    assert section(text, "backend lb_c1") == [
+        "balance leastconn",
+        "default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
+        "option httpchk GET /",
+        "http-check expect status 200",
+        "server m_m1 127.42.0.3:3306 check port 9200",
+        "server m_m2 127.42.0.4:3306 check port 9200",
+    ]

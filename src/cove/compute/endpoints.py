@@ -78,6 +78,8 @@ class ClusterEndpoint:
     #: Members kept out of the rotation (being restarted, deleted or built): they take no
     #: new connection.
     out: frozenset[str] = frozenset()
+    #: Where each member answers an HTTP check (200: it takes queries); None: a TCP check.
+    check_port: int | None = None
 
     @property
     def key(self) -> str:
@@ -150,8 +152,13 @@ def render(
             # off rather than left hanging.
             "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
         ]
+        check = " check"
+        if cluster.check_port is not None:
+            # Asked of the member's agent: an open port alone does not take queries.
+            lines += ["    option httpchk GET /", "    http-check expect status 200"]
+            check = f" check port {cluster.check_port}"
         lines += [
-            f"    server m_{m.instance_id.replace('-', '')} {m.address}:{m.port} check"
+            f"    server m_{m.instance_id.replace('-', '')} {m.address}:{m.port}{check}"
             + (" disabled" if m.instance_id in cluster.out else "")
             for m in sorted(cluster.members, key=lambda m: m.instance_id)
         ]

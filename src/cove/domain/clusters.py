@@ -95,6 +95,9 @@ RULES = {
 
 #: Redis Cluster's hash slots.
 SLOTS = 16384
+#: Where an active-active cluster's member answers its endpoint's health checks over HTTP
+#: (on its own address): 200 while it takes queries.
+CHECK_PORT = 9200
 
 
 @dataclass(frozen=True)

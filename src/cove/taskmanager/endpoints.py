@@ -21,7 +21,7 @@ from cove.db.instances import allocate_address
 from cove.db.models import Cluster, Instance, ReplicationGroup
 from cove.db.networks import address_pool
 from cove.db.replication import endpoint_owner, members
-from cove.domain.clusters import RULES, Topology
+from cove.domain.clusters import CHECK_PORT, RULES, Topology
 from cove.domain.status import Task
 from cove.taskmanager.context import TaskContext
 
@@ -99,6 +99,7 @@ def cluster_endpoints(tc: TaskContext) -> list[ClusterEndpoint]:
                     address=cluster.address,
                     members=tuple(Backend(m.id, m.address, m.port) for m in placed if m.address),
                     out=frozenset(m.id for m in placed if m.task not in _SERVING),
+                    check_port=CHECK_PORT,
                 )
             )
     return wanted

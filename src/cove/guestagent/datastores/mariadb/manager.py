@@ -10,6 +10,7 @@ import pymysql
 
 from cove.common.errors import CoveError, GuestError
 from cove.domain.capabilities import capabilities
+from cove.domain.clusters import CHECK_PORT
 from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
 from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserSpec
@@ -20,6 +21,7 @@ from cove.guestagent.datastores.mariadb.live import LiveSettings
 from cove.guestagent.datastores.mariadb.replication import MariaDBReplication
 from cove.guestagent.datastores.mariadb.server import MariaServer
 from cove.guestagent.datastores.served import ServedManager
+from cove.guestagent.readiness import Readiness
 
 LOG = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class MariaManager(ServedManager):
         self.backups = MariadbBackups(self.server)
         self.replication = MariaDBReplication(self.server, self.backups)
         self.server.after_start = self.replication.finish_setup
+        # A cluster member tells its endpoint's checks whether it takes queries.
+        self.readiness = Readiness(config.address, CHECK_PORT, self._ready_for_clients)
+        if self.server.clustered:
+            self.readiness.start()
 
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> MariaServer:
         return MariaServer(config, on_exit)
@@ -77,6 +83,11 @@ class MariaManager(ServedManager):
             raise GuestError("a replica cannot be a cluster member")
         galera.record(self.config.conf_dir, member)
         self.server.new_cluster = member.bootstrap
+        self.readiness.start()
+
+    def _ready_for_clients(self) -> bool:
+        health = self.cluster_health()
+        return health is not None and health.ready
 
     def cluster_health(self) -> ClusterHealth | None:
         try:
