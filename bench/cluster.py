@@ -365,9 +365,11 @@ def transfer(log: Path, offset: int) -> str:
     with log.open("rb") as fh:
         fh.seek(offset)
         text = fh.read().decode(errors="replace")
-    if "SST received" in text:
-        return "a whole copy (SST)"
-    return "incremental (IST)" if "IST received" in text else "no transfer logged"
+    # A transfer by IST still runs the copy script, which bypasses the copy and logs
+    # "SST received" all the same: IST is what tells.
+    if "IST received" in text:
+        return "incremental (IST)"
+    return "a whole copy (SST)" if "SST received" in text else "no transfer logged"
 
 
 def kill_member(plane: ControlPlane, cluster: CoveCluster, endpoint: str, r: Result) -> None:

@@ -235,9 +235,9 @@ def ready(tc: TroveDriver, cid: str, size: int) -> dict[str, Any] | None:
 def grow_and_shrink(
     tc: TroveDriver, osc: OpenStackCli, cid: str, flavor: str, password: str
 ) -> list[dict[str, Any]]:
-    """Grow to 4 (the new member joins and holds the data), then shrink back to 3 with the
-    openstack command; below 3 is refused. Returns the members left."""
-    tc.call("clusters", "grow", cid, [{"flavorRef": flavor, "volume": {"size": 1}}])
+    """Grow to 4 with the openstack command (the new member joins and holds the data), then
+    shrink back to 3 with it; below 3 is refused. Returns the members left."""
+    osc.ok("database", "cluster", "grow", cid, "--instance", f"flavor={flavor},volume=1")
     assert tc.call("clusters", "get", cid)["task"]["name"] == "GROWING_CLUSTER"
     grown = wait_for(lambda: ready(tc, cid, 4), READY_TIMEOUT, interval=1, what="the grow")
     newcomer = grown["instances"][-1]

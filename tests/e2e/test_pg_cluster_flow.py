@@ -100,6 +100,16 @@ def test_the_heaviest_replica_takes_over(cove_up: ControlPlane) -> None:
 
     for member in members[1:]:
         wait_for(lambda m=member: replayed(m), 30, what="the replicas to replay the write")
+
+    # Each replica's heartbeat says it streams, and the view how far it is behind.
+    def streaming() -> bool:
+        shown = api.get(f"/clusters/{cid}").json()["cluster"]["instances"]
+        return all(
+            m.get("health", {}).get("state") == "streaming" and "lag_bytes" in m["health"]
+            for m in shown[1:]
+        )
+
+    wait_for(streaming, 30, interval=0.5, what="the replicas' health in the view")
     pid = server_pid(plane, primary, "postgresql")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)

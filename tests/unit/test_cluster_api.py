@@ -10,12 +10,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from test_instance_admin import DEADLINE, PEOPLE, Cloud
+from test_instance_admin import DEADLINE, PEOPLE, Cloud, make_cloud
 
-from accounts import add_account, password_auth
-from cove.api.context import build_context
-from cove.common.settings import Settings, load_settings
+from accounts import add_account
+from cove.common.settings import Settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
@@ -23,9 +21,6 @@ from cove.db.models import Cluster, Instance
 from cove.db.networks import sync_default_network
 from cove.domain.clusters import RULES, ClusterSecret, ClusterTask, cluster_task, shards
 from cove.domain.status import Task
-from cove.taskmanager.context import TaskContext
-from cove.taskmanager.service import TaskManager
-from fakes import FakeBus, FakeDriver
 
 
 def seed(db: Database, settings: Settings) -> dict[str, tuple[str, str]]:
@@ -42,21 +37,7 @@ def seed(db: Database, settings: Settings) -> dict[str, tuple[str, str]]:
 def cloud(
     tmp_path: Any, seeded_db: Callable[..., Any], api_app: Callable[[Any], Any]
 ) -> Iterator[Cloud]:
-    settings = load_settings(data_dir=tmp_path, rate_limit_per_minute=0)
-    people = seeded_db(settings, seed)
-    db = Database(settings.database_url)
-    bus = FakeBus()
-    context = build_context(settings, db, bus)  # type: ignore[arg-type]
-    tm = TaskManager(TaskContext(settings, db, bus, FakeDriver()))  # type: ignore[arg-type]
-    world = Cloud(TestClient(api_app(context)), context, bus, FakeDriver(), tm)
-    assert context.identity is not None
-    for who, (project_id, password) in people.items():
-        user = PEOPLE[who][1]
-        token, _ = context.identity.authenticate(password_auth(user, password, project_id))
-        world.projects[who], world.tokens[who] = project_id, token
-    yield world
-    tm.stop()
-    db.dispose()
+    yield from make_cloud(tmp_path, seeded_db, api_app, seed)
 
 
 def seeds_call(cloud: Cloud, **changes: Any) -> Any:

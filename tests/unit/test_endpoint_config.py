@@ -39,7 +39,10 @@ def test_a_cluster_balances_over_its_members_and_leaves_out_the_busy_ones() -> N
     assert section(text, "frontend lb_c1") == ["bind 127.42.0.20:3306", "default_backend lb_c1"]
     assert section(text, "backend lb_c1") == [
         "balance leastconn",
-        "default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
+        "default-server inter 500ms fall 1 rise 2 on-marked-down shutdown-sessions",
+        "timeout check 2s",
+        "option redispatch",
+        "retries 2",
         "server m_m1 127.42.0.3:3306 check",
         "server m_m2 127.42.0.4:3306 check disabled",
     ]
@@ -60,7 +63,10 @@ def test_members_with_a_check_port_are_asked_over_http() -> None:
     text = render([], Path("/run/h.sock"), None, 1000, [checked])
     assert section(text, "backend lb_c1") == [
         "balance leastconn",
-        "default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
+        "default-server inter 500ms fall 1 rise 2 on-marked-down shutdown-sessions",
+        "timeout check 2s",
+        "option redispatch",
+        "retries 2",
         "option httpchk GET /",
         "http-check expect status 200",
         "server m_m1 127.42.0.3:3306 check port 9200",

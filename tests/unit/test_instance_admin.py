@@ -134,6 +134,16 @@ class Cloud:
 def cloud(
     tmp_path: Any, seeded_db: Callable[..., Any], api_app: Callable[[Any], Any]
 ) -> Iterator[Cloud]:
+    yield from make_cloud(tmp_path, seeded_db, api_app, seed)
+
+
+def make_cloud(
+    tmp_path: Any,
+    seeded_db: Callable[..., Any],
+    api_app: Callable[[Any], Any],
+    seed: Callable[[Database, Settings], dict[str, tuple[str, str]]],
+) -> Iterator[Cloud]:
+    """The world of these tests on the catalogue, networks and people ``seed`` makes."""
     settings = load_settings(data_dir=tmp_path, rate_limit_per_minute=0)
     people = seeded_db(settings, seed)
     db = Database(settings.database_url)

@@ -364,6 +364,7 @@ class MemberHealth(View):
     cluster_size: int | None
     state: str | None
     ready: bool
+    lag_bytes: int = optional_key()
 
 
 class ClusterMember(View):

@@ -355,22 +355,37 @@ def restore_window_view(instance_id: str, window: Window | None) -> dict[str, An
     }
 
 
-def member_health(guest: GuestState | None) -> dict[str, Any] | None:
+def member_health(guest: GuestState | None, primary_position: int | None) -> dict[str, Any] | None:
     """A Cove extension on a cluster's member: how its server last saw the cluster (its
-    heartbeat's ``cluster``), or None when it did not say."""
+    heartbeat's ``cluster``), or for a replica of an active-passive cluster whether it
+    streams and how far (``lag_bytes``) it is behind its primary's last known position
+    (``primary_position``); None when it did not say."""
     if guest is None:
         return None
     try:
-        health = json.loads(guest.payload or "{}").get("cluster")
-    except (ValueError, AttributeError):
+        payload = json.loads(guest.payload or "{}")
+    except ValueError:
         return None
-    if not isinstance(health, dict):
+    health = payload.get("cluster") if isinstance(payload, dict) else None
+    if isinstance(health, dict):
+        return {
+            "cluster_size": health.get("size"),
+            "state": health.get("state"),
+            "ready": bool(health.get("ready")),
+        }
+    replica = payload.get("replica") if isinstance(payload, dict) else None
+    if not isinstance(replica, dict):
         return None
-    return {
-        "cluster_size": health.get("size"),
-        "state": health.get("state"),
-        "ready": bool(health.get("ready")),
+    streaming = bool(replica.get("streaming"))
+    view: dict[str, Any] = {
+        "cluster_size": None,
+        "state": "streaming" if streaming else "not streaming",
+        "ready": streaming,
     }
+    position = replica.get("position")
+    if isinstance(position, int) and primary_position is not None:
+        view["lag_bytes"] = max(0, primary_position - position)
+    return view
 
 
 def cluster_view(
@@ -380,6 +395,7 @@ def cluster_view(
     members: list[tuple[Instance, str, bool]],
     topology: Topology,
     endpoints: tuple[str, str] | None = None,
+    primary_position: int | None = None,
 ) -> dict[str, Any]:
     """Trove's view of a cluster: its task as ``{id, name, description}`` (no top-level
     status), its datastore, and each member (``members``: the instance, its status and
@@ -403,7 +419,8 @@ def cluster_view(
         "links": links(request, project_id, "clusters", cluster.id),
         "datastore": {"type": version.datastore.name, "version": version.name},
         "instances": [
-            _member_view(request, inst, status, topology, fresh) for inst, status, fresh in members
+            _member_view(request, inst, status, topology, fresh, primary_position)
+            for inst, status, fresh in members
         ],
     }
     if cluster.address:
@@ -431,7 +448,12 @@ def cluster_view(
 
 
 def _member_view(
-    request: Request, inst: Instance, status: str, topology: Topology, fresh: bool
+    request: Request,
+    inst: Instance,
+    status: str,
+    topology: Topology,
+    fresh: bool,
+    primary_position: int | None,
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": inst.id,
@@ -447,7 +469,7 @@ def _member_view(
     }
     if inst.address is not None:
         item["ip"] = [inst.address]
-    health = member_health(inst.guest) if fresh else None
+    health = member_health(inst.guest, primary_position) if fresh else None
     if health is not None:
         item["health"] = health
     if topology is Topology.ACTIVE_PASSIVE:

@@ -148,9 +148,13 @@ def render(
             f"    default_backend lb_{key}",
             f"backend lb_{key}",
             "    balance leastconn",
-            # A dead member leaves the rotation within two checks, and its clients are cut
-            # off rather than left hanging.
-            "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
+            # A member that fails one check (every half second) leaves the rotation, and its
+            # clients are cut off rather than left hanging; until then a connection it refuses
+            # is tried on another member instead of failing. Two good checks bring it back.
+            "    default-server inter 500ms fall 1 rise 2 on-marked-down shutdown-sessions",
+            "    timeout check 2s",
+            "    option redispatch",
+            "    retries 2",
         ]
         check = " check"
         if cluster.check_port is not None:

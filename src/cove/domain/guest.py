@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from cove.domain.replication import ReplicationState
+
 #: A configuration value as a configuration group stores it.
 Value = int | float | bool | str
 
@@ -125,6 +127,9 @@ class HeartbeatPayload:
     #: A cluster member's view of its cluster (None: no member, or the server does not
     #: answer).
     cluster: ClusterHealth | None = None
+    #: A replica's place behind its source (None: no replica, or the server does not say),
+    #: which a view compares with its primary's last known position.
+    replica: ReplicationState | None = None
 
 
 #: The ``operation`` of the reports in which a guest tells the conductor that its server exited

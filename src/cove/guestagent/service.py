@@ -135,13 +135,28 @@ class GuestService:
         return status
 
     def heartbeat(self) -> None:
-        payload = HeartbeatPayload(agent_pid=os.getpid(), cluster=self.manager.cluster_health())
+        payload = HeartbeatPayload(
+            agent_pid=os.getpid(), cluster=self.manager.cluster_health(), replica=self._replica()
+        )
         try:
             self.conductor.heartbeat(
                 RequestContext(), self.config.instance_id, self.status(), payload, utcnow()
             )
         except CoveError as exc:
             LOG.warning("cannot reach the conductor (heartbeat): %s", exc.message)
+
+    def _replica(self) -> ReplicationState | None:
+        """A prepared replica's place behind its source, for the heartbeat; None otherwise
+        or when its server does not say (a hung server answers no later than its connection
+        timeout)."""
+        manager = self.manager
+        if manager.replication is None or not manager.prepared or not manager.is_replica:
+            return None
+        try:
+            return manager.replication.state()
+        except CoveError as exc:
+            LOG.debug("cannot read the replica's state: %s", exc.message)
+            return None
 
     def report(self, operation: str, outcome: str, details: str = "") -> None:
         try:

@@ -60,12 +60,15 @@ def _view(request: Request, c: ApiContext, s: Session, cluster: Cluster) -> dict
     wanted = RULES.get(cluster.datastore_version.manager)
     topology = wanted.topology if wanted is not None else Topology.ACTIVE_ACTIVE
     endpoints = None
+    position = None
     if topology is Topology.ACTIVE_PASSIVE:
         primary = next((m for m, _, _ in shown if m.replica_of_id is None), None)
         group = group_of(s, primary.id) if primary is not None else None
         if group is not None and group.rw_address and group.ro_address:
             endpoints = (group.rw_address, group.ro_address)
-    return cluster_view(request, cluster, task_of(s, cluster), shown, topology, endpoints)
+        position = group.primary_position if group is not None else None
+    task = task_of(s, cluster)
+    return cluster_view(request, cluster, task, shown, topology, endpoints, position)
 
 
 @router.get("", responses=answers(ClusterList))

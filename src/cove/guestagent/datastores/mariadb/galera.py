@@ -2,9 +2,10 @@
 it runs with ("Clusters" in docs/architecture.md).
 
 The membership (the cluster's id and its members' addresses) is kept in ``conf/cluster.json``
-so every later start finds its cluster; whether a start begins a new cluster is never
-recorded: only the first start of a new cluster's first member does, and a member that
-started a cluster once must join it afterwards (starting another would split it in two). A
+(``cove.guestagent.datastores.membership``) so every later start finds its cluster; whether
+a start begins a new cluster is never recorded: only the first start of a new cluster's
+first member does, and a member that started a cluster once must join it afterwards
+(starting another would split it in two). A
 member that stopped uncleanly (killed, crashed) has its position read back from its own data
 before it starts, as Galera's own start scripts do, so it catches up by an incremental
 transfer rather than a whole copy.
@@ -12,7 +13,6 @@ transfer rather than a whole copy.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -24,9 +24,6 @@ from cove.guestagent import process
 from cove.guestagent.datastores.mariadb import conf
 
 LOG = logging.getLogger(__name__)
-
-#: The membership file, in the instance's conf directory.
-MEMBERSHIP_FILE = "cluster.json"
 
 #: Galera's own ports, on each member's own address: group communication, incremental state
 #: transfer, and (the state transfer script's listener) a whole copy.
@@ -57,25 +54,6 @@ def provider() -> Path:
         if path.is_file():
             return path
     raise GuestError("Galera is not installed (no libgalera_smm.so; Debian's package is galera-4)")
-
-
-def record(conf_dir: Path, member: ClusterMember) -> None:
-    """Keep ``member``'s cluster and peers for every later start (not whether it bootstraps)."""
-    text = json.dumps({"cluster_id": member.cluster_id, "peers": sorted(member.peers)})
-    conf.write_private(conf_dir / MEMBERSHIP_FILE, text + "\n")
-
-
-def membership(conf_dir: Path) -> ClusterMember | None:
-    """The recorded membership; None when the server is not a cluster member. Raises
-    GuestError when the file cannot be read."""
-    path = conf_dir / MEMBERSHIP_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise GuestError(f"cannot read the cluster membership {path}: {exc}") from exc
-    return ClusterMember(cluster_id=str(data["cluster_id"]), peers=list(data["peers"]))
 
 
 def settings(config: GuestSettings, member: ClusterMember, admin_password: str) -> dict[str, Value]:

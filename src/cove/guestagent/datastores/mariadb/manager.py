@@ -14,6 +14,7 @@ from cove.domain.clusters import CHECK_PORT
 from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
 from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.guestagent.datastores import membership
 from cove.guestagent.datastores.mariadb import conf, galera
 from cove.guestagent.datastores.mariadb.admin import MariaAdmin
 from cove.guestagent.datastores.mariadb.backup import MariadbBackups
@@ -81,7 +82,7 @@ class MariaManager(ServedManager):
         galera.provider()  # refused here, before the server is touched, when not installed
         if self.server.is_replica:
             raise GuestError("a replica cannot be a cluster member")
-        galera.record(self.config.conf_dir, member)
+        membership.record(self.config.conf_dir, member)
         self.server.new_cluster = member.bootstrap
         self.readiness.start()
 
@@ -114,10 +115,10 @@ class MariaManager(ServedManager):
         )
 
     def set_cluster_peers(self, peers: list[str]) -> None:
-        member = galera.membership(self.config.conf_dir)
+        member = membership.read(self.config.conf_dir)
         if member is None:
             raise GuestError("the server is not a cluster member")
-        galera.record(self.config.conf_dir, ClusterMember(member.cluster_id, peers))
+        membership.record(self.config.conf_dir, ClusterMember(member.cluster_id, peers))
         self.server.write_config()
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:

@@ -16,6 +16,7 @@ from cove.common.errors import CommandFailed, GuestError
 from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
+from cove.guestagent.datastores import membership
 from cove.guestagent.datastores.base import REPLICA_MARKER
 from cove.guestagent.datastores.mariadb import conf, galera
 from cove.guestagent.datastores.mariadb.privileges import startup_sql
@@ -87,7 +88,7 @@ class MariaServer(ChildServer):
     @property
     def clustered(self) -> bool:
         """Whether the server is a cluster member: its membership is recorded."""
-        return (self.config.conf_dir / galera.MEMBERSHIP_FILE).is_file()
+        return membership.is_member(self.config.conf_dir)
 
     @property
     def synchronous(self) -> bool:
@@ -99,7 +100,7 @@ class MariaServer(ChildServer):
         synchronous mode when that marker says so. Raises Unprocessable for an override no
         tenant may set."""
         replica = self.is_replica if replica is None else replica
-        member = galera.membership(self.config.conf_dir)
+        member = membership.read(self.config.conf_dir)
         cluster = (
             None if member is None else galera.settings(self.config, member, self.admin_password())
         )

@@ -9,7 +9,6 @@ announces its own address: on loopback aliases the bring-up hangs without it.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,9 @@ import redis
 
 from cove.common.errors import GuestError
 from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
+from cove.guestagent.datastores import membership
 from cove.guestagent.datastores.redis import conf
 
-#: The membership file, in the instance's conf directory.
-MEMBERSHIP_FILE = "cluster.json"
 #: How long a member may be unreachable before the others fail it over (milliseconds).
 NODE_TIMEOUT_MS = 3000
 #: How long a member waits to learn of a master it is told to follow.
@@ -33,25 +31,11 @@ def _run(client: redis.Redis, *args: object) -> Any:
 
 
 def record(conf_dir: Path, member: ClusterMember) -> None:
-    """Keep ``member``'s cluster and peers, and its shared replication password (the file
-    the replication account is made from)."""
-    text = json.dumps({"cluster_id": member.cluster_id, "peers": sorted(member.peers)})
-    conf.write_private(conf_dir / MEMBERSHIP_FILE, text + "\n")
+    """Keep ``member``'s membership, and its shared replication password (the file the
+    replication account is made from). Raises GuestError."""
+    membership.record(conf_dir, member)
     if member.secret:
         conf.write_private(conf_dir / conf.REPLICATION_PASSWORD, member.secret + "\n")
-
-
-def membership(conf_dir: Path) -> ClusterMember | None:
-    """The recorded membership; None when the server is no cluster member. Raises
-    GuestError when it cannot be read."""
-    path = conf_dir / MEMBERSHIP_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise GuestError(f"cannot read the cluster membership {path}: {exc}") from exc
-    return ClusterMember(cluster_id=str(data["cluster_id"]), peers=list(data["peers"]))
 
 
 def conf_lines(config: GuestSettings, password: str) -> list[str]:

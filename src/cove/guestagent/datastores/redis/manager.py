@@ -28,6 +28,7 @@ from cove.domain.capabilities import capabilities
 from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
 from cove.domain.replication import ReplicaSource
 from cove.domain.specs import DatabaseSpec, UserSpec
+from cove.guestagent.datastores import membership
 from cove.guestagent.datastores.redis import cluster, conf
 from cove.guestagent.datastores.redis.acl import NO_DATABASES, RedisAcl
 from cove.guestagent.datastores.redis.backup import RedisBackups
@@ -116,7 +117,7 @@ class RedisManager(ServedManager):
 
     @contextlib.contextmanager
     def _cluster_client(self, doing: str) -> Iterator[redis.Redis]:
-        if cluster.membership(self.config.conf_dir) is None:
+        if not membership.is_member(self.config.conf_dir):
             raise GuestError("the server is not a cluster member")
         client = self.server.connect()
         try:
@@ -136,7 +137,7 @@ class RedisManager(ServedManager):
 
     def cluster_health(self) -> ClusterHealth | None:
         try:
-            if cluster.membership(self.config.conf_dir) is None or not self.server.running():
+            if not membership.is_member(self.config.conf_dir) or not self.server.running():
                 return None
             # A hung server must not hold the heartbeat up.
             client = self.server.connect(timeout=2)

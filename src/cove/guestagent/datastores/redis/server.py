@@ -16,6 +16,7 @@ from redis.retry import Retry
 from cove.common.errors import GuestError
 from cove.domain.guest import GuestSettings
 from cove.guestagent.child import ChildServer, read_pid_file
+from cove.guestagent.datastores import membership
 from cove.guestagent.datastores.redis import cluster, conf
 from cove.guestagent.datastores.replication_password import recorded_password
 
@@ -74,7 +75,7 @@ class RedisServer(ChildServer):
         source = conf.read_replica_of(self.config.conf_dir)
         synchronous = (self.config.conf_dir / conf.SYNCHRONOUS).exists()
         text = conf.redis_conf(self.config, source, synchronous)
-        if cluster.membership(self.config.conf_dir) is not None:
+        if membership.is_member(self.config.conf_dir):
             password = recorded_password(self.config.conf_dir / conf.REPLICATION_PASSWORD)
             text += "".join(cluster.conf_lines(self.config, password))
         self.restore_config(text)
