@@ -245,3 +245,21 @@ def _kill_leftovers(data_dir: Path) -> None:
         pid = int(line.split(":")[0])
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def delete_clusters(http: httpx.Client, timeout: float = 180) -> None:
+    """Delete every cluster of the client's project and wait until they are gone, as far as
+    ``timeout`` allows: a test that failed leaves its cluster, whose members would load the
+    machine for every later test. Never raises (it runs while a failure unwinds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            left = http.get("/clusters").json().get("clusters") or []
+            if not left:
+                return
+            for cluster in left:
+                if cluster["task"]["name"] != "DELETING":
+                    http.delete(f"/clusters/{cluster['id']}")
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(1)

@@ -17,7 +17,7 @@ from typing import Any
 import pymysql
 import pytest
 from clients import ClientVenv, Cloud, OpenStackCli, TroveDriver
-from harness import ControlPlane, wait_for
+from harness import ControlPlane, delete_clusters, wait_for
 
 from cove.compute.discovery import find_mariadb
 from cove.guestagent.datastores.mariadb import conf
@@ -99,6 +99,9 @@ def test_the_seeds_galera_cluster(
     tc = TroveDriver(openstack_clients, cloud)
     try:
         flow(tc, plane, acct.http, osc)
+    except BaseException:
+        delete_clusters(acct.http)
+        raise
     finally:
         tc.close()
     # The openstack command lists, shows and deletes it.

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import ControlPlane, wait_for
+from harness import ControlPlane, delete_clusters, wait_for
 from test_crash_recovery import server_pid
 
 pytestmark = pytest.mark.e2e
@@ -43,8 +43,15 @@ def write(where: str, password: str, value: str) -> bool:
 
 
 def test_the_heaviest_replica_takes_over(cove_up: ControlPlane) -> None:
-    plane = cove_up
-    api = plane.account("pg-clusters", "pg-cluster-user", "member").http
+    api = cove_up.account("pg-clusters", "pg-cluster-user", "member").http
+    try:
+        weighted_failover(cove_up, api)
+    except BaseException:
+        delete_clusters(api)
+        raise
+
+
+def weighted_failover(plane: ControlPlane, api: Any) -> None:
     # The heaviest replica is not the last member: the promotion follows the weight.
     weights = [100, 50, 10]
     body = {

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis
-from harness import ControlPlane, wait_for
+from harness import ControlPlane, delete_clusters, wait_for
 from redis.cluster import ClusterNode, RedisCluster
 
 pytestmark = pytest.mark.e2e
@@ -17,8 +17,15 @@ READY_TIMEOUT = 300.0
 
 
 def test_a_cluster_aware_client_reaches_every_slot(cove_up: ControlPlane) -> None:
-    plane = cove_up
-    api = plane.account("redis-clusters", "redis-cluster-user", "member").http
+    api = cove_up.account("redis-clusters", "redis-cluster-user", "member").http
+    try:
+        sharded(cove_up, api)
+    except BaseException:
+        delete_clusters(api)
+        raise
+
+
+def sharded(plane: ControlPlane, api: Any) -> None:
     version = api.get("/datastores/redis").json()["datastore"]["versions"][0]["name"]
     body = {
         "cluster": {

@@ -26,9 +26,9 @@ def test_openstack_names_the_feature_cove_lacks(
         project_name=PROJECT,
     )
     cli = OpenStackCli.with_cloud(openstack_clients, cloud, tmp_path)
-    result = cli.run("database", "cluster", "list")
+    result = cli.run("database", "backup", "strategy", "list")
     assert result.returncode != 0, result.stdout
-    assert "Clusters are not supported by Cove yet." in result.stderr, result.stderr
+    assert "Backup strategies are not supported by Cove yet." in result.stderr, result.stderr
     assert "HTTP 501" in result.stderr, result.stderr
 
 

@@ -321,6 +321,19 @@ def test_destroy_stops_the_instance_s_own_processes(placed):
         assert proc.wait(10) == -sig
 
 
+def test_a_fence_kills_what_the_server_left_paused_in_its_data_directory(placed):
+    # A server's child in a session of its own (as PostgreSQL's are), paused with its
+    # server: the server's death does not reach it.
+    server = placed.start(["sleep", "600"], service_user=True, cwd=placed.base / "data")
+    child = placed.start(["sleep", "600"], service_user=True, cwd=placed.base / "data")
+    os.kill(child, signal.SIGSTOP)
+    placed.write_pid(placed.pidfile, server)
+    placed.driver.fence(placed.id)
+    server_proc, child_proc = placed.procs
+    assert server_proc.wait(10) == -signal.SIGKILL
+    assert child_proc.wait(10) == -signal.SIGKILL
+
+
 def test_destroy_stops_an_agent_that_does_not_hold_the_lock_yet(placed):
     # Started by another task manager, say, and not yet holding the lock.
     placed.start(

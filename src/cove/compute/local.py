@@ -385,21 +385,44 @@ class LocalDriver(ComputeDriver):
         """
         for descriptor in DATASTORES.values():
             proc = self._stray_server(instance_id, descriptor.stray)
+            if proc is not None:
+                LOG.warning(
+                    "stopping the orphaned %s server of %s (pid %d)",
+                    descriptor.title,
+                    instance_id,
+                    proc.pid,
+                )
+                what = f"the {descriptor.title} server of instance {instance_id}"
+                if fence:
+                    # The agent starts every server as a session leader: its group is its own.
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        if os.getpgid(proc.pid) == proc.pid:
+                            os.killpg(proc.pid, signal.SIGKILL)
+                localfs.stop([proc], FENCE_STOP if fence else descriptor.stray.stop, what)
+            self._kill_leftovers(instance_id, descriptor.stray)
+
+    def _kill_leftovers(self, instance_id: str, stray: StrayServer) -> None:
+        """SIGKILL every process of the service user still working in the server's working
+        directory once the server is gone: a server's children may live in groups of their
+        own (PostgreSQL's do), and a paused one never notices its parent's death."""
+        base = self.instance_dir(instance_id)
+        try:
+            with localfs.open_dir(self.root, *self._parts(base.joinpath(*stray.workdir))) as fd:
+                workdir = os.fstat(fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except UnsafePath as exc:
+            LOG.warning("instance %s: %s; not looking for its leftovers", instance_id, exc.message)
+            return
+        for pid in procfs.working_in(self.uid, workdir):
+            proc = localfs.Process.claim(
+                pid, lambda p: procfs.owned_by(p, self.uid) and procfs.cwd_is(p, workdir)
+            )
             if proc is None:
                 continue
-            LOG.warning(
-                "stopping the orphaned %s server of %s (pid %d)",
-                descriptor.title,
-                instance_id,
-                proc.pid,
-            )
-            what = f"the {descriptor.title} server of instance {instance_id}"
-            if fence:
-                # The agent starts every server as a session leader: its group is its own.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    if os.getpgid(proc.pid) == proc.pid:
-                        os.killpg(proc.pid, signal.SIGKILL)
-            localfs.stop([proc], FENCE_STOP if fence else descriptor.stray.stop, what)
+            LOG.warning("killing pid %d left in the data directory of %s", pid, instance_id)
+            proc.signal(signal.SIGKILL)
+            proc.close()
 
     def _stray_server(self, instance_id: str, stray: StrayServer) -> localfs.Process | None:
         """The live server named by ``stray``'s pid file, or None when there is none or the

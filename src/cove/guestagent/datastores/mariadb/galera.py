@@ -33,10 +33,6 @@ SST_PORT = 4444
 
 #: How long a member's start may take to answer: a joiner first copies a peer's whole data.
 JOIN_TIMEOUT = 3600.0
-#: How long the others wait for a silent member before they suspect it, and before they drop
-#: it whatever happens.
-SUSPECT_SECONDS = 3
-INACTIVE_SECONDS = 8
 #: How long reading back the position of a member that stopped uncleanly may take.
 RECOVER_TIMEOUT = 300.0
 
@@ -67,10 +63,6 @@ def settings(config: GuestSettings, member: ClusterMember, admin_password: str) 
             f"ist.recv_addr={address}:{IST_PORT}",
             # A member that was down this long catches up by an incremental transfer.
             f"gcache.size={gcache_mb(config.volume_gb)}M",
-            # A lost member stalls the others' commits until they give up on it, and a
-            # restarted one waits for that to join again: 3 and 8 s instead of 5 and 15.
-            f"evs.suspect_timeout=PT{SUSPECT_SECONDS}S",
-            f"evs.inactive_timeout=PT{INACTIVE_SECONDS}S",
         ]
     )
     return {
