@@ -111,3 +111,17 @@ def files_holding(root: Path, needle: bytes) -> dict[Path, int]:
 def logs(root: Path) -> list[Path]:
     """The log files under ``root``: those in a ``log`` directory, and any ``*.log``."""
     return [p for p in root.rglob("*") if p.is_file() and ("log" in p.parts or p.suffix == ".log")]
+
+
+def log_tails(*roots: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of every log under ``roots``, for a failure's message: what
+    the servers and agents said is what tells a slow machine from a broken feature."""
+    out = []
+    for root in roots:
+        for path in logs(root):
+            try:
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+            except FileNotFoundError:
+                continue
+            out.append(f"--- {path}\n" + "\n".join(tail))
+    return "\n".join(out)

@@ -21,7 +21,14 @@ import redis
 from guesthost import Host
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from replication_helpers import ProcWatch, eventually, files_holding, logs, prepare
+from replication_helpers import (
+    ProcWatch,
+    eventually,
+    files_holding,
+    log_tails,
+    logs,
+    prepare,
+)
 
 from cove.common.errors import CoveError, GuestError
 from cove.compute.base import ComputeState
@@ -477,10 +484,17 @@ def test_replicas_copy_the_primarys_users_and_root_and_keep_them_when_promoted(
     users = p_guest.list_users(CTX)
     position = p_repl.fence_primary(CTX)
     one_repl = GuestReplicationClient(host.bus, one.instance_id)
-    eventually(
-        lambda: (one_repl.replication_state(CTX).position or 0) >= (position or 0),
-        "the replica reaching the old primary's last offset",
-    )
+    try:
+        eventually(
+            lambda: (one_repl.replication_state(CTX).position or 0) >= (position or 0),
+            "the replica reaching the old primary's last offset",
+        )
+    except AssertionError as exc:
+        dirs = [host.driver.instance_dir(i.instance_id) for i in (primary, one)]
+        raise AssertionError(
+            f"{exc}: fenced at {position}, the replica is at "
+            f"{one_repl.replication_state(CTX)}\n{log_tails(*dirs)}"
+        ) from None
     new_source = one_repl.promote_replica(CTX)
     assert one_guest.list_users(CTX) == users
     with login(one, "alice", "pw-alice-2") as client:

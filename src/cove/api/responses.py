@@ -512,15 +512,26 @@ class GuestStatus(View):
     state_description: str | None
 
 
+class Isolation(View):
+    """What the kernel enforces on an instance (null: not enforced, or not known yet)."""
+
+    memory_limit_mb: int | None
+    memory_used_mb: int | None
+    oom_kills: int | None
+    cpus: float | None
+    volume_mb: int | None
+
+
 class AdminInstance(InstanceDetail):
-    """The management view: the detail view as an administrator sees it, with its bookkeeping;
-    ``guest_status`` when one instance is shown."""
+    """The management view: the detail view as an administrator sees it, with its bookkeeping
+    and its isolation; ``guest_status`` when one instance is shown."""
 
     server: Server
     deleted: bool
     deleted_at: str | None
     task_description: str
     service_status: str | None
+    isolation: Isolation
     guest_status: GuestStatus = optional_key()
 
 

@@ -355,6 +355,31 @@ def restore_window_view(instance_id: str, window: Window | None) -> dict[str, An
     }
 
 
+def isolation_view(guest: GuestState | None) -> dict[str, Any]:
+    """A Cove extension of the management view: what the kernel enforces on the instance, as
+    its last heartbeat told (``domain.guest.Isolation``); a limit that is null is not
+    enforced (or the guest has not said yet)."""
+    view: dict[str, Any] = {
+        "memory_limit_mb": None,
+        "memory_used_mb": None,
+        "oom_kills": None,
+        "cpus": None,
+        "volume_mb": None,
+    }
+    try:
+        payload = json.loads(guest.payload or "{}") if guest is not None else {}
+    except ValueError:
+        payload = {}
+    found = payload.get("isolation") if isinstance(payload, dict) else None
+    if isinstance(found, dict):
+        for key in ("memory_limit_mb", "memory_used_mb", "oom_kills", "volume_mb"):
+            value = found.get(key)
+            view[key] = value if isinstance(value, int) else None
+        cpus = found.get("cpus")
+        view["cpus"] = cpus if isinstance(cpus, int | float) else None
+    return view
+
+
 def member_health(guest: GuestState | None, primary_position: int | None) -> dict[str, Any] | None:
     """A Cove extension on a cluster's member: how its server last saw the cluster (its
     heartbeat's ``cluster``), or for a replica of an active-passive cluster whether it

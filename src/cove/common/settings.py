@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(200, ge=0)
     region: str = "RegionOne"
     service_user: str = "cove"
+    #: The control group (below each cgroup hierarchy's root) that holds one group per
+    #: instance, sized by its flavor; used when Cove runs as root.
+    cgroup_parent: str = Field(
+        "cove", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
+    )
     heartbeat_interval: float = Field(5.0, gt=0)
     monitor_interval: float = Field(1.0, gt=0)
     build_timeout: float = Field(600.0, gt=0)

@@ -10,6 +10,12 @@ who may be hostile (a database server taken over through a bug). So the driver t
 files only through ``localfs`` (no symbolic link is ever followed, only files root creates are
 chowned), signals a pid read from them only once it is known to be the instance's process, and
 a delete first takes away the agent's config so that nothing can start the agent again.
+
+Where the host allows it (``cove.common.cgroups``), every instance runs in a control group of
+its own, limited to its flavor's memory and CPU: the agent is moved into it as soon as it is
+started, before it starts any server, so everything it starts is born there; a resize
+rewrites the limits live; re-attaching to an instance that runs elsewhere (after a restart
+of the host, say) moves the agent and everything it started.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from cove.common import procfs
+from cove.common import cgroups, procfs
 from cove.common.errors import ConfigurationError, UnsafePath
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
@@ -85,13 +91,23 @@ class LocalDriver(ComputeDriver):
             store.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chown(store, self.uid, self.gid)
             store.chmod(0o700)
+        self.cgroups, found = cgroups.detect(settings.cgroup_parent)
+        # Instances whose memory limit the kernel could not lower yet: asked again later.
+        self._pending: dict[str, GuestSettings] = {}
         if check:
             self.check_access()
-            # Isolation is not there yet; say so once instead of pretending.
+            # Say once, loudly, what is not enforced instead of pretending.
+            if self.cgroups is None:
+                LOG.warning(
+                    "memory and CPU limits are NOT enforced: %s; a flavor only sizes the "
+                    "database server's settings",
+                    found,
+                )
+            else:
+                LOG.info("each instance's memory and CPU are limited by its flavor (%s)", found)
             LOG.warning(
-                "the local driver does not cap instances: a flavor's RAM sizes the database "
-                "server's memory settings, and volume sizes are recorded, but no cgroup or "
-                "volume limit is enforced"
+                "volume sizes are recorded, not enforced: an instance's data directory is a "
+                "directory of the host's filesystem"
             )
 
     # -- checks ------------------------------------------------------------------------------
@@ -171,6 +187,7 @@ class LocalDriver(ComputeDriver):
     def create(self, spec: GuestSettings) -> None:
         """Raises ConfigurationError for a too long path, UnsafePath for a tampered directory."""
         self._lay_out(spec)
+        self._limit(spec)
         self.ensure_running(spec.instance_id)
 
     def update(self, spec: GuestSettings) -> GuestSettings | None:
@@ -180,7 +197,44 @@ class LocalDriver(ComputeDriver):
             raise ConfigurationError(f"instance {spec.instance_id} has no guest config")
         previous = self._read_spec(spec.instance_id)
         self._lay_out(spec)
+        self._limit(spec)
         return previous
+
+    def _limit(self, spec: GuestSettings) -> bool:
+        """Make the instance's control group and write its flavor's limits; whether they
+        hold now (a memory limit the kernel could not lower yet is asked again by
+        ``ensure_running``)."""
+        if self.cgroups is None:
+            return False
+        try:
+            self.cgroups.limit(spec.instance_id, spec.ram_mb, spec.vcpus)
+        except cgroups.LimitPending as exc:
+            LOG.warning("%s", exc)
+            self._pending[spec.instance_id] = spec
+            return False
+        except OSError as exc:
+            LOG.error("cannot limit instance %s: %s", spec.instance_id, exc)
+            return False
+        self._pending.pop(spec.instance_id, None)
+        return True
+
+    def _confine(self, instance_id: str, pid: int) -> None:
+        """Move the agent ``pid`` and everything it started into the instance's group, unless
+        it is there already (one small read when it is)."""
+        if self.cgroups is None or self.cgroups.contains(instance_id, pid):
+            return
+        spec = self._read_spec(instance_id)
+        if spec is None:
+            return
+        if not self._limit(spec) and instance_id not in self._pending:
+            return  # no group to move into
+        pids = [pid, *procfs.descendants(pid)]
+        try:
+            self.cgroups.join(instance_id, pids)
+        except OSError as exc:
+            LOG.error("cannot move instance %s into its control group: %s", instance_id, exc)
+            return
+        LOG.info("moved instance %s (%d processes) into its control group", instance_id, len(pids))
 
     def _read_spec(self, instance_id: str) -> GuestSettings | None:
         """The settings guest.json holds now, or None when they cannot be read."""
@@ -239,7 +293,9 @@ class LocalDriver(ComputeDriver):
 
     def _starting(self, instance_id: str) -> bool:
         proc = self._spawned.get(instance_id)
-        return proc is not None and proc.poll() is None
+        # poll() answers None while the reaping thread waits on the process, also once it
+        # has exited: /proc tells (a zombie is not starting anything).
+        return proc is not None and proc.poll() is None and procfs.alive(proc.pid)
 
     def ensure_running(self, instance_id: str) -> bool:
         """Raises ConfigurationError without a guest config, UnsafePath for a tampered one."""
@@ -247,7 +303,13 @@ class LocalDriver(ComputeDriver):
             if instance_id in self._destroying:
                 LOG.info("instance %s is being removed; not starting its agent", instance_id)
                 return False
-            if self.agent_pid(instance_id) is not None or self._starting(instance_id):
+            pending = self._pending.get(instance_id)
+            if pending is not None:
+                self._limit(pending)
+            running = self.agent_pid(instance_id)
+            if running is not None and running > 0 and procfs.owned_by(running, self.uid):
+                self._confine(instance_id, running)
+            if running is not None or self._starting(instance_id):
                 return False
             if not self._has_config(instance_id):
                 raise ConfigurationError(f"instance {instance_id} has no guest config")
@@ -283,6 +345,13 @@ class LocalDriver(ComputeDriver):
         finally:
             os.close(fd)
         self._spawned[instance_id] = proc
+        if self.cgroups is not None:
+            # Before the agent gets to start a server (its imports alone take longer than
+            # this): what it starts is born in the group.
+            try:
+                self.cgroups.join(instance_id, [proc.pid])
+            except OSError as exc:
+                LOG.error("instance %s runs without its limits: %s", instance_id, exc)
         # Reap the agent when it exits so it never lingers as a zombie of this process.
         threading.Thread(target=proc.wait, daemon=True).start()
         LOG.info("started the guest agent of instance %s (pid %d)", instance_id, proc.pid)
@@ -310,6 +379,7 @@ class LocalDriver(ComputeDriver):
                 localfs.remove_file(self.root, *self._parts(self.config_path(instance_id)))
             self._stop_agent(instance_id)
             self._stop_server(instance_id)
+            self._remove_group(instance_id)
             shutil.rmtree(base, ignore_errors=True)
             if os.path.lexists(base):
                 raise OSError(f"could not remove {base}")
@@ -317,7 +387,26 @@ class LocalDriver(ComputeDriver):
             with self._spawn_lock:
                 self._destroying.discard(instance_id)
                 self._spawned.pop(instance_id, None)
+                self._pending.pop(instance_id, None)
         LOG.info("removed instance %s", instance_id)
+
+    def _remove_group(self, instance_id: str) -> None:
+        """Kill what is left in the instance's control group (only the instance's own
+        processes are ever put there), then remove it."""
+        if self.cgroups is None:
+            return
+        procs = []
+        for pid in self.cgroups.pids(instance_id):
+            proc = localfs.Process.claim(pid, lambda p: procfs.owned_by(p, self.uid))
+            if proc is not None:
+                procs.append(proc)
+        if procs:
+            LOG.warning("killing %d processes left in instance %s", len(procs), instance_id)
+            localfs.stop(procs, FENCE_STOP, f"what is left of instance {instance_id}")
+        try:
+            self.cgroups.remove(instance_id)
+        except OSError as exc:
+            LOG.error("cannot remove the control group of instance %s: %s", instance_id, exc)
 
     def serve_endpoints(
         self, groups: Sequence[GroupEndpoint], clusters: Sequence[ClusterEndpoint] = ()

@@ -120,10 +120,30 @@ class ClusterHealth:
 
 
 @dataclass(frozen=True)
+class Isolation:
+    """The kernel's limits on an instance, as its agent finds them: its own control group
+    (``cove.common.cgroups``) and the filesystem under its data directory."""
+
+    #: None: no memory limit.
+    memory_limit_mb: int | None
+    #: CPU cores a scheduling period's quota buys; None: no CPU limit.
+    cpus: float | None
+    memory_used_mb: int | None = None
+    #: Processes of the instance the kernel killed for want of memory since its group was
+    #: made.
+    oom_kills: int = 0
+    #: The size of the filesystem holding the data directory when it is the instance's own
+    #: (a volume); None when the data directory shares the host's.
+    volume_mb: int | None = None
+
+
+@dataclass(frozen=True)
 class HeartbeatPayload:
     """What a heartbeat says beside the server's status."""
 
     agent_pid: int | None = None
+    #: The limits the kernel enforces on the instance (None: none).
+    isolation: Isolation | None = None
     #: A cluster member's view of its cluster (None: no member, or the server does not
     #: answer).
     cluster: ClusterHealth | None = None

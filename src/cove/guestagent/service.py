@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from cove.common import cgroups
 from cove.common.errors import CoveError, GuestError, OperationNotSupported
 from cove.common.ids import utcnow
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
@@ -29,6 +30,7 @@ from cove.domain.guest import (
     ConfigurationApplied,
     GuestSettings,
     HeartbeatPayload,
+    Isolation,
     ServerOutcome,
     Value,
 )
@@ -107,6 +109,8 @@ class GuestService:
         self.admin_endpoints = GuestAdminEndpoints(manager)
         self.conductor = ConductorClient(bus)
         self._busy: GuestStatus | None = None
+        #: The kernel's count of the group's processes killed for want of memory, last seen.
+        self._oom_kills: int | None = None
         self._stop = threading.Event()
         self._beat_now = threading.Event()
         self._op_lock = threading.Lock()
@@ -136,7 +140,10 @@ class GuestService:
 
     def heartbeat(self) -> None:
         payload = HeartbeatPayload(
-            agent_pid=os.getpid(), cluster=self.manager.cluster_health(), replica=self._replica()
+            agent_pid=os.getpid(),
+            isolation=self._isolation(),
+            cluster=self.manager.cluster_health(),
+            replica=self._replica(),
         )
         try:
             self.conductor.heartbeat(
@@ -144,6 +151,43 @@ class GuestService:
             )
         except CoveError as exc:
             LOG.warning("cannot reach the conductor (heartbeat): %s", exc.message)
+
+    def _isolation(self) -> Isolation | None:
+        """The limits of the instance's control group; a process of the instance killed by
+        the kernel for want of memory since the last look is reported as the server's
+        failure (PostgreSQL restarts every backend after one; the others' servers exit)."""
+        volume = self._volume_mb()
+        limits = cgroups.own_limits()
+        if limits is None:
+            return None if volume is None else Isolation(None, None, volume_mb=volume)
+        seen, self._oom_kills = self._oom_kills, limits.oom_kills
+        if seen is not None and limits.oom_kills > seen:
+            mb = (limits.memory_bytes or 0) >> 20
+            self._server_report(
+                ServerOutcome.CRASHED,
+                f"the kernel killed {limits.oom_kills - seen} of its processes for want of "
+                f"memory (the flavor allows {mb} MB)",
+            )
+        return Isolation(
+            memory_limit_mb=None if limits.memory_bytes is None else limits.memory_bytes >> 20,
+            cpus=limits.cpus,
+            memory_used_mb=None
+            if limits.memory_used_bytes is None
+            else limits.memory_used_bytes >> 20,
+            oom_kills=limits.oom_kills,
+            volume_mb=volume,
+        )
+
+    def _volume_mb(self) -> int | None:
+        """The size of the data directory's filesystem when it is a volume of its own."""
+        data = self.config.data_dir
+        try:
+            if not os.path.ismount(data):
+                return None
+            st = os.statvfs(data)
+        except OSError:
+            return None
+        return st.f_blocks * st.f_frsize >> 20
 
     def _replica(self) -> ReplicationState | None:
         """A prepared replica's place behind its source, for the heartbeat; None otherwise

@@ -16,7 +16,7 @@ from cove.api.context import ApiContext, authorize, cove, credentials
 from cove.api.openapi import answers
 from cove.api.responses import AdminInstanceList, AdminInstanceOne, QuotaLimits, QuotaUsageList
 from cove.api.routers.instances import instances_page
-from cove.api.views import instance_view, trove_time
+from cove.api.views import instance_view, isolation_view, trove_time
 from cove.common.errors import BadRequest, InstanceNotFound
 from cove.common.ids import utcnow
 from cove.common.text import shown
@@ -141,6 +141,7 @@ def _admin_view(request: Request, c: ApiContext, inst: Instance, single: bool) -
             "deleted_at": trove_time(inst.deleted_at),
             "task_description": TASK_DESCRIPTIONS.get(inst.task, inst.task),
             "service_status": _service_status(inst),
+            "isolation": isolation_view(inst.guest),
         }
     )
     if single:

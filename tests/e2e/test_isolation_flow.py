@@ -1,0 +1,133 @@
+"""Memory and CPU from the flavor, enforced by the kernel: each instance runs in a control
+group of its own (``cove.common.cgroups``). A query asking for more memory than the flavor
+allows is killed while a neighbour's queries go on; the management view shows the limits and
+the kill; a resize changes the limits live; a delete leaves no group behind."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from datastores import DATASTORES, LOGIN_ERRORS
+from harness import ControlPlane, wait_for
+
+from cove.common import cgroups, procfs
+
+pytestmark = pytest.mark.e2e
+
+PG = DATASTORES["postgresql"]
+#: Asks for ~2.5 GB: every row of the series sorted in memory, which work_mem allows.
+GREEDY = "SELECT g, random() AS r FROM generate_series(1, 40000000) g ORDER BY r OFFSET 39999999"
+
+
+def _groups() -> cgroups.Cgroups:
+    found, why = cgroups.detect("cove")
+    if found is None:
+        pytest.skip(f"control groups cannot be made here: {why}")
+    return found
+
+
+def _cgroup_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cgroup").read_text()
+
+
+def test_a_flavor_caps_memory_and_cpu_and_a_greedy_query_hurts_no_neighbour(
+    cove_up: ControlPlane,
+) -> None:
+    groups = _groups()
+    plane, api = cove_up, cove_up.http
+    admin = plane.account("admin", "isolation-admin", "admin").http
+    ids = [
+        plane.create(name=f"isolated-{n}", flavorRef="1", datastore={"type": "postgresql"})["id"]
+        for n in ("victim", "neighbour")
+    ]
+    try:
+        victim, neighbour = (plane.wait_status(i, "ACTIVE") for i in ids)
+        passwords = [api.post(f"/instances/{i}/root").json()["user"]["password"] for i in ids]
+        resp = api.post(f"/instances/{ids[0]}/databases", json={"databases": [{"name": "d"}]})
+        assert resp.status_code == 202, resp.text
+
+        def isolation(iid: str) -> dict[str, Any]:
+            resp = admin.get(f"/mgmt/instances/{iid}")
+            assert resp.status_code == 200, resp.text
+            return resp.json()["instance"]["isolation"]  # type: ignore[no-any-return]
+
+        # The limits are the flavor's (tiny: 512 MB, 1 vCPU), as the guest finds them.
+        wait_for(lambda: isolation(ids[0])["memory_limit_mb"] == 512, 30, 0.2, "the limits")
+        seen = isolation(ids[0])
+        assert seen["cpus"] == 1.0 and seen["oom_kills"] == 0
+        assert 0 < seen["memory_used_mb"] < 512
+        # The server and every process it started are in the group, not just the agent.
+        data = plane.data_dir / "instances" / ids[0] / "data"
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+        for pid in (postmaster, *procfs.descendants(postmaster)):
+            assert f"/cove/{ids[0]}" in _cgroup_of(pid), pid
+
+        # A neighbour keeps answering while the victim's greedy query runs and is killed.
+        failures: list[str] = []
+        answered = [0]
+        stop = threading.Event()
+
+        def neighbour_load() -> None:
+            with PG.login(neighbour, PG.root_user, passwords[1], "postgres") as conn:
+                while not stop.is_set():
+                    try:
+                        conn.execute("SELECT sum(g) FROM generate_series(1, 20000) g").fetchone()
+                        answered[0] += 1
+                    except psycopg.Error as exc:
+                        failures.append(str(exc))
+                        return
+
+        worker = threading.Thread(target=neighbour_load)
+        worker.start()
+        try:
+            with PG.login(victim, PG.root_user, passwords[0], "d") as conn:
+                PG.write(conn, "kept")
+                conn.execute("SET work_mem = '4GB'")
+                with pytest.raises(psycopg.OperationalError):
+                    conn.execute(GREEDY).fetchall()
+        finally:
+            stop.set()
+            worker.join(60)
+        assert failures == [] and answered[0] > 0
+
+        # The kill is counted and shown; the victim serves again with its data.
+        wait_for(lambda: (isolation(ids[0])["oom_kills"] or 0) >= 1, 30, 0.2, "the kill shown")
+        assert isolation(ids[1])["oom_kills"] == 0
+
+        def serves() -> bool:
+            try:
+                with PG.login(victim, PG.root_user, passwords[0], "d") as conn:
+                    return PG.read(conn) == "kept"
+            except LOGIN_ERRORS:
+                return False
+
+        wait_for(serves, 60, 0.2, "the victim serving again")
+
+        # A resize changes the limits (small: 2 GB), once the guest reports the server healthy
+        # again (PostgreSQL restarts every backend after one is killed).
+        wait_for(
+            lambda: admin.get(f"/mgmt/instances/{ids[0]}").json()["instance"]["guest_status"]
+            == {"state_description": "healthy"},
+            60,
+            0.2,
+            "the victim healthy again",
+        )
+        resp = api.post(f"/instances/{ids[0]}/action", json={"resize": {"flavorRef": "2"}})
+        assert resp.status_code == 202, resp.text
+        wait_for(
+            lambda: groups.limits(ids[0]).memory_bytes == 2048 << 20, 120, 0.2, "the new limit"
+        )
+        plane.wait_status(ids[0], "ACTIVE", timeout=120)
+        wait_for(lambda: isolation(ids[0])["memory_limit_mb"] == 2048, 30, 0.2, "the new limit")
+    finally:
+        for iid in ids:
+            api.delete(f"/instances/{iid}")
+    for iid in ids:
+        wait_for(lambda i=iid: api.get(f"/instances/{i}").status_code == 404, 60, 0.1, "deletion")
+        assert groups.pids(iid) == []
+        with pytest.raises(FileNotFoundError):
+            groups.limits(iid)
