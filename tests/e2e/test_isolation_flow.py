@@ -110,8 +110,10 @@ def test_a_flavor_caps_memory_and_cpu_and_a_greedy_query_hurts_no_neighbour(
         # A resize changes the limits (small: 2 GB), once the guest reports the server healthy
         # again (PostgreSQL restarts every backend after one is killed).
         wait_for(
-            lambda: admin.get(f"/mgmt/instances/{ids[0]}").json()["instance"]["guest_status"]
-            == {"state_description": "healthy"},
+            lambda: (
+                admin.get(f"/mgmt/instances/{ids[0]}").json()["instance"]["guest_status"]
+                == {"state_description": "healthy"}
+            ),
             60,
             0.2,
             "the victim healthy again",
