@@ -66,6 +66,21 @@ def test_a_flavor_caps_memory_and_cpu_and_a_greedy_query_hurts_no_neighbour(
         for pid in (postmaster, *procfs.descendants(postmaster)):
             assert f"/cove/{ids[0]}" in _cgroup_of(pid), pid
 
+        # Processes found outside the group (a host whose groups were reset, say) are moved
+        # back by the monitor, with everything they started.
+        lock = plane.data_dir / "instances" / ids[0] / "run" / "guestagent.lock"
+        agent = int(lock.read_text().split()[0])
+        for root in (Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup/cpu")):
+            for pid in (agent, postmaster):
+                (root / "cgroup.procs").write_text(str(pid))
+        assert not groups.contains(ids[0], agent) and not groups.contains(ids[0], postmaster)
+        wait_for(
+            lambda: groups.contains(ids[0], agent) and groups.contains(ids[0], postmaster),
+            30,
+            0.2,
+            "the instance's processes back in its group",
+        )
+
         # A neighbour keeps answering while the victim's greedy query runs and is killed.
         failures: list[str] = []
         answered = [0]
@@ -94,8 +109,21 @@ def test_a_flavor_caps_memory_and_cpu_and_a_greedy_query_hurts_no_neighbour(
             worker.join(60)
         assert failures == [] and answered[0] > 0
 
-        # The kill is counted and shown; the victim serves again with its data.
+        # The kill is counted and shown, and a fault says it for a while; the victim serves
+        # again with its data.
         wait_for(lambda: (isolation(ids[0])["oom_kills"] or 0) >= 1, 30, 0.2, "the kill shown")
+        wait_for(
+            lambda: (
+                plane.instance(ids[0])
+                .get("fault", {})
+                .get("message", "")
+                .startswith("The database server ran out of memory: the kernel killed")
+            ),
+            30,
+            0.2,
+            "the fault",
+        )
+        assert "fault" not in plane.instance(ids[1])
         assert isolation(ids[1])["oom_kills"] == 0
 
         def serves() -> bool:
@@ -125,6 +153,13 @@ def test_a_flavor_caps_memory_and_cpu_and_a_greedy_query_hurts_no_neighbour(
         )
         plane.wait_status(ids[0], "ACTIVE", timeout=120)
         wait_for(lambda: isolation(ids[0])["memory_limit_mb"] == 2048, 30, 0.2, "the new limit")
+        # And back down, the instance using less than the smaller limit.
+        resp = api.post(f"/instances/{ids[0]}/action", json={"resize": {"flavorRef": "1"}})
+        assert resp.status_code == 202, resp.text
+        wait_for(
+            lambda: groups.limits(ids[0]).memory_bytes == 512 << 20, 120, 0.2, "the lower limit"
+        )
+        plane.wait_status(ids[0], "ACTIVE", timeout=120)
     finally:
         for iid in ids:
             api.delete(f"/instances/{iid}")

@@ -35,6 +35,15 @@ def _no_catalogue_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parameters, "read_parameters", fixed)
 
 
+@pytest.fixture(autouse=True)
+def _no_control_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests leave the host's control groups alone: a local driver made here finds none
+    (the real ones are tested in tests/integration/test_cgroups.py and the e2e tests)."""
+    from cove.common import cgroups
+
+    monkeypatch.setattr(cgroups, "detect", lambda parent: (None, "unit tests make no groups"))
+
+
 @pytest.fixture(scope="session")
 def _probed_versions() -> dict[tuple[str, str, tuple[int, ...]], str | None]:
     return {}

@@ -12,9 +12,10 @@ are switched on for Cove's parent group and its children). An instance's group i
   (as root, with both controllers), otherwise None and the reason, for the operator's log.
 * :meth:`Cgroups.limit` makes the group (idempotent) and writes its limits: memory (the
   flavor's RAM, swap included where the kernel accounts for it) and CPU (a quota of the
-  flavor's vCPUs every period, and a weight in proportion). Lowering the memory below what
-  the group uses now is refused by the kernel (``EBUSY``): :class:`LimitPending` says so and
-  the caller asks again later. Cheap when nothing changed.
+  flavor's vCPUs every period, and a weight in proportion). A memory limit below what the
+  group uses now is not set (version 1's kernel refuses it with ``EBUSY``; version 2's would
+  take it and kill processes at once): :class:`LimitPending` says so and the caller asks
+  again later.
 * :meth:`Cgroups.join` moves processes into the group (a process gone meanwhile is skipped);
   their later children are born in it.
 * :meth:`Cgroups.remove` removes the group once its processes are gone; idempotent.
@@ -148,12 +149,11 @@ class Cgroups:
             _write(cpu / "cpu.shares", str(1024 * vcpus))
         else:
             group = dirs["unified"]
-            try:
-                _write(group / "memory.max", str(memory))
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    raise
+            used = _bytes(_read(group / "memory.current")) or 0
+            if used > memory:
                 pending = True
+            else:
+                _write(group / "memory.max", str(memory))
             with contextlib.suppress(FileNotFoundError):  # no swap accounting
                 _write(group / "memory.swap.max", "0")
             _write(group / "cpu.max", f"{quota} {CPU_PERIOD_US}")
@@ -184,15 +184,13 @@ class Cgroups:
 
     def join(self, instance_id: str, pids: Iterable[int]) -> None:
         """Raises OSError when the group is missing (make it with ``limit`` first)."""
+        pids = list(pids)
         for group in self._dirs(instance_id).values():
             for pid in pids:
                 try:
                     _write(group / "cgroup.procs", str(pid))
                 except ProcessLookupError:
-                    continue
-                except OSError as exc:
-                    if exc.errno != errno.ESRCH:
-                        raise
+                    continue  # gone meanwhile
 
     def contains(self, instance_id: str, pid: int) -> bool:
         """Whether ``pid`` is in the instance's group in every hierarchy (False once gone)."""
@@ -273,7 +271,10 @@ def detect(parent: str) -> tuple[Cgroups | None, str]:
     if all(c in roots for c in CONTROLLERS):
         chosen = {c: roots[c] for c in CONTROLLERS}
     elif "unified" in roots:
-        available = set(_read(roots["unified"] / "cgroup.controllers").split())
+        try:
+            available = set(_read(roots["unified"] / "cgroup.controllers").split())
+        except OSError as exc:
+            return None, f"cannot read the cgroup v2 controllers: {exc.strerror}"
         missing = sorted(set(CONTROLLERS) - available)
         if missing:
             return None, f"the cgroup v2 hierarchy has no {' or '.join(missing)} controller"
@@ -288,18 +289,22 @@ def detect(parent: str) -> tuple[Cgroups | None, str]:
     return groups, groups.describe()
 
 
-def own_limits() -> Limits | None:
-    """The limits of the calling process's own group, None when none applies (the root
-    group, or a hierarchy that cannot be read)."""
+def own_limits(instance_id: str) -> Limits | None:
+    """The limits of the calling process's own group when it is ``instance_id``'s; None
+    otherwise (another group's limits, a service's or a container's, are not the instance's,
+    nor are its kills), or when a hierarchy cannot be read."""
     try:
         paths = _own_paths(Path("/proc/self/cgroup").read_text())
         roots = _mounts(MOUNTS.read_text())
-        if all(c in roots and c in paths for c in CONTROLLERS):
+        used = [c for c in CONTROLLERS if c in roots and c in paths] or ["unified"]
+        if not all(paths.get(c, "/").rsplit("/", 1)[-1] == instance_id for c in used):
+            return None
+        if used == list(CONTROLLERS):
             found = _limits_v1(
                 roots["memory"] / paths["memory"].lstrip("/"),
                 roots["cpu"] / paths["cpu"].lstrip("/"),
             )
-        elif "unified" in roots and paths.get("unified", "/") != "/":
+        elif used == ["unified"] and "unified" in roots:
             found = _limits_v2(roots["unified"] / paths["unified"].lstrip("/"))
         else:
             return None

@@ -56,9 +56,7 @@ class Settings(BaseSettings):
     service_user: str = "cove"
     #: The control group (below each cgroup hierarchy's root) that holds one group per
     #: instance, sized by its flavor; used when Cove runs as root.
-    cgroup_parent: str = Field(
-        "cove", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
-    )
+    cgroup_parent: str = Field("cove", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
     heartbeat_interval: float = Field(5.0, gt=0)
     monitor_interval: float = Field(1.0, gt=0)
     build_timeout: float = Field(600.0, gt=0)

@@ -11,6 +11,9 @@ manager is its only caller.
   manager starts and then periodically; it starts the agent again when it died and says so.
   It must be cheap when everything runs.
 * ``state`` is a quick look (no waiting) at the place: ACTIVE while the agent runs.
+* ``reconcile`` puts a running instance's place back as its settings say (limits the kernel
+  could not apply yet, processes found outside the instance's limits); the monitor calls it
+  for every running instance, so it must be cheap when all holds.
 * ``update`` rewrites the guest's settings (flavor sizes, volume size, configuration overrides)
   of a placed instance without restarting anything; the task manager then asks the guest agent to
   reload them (``apply_configuration``). A driver that sizes the place itself (a cgroup, a
@@ -50,6 +53,11 @@ class ComputeDriver(ABC):
     @abstractmethod
     def state(self, instance_id: str) -> ComputeState:
         """What the place looks like right now."""
+
+    def reconcile(self, instance_id: str) -> None:
+        """Make the running instance's place hold what its settings say; the base class has
+        nothing to hold."""
+        return None
 
     @abstractmethod
     def destroy(self, instance_id: str) -> None:

@@ -93,7 +93,7 @@ class LocalDriver(ComputeDriver):
             store.chmod(0o700)
         self.cgroups, found = cgroups.detect(settings.cgroup_parent)
         # Instances whose memory limit the kernel could not lower yet: asked again later.
-        self._pending: dict[str, GuestSettings] = {}
+        self._pending: set[str] = set()
         if check:
             self.check_access()
             # Say once, loudly, what is not enforced instead of pretending.
@@ -209,32 +209,65 @@ class LocalDriver(ComputeDriver):
         try:
             self.cgroups.limit(spec.instance_id, spec.ram_mb, spec.vcpus)
         except cgroups.LimitPending as exc:
-            LOG.warning("%s", exc)
-            self._pending[spec.instance_id] = spec
-            return False
+            if spec.instance_id not in self._pending:
+                LOG.warning("%s", exc)
+            self._pending.add(spec.instance_id)
+            return True  # the group is there, with its old memory limit for now
         except OSError as exc:
             LOG.error("cannot limit instance %s: %s", spec.instance_id, exc)
             return False
-        self._pending.pop(spec.instance_id, None)
+        self._pending.discard(spec.instance_id)
         return True
 
+    def reconcile(self, instance_id: str) -> None:
+        """A memory limit still pending is asked again (with the settings guest.json holds
+        now: a later resize wins), and an agent found outside its group is moved back with
+        everything it started (one small read of /proc when all holds)."""
+        if self.cgroups is None:
+            return
+        with self._spawn_lock:
+            if instance_id in self._destroying:
+                return
+            try:
+                pid = self.agent_pid(instance_id)
+            except UnsafePath as exc:
+                LOG.warning("instance %s: %s", instance_id, exc.message)
+                return
+            pending = instance_id in self._pending
+            if pid is None or pid <= 0 or not procfs.owned_by(pid, self.uid):
+                return
+            if not pending and self.cgroups.contains(instance_id, pid):
+                return
+            spec = self._read_spec(instance_id)
+            if spec is None or not self._limit(spec):
+                return
+            self._confine(instance_id, pid)
+
     def _confine(self, instance_id: str, pid: int) -> None:
-        """Move the agent ``pid`` and everything it started into the instance's group, unless
-        it is there already (one small read when it is)."""
-        if self.cgroups is None or self.cgroups.contains(instance_id, pid):
-            return
-        spec = self._read_spec(instance_id)
-        if spec is None:
-            return
-        if not self._limit(spec) and instance_id not in self._pending:
-            return  # no group to move into
-        pids = [pid, *procfs.descendants(pid)]
-        try:
-            self.cgroups.join(instance_id, pids)
-        except OSError as exc:
-            LOG.error("cannot move instance %s into its control group: %s", instance_id, exc)
-            return
-        LOG.info("moved instance %s (%d processes) into its control group", instance_id, len(pids))
+        """Move the agent ``pid`` and everything it started into the instance's group; again
+        until a pass finds none outside (one may fork while the others move)."""
+        assert self.cgroups is not None
+        moved: set[int] = set()
+        for _ in range(10):
+            outside = [
+                p
+                for p in (pid, *procfs.descendants(pid))
+                if not self.cgroups.contains(instance_id, p)
+            ]
+            if not outside:
+                break
+            try:
+                self.cgroups.join(instance_id, outside)
+            except OSError as exc:
+                LOG.error("cannot move instance %s into its control group: %s", instance_id, exc)
+                return
+            moved.update(outside)
+        if moved:
+            LOG.warning(
+                "moved %d processes of instance %s into its control group",
+                len(moved),
+                instance_id,
+            )
 
     def _read_spec(self, instance_id: str) -> GuestSettings | None:
         """The settings guest.json holds now, or None when they cannot be read."""
@@ -303,13 +336,7 @@ class LocalDriver(ComputeDriver):
             if instance_id in self._destroying:
                 LOG.info("instance %s is being removed; not starting its agent", instance_id)
                 return False
-            pending = self._pending.get(instance_id)
-            if pending is not None:
-                self._limit(pending)
-            running = self.agent_pid(instance_id)
-            if running is not None and running > 0 and procfs.owned_by(running, self.uid):
-                self._confine(instance_id, running)
-            if running is not None or self._starting(instance_id):
+            if self.agent_pid(instance_id) is not None or self._starting(instance_id):
                 return False
             if not self._has_config(instance_id):
                 raise ConfigurationError(f"instance {instance_id} has no guest config")
@@ -370,6 +397,7 @@ class LocalDriver(ComputeDriver):
         """Raises OSError when the directory cannot be removed."""
         base = self.instance_dir(instance_id)
         if not os.path.lexists(base):
+            self._remove_group(instance_id)  # a delete cut short after the directory went
             return
         try:
             with self._spawn_lock:
@@ -387,7 +415,7 @@ class LocalDriver(ComputeDriver):
             with self._spawn_lock:
                 self._destroying.discard(instance_id)
                 self._spawned.pop(instance_id, None)
-                self._pending.pop(instance_id, None)
+                self._pending.discard(instance_id)
         LOG.info("removed instance %s", instance_id)
 
     def _remove_group(self, instance_id: str) -> None:
@@ -406,7 +434,8 @@ class LocalDriver(ComputeDriver):
         try:
             self.cgroups.remove(instance_id)
         except OSError as exc:
-            LOG.error("cannot remove the control group of instance %s: %s", instance_id, exc)
+            # The delete fails and is asked again: no group is left behind unnoticed.
+            raise OSError(f"cannot remove the control group of {instance_id}: {exc}") from exc
 
     def serve_endpoints(
         self, groups: Sequence[GroupEndpoint], clusters: Sequence[ClusterEndpoint] = ()

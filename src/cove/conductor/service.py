@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -36,6 +36,11 @@ LOG = logging.getLogger(__name__)
 #: How every fault the conductor records for a server that stopped by itself begins: the
 #: conductor clears a fault that begins so, and no other, once the server serves again.
 SERVER_FAULT = "The database server stopped unexpectedly"
+#: How the fault of a process killed at the flavor's memory limit begins; a heartbeat clears it
+#: only once ``OOM_FAULT_HOLD`` has passed since the last kill was reported (a PostgreSQL server
+#: serves again at once, and the fault would otherwise be gone before anyone saw it).
+OOM_FAULT = "The database server ran out of memory"
+OOM_FAULT_HOLD = timedelta(seconds=60)
 
 
 def server_fault(outcome: ServerOutcome, details: str) -> str | None:
@@ -44,6 +49,8 @@ def server_fault(outcome: ServerOutcome, details: str) -> str | None:
         return f"{SERVER_FAULT}: {details}"
     if outcome is ServerOutcome.GAVE_UP:
         return f"{SERVER_FAULT} and could not be started again: {details}"
+    if outcome is ServerOutcome.OUT_OF_MEMORY:
+        return f"{OOM_FAULT}: {details}"
     return None
 
 
@@ -214,7 +221,11 @@ class Conductor:
         """Whether a heartbeat sent at ``sent`` with a serving status ends the instance's
         server fault: there is one, and the heartbeat is newer than the last ``server``
         report (the guest's own clock times both)."""
-        if not (inst.fault_message or "").startswith(SERVER_FAULT):
+        fault = inst.fault_message or ""
+        if not fault.startswith((SERVER_FAULT, OOM_FAULT)):
             return False
         seen = s.get(ConductorSeen, (inst.id, f"report.{SERVER_REPORT}"))
-        return seen is None or seen.sent_at < sent
+        if seen is None:
+            return True
+        hold = OOM_FAULT_HOLD if fault.startswith(OOM_FAULT) else timedelta(0)
+        return seen.sent_at + hold < sent

@@ -166,3 +166,5 @@ class ServerOutcome(StrEnum):
     RECOVERED = "recovered"
     #: It could not be kept running; only an intended start brings it back.
     GAVE_UP = "gave_up"
+    #: The kernel killed a process of the instance at its flavor's memory limit.
+    OUT_OF_MEMORY = "out_of_memory"

@@ -157,16 +157,15 @@ class GuestService:
         the kernel for want of memory since the last look is reported as the server's
         failure (PostgreSQL restarts every backend after one; the others' servers exit)."""
         volume = self._volume_mb()
-        limits = cgroups.own_limits()
+        limits = cgroups.own_limits(self.config.instance_id)
         if limits is None:
             return None if volume is None else Isolation(None, None, volume_mb=volume)
         seen, self._oom_kills = self._oom_kills, limits.oom_kills
         if seen is not None and limits.oom_kills > seen:
-            mb = (limits.memory_bytes or 0) >> 20
+            allowed = limits.memory_bytes and f" (the flavor allows {limits.memory_bytes >> 20} MB)"
             self._server_report(
-                ServerOutcome.CRASHED,
-                f"the kernel killed {limits.oom_kills - seen} of its processes for want of "
-                f"memory (the flavor allows {mb} MB)",
+                ServerOutcome.OUT_OF_MEMORY,
+                f"the kernel killed {limits.oom_kills - seen} of its processes{allowed or ''}",
             )
         return Isolation(
             memory_limit_mb=None if limits.memory_bytes is None else limits.memory_bytes >> 20,

@@ -79,6 +79,7 @@ def _revive(tc: TaskContext, instance_id: str, recorded: str) -> None:
         if state is ComputeState.ACTIVE:
             if recorded != ComputeState.ACTIVE.value:
                 _set_compute(tc, instance_id, ComputeState.ACTIVE, agent_started=True)
+            tc.driver.reconcile(instance_id)
             return
         LOG.warning("the guest agent of instance %s is not running; starting it", instance_id)
         # Recorded before the spawn: the new agent's first heartbeat must count as after it.
