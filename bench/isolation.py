@@ -1,5 +1,5 @@
-"""Noisy-neighbour benchmark: how much one instance's heavy load slows another's queries on the
-same host, in one run.
+"""Isolation benchmark, in one run: how much one instance's heavy load slows another's queries
+on the same host, and what isolation costs an instance's speed.
 
 Two PostgreSQL instances of the ``tiny`` flavor (512 MB, 1 vCPU) are made through Cove's API.
 The victim answers point selects (a 10,000-row table, a primary-key lookup, sysbench-style) from
@@ -15,7 +15,15 @@ It prints the victim's latency (p50, p99, max) and throughput each way and their
 what the kernel enforced (the management view's ``isolation`` of both instances). Target: the
 victim's p99 under load <= 2x alone.
 
-Usage: python bench/isolation.py [--duration 15] [--noisy 4] [--json]
+Then the speed of an instance: ``pgbench`` (its TPC-B-like default, ``--scale``, 4 clients, 2
+threads, ``--duration`` seconds, over TCP) against a Cove instance of the ``tiny`` flavor (its
+volume, its control group, its flavor-tuned settings, WAL archiving on) and against the same
+PostgreSQL started by hand with stock settings (``initdb``, no archiving, the same durability:
+fsync and synchronous commit on) on the host's filesystem, in a control group with the same
+memory and CPU limits; the two alternate, ``--rounds`` times each, and the median TPS of each is
+compared. Target: Cove >= 1.0x by hand (isolation costs nothing); aim 1.2x.
+
+Usage: python bench/isolation.py [--duration 15] [--noisy 4] [--scale 10] [--rounds 2] [--json]
 """
 
 from __future__ import annotations
@@ -25,9 +33,14 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
+import os
 import random
+import re
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from harness import ControlPlane, wait_for
+
+from cove.common import cgroups, procfs
+from cove.common.service_user import service_user
+from cove.compute.discovery import find_postgresql
 
 ROWS = 10_000
 #: The neighbour's load: a sort of random rows held in memory (work_mem allows it).
@@ -64,6 +81,8 @@ class Result:
     neighbour_sorts: int = 0
     neighbour_kills: int = 0
     isolation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cove_tps: list[float] = dataclasses.field(default_factory=list)
+    hand_tps: list[float] = dataclasses.field(default_factory=list)
     error: str = ""
 
 
@@ -167,6 +186,130 @@ def measure(plane: ControlPlane, args: argparse.Namespace, result: Result) -> No
         wait_for(lambda i=iid: api.get(f"/instances/{i}").status_code == 404, 120, 0.2, "deleted")
 
 
+# -- an instance's speed: Cove against the same server by hand --------------------------------
+
+HAND_ADDRESS = "127.79.0.1"
+#: The by-hand server's group: the tiny flavor's limits, as Cove gives its instance.
+HAND_GROUP = "bench-by-hand"
+
+
+def pgbench(bin_dir: Path, dsn: dict[str, Any], *args: str) -> str:
+    env = {**os.environ, "PGPASSWORD": str(dsn.get("password", ""))}
+    argv = [str(bin_dir / "pgbench"), "-h", dsn["host"], "-p", str(dsn["port"])]
+    argv += ["-U", dsn["user"], *args, dsn["dbname"]]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def tps(output: str) -> float:
+    found = re.search(r"tps = ([0-9.]+)", output)
+    if found is None:
+        raise RuntimeError(f"no tps in pgbench's output: {output[-300:]}")
+    return float(found.group(1))
+
+
+class ByHand:
+    """PostgreSQL by hand: initdb, stock settings, in a control group of the tiny flavor."""
+
+    def __init__(self, base: Path) -> None:
+        self.dir = base / "hand"
+        self.bin = Path(find_postgresql()[-1].bin_dir)
+        self.user = service_user("cove")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.groups, why = cgroups.detect(HAND_GROUP)
+        if self.groups is None:
+            print(f"  (the by-hand server runs without limits: {why})", flush=True)
+
+    def _as_user(self) -> dict[str, Any]:
+        return {
+            "user": self.user.popen_user,
+            "group": self.user.popen_group,
+            "extra_groups": self.user.popen_extra_groups,
+        }
+
+    def start(self) -> dict[str, Any]:
+        self.dir.mkdir()
+        os.chown(self.dir, self.user.uid, self.user.gid)
+        data = self.dir / "data"
+        subprocess.run(
+            [str(self.bin / "initdb"), "-D", str(data), "-U", "admin", "--auth=trust"],
+            check=True,
+            capture_output=True,
+            **self._as_user(),
+        )
+        self.proc = subprocess.Popen(
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(data),
+                "-c",
+                f"listen_addresses={HAND_ADDRESS}",
+                "-c",
+                f"unix_socket_directories={self.dir}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **self._as_user(),
+        )
+        if self.groups is not None:
+            self.groups.limit("server", 512, 1)
+            self.groups.join("server", [self.proc.pid])
+        dsn = {"host": HAND_ADDRESS, "port": 5432, "user": "admin", "dbname": "postgres"}
+        wait_for(lambda: _answers(dsn), 60, 0.05, "the by-hand server")
+        if self.groups is not None:  # what it started before it was moved, too
+            self.groups.join("server", procfs.descendants(self.proc.pid))
+        return dsn
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(60)
+        if self.groups is not None:
+            with contextlib.suppress(OSError):
+                self.groups.remove("server")
+
+
+def _answers(dsn: dict[str, Any]) -> bool:
+    try:
+        with connect(dsn):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def instance_speed(plane: ControlPlane, args: argparse.Namespace, result: Result) -> None:
+    api = plane.http
+    iid = plane.create(name="bench-speed", flavorRef="1", volume={"size": 2})["id"]
+    inst = plane.wait_status(iid, "ACTIVE", timeout=300)
+    api.post(f"/instances/{iid}/databases", json={"databases": [{"name": "bench"}]})
+    password = api.post(f"/instances/{iid}/root").json()["user"]["password"]
+    cove = {"host": inst["ip"][0], "port": 5432, "user": "root", "password": password}
+    cove["dbname"] = "bench"
+    base = Path(tempfile.mkdtemp(prefix="cove-bench-"))
+    base.chmod(0o755)
+    hand = ByHand(base)
+    try:
+        by_hand = hand.start()
+        for dsn in (cove, by_hand):
+            pgbench(hand.bin, dsn, "-i", "-q", "-s", str(args.scale))
+        run = ("-c", "4", "-j", "2", "-T", str(int(args.duration)), "-n")
+        for _ in range(args.rounds):
+            result.cove_tps.append(tps(pgbench(hand.bin, cove, *run)))
+            result.hand_tps.append(tps(pgbench(hand.bin, by_hand, *run)))
+            print(
+                f"  pgbench: Cove {result.cove_tps[-1]:,.0f} tps, "
+                f"by hand {result.hand_tps[-1]:,.0f} tps",
+                flush=True,
+            )
+    finally:
+        hand.stop()
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+        api.delete(f"/instances/{iid}")
+        wait_for(lambda: api.get(f"/instances/{iid}").status_code == 404, 120, 0.2, "deleted")
+
+
 def fmt(run: Run) -> str:
     return (
         f"{run.qps:,.0f} queries/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
@@ -178,7 +321,13 @@ def report(result: Result, args: argparse.Namespace) -> None:
     print("\nNoisy neighbour (PostgreSQL, tiny flavor, point selects on the victim):")
     if result.alone is None or result.loaded is None:
         print("  not measured")
-        return
+    else:
+        report_neighbour(result, args)
+    report_speed(result)
+
+
+def report_neighbour(result: Result, args: argparse.Namespace) -> None:
+    assert result.alone is not None and result.loaded is not None
     alone, loaded = result.alone, result.loaded
     print(f"  alone:   {fmt(alone)}")
     print(f"  loaded:  {fmt(loaded)}")
@@ -195,10 +344,23 @@ def report(result: Result, args: argparse.Namespace) -> None:
         print(f"  {name}'s isolation: {seen}")
 
 
+def report_speed(result: Result) -> None:
+    print("\nInstance speed (pgbench, tiny flavor's limits both ways):")
+    if not result.cove_tps or not result.hand_tps:
+        print("  not measured")
+        return
+    cove, hand = statistics.median(result.cove_tps), statistics.median(result.hand_tps)
+    print(f"  Cove: {cove:,.0f} tps (median of {len(result.cove_tps)})")
+    print(f"  by hand, stock settings: {hand:,.0f} tps")
+    print(f"  ratio Cove / by hand: {cove / hand:.2f}x (target >= 1.0x, aim 1.2x)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
     parser.add_argument("--noisy", type=int, default=4, help="the neighbour's clients")
+    parser.add_argument("--scale", type=int, default=10, help="pgbench's scale factor")
+    parser.add_argument("--rounds", type=int, default=2, help="pgbench runs each way")
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
     args = parser.parse_args()
     result = Result()
@@ -208,6 +370,7 @@ def main() -> int:
         plane.start()
         print("Noisy-neighbour benchmark:", flush=True)
         measure(plane, args, result)
+        instance_speed(plane, args, result)
     except (Exception, KeyboardInterrupt) as exc:
         result.error = f"{type(exc).__name__}: {exc or 'interrupted'}"
         print(f"  stopped: {result.error}", flush=True)

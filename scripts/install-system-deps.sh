@@ -14,6 +14,9 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 # Galera clusters of MariaDB: the provider library, and socat for the state transfer script.
 [ -f /usr/lib/galera/libgalera_smm.so ] || missing+=(galera-4)
 command -v socat >/dev/null || missing+=(socat)
+# Instance volumes: XFS filesystems in image files, loop-mounted (grown while mounted).
+{ command -v mkfs.xfs >/dev/null && command -v xfs_growfs >/dev/null; } || missing+=(xfsprogs)
+command -v losetup >/dev/null || missing+=(mount)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)

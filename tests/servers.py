@@ -469,8 +469,23 @@ def start_postgres(base_dir: Path, timeout: float = 30.0) -> PgServer:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a test base directory, whoever owns the files in it."""
+    """Remove a test base directory, whoever owns the files in it, once the volumes Cove
+    mounted below it are unmounted (a failed test leaves its instances behind)."""
+    unmount_below(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def unmount_below(path: Path) -> None:
+    """Unmount (lazily: a killed server may still hold a file) every mount below ``path``,
+    deepest first; their loop devices go with them."""
+    prefix = f"{Path(path).resolve()}/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    points = [fields[4] for fields in (line.split() for line in lines) if len(fields) > 4]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False, timeout=60)
 
 
 # --- S3 (SeaweedFS) ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ the kill; a resize changes the limits live; a delete leaves no group behind."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,99 @@ def test_a_flavor_caps_memory_and_cpu_and_a_greedy_query_hurts_no_neighbour(
         assert groups.pids(iid) == []
         with pytest.raises(FileNotFoundError):
             groups.limits(iid)
+
+
+def _mount_source(path: Path) -> str | None:
+    done = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE", "--mountpoint", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or None
+
+
+def test_a_volume_holds_no_more_than_its_size_and_grows_online(cove_up: ControlPlane) -> None:
+    plane, api = cove_up, cove_up.http
+    admin = plane.account("admin", "volume-admin", "admin").http
+    iid = plane.create(name="filling", flavorRef="1", volume={"size": 1})["id"]
+    home = plane.data_dir / "instances" / iid
+    image = plane.data_dir / "volumes" / f"{iid}.img"
+    try:
+        inst = plane.wait_status(iid, "ACTIVE")
+        device = _mount_source(home)
+        if device is None:
+            pytest.skip("volumes cannot be mounted here (Cove says why in its log)")
+        assert device.startswith("/dev/loop") and image.is_file()
+
+        def isolation() -> dict[str, Any]:
+            resp = admin.get(f"/mgmt/instances/{iid}")
+            assert resp.status_code == 200, resp.text
+            return resp.json()["instance"]["isolation"]  # type: ignore[no-any-return]
+
+        wait_for(lambda: isolation()["volume_mb"] is not None, 30, 0.2, "the volume shown")
+        assert 900 < isolation()["volume_mb"] <= 1024
+
+        password = api.post(f"/instances/{iid}/root").json()["user"]["password"]
+        resp = api.post(f"/instances/{iid}/databases", json={"databases": [{"name": "d"}]})
+        assert resp.status_code == 202, resp.text
+        chunk = (
+            "INSERT INTO big SELECT n, repeat('x', 1000000) "
+            "FROM generate_series(%s::int, %s::int) n"
+        )
+        written = 0
+        with PG.login(inst, PG.root_user, password, "d") as conn:
+            conn.execute("CREATE TABLE big (n int, v text)")
+            conn.execute("ALTER TABLE big ALTER COLUMN v SET STORAGE EXTERNAL")  # uncompressed
+            # Writing past the volume's size fails cleanly: the disk is full, or, once the
+            # agent found it full, the server refuses writes; either way it keeps serving.
+            with pytest.raises((psycopg.errors.DiskFull, psycopg.errors.ReadOnlySqlTransaction)):
+                for _ in range(100):  # 2 GB at most, twice the volume
+                    conn.execute(chunk, (written + 1, written + 20))
+                    written += 20
+        assert written > 0
+
+        def rows() -> int | None:
+            try:
+                with PG.login(inst, PG.root_user, password, "d") as conn:
+                    return int(conn.execute("SELECT count(*) FROM big").fetchone()[0])
+            except LOGIN_ERRORS:
+                return None
+
+        # What was committed is still there and readable; new writes are refused.
+        assert rows() == written
+
+        def fault() -> str:
+            return str(plane.instance(iid).get("fault", {}).get("message", ""))
+
+        wait_for(lambda: fault().startswith("The volume is full: "), 30, 0.2, "the fault")
+        with (
+            PG.login(inst, PG.root_user, password, "d") as conn,
+            pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
+        ):
+            conn.execute(chunk, (written + 1, written + 1))
+
+        # Growing the volume (online: the server keeps running) lets writes continue.
+        resp = api.post(f"/instances/{iid}/action", json={"resize": {"volume": {"size": 2}}})
+        assert resp.status_code == 202, resp.text
+        wait_for(
+            lambda: (
+                plane.instance(iid)["volume"]["size"] == 2
+                and plane.instance(iid)["status"] == "ACTIVE"
+            ),
+            120,
+            0.2,
+            "the grown volume",
+        )
+        assert 1900 < isolation()["volume_mb"] <= 2048
+        wait_for(lambda: fault() == "", 30, 0.2, "the fault cleared")
+        with PG.login(inst, PG.root_user, password, "d") as conn:
+            conn.execute(chunk, (written + 1, written + 20))
+            assert conn.execute("SELECT count(*) FROM big").fetchone() == (written + 20,)
+    finally:
+        api.delete(f"/instances/{iid}")
+    wait_for(lambda: api.get(f"/instances/{iid}").status_code == 404, 120, 0.2, "deletion")
+    # Nothing left behind: no mount, no image, no loop device holding it.
+    assert _mount_source(home) is None and not home.exists() and not image.exists()
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=False)
+    assert str(image) not in loops.stdout

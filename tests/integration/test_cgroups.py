@@ -30,10 +30,14 @@ def test_a_group_limits_its_processes_and_their_children(groups: cgroups.Cgroups
         "import json, subprocess, sys; from cove.common import cgroups; sys.stdin.readline(); "
         "read = 'print(open(\"/proc/self/cgroup\").read())'; "
         "child = subprocess.run([sys.executable, '-c', read], capture_output=True, text=True); "
-        "print(json.dumps([cgroups.own_limits().__dict__, child.stdout]))"
+        "print(json.dumps([cgroups.own_limits(sys.argv[1]).__dict__, "
+        "cgroups.own_limits('another'), child.stdout]))"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", probe], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", probe, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         groups.join(name, [proc.pid])
@@ -43,7 +47,8 @@ def test_a_group_limits_its_processes_and_their_children(groups: cgroups.Cgroups
     finally:
         proc.kill()
         proc.wait()
-    seen, child = json.loads(out)
+    seen, another, child = json.loads(out)
+    assert another is None  # only the instance's own group is read as its limits
     assert seen["memory_bytes"] == 256 << 20 and seen["cpus"] == 1.0
     assert seen["oom_kills"] == 0 and 0 < seen["memory_used_bytes"] < 256 << 20
     assert f"/cove-test/{name}" in child  # born in the group

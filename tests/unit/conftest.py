@@ -36,12 +36,15 @@ def _no_catalogue_reading(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_control_groups(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unit tests leave the host's control groups alone: a local driver made here finds none
-    (the real ones are tested in tests/integration/test_cgroups.py and the e2e tests)."""
+def _no_control_groups_nor_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests leave the host's control groups and mounts alone: a local driver made here
+    finds neither (the real ones are tested in tests/integration/test_cgroups.py and the e2e
+    tests)."""
     from cove.common import cgroups
+    from cove.compute import volumes
 
     monkeypatch.setattr(cgroups, "detect", lambda parent: (None, "unit tests make no groups"))
+    monkeypatch.setattr(volumes, "detect", lambda images: (None, "unit tests mount nothing"))
 
 
 @pytest.fixture(scope="session")

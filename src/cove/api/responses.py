@@ -520,6 +520,7 @@ class Isolation(View):
     oom_kills: int | None
     cpus: float | None
     volume_mb: int | None
+    volume_used_mb: int | None
 
 
 class AdminInstance(InstanceDetail):

@@ -365,6 +365,7 @@ def isolation_view(guest: GuestState | None) -> dict[str, Any]:
         "oom_kills": None,
         "cpus": None,
         "volume_mb": None,
+        "volume_used_mb": None,
     }
     try:
         payload = json.loads(guest.payload or "{}") if guest is not None else {}
@@ -372,7 +373,13 @@ def isolation_view(guest: GuestState | None) -> dict[str, Any]:
         payload = {}
     found = payload.get("isolation") if isinstance(payload, dict) else None
     if isinstance(found, dict):
-        for key in ("memory_limit_mb", "memory_used_mb", "oom_kills", "volume_mb"):
+        for key in (
+            "memory_limit_mb",
+            "memory_used_mb",
+            "oom_kills",
+            "volume_mb",
+            "volume_used_mb",
+        ):
             value = found.get(key)
             view[key] = value if isinstance(value, int) else None
         cpus = found.get("cpus")

@@ -40,7 +40,7 @@ from cove.common import cgroups, procfs
 from cove.common.errors import ConfigurationError, UnsafePath
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
-from cove.compute import localfs
+from cove.compute import localfs, volumes
 from cove.compute.base import ComputeDriver
 from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, HAProxy
 from cove.domain.datastores import DATASTORES, StrayServer
@@ -92,6 +92,7 @@ class LocalDriver(ComputeDriver):
             os.chown(store, self.uid, self.gid)
             store.chmod(0o700)
         self.cgroups, found = cgroups.detect(settings.cgroup_parent)
+        self.volumes, volumes_found = volumes.detect(settings.data_dir / "volumes")
         # Instances whose memory limit the kernel could not lower yet: asked again later.
         self._pending: set[str] = set()
         if check:
@@ -105,10 +106,14 @@ class LocalDriver(ComputeDriver):
                 )
             else:
                 LOG.info("each instance's memory and CPU are limited by its flavor (%s)", found)
-            LOG.warning(
-                "volume sizes are recorded, not enforced: an instance's data directory is a "
-                "directory of the host's filesystem"
-            )
+            if self.volumes is None:
+                LOG.warning(
+                    "volume sizes are NOT enforced: %s; an instance's files are a directory "
+                    "of the host's filesystem",
+                    volumes_found,
+                )
+            else:
+                LOG.info("each instance's files are a volume of its own (%s)", volumes_found)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -287,6 +292,7 @@ class LocalDriver(ComputeDriver):
                 f"the data directory path is too long for unix sockets ({base / 'run'}); "
                 "choose a shorter COVE_DATA_DIR"
             )
+        self._place_volume(spec, base)
         localfs.make_dirs(base, SUBDIRS, self.uid, self.gid)
         placed = replace(spec, instance_dir=str(base), template_dir=str(self.templates))
         text = json.dumps(to_wire(placed), indent=2)
@@ -296,6 +302,28 @@ class LocalDriver(ComputeDriver):
         # A lock the agent could not have made (a link, another owner's file) is replaced.
         if st is None or not stat.S_ISREG(st.st_mode) or st.st_uid != self.uid:
             self._write_private(lock, "")
+
+    def _place_volume(self, spec: GuestSettings, base: Path) -> None:
+        """Mount the instance's volume on its directory, made or grown to the spec's size;
+        an instance made before volumes keeps its plain directory. Raises VolumeError."""
+        if self.volumes is None:
+            return
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(base, 0o700)
+        if not self.volumes.exists(spec.instance_id) and any(base.iterdir()):
+            return  # made before this host had volumes: its files stay where they are
+        self.volumes.ensure(spec.instance_id, base, spec.volume_gb)
+
+    def _mount_volume(self, instance_id: str) -> None:
+        """Mount an existing volume that is not (the host restarted); its size as it is.
+        Raises VolumeError."""
+        if self.volumes is None or not self.volumes.exists(instance_id):
+            return
+        base = self.instance_dir(instance_id)
+        if not os.path.ismount(base):
+            size = self.volumes.image(instance_id).stat().st_size // volumes.GIB
+            self.volumes.ensure(instance_id, base, size)
+            localfs.make_dirs(base, SUBDIRS, self.uid, self.gid)
 
     def _write_private(self, path: Path, text: str) -> None:
         """Replace ``path`` in an instance directory by a file of the service user (mode 0600).
@@ -336,6 +364,7 @@ class LocalDriver(ComputeDriver):
             if instance_id in self._destroying:
                 LOG.info("instance %s is being removed; not starting its agent", instance_id)
                 return False
+            self._mount_volume(instance_id)
             if self.agent_pid(instance_id) is not None or self._starting(instance_id):
                 return False
             if not self._has_config(instance_id):
@@ -397,7 +426,10 @@ class LocalDriver(ComputeDriver):
         """Raises OSError when the directory cannot be removed."""
         base = self.instance_dir(instance_id)
         if not os.path.lexists(base):
-            self._remove_group(instance_id)  # a delete cut short after the directory went
+            # A delete cut short after the directory went.
+            self._remove_group(instance_id)
+            if self.volumes is not None:
+                self.volumes.image(instance_id).unlink(missing_ok=True)
             return
         try:
             with self._spawn_lock:
@@ -408,6 +440,8 @@ class LocalDriver(ComputeDriver):
             self._stop_agent(instance_id)
             self._stop_server(instance_id)
             self._remove_group(instance_id)
+            if self.volumes is not None:
+                self.volumes.remove(instance_id, base)
             shutil.rmtree(base, ignore_errors=True)
             if os.path.lexists(base):
                 raise OSError(f"could not remove {base}")

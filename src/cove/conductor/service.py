@@ -27,7 +27,13 @@ from cove.db.instances import record_fault
 from cove.db.models import ConductorSeen, GuestState, Instance
 from cove.db.replication import renew_lease
 from cove.domain.failover import LEASE_TTL, LeaseGrant
-from cove.domain.guest import SERVER_REPORT, HeartbeatPayload, ServerOutcome
+from cove.domain.guest import (
+    SERVER_REPORT,
+    VOLUME_REPORT,
+    HeartbeatPayload,
+    ServerOutcome,
+    VolumeOutcome,
+)
 from cove.domain.status import SERVING, ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext, codec
 
@@ -41,6 +47,8 @@ SERVER_FAULT = "The database server stopped unexpectedly"
 #: serves again at once, and the fault would otherwise be gone before anyone saw it).
 OOM_FAULT = "The database server ran out of memory"
 OOM_FAULT_HOLD = timedelta(seconds=60)
+#: How the fault of a full volume begins; a ``volume`` report of room again clears it.
+VOLUME_FAULT = "The volume is full"
 
 
 def server_fault(outcome: ServerOutcome, details: str) -> str | None:
@@ -203,6 +211,14 @@ class Conductor:
             inst.updated = now
         elif operation == SERVER_REPORT and outcome in tuple(ServerOutcome):
             self._server_report(inst, ServerOutcome(outcome), details, now)
+        elif operation == VOLUME_REPORT and outcome == VolumeOutcome.FULL:
+            if (inst.fault_message or "") != f"{VOLUME_FAULT}: {details}":
+                LOG.warning("the volume of instance %s is full: %s", instance_id, details)
+                record_fault(inst, f"{VOLUME_FAULT}: {details}", now)
+        elif operation == VOLUME_REPORT and outcome == VolumeOutcome.OK:
+            if (inst.fault_message or "").startswith(VOLUME_FAULT):
+                LOG.info("the volume of instance %s has room again: %s", instance_id, details)
+                record_fault(inst, None, now)
         else:
             LOG.info("report %s/%s for instance %s", operation, outcome, instance_id)
 

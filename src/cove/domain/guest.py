@@ -132,9 +132,10 @@ class Isolation:
     #: Processes of the instance the kernel killed for want of memory since its group was
     #: made.
     oom_kills: int = 0
-    #: The size of the filesystem holding the data directory when it is the instance's own
-    #: (a volume); None when the data directory shares the host's.
+    #: The size of the filesystem holding the instance's files when it is the instance's own
+    #: (a volume), and how much of it is used; None when they share the host's.
     volume_mb: int | None = None
+    volume_used_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,3 +169,13 @@ class ServerOutcome(StrEnum):
     GAVE_UP = "gave_up"
     #: The kernel killed a process of the instance at its flavor's memory limit.
     OUT_OF_MEMORY = "out_of_memory"
+
+
+#: The ``operation`` of the reports in which a guest tells the conductor that its volume is
+#: full, or has room again.
+VOLUME_REPORT = "volume"
+
+
+class VolumeOutcome(StrEnum):
+    FULL = "full"
+    OK = "ok"

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cove.common import cgroups
 from cove.common.errors import CoveError, GuestError, OperationNotSupported
 from cove.common.ids import utcnow
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
@@ -30,7 +29,6 @@ from cove.domain.guest import (
     ConfigurationApplied,
     GuestSettings,
     HeartbeatPayload,
-    Isolation,
     ServerOutcome,
     Value,
 )
@@ -40,6 +38,7 @@ from cove.domain.status import GuestStatus
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.backups import BackupJobs
 from cove.guestagent.datastores.base import DatastoreManager, ReplicationEngine
+from cove.guestagent.isolation import IsolationWatch
 from cove.guestagent.lease import LeaseKeeper
 from cove.guestagent.recovery import DEFAULT_POLICY, Recovery, RestartPolicy
 from cove.rpc import RequestContext, RpcClient, codec
@@ -109,8 +108,7 @@ class GuestService:
         self.admin_endpoints = GuestAdminEndpoints(manager)
         self.conductor = ConductorClient(bus)
         self._busy: GuestStatus | None = None
-        #: The kernel's count of the group's processes killed for want of memory, last seen.
-        self._oom_kills: int | None = None
+        self.isolation = IsolationWatch(manager, self.report)
         self._stop = threading.Event()
         self._beat_now = threading.Event()
         self._op_lock = threading.Lock()
@@ -141,7 +139,7 @@ class GuestService:
     def heartbeat(self) -> None:
         payload = HeartbeatPayload(
             agent_pid=os.getpid(),
-            isolation=self._isolation(),
+            isolation=self.isolation.look(),
             cluster=self.manager.cluster_health(),
             replica=self._replica(),
         )
@@ -151,42 +149,6 @@ class GuestService:
             )
         except CoveError as exc:
             LOG.warning("cannot reach the conductor (heartbeat): %s", exc.message)
-
-    def _isolation(self) -> Isolation | None:
-        """The limits of the instance's control group; a process of the instance killed by
-        the kernel for want of memory since the last look is reported as the server's
-        failure (PostgreSQL restarts every backend after one; the others' servers exit)."""
-        volume = self._volume_mb()
-        limits = cgroups.own_limits(self.config.instance_id)
-        if limits is None:
-            return None if volume is None else Isolation(None, None, volume_mb=volume)
-        seen, self._oom_kills = self._oom_kills, limits.oom_kills
-        if seen is not None and limits.oom_kills > seen:
-            allowed = limits.memory_bytes and f" (the flavor allows {limits.memory_bytes >> 20} MB)"
-            self._server_report(
-                ServerOutcome.OUT_OF_MEMORY,
-                f"the kernel killed {limits.oom_kills - seen} of its processes{allowed or ''}",
-            )
-        return Isolation(
-            memory_limit_mb=None if limits.memory_bytes is None else limits.memory_bytes >> 20,
-            cpus=limits.cpus,
-            memory_used_mb=None
-            if limits.memory_used_bytes is None
-            else limits.memory_used_bytes >> 20,
-            oom_kills=limits.oom_kills,
-            volume_mb=volume,
-        )
-
-    def _volume_mb(self) -> int | None:
-        """The size of the data directory's filesystem when it is a volume of its own."""
-        data = self.config.data_dir
-        try:
-            if not os.path.ismount(data):
-                return None
-            st = os.statvfs(data)
-        except OSError:
-            return None
-        return st.f_blocks * st.f_frsize >> 20
 
     def _replica(self) -> ReplicationState | None:
         """A prepared replica's place behind its source, for the heartbeat; None otherwise

@@ -184,6 +184,8 @@ class BackupEngine(Protocol):
 
 #: The marker, in the configuration directory, of a fenced server (``DatastoreManager.fence``).
 FENCED_MARKER = "fenced"
+#: The marker of a server told to refuse tenants' writes while its volume is full.
+WRITES_REFUSED_MARKER = "writes-refused"
 #: The marker of a server made a replica (by ``prepare`` or ``follow``; ``promote`` and
 #: ``detach`` take it away): the agent's cheap way to know without asking the server.
 REPLICA_MARKER = "replica"
@@ -428,6 +430,31 @@ class DatastoreManager(ABC):
         return
 
     # -- changing primaries ------------------------------------------------------------------
+
+    @property
+    def writes_refused(self) -> bool:
+        """Whether the server was told to refuse tenants' writes (its volume is full)."""
+        return (self.config.conf_dir / WRITES_REFUSED_MARKER).is_file()
+
+    def refuse_writes(self, refuse: bool) -> None:
+        """Have the server refuse tenants' writes (``refuse``) while the volume is full, or
+        take them again; the marker keeps it across restarts. Idempotent. Raises GuestError
+        when the running server does not take it."""
+        if refuse == self.writes_refused:
+            return
+        marker = self.config.conf_dir / WRITES_REFUSED_MARKER
+        if refuse:
+            marker.write_text("the volume is full\n")
+        else:
+            marker.unlink(missing_ok=True)
+        self._writes_refused_changed()
+        LOG.warning("the server %s tenants' writes", "refuses" if refuse else "takes again")
+
+    def _writes_refused_changed(self) -> None:
+        """Bring :attr:`writes_refused` into effect. The base does nothing: a server that
+        refuses writes by itself on a full disk, and takes them once there is room (Redis),
+        needs nothing more."""
+        return None
 
     @property
     def fenced(self) -> bool:

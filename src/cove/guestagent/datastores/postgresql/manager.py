@@ -43,12 +43,22 @@ class PostgresManager(ServedManager):
         self._write_files(self._files(self.config))
 
     def _files(self, config: GuestSettings) -> dict[str, str]:
+        main = conf.postgresql_conf(config, self.replication.standby_floors())
+        if self.writes_refused:
+            # The last value of a setting wins; a tenant's session may still set it off, which
+            # only the volume's own size then stops.
+            main += "default_transaction_read_only = on  # the volume is full\n"
         return {
             # A standby refuses to run with fewer connections, workers, etc. than its primary.
-            "postgresql.conf": conf.postgresql_conf(config, self.replication.standby_floors()),
+            "postgresql.conf": main,
             "pg_hba.conf": conf.pg_hba_conf(),
             "pg_ident.conf": conf.pg_ident_conf(),
         }
+
+    def _writes_refused_changed(self) -> None:
+        self._write_files(self._files(self.config))
+        if self.server.running():
+            reload.reload(self.server.connect, self.server.log_file)
 
     def _write_files(self, files: dict[str, str]) -> None:
         for name, text in files.items():

@@ -1,0 +1,153 @@
+"""The local driver's volumes: one XFS filesystem per instance, in an image file of the
+volume's size, loop-mounted on the instance's directory (``docs/architecture.md``, "Limits").
+
+XFS rather than ext4: both grow while mounted, but ext4's online resize needs
+CAP_SYS_RESOURCE, which containers and sandboxes often withhold from root, where XFS's needs
+only CAP_SYS_ADMIN, which mounting needs anyway.
+
+The whole instance directory is the volume, as a Trove VM's disk holds its data, configuration
+and logs: a server's files can then be removed and renamed inside it freely (data directories
+are emptied and replaced by restores and replicas), and nothing of the instance outside it
+grows. Images live in ``<data>/volumes/<id>.img`` (root's, mode 0600), out of the service
+user's reach; the filesystem is mounted ``nosuid,nodev``, and its root is given to the
+service user.
+
+* :func:`detect` looks once at the host: a :class:`LoopVolumes` when volumes can be made here
+  (root, the tools, loop devices), otherwise None and the reason, for the operator's log.
+* :meth:`LoopVolumes.ensure` is idempotent: it makes the image and its filesystem when they
+  are missing, mounts it when it is not mounted (a host that restarted), and grows it online
+  when the size asked for is larger than the filesystem (a volume never shrinks). A few tens
+  of milliseconds when it makes one; a stat when all holds.
+* :meth:`LoopVolumes.remove` unmounts (lazily when a process still holds a file) and removes
+  the image; idempotent.
+
+Raises VolumeError naming what failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from cove.common.errors import CoveError
+
+LOG = logging.getLogger(__name__)
+
+GIB = 1 << 30
+TOOLS = ("mount", "umount", "losetup", "mkfs.xfs", "xfs_growfs")
+TIMEOUT = 120
+
+
+class VolumeError(CoveError):
+    """A volume could not be made, mounted, grown or removed."""
+
+
+def _run(*argv: str) -> str:
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VolumeError(f"{argv[0]} failed: {exc}") from exc
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise VolumeError(f"{argv[0]} failed: {said[-1] if said else done.returncode}")
+    return done.stdout
+
+
+def mounted_device(path: Path) -> str | None:
+    """The device mounted on ``path`` (from /proc/self/mountinfo), None when none is."""
+    target = str(path)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            # mount id, parent, major:minor, root, mount point, options..., "-", type, source
+            if len(fields) > 4 and fields[4] == target and "-" in fields:
+                after = fields[fields.index("-") + 1 :]
+                return after[1] if len(after) > 1 else None
+    return None
+
+
+class LoopVolumes:
+    def __init__(self, images: Path) -> None:
+        self.images = images
+
+    def image(self, instance_id: str) -> Path:
+        if not instance_id or "/" in instance_id or instance_id in (".", ".."):
+            raise ValueError(f"bad instance id {instance_id!r}")
+        return self.images / f"{instance_id}.img"
+
+    def exists(self, instance_id: str) -> bool:
+        return self.image(instance_id).exists()
+
+    def ensure(self, instance_id: str, base: Path, size_gb: int) -> None:
+        """``base`` must be an existing directory in a directory only root may change (the
+        caller gives the mounted filesystem's root to the instance's user). Raises
+        VolumeError."""
+        image = self.image(instance_id)
+        if not image.exists():
+            self._make(image, size_gb)
+        if not os.path.ismount(base):
+            if any(base.iterdir()):
+                raise VolumeError(f"{base} is not empty; not mounting the volume over it")
+            _run("mount", "-o", "loop,nosuid,nodev", str(image), str(base))
+            LOG.info("mounted the volume of instance %s (%d GB)", instance_id, size_gb)
+        if image.stat().st_size < size_gb * GIB:
+            self._grow(instance_id, image, base, size_gb)
+
+    def _make(self, image: Path, size_gb: int) -> None:
+        partial = image.with_suffix(".new")
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            try:
+                os.ftruncate(fd, size_gb * GIB)  # sparse: blocks are taken as they are written
+            finally:
+                os.close(fd)
+            _run("mkfs.xfs", "-q", "-f", str(partial))
+            os.replace(partial, image)
+        except OSError as exc:
+            raise VolumeError(f"cannot make the volume image {image.name}: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _grow(self, instance_id: str, image: Path, base: Path, size_gb: int) -> None:
+        device = mounted_device(base)
+        if device is None or not device.startswith("/dev/loop"):
+            raise VolumeError(f"the volume of {instance_id} is not mounted from a loop device")
+        try:
+            os.truncate(image, size_gb * GIB)
+        except OSError as exc:
+            raise VolumeError(f"cannot grow the volume image: {exc.strerror}") from exc
+        _run("losetup", "--set-capacity", device)
+        _run("xfs_growfs", str(base))
+        LOG.info("grew the volume of instance %s to %d GB", instance_id, size_gb)
+
+    def remove(self, instance_id: str, base: Path) -> None:
+        """Raises VolumeError when the volume stays mounted."""
+        if os.path.ismount(base):
+            try:
+                _run("umount", str(base))
+            except VolumeError:
+                # A process of the instance still holds a file: it goes once that ends.
+                _run("umount", "--lazy", str(base))
+        if os.path.ismount(base):
+            raise VolumeError(f"the volume of {instance_id} is still mounted")
+        self.image(instance_id).unlink(missing_ok=True)
+
+
+def detect(images: Path) -> tuple[LoopVolumes | None, str]:
+    """The host's volumes, or None and why they cannot be had here."""
+    if os.geteuid() != 0:
+        return None, "Cove does not run as root, and only root mounts volumes here"
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        return None, f"{', '.join(missing)} missing (Debian's xfsprogs and mount packages)"
+    if not Path("/dev/loop-control").exists():
+        return None, "the kernel offers no loop devices (/dev/loop-control)"
+    images.mkdir(parents=True, exist_ok=True, mode=0o700)
+    images.chmod(0o700)
+    return LoopVolumes(images), "loop-mounted XFS images"
