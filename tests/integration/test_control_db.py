@@ -168,7 +168,12 @@ def test_concurrent_heartbeats_of_one_instance(db: Database, round_: int) -> Non
         guest = s.get(GuestState, iid)
         assert guest is not None
         # Whatever order the workers ran in, the newest heartbeat is the one recorded.
-        assert json.loads(guest.payload) == {"agent_pid": 7, "cluster": None, "replica": None}
+        assert json.loads(guest.payload) == {
+            "agent_pid": 7,
+            "isolation": None,
+            "cluster": None,
+            "replica": None,
+        }
 
 
 def test_a_crashed_server_is_the_fault_until_it_serves_again(db: Database) -> None:
