@@ -492,3 +492,22 @@ def test_banner_curl_keeps_the_password_out_of_argv(
     assert body["auth"]["scope"] == {"project": {"name": "admin", "domain": {"id": "default"}}}
     assert "X-Auth-Token: tok-42" in argv.splitlines()
     assert f"{settings.api_url}/v1.0/{access.project_id}/instances" in argv.splitlines()
+
+
+def test_the_banner_says_loudly_which_limits_are_not_enforced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cove.cli import bootstrap
+    from cove.common import cgroups
+    from cove.common.settings import Settings
+    from cove.compute import volumes
+
+    settings = Settings(data_dir=tmp_path)
+    line = bootstrap.limits_line(settings)
+    assert line.startswith("none\n  NOT ENFORCED: memory and CPU (unit tests make no groups)")
+    assert "volume sizes (unit tests mount nothing)" in line
+    monkeypatch.setattr(cgroups, "detect", lambda parent: (object(), "cgroup v1"))
+    monkeypatch.setattr(volumes, "detect", lambda images: (object(), "loop-mounted XFS images"))
+    assert bootstrap.limits_line(settings) == (
+        "memory and CPU of the flavor (cgroup v1); volume sizes (loop-mounted XFS images)"
+    )

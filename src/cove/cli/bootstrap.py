@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from cove.cli import clouds
 from cove.cli.clouds import Login
+from cove.common import cgroups
 from cove.common.settings import Settings
+from cove.compute import volumes
 
 if TYPE_CHECKING:
     from cove.db.engine import Database
@@ -243,6 +245,26 @@ def _identity_lines(settings: Settings, access: Access) -> tuple[str, str]:
     return f"{settings.api_url}/identity/v3  (Keystone v3, embedded)", block
 
 
+def limits_line(settings: Settings) -> str:
+    """What the host enforces on instances, in the banner's words: said loudly when it is not
+    (the task manager's log says it too)."""
+    groups, why_groups = cgroups.detect(settings.cgroup_parent)
+    found, why_volumes = volumes.detect(settings.data_dir / "volumes")
+    held, lacking = [], []
+    if groups is not None:
+        held.append(f"memory and CPU of the flavor ({why_groups})")
+    else:
+        lacking.append(f"memory and CPU ({why_groups})")
+    if found is not None:
+        held.append(f"volume sizes ({why_volumes})")
+    else:
+        lacking.append(f"volume sizes ({why_volumes})")
+    line = "; ".join(held) if held else "none"
+    if lacking:
+        line += "\n  NOT ENFORCED: " + "; ".join(lacking)
+    return line
+
+
 def banner(settings: Settings, versions: list[str], access: Access) -> str:
     """What ``cove up`` prints once the API answers: where things are and how to start."""
     url = settings.api_url
@@ -273,6 +295,7 @@ Cove is running.
   Identity:    {identity}
   Data:        {settings.data_dir}
   Datastores:  {found}
+  Limits:      {limits_line(settings)}
 {credentials}
 Try it in another terminal:
   {env}
