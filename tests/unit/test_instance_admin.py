@@ -28,7 +28,14 @@ from cove.db.engine import Database
 from cove.db.instances import end_task, reset_task
 from cove.db.models import GuestState, Instance
 from cove.db.networks import sync_default_network
-from cove.domain.guest import HeartbeatPayload
+from cove.domain.guest import (
+    SERVER_REPORT,
+    VOLUME_REPORT,
+    HeartbeatPayload,
+    Isolation,
+    ServerOutcome,
+    VolumeOutcome,
+)
 from cove.domain.status import ComputeState, GuestStatus, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
@@ -406,3 +413,48 @@ def test_management_views_carry_trove_fields_from_the_rows(cloud: Cloud) -> None
     assert deleted["deleted"] is True and deleted["server"]["status"] == "DELETED"
     assert deleted["deleted_at"] is not None
     assert deleted["server"]["deleted_at"] == deleted["deleted_at"]
+
+
+def test_the_isolation_a_guest_reports_is_shown_and_its_faults_come_and_go(cloud: Cloud) -> None:
+    iid = cloud.create()
+    cloud.ready(iid)
+    conductor = Conductor(cloud.db)
+    started = utcnow()
+
+    def beat(seconds: float, **isolation: Any) -> None:
+        payload = HeartbeatPayload(isolation=Isolation(512, 1.0, **isolation))
+        sent = started + timedelta(seconds=seconds)
+        conductor.heartbeat(RequestContext(), iid, GuestStatus.HEALTHY, payload, sent)
+
+    def report(seconds: float, operation: str, outcome: str, details: str) -> None:
+        sent = started + timedelta(seconds=seconds)
+        conductor.report(RequestContext(), iid, operation, outcome, details, sent)
+
+    def fault() -> str | None:
+        return cloud.row(iid).fault_message
+
+    beat(1, memory_used_mb=100, volume_mb=960, volume_used_mb=900)
+    one = cloud.request("cloud", "GET", f"mgmt/instances/{iid}").json()["instance"]
+    assert one["isolation"] == {
+        "memory_limit_mb": 512,
+        "memory_used_mb": 100,
+        "oom_kills": 0,
+        "cpus": 1.0,
+        "volume_mb": 960,
+        "volume_used_mb": 900,
+    }
+    # A kill at the memory limit shows for a minute, whatever the heartbeats say meanwhile.
+    report(2, SERVER_REPORT, ServerOutcome.OUT_OF_MEMORY, "the kernel killed 1 of its processes")
+    beat(3, oom_kills=1)
+    assert (fault() or "").startswith("The database server ran out of memory: the kernel")
+    beat(2 + 61, oom_kills=1)
+    assert fault() is None
+    # A full volume: the fault stays while the heartbeats say full, and goes with the first
+    # one that says there is room, even when the report saying so was lost.
+    report(70, VOLUME_REPORT, VolumeOutcome.FULL, "950 of 960 MB used; writes fail")
+    assert fault() == "The volume is full: 950 of 960 MB used; writes fail"
+    beat(71, volume_mb=960, volume_used_mb=950, volume_full=True)
+    beat(69, volume_mb=1984, volume_used_mb=950)  # older than the report: changes nothing
+    assert (fault() or "").startswith("The volume is full")
+    beat(72, volume_mb=1984, volume_used_mb=950)
+    assert fault() is None

@@ -90,3 +90,25 @@ def test_memory_kills_are_reported_when_the_count_grows(world: dict[str, Any]) -
 def test_nothing_enforced_reads_as_none(world: dict[str, Any]) -> None:
     world["volume"] = None
     assert world["watch"].look() is None
+
+
+def test_refusing_writes_is_asked_again_until_it_holds(world: dict[str, Any]) -> None:
+    manager, watch = world["manager"], world["watch"]
+    failures = [OSError("no space to write the server's file")]
+    refuse = manager.refuse_writes
+
+    def flaky(value: bool) -> None:
+        if failures:
+            raise failures.pop()
+        refuse(value)
+
+    manager.refuse_writes = flaky
+    world["volume"] = (1000, 999)
+    watch.look()
+    assert not manager.writes_refused  # failed: asked again at the next look
+    with watch.op_lock:  # an operation under way: not waited for
+        watch.look()
+    assert not manager.writes_refused
+    watch.look()
+    assert manager.writes_refused and manager.calls == [True]
+    assert world["reports"] == [("volume", "full")]

@@ -217,6 +217,15 @@ class UnsafePath(CoveError):
     """A path in an instance directory is not what Cove made there; Cove will not use it."""
 
 
+class VolumeError(CoveError):
+    """An instance's volume could not be made, mounted, grown or removed."""
+
+    @property
+    def public_message(self) -> str:
+        # The details name host paths and tools' output: the operator's log has them.
+        return "The instance's volume could not be prepared; the operator's log says why."
+
+
 class ConfigurationError(CoveError):
     """The settings are invalid."""
 

@@ -1,9 +1,10 @@
 """The local compute driver: every instance is a directory on this host, its own loopback
 address, and a guest agent process running as the unprivileged service user.
 
-Layout of ``<data>/instances/<id>/`` (mode 0700, owned by the service user): ``data/`` (the
-volume), ``conf/`` (``guest.json`` and the server's files), ``log/``, ``run/`` (sockets and the
-agent's lock) and ``tmp/``.
+Layout of ``<data>/instances/<id>/`` (mode 0700, owned by the service user; the mounted volume
+where the host allows it, see ``compute/volumes.py``): ``data/`` (the server's data),
+``conf/`` (``guest.json`` and the server's files), ``log/``, ``run/`` (sockets and the agent's
+lock) and ``tmp/``.
 
 When Cove runs as root, everything inside an instance directory belongs to the service user,
 who may be hostile (a database server taken over through a bug). So the driver touches those
@@ -37,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cove.common import cgroups, procfs
-from cove.common.errors import ConfigurationError, UnsafePath
+from cove.common.errors import ConfigurationError, UnsafePath, VolumeError
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
 from cove.compute import localfs, volumes
@@ -114,6 +115,7 @@ class LocalDriver(ComputeDriver):
                 )
             else:
                 LOG.info("each instance's files are a volume of its own (%s)", volumes_found)
+        self._mount_all()
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -196,8 +198,11 @@ class LocalDriver(ComputeDriver):
         self.ensure_running(spec.instance_id)
 
     def update(self, spec: GuestSettings) -> GuestSettings | None:
-        """Rewrite guest.json. The volume is a directory of the host's filesystem here, so a
-        larger volume needs nothing more. Raises UnsafePath for a tampered directory."""
+        """Rewrite guest.json, grow the volume to the spec's size and write the flavor's
+        limits. Raises UnsafePath for a tampered directory, VolumeError when the volume cannot
+        be grown."""
+        with self._spawn_lock:
+            self._mount_volume(spec.instance_id)
         if not self._has_config(spec.instance_id):
             raise ConfigurationError(f"instance {spec.instance_id} has no guest config")
         previous = self._read_spec(spec.instance_id)
@@ -308,11 +313,14 @@ class LocalDriver(ComputeDriver):
         an instance made before volumes keeps its plain directory. Raises VolumeError."""
         if self.volumes is None:
             return
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(base, 0o700)
-        if not self.volumes.exists(spec.instance_id) and any(base.iterdir()):
-            return  # made before this host had volumes: its files stay where they are
-        self.volumes.ensure(spec.instance_id, base, spec.volume_gb)
+        with self._spawn_lock:
+            if spec.instance_id in self._destroying:
+                raise VolumeError(f"instance {spec.instance_id} is being removed")
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(base, 0o700)
+            if not self.volumes.exists(spec.instance_id) and any(base.iterdir()):
+                return  # made before this host had volumes: its files stay where they are
+            self.volumes.ensure(spec.instance_id, base, spec.volume_gb)
 
     def _mount_volume(self, instance_id: str) -> None:
         """Mount an existing volume that is not (the host restarted); its size as it is.
@@ -320,10 +328,30 @@ class LocalDriver(ComputeDriver):
         if self.volumes is None or not self.volumes.exists(instance_id):
             return
         base = self.instance_dir(instance_id)
-        if not os.path.ismount(base):
+        if os.path.isdir(base) and not os.path.ismount(base):
             size = self.volumes.image(instance_id).stat().st_size // volumes.GIB
             self.volumes.ensure(instance_id, base, size)
             localfs.make_dirs(base, SUBDIRS, self.uid, self.gid)
+
+    def _mount_all(self) -> None:
+        """Mount the volumes of this host's instances that are not (the host restarted):
+        their config lives on them, and nothing else would find it."""
+        images = sorted(self.root.parent.joinpath("volumes").glob("*.img"))
+        if self.volumes is None:
+            if images:
+                LOG.error(
+                    "%d instance volume(s) are in %s but cannot be mounted here; those "
+                    "instances stay down until they can",
+                    len(images),
+                    images[0].parent,
+                )
+            return
+        for image in images:
+            try:
+                with self._spawn_lock:
+                    self._mount_volume(image.stem)
+            except (VolumeError, ValueError, OSError) as exc:
+                LOG.error("cannot mount the volume of instance %s: %s", image.stem, exc)
 
     def _write_private(self, path: Path, text: str) -> None:
         """Replace ``path`` in an instance directory by a file of the service user (mode 0600).
@@ -415,6 +443,10 @@ class LocalDriver(ComputeDriver):
     def state(self, instance_id: str) -> ComputeState:
         try:
             if not self._has_config(instance_id):
+                # A volume that is not mounted holds the config; mounting it is repaired by
+                # ensure_running, which the monitor calls for an instance whose agent is down.
+                if self.volumes is not None and self.volumes.exists(instance_id):
+                    return ComputeState.SHUTDOWN
                 return ComputeState.ERROR
             alive = self.agent_pid(instance_id) is not None or self._starting(instance_id)
         except UnsafePath as exc:
@@ -423,7 +455,8 @@ class LocalDriver(ComputeDriver):
         return ComputeState.ACTIVE if alive else ComputeState.SHUTDOWN
 
     def destroy(self, instance_id: str) -> None:
-        """Raises OSError when the directory cannot be removed."""
+        """Raises OSError when the directory or the control group cannot be removed,
+        VolumeError when the volume cannot."""
         base = self.instance_dir(instance_id)
         if not os.path.lexists(base):
             # A delete cut short after the directory went.

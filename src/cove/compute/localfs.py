@@ -107,6 +107,7 @@ def make_dirs(base: Path, subdirs: tuple[str, ...], uid: int, gid: int) -> None:
         raise _unsafe(base, "not a directory")
     with open_dir(base.parent, base.name) as base_fd:
         os.fchown(base_fd, uid, gid)
+        os.fchmod(base_fd, 0o700)  # a volume's root comes from mkfs as 0755
         for sub in subdirs:
             _make_subdir(base, base_fd, sub, uid, gid)
 

@@ -16,10 +16,14 @@ service user.
   (root, the tools, loop devices), otherwise None and the reason, for the operator's log.
 * :meth:`LoopVolumes.ensure` is idempotent: it makes the image and its filesystem when they
   are missing, mounts it when it is not mounted (a host that restarted), and grows it online
-  when the size asked for is larger than the filesystem (a volume never shrinks). A few tens
-  of milliseconds when it makes one; a stat when all holds.
+  when the size asked for is larger than the image (a volume never shrinks); a grow cut short
+  (``<id>.grow`` marks one under way) is finished by the next call. A few tens of milliseconds
+  when it makes one; two stats when all holds.
 * :meth:`LoopVolumes.remove` unmounts (lazily when a process still holds a file) and removes
-  the image; idempotent.
+  the image; idempotent. It fails while a loop device still holds the image (a process kept
+  a file open), so the caller asks again later.
+* Images are sparse: a host whose filesystem fills up before its volumes do fails their
+  writes with I/O errors. Keep the data directory's filesystem larger than the volumes sold.
 
 Raises VolumeError naming what failed.
 """
@@ -31,19 +35,18 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
-from cove.common.errors import CoveError
+from cove.common.errors import VolumeError
 
 LOG = logging.getLogger(__name__)
 
 GIB = 1 << 30
 TOOLS = ("mount", "umount", "losetup", "mkfs.xfs", "xfs_growfs")
 TIMEOUT = 120
-
-
-class VolumeError(CoveError):
-    """A volume could not be made, mounted, grown or removed."""
+#: Seconds a removal waits for a lazily unmounted volume's loop device to go.
+DETACH_WAIT = 30.0
 
 
 def _run(*argv: str) -> str:
@@ -66,7 +69,8 @@ def mounted_device(path: Path) -> str | None:
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             fields = line.split()
             # mount id, parent, major:minor, root, mount point, options..., "-", type, source
-            if len(fields) > 4 and fields[4] == target and "-" in fields:
+            point = fields[4].replace("\\040", " ") if len(fields) > 4 else ""
+            if point == target and "-" in fields:
                 after = fields[fields.index("-") + 1 :]
                 return after[1] if len(after) > 1 else None
     return None
@@ -96,8 +100,9 @@ class LoopVolumes:
                 raise VolumeError(f"{base} is not empty; not mounting the volume over it")
             _run("mount", "-o", "loop,nosuid,nodev", str(image), str(base))
             LOG.info("mounted the volume of instance %s (%d GB)", instance_id, size_gb)
-        if image.stat().st_size < size_gb * GIB:
-            self._grow(instance_id, image, base, size_gb)
+        marker = image.with_suffix(".grow")
+        if image.stat().st_size < size_gb * GIB or marker.exists():
+            self._grow(instance_id, image, marker, base, size_gb)
 
     def _make(self, image: Path, size_gb: int) -> None:
         partial = image.with_suffix(".new")
@@ -114,16 +119,19 @@ class LoopVolumes:
         finally:
             partial.unlink(missing_ok=True)
 
-    def _grow(self, instance_id: str, image: Path, base: Path, size_gb: int) -> None:
+    def _grow(self, instance_id: str, image: Path, marker: Path, base: Path, size_gb: int) -> None:
         device = mounted_device(base)
         if device is None or not device.startswith("/dev/loop"):
             raise VolumeError(f"the volume of {instance_id} is not mounted from a loop device")
         try:
-            os.truncate(image, size_gb * GIB)
+            marker.touch()  # until the filesystem has grown too
+            if image.stat().st_size < size_gb * GIB:
+                os.truncate(image, size_gb * GIB)
         except OSError as exc:
             raise VolumeError(f"cannot grow the volume image: {exc.strerror}") from exc
         _run("losetup", "--set-capacity", device)
         _run("xfs_growfs", str(base))
+        marker.unlink(missing_ok=True)
         LOG.info("grew the volume of instance %s to %d GB", instance_id, size_gb)
 
     def remove(self, instance_id: str, base: Path) -> None:
@@ -136,7 +144,15 @@ class LoopVolumes:
                 _run("umount", "--lazy", str(base))
         if os.path.ismount(base):
             raise VolumeError(f"the volume of {instance_id} is still mounted")
-        self.image(instance_id).unlink(missing_ok=True)
+        image = self.image(instance_id)
+        deadline = time.monotonic() + DETACH_WAIT
+        while image.exists() and (held := _run("losetup", "--associated", str(image)).strip()):
+            # A lazily unmounted volume's loop device goes once its last file is closed.
+            if time.monotonic() > deadline:
+                raise VolumeError(f"a loop device still holds the volume of {instance_id}: {held}")
+            time.sleep(0.2)
+        for path in (image, image.with_suffix(".new"), image.with_suffix(".grow")):
+            path.unlink(missing_ok=True)
 
 
 def detect(images: Path) -> tuple[LoopVolumes | None, str]:

@@ -149,6 +149,9 @@ class Conductor:
         if status in SERVING and self._server_fault_over(s, inst, sent):
             record_fault(inst, None, now)
             LOG.info("the database server of instance %s serves again", instance_id)
+        if self._volume_fault_over(s, inst, payload, sent):
+            record_fault(inst, None, now)
+            LOG.info("the volume of instance %s has room again", instance_id)
         guest = s.get(GuestState, instance_id)
         if guest is None:
             s.add(
@@ -231,6 +234,21 @@ class Conductor:
         elif (inst.fault_message or "").startswith(SERVER_FAULT):
             LOG.info("the database server of instance %s serves again: %s", inst.id, details)
             record_fault(inst, None, now)
+
+    @staticmethod
+    def _volume_fault_over(
+        s: Session, inst: Instance, payload: HeartbeatPayload, sent: datetime
+    ) -> bool:
+        """Whether a heartbeat sent at ``sent`` ends the instance's full-volume fault: it says
+        the volume has room, and it is newer than the last ``volume`` report (a lost ``ok``
+        report must not leave the fault behind)."""
+        if not (inst.fault_message or "").startswith(VOLUME_FAULT):
+            return False
+        seen = payload.isolation
+        if seen is None or seen.volume_mb is None or seen.volume_full:
+            return False
+        last = s.get(ConductorSeen, (inst.id, f"report.{VOLUME_REPORT}"))
+        return last is None or last.sent_at < sent
 
     @staticmethod
     def _server_fault_over(s: Session, inst: Instance, sent: datetime) -> bool:

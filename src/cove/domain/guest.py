@@ -136,6 +136,8 @@ class Isolation:
     #: (a volume), and how much of it is used; None when they share the host's.
     volume_mb: int | None = None
     volume_used_mb: int | None = None
+    #: Whether the agent found the volume full (the server refuses writes).
+    volume_full: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,18 @@ A full volume is guarded, so that it costs refused writes and nothing else: the 
 reserve file on the volume (``RESERVE``, a sixteenth of it up to 64 MB, allocated for real)
 while there is room. When the free space falls under the edge, the reserve goes at once (a
 server that could not write its log, PostgreSQL's WAL, can then restart and serve reads) and
-the server is told to refuse tenants' writes (``DatastoreManager.refuse_writes``); once the
-volume has room again (it was grown, or data deleted), writes are taken again and the reserve
-is made anew.
+the server is told to refuse tenants' writes (``DatastoreManager.refuse_writes``, asked
+again at each look until it holds; under the agent's operation lock, never waiting for it);
+once the volume has room again (it was grown), writes are taken again and the reserve is made
+anew. Each heartbeat says whether the volume is full (``Isolation.volume_full``), so a lost
+report does not leave the conductor's fault behind.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,8 +70,14 @@ def _mb(value: int | None) -> int | None:
 
 
 class IsolationWatch:
-    def __init__(self, manager: DatastoreManager, report: Callable[[str, str, str], None]) -> None:
+    def __init__(
+        self,
+        manager: DatastoreManager,
+        report: Callable[[str, str, str], None],
+        op_lock: threading.Lock | None = None,
+    ) -> None:
         self.manager = manager
+        self.op_lock = op_lock or threading.Lock()
         self.instance_id = manager.config.instance_id
         self.root = manager.config.root
         self.reserve = self.root / RESERVE
@@ -96,6 +105,7 @@ class IsolationWatch:
             oom_kills=0 if limits is None else limits.oom_kills,
             volume_mb=None if volume is None else volume[0],
             volume_used_mb=None if volume is None else volume[1],
+            volume_full=self._full,
         )
 
     def _watch_kills(self, limits: cgroups.Limits) -> None:
@@ -119,30 +129,34 @@ class IsolationWatch:
         free = size - used
         # Room again only with space for the reserve and twice the edge: no flapping.
         full = free < edge if not self._full else free < 2 * edge + reserve
-        if full:
-            if not self._full:
-                LOG.warning("the volume is full (%d of %d MB used)", used, size)
-                self.reserve.unlink(missing_ok=True)
-                self._refuse_writes(True)
-            if not self._full or self._looks % REPEAT == 0:
-                self.report(
-                    VOLUME_REPORT,
-                    VolumeOutcome.FULL.value,
-                    f"{used} of {size} MB used; writes are refused until the volume is resized",
-                )
-        else:
-            if self._full:
-                LOG.info("the volume has room again (%d of %d MB used)", used, size)
-                self._refuse_writes(False)
-                self.report(VOLUME_REPORT, VolumeOutcome.OK.value, f"{used} of {size} MB used")
-            self._keep_reserve(reserve)
+        if full and not self._full:
+            LOG.warning("the volume is full (%d of %d MB used)", used, size)
+            self.reserve.unlink(missing_ok=True)
+        if full and (not self._full or self._looks % REPEAT == 0):
+            self.report(
+                VOLUME_REPORT,
+                VolumeOutcome.FULL.value,
+                f"{used} of {size} MB used; writes fail until the volume is resized",
+            )
+        if not full and self._full:
+            LOG.info("the volume has room again (%d of %d MB used)", used, size)
+            self.report(VOLUME_REPORT, VolumeOutcome.OK.value, f"{used} of {size} MB used")
         self._full = full
+        if full != self.manager.writes_refused:
+            self._refuse_writes(full)
+        if not full:
+            self._keep_reserve(reserve)
 
     def _refuse_writes(self, refuse: bool) -> None:
+        """Asked again at the next look when it fails, or when an operation holds the lock."""
+        if not self.op_lock.acquire(blocking=False):
+            return
         try:
             self.manager.refuse_writes(refuse)
         except (CoveError, OSError) as exc:
             LOG.error("cannot have the server %s writes: %s", "refuse" if refuse else "take", exc)
+        finally:
+            self.op_lock.release()
 
     def _keep_reserve(self, mb: int) -> None:
         """Allocate the reserve when it is missing or smaller than ``mb``."""

@@ -108,10 +108,10 @@ class GuestService:
         self.admin_endpoints = GuestAdminEndpoints(manager)
         self.conductor = ConductorClient(bus)
         self._busy: GuestStatus | None = None
-        self.isolation = IsolationWatch(manager, self.report)
         self._stop = threading.Event()
         self._beat_now = threading.Event()
         self._op_lock = threading.Lock()
+        self.isolation = IsolationWatch(manager, self.report, self._op_lock)
         self.recovery = Recovery(manager, self._op_lock, self._server_report, restarts)
         self.lease = LeaseKeeper(manager, self.conductor, config.instance_id)
         self.backups = BackupJobs(manager.backups, config.conf_dir / "backups")

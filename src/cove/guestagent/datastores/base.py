@@ -438,22 +438,22 @@ class DatastoreManager(ABC):
 
     def refuse_writes(self, refuse: bool) -> None:
         """Have the server refuse tenants' writes (``refuse``) while the volume is full, or
-        take them again; the marker keeps it across restarts. Idempotent. Raises GuestError
-        when the running server does not take it."""
-        if refuse == self.writes_refused:
-            return
+        take them again; the marker, written once it is in effect, keeps it across restarts
+        (so a call that failed is made again). Raises GuestError or OSError when the server
+        or its files do not take it."""
+        self._refuse_writes(refuse)
         marker = self.config.conf_dir / WRITES_REFUSED_MARKER
         if refuse:
             marker.write_text("the volume is full\n")
         else:
             marker.unlink(missing_ok=True)
-        self._writes_refused_changed()
         LOG.warning("the server %s tenants' writes", "refuses" if refuse else "takes again")
 
-    def _writes_refused_changed(self) -> None:
-        """Bring :attr:`writes_refused` into effect. The base does nothing: a server that
-        refuses writes by itself on a full disk, and takes them once there is room (Redis),
-        needs nothing more."""
+    def _refuse_writes(self, refuse: bool) -> None:
+        """Bring ``refuse`` into effect. The base does nothing: a server that refuses writes
+        by itself on a full disk, and takes them once there is room (Redis), needs nothing
+        more; one that does neither (MariaDB, whose binary log waits for room) is not
+        guarded yet."""
         return None
 
     @property

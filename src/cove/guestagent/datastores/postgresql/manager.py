@@ -42,9 +42,9 @@ class PostgresManager(ServedManager):
         anything) for an override no tenant may set."""
         self._write_files(self._files(self.config))
 
-    def _files(self, config: GuestSettings) -> dict[str, str]:
+    def _files(self, config: GuestSettings, refused: bool | None = None) -> dict[str, str]:
         main = conf.postgresql_conf(config, self.replication.standby_floors())
-        if self.writes_refused:
+        if self.writes_refused if refused is None else refused:
             # The last value of a setting wins; a tenant's session may still set it off, which
             # only the volume's own size then stops.
             main += "default_transaction_read_only = on  # the volume is full\n"
@@ -55,8 +55,8 @@ class PostgresManager(ServedManager):
             "pg_ident.conf": conf.pg_ident_conf(),
         }
 
-    def _writes_refused_changed(self) -> None:
-        self._write_files(self._files(self.config))
+    def _refuse_writes(self, refuse: bool) -> None:
+        self._write_files(self._files(self.config, refuse))
         if self.server.running():
             reload.reload(self.server.connect, self.server.log_file)
 
