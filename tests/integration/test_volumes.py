@@ -46,6 +46,14 @@ def settings() -> Iterator[Settings]:
     remove_tree(base)
 
 
+@pytest.fixture
+def driver(settings: Settings) -> LocalDriver:
+    found = LocalDriver(settings, check=False)
+    if found.volumes is None:
+        pytest.skip("volumes cannot be made here")
+    return found
+
+
 def size_of(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize
@@ -56,10 +64,10 @@ def loops_holding(image: Path) -> str:
     return done.stdout.strip()
 
 
-def test_a_volume_is_mounted_again_grown_and_removed(settings: Settings) -> None:
-    driver = LocalDriver(settings, check=False)
-    if driver.volumes is None:
-        pytest.skip("volumes cannot be made here")
+def test_a_volume_is_mounted_again_grown_and_removed(
+    settings: Settings, driver: LocalDriver
+) -> None:
+    assert driver.volumes is not None
     spec = spec_of()
     base = driver.instance_dir(spec.instance_id)
     image = driver.volumes.image(spec.instance_id)
@@ -94,10 +102,8 @@ def test_a_volume_is_mounted_again_grown_and_removed(settings: Settings) -> None
     assert not base.exists() and not image.exists() and loops_holding(image) == ""
 
 
-def test_an_instance_made_before_volumes_keeps_its_directory(settings: Settings) -> None:
-    driver = LocalDriver(settings, check=False)
-    if driver.volumes is None:
-        pytest.skip("volumes cannot be made here")
+def test_an_instance_made_before_volumes_keeps_its_directory(driver: LocalDriver) -> None:
+    assert driver.volumes is not None
     spec = spec_of()
     base = driver.instance_dir(spec.instance_id)
     base.mkdir(mode=0o700)
