@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
 from datastores import DATASTORES, LOGIN_ERRORS
 from harness import ControlPlane, wait_for
@@ -265,3 +266,59 @@ def test_a_volume_holds_no_more_than_its_size_and_grows_online(cove_up: ControlP
     assert _mount_source(home) is None and not home.exists() and not image.exists()
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=False)
     assert str(image) not in loops.stdout
+
+
+def test_a_full_mariadb_volume_refuses_writes_until_it_grows(cove_up: ControlPlane) -> None:
+    plane, api = cove_up, cove_up.http
+    maria = DATASTORES["mariadb"]
+    spec = {
+        "name": "filling-maria",
+        "flavorRef": "1",
+        "volume": {"size": 1},
+        "datastore": {"type": "mariadb"},
+        "databases": [{"name": "d"}],
+        "users": [{"name": "app", "password": "app-Secret-1", "databases": [{"name": "d"}]}],
+    }
+    iid = plane.create(**spec)["id"]
+    try:
+        inst = plane.wait_status(iid, "ACTIVE", timeout=180)
+        if _mount_source(plane.data_dir / "instances" / iid) is None:
+            pytest.skip("volumes cannot be mounted here (Cove says why in its log)")
+        chunk = "INSERT INTO big (v) SELECT REPEAT('x', 4000000) FROM seq_1_to_5"
+        written = 0
+        with maria.login(inst, "app", "app-Secret-1", "d") as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE big (n INT AUTO_INCREMENT PRIMARY KEY, v LONGTEXT)")
+            # Past the volume's size: the table is full, or the server refuses writes.
+            with pytest.raises(pymysql.MySQLError) as refused:
+                for _ in range(100):  # 2 GB at most, twice the volume
+                    cur.execute(chunk)
+                    conn.commit()
+                    written += 5
+            assert refused.value.args[0] in (1114, 1290, 1021), refused.value
+            conn.rollback()
+        assert written > 0
+
+        def rows() -> int:
+            with maria.login(inst, "app", "app-Secret-1", "d") as conn, conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM big")
+                return int(cur.fetchone()[0])
+
+        assert rows() == written  # what was committed is there
+        wait_for(
+            lambda: str(plane.instance(iid).get("fault", {}).get("message", "")).startswith(
+                "The volume is full: "
+            ),
+            60,
+            0.2,
+            "the fault",
+        )
+        resp = api.post(f"/instances/{iid}/action", json={"resize": {"volume": {"size": 2}}})
+        assert resp.status_code == 202, resp.text
+        wait_for(lambda: "fault" not in plane.instance(iid), 120, 0.2, "the fault cleared")
+        with maria.login(inst, "app", "app-Secret-1", "d") as conn, conn.cursor() as cur:
+            cur.execute(chunk)
+            conn.commit()
+        assert rows() == written + 5
+    finally:
+        api.delete(f"/instances/{iid}")
+    wait_for(lambda: api.get(f"/instances/{iid}").status_code == 404, 120, 0.2, "deletion")

@@ -39,6 +39,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def test_a_volume_with_room_keeps_its_reserve_and_reports_nothing(world: dict[str, Any]) -> None:
+    world["watch"].guard()
     seen = world["watch"].look()
     assert seen.volume_mb == 1000 and seen.volume_used_mb == 100 and seen.memory_limit_mb is None
     reserve = world["manager"].config.root / isolation.RESERVE
@@ -50,20 +51,22 @@ def test_a_full_volume_frees_its_reserve_refuses_writes_until_there_is_room(
     world: dict[str, Any],
 ) -> None:
     watch, manager = world["watch"], world["manager"]
-    watch.look()
+    watch.guard()
     reserve = manager.config.root / isolation.RESERVE
     assert reserve.exists()
     world["volume"] = (1000, 990)  # under the edge (20 MB)
-    watch.look()
+    watch.guard()
+    watch.settle()
     assert not reserve.exists() and manager.calls == [True]
     assert world["reports"] == [("volume", "full")]
     # Just over the edge is not room yet (no flapping): nothing changes.
     world["volume"] = (1000, 975)
-    watch.look()
+    watch.guard()
     assert manager.calls == [True] and not reserve.exists()
     # Grown: writes are taken again and the reserve is made anew.
     world["volume"] = (2000, 990)
-    watch.look()
+    watch.guard()
+    watch.settle()
     assert manager.calls == [True, False] and reserve.exists()
     assert world["reports"] == [("volume", "full"), ("volume", "ok")]
 
@@ -71,7 +74,8 @@ def test_a_full_volume_frees_its_reserve_refuses_writes_until_there_is_room(
 def test_a_full_volume_is_reported_again_while_it_stays_full(world: dict[str, Any]) -> None:
     world["volume"] = (1000, 999)
     for _ in range(isolation.REPEAT * 2):
-        world["watch"].look()
+        world["watch"].guard()
+        world["watch"].settle()
     assert world["reports"].count(("volume", "full")) == 3  # at once, then every REPEAT looks
     assert world["manager"].calls == [True]
 
@@ -104,11 +108,14 @@ def test_refusing_writes_is_asked_again_until_it_holds(world: dict[str, Any]) ->
 
     manager.refuse_writes = flaky
     world["volume"] = (1000, 999)
-    watch.look()
+    watch.guard()
+    watch.settle()
     assert not manager.writes_refused  # failed: asked again at the next look
     with watch.op_lock:  # an operation under way: not waited for
-        watch.look()
+        watch.guard()
+        watch.settle()
     assert not manager.writes_refused
-    watch.look()
+    watch.guard()
+    watch.settle()
     assert manager.writes_refused and manager.calls == [True]
     assert world["reports"] == [("volume", "full")]

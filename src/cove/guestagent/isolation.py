@@ -12,7 +12,8 @@ reserve file on the volume (``RESERVE``, a sixteenth of it up to 64 MB, allocate
 while there is room. When the free space falls under the edge, the reserve goes at once (a
 server that could not write its log, PostgreSQL's WAL, can then restart and serve reads) and
 the server is told to refuse tenants' writes (``DatastoreManager.refuse_writes``, asked
-again at each look until it holds; under the agent's operation lock, never waiting for it);
+again at each look until it holds; in a thread of its own, as a server may take seconds to
+answer with its disk full, and under the agent's operation lock, never waiting for it);
 once the volume has room again (it was grown), writes are taken again and the reserve is made
 anew. Each heartbeat says whether the volume is full (``Isolation.volume_full``), so a lost
 report does not leave the conductor's fault behind.
@@ -41,8 +42,11 @@ from cove.guestagent.datastores.base import DatastoreManager
 #: it reads as having room again at twice that, so a volume on the edge does not flap.
 FULL_SHARE = 0.02
 FULL_MB = 16
-#: While full, the report is sent again every so many looks (a lost one is not final).
-REPEAT = 12
+#: While full, the report is sent again every so many guard looks (a lost one is not final).
+REPEAT = 150  # every 30 s
+#: Seconds between two looks at the volume's free space: a writer fills the edge (2% of the
+#: volume) in about this long at a few hundred MB/s, so the guard comes before the disk is full.
+GUARD_INTERVAL = 0.2
 #: The reserve file, in the instance directory; its size is the volume's / RESERVE_SHARE,
 #: at most RESERVE_MB.
 RESERVE = "volume-reserve"
@@ -83,16 +87,26 @@ class IsolationWatch:
         self.reserve = self.root / RESERVE
         self.report = report
         self._oom_kills: int | None = None
+        self._refusing: threading.Thread | None = None
         # A full volume found by an earlier agent stays so until there is room.
         self._full = manager.writes_refused
         self._looks = 0
 
-    def look(self) -> Isolation | None:
-        """The isolation to send in the heartbeat; reports what changed since the last look."""
-        self._looks += 1
+    def run_guard(self, stop: threading.Event) -> None:
+        """Look at the volume's free space every GUARD_INTERVAL until ``stop``."""
+        while not stop.wait(GUARD_INTERVAL):
+            self.guard()
+
+    def guard(self) -> None:
+        """One look at the volume: the guard of a full one (see the module's notes)."""
         volume = volume_of(self.root)
         if volume is not None:
+            self._looks += 1
             self._watch_volume(*volume)
+
+    def look(self) -> Isolation | None:
+        """The isolation to send in the heartbeat; reports memory kills since the last look."""
+        volume = volume_of(self.root)
         limits = cgroups.own_limits(self.instance_id)
         if limits is None and volume is None:
             return None
@@ -148,7 +162,21 @@ class IsolationWatch:
             self._keep_reserve(reserve)
 
     def _refuse_writes(self, refuse: bool) -> None:
-        """Asked again at the next look when it fails, or when an operation holds the lock."""
+        """Off the heartbeat's thread; asked again at the next look when it fails, or when an
+        operation holds the lock."""
+        if self._refusing is not None and self._refusing.is_alive():
+            return
+        self._refusing = threading.Thread(
+            target=self._set_refused, args=(refuse,), name="refuse-writes", daemon=True
+        )
+        self._refusing.start()
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait for a change of the server's writes under way (tests, a clean stop)."""
+        if self._refusing is not None:
+            self._refusing.join(timeout)
+
+    def _set_refused(self, refuse: bool) -> None:
         if not self.op_lock.acquire(blocking=False):
             return
         try:

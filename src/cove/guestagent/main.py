@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -118,6 +119,8 @@ def run(config: GuestSettings) -> int:
     beats = threading.Thread(target=service.run_heartbeats, name="heartbeat", daemon=True)
     beats.start()
     threading.Thread(target=service.lease.run, name="lease", daemon=True).start()
+    guard = partial(service.isolation.run_guard, service.stopping)
+    threading.Thread(target=guard, name="volume-guard", daemon=True).start()
     threading.Thread(target=service.lease.run_watchdog, name="lease-watchdog", daemon=True).start()
     LOG.info("guest agent for instance %s serving %s", config.instance_id, topic)
     server.serve_forever()

@@ -199,6 +199,11 @@ class GuestService:
             self._beat_now.wait(self.config.heartbeat_interval)
             self._beat_now.clear()
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once the agent stops: the loops of its threads end."""
+        return self._stop
+
     def stop(self) -> None:
         self.lease.stop()
         self.backups.stop_all("the guest agent is stopping")

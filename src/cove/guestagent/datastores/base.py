@@ -452,8 +452,7 @@ class DatastoreManager(ABC):
     def _refuse_writes(self, refuse: bool) -> None:
         """Bring ``refuse`` into effect. The base does nothing: a server that refuses writes
         by itself on a full disk, and takes them once there is room (Redis), needs nothing
-        more; one that does neither (MariaDB, whose binary log waits for room) is not
-        guarded yet."""
+        more."""
         return None
 
     @property

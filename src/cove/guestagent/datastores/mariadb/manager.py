@@ -76,6 +76,20 @@ class MariaManager(ServedManager):
     def write_config(self) -> None:
         self.server.write_config()
 
+    def _refuse_writes(self, refuse: bool) -> None:
+        """``read_only`` in my.cnf and live; a replica keeps its own. The agent's account and
+        a tenant's with READ_ONLY ADMIN write past it (the volume's size still holds), and a
+        statement waiting for room holds the change up: it gives up after a few seconds and is
+        asked again. Raises GuestError."""
+        self.server.write_config(refused=refuse)
+        if not self.server.running() or self.server.is_replica:
+            return
+        try:
+            with self.server.connect(timeout=3) as conn, conn.cursor() as cur:
+                cur.execute(f"SET GLOBAL read_only = {'ON' if refuse else 'OFF'}")
+        except pymysql.MySQLError as exc:
+            raise GuestError(f"cannot set read_only: {exc}") from exc
+
     # -- clusters ----------------------------------------------------------------------------
 
     def _become_member(self, member: ClusterMember) -> None:

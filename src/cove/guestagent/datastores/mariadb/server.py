@@ -17,7 +17,7 @@ from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
 from cove.guestagent.datastores import membership
-from cove.guestagent.datastores.base import REPLICA_MARKER
+from cove.guestagent.datastores.base import REPLICA_MARKER, WRITES_REFUSED_MARKER
 from cove.guestagent.datastores.mariadb import conf, galera
 from cove.guestagent.datastores.mariadb.privileges import startup_sql
 
@@ -95,20 +95,24 @@ class MariaServer(ChildServer):
         """Whether the server is in its group's synchronous mode: its marker says so."""
         return (self.config.conf_dir / conf.SYNCHRONOUS_MARKER).is_file()
 
-    def write_config(self, replica: bool | None = None) -> None:
+    def write_config(self, replica: bool | None = None, refused: bool | None = None) -> None:
         """my.cnf, a replica's when ``replica`` (by default: when the marker says so), in
-        synchronous mode when that marker says so. Raises Unprocessable for an override no
-        tenant may set."""
+        synchronous mode when that marker says so, ``read_only`` when ``refused`` (by
+        default: when the full volume's marker says so). Raises Unprocessable for an override
+        no tenant may set."""
         replica = self.is_replica if replica is None else replica
+        if refused is None:
+            refused = (self.config.conf_dir / WRITES_REFUSED_MARKER).is_file()
         member = membership.read(self.config.conf_dir)
         cluster = (
             None if member is None else galera.settings(self.config, member, self.admin_password())
         )
         sections = "" if member is None else galera.sst_section(self.config)
-        conf.write_private(
-            self.conf_file,
-            conf.my_cnf(self.config, replica, self.synchronous, cluster, sections),
-        )
+        text = conf.my_cnf(self.config, replica, self.synchronous, cluster, sections)
+        if refused and not replica:
+            # The volume is full; a replica's my.cnf has read_only already.
+            text = text.replace("[mysqld]\n", "[mysqld]\nread_only = ON\n", 1)
+        conf.write_private(self.conf_file, text)
 
     def write_init_file(self) -> None:
         """The SQL the server runs at every start, from the agent's password's verifier (the
