@@ -68,6 +68,10 @@ def test_a_full_volume_frees_its_reserve_refuses_writes_until_there_is_room(
     watch.guard()
     watch.settle()
     assert manager.calls == [True, False] and reserve.exists()
+    # Room is told only once the server takes writes again (the fault goes with it).
+    assert world["reports"] == [("volume", "full")]
+    assert watch.look().volume_full is False
+    watch.guard()
     assert world["reports"] == [("volume", "full"), ("volume", "ok")]
 
 

@@ -202,6 +202,8 @@ class LocalDriver(ComputeDriver):
         limits. Raises UnsafePath for a tampered directory, VolumeError when the volume cannot
         be grown."""
         with self._spawn_lock:
+            if spec.instance_id in self._destroying:
+                raise VolumeError(f"instance {spec.instance_id} is being removed")
             self._mount_volume(spec.instance_id)
         if not self._has_config(spec.instance_id):
             raise ConfigurationError(f"instance {spec.instance_id} has no guest config")

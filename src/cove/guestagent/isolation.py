@@ -88,6 +88,7 @@ class IsolationWatch:
         self.report = report
         self._oom_kills: int | None = None
         self._refusing: threading.Thread | None = None
+        self._room_untold = False
         # A full volume found by an earlier agent stays so until there is room.
         self._full = manager.writes_refused
         self._looks = 0
@@ -119,7 +120,8 @@ class IsolationWatch:
             oom_kills=0 if limits is None else limits.oom_kills,
             volume_mb=None if volume is None else volume[0],
             volume_used_mb=None if volume is None else volume[1],
-            volume_full=self._full,
+            # Full until the server takes writes again.
+            volume_full=self._full or self.manager.writes_refused,
         )
 
     def _watch_kills(self, limits: cgroups.Limits) -> None:
@@ -154,10 +156,14 @@ class IsolationWatch:
             )
         if not full and self._full:
             LOG.info("the volume has room again (%d of %d MB used)", used, size)
-            self.report(VOLUME_REPORT, VolumeOutcome.OK.value, f"{used} of {size} MB used")
+            self._room_untold = True
         self._full = full
         if full != self.manager.writes_refused:
             self._refuse_writes(full)
+        elif not full and self._room_untold:
+            # Only once the server takes writes again: the fault goes with this report.
+            self.report(VOLUME_REPORT, VolumeOutcome.OK.value, f"{used} of {size} MB used")
+            self._room_untold = False
         if not full:
             self._keep_reserve(reserve)
 
@@ -172,7 +178,7 @@ class IsolationWatch:
         self._refusing.start()
 
     def settle(self, timeout: float = 30.0) -> None:
-        """Wait for a change of the server's writes under way (tests, a clean stop)."""
+        """Wait for a change of the server's writes under way."""
         if self._refusing is not None:
             self._refusing.join(timeout)
 

@@ -137,6 +137,9 @@ class GuestService:
         return status
 
     def heartbeat(self) -> None:
+        # Stamped before it is filled: a report made meanwhile (a full volume, say) is newer
+        # than what this heartbeat says, and the conductor keeps the report's word.
+        sent = utcnow()
         payload = HeartbeatPayload(
             agent_pid=os.getpid(),
             isolation=self.isolation.look(),
@@ -145,7 +148,7 @@ class GuestService:
         )
         try:
             self.conductor.heartbeat(
-                RequestContext(), self.config.instance_id, self.status(), payload, utcnow()
+                RequestContext(), self.config.instance_id, self.status(), payload, sent
             )
         except CoveError as exc:
             LOG.warning("cannot reach the conductor (heartbeat): %s", exc.message)

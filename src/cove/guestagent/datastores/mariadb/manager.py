@@ -80,7 +80,8 @@ class MariaManager(ServedManager):
         """``read_only`` in my.cnf and live; a replica keeps its own. The agent's account and
         a tenant's with READ_ONLY ADMIN write past it (the volume's size still holds), and a
         statement waiting for room holds the change up: it gives up after a few seconds and is
-        asked again. Raises GuestError."""
+        asked again. Raises GuestError, OSError (my.cnf) or Unprocessable (an override no
+        tenant may set)."""
         self.server.write_config(refused=refuse)
         if not self.server.running() or self.server.is_replica:
             return
@@ -101,8 +102,9 @@ class MariaManager(ServedManager):
         self.readiness.start()
 
     def _ready_for_clients(self) -> bool:
+        # A member whose volume is full refuses writes: out of the endpoint's rotation.
         health = self.cluster_health()
-        return health is not None and health.ready
+        return health is not None and health.ready and not self.writes_refused
 
     def cluster_health(self) -> ClusterHealth | None:
         try:

@@ -67,7 +67,7 @@ import pymysql.cursors
 
 from cove.common.errors import CommandFailed, GuestError
 from cove.domain.replication import ReplicaSource, ReplicationState, Role
-from cove.guestagent.datastores.base import RestoreSource
+from cove.guestagent.datastores.base import WRITES_REFUSED_MARKER, RestoreSource
 from cove.guestagent.datastores.mariadb import conf, copy_channel
 from cove.guestagent.datastores.mariadb.backup import FORMAT, FULL, MariadbBackups
 from cove.guestagent.datastores.mariadb.privileges import REPLICATION_ACCESS
@@ -322,7 +322,9 @@ class MariaDBReplication:
     def _allow_writes(self, cur: pymysql.cursors.DictCursor) -> None:
         """``read_only`` off, now and in my.cnf (the manager takes its replica marker away
         next; until then a start would read that marker)."""
-        cur.execute("SET GLOBAL read_only = OFF")
+        # Unless the volume is full: the guard's refusal outlives the replica's.
+        refused = (self.server.config.conf_dir / WRITES_REFUSED_MARKER).is_file()
+        cur.execute(f"SET GLOBAL read_only = {'ON' if refused else 'OFF'}")
         self.server.write_config(replica=False)
 
     # -- either side -------------------------------------------------------------------------
