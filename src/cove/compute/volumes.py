@@ -19,9 +19,10 @@ service user.
   when the size asked for is larger than the image (a volume never shrinks); a grow cut short
   (``<id>.grow`` marks one under way) is finished by the next call. A few tens of milliseconds
   when it makes one; two stats when all holds.
-* :meth:`LoopVolumes.remove` unmounts (lazily when a process still holds a file) and removes
-  the image; idempotent. It fails while a loop device still holds the image (a process kept
-  a file open), so the caller asks again later.
+* :meth:`LoopVolumes.remove` removes the image first (the mount keeps it while it lasts, and
+  no other task manager of the host can mount it again meanwhile), then unmounts (lazily when
+  a process still holds a file) and waits a while for the loop device to let go;
+  idempotent.
 * Images are sparse: a host whose filesystem fills up before its volumes do fails their
   writes with I/O errors. Keep the data directory's filesystem larger than the volumes sold.
 
@@ -136,6 +137,12 @@ class LoopVolumes:
 
     def remove(self, instance_id: str, base: Path) -> None:
         """Raises VolumeError when the volume stays mounted."""
+        device = mounted_device(base)
+        # The image goes first: the mount keeps it until it ends, and no other task manager
+        # of the host mounts it again meanwhile (they mount what they find unmounted).
+        image = self.image(instance_id)
+        for path in (image, image.with_suffix(".new"), image.with_suffix(".grow")):
+            path.unlink(missing_ok=True)
         if os.path.ismount(base):
             try:
                 _run("umount", str(base))
@@ -144,15 +151,25 @@ class LoopVolumes:
                 _run("umount", "--lazy", str(base))
         if os.path.ismount(base):
             raise VolumeError(f"the volume of {instance_id} is still mounted")
-        image = self.image(instance_id)
+        if device is not None and device.startswith("/dev/loop"):
+            self._await_detach(instance_id, device)
+
+    @staticmethod
+    def _await_detach(instance_id: str, device: str) -> None:
+        """Wait (up to DETACH_WAIT) for the loop device to let go of the removed image; the
+        kernel does once its last user is gone (a lazily unmounted file still open)."""
+        attached = Path("/sys/block") / Path(device).name / "loop" / "backing_file"
         deadline = time.monotonic() + DETACH_WAIT
-        while image.exists() and (held := _run("losetup", "--associated", str(image)).strip()):
-            # A lazily unmounted volume's loop device goes once its last file is closed.
+        while attached.exists():
             if time.monotonic() > deadline:
-                raise VolumeError(f"a loop device still holds the volume of {instance_id}: {held}")
-            time.sleep(0.2)
-        for path in (image, image.with_suffix(".new"), image.with_suffix(".grow")):
-            path.unlink(missing_ok=True)
+                LOG.warning(
+                    "%s still holds the removed volume of instance %s; the kernel frees it "
+                    "once the last process using it ends",
+                    device,
+                    instance_id,
+                )
+                return
+            time.sleep(0.1)
 
 
 def detect(images: Path) -> tuple[LoopVolumes | None, str]:
