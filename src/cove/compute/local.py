@@ -202,8 +202,6 @@ class LocalDriver(ComputeDriver):
         limits. Raises UnsafePath for a tampered directory, VolumeError when the volume cannot
         be grown."""
         with self._spawn_lock:
-            if spec.instance_id in self._destroying:
-                raise VolumeError(f"instance {spec.instance_id} is being removed")
             self._mount_volume(spec.instance_id)
         if not self._has_config(spec.instance_id):
             raise ConfigurationError(f"instance {spec.instance_id} has no guest config")
@@ -326,9 +324,12 @@ class LocalDriver(ComputeDriver):
 
     def _mount_volume(self, instance_id: str) -> None:
         """Mount an existing volume that is not (the host restarted); its size as it is.
-        Raises VolumeError."""
+        Runs under ``_spawn_lock``. Raises VolumeError, also for an instance being removed
+        (a settings push must not mount it again under the delete)."""
         if self.volumes is None or not self.volumes.exists(instance_id):
             return
+        if instance_id in self._destroying:
+            raise VolumeError(f"instance {instance_id} is being removed")
         base = self.instance_dir(instance_id)
         if os.path.isdir(base) and not os.path.ismount(base):
             size = self.volumes.image(instance_id).stat().st_size // volumes.GIB
