@@ -156,20 +156,25 @@ def test_a_call_returns_what_the_server_returned(bus: Bus, topic: str) -> None:
 def test_typed_clients_and_servers_meet_in_wire_values(bus: Bus) -> None:
     """A guest's RPC as the task manager makes it: typed on both sides, wire values between."""
     instance_id = new_id()
-    received: list[tuple[int, dict[str, Any]]] = []
+    received: list[tuple[int, dict[str, Any], int]] = []
 
     def apply_configuration(
-        ctx: RequestContext, ram_mb: int, vcpus: int, volume_gb: int, overrides: dict[str, Any]
+        ctx: RequestContext,
+        ram_mb: int,
+        vcpus: int,
+        volume_gb: int,
+        overrides: dict[str, Any],
+        revision: int,
     ) -> ConfigurationApplied:
-        received.append((ram_mb, overrides))
+        received.append((ram_mb, overrides, revision))
         return ConfigurationApplied(restart_required=True)
 
     guest = GuestClient(bus.client, instance_id, timeout=10)
     bus.serve(guest.topic, codec.endpoints({"apply_configuration": apply_configuration}))
     try:
-        applied = guest.apply_configuration(RequestContext(), 512, 1, 2, {"work_mem": 4096})
+        applied = guest.apply_configuration(RequestContext(), 512, 1, 2, {"work_mem": 4096}, 3)
         assert applied == ConfigurationApplied(restart_required=True)
-        assert received == [(512, {"work_mem": 4096})]
+        assert received == [(512, {"work_mem": 4096}, 3)]
     finally:
         guest.forget()
 

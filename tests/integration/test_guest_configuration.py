@@ -50,9 +50,14 @@ class PgGuest:
     def call(self, method: str, **args: Any) -> Any:
         return self.host.call(self.id, method, **args)
 
-    def apply(self, ram_mb: int = 512, **overrides: Any) -> bool:
+    def apply(self, ram_mb: int = 512, revision: int = 0, **overrides: Any) -> bool:
         answer = self.call(
-            "apply_configuration", ram_mb=ram_mb, vcpus=1, volume_gb=1, overrides=overrides
+            "apply_configuration",
+            ram_mb=ram_mb,
+            vcpus=1,
+            volume_gb=1,
+            overrides=overrides,
+            revision=revision,
         )
         return bool(answer["restart_required"])
 
@@ -129,6 +134,16 @@ def test_postgresql_configuration_on_a_real_server(host: Host) -> None:
     assert guest.call("get_status") == "restart_required"
     guest.call("restart")
     assert guest.show("max_prepared_transactions") == "0"
+
+    # Pushes that overtook each other: settings read before a change, arriving after the
+    # change's own push, are not taken.
+    assert guest.apply(ram_mb=1024, revision=5, work_mem=16384) is False
+    assert guest.show("work_mem") == "16MB"
+    assert guest.apply(ram_mb=1024, revision=4, work_mem=8192) is False
+    assert guest.show("work_mem") == "16MB"
+    assert guest.call("get_configuration")["work_mem"] == "16384"
+    assert guest.apply(ram_mb=1024, revision=5) is False  # the same revision again is taken
+    assert guest.show("work_mem") == "4MB"
 
 
 # -- Redis --------------------------------------------------------------------------------------

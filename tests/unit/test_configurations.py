@@ -634,7 +634,7 @@ def test_attaching_gives_the_guest_the_values_before_the_answer(api: Any) -> Non
     assert resp.status_code == 202, resp.text
     sizes = {"ram_mb": 512, "vcpus": 1, "volume_gb": 1}
     values = {"work_mem": 4096, "random_page_cost": 1.5}
-    assert seen == [(gid, True, {**sizes, "overrides": values})]
+    assert seen == [(gid, True, {**sizes, "overrides": values, "revision": 1})]
     shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
     assert "fault" not in shown and shown["status"] == "ACTIVE"
     # Rewriting the place is the task manager's part: the mark stays until it is done.
@@ -651,7 +651,9 @@ def test_attaching_gives_the_guest_the_values_before_the_answer(api: Any) -> Non
     seen.clear()
     resp = api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": None}})
     assert resp.status_code == 202, resp.text
-    assert seen == [(None, True, {**sizes, "overrides": {}})]
+    # Revision 3: the attachment counted one change, and the API's push, marking the row again
+    # once the guest answered, another.
+    assert seen == [(None, True, {**sizes, "overrides": {}, "revision": 3})]
 
 
 def test_a_group_change_reaches_every_attached_instance_at_once(api: Any) -> None:
@@ -744,9 +746,11 @@ def test_a_change_made_while_a_push_is_under_way_stays_pending(api: Any) -> None
         assert mark_settings_pending(s, iid)  # as a resize marks it
     tc = task_context(api, iid)
     pushed: list[Any] = []
+    revisions: list[int] = []
 
     def guest(ctx: Any, **args: Any) -> dict[str, Any]:
         pushed.append(args["overrides"])
+        revisions.append(args["revision"])
         if len(pushed) == 1:
             # While the task manager's push is under way, the group changes (and the API
             # pushes the new values itself).
@@ -760,12 +764,16 @@ def test_a_change_made_while_a_push_is_under_way_stays_pending(api: Any) -> None
     api.bus.answer("apply_configuration", guest)
     assert apply_settings(tc, RequestContext(), iid) is True
     assert pushed == [{"work_mem": 4096}, {"work_mem": 8192}]
+    # Each push carries the revision it read, the API's a later one than the task manager's,
+    # so a guest that took the API's refuses the task manager's should it arrive last.
+    assert revisions[1] > revisions[0]
     # The task manager's push carried the old values: the mark stays, and the next push
     # gives the place the new ones.
     assert settings_pending(api, iid)
     assert tc.driver.updated[-1].overrides == {"work_mem": 4096}  # type: ignore[attr-defined]
     assert apply_settings(tc, RequestContext(), iid) is True
     assert tc.driver.updated[-1].overrides == {"work_mem": 8192}  # type: ignore[attr-defined]
+    assert revisions[2] >= revisions[1]
     assert not settings_pending(api, iid)
 
 
@@ -806,6 +814,7 @@ def test_applying_settings_updates_the_place_then_the_guest(api: Any) -> None:
         "vcpus": 1,
         "volume_gb": 1,
         "overrides": {"max_locks_per_transaction": 1024, "jit": True},
+        "revision": 0,  # created with its group: no change since
     }
     # Again, as the task manager's retry runs it.
     assert apply_settings(tc, RequestContext(), iid) is True

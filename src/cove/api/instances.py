@@ -43,7 +43,7 @@ from cove.common.errors import (
 from cove.common.ids import new_id, utcnow
 from cove.db.catalog import find_flavor, get_datastore, get_version
 from cove.db.clusters import refuse_member
-from cove.db.configurations import check_same_version, find_configuration
+from cove.db.configurations import check_same_version, find_configuration, settings_changed
 from cove.db.instances import get_instance, snapshot, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
@@ -280,8 +280,7 @@ def attach_configuration(
             )
             .values(
                 configuration_id=configuration_id,
-                settings_pending=True,
-                updated=utcnow(),
+                **settings_changed(),
                 **_renamed(name),
             )
         ).rowcount  # type: ignore[attr-defined]
@@ -317,9 +316,7 @@ def detach_configuration(
                 Instance.configuration_id == previous,
                 Instance.task == Task.NONE.value,
             )
-            .values(
-                configuration_id=None, settings_pending=True, updated=utcnow(), **_renamed(name)
-            )
+            .values(configuration_id=None, **settings_changed(), **_renamed(name))
         ).rowcount  # type: ignore[attr-defined]
         if not detached:
             raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is busy).")

@@ -103,7 +103,12 @@ def _push_one(c: ApiContext, ctx: RequestContext, one: Push) -> None:
     fault: str | None = None
     try:
         applied = c.guest(instance_id).apply_configuration(
-            ctx, settings.ram_mb, settings.vcpus, settings.volume_gb, dict(settings.overrides)
+            ctx,
+            settings.ram_mb,
+            settings.vcpus,
+            settings.volume_gb,
+            dict(settings.overrides),
+            settings.revision,
         )
     except Exception as exc:
         # The change is committed: whatever went wrong, the answer is the change accepted.

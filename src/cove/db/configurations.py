@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, false, func, select, update
@@ -153,6 +154,18 @@ def attached_ids(session: Session, configuration_id: str) -> list[str]:
     return list(session.scalars(query.order_by(Instance.created, Instance.id)))
 
 
+def settings_changed(now: datetime | None = None) -> dict[str, Any]:
+    """The values an UPDATE of instance rows sets, in the transaction that changes their
+    settings (flavor, volume, configuration): the ``settings_pending`` mark, the change counted
+    in ``settings_revision`` (so a guest refuses a push, still under way, of the settings as
+    they were before), and ``updated`` touched (so such a push does not clear the mark)."""
+    return {
+        "settings_pending": True,
+        "settings_revision": Instance.settings_revision + 1,
+        "updated": now or utcnow(),
+    }
+
+
 def mark_attached_pending(session: Session, configuration_id: str) -> list[str]:
     """In the transaction that changes a group's values: mark every live instance it is
     attached to ``settings_pending`` (as ``cove.db.instances.mark_settings_pending`` does one);
@@ -160,7 +173,7 @@ def mark_attached_pending(session: Session, configuration_id: str) -> list[str]:
     session.execute(
         update(Instance)
         .where(Instance.configuration_id == configuration_id, Instance.deleted == false())
-        .values(settings_pending=True, updated=utcnow())
+        .values(**settings_changed())
     )
     return attached_ids(session, configuration_id)
 

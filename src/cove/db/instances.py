@@ -13,10 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, object_session
 
 from cove.common.errors import AddressPoolExhausted, InstanceNotFound
-from cove.common.ids import utcnow
 from cove.common.text import shown
 from cove.db.backups import running_backup_of
-from cove.db.configurations import values_of
+from cove.db.configurations import settings_changed, values_of
 from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Instance
 from cove.domain.guest import Value
 from cove.domain.parameters import denied
@@ -234,6 +233,8 @@ class InstanceSettings:
     vcpus: int
     volume_gb: int
     overrides: dict[str, Value]
+    #: The row's ``settings_revision`` these were read at.
+    revision: int
 
 
 def settings_of(inst: Instance) -> InstanceSettings:
@@ -249,6 +250,7 @@ def settings_of(inst: Instance) -> InstanceSettings:
             for name, value in values_of(inst.configuration).items()
             if not denied(manager, name)
         },
+        revision=inst.settings_revision,
     )
 
 
@@ -256,11 +258,11 @@ def mark_settings_pending(session: Session, instance_id: str, now: datetime | No
     """Note, in the transaction that changes the instance's settings (a group attached,
     detached or changed, a resize), that its place and guest must be given them; False when
     the instance is gone. Touching ``updated`` is what tells a push under way that it came too
-    early (see :func:`clear_settings_pending`)."""
+    early (see :func:`clear_settings_pending`; ``settings_changed`` says what else is set)."""
     result = session.execute(
         update(Instance)
         .where(Instance.id == instance_id, Instance.deleted.is_(False))
-        .values(settings_pending=True, updated=now or utcnow())
+        .values(**settings_changed(now))
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -170,6 +170,9 @@ class Instance(Base):
     # manager has given them to the place and the guest since: the monitor pushes them again
     # (cove.taskmanager.configure.push_pending).
     settings_pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Counts the changes of those settings: a push carries the count it read, and a guest
+    # that took a later one refuses it, so pushes overtaking each other cannot undo a change.
+    settings_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     configuration_id: Mapped[str | None] = mapped_column(
         ForeignKey("configurations.id"), nullable=True, index=True
     )

@@ -111,6 +111,9 @@ class GuestService:
         self._stop = threading.Event()
         self._beat_now = threading.Event()
         self._op_lock = threading.Lock()
+        # The settings revision last taken (apply_configuration); none yet at start, when the
+        # agent has the settings the compute driver wrote for it.
+        self._settings_revision = 0
         self.isolation = IsolationWatch(manager, self.report, self._op_lock)
         self.recovery = Recovery(manager, self._op_lock, self._server_report, restarts)
         self.lease = LeaseKeeper(manager, self.conductor, config.instance_id)
@@ -288,9 +291,12 @@ class GuestService:
         vcpus: int,
         volume_gb: int,
         overrides: dict[str, Value],
+        revision: int = 0,
     ) -> ConfigurationApplied:
         """Take new flavor sizes, volume size and configuration overrides; answers whether
-        the server must be restarted for all of them to be in effect."""
+        the server must be restarted for all of them to be in effect. Settings of an older
+        ``revision`` than the last taken are not taken: the API and the task manager both
+        push, and the one that read the row first may arrive last."""
         new = dataclasses.replace(
             self.manager.config,
             ram_mb=ram_mb,
@@ -299,11 +305,19 @@ class GuestService:
             overrides=dict(overrides),
         )
         with self._op_lock:
+            if revision < self._settings_revision:
+                LOG.info(
+                    "settings of revision %d not taken: revision %d is newer",
+                    revision,
+                    self._settings_revision,
+                )
+                return ConfigurationApplied(restart_required=self.manager.restart_pending)
             try:
                 needs_restart = self.manager.apply_configuration(new)
             finally:
                 self.config = self.manager.config
                 self._beat_now.set()
+            self._settings_revision = revision
         return ConfigurationApplied(restart_required=needs_restart)
 
     def get_configuration(self, ctx: RequestContext) -> dict[str, str]:

@@ -134,7 +134,10 @@ class GuestClient(ServiceClient):
         vcpus: int,
         volume_gb: int,
         overrides: dict[str, Value],
+        revision: int = 0,
     ) -> ConfigurationApplied:
+        """``revision`` is the instance row's ``settings_revision`` the values were read at:
+        a guest that took a later revision keeps it and answers as if it took these."""
         return self._call(
             ctx,
             "apply_configuration",
@@ -144,6 +147,7 @@ class GuestClient(ServiceClient):
             vcpus=vcpus,
             volume_gb=volume_gb,
             overrides=overrides,
+            revision=revision,
         )
 
     def get_configuration(self, ctx: RequestContext) -> dict[str, str]:

@@ -49,7 +49,7 @@ def push_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> boo
             # Not placed yet: placing it reads the settings as they will stand then.
             return False
         spec = guest_spec(tc, inst)
-        revision = inst.updated
+        revision, settings_revision = inst.updated, inst.settings_revision
     try:
         previous = tc.driver.update(spec)
     except CoveError:
@@ -58,7 +58,7 @@ def push_settings(tc: TaskContext, ctx: RequestContext, instance_id: str) -> boo
         raise CoveError(f"the compute driver could not update the instance: {exc}") from exc
     try:
         result = tc.guest(instance_id).apply_configuration(
-            ctx, spec.ram_mb, spec.vcpus, spec.volume_gb, dict(spec.overrides)
+            ctx, spec.ram_mb, spec.vcpus, spec.volume_gb, dict(spec.overrides), settings_revision
         )
     except CoveError:
         # The guest kept its settings: so must the place, or its next start would take the
