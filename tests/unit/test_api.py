@@ -164,8 +164,8 @@ def test_keys_that_would_be_empty_are_left_out(api):
     ]
     for view in views:
         assert not set(CONDITIONAL + ADMIN_ONLY) & view.keys(), view
-        # Always there, as in Trove; empty until addresses tell whether it is public.
-        assert view["access"] == {}
+        # Always there, as in Trove: who may connect, every address unless told otherwise.
+        assert view["access"] == {"is_public": False, "allowed_cidrs": ["0.0.0.0/0"]}
     with api.context.db.session() as s:
         s.execute(update(Instance).where(Instance.id == iid).values(address="127.42.0.7"))
     shown = api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]
@@ -175,7 +175,7 @@ def test_keys_that_would_be_empty_are_left_out(api):
         assert view["addresses"] == [
             {"address": "127.42.0.7", "type": "private", "network": "default"}
         ]
-        assert view["access"] == {"is_public": False}
+        assert view["access"] == {"is_public": False, "allowed_cidrs": ["0.0.0.0/0"]}
         assert not {"replicas", "replica_of", "hostname", *ADMIN_ONLY} & view.keys()
 
 

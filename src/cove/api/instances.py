@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -33,6 +34,7 @@ from cove.api.replicas import (
 )
 from cove.api.restore import restorable, restore_version
 from cove.api.schemas import DatastoreIn, InstanceCreate
+from cove.api.validate import access as checked_access
 from cove.api.validate import checked_text, host_allowed, names_fit
 from cove.common.errors import (
     BadRequest,
@@ -44,11 +46,12 @@ from cove.common.ids import new_id, utcnow
 from cove.db.catalog import find_flavor, get_datastore, get_version
 from cove.db.clusters import refuse_member
 from cove.db.configurations import check_same_version, find_configuration, settings_changed
-from cove.db.instances import get_instance, snapshot, transition
+from cove.db.instances import access_of, get_instance, snapshot, store_access, transition
 from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
 from cove.db.sealed import CreateArgs
+from cove.domain.access import Access
 from cove.domain.capabilities import STANDARD_PORTS, Capability
 from cove.domain.parameters import denied
 from cove.domain.specs import DatabaseSpec, UserSpec
@@ -98,12 +101,15 @@ def create_instance(
     Raises what :func:`_record` raises.
     """
     check_replication_request(spec)
+    access = checked_access(spec.access) if spec.access is not None else None
     if spec.replica_of is not None:
         source_id = checked_text(spec.replica_of, "replica_of")
-        ids = record_replicas(c, project_id, spec, source_id, check_replica_request(spec))
+        count = check_replica_request(spec)
+        ids = record_replicas(c, project_id, spec, source_id, count, access)
     else:
         with_databases = bool(dbs) or any(u.databases for u in users)
-        ids = [_record(c, project_id, spec, users, with_databases, CreateArgs(dbs, users))]
+        args = CreateArgs(dbs, users)
+        ids = [_record(c, project_id, spec, users, with_databases, args, access or Access())]
         # (A restore's backup is recorded in the sealed arguments by _record.)
     record_replication(c, ids, spec)
     for instance_id in ids:
@@ -135,9 +141,10 @@ def _record(
     users: list[UserSpec],
     with_databases: bool,
     args: CreateArgs,
+    access: Access,
 ) -> str:
     """Record a new BUILDING instance of the project within its quotas, with ``args`` sealed
-    on it for the task manager; returns its id.
+    on it for the task manager and ``access`` saying who may connect; returns its id.
 
     Raises FlavorNotFound, DatastoreNotFound, DatastoreVersionNotFound, NotFound (no such
     configuration group), BadRequest (an inactive version, an unusable network, a group of
@@ -168,26 +175,26 @@ def _record(
         network = resolve_network(s, spec.nics)
         check_instance_quota(s, c.settings, project_id, ram=flavor.ram, volume=size)
         now = utcnow()
-        s.add(
-            Instance(
-                id=instance_id,
-                project_id=project_id,
-                name=spec.name,
-                flavor_id=flavor.id,
-                datastore_version_id=version.id,
-                volume_size=size,
-                network_id=network.id,
-                compute_driver=c.settings.compute_driver,
-                task=Task.BUILDING.value,
-                task_started_at=now,
-                compute_state=ComputeState.BUILD.value,
-                port=STANDARD_PORTS[version.manager],
-                configuration_id=configuration_id,
-                task_args=c.sealer.seal(instance_id, args),
-                created=now,
-                updated=now,
-            )
+        inst = Instance(
+            id=instance_id,
+            project_id=project_id,
+            name=spec.name,
+            flavor_id=flavor.id,
+            datastore_version_id=version.id,
+            volume_size=size,
+            network_id=network.id,
+            compute_driver=c.settings.compute_driver,
+            task=Task.BUILDING.value,
+            task_started_at=now,
+            compute_state=ComputeState.BUILD.value,
+            port=STANDARD_PORTS[version.manager],
+            configuration_id=configuration_id,
+            task_args=c.sealer.seal(instance_id, args),
+            created=now,
+            updated=now,
         )
+        store_access(inst, access)
+        s.add(inst)
     return instance_id
 
 
@@ -229,6 +236,29 @@ def rename_instance(c: ApiContext, project_id: str, instance_id: str, name: str 
     """Raises InstanceNotFound, InstanceNotReady (the instance is being built)."""
     with c.db.session() as s:
         _rename(c, get_instance(s, instance_id, project_id), name)
+
+
+def update_access(
+    c: ApiContext, project_id: str, instance_id: str, body: Any, name: str | None
+) -> None:
+    """Record who may connect to the instance (``body`` over what it has: a key left out is
+    kept); the task manager brings the host's filter and publication in line within a
+    fraction of a second (``cove.taskmanager.endpoints``). Refused while it is being built,
+    as every change is, or deleted. Raises InstanceNotFound, InstanceNotReady and
+    ValidationFailed."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        access = checked_access(body, access_of(inst))
+        if inst.task in (Task.BUILDING.value, Task.DELETING.value):
+            status = compute_status(
+                snapshot(inst, inst.guest), utcnow(), c.settings.heartbeat_interval
+            )
+            raise InstanceNotReady(f"Instance {inst.id} is not ready. (Status is {status.status}).")
+        if access != access_of(inst):
+            LOG.info("instance %s: access %s", instance_id, access)
+            store_access(inst, access)
+            inst.updated = utcnow()
+        _rename(c, inst, name)
 
 
 def _rename(c: ApiContext, inst: Instance, name: str | None) -> None:

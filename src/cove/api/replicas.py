@@ -21,12 +21,13 @@ from cove.common.errors import BadRequest, Forbidden, InstanceNotReady
 from cove.common.ids import new_id, utcnow
 from cove.db.clusters import refuse_member
 from cove.db.configurations import check_same_version, find_configuration
-from cove.db.instances import get_instance, replicas_of
+from cove.db.instances import access_of, get_instance, replicas_of, store_access
 from cove.db.models import Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
 from cove.db.replication import ensure_group
 from cove.db.sealed import CreateArgs
+from cove.domain.access import Access
 from cove.domain.capabilities import Capability
 from cove.domain.names import INSTANCE_NAME_MAX
 from cove.domain.status import ComputeState, Task
@@ -73,11 +74,17 @@ def replica_name(name: str, n: int, count: int) -> str:
 
 
 def record_replicas(
-    c: ApiContext, project_id: str, spec: InstanceCreate, source_id: str, count: int
+    c: ApiContext,
+    project_id: str,
+    spec: InstanceCreate,
+    source_id: str,
+    count: int,
+    access: Access | None = None,
 ) -> list[str]:
     """Record ``count`` BUILDING replicas of the project's instance ``source_id`` within its
     quotas (named ``spec.name``, or ``<name>-1`` to ``<name>-<count>`` when several), on the
-    source's network and with its configuration group unless the request names others;
+    source's network and with its configuration group unless the request names others, and
+    letting in whom the source lets in (unpublished) unless ``access`` says otherwise;
     returns their ids.
 
     Raises InstanceNotFound, OperationNotSupported (a datastore without replication),
@@ -115,7 +122,7 @@ def record_replicas(
                 s, c.settings, project_id, ram=source.flavor.ram, volume=source.volume_size
             )
             name = replica_name(spec.name, n, count)
-            ids.append(_add(c, s, source, name, network_id, configuration_id))
+            ids.append(_add(c, s, source, name, network_id, configuration_id, access))
             s.flush()  # counted by the next quota check
     return ids
 
@@ -127,30 +134,31 @@ def _add(
     name: str,
     network_id: str | None,
     configuration_id: str | None,
+    access: Access | None,
 ) -> str:
     instance_id = new_id()
     now = utcnow()
-    s.add(
-        Instance(
-            id=instance_id,
-            project_id=source.project_id,
-            name=name,
-            flavor_id=source.flavor_id,
-            datastore_version_id=source.datastore_version_id,
-            volume_size=source.volume_size,
-            network_id=network_id,
-            compute_driver=c.settings.compute_driver,
-            task=Task.BUILDING.value,
-            task_started_at=now,
-            compute_state=ComputeState.BUILD.value,
-            port=source.port,
-            configuration_id=configuration_id,
-            replica_of_id=source.id,
-            task_args=c.sealer.seal(instance_id, CreateArgs([], [])),
-            created=now,
-            updated=now,
-        )
+    inst = Instance(
+        id=instance_id,
+        project_id=source.project_id,
+        name=name,
+        flavor_id=source.flavor_id,
+        datastore_version_id=source.datastore_version_id,
+        volume_size=source.volume_size,
+        network_id=network_id,
+        compute_driver=c.settings.compute_driver,
+        task=Task.BUILDING.value,
+        task_started_at=now,
+        compute_state=ComputeState.BUILD.value,
+        port=source.port,
+        configuration_id=configuration_id,
+        replica_of_id=source.id,
+        task_args=c.sealer.seal(instance_id, CreateArgs([], [])),
+        created=now,
+        updated=now,
     )
+    store_access(inst, access or Access(allowed_cidrs=access_of(source).allowed_cidrs))
+    s.add(inst)
     return instance_id
 
 

@@ -252,10 +252,11 @@ class InstanceDatastore(View):
 
 
 class Access(View):
-    """``{}`` until the instance has addresses, which tell whether it is public."""
+    """Who may connect: published on the host's public address or not, and the networks
+    clients may connect from (``0.0.0.0/0``: every address)."""
 
-    is_public: bool = optional_key()
-    allowed_cidrs: list[str] = optional_key()
+    is_public: bool
+    allowed_cidrs: list[str]
 
 
 class Volume(View):
@@ -266,6 +267,8 @@ class Address(View):
     address: str
     type: str
     network: str = optional_key()
+    #: A Cove extension on the ``public`` address: the port the instance is published on.
+    port: int = optional_key()
 
 
 class InstanceFaultInfo(View):

@@ -14,7 +14,7 @@ from sqlalchemy.orm import object_session
 from cove.common.settings import Settings
 from cove.db.backups import store_of
 from cove.db.configurations import values_of
-from cove.db.instances import replicas_of
+from cove.db.instances import access_of, replicas_of
 from cove.db.models import (
     Backup,
     Cluster,
@@ -87,17 +87,23 @@ def datastore_view(request: Request, project_id: str, ds: Datastore) -> dict[str
     return view
 
 
-def _addresses(inst: Instance) -> list[dict[str, str]]:
-    """Trove's ``addresses``, naming the instance's network (by name) when it can be read."""
+def _addresses(inst: Instance, settings: Settings) -> list[dict[str, Any]]:
+    """Trove's ``addresses``, naming the instance's network (by name) when it can be read;
+    a published instance's public address comes second, with its port."""
     if not inst.address:
         return []
-    entry = {"address": inst.address, "type": "private"}
+    entry: dict[str, Any] = {"address": inst.address, "type": "private"}
     session = object_session(inst)
     if inst.network is not None:
         entry["network"] = inst.network.name
     elif session is not None and (name := network_name(session, None)) is not None:
         entry["network"] = name  # a row from before networks: the default network's
-    return [entry]
+    entries = [entry]
+    if inst.is_public and inst.public_port is not None:
+        entries.append(
+            {"address": settings.public_address, "type": "public", "port": inst.public_port}
+        )
+    return entries
 
 
 def instance_view(
@@ -117,8 +123,7 @@ def instance_view(
     ``replicas`` (a source's live replicas: clients take an instance with ``replicas`` for a
     replica source), ``cluster_id`` (a cluster member's cluster), ``endpoints`` (a
     replication group's stable read-write and read-only addresses, a Cove extension),
-    ``hostname``, ``fault`` and ``configuration``. ``access`` is always there, ``{}`` until
-    addresses tell ``is_public``."""
+    ``hostname``, ``fault`` and ``configuration``. ``access`` is always there."""
     version = inst.datastore_version
     ds_name = version.datastore.name
     view: dict[str, Any] = {
@@ -133,14 +138,13 @@ def instance_view(
         },
         "datastore": {"type": ds_name, "version": version.name},
         "region": settings.region,
-        "access": {},
+        "access": access_of(inst).view(),
         "volume": {"size": inst.volume_size},
     }
-    addresses = _addresses(inst)
+    addresses = _addresses(inst, settings)
     if addresses:
         view["ip"] = [a["address"] for a in addresses]
         view["addresses"] = addresses
-        view["access"] = {"is_public": any(a["type"] == "public" for a in addresses)}
     if inst.cluster_id is not None:
         view["cluster_id"] = inst.cluster_id
     if inst.replica_of_id is not None:

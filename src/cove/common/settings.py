@@ -7,6 +7,7 @@ or at the path in ``COVE_CONFIG``) and ``COVE_*`` environment variables. Build i
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
     #: The control group (below each cgroup hierarchy's root) that holds one group per
     #: instance, sized by its flavor; used when Cove runs as root.
     cgroup_parent: str = Field("cove", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    #: Where an instance with ``access.is_public`` is published (this host's address that
+    #: clients outside it reach), each on a port of its own from ``public_port_min`` to
+    #: ``public_port_max``.
+    public_address: str = "127.0.0.1"
+    public_port_min: int = Field(20000, ge=1024, le=65535)
+    public_port_max: int = Field(20999, ge=1024, le=65535)
     heartbeat_interval: float = Field(5.0, gt=0)
     monitor_interval: float = Field(1.0, gt=0)
     build_timeout: float = Field(600.0, gt=0)
@@ -101,6 +108,17 @@ class Settings(BaseSettings):
         """The containers a backup request may name besides ``backup_container``."""
         return [n.strip() for n in self.backup_containers.split(",") if n.strip()]
 
+    @field_validator("public_address")
+    @classmethod
+    def _public_is_an_address(cls, value: str) -> str:
+        try:
+            address = ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError(f"public_address: '{value[:64]}' is not an IPv4 address") from None
+        if address.is_unspecified:
+            raise ValueError("public_address must be an address clients reach, not 0.0.0.0")
+        return str(address)
+
     @field_validator("address_pool")
     @classmethod
     def _pool_is_loopback(cls, value: str) -> str:
@@ -112,6 +130,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
+        if self.public_port_min > self.public_port_max:
+            raise ValueError("public_port_min must not be above public_port_max")
         self.data_dir = self.data_dir.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'cove.sqlite'}"

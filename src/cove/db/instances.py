@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from cove.common.text import shown
 from cove.db.backups import running_backup_of
 from cove.db.configurations import settings_changed, values_of
 from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Instance
+from cove.domain.access import Access
 from cove.domain.guest import Value
 from cove.domain.parameters import denied
 from cove.domain.status import ComputeState, GuestStatus, InstanceSnapshot, Task
@@ -315,6 +317,51 @@ def allocate_address(
         except IntegrityError:
             continue
     raise AddressPoolExhausted(f"could not allocate an address in {pool}; try again")
+
+
+def access_of(inst: Instance) -> Access:
+    """Who may connect to the instance, as its row records it."""
+    cidrs = tuple(json.loads(inst.allowed_cidrs)) if inst.allowed_cidrs else ()
+    return Access(is_public=inst.is_public, allowed_cidrs=cidrs)
+
+
+def store_access(inst: Instance, access: Access) -> None:
+    """Record ``access`` on the row; an instance no longer public gives its port up (the task
+    manager gives a public one a port, :func:`allocate_public_port`)."""
+    inst.is_public = access.is_public
+    inst.allowed_cidrs = json.dumps(list(access.allowed_cidrs)) if access.allowed_cidrs else None
+    if not access.is_public:
+        inst.public_port = None
+
+
+def allocate_public_port(
+    session: Session,
+    inst: Instance,
+    low: int,
+    high: int,
+    usable: Callable[[int], bool] = lambda _port: True,
+) -> int:
+    """Give the public instance the lowest free port from ``low`` to ``high`` (idempotent);
+    ports that ``usable`` rejects (held by something outside this Cove) are skipped.
+
+    Raises AddressPoolExhausted when none is left.
+    """
+    if inst.public_port is not None:
+        return inst.public_port
+    for _attempt in range(20):
+        used = set(session.scalars(select(Instance.public_port).where(Instance.public_port >= 0)))
+        candidate = next((p for p in range(low, high + 1) if p not in used and usable(p)), None)
+        if candidate is None:
+            raise AddressPoolExhausted(f"no free public port left from {low} to {high}")
+        try:
+            with session.begin_nested():
+                inst.public_port = candidate
+                session.flush()
+            return candidate
+        except IntegrityError:
+            inst.public_port = None
+            continue
+    raise AddressPoolExhausted(f"could not allocate a public port from {low} to {high}")
 
 
 def release_address(session: Session, instance_id: str) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -190,6 +191,12 @@ class Instance(Base):
     #: (from 0, in the order the members were asked for: the first bootstraps the cluster).
     cluster_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     cluster_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Who may connect (cove.domain.access): published on the host's public address, and
+    #: the networks let in (a JSON list; None: every address).
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    allowed_cidrs: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The port it is published on, once the task manager gave it one (while ``is_public``).
+    public_port: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

@@ -55,6 +55,7 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
         inst.updated = now
         inst.task = Task.NONE.value
         inst.address = None
+        inst.public_port = None
         s.flush()
         # The last replica gone, its primary is standalone again (and so is a primary that
         # goes: the API refuses to delete one with replicas).

@@ -200,15 +200,16 @@ def _update(
     project_id: str, instance_id: str, body: InstanceUpdateBody, request: Request, c: ApiContext
 ) -> Response:
     """Rename, attach a configuration group (``configuration: <id>``) or detach it
-    (``configuration: null``, or an empty ``{"instance": {}}`` as in Trove), or detach a
-    replica from its source (``replica_of: null`` or ``""``, or ``slave_of``)."""
+    (``configuration: null``, or an empty ``{"instance": {}}`` as in Trove), detach a
+    replica from its source (``replica_of: null`` or ``""``, or ``slave_of``), or change who
+    may connect (``access``)."""
     ctx, project_id = authorize_instance(request, project_id, instance_id, "instance:update")
     fields = body.instance.model_dump(exclude_unset=True)
     others = [k for k in fields if k != "name"]
     if len(others) > 1:
         raise BadRequest("Only one attribute (except 'name') is allowed to update.")
     for key in others:
-        if key not in ("configuration", "replica_of", "slave_of", "replication"):
+        if key not in ("configuration", "replica_of", "slave_of", "replication", "access"):
             raise NotImplementedFault(f"Updating '{key}' is not supported by Cove yet.")
     name = checked(names.instance_name, fields["name"]) if "name" in fields else None
     if others and others[0] in ("replica_of", "slave_of"):
@@ -219,6 +220,9 @@ def _update(
             )
         workflows.detach_replica(c, ctx, project_id, instance_id)  # checked, then started
         workflows.rename_instance(c, project_id, instance_id, name)
+        return _accepted()
+    if others and others[0] == "access":
+        workflows.update_access(c, project_id, instance_id, fields["access"], name)
         return _accepted()
     if others and others[0] == "replication" and body.instance.replication is not None:
         failover.update_replication(c, ctx, project_id, instance_id, body.instance.replication)
@@ -265,6 +269,9 @@ def patch_instance(
     request: Request,
     c: ApiContext = Depends(cove),
 ) -> Response:
+    if "access" in body.instance.model_fields_set:
+        # As Trove's schema for PATCH has it.
+        raise BadRequest("'access' is changed with PUT /instances/{id}, not PATCH.")
     return _update(project_id, instance_id, body, request, c)
 
 
