@@ -9,13 +9,15 @@ original fails there.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import pytest
 
 from cove.common.errors import ConfigurationError, UnknownMethod
 from cove.compute.base import ComputeDriver
+from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, PublishedEndpoint
+from cove.compute.firewall import Guarded
 from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
 from cove.rpc.envelope import (
@@ -259,6 +261,9 @@ class FakeDriver(ComputeDriver):
 
     ``fail(method, error)`` makes every later call of ``method`` raise ``error`` before doing
     anything (``error=None`` makes it work again).
+
+    ``published`` and ``guarded`` hold the last state ``serve_endpoints`` and ``guard`` were
+    given.
     """
 
     def __init__(self, name: str = "local") -> None:
@@ -272,6 +277,8 @@ class FakeDriver(ComputeDriver):
         self.settings: dict[str, GuestSettings | None] = {}
         self.states: dict[str, ComputeState] = {}
         self._failures: dict[str, BaseException] = {}
+        self.published: list[PublishedEndpoint] = []
+        self.guarded: list[Guarded] = []
 
     def __repr__(self) -> str:
         return f"FakeDriver({sorted(self.states)})"
@@ -336,6 +343,21 @@ class FakeDriver(ComputeDriver):
         self.states.pop(instance_id, None)
 
     # -- inside ---------------------------------------------------------------------------------
+
+    def serve_endpoints(
+        self,
+        groups: Sequence[GroupEndpoint],
+        clusters: Sequence[ClusterEndpoint] = (),
+        published: Sequence[PublishedEndpoint] = (),
+    ) -> bool:
+        self._check_failure("serve_endpoints")
+        self.published = list(published)
+        return True
+
+    def guard(self, guarded: Sequence[Guarded]) -> bool:
+        self._check_failure("guard")
+        self.guarded = list(guarded)
+        return True
 
     def _check_failure(self, method: str) -> None:
         error = self._failures.get(method)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 
 from accounts import add_account, password_auth
+from cove.compute.firewall import table_name
 from servers import free_port, remove_tree
 
 BIN = Path(sys.executable).parent
@@ -191,6 +193,11 @@ class ControlPlane:
         for acct in self.accounts:
             acct.http.close()
         _kill_leftovers(self.data_dir)
+        # A plane whose instances outlived it leaves its filter on the host (as it would for
+        # instances that run on); a test's must go with it.
+        if os.geteuid() == 0 and shutil.which("nft"):
+            table = table_name(self.data_dir.resolve())
+            subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
         remove_tree(self.base)
 
     # -- API helpers -------------------------------------------------------------------------

@@ -41,10 +41,11 @@ def _no_control_groups_nor_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
     finds neither (the real ones are tested in tests/integration/test_cgroups.py and the e2e
     tests)."""
     from cove.common import cgroups
-    from cove.compute import volumes
+    from cove.compute import firewall, volumes
 
     monkeypatch.setattr(cgroups, "detect", lambda parent: (None, "unit tests make no groups"))
     monkeypatch.setattr(volumes, "detect", lambda images: (None, "unit tests mount nothing"))
+    monkeypatch.setattr(firewall, "detect", lambda data: (None, "unit tests filter nothing"))
 
 
 @pytest.fixture(scope="session")

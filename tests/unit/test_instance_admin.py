@@ -395,7 +395,8 @@ def test_management_views_carry_trove_fields_from_the_rows(cloud: Cloud) -> None
     assert (item["deleted"], item["deleted_at"]) == (False, None)
     assert item["task_description"] == "No task is running."
     assert item["service_status"] == "HEALTHY"
-    assert item["ip"] == ["127.42.0.9"] and item["access"] == {"is_public": False, "allowed_cidrs": ["0.0.0.0/0"]}
+    assert item["ip"] == ["127.42.0.9"]
+    assert item["access"] == {"is_public": False, "allowed_cidrs": ["0.0.0.0/0"]}
     assert not {"replicas", "replica_of", "hostname", "fault", "configuration"} & item.keys()
     unplaced = next(i for i in listed if i["id"] == building)
     assert unplaced["server"]["status"] == "BUILD" and unplaced["service_status"] is None

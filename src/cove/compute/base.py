@@ -19,6 +19,10 @@ manager is its only caller.
   reload them (``apply_configuration``). A driver that sizes the place itself (a cgroup, a
   volume) resizes it here; a volume only ever grows.
 * ``destroy`` is idempotent and leaves nothing behind: processes, files and the volume.
+* ``serve_endpoints`` and ``guard`` are given the whole wanted state of the host's endpoints
+  (groups, clusters, published instances) and of its filter on who may connect, every 0.2 s by
+  the task manager's coordinator: cheap when nothing changed, False when the driver has
+  neither to offer.
 * Drivers raise ``ConfigurationError`` at construction when they cannot work on this host,
   naming what is missing.
 """
@@ -28,7 +32,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint
+from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, PublishedEndpoint
+from cove.compute.firewall import Guarded
 from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
 
@@ -73,13 +78,23 @@ class ComputeDriver(ABC):
         return False
 
     def serve_endpoints(
-        self, groups: Sequence[GroupEndpoint], clusters: Sequence[ClusterEndpoint] = ()
+        self,
+        groups: Sequence[GroupEndpoint],
+        clusters: Sequence[ClusterEndpoint] = (),
+        published: Sequence[PublishedEndpoint] = (),
     ) -> bool:
-        """Make this host's endpoints forward exactly for ``groups`` and ``clusters``
-        (``compute/endpoints.py``): cheap when nothing changed, a new primary without
-        dropping other connections.
+        """Make this host's endpoints forward exactly for ``groups``, ``clusters`` and
+        ``published`` (``compute/endpoints.py``): cheap when nothing changed, a new primary
+        without dropping other connections.
         False when the driver has no endpoints to offer. Raises OSError or
         subprocess.SubprocessError when they cannot be served (asked again soon)."""
+        return False
+
+    def guard(self, guarded: Sequence[Guarded]) -> bool:
+        """Make this host refuse connections to each of ``guarded`` from outside its networks,
+        and filter no other instance (``compute/firewall.py``): cheap when nothing changed.
+        False when the driver cannot filter here. Raises OSError when the filter cannot be
+        set (asked again soon)."""
         return False
 
     def address_usable(self, address: str, port: int) -> bool:

@@ -41,9 +41,11 @@ from cove.common import cgroups, procfs
 from cove.common.errors import ConfigurationError, UnsafePath, VolumeError
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
+from cove.compute import firewall as host_firewall
 from cove.compute import localfs, volumes
 from cove.compute.base import ComputeDriver
-from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, HAProxy
+from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, HAProxy, PublishedEndpoint
+from cove.compute.firewall import Guarded
 from cove.domain.datastores import DATASTORES, StrayServer
 from cove.domain.guest import GuestSettings
 from cove.domain.status import ComputeState
@@ -94,6 +96,7 @@ class LocalDriver(ComputeDriver):
             store.chmod(0o700)
         self.cgroups, found = cgroups.detect(settings.cgroup_parent)
         self.volumes, volumes_found = volumes.detect(settings.data_dir / "volumes")
+        self.firewall, firewall_found = host_firewall.detect(settings.data_dir)
         # Instances whose memory limit the kernel could not lower yet: asked again later.
         self._pending: set[str] = set()
         if check:
@@ -115,6 +118,16 @@ class LocalDriver(ComputeDriver):
                 )
             else:
                 LOG.info("each instance's files are a volume of its own (%s)", volumes_found)
+            if self.firewall is None:
+                LOG.warning(
+                    "access.allowed_cidrs is NOT enforced: %s; only the database servers' "
+                    "own authentication keeps clients out",
+                    firewall_found,
+                )
+            else:
+                LOG.info(
+                    "who may connect to an instance is filtered by the host (%s)", firewall_found
+                )
         self._mount_all()
 
     # -- checks ------------------------------------------------------------------------------
@@ -508,11 +521,20 @@ class LocalDriver(ComputeDriver):
             raise OSError(f"cannot remove the control group of {instance_id}: {exc}") from exc
 
     def serve_endpoints(
-        self, groups: Sequence[GroupEndpoint], clusters: Sequence[ClusterEndpoint] = ()
+        self,
+        groups: Sequence[GroupEndpoint],
+        clusters: Sequence[ClusterEndpoint] = (),
+        published: Sequence[PublishedEndpoint] = (),
     ) -> bool:
         if not self.endpoints.available:
             return False
-        self.endpoints.apply(groups, clusters)
+        self.endpoints.apply(groups, clusters, published)
+        return True
+
+    def guard(self, guarded: Sequence[Guarded]) -> bool:
+        if self.firewall is None:
+            return False
+        self.firewall.apply(guarded)
         return True
 
     def fence(self, instance_id: str) -> bool:

@@ -1,10 +1,13 @@
-"""The task manager's part of the groups' and clusters' stable endpoints: allocating their
-addresses and handing the compute driver what each should forward to
-(``cove.compute.endpoints``).
+"""The task manager's part of the host's endpoints and its filter on who may connect:
+allocating the addresses of groups' and clusters' stable endpoints and the ports of public
+instances, and handing the compute driver what each should forward to
+(``cove.compute.endpoints``) and whom each instance lets in (``cove.compute.firewall``).
 
-The coordinator calls :func:`serve_endpoints` every 0.2 s with the control database as the
-truth: the read-write endpoint follows ``primary_id`` (named before a promotion, so no client
-reaches a primary that is being replaced), the read-only one every replica with an address.
+The coordinator calls :func:`serve_endpoints` and :func:`guard_instances` every 0.2 s with
+the control database as the truth: the read-write endpoint follows ``primary_id`` (named
+before a promotion, so no client reaches a primary that is being replaced), the read-only one
+every replica with an address; a change of an instance's ``access`` is in force within that
+time.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cove.common.errors import CoveError
-from cove.compute.endpoints import Backend, ClusterEndpoint, GroupEndpoint
+from cove.compute.endpoints import Backend, ClusterEndpoint, GroupEndpoint, PublishedEndpoint
+from cove.compute.firewall import Guarded
 from cove.db.clusters import members as cluster_members
-from cove.db.instances import allocate_address
+from cove.db.instances import access_of, allocate_address, allocate_public_port
 from cove.db.models import Cluster, Instance, ReplicationGroup
 from cove.db.networks import address_pool
 from cove.db.replication import endpoint_owner, members
@@ -29,10 +33,11 @@ LOG = logging.getLogger(__name__)
 
 
 def serve_endpoints(tc: TaskContext) -> None:
-    """Give the driver the endpoints of every group whose primary it places and of every
-    active-active cluster whose members it places, allocating the addresses of one that has
-    none yet. Raises what the driver raises (OSError, subprocess.SubprocessError) and
-    AddressPoolExhausted for a group."""
+    """Give the driver the endpoints of every group whose primary it places, of every
+    active-active cluster whose members it places and of every public instance it places,
+    allocating the addresses (and public ports) of those that have none yet. Raises what the
+    driver raises (OSError, subprocess.SubprocessError) and AddressPoolExhausted for a
+    group."""
     wanted = []
     with tc.db.session() as s:
         rows = s.execute(
@@ -59,7 +64,100 @@ def serve_endpoints(tc: TaskContext) -> None:
                     replicas=replicas,
                 )
             )
-    tc.driver.serve_endpoints(wanted, cluster_endpoints(tc))
+        published = _published(tc, s)
+    tc.driver.serve_endpoints(wanted, cluster_endpoints(tc), published)
+
+
+def _published(tc: TaskContext, s: Session) -> list[PublishedEndpoint]:
+    """The public instances this driver places, each given a port on the public address when
+    it has none yet (one that cannot have one is logged and left unpublished)."""
+    address = tc.settings.public_address
+    wanted = []
+    rows = s.scalars(
+        select(Instance).where(
+            Instance.deleted.is_(False),
+            Instance.is_public.is_(True),
+            Instance.address.is_not(None),
+            Instance.compute_driver == tc.driver.name,
+        )
+    ).all()
+    for inst in rows:
+        assert inst.address is not None
+        if inst.public_port is None:
+            try:
+                port = allocate_public_port(
+                    s,
+                    inst,
+                    tc.settings.public_port_min,
+                    tc.settings.public_port_max,
+                    lambda port: tc.driver.address_usable(address, port),
+                )
+            except CoveError as exc:
+                LOG.error("instance %s is not published: %s", inst.id, exc.message)
+                continue
+            LOG.info("instance %s is published on %s:%d", inst.id, address, port)
+        assert inst.public_port is not None
+        wanted.append(
+            PublishedEndpoint(address, inst.public_port, Backend(inst.id, inst.address, inst.port))
+        )
+    return wanted
+
+
+#: Sources every guarded instance lets in: the host's own services (the endpoints' proxy,
+#: guest agents, replication between its instances) connect from there.
+HOST = "127.0.0.1/32"
+
+
+def guard_instances(tc: TaskContext) -> bool:
+    """Give the driver every instance it places that lets in only some networks, with where
+    it is reached (its address, its published port, its group's endpoints when it is the
+    primary) and the sources it lets in besides (the host, its group's or cluster's other
+    members). Returns False when the driver cannot filter. Raises what the driver raises
+    (OSError)."""
+    guarded = []
+    with tc.db.session() as s:
+        rows = s.scalars(
+            select(Instance).where(
+                Instance.deleted.is_(False),
+                Instance.allowed_cidrs.is_not(None),
+                Instance.address.is_not(None),
+                Instance.compute_driver == tc.driver.name,
+            )
+        ).all()
+        for inst in rows:
+            access = access_of(inst)
+            if access.everyone:
+                continue
+            assert inst.address is not None
+            targets = [(inst.address, inst.port)]
+            if inst.is_public and inst.public_port is not None:
+                targets.append((tc.settings.public_address, inst.public_port))
+            group = s.scalars(
+                select(ReplicationGroup).where(ReplicationGroup.primary_id == inst.id)
+            ).first()
+            if group is not None:
+                targets += [
+                    (address, inst.port)
+                    for address in (group.rw_address, group.ro_address)
+                    if address is not None
+                ]
+            guarded.append(
+                Guarded(inst.id, tuple(targets), access.allowed_cidrs, _trusted(s, inst))
+            )
+    return tc.driver.guard(guarded)
+
+
+def _trusted(s: Session, inst: Instance) -> tuple[str, ...]:
+    """The host and the addresses of the instance's replication group or cluster."""
+    peers: list[Instance] = []
+    primary_id = inst.replica_of_id or inst.id
+    primary = s.get(Instance, primary_id)
+    if primary is not None:
+        peers += [primary, *members(s, primary_id)]
+    if inst.cluster_id is not None:
+        peers += cluster_members(s, inst.cluster_id)
+    addresses = {f"{p.address}/32" for p in peers if p.address and p.id != inst.id}
+    return (HOST, *sorted(addresses - {HOST}))
 
 
 #: The member tasks that keep a member in its cluster's rotation.

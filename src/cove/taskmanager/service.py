@@ -24,7 +24,7 @@ from cove.taskmanager.backup import TidyRetries, purge_deleted, run_backup, tidy
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
-from cove.taskmanager.endpoints import serve_endpoints
+from cove.taskmanager.endpoints import guard_instances, serve_endpoints
 from cove.taskmanager.monitor import check_instances
 from cove.taskmanager.replicas import detach_replica
 from cove.taskmanager.resize import resize_instance
@@ -244,6 +244,7 @@ class TaskManager:
             for name, step in (
                 ("failover", self._start_failovers),
                 ("endpoints", lambda: serve_endpoints(self.tc)),
+                ("access", lambda: guard_instances(self.tc)),
                 ("rejoin", self._start_rejoins),
             ):
                 try:
