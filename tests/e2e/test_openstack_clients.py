@@ -393,6 +393,7 @@ def test_openstack_database_commands(
     cli_backups(run, cove_up)
     cli_replicas(run, cove_up)
     cli_configuration_and_resize(run, root_pw, cove_up)
+    cli_network_access(run)
     cli_delete(run)
 
 
@@ -669,6 +670,26 @@ def cli_configuration_and_resize(run: CliInstance, root_pw: str, plane: ControlP
         0.3,
         "the larger volume",
     )
+
+
+def cli_network_access(run: CliInstance) -> None:
+    """`instance update --is-public/--is-private --allowed-cidr` change who may connect, and
+    `show` prints what the API keeps (the host's filter itself: test_access_flow.py)."""
+    cli, name = run.cli, run.name
+    shown = cli.json("database", "instance", "show", name)
+    assert shown["public"] is False and shown["allowed_cidrs"] == ["0.0.0.0/0"]
+    cidrs = ["192.0.2.0/24", "198.51.100.0/24"]
+    cli.ok(
+        "database", "instance", "update", name, "--is-public",
+        "--allowed-cidr", cidrs[0], "--allowed-cidr", cidrs[1],
+    )  # fmt: skip
+    shown = cli.json("database", "instance", "show", name)
+    assert shown["public"] is True and shown["allowed_cidrs"] == cidrs
+    bad = cli.run("database", "instance", "update", name, "--allowed-cidr", "10.0.0.0/40")
+    assert bad.returncode != 0 and "10.0.0.0/40" in bad.stderr
+    cli.ok("database", "instance", "update", name, "--is-private", "--allowed-cidr", "0.0.0.0/0")
+    shown = cli.json("database", "instance", "show", name)
+    assert shown["public"] is False and shown["allowed_cidrs"] == ["0.0.0.0/0"]
 
 
 def cli_delete(run: CliInstance) -> None:
