@@ -500,14 +500,17 @@ def test_the_banner_says_loudly_which_limits_are_not_enforced(
     from cove.cli import bootstrap
     from cove.common import cgroups
     from cove.common.settings import Settings
-    from cove.compute import volumes
+    from cove.compute import firewall, volumes
 
     settings = Settings(data_dir=tmp_path)
     line = bootstrap.limits_line(settings)
     assert line.startswith("none\n  NOT ENFORCED: memory and CPU (unit tests make no groups)")
     assert "volume sizes (unit tests mount nothing)" in line
+    assert "allowed_cidrs (unit tests filter nothing)" in line
     monkeypatch.setattr(cgroups, "detect", lambda parent: (object(), "cgroup v1"))
     monkeypatch.setattr(volumes, "detect", lambda images: (object(), "loop-mounted XFS images"))
+    monkeypatch.setattr(firewall, "detect", lambda data: (object(), "nftables table cove_x"))
     assert bootstrap.limits_line(settings) == (
-        "memory and CPU of the flavor (cgroup v1); volume sizes (loop-mounted XFS images)"
+        "memory and CPU of the flavor (cgroup v1); volume sizes (loop-mounted XFS images); "
+        "allowed_cidrs (nftables table cove_x)"
     )

@@ -30,7 +30,7 @@ from cove.cli import clouds
 from cove.cli.clouds import Login
 from cove.common import cgroups
 from cove.common.settings import Settings
-from cove.compute import volumes
+from cove.compute import firewall, volumes
 
 if TYPE_CHECKING:
     from cove.db.engine import Database
@@ -259,6 +259,11 @@ def limits_line(settings: Settings) -> str:
         held.append(f"volume sizes ({why_volumes})")
     else:
         lacking.append(f"volume sizes ({why_volumes})")
+    host_filter, why_filter = firewall.detect(settings.data_dir)
+    if host_filter is not None:
+        held.append(f"allowed_cidrs ({why_filter})")
+    else:
+        lacking.append(f"allowed_cidrs ({why_filter})")
     line = "; ".join(held) if held else "none"
     if lacking:
         line += "\n  NOT ENFORCED: " + "; ".join(lacking)
