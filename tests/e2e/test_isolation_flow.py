@@ -5,6 +5,8 @@ the kill; a resize changes the limits live; a delete leaves no group behind."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 import threading
 from pathlib import Path
@@ -17,6 +19,7 @@ from datastores import DATASTORES, LOGIN_ERRORS
 from harness import ControlPlane, wait_for
 
 from cove.common import cgroups, procfs
+from cove.common.service_user import instance_user_name
 
 pytestmark = pytest.mark.e2e
 
@@ -170,6 +173,57 @@ def test_a_flavor_caps_memory_and_cpu_and_a_greedy_query_hurts_no_neighbour(
         assert groups.pids(iid) == []
         with pytest.raises(FileNotFoundError):
             groups.limits(iid)
+
+
+def _run_as(uid: int, gid: int, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), user=uid, group=gid, extra_groups=[], capture_output=True, text=True
+    )
+
+
+def test_each_instance_runs_as_a_user_of_its_own(cove_up: ControlPlane) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root runs instances as users of their own")
+    plane, api = cove_up, cove_up.http
+    ids = [
+        plane.create(name="own-pg", datastore={"type": "postgresql"})["id"],
+        plane.create(name="own-redis", datastore={"type": "redis"})["id"],
+    ]
+    try:
+        for iid in ids:
+            plane.wait_status(iid, "ACTIVE", timeout=180)
+        users = [pwd.getpwnam(instance_user_name(iid)) for iid in ids]
+        service = pwd.getpwnam("cove")
+        assert len({u.pw_uid for u in users} | {service.pw_uid}) == 3
+        instances = [plane.data_dir / "instances" / iid for iid in ids]
+        for iid, user, base in zip(ids, users, instances, strict=True):
+            # The agent and the server (and what it started) run as the instance's user.
+            agent = int((base / "run" / "guestagent.lock").read_text().split()[0])
+            assert procfs.owned_by(agent, user.pw_uid)
+            servers = [p for p in procfs.descendants(agent) if procfs.owned_by(p, user.pw_uid)]
+            assert servers, f"no server of {iid} runs as {user.pw_name}"
+            assert base.stat().st_uid == user.pw_uid
+        (pg_user, redis_user), (pg_dir, redis_dir) = users, instances
+        # Each reads its own files, not the other's.
+        for user, own, other in ((pg_user, pg_dir, redis_dir), (redis_user, redis_dir, pg_dir)):
+            mine = _run_as(user.pw_uid, user.pw_gid, "cat", str(own / "conf" / "guest.json"))
+            assert (mine.returncode == 0 and ids[0] in mine.stdout) or ids[1] in mine.stdout
+            for argv in (
+                ("cat", str(other / "conf" / "guest.json")),
+                ("ls", str(other / "data")),
+                ("ls", str(other)),
+            ):
+                theirs = _run_as(user.pw_uid, user.pw_gid, *argv)
+                assert theirs.returncode != 0, argv
+                assert "Permission denied" in theirs.stderr, theirs.stderr
+    finally:
+        for iid in ids:
+            api.delete(f"/instances/{iid}")
+    for iid in ids:
+        wait_for(lambda i=iid: api.get(f"/instances/{i}").status_code == 404, 60, 0.1, "deletion")
+        # The user goes with its instance.
+        with pytest.raises(KeyError):
+            pwd.getpwnam(instance_user_name(iid))
 
 
 def _mount_source(path: Path) -> str | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +22,8 @@ PORT = 15432
 
 
 @pytest.fixture
-def host_filter() -> Iterator[Firewall]:
-    data = Path(tempfile.mkdtemp(prefix="cove-firewall-"))
-    found, why = firewall.detect(data)
+def host_filter(tmp_path: Path) -> Iterator[Firewall]:
+    found, why = firewall.detect(tmp_path)
     if found is None:
         pytest.skip(f"no host filter here: {why}")
     try:

@@ -44,7 +44,9 @@ def test_instances_dir_layout(tmp_path):
     LocalDriver(load_settings(data_dir=tmp_path), check=False)
     assert list((tmp_path / "instances").iterdir()) == []
     assert (tmp_path / "instances").stat().st_mode & 0o777 == 0o711
-    assert (tmp_path / "templates").stat().st_mode & 0o777 == 0o700
+    # As root, the service user makes templates and every instance's user reads them.
+    shared = 0o750 if os.geteuid() == 0 else 0o700
+    assert (tmp_path / "templates").stat().st_mode & 0o777 == shared
 
 
 # -- an instance laid out without an agent ---------------------------------------------------

@@ -40,7 +40,8 @@ class EmbeddedBus:
             [
                 "port 0",
                 f"unixsocket {self.socket}",
-                "unixsocketperm 700",
+                # Every instance's user is in the service user's group (common/service_user.py).
+                f"unixsocketperm {'770' if self.identity.switch else '700'}",
                 f"dir {self.dir}",
                 'save ""',
                 "appendonly no",
@@ -63,10 +64,13 @@ class EmbeddedBus:
                 f"'{self.settings.redis_server}' was not found: install redis-server "
                 "('make run' does) or set COVE_TRANSPORT_URL to an existing bus"
             )
-        for path in (self.socket.parent, self.dir):
+        for path, mode in (
+            (self.socket.parent, 0o750 if self.identity.switch else 0o700),
+            (self.dir, 0o700),
+        ):
             path.mkdir(parents=True, exist_ok=True)
             os.chown(path, self.uid, self.gid)
-            path.chmod(0o700)
+            path.chmod(mode)
         if self.socket.exists() and _answers(self.socket):
             raise ConfigurationError(
                 f"a bus is already running on {self.socket}: is another 'cove up' using "

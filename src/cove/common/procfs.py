@@ -55,6 +55,20 @@ def processes_with_arg(uid: int, arg: str) -> list[int]:
     return found
 
 
+def processes_of(uid: int) -> list[int]:
+    """The pids of the processes run by ``uid`` (effective)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                found.append(int(entry.name))
+        except OSError:
+            continue  # it exited meanwhile
+    return found
+
+
 def working_in(uid: int, directory: os.stat_result) -> list[int]:
     """The pids of the processes run by ``uid`` (effective) whose working directory is
     ``directory``; a process that exits while the list is made is left out."""

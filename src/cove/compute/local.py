@@ -39,10 +39,16 @@ from pathlib import Path
 
 from cove.common import cgroups, procfs
 from cove.common.errors import ConfigurationError, UnsafePath, VolumeError
-from cove.common.service_user import service_user
+from cove.common.service_user import (
+    ServiceUser,
+    ensure_instance_user,
+    instance_user,
+    remove_instance_user,
+    service_user,
+)
 from cove.common.settings import Settings
 from cove.compute import firewall as host_firewall
-from cove.compute import localfs, volumes
+from cove.compute import localfs, templates, volumes
 from cove.compute.base import ComputeDriver
 from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, HAProxy, PublishedEndpoint
 from cove.compute.firewall import Guarded
@@ -76,6 +82,8 @@ class LocalDriver(ComputeDriver):
         self._destroying: set[str] = set()
         self.identity = service_user(settings.service_user)
         self.user, self.uid, self.gid = self.identity.name, self.identity.uid, self.identity.gid
+        # Instances' own users, once looked up (see _owner).
+        self._owners: dict[str, ServiceUser] = {}
         self.endpoints = HAProxy(
             settings.data_dir / "run" / "haproxy", self.user if self.identity.switch else None
         )
@@ -87,13 +95,20 @@ class LocalDriver(ComputeDriver):
         self.root.chmod(0o711)
         self.templates.mkdir(parents=True, exist_ok=True)
         os.chown(self.templates, self.uid, self.gid)
-        self.templates.chmod(0o700)
+        # The service user makes templates (compute/templates.py); instances' users read them.
+        self.templates.chmod(0o750 if self.identity.switch else 0o700)
         if settings.backup_store == "filesystem":
-            # Guest agents write their backups there themselves, as the service user.
+            # Guest agents write their backups there themselves, each as its instance's user,
+            # all in the service user's group (storage/filesystem.py).
             store = Path(settings.backup_location)
             store.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chown(store, self.uid, self.gid)
-            store.chmod(0o700)
+            if self.identity.switch:
+                store.chmod(0o3770)
+                # Backups made when all instances ran as the service user: now the group's.
+                localfs.share_tree(store, self.gid, 0o3770, 0o640)
+            else:
+                store.chmod(0o700)
         self.cgroups, found = cgroups.detect(settings.cgroup_parent)
         self.volumes, volumes_found = volumes.detect(settings.data_dir / "volumes")
         self.firewall, firewall_found = host_firewall.detect(settings.data_dir)
@@ -205,7 +220,14 @@ class LocalDriver(ComputeDriver):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def create(self, spec: GuestSettings) -> None:
-        """Raises ConfigurationError for a too long path, UnsafePath for a tampered directory."""
+        """Raises ConfigurationError for a too long path, UnsafePath for a tampered directory,
+        OSError when the instance's user cannot be made."""
+        if self.identity.switch:
+            self._owners[spec.instance_id] = ensure_instance_user(spec.instance_id, self.gid)
+            try:
+                templates.ensure(spec, self.templates, self.identity)
+            except (OSError, subprocess.SubprocessError) as exc:
+                LOG.warning("no template data directory for %s (%s)", spec.instance_id, exc)
         self._lay_out(spec)
         self._limit(spec)
         self.ensure_running(spec.instance_id)
@@ -222,6 +244,20 @@ class LocalDriver(ComputeDriver):
         self._lay_out(spec)
         self._limit(spec)
         return previous
+
+    def _owner(self, instance_id: str) -> ServiceUser:
+        """Who runs the instance and owns its files: its own user when Cove runs as root,
+        else whoever runs Cove; the service user for an instance made before instances had
+        users of their own."""
+        if not self.identity.switch:
+            return self.identity
+        owner = self._owners.get(instance_id)
+        if owner is None:
+            owner = instance_user(instance_id)
+            if owner is None:
+                return self.identity
+            self._owners[instance_id] = owner
+        return owner
 
     def _limit(self, spec: GuestSettings) -> bool:
         """Make the instance's control group and write its flavor's limits; whether they
@@ -257,7 +293,7 @@ class LocalDriver(ComputeDriver):
                 LOG.warning("instance %s: %s", instance_id, exc.message)
                 return
             pending = instance_id in self._pending
-            if pid is None or pid <= 0 or not procfs.owned_by(pid, self.uid):
+            if pid is None or pid <= 0 or not procfs.owned_by(pid, self._owner(instance_id).uid):
                 return
             if not pending and self.cgroups.contains(instance_id, pid):
                 return
@@ -296,7 +332,9 @@ class LocalDriver(ComputeDriver):
         """The settings guest.json holds now, or None when they cannot be read."""
         path = self.config_path(instance_id)
         try:
-            text = localfs.read_owned(self.root, self._parts(path), self.uid, limit=1 << 20)
+            text = localfs.read_owned(
+                self.root, self._parts(path), self._owner(instance_id).uid, limit=1 << 20
+            )
             settings: GuestSettings = from_wire(GuestSettings, json.loads(text), "guest")
         except (OSError, UnsafePath, ValueError) as exc:
             LOG.warning("cannot read the settings of instance %s: %s", instance_id, exc)
@@ -311,14 +349,15 @@ class LocalDriver(ComputeDriver):
                 "choose a shorter COVE_DATA_DIR"
             )
         self._place_volume(spec, base)
-        localfs.make_dirs(base, SUBDIRS, self.uid, self.gid)
+        owner = self._owner(spec.instance_id)
+        localfs.make_dirs(base, SUBDIRS, owner.uid, owner.gid)
         placed = replace(spec, instance_dir=str(base), template_dir=str(self.templates))
         text = json.dumps(to_wire(placed), indent=2)
         self._write_private(self.config_path(spec.instance_id), text)
         lock = base / "run" / LOCK_NAME
         st = localfs.lstat(self.root, *self._parts(lock))
         # A lock the agent could not have made (a link, another owner's file) is replaced.
-        if st is None or not stat.S_ISREG(st.st_mode) or st.st_uid != self.uid:
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_uid != owner.uid:
             self._write_private(lock, "")
 
     def _place_volume(self, spec: GuestSettings, base: Path) -> None:
@@ -347,7 +386,8 @@ class LocalDriver(ComputeDriver):
         if os.path.isdir(base) and not os.path.ismount(base):
             size = self.volumes.image(instance_id).stat().st_size // volumes.GIB
             self.volumes.ensure(instance_id, base, size)
-            localfs.make_dirs(base, SUBDIRS, self.uid, self.gid)
+            owner = self._owner(instance_id)
+            localfs.make_dirs(base, SUBDIRS, owner.uid, owner.gid)
 
     def _mount_all(self) -> None:
         """Mount the volumes of this host's instances that are not (the host restarted):
@@ -374,7 +414,9 @@ class LocalDriver(ComputeDriver):
 
         Raises UnsafePath when a directory on the way is not a real directory.
         """
-        localfs.write_private(self.root, self._parts(path), text, self.uid, self.gid)
+        parts = self._parts(path)
+        owner = self._owner(parts[0])
+        localfs.write_private(self.root, parts, text, owner.uid, owner.gid)
 
     def agent_pid(self, instance_id: str) -> int | None:
         """The pid the live guest agent wrote, or None when none holds the lock.
@@ -384,7 +426,9 @@ class LocalDriver(ComputeDriver):
         """
         lock = self.instance_dir(instance_id) / "run" / LOCK_NAME
         try:
-            fd = localfs.open_owned(self.root, self._parts(lock), os.O_RDONLY, self.uid)
+            fd = localfs.open_owned(
+                self.root, self._parts(lock), os.O_RDONLY, self._owner(instance_id).uid
+            )
         except FileNotFoundError:
             return None
         with os.fdopen(fd, "r") as fh:
@@ -428,7 +472,8 @@ class LocalDriver(ComputeDriver):
     def _spawn(self, instance_id: str, config: Path) -> None:
         base = self.instance_dir(instance_id)
         log_path = base / "log" / "guestagent.log"
-        fd = localfs.open_log(self.root, self._parts(log_path), self.uid, self.gid)
+        owner = self._owner(instance_id)
+        fd = localfs.open_log(self.root, self._parts(log_path), owner.uid, owner.gid)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cove.guestagent.main", "--config", str(config)],
@@ -438,9 +483,9 @@ class LocalDriver(ComputeDriver):
                 stdout=fd,
                 stderr=fd,
                 start_new_session=True,
-                user=self.identity.popen_user,
-                group=self.identity.popen_group,
-                extra_groups=self.identity.popen_extra_groups,
+                user=owner.popen_user,
+                group=owner.popen_group,
+                extra_groups=owner.popen_extra_groups,
             )
         finally:
             os.close(fd)
@@ -479,6 +524,7 @@ class LocalDriver(ComputeDriver):
             self._remove_group(instance_id)
             if self.volumes is not None:
                 self.volumes.image(instance_id).unlink(missing_ok=True)
+            self._remove_user(instance_id)
             return
         try:
             with self._spawn_lock:
@@ -494,21 +540,41 @@ class LocalDriver(ComputeDriver):
             shutil.rmtree(base, ignore_errors=True)
             if os.path.lexists(base):
                 raise OSError(f"could not remove {base}")
+            self._remove_user(instance_id)
         finally:
             with self._spawn_lock:
                 self._destroying.discard(instance_id)
                 self._spawned.pop(instance_id, None)
                 self._pending.discard(instance_id)
+                self._owners.pop(instance_id, None)
         LOG.info("removed instance %s", instance_id)
+
+    def _remove_user(self, instance_id: str) -> None:
+        """Kill what still runs as the instance's own user (a process that left its control
+        group, or a host without groups), then remove the user: with its directory gone no
+        file of the host names it, so its uid may be given to a new one. Raises OSError."""
+        owner = self._owner(instance_id)
+        if not self.identity.switch or owner.uid == self.uid:
+            return  # nobody's own: the service user runs it
+        procs = []
+        for pid in procfs.processes_of(owner.uid):
+            proc = localfs.Process.claim(pid, lambda p: procfs.owned_by(p, owner.uid))
+            if proc is not None:
+                procs.append(proc)
+        if procs:
+            LOG.warning("killing %d processes of instance %s's user", len(procs), instance_id)
+            localfs.stop(procs, FENCE_STOP, f"what runs as the user of instance {instance_id}")
+        remove_instance_user(instance_id)
 
     def _remove_group(self, instance_id: str) -> None:
         """Kill what is left in the instance's control group (only the instance's own
         processes are ever put there), then remove it."""
         if self.cgroups is None:
             return
+        uid = self._owner(instance_id).uid
         procs = []
         for pid in self.cgroups.pids(instance_id):
-            proc = localfs.Process.claim(pid, lambda p: procfs.owned_by(p, self.uid))
+            proc = localfs.Process.claim(pid, lambda p: procfs.owned_by(p, uid))
             if proc is not None:
                 procs.append(proc)
         if procs:
@@ -553,6 +619,7 @@ class LocalDriver(ComputeDriver):
         self, instance_id: str, signals: tuple[tuple[int, float], ...] = AGENT_STOP
     ) -> None:
         config = str(self.config_path(instance_id))
+        uid = self._owner(instance_id).uid
         procs: list[localfs.Process] = []
         starting = self._spawned.get(instance_id)
         if starting is not None and starting.poll() is None:
@@ -560,7 +627,7 @@ class LocalDriver(ComputeDriver):
             child = localfs.Process.claim(starting.pid, lambda pid: True)
             procs += [child] if child is not None else []
         # An agent still starting up (perhaps by another task manager) holds no lock yet.
-        pids = set(procfs.processes_with_arg(self.uid, config))
+        pids = set(procfs.processes_with_arg(uid, config))
         try:
             locked = self.agent_pid(instance_id)
         except UnsafePath as exc:
@@ -569,7 +636,7 @@ class LocalDriver(ComputeDriver):
         if locked is not None and locked > 0:
             pids.add(locked)
         for pid in sorted(pids - {p.pid for p in procs}):
-            proc = localfs.Process.claim(pid, lambda p: self._is_agent(p, config))
+            proc = localfs.Process.claim(pid, lambda p: self._is_agent(p, config, uid))
             if proc is not None:
                 procs.append(proc)
             elif pid == locked and procfs.alive(pid):
@@ -582,8 +649,8 @@ class LocalDriver(ComputeDriver):
         if not localfs.stop(procs, signals, f"the guest agent of instance {instance_id}"):
             LOG.warning("the guest agent of instance %s did not stop", instance_id)
 
-    def _is_agent(self, pid: int, config: str) -> bool:
-        return procfs.owned_by(pid, self.uid) and config in procfs.cmdline(pid)
+    def _is_agent(self, pid: int, config: str, uid: int) -> bool:
+        return procfs.owned_by(pid, uid) and config in procfs.cmdline(pid)
 
     def _stop_server(self, instance_id: str, fence: bool = False) -> None:
         """Stop a database server the agent left running (it was killed, not stopped); with
@@ -616,6 +683,7 @@ class LocalDriver(ComputeDriver):
         directory once the server is gone: a server's children may live in groups of their
         own (PostgreSQL's do), and a paused one never notices its parent's death."""
         base = self.instance_dir(instance_id)
+        uid = self._owner(instance_id).uid
         try:
             with localfs.open_dir(self.root, *self._parts(base.joinpath(*stray.workdir))) as fd:
                 workdir = os.fstat(fd)
@@ -624,9 +692,9 @@ class LocalDriver(ComputeDriver):
         except UnsafePath as exc:
             LOG.warning("instance %s: %s; not looking for its leftovers", instance_id, exc.message)
             return
-        for pid in procfs.working_in(self.uid, workdir):
+        for pid in procfs.working_in(uid, workdir):
             proc = localfs.Process.claim(
-                pid, lambda p: procfs.owned_by(p, self.uid) and procfs.cwd_is(p, workdir)
+                pid, lambda p: procfs.owned_by(p, uid) and procfs.cwd_is(p, workdir)
             )
             if proc is None:
                 continue
@@ -639,9 +707,10 @@ class LocalDriver(ComputeDriver):
         pid is not this instance's process: one of the service user's, working in the
         instance's ``stray.workdir`` (a stale pid file can name any process)."""
         base = self.instance_dir(instance_id)
+        uid = self._owner(instance_id).uid
         pidfile = base.joinpath(*stray.pid_file)
         try:
-            text = localfs.read_owned(self.root, self._parts(pidfile), self.uid)
+            text = localfs.read_owned(self.root, self._parts(pidfile), uid)
             with localfs.open_dir(self.root, *self._parts(base.joinpath(*stray.workdir))) as fd:
                 workdir = os.fstat(fd)
         except FileNotFoundError:
@@ -654,7 +723,7 @@ class LocalDriver(ComputeDriver):
         except (ValueError, IndexError):
             return None
         proc = localfs.Process.claim(
-            pid, lambda p: procfs.owned_by(p, self.uid) and procfs.cwd_is(p, workdir)
+            pid, lambda p: procfs.owned_by(p, uid) and procfs.cwd_is(p, workdir)
         )
         if proc is None and procfs.alive(pid):
             LOG.warning(

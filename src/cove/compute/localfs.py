@@ -157,6 +157,35 @@ def write_private(anchor: Path, parts: tuple[str, ...], text: str, uid: int, gid
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
+def share_tree(top: Path, gid: int, dir_mode: int, file_mode: int) -> int:
+    """Give the directories and regular files below ``top`` that belong to group ``gid``
+    ``dir_mode`` and ``file_mode``, never following a symbolic link (``os.fwalk`` holds each
+    directory open; every entry is opened with O_NOFOLLOW and changed through its
+    descriptor). Returns how many were changed."""
+    changed = 0
+    for _path, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
+        for name, mode, flags in [
+            *((d, dir_mode, _DIR_FLAGS) for d in dirs),
+            *(
+                (f, file_mode, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                for f in files
+            ),
+        ]:
+            try:
+                fd = os.open(name, flags, dir_fd=dir_fd)
+            except OSError:
+                continue  # a link, a FIFO, or gone meanwhile: left as it is
+            try:
+                st = os.fstat(fd)
+                kind_ok = stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
+                if kind_ok and st.st_gid == gid and stat.S_IMODE(st.st_mode) != mode:
+                    os.fchmod(fd, mode)
+                    changed += 1
+            finally:
+                os.close(fd)
+    return changed
+
+
 def remove_file(anchor: Path, *parts: str) -> None:
     """Remove the entry ``anchor/parts...`` if it exists, without following any link.
 

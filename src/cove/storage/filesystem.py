@@ -2,7 +2,12 @@
 
 A ``put`` writes a temporary file beside the final one (``<name>.partial-<random>``), syncs it,
 and renames it into place, so a reader never sees half an artifact and a killed writer leaves
-only a temporary file, which ``discard_partial`` removes. Directories are made mode 0700.
+only a temporary file, which ``discard_partial`` removes.
+
+Directories are made mode 0700 and files 0600, unless the store's directory is shared with a
+group (as the local driver makes it when every instance has a user of its own, all in the
+service user's group): then directories are made as it is (mode 3770: the group writes, only a
+file's owner removes it) and files 0640, so an instance restores a backup another made.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ class FilesystemStore(Store):
         path = self._path(key)
         tmp = path.with_name(f"{path.name}{_PARTIAL}{secrets.token_hex(4)}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            shared = self._make_parents(path)
+            mode = 0o640 if shared else 0o600
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            os.fchmod(fd, mode)  # whatever the umask
         except OSError as exc:
             raise self._failed(f"write {key}", exc) from None
         size = 0
@@ -76,6 +83,23 @@ class FilesystemStore(Store):
                 tmp.unlink()
             raise
         return size
+
+    def _make_parents(self, path: Path) -> bool:
+        """Make the directories above ``path``; whether the store is shared with a group."""
+        top = Path(self.spec.location)
+        top.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shared = bool(top.stat().st_mode & 0o070)
+        missing = []
+        for parent in path.parents:
+            if parent == top or parent.is_dir():
+                break
+            missing.append(parent)
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+                if shared:
+                    directory.chmod(0o3770)
+        return shared
 
     def _get(self, key: str) -> Iterator[bytes]:
         try:

@@ -20,6 +20,34 @@ if TYPE_CHECKING:
     from cove.guestagent.datastores.base import DatastoreManager
 
 
+#: The superuser the guest agent logs in as (over its socket, by peer authentication).
+ADMIN_USER = "os_admin"
+
+
+def initdb_argv(bin_dir: str, target: Path, group_access: bool = False) -> list[str]:
+    """How a data directory is made, by an instance's agent or (``group_access``: readable by
+    the service user's group, so instances can copy it) as a template by the control plane."""
+    argv = [
+        str(Path(bin_dir) / "initdb"),
+        "--pgdata",
+        str(target),
+        "--username",
+        ADMIN_USER,
+        "--auth-local=peer",
+        "--auth-host=scram-sha-256",
+        "--encoding=UTF8",
+        "--locale=C.UTF-8",
+        "--no-instructions",
+        "--no-sync",
+    ]
+    return [*argv, "--allow-group-access"] if group_access else argv
+
+
+def template_name(version: str) -> str:
+    """The template data directory of ``version`` below the templates directory."""
+    return f"postgresql-{version}"
+
+
 def find_versions() -> list[FoundVersion]:
     from cove.compute.discovery import find_postgresql
 

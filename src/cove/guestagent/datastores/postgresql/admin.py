@@ -25,9 +25,9 @@ from cove.common.errors import (
     UserNotFound,
 )
 from cove.domain import names
-from cove.domain.datastores.postgresql import POSTGRESQL
+from cove.domain.datastores.postgresql import ADMIN_USER, POSTGRESQL
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
-from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, REPLICATION_USER, ROOT_USER
+from cove.guestagent.datastores.postgresql.conf import REPLICATION_USER, ROOT_USER
 from cove.guestagent.datastores.postgresql.replication import READ_ONLY
 from cove.guestagent.datastores.postgresql.scram import verifier
 

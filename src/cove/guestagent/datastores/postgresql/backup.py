@@ -35,10 +35,11 @@ import psycopg
 from cove.common.errors import GuestError
 from cove.domain import wal
 from cove.domain.backups import WalArchive, WalRestore
+from cove.domain.datastores.postgresql import ADMIN_USER
 from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.datastores.base import BackupSource, RestoreSource
-from cove.guestagent.datastores.postgresql.conf import ADMIN_USER, quote
+from cove.guestagent.datastores.postgresql.conf import quote
 from cove.guestagent.datastores.postgresql.replication import READ_ONLY, is_standby
 from cove.guestagent.datastores.postgresql.server import PostgresServer
 from cove.guestagent.datastores.postgresql.wal import (

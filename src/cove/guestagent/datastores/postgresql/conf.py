@@ -14,13 +14,13 @@ import re
 from pathlib import Path
 
 from cove.common.errors import Unprocessable
+from cove.domain.datastores.postgresql import ADMIN_USER
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value, denied
 from cove.guestagent.datastores.postgresql.wal import SPOOL, archive_command
 
 LOG = logging.getLogger(__name__)
 
-ADMIN_USER = "os_admin"
 ROOT_USER = "root"
 #: The account replicas stream from a primary with: replication only, no database access.
 REPLICATION_USER = "cove_replication"

@@ -14,10 +14,10 @@ import psycopg
 
 from cove.common import procfs
 from cove.common.errors import GuestError
+from cove.domain.datastores.postgresql import ADMIN_USER, initdb_argv, template_name
 from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
-from cove.guestagent.datastores.postgresql.conf import ADMIN_USER
 
 LOG = logging.getLogger(__name__)
 
@@ -47,38 +47,32 @@ class PostgresServer(ChildServer):
             shutil.rmtree(data)
         template = self._template()
         if template is not None:
-            process.run(["cp", "-a", "--reflink=auto", str(template), str(data)], timeout=300)
-        else:
+            try:
+                process.run(["cp", "-a", "--reflink=auto", str(template), str(data)], timeout=300)
+                # A template the control plane made is its group's to read: the copy is ours.
+                process.run(["chmod", "-R", "go=", str(data)], timeout=300)
+            except GuestError as exc:
+                LOG.warning("cannot copy the template data directory (%s); running initdb", exc)
+                shutil.rmtree(data, ignore_errors=True)
+                template = None
+        if template is None:
             self._initdb(data)
         data.chmod(0o700)
 
     def _initdb(self, target: Path) -> None:
-        process.run(
-            [
-                self.bin_dir / "initdb",
-                "--pgdata",
-                target,
-                "--username",
-                ADMIN_USER,
-                "--auth-local=peer",
-                "--auth-host=scram-sha-256",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "--no-instructions",
-                "--no-sync",
-            ],
-            timeout=300,
-        )
+        process.run(initdb_argv(self.config.bin_dir, target), timeout=300)
 
     def _template(self) -> Path | None:
-        """A ready template data directory for this version, made on first use.
+        """A ready template data directory for this version, made on first use (where Cove
+        runs as root, the task manager makes it, as the service user, before the agent
+        starts: ``cove.compute.templates``; this agent's user may not write there).
 
         Copies of one template share its system identifier: fine for standalone instances.
         """
         if not self.config.template_dir:
             return None
         base = Path(self.config.template_dir)
-        ready = base / f"postgresql-{self.config.datastore_version}"
+        ready = base / template_name(self.config.datastore_version)
         if (ready / "PG_VERSION").is_file():
             return ready
         try:
