@@ -1,16 +1,18 @@
 """The local compute driver: every instance is a directory on this host, its own loopback
-address, and a guest agent process running as the unprivileged service user.
+address, and a guest agent process running as an unprivileged user: as root, a user of the
+instance's own (``cove.common.service_user``), so that a server taken over through a bug
+cannot read another instance's files; otherwise whoever runs Cove.
 
-Layout of ``<data>/instances/<id>/`` (mode 0700, owned by the service user; the mounted volume
-where the host allows it, see ``compute/volumes.py``): ``data/`` (the server's data),
+Layout of ``<data>/instances/<id>/`` (mode 0700, owned by the instance's user; the mounted
+volume where the host allows it, see ``compute/volumes.py``): ``data/`` (the server's data),
 ``conf/`` (``guest.json`` and the server's files), ``log/``, ``run/`` (sockets and the agent's
 lock) and ``tmp/``.
 
-When Cove runs as root, everything inside an instance directory belongs to the service user,
-who may be hostile (a database server taken over through a bug). So the driver touches those
-files only through ``localfs`` (no symbolic link is ever followed, only files root creates are
-chowned), signals a pid read from them only once it is known to be the instance's process, and
-a delete first takes away the agent's config so that nothing can start the agent again.
+When Cove runs as root, everything inside an instance directory belongs to the instance's
+user, who may be hostile. So the driver touches those files only through ``localfs`` (no
+symbolic link is ever followed, only files root creates are chowned), signals a pid read from
+them only once it is known to be the instance's process, and a delete first takes away the
+agent's config so that nothing can start the agent again.
 
 Where the host allows it (``cove.common.cgroups``), every instance runs in a control group of
 its own, limited to its flavor's memory and CPU: the agent is moved into it as soon as it is
