@@ -192,6 +192,16 @@ def test_each_instance_runs_as_a_user_of_its_own(cove_up: ControlPlane) -> None:
     try:
         for iid in ids:
             plane.wait_status(iid, "ACTIVE", timeout=180)
+        admin = plane.account("admin", "own-user-admin", "admin").http
+        for iid in ids:
+            wait_for(
+                lambda i=iid: admin.get(f"/mgmt/instances/{i}").json()["instance"]["isolation"][
+                    "own_user"
+                ],
+                30,
+                0.2,
+                "the management view saying so",
+            )
         users = [pwd.getpwnam(instance_user_name(iid)) for iid in ids]
         service = pwd.getpwnam("cove")
         assert len({u.pw_uid for u in users} | {service.pw_uid}) == 3

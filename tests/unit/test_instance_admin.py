@@ -434,7 +434,7 @@ def test_the_isolation_a_guest_reports_is_shown_and_its_faults_come_and_go(cloud
     def fault() -> str | None:
         return cloud.row(iid).fault_message
 
-    beat(1, memory_used_mb=100, volume_mb=960, volume_used_mb=900)
+    beat(1, memory_used_mb=100, volume_mb=960, volume_used_mb=900, own_user=True)
     one = cloud.request("cloud", "GET", f"mgmt/instances/{iid}").json()["instance"]
     assert one["isolation"] == {
         "memory_limit_mb": 512,
@@ -443,6 +443,7 @@ def test_the_isolation_a_guest_reports_is_shown_and_its_faults_come_and_go(cloud
         "cpus": 1.0,
         "volume_mb": 960,
         "volume_used_mb": 900,
+        "own_user": True,
     }
     # A kill at the memory limit shows for a minute, whatever the heartbeats say meanwhile.
     report(2, SERVER_REPORT, ServerOutcome.OUT_OF_MEMORY, "the kernel killed 1 of its processes")

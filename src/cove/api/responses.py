@@ -524,6 +524,8 @@ class Isolation(View):
     cpus: float | None
     volume_mb: int | None
     volume_used_mb: int | None
+    #: Whether the instance runs as a user of its own.
+    own_user: bool
 
 
 class AdminInstance(InstanceDetail):

@@ -370,6 +370,7 @@ def isolation_view(guest: GuestState | None) -> dict[str, Any]:
         "cpus": None,
         "volume_mb": None,
         "volume_used_mb": None,
+        "own_user": False,
     }
     try:
         payload = json.loads(guest.payload or "{}") if guest is not None else {}
@@ -388,6 +389,7 @@ def isolation_view(guest: GuestState | None) -> dict[str, Any]:
             view[key] = value if isinstance(value, int) else None
         cpus = found.get("cpus")
         view["cpus"] = cpus if isinstance(cpus, int | float) else None
+        view["own_user"] = found.get("own_user") is True
     return view
 
 

@@ -138,6 +138,8 @@ class Isolation:
     volume_used_mb: int | None = None
     #: Whether the agent found the volume full (the server refuses writes).
     volume_full: bool = False
+    #: Whether the agent (and so its server) runs as a user of the instance's own.
+    own_user: bool = False
 
 
 @dataclass(frozen=True)

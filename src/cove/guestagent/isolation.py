@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from cove.common import cgroups
 from cove.common.errors import CoveError
+from cove.common.service_user import instance_user_name
 from cove.domain.guest import (
     SERVER_REPORT,
     VOLUME_REPORT,
@@ -54,6 +56,13 @@ RESERVE_SHARE = 16
 RESERVE_MB = 64
 
 LOG = logging.getLogger(__name__)
+
+
+def _user_name() -> str | None:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None
 
 
 def volume_of(root: Path) -> tuple[int, int] | None:
@@ -109,7 +118,8 @@ class IsolationWatch:
         """The isolation to send in the heartbeat; reports memory kills since the last look."""
         volume = volume_of(self.root)
         limits = cgroups.own_limits(self.instance_id)
-        if limits is None and volume is None:
+        own_user = _user_name() == instance_user_name(self.instance_id)
+        if limits is None and volume is None and not own_user:
             return None
         if limits is not None:
             self._watch_kills(limits)
@@ -122,6 +132,7 @@ class IsolationWatch:
             volume_used_mb=None if volume is None else volume[1],
             # Full until the server takes writes again.
             volume_full=self._full or self.manager.writes_refused,
+            own_user=own_user,
         )
 
     def _watch_kills(self, limits: cgroups.Limits) -> None:
