@@ -236,9 +236,10 @@ class TaskManager:
             self._stop.wait(self.tc.settings.monitor_interval)
 
     def run_coordinator(self) -> None:
-        """Watch the replication groups every FAILOVER_POLL seconds: eject a primary whose
-        lease lapsed, keep the endpoints on the current primaries, rejoin an old primary
-        whose agent reports again. A step that fails is logged once until it works again."""
+        """Every FAILOVER_POLL seconds: eject a primary whose lease lapsed, keep the host's
+        endpoints on the current primaries (and its published instances), keep its filter on
+        who may connect, rejoin an old primary whose agent reports again. A step that fails is
+        logged once until it works again."""
         failing: dict[str, str] = {}
         while not self._stop.is_set():
             for name, step in (
@@ -250,11 +251,11 @@ class TaskManager:
                 try:
                     step()
                     if failing.pop(name, None) is not None:
-                        LOG.info("the replication groups' %s check works again", name)
+                        LOG.info("the coordinator's %s pass works again", name)
                 except Exception as exc:
                     what = re.sub(r"\d+", "#", str(exc))  # the same failure, another pid
                     if failing.get(name) != what:
-                        LOG.exception("the replication groups' %s check failed", name)
+                        LOG.exception("the coordinator's %s pass failed", name)
                     failing[name] = what
             self._stop.wait(FAILOVER_POLL)
 
