@@ -185,10 +185,7 @@ def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
     size = f"{volume['size']} GB" if volume.get("size") is not None else None
     if size and volume.get("used") is not None:
         size += f" ({volume['used']} GB used)"
-    addresses = [
-        f"{a.get('address')} ({a['type']})" if a.get("type") else a.get("address")
-        for a in inst.get("addresses") or []
-    ] or inst.get("ip")
+    addresses = [address(a) for a in inst.get("addresses") or []] or inst.get("ip")
     return [
         ("id", inst.get("id")),
         ("name", inst.get("name")),
@@ -206,10 +203,28 @@ def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("hostname", inst.get("hostname")),
         ("addresses", addresses),
         ("port", inst.get("port")),
+        ("access", _access(inst)),
         ("created", inst.get("created")),
         ("updated", inst.get("updated")),
         ("fault", (inst.get("fault") or {}).get("message")),
     ]
+
+
+def address(entry: Mapping[str, Any]) -> Any:
+    """``127.42.0.5 (private)``, ``203.0.113.5:20000 (public)``."""
+    where = entry.get("address")
+    if entry.get("port") is not None:
+        where = f"{where}:{entry['port']}"
+    return f"{where} ({entry['type']})" if entry.get("type") else where
+
+
+def _access(inst: Mapping[str, Any]) -> str | None:
+    """Who may connect, in one line."""
+    access = inst.get("access") or {}
+    if not access:
+        return None
+    cidrs = ", ".join(access.get("allowed_cidrs") or ["0.0.0.0/0"])
+    return f"{'public' if access.get('is_public') else 'private'}, from {cidrs}"
 
 
 def _replication(inst: Mapping[str, Any]) -> str | None:

@@ -389,3 +389,40 @@ def test_detach_replica_wait_fails_when_it_stays_a_replica(cove: FakeCove) -> No
     cove.on("GET", "instances/i-1", reply(200, {"instance": still}))
     result = run("instance", "detach-replica", "i-1", "--wait")
     assert result.exit_code == 1 and "still a replica: promote failed" in result.output
+
+
+# -- who may connect ----------------------------------------------------------------------------
+
+
+def test_create_with_access(cove: FakeCove) -> None:
+    body = create_body(cove, "--public", "--allowed-cidr", "10.0.0.0/8", "--allowed-cidr", "::1")
+    # The API checks the networks: the CLI sends what it was given.
+    assert body["access"] == {"is_public": True, "allowed_cidrs": ["10.0.0.0/8", "::1"]}
+    create_body(cove)
+    assert "access" not in cove.bodies("POST")[1]["instance"]
+
+
+def test_access_changes_what_is_given_and_shows_the_result(cove: FakeCove) -> None:
+    published = instance(
+        "ACTIVE",
+        access={"is_public": True, "allowed_cidrs": ["10.0.0.0/8"]},
+        addresses=[
+            {"address": "127.42.0.5", "type": "private"},
+            {"address": "203.0.113.5", "type": "public", "port": 20001},
+        ],
+    )
+    cove.on("PUT", "instances/i-1", reply(202))
+    cove.on("GET", "instances/i-1", reply(200, {"instance": published}))
+    result = run("instance", "access", "i-1", "--public", "--allowed-cidr", "10.0.0.0/8")
+    assert result.exit_code == 0, result.output
+    assert cove.bodies("PUT") == [
+        {"instance": {"access": {"is_public": True, "allowed_cidrs": ["10.0.0.0/8"]}}}
+    ]
+    lines = result.stdout.splitlines()
+    assert "published      203.0.113.5:20001 (public)" in lines, lines
+    # Without options it only shows; `show` has it in one line.
+    assert run("instance", "access", "i-1").exit_code == 0
+    assert len(cove.bodies("PUT")) == 1
+    shown = run("instance", "show", "i-1").stdout.splitlines()
+    assert "access            public, from 10.0.0.0/8" in shown
+    assert "addresses         127.42.0.5 (private), 203.0.113.5:20001 (public)" in shown

@@ -97,6 +97,19 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
     type=click.IntRange(1, 3),
     help="With --replica-of: how many replicas (named NAME, NAME-2, NAME-3).",
 )
+@click.option(
+    "--public/--private",
+    "public",
+    default=None,
+    help="Publish it on the host's public address (default: private).",
+)
+@click.option(
+    "--allowed-cidr",
+    "allowed_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="Let clients connect only from this IPv4 network (repeatable; default: every address).",
+)
 @wait_option
 @wait_timeout_option(900)
 @click.pass_obj
@@ -115,6 +128,8 @@ def instance_create(
     restore_time: str | None,
     replica_of: str | None,
     replica_count: int | None,
+    public: bool | None,
+    allowed_cidrs: tuple[str, ...],
     wait: bool,
     wait_timeout: float,
 ) -> None:
@@ -139,7 +154,15 @@ def instance_create(
             }
         )
         inst = replicas.create_replicas(
-            app, name, replica_of, replica_count, network, configuration, wait, wait_timeout
+            app,
+            name,
+            replica_of,
+            replica_count,
+            network,
+            configuration,
+            wait,
+            wait_timeout,
+            _access_body(public, allowed_cidrs),
         )
         show_instance(app, inst)
         return
@@ -159,6 +182,9 @@ def instance_create(
         req["nics"] = [{"net-id": network}]
     if configuration:
         req["configuration"] = resolve_group(app, configuration)
+    access = _access_body(public, allowed_cidrs)
+    if access:
+        req["access"] = access
     if restore_time and not backup:
         raise click.UsageError("--restore-time needs --backup.")
     if backup:
@@ -177,6 +203,58 @@ def instance_create(
     hint = fmt.connect_hint(inst, grants[0] if grants else None, first.get("name"))
     if hint:
         click.echo(f"\nConnect with:\n  {hint}", err=app.json_output)
+
+
+def _access_body(public: bool | None, allowed_cidrs: tuple[str, ...]) -> Body:
+    """Trove's ``access`` for what the options say (empty when they say nothing)."""
+    access: Body = {}
+    if public is not None:
+        access["is_public"] = public
+    if allowed_cidrs:
+        access["allowed_cidrs"] = list(allowed_cidrs)
+    return access
+
+
+@instance.command("access")
+@click.argument("instance_id", metavar="INSTANCE")
+@click.option(
+    "--public/--private",
+    "public",
+    default=None,
+    help="Publish it on the host's public address, or take it off.",
+)
+@click.option(
+    "--allowed-cidr",
+    "allowed_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="Let clients connect only from these IPv4 networks (repeatable; 0.0.0.0/0: every "
+    "address). Replaces the networks it had.",
+)
+@click.pass_obj
+def instance_access(
+    app: App, instance_id: str, public: bool | None, allowed_cidrs: tuple[str, ...]
+) -> None:
+    """Show or change who may connect to INSTANCE; what is not given stays as it is."""
+    access = _access_body(public, allowed_cidrs)
+    if access:
+        app.api.request("PUT", inst_path(instance_id), {"instance": {"access": access}})
+    inst = need(app.api.request("GET", inst_path(instance_id)), "instance")
+    shown = inst.get("access") or {}
+    public_at = next(
+        (fmt.address(a) for a in inst.get("addresses") or [] if a.get("type") == "public"), None
+    )
+
+    def render() -> str:
+        return fmt.pairs(
+            [
+                ("is_public", shown.get("is_public")),
+                ("allowed_cidrs", shown.get("allowed_cidrs")),
+                ("published", public_at),
+            ]
+        )
+
+    app.output({"access": shown}, render)
 
 
 @instance.command("list")

@@ -43,11 +43,14 @@ def create_replicas(
     configuration: str | None,
     wait: bool,
     wait_timeout: float,
+    access: Body | None = None,
 ) -> Body:
-    """``instance create --replica-of``: the name, the count and (when given) the network and
-    the configuration group go with the request; with ``wait``, waits for the new replicas.
-    Answers the view of the (first) new replica."""
+    """``instance create --replica-of``: the name, the count and (when given) the network,
+    the configuration group and who may connect go with the request; with ``wait``, waits
+    for the new replicas. Answers the view of the (first) new replica."""
     req: Body = {"name": name, "replica_of": source}
+    if access:
+        req["access"] = access
     if count is not None:
         req["replica_count"] = count
     if network:
