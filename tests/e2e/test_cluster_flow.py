@@ -230,7 +230,14 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any, osc: OpenStackCli) -> N
 def ready(tc: TroveDriver, cid: str, size: int) -> dict[str, Any] | None:
     shown: dict[str, Any] = tc.call("clusters", "get", cid)
     statuses = [m["status"] for m in shown["instances"]]
-    assert "ERROR" not in statuses, shown
+    if "ERROR" in statuses:
+        # What went wrong, as each failed member's own view says it.
+        faults = {
+            m["id"]: tc.call("instances", "get", m["id"]).get("fault")
+            for m in shown["instances"]
+            if m["status"] == "ERROR"
+        }
+        raise AssertionError(f"members in ERROR: {faults}; cluster: {shown}")
     done = shown["task"]["name"] == "NONE" and statuses == ["ACTIVE"] * size
     return shown if done else None
 
