@@ -137,17 +137,20 @@ def flat_pairs(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any
 # -- instances ------------------------------------------------------------------------------
 
 
-def host_of(inst: Mapping[str, Any]) -> str:
-    """The address to reach an instance at: hostname, else a public address, else the first."""
+def reach(inst: Mapping[str, Any]) -> tuple[str, int | None]:
+    """Where to reach an instance: hostname, else a public address (on the port it is
+    published on), else the first; and the port when it is not the datastore's standard one
+    (None)."""
+    port = inst.get("port")
     if inst.get("hostname"):
-        return str(inst["hostname"])
+        return str(inst["hostname"]), port
     addresses = inst.get("addresses") or []
     for kind in ("public", "private"):
         for a in addresses:
             if a.get("type") == kind and a.get("address"):
-                return str(a["address"])
+                return str(a["address"]), a.get("port") or port
     ips = inst.get("ip") or []
-    return str(ips[0]) if ips else ""
+    return (str(ips[0]) if ips else ""), port
 
 
 def _datastore(inst: Mapping[str, Any]) -> str:
@@ -166,9 +169,9 @@ INSTANCE_HEADERS = ("ID", "Name", "Datastore", "Status", "Flavor", "Size", "Addr
 
 
 def instance_row(inst: Mapping[str, Any]) -> list[Any]:
-    host = host_of(inst)
-    if host and inst.get("port"):
-        host = f"{host}:{inst['port']}"
+    host, port = reach(inst)
+    if host and port:
+        host = f"{host}:{port}"
     return [
         inst.get("id"),
         inst.get("name"),
@@ -247,10 +250,10 @@ def _configuration(inst: Mapping[str, Any]) -> str | None:
 def connect_hint(inst: Mapping[str, Any], database: str | None, user: str | None) -> str | None:
     """A command line that connects to the instance's database, or None if unknown."""
     kind = str((inst.get("datastore") or {}).get("type") or "").lower()
-    host = host_of(inst)
+    host, port = reach(inst)
     if kind not in DEFAULT_PORTS or not host:
         return None
-    port = inst.get("port") or DEFAULT_PORTS[kind]
+    port = port or DEFAULT_PORTS[kind]
     if kind == "postgresql":
         parts = [f"host={host}", f"port={port}", f"dbname={database or 'postgres'}"]
         if user:

@@ -32,3 +32,19 @@ def test_redis_connect_hint_asks_for_the_password() -> None:
     inst = instance("ACTIVE", datastore={"type": "redis"}, hostname="cache.example")
     hint = fmt.connect_hint(inst, None, "app")
     assert hint == "redis-cli -h cache.example -p 6379 --user app --askpass"
+
+
+def test_a_published_instance_is_reached_on_its_public_port() -> None:
+    inst = {
+        "datastore": {"type": "postgresql"},
+        "addresses": [
+            {"address": "127.42.0.5", "type": "private"},
+            {"address": "203.0.113.5", "type": "public", "port": 20001},
+        ],
+    }
+    assert fmt.connect_hint(inst, "orders", "app") == (
+        'psql "host=203.0.113.5 port=20001 dbname=orders user=app"'
+    )
+    assert fmt.instance_row(inst)[-1] == "203.0.113.5:20001"
+    inst["addresses"] = inst["addresses"][:1]
+    assert fmt.instance_row(inst)[-1] == "127.42.0.5"
