@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cove.compute.endpoints import Backend, ClusterEndpoint, GroupEndpoint, render, skeleton
+from cove.compute.endpoints import (
+    Backend,
+    ClusterEndpoint,
+    GroupEndpoint,
+    PublishedEndpoint,
+    render,
+    skeleton,
+)
 
 GROUP = GroupEndpoint(
     group_id="g-1",
@@ -72,3 +79,11 @@ def test_members_with_a_check_port_are_asked_over_http() -> None:
         "server m_m1 127.42.0.3:3306 check port 9200",
         "server m_m2 127.42.0.4:3306 check port 9200",
     ]
+
+
+def test_a_public_instance_has_a_frontend_on_the_public_address_and_is_a_reload() -> None:
+    pub = PublishedEndpoint("203.0.113.5", 20001, Backend("i-1", "127.42.0.1", 5432))
+    text = render([], Path("/run/h.sock"), None, 1000, [], [pub])
+    assert section(text, "frontend pub_i1") == ["bind 203.0.113.5:20001", "default_backend pub_i1"]
+    assert section(text, "backend pub_i1") == ["server instance 127.42.0.1:5432"]
+    assert skeleton([GROUP], [], [pub]) != skeleton([GROUP], [], [])

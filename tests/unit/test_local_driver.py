@@ -394,3 +394,54 @@ def test_update_rewrites_the_settings_and_returns_the_old_ones(placed):
     # Settings it cannot read are reported as unknown, never guessed.
     placed.config.write_text("{not json")
     assert placed.driver.update(bigger) is None
+
+
+def test_an_instance_is_run_by_whom_its_directory_belongs_to(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    driver = LocalDriver(load_settings(data_dir=tmp_path), check=False)
+    base = driver.instance_dir("made-before")
+    base.mkdir()
+    if os.geteuid() != 0:
+        assert driver._owner("made-before") == driver.identity  # whoever runs Cove
+        return
+    # Made before instances had users of their own: the service user's.
+    os.chown(base, driver.uid, driver.gid)
+    assert driver._owner("made-before") == driver.identity
+    # Given to another user: that one, told by its uid even without a name.
+    other = driver.instance_dir("another")
+    other.mkdir()
+    os.chown(other, 2_099_999_999, driver.gid)
+    owner = driver._owner("another")
+    assert (owner.uid, owner.gid, owner.name) == (2_099_999_999, driver.gid, "2099999999")
+
+
+def test_a_tree_is_changed_without_following_links(tmp_path: Path) -> None:
+    from cove.compute import localfs
+
+    outside = tmp_path / "outside"
+    outside.write_text("x")
+    outside.chmod(0o600)
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    (top / "sub" / "file").write_text("y")
+    (top / "link").symlink_to(outside)
+    gid = os.getgid()
+    assert localfs.set_tree(top, gid, 0o750, 0o640) == 2
+    assert (top / "sub").stat().st_mode & 0o7777 == 0o750
+    assert (top / "sub" / "file").stat().st_mode & 0o777 == 0o640
+    assert outside.stat().st_mode & 0o777 == 0o600  # the link's target is left alone
+    assert localfs.set_tree(top, gid, 0o750, 0o640) == 0  # nothing more to change
+
+
+def test_a_host_lock_is_root_s_alone_and_no_link(tmp_path: Path) -> None:
+    from cove.compute import localfs
+
+    path = tmp_path / "locks" / "a.lock"
+    with localfs.host_lock(path):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    planted = tmp_path / "locks" / "b.lock"
+    planted.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError), localfs.host_lock(planted):
+        pass
+    assert not (tmp_path / "elsewhere").exists()

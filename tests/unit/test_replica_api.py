@@ -201,3 +201,21 @@ def test_a_busy_replica_refuses_its_source_s_growth(cloud: Cloud) -> None:
     assert refused.status_code == 422, refused.text
     assert (cloud.row(source).volume_size, cloud.row(source).task) == (1, Task.NONE.value)
     assert cloud.row(replica).volume_size == 1
+
+
+def test_a_replica_lets_in_whom_its_source_lets_in_unless_told_otherwise(cloud: Cloud) -> None:
+    source = ready_instance(cloud)
+    body = {"instance": {"access": {"is_public": True, "allowed_cidrs": ["192.0.2.0/24"]}}}
+    assert cloud.request("member", "PUT", f"instances/{source}", body).status_code == 202
+    # Its networks, not published.
+    inherited = replicate(cloud, source).json()["instance"]["access"]
+    assert inherited == {"is_public": False, "allowed_cidrs": ["192.0.2.0/24"]}
+    # A key the request leaves out is the source's, not the default's.
+    resp = replicate(cloud, source, access={"is_public": True})
+    assert resp.json()["instance"]["access"] == {
+        "is_public": True,
+        "allowed_cidrs": ["192.0.2.0/24"],
+    }
+    bad = replicate(cloud, source, access={"allowed_cidrs": ["192.0.2.0/99"]})
+    assert bad.status_code == 400, bad.text
+    assert "192.0.2.0/99" in bad.json()["badRequest"]["message"]

@@ -101,15 +101,15 @@ def create_instance(
     Raises what :func:`_record` raises.
     """
     check_replication_request(spec)
-    access = checked_access(spec.access) if spec.access is not None else None
     if spec.replica_of is not None:
         source_id = checked_text(spec.replica_of, "replica_of")
         count = check_replica_request(spec)
-        ids = record_replicas(c, project_id, spec, source_id, count, access)
+        ids = record_replicas(c, project_id, spec, source_id, count)
     else:
         with_databases = bool(dbs) or any(u.databases for u in users)
         args = CreateArgs(dbs, users)
-        ids = [_record(c, project_id, spec, users, with_databases, args, access or Access())]
+        access = checked_access(spec.access) if spec.access is not None else Access()
+        ids = [_record(c, project_id, spec, users, with_databases, args, access)]
         # (A restore's backup is recorded in the sealed arguments by _record.)
     record_replication(c, ids, spec)
     for instance_id in ids:

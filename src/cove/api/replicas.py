@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
 from cove.api.schemas import InstanceCreate
+from cove.api.validate import access as checked_access
 from cove.api.validate import checked_text
 from cove.common.errors import BadRequest, Forbidden, InstanceNotReady
 from cove.common.ids import new_id, utcnow
@@ -79,13 +80,12 @@ def record_replicas(
     spec: InstanceCreate,
     source_id: str,
     count: int,
-    access: Access | None = None,
 ) -> list[str]:
     """Record ``count`` BUILDING replicas of the project's instance ``source_id`` within its
     quotas (named ``spec.name``, or ``<name>-1`` to ``<name>-<count>`` when several), on the
     source's network and with its configuration group unless the request names others, and
-    letting in whom the source lets in (unpublished) unless ``access`` says otherwise;
-    returns their ids.
+    letting in whom the source lets in, unpublished, unless the request's ``access`` says
+    otherwise (a key it leaves out is the source's); returns their ids.
 
     Raises InstanceNotFound, OperationNotSupported (a datastore without replication),
     BadRequest (a replica as the source, an unusable network, a group of another version),
@@ -116,6 +116,9 @@ def record_replicas(
             )
             check_same_version(group, source.datastore_version)
             configuration_id = group.id
+        # Over the source's networks, unpublished: a replica is not published by inheritance.
+        inherited = Access(allowed_cidrs=access_of(source).allowed_cidrs)
+        access = checked_access(spec.access, inherited) if spec.access is not None else inherited
         ensure_group(s, source_id, utcnow())
         for n in range(1, count + 1):
             check_instance_quota(
@@ -134,7 +137,7 @@ def _add(
     name: str,
     network_id: str | None,
     configuration_id: str | None,
-    access: Access | None,
+    access: Access,
 ) -> str:
     instance_id = new_id()
     now = utcnow()
@@ -157,7 +160,7 @@ def _add(
         created=now,
         updated=now,
     )
-    store_access(inst, access or Access(allowed_cidrs=access_of(source).allowed_cidrs))
+    store_access(inst, access)
     s.add(inst)
     return instance_id
 

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 
-def _status_uids(pid: int) -> tuple[int, ...]:
+def uids(pid: int) -> tuple[int, ...]:
+    """The real, effective, saved and filesystem uids of ``pid`` (none once it is gone)."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -23,8 +24,8 @@ def _status_uids(pid: int) -> tuple[int, ...]:
 
 def owned_by(pid: int, uid: int) -> bool:
     """Whether every uid of ``pid`` (real, effective, saved, filesystem) is ``uid``."""
-    uids = _status_uids(pid)
-    return bool(uids) and all(u == uid for u in uids)
+    found = uids(pid)
+    return bool(found) and all(u == uid for u in found)
 
 
 def cmdline(pid: int) -> list[str]:
@@ -56,16 +57,12 @@ def processes_with_arg(uid: int, arg: str) -> list[int]:
 
 
 def processes_of(uid: int) -> list[int]:
-    """The pids of the processes run by ``uid`` (effective)."""
+    """The pids of the processes whose real, effective or saved uid is ``uid`` (from their
+    status: /proc/<pid> itself is root's for a process that is not dumpable)."""
     found = []
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid == uid:
-                found.append(int(entry.name))
-        except OSError:
-            continue  # it exited meanwhile
+        if entry.name.isdigit() and uid in uids(int(entry.name))[:3]:
+            found.append(int(entry.name))
     return found
 
 

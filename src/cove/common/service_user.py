@@ -6,10 +6,14 @@ cannot read another instance's files.
 An instance's user is ``cove-`` and the first 16 hex digits of its id, a system user without
 a home or a shell whose primary group is the service user's: the group reaches what instances
 share (the bus socket, the backup store, the templates), never another instance's directory
-(mode 0700)."""
+(mode 0700). Its uid comes from ``FIRST_UID`` upwards and is never given again on this host
+(``UID_RECORD`` keeps the last one given), so nothing a deleted instance left behind (a backup
+it wrote, say) ever belongs to a new one."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
 import logging
 import os
@@ -17,7 +21,9 @@ import pwd
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 LOG = logging.getLogger(__name__)
 
@@ -75,9 +81,15 @@ def ensure_service_user(name: str) -> None:
 #: another program holds the lock.
 _USERS_LOCK = threading.Lock()
 _RETRIES = 50
+#: Instances' uids start here, far above the ranges useradd gives out by itself.
+FIRST_UID = 2_000_000
+LAST_UID = 2_100_000_000
+#: The last uid given to an instance's user on this host (root's, for every Cove of the host).
+UID_RECORD = Path("/var/lib/cove/last-instance-uid")
 
 
 def instance_user_name(instance_id: str) -> str:
+    """The name of the instance's own user."""
     return "cove-" + instance_id.replace("-", "")[:16]
 
 
@@ -100,19 +112,47 @@ def ensure_instance_user(instance_id: str, gid: int) -> ServiceUser:
         if found is not None:
             return found
         name = instance_user_name(instance_id)
-        argv = ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent"]
-        argv += ["--shell", "/usr/sbin/nologin", "--gid", str(gid), name]
-        try:
-            _run_locked(argv, f"cannot make the user {name}")
-        except OSError:
-            if instance_user(instance_id) is None:
-                raise
-            # Another task manager of the host made it meanwhile.
+        with _uid_record() as record:
+            uid = _next_uid(record)
+            argv = ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent"]
+            argv += ["--shell", "/usr/sbin/nologin", "--uid", str(uid), "--gid", str(gid), name]
+            try:
+                _run_locked(argv, f"cannot make the user {name}")
+            except OSError:
+                if instance_user(instance_id) is None:
+                    raise
+                # Another task manager of the host made it meanwhile.
+            os.ftruncate(record, 0)
+            os.pwrite(record, f"{uid}\n".encode(), 0)
         found = instance_user(instance_id)
         if found is None:
             raise OSError(f"useradd made no user {name}")
         LOG.info("made the user %s (uid %d) for instance %s", name, found.uid, instance_id)
         return found
+
+
+@contextlib.contextmanager
+def _uid_record() -> Iterator[int]:
+    """``UID_RECORD``, open and locked against every process of the host."""
+    UID_RECORD.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(UID_RECORD, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _next_uid(record: int) -> int:
+    """Above the last uid recorded and every instance uid in use. Raises OSError when the
+    range is spent."""
+    text = os.pread(record, 32, 0).decode(errors="replace").strip()
+    last = int(text) if text.isdigit() else FIRST_UID - 1
+    used = (e.pw_uid for e in pwd.getpwall() if FIRST_UID <= e.pw_uid <= LAST_UID)
+    uid = max(last, *used, FIRST_UID - 1) + 1
+    if uid > LAST_UID:
+        raise OSError("no uid is left for instances' users")
+    return uid
 
 
 def remove_instance_user(instance_id: str) -> None:

@@ -13,7 +13,8 @@ so a network taken away cuts the connections it had.
 coordinator calls it every 0.2 s) and is cheap when nothing changed; an empty state removes
 the table. The table is written again every ``REFRESH`` seconds all the same, so one that
 something else removed (``nft flush ruleset``) is back soon. Several task managers of one host
-take turns through a lock file, each writing the state it read from the control database.
+take turns through a lock file of root's (``localfs.host_lock``), each writing the state it
+read from the control database.
 
 * :func:`detect` looks once at the host: a :class:`Firewall` when nftables can be used here
   (root, the ``nft`` tool, a kernel that takes a table), otherwise None and the reason, for
@@ -24,8 +25,6 @@ Raises OSError when ``nft`` refuses the rules (the next call tries again).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -33,9 +32,11 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from cove.compute import localfs
 
 LOG = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ def render(table: str, guarded: Sequence[Guarded]) -> str:
 
 
 class Firewall:
+    """The nftables table of one Cove (``table``), written by ``binary``."""
+
     def __init__(self, table: str, lock_dir: Path, binary: str = "nft") -> None:
         self.table = table
         self.binary = binary
@@ -108,7 +111,7 @@ class Firewall:
             now = time.monotonic()
             if wanted == self._applied and now - self._written < REFRESH:
                 return
-            with self._host_lock():
+            with localfs.host_lock(self._lock_path):
                 self._run(render(self.table, wanted))
             if wanted != self._applied:
                 LOG.info("connections to %d instance(s) are filtered by the host", len(wanted))
@@ -116,7 +119,7 @@ class Firewall:
 
     def clear(self) -> None:
         """Remove the table (idempotent)."""
-        with self._lock, self._host_lock():
+        with self._lock, localfs.host_lock(self._lock_path):
             self._run(render(self.table, ()))
             self._applied, self._written = (), time.monotonic()
 
@@ -140,13 +143,6 @@ class Firewall:
         if done.returncode != 0:
             raise OSError(f"nft refused the rules: {done.stderr.strip()[-500:]}")
 
-    @contextlib.contextmanager
-    def _host_lock(self) -> Iterator[None]:
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self._lock_path, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            yield
-
 
 def detect(data_dir: Path) -> tuple[Firewall | None, str]:
     """The host's filter for this Cove, or None and why there can be none here."""
@@ -155,7 +151,7 @@ def detect(data_dir: Path) -> tuple[Firewall | None, str]:
     binary = shutil.which("nft")
     if binary is None:
         return None, "nft missing (Debian's nftables package)"
-    firewall = Firewall(table_name(data_dir), data_dir / "run", binary)
+    firewall = Firewall(table_name(data_dir), data_dir / "locks", binary)
     try:
         firewall.check()
     except OSError as exc:

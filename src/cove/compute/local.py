@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -96,19 +97,18 @@ class LocalDriver(ComputeDriver):
             self._check_trusted(self.root)
         self.root.chmod(0o711)
         self.templates.mkdir(parents=True, exist_ok=True)
-        os.chown(self.templates, self.uid, self.gid)
-        # The service user makes templates (compute/templates.py); instances' users read them.
-        self.templates.chmod(0o750 if self.identity.switch else 0o700)
+        if self.identity.switch:
+            # Root's: root makes the templates (compute/templates.py), instances' users read.
+            os.chown(self.templates, 0, self.gid)
+            self.templates.chmod(0o750)
+        else:
+            self.templates.chmod(0o700)
         if settings.backup_store == "filesystem":
-            # Guest agents write their backups there themselves, each as its instance's user,
-            # all in the service user's group (storage/filesystem.py).
             store = Path(settings.backup_location)
             store.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chown(store, self.uid, self.gid)
             if self.identity.switch:
-                store.chmod(0o3770)
-                # Backups made when all instances ran as the service user: now the group's.
-                localfs.share_tree(store, self.gid, 0o3770, 0o640)
+                containers = [settings.backup_container, *settings.allowed_containers]
+                self._share_store(store, containers)
             else:
                 store.chmod(0o700)
         self.cgroups, found = cgroups.detect(settings.cgroup_parent)
@@ -135,6 +135,12 @@ class LocalDriver(ComputeDriver):
                 )
             else:
                 LOG.info("each instance's files are a volume of its own (%s)", volumes_found)
+            if not self.address_usable(settings.public_address, 0):
+                LOG.warning(
+                    "public_address %s is not an address of this host: public instances "
+                    "cannot be published",
+                    settings.public_address,
+                )
             if self.firewall is None:
                 LOG.warning(
                     "access.allowed_cidrs is NOT enforced: %s; only the database servers' "
@@ -146,6 +152,27 @@ class LocalDriver(ComputeDriver):
                     "who may connect to an instance is filtered by the host (%s)", firewall_found
                 )
         self._mount_all()
+
+    def _share_store(self, store: Path, containers: list[str]) -> None:
+        """Make the filesystem backup store the instances' to share: guest agents write their
+        backups there themselves, each as its instance's user (``storage/filesystem.py``).
+        The store, each container and its ``wal/`` are root's, mode 3770: every instance's
+        user (the service user's group) makes its own directory there (2750: the group reads,
+        to restore a backup into another instance, and writes nothing), and the sticky bit
+        keeps one from renaming or removing another's. Backups made when all instances ran as
+        the service user become the group's to read. Raises UnsafePath when a link stands
+        where a directory should be."""
+        localfs.set_tree(store, self.gid, 0o2750, 0o640)
+        os.chown(store, 0, self.gid)
+        store.chmod(0o3770)
+        for name in containers:
+            for parts in ((name,), (name, "wal")):
+                with localfs.open_dir(store, *parts[:-1]) as parent:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(parts[-1], 0o700, dir_fd=parent)
+                    with localfs.open_dir(store, *parts) as fd:
+                        os.fchown(fd, 0, self.gid)
+                        os.fchmod(fd, 0o3770)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -248,17 +275,30 @@ class LocalDriver(ComputeDriver):
         return previous
 
     def _owner(self, instance_id: str) -> ServiceUser:
-        """Who runs the instance and owns its files: its own user when Cove runs as root,
-        else whoever runs Cove; the service user for an instance made before instances had
-        users of their own."""
+        """Who runs the instance and owns its files: whoever runs Cove when it is not root;
+        as root, whom its directory belongs to (only root gives it away: ``make_dirs``), so
+        an instance made before instances had users of their own keeps the service user, and
+        a user that cannot be looked up by name (an NSS hiccup) is still told by its uid.
+        Before the directory is given, the instance's own user (``create`` made it)."""
         if not self.identity.switch:
             return self.identity
         owner = self._owners.get(instance_id)
-        if owner is None:
+        if owner is not None:
+            return owner
+        st = localfs.lstat(self.root, instance_id)
+        if st is not None and st.st_uid not in (0, self.uid):
+            try:
+                name = pwd.getpwuid(st.st_uid).pw_name
+            except KeyError:
+                name = str(st.st_uid)
+            owner = ServiceUser(name, st.st_uid, self.gid)
+        elif st is not None and st.st_uid == self.uid:
+            return self.identity
+        else:
             owner = instance_user(instance_id)
             if owner is None:
                 return self.identity
-            self._owners[instance_id] = owner
+        self._owners[instance_id] = owner
         return owner
 
     def _limit(self, spec: GuestSettings) -> bool:
@@ -553,20 +593,27 @@ class LocalDriver(ComputeDriver):
 
     def _remove_user(self, instance_id: str) -> None:
         """Kill what still runs as the instance's own user (a process that left its control
-        group, or a host without groups), then remove the user: with its directory gone no
-        file of the host names it, so its uid may be given to a new one. Raises OSError."""
+        group, or a host without groups; again while one forks), then remove the user. Its
+        uid is never given to another user (``ensure_instance_user``), so what it may have
+        left (a backup it wrote) stays nobody's. A user that cannot be removed is logged, not
+        raised: it owns nothing that runs, and the delete must end."""
         owner = self._owner(instance_id)
         if not self.identity.switch or owner.uid == self.uid:
             return  # nobody's own: the service user runs it
-        procs = []
-        for pid in procfs.processes_of(owner.uid):
-            proc = localfs.Process.claim(pid, lambda p: procfs.owned_by(p, owner.uid))
-            if proc is not None:
-                procs.append(proc)
-        if procs:
+        for _ in range(10):
+            procs = []
+            for pid in procfs.processes_of(owner.uid):
+                proc = localfs.Process.claim(pid, lambda p: owner.uid in procfs.uids(p))
+                if proc is not None:
+                    procs.append(proc)
+            if not procs:
+                break
             LOG.warning("killing %d processes of instance %s's user", len(procs), instance_id)
             localfs.stop(procs, FENCE_STOP, f"what runs as the user of instance {instance_id}")
-        remove_instance_user(instance_id)
+        try:
+            remove_instance_user(instance_id)
+        except OSError as exc:
+            LOG.error("the user of instance %s is left behind: %s", instance_id, exc)
 
     def _remove_group(self, instance_id: str) -> None:
         """Kill what is left in the instance's control group (only the instance's own

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import secrets
@@ -94,6 +95,20 @@ def regular_file(anchor: Path, *parts: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def host_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``, a file of root's in a directory only root writes
+    (made 0700 when missing): no instance's user can open it, so none can hold the lock and
+    stall its holders, nor put a link in its place."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def make_dirs(base: Path, subdirs: tuple[str, ...], uid: int, gid: int) -> None:
     """Create ``base`` (in a root-owned directory) and its ``subdirs``, all owned by ``uid``.
 
@@ -157,28 +172,33 @@ def write_private(anchor: Path, parts: tuple[str, ...], text: str, uid: int, gid
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def share_tree(top: Path, gid: int, dir_mode: int, file_mode: int) -> int:
-    """Give the directories and regular files below ``top`` that belong to group ``gid``
-    ``dir_mode`` and ``file_mode``, never following a symbolic link (``os.fwalk`` holds each
-    directory open; every entry is opened with O_NOFOLLOW and changed through its
-    descriptor). Returns how many were changed."""
+def set_tree(
+    top: Path, gid: int, dir_mode: int, file_mode: int, *, owner: int | None = None
+) -> int:
+    """Give the directories and regular files below ``top`` ``dir_mode`` and ``file_mode``
+    (with ``owner``, also that owner and group ``gid``; without, only those already of group
+    ``gid`` are changed), never following a symbolic link: ``os.fwalk`` holds each directory
+    open, every entry is opened with O_NOFOLLOW and changed through its descriptor, and
+    anything else (a link, a FIFO) is left as it is. Returns how many were changed."""
     changed = 0
+    file_flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     for _path, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
-        for name, mode, flags in [
-            *((d, dir_mode, _DIR_FLAGS) for d in dirs),
-            *(
-                (f, file_mode, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-                for f in files
-            ),
-        ]:
+        entries = [(d, dir_mode, _DIR_FLAGS) for d in dirs]
+        entries += [(f, file_mode, file_flags) for f in files]
+        for name, mode, flags in entries:
             try:
                 fd = os.open(name, flags, dir_fd=dir_fd)
             except OSError:
-                continue  # a link, a FIFO, or gone meanwhile: left as it is
+                continue  # a link, a FIFO, or gone meanwhile
             try:
                 st = os.fstat(fd)
-                kind_ok = stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
-                if kind_ok and st.st_gid == gid and stat.S_IMODE(st.st_mode) != mode:
+                if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                    continue
+                if owner is not None:
+                    os.fchown(fd, owner, gid)
+                elif st.st_gid != gid:
+                    continue
+                if owner is not None or stat.S_IMODE(st.st_mode) != mode:
                     os.fchmod(fd, mode)
                     changed += 1
             finally:

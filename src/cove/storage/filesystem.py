@@ -6,8 +6,8 @@ only a temporary file, which ``discard_partial`` removes.
 
 Directories are made mode 0700 and files 0600, unless the store's directory is shared with a
 group (as the local driver makes it when every instance has a user of its own, all in the
-service user's group): then directories are made as it is (mode 3770: the group writes, only a
-file's owner removes it) and files 0640, so an instance restores a backup another made.
+service user's group): then directories are made 2750 and files 0640, so an instance restores
+a backup another made, and none writes into another's directory.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class FilesystemStore(Store):
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=0o700)
                 if shared:
-                    directory.chmod(0o3770)
+                    directory.chmod(0o2750)
         return shared
 
     def _get(self, key: str) -> Iterator[bytes]:

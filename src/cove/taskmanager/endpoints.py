@@ -68,6 +68,10 @@ def serve_endpoints(tc: TaskContext) -> None:
     tc.driver.serve_endpoints(wanted, cluster_endpoints(tc), published)
 
 
+#: Instances that could not be given a public port, and why (logged when it changes).
+_unpublished: dict[str, str] = {}
+
+
 def _published(tc: TaskContext, s: Session) -> list[PublishedEndpoint]:
     """The public instances this driver places, each given a port on the public address when
     it has none yet (one that cannot have one is logged and left unpublished)."""
@@ -93,8 +97,11 @@ def _published(tc: TaskContext, s: Session) -> list[PublishedEndpoint]:
                     lambda port: tc.driver.address_usable(address, port),
                 )
             except CoveError as exc:
-                LOG.error("instance %s is not published: %s", inst.id, exc.message)
+                if _unpublished.get(inst.id) != exc.message:  # once, not every pass
+                    LOG.error("instance %s is not published: %s", inst.id, exc.message)
+                _unpublished[inst.id] = exc.message
                 continue
+            _unpublished.pop(inst.id, None)
             LOG.info("instance %s is published on %s:%d", inst.id, address, port)
         assert inst.public_port is not None
         wanted.append(
