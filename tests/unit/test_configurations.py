@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from accounts import add_account, password_auth
 from cove.api.context import build_context
-from cove.common.errors import GuestError, RpcTimeout
+from cove.common.errors import GuestError, InvalidArguments, RpcTimeout
 from cove.common.ids import new_id, utcnow
 from cove.common.settings import Settings, load_settings
 from cove.compute import parameters as readers
@@ -929,3 +929,22 @@ def test_the_reader_of_a_datastore_is_chosen_by_name_and_denied_parameters_dropp
     assert seen == [PG15.bin_dir]
     with pytest.raises(LookupError, match="known: "):
         readers.read_parameters(FoundVersion("mongodb", "7", "7.0", "/x"))
+
+
+def test_an_agent_of_an_older_cove_is_asked_without_a_revision(api: Any) -> None:
+    gid = group(api, {"work_mem": 4096})["id"]
+    iid = instance(api)
+    make_active(api, iid)
+    asked: list[dict[str, Any]] = []
+
+    def older_guest(ctx: Any, **args: Any) -> dict[str, Any]:
+        asked.append(args)
+        if "revision" in args:
+            raise InvalidArguments("apply_configuration: unknown argument(s): revision")
+        return {"restart_required": False}
+
+    api.bus.answer("apply_configuration", older_guest)
+    resp = api.put(f"/v1.0/p1/instances/{iid}", json={"instance": {"configuration": gid}})
+    assert resp.status_code == 202, resp.text
+    assert ["revision" in a for a in asked] == [True, False]
+    assert "fault" not in api.get(f"/v1.0/p1/instances/{iid}").json()["instance"]

@@ -9,7 +9,9 @@ promotion may take longer and are given their own.
 
 from __future__ import annotations
 
-from cove.common.errors import GuestError
+from typing import Any
+
+from cove.common.errors import GuestError, InvalidArguments
 from cove.domain.backups import BackupJob, BackupProgress, RestoreJob
 from cove.domain.guest import (
     ClusterHealth,
@@ -137,18 +139,29 @@ class GuestClient(ServiceClient):
         revision: int = 0,
     ) -> ConfigurationApplied:
         """``revision`` is the instance row's ``settings_revision`` the values were read at:
-        a guest that took a later revision keeps it and answers as if it took these."""
-        return self._call(
-            ctx,
-            "apply_configuration",
-            ConfigurationApplied,
-            self.apply_timeout,
-            ram_mb=ram_mb,
-            vcpus=vcpus,
-            volume_gb=volume_gb,
-            overrides=overrides,
-            revision=revision,
-        )
+        a guest that took a later revision keeps it and answers as if it took these. An agent
+        started by an older Cove, which knows no revision, is asked without one."""
+        args: dict[str, Any] = {
+            "ram_mb": ram_mb,
+            "vcpus": vcpus,
+            "volume_gb": volume_gb,
+            "overrides": overrides,
+        }
+        try:
+            return self._call(
+                ctx,
+                "apply_configuration",
+                ConfigurationApplied,
+                self.apply_timeout,
+                **args,
+                revision=revision,
+            )
+        except InvalidArguments as exc:
+            if "revision" not in exc.message:
+                raise
+            return self._call(
+                ctx, "apply_configuration", ConfigurationApplied, self.apply_timeout, **args
+            )
 
     def get_configuration(self, ctx: RequestContext) -> dict[str, str]:
         return self._call(ctx, "get_configuration", dict[str, str])
