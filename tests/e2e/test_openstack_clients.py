@@ -180,7 +180,7 @@ def sdk_create_and_wait(tc: TroveDriver, plane: ControlPlane, tiny: dict[str, An
     # As from Trove: keys that would be empty are absent, so no client takes it for a replica
     # source (or a replica).
     assert not {"replicas", "replica_of", "hostname", "fault"} & inst.keys()
-    assert inst["access"] == {"is_public": False}
+    assert inst["access"] == {"is_public": False, "allowed_cidrs": ["0.0.0.0/0"]}
     assert inst["datastore"]["type"] == "postgresql" and inst["volume"]["size"] == 1
     assert str(inst["flavor"]["id"]) == tiny["str_id"]
     with connect(inst, "app", app_pw, "orders") as conn:
