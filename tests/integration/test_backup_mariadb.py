@@ -137,7 +137,7 @@ def test_a_mariadb_backup_restores_into_a_new_instance(host: Host) -> None:
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for path in [data, *data.rglob("*")]:
         info = path.lstat()
-        assert info.st_uid == host.driver.uid, path
+        assert info.st_uid == host.driver.owner(copy.instance_id).uid, path
         assert stat.S_IMODE(info.st_mode) & 0o007 == 0, path
 
     # A flipped byte: the restore fails, no server runs on what it read.

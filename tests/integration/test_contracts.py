@@ -332,7 +332,7 @@ def _local_place(base: Path) -> Place:
 
     def agent_pids(instance_id: str) -> list[int]:
         config = str(driver.config_path(instance_id))
-        return procfs.processes_with_arg(driver.uid, config)
+        return procfs.processes_with_arg(driver.owner(instance_id).uid, config)
 
     def kill_agent(instance_id: str) -> None:
         wait_for(lambda: driver.agent_pid(instance_id) is not None, what="for the agent's lock")

@@ -402,16 +402,16 @@ def test_an_instance_is_run_by_whom_its_directory_belongs_to(tmp_path: Path) -> 
     base = driver.instance_dir("made-before")
     base.mkdir()
     if os.geteuid() != 0:
-        assert driver._owner("made-before") == driver.identity  # whoever runs Cove
+        assert driver.owner("made-before") == driver.identity  # whoever runs Cove
         return
     # Made before instances had users of their own: the service user's.
     os.chown(base, driver.uid, driver.gid)
-    assert driver._owner("made-before") == driver.identity
+    assert driver.owner("made-before") == driver.identity
     # Given to another user: that one, told by its uid even without a name.
     other = driver.instance_dir("another")
     other.mkdir()
     os.chown(other, 2_099_999_999, driver.gid)
-    owner = driver._owner("another")
+    owner = driver.owner("another")
     assert (owner.uid, owner.gid, owner.name) == (2_099_999_999, driver.gid, "2099999999")
 
 

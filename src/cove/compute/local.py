@@ -274,7 +274,7 @@ class LocalDriver(ComputeDriver):
         self._limit(spec)
         return previous
 
-    def _owner(self, instance_id: str) -> ServiceUser:
+    def owner(self, instance_id: str) -> ServiceUser:
         """Who runs the instance and owns its files: whoever runs Cove when it is not root;
         as root, whom its directory belongs to (only root gives it away: ``make_dirs``), so
         an instance made before instances had users of their own keeps the service user, and
@@ -335,7 +335,7 @@ class LocalDriver(ComputeDriver):
                 LOG.warning("instance %s: %s", instance_id, exc.message)
                 return
             pending = instance_id in self._pending
-            if pid is None or pid <= 0 or not procfs.owned_by(pid, self._owner(instance_id).uid):
+            if pid is None or pid <= 0 or not procfs.owned_by(pid, self.owner(instance_id).uid):
                 return
             if not pending and self.cgroups.contains(instance_id, pid):
                 return
@@ -375,7 +375,7 @@ class LocalDriver(ComputeDriver):
         path = self.config_path(instance_id)
         try:
             text = localfs.read_owned(
-                self.root, self._parts(path), self._owner(instance_id).uid, limit=1 << 20
+                self.root, self._parts(path), self.owner(instance_id).uid, limit=1 << 20
             )
             settings: GuestSettings = from_wire(GuestSettings, json.loads(text), "guest")
         except (OSError, UnsafePath, ValueError) as exc:
@@ -391,7 +391,7 @@ class LocalDriver(ComputeDriver):
                 "choose a shorter COVE_DATA_DIR"
             )
         self._place_volume(spec, base)
-        owner = self._owner(spec.instance_id)
+        owner = self.owner(spec.instance_id)
         localfs.make_dirs(base, SUBDIRS, owner.uid, owner.gid)
         placed = replace(spec, instance_dir=str(base), template_dir=str(self.templates))
         text = json.dumps(to_wire(placed), indent=2)
@@ -428,7 +428,7 @@ class LocalDriver(ComputeDriver):
         if os.path.isdir(base) and not os.path.ismount(base):
             size = self.volumes.image(instance_id).stat().st_size // volumes.GIB
             self.volumes.ensure(instance_id, base, size)
-            owner = self._owner(instance_id)
+            owner = self.owner(instance_id)
             localfs.make_dirs(base, SUBDIRS, owner.uid, owner.gid)
 
     def _mount_all(self) -> None:
@@ -457,7 +457,7 @@ class LocalDriver(ComputeDriver):
         Raises UnsafePath when a directory on the way is not a real directory.
         """
         parts = self._parts(path)
-        owner = self._owner(parts[0])
+        owner = self.owner(parts[0])
         localfs.write_private(self.root, parts, text, owner.uid, owner.gid)
 
     def agent_pid(self, instance_id: str) -> int | None:
@@ -469,7 +469,7 @@ class LocalDriver(ComputeDriver):
         lock = self.instance_dir(instance_id) / "run" / LOCK_NAME
         try:
             fd = localfs.open_owned(
-                self.root, self._parts(lock), os.O_RDONLY, self._owner(instance_id).uid
+                self.root, self._parts(lock), os.O_RDONLY, self.owner(instance_id).uid
             )
         except FileNotFoundError:
             return None
@@ -514,7 +514,7 @@ class LocalDriver(ComputeDriver):
     def _spawn(self, instance_id: str, config: Path) -> None:
         base = self.instance_dir(instance_id)
         log_path = base / "log" / "guestagent.log"
-        owner = self._owner(instance_id)
+        owner = self.owner(instance_id)
         fd = localfs.open_log(self.root, self._parts(log_path), owner.uid, owner.gid)
         try:
             proc = subprocess.Popen(
@@ -597,7 +597,7 @@ class LocalDriver(ComputeDriver):
         uid is never given to another user (``ensure_instance_user``), so what it may have
         left (a backup it wrote) stays nobody's. A user that cannot be removed is logged, not
         raised: it owns nothing that runs, and the delete must end."""
-        owner = self._owner(instance_id)
+        owner = self.owner(instance_id)
         if not self.identity.switch or owner.uid == self.uid:
             return  # nobody's own: the service user runs it
         for _ in range(10):
@@ -620,7 +620,7 @@ class LocalDriver(ComputeDriver):
         processes are ever put there), then remove it."""
         if self.cgroups is None:
             return
-        uid = self._owner(instance_id).uid
+        uid = self.owner(instance_id).uid
         procs = []
         for pid in self.cgroups.pids(instance_id):
             proc = localfs.Process.claim(pid, lambda p: procfs.owned_by(p, uid))
@@ -668,7 +668,7 @@ class LocalDriver(ComputeDriver):
         self, instance_id: str, signals: tuple[tuple[int, float], ...] = AGENT_STOP
     ) -> None:
         config = str(self.config_path(instance_id))
-        uid = self._owner(instance_id).uid
+        uid = self.owner(instance_id).uid
         procs: list[localfs.Process] = []
         starting = self._spawned.get(instance_id)
         if starting is not None and starting.poll() is None:
@@ -732,7 +732,7 @@ class LocalDriver(ComputeDriver):
         directory once the server is gone: a server's children may live in groups of their
         own (PostgreSQL's do), and a paused one never notices its parent's death."""
         base = self.instance_dir(instance_id)
-        uid = self._owner(instance_id).uid
+        uid = self.owner(instance_id).uid
         try:
             with localfs.open_dir(self.root, *self._parts(base.joinpath(*stray.workdir))) as fd:
                 workdir = os.fstat(fd)
@@ -756,7 +756,7 @@ class LocalDriver(ComputeDriver):
         pid is not this instance's process: one of the service user's, working in the
         instance's ``stray.workdir`` (a stale pid file can name any process)."""
         base = self.instance_dir(instance_id)
-        uid = self._owner(instance_id).uid
+        uid = self.owner(instance_id).uid
         pidfile = base.joinpath(*stray.pid_file)
         try:
             text = localfs.read_owned(self.root, self._parts(pidfile), uid)
