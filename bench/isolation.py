@@ -15,13 +15,26 @@ It prints the victim's latency (p50, p99, max) and throughput each way and their
 what the kernel enforced (the management view's ``isolation`` of both instances). Target: the
 victim's p99 under load <= 2x alone.
 
-Then the speed of an instance: ``pgbench`` (its TPC-B-like default, ``--scale``, 4 clients, 2
-threads, ``--duration`` seconds, over TCP) against a Cove instance of the ``tiny`` flavor (its
-volume, its control group, its flavor-tuned settings, WAL archiving on) and against the same
-PostgreSQL started by hand with stock settings (``initdb``, no archiving, the same durability:
-fsync and synchronous commit on) on the host's filesystem, in a control group with the same
-memory and CPU limits; the two alternate, ``--rounds`` times each, and the median TPS of each is
-compared. Target: Cove >= 1.0x by hand (isolation costs nothing); aim 1.2x.
+Then the speed of an instance, PostgreSQL and MariaDB, each against the same server started by
+hand: ``pgbench`` (its TPC-B-like default, ``--scale``, 4 clients, 2 threads, ``--duration``
+seconds, over TCP) against a Cove PostgreSQL instance of the ``tiny`` flavor (its volume, its
+control group, its flavor-tuned settings, WAL archiving on) and against the same PostgreSQL
+started by hand with stock settings (``initdb``, no archiving, the same durability: fsync and
+synchronous commit on) on the host's filesystem, in a control group with the same memory and
+CPU limits; then a sysbench-style OLTP read-write load (``oltp.py``: 10 point selects, a range,
+two updates, a delete and an insert per transaction, on ``--scale`` * 10,000 rows, 4 client
+processes, ``--duration`` seconds) against a Cove MariaDB instance of the ``tiny`` flavor (its
+volume, its control group, its flavor-tuned buffer pool, its binary log for replicas; made
+with its database and account, as a tenant would) and against Debian's ``mariadbd`` installed
+by ``mariadb-install-db`` and started with its defaults (no binary log), on a private address
+and a port that is no standard one, committing as durably as the instance does
+(``innodb_flush_log_at_trx_commit`` and ``sync_binlog`` read from it), in the same kind of
+control group. Each way alternates ``--rounds`` times, the side that goes first taking turns,
+after the host wrote back what the loads left dirty; the median TPS of each is compared.
+Target: Cove >= 1.0x by hand (isolation costs nothing); aim 1.2x.
+
+The control plane runs with Cove's own heartbeat interval, not the tests' quick one: the guest
+agent lives in its instance's control group, and its heartbeats are CPU the instance pays for.
 
 Usage: python bench/isolation.py [--duration 15] [--noisy 4] [--scale 10] [--rounds 2] [--json]
 """
@@ -36,12 +49,14 @@ import multiprocessing
 import os
 import random
 import re
+import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from harness import ControlPlane, wait_for
 
+import oltp
 from cove.common import cgroups, procfs
 from cove.common.service_user import service_user
 from cove.compute.discovery import find_postgresql
@@ -83,6 +99,10 @@ class Result:
     isolation: dict[str, Any] = dataclasses.field(default_factory=dict)
     cove_tps: list[float] = dataclasses.field(default_factory=list)
     hand_tps: list[float] = dataclasses.field(default_factory=list)
+    #: The OLTP load on MariaDB, and the durability both servers committed with.
+    cove_oltp_tps: list[float] = dataclasses.field(default_factory=list)
+    hand_oltp_tps: list[float] = dataclasses.field(default_factory=list)
+    mariadb_durability: dict[str, str] = dataclasses.field(default_factory=dict)
     error: str = ""
 
 
@@ -189,8 +209,9 @@ def measure(plane: ControlPlane, args: argparse.Namespace, result: Result) -> No
 # -- an instance's speed: Cove against the same server by hand --------------------------------
 
 HAND_ADDRESS = "127.79.0.1"
-#: The by-hand server's group: the tiny flavor's limits, as Cove gives its instance.
+#: The by-hand servers' groups: the tiny flavor's limits, as Cove gives its instance.
 HAND_GROUP = "bench-by-hand"
+TINY = (512, 1)  # MB of memory, vCPUs
 
 
 def pgbench(bin_dir: Path, dsn: dict[str, Any], *args: str) -> str:
@@ -254,7 +275,7 @@ class ByHand:
             **self._as_user(),
         )
         if self.groups is not None:
-            self.groups.limit("server", 512, 1)
+            self.groups.limit("server", *TINY)
             self.groups.join("server", [self.proc.pid])
         dsn = {"host": HAND_ADDRESS, "port": 5432, "user": "admin", "dbname": "postgres"}
         wait_for(lambda: _answers(dsn), 60, 0.05, "the by-hand server")
@@ -279,35 +300,101 @@ def _answers(dsn: dict[str, Any]) -> bool:
         return False
 
 
-def instance_speed(plane: ControlPlane, args: argparse.Namespace, result: Result) -> None:
+@contextlib.contextmanager
+def instance(plane: ControlPlane, **spec: Any) -> Iterator[dict[str, Any]]:
+    """A Cove instance of the tiny flavor, made through the API and ACTIVE; deleted after."""
     api = plane.http
-    iid = plane.create(name="bench-speed", flavorRef="1", volume={"size": 2})["id"]
-    inst = plane.wait_status(iid, "ACTIVE", timeout=300)
-    api.post(f"/instances/{iid}/databases", json={"databases": [{"name": "bench"}]})
-    password = api.post(f"/instances/{iid}/root").json()["user"]["password"]
-    cove = {"host": inst["ip"][0], "port": 5432, "user": "root", "password": password}
-    cove["dbname"] = "bench"
-    base = Path(tempfile.mkdtemp(prefix="cove-bench-"))
-    base.chmod(0o755)
-    hand = ByHand(base)
+    iid = plane.create(flavorRef="1", volume={"size": 2}, **spec)["id"]
     try:
-        by_hand = hand.start()
-        for dsn in (cove, by_hand):
-            pgbench(hand.bin, dsn, "-i", "-q", "-s", str(args.scale))
-        run = ("-c", "4", "-j", "2", "-T", str(int(args.duration)), "-n")
-        for _ in range(args.rounds):
-            result.cove_tps.append(tps(pgbench(hand.bin, cove, *run)))
-            result.hand_tps.append(tps(pgbench(hand.bin, by_hand, *run)))
-            print(
-                f"  pgbench: Cove {result.cove_tps[-1]:,.0f} tps, "
-                f"by hand {result.hand_tps[-1]:,.0f} tps",
-                flush=True,
-            )
+        yield plane.wait_status(iid, "ACTIVE", timeout=300)
     finally:
-        hand.stop()
-        subprocess.run(["rm", "-rf", str(base)], check=False)
         api.delete(f"/instances/{iid}")
         wait_for(lambda: api.get(f"/instances/{iid}").status_code == 404, 120, 0.2, "deleted")
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    """A directory for a by-hand server (its service user must reach it); removed after."""
+    base = Path(tempfile.mkdtemp(prefix="cove-bench-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def alternate(
+    label: str,
+    rounds: int,
+    cove: tuple[Callable[[], float], list[float]],
+    hand: tuple[Callable[[], float], list[float]],
+) -> None:
+    """``rounds`` runs each way, each ``(run, results)``, the side that goes first taking
+    turns: the host's other load drifts, and what the run before left weighs on whoever comes
+    next, so a fixed order would put it on one side only. The loads' writes are on disk first
+    (the kernel would write them back during a run, ~30 s later, on whichever side runs
+    then)."""
+    os.sync()
+    for n in range(rounds):
+        for run, results in (cove, hand) if n % 2 == 0 else (hand, cove):
+            results.append(run())
+        print(f"  {label}: Cove {cove[1][-1]:,.0f} tps, by hand {hand[1][-1]:,.0f} tps", flush=True)
+
+
+def instance_speed(plane: ControlPlane, args: argparse.Namespace, result: Result) -> None:
+    api = plane.http
+    with instance(plane, name="bench-speed") as inst, scratch() as base:
+        iid = inst["id"]
+        api.post(f"/instances/{iid}/databases", json={"databases": [{"name": "bench"}]})
+        password = api.post(f"/instances/{iid}/root").json()["user"]["password"]
+        cove = {"host": inst["ip"][0], "port": 5432, "user": "root", "password": password}
+        cove["dbname"] = "bench"
+        hand = ByHand(base)
+        try:
+            by_hand = hand.start()
+            for dsn in (cove, by_hand):
+                pgbench(hand.bin, dsn, "-i", "-q", "-s", str(args.scale))
+            run = ("-c", "4", "-j", "2", "-T", str(int(args.duration)), "-n")
+            alternate(
+                "pgbench",
+                args.rounds,
+                (lambda: tps(pgbench(hand.bin, cove, *run)), result.cove_tps),
+                (lambda: tps(pgbench(hand.bin, by_hand, *run)), result.hand_tps),
+            )
+        finally:
+            hand.stop()
+
+
+def mariadb_speed(plane: ControlPlane, args: argparse.Namespace, result: Result) -> None:
+    """The OLTP load (``oltp.py``) on a Cove MariaDB instance, made with its database and
+    account as a tenant would, and on MariaDB by hand."""
+    password = secrets.token_urlsafe(16)
+    spec = {
+        "name": "bench-oltp",
+        "datastore": {"type": "mariadb"},
+        "databases": [{"name": "bench"}],
+        "users": [{"name": "bench", "password": password, "databases": [{"name": "bench"}]}],
+    }
+    rows = args.scale * 10_000
+    with instance(plane, **spec) as inst, scratch() as base:
+        cove = {"host": inst["ip"][0], "port": 3306, "user": "bench", "password": password}
+        cove["database"] = "bench"
+        hand = oltp.ByHandMariaDB(base, HAND_ADDRESS, HAND_GROUP, "mariadb", TINY)
+        try:
+            # Read from the instance, defaults included: the by-hand server commits as the
+            # instance does, even once Cove's my.cnf changes.
+            result.mariadb_durability = oltp.durability(cove)
+            by_hand = hand.start(result.mariadb_durability)
+            for dsn in (cove, by_hand):
+                oltp.prepare(dsn, rows)
+            alternate(
+                "oltp_read_write",
+                args.rounds,
+                (lambda: oltp.run(cove, rows, 4, args.duration), result.cove_oltp_tps),
+                (lambda: oltp.run(by_hand, rows, 4, args.duration), result.hand_oltp_tps),
+            )
+        finally:
+            hand.stop()
 
 
 def fmt(run: Run) -> str:
@@ -346,11 +433,23 @@ def report_neighbour(result: Result, args: argparse.Namespace) -> None:
 
 def report_speed(result: Result) -> None:
     print("\nInstance speed (pgbench, tiny flavor's limits both ways):")
-    if not result.cove_tps or not result.hand_tps:
+    report_ratio(result.cove_tps, result.hand_tps)
+    print(
+        "\nInstance speed (MariaDB, sysbench-style oltp_read_write, 4 clients, "
+        "tiny flavor's limits both ways):"
+    )
+    report_ratio(result.cove_oltp_tps, result.hand_oltp_tps)
+    if result.mariadb_durability:
+        same = ", ".join(f"{k}={v}" for k, v in result.mariadb_durability.items())
+        print(f"  both ways: {same}")
+
+
+def report_ratio(cove_tps: list[float], hand_tps: list[float]) -> None:
+    if not cove_tps or not hand_tps:
         print("  not measured")
         return
-    cove, hand = statistics.median(result.cove_tps), statistics.median(result.hand_tps)
-    print(f"  Cove: {cove:,.0f} tps (median of {len(result.cove_tps)})")
+    cove, hand = statistics.median(cove_tps), statistics.median(hand_tps)
+    print(f"  Cove: {cove:,.0f} tps (median of {len(cove_tps)})")
     print(f"  by hand, stock settings: {hand:,.0f} tps")
     print(f"  ratio Cove / by hand: {cove / hand:.2f}x (target >= 1.0x, aim 1.2x)")
 
@@ -359,18 +458,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
     parser.add_argument("--noisy", type=int, default=4, help="the neighbour's clients")
-    parser.add_argument("--scale", type=int, default=10, help="pgbench's scale factor")
-    parser.add_argument("--rounds", type=int, default=2, help="pgbench runs each way")
+    parser.add_argument(
+        "--scale", type=int, default=10, help="pgbench's scale factor; the OLTP table's rows / 10k"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="pgbench and OLTP runs each way")
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
     args = parser.parse_args()
     result = Result()
     began = time.perf_counter()
-    plane = ControlPlane(extra_env={"COVE_ADDRESS_POOL": "127.78.0.0/24"})
+    # Cove's heartbeat interval (see the module's notes), not the tests' one a second.
+    plane = ControlPlane(fast_heartbeats=False, extra_env={"COVE_ADDRESS_POOL": "127.78.0.0/24"})
     try:
         plane.start()
         print("Noisy-neighbour benchmark:", flush=True)
         measure(plane, args, result)
         instance_speed(plane, args, result)
+        mariadb_speed(plane, args, result)
     except (Exception, KeyboardInterrupt) as exc:
         result.error = f"{type(exc).__name__}: {exc or 'interrupted'}"
         print(f"  stopped: {result.error}", flush=True)
