@@ -13,8 +13,9 @@ time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from cove.common.errors import CoveError
@@ -68,6 +69,18 @@ def serve_endpoints(tc: TaskContext) -> None:
     tc.driver.serve_endpoints(wanted, cluster_endpoints(tc), published)
 
 
+def _placed(tc: TaskContext, s: Session, condition: ColumnElement[bool]) -> Sequence[Instance]:
+    """The live instances this driver has placed that meet ``condition``."""
+    return s.scalars(
+        select(Instance).where(
+            Instance.deleted.is_(False),
+            Instance.address.is_not(None),
+            Instance.compute_driver == tc.driver.name,
+            condition,
+        )
+    ).all()
+
+
 #: Instances that could not be given a public port, and why (logged when it changes).
 _unpublished: dict[str, str] = {}
 
@@ -77,15 +90,7 @@ def _published(tc: TaskContext, s: Session) -> list[PublishedEndpoint]:
     it has none yet (one that cannot have one is logged and left unpublished)."""
     address = tc.settings.public_address
     wanted = []
-    rows = s.scalars(
-        select(Instance).where(
-            Instance.deleted.is_(False),
-            Instance.is_public.is_(True),
-            Instance.address.is_not(None),
-            Instance.compute_driver == tc.driver.name,
-        )
-    ).all()
-    for inst in rows:
+    for inst in _placed(tc, s, Instance.is_public.is_(True)):
         assert inst.address is not None
         if inst.public_port is None:
             try:
@@ -123,15 +128,7 @@ def guard_instances(tc: TaskContext) -> bool:
     (OSError)."""
     guarded = []
     with tc.db.session() as s:
-        rows = s.scalars(
-            select(Instance).where(
-                Instance.deleted.is_(False),
-                Instance.allowed_cidrs.is_not(None),
-                Instance.address.is_not(None),
-                Instance.compute_driver == tc.driver.name,
-            )
-        ).all()
-        for inst in rows:
+        for inst in _placed(tc, s, Instance.allowed_cidrs.is_not(None)):
             access = access_of(inst)
             if access.everyone:
                 continue
