@@ -29,7 +29,7 @@ def host_filter(tmp_path: Path) -> Iterator[Firewall]:
     try:
         yield found
     finally:
-        found.clear()
+        found.apply([])
 
 
 @pytest.fixture
@@ -90,10 +90,10 @@ def test_only_the_instances_networks_and_trusted_sources_connect(
     let_in = connect(outside, server)
     assert let_in is not None
     let_in.close()
-    with pytest.raises(OSError):
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
         for _ in range(50):
             kept.sendall(b"x" * 1024)
-            kept.recv(1)  # the listener never answers: only a reset ends the wait
+            kept.recv(1)  # the listener never answers: a reset ends the wait, not a timeout
     kept.close()
 
     # Nothing guarded: the table is gone and everyone connects again.

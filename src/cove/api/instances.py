@@ -34,8 +34,7 @@ from cove.api.replicas import (
 )
 from cove.api.restore import restorable, restore_version
 from cove.api.schemas import DatastoreIn, InstanceCreate
-from cove.api.validate import access as checked_access
-from cove.api.validate import checked_text, host_allowed, names_fit
+from cove.api.validate import checked, checked_text, host_allowed, names_fit
 from cove.common.errors import (
     BadRequest,
     DatastoreVersionNotFound,
@@ -51,7 +50,7 @@ from cove.db.models import DatastoreVersion, Instance
 from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
 from cove.db.sealed import CreateArgs
-from cove.domain.access import Access
+from cove.domain.access import Access, parse_access
 from cove.domain.capabilities import STANDARD_PORTS, Capability
 from cove.domain.parameters import denied
 from cove.domain.specs import DatabaseSpec, UserSpec
@@ -108,7 +107,7 @@ def create_instance(
     else:
         with_databases = bool(dbs) or any(u.databases for u in users)
         args = CreateArgs(dbs, users)
-        access = checked_access(spec.access) if spec.access is not None else Access()
+        access = checked(parse_access, spec.access) if spec.access is not None else Access()
         ids = [_record(c, project_id, spec, users, with_databases, args, access)]
         # (A restore's backup is recorded in the sealed arguments by _record.)
     record_replication(c, ids, spec)
@@ -248,7 +247,7 @@ def update_access(
     ValidationFailed."""
     with c.db.session() as s:
         inst = get_instance(s, instance_id, project_id)
-        access = checked_access(body, access_of(inst))
+        access = checked(lambda given: parse_access(given, access_of(inst)), body)
         if inst.task in (Task.BUILDING.value, Task.DELETING.value):
             status = compute_status(
                 snapshot(inst, inst.guest), utcnow(), c.settings.heartbeat_interval

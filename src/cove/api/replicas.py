@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session
 from cove.api.context import ApiContext
 from cove.api.guest import check_ready, require
 from cove.api.schemas import InstanceCreate
-from cove.api.validate import access as checked_access
-from cove.api.validate import checked_text
+from cove.api.validate import checked, checked_text
 from cove.common.errors import BadRequest, Forbidden, InstanceNotReady
 from cove.common.ids import new_id, utcnow
 from cove.db.clusters import refuse_member
@@ -28,7 +27,7 @@ from cove.db.networks import resolve_network
 from cove.db.quotas import check_instance_quota, lock_project
 from cove.db.replication import ensure_group
 from cove.db.sealed import CreateArgs
-from cove.domain.access import Access
+from cove.domain.access import Access, parse_access
 from cove.domain.capabilities import Capability
 from cove.domain.names import INSTANCE_NAME_MAX
 from cove.domain.status import ComputeState, Task
@@ -118,7 +117,9 @@ def record_replicas(
             configuration_id = group.id
         # Over the source's networks, unpublished: a replica is not published by inheritance.
         inherited = Access(allowed_cidrs=access_of(source).allowed_cidrs)
-        access = checked_access(spec.access, inherited) if spec.access is not None else inherited
+        access = inherited
+        if spec.access is not None:
+            access = checked(lambda given: parse_access(given, inherited), spec.access)
         ensure_group(s, source_id, utcnow())
         for n in range(1, count + 1):
             check_instance_quota(

@@ -4,31 +4,23 @@ specs the guest receives, or raises a 400 naming the problem."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cove.api.schemas import DatabaseIn, UserIn
 from cove.common.errors import BadRequest, ValidationFailed
 from cove.domain import names
-from cove.domain.access import Access, parse_access
 from cove.domain.capabilities import Capability, capabilities
 from cove.domain.specs import DatabaseSpec, UserSpec
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-def checked(rule: Callable[[T], T], value: T) -> T:
-    """Apply a rule of ``cove.domain.names``; raises ValidationFailed with its message."""
+def checked(rule: Callable[[T], R], value: T) -> R:
+    """Apply a rule of ``cove.domain`` (a name's, an ``access``'s); raises ValidationFailed
+    with its message."""
     try:
         return rule(value)
-    except ValueError as exc:
-        raise ValidationFailed(str(exc)) from exc
-
-
-def access(body: Any, current: Access | None = None) -> Access:
-    """A request's ``access`` over the instance's ``current`` one (None: a new instance's),
-    by :func:`cove.domain.access.parse_access`. Raises ValidationFailed with its message."""
-    try:
-        return parse_access(body, current)
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from exc
 

@@ -117,12 +117,6 @@ class Firewall:
                 LOG.info("connections to %d instance(s) are filtered by the host", len(wanted))
             self._applied, self._written = wanted, now
 
-    def clear(self) -> None:
-        """Remove the table (idempotent)."""
-        with self._lock, localfs.host_lock(self._lock_path):
-            self._run(render(self.table, ()))
-            self._applied, self._written = (), time.monotonic()
-
     def check(self) -> None:
         """Have nft check (not apply) a table like this one's. Raises OSError."""
         probe = Guarded("probe", (("127.0.0.2", 1),), ("192.0.2.0/24",), ("127.0.0.1",))

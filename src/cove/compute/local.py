@@ -36,7 +36,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -601,15 +601,10 @@ class LocalDriver(ComputeDriver):
         if not self.identity.switch or owner.uid == self.uid:
             return  # nobody's own: the service user runs it
         for _ in range(10):
-            procs = []
-            for pid in procfs.processes_of(owner.uid):
-                proc = localfs.Process.claim(pid, lambda p: owner.uid in procfs.uids(p))
-                if proc is not None:
-                    procs.append(proc)
-            if not procs:
+            pids = procfs.processes_of(owner.uid)
+            what = f"what runs as the user of instance {instance_id}"
+            if not _kill(pids, lambda p: owner.uid in procfs.uids(p), what):
                 break
-            LOG.warning("killing %d processes of instance %s's user", len(procs), instance_id)
-            localfs.stop(procs, FENCE_STOP, f"what runs as the user of instance {instance_id}")
         try:
             remove_instance_user(instance_id)
         except OSError as exc:
@@ -621,14 +616,8 @@ class LocalDriver(ComputeDriver):
         if self.cgroups is None:
             return
         uid = self.owner(instance_id).uid
-        procs = []
-        for pid in self.cgroups.pids(instance_id):
-            proc = localfs.Process.claim(pid, lambda p: procfs.owned_by(p, uid))
-            if proc is not None:
-                procs.append(proc)
-        if procs:
-            LOG.warning("killing %d processes left in instance %s", len(procs), instance_id)
-            localfs.stop(procs, FENCE_STOP, f"what is left of instance {instance_id}")
+        pids = self.cgroups.pids(instance_id)
+        _kill(pids, lambda p: procfs.owned_by(p, uid), f"what is left of instance {instance_id}")
         try:
             self.cgroups.remove(instance_id)
         except OSError as exc:
@@ -783,3 +772,13 @@ class LocalDriver(ComputeDriver):
                 pid,
             )
         return proc
+
+
+def _kill(pids: Sequence[int], belongs: Callable[[int], bool], what: str) -> int:
+    """SIGKILL those of ``pids`` that ``belongs`` claims (checked through a pidfd, so a pid
+    reused meanwhile is spared) and wait for them; how many there were."""
+    procs = [p for p in (localfs.Process.claim(pid, belongs) for pid in pids) if p is not None]
+    if procs:
+        LOG.warning("killing %d processes: %s", len(procs), what)
+        localfs.stop(procs, FENCE_STOP, what)
+    return len(procs)
