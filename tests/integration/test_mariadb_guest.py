@@ -407,6 +407,36 @@ def test_configuration_live_and_at_restart(
     assert float(global_value(config, "long_query_time")) == 10.0
 
 
+def test_the_redo_log_lives_in_the_journal_directory(
+    config: GuestSettings, managers: list[MariaManager]
+) -> None:
+    journal = config.root / "journal"  # beside the volume, as the driver places it
+    journal.mkdir(mode=0o700)
+    config = replace(config, journal_dir=str(journal))
+    manager = new_manager(config, managers)
+    manager.prepare([DatabaseSpec("j")], [UserSpec("ju", "pw-ju", "%", ("j",))])
+    GuestAdminEndpoints(manager).enable_root(CTX, ROOT_PASSWORD)
+    assert (journal / "ib_logfile0").is_file()
+    assert not (config.data_dir / "ib_logfile0").exists()
+    assert global_value(config, "innodb_log_group_home_dir") == str(journal)
+    with login(config, "ju", "pw-ju", "j") as conn:
+        query(conn, "CREATE TABLE t (id INT PRIMARY KEY)")
+        query(conn, "INSERT INTO t VALUES (1), (2), (3)")
+
+    # An instance from before journals: its redo log, in the data directory, moves at the
+    # next start (what was in the journal directory, not the data's, is replaced).
+    manager.stop()
+    os.replace(journal / "ib_logfile0", config.data_dir / "ib_logfile0")
+    (journal / "ib_logfile0").write_bytes(b"stale")
+    manager.start()
+    assert (journal / "ib_logfile0").stat().st_size > 1024 * 1024
+    assert not (config.data_dir / "ib_logfile0").exists()
+    with login(config, "ju", "pw-ju", "j") as conn:
+        assert query(conn, "SELECT id FROM t ORDER BY id") == [(1,), (2,), (3,)]
+    with login(config, "ju", "pw-ju", "j") as conn:
+        query(conn, "INSERT INTO t VALUES (4)")
+
+
 def test_failed_prepare_starts_over(config: GuestSettings, managers: list[MariaManager]) -> None:
     manager = new_manager(config, managers)
     manager.warm_up()

@@ -4,6 +4,7 @@ restarted, grown while mounted (a grow cut short is finished), and gone with the
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -77,6 +78,17 @@ def test_a_volume_is_mounted_again_grown_and_removed(
         st = base.stat()
         assert (st.st_uid, st.st_mode & 0o777) == (driver.uid, 0o700)
         assert 0.9 * GIB < size_of(base) <= GIB
+        # The commit log's directory, on the host's filesystem beside the volume.
+        journal = settings.data_dir / "journals" / spec.instance_id
+        written = json.loads((base / "conf" / "guest.json").read_text())
+        assert written["journal_dir"] == str(journal)
+        st = journal.stat()
+        assert (st.st_uid, st.st_mode & 0o777, st.st_dev) == (
+            driver.uid,
+            0o700,
+            base.parent.stat().st_dev,
+        )
+        assert journal.parent.stat().st_mode & 0o777 == 0o711
         assert (image.stat().st_mode & 0o777, image.parent.stat().st_mode & 0o777) == (
             0o600,
             0o700,
@@ -100,6 +112,7 @@ def test_a_volume_is_mounted_again_grown_and_removed(
     finally:
         driver.destroy(spec.instance_id)
     assert not base.exists() and not image.exists() and loops_holding(image) == ""
+    assert not (settings.data_dir / "journals" / spec.instance_id).exists()
 
 
 def test_an_instance_made_before_volumes_keeps_its_directory(driver: LocalDriver) -> None:
@@ -112,6 +125,7 @@ def test_an_instance_made_before_volumes_keeps_its_directory(driver: LocalDriver
     try:
         driver._lay_out(spec)
         assert not os.path.ismount(base) and (base / "data" / "PG_VERSION").is_file()
+        assert json.loads((base / "conf" / "guest.json").read_text())["journal_dir"] == ""
         assert not driver.volumes.exists(spec.instance_id)
     finally:
         driver.destroy(spec.instance_id)

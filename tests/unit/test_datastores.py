@@ -101,7 +101,7 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
     assert sorted(MANAGED) == ["mariadb", "postgresql", "redis"]
     assert {name: len(ds.denied) for name, ds in DATASTORES.items()} == {
         "postgresql": 62,
-        "mariadb": 74,
+        "mariadb": 75,
         "redis": 53,
     }
     # An unknown datastore denies everything; names are matched case-insensitively.
@@ -110,7 +110,7 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
         ("postgresql", ["Port", "shared_buffers", "ssl_ciphers", "archive_command"], "work_mem"),
         (
             "mariadb",
-            ["datadir", "log_bin_index", "innodb_buffer_pool_size", "max_binlog_size"],
+            ["datadir", "log_bin_index", "innodb_buffer_pool_size", "innodb_log_file_size"],
             "max_connections",
         ),
         ("redis", ["dir", "maxmemory", "replica-read-only", "enable-debug-command"], "timeout"),

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,17 @@ def test_a_configuration_group_cannot_move_or_shorten_the_binlog() -> None:
     assert shown["server_id"] == conf.server_id(cfg.instance_id)
     assert shown["max_binlog_size"] == conf.binlog_size(1)
     assert "read_only" not in shown
+
+
+def test_the_redo_log_goes_to_the_journal_directory_and_keeps_its_size() -> None:
+    cfg = config(innodb_log_file_size=64 << 30, innodb_log_group_home_dir="/elsewhere")
+    assert "innodb_log_group_home_dir" not in conf.settings(cfg)  # the data directory's
+    assert conf.redo_dir(cfg) == cfg.data_dir
+    journaled = replace(cfg, journal_dir="/srv/journals/i1")
+    shown = conf.settings(journaled)
+    assert shown["innodb_log_group_home_dir"] == "/srv/journals/i1"
+    assert "innodb_log_file_size" not in shown  # off the volume: no tenant may grow it
+    assert conf.redo_dir(journaled) == Path("/srv/journals/i1")
 
 
 def test_synchronous_mode_never_times_out_and_only_a_primary_waits() -> None:

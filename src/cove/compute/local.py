@@ -113,6 +113,8 @@ class LocalDriver(ComputeDriver):
                 store.chmod(0o700)
         self.cgroups, found = cgroups.detect(settings.cgroup_parent)
         self.volumes, volumes_found = volumes.detect(settings.data_dir / "volumes")
+        #: Where instances on volumes keep their commit logs (``_place_journal``).
+        self.journals = settings.data_dir / "journals"
         self.firewall, firewall_found = host_firewall.detect(settings.data_dir)
         # Instances whose memory limit the kernel could not lower yet: asked again later.
         self._pending: set[str] = set()
@@ -393,7 +395,12 @@ class LocalDriver(ComputeDriver):
         self._place_volume(spec, base)
         owner = self.owner(spec.instance_id)
         localfs.make_dirs(base, SUBDIRS, owner.uid, owner.gid)
-        placed = replace(spec, instance_dir=str(base), template_dir=str(self.templates))
+        placed = replace(
+            spec,
+            instance_dir=str(base),
+            template_dir=str(self.templates),
+            journal_dir=self._place_journal(spec.instance_id, base, owner),
+        )
         text = json.dumps(to_wire(placed), indent=2)
         self._write_private(self.config_path(spec.instance_id), text)
         lock = base / "run" / LOCK_NAME
@@ -415,6 +422,16 @@ class LocalDriver(ComputeDriver):
             if not self.volumes.exists(spec.instance_id) and any(base.iterdir()):
                 return  # made before this host had volumes: its files stay where they are
             self.volumes.ensure(spec.instance_id, base, spec.volume_gb)
+
+    def _place_journal(self, instance_id: str, base: Path, owner: ServiceUser) -> str:
+        """The instance's journal directory (``GuestSettings.journal_dir``) on the host's
+        filesystem, made when its directory is a volume; "" when it is not."""
+        if not os.path.ismount(base):
+            return ""
+        self.journals.mkdir(mode=0o711, exist_ok=True)
+        self.journals.chmod(0o711)  # instances' users pass through to their own
+        localfs.make_dirs(self.journals / instance_id, (), owner.uid, owner.gid)
+        return str(self.journals / instance_id)
 
     def _mount_volume(self, instance_id: str) -> None:
         """Mount an existing volume that is not (the host restarted); its size as it is.
@@ -566,6 +583,7 @@ class LocalDriver(ComputeDriver):
             self._remove_group(instance_id)
             if self.volumes is not None:
                 self.volumes.image(instance_id).unlink(missing_ok=True)
+            shutil.rmtree(self.journals / instance_id, ignore_errors=True)
             self._remove_user(instance_id)
             return
         try:
@@ -580,6 +598,7 @@ class LocalDriver(ComputeDriver):
             if self.volumes is not None:
                 self.volumes.remove(instance_id, base)
             shutil.rmtree(base, ignore_errors=True)
+            shutil.rmtree(self.journals / instance_id, ignore_errors=True)
             if os.path.lexists(base):
                 raise OSError(f"could not remove {base}")
             self._remove_user(instance_id)

@@ -22,9 +22,10 @@ Value = int | float | bool | str
 class GuestSettings:
     """Everything a guest agent is given about its instance.
 
-    The task manager fills what the control database knows; ``instance_dir`` and
-    ``template_dir`` say where the instance lives, and only the compute driver that places it
-    knows that: it fills them in when it writes the settings for the guest.
+    The task manager fills what the control database knows; ``instance_dir``,
+    ``template_dir`` and ``journal_dir`` say where the instance lives, and only the compute
+    driver that places it knows that: it fills them in when it writes the settings for the
+    guest.
     """
 
     instance_id: str
@@ -43,6 +44,12 @@ class GuestSettings:
     overrides: dict[str, Value] = field(default_factory=dict)
     instance_dir: str = ""
     template_dir: str | None = None
+    #: A directory of the instance's own on the host's filesystem, beside its volume, for a
+    #: commit log of fixed size that the server syncs on every commit; "" where the instance
+    #: has no volume (the log stays in the data directory). A loop device turns each sync
+    #: into a full fsync of the volume's image, a host journal commit that doubled a commit's
+    #: cost; the data, which grows, stays on the volume.
+    journal_dir: str = ""
 
     @property
     def root(self) -> Path:

@@ -66,8 +66,9 @@ DENIED = (
     "innodb_data_*", "innodb_log_group_home_dir", "innodb_undo_directory",
     "innodb_force_recovery", "innodb_doublewrite", "innodb_flush_method", "debug*",
     "version*", "hostname", "system_time_zone", "thread_handling", "userstat",
-    # the flavor's memory: a tenant cannot take more of the host than its flavor gives
-    "innodb_buffer_pool_size",
+    # the flavor's memory and volume: a tenant cannot take more of the host than they give
+    # (the redo log lives beside the volume, on the host's own filesystem)
+    "innodb_buffer_pool_size", "innodb_log_file_size",
 )
 # fmt: on
 

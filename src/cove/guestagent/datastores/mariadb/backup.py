@@ -294,9 +294,7 @@ class MariadbBackups:
         fails, CommandFailed when mbstream fails, and what reading a stream raises."""
         check_chain([piece.meta for piece in pieces], self.config.datastore_version)
         data = self.config.data_dir
-        if data.exists():
-            shutil.rmtree(data)
-        data.mkdir(mode=0o700)
+        self.server.empty_data_dir()
         self._extract(pieces[0], data)
         self._prepare(data)
         if len(pieces) > 1:

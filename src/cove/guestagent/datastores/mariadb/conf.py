@@ -125,6 +125,20 @@ def plugin_dir(config: GuestSettings) -> Path:
     return config.root / "plugin"
 
 
+def redo_dir(config: GuestSettings) -> Path:
+    """Where InnoDB's redo log lives: the instance's journal directory, beside its volume,
+    when it has one (``GuestSettings.journal_dir``), else the data directory."""
+    return Path(config.journal_dir) if config.journal_dir else config.data_dir
+
+
+def redo_settings(config: GuestSettings) -> dict[str, Value]:
+    """The redo log in :func:`redo_dir`. Its size stays the server's own (no tenant may
+    change it): out of the volume, it must not grow with what a tenant asks."""
+    if not config.journal_dir:
+        return {}
+    return {"innodb_log_group_home_dir": config.journal_dir}
+
+
 def server_id(instance_id: str) -> int:
     """The instance's ``server_id``, from its id: the GTIDs a server writes carry it, and a
     replica ignores events of its own id, so the servers of one replication group must differ
@@ -216,6 +230,7 @@ def settings(
         "plugin_dir": str(plugin_dir(config)),
         # Undoes, before any client connects, what the tenant's root did to the accounts.
         "init_file": str(config.conf_dir / INIT_FILE),
+        **redo_settings(config),
         **replication_settings(config, replica, synchronous),
         **(cluster or {}),
     }

@@ -24,6 +24,8 @@ from cove.guestagent.datastores.mariadb.privileges import startup_sql
 LOG = logging.getLogger(__name__)
 
 INSTALL_DB = "mariadb-install-db"
+#: InnoDB's redo log (one file since MariaDB 10.5), in ``conf.redo_dir``.
+REDO_LOG = "ib_logfile0"
 
 
 def beside_server(bin_dir: Path, program: str) -> Path:
@@ -130,6 +132,37 @@ class MariaServer(ChildServer):
             directory.mkdir(parents=True, exist_ok=True)
         self._make_dirs()
 
+    def empty_data_dir(self) -> None:
+        """An empty data directory, and no redo log of the one that was (in the journal
+        directory, which the data directory's files no longer match)."""
+        data = self.config.data_dir
+        if data.exists():
+            shutil.rmtree(data)
+        data.mkdir(mode=0o700)
+        if self.config.journal_dir:
+            (conf.redo_dir(self.config) / REDO_LOG).unlink(missing_ok=True)
+
+    def place_redo(self) -> None:
+        """Move a redo log found in the data directory to the journal directory before the
+        server starts: one that mariadb-backup's prepare left there (a restore, a replica's
+        copy) or one from before the instance had a journal directory. Copied, synced and
+        renamed before the original goes, so a copy cut short is made again."""
+        found = self.config.data_dir / REDO_LOG
+        if not self.config.journal_dir or not found.is_file():
+            return
+        target = conf.redo_dir(self.config) / REDO_LOG
+        partial = target.with_name(REDO_LOG + ".partial")
+        shutil.copyfile(found, partial)
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        partial.chmod(0o600)
+        os.replace(partial, target)
+        found.unlink()
+        LOG.info("moved the redo log to the journal directory %s", target.parent)
+
     def ensure_admin_password(self) -> None:
         """The agent's password, made when there is none yet (a replica's prepare may come
         before any warm-up made one): the init file gives it to the copied grant tables."""
@@ -140,10 +173,7 @@ class MariaServer(ChildServer):
         """A fresh data directory with the system tables and the agent's account (a new
         password), and my.cnf. Raises GuestError when mariadb-install-db fails."""
         self.make_places()
-        data = self.config.data_dir
-        if data.exists():
-            shutil.rmtree(data)
-        data.mkdir(mode=0o700)
+        self.empty_data_dir()
         password = conf.new_admin_password()
         conf.write_private(self.secret_file, password + "\n")
         self.write_init_file()
@@ -161,7 +191,7 @@ class MariaServer(ChildServer):
                     f"--extra-file={bootstrap}",
                 ],
                 timeout=300,
-                cwd=data,
+                cwd=self.config.data_dir,
             )
         except CommandFailed as exc:
             raise GuestError(
@@ -198,6 +228,7 @@ class MariaServer(ChildServer):
         # takes as long as the data is large.
         self.start_timeout = galera.JOIN_TIMEOUT if self.clustered else ChildServer.start_timeout
         self._make_dirs()
+        self.place_redo()
         if self.clustered and not self.new_cluster and galera.needs_recovery(self.config.data_dir):
             argv = [str(self.bin_dir / "mariadbd"), f"--defaults-file={self.conf_file}"]
             log = conf.tmp_dir(self.config) / "wsrep-recover.log"
