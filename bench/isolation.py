@@ -332,12 +332,11 @@ def alternate(
 ) -> None:
     """``rounds`` runs each way, each ``(run, results)``, the side that goes first taking
     turns: the host's other load drifts, and what the run before left weighs on whoever comes
-    next, so a fixed order would put it on one side only. The loads' writes are on disk first
-    (the kernel would write them back during a run, ~30 s later, on whichever side runs
-    then)."""
-    os.sync()
+    next, so a fixed order would put it on one side only. What the run before wrote is on disk
+    before each run (the kernel would write it back during the next one, ~30 s later)."""
     for n in range(rounds):
         for run, results in (cove, hand) if n % 2 == 0 else (hand, cove):
+            os.sync()
             results.append(run())
         print(f"  {label}: Cove {cove[1][-1]:,.0f} tps, by hand {hand[1][-1]:,.0f} tps", flush=True)
 
