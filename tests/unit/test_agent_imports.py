@@ -1,0 +1,32 @@
+"""What a new guest agent imports before it starts its database server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_bus_library_loads_only_after_the_server_start_began() -> None:
+    # main() reads its settings and starts the warm-up (the server's start) before it imports
+    # the bus client: kombu, the largest import, must not come with the settings' codec.
+    code = (
+        "import sys, cove.guestagent.main, cove.rpc.codec;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kombu', 'amqp', 'yaml')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_bus_names_still_load_from_the_package() -> None:
+    code = (
+        "from cove.rpc import RpcClient, RpcServer, RequestContext, redact_url;"
+        "import cove.rpc;"
+        "print(RpcClient.__module__, RpcServer.__module__, redact_url('redis://u:p@h/0'));"
+        "cove.rpc.nothing"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[:2] == ["cove.rpc.client", "cove.rpc.server"]
+    assert "p@" not in done.stdout
+    assert "has no attribute 'nothing'" in done.stderr
