@@ -7,15 +7,24 @@ against raw floors measured in the same run on the same machine:
   (the method Cove uses), which isolates Cove's own overhead;
 * MariaDB, raw: mariadb-install-db, mariadbd started, a database and a user made over the
   socket, then the same first connection as the user;
+* MariaDB, raw template: the same, copying a data directory mariadb-install-db made once;
 * Redis, raw: a configuration file with AOF and an ACL user, redis-server started, the first
-  authenticated PING.
+  authenticated PING (Redis has no data directory to make: its template floor is the same).
 
-Usage: python bench/provision.py [--n 5]
+Each datastore is measured ``--n`` times one after the other (the median) and ``--concurrency``
+at once (5 and 10: the time until all are ready), the floors and Cove in the same run, and
+printed as ratios against each floor and as Cove's own time over the template floor per
+instance. The first Cove instance of each datastore is made and deleted before (it builds the
+version's template). Targets: every ratio against the by-hand floor <= 1.0 for PostgreSQL and
+MariaDB, <= 3 for Redis (aim 1.5); Cove's own overhead <= 0.1 s per instance sequentially.
+
+Usage: python bench/provision.py [--n 5] [--concurrency 5,10]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -27,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -267,12 +276,6 @@ def cove_provision_redis(plane: ControlPlane, name: str) -> float:
     return time.perf_counter() - start
 
 
-def measure_redis(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, float, float]]:
-    return measure_against_raw(
-        plane, n, lambda i, user: RawRedis(base, i, user), cove_provision_redis, "r"
-    )
-
-
 def _connect_maria(host: str) -> None:
     def attempt() -> bool:
         try:
@@ -295,10 +298,13 @@ class RawMaria:
     """MariaDB set up by hand: mariadb-install-db, mariadbd as the service user, a database
     and a user made as root over the socket."""
 
-    def __init__(self, base: Path, index: int, user: ServiceUser) -> None:
+    def __init__(
+        self, base: Path, index: int, user: ServiceUser, template: Path | None = None
+    ) -> None:
         self.dir = base / f"maria{index}"
         self.host = f"{RAW_POOL}{100 + index // 250}.{index % 250 + 1}"
         self.user = user
+        self.template = template
         self.bin = Path(find_mariadb()[-1].bin_dir)
         # The installer that goes with the server timed, as Cove's guest finds it.
         self.install_db = mariadb_install_db(self.bin) or Path("mariadb-install-db")
@@ -319,11 +325,11 @@ class RawMaria:
         for path in (self.dir, *self.dir.iterdir()):
             os.chown(path, self.user.uid, self.user.gid)
         defaults, as_user = f"--defaults-file={cnf}", f"--user={self.user.name}"
-        subprocess.run(
-            [str(self.install_db), defaults, as_user, "--skip-test-db", "--skip-name-resolve"],
-            check=True,
-            capture_output=True,
-        )
+        if self.template is None:
+            self.install(defaults, as_user)
+        else:
+            (self.dir / "data").rmdir()
+            subprocess.run(["cp", "-a", str(self.template), str(self.dir / "data")], check=True)
         self.proc = subprocess.Popen(
             [str(self.bin / "mariadbd"), defaults, as_user],
             stdout=subprocess.DEVNULL,
@@ -337,6 +343,19 @@ class RawMaria:
             cur.execute("GRANT ALL ON app.* TO app@'%'")
         _connect_maria(self.host)
         return time.perf_counter() - start
+
+    def install(self, defaults: str, as_user: str) -> None:
+        subprocess.run(
+            [str(self.install_db), defaults, as_user, "--skip-test-db", "--skip-name-resolve"],
+            check=True,
+            capture_output=True,
+        )
+
+    def make_template(self, target: Path) -> None:
+        """A data directory made by mariadb-install-db, for the template floor to copy."""
+        self.provision()
+        self.stop()
+        subprocess.run(["cp", "-a", str(self.dir / "data"), str(target)], check=True)
 
     def _admin(self) -> Any:
         # root@localhost, by the unix socket: this process runs as root.
@@ -373,134 +392,175 @@ def cove_provision_maria(plane: ControlPlane, name: str) -> float:
     return time.perf_counter() - start
 
 
-def measure_maria(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, float, float]]:
-    return measure_against_raw(
-        plane, n, lambda i, user: RawMaria(base, i, user), cove_provision_maria, "m"
-    )
-
-
 class RawServer(Protocol):
     def provision(self) -> float: ...
 
     def stop(self) -> None: ...
 
 
-def measure_against_raw(
-    plane: ControlPlane,
-    n: int,
-    make_raw: Callable[[int, ServiceUser], RawServer],
-    cove_one: Callable[[ControlPlane, str], float],
-    prefix: str,
-) -> list[tuple[str, float, float]]:
-    """``n`` raw set-ups (made by ``make_raw``) and ``n`` Cove instances, one after the other
-    and all at once: (scenario, raw seconds, Cove seconds) rows."""
-    user = service_user("cove")
-    numbers = itertools.count()
-    servers: list[RawServer] = []
-    lock = threading.Lock()
+@dataclasses.dataclass
+class Kind:
+    """One datastore: its floors (name, a maker of one by-hand server by its number), the
+    Cove provisioning of one instance, and a prefix for the instances' names."""
 
-    def raw_one(_i: int) -> float:
-        with lock:
-            server = make_raw(next(numbers), user)
-            servers.append(server)
-        return server.provision()
-
-    rows = []
-    for concurrent in (False, True):
-        label = f"{n} {'concurrent (until all ready)' if concurrent else 'sequential (median)'}"
-        try:
-            raw = _run(raw_one, n, concurrent)
-        finally:  # a failed run leaves no server behind
-            for server in servers:
-                server.stop()
-            servers.clear()
-        cove = _run(lambda i: cove_one(plane, f"{prefix}{i}"), n, concurrent)
-        _delete_all(plane)
-        rows.append((label, raw, cove))
-    return rows
+    name: str
+    floors: list[tuple[str, Callable[[int], RawServer]]]
+    cove_one: Callable[[ControlPlane, str], float]
+    prefix: str
 
 
-class Raw:
-    """Runs raw provisionings of one kind and cleans up after them."""
+@dataclasses.dataclass
+class Row:
+    scenario: str
+    floors: list[float]
+    cove: float
+    count: int
+    concurrent: bool
 
-    def __init__(self, base: Path, template: Path | None) -> None:
-        self.base, self.template = base, template
-        self.user = service_user("cove")
-        self.servers: list[RawPostgres] = []
-        self._numbers = itertools.count(0 if template is None else 1000)
+
+class FloorRuns:
+    """Provisions by-hand servers of one floor, numbered from ``numbers``; keeps them to stop."""
+
+    def __init__(self, make: Callable[[int], RawServer], numbers: Iterator[int]) -> None:
+        self.make, self.numbers = make, numbers
+        self.servers: list[RawServer] = []
         self._lock = threading.Lock()
 
     def one(self, _i: int) -> float:
         with self._lock:
-            server = RawPostgres(self.base, next(self._numbers), self.user, self.template)
+            server = self.make(next(self.numbers))
             self.servers.append(server)
         return server.provision()
 
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
-        self.servers.clear()
 
 
-def measure(plane: ControlPlane, base: Path, n: int) -> list[tuple[str, float, float, float]]:
-    template = base / "template"
-    RawPostgres(base, 0, service_user("cove"), None).initdb(template)
-    raw_initdb, raw_template = Raw(base, None), Raw(base, template)
+def measure_kind(plane: ControlPlane, kind: Kind, n: int, concurrency: list[int]) -> list[Row]:
+    """Sequential and concurrent runs of each floor and of Cove, each floor's servers stopped
+    before the next run (a failed run leaves none behind)."""
+    numbers = itertools.count()
+    names = itertools.count()
     rows = []
-    for concurrent in (False, True):
-        label = f"{n} {'concurrent (until all ready)' if concurrent else 'sequential (median)'}"
-        times = []
-        for raw in (raw_initdb, raw_template):
-            times.append(_run(raw.one, n, concurrent))
-            raw.stop()
-        times.append(_run(lambda i: cove_provision(plane, f"b{i}"), n, concurrent))
-        _delete_all(plane)
-        rows.append((label, times[0], times[1], times[2]))
+    scenarios = [(n, False)] + [(c, True) for c in concurrency]
+    for count, concurrent in scenarios:
+        label = (
+            f"{count} concurrent (until all ready)"
+            if concurrent
+            else f"{count} sequential (median)"
+        )
+        floors = []
+        for _name, make in kind.floors:
+            runs = FloorRuns(make, numbers)
+            try:
+                floors.append(_run(runs.one, count, concurrent))
+            finally:
+                runs.stop()
+        try:
+            cove = _run(
+                lambda _i: kind.cove_one(plane, f"{kind.prefix}{next(names)}"), count, concurrent
+            )
+        finally:
+            _delete_all(plane)
+        rows.append(Row(label, floors, cove, count, concurrent))
+        print(
+            f"  {kind.name} {label}: "
+            + ", ".join(
+                f"{fname} {t:.2f} s" for (fname, _m), t in zip(kind.floors, floors, strict=True)
+            )
+            + f", Cove {cove:.2f} s",
+            flush=True,
+        )
     return rows
 
 
+def report(kind: Kind, rows: list[Row]) -> None:
+    names = [name for name, _make in kind.floors]
+    head = "".join(f"{name:>12}" for name in names)
+    ratios = "".join(f"{'cove/' + name:>18}" for name in names)
+    print(f"\n{kind.name}\n{'scenario':34}{head}{'cove':>9}{ratios}")
+    for row in rows:
+        times = "".join(f"{t:11.2f}s" for t in row.floors)
+        shown = "".join(f"{row.cove / t:18.2f}" for t in row.floors)
+        print(f"{row.scenario:34}{times}{row.cove:8.2f}s{shown}")
+    sequential = next(row for row in rows if not row.concurrent)
+    overhead = sequential.cove - sequential.floors[-1]
+    print(
+        f"Cove's own time over the {names[-1]} floor, sequential: {overhead:+.2f} s per instance "
+        "(target <= 0.1 s)"
+    )
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=5, help="instances per scenario")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--n", type=int, default=5, help="sequential instances per datastore")
+    parser.add_argument(
+        "--concurrency", default="5,10", help="how many at once, comma-separated (5,10)"
+    )
     args = parser.parse_args()
+    concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not find_postgresql():
         print("no PostgreSQL server binaries found", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="cove-bench-"))
     base.chmod(0o755)
-    os.chown(base, service_user("cove").uid, service_user("cove").gid)
-    plane = ControlPlane(fast_heartbeats=False).start()
-    redis_rows: list[tuple[str, float, float]] = []
-    maria_rows: list[tuple[str, float, float]] = []
+    user = service_user("cove")
+    os.chown(base, user.uid, user.gid)
+    most = max([args.n, *concurrency])
+    plane = ControlPlane(
+        fast_heartbeats=False, extra_env={"COVE_MAX_INSTANCES_PER_PROJECT": str(2 * most)}
+    ).start()
+    kinds: list[Kind] = []
+    pg_template = base / "pg-template"
+    RawPostgres(base, 9999, user, None).initdb(pg_template)
+    kinds.append(
+        Kind(
+            "PostgreSQL",
+            [
+                ("initdb", lambda i: RawPostgres(base, i, user, None)),
+                ("template", lambda i: RawPostgres(base, 2000 + i, user, pg_template)),
+            ],
+            cove_provision,
+            "p",
+        )
+    )
+    if find_mariadb():
+        maria_template = base / "maria-template"
+        kinds.append(
+            Kind(
+                "MariaDB",
+                [
+                    ("install-db", lambda i: RawMaria(base, i, user)),
+                    ("template", lambda i: RawMaria(base, 2000 + i, user, maria_template)),
+                ],
+                cove_provision_maria,
+                "m",
+            )
+        )
+    if find_redis():
+        kinds.append(
+            Kind(
+                "Redis", [("by hand", lambda i: RawRedis(base, i, user))], cove_provision_redis, "r"
+            )
+        )
+    results: list[tuple[Kind, list[Row]]] = []
+    warm: dict[str, float] = {}
     try:
-        warm = cove_provision(plane, "warm-up")
-        _delete_all(plane)
-        rows = measure(plane, base, args.n)
         if find_mariadb():
-            maria_rows = measure_maria(plane, base, args.n)
-        if find_redis():
-            redis_rows = measure_redis(plane, base, args.n)
+            RawMaria(base, 9999, user).make_template(maria_template)
+        for kind in kinds:
+            # The first instance of a version builds its template: not what later ones pay.
+            warm[kind.name] = kind.cove_one(plane, f"{kind.prefix}-warm-up")
+            _delete_all(plane)
+            results.append((kind, measure_kind(plane, kind, args.n, concurrency)))
     finally:
         plane.stop()
         shutil.rmtree(base, ignore_errors=True)
-    print(f"first Cove instance of the version (also builds its template): {warm:.2f} s")
-    print(
-        f"PostgreSQL\n{'scenario':34} {'raw initdb':>10} {'raw tmpl':>9} {'cove':>7} "
-        f"{'cove/initdb':>12} {'cove/tmpl':>10}"
-    )
-    for label, initdb_s, tmpl_s, cove_s in rows:
-        print(
-            f"{label:34} {initdb_s:9.2f}s {tmpl_s:8.2f}s {cove_s:6.2f}s "
-            f"{cove_s / initdb_s:12.2f} {cove_s / tmpl_s:10.2f}"
-        )
-    if maria_rows:
-        print(f"\nMariaDB\n{'scenario':34} {'raw':>10} {'cove':>7} {'cove/raw':>9}")
-        for label, raw_s, cove_s in maria_rows:
-            print(f"{label:34} {raw_s:9.2f}s {cove_s:6.2f}s {cove_s / raw_s:9.2f}")
-    if redis_rows:
-        print(f"\nRedis\n{'scenario':34} {'raw':>10} {'cove':>7} {'cove/raw':>9}")
-        for label, raw_s, cove_s in redis_rows:
-            print(f"{label:34} {raw_s:9.2f}s {cove_s:6.2f}s {cove_s / raw_s:9.2f}")
+    for name, seconds in warm.items():
+        print(f"first Cove instance of {name} (also builds its template): {seconds:.2f} s")
+    for kind, rows in results:
+        report(kind, rows)
     return 0
 
 

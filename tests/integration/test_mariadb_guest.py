@@ -437,6 +437,50 @@ def test_the_redo_log_lives_in_the_journal_directory(
         query(conn, "INSERT INTO t VALUES (4)")
 
 
+def test_instances_are_copied_from_a_template_of_their_server_binary(
+    config: GuestSettings, managers: list[MariaManager]
+) -> None:
+    templates = config.root / "templates"
+    templates.mkdir()
+    template = templates / f"mariadb-{config.datastore_version}"
+    first = replace(config, template_dir=str(templates))
+    new_manager(first, managers).prepare([DatabaseSpec("a")], [UserSpec("ua", "pw-a", "%", ("a",))])
+    assert (template / "mysql" / "global_priv.MAD").is_file()
+    assert (template / "ib_logfile0").stat().st_size == 4 * 1024 * 1024  # grown at a start
+    assert not list(template.glob("*bin*")) and not (template / "ib_buffer_pool").exists()
+    with login(first, "ua", "pw-a", "a") as conn:
+        assert query(conn, "SELECT 1") == [(1,)]
+
+    def another(name: str) -> GuestSettings:
+        root = config.root / name
+        for sub in ("data", "conf", "log", "run", "tmp"):
+            (root / sub).mkdir(parents=True)
+        return replace(first, instance_id=name, address=free_address(PORT), instance_dir=str(root))
+
+    # The next instance is a copy (the file put into the template comes along): no account
+    # but the agent's and the tenant's, the redo log at the server's own size.
+    (template / "copied-from-template").write_text("")
+    second = another("m2")
+    manager = new_manager(second, managers)
+    manager.prepare([DatabaseSpec("b")], [UserSpec("ub", "pw-b", "%", ("b",))])
+    assert (second.data_dir / "copied-from-template").exists()
+    assert (second.data_dir / "ib_logfile0").stat().st_size == 96 * 1024 * 1024
+    assert manager.status() is GuestStatus.HEALTHY
+    with login(second, "ub", "pw-b", "b") as conn:
+        query(conn, "CREATE TABLE t (id INT PRIMARY KEY)")
+        query(conn, "INSERT INTO t VALUES (1)")
+    with pytest.raises(pymysql.err.OperationalError, match="Access denied"):
+        pymysql.connect(unix_socket=str(second.run_dir / "mariadb.sock"), user="root").close()
+
+    # Another server binary (a package upgrade): the template is made again.
+    stamp = templates / f"{template.name}.json"
+    stamp.write_text(stamp.read_text().replace('"size": ', '"size": 1'))
+    third = another("m3")
+    new_manager(third, managers).prepare([], [])
+    assert not (third.data_dir / "copied-from-template").exists()
+    assert not (template / "copied-from-template").exists()
+
+
 def test_failed_prepare_starts_over(config: GuestSettings, managers: list[MariaManager]) -> None:
     manager = new_manager(config, managers)
     manager.warm_up()

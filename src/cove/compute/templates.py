@@ -11,8 +11,12 @@ user, writable by none, nor by the service user. A template made earlier another
 service user's) is made again. Where Cove does not run as root, the guest agent makes the
 template itself (``cove.guestagent.datastores.postgresql.server``).
 
-Only PostgreSQL has templates for now. The first create of a version waits for ``initdb``
-(about a second); later ones find it made (two stats).
+PostgreSQL's and MariaDB's: the first create of a version waits for ``initdb`` or
+``mariadb-install-db`` (about a second); later ones find it made (a few stats). A MariaDB
+template holds no account but the server's own ``mariadb.sys`` (the agent's comes from its init
+file at the first start), no server id, binary log or GTID state (installed without them), and a
+4 MB redo log the server grows at its first start; its stamp (``cove.common.binary_stamp``)
+names the ``mariadbd`` it was made with, and another one (a package upgrade) makes it again.
 
 Raises OSError or subprocess.SubprocessError when the template cannot be made (the agent then
 runs ``initdb`` itself).
@@ -26,10 +30,14 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
+from cove.common import binary_stamp
 from cove.common.service_user import ServiceUser
 from cove.compute import localfs
-from cove.domain.datastores.postgresql import initdb_argv, template_name
+from cove.compute.discovery import mariadb_install_db
+from cove.domain.datastores import mariadb, postgresql
+from cove.domain.datastores.postgresql import initdb_argv
 from cove.domain.guest import GuestSettings
 
 LOG = logging.getLogger(__name__)
@@ -37,48 +45,56 @@ LOG = logging.getLogger(__name__)
 TIMEOUT = 300
 
 
-def _ready(template: Path) -> bool:
-    """Made, root's, and readable by the group."""
+def _ready(template: Path, spec: GuestSettings) -> bool:
+    """Made, root's, readable by the group, and (MariaDB) made with this server binary."""
     try:
         st = template.lstat()
     except OSError:
         return False
-    mode_ok = st.st_mode & 0o050 == 0o050
-    return (
-        stat.S_ISDIR(st.st_mode)
-        and st.st_uid == 0
-        and mode_ok
-        and (template / "PG_VERSION").is_file()
-    )
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o050 != 0o050:
+        return False
+    if spec.datastore == "mariadb":
+        return binary_stamp.ready(template, mariadb.TEMPLATE_MARKER, _mariadbd(spec))
+    return (template / "PG_VERSION").is_file()
+
+
+def _mariadbd(spec: GuestSettings) -> Path:
+    return Path(spec.bin_dir) / "mariadbd"
+
+
+def _name(spec: GuestSettings) -> str | None:
+    if spec.datastore == "postgresql":
+        return postgresql.template_name(spec.datastore_version)
+    if spec.datastore == "mariadb":
+        return mariadb.template_name(spec.datastore_version)
+    return None
 
 
 def ensure(spec: GuestSettings, templates: Path, user: ServiceUser) -> None:
     """Make the template ``spec``'s datastore version copies from, unless it is made.
-    Raises OSError or subprocess.SubprocessError (``initdb`` failed)."""
-    if spec.datastore != "postgresql":
+    Raises OSError or subprocess.SubprocessError (the installer failed)."""
+    name = _name(spec)
+    if name is None:
         return
-    ready = templates / template_name(spec.datastore_version)
-    if _ready(ready):
+    ready = templates / name
+    if _ready(ready, spec):
         return
     with localfs.host_lock(templates.parent / "locks" / "templates.lock"):
-        if _ready(ready):
+        if _ready(ready, spec):
             return
         building = templates / f".{ready.name}.{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
         os.mkdir(building, 0o700)
         os.chown(building, user.uid, user.gid)
-        subprocess.run(
-            initdb_argv(spec.bin_dir, building, group_access=True),
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=TIMEOUT,
-            cwd=templates,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
-            user=user.popen_user,
-            group=user.popen_group,
-            extra_groups=user.popen_extra_groups,
-        )
+        try:
+            _install(spec, building, user)
+        except subprocess.CalledProcessError as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            said = (exc.stderr or exc.stdout or "").strip().splitlines()[-3:]
+            raise OSError(f"{Path(exc.cmd[0]).name} failed: {' '.join(said)}") from exc
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
         fd = os.open(building, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             os.fchown(fd, 0, user.gid)  # first the top: nothing more is made inside
@@ -86,10 +102,62 @@ def ensure(spec: GuestSettings, templates: Path, user: ServiceUser) -> None:
         finally:
             os.close(fd)
         localfs.set_tree(building, user.gid, 0o750, 0o640, owner=0)
+        if spec.datastore == "mariadb":
+            binary_stamp.write(ready, _mariadbd(spec), 0o640)
+            os.chown(binary_stamp.stamp_of(ready), 0, user.gid)
         if ready.exists():
-            # Made before templates were the group's to read: replaced.
+            # Made before templates were the group's to read, or by an older binary: replaced.
             stale = templates / f".{ready.name}.stale.{os.getpid()}"
             ready.rename(stale)
             shutil.rmtree(stale, ignore_errors=True)
         building.rename(ready)
-        LOG.info("made the template data directory for PostgreSQL %s", spec.datastore_version)
+        LOG.info(
+            "made the template data directory for %s %s", spec.datastore, spec.datastore_version
+        )
+
+
+def _install(spec: GuestSettings, building: Path, user: ServiceUser) -> None:
+    """Run the datastore's installer into ``building`` as ``user``."""
+    as_user: dict[str, Any] = {
+        "capture_output": True,
+        "text": True,
+        "check": True,
+        "timeout": TIMEOUT,
+        "cwd": building,
+        "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
+        "user": user.popen_user,
+        "group": user.popen_group,
+        "extra_groups": user.popen_extra_groups,
+    }
+    if spec.datastore == "postgresql":
+        subprocess.run(initdb_argv(spec.bin_dir, building, group_access=True), **as_user)
+        return
+    installer = mariadb_install_db(Path(spec.bin_dir))
+    if installer is None:
+        raise OSError(f"no mariadb-install-db beside {spec.bin_dir}")
+    # The installer's own files, in a directory of the user's beside the template (root's
+    # templates directory is not the user's to write).
+    work = building.with_name(building.name + ".install")
+    shutil.rmtree(work, ignore_errors=True)
+    os.mkdir(work, 0o700)
+    os.chown(work, user.uid, user.gid)
+    try:
+        defaults, sql = work / "my.cnf", work / "install.sql"
+        defaults.write_text(mariadb.template_cnf(building))
+        sql.write_text(mariadb.INSTALL_SQL)
+        for path in (defaults, sql):
+            os.chown(path, user.uid, user.gid)
+        subprocess.run(
+            [
+                str(installer),
+                f"--defaults-file={defaults}",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                f"--extra-file={sql}",
+            ],
+            **as_user,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    # Written at its shutdown, of no use to a copy: the pages its buffer pool held.
+    (building / "ib_buffer_pool").unlink(missing_ok=True)

@@ -20,6 +20,34 @@ if TYPE_CHECKING:
     from cove.guestagent.datastores.base import DatastoreManager
 
 
+#: A template's redo log: small, so that copying the template costs little; a server grows it
+#: to its configured size when it first starts.
+TEMPLATE_LOG_MB = 4
+#: Run once by mariadb-install-db: no account is left but the server's own mariadb.sys (the
+#: installer's root and unix-socket accounts go). The agent's comes from its init file.
+INSTALL_SQL = (
+    "DELETE FROM mysql.global_priv WHERE User <> 'mariadb.sys';\nDELETE FROM mysql.proxies_priv;\n"
+)
+
+
+#: A file every installed data directory holds (the grant table), below the template.
+TEMPLATE_MARKER = "mysql/global_priv.MAD"
+
+
+def template_name(version: str) -> str:
+    """The template data directory of ``version`` below the templates directory."""
+    return f"mariadb-{version}"
+
+
+def template_cnf(data_dir: Path) -> str:
+    """The only defaults file a template is installed with: its place and a small redo log,
+    nothing of any instance (no server id, no binary log, no keys)."""
+    return (
+        f"[mysqld]\ndatadir = {data_dir}\ninnodb_log_file_size = {TEMPLATE_LOG_MB}M\n"
+        "skip_networking\n"
+    )
+
+
 def find_versions() -> list[FoundVersion]:
     from cove.compute.discovery import find_mariadb
 

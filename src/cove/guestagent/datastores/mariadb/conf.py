@@ -21,6 +21,7 @@ import secrets
 from pathlib import Path
 
 from cove.common.errors import Unprocessable
+from cove.domain.datastores.mariadb import INSTALL_SQL
 from cove.domain.guest import GuestSettings
 from cove.domain.parameters import Value, denied
 
@@ -291,14 +292,7 @@ def bootstrap_sql(admin_password: str) -> str:
     )
     # A fixed account name and a hexadecimal verifier: nothing here comes from a request.
     account = f"('localhost', '{ADMIN_USER}', '{priv}')"
-    return "\n".join(
-        [
-            "DELETE FROM mysql.global_priv WHERE User <> 'mariadb.sys';",
-            "DELETE FROM mysql.proxies_priv;",
-            "INSERT INTO mysql.global_priv VALUES " + account + ";",  # noqa: S608 (no input)
-            "",
-        ]
-    )
+    return INSTALL_SQL + "INSERT INTO mysql.global_priv VALUES " + account + ";\n"  # noqa: S608
 
 
 def write_private(path: Path, text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import pwd
@@ -12,7 +13,14 @@ from pathlib import Path
 
 import pymysql
 
+from cove.common import binary_stamp
 from cove.common.errors import CommandFailed, GuestError
+from cove.domain.datastores.mariadb import (
+    INSTALL_SQL,
+    TEMPLATE_MARKER,
+    template_cnf,
+    template_name,
+)
 from cove.domain.guest import GuestSettings
 from cove.guestagent import process
 from cove.guestagent.child import ChildServer, read_pid_file
@@ -163,6 +171,84 @@ class MariaServer(ChildServer):
         found.unlink()
         LOG.info("moved the redo log to the journal directory %s", target.parent)
 
+    def _copy_template(self) -> bool:
+        """Fill the empty data directory from the version's template; False when there is
+        none or the copy failed (the data directory is empty again)."""
+        template = self._template()
+        if template is None:
+            return False
+        data = self.config.data_dir
+        try:
+            data.rmdir()
+            process.run(["cp", "-a", "--reflink=auto", str(template), str(data)], timeout=300)
+            # A template the control plane made is its group's to read: the copy is ours.
+            process.run(["chmod", "-R", "go=", str(data)], timeout=300)
+        except (GuestError, OSError) as exc:
+            LOG.warning("cannot copy the template data directory (%s); installing instead", exc)
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(mode=0o700)
+            return False
+        return True
+
+    def _template(self) -> Path | None:
+        """The version's template made with this server binary, made here when there is none
+        and the templates directory is this agent's to write (where Cove runs as root, the
+        task manager makes it before the agent starts: ``cove.compute.templates``)."""
+        if not self.config.template_dir:
+            return None
+        base = Path(self.config.template_dir)
+        ready = base / template_name(self.config.datastore_version)
+        binary = self.bin_dir / "mariadbd"
+        if binary_stamp.ready(ready, TEMPLATE_MARKER, binary):
+            return ready
+        if not os.access(base, os.W_OK):
+            return None
+        try:
+            with (base / f"{ready.name}.lock").open("w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if binary_stamp.ready(ready, TEMPLATE_MARKER, binary):
+                    return ready
+                self._make_template(ready, binary)
+                return ready
+        except (OSError, GuestError) as exc:
+            LOG.warning("no template data directory (%s); installing directly", exc)
+            return None
+
+    def _make_template(self, ready: Path, binary: Path) -> None:
+        """Install a template into a directory of its own, then rename it into place."""
+        building = ready.with_name(f".{ready.name}.{os.getpid()}")
+        work = building.with_name(building.name + ".install")
+        for path in (building, work):
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(mode=0o700)
+        try:
+            defaults, sql = work / "my.cnf", work / "install.sql"
+            conf.write_private(defaults, template_cnf(building))
+            conf.write_private(sql, INSTALL_SQL)
+            process.run(
+                [
+                    install_db(self.bin_dir),
+                    f"--defaults-file={defaults}",
+                    *user_option(),
+                    "--skip-test-db",
+                    "--skip-name-resolve",
+                    f"--extra-file={sql}",
+                ],
+                timeout=300,
+                cwd=building,
+            )
+            (building / "ib_buffer_pool").unlink(missing_ok=True)
+            binary_stamp.write(ready, binary)
+            if ready.exists():
+                shutil.rmtree(ready)  # made by another binary
+            building.rename(ready)
+        except CommandFailed as exc:
+            raise GuestError(f"cannot install the template: {exc}") from exc
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(building, ignore_errors=True)
+        LOG.info("made the template data directory for MariaDB %s", self.config.datastore_version)
+
     def ensure_admin_password(self) -> None:
         """The agent's password, made when there is none yet (a replica's prepare may come
         before any warm-up made one): the init file gives it to the copied grant tables."""
@@ -178,6 +264,8 @@ class MariaServer(ChildServer):
         conf.write_private(self.secret_file, password + "\n")
         self.write_init_file()
         self.write_config()
+        if self._copy_template():
+            return  # the init file writes the agent's account at the first start
         bootstrap = self.config.conf_dir / "bootstrap.sql"
         conf.write_private(bootstrap, conf.bootstrap_sql(password))
         try:
