@@ -436,6 +436,12 @@ def test_the_redo_log_lives_in_the_journal_directory(
     with login(config, "ju", "pw-ju", "j") as conn:
         query(conn, "INSERT INTO t VALUES (4)")
 
+    # A rebuilt data directory (a restore, a replica's copy) takes no redo log of the old one.
+    manager.stop()
+    (journal / "ib_logfile101").write_bytes(b"cut short")
+    manager.server.empty_data_dir()
+    assert list(journal.iterdir()) == [] and list(config.data_dir.iterdir()) == []
+
 
 def test_instances_are_copied_from_a_template_of_their_server_binary(
     config: GuestSettings, managers: list[MariaManager]
@@ -446,7 +452,8 @@ def test_instances_are_copied_from_a_template_of_their_server_binary(
     first = replace(config, template_dir=str(templates))
     new_manager(first, managers).prepare([DatabaseSpec("a")], [UserSpec("ua", "pw-a", "%", ("a",))])
     assert (template / "mysql" / "global_priv.MAD").is_file()
-    assert (template / "ib_logfile0").stat().st_size == 4 * 1024 * 1024  # grown at a start
+    # A small redo log to copy, which each copy's server grows at its first start.
+    assert (template / "ib_logfile0").stat().st_size == 4 * 1024 * 1024
     assert not list(template.glob("*bin*")) and not (template / "ib_buffer_pool").exists()
     with login(first, "ua", "pw-a", "a") as conn:
         assert query(conn, "SELECT 1") == [(1,)]
@@ -461,16 +468,25 @@ def test_instances_are_copied_from_a_template_of_their_server_binary(
     # but the agent's and the tenant's, the redo log at the server's own size.
     (template / "copied-from-template").write_text("")
     second = another("m2")
+    journal = second.root / "journal"
+    journal.mkdir()
+    second = replace(second, journal_dir=str(journal))
     manager = new_manager(second, managers)
     manager.prepare([DatabaseSpec("b")], [UserSpec("ub", "pw-b", "%", ("b",))])
     assert (second.data_dir / "copied-from-template").exists()
-    assert (second.data_dir / "ib_logfile0").stat().st_size == 96 * 1024 * 1024
+    assert not (second.data_dir / "ib_logfile0").exists()
+    assert (journal / "ib_logfile0").stat().st_size == 96 * 1024 * 1024
     assert manager.status() is GuestStatus.HEALTHY
     with login(second, "ub", "pw-b", "b") as conn:
         query(conn, "CREATE TABLE t (id INT PRIMARY KEY)")
         query(conn, "INSERT INTO t VALUES (1)")
     with pytest.raises(pymysql.err.OperationalError, match="Access denied"):
         pymysql.connect(unix_socket=str(second.run_dir / "mariadb.sock"), user="root").close()
+
+    # A group that sets what a data directory is made with: installed on its own.
+    paged = replace(another("m4"), overrides={"innodb_page_size": 8192})
+    new_manager(paged, managers).prepare([], [])
+    assert not (paged.data_dir / "copied-from-template").exists()
 
     # Another server binary (a package upgrade): the template is made again.
     stamp = templates / f"{template.name}.json"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from cove.common.errors import CommandFailed, GuestError
-from cove.domain.guest import GuestSettings
+from cove.domain.guest import ClusterMember, GuestSettings
 from cove.domain.replication import ReplicaSource
-from cove.guestagent.datastores.mariadb import conf
+from cove.guestagent.datastores.mariadb import conf, galera
 from cove.guestagent.datastores.mariadb import copy_channel as channel
 from cove.guestagent.datastores.mariadb.privileges import TENANT_ACCESS, startup_sql
 from cove.guestagent.datastores.mariadb.replication import (
@@ -120,6 +120,14 @@ def test_the_redo_log_goes_to_the_journal_directory_and_keeps_its_size() -> None
     assert shown["innodb_log_group_home_dir"] == "/srv/journals/i1"
     assert "innodb_log_file_size" not in shown  # off the volume: no tenant may grow it
     assert conf.redo_dir(journaled) == Path("/srv/journals/i1")
+
+
+def test_row_images_are_minimal_but_in_a_cluster_and_no_tenants_choice() -> None:
+    cfg = config(binlog_row_image="FULL")
+    assert conf.settings(cfg)["binlog_row_image"] == "MINIMAL"
+    member = ClusterMember(cluster_id="c1", peers=["127.42.0.8", "127.42.0.9", "127.42.0.10"])
+    clustered = conf.settings(cfg, cluster=galera.settings(cfg, member, "pw"))
+    assert clustered["binlog_row_image"] == "FULL"
 
 
 def test_synchronous_mode_never_times_out_and_only_a_primary_waits() -> None:

@@ -599,8 +599,9 @@ class LocalDriver(ComputeDriver):
                 self.volumes.remove(instance_id, base)
             shutil.rmtree(base, ignore_errors=True)
             shutil.rmtree(self.journals / instance_id, ignore_errors=True)
-            if os.path.lexists(base):
-                raise OSError(f"could not remove {base}")
+            for left in (base, self.journals / instance_id):
+                if os.path.lexists(left):
+                    raise OSError(f"could not remove {left}")
             self._remove_user(instance_id)
         finally:
             with self._spawn_lock:

@@ -58,6 +58,13 @@ def _ready(template: Path, spec: GuestSettings) -> bool:
     return (template / "PG_VERSION").is_file()
 
 
+def _write_new(path: Path, text: str) -> None:
+    """A new file of root's, readable by all (nothing secret), never through a link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def _mariadbd(spec: GuestSettings) -> Path:
     return Path(spec.bin_dir) / "mariadbd"
 
@@ -102,22 +109,24 @@ def ensure(spec: GuestSettings, templates: Path, user: ServiceUser) -> None:
         finally:
             os.close(fd)
         localfs.set_tree(building, user.gid, 0o750, 0o640, owner=0)
-        if spec.datastore == "mariadb":
-            binary_stamp.write(ready, _mariadbd(spec), 0o640)
-            os.chown(binary_stamp.stamp_of(ready), 0, user.gid)
         if ready.exists():
-            # Made before templates were the group's to read, or by an older binary: replaced.
+            # Made before templates were the group's to read, or by an older binary: replaced
+            # (an agent copying it meanwhile sees the directory change and installs instead).
             stale = templates / f".{ready.name}.stale.{os.getpid()}"
             ready.rename(stale)
             shutil.rmtree(stale, ignore_errors=True)
         building.rename(ready)
+        if spec.datastore == "mariadb":
+            # Only now: a stamp never names a template that is not in place.
+            binary_stamp.write(ready, _mariadbd(spec), 0o640, gid=user.gid)
         LOG.info(
             "made the template data directory for %s %s", spec.datastore, spec.datastore_version
         )
 
 
 def _install(spec: GuestSettings, building: Path, user: ServiceUser) -> None:
-    """Run the datastore's installer into ``building`` as ``user``."""
+    """Run the datastore's installer into ``building`` as ``user``. Raises OSError (no
+    installer) or subprocess.SubprocessError (it failed)."""
     as_user: dict[str, Any] = {
         "capture_output": True,
         "text": True,
@@ -135,18 +144,17 @@ def _install(spec: GuestSettings, building: Path, user: ServiceUser) -> None:
     installer = mariadb_install_db(Path(spec.bin_dir))
     if installer is None:
         raise OSError(f"no mariadb-install-db beside {spec.bin_dir}")
-    # The installer's own files, in a directory of the user's beside the template (root's
-    # templates directory is not the user's to write).
+    # The installer's files, root's and only readable by the user (who could otherwise put a
+    # link where root writes), and its temporary directory, the user's, beside the template.
     work = building.with_name(building.name + ".install")
     shutil.rmtree(work, ignore_errors=True)
-    os.mkdir(work, 0o700)
-    os.chown(work, user.uid, user.gid)
+    os.mkdir(work, 0o755)
     try:
-        defaults, sql = work / "my.cnf", work / "install.sql"
-        defaults.write_text(mariadb.template_cnf(building))
-        sql.write_text(mariadb.INSTALL_SQL)
-        for path in (defaults, sql):
-            os.chown(path, user.uid, user.gid)
+        defaults, sql, tmp = work / "my.cnf", work / "install.sql", work / "tmp"
+        _write_new(defaults, mariadb.template_cnf(building, tmp))
+        _write_new(sql, mariadb.INSTALL_SQL)
+        os.mkdir(tmp, 0o700)
+        os.lchown(tmp, user.uid, user.gid)
         subprocess.run(
             [
                 str(installer),

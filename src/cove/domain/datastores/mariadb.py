@@ -39,13 +39,20 @@ def template_name(version: str) -> str:
     return f"mariadb-{version}"
 
 
-def template_cnf(data_dir: Path) -> str:
-    """The only defaults file a template is installed with: its place and a small redo log,
+def template_cnf(data_dir: Path, tmp_dir: Path) -> str:
+    """The only defaults file a template is installed with: its places and a small redo log,
     nothing of any instance (no server id, no binary log, no keys)."""
     return (
-        f"[mysqld]\ndatadir = {data_dir}\ninnodb_log_file_size = {TEMPLATE_LOG_MB}M\n"
-        "skip_networking\n"
+        f"[mysqld]\ndatadir = {data_dir}\ntmpdir = {tmp_dir}\n"
+        f"innodb_log_file_size = {TEMPLATE_LOG_MB}M\nskip_networking\n"
     )
+
+
+#: Settings a data directory is made with, which a template made without them cannot have:
+#: an instance whose group sets one is installed on its own.
+INSTALL_TIME = frozenset(
+    {"innodb_page_size", "innodb_undo_tablespaces", "aria_block_size", "lower_case_table_names"}
+)
 
 
 def find_versions() -> list[FoundVersion]:

@@ -101,8 +101,7 @@ def tunables(config: GuestSettings) -> dict[str, Value]:
         "collation_server": DEFAULT_COLLATION,
         # A row change is logged by its key and the columns it changed, not both whole rows:
         # replicas are exact copies, so the key finds the row, and a write-heavy load writes
-        # a fraction of the binary log. A group may ask for FULL (a tool that reads old rows
-        # back out of the log needs it).
+        # a fraction of the binary log. Like every binlog_* setting, not a tenant's to change.
         "binlog_row_image": "MINIMAL",
     }
     for name, value in config.overrides.items():

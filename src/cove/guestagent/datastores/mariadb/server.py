@@ -17,6 +17,7 @@ from cove.common import binary_stamp
 from cove.common.errors import CommandFailed, GuestError
 from cove.domain.datastores.mariadb import (
     INSTALL_SQL,
+    INSTALL_TIME,
     TEMPLATE_MARKER,
     template_cnf,
     template_name,
@@ -60,6 +61,15 @@ def user_option() -> list[str]:
     if os.geteuid() != 0:
         return []
     return [f"--user={pwd.getpwuid(os.geteuid()).pw_name}"]
+
+
+def _sync_dir(path: Path) -> None:
+    """Make what was renamed or removed in ``path`` durable. Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class MariaServer(ChildServer):
@@ -141,54 +151,77 @@ class MariaServer(ChildServer):
         self._make_dirs()
 
     def empty_data_dir(self) -> None:
-        """An empty data directory, and no redo log of the one that was (in the journal
-        directory, which the data directory's files no longer match)."""
+        """An empty data directory, and no redo log of the one that was: the journal
+        directory's goes first, for good, so no crash leaves it beside a rebuilt data
+        directory whose files it does not match. Raises OSError."""
+        if self.config.journal_dir:
+            journal = conf.redo_dir(self.config)
+            for old in journal.glob("ib_logfile*"):
+                old.unlink()
+            _sync_dir(journal)
         data = self.config.data_dir
         if data.exists():
             shutil.rmtree(data)
         data.mkdir(mode=0o700)
-        if self.config.journal_dir:
-            (conf.redo_dir(self.config) / REDO_LOG).unlink(missing_ok=True)
 
     def place_redo(self) -> None:
         """Move a redo log found in the data directory to the journal directory before the
-        server starts: one that mariadb-backup's prepare left there (a restore, a replica's
-        copy) or one from before the instance had a journal directory. Copied, synced and
-        renamed before the original goes, so a copy cut short is made again."""
+        server starts: one that mariadb-backup's prepare or a template left there, or one from
+        before the instance had a journal directory. Copied and synced under another name,
+        renamed, the directory synced, and only then removed from the data directory, so a
+        move cut short is made again. Raises GuestError."""
         found = self.config.data_dir / REDO_LOG
         if not self.config.journal_dir or not found.is_file():
             return
-        target = conf.redo_dir(self.config) / REDO_LOG
-        partial = target.with_name(REDO_LOG + ".partial")
-        shutil.copyfile(found, partial)
-        fd = os.open(partial, os.O_RDONLY)
+        journal = conf.redo_dir(self.config)
+        partial = journal / (REDO_LOG + ".partial")
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        partial.chmod(0o600)
-        os.replace(partial, target)
-        found.unlink()
-        LOG.info("moved the redo log to the journal directory %s", target.parent)
+            shutil.copyfile(found, partial)
+            fd = os.open(partial, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            partial.chmod(0o600)
+            os.replace(partial, journal / REDO_LOG)
+            _sync_dir(journal)
+            found.unlink()
+            _sync_dir(self.config.data_dir)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise GuestError(
+                f"cannot move the redo log to the journal directory {journal}: {exc.strerror}"
+            ) from exc
+        LOG.info("moved the redo log to the journal directory %s", journal)
 
     def _copy_template(self) -> bool:
         """Fill the empty data directory from the version's template; False when there is
-        none or the copy failed (the data directory is empty again)."""
+        none, the instance's group sets what a data directory is made with, or the copy failed
+        (the data directory is empty again)."""
+        if any(name.lower() in INSTALL_TIME for name in self.config.overrides):
+            return False
         template = self._template()
         if template is None:
             return False
         data = self.config.data_dir
         try:
+            before = template.stat().st_ino
             data.rmdir()
             process.run(["cp", "-a", "--reflink=auto", str(template), str(data)], timeout=300)
             # A template the control plane made is its group's to read: the copy is ours.
             process.run(["chmod", "-R", "go=", str(data)], timeout=300)
+            # Made again meanwhile (another server binary): what was copied may be half of it.
+            if template.stat().st_ino != before or not self._ready(template):
+                raise GuestError("the template was made again during the copy")
         except (GuestError, OSError) as exc:
             LOG.warning("cannot copy the template data directory (%s); installing instead", exc)
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir(mode=0o700)
             return False
         return True
+
+    def _ready(self, template: Path) -> bool:
+        return binary_stamp.ready(template, TEMPLATE_MARKER, self.bin_dir / "mariadbd")
 
     def _template(self) -> Path | None:
         """The version's template made with this server binary, made here when there is none
@@ -198,32 +231,31 @@ class MariaServer(ChildServer):
             return None
         base = Path(self.config.template_dir)
         ready = base / template_name(self.config.datastore_version)
-        binary = self.bin_dir / "mariadbd"
-        if binary_stamp.ready(ready, TEMPLATE_MARKER, binary):
+        if self._ready(ready):
             return ready
         if not os.access(base, os.W_OK):
             return None
         try:
             with (base / f"{ready.name}.lock").open("w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                if binary_stamp.ready(ready, TEMPLATE_MARKER, binary):
-                    return ready
-                self._make_template(ready, binary)
+                if not self._ready(ready):
+                    self._make_template(ready)
                 return ready
         except (OSError, GuestError) as exc:
             LOG.warning("no template data directory (%s); installing directly", exc)
             return None
 
-    def _make_template(self, ready: Path, binary: Path) -> None:
-        """Install a template into a directory of its own, then rename it into place."""
+    def _make_template(self, ready: Path) -> None:
+        """Install a template into a directory of its own, rename it into place, then stamp
+        it. Raises GuestError when the installer fails, OSError."""
         building = ready.with_name(f".{ready.name}.{os.getpid()}")
         work = building.with_name(building.name + ".install")
-        for path in (building, work):
+        for path in (building, work, work / "tmp"):
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir(mode=0o700)
         try:
             defaults, sql = work / "my.cnf", work / "install.sql"
-            conf.write_private(defaults, template_cnf(building))
+            conf.write_private(defaults, template_cnf(building, work / "tmp"))
             conf.write_private(sql, INSTALL_SQL)
             process.run(
                 [
@@ -238,10 +270,10 @@ class MariaServer(ChildServer):
                 cwd=building,
             )
             (building / "ib_buffer_pool").unlink(missing_ok=True)
-            binary_stamp.write(ready, binary)
             if ready.exists():
                 shutil.rmtree(ready)  # made by another binary
             building.rename(ready)
+            binary_stamp.write(ready, self.bin_dir / "mariadbd")
         except CommandFailed as exc:
             raise GuestError(f"cannot install the template: {exc}") from exc
         finally:
