@@ -379,7 +379,7 @@ def unplaced(settings: GuestSettings | None) -> GuestSettings | None:
     """``settings`` without where the driver placed the instance (which drivers fill in)."""
     if settings is None:
         return None
-    return dataclasses.replace(settings, instance_dir="", template_dir=None)
+    return dataclasses.replace(settings, instance_dir="", template_dir=None, journal_dir="")
 
 
 def test_create_leaves_the_agent_running(place: Place) -> None:
