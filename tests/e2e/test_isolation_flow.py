@@ -359,7 +359,9 @@ def test_a_full_mariadb_volume_refuses_writes_until_it_grows(cove_up: ControlPla
                     cur.execute(chunk)
                     conn.commit()
                     written += 5
-            assert refused.value.args[0] in (1114, 1290, 1021), refused.value
+            # The table is full (1114), the server refuses writes (1290, 1021), or the binary
+            # log's cache of the statement cannot spill into the instance's tmpdir (3).
+            assert refused.value.args[0] in (1114, 1290, 1021, 3), refused.value
             conn.rollback()
         assert written > 0
 
