@@ -11,6 +11,7 @@ def test_the_bus_library_loads_only_after_the_server_start_began() -> None:
     # the bus client: kombu, the largest import, must not come with the settings' codec.
     code = (
         "import sys, cove.guestagent.main, cove.rpc.codec;"
+        "from cove.guestagent.datastores.redis import manager;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kombu', 'amqp', 'yaml')))"
     )
     done = subprocess.run(
@@ -30,3 +31,20 @@ def test_the_bus_names_still_load_from_the_package() -> None:
     assert done.stdout.split()[:2] == ["cove.rpc.client", "cove.rpc.server"]
     assert "p@" not in done.stdout
     assert "has no attribute 'nothing'" in done.stderr
+
+
+def test_an_agent_does_not_load_the_control_planes_settings() -> None:
+    # pydantic costs a new agent a fifth of a second before its server starts; only the
+    # control plane reads Settings.
+    code = (
+        "import sys, cove.guestagent.main;"
+        "from cove.guestagent.datastores.redis import manager;"
+        "from cove.guestagent.datastores.postgresql import manager;"
+        "from cove.guestagent.datastores.mariadb import manager;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'"
+        " or m == 'cove.common.settings'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

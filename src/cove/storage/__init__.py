@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from cove.common.settings import Settings
 from cove.domain.backups import StoreSpec, check_container
 from cove.storage.base import Store, check_key
+
+if TYPE_CHECKING:
+    # Only the control plane passes settings; a guest agent, which opens stores too, does not
+    # load pydantic (a fifth of a second) for them.
+    from cove.common.settings import Settings
 
 __all__ = [
     "KINDS",
