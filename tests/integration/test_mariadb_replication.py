@@ -173,7 +173,12 @@ def test_replicas_apply_their_primary_and_keep_its_password_secret(
     host: Host, group: tuple[Member, Member, Member]
 ) -> None:
     primary, one, two = group
+    # A standalone server writes no binary log; its first replica's source restarts it once
+    # to begin one, with its data.
+    assert query(primary.spec, "SELECT @@log_bin") == ((0,),)
     source = primary.repl.replication_source(CTX)
+    assert query(primary.spec, "SELECT @@log_bin") == ((1,),) and count(primary.spec) == 1000
+    assert (primary.home / "conf" / "source").is_file()
     assert (source.instance_id, source.host, source.port, source.user) == (
         primary.spec.instance_id,
         primary.spec.address,
@@ -230,8 +235,10 @@ def test_replicas_apply_their_primary_and_keep_its_password_secret(
     assert watch.found == []
     prepare(one.guest, [], [], replica_of=source)  # prepared: only starts its server
 
-    # What the primary held, and what it writes from now on.
+    # What the primary held, and what it writes from now on. Its binary log began after all
+    # of it: a replica that applied nothing yet is at position 0, a candidate for a failover.
     assert count(one.spec) == count(two.spec) == 1000
+    assert one.repl.replication_state(CTX).position == 0
     with login(primary.spec) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO shop.orders VALUES (1001, 'after the copies')")
     for member in (one, two):

@@ -80,14 +80,22 @@ def test_the_binlog_info_is_found_under_either_name(tmp_path: Path) -> None:
         read_binlog_info(tmp_path)
 
 
-def test_every_server_writes_a_gtid_binlog_and_only_a_replica_is_read_only() -> None:
+def test_a_group_s_servers_write_a_gtid_binlog_and_only_a_replica_is_read_only() -> None:
     cfg = config()
-    primary = conf.settings(cfg)
+    primary = conf.settings(cfg, source=True)
     assert primary["log_bin"] == "/srv/i1/data/mariadb-bin"
     assert primary["relay_log"] == "/srv/i1/data/relay-bin"
     assert primary["binlog_format"] == "ROW"
     assert primary["log_slave_updates"] is True
     assert primary["gtid_strict_mode"] is True
+    # A standalone server writes no binary log; a replica and a cluster member always do.
+    alone = conf.settings(cfg)
+    assert not {"log_bin", "log_slave_updates", "max_binlog_size"} & set(alone)
+    assert "\nlog_bin =" not in conf.my_cnf(cfg)
+    assert "log_bin = /srv/i1/data/mariadb-bin\n" in conf.my_cnf(cfg, source=True)
+    assert conf.settings(cfg, replica=True)["log_bin"] == "/srv/i1/data/mariadb-bin"
+    member = ClusterMember("c1", ["127.0.0.2", "127.0.0.3"])
+    assert "log_bin" in conf.settings(cfg, cluster=galera.settings(cfg, member, "pw"))
     assert "read_only" not in primary
     assert conf.settings(cfg, replica=True)["read_only"] is True
     assert "read_only = ON\n" in conf.my_cnf(cfg, replica=True)
@@ -105,7 +113,7 @@ def test_a_configuration_group_cannot_move_or_shorten_the_binlog() -> None:
         expire_logs_days=0, max_binlog_size=4096, log_basename="x", server_id=7, read_only=0
     )
     assert not {"expire_logs_days", "max_binlog_size", "log_basename"} & set(conf.tunables(cfg))
-    shown = conf.settings(cfg)
+    shown = conf.settings(cfg, source=True)
     assert shown["server_id"] == conf.server_id(cfg.instance_id)
     assert shown["max_binlog_size"] == conf.binlog_size(1)
     assert "read_only" not in shown

@@ -111,6 +111,7 @@ class GuestService:
         self._stop = threading.Event()
         self._beat_now = threading.Event()
         self._op_lock = threading.Lock()
+        self._source_lock = threading.Lock()
         # The settings revision last taken (apply_configuration); none yet at start, when the
         # agent has the settings the compute driver wrote for it.
         self._settings_revision = 0
@@ -359,8 +360,13 @@ class GuestService:
 
     def replication_source(self, ctx: RequestContext) -> ReplicaSource:
         """Where and as whom a new replica of this instance connects (idempotent: the same
-        account and password every time). Raises GuestError on a replica."""
-        source = self._replication().source()
+        account and password every time). A server that keeps nothing for replicas yet is
+        restarted first (once). Raises GuestError on a replica."""
+        engine = self._replication()
+        with self._source_lock:  # two new replicas: one restart, and no source() during it
+            if engine.begin_source():
+                self.restart(ctx)
+            source = engine.source()
         LOG.info("answered the replication account for a replica of this instance")
         # A primary with a replica holds its group's lease from now on: ask at once.
         self.lease.wake()

@@ -194,6 +194,11 @@ REPLICA_MARKER = "replica"
 class ReplicationEngine(Protocol):
     """How a datastore's server streams its data to replicas (a manager's ``replication``).
 
+    * ``begin_source`` runs on a primary before its first ``source``: it has the server keep,
+      from its next start on and for good, what a replica copies and follows (MariaDB's binary
+      log, which a standalone server does without); answers True when that start is still to
+      come, and the caller restarts the server before asking ``source``. Idempotent and cheap
+      (False from then on, and always where every server keeps it). Raises GuestError.
     * ``source`` runs on a primary: it makes sure the account replicas connect with exists
       (replication rights only) and is let in over the network, and answers where and as whom
       to connect. Idempotent: every call answers the same password, kept privately beside the
@@ -242,6 +247,8 @@ class ReplicationEngine(Protocol):
       what the replica needs to acknowledge, and what it applies once promoted. Idempotent;
       needs the running server. Raises GuestError.
     """
+
+    def begin_source(self) -> bool: ...
 
     def source(self) -> ReplicaSource: ...
 

@@ -5,8 +5,11 @@ Settings are spelled as the server names its variables (``innodb_buffer_pool_siz
 bytes, booleans ``ON``/``OFF``, so a value reads back from ``SHOW GLOBAL VARIABLES`` as it is
 written here.
 
-Every server writes a binary log with GTIDs (:func:`replication_settings`), so any instance can
-become the source of replicas, or be promoted, without a restart; a replica adds ``read_only``.
+A server writes a binary log with GTIDs (:func:`replication_settings`) once it is or has been
+part of a replication group or a cluster: a replica (which may be promoted), a cluster member, and
+a source, which begins writing it at a restart when its first replica is made (the
+:data:`SOURCE_MARKER`). A standalone server writes none: every commit would otherwise pay the
+binary log's write and sync too, for replicas it may never have. A replica adds ``read_only``.
 In synchronous mode (the :data:`SYNCHRONOUS_MARKER` in the configuration directory) every server
 adds semi-synchronous replication (:func:`semi_sync_settings`).
 """
@@ -53,6 +56,9 @@ BINLOG_DAYS = 3
 #: Settings that replication relies on which the datastore's deny-list lets through (aliases of
 #: denied ones, or ones that move the logs); an override of one is left out like a denied one.
 REPLICATION_OWNED = frozenset({"expire_logs_days", "max_binlog_size", "log_basename"})
+#: The marker, in the configuration directory, of a server that has been the source of replicas
+#: (``MariaDBReplication.begin_source``): it writes the binary log for good.
+SOURCE_MARKER = "source"
 #: The marker, in the configuration directory, of a server in its group's synchronous mode
 #: (``MariaDBReplication.set_synchronous``): my.cnf is rendered from it at every write.
 SYNCHRONOUS_MARKER = "synchronous"
@@ -177,30 +183,33 @@ def semi_sync_settings(primary: bool) -> dict[str, Value]:
 
 
 def replication_settings(
-    config: GuestSettings, replica: bool, synchronous: bool = False
+    config: GuestSettings, replica: bool, synchronous: bool = False, binlog: bool = True
 ) -> dict[str, Value]:
-    """The binary log with GTIDs, on every server: any instance can be copied for a replica,
-    or promoted, without a restart. A replica (``replica``) is read-only: every account but
-    the agent's (which holds READ_ONLY ADMIN) is refused writes, while its replication thread
-    applies its primary's. In ``synchronous`` mode, :func:`semi_sync_settings`."""
+    """The binary log with GTIDs when ``binlog`` (a replica always writes one). A replica
+    (``replica``) is read-only: every account but the agent's (which holds READ_ONLY ADMIN)
+    is refused writes, while its replication thread applies its primary's. In
+    ``synchronous`` mode, :func:`semi_sync_settings`."""
     out: dict[str, Value] = {
         "server_id": server_id(config.instance_id),
-        "log_bin": str(config.data_dir / BINLOG),
         "relay_log": str(config.data_dir / RELAY_LOG),
         "binlog_format": "ROW",
         # The server otherwise refuses triggers and routines to accounts without SUPER
         # (root's too): what they do might replicate differently as a statement, which the
         # row format (that no tenant can change) never sends.
         "log_bin_trust_function_creators": True,
-        # A replica writes what it applies into its own binary log: promoted, it is a source
-        # whose replicas go on from their GTID positions.
-        "log_slave_updates": True,
         # A GTID out of order (a write that reached only one server of the group) stops
         # replication instead of letting the servers drift apart silently.
         "gtid_strict_mode": True,
-        "binlog_expire_logs_seconds": BINLOG_DAYS * 86400,
-        "max_binlog_size": binlog_size(config.volume_gb),
     }
+    if binlog or replica:
+        out |= {
+            "log_bin": str(config.data_dir / BINLOG),
+            # A replica writes what it applies into its own binary log: promoted, it is a
+            # source whose replicas go on from their GTID positions.
+            "log_slave_updates": True,
+            "binlog_expire_logs_seconds": BINLOG_DAYS * 86400,
+            "max_binlog_size": binlog_size(config.volume_gb),
+        }
     if replica:
         out["read_only"] = True
     if synchronous:
@@ -213,11 +222,12 @@ def settings(
     replica: bool = False,
     synchronous: bool = False,
     cluster: dict[str, Value] | None = None,
+    source: bool = False,
 ) -> dict[str, Value]:
     """Everything in the [mysqld] section: :func:`tunables`, then the instance's places,
     safety and replication settings (a replica's with ``replica``, semi-synchronous ones
-    with ``synchronous``) and a cluster member's ``cluster`` settings, which no override can
-    change."""
+    with ``synchronous``, the binary log for a replica, a cluster member and a ``source``)
+    and a cluster member's ``cluster`` settings, which no override can change."""
     fixed: dict[str, Value] = {
         "datadir": str(config.data_dir),
         "tmpdir": str(tmp_dir(config)),
@@ -236,7 +246,7 @@ def settings(
         # Undoes, before any client connects, what the tenant's root did to the accounts.
         "init_file": str(config.conf_dir / INIT_FILE),
         **redo_settings(config),
-        **replication_settings(config, replica, synchronous),
+        **replication_settings(config, replica, synchronous, binlog=source or cluster is not None),
         **(cluster or {}),
     }
     # The instance's places and safety always win over whatever a group holds.
@@ -267,14 +277,15 @@ def my_cnf(
     synchronous: bool = False,
     cluster: dict[str, Value] | None = None,
     sections: str = "",
+    source: bool = False,
 ) -> str:
     """The whole my.cnf (a replica's with ``replica``, in synchronous mode with
-    ``synchronous``, a cluster member's with its ``cluster`` settings), then ``sections``;
-    raises Unprocessable as :func:`tunables` does."""
+    ``synchronous``, a cluster member's with its ``cluster`` settings, a ``source``'s), then
+    ``sections``; raises Unprocessable as :func:`tunables` does."""
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n", "[mysqld]\n"]
     lines += [
         f"{key} = {render_value(value)}\n"
-        for key, value in settings(config, replica, synchronous, cluster).items()
+        for key, value in settings(config, replica, synchronous, cluster, source).items()
     ]
     return "".join(lines) + sections
 

@@ -1,11 +1,13 @@
 """MariaDB replication with GTIDs: the primary's replication account and copy offers, replicas
 copied with mariadb-backup, promotion, fencing, re-pointing, and where a server stands.
 
-Every server writes a binary log with GTIDs (``conf.replication_settings``), so any primary is
-a source. It keeps one account for its replicas, ``cove_replication``@``%``, holding
-REPLICATION SLAVE and nothing else (the init file cuts it back to that at every start); its
-password is made once, at random, and kept in the configuration directory (mode 0600), so every
-``source`` answers the same one; the server holds only its verifier. Each ``source`` also
+A source writes a binary log with GTIDs (``conf.replication_settings``): a standalone server
+writes none, and begins at a restart before its first replica is copied
+(:meth:`MariaDBReplication.begin_source`), for good. A source keeps one account for its
+replicas, ``cove_replication``@``%``, holding REPLICATION SLAVE and nothing else (the init
+file cuts it back to that at every start); its password is made once, at random, and kept in
+the configuration directory (mode 0600), so every ``source`` answers the same one; the server
+holds only its verifier. Each ``source`` also
 offers one copy of the data (``copy_channel.CopyOffer``).
 
 A replica takes that copy into an emptied data directory (``mbstream``, then
@@ -164,10 +166,27 @@ class MariaDBReplication:
 
     # -- the primary's side ------------------------------------------------------------------
 
+    def begin_source(self) -> bool:
+        """Have the server write the binary log from its next start on, for good; True when
+        that start is still to come (a standalone server's first replica), False when it
+        writes it already (a source, a replica, a cluster member). Raises GuestError when the
+        marker or my.cnf cannot be written."""
+        server = self.server
+        if server.is_source or server.is_replica or server.clustered:
+            return False
+        try:
+            conf.write_private(self._conf_dir / conf.SOURCE_MARKER, "")
+            server.write_config()
+        except OSError as exc:
+            raise GuestError(f"cannot begin the binary log: {exc.strerror}") from exc
+        LOG.info("the server writes a binary log for replicas from its next start on")
+        return True
+
     def source(self) -> ReplicaSource:
         """Where and as whom a replica connects (the same account and password every time),
         with a copy offer of its own. Raises GuestError on a replica, on a server that writes
-        no binary log yet, and when the server refuses."""
+        no binary log yet (:meth:`begin_source` and a restart come first), and when the server
+        refuses."""
         config = self.server.config
         with self._lock:
             if self.server.is_replica:
@@ -177,8 +196,8 @@ class MariaDBReplication:
                     raise _refused_as_source()
                 if not _scalar(cur, "SELECT @@log_bin"):
                     raise GuestError(
-                        "MariaDB writes no binary log yet (an older guest agent started it): "
-                        "restart the instance before making replicas of it"
+                        "MariaDB writes no binary log yet: restart the instance before making "
+                        "replicas of it"
                     )
                 password = recorded_password(self._conf_dir / PASSWORD_FILE)
                 _ensure_account(cur, password)
@@ -345,7 +364,9 @@ class MariaDBReplication:
                 and status.get("Slave_IO_Running") == "Yes"
                 and status.get("Slave_SQL_Running") == "Yes"
             )
-            return ReplicationState(Role.REPLICA, applied, streaming)
+            # No GTID applied yet is position 0: a source's binary log starts when it became
+            # one, after everything its replicas' copies hold.
+            return ReplicationState(Role.REPLICA, applied or 0, streaming)
         # A promoted replica's binary log holds only what it applied since its copy; what it
         # applied before counts too (nothing written yet: 0).
         return ReplicationState(Role.PRIMARY, max(written or 0, applied or 0), False)

@@ -111,6 +111,15 @@ class MariaServer(ChildServer):
         return membership.is_member(self.config.conf_dir)
 
     @property
+    def is_source(self) -> bool:
+        """Whether the server has been the source of replicas, and so writes the binary log
+        for good: its marker says so, or the binary log an older agent began in the data
+        directory (every server wrote one then, and its replicas may still follow it)."""
+        return (self.config.conf_dir / conf.SOURCE_MARKER).is_file() or (
+            self.config.data_dir / f"{conf.BINLOG}.index"
+        ).is_file()
+
+    @property
     def synchronous(self) -> bool:
         """Whether the server is in its group's synchronous mode: its marker says so."""
         return (self.config.conf_dir / conf.SYNCHRONOUS_MARKER).is_file()
@@ -128,7 +137,9 @@ class MariaServer(ChildServer):
             None if member is None else galera.settings(self.config, member, self.admin_password())
         )
         sections = "" if member is None else galera.sst_section(self.config)
-        text = conf.my_cnf(self.config, replica, self.synchronous, cluster, sections)
+        text = conf.my_cnf(
+            self.config, replica, self.synchronous, cluster, sections, source=self.is_source
+        )
         if refused and not replica:
             # The volume is full; a replica's my.cnf has read_only already.
             text = text.replace("[mysqld]\n", "[mysqld]\nread_only = ON\n", 1)

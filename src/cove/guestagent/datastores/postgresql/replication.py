@@ -200,6 +200,11 @@ class PostgresReplication:
 
     # -- the primary's side ------------------------------------------------------------------
 
+    def begin_source(self) -> bool:
+        """Never: the WAL every server writes (the default ``wal_level = replica``) is what a
+        standby streams."""
+        return False
+
     def source(self) -> ReplicaSource:
         config = self.server.config
         with self._lock:

@@ -249,6 +249,11 @@ class RedisReplication:
 
     # -- the primary's side ------------------------------------------------------------------
 
+    def begin_source(self) -> bool:
+        """Never: a Redis primary feeds replicas from its memory and its backlog, with no log
+        to begin."""
+        return False
+
     def source(self) -> ReplicaSource:
         """Raises GuestError on a replica, or when the server does not answer."""
         config = self.server.config
