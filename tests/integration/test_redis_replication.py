@@ -482,8 +482,11 @@ def test_replicas_copy_the_primarys_users_and_root_and_keep_them_when_promoted(
     prepare(two_guest, [], [], replica_of=source)
     assert two_guest.list_users(CTX) == p_guest.list_users(CTX)
     users = p_guest.list_users(CTX)
-    position = p_repl.fence_primary(CTX)
+    # The restarted replica streams again before the fence (it connects within a second
+    # or so): a replica the primary never sent its last writes to cannot reach them.
     one_repl = GuestReplicationClient(host.bus, one.instance_id)
+    eventually(lambda: one_repl.replication_state(CTX).streaming, "the replica streaming again")
+    position = p_repl.fence_primary(CTX)
     try:
         eventually(
             lambda: (one_repl.replication_state(CTX).position or 0) >= (position or 0),

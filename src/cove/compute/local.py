@@ -52,6 +52,7 @@ from cove.common.service_user import (
 from cove.common.settings import Settings
 from cove.compute import firewall as host_firewall
 from cove.compute import localfs, templates, volumes
+from cove.compute.agentforks import AgentForks, AgentProcess, ForkServerError
 from cove.compute.base import ComputeDriver
 from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, HAProxy, PublishedEndpoint
 from cove.compute.firewall import Guarded
@@ -80,7 +81,9 @@ class LocalDriver(ComputeDriver):
         self.templates = settings.templates_dir
         self._spawn_lock = threading.Lock()
         # Agents this process started: one still starting up holds no lock yet, but is alive.
-        self._spawned: dict[str, subprocess.Popen[bytes]] = {}
+        self._spawned: dict[str, AgentProcess] = {}
+        # Forks new agents from a process that imported their code once.
+        self.forks = AgentForks()
         # Instances being destroyed: no agent may be started for them (guarded by _spawn_lock).
         self._destroying: set[str] = set()
         self.identity = service_user(settings.service_user)
@@ -119,6 +122,7 @@ class LocalDriver(ComputeDriver):
         # Instances whose memory limit the kernel could not lower yet: asked again later.
         self._pending: set[str] = set()
         if check:
+            self.forks.warm()  # its imports run while the rest of the service starts
             self.check_access()
             # Say once, loudly, what is not enforced instead of pretending.
             if self.cgroups is None:
@@ -529,36 +533,52 @@ class LocalDriver(ComputeDriver):
         }
 
     def _spawn(self, instance_id: str, config: Path) -> None:
+        """Start the agent: forked from the fork server (``compute/agentforks.py``), or, when
+        that fails, as a new process."""
         base = self.instance_dir(instance_id)
         log_path = base / "log" / "guestagent.log"
         owner = self.owner(instance_id)
+        env = self._agent_env(base)
         fd = localfs.open_log(self.root, self._parts(log_path), owner.uid, owner.gid)
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cove.guestagent.main", "--config", str(config)],
-                cwd=base,
-                env=self._agent_env(base),
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                start_new_session=True,
-                user=owner.popen_user,
-                group=owner.popen_group,
-                extra_groups=owner.popen_extra_groups,
-            )
+            try:
+                agent: AgentProcess = self.forks.spawn(
+                    config, base, env, owner, fd, lambda pid: self._join(instance_id, pid)
+                )
+                how = "forked"
+            except ForkServerError:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "cove.guestagent.main", "--config", str(config)],
+                    cwd=base,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=fd,
+                    stderr=fd,
+                    start_new_session=True,
+                    user=owner.popen_user,
+                    group=owner.popen_group,
+                    extra_groups=owner.popen_extra_groups,
+                )
+                # Before the agent gets to start a server (its imports alone take longer
+                # than this): what it starts is born in the group.
+                self._join(instance_id, proc.pid)
+                # Reap the agent when it exits so it never lingers as a zombie of this process.
+                threading.Thread(target=proc.wait, daemon=True).start()
+                agent, how = proc, "started"
         finally:
             os.close(fd)
-        self._spawned[instance_id] = proc
-        if self.cgroups is not None:
-            # Before the agent gets to start a server (its imports alone take longer than
-            # this): what it starts is born in the group.
-            try:
-                self.cgroups.join(instance_id, [proc.pid])
-            except OSError as exc:
-                LOG.error("instance %s runs without its limits: %s", instance_id, exc)
-        # Reap the agent when it exits so it never lingers as a zombie of this process.
-        threading.Thread(target=proc.wait, daemon=True).start()
-        LOG.info("started the guest agent of instance %s (pid %d)", instance_id, proc.pid)
+        self._spawned[instance_id] = agent
+        LOG.info("%s the guest agent of instance %s (pid %d)", how, instance_id, agent.pid)
+
+    def _join(self, instance_id: str, pid: int) -> None:
+        """Move a new agent into the instance's control group (an error is logged: the
+        instance runs without its limits, and ``reconcile`` tries again)."""
+        if self.cgroups is None:
+            return
+        try:
+            self.cgroups.join(instance_id, [pid])
+        except OSError as exc:
+            LOG.error("instance %s runs without its limits: %s", instance_id, exc)
 
     def state(self, instance_id: str) -> ComputeState:
         try:
@@ -681,8 +701,14 @@ class LocalDriver(ComputeDriver):
         procs: list[localfs.Process] = []
         starting = self._spawned.get(instance_id)
         if starting is not None and starting.poll() is None:
-            # Our own child, maybe not yet running the agent's code nor holding the lock.
-            child = localfs.Process.claim(starting.pid, lambda pid: True)
+            # Ours, maybe not yet running the agent's code nor holding the lock: a process we
+            # started is ours until we collect it; a forked one while it is an agent.
+            child = localfs.Process.claim(
+                starting.pid,
+                lambda pid: (
+                    isinstance(starting, subprocess.Popen) or self._is_agent(pid, config, uid)
+                ),
+            )
             procs += [child] if child is not None else []
         # An agent still starting up (perhaps by another task manager) holds no lock yet.
         pids = set(procfs.processes_with_arg(uid, config))

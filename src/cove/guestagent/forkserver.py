@@ -1,0 +1,187 @@
+"""A warm parent for guest agents: one process that has imported the agent's code once and
+forks a new agent for each instance the local compute driver starts, so an agent runs its
+first line in milliseconds instead of after the ~0.2 s Python takes to import it.
+
+The driver (``cove.compute.agentforks``) starts it (``python -m cove.guestagent.forkserver
+--fd N --room ...``, the room a padding that agents' command lines take the place of) and talks
+to it over a private socket pair, which nothing else can reach. A request is one datagram of JSON,
+``{"config", "cwd", "env", "uid", "gid", "groups"}``, with the agent's log file passed along
+as a descriptor; the answer is ``{"pid": N}`` or ``{"error": "..."}``. The new agent then
+waits until the driver sends ``go`` (after moving it into the instance's control group, so
+everything it starts is born there), and exits unstarted when the driver sends anything else
+or hangs up first.
+
+A forked agent is told from a started one by nothing: it runs in a session of its own as the
+instance's user, with the environment and working directory the driver gives, and shows the
+command line a started agent has (``show_as``), which is how the driver recognises an agent
+before it signals one. The server is single-threaded, so a fork never copies a lock another
+thread held, and reaps the agents it forked when they exit. It exits when the driver's end
+closes; the agents it forked run on, as started ones do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+#: What an agent needs before it serves, imported once here instead of by every agent. The
+#: backup tools and stores are left out: few agents use them, and they are large.
+PRELOAD = (
+    "cove.guestagent.main",
+    "cove.guestagent.service",
+    "cove.guestagent.datastores.postgresql.manager",
+    "cove.guestagent.datastores.mariadb.manager",
+    "cove.guestagent.datastores.redis.manager",
+    "cove.rpc.client",
+    "cove.rpc.server",
+    "cove.rpc.transport",
+    "kombu.transport.redis",
+    "kombu.transport.pyamqp",
+)
+#: The largest request: an environment and a few paths.
+MAX_REQUEST = 1 << 16
+GO = b"go"
+READY = b"r"
+
+
+def show_as(argv: list[str]) -> bool:
+    """Write ``argv`` over this process's own command line, as /proc shows it (the memory
+    between /proc/self/stat's ``arg_start`` and ``arg_end``, which Python no longer reads
+    once it started); False, changing nothing, when it does not fit."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # the 48th and 49th fields
+    text = b"".join(arg.encode() + b"\0" for arg in argv)
+    if not start or len(text) > end - start:
+        return False
+    # The rest is zeros: the kernel shows the whole area when its last byte is one.
+    ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
+    return True
+
+
+def _reap(_signum: int, _frame: FrameType | None) -> None:
+    """Collect every agent that has exited, so none lingers as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _agent(request: dict[str, Any], log_fd: int, ready: int, go: int, closing: list[int]) -> int:
+    """In the forked child: become the instance's agent, say so, wait for ``go``, run."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the agent waits for its own children
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # an ignored signal stays so across exec
+    os.setsid()
+    for fd in closing:
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    if request["uid"] is not None:
+        os.setgroups(request["groups"])
+        os.setgid(request["gid"])
+        os.setuid(request["uid"])
+    argv = ["-m", "cove.guestagent.main", "--config", request["config"]]
+    show_as([sys.executable, *argv])
+    # Its user and command line are an agent's before the driver learns its pid.
+    os.write(ready, READY)
+    os.close(ready)
+    if os.read(go, len(GO)) != GO:
+        return 1
+    os.close(go)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null)
+    os.close(log_fd)
+    sys.argv = ["cove-guestagent", *argv[2:]]
+    from cove.guestagent.main import main
+
+    return main(argv[2:])
+
+
+def _fork(conn: socket.socket, request: dict[str, Any], log_fd: int) -> None:
+    """Fork one agent, answer its pid once it is ready, and let it start once the driver
+    says so."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    wait_ready, ready = os.pipe()
+    go, release = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = _agent(request, log_fd, ready, go, [conn.fileno(), release, wait_ready])
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    for fd in (go, log_fd, ready):
+        os.close(fd)
+    try:
+        if os.read(wait_ready, len(READY)) != READY:
+            raise OSError("the new agent exited before it was ready")
+        conn.send(json.dumps({"pid": pid}).encode())
+        if conn.recv(16) == GO:
+            os.write(release, GO)
+    finally:
+        os.close(wait_ready)
+        os.close(release)  # without ``go``, the agent reads nothing and exits
+
+
+def serve(conn: socket.socket) -> int:
+    """Answer the driver's requests until it hangs up."""
+    signal.signal(signal.SIGCHLD, _reap)
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(conn, MAX_REQUEST, 1)
+        except ConnectionError:
+            return 0
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return 0
+        try:
+            request = json.loads(data)
+            if len(fds) != 1 or not isinstance(request, dict):
+                raise ValueError("a request is one JSON object and one log descriptor")
+        except ValueError as exc:
+            for fd in fds:
+                os.close(fd)
+            conn.send(json.dumps({"error": str(exc)}).encode())
+            continue
+        try:
+            _fork(conn, request, fds[0])
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                conn.send(json.dumps({"error": f"cannot fork an agent: {exc}"}).encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cove-agent-forkserver")
+    parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair")
+    parser.add_argument("--room", default="", help="room for the agents' command lines")
+    args = parser.parse_args(argv)
+    conn = socket.socket(fileno=args.fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C to `cove up` is the driver's to handle
+    for name in PRELOAD:
+        importlib.import_module(name)
+    # Ready: the driver's first request may have waited for the imports.
+    return serve(conn)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

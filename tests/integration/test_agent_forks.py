@@ -1,0 +1,156 @@
+"""Guest agents forked from the local driver's fork server: each is what a started agent is
+(the instance's user, its control group, its command line, a session of its own, nothing of
+the control plane's environment), runs on when the fork server goes, and a fork server that
+is gone or broken leaves the driver starting agents itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from guesthost import Host
+
+from cove.common import procfs
+from cove.compute.agentforks import ForkedAgent, ForkServerError
+from cove.domain.guest import GuestSettings
+from cove.rpc import RequestContext
+from cove.rpc.guest import GuestClient
+
+pytestmark = pytest.mark.integration
+
+CTX = RequestContext()
+
+
+def _wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def _answers(host: Host, spec: GuestSettings) -> bool:
+    try:
+        return GuestClient(host.bus, spec.instance_id).get_status(CTX) is not None
+    except Exception:
+        return False
+
+
+def _started(host: Host, spec: GuestSettings) -> int:
+    """Create the instance and wait until its agent answers; its pid."""
+    host.create(spec)
+    _wait_for(lambda: _answers(host, spec), 60, "the agent answers")
+    pid = host.driver.agent_pid(spec.instance_id)
+    assert pid is not None and pid > 0
+    return pid
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_a_forked_agent_is_what_a_started_one_is(host: Host) -> None:
+    driver = host.driver
+    os.environ["COVE_TEST_SECRET"] = "not-for-agents"
+    try:
+        forks = driver.forks
+        forks.close()  # a fork server started from now on sees the secret in its parent
+        spec = host.spec_of("redis")
+        pid = _started(host, spec)
+    finally:
+        del os.environ["COVE_TEST_SECRET"]
+    agent = driver._spawned[spec.instance_id]
+    assert isinstance(agent, ForkedAgent) and agent.pid == pid
+    server = forks._proc
+    assert server is not None and procfs.parent(pid) == server.pid
+    config = str(driver.config_path(spec.instance_id))
+    shown = [a for a in procfs.cmdline(pid) if a]
+    assert shown == [sys.executable, "-m", "cove.guestagent.main", "--config", config]
+    assert driver._is_agent(pid, config, driver.owner(spec.instance_id).uid)
+    assert procfs.owned_by(pid, driver.owner(spec.instance_id).uid)
+    assert os.getsid(pid) == pid
+    assert Path(f"/proc/{pid}/cwd").resolve() == driver.instance_dir(spec.instance_id).resolve()
+    # Neither the agent nor the fork server holds what the control plane's environment does.
+    for holder in (pid, server.pid):
+        assert "COVE_TEST_SECRET" not in _environ(holder)
+    if driver.cgroups is not None:
+        assert driver.cgroups.contains(spec.instance_id, pid)
+        server_pid = host.server_pid(spec.instance_id, "redis")
+        assert driver.cgroups.contains(spec.instance_id, server_pid)
+    log = (driver.instance_dir(spec.instance_id) / "log" / "guestagent.log").read_text()
+    assert "serving" in log
+
+    # The fork server goes: the agent runs on, and the next agent comes from a new one.
+    server.kill()
+    _wait_for(lambda: not procfs.alive(server.pid), 30, "the fork server gone")
+    assert _answers(host, spec) and procfs.alive(pid)
+    other = host.spec_of("redis")
+    other_pid = _started(host, other)
+    assert forks._proc is not None and forks._proc.pid != server.pid
+    assert procfs.parent(other_pid) == forks._proc.pid
+
+    # Deleting stops a forked agent as it stops a started one.
+    driver.destroy(spec.instance_id)
+    _wait_for(lambda: not procfs.alive(pid), 60, "the deleted instance's agent stopped")
+    assert _answers(host, other)
+
+
+def test_without_a_working_fork_server_the_driver_starts_agents_itself(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = host.driver
+    forks = driver.forks
+    # A fork server that hung up: the request cannot be sent.
+    dead, gone = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    gone.close()
+    monkeypatch.setattr(forks, "_ensure", lambda: dead)
+    spec = host.spec_of("redis")
+    pid = _started(host, spec)
+    monkeypatch.undo()
+    assert not isinstance(driver._spawned[spec.instance_id], ForkedAgent)
+    assert procfs.parent(pid) == os.getpid()
+    assert [a for a in procfs.cmdline(pid) if a][1:3] == ["-m", "cove.guestagent.main"]
+    # Given up for a while: the next start does not wait on it.
+    with pytest.raises(ForkServerError, match="a moment ago"):
+        forks.spawn(Path("/x"), Path("/"), {}, driver.owner(spec.instance_id), 0, lambda p: None)
+
+
+def test_the_fork_server_refuses_a_bad_request_and_serves_on(host: Host) -> None:
+    forks = host.driver.forks
+    conn = forks._ensure()
+    conn.send(b"not json")
+    assert "error" in json.loads(conn.recv(4096))
+    with open(os.devnull, "rb") as null:
+        socket.send_fds(conn, [b'["a list"]'], [null.fileno()])
+    assert "one JSON object" in json.loads(conn.recv(4096))["error"]
+    spec = host.spec_of("redis")
+    pid = _started(host, spec)
+    assert isinstance(host.driver._spawned[spec.instance_id], ForkedAgent)
+    assert forks._proc is not None and procfs.parent(pid) == forks._proc.pid
+
+
+def test_show_as_writes_a_command_line_that_fits_and_refuses_one_that_does_not() -> None:
+    script = (
+        "import sys, time\n"
+        "from cove.guestagent.forkserver import show_as\n"
+        "print(show_as(['cove-x', '--config', '/a b/guest.json']),"
+        " show_as(['y' * 4000]), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, "." * 64], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().split() == ["True", "False"]
+            shown = Path(f"/proc/{proc.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            assert shown == [b"cove-x", b"--config", b"/a b/guest.json"]
+        finally:
+            proc.kill()
