@@ -2,11 +2,12 @@
 docstring gives the protocol): guest agents forked from a process that imported their code
 once, ready in milliseconds instead of the ~0.2 s a new Python process takes to import it.
 
-``AgentForks.spawn`` is called under the driver's spawn lock (one request at a time) and
-raises ForkServerError whenever the fork server cannot start an agent; the driver then
-starts one itself, as without a fork server. A fork server that failed is given up for
-``RETRY_AFTER`` seconds, so a broken one costs each start one quick failure at most. The
-fork server is started at the first need (or by ``warm``) and exits when this side closes.
+``AgentForks.spawn`` asks one request at a time (the exchange holds a lock; a fork takes a
+millisecond or two) and raises ForkServerError whenever the fork server cannot start an
+agent; the driver then starts one itself, as without a fork server. A fork server that
+failed is given up for ``RETRY_AFTER`` seconds, so a broken one costs each start one quick
+failure at most. The fork server is started at the first need (or by ``warm``) and exits
+when this side closes.
 """
 
 from __future__ import annotations
@@ -75,14 +76,17 @@ class AgentForks:
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: socket.socket | None = None
         self._failed_at = float("-inf")
+        # One exchange at a time on the socket pair.
+        self._lock = threading.Lock()
 
     def warm(self) -> None:
         """Start the fork server now (it imports while nothing waits); a failure is logged
         and tried again at the next start after ``RETRY_AFTER``."""
-        try:
-            self._ensure()
-        except ForkServerError as exc:
-            self._give_up(str(exc))
+        with self._lock:
+            try:
+                self._ensure()
+            except ForkServerError as exc:
+                self._give_up(str(exc))
 
     def _ensure(self) -> socket.socket:
         if self._conn is not None and self._proc is not None and self._proc.poll() is None:
@@ -131,6 +135,18 @@ class AgentForks:
         """Fork an agent for ``config`` writing to ``log_fd`` (this side keeps its copy),
         call ``confine(pid)`` before it runs a line of its own, then let it start. Raises
         ForkServerError."""
+        with self._lock:
+            return self._spawn(config, cwd, env, owner, log_fd, confine)
+
+    def _spawn(
+        self,
+        config: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        owner: ServiceUser,
+        log_fd: int,
+        confine: Callable[[int], None],
+    ) -> ForkedAgent:
         if time.monotonic() - self._failed_at < RETRY_AFTER:
             raise ForkServerError("the agent fork server failed a moment ago")
         request = {
@@ -165,7 +181,8 @@ class AgentForks:
         self.close()
 
     def close(self) -> None:
-        """Hang up: the fork server exits; the agents it started run on."""
+        """Hang up: the fork server exits; the agents it started run on. Called holding the
+        lock, or when nothing else uses this object any more."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -79,12 +79,15 @@ class LocalDriver(ComputeDriver):
     def __init__(self, settings: Settings, *, check: bool = True) -> None:
         self.root = settings.instances_dir
         self.templates = settings.templates_dir
-        self._spawn_lock = threading.Lock()
+        # One lock per instance, held to start its agent, mount its volume or remove it: an
+        # instance waits for its own, never for another's, so creates overlap.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         # Agents this process started: one still starting up holds no lock yet, but is alive.
         self._spawned: dict[str, AgentProcess] = {}
         # Forks new agents from a process that imported their code once.
         self.forks = AgentForks()
-        # Instances being destroyed: no agent may be started for them (guarded by _spawn_lock).
+        # Instances being destroyed: no agent may be started for them (guarded by their lock).
         self._destroying: set[str] = set()
         self.identity = service_user(settings.service_user)
         self.user, self.uid, self.gid = self.identity.name, self.identity.uid, self.identity.gid
@@ -241,6 +244,11 @@ class LocalDriver(ComputeDriver):
             raise ValueError(f"bad instance id {instance_id!r}")
         return self.root / instance_id
 
+    def _held(self, instance_id: str) -> threading.Lock:
+        """The instance's lock (see ``__init__``)."""
+        with self._locks_guard:
+            return self._locks.setdefault(instance_id, threading.Lock())
+
     def config_path(self, instance_id: str) -> Path:
         return self.instance_dir(instance_id) / "conf" / "guest.json"
 
@@ -271,7 +279,7 @@ class LocalDriver(ComputeDriver):
         """Rewrite guest.json, grow the volume to the spec's size and write the flavor's
         limits. Raises UnsafePath for a tampered directory, VolumeError when the volume cannot
         be grown."""
-        with self._spawn_lock:
+        with self._held(spec.instance_id):
             self._mount_volume(spec.instance_id)
         if not self._has_config(spec.instance_id):
             raise ConfigurationError(f"instance {spec.instance_id} has no guest config")
@@ -332,7 +340,7 @@ class LocalDriver(ComputeDriver):
         everything it started (one small read of /proc when all holds)."""
         if self.cgroups is None:
             return
-        with self._spawn_lock:
+        with self._held(instance_id):
             if instance_id in self._destroying:
                 return
             try:
@@ -418,7 +426,7 @@ class LocalDriver(ComputeDriver):
         an instance made before volumes keeps its plain directory. Raises VolumeError."""
         if self.volumes is None:
             return
-        with self._spawn_lock:
+        with self._held(spec.instance_id):
             if spec.instance_id in self._destroying:
                 raise VolumeError(f"instance {spec.instance_id} is being removed")
             with contextlib.suppress(FileExistsError):
@@ -439,8 +447,8 @@ class LocalDriver(ComputeDriver):
 
     def _mount_volume(self, instance_id: str) -> None:
         """Mount an existing volume that is not (the host restarted); its size as it is.
-        Runs under ``_spawn_lock``. Raises VolumeError, also for an instance being removed
-        (a settings push must not mount it again under the delete)."""
+        Runs under the instance's lock (``_held``). Raises VolumeError, also for an instance
+        being removed (a settings push must not mount it again under the delete)."""
         if self.volumes is None or not self.volumes.exists(instance_id):
             return
         if instance_id in self._destroying:
@@ -467,7 +475,7 @@ class LocalDriver(ComputeDriver):
             return
         for image in images:
             try:
-                with self._spawn_lock:
+                with self._held(image.stem):
                     self._mount_volume(image.stem)
             except (VolumeError, ValueError, OSError) as exc:
                 LOG.error("cannot mount the volume of instance %s: %s", image.stem, exc)
@@ -511,7 +519,7 @@ class LocalDriver(ComputeDriver):
 
     def ensure_running(self, instance_id: str) -> bool:
         """Raises ConfigurationError without a guest config, UnsafePath for a tampered one."""
-        with self._spawn_lock:
+        with self._held(instance_id):
             if instance_id in self._destroying:
                 LOG.info("instance %s is being removed; not starting its agent", instance_id)
                 return False
@@ -607,7 +615,7 @@ class LocalDriver(ComputeDriver):
             self._remove_user(instance_id)
             return
         try:
-            with self._spawn_lock:
+            with self._held(instance_id):
                 # Without its config no task manager of this host starts the agent again (they
                 # all look for it first), so a monitor cannot undo the delete.
                 self._destroying.add(instance_id)
@@ -624,7 +632,7 @@ class LocalDriver(ComputeDriver):
                     raise OSError(f"could not remove {left}")
             self._remove_user(instance_id)
         finally:
-            with self._spawn_lock:
+            with self._held(instance_id):
                 self._destroying.discard(instance_id)
                 self._spawned.pop(instance_id, None)
                 self._pending.discard(instance_id)

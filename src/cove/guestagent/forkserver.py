@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import os
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C to `cove up` is the driver's to handle
     for name in PRELOAD:
         importlib.import_module(name)
+    # What is imported stays out of the collector's passes, which would otherwise touch (and
+    # so copy) every shared page in each agent.
+    gc.freeze()
     # Ready: the driver's first request may have waited for the imports.
     return serve(conn)
 
