@@ -90,7 +90,7 @@ def test_a_group_s_servers_write_a_gtid_binlog_and_only_a_replica_is_read_only()
     assert primary["gtid_strict_mode"] is True
     # A standalone server writes no binary log; a replica and a cluster member always do.
     alone = conf.settings(cfg)
-    assert not {"log_bin", "log_slave_updates", "max_binlog_size"} & set(alone)
+    assert not {"log_bin", "log_slave_updates", "max_binlog_size", "binlog_format"} & set(alone)
     assert "\nlog_bin =" not in conf.my_cnf(cfg)
     assert "log_bin = /srv/i1/data/mariadb-bin\n" in conf.my_cnf(cfg, source=True)
     assert conf.settings(cfg, replica=True)["log_bin"] == "/srv/i1/data/mariadb-bin"

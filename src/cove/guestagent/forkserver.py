@@ -171,6 +171,18 @@ def serve(conn: socket.socket) -> int:
                 conn.send(json.dumps({"error": f"cannot fork an agent: {exc}"}).encode())
 
 
+def _read_annotations() -> None:
+    """Build the agent's RPC table once, unbound: it reads every method's annotations
+    (``typing.get_type_hints``, tens of milliseconds), which the codec keeps, so each agent
+    finds them read."""
+    from cove.guestagent.admin_endpoints import GuestAdminEndpoints
+    from cove.guestagent.service import GuestService, guest_endpoints
+
+    guest_endpoints(
+        GuestService.__new__(GuestService), GuestAdminEndpoints.__new__(GuestAdminEndpoints)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cove-agent-forkserver")
     parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair")
@@ -180,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C to `cove up` is the driver's to handle
     for name in PRELOAD:
         importlib.import_module(name)
+    _read_annotations()
     # What is imported stays out of the collector's passes, which would otherwise touch (and
     # so copy) every shared page in each agent.
     gc.freeze()

@@ -192,7 +192,6 @@ def replication_settings(
     out: dict[str, Value] = {
         "server_id": server_id(config.instance_id),
         "relay_log": str(config.data_dir / RELAY_LOG),
-        "binlog_format": "ROW",
         # The server otherwise refuses triggers and routines to accounts without SUPER
         # (root's too): what they do might replicate differently as a statement, which the
         # row format (that no tenant can change) never sends.
@@ -204,6 +203,7 @@ def replication_settings(
     if binlog or replica:
         out |= {
             "log_bin": str(config.data_dir / BINLOG),
+            "binlog_format": "ROW",  # without a binary log, the server warns that it is unused
             # A replica writes what it applies into its own binary log: promoted, it is a
             # source whose replicas go on from their GTID positions.
             "log_slave_updates": True,
