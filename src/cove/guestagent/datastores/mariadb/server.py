@@ -218,13 +218,11 @@ class MariaServer(ChildServer):
         try:
             before = template.stat().st_ino
             data.rmdir()
-            process.run(["cp", "-a", "--reflink=auto", str(template), str(data)], timeout=300)
-            # A template the control plane made is its group's to read: the copy is ours.
-            process.run(["chmod", "-R", "go=", str(data)], timeout=300)
+            process.copy_private(template, data)
             # Made again meanwhile (another server binary): what was copied may be half of it.
             if template.stat().st_ino != before or not self._ready(template):
                 raise GuestError("the template was made again during the copy")
-        except (GuestError, OSError) as exc:
+        except (CommandFailed, GuestError, OSError) as exc:
             LOG.warning("cannot copy the template data directory (%s); installing instead", exc)
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir(mode=0o700)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 
 from cove.common import procfs
-from cove.common.errors import GuestError
+from cove.common.errors import CommandFailed, GuestError
 from cove.domain.datastores.postgresql import ADMIN_USER, initdb_argv, template_name
 from cove.domain.guest import GuestSettings
 from cove.guestagent import process
@@ -48,10 +48,8 @@ class PostgresServer(ChildServer):
         template = self._template()
         if template is not None:
             try:
-                process.run(["cp", "-a", "--reflink=auto", str(template), str(data)], timeout=300)
-                # A template the control plane made is its group's to read: the copy is ours.
-                process.run(["chmod", "-R", "go=", str(data)], timeout=300)
-            except GuestError as exc:
+                process.copy_private(template, data)
+            except (CommandFailed, GuestError) as exc:
                 LOG.warning("cannot copy the template data directory (%s); running initdb", exc)
                 shutil.rmtree(data, ignore_errors=True)
                 template = None
