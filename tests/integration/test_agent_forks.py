@@ -10,12 +10,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from guesthost import Host
+from replication_helpers import eventually
 
 from cove.common import procfs
 from cove.compute.agentforks import ForkedAgent, ForkServerError
@@ -28,13 +27,6 @@ pytestmark = pytest.mark.integration
 CTX = RequestContext()
 
 
-def _wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
 def _answers(host: Host, spec: GuestSettings) -> bool:
     try:
         return GuestClient(host.bus, spec.instance_id).get_status(CTX) is not None
@@ -45,7 +37,7 @@ def _answers(host: Host, spec: GuestSettings) -> bool:
 def _started(host: Host, spec: GuestSettings) -> int:
     """Create the instance and wait until its agent answers; its pid."""
     host.create(spec)
-    _wait_for(lambda: _answers(host, spec), 60, "the agent answers")
+    eventually(lambda: _answers(host, spec), "the agent answers", 60)
     pid = host.driver.agent_pid(spec.instance_id)
     assert pid is not None and pid > 0
     return pid
@@ -89,7 +81,7 @@ def test_a_forked_agent_is_what_a_started_one_is(host: Host) -> None:
 
     # The fork server goes: the agent runs on, and the next agent comes from a new one.
     server.kill()
-    _wait_for(lambda: not procfs.alive(server.pid), 30, "the fork server gone")
+    eventually(lambda: not procfs.alive(server.pid), "the fork server gone", 30)
     assert _answers(host, spec) and procfs.alive(pid)
     other = host.spec_of("redis")
     other_pid = _started(host, other)
@@ -98,7 +90,7 @@ def test_a_forked_agent_is_what_a_started_one_is(host: Host) -> None:
 
     # Deleting stops a forked agent as it stops a started one.
     driver.destroy(spec.instance_id)
-    _wait_for(lambda: not procfs.alive(pid), 60, "the deleted instance's agent stopped")
+    eventually(lambda: not procfs.alive(pid), "the deleted instance's agent stopped", 60)
     assert _answers(host, other)
 
 

@@ -136,27 +136,25 @@ class AgentForks:
         call ``confine(pid)`` before it runs a line of its own, then let it start. Raises
         ForkServerError."""
         with self._lock:
-            return self._spawn(config, cwd, env, owner, log_fd, confine)
+            return self._ask(
+                {
+                    "config": str(config),
+                    "cwd": str(cwd),
+                    "env": dict(env),
+                    "uid": owner.popen_user,
+                    "gid": owner.popen_group,
+                    "groups": owner.popen_extra_groups,
+                },
+                log_fd,
+                confine,
+            )
 
-    def _spawn(
-        self,
-        config: Path,
-        cwd: Path,
-        env: Mapping[str, str],
-        owner: ServiceUser,
-        log_fd: int,
-        confine: Callable[[int], None],
+    def _ask(
+        self, request: dict[str, object], log_fd: int, confine: Callable[[int], None]
     ) -> ForkedAgent:
+        """One exchange (see ``spawn``), under the lock."""
         if time.monotonic() - self._failed_at < RETRY_AFTER:
             raise ForkServerError("the agent fork server failed a moment ago")
-        request = {
-            "config": str(config),
-            "cwd": str(cwd),
-            "env": dict(env),
-            "uid": owner.popen_user,
-            "gid": owner.popen_group,
-            "groups": owner.popen_extra_groups,
-        }
         try:
             conn = self._ensure()
             socket.send_fds(conn, [json.dumps(request).encode()], [log_fd])
