@@ -48,8 +48,22 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
 
-def test_a_forked_agent_is_what_a_started_one_is(host: Host) -> None:
+def test_a_forked_agent_is_what_a_started_one_is(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
     driver = host.driver
+    # The driver confines a forked agent before it runs a line of the agent's own (the
+    # lock it takes first is not held yet), as an agent, as the instance's user.
+    confined: list[tuple[int, int | None, bool]] = []
+    join = driver._join
+
+    def confine(instance_id: str, pid: int) -> None:
+        config = str(driver.config_path(instance_id))
+        agent = driver._is_agent(pid, config, driver.owner(instance_id).uid)
+        confined.append((pid, driver.agent_pid(instance_id), agent))
+        join(instance_id, pid)
+
+    monkeypatch.setattr(driver, "_join", confine)
     os.environ["COVE_TEST_SECRET"] = "not-for-agents"
     try:
         forks = driver.forks
@@ -59,7 +73,8 @@ def test_a_forked_agent_is_what_a_started_one_is(host: Host) -> None:
     finally:
         del os.environ["COVE_TEST_SECRET"]
     agent = driver._spawned[spec.instance_id]
-    assert isinstance(agent, ForkedAgent) and agent.pid == pid
+    assert isinstance(agent, ForkedAgent) and agent.pid == pid and agent.poll() is None
+    assert confined == [(pid, None, True)]
     server = forks._proc
     assert server is not None and procfs.parent(pid) == server.pid
     config = str(driver.config_path(spec.instance_id))
@@ -69,9 +84,17 @@ def test_a_forked_agent_is_what_a_started_one_is(host: Host) -> None:
     assert procfs.owned_by(pid, driver.owner(spec.instance_id).uid)
     assert os.getsid(pid) == pid
     assert Path(f"/proc/{pid}/cwd").resolve() == driver.instance_dir(spec.instance_id).resolve()
-    # Neither the agent nor the fork server holds what the control plane's environment does.
-    for holder in (pid, server.pid):
-        assert "COVE_TEST_SECRET" not in _environ(holder)
+    # The fork server (whose memory every agent copies) holds nothing of the control
+    # plane's environment.
+    assert "COVE_TEST_SECRET" not in _environ(server.pid)
+    # Only the instance's user and the service group: none of the fork server's groups.
+    owner = driver.owner(spec.instance_id)
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    assert status["Gid"].split()[:2] == [str(owner.gid)] * 2
+    if owner.switch:
+        assert status["Groups"].split() == []
     if driver.cgroups is not None:
         assert driver.cgroups.contains(spec.instance_id, pid)
         server_pid = host.server_pid(spec.instance_id, "redis")
@@ -122,10 +145,18 @@ def test_the_fork_server_refuses_a_bad_request_and_serves_on(host: Host) -> None
     with open(os.devnull, "rb") as null:
         socket.send_fds(conn, [b'["a list"]'], [null.fileno()])
     assert "one JSON object" in json.loads(conn.recv(4096))["error"]
+    # An agent that cannot be made (here, its directory is missing) is refused on its own:
+    # the fork server serves on.
+    server = forks._proc
+    owner = host.driver.identity
+    with open(os.devnull, "wb") as null, pytest.raises(ForkServerError, match="made no agent"):
+        forks.spawn(Path("/x/guest.json"), Path("/nonexistent"), {}, owner, null.fileno(), print)
     spec = host.spec_of("redis")
     pid = _started(host, spec)
     assert isinstance(host.driver._spawned[spec.instance_id], ForkedAgent)
-    assert forks._proc is not None and procfs.parent(pid) == forks._proc.pid
+    assert forks._proc is server and server is not None and procfs.parent(pid) == server.pid
+    # A pid that is no longer the agent's (collected, then another process's) is not it.
+    assert ForkedAgent(os.getpid(), os.getuid(), "/elsewhere/guest.json").poll() == 0
 
 
 def test_show_as_writes_a_command_line_that_fits_and_refuses_one_that_does_not() -> None:

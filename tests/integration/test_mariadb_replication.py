@@ -339,6 +339,7 @@ def test_a_switchover_moves_the_primary_and_a_detached_replica_stays_writable(
         assert new_source.instance_id == new.spec.instance_id
         assert new.repl.replication_state(CTX).role == "primary"
         new.repl.promote_replica(CTX)  # idempotent
+        assert (new.home / "conf" / "source").is_file()  # its binary log stays, for good
         other.repl.follow_primary(CTX, new_source)  # re-pointed live
         old.repl.follow_primary(CTX, new_source)  # copied afresh
         watch.scan()
@@ -382,6 +383,7 @@ def test_a_switchover_moves_the_primary_and_a_detached_replica_stays_writable(
     restart_agent(host, other)
     other.guest.restart(CTX)
     assert other.repl.replication_state(CTX).role == "primary"
+    assert query(other.spec, "SELECT @@log_bin") == ((1,),)  # still a source to follow
     with login(other.spec) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO shop.orders VALUES (7001, 'after its restart')")
     assert count(other.spec) == 1504

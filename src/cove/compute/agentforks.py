@@ -61,12 +61,21 @@ class ForkServerError(Exception):
 @dataclass(frozen=True)
 class ForkedAgent:
     """An agent the fork server started: ``poll`` answers None while it runs, as a started
-    process's does (the fork server, not this process, collects its exit)."""
+    process's does. The fork server, not this process, collects its exit, after which its
+    pid may be another process's: only one of ``uid`` showing ``config`` on its command
+    line is the agent."""
 
     pid: int
+    uid: int
+    config: str
 
     def poll(self) -> int | None:
-        return None if procfs.alive(self.pid) else 0
+        running = (
+            procfs.alive(self.pid)
+            and procfs.owned_by(self.pid, self.uid)
+            and self.config in procfs.cmdline(self.pid)
+        )
+        return None if running else 0
 
 
 class AgentForks:
@@ -98,6 +107,7 @@ class AgentForks:
                 [
                     sys.executable,
                     "-u",
+                    "-P",  # nothing imported from the working directory
                     "-m",
                     "cove.guestagent.forkserver",
                     "--fd",
@@ -109,6 +119,7 @@ class AgentForks:
                 # Nothing of the control plane's environment (secrets, maybe): every agent
                 # forked from it holds a copy of what it started with.
                 env=SERVER_ENV,
+                cwd="/",
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -136,7 +147,7 @@ class AgentForks:
         call ``confine(pid)`` before it runs a line of its own, then let it start. Raises
         ForkServerError."""
         with self._lock:
-            return self._ask(
+            pid = self._ask(
                 {
                     "config": str(config),
                     "cwd": str(cwd),
@@ -148,19 +159,20 @@ class AgentForks:
                 log_fd,
                 confine,
             )
+        return ForkedAgent(pid, owner.uid, str(config))
 
-    def _ask(
-        self, request: dict[str, object], log_fd: int, confine: Callable[[int], None]
-    ) -> ForkedAgent:
-        """One exchange (see ``spawn``), under the lock."""
+    def _ask(self, request: dict[str, object], log_fd: int, confine: Callable[[int], None]) -> int:
+        """One exchange (see ``spawn``), under the lock: the new agent's pid. A fork server
+        that fails (hangs up, times out, answers nonsense) is given up; one that answers
+        that this agent could not be made is asked again next time."""
         if time.monotonic() - self._failed_at < RETRY_AFTER:
             raise ForkServerError("the agent fork server failed a moment ago")
         try:
             conn = self._ensure()
             socket.send_fds(conn, [json.dumps(request).encode()], [log_fd])
-            answer = json.loads(conn.recv(4096) or b"{}")
-            if "pid" not in answer:
-                raise ForkServerError(answer.get("error", "the fork server hung up"))
+            answer = json.loads(conn.recv(4096) or b'{"hung up": true}')
+            if "error" in answer:
+                raise ForkServerError(f"the agent fork server made no agent: {answer['error']}")
             pid = int(answer["pid"])
             try:
                 confine(pid)
@@ -168,10 +180,10 @@ class AgentForks:
                 conn.send(b"no")
                 raise
             conn.send(GO)
-        except (OSError, ValueError, ForkServerError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             self._give_up(str(exc))
-            raise ForkServerError(f"the agent fork server failed: {exc}") from exc
-        return ForkedAgent(pid)
+            raise ForkServerError(f"the agent fork server failed: {exc!r}") from exc
+        return pid
 
     def _give_up(self, why: str) -> None:
         LOG.warning("guest agents start without the fork server for now: %s", why)

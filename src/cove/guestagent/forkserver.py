@@ -4,19 +4,23 @@ first line in milliseconds instead of after the ~0.2 s Python takes to import it
 
 The driver (``cove.compute.agentforks``) starts it (``python -m cove.guestagent.forkserver
 --fd N --room ...``, the room a padding that agents' command lines take the place of) and talks
-to it over a private socket pair, which nothing else can reach. A request is one datagram of JSON,
-``{"config", "cwd", "env", "uid", "gid", "groups"}``, with the agent's log file passed along
+to it over a private socket pair, which nothing else can reach. A request is one datagram of
+JSON, ``{"config", "cwd", "env", "uid", "gid", "groups"}``, with the agent's log file passed along
 as a descriptor; the answer is ``{"pid": N}`` or ``{"error": "..."}``. The new agent then
 waits until the driver sends ``go`` (after moving it into the instance's control group, so
 everything it starts is born there), and exits unstarted when the driver sends anything else
 or hangs up first.
 
-A forked agent is told from a started one by nothing: it runs in a session of its own as the
-instance's user, with the environment and working directory the driver gives, and shows the
-command line a started agent has (``show_as``), which is how the driver recognises an agent
-before it signals one. The server is single-threaded, so a fork never copies a lock another
-thread held, and reaps the agents it forked when they exit. It exits when the driver's end
-closes; the agents it forked run on, as started ones do.
+A forked agent is what the driver checks a started one to be: it runs in a session of its
+own as the instance's user, with the environment and working directory the driver gives, and
+shows the command line a started agent has (``show_as``; one that cannot exits unstarted),
+which is how the driver recognises an agent before it signals one. What differs is out of
+the driver's sight: /proc shows the fork server's (bare) environment for it, and the kernel
+keeps it from being dumped or traced, as it does for any process that changed its user.
+
+The server is single-threaded, so a fork never copies a lock another thread held, and
+reaps the agents it forked when they exit. It exits when the driver's end closes; the agents
+it forked run on, as started ones do.
 """
 
 from __future__ import annotations
@@ -59,13 +63,14 @@ READY = b"r"
 def show_as(argv: list[str]) -> bool:
     """Write ``argv`` over this process's own command line, as /proc shows it (the memory
     between /proc/self/stat's ``arg_start`` and ``arg_end``, which Python no longer reads
-    once it started); False, changing nothing, when it does not fit."""
+    once it started); False, changing nothing, when it does not fit. Raises OSError when
+    /proc cannot be read."""
     fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
     start, end = int(fields[45]), int(fields[46])  # the 48th and 49th fields
     text = b"".join(arg.encode() + b"\0" for arg in argv)
     if not start or len(text) > end - start:
         return False
-    # The rest is zeros: the kernel shows the whole area when its last byte is one.
+    # Zeros to the end: an area whose last byte is zero is shown whole, as argv.
     ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
     return True
 
@@ -77,13 +82,18 @@ def _reap(_signum: int, _frame: FrameType | None) -> None:
             pass
 
 
-def _agent(request: dict[str, Any], log_fd: int, ready: int, go: int, closing: list[int]) -> int:
-    """In the forked child: become the instance's agent, say so, wait for ``go``, run."""
+def _agent(request: dict[str, Any], log_fd: int, ready: int, go: int) -> int:
+    """In the forked child: become the instance's agent, say so, wait for ``go``, run. An
+    agent that cannot look like a started one exits before it says it is ready (the driver
+    then starts one itself)."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the agent waits for its own children
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # an ignored signal stays so across exec
     os.setsid()
-    for fd in closing:
-        os.close(fd)
+    # Nothing of the fork server's but what this agent is given: its socket to the driver,
+    # the other pipes' ends.
+    keep = sorted({0, 1, 2, log_fd, ready, go})
+    for low, high in zip(keep, [*keep[1:], os.sysconf("SC_OPEN_MAX")], strict=True):
+        os.closerange(low + 1, high)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -92,7 +102,9 @@ def _agent(request: dict[str, Any], log_fd: int, ready: int, go: int, closing: l
         os.setgid(request["gid"])
         os.setuid(request["uid"])
     argv = ["-m", "cove.guestagent.main", "--config", request["config"]]
-    show_as([sys.executable, *argv])
+    if not show_as([sys.executable, *argv]):
+        print("cove-agent-forkserver: no room for the agent's command line", file=sys.stderr)
+        return 1
     # Its user and command line are an agent's before the driver learns its pid.
     os.write(ready, READY)
     os.close(ready)
@@ -113,38 +125,46 @@ def _agent(request: dict[str, Any], log_fd: int, ready: int, go: int, closing: l
 
 def _fork(conn: socket.socket, request: dict[str, Any], log_fd: int) -> None:
     """Fork one agent, answer its pid once it is ready, and let it start once the driver
-    says so."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    wait_ready, ready = os.pipe()
-    go, release = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = _agent(request, log_fd, ready, go, [conn.fileno(), release, wait_ready])
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            with contextlib.suppress(BaseException):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
-    for fd in (go, log_fd, ready):
-        os.close(fd)
+    says so. Closes ``log_fd``. Raises OSError before the pid is answered (the caller
+    answers the error then); after, the exchange is over whatever happens."""
+    opened: list[int] = [log_fd]
     try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        wait_ready, ready = os.pipe()
+        opened += (wait_ready, ready)
+        go, release = os.pipe()
+        opened += (go, release)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _agent(request, log_fd, ready, go)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                with contextlib.suppress(BaseException):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        for fd in (go, log_fd, ready):
+            os.close(fd)
+            opened.remove(fd)
         if os.read(wait_ready, len(READY)) != READY:
-            raise OSError("the new agent exited before it was ready")
+            raise OSError("the new agent exited before it was ready (see the task manager's log)")
         conn.send(json.dumps({"pid": pid}).encode())
-        if conn.recv(16) == GO:
-            os.write(release, GO)
+        # Answered: a child gone meanwhile (a broken pipe) is the driver's to notice.
+        with contextlib.suppress(OSError):
+            if conn.recv(16) == GO:
+                os.write(release, GO)
     finally:
-        os.close(wait_ready)
-        os.close(release)  # without ``go``, the agent reads nothing and exits
+        for fd in opened:  # without ``go``, the agent reads nothing and exits
+            os.close(fd)
 
 
 def serve(conn: socket.socket) -> int:
-    """Answer the driver's requests until it hangs up."""
+    """Answer the driver's requests until it hangs up; the exit status. Raises OSError
+    when the socket fails otherwise."""
     signal.signal(signal.SIGCHLD, _reap)
     while True:
         try:
@@ -184,6 +204,7 @@ def _read_annotations() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The fork server's program; its exit status (0 once the driver hung up)."""
     parser = argparse.ArgumentParser(prog="cove-agent-forkserver")
     parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair")
     parser.add_argument("--room", default="", help="room for the agents' command lines")

@@ -71,6 +71,10 @@ def run(
     return result
 
 
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 def copy_private(source: Path, target: Path) -> None:
     """Copy the directory ``source`` to ``target`` (which must not exist) as ``cp -a`` does,
     sharing blocks where the filesystem can, then take every group and other permission off
@@ -78,7 +82,7 @@ def copy_private(source: Path, target: Path) -> None:
     instance's alone. Raises CommandFailed."""
     run(["cp", "-a", "--reflink=auto", source, target], timeout=300)
     try:
-        for root, dirs, files in os.walk(target):
+        for root, dirs, files in os.walk(target, onerror=_raise):
             for path in (root, *(os.path.join(root, name) for name in dirs + files)):
                 mode = os.lstat(path).st_mode
                 if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:

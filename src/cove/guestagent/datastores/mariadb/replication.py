@@ -168,12 +168,16 @@ class MariaDBReplication:
 
     def begin_source(self) -> bool:
         """Have the server write the binary log from its next start on, for good; True when
-        that start is still to come (a standalone server's first replica), False when it
-        writes it already (a source, a replica, a cluster member). Raises GuestError when the
-        marker or my.cnf cannot be written."""
+        that start is still to come (the running server writes none: a standalone server's
+        first replica, or a restart that did not happen after an earlier call), False when
+        it writes it already or is a replica or a cluster member. Raises GuestError when the
+        server does not answer, or the marker or my.cnf cannot be written."""
         server = self.server
-        if server.is_source or server.is_replica or server.clustered:
+        if server.is_replica or server.clustered:
             return False
+        with self._cursor("see whether the server writes a binary log") as cur:
+            if _scalar(cur, "SELECT @@log_bin"):
+                return False
         try:
             conf.write_private(self._conf_dir / conf.SOURCE_MARKER, "")
             server.write_config()
@@ -340,10 +344,16 @@ class MariaDBReplication:
 
     def _allow_writes(self, cur: pymysql.cursors.DictCursor) -> None:
         """``read_only`` off, now and in my.cnf (the manager takes its replica marker away
-        next; until then a start would read that marker)."""
+        next; until then a start would read that marker). The binary log stays: a promoted
+        replica is its group's source, and a detached one the source its old group's
+        members may follow again. Raises GuestError when the marker cannot be written."""
         # Unless the volume is full: the guard's refusal outlives the replica's.
         refused = (self.server.config.conf_dir / WRITES_REFUSED_MARKER).is_file()
         cur.execute(f"SET GLOBAL read_only = {'ON' if refused else 'OFF'}")
+        try:
+            conf.write_private(self._conf_dir / conf.SOURCE_MARKER, "")
+        except OSError as exc:
+            raise GuestError(f"cannot record the binary log: {exc.strerror}") from exc
         self.server.write_config(replica=False)
 
     # -- either side -------------------------------------------------------------------------
