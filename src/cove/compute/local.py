@@ -595,6 +595,7 @@ class LocalDriver(ComputeDriver):
                 # ensure_running, which the monitor calls for an instance whose agent is down.
                 if self.volumes is not None and self.volumes.exists(instance_id):
                     return ComputeState.SHUTDOWN
+                LOG.warning("instance %s has neither a guest config nor a volume", instance_id)
                 return ComputeState.ERROR
             alive = self.agent_pid(instance_id) is not None or self._starting(instance_id)
         except UnsafePath as exc:

@@ -74,6 +74,9 @@ def _revive(tc: TaskContext, instance_id: str, recorded: str) -> None:
     try:
         state = tc.driver.state(instance_id)
         if state is ComputeState.ERROR:
+            LOG.error(
+                "instance %s: its place is broken (see the driver's warning before)", instance_id
+            )
             _set_compute(tc, instance_id, ComputeState.ERROR)
             return
         if state is ComputeState.ACTIVE:
