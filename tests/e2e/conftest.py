@@ -1,11 +1,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from clients import ClientInstallError, ClientVenv, ensure_client_venv
-from harness import ControlPlane
+from harness import ControlPlane, log_marks, warnings_since
+
+_MARKS = pytest.StashKey[dict[Path, int]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    item.stash[_MARKS] = log_marks()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """A failed test's report carries what the control planes warned of while it ran: the
+    only account of a flaky failure in a run whose data directories are gone."""
+    outcome: Any = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when == "call" and report.failed and _MARKS in item.stash:
+        noted = warnings_since(item.stash[_MARKS])
+        if noted:
+            report.sections.append(("control plane warnings", noted))
 
 
 @pytest.fixture(scope="session")

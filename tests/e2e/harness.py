@@ -26,6 +26,46 @@ BIN = Path(sys.executable).parent
 PROJECT = "e2e"
 
 
+#: The control planes started and not yet stopped, for :func:`log_marks`.
+RUNNING: list[ControlPlane] = []
+
+
+def log_marks() -> dict[Path, int]:
+    """How far each running plane's service logs go now."""
+    marks = {}
+    for plane in RUNNING:
+        for path in plane.log_files():
+            with contextlib.suppress(OSError):  # a log rotated or removed since the listing
+                marks[path] = path.stat().st_size
+    return marks
+
+
+def warnings_since(marks: dict[Path, int], limit: int = 80) -> str:
+    """The WARNING, ERROR and CRITICAL records (with any traceback after them) the running
+    planes' services and agents logged since ``marks``, oldest first: the last ``limit``
+    lines, for a failed test's report."""
+    records: list[tuple[str, str]] = []
+    for plane in RUNNING:
+        for path in plane.log_files():
+            try:
+                with path.open("rb") as f:
+                    f.seek(marks.get(path, 0))
+                    text = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            where = path.parent.parent.name if path.name == "guestagent.log" else path.stem
+            for line in text.splitlines():
+                if line[:4].isdigit():  # a record's first line, "<date> <time> <LEVEL> ..."
+                    if line.split(" ", 3)[2:3] in (["WARNING"], ["ERROR"], ["CRITICAL"]):
+                        records.append((line[:23], f"[{where}] {line}"))
+                    else:
+                        records.append((line[:23], ""))
+                elif records and records[-1][1]:
+                    records[-1] = (records[-1][0], f"{records[-1][1]}\n    {line}")
+    lines = "\n".join(text for _when, text in sorted(records) if text).splitlines()
+    return "\n".join(lines[-limit:])
+
+
 class Account:
     """A user holding a role on a project, with an HTTP client whose base is the project's
     API endpoint and which sends the user's token."""
@@ -143,6 +183,8 @@ class ControlPlane:
         else:
             self._spawn(str(BIN / "cove"), "up")
         wait_for(self._api_up, 60, 0.1, "the API")
+        if self not in RUNNING:
+            RUNNING.append(self)
         if self.accounts:
             pass  # a restart: the accounts and their tokens carry over
         elif self.identity is None:
@@ -159,6 +201,14 @@ class ControlPlane:
             return httpx.get(self.url + "/", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def log_files(self) -> list[Path]:
+        """The services' and guest agents' own logs (not the database servers')."""
+        return (
+            sorted(self.base.glob("*.log"))
+            + sorted((self.data_dir / "log").glob("*.log"))
+            + sorted((self.data_dir / "instances").glob("*/log/guestagent.log"))
+        )
 
     def logs(self) -> str:
         out = []
@@ -193,6 +243,8 @@ class ControlPlane:
         for acct in self.accounts:
             acct.http.close()
         _kill_leftovers(self.data_dir)
+        if self in RUNNING:
+            RUNNING.remove(self)
         # A plane whose instances outlived it leaves its filter on the host (as it would for
         # instances that run on); a test's must go with it.
         if os.geteuid() == 0 and shutil.which("nft"):

@@ -348,7 +348,7 @@ def test_replicas_agree_grow_and_an_eject_by_hand(cove_up: ControlPlane, ds: Dat
     (record,) = failovers(plane, new)
     assert (record["kind"], record["old_primary"]) == ("eject", old)
     rw, _ro = endpoints(plane, new)
-    wait_for(lambda: takes_writes(ds, rw, "after"), 60, 0.1, "writes through the endpoint")
+    wait_for(lambda: takes_writes(ds, rw, "after"), 120, 0.1, "writes through the endpoint")
     wait_for(lambda: failovers(plane, new)[0]["state"] == "done", 240, 0.2, "the rejoin")
     assert primary_of(plane, old) == new and primary_of(plane, light) == new
 
