@@ -5,10 +5,15 @@ Nothing here talks to the network or to click, so every rule is unit-testable on
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 Body = dict[str, Any]
 
@@ -104,6 +109,124 @@ def text(value: Any) -> str:
     if isinstance(value, Mapping):
         return ", ".join(f"{k}={text(v)}" for k, v in value.items() if k != "links")
     return str(value)
+
+
+@dataclass(frozen=True)
+class Table:
+    """What a listing shows: named columns, a row of JSON values per item."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    @classmethod
+    def of(cls, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+        return cls(tuple(headers), tuple(tuple(r) for r in rows))
+
+    def records(self) -> list[dict[str, Any]]:
+        """A row as an object keyed by the headers."""
+        return [dict(zip(self.headers, row, strict=True)) for row in self.rows]
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """What a show command shows: fields and their JSON values, in order; ``detail``, a table
+    of what the object holds (a cluster's members), is shown under them as the field
+    ``detail_name``."""
+
+    items: tuple[tuple[str, Any], ...]
+    detail: Table | None = None
+    detail_name: str = ""
+
+    @classmethod
+    def of(
+        cls, items: Iterable[tuple[str, Any]], detail: Table | None = None, detail_name: str = ""
+    ) -> Pairs:
+        return cls(tuple(items), detail, detail_name)
+
+    def records(self) -> dict[str, Any]:
+        """The fields as one object, the detail's rows as a list of objects in it."""
+        found = dict(self.items)
+        if self.detail is not None:
+            found[self.detail_name] = self.detail.records()
+        return found
+
+
+#: What ``-f`` takes; ``table`` is the default.
+FORMATS = ("table", "json", "yaml", "value", "csv")
+
+
+class ColumnError(ValueError):
+    """A ``-c`` naming no column of the output; the message is fit for a user."""
+
+
+def select(shown: Table | Pairs, columns: Sequence[str]) -> Table | Pairs:
+    """``shown`` with only ``columns`` (headers or field names, matched without regard to
+    case), in the order given; all of it when ``columns`` is empty.
+
+    Raises ColumnError for a name that matches nothing.
+    """
+    if not columns:
+        return shown
+    names = list(shown.headers) if isinstance(shown, Table) else [k for k, _ in shown.items]
+    if isinstance(shown, Pairs) and shown.detail is not None:
+        names.append(shown.detail_name)
+    index = {n.lower(): i for i, n in reversed(list(enumerate(names)))}
+    unknown = [c for c in columns if c.lower() not in index]
+    if unknown:
+        raise ColumnError(
+            f"no column {', '.join(repr(c) for c in unknown)}; the columns are: {', '.join(names)}"
+        )
+    picked = [index[c.lower()] for c in columns]
+    if isinstance(shown, Table):
+        return Table(
+            tuple(shown.headers[i] for i in picked),
+            tuple(tuple(row[i] for i in picked) for row in shown.rows),
+        )
+    detail = shown.detail if len(shown.items) in picked else None
+    return Pairs(
+        tuple(shown.items[i] for i in picked if i < len(shown.items)), detail, shown.detail_name
+    )
+
+
+def render(shown: Table | Pairs, form: str) -> str:
+    """``shown`` in output format ``form`` (one of FORMATS).
+
+    ``table`` aligns the cells as text, leaving out a show's empty fields; ``json`` and
+    ``yaml`` give a list of objects (a listing) or an object (a show) keyed by column, with
+    the values as the API gave them; ``value`` prints the cells alone, a row per line (a
+    show's values one per line), for shell scripts; ``csv`` has a header line. A show's
+    detail is in the table and the JSON and YAML objects, not in ``value`` and ``csv``.
+    """
+    records: Any = shown.records()
+    if isinstance(shown, Table):
+        headers, rows = shown.headers, shown.rows
+    else:
+        headers, rows = ("Field", "Value"), shown.items
+    if form == "json":
+        return json.dumps(records, indent=2)
+    if form == "yaml":
+        return yaml.safe_dump(records, sort_keys=False, allow_unicode=True).rstrip("\n")
+    if form == "value":
+        if isinstance(shown, Pairs):
+            return "\n".join(text(v) for _, v in shown.items)
+        return "\n".join(" ".join(text(c) for c in row) for row in rows)
+    if form == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+        writer.writerow(headers)
+        for row in rows:
+            writer.writerow([c if _number(c) else text(c) for c in row])
+        return out.getvalue().rstrip("\n")
+    if isinstance(shown, Table):
+        return table(shown.headers, shown.rows)
+    if shown.detail is None:
+        return pairs(shown.items)
+    under = table(shown.detail.headers, shown.detail.rows)
+    return f"{pairs(shown.items)}\n\n{under}" if shown.items else under
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

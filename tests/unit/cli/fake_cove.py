@@ -33,6 +33,16 @@ OS_VARIABLES = (
 )
 
 
+#: The collections a reference is resolved against (see cove.cli.user.refs), and the ids
+#: the tests give that exist when a test stubs no list.
+LISTED = ("instances", "configurations", "backups", "clusters", "flavors")
+KNOWN_IDS = {
+    "instances": {"i-0", "i-1", "i-2", "i-3"},
+    "backups": {"b-0", "b-1"},
+    "configurations": {"c-1", "c-2"},
+}
+
+
 class FakeCove:
     """The API answers by (method, path below the project); a list of replies is served in
     turn, the last one repeating. The identity service issues a token for ``admin`` with
@@ -62,10 +72,21 @@ class FakeCove:
         _, version, project, rest = raw.split("/", 3)
         assert (version, project) == ("v1.0", PROJECT_ID), raw
         replies = self.routes.get((request.method, rest))
+        if not replies and request.method == "GET" and rest in LISTED:
+            self.requests.pop()  # a name lookup of the command's, not what a test asks about
+            return reply(200, {rest: self._listed(rest)})
         if not replies:
             return reply(404, {"itemNotFound": {"code": 404, "message": "no route"}})
         answer = replies.pop(0) if len(replies) > 1 else replies[0]
         return answer(request) if callable(answer) else answer
+
+    def _listed(self, plural: str) -> list[dict[str, str]]:
+        """A list nobody stubbed, which a command reads to find what a name or an id that is
+        not a UUID refers to: the ids the tests use and what the routes' paths name, each
+        named ``name-of-<id>``."""
+        ids = {path.split("/")[1] for _m, path in self.routes if path.startswith(f"{plural}/")}
+        ids |= KNOWN_IDS.get(plural, set())
+        return [{"id": i, "name": f"name-of-{i}"} for i in sorted(ids)]
 
     def _identity(self, request: httpx.Request, path: str) -> httpx.Response:
         if request.method == "GET" and path == "projects":

@@ -130,7 +130,10 @@ def test_list_all_projects(cove: FakeCove) -> None:
 
 def test_an_unknown_backup(cove: FakeCove) -> None:
     result = run("backup", "show", "nope")
-    assert result.exit_code == 1 and "Error (404 itemNotFound)" in result.stderr
+    assert result.stderr == "Error: no backup has the id or name 'nope' (see 'cove backup list')\n"
+    assert result.exit_code == 1
+    gone = run("backup", "show", "0b" * 16)  # an id is asked of the API, which has none
+    assert gone.exit_code == 1 and "Error (404 itemNotFound)" in gone.stderr
 
 
 # -- schedules -----------------------------------------------------------------------------------

@@ -122,7 +122,10 @@ def test_groups_are_named_by_id_or_name(cove: FakeCove) -> None:
     twins = [GROUP, {**GROUP, "id": "c-2"}]
     cove.on("GET", "configurations", reply(200, {"configurations": twins}))
     several = run("configuration", "delete", "tuned")
-    assert several.exit_code == 1 and "several" in several.stderr
+    assert several.stderr == (
+        "Error: 2 configuration groups are named 'tuned' (c-1, c-2): give the id of one\n"
+    )
+    assert several.exit_code == 1
     assert cove.bodies("DELETE") == []
 
 

@@ -268,7 +268,9 @@ def test_failovers_table(cove: FakeCove) -> None:
 def test_failovers_of_an_unknown_instance(cove: FakeCove) -> None:
     result = run("instance", "failovers", "nope")
     assert result.exit_code == 1
-    assert result.stderr == "Error (404 itemNotFound): no route\n"
+    assert result.stderr == (
+        "Error: no instance has the id or name 'nope' (see 'cove instance list')\n"
+    )
 
 
 def test_show_names_the_latest_failover_of_a_group(cove: FakeCove) -> None:

@@ -12,6 +12,7 @@ import click
 from cove.cli import userfmt as fmt
 from cove.cli.user import waiting
 from cove.cli.user.client import App, inst_path, need
+from cove.cli.user.refs import BACKUP_REF, INSTANCE_REF
 from cove.cli.userfmt import Body
 
 BACKUP_HEADERS = ("ID", "Name", "Instance", "Status", "Size (GB)", "Parent", "Created")
@@ -46,7 +47,7 @@ def _backup_row(b: Body) -> list[Any]:
 def _show_backup(app: App, backup: Body) -> None:
     pairs = [(k, v) for k, v in fmt.flat_pairs(backup) if k != "size"]
     pairs.insert(4, ("size (GB)", _size(backup)))
-    app.output({"backup": backup}, lambda: fmt.pairs(pairs))
+    app.output({"backup": backup}, lambda: fmt.Pairs.of(pairs))
 
 
 def wait_for_backup(app: App, backup_id: str, timeout: float) -> Body:
@@ -85,7 +86,7 @@ def backup() -> None:
 
 
 @backup.command("create")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.argument("name")
 @click.option("--description", help="What the backup is for.")
 @click.option(
@@ -122,7 +123,9 @@ def backup_create(
 
 
 @backup.command("list")
-@click.option("--instance", "instance_id", metavar="INSTANCE", help="Only this instance's.")
+@click.option(
+    "--instance", "instance_id", metavar="INSTANCE", type=INSTANCE_REF, help="Only this instance's."
+)
 @click.option("--all-projects", is_flag=True, help="Backups of every project (cloud admin).")
 @click.pass_obj
 def backup_list(app: App, instance_id: str | None, all_projects: bool) -> None:
@@ -133,12 +136,12 @@ def backup_list(app: App, instance_id: str | None, all_projects: bool) -> None:
         params = {"all_projects": "true"} if all_projects else None
         items = app.api.paginate("backups", "backups", params)
     app.output(
-        {"backups": items}, lambda: fmt.table(BACKUP_HEADERS, (_backup_row(b) for b in items))
+        {"backups": items}, lambda: fmt.Table.of(BACKUP_HEADERS, (_backup_row(b) for b in items))
     )
 
 
 @backup.command("show")
-@click.argument("backup_id", metavar="ID")
+@click.argument("backup_id", metavar="BACKUP", type=BACKUP_REF)
 @click.pass_obj
 def backup_show(app: App, backup_id: str) -> None:
     """Show backup ID."""
@@ -146,7 +149,7 @@ def backup_show(app: App, backup_id: str) -> None:
 
 
 @backup.command("delete")
-@click.argument("backup_id", metavar="ID")
+@click.argument("backup_id", metavar="BACKUP", type=BACKUP_REF)
 @click.pass_obj
 def backup_delete(app: App, backup_id: str) -> None:
     """Delete backup ID and every incremental built on it."""
@@ -196,7 +199,7 @@ def _show_schedule(app: App, body: Body) -> None:
         "created",
         "updated",
     )
-    app.output(body, lambda: fmt.pairs((k, sched.get(k)) for k in keys))
+    app.output(body, lambda: fmt.Pairs.of((k, sched.get(k)) for k in keys))
 
 
 @backup.group("schedule")
@@ -206,7 +209,7 @@ def schedule() -> None:
 
 
 @schedule.command("create")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.option(
     "--cron",
     required=True,
@@ -303,7 +306,9 @@ def schedule_update(
 
 
 @schedule.command("list")
-@click.option("--instance", "instance_id", metavar="INSTANCE", help="Only this instance's.")
+@click.option(
+    "--instance", "instance_id", metavar="INSTANCE", type=INSTANCE_REF, help="Only this instance's."
+)
 @click.pass_obj
 def schedule_list(app: App, instance_id: str | None) -> None:
     """List the project's backup schedules."""
@@ -311,7 +316,7 @@ def schedule_list(app: App, instance_id: str | None) -> None:
     items = app.api.paginate("backup_schedules", "backup_schedules", params)
     app.output(
         {"backup_schedules": items},
-        lambda: fmt.table(SCHEDULE_HEADERS, (_schedule_row(s) for s in items)),
+        lambda: fmt.Table.of(SCHEDULE_HEADERS, (_schedule_row(s) for s in items)),
     )
 
 

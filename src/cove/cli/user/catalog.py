@@ -9,6 +9,7 @@ import click
 
 from cove.cli import userfmt as fmt
 from cove.cli.user.client import App, need
+from cove.cli.user.refs import FLAVOR_REF
 
 
 @click.group("flavor")
@@ -24,16 +25,16 @@ def flavor_list(app: App) -> None:
     keys = ("name", "vcpus", "ram", "disk")
     rows = ([fmt.flavor_id(f), *(f.get(k) for k in keys)] for f in items)
     headers = ["ID", "Name", "vCPUs", "RAM (MB)", "Disk (GB)"]
-    app.output({"flavors": items}, lambda: fmt.table(headers, rows))
+    app.output({"flavors": items}, lambda: fmt.Table.of(headers, rows))
 
 
 @flavor.command("show")
-@click.argument("flavor_id", metavar="ID")
+@click.argument("flavor_id", metavar="FLAVOR", type=FLAVOR_REF)
 @click.pass_obj
 def flavor_show(app: App, flavor_id: str) -> None:
     """Show flavor ID."""
     body = app.api.get(f"flavors/{quote(flavor_id, safe='')}")
-    app.output(body, lambda: fmt.pairs(fmt.flat_pairs(need(body, "flavor"))))
+    app.output(body, lambda: fmt.Pairs.of(fmt.flat_pairs(need(body, "flavor"))))
 
 
 @click.group("datastore")
@@ -50,7 +51,7 @@ def datastore_list(app: App) -> None:
         [d.get("name"), d.get("id"), fmt.default_version_name(d), d.get("versions")] for d in items
     )
     headers = ["Name", "ID", "Default version", "Versions"]
-    app.output({"datastores": items}, lambda: fmt.table(headers, rows))
+    app.output({"datastores": items}, lambda: fmt.Table.of(headers, rows))
 
 
 @datastore.command("show")
@@ -59,7 +60,7 @@ def datastore_list(app: App) -> None:
 def datastore_show(app: App, name: str) -> None:
     """Show datastore NAME (a name or an id)."""
     body = app.api.get(f"datastores/{quote(name, safe='')}")
-    app.output(body, lambda: fmt.pairs(fmt.datastore_pairs(need(body, "datastore"))))
+    app.output(body, lambda: fmt.Pairs.of(fmt.datastore_pairs(need(body, "datastore"))))
 
 
 @datastore.command("versions")
@@ -69,7 +70,7 @@ def datastore_versions(app: App, name: str) -> None:
     """List the versions of datastore NAME."""
     items = app.api.paginate(f"datastores/{quote(name, safe='')}/versions", "versions")
     rows = ([v.get("name"), v.get("version"), v.get("id")] for v in items)
-    app.output({"versions": items}, lambda: fmt.table(["Name", "Version", "ID"], rows))
+    app.output({"versions": items}, lambda: fmt.Table.of(["Name", "Version", "ID"], rows))
 
 
 @click.command("limits")
@@ -91,7 +92,7 @@ def network_list(app: App) -> None:
     """List networks; 'instance create --network' takes an id or a name from here."""
     items = app.api.paginate("networks", "networks")
     rows = ([n.get("id"), n.get("name"), n.get("cidr"), bool(n.get("is_default"))] for n in items)
-    app.output({"networks": items}, lambda: fmt.table(["ID", "Name", "CIDR", "Default"], rows))
+    app.output({"networks": items}, lambda: fmt.Table.of(["ID", "Name", "CIDR", "Default"], rows))
 
 
 @click.group("quota")

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import click
 import httpx
+import yaml
 
 from cove import __version__
 from cove.cli import clouds
@@ -333,6 +334,18 @@ def need(body: Body, key: str) -> Any:
     return body[key]
 
 
+#: Where the output options, given anywhere on the command line, are kept: the ``meta`` of
+#: a run's click contexts (one dict for the whole command line).
+FORMAT_KEY = "cove.format"
+COLUMNS_KEY = "cove.columns"
+RAW_JSON_KEY = "cove.json"
+
+
+def _chosen(key: str, default: Any) -> Any:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(key, default) if ctx is not None else default
+
+
 @dataclass
 class App:
     """What every command shares: the options of ``cove``, the scoped token and the API client,
@@ -340,7 +353,6 @@ class App:
 
     url: str | None
     cloud: str | None
-    json_output: bool
     timeout: float
     _config: clouds.CloudConfig | None = field(default=None, repr=False)
     _scoped: ScopedToken | None = field(default=None, repr=False)
@@ -414,17 +426,57 @@ class App:
         if self._api is not None:
             self._api.close()
 
-    def output(self, body: Any, render: Callable[[], str], *, secret: bool = False) -> None:
-        """Print ``body`` as JSON with ``--json``, else ``render()``; passwords are dropped
-        unless ``secret`` says showing one is the point."""
+    @property
+    def json_output(self) -> bool:
+        """Whether ``--json`` asked for the API's own bodies."""
+        return bool(_chosen(RAW_JSON_KEY, False))
+
+    @property
+    def machine_output(self) -> bool:
+        """Whether the output is for a program (``--json``, or a ``-f`` other than table)."""
+        return self.json_output or _chosen(FORMAT_KEY, "table") != "table"
+
+    def output(
+        self,
+        body: Any,
+        render: Callable[[], str | fmt.Table | fmt.Pairs],
+        *,
+        secret: bool = False,
+    ) -> None:
+        """Print ``body`` as JSON with ``--json``, else ``render()`` in the ``-f`` format with
+        the ``-c`` columns; passwords are dropped unless ``secret`` says showing one is the
+        point. An output that is text alone (not a table nor fields) gives ``body`` for
+        ``-f json`` and ``yaml``.
+
+        Raises click.UsageError for a ``-c`` that names no column, or a ``-f`` or ``-c`` the
+        output cannot take.
+        """
+        shown_body = body if secret else fmt.redact(body)
         if self.json_output:
-            click.echo(json.dumps(body if secret else fmt.redact(body), indent=2))
-        else:
-            click.echo(render())
+            click.echo(json.dumps(shown_body, indent=2))
+            return
+        form: str = _chosen(FORMAT_KEY, "table")
+        columns: list[str] = _chosen(COLUMNS_KEY, [])
+        shown = render()
+        if isinstance(shown, str):
+            if columns or form in ("value", "csv"):
+                raise click.UsageError(
+                    "this command's output has no columns: use -f table, json or yaml"
+                )
+            if form == "json":
+                shown = json.dumps(shown_body, indent=2)
+            elif form == "yaml":
+                shown = yaml.safe_dump(shown_body, sort_keys=False, allow_unicode=True).rstrip()
+            click.echo(shown)
+            return
+        try:
+            click.echo(fmt.render(fmt.select(shown, columns), form))
+        except fmt.ColumnError as exc:
+            raise click.UsageError(str(exc)) from exc
 
     def done(self, message: str) -> None:
-        """Confirm a change whose answer has no body (nothing to print with ``--json``)."""
-        if not self.json_output:
+        """Confirm a change whose answer has no body (nothing to print for a program)."""
+        if not self.machine_output:
             click.echo(message)
 
 

@@ -6,6 +6,7 @@ import click
 
 from cove.cli import userfmt as fmt
 from cove.cli.user.client import ApiError, App, need
+from cove.cli.user.refs import CLUSTER_REF
 from cove.cli.user.waiting import Seen, poll, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body
 
@@ -48,7 +49,7 @@ def _row(cluster: Body) -> list[object]:
 
 
 def _show(app: App, cluster: Body) -> None:
-    def render() -> str:
+    def render() -> fmt.Pairs:
         task = cluster.get("task") or {}
         items: list[tuple[str, object]] = [
             ("id", cluster.get("id")),
@@ -61,9 +62,8 @@ def _show(app: App, cluster: Body) -> None:
         for key in ("locality", "configuration"):
             if cluster.get(key):
                 items.append((key, cluster[key]))
-        lines = fmt.pairs(items)
         members = cluster.get("instances") or []
-        table = fmt.table(
+        table = fmt.Table.of(
             [
                 "Member",
                 "Name",
@@ -90,7 +90,7 @@ def _show(app: App, cluster: Body) -> None:
                 for m in members
             ),
         )
-        return f"{lines}\n\n{table}"
+        return fmt.Pairs.of(items, table, "members")
 
     app.output({"cluster": cluster}, render)
 
@@ -198,11 +198,11 @@ def cluster_create(
 def cluster_list(app: App) -> None:
     """List clusters."""
     items = app.api.paginate("clusters", "clusters")
-    app.output({"clusters": items}, lambda: fmt.table(CLUSTER_HEADERS, map(_row, items)))
+    app.output({"clusters": items}, lambda: fmt.Table.of(CLUSTER_HEADERS, map(_row, items)))
 
 
 @cluster.command("show")
-@click.argument("cluster_id", metavar="ID")
+@click.argument("cluster_id", metavar="CLUSTER", type=CLUSTER_REF)
 @click.pass_obj
 def cluster_show(app: App, cluster_id: str) -> None:
     """Show cluster ID, its task, endpoint and members."""
@@ -217,7 +217,7 @@ def _act(app: App, cluster_id: str, body: Body, wait: bool, wait_timeout: float)
 
 
 @cluster.command("grow")
-@click.argument("cluster_id", metavar="ID")
+@click.argument("cluster_id", metavar="CLUSTER", type=CLUSTER_REF)
 @click.option("--flavor", required=True, help="Flavor of the new members (the cluster's).")
 @click.option("--size", type=click.IntRange(min=1), required=True, help="Volume size in GB.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
@@ -245,7 +245,7 @@ def cluster_grow(
 
 
 @cluster.command("shrink")
-@click.argument("cluster_id", metavar="ID")
+@click.argument("cluster_id", metavar="CLUSTER", type=CLUSTER_REF)
 @click.argument("members", metavar="MEMBER...", nargs=-1, required=True)
 @wait_option
 @wait_timeout_option(600)
@@ -259,7 +259,7 @@ def cluster_shrink(
 
 
 @cluster.command("restart")
-@click.argument("cluster_id", metavar="ID")
+@click.argument("cluster_id", metavar="CLUSTER", type=CLUSTER_REF)
 @wait_option
 @wait_timeout_option(1800)
 @click.pass_obj
@@ -269,7 +269,7 @@ def cluster_restart(app: App, cluster_id: str, wait: bool, wait_timeout: float) 
 
 
 @cluster.command("delete")
-@click.argument("cluster_id", metavar="ID")
+@click.argument("cluster_id", metavar="CLUSTER", type=CLUSTER_REF)
 @wait_option
 @wait_timeout_option(600)
 @click.pass_obj

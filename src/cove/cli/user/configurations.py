@@ -9,7 +9,8 @@ from urllib.parse import quote
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import ApiError, App, need
+from cove.cli.user.client import App, need
+from cove.cli.user.refs import CONFIGURATION_REF
 from cove.cli.userfmt import Body
 
 GROUP_HEADERS = ("ID", "Name", "Datastore", "Version", "Description")
@@ -17,26 +18,6 @@ GROUP_HEADERS = ("ID", "Name", "Datastore", "Version", "Description")
 
 def group_path(configuration_id: str) -> str:
     return f"configurations/{quote(configuration_id, safe='')}"
-
-
-def resolve_group(app: App, ref: str) -> str:
-    """The id of the project's configuration group ``ref`` names, by id or by name (as the
-    openstack client does). Raises click.ClickException when none or several match."""
-    try:
-        group = need(app.api.get(group_path(ref)), "configuration")
-        return str(group.get("id") or ref)
-    except ApiError as exc:
-        if exc.code != 404:
-            raise
-    groups = app.api.paginate("configurations", "configurations")
-    named = [g for g in groups if g.get("name") == ref]
-    if not named:
-        raise click.ClickException(
-            f"no configuration group has the id or name '{ref}' (see 'cove configuration list')"
-        )
-    if len(named) > 1:
-        raise click.ClickException(f"several configuration groups are named '{ref}'; use an id")
-    return str(named[0]["id"])
 
 
 def parse_values(text: str) -> Body:
@@ -86,12 +67,10 @@ def _show(app: App, body: Body) -> None:
     )
     values = cfg.get("values") or {}
 
-    def render() -> str:
-        head = fmt.pairs((k, cfg.get(k)) for k in keys)
-        if not values:
-            return head
-        rows = ([k, json.dumps(v)] for k, v in sorted(values.items()))
-        return f"{head}\n\n{fmt.table(['Parameter', 'Value'], rows)}"
+    def render() -> fmt.Pairs:
+        rows = ([k, v] for k, v in sorted(values.items()))
+        table = fmt.Table.of(["Parameter", "Value"], rows) if values else None
+        return fmt.Pairs.of(((k, cfg.get(k)) for k in keys), table, "values")
 
     app.output(body, render)
 
@@ -107,16 +86,16 @@ def configuration_list(app: App) -> None:
     """List the project's configuration groups."""
     items = app.api.paginate("configurations", "configurations")
     app.output(
-        {"configurations": items}, lambda: fmt.table(GROUP_HEADERS, (_row(g) for g in items))
+        {"configurations": items}, lambda: fmt.Table.of(GROUP_HEADERS, (_row(g) for g in items))
     )
 
 
 @configuration.command("show")
-@click.argument("configuration_id", metavar="ID")
+@click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @click.pass_obj
 def configuration_show(app: App, configuration_id: str) -> None:
     """Show configuration group ID and its values."""
-    _show(app, app.api.get(group_path(resolve_group(app, configuration_id))))
+    _show(app, app.api.get(group_path(configuration_id)))
 
 
 @configuration.command("create")
@@ -150,7 +129,7 @@ def configuration_create(
 
 
 @configuration.command("set")
-@click.argument("configuration_id", metavar="ID")
+@click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @values_option
 @click.option("--name", help="A new name.")
 @click.option("--description", help="A new description.")
@@ -164,39 +143,39 @@ def configuration_set(
         req["name"] = name
     if description is not None:
         req["description"] = description
-    app.api.request("PUT", group_path(resolve_group(app, configuration_id)), {"configuration": req})
+    app.api.request("PUT", group_path(configuration_id), {"configuration": req})
     app.done(f"Configuration group {configuration_id} replaced; attached instances are updated.")
 
 
 @configuration.command("patch")
-@click.argument("configuration_id", metavar="ID")
+@click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @values_option
 @click.pass_obj
 def configuration_patch(app: App, configuration_id: str, values_text: str) -> None:
     """Change some values of group ID, keeping the others."""
     body = {"configuration": {"values": parse_values(values_text)}}
-    app.api.request("PATCH", group_path(resolve_group(app, configuration_id)), body)
+    app.api.request("PATCH", group_path(configuration_id), body)
     app.done(f"Configuration group {configuration_id} updated; attached instances are updated.")
 
 
 @configuration.command("delete")
-@click.argument("configuration_id", metavar="ID")
+@click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @click.pass_obj
 def configuration_delete(app: App, configuration_id: str) -> None:
     """Delete group ID (detach it from its instances first)."""
-    app.api.request("DELETE", group_path(resolve_group(app, configuration_id)))
+    app.api.request("DELETE", group_path(configuration_id))
     app.done(f"Configuration group {configuration_id} deleted.")
 
 
 @configuration.command("instances")
-@click.argument("configuration_id", metavar="ID")
+@click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @click.pass_obj
 def configuration_instances(app: App, configuration_id: str) -> None:
     """List the instances group ID is attached to."""
-    path = group_path(resolve_group(app, configuration_id))
+    path = group_path(configuration_id)
     items = app.api.paginate(f"{path}/instances", "instances")
     rows = ([i.get("id"), i.get("name")] for i in items)
-    app.output({"instances": items}, lambda: fmt.table(["ID", "Name"], rows))
+    app.output({"instances": items}, lambda: fmt.Table.of(["ID", "Name"], rows))
 
 
 def _limits(p: Body) -> str:
@@ -218,7 +197,7 @@ def configuration_parameters(app: App, datastore: str, version: str, name: str |
     path = f"datastores/{quote(datastore, safe='')}/versions/{quote(version, safe='')}/parameters"
     if name is not None:
         param = app.api.get(f"{path}/{quote(name, safe='')}")
-        app.output(param, lambda: fmt.pairs(fmt.flat_pairs(param)))
+        app.output(param, lambda: fmt.Pairs.of(fmt.flat_pairs(param)))
         return
     body = app.api.get(path)
     items = need(body, "configuration-parameters")
@@ -226,4 +205,4 @@ def configuration_parameters(app: App, datastore: str, version: str, name: str |
         [p.get("name"), p.get("type"), _limits(p), bool(p.get("restart_required"))] for p in items
     )
     headers = ["Name", "Type", "Values", "Restart required"]
-    app.output(body, lambda: fmt.table(headers, rows))
+    app.output(body, lambda: fmt.Table.of(headers, rows))

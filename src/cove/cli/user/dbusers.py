@@ -9,6 +9,7 @@ import click
 
 from cove.cli import userfmt as fmt
 from cove.cli.user.client import App, inst_path, need, user_path
+from cove.cli.user.refs import INSTANCE_REF
 from cove.cli.userfmt import Body
 
 # -- databases --------------------------------------------------------------------------------
@@ -20,16 +21,18 @@ def database() -> None:
 
 
 @database.command("list")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def database_list(app: App, instance_id: str) -> None:
     """List the databases of INSTANCE."""
     items = app.api.paginate(f"{inst_path(instance_id)}/databases", "databases")
-    app.output({"databases": items}, lambda: fmt.table(["Name"], ([d.get("name")] for d in items)))
+    app.output(
+        {"databases": items}, lambda: fmt.Table.of(["Name"], ([d.get("name")] for d in items))
+    )
 
 
 @database.command("create")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.argument("name")
 @click.option("--character-set", help="Character set (encoding) of the database.")
 @click.option("--collate", help="Collation of the database.")
@@ -48,7 +51,7 @@ def database_create(
 
 
 @database.command("delete")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.argument("name")
 @click.pass_obj
 def database_delete(app: App, instance_id: str, name: str) -> None:
@@ -79,17 +82,17 @@ def user() -> None:
 
 
 @user.command("list")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def user_list(app: App, instance_id: str) -> None:
     """List the users of INSTANCE."""
     items = app.api.paginate(f"{inst_path(instance_id)}/users", "users")
     rows = ([u.get("name"), u.get("host"), u.get("databases")] for u in items)
-    app.output({"users": items}, lambda: fmt.table(["Name", "Host", "Databases"], rows))
+    app.output({"users": items}, lambda: fmt.Table.of(["Name", "Host", "Databases"], rows))
 
 
 @user.command("create")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.argument("name")
 @password_option
 @click.option("--host", help="Host the user may connect from (default: any).")
@@ -113,18 +116,18 @@ def user_create(
 
 
 @user.command("show")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @user_arg
 @click.pass_obj
 def user_show(app: App, instance_id: str, user: str) -> None:
     """Show a user of INSTANCE."""
     body = need(app.api.get(user_path(instance_id, user)), "user")
     keys = ("name", "host", "databases")
-    app.output({"user": body}, lambda: fmt.pairs((k, body.get(k)) for k in keys))
+    app.output({"user": body}, lambda: fmt.Pairs.of((k, body.get(k)) for k in keys))
 
 
 @user.command("delete")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @user_arg
 @click.pass_obj
 def user_delete(app: App, instance_id: str, user: str) -> None:
@@ -134,7 +137,7 @@ def user_delete(app: App, instance_id: str, user: str) -> None:
 
 
 @user.command("set-password")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @user_arg
 @password_option
 @click.pass_obj
@@ -146,7 +149,7 @@ def user_set_password(app: App, instance_id: str, user: str, password: str | Non
 
 
 @user.command("grant")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @user_arg
 @click.argument("databases", metavar="DB...", nargs=-1, required=True)
 @click.pass_obj
@@ -158,7 +161,7 @@ def user_grant(app: App, instance_id: str, user: str, databases: tuple[str, ...]
 
 
 @user.command("revoke")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @user_arg
 @click.argument("db", metavar="DB")
 @click.pass_obj
@@ -170,13 +173,15 @@ def user_revoke(app: App, instance_id: str, user: str, db: str) -> None:
 
 
 @user.command("access")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @user_arg
 @click.pass_obj
 def user_access(app: App, instance_id: str, user: str) -> None:
     """List the databases a user of INSTANCE may use."""
     items = app.api.paginate(f"{user_path(instance_id, user)}/databases", "databases")
-    app.output({"databases": items}, lambda: fmt.table(["Name"], ([d.get("name")] for d in items)))
+    app.output(
+        {"databases": items}, lambda: fmt.Table.of(["Name"], ([d.get("name")] for d in items))
+    )
 
 
 # -- root -------------------------------------------------------------------------------------
@@ -188,7 +193,7 @@ def root() -> None:
 
 
 @root.command("enable")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.option("--password", help="Use this password instead of a generated one.")
 @click.pass_obj
 def root_enable(app: App, instance_id: str, password: str | None) -> None:
@@ -197,22 +202,22 @@ def root_enable(app: App, instance_id: str, password: str | None) -> None:
     body = app.api.request("POST", f"{inst_path(instance_id)}/root", req)
     root_user = need(body, "user")
     keys = ("name", "password")
-    app.output(body, lambda: fmt.pairs((k, root_user.get(k)) for k in keys), secret=True)
+    app.output(body, lambda: fmt.Pairs.of((k, root_user.get(k)) for k in keys), secret=True)
     click.echo("The password is not shown again: store it now.", err=True)
 
 
 @root.command("show")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def root_show(app: App, instance_id: str) -> None:
     """Tell whether the superuser was ever enabled."""
     body = app.api.get(f"{inst_path(instance_id)}/root")
     enabled = need(body, "rootEnabled")
-    app.output(body, lambda: fmt.pairs([("root_enabled", bool(enabled))]))
+    app.output(body, lambda: fmt.Pairs.of([("root_enabled", bool(enabled))]))
 
 
 @root.command("disable")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def root_disable(app: App, instance_id: str) -> None:
     """Disable the superuser."""

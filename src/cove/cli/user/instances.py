@@ -10,7 +10,7 @@ import click
 from cove.cli import userfmt as fmt
 from cove.cli.user import replicas
 from cove.cli.user.client import App, inst_path, need
-from cove.cli.user.configurations import resolve_group
+from cove.cli.user.refs import BACKUP_REF, CONFIGURATION_REF, INSTANCE_REF
 from cove.cli.user.waiting import wait_for, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body
 
@@ -18,12 +18,12 @@ from cove.cli.userfmt import Body
 def show_instance(app: App, inst: Body, failover: Body | None = None) -> None:
     """The instance's fields; ``failover``, its group's latest, goes after its replicas."""
 
-    def render() -> str:
+    def render() -> fmt.Pairs:
         items = fmt.instance_pairs(inst)
         if failover is not None:
             at = next((n for n, (k, _) in enumerate(items) if k == "replicas"), len(items)) + 1
             items.insert(at, ("last_failover", replicas.failover_line(failover)))
-        return fmt.pairs(items)
+        return fmt.Pairs.of(items)
 
     app.output({"instance": inst}, render)
 
@@ -73,12 +73,15 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
 )
 @click.option("--network", help="Network to attach to, by id or name (see 'cove network list').")
 @click.option(
-    "--configuration", help="Configuration group to create it with (see 'cove configuration list')."
+    "--configuration",
+    type=CONFIGURATION_REF,
+    help="Configuration group to create it with, by name or id (see 'cove configuration list').",
 )
 @click.option(
     "--backup",
     metavar="BACKUP",
-    help="Restore this backup into the new instance (see 'cove backup list').",
+    type=BACKUP_REF,
+    help="Restore this backup (name or id) into the new instance (see 'cove backup list').",
 )
 @click.option(
     "--restore-time",
@@ -89,8 +92,9 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
 @click.option(
     "--replica-of",
     metavar="INSTANCE",
-    help="Make a read-only replica of this instance (it takes its flavor, size, datastore, "
-    "databases and users).",
+    type=INSTANCE_REF,
+    help="Make a read-only replica of this instance, by name or id (it takes its flavor, size, "
+    "datastore, databases and users).",
 )
 @click.option(
     "--replica-count",
@@ -181,7 +185,7 @@ def instance_create(
     if network:
         req["nics"] = [{"net-id": network}]
     if configuration:
-        req["configuration"] = resolve_group(app, configuration)
+        req["configuration"] = configuration
     access = _access_body(public, allowed_cidrs)
     if access:
         req["access"] = access
@@ -202,7 +206,7 @@ def instance_create(
     grants = [d["name"] for d in first.get("databases", [])] or dbs
     hint = fmt.connect_hint(inst, grants[0] if grants else None, first.get("name"))
     if hint:
-        click.echo(f"\nConnect with:\n  {hint}", err=app.json_output)
+        click.echo(f"\nConnect with:\n  {hint}", err=app.machine_output)
 
 
 def _access_body(public: bool | None, allowed_cidrs: tuple[str, ...]) -> Body:
@@ -216,7 +220,7 @@ def _access_body(public: bool | None, allowed_cidrs: tuple[str, ...]) -> Body:
 
 
 @instance.command("access")
-@click.argument("instance_id", metavar="INSTANCE")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.option(
     "--public/--private",
     "public",
@@ -245,8 +249,8 @@ def instance_access(
         (fmt.address(a) for a in inst.get("addresses") or [] if a.get("type") == "public"), None
     )
 
-    def render() -> str:
-        return fmt.pairs(
+    def render() -> fmt.Pairs:
+        return fmt.Pairs.of(
             [
                 ("is_public", shown.get("is_public")),
                 ("allowed_cidrs", shown.get("allowed_cidrs")),
@@ -272,11 +276,11 @@ def instance_list(app: App, all_projects: bool) -> None:
         items = app.api.paginate("instances", "instances")
         headers = list(fmt.INSTANCE_HEADERS)
         rows = (fmt.instance_row(i) for i in items)
-    app.output({"instances": items}, lambda: fmt.table(headers, rows))
+    app.output({"instances": items}, lambda: fmt.Table.of(headers, rows))
 
 
 @instance.command("show")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_show(app: App, instance_id: str) -> None:
     """Show instance ID (and, in a replication group, the group's latest failover)."""
@@ -297,23 +301,24 @@ def _refuse_for_replica(options: dict[str, object]) -> None:
 
 
 @instance.command("restore-window")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_restore_window(app: App, instance_id: str) -> None:
     """Show the moments instance ID can be restored to (--restore-time of 'cove instance
     create'): from the end of its oldest kept backup to its last archived write."""
     window = need(app.api.get(f"{inst_path(instance_id)}/restore_window"), "restore_window")
 
-    def render() -> str:
-        if window.get("earliest") is None:
-            return f"Instance {instance_id} has no moments to restore to yet (no full backup)."
-        return fmt.pairs([("earliest", window.get("earliest")), ("latest", window.get("latest"))])
+    def render() -> fmt.Pairs:
+        return fmt.Pairs.of((k, window.get(k)) for k in ("earliest", "latest"))
 
+    if window.get("earliest") is None and not app.machine_output:
+        click.echo(f"Instance {instance_id} has no moments to restore to yet (no full backup).")
+        return
     app.output({"restore_window": window}, render)
 
 
 @instance.command("delete")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @wait_option
 @wait_timeout_option(600)
 @click.pass_obj
@@ -328,7 +333,7 @@ def instance_delete(app: App, instance_id: str, wait: bool, wait_timeout: float)
 
 
 @instance.command("restart")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @wait_option
 @wait_timeout_option(600)
 @click.pass_obj
@@ -343,7 +348,7 @@ def instance_restart(app: App, instance_id: str, wait: bool, wait_timeout: float
 
 
 @instance.command("resize")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.option("--flavor", help="A new flavor (id or name): new memory settings and a restart.")
 @click.option(
     "--volume", type=click.IntRange(min=1), help="A larger volume, in GB (a volume only grows)."
@@ -375,7 +380,7 @@ def instance_resize(
 
 
 @instance.command("rename")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.argument("new_name")
 @click.pass_obj
 def instance_rename(app: App, instance_id: str, new_name: str) -> None:
@@ -385,8 +390,8 @@ def instance_rename(app: App, instance_id: str, new_name: str) -> None:
 
 
 @instance.command("attach-configuration")
-@click.argument("instance_id", metavar="ID")
-@click.argument("configuration_id", metavar="CONFIGURATION")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
+@click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @click.pass_obj
 def instance_attach_configuration(app: App, instance_id: str, configuration_id: str) -> None:
     """Attach configuration group CONFIGURATION to instance ID.
@@ -394,13 +399,13 @@ def instance_attach_configuration(app: App, instance_id: str, configuration_id: 
     Dynamic parameters apply at once; when a static one changes, the instance shows
     RESTART_REQUIRED until 'cove instance restart'.
     """
-    body = {"instance": {"configuration": resolve_group(app, configuration_id)}}
+    body = {"instance": {"configuration": configuration_id}}
     app.api.request("PUT", inst_path(instance_id), body)
     app.done(f"Configuration group {configuration_id} is being applied to instance {instance_id}.")
 
 
 @instance.command("detach-configuration")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_detach_configuration(app: App, instance_id: str) -> None:
     """Detach the configuration group of instance ID: its defaults apply again."""
@@ -409,11 +414,11 @@ def instance_detach_configuration(app: App, instance_id: str) -> None:
 
 
 @instance.command("configuration")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_configuration(app: App, instance_id: str) -> None:
     """Show the settings the server of instance ID runs with."""
     body = app.api.get(f"{inst_path(instance_id)}/configuration")
     settings = need(need(body, "instance"), "configuration")
     rows = ([k, v] for k, v in sorted(settings.items()))
-    app.output(body, lambda: fmt.table(["Setting", "Value"], rows))
+    app.output(body, lambda: fmt.Table.of(["Setting", "Value"], rows))

@@ -14,7 +14,7 @@ import click
 
 from cove.cli import userfmt as fmt
 from cove.cli.user.client import ApiError, App, inst_path, need
-from cove.cli.user.configurations import resolve_group
+from cove.cli.user.refs import INSTANCE_REF
 from cove.cli.user.waiting import Seen, poll, wait_for, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body
 
@@ -56,7 +56,7 @@ def create_replicas(
     if network:
         req["nics"] = [{"net-id": network}]
     if configuration:
-        req["configuration"] = resolve_group(app, configuration)
+        req["configuration"] = configuration
     before = _replica_ids(app, source) if wait else set()
     inst: Body = need(app.api.request("POST", "instances", {"instance": req}), "instance")
     if wait:
@@ -144,7 +144,7 @@ def failover_line(record: Body) -> str:
 
 
 @click.command("detach-replica")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @wait_option
 @wait_timeout_option(600)
 @click.pass_obj
@@ -163,7 +163,7 @@ def instance_detach_replica(app: App, instance_id: str, wait: bool, wait_timeout
 
 
 @click.command("promote")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @wait_option
 @wait_timeout_option(600)
 @click.pass_obj
@@ -185,19 +185,20 @@ def instance_promote(app: App, instance_id: str, wait: bool, wait_timeout: float
         )
     record = latest_failover(app, inst)
 
-    def render() -> str:
+    def render() -> fmt.Pairs:
         items: list[tuple[str, Any]] = [
             ("replicas", [r.get("id") for r in inst.get("replicas") or []] or None)
         ]
         if record is not None:
             items.append(("last_failover", failover_line(record)))
-        return f"Instance {instance_id} is the replica source now.\n{fmt.pairs(items)}".rstrip()
+        return fmt.Pairs.of(items)
 
+    app.done(f"Instance {instance_id} is the replica source now.")
     app.output({"instance": inst}, render)
 
 
 @click.command("eject")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @wait_option
 @wait_timeout_option(600)
 @click.pass_obj
@@ -254,7 +255,7 @@ def _ejected(instance_id: str, record: Body) -> str:
 
 
 @click.command("failovers")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_failovers(app: App, instance_id: str) -> None:
     """List the changes of primary of instance ID's replication group, newest first.
@@ -264,11 +265,11 @@ def instance_failovers(app: App, instance_id: str) -> None:
     """
     items = failovers_of(app, instance_id)
     rows = (failover_row(f) for f in items)
-    app.output({"failovers": items}, lambda: fmt.table(FAILOVER_HEADERS, rows))
+    app.output({"failovers": items}, lambda: fmt.Table.of(FAILOVER_HEADERS, rows))
 
 
 @click.command("replication")
-@click.argument("instance_id", metavar="ID")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.option(
     "--synchronous/--asynchronous",
     default=None,
@@ -313,7 +314,7 @@ def instance_replication(
     items = [(key, found.get(key)) for key in ("synchronous", "auto_failover", "weight")]
     endpoints = inst.get("endpoints") or {}
     items += [(key, endpoints.get(key)) for key in ("read_write", "read_only")]
-    app.output({"replication": found}, lambda: fmt.pairs(items))
+    app.output({"replication": found}, lambda: fmt.Pairs.of(items))
 
 
 COMMANDS = (
