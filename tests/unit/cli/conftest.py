@@ -10,6 +10,7 @@ import pytest
 from fake_cove import FakeCove, isolate, write_clouds
 
 from cove.cli.user import client as cli_client
+from cove.cli.user import passwords as cli_passwords
 from cove.cli.user import waiting as cli_waiting
 
 
@@ -30,3 +31,9 @@ def cove(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCove:
     monkeypatch.setattr(cli_client, "make_http_client", factory)
     monkeypatch.setattr(cli_waiting, "POLL_INTERVAL", 0.0)
     return fake
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard input is a terminal: a missing password is asked for."""
+    monkeypatch.setattr(cli_passwords, "interactive", lambda: True)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
+import pytest
 from fake_cove import FakeCove, reply, run
 
 # -- databases and users ----------------------------------------------------------------------
@@ -31,7 +34,7 @@ def test_user_segment_is_encoded(cove: FakeCove) -> None:
     assert "databases  a, b" in result.stdout.splitlines()
 
 
-def test_user_create_and_set_password_prompt(cove: FakeCove) -> None:
+def test_user_create_and_set_password_prompt(cove: FakeCove, terminal: None) -> None:
     cove.on("POST", "instances/i-1/users", reply(202))
     cove.on("PUT", "instances/i-1/users/app", reply(202))
     created = run(
@@ -99,3 +102,63 @@ def test_root_show_and_disable(cove: FakeCove) -> None:
     cove.on("DELETE", "instances/i-1/root", reply(204))
     assert run("root", "show", "i-1").stdout == "root_enabled  true\n"
     assert run("root", "disable", "i-1").exit_code == 0
+
+
+# -- one user spec, and where a password comes from --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "user"),
+    [
+        (("erin:pw@orders",), {"name": "erin", "password": "pw", "databases": ["orders"]}),
+        (("erin:p@ss:w@a,b",), {"name": "erin", "password": "p@ss:w", "databases": ["a", "b"]}),
+        (
+            ("erin@orders", "--password", "pw", "--database", "audit"),
+            {"name": "erin", "password": "pw", "databases": ["orders", "audit"]},
+        ),
+        (("erin:pw",), {"name": "erin", "password": "pw", "databases": []}),
+    ],
+)
+def test_user_create_takes_the_spec_instance_create_takes(
+    cove: FakeCove, argv: tuple[str, ...], user: dict[str, Any]
+) -> None:
+    cove.on("POST", "instances/i-1/users", reply(202))
+    result = run("user", "create", "i-1", *argv)
+    assert result.exit_code == 0, result.output
+    (sent,) = cove.bodies("POST")[0]["users"]
+    assert {**sent, "databases": [d["name"] for d in sent["databases"]]} == user
+    assert "Password" not in result.output
+
+
+def test_password_from_stdin_or_a_file(cove: FakeCove, tmp_path: Path) -> None:
+    cove.on("POST", "instances/i-1/users", reply(202))
+    cove.on("PUT", "instances/i-1/users/erin", reply(202))
+    by_stdin = run("user", "create", "i-1", "erin@orders", "--password-stdin", stdin="s3cret\n")
+    secret = tmp_path / "pw"
+    secret.write_text("fr0m-file\nignored\n")
+    by_file = run("user", "set-password", "i-1", "erin", "--password-file", str(secret))
+    for result in (by_stdin, by_file):
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in result.output and "fr0m-file" not in result.output
+        assert "Warning" not in result.output
+    assert cove.bodies("POST")[0]["users"][0]["password"] == "s3cret"
+    assert cove.bodies("PUT") == [{"user": {"password": "fr0m-file"}}]
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "message"),
+    [
+        (("erin",), None, "no terminal to ask for one"),
+        (("erin", "--password-stdin"), "\n", "from standard input is empty"),
+        (("erin:pw", "--password-stdin"), "x\n", "give the password one way"),
+        (("erin:pw", "--password", "pw"), None, "give the password once"),
+        (("erin:",), None, "the password after ':' is empty"),
+    ],
+)
+def test_password_mistakes_are_refused_before_anything_is_sent(
+    cove: FakeCove, argv: tuple[str, ...], stdin: str | None, message: str
+) -> None:
+    result = run("user", "create", "i-1", *argv, stdin=stdin)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert cove.bodies("POST") == []

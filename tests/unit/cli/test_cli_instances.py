@@ -61,7 +61,7 @@ def test_create_user_spec(cove: FakeCove, spec: str, password: str, dbs: list[An
     assert body["users"] == [{"name": "app", "password": password, "databases": dbs}]
 
 
-def test_create_user_prompts_for_password(cove: FakeCove) -> None:
+def test_create_user_prompts_for_password(cove: FakeCove, terminal: None) -> None:
     cove.on("POST", "instances", reply(200, {"instance": instance()}))
     result = run(
         *("instance", "create", "shop", "--flavor", "small", "--size", "2"),

@@ -3,12 +3,14 @@ instance."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 import click
 
 from cove.cli import userfmt as fmt
 from cove.cli.user.client import App, inst_path, need, user_path
+from cove.cli.user.passwords import password_sources, read_password
 from cove.cli.user.refs import INSTANCE_REF
 from cove.cli.userfmt import Body
 
@@ -63,15 +65,10 @@ def database_delete(app: App, instance_id: str, name: str) -> None:
 # -- users ------------------------------------------------------------------------------------
 
 
-def _password(given: str | None, name: str) -> str:
-    if given:
-        return given
-    prompt = f"Password for user {name}"
-    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
-
-
 password_option = click.option(
-    "--password", help="The password (prompted for, unseen, when left out; safer)."
+    "--password",
+    help="The password (seen by others in ps; safer: --password-stdin, --password-file, or "
+    "left out to be asked for it unseen).",
 )
 user_arg = click.argument("user", metavar="NAME[@HOST]")
 
@@ -93,26 +90,46 @@ def user_list(app: App, instance_id: str) -> None:
 
 @user.command("create")
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
-@click.argument("name")
+@click.argument("spec", metavar="NAME[:PASSWORD][@DB,...]")
 @password_option
+@password_sources
 @click.option("--host", help="Host the user may connect from (default: any).")
 @click.option("--database", "databases", multiple=True, help="Grant this database (repeatable).")
 @click.pass_obj
 def user_create(
     app: App,
     instance_id: str,
-    name: str,
+    spec: str,
     password: str | None,
+    password_stdin: bool,
+    password_file: Path | None,
     host: str | None,
     databases: tuple[str, ...],
 ) -> None:
-    """Create user NAME on INSTANCE."""
-    item: Body = {"name": name, "password": _password(password, name)}
+    """Create a user on INSTANCE, as 'instance create --user' does.
+
+    \b
+    cove user create pg1 erin@orders --password-stdin < pw.txt
+    cove user create pg1 erin:PASSWORD@orders,audit
+    cove user create pg1 erin --database orders    (asks for the password)
+    """
+    try:
+        parsed = fmt.parse_user_spec(spec)
+    except fmt.SpecError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if parsed.password is not None and password is not None:
+        raise click.UsageError("give the password once: in NAME:PASSWORD or with --password")
+    given = parsed.password if parsed.password is not None else password
+    item: Body = {
+        "name": parsed.name,
+        "password": read_password(parsed.name, given, password_stdin, password_file),
+    }
     if host:
         item["host"] = host
-    item["databases"] = [{"name": d} for d in databases]
+    grants = dict.fromkeys([*(parsed.databases or ()), *databases])
+    item["databases"] = [{"name": d} for d in grants]
     app.api.request("POST", f"{inst_path(instance_id)}/users", {"users": [item]})
-    app.done(f"User {name} is being created on instance {instance_id}.")
+    app.done(f"User {parsed.name} is being created on instance {instance_id}.")
 
 
 @user.command("show")
@@ -140,10 +157,18 @@ def user_delete(app: App, instance_id: str, user: str) -> None:
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @user_arg
 @password_option
+@password_sources
 @click.pass_obj
-def user_set_password(app: App, instance_id: str, user: str, password: str | None) -> None:
+def user_set_password(
+    app: App,
+    instance_id: str,
+    user: str,
+    password: str | None,
+    password_stdin: bool,
+    password_file: Path | None,
+) -> None:
     """Change the password of a user of INSTANCE."""
-    body = {"user": {"password": _password(password, user)}}
+    body = {"user": {"password": read_password(user, password, password_stdin, password_file)}}
     app.api.request("PUT", user_path(instance_id, user), body)
     app.done(f"Password of user {user} is being changed.")
 
@@ -195,9 +220,18 @@ def root() -> None:
 @root.command("enable")
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.option("--password", help="Use this password instead of a generated one.")
+@password_sources
 @click.pass_obj
-def root_enable(app: App, instance_id: str, password: str | None) -> None:
+def root_enable(
+    app: App,
+    instance_id: str,
+    password: str | None,
+    password_stdin: bool,
+    password_file: Path | None,
+) -> None:
     """Enable the superuser and print its password (shown only this once)."""
+    if password is not None or password_stdin or password_file is not None:
+        password = read_password("root", password, password_stdin, password_file)
     req = {"password": password} if password else None
     body = app.api.request("POST", f"{inst_path(instance_id)}/root", req)
     root_user = need(body, "user")

@@ -10,6 +10,7 @@ import click
 from cove.cli import userfmt as fmt
 from cove.cli.user import replicas
 from cove.cli.user.client import App, inst_path, need
+from cove.cli.user.passwords import read_password
 from cove.cli.user.refs import BACKUP_REF, CONFIGURATION_REF, INSTANCE_REF
 from cove.cli.user.waiting import wait_for, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body
@@ -46,9 +47,7 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
         raise click.UsageError(str(exc)) from exc
     users = []
     for spec, dbs in zip(parsed, grants, strict=True):
-        password = spec.password or click.prompt(
-            f"Password for user {spec.name}", hide_input=True, confirmation_prompt=True
-        )
+        password = read_password(spec.name, spec.password, False, None)
         users.append(
             {"name": spec.name, "password": password, "databases": [{"name": d} for d in dbs]}
         )
