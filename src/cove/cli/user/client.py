@@ -24,6 +24,7 @@ import yaml
 from cove import __version__
 from cove.cli import clouds
 from cove.cli import userfmt as fmt
+from cove.cli.user import tokens
 from cove.cli.userfmt import Body
 from cove.common.urls import identity_v3
 
@@ -137,6 +138,8 @@ class ScopedToken:
     expires_at: float | None
     endpoint: str  # <Cove API>/v1.0/<project id>
     identity: str  # the identity service's v3 URL
+    catalog_endpoint: str | None = None  # the catalog's database endpoint
+    cached: bool = False  # read from the token cache, not got in this run
 
 
 def _expiry(value: Any) -> float | None:
@@ -200,17 +203,16 @@ def _request_token(cfg: clouds.CloudConfig, timeout: float) -> tuple[str, Body]:
     return token, doc
 
 
-def _database_endpoint(cfg: clouds.CloudConfig, doc: Body, url: str | None, project_id: str) -> str:
-    """``<url>/v1.0/<project>`` when ``url`` is given, else the ``database`` endpoint of the
-    token's catalog for ``cfg``'s interface and region.
+def _database_endpoint(
+    cfg: clouds.CloudConfig, found: str | None, url: str | None, project_id: str
+) -> str:
+    """``<url>/v1.0/<project>`` when ``url`` is given, else ``found``, the ``database``
+    endpoint of the token's catalog for ``cfg``'s interface and region.
 
     Raises click.ClickException when the catalog has no such endpoint.
     """
     if url:
         return f"{url}/v1.0/{quote(project_id, safe='')}"
-    found = clouds.find_endpoint(
-        doc.get("catalog") or [], "database", cfg.interface, cfg.region_name
-    )
     if found is None:
         region = f", region {cfg.region_name}" if cfg.region_name else ""
         raise click.ClickException(
@@ -235,13 +237,32 @@ def authenticate(cfg: clouds.CloudConfig, url: str | None, timeout: float) -> Sc
             f"in {cfg.source}, or OS_PROJECT_NAME"
         )
     project_id = str(project["id"])
+    found = clouds.find_endpoint(
+        doc.get("catalog") or [], "database", cfg.interface, cfg.region_name
+    )
     return ScopedToken(
         token=token,
         project_id=project_id,
         project_name=str(project.get("name") or project_id),
         expires_at=_expiry(doc.get("expires_at")),
-        endpoint=_database_endpoint(cfg, doc, url, project_id),
+        endpoint=_database_endpoint(cfg, found, url, project_id),
         identity=identity_v3(cfg.auth_url),
+        catalog_endpoint=found,
+    )
+
+
+def from_cache(cfg: clouds.CloudConfig, url: str | None, found: tokens.CachedToken) -> ScopedToken:
+    """A scoped token read from the token cache. Raises click.ClickException as
+    :func:`authenticate` does when there is no database endpoint."""
+    return ScopedToken(
+        token=found.token,
+        project_id=found.project_id,
+        project_name=found.project_name,
+        expires_at=found.expires_at,
+        endpoint=_database_endpoint(cfg, found.catalog_endpoint, url, found.project_id),
+        identity=found.identity,
+        catalog_endpoint=found.catalog_endpoint,
+        cached=True,
     )
 
 
@@ -267,11 +288,14 @@ class Api:
         url: str,
         timeout: float,
         token: Callable[[], str] | None = None,
+        refused: Callable[[], bool] | None = None,
     ) -> None:
         self._http = http
         self._url = url
         self._timeout = timeout
         self._token = token
+        # Asked when the API refuses the token with a 401: True when a new one is to be tried.
+        self._refused = refused
 
     def close(self) -> None:
         self._http.close()
@@ -283,12 +307,15 @@ class Api:
         body: Body | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Body:
-        if self._token is not None:
-            self._http.headers["X-Auth-Token"] = self._token()
         what = f"Cove at {self._url}"
-        resp = send(
-            self._http, method, path, what=what, timeout=self._timeout, body=body, params=params
-        )
+        for _attempt in range(2):
+            if self._token is not None:
+                self._http.headers["X-Auth-Token"] = self._token()
+            resp = send(
+                self._http, method, path, what=what, timeout=self._timeout, body=body, params=params
+            )
+            if resp.status_code != 401 or self._refused is None or not self._refused():
+                break
         if resp.is_error:
             raise api_error(resp)
         return json_body(resp, f"Cove ({method} {path})")
@@ -369,13 +396,46 @@ class App:
 
     @property
     def scoped(self) -> ScopedToken:
-        """The current scoped token, renewed when it is about to expire."""
+        """The current scoped token: the cached one on first use when it is still good, and
+        renewed (and cached) when it is about to expire."""
         scoped = self._scoped
+        if scoped is None and tokens.enabled(dict(os.environ)):
+            found = tokens.load(self._cache_dir, self.config, RENEW_BEFORE)
+            if found is not None:
+                scoped = self._scoped = from_cache(self.config, self.url, found)
         if scoped is None or (
             scoped.expires_at is not None and scoped.expires_at - time.time() < RENEW_BEFORE
         ):
-            scoped = self._scoped = authenticate(self.config, self.url, self.timeout)
+            scoped = self._scoped = self._login()
         return scoped
+
+    @property
+    def _cache_dir(self) -> Path:
+        return tokens.cache_dir(dict(os.environ), Path.home())
+
+    def _login(self) -> ScopedToken:
+        """A new token for the cloud, kept in the token cache."""
+        scoped = authenticate(self.config, self.url, self.timeout)
+        if scoped.expires_at is not None and tokens.enabled(dict(os.environ)):
+            kept = tokens.CachedToken(
+                token=scoped.token,
+                expires_at=scoped.expires_at,
+                project_id=scoped.project_id,
+                project_name=scoped.project_name,
+                identity=scoped.identity,
+                catalog_endpoint=scoped.catalog_endpoint,
+            )
+            tokens.save(self._cache_dir, self.config, kept)
+        return scoped
+
+    def _refused(self) -> bool:
+        """The API refused the token: one from the cache (revoked, or its user's password
+        changed) is forgotten and a new one got; True when there is a new one to try."""
+        if self._scoped is None or not self._scoped.cached:
+            return False
+        tokens.forget(self._cache_dir, self.config)
+        self._scoped = self._login()
+        return True
 
     def token(self) -> str:
         return self.scoped.token
@@ -387,7 +447,13 @@ class App:
             http = make_http_client(
                 scoped.endpoint, self.timeout, request_headers(scoped.token), self.config.verify
             )
-            self._api = Api(http, server_of(scoped.endpoint), self.timeout, token=self.token)
+            self._api = Api(
+                http,
+                server_of(scoped.endpoint),
+                self.timeout,
+                token=self.token,
+                refused=self._refused,
+            )
         return self._api
 
     def identity_get(self, path: str, params: Mapping[str, str] | None = None) -> Body:
