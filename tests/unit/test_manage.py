@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import stat
 from pathlib import Path
@@ -128,7 +129,10 @@ def test_flavors_add_disable_enable(run):
     assert run("flavor", "add", "x", "--ram", "64", ok=False).exit_code != 0
     run("flavor", "disable", "xl")
     assert "xl" not in run("flavor", "list").output
-    assert "(disabled)" in run("flavor", "list", "--all").output
+    assert (
+        "xl disabled"
+        in run("flavor", "list", "--all", "-f", "value", "-c", "name", "-c", "state").output
+    )
     run("flavor", "enable", "5")
     assert "xl" in run("flavor", "list").output
     assert "not found" in run("flavor", "disable", "nope", ok=False).output
@@ -185,8 +189,12 @@ def test_projects(run):
     project_id = created.stdout.split()[-1]
     assert len(project_id) == 32
     listed = run("project", "list").stdout.splitlines()
-    assert [line.split(maxsplit=3) for line in listed] == [
+    assert listed[0].split() == ["ID", "Name", "State", "Description"]
+    assert [line.split(maxsplit=3) for line in listed[1:]] == [
         [project_id, "shop", "enabled", "The shop"]
+    ]
+    assert json.loads(run("project", "list", "-f", "json").stdout) == [
+        {"ID": project_id, "Name": "shop", "State": "enabled", "Description": "The shop"}
     ]
     dup = run("project", "create", "shop", ok=False)
     assert (dup.exit_code, dup.output) == (1, "Error: A project named 'shop' already exists.\n")
@@ -198,7 +206,7 @@ def test_projects(run):
     shown = run("project", "show", "shop").stdout
     assert f"id           {project_id}" in shown and "instances    0" in shown
     run("project", "delete", "shop")
-    assert run("project", "list").stdout == ""
+    assert run("project", "list", "-f", "value").stdout == "\n"
     missing = run("project", "delete", "shop", ok=False)
     assert (missing.exit_code, missing.output) == (1, "Error: Could not find project: shop.\n")
 
@@ -214,7 +222,7 @@ def test_project_with_instances_is_not_deleted(run, settings):
         db.dispose()
     refused = run("project", "delete", "busy", ok=False)
     assert refused.output == "Error: project busy still has 1 instance(s): delete them first\n"
-    assert "instances    1" in run("project", "show", "busy").stdout
+    assert run("project", "show", "busy", "-c", "instances", "-f", "value").stdout == "1\n"
 
 
 def test_user_create_prompts_twice_and_never_takes_argv(run, settings):
@@ -238,8 +246,9 @@ def test_user_generated_password_and_lifecycle(run, settings):
     password = generated_password(created, "ro")
     token = authenticate(settings, "ro", password, "shop")
     assert token.roles == ("reader",)
-    listed = run("user", "list").stdout.split()
-    assert listed[1:] == ["ro", "enabled", "shop"]
+    listed = run("user", "list").stdout.splitlines()
+    assert listed[0].split() == ["ID", "Name", "State", "Default", "project"]
+    assert listed[1].split()[1:] == ["ro", "enabled", "shop"]
 
     run("user", "disable", "ro")
     with pytest.raises(Unauthorized):
@@ -258,7 +267,7 @@ def test_user_generated_password_and_lifecycle(run, settings):
     assert nobody.output == "Error: Could not find user: nobody.\n"  # asked no password first
 
     run("user", "delete", "ro")
-    assert run("user", "list").stdout == ""
+    assert run("user", "list", "-f", "csv").stdout == '"ID","Name","State","Default project"\n'
 
 
 def test_roles(run, settings, tmp_path: Path):
@@ -279,7 +288,7 @@ def test_roles(run, settings, tmp_path: Path):
         == "Error: Could not find role: owner (roles: admin, member, reader, service).\n"
     )
     listed = [line.split() for line in run("role", "list").stdout.splitlines()]
-    assert listed == [["ann", "a", "member"], ["ann", "b", "admin"]]
+    assert listed == [["User", "Project", "Role"], ["ann", "a", "member"], ["ann", "b", "admin"]]
     assert run("role", "list", "--user", "ann").stdout == run("role", "list").stdout
     run("role", "remove", "ann", "b", "admin")
     with pytest.raises(Unauthorized):
@@ -425,8 +434,11 @@ def test_a_cove_directory_others_may_write_is_not_taken(clone, tmp_path):
 @pytest.mark.skipif(not find_postgresql(), reason="needs PostgreSQL binaries")
 def test_versions_found_disabled_and_enabled(run):
     found = find_postgresql()[-1]
-    listing = run("datastore", "list").output
-    assert f"postgresql   {found.name}" in listing and "(default)" in listing
+    listing = run("datastore", "list", "-f", "value", "-c", "datastore", "-c", "version").output
+    assert f"postgresql {found.name}" in listing.splitlines()
+    rows = json.loads(run("datastore", "list", "-f", "json").output)
+    (row,) = [r for r in rows if (r["Datastore"], r["Version"]) == ("postgresql", found.name)]
+    assert row["Default"] is True and row["State"] == "active"
     run("datastore", "disable-version", "postgresql", found.name)
     assert "disabled" in run("datastore", "list").output
     run("datastore", "enable-version", "postgresql", found.name)
@@ -444,7 +456,8 @@ def test_versions_found_disabled_and_enabled(run):
             continue
         out = run("datastore", "add-version", datastore, "mine", "--bin-dir", versions[0].bin_dir)
         assert "registered" in out.output
-        assert f"{datastore:12} mine" in run("datastore", "list").output
+        listed = run("datastore", "list", "-f", "value", "-c", "Datastore", "-c", "Version").output
+        assert f"{datastore} mine" in listed.splitlines()
         wrong = run("datastore", "add-version", datastore, "y", "--bin-dir", "/tmp", ok=False)
         assert f"no {datastore} server" in wrong.output
     with Database(load_settings().database_url).session() as s:
@@ -457,6 +470,6 @@ def test_disabling_the_default_version_moves_the_default(run):
     found = find_postgresql()[-1]
     run("datastore", "add-version", "postgresql", "other", "--bin-dir", found.bin_dir)
     run("datastore", "disable-version", "postgresql", found.name)
-    listing = run("datastore", "list").output.splitlines()
-    default = [line for line in listing if "(default)" in line and line.startswith("postgresql")]
-    assert len(default) == 1 and "other" in default[0]
+    rows = json.loads(run("datastore", "list", "-f", "json").output)
+    default = [r["Version"] for r in rows if r["Default"] and r["Datastore"] == "postgresql"]
+    assert default == ["other"]

@@ -447,7 +447,11 @@ def manage(settings, synced, monkeypatch):
 def test_manage_network_commands(manage, synced):
     assert "created" in manage("create", "lab", "127.50.0.0/24")
     listing = manage("list")
-    assert "default" in listing and POOL in listing and "(default)" in listing
+    assert listing.splitlines()[0].split() == ["Name", "CIDR", "ID", "Instances", "Default"]
+    assert any(
+        line.split()[:2] == ["default", POOL] and line.endswith("true")
+        for line in listing.splitlines()
+    )
     assert "lab" in listing and "127.50.0.0/24" in listing
     assert "already exists" in manage("create", "lab", "127.60.0.0/24", ok=False)
     assert "overlaps network 'lab'" in manage("create", "lab2", "127.50.0.0/25", ok=False)

@@ -8,9 +8,10 @@ import sys
 import click
 from sqlalchemy import select
 
-from cove.cli import controldb
+from cove.cli import controldb, output
 from cove.cli.manage_identity import bootstrap, project, role, user
 from cove.cli.manage_network import network
+from cove.cli.userfmt import Table
 from cove.common.errors import CoveError
 from cove.common.log import setup_logging
 from cove.common.settings import Settings, load_settings
@@ -72,11 +73,20 @@ def datastore_list() -> None:
     from cove.db.models import Datastore
 
     with _database(_settings()).session() as s:
-        for ds in s.scalars(select(Datastore).order_by(Datastore.name)):
-            for v in ds.versions:
-                default = " (default)" if v.id == ds.default_version_id else ""
-                state = "active" if v.active else "disabled"
-                click.echo(f"{ds.name:12} {v.name:8} {v.version:10} {state:9} {v.bin_dir}{default}")
+        rows = [
+            [
+                ds.name,
+                v.name,
+                v.version,
+                "active" if v.active else "disabled",
+                v.id == ds.default_version_id,
+                v.bin_dir,
+            ]
+            for ds in s.scalars(select(Datastore).order_by(Datastore.name))
+            for v in ds.versions
+        ]
+    headers = ["Datastore", "Version", "Number", "State", "Default", "Binaries"]
+    output.emit(Table.of(headers, rows))
 
 
 @datastore.command("register")
@@ -154,12 +164,13 @@ def flavor_list(show_all: bool) -> None:
     from cove.db.models import Flavor
 
     with _database(_settings()).session() as s:
-        for f in s.scalars(select(Flavor).order_by(Flavor.ram)):
-            if f.active or show_all:
-                state = "" if f.active else "  (disabled)"
-                click.echo(
-                    f"{f.id:4} {f.name:12} {f.ram:6} MB {f.vcpus:3} vCPU {f.disk:4} GB{state}"
-                )
+        rows = [
+            [f.id, f.name, f.ram, f.vcpus, f.disk, "active" if f.active else "disabled"]
+            for f in s.scalars(select(Flavor).order_by(Flavor.ram))
+            if f.active or show_all
+        ]
+    headers = ["ID", "Name", "RAM (MB)", "vCPUs", "Disk (GB)", "State"]
+    output.emit(Table.of(headers, rows))
 
 
 @flavor.command("add")
@@ -209,6 +220,7 @@ main.add_command(project)
 main.add_command(user)
 main.add_command(role)
 main.add_command(network)
+output.add_options(main)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from cove.cli import controldb
+from cove.cli import controldb, output
+from cove.cli.userfmt import Pairs, Table
 from cove.common.errors import CoveError
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
@@ -163,9 +164,11 @@ def project_list() -> None:
     from cove.db.models import Project
 
     with _identity_session() as s:
-        for p in s.scalars(select(Project).order_by(Project.name)):
-            state = "enabled" if p.enabled else "disabled"
-            click.echo(f"{p.id:32} {p.name:20} {state:8} {p.description}".rstrip())
+        rows = [
+            [p.id, p.name, "enabled" if p.enabled else "disabled", p.description]
+            for p in s.scalars(select(Project).order_by(Project.name))
+        ]
+    output.emit(Table.of(["ID", "Name", "State", "Description"], rows))
 
 
 @project.command("show")
@@ -182,12 +185,19 @@ def project_show(ref: str) -> None:
                 Instance.project_id == p.id, Instance.deleted.is_(False)
             )
         )
-        click.echo(f"id           {p.id}\nname         {p.name}")
-        click.echo(f"enabled      {'yes' if p.enabled else 'no'}\ndescription  {p.description}")
-        click.echo(f"created      {p.created:%Y-%m-%d %H:%M:%S}\ninstances    {live}")
-        for a in store.assignments(s):
-            if a.project_id == p.id:
-                click.echo(f"role         {a.role} of {a.user_name}")
+        roles = [f"{a.role} of {a.user_name}" for a in store.assignments(s) if a.project_id == p.id]
+        shown = Pairs.of(
+            [
+                ("id", p.id),
+                ("name", p.name),
+                ("enabled", p.enabled),
+                ("description", p.description),
+                ("created", f"{p.created:%Y-%m-%d %H:%M:%S}"),
+                ("instances", live),
+                ("roles", roles),
+            ]
+        )
+    output.emit(shown)
 
 
 def _set_project_enabled(ref: str, enabled: bool) -> None:
@@ -272,10 +282,16 @@ def user_list() -> None:
 
     with _identity_session() as s:
         names = {p.id: p.name for p in s.scalars(select(Project))}
-        for u in s.scalars(select(User).order_by(User.name)):
-            state = "enabled" if u.enabled else "disabled"
-            default = names.get(u.default_project_id or "", "")
-            click.echo(f"{u.id:32} {u.name:20} {state:8} {default}".rstrip())
+        rows = [
+            [
+                u.id,
+                u.name,
+                "enabled" if u.enabled else "disabled",
+                names.get(u.default_project_id or "", ""),
+            ]
+            for u in s.scalars(select(User).order_by(User.name))
+        ]
+    output.emit(Table.of(["ID", "Name", "State", "Default project"], rows))
 
 
 @user.command("set-password")
@@ -373,5 +389,5 @@ def role_list(user_ref: str | None) -> None:
 
     with _identity_session() as s:
         user_id = store.find_user(s, user_ref).id if user_ref else None
-        for a in store.assignments(s, user_id):
-            click.echo(f"{a.user_name:20} {a.project_name:20} {a.role}")
+        rows = [[a.user_name, a.project_name, a.role] for a in store.assignments(s, user_id)]
+    output.emit(Table.of(["User", "Project", "Role"], rows))

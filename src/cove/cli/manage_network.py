@@ -10,7 +10,8 @@ import click
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cove.cli import controldb
+from cove.cli import controldb, output
+from cove.cli.userfmt import Table
 from cove.common.errors import CoveError
 from cove.common.settings import load_settings
 
@@ -57,10 +58,10 @@ def network_list() -> None:
             .group_by(Instance.network_id)
         )
         counts = {network_id: count for network_id, count in rows}
-        for n in list_networks(s):
-            default = "  (default)" if n.is_default else ""
-            used = counts.get(n.id, 0)
-            click.echo(f"{n.name:16} {n.cidr:18} {n.id}  {used} instance(s){default}")
+        listed = [
+            [n.name, n.cidr, n.id, counts.get(n.id, 0), n.is_default] for n in list_networks(s)
+        ]
+    output.emit(Table.of(["Name", "CIDR", "ID", "Instances", "Default"], listed))
 
 
 @network.command("create")

@@ -6,7 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fake_cove import FakeCove, instance, reply, run
+
+from cove.cli import user as cli_user
+from cove.cli.user.completion import COMPLETE_VAR
 
 PG1 = "6a0c4b1e-0d35-4c4e-9d0f-3c2f0b9f1a11"
 PG1_TWIN = "9b7d2c3f-1e46-4d5f-8e1a-4d3a1c8e2b22"
@@ -110,3 +114,55 @@ def test_create_options_take_names(cove: FakeCove) -> None:
     replica = run("instance", "create", "r1", "--replica-of", "pg1")
     assert replica.exit_code == 0, replica.output
     assert cove.bodies("POST")[1]["instance"]["replica_of"] == PG1
+
+
+# -- shell completion ----------------------------------------------------------------------------
+
+
+def complete(words: str, shell: str = "bash") -> list[str]:
+    """What ``cove``'s completion answers for the command line ``words`` (the last word being
+    completed), asked as the script ``cove completion`` prints asks for it."""
+    env = {
+        COMPLETE_VAR: f"{shell}_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split(" ")) - 1),
+    }
+    result = CliRunner().invoke(
+        cli_user.cli, [], env=env, prog_name="cove", complete_var=COMPLETE_VAR
+    )
+    assert result.exit_code == 0, result.output
+    if shell == "bash":  # "type,value" lines
+        return [line.split(",", 1)[1] for line in result.stdout.splitlines() if line]
+    return result.stdout.splitlines()[1::3]  # type, value, help
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_scripts(shell: str) -> None:
+    result = run("completion", shell)
+    assert result.exit_code == 0, result.output
+    assert "_COVE_COMPLETE" in result.stdout and f"{shell}_complete" in result.stdout
+    assert run("completion", "fish").exit_code == 2
+
+
+def test_commands_and_options_complete() -> None:
+    assert "instance" in complete("cove ins")
+    assert set(complete("cove instance ")) >= {"list", "show", "create", "delete", "restart"}
+    assert "--format" in complete("cove instance list --")
+    assert complete("cove instance list -f y") == ["yaml"]
+
+
+def test_names_complete_from_the_api(cove: FakeCove) -> None:
+    listing(cove, "instances", {"id": PG1, "name": "pg1"}, {"id": PG1_TWIN, "name": "orders"})
+    listing(cove, "configurations", {"id": GROUP, "name": "tuned"})
+    assert complete("cove instance show ") == ["orders", "pg1"]
+    assert complete("cove instance show p") == ["pg1"]
+    assert complete("cove user list o") == ["orders"]
+    assert complete("cove instance attach-configuration pg1 t") == ["tuned"]
+    assert complete("cove instance show p", "zsh") == ["pg1"]
+
+
+def test_completion_without_cove_offers_nothing(
+    cove: FakeCove, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OS_CLIENT_CONFIG_FILE")
+    assert complete("cove instance show p") == []

@@ -12,16 +12,16 @@ from __future__ import annotations
 import click
 
 from cove import __version__
+from cove.cli import output
 from cove.cli.user.backups import backup
 from cove.cli.user.catalog import datastore, flavor, limits, network, quota
-from cove.cli.user.client import COLUMNS_KEY, FORMAT_KEY, RAW_JSON_KEY, App
+from cove.cli.user.client import App
 from cove.cli.user.clusters import cluster
-from cove.cli.user.completion import completion
+from cove.cli.user.completion import COMPLETE_VAR, completion
 from cove.cli.user.configurations import configuration
 from cove.cli.user.dbusers import database, root, user
 from cove.cli.user.instances import instance
 from cove.cli.user.up import up_command
-from cove.cli.userfmt import FORMATS
 
 __all__ = ["cli", "main"]
 
@@ -82,60 +82,9 @@ cli.add_command(up_command)
 cli.add_command(completion)
 
 
-def _set_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        ctx.meta[FORMAT_KEY] = value
-
-
-def _add_columns(ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> None:
-    ctx.meta.setdefault(COLUMNS_KEY, []).extend(value)
-
-
-def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.meta[RAW_JSON_KEY] = True
-
-
-def output_options() -> list[click.Parameter]:
-    """``-f``, ``-c`` and ``--json``, for every group and command: click reads an option
-    only after the command that declares it, and a user puts these anywhere on the line."""
-    return [
-        click.Option(
-            ["-f", "--format", "output_format"],
-            type=click.Choice(FORMATS),
-            expose_value=False,
-            callback=_set_format,
-            help="Output format (default: table).",
-        ),
-        click.Option(
-            ["-c", "--column", "output_columns"],
-            multiple=True,
-            metavar="COLUMN",
-            expose_value=False,
-            callback=_add_columns,
-            help="Show this column (repeatable; default: all).",
-        ),
-        click.Option(
-            ["--json", "output_json"],
-            is_flag=True,
-            expose_value=False,
-            callback=_set_json,
-            help="Print the API's JSON bodies as they are.",
-        ),
-    ]
-
-
-def _with_output_options(command: click.Command) -> None:
-    taken = {opt for p in command.params for opt in p.opts}
-    command.params += [p for p in output_options() if not taken.intersection(p.opts)]
-    if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            _with_output_options(sub)
-
-
-_with_output_options(cli)
+output.add_options(cli, raw_json=True)
 
 
 def main() -> None:
     """Entry point of ``cove``."""
-    cli.main(prog_name="cove")
+    cli.main(prog_name="cove", complete_var=COMPLETE_VAR)

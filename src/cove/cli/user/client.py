@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 from cove import __version__
-from cove.cli import clouds
+from cove.cli import clouds, output
 from cove.cli import userfmt as fmt
 from cove.cli.user import tokens
 from cove.cli.userfmt import Body
@@ -361,18 +361,6 @@ def need(body: Body, key: str) -> Any:
     return body[key]
 
 
-#: Where the output options, given anywhere on the command line, are kept: the ``meta`` of
-#: a run's click contexts (one dict for the whole command line).
-FORMAT_KEY = "cove.format"
-COLUMNS_KEY = "cove.columns"
-RAW_JSON_KEY = "cove.json"
-
-
-def _chosen(key: str, default: Any) -> Any:
-    ctx = click.get_current_context(silent=True)
-    return ctx.meta.get(key, default) if ctx is not None else default
-
-
 @dataclass
 class App:
     """What every command shares: the options of ``cove``, the scoped token and the API client,
@@ -495,12 +483,12 @@ class App:
     @property
     def json_output(self) -> bool:
         """Whether ``--json`` asked for the API's own bodies."""
-        return bool(_chosen(RAW_JSON_KEY, False))
+        return bool(output.chosen(output.RAW_JSON_KEY, False))
 
     @property
     def machine_output(self) -> bool:
         """Whether the output is for a program (``--json``, or a ``-f`` other than table)."""
-        return self.json_output or _chosen(FORMAT_KEY, "table") != "table"
+        return self.json_output or output.form() != "table"
 
     def output(
         self,
@@ -521,11 +509,10 @@ class App:
         if self.json_output:
             click.echo(json.dumps(shown_body, indent=2))
             return
-        form: str = _chosen(FORMAT_KEY, "table")
-        columns: list[str] = _chosen(COLUMNS_KEY, [])
+        form = output.form()
         shown = render()
         if isinstance(shown, str):
-            if columns or form in ("value", "csv"):
+            if output.columns() or form in ("value", "csv"):
                 raise click.UsageError(
                     "this command's output has no columns: use -f table, json or yaml"
                 )
@@ -535,10 +522,7 @@ class App:
                 shown = yaml.safe_dump(shown_body, sort_keys=False, allow_unicode=True).rstrip()
             click.echo(shown)
             return
-        try:
-            click.echo(fmt.render(fmt.select(shown, columns), form))
-        except fmt.ColumnError as exc:
-            raise click.UsageError(str(exc)) from exc
+        output.emit(shown)
 
     def done(self, message: str) -> None:
         """Confirm a change whose answer has no body (nothing to print for a program)."""
