@@ -328,6 +328,7 @@ def instance_pairs(inst: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("replication", _replication(inst)),
         ("hostname", inst.get("hostname")),
         ("addresses", addresses),
+        ("ip", inst.get("ip")),
         ("port", inst.get("port")),
         ("access", _access(inst)),
         ("created", inst.get("created")),
