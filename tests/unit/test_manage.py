@@ -193,9 +193,11 @@ def test_projects(run):
     assert [line.split(maxsplit=3) for line in listed[1:]] == [
         [project_id, "shop", "enabled", "The shop"]
     ]
-    assert json.loads(run("project", "list", "-f", "json").stdout) == [
-        {"ID": project_id, "Name": "shop", "State": "enabled", "Description": "The shop"}
-    ]
+    for argv in (("project", "list", "-f", "json"), ("-f", "json", "project", "list")):
+        assert json.loads(run(*argv).stdout) == [
+            {"ID": project_id, "Name": "shop", "State": "enabled", "Description": "The shop"}
+        ]
+    assert run("project", "-c", "name", "list", "-f", "value").stdout == "shop\n"
     dup = run("project", "create", "shop", ok=False)
     assert (dup.exit_code, dup.output) == (1, "Error: A project named 'shop' already exists.\n")
     bad = run("project", "create", "no spaces", ok=False)
