@@ -186,7 +186,7 @@ def test_identity_errors_and_odd_answers(cove: FakeCove, monkeypatch: pytest.Mon
 
 
 def test_token_renewed_before_it_expires(cove: FakeCove) -> None:
-    cove.expires_in = 60  # less than client.RENEW_BEFORE: every request gets a new token
+    cove.expires_in = 60  # less than login.RENEW_BEFORE: every request gets a new token
     page1 = {
         "instances": [instance(id="a")],
         "links": [{"rel": "next", "href": "http://x/instances?marker=a"}],

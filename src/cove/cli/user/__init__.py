@@ -2,9 +2,11 @@
 
 This package owns the command tree: the ``cli`` group and its global options live here, and
 each command group in a module of its own (:mod:`.instances`, :mod:`.dbusers`, :mod:`.catalog`,
-:mod:`.configurations`, :mod:`.backups`, :mod:`.up`). The HTTP side, authentication included, is
-:mod:`.client`; finding credentials is :mod:`cove.cli.clouds`; rendering and the ``--user``
-syntax live in :mod:`cove.cli.userfmt`.
+:mod:`.configurations`, :mod:`.backups`, :mod:`.up`). What every command shares is
+:class:`.app.App`; the HTTP side is :mod:`.client`, logging in :mod:`.login` with the token
+cache of :mod:`.tokens`; finding credentials is :mod:`cove.cli.clouds`; names are resolved by
+:mod:`.refs`, passwords read by :mod:`.passwords`; rendering and the ``--user`` syntax live in
+:mod:`cove.cli.userfmt`, the output options in :mod:`cove.cli.output`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import click
 
 from cove import __version__
 from cove.cli import output
+from cove.cli.user.app import App
 from cove.cli.user.backups import backup
 from cove.cli.user.catalog import datastore, flavor, limits, network, quota
-from cove.cli.user.client import App
 from cove.cli.user.clusters import cluster
 from cove.cli.user.completion import COMPLETE_VAR, completion
 from cove.cli.user.configurations import configuration

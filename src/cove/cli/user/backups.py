@@ -11,7 +11,8 @@ import click
 
 from cove.cli import userfmt as fmt
 from cove.cli.user import waiting
-from cove.cli.user.client import App, inst_path, need
+from cove.cli.user.app import App
+from cove.cli.user.client import inst_path, need
 from cove.cli.user.refs import BACKUP_REF, INSTANCE_REF
 from cove.cli.userfmt import Body
 

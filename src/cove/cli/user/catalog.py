@@ -8,7 +8,8 @@ from urllib.parse import quote
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import App, need
+from cove.cli.user.app import App
+from cove.cli.user.client import need
 from cove.cli.user.refs import FLAVOR_REF
 
 

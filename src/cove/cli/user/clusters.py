@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import ApiError, App, need
+from cove.cli.user.app import App
+from cove.cli.user.client import ApiError, need
 from cove.cli.user.refs import CLUSTER_REF
 from cove.cli.user.waiting import Seen, poll, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body

@@ -9,7 +9,8 @@ from urllib.parse import quote
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import App, need
+from cove.cli.user.app import App
+from cove.cli.user.client import need
 from cove.cli.user.refs import CONFIGURATION_REF
 from cove.cli.userfmt import Body
 

@@ -9,7 +9,8 @@ from urllib.parse import quote
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import App, inst_path, need, user_path
+from cove.cli.user.app import App
+from cove.cli.user.client import inst_path, need, user_path
 from cove.cli.user.passwords import password_sources, read_password
 from cove.cli.user.refs import INSTANCE_REF
 from cove.cli.userfmt import Body

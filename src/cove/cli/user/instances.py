@@ -9,7 +9,8 @@ import click
 
 from cove.cli import userfmt as fmt
 from cove.cli.user import replicas
-from cove.cli.user.client import App, inst_path, need
+from cove.cli.user.app import App
+from cove.cli.user.client import inst_path, need
 from cove.cli.user.passwords import read_password
 from cove.cli.user.refs import BACKUP_REF, CONFIGURATION_REF, INSTANCE_REF
 from cove.cli.user.waiting import wait_for, wait_option, wait_timeout_option

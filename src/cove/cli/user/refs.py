@@ -22,7 +22,7 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from cove.cli.user.client import App
+from cove.cli.user.app import App
 from cove.cli.userfmt import Body
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")

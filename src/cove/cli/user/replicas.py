@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import ApiError, App, inst_path, need
+from cove.cli.user.app import App
+from cove.cli.user.client import ApiError, inst_path, need
 from cove.cli.user.refs import INSTANCE_REF
 from cove.cli.user.waiting import Seen, poll, wait_for, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body

@@ -14,7 +14,8 @@ from typing import Any, Generic, TypeVar
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user.client import ApiError, App, inst_path, need
+from cove.cli.user.app import App
+from cove.cli.user.client import ApiError, inst_path, need
 from cove.cli.userfmt import Body
 
 #: Seconds between two polls of ``--wait``; tests set it to 0.
