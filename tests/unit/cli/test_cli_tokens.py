@@ -63,16 +63,40 @@ def test_a_refused_token_is_forgotten_and_the_request_asked_again(listed: FakeCo
     assert [r.headers["x-auth-token"] for r in listed.requests] == ["tok-1", "tok-1", "tok-2"]
 
 
-def test_a_new_password_gets_a_new_token(
-    listed: FakeCove, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_new_password_gets_a_new_token(listed: FakeCove) -> None:
     assert run("instance", "list").exit_code == 0
     conf = Path(os.environ["OS_CLIENT_CONFIG_FILE"])
     doc = yaml.safe_load(conf.read_text())
     doc["clouds"]["cove"]["auth"]["password"] = "wrong-now"
     conf.write_text(yaml.safe_dump(doc))
+    # Not the password the token was got with: asked of the identity service, which refuses.
     refused = run("instance", "list")
     assert refused.exit_code == 1 and "authentication refused" in refused.stderr
+    assert len(listed.auth_requests) == 2
+
+
+def test_an_expired_token_file_is_removed(listed: FakeCove, tmp_path: Path) -> None:
+    assert run("instance", "list").exit_code == 0
+    (path,) = cache_files(tmp_path)
+    kept = json.loads(path.read_text())
+    path.write_text(json.dumps({**kept, "expires_at": 1.0}))
+    listed.expires_in = 100  # the new token is not worth keeping either
+    assert run("instance", "list").exit_code == 0
+    assert len(listed.auth_requests) >= 2
+    assert json.loads(cache_files(tmp_path)[0].read_text())["expires_at"] > 1.0
+
+
+def test_a_symlinked_cache_file_is_not_followed(listed: FakeCove, tmp_path: Path) -> None:
+    assert run("instance", "list").exit_code == 0
+    (path,) = cache_files(tmp_path)
+    elsewhere = tmp_path / "planted.json"
+    elsewhere.write_text(path.read_text())
+    elsewhere.chmod(0o600)
+    path.unlink()
+    path.symlink_to(elsewhere)
+    assert run("instance", "list").exit_code == 0
+    assert len(listed.auth_requests) == 2  # the link was not read
+    assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_clouds_have_a_file_each(listed: FakeCove, tmp_path: Path) -> None:

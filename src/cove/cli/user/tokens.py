@@ -6,8 +6,13 @@ Each file lives in ``$XDG_CACHE_HOME/cove/tokens`` (``~/.cache/cove/tokens``), a
 only its owner may enter, and is itself readable by its owner alone (0600); a file that is not
 the user's own or that others may read is ignored. A file holds the token, when it expires,
 its project, the catalog's database endpoint and a salted hash of the password it was got
-with: a token is used only while it has more than ``RENEW_BEFORE`` seconds left and the cloud's
-password is still the one it was got with. Deleting the directory forgets every token.
+with: a token is used while it has more than ``RENEW_BEFORE`` seconds left and the cloud's
+password is still that one (a wrong password is refused at once, as without the cache), and one
+the API refuses (revoked, or its user's password changed) is forgotten by the caller, which
+logs in again. The hash is fast, so it gives nothing that reading the user's files does not
+already give: the password itself is in the same user's ``clouds.yaml`` or environment. A file
+whose token has expired is removed when it is read. Deleting the directory forgets every
+token.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import secrets
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,7 @@ SWITCH = "COVE_TOKEN_CACHE"
 class CachedToken:
     """What a cache file holds of a scoped token."""
 
-    token: str
+    token: str = field(repr=False)
     expires_at: float
     project_id: str
     project_name: str
@@ -41,17 +46,21 @@ class CachedToken:
 
 
 def cache_dir(env: dict[str, str], home: Path) -> Path:
+    """Where the files are: ``$XDG_CACHE_HOME/cove/tokens``, or under ``~/.cache``."""
     base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else home / ".cache"
     return base / "cove" / "tokens"
 
 
 def enabled(env: dict[str, str]) -> bool:
+    """Whether the cache is on (it is unless ``COVE_TOKEN_CACHE`` says ``off``)."""
     return env.get(SWITCH, "").lower() not in ("off", "0", "no", "false")
 
 
 def _key(cfg: clouds.CloudConfig) -> str:
-    """The file name of ``cfg``'s cloud: a digest of what decides which token it gets."""
+    """The file name of ``cfg``'s cloud: a digest of where its credentials come from and of
+    what decides which token it gets."""
     who = [
+        cfg.source,
         cfg.auth_url,
         cfg.user_id,
         cfg.username,
@@ -104,6 +113,8 @@ def load(directory: Path, cfg: clouds.CloudConfig, renew_before: float) -> Cache
         )
     except (KeyError, TypeError, ValueError):
         return None
+    if found.expires_at <= time.time():
+        path.unlink(missing_ok=True)
     if not same_password or found.expires_at - time.time() < renew_before:
         return None
     return found
@@ -127,6 +138,7 @@ def save(directory: Path, cfg: clouds.CloudConfig, token: CachedToken) -> None:
     temporary = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)  # made earlier, by an older version or by hand
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
