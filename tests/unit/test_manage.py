@@ -208,7 +208,7 @@ def test_projects(run):
     shown = run("project", "show", "shop").stdout
     assert f"id           {project_id}" in shown and "instances    0" in shown
     run("project", "delete", "shop")
-    assert run("project", "list", "-f", "value").stdout == "\n"
+    assert run("project", "list", "-f", "value").stdout == ""
     missing = run("project", "delete", "shop", ok=False)
     assert (missing.exit_code, missing.output) == (1, "Error: Could not find project: shop.\n")
 

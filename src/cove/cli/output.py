@@ -40,9 +40,11 @@ def emit(shown: fmt.Table | fmt.Pairs) -> None:
     Raises click.UsageError for a ``-c`` that names no column.
     """
     try:
-        click.echo(fmt.render(fmt.select(shown, columns()), form()))
+        text = fmt.render(fmt.select(shown, columns()), form())
     except fmt.ColumnError as exc:
         raise click.UsageError(str(exc)) from exc
+    if text:  # an empty listing in a headerless format prints nothing, not an empty line
+        click.echo(text)
 
 
 def _set_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

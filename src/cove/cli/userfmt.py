@@ -50,14 +50,15 @@ def _split_dbs(text: str) -> tuple[str, tuple[str, ...] | None]:
     return text, None
 
 
-def parse_user_spec(spec: str) -> UserSpec:
+def parse_user_spec(spec: str, option: str = "--user") -> UserSpec:
     """Read ``NAME[:PASSWORD][@DB1,DB2]``.
 
     The name ends at the first ':'; the password may contain ':'. A trailing ``@...`` is a
     database list only if everything after the last '@' is made of database-name characters and
     commas; otherwise it is part of the password. Without ':' the password is to be prompted.
 
-    Raises SpecError for an empty name or an empty password.
+    Raises SpecError for an empty name or an empty password; its message names ``option``,
+    where the spec was given.
     """
     name, colon, rest = spec.partition(":")
     if not colon:
@@ -66,9 +67,9 @@ def parse_user_spec(spec: str) -> UserSpec:
     else:
         password, dbs = _split_dbs(rest)
         if not password:
-            raise SpecError(f"--user {name}: the password after ':' is empty")
+            raise SpecError(f"{option} {name}: the password after ':' is empty")
     if not name:
-        raise SpecError("--user needs a user name before ':' (NAME:PASSWORD[@DB,...])")
+        raise SpecError(f"{option} needs a user name before ':' (NAME:PASSWORD[@DB,...])")
     return UserSpec(name=name, password=password, databases=dbs)
 
 
@@ -219,7 +220,7 @@ def render(shown: Table | Pairs, form: str) -> str:
         return out.getvalue().rstrip("\n")
     if isinstance(shown, Table):
         return table(shown.headers, shown.rows)
-    if shown.detail is None:
+    if shown.detail is None or not shown.detail.rows:
         return pairs(shown.items)
     under = table(shown.detail.headers, shown.detail.rows)
     return f"{pairs(shown.items)}\n\n{under}" if shown.items else under
@@ -426,27 +427,26 @@ def limit_text(value: Any) -> Any:
     return "unlimited" if value == -1 else value
 
 
-def quotas_text(quotas: Any) -> str:
+def quotas_shown(quotas: Any) -> Table | Pairs:
     """Quotas as Trove shows them (a list of ``{resource, in_use, reserved, limit}``), or the
     ``{resource: limit}`` mapping a change answers with."""
     if isinstance(quotas, Mapping):
-        return pairs((str(k), limit_text(v)) for k, v in quotas.items())
+        return Pairs.of((str(k), limit_text(v)) for k, v in quotas.items())
     rows = (
         [q.get("resource"), q.get("in_use"), q.get("reserved"), limit_text(q.get("limit"))]
         for q in quotas or []
         if isinstance(q, Mapping)
     )
-    return table(["Resource", "In use", "Reserved", "Limit"], rows)
+    return Table.of(["Resource", "In use", "Reserved", "Limit"], rows)
 
 
-def limits_text(limits: Sequence[Mapping[str, Any]]) -> str:
-    """Absolute limits as pairs, then rate limits as a table."""
-    parts: list[str] = []
-    absolute = [lim for lim in limits if lim.get("verb") == "ABSOLUTE"]
-    for lim in absolute:
-        parts.append(pairs((k, v) for k, v in lim.items() if k != "verb"))
+def limits_shown(limits: Sequence[Mapping[str, Any]]) -> Pairs:
+    """Absolute limits as fields, rate limits as a table under them (``rate_limits``)."""
+    items: list[tuple[str, Any]] = []
+    for lim in limits:
+        if lim.get("verb") == "ABSOLUTE":
+            items += [(str(k), v) for k, v in lim.items() if k != "verb"]
     rates = [lim for lim in limits if lim.get("verb") != "ABSOLUTE"]
-    if rates:
-        keys = ("verb", "uri", "value", "remaining", "unit", "nextAvailable")
-        parts.append(table(keys, ([r.get(k) for k in keys] for r in rates)))
-    return "\n\n".join(parts)
+    keys = ("verb", "uri", "value", "remaining", "unit", "nextAvailable")
+    table = Table.of(keys, ([r.get(k) for k in keys] for r in rates)) if rates else None
+    return Pairs.of(items, table, "rate_limits")

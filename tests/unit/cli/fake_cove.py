@@ -37,7 +37,7 @@ OS_VARIABLES = (
 #: the tests give that exist when a test stubs no list.
 LISTED = ("instances", "configurations", "backups", "clusters", "flavors")
 KNOWN_IDS = {
-    "instances": {"i-0", "i-1", "i-2", "i-3"},
+    "instances": {"i-0", "i-1", "i-2", "i-3", "m-1", "m-2", "m-3"},
     "backups": {"b-0", "b-1"},
     "configurations": {"c-1", "c-2"},
 }

@@ -3,6 +3,8 @@ against a fake Cove."""
 
 from __future__ import annotations
 
+import json
+
 from fake_cove import PROJECT_ID, FakeCove, reply, run
 
 
@@ -54,6 +56,17 @@ def test_limits(cove: FakeCove) -> None:
     out = run("limits").stdout
     assert "max_instances  10" in out
     assert "POST  *    200    199        MINUTE" in out
+    shown = json.loads(run("limits", "-f", "json").stdout)
+    assert shown["max_instances"] == 10
+    assert shown["rate_limits"][0] == {
+        "verb": "POST",
+        "uri": "*",
+        "value": 200,
+        "remaining": 199,
+        "unit": "MINUTE",
+        "nextAvailable": None,
+    }
+    assert run("limits", "-f", "value", "-c", "max_volumes").stdout == "40\n"
 
 
 def test_networks(cove: FakeCove) -> None:
@@ -85,13 +98,16 @@ def test_quota_show_own_project_and_by_name(cove: FakeCove) -> None:
         ["instances", "2", "0", "10"],
         ["ram", "4096", "0", "unlimited"],
     ]
+    assert run("quota", "show", "-f", "csv", "-c", "resource").stdout == (
+        '"Resource"\n"instances"\n"ram"\n'
+    )
     assert run("quota", "show", "admin").exit_code == 0
     assert run("quota", "show", "shop").exit_code == 0
     assert run("quota", "show", "cd" * 16).exit_code == 1  # an id is not looked up
     unknown = run("quota", "show", "nope")
     assert unknown.stderr == "Error: no project named 'nope' is visible to you\n"
     paths = [r.url.path.rsplit("/", 1)[-1] for r in cove.requests]
-    assert paths == [PROJECT_ID, PROJECT_ID, "ab" * 16, "cd" * 16]
+    assert paths == [PROJECT_ID, PROJECT_ID, PROJECT_ID, "ab" * 16, "cd" * 16]
     looked_up = [r.url.params["name"] for r in cove.auth_requests if r.method == "GET"]
     assert looked_up == ["shop", "nope"]
 

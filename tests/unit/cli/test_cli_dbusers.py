@@ -123,6 +123,8 @@ def test_user_create_takes_the_spec_instance_create_takes(
     cove: FakeCove, argv: tuple[str, ...], user: dict[str, Any]
 ) -> None:
     cove.on("POST", "instances/i-1/users", reply(202))
+    on_instance = [{"name": n} for n in ("a", "b", "orders")]
+    cove.on("GET", "instances/i-1/databases", reply(200, {"databases": on_instance}))
     result = run("user", "create", "i-1", *argv)
     assert result.exit_code == 0, result.output
     (sent,) = cove.bodies("POST")[0]["users"]
@@ -161,4 +163,29 @@ def test_password_mistakes_are_refused_before_anything_is_sent(
     result = run("user", "create", "i-1", *argv, stdin=stdin)
     assert result.exit_code == 2
     assert message in result.stderr
+    assert cove.bodies("POST") == []
+
+
+def test_a_tail_that_names_no_database_of_the_instance_is_not_taken_for_one(
+    cove: FakeCove,
+) -> None:
+    cove.on("GET", "instances/i-1/databases", reply(200, {"databases": [{"name": "orders"}]}))
+    result = run("user", "create", "i-1", "erin:p@ssword")
+    assert result.exit_code == 2
+    assert "instance i-1 has no database ssword; if '@' is part of the password" in result.stderr
+    assert cove.bodies("POST") == []
+
+
+def test_password_stdin_at_a_terminal_is_asked_unseen(cove: FakeCove, terminal: None) -> None:
+    cove.on("POST", "instances/i-1/users", reply(202))
+    result = run("user", "create", "i-1", "erin", "--password-stdin", stdin="typed-Pass\n")
+    assert result.exit_code == 0, result.output
+    assert "Password for user erin" in result.output and "typed-Pass" not in result.output
+    assert cove.bodies("POST")[0]["users"][0]["password"] == "typed-Pass"
+
+
+def test_instance_create_without_a_terminal_says_how_to_give_a_password(cove: FakeCove) -> None:
+    result = run("instance", "create", "shop", "--flavor", "small", "--size", "2", "--user", "app")
+    assert result.exit_code == 2
+    assert "give it with --user NAME:PASSWORD" in result.stderr
     assert cove.bodies("POST") == []

@@ -3,6 +3,7 @@ backup, cluster or flavor takes its name or its id."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -73,6 +74,8 @@ def test_a_name_that_matches_nothing(cove: FakeCove) -> None:
         (("instance", "failovers", "pg1"), f"GET instances/{PG1}/failovers"),
         (("instance", "attach-configuration", "pg1", "tuned"), f"PUT instances/{PG1}"),
         (("backup", "create", "pg1", "nightly"), "POST backups"),
+        (("backup", "create", "pg1", "n", "--parent", "nightly"), "POST backups"),
+        (("cluster", "shrink", "galera", "pg1"), f"POST clusters/{CLUSTER}"),
         (("backup", "list", "--instance", "pg1"), f"GET instances/{PG1}/backups"),
         (("backup", "show", "nightly"), f"GET backups/{BACKUP}"),
         (("backup", "delete", "nightly"), f"DELETE backups/{BACKUP}"),
@@ -94,6 +97,9 @@ def test_every_kind_by_name(cove: FakeCove, argv: tuple[str, ...], request_line:
     body = cove.bodies(method)
     if argv[:2] == ("backup", "create"):
         assert body[0]["backup"]["instance"] == PG1
+        assert body[0]["backup"].get("parent_id", BACKUP) == BACKUP
+    if argv[:2] == ("cluster", "shrink"):
+        assert PG1 in json.dumps(body) and "pg1" not in json.dumps(body)
     if argv[1] == "attach-configuration":
         assert body == [{"instance": {"configuration": GROUP}}]
 

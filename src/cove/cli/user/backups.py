@@ -95,7 +95,9 @@ def backup() -> None:
     is_flag=True,
     help="Build on the instance's newest completed backup (where the datastore can).",
 )
-@click.option("--parent", "parent_id", metavar="BACKUP", help="Build on this backup.")
+@click.option(
+    "--parent", "parent_id", metavar="BACKUP", type=BACKUP_REF, help="Build on this backup."
+)
 @waiting.wait_option
 @waiting.wait_timeout_option(3600)
 @click.pass_obj

@@ -79,7 +79,7 @@ def datastore_versions(app: App, name: str) -> None:
 def limits(app: App) -> None:
     """Show the limits of the project."""
     body = app.api.get("limits")
-    app.output(body, lambda: fmt.limits_text(need(body, "limits")))
+    app.output(body, lambda: fmt.limits_shown(need(body, "limits")))
 
 
 @click.group("network")
@@ -108,7 +108,7 @@ def quota_show(app: App, project: str | None) -> None:
     """Show the quotas and usage of PROJECT (an id or a name; default: your project)."""
     project_id = app.project_id(project)
     body = app.api.get(f"mgmt/quotas/{quote(project_id, safe='')}")
-    app.output(body, lambda: fmt.quotas_text(need(body, "quotas")))
+    app.output(body, lambda: fmt.quotas_shown(need(body, "quotas")))
 
 
 @quota.command("set")
@@ -123,4 +123,4 @@ def quota_set(app: App, project: str, resource: str, limit: int) -> None:
     body = app.api.request(
         "PUT", f"mgmt/quotas/{quote(project_id, safe='')}", {"quotas": {resource: limit}}
     )
-    app.output(body, lambda: fmt.quotas_text(need(body, "quotas")))
+    app.output(body, lambda: fmt.quotas_shown(need(body, "quotas")))

@@ -7,7 +7,7 @@ import click
 from cove.cli import userfmt as fmt
 from cove.cli.user.app import App
 from cove.cli.user.client import ApiError, need
-from cove.cli.user.refs import CLUSTER_REF
+from cove.cli.user.refs import CLUSTER_REF, FLAVOR_NAME, INSTANCE_REF
 from cove.cli.user.waiting import Seen, poll, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body
 
@@ -147,7 +147,12 @@ def _member(flavor: str, size: int, network: str | None) -> Body:
 @click.argument("name")
 @click.option("--datastore", required=True, help="Datastore type, e.g. mariadb.")
 @click.option("--datastore-version", required=True, help="Datastore version name, e.g. 10.11.")
-@click.option("--flavor", required=True, help="Flavor of every member (see 'cove flavor list').")
+@click.option(
+    "--flavor",
+    required=True,
+    type=FLAVOR_NAME,
+    help="Flavor of every member, by name or id (see 'cove flavor list').",
+)
 @click.option("--size", type=click.IntRange(min=1), required=True, help="Volume size in GB.")
 @click.option(
     "--members", type=click.IntRange(min=1), default=3, show_default=True, help="How many."
@@ -219,7 +224,9 @@ def _act(app: App, cluster_id: str, body: Body, wait: bool, wait_timeout: float)
 
 @cluster.command("grow")
 @click.argument("cluster_id", metavar="CLUSTER", type=CLUSTER_REF)
-@click.option("--flavor", required=True, help="Flavor of the new members (the cluster's).")
+@click.option(
+    "--flavor", required=True, type=FLAVOR_NAME, help="Flavor of the new members (the cluster's)."
+)
 @click.option("--size", type=click.IntRange(min=1), required=True, help="Volume size in GB.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--weight", type=click.IntRange(0, 1000), help="Their promotion weight (PostgreSQL).")
@@ -247,7 +254,7 @@ def cluster_grow(
 
 @cluster.command("shrink")
 @click.argument("cluster_id", metavar="CLUSTER", type=CLUSTER_REF)
-@click.argument("members", metavar="MEMBER...", nargs=-1, required=True)
+@click.argument("members", metavar="MEMBER...", nargs=-1, required=True, type=INSTANCE_REF)
 @wait_option
 @wait_timeout_option(600)
 @click.pass_obj

@@ -70,7 +70,7 @@ def _show(app: App, body: Body) -> None:
 
     def render() -> fmt.Pairs:
         rows = ([k, v] for k, v in sorted(values.items()))
-        table = fmt.Table.of(["Parameter", "Value"], rows) if values else None
+        table = fmt.Table.of(["Parameter", "Value"], rows)
         return fmt.Pairs.of(((k, cfg.get(k)) for k in keys), table, "values")
 
     app.output(body, render)

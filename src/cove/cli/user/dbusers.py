@@ -115,11 +115,24 @@ def user_create(
     cove user create pg1 erin --database orders    (asks for the password)
     """
     try:
-        parsed = fmt.parse_user_spec(spec)
+        parsed = fmt.parse_user_spec(spec, "user")
     except fmt.SpecError as exc:
         raise click.UsageError(str(exc)) from exc
     if parsed.password is not None and password is not None:
         raise click.UsageError("give the password once: in NAME:PASSWORD or with --password")
+    if parsed.password is not None and parsed.databases:
+        # "erin:p@orders" may be a password with an '@': the tail names databases only when
+        # the instance has them all (instance create checks them against its --database).
+        path = f"{inst_path(instance_id)}/databases"
+        have = {d.get("name") for d in app.api.paginate(path, "databases")}
+        missing = [d for d in parsed.databases if d not in have]
+        if missing:
+            raise click.UsageError(
+                f"user {parsed.name}: instance {instance_id} has no database "
+                f"{', '.join(missing)}; if '@' is part of the password, leave the password "
+                "out of the spec and give it with --password-stdin, --password-file or at the "
+                "prompt"
+            )
     given = parsed.password if parsed.password is not None else password
     item: Body = {
         "name": parsed.name,

@@ -12,7 +12,7 @@ from cove.cli.user import replicas
 from cove.cli.user.app import App
 from cove.cli.user.client import inst_path, need
 from cove.cli.user.passwords import read_password
-from cove.cli.user.refs import BACKUP_REF, CONFIGURATION_REF, INSTANCE_REF
+from cove.cli.user.refs import BACKUP_REF, CONFIGURATION_REF, FLAVOR_NAME, INSTANCE_REF
 from cove.cli.user.waiting import wait_for, wait_option, wait_timeout_option
 from cove.cli.userfmt import Body
 
@@ -48,7 +48,7 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
         raise click.UsageError(str(exc)) from exc
     users = []
     for spec, dbs in zip(parsed, grants, strict=True):
-        password = read_password(spec.name, spec.password, False, None)
+        password = read_password(spec.name, spec.password, False, None, ways="--user NAME:PASSWORD")
         users.append(
             {"name": spec.name, "password": password, "databases": [{"name": d} for d in dbs]}
         )
@@ -57,7 +57,11 @@ def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
 
 @instance.command("create")
 @click.argument("name")
-@click.option("--flavor", help="Flavor id (see 'cove flavor list'); required but for a replica.")
+@click.option(
+    "--flavor",
+    type=FLAVOR_NAME,
+    help="Flavor, by name or id (see 'cove flavor list'); required but for a replica.",
+)
 @click.option(
     "--size", type=click.IntRange(min=1), help="Volume size in GB; required but for a replica."
 )
@@ -349,7 +353,11 @@ def instance_restart(app: App, instance_id: str, wait: bool, wait_timeout: float
 
 @instance.command("resize")
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
-@click.option("--flavor", help="A new flavor (id or name): new memory settings and a restart.")
+@click.option(
+    "--flavor",
+    type=FLAVOR_NAME,
+    help="A new flavor (name or id): new memory settings and a restart.",
+)
 @click.option(
     "--volume", type=click.IntRange(min=1), help="A larger volume, in GB (a volume only grows)."
 )

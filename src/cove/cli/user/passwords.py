@@ -37,12 +37,19 @@ def password_sources(command: F) -> F:
     )(command)
 
 
-def read_password(name: str, given: str | None, from_stdin: bool, from_file: Path | None) -> str:
+#: How a command that has the options of :func:`password_sources` takes a password.
+WAYS = "--password-stdin, --password-file or NAME:PASSWORD"
+
+
+def read_password(
+    name: str, given: str | None, from_stdin: bool, from_file: Path | None, ways: str = WAYS
+) -> str:
     """The password of user ``name``: ``given`` (from the command line), else the first line
-    of standard input or of ``from_file``, else a prompt asked twice.
+    of standard input (asked unseen when it is a terminal) or of ``from_file``, else a prompt
+    asked twice.
 
     Raises click.UsageError when more than one source is given, a source is empty, or no
-    source is given and there is no terminal to ask on.
+    source is given and there is no terminal to ask on (the message names ``ways``).
     """
     sources = [given is not None, from_stdin, from_file is not None]
     if sum(sources) > 1:
@@ -50,7 +57,10 @@ def read_password(name: str, given: str | None, from_stdin: bool, from_file: Pat
             "give the password one way: NAME:PASSWORD, --password, --password-stdin or "
             "--password-file"
         )
-    if from_stdin:
+    if from_stdin and interactive():  # typed at a terminal: not to be seen on it
+        found = str(click.prompt(f"Password for user {name}", hide_input=True))
+        where = "standard input"
+    elif from_stdin:
         found = sys.stdin.readline()
         where = "standard input"
     elif from_file is not None:
@@ -67,8 +77,7 @@ def read_password(name: str, given: str | None, from_stdin: bool, from_file: Pat
         return str(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
     else:
         raise click.UsageError(
-            f"no password for user {name} and no terminal to ask for one: give it with "
-            "--password-stdin, --password-file or NAME:PASSWORD"
+            f"no password for user {name} and no terminal to ask for one: give it with {ways}"
         )
     password = found.rstrip("\r\n")
     if not password:

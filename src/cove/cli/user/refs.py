@@ -79,13 +79,14 @@ class Ref(click.ParamType[str, Any]):
     (``--help``, completion) the value is left as given.
     """
 
-    def __init__(self, kind: Kind) -> None:
+    def __init__(self, kind: Kind, *, resolved: bool = True) -> None:
         self.kind = kind
         self.name = kind.noun
+        self.resolved = resolved
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         app = ctx.find_object(App) if ctx is not None else None
-        if app is None or (ctx is not None and ctx.resilient_parsing):
+        if not self.resolved or app is None or (ctx is not None and ctx.resilient_parsing):
             return value
         return resolve(app, self.kind, str(value))
 
@@ -120,3 +121,6 @@ CONFIGURATION_REF = Ref(CONFIGURATION)
 BACKUP_REF = Ref(BACKUP)
 CLUSTER_REF = Ref(CLUSTER)
 FLAVOR_REF = Ref(FLAVOR)
+#: A flavor sent as given: the API takes a flavor's name as well as its id where a request
+#: names one (``flavorRef``), so the option only completes.
+FLAVOR_NAME = Ref(FLAVOR, resolved=False)
