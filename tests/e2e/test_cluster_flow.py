@@ -58,6 +58,25 @@ def execute(ip: str, password: str, sql: str, *args: Any) -> list[tuple[Any, ...
         return list(cur.fetchall())
 
 
+#: What Galera answers for a transaction it aborted, uncommitted, while the members' view
+#: changed (a member lost, or coming back): "try again", as Galera's clients are told to.
+GALERA_RETRY = {1047, 1180, 1213}
+
+
+def write_retried(ip: str, password: str, sql: str, *args: Any) -> None:
+    """One write, asked again while Galera aborts it for a view change (for up to a minute:
+    the view settles within its own timeouts, a few seconds)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            execute(ip, password, sql, *args)
+            return
+        except pymysql.MySQLError as exc:
+            if not exc.args or exc.args[0] not in GALERA_RETRY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def mariadbd_of(instance_dir: Path) -> int | None:
     """The pid of the member's server, from its pid file; None when it has none."""
     try:
@@ -193,7 +212,7 @@ def flow(tc: TroveDriver, plane: ControlPlane, api: Any, osc: OpenStackCli) -> N
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     for n in range(20):
-        execute(ips[n % 2], password, "INSERT INTO shop.t (v) VALUES (%s)", f"meanwhile {n}")
+        write_retried(ips[n % 2], password, "INSERT INTO shop.t (v) VALUES (%s)", f"meanwhile {n}")
         time.sleep(0.1)
     wait_for(
         lambda: status(ips[2], password, "wsrep_local_state_comment") == "Synced",
