@@ -92,7 +92,8 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=3)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="cove-bench-cli-"))
-    plane = ControlPlane().start()
+    # The control plane as a user runs it: the harness's quicker monitor is for tests.
+    plane = ControlPlane(extra_env={"COVE_MONITOR_INTERVAL": "1.0"}).start()
     try:
         env = user_env(plane, home)
         make_instances(env, args.instances)

@@ -428,6 +428,10 @@ def test_admin_is_created_only_while_there_is_no_user(settings: Settings) -> Non
     finally:
         db.dispose()
     before = (settings.data_dir / "clouds.yaml").read_text()
+    # Written as JSON, which every clouds.yaml reader takes as YAML and the cove command
+    # reads without a YAML parser.
+    assert json.loads(before)["clouds"]["cove"]["auth"]["username"] == "admin"
+    assert yaml.safe_load(before) == json.loads(before)
     deleted = prepare_access(settings)
     assert deleted.created is None and _users(settings) == ["ann"]
     assert (settings.data_dir / "clouds.yaml").read_text() == before

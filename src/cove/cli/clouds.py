@@ -13,6 +13,7 @@ is fit for a user and never holds a password.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -20,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from cove.common.urls import identity_v3
 
@@ -134,12 +133,24 @@ def read_document(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CloudConfigError(f"cannot read {path}: {exc}") from exc
+    if text.lstrip().startswith("{"):  # JSON (as cove up writes it): no YAML parser needed
+        try:
+            return _clouds_document(path, json.loads(text))
+        except ValueError:
+            pass  # YAML's flow style, perhaps: the YAML parser says what is wrong
+    # Imported here: the parser is a tenth of a short command's start.
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise CloudConfigError(f"{path} is not valid YAML{where}") from None
+    return _clouds_document(path, data)
+
+
+def _clouds_document(path: Path, data: Any) -> dict[str, Any]:
     if data is None:
         return {}
     clouds = data.get("clouds", {}) if isinstance(data, dict) else None
@@ -418,8 +429,10 @@ def updated_clouds(
 
 
 def write_private(path: Path, doc: Mapping[str, Any], owner: tuple[int, int] | None) -> None:
-    """Replace ``path`` with ``doc`` as YAML, mode 0600, owned by ``owner`` (uid, gid) when
-    given; the file is written beside it first, so a crash leaves the old one whole.
+    """Replace ``path`` with ``doc`` as JSON (which is YAML too, for every client that reads
+    clouds.yaml, and needs no YAML parser in the ``cove`` command), mode 0600, owned by
+    ``owner`` (uid, gid) when given; the file is written beside it first, so a crash leaves
+    the old one whole.
 
     Raises OSError.
     """
@@ -429,7 +442,8 @@ def write_private(path: Path, doc: Mapping[str, Any], owner: tuple[int, int] | N
             if owner is not None:
                 os.fchown(fh.fileno(), *owner)
             os.fchmod(fh.fileno(), 0o600)
-            yaml.safe_dump(dict(doc), fh, sort_keys=False, default_flow_style=False)
+            json.dump(dict(doc), fh, indent=2)
+            fh.write("\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

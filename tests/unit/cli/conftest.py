@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_cove import FakeCove, isolate, write_clouds
+from fake_cove import FakeCove, HttpxClient, isolate, write_clouds
 
 from cove.cli.user import client as cli_client
 from cove.cli.user import passwords as cli_passwords
@@ -20,10 +20,10 @@ def cove(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCove:
 
     def factory(
         base_url: str, timeout: float, headers: dict[str, str], verify: bool | str = True
-    ) -> httpx.Client:
+    ) -> HttpxClient:
         transport = httpx.MockTransport(fake.handle)
-        return httpx.Client(
-            base_url=base_url, timeout=timeout, headers=headers, transport=transport
+        return HttpxClient(
+            httpx.Client(base_url=base_url, timeout=timeout, headers=headers, transport=transport)
         )
 
     isolate(monkeypatch, tmp_path)

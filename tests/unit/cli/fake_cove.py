@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 from cove.cli import clouds
 from cove.cli import user as cli_user
+from cove.cli.user import transport
 
 Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
@@ -116,6 +117,34 @@ class FakeCove:
 
     def bodies(self, method: str) -> list[Any]:
         return [json.loads(r.content) for r in self.requests if r.method == method and r.content]
+
+
+class HttpxClient:
+    """An httpx client (on a fake transport, or an ASGI test client) in the shape of the
+    command's :class:`cove.cli.user.transport.HttpClient`, its failures turned into the
+    command's transport errors."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+
+    @property
+    def headers(self) -> Any:
+        return self._client.headers
+
+    def request(
+        self, method: str, url: str, *, json: Any = None, params: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        try:
+            return self._client.request(method, url, json=json, params=params)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise transport.Unreachable(str(exc)) from exc
+        except httpx.TimeoutException as exc:
+            raise transport.TimedOut(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise transport.Failed(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def keystone_refusal(message: str) -> httpx.Response:

@@ -14,6 +14,7 @@ from fake_cove import (
     PASSWORD,
     PROJECT_ID,
     FakeCove,
+    HttpxClient,
     instance,
     isolate,
     keystone_refusal,
@@ -295,10 +296,10 @@ def test_against_real_cove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
     def factory(
         base_url: str, timeout: float, headers: dict[str, str], verify: bool | str = True
-    ) -> httpx.Client:
+    ) -> HttpxClient:
         client = TestClient(app, base_url=base_url or "http://testserver", headers=dict(headers))
         client.event_hooks["request"] = [lambda r: seen.append(f"{r.method} {r.url}")]
-        return client
+        return HttpxClient(client)
 
     monkeypatch.setattr(cli_client, "make_http_client", factory)
     env = {"OS_CLIENT_CONFIG_FILE": str(access.clouds_file), "OS_CLOUD": "cove"}

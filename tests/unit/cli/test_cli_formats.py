@@ -116,11 +116,19 @@ def test_a_change_confirms_only_in_table_format(cove: FakeCove) -> None:
 
 
 def test_every_command_takes_the_output_options() -> None:
-    def walk(command: click.Command, path: str) -> None:
+    """The commands are loaded as a command line reaches them: each comes with the options."""
+
+    def walk(command: click.Command, ctx: click.Context, path: str) -> int:
         opts = {o for p in command.params for o in p.opts}
         assert {"-f", "--format", "-c", "--column", "--json"} <= opts, path
-        if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
-                walk(sub, f"{path} {name}")
+        if not isinstance(command, click.Group):
+            return 1
+        found = 0
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None, f"{path} {name}"
+            found += walk(sub, click.Context(sub, parent=ctx, info_name=name), f"{path} {name}")
+        return found
 
-    walk(cli_user.cli, "cove")
+    root = cli_user.cli
+    assert walk(root, click.Context(root, info_name="cove"), "cove") > 60

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fake_cove import FakeCove, instance, reply, run
 
 from cove.cli import user as cli_user
-from cove.cli.user.completion import COMPLETE_VAR
+from cove.cli.user import COMPLETE_VAR
 
 PG1 = "6a0c4b1e-0d35-4c4e-9d0f-3c2f0b9f1a11"
 PG1_TWIN = "9b7d2c3f-1e46-4d5f-8e1a-4d3a1c8e2b22"

@@ -11,24 +11,59 @@ cache of :mod:`.tokens`; finding credentials is :mod:`cove.cli.clouds`; names ar
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from cove import __version__
 from cove.cli import output
 from cove.cli.user.app import App
-from cove.cli.user.backups import backup
-from cove.cli.user.catalog import datastore, flavor, limits, network, quota
-from cove.cli.user.clusters import cluster
-from cove.cli.user.completion import COMPLETE_VAR, completion
-from cove.cli.user.configurations import configuration
-from cove.cli.user.dbusers import database, root, user
-from cove.cli.user.instances import instance
-from cove.cli.user.up import up_command
+
+#: The variable click's completion scripts set when they call ``cove``.
+COMPLETE_VAR = "_COVE_COMPLETE"
+
+#: Every command of ``cove``, as ``module:attribute``: a module is imported when a command
+#: line names its command (or ``--help`` lists them all), so a short command pays for the
+#: code it runs, not for every other command's.
+COMMANDS = {
+    "instance": "cove.cli.user.instances:instance",
+    "cluster": "cove.cli.user.clusters:cluster",
+    "database": "cove.cli.user.dbusers:database",
+    "user": "cove.cli.user.dbusers:user",
+    "root": "cove.cli.user.dbusers:root",
+    "configuration": "cove.cli.user.configurations:configuration",
+    "backup": "cove.cli.user.backups:backup",
+    "flavor": "cove.cli.user.catalog:flavor",
+    "datastore": "cove.cli.user.catalog:datastore",
+    "limits": "cove.cli.user.catalog:limits",
+    "network": "cove.cli.user.catalog:network",
+    "quota": "cove.cli.user.catalog:quota",
+    "up": "cove.cli.user.up:up_command",
+    "completion": "cove.cli.user.completion:completion",
+}
+
+
+class CommandGroup(click.Group):
+    """The ``cove`` group: its commands come from :data:`COMMANDS`, each given the output
+    options on its way in."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        output.add_options(command, raw_json=True)  # once: it adds no option twice
+        return command
+
 
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--os-cloud",
     "cloud",
@@ -66,22 +101,6 @@ def cli(ctx: click.Context, cloud: str | None, url: str | None, timeout: float) 
     )
     ctx.obj = app
     ctx.call_on_close(app.close)
-
-
-cli.add_command(instance)
-cli.add_command(cluster)
-cli.add_command(database)
-cli.add_command(user)
-cli.add_command(root)
-cli.add_command(configuration)
-cli.add_command(backup)
-cli.add_command(flavor)
-cli.add_command(datastore)
-cli.add_command(limits)
-cli.add_command(network)
-cli.add_command(quota)
-cli.add_command(up_command)
-cli.add_command(completion)
 
 
 output.add_options(cli, raw_json=True)

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import click
-import httpx
 
 from cove import __version__
+from cove.cli.user.transport import (
+    Failed,
+    HttpClient,
+    LightClient,
+    Response,
+    TimedOut,
+    Unreachable,
+)
 from cove.cli.userfmt import Body
 
 #: Lists stop following ``next`` links after this many items.
@@ -31,16 +38,10 @@ def request_headers(token: str | None = None) -> dict[str, str]:
 
 def make_http_client(
     base_url: str, timeout: float, headers: Mapping[str, str], verify: bool | str = True
-) -> httpx.Client:
-    """The HTTP client of a run, for requests below ``base_url``; tests replace this factory
-    to plug in a fake transport.
-
-    A client of a plain ``http://`` address loads no CA certificates (a third of a short
-    command's time): nothing it asks for goes over TLS, as it follows no redirect.
-    """
-    if base_url.startswith("http://"):
-        verify = False
-    return httpx.Client(base_url=base_url, timeout=timeout, headers=dict(headers), verify=verify)
+) -> HttpClient:
+    """The HTTP client of a run, for requests below ``base_url`` (see :mod:`.transport`);
+    tests replace this factory to plug in a fake transport."""
+    return LightClient(base_url, timeout, headers, verify)
 
 
 class ApiError(click.ClickException):
@@ -55,7 +56,7 @@ class ApiError(click.ClickException):
         click.echo(f"Error ({self.code} {self.fault}): {self.message}", file=file, err=True)
 
 
-def api_error(resp: httpx.Response) -> ApiError:
+def api_error(resp: Response) -> ApiError:
     """Read Trove's ``{"<fault>": {"code", "message"}}`` envelope (Keystone's ``{"error":
     {"code", "title", "message"}}`` too), tolerating other shapes."""
     fault, message = resp.reason_phrase or "error", resp.text.strip()[:500]
@@ -75,7 +76,7 @@ def api_error(resp: httpx.Response) -> ApiError:
 
 
 def send(
-    http: httpx.Client,
+    http: HttpClient,
     method: str,
     path: str,
     *,
@@ -83,26 +84,26 @@ def send(
     timeout: float,
     body: Any = None,
     params: Mapping[str, str] | None = None,
-) -> httpx.Response:
+) -> Response:
     """One request; ``what`` names the server in messages (``Cove at <url>``).
 
     Raises click.ClickException when the server cannot be reached or does not answer in time.
     """
     try:
         return http.request(method, path, json=body, params=params)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+    except Unreachable as exc:
         raise click.ClickException(
             f"cannot reach {what}: is it running? (start it with 'make run')"
         ) from exc
-    except httpx.TimeoutException as exc:
+    except TimedOut as exc:
         raise click.ClickException(
             f"{what} did not answer within {timeout:g} s (see --timeout)"
         ) from exc
-    except httpx.HTTPError as exc:
+    except Failed as exc:
         raise click.ClickException(f"request to {what} failed: {exc}") from exc
 
 
-def json_body(resp: httpx.Response, what: str) -> Body:
+def json_body(resp: Response, what: str) -> Body:
     """The JSON object of an answer ({} for an empty one).
 
     Raises click.ClickException when it is not a JSON object.
@@ -136,7 +137,7 @@ class Api:
 
     def __init__(
         self,
-        http: httpx.Client,
+        http: HttpClient,
         url: str,
         timeout: float,
         token: Callable[[], str] | None = None,
@@ -202,7 +203,7 @@ class Api:
 def _next_params(body: Body) -> dict[str, str]:
     for link in body.get("links") or []:
         if isinstance(link, dict) and link.get("rel") == "next" and link.get("href"):
-            return dict(httpx.URL(str(link["href"])).params)
+            return dict(parse_qsl(urlsplit(str(link["href"])).query))
     return {}
 
 

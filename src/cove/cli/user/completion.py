@@ -8,8 +8,7 @@ from __future__ import annotations
 import click
 from click.shell_completion import get_completion_class
 
-#: The variable click's completion scripts set when they call ``cove``.
-COMPLETE_VAR = "_COVE_COMPLETE"
+from cove.cli.user import COMPLETE_VAR
 
 
 @click.command("completion")

@@ -11,10 +11,10 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-import httpx
 
 from cove.cli import clouds
 from cove.cli.user import client, tokens
+from cove.cli.user.transport import Response
 from cove.cli.userfmt import Body
 from cove.common.urls import identity_v3
 
@@ -43,7 +43,7 @@ def _expiry(value: Any) -> float | None:
         return None
 
 
-def _refusal(resp: httpx.Response) -> str:
+def _refusal(resp: Response) -> str:
     """The identity service's reason for a 401 (Keystone's ``{"error": {"message"}}``; it may
     say to wait, not to fix the credentials), followed by the usual hint."""
     hint = "check the user name, password and project"
