@@ -48,6 +48,7 @@ bench: install
 	$(VENV)/bin/python bench/backup.py
 	$(VENV)/bin/python bench/failover.py
 	$(VENV)/bin/python bench/cluster.py
+	$(VENV)/bin/python bench/cli.py
 	$(VENV)/bin/python bench/isolation.py
 
 clean:

@@ -147,7 +147,7 @@ def backup_list(app: App, instance_id: str | None, all_projects: bool) -> None:
 @click.argument("backup_id", metavar="BACKUP", type=BACKUP_REF)
 @click.pass_obj
 def backup_show(app: App, backup_id: str) -> None:
-    """Show backup ID."""
+    """Show backup BACKUP."""
     _show_backup(app, need(app.api.get(backup_path(backup_id)), "backup"))
 
 
@@ -155,7 +155,7 @@ def backup_show(app: App, backup_id: str) -> None:
 @click.argument("backup_id", metavar="BACKUP", type=BACKUP_REF)
 @click.pass_obj
 def backup_delete(app: App, backup_id: str) -> None:
-    """Delete backup ID and every incremental built on it."""
+    """Delete backup BACKUP and every incremental built on it."""
     app.api.request("DELETE", backup_path(backup_id))
     app.done(f"Backup {backup_id} deleted; its artifact is being removed from the store.")
 

@@ -33,7 +33,7 @@ def flavor_list(app: App) -> None:
 @click.argument("flavor_id", metavar="FLAVOR", type=FLAVOR_REF)
 @click.pass_obj
 def flavor_show(app: App, flavor_id: str) -> None:
-    """Show flavor ID."""
+    """Show flavor FLAVOR."""
     body = app.api.get(f"flavors/{quote(flavor_id, safe='')}")
     app.output(body, lambda: fmt.Pairs.of(fmt.flat_pairs(need(body, "flavor"))))
 

@@ -211,7 +211,7 @@ def cluster_list(app: App) -> None:
 @click.argument("cluster_id", metavar="CLUSTER", type=CLUSTER_REF)
 @click.pass_obj
 def cluster_show(app: App, cluster_id: str) -> None:
-    """Show cluster ID, its task, endpoint and members."""
+    """Show CLUSTER, its task, endpoint and members."""
     _show(app, need(app.api.get(f"clusters/{cluster_id}"), "cluster"))
 
 
@@ -243,7 +243,7 @@ def cluster_grow(
     wait: bool,
     wait_timeout: float,
 ) -> None:
-    """Add --count members to cluster ID."""
+    """Add --count members to CLUSTER."""
     items = [_member(flavor, size, None) for _ in range(count)]
     if weight is not None:
         for item in items:
@@ -261,7 +261,7 @@ def cluster_grow(
 def cluster_shrink(
     app: App, cluster_id: str, members: tuple[str, ...], wait: bool, wait_timeout: float
 ) -> None:
-    """Remove the MEMBER instances from cluster ID."""
+    """Remove the MEMBER instances from CLUSTER."""
     body = {"shrink": [{"id": member} for member in members]}
     _act(app, cluster_id, body, wait, wait_timeout)
 
@@ -272,7 +272,7 @@ def cluster_shrink(
 @wait_timeout_option(1800)
 @click.pass_obj
 def cluster_restart(app: App, cluster_id: str, wait: bool, wait_timeout: float) -> None:
-    """Restart every member of cluster ID, one at a time (a Galera cluster keeps serving)."""
+    """Restart every member of CLUSTER, one at a time (a Galera cluster keeps serving)."""
     _act(app, cluster_id, {"restart": {}}, wait, wait_timeout)
 
 
@@ -282,7 +282,7 @@ def cluster_restart(app: App, cluster_id: str, wait: bool, wait_timeout: float) 
 @wait_timeout_option(600)
 @click.pass_obj
 def cluster_delete(app: App, cluster_id: str, wait: bool, wait_timeout: float) -> None:
-    """Delete cluster ID and every member."""
+    """Delete CLUSTER and every member."""
     app.api.request("DELETE", f"clusters/{cluster_id}")
     if wait:
         _wait(app, cluster_id, gone=True, timeout=wait_timeout)

@@ -95,7 +95,7 @@ def configuration_list(app: App) -> None:
 @click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @click.pass_obj
 def configuration_show(app: App, configuration_id: str) -> None:
-    """Show configuration group ID and its values."""
+    """Show configuration group CONFIGURATION and its values."""
     _show(app, app.api.get(group_path(configuration_id)))
 
 
@@ -138,7 +138,7 @@ def configuration_create(
 def configuration_set(
     app: App, configuration_id: str, values_text: str, name: str | None, description: str | None
 ) -> None:
-    """Replace every value of group ID (values left out return to their defaults)."""
+    """Replace every value of group CONFIGURATION (values left out return to their defaults)."""
     req: Body = {"values": parse_values(values_text)}
     if name is not None:
         req["name"] = name
@@ -153,7 +153,7 @@ def configuration_set(
 @values_option
 @click.pass_obj
 def configuration_patch(app: App, configuration_id: str, values_text: str) -> None:
-    """Change some values of group ID, keeping the others."""
+    """Change some values of group CONFIGURATION, keeping the others."""
     body = {"configuration": {"values": parse_values(values_text)}}
     app.api.request("PATCH", group_path(configuration_id), body)
     app.done(f"Configuration group {configuration_id} updated; attached instances are updated.")
@@ -163,7 +163,7 @@ def configuration_patch(app: App, configuration_id: str, values_text: str) -> No
 @click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @click.pass_obj
 def configuration_delete(app: App, configuration_id: str) -> None:
-    """Delete group ID (detach it from its instances first)."""
+    """Delete group CONFIGURATION (detach it from its instances first)."""
     app.api.request("DELETE", group_path(configuration_id))
     app.done(f"Configuration group {configuration_id} deleted.")
 
@@ -172,7 +172,7 @@ def configuration_delete(app: App, configuration_id: str) -> None:
 @click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @click.pass_obj
 def configuration_instances(app: App, configuration_id: str) -> None:
-    """List the instances group ID is attached to."""
+    """List the instances group CONFIGURATION is attached to."""
     path = group_path(configuration_id)
     items = app.api.paginate(f"{path}/instances", "instances")
     rows = ([i.get("id"), i.get("name")] for i in items)

@@ -287,7 +287,7 @@ def instance_list(app: App, all_projects: bool) -> None:
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_show(app: App, instance_id: str) -> None:
-    """Show instance ID (and, in a replication group, the group's latest failover)."""
+    """Show INSTANCE (and, in a replication group, the group's latest failover)."""
     inst = need(app.api.get(inst_path(instance_id)), "instance")
     # --json prints the API's answer alone: the failovers have a command of their own.
     failover = None if app.json_output else replicas.latest_failover(app, inst)
@@ -308,7 +308,7 @@ def _refuse_for_replica(options: dict[str, object]) -> None:
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_restore_window(app: App, instance_id: str) -> None:
-    """Show the moments instance ID can be restored to (--restore-time of 'cove instance
+    """Show the moments INSTANCE can be restored to (--restore-time of 'cove instance
     create'): from the end of its oldest kept backup to its last archived write."""
     window = need(app.api.get(f"{inst_path(instance_id)}/restore_window"), "restore_window")
 
@@ -327,7 +327,7 @@ def instance_restore_window(app: App, instance_id: str) -> None:
 @wait_timeout_option(600)
 @click.pass_obj
 def instance_delete(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
-    """Delete instance ID."""
+    """Delete INSTANCE."""
     app.api.request("DELETE", inst_path(instance_id))
     if wait:
         wait_for(app, instance_id, gone=True, timeout=wait_timeout)
@@ -342,7 +342,7 @@ def instance_delete(app: App, instance_id: str, wait: bool, wait_timeout: float)
 @wait_timeout_option(600)
 @click.pass_obj
 def instance_restart(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
-    """Restart the database server of instance ID."""
+    """Restart the database server of INSTANCE."""
     app.api.request("POST", f"{inst_path(instance_id)}/action", {"restart": {}})
     if wait:
         wait_for(app, instance_id, gone=False, timeout=wait_timeout)
@@ -372,7 +372,7 @@ def instance_resize(
     wait: bool,
     wait_timeout: float,
 ) -> None:
-    """Give instance ID a new flavor or a larger volume (one of them per resize)."""
+    """Give INSTANCE a new flavor or a larger volume (one of them per resize)."""
     if (flavor is None) == (volume is None):
         raise click.UsageError("give either --flavor or --volume")
     resize: dict[str, Any] = {"flavorRef": flavor} if flavor else {"volume": {"size": volume}}
@@ -392,7 +392,7 @@ def instance_resize(
 @click.argument("new_name")
 @click.pass_obj
 def instance_rename(app: App, instance_id: str, new_name: str) -> None:
-    """Rename instance ID to NEW_NAME."""
+    """Rename INSTANCE to NEW_NAME."""
     app.api.request("PUT", inst_path(instance_id), {"instance": {"name": new_name}})
     app.done(f"Instance {instance_id} renamed to {new_name}.")
 
@@ -402,7 +402,7 @@ def instance_rename(app: App, instance_id: str, new_name: str) -> None:
 @click.argument("configuration_id", metavar="CONFIGURATION", type=CONFIGURATION_REF)
 @click.pass_obj
 def instance_attach_configuration(app: App, instance_id: str, configuration_id: str) -> None:
-    """Attach configuration group CONFIGURATION to instance ID.
+    """Attach configuration group CONFIGURATION to INSTANCE.
 
     Dynamic parameters apply at once; when a static one changes, the instance shows
     RESTART_REQUIRED until 'cove instance restart'.
@@ -416,7 +416,7 @@ def instance_attach_configuration(app: App, instance_id: str, configuration_id: 
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_detach_configuration(app: App, instance_id: str) -> None:
-    """Detach the configuration group of instance ID: its defaults apply again."""
+    """Detach the configuration group of INSTANCE: its defaults apply again."""
     app.api.request("PUT", inst_path(instance_id), {"instance": {"configuration": None}})
     app.done(f"Instance {instance_id} is returning to its default configuration.")
 
@@ -425,7 +425,7 @@ def instance_detach_configuration(app: App, instance_id: str) -> None:
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_configuration(app: App, instance_id: str) -> None:
-    """Show the settings the server of instance ID runs with."""
+    """Show the settings the server of INSTANCE runs with."""
     body = app.api.get(f"{inst_path(instance_id)}/configuration")
     settings = need(need(body, "instance"), "configuration")
     rows = ([k, v] for k, v in sorted(settings.items()))

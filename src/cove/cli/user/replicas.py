@@ -150,7 +150,7 @@ def failover_line(record: Body) -> str:
 @wait_timeout_option(600)
 @click.pass_obj
 def instance_detach_replica(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
-    """Make replica ID a standalone, writable instance (it keeps the data it replicated)."""
+    """Make replica INSTANCE a standalone, writable instance (it keeps the data it replicated)."""
     app.api.request("PUT", inst_path(instance_id), {"instance": {"replica_of": None}})
     if wait:
         inst = wait_for(app, instance_id, gone=False, timeout=wait_timeout) or {}
@@ -169,10 +169,10 @@ def instance_detach_replica(app: App, instance_id: str, wait: bool, wait_timeout
 @wait_timeout_option(600)
 @click.pass_obj
 def instance_promote(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
-    """Make replica ID the replica source of its group (a switchover).
+    """Make replica INSTANCE the replica source of its group (a switchover).
 
-    Its source stops taking writes, ID replays them all and takes its place, and the old source
-    and the other replicas follow ID: nothing written is lost. Both must be ACTIVE.
+    Its source stops taking writes, INSTANCE replays them all and takes its place, and the old
+    source and the other replicas follow it: nothing written is lost. Both must be ACTIVE.
     """
     action: Body = {"promote_to_replica_source": {}}
     app.api.request("POST", f"{inst_path(instance_id)}/action", action)
@@ -204,12 +204,12 @@ def instance_promote(app: App, instance_id: str, wait: bool, wait_timeout: float
 @wait_timeout_option(600)
 @click.pass_obj
 def instance_eject(app: App, instance_id: str, wait: bool, wait_timeout: float) -> None:
-    """Replace replica source ID, whose agent stopped reporting, by its best replica.
+    """Replace replica source INSTANCE, whose agent stopped reporting, by its best replica.
 
-    The replica that replayed the most takes its place at once (writes ID had not sent yet are
-    lost, see 'cove instance failovers'); ID rejoins as a replica when it reports again. Refused
-    while ID reports: promote one of its replicas then. --wait waits until the replica is
-    promoted.
+    The replica that replayed the most takes its place at once (writes INSTANCE had not sent
+    yet are lost, see 'cove instance failovers'); INSTANCE rejoins as a replica when it
+    reports again. Refused while INSTANCE reports: promote one of its replicas then. --wait
+    waits until the replica is promoted.
     """
     known = {str(f.get("id")) for f in failovers_of(app, instance_id)} if wait else set()
     app.api.request("POST", f"{inst_path(instance_id)}/action", {"eject_replica_source": {}})
@@ -259,7 +259,7 @@ def _ejected(instance_id: str, record: Body) -> str:
 @click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
 @click.pass_obj
 def instance_failovers(app: App, instance_id: str) -> None:
-    """List the changes of primary of instance ID's replication group, newest first.
+    """List the changes of primary of INSTANCE's replication group, newest first.
 
     Promoted and Rejoined are seconds after Started (all times UTC); Lost bytes is how far the
     promoted replica was behind the old primary's last known position (empty: not known).
@@ -285,7 +285,7 @@ def instance_failovers(app: App, instance_id: str) -> None:
     "--weight",
     type=click.IntRange(0, 1000),
     default=None,
-    help="Rank of ID among equally advanced replicas when one is promoted (default 100).",
+    help="Rank of INSTANCE among equally advanced replicas when one is promoted (default 100).",
 )
 @click.pass_obj
 def instance_replication(
@@ -295,7 +295,7 @@ def instance_replication(
     auto_failover: bool | None,
     weight: int | None,
 ) -> None:
-    """Set the replication of instance ID's group (its mode and automatic failover) and its
+    """Set the replication of INSTANCE's group (its mode and automatic failover) and its
     own promotion weight; with no option, show them."""
     wanted = {
         key: value
