@@ -150,7 +150,7 @@ def test_password_from_stdin_or_a_file(cove: FakeCove, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "stdin", "message"),
     [
-        (("erin",), None, "no terminal to ask for one"),
+        (("erin",), None, "no terminal to ask for one: give it with --password-stdin, "),
         (("erin", "--password-stdin"), "\n", "from standard input is empty"),
         (("erin:pw", "--password-stdin"), "x\n", "give the password one way"),
         (("erin:pw", "--password", "pw"), None, "give the password once"),
@@ -189,3 +189,9 @@ def test_instance_create_without_a_terminal_says_how_to_give_a_password(cove: Fa
     assert result.exit_code == 2
     assert "give it with --user NAME:PASSWORD" in result.stderr
     assert cove.bodies("POST") == []
+
+
+def test_set_password_without_a_terminal_names_its_own_options(cove: FakeCove) -> None:
+    result = run("user", "set-password", "i-1", "erin")
+    assert result.exit_code == 2
+    assert "give it with --password-stdin, --password-file or --password" in result.stderr

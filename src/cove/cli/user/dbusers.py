@@ -136,7 +136,13 @@ def user_create(
     given = parsed.password if parsed.password is not None else password
     item: Body = {
         "name": parsed.name,
-        "password": read_password(parsed.name, given, password_stdin, password_file),
+        "password": read_password(
+            parsed.name,
+            given,
+            password_stdin,
+            password_file,
+            ways="--password-stdin, --password-file or NAME:PASSWORD",
+        ),
     }
     if host:
         item["host"] = host

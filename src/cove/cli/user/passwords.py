@@ -38,7 +38,7 @@ def password_sources(command: F) -> F:
 
 
 #: How a command that has the options of :func:`password_sources` takes a password.
-WAYS = "--password-stdin, --password-file or NAME:PASSWORD"
+WAYS = "--password-stdin, --password-file or --password"
 
 
 def read_password(
