@@ -151,6 +151,21 @@ def durability(dsn: dict[str, Any]) -> dict[str, str]:
     return {name: str(value) for name, value in zip(DURABILITY, values, strict=True)}
 
 
+def database_charset(dsn: dict[str, Any]) -> tuple[str, str]:
+    """The character set and collation of the database ``dsn`` names: the layout of every
+    table made in it without its own (a ``CHAR(120)`` row in utf8mb4 is larger than in
+    latin1)."""
+    with connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
+            "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+            (dsn["database"],),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
 def free_port(address: str) -> int:
     """A port free on ``address`` right now that is no standard one."""
     while True:
@@ -190,11 +205,13 @@ class ByHandMariaDB:
             "extra_groups": self.user.popen_extra_groups,
         }
 
-    def start(self, settings: dict[str, str]) -> dict[str, Any]:
+    def start(
+        self, settings: dict[str, str], charset: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
         """Start it with ``settings`` (server variables) besides the defaults. Returns a
-        connection's details for a database ``bench`` and a password account of its own, over
-        TCP as a Cove instance is reached. Raises RuntimeError when the server does not come
-        up."""
+        connection's details for a database ``bench`` (in ``charset``, a character set and
+        collation, when given) and a password account of its own, over TCP as a Cove
+        instance is reached. Raises RuntimeError when the server does not come up."""
         self.dir.mkdir()
         os.chown(self.dir, self.user.uid, self.user.gid)
         data, sock = self.dir / "data", self.dir / "m.sock"
@@ -220,7 +237,12 @@ class ByHandMariaDB:
         wait_for(lambda: self._answers(root), 60, 0.05, "the by-hand MariaDB")
         password = secrets.token_urlsafe(16)
         with connect(root) as conn, conn.cursor() as cur:
-            cur.execute("CREATE DATABASE bench")
+            if charset is None:
+                cur.execute("CREATE DATABASE bench")
+            else:  # names read from a server, not typed by anyone
+                cur.execute(
+                    f"CREATE DATABASE bench CHARACTER SET {charset[0]} COLLATE {charset[1]}"
+                )
             cur.execute("CREATE USER bench@'%%' IDENTIFIED BY %s", (password,))
             cur.execute("GRANT ALL ON bench.* TO bench@'%'")
         return {
