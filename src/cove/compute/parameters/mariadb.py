@@ -155,7 +155,9 @@ def _connect(
             raise CommandFailed(f"mariadbd exited with status {proc.returncode}: {tail}")
         if sock.exists():
             with contextlib.suppress(pymysql.MySQLError):
-                return pymysql.connect(unix_socket=str(sock), user="root", connect_timeout=5)
+                return pymysql.connect(
+                    unix_socket=str(sock), user="root", connect_timeout=5, ssl_disabled=True
+                )
         if time.monotonic() > deadline:
             raise CommandFailed(f"mariadbd did not answer within {START_TIMEOUT:.0f} s")
         time.sleep(0.02)
