@@ -364,7 +364,10 @@ class RawMaria:
     def _admin(self) -> Any:
         # root@localhost, by the unix socket: this process runs as root.
         try:
-            return pymysql.connect(unix_socket=str(self.dir / "m.sock"), user="root")
+            # As Cove's agent connects: no TLS over the socket (PyMySQL's default tries it).
+            return pymysql.connect(
+                unix_socket=str(self.dir / "m.sock"), user="root", ssl_disabled=True
+            )
         except pymysql.err.OperationalError:
             return None
 

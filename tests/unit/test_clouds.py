@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -518,3 +519,20 @@ def test_the_banner_says_loudly_which_limits_are_not_enforced(
         "memory and CPU of the flavor (cgroup v1); volume sizes (loop-mounted XFS images); "
         "allowed_cidrs (nftables table cove_x)"
     )
+
+
+def test_written_json_reads_back_the_same_with_yaml(tmp_path: Path) -> None:
+    doc = {"clouds": {"cove": {"auth": {"username": "ann", "password": "pä😀ss"}}}}
+    path = tmp_path / "clouds.yaml"
+    clouds.write_private(path, doc, None)
+    assert path.read_text().startswith("{") and "😀" in path.read_text()
+    assert yaml.safe_load(path.read_text()) == doc
+    assert clouds.read_document(path) == doc
+
+
+def test_what_json_cannot_say_is_written_as_yaml(tmp_path: Path) -> None:
+    doc = {"clouds": {"cove": {"auth": {"username": "ann"}}, "old": {"since": date(2024, 1, 2)}}}
+    path = tmp_path / "clouds.yaml"
+    clouds.write_private(path, doc, None)
+    assert not path.read_text().startswith("{")
+    assert clouds.read_document(path) == doc

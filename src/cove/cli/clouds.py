@@ -135,9 +135,11 @@ def read_document(path: Path) -> dict[str, Any]:
         raise CloudConfigError(f"cannot read {path}: {exc}") from exc
     if text.lstrip().startswith("{"):  # JSON (as cove up writes it): no YAML parser needed
         try:
-            return _clouds_document(path, json.loads(text))
+            data = json.loads(text)
         except ValueError:
             pass  # YAML's flow style, perhaps: the YAML parser says what is wrong
+        else:
+            return _clouds_document(path, data)
     # Imported here: the parser is a tenth of a short command's start.
     import yaml
 
@@ -428,6 +430,18 @@ def updated_clouds(
     return doc
 
 
+def _as_text(doc: Mapping[str, Any]) -> str:
+    """``doc`` as JSON, or as YAML when it holds what JSON cannot say (a date in another
+    cloud, say)."""
+    try:
+        return json.dumps(dict(doc), indent=2, ensure_ascii=False) + "\n"
+    except (TypeError, ValueError):
+        # Imported here: the parser is a tenth of a short command's start.
+        import yaml
+
+        return str(yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False))
+
+
 def write_private(path: Path, doc: Mapping[str, Any], owner: tuple[int, int] | None) -> None:
     """Replace ``path`` with ``doc`` as JSON (which is YAML too, for every client that reads
     clouds.yaml, and needs no YAML parser in the ``cove`` command), mode 0600, owned by
@@ -442,8 +456,7 @@ def write_private(path: Path, doc: Mapping[str, Any], owner: tuple[int, int] | N
             if owner is not None:
                 os.fchown(fh.fileno(), *owner)
             os.fchmod(fh.fileno(), 0o600)
-            json.dump(dict(doc), fh, indent=2)
-            fh.write("\n")
+            fh.write(_as_text(doc))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

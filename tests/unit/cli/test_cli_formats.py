@@ -132,3 +132,10 @@ def test_every_command_takes_the_output_options() -> None:
 
     root = cli_user.cli
     assert walk(root, click.Context(root, info_name="cove"), "cove") > 60
+
+
+def test_every_command_named_in_the_table_is_there() -> None:
+    ctx = click.Context(cli_user.cli, info_name="cove")
+    for name in cli_user.COMMANDS:
+        command = cli_user.cli.get_command(ctx, name)
+        assert command is not None and command.name == name, name

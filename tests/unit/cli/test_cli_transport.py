@@ -110,3 +110,44 @@ def test_refused_and_timed_out(server: str) -> None:
     with pytest.raises(TimedOut):
         slow.request("GET", "slow")
     slow.close()
+
+
+def test_a_post_after_the_server_let_an_idle_connection_go_goes_on_a_new_one(server: str) -> None:
+    client = LightClient(server, 5, {}, True)
+    try:
+        assert client.request("GET", "a").status_code == 200
+        conn = next(iter(client._connections.values()))
+        assert conn.sock is not None
+        conn.sock.shutdown(socket.SHUT_RD)  # as if the server had closed it while idle
+        sent = client.request("POST", "b", json={"x": 1})
+        assert sent.status_code == 200
+    finally:
+        client.close()
+    assert [s["method"] for s in Handler.seen] == ["GET", "POST"]  # the POST went once
+    assert Handler.seen[0]["port"] != Handler.seen[1]["port"]
+
+
+def test_a_proxy_from_the_environment(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test server answers whatever it is asked, so it stands for the proxy: a request through
+    # a proxy names the whole URL.
+    monkeypatch.setenv("http_proxy", server)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    client = LightClient("http://cove.example:8779/v1.0/p", 5, {}, True)
+    try:
+        answer = client.request("GET", "instances", params={"limit": "2"})
+    finally:
+        client.close()
+    assert answer.json()["path"] == "http://cove.example:8779/v1.0/p/instances?limit=2"
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    direct = LightClient(server, 5, {}, True)
+    try:
+        assert direct.request("GET", "x").json()["path"] == "/x"  # not through the proxy
+    finally:
+        direct.close()
+
+
+def test_a_ca_bundle_that_cannot_be_read(tmp_path: Any) -> None:
+    client = LightClient("https://127.0.0.1:1", 2, {}, str(tmp_path / "missing.pem"))
+    with pytest.raises(Failed, match="cannot read the CA bundle"):
+        client.request("GET", "x")

@@ -1,12 +1,13 @@
 """The ``cove`` command: a terminal client of Cove's Trove v1.0 API.
 
-This package owns the command tree: the ``cli`` group and its global options live here, and
-each command group in a module of its own (:mod:`.instances`, :mod:`.dbusers`, :mod:`.catalog`,
+This package owns the command tree: the ``cli`` group and its global options live here, and each
+command group in a module of its own (:mod:`.instances`, :mod:`.dbusers`, :mod:`.catalog`,
 :mod:`.configurations`, :mod:`.backups`, :mod:`.up`). What every command shares is
-:class:`.app.App`; the HTTP side is :mod:`.client`, logging in :mod:`.login` with the token
-cache of :mod:`.tokens`; finding credentials is :mod:`cove.cli.clouds`; names are resolved by
-:mod:`.refs`, passwords read by :mod:`.passwords`; rendering and the ``--user`` syntax live in
-:mod:`cove.cli.userfmt`, the output options in :mod:`cove.cli.output`.
+:class:`.app.App`; the HTTP side is :mod:`.client` over :mod:`.transport`, logging in
+:mod:`.login` with the token cache of :mod:`.tokens`; finding credentials is
+:mod:`cove.cli.clouds`; names are resolved by :mod:`.refs`, passwords read by :mod:`.passwords`;
+rendering and the ``--user`` syntax live in :mod:`cove.cli.userfmt`, the output options in
+:mod:`cove.cli.output`.
 """
 
 from __future__ import annotations

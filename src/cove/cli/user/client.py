@@ -203,7 +203,7 @@ class Api:
 def _next_params(body: Body) -> dict[str, str]:
     for link in body.get("links") or []:
         if isinstance(link, dict) and link.get("rel") == "next" and link.get("href"):
-            return dict(parse_qsl(urlsplit(str(link["href"])).query))
+            return dict(parse_qsl(urlsplit(str(link["href"])).query, keep_blank_values=True))
     return {}
 
 

@@ -141,7 +141,7 @@ def user_create(
             given,
             password_stdin,
             password_file,
-            ways="--password-stdin, --password-file or NAME:PASSWORD",
+            ways="--password-stdin, --password-file, --password or NAME:PASSWORD",
         ),
     }
     if host:

@@ -414,8 +414,9 @@ class MariaServer(ChildServer):
                 write_timeout=timeout,
                 # The tenant may change the global SQL mode: the agent's sessions keep theirs.
                 init_command="SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
-                # No TLS over the unix socket: PyMySQL's default tries it, and builds a TLS
-                # context from the system's CA store for each connection (30 ms of each here).
+                # No TLS over the unix socket: newer PyMySQL's default (PREFERRED) tries it,
+                # building a TLS context from the system's CA store for each connection (30 ms
+                # of each here).
                 ssl_disabled=True,
             )
         except pymysql.MySQLError as exc:
