@@ -86,8 +86,9 @@ class PostgresManager(ServedManager):
         self.backups.finish_replay()
 
     def _fill(self, databases: Sequence[DatabaseSpec], users: Sequence[UserSpec]) -> None:
-        self.admin.create_databases(databases)
-        self.admin.create_users(users)
+        with self.admin.session():
+            self.admin.create_databases(databases)
+            self.admin.create_users(users)
 
     # -- configuration -----------------------------------------------------------------------
 
