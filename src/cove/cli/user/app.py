@@ -63,15 +63,8 @@ class App:
     def _login(self) -> login.ScopedToken:
         """A new token for the cloud, kept in the token cache."""
         scoped = login.authenticate(self.config, self.url, self.timeout)
-        if scoped.expires_at is not None and tokens.enabled(dict(os.environ)):
-            kept = tokens.CachedToken(
-                token=scoped.token,
-                expires_at=scoped.expires_at,
-                project_id=scoped.project_id,
-                project_name=scoped.project_name,
-                identity=scoped.identity,
-                catalog_endpoint=scoped.catalog_endpoint,
-            )
+        kept = login.to_cache(scoped)
+        if kept is not None and tokens.enabled(dict(os.environ)):
             tokens.save(self._cache_dir, self.config, kept)
         return scoped
 

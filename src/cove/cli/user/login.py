@@ -146,6 +146,21 @@ def authenticate(cfg: clouds.CloudConfig, url: str | None, timeout: float) -> Sc
     )
 
 
+def to_cache(scoped: ScopedToken) -> tokens.CachedToken | None:
+    """What the token cache keeps of ``scoped`` (the reverse of :func:`from_cache`); None for
+    a token without an expiry, which is not kept."""
+    if scoped.expires_at is None:
+        return None
+    return tokens.CachedToken(
+        token=scoped.token,
+        expires_at=scoped.expires_at,
+        project_id=scoped.project_id,
+        project_name=scoped.project_name,
+        identity=scoped.identity,
+        catalog_endpoint=scoped.catalog_endpoint,
+    )
+
+
 def from_cache(cfg: clouds.CloudConfig, url: str | None, found: tokens.CachedToken) -> ScopedToken:
     """A scoped token read from the token cache. Raises click.ClickException as
     :func:`authenticate` does when there is no database endpoint."""
