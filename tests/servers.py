@@ -40,14 +40,38 @@ class ServerStartError(RuntimeError):
     """A test server did not come up; the message carries the tail of its log."""
 
 
+#: Ports this process has handed out; a server may not have bound one yet when the next is asked.
+_HANDED: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (32768 unless configured)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now and is not a standard one."""
-    while True:
+    """A TCP port on 127.0.0.1 that is free right now and is not a standard one.
+
+    Chosen below the kernel's ephemeral range: a port from that range (what binding port 0
+    gives) can be taken by any outgoing connection before the server binds it, which failed a
+    SeaweedFS start here ("port ... is not available").
+    """
+    high = _ephemeral_low() - 1
+    for _ in range(200):
+        port = random.randint(min(20000, high - 1000), high)
+        if port in STANDARD_PORTS or port in _HANDED:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in STANDARD_PORTS:
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED.add(port)
+        return port
+    raise ServerStartError("no free port below the ephemeral range")
 
 
 def free_address(port: int) -> str:
@@ -533,6 +557,19 @@ class S3Server:
 
 
 def start_s3(base_dir: Path, timeout: float = 60.0) -> S3Server:
+    """Start a SeaweedFS S3 store; started again on new ports if one of its ten was taken
+    between being chosen and being bound."""
+    for attempt in range(3):
+        try:
+            return _start_s3(base_dir, timeout)
+        except ServerStartError as exc:
+            taken = "not available" in str(exc) or "address already in use" in str(exc)
+            if not taken or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_s3(base_dir: Path, timeout: float) -> S3Server:
     directory = base_dir / f"s3-{secrets.token_hex(4)}"
     (directory / "data").mkdir(parents=True, mode=0o700)
     access_key, secret_key = f"cove{secrets.token_hex(4)}", secrets.token_urlsafe(24)
