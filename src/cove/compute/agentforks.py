@@ -3,11 +3,15 @@ docstring gives the protocol): guest agents forked from a process that imported 
 once, ready in milliseconds instead of the ~0.2 s a new Python process takes to import it.
 
 ``AgentForks.spawn`` asks one request at a time (the exchange holds a lock; a fork takes a
-millisecond or two) and raises ForkServerError whenever the fork server cannot start an
-agent; the driver then starts one itself, as without a fork server. A fork server that
-failed is given up for ``RETRY_AFTER`` seconds, so a broken one costs each start one quick
-failure at most. The fork server is started at the first need (or by ``warm``) and exits
-when this side closes.
+millisecond or two), then confines the new agent and lets it start outside the lock (moving a
+process into a control group can wait tens of milliseconds for the kernel, and creates must
+not queue behind each other for it). It raises ForkServerError whenever the fork server
+cannot start an agent; the driver then starts one itself, as without a fork server.
+``AgentForks.hold`` forks an agent that waits, confined, until it is told which instance it
+is (``WaitingAgent.start``) or dropped (``WaitingAgent.discard``; also when this process
+exits): a spare place's (``cove.compute.spares``). A fork server that failed is given up for
+``RETRY_AFTER`` seconds, so a broken one costs each start one quick failure at most. The fork
+server is started at the first need (or by ``warm``) and exits when this side closes.
 """
 
 from __future__ import annotations
@@ -78,6 +82,53 @@ class ForkedAgent:
         return None if running else 0
 
 
+class WaitingAgent:
+    """A forked agent waiting on its go pipe (``release``, this side's to write)."""
+
+    def __init__(self, pid: int, uid: int, config: str, release: int) -> None:
+        self.pid, self.uid, self.config = pid, uid, config
+        self._release: int | None = release
+
+    def start(
+        self,
+        config: Path | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ForkedAgent:
+        """Let it run, as the agent of ``config`` in ``cwd`` with ``env`` when given (all
+        three, for an agent forked before its instance was known), and return once its command
+        line says so (the driver recognises agents by it). Raises ForkServerError when it is
+        gone (or was started or discarded before)."""
+        if self._release is None:
+            raise ForkServerError(f"agent {self.pid} was already let go")
+        message = GO
+        if config is not None:
+            late = {"config": str(config), "cwd": str(cwd), "env": dict(env or {})}
+            message += json.dumps(late).encode()
+        fd, self._release = self._release, None
+        try:
+            os.write(fd, message)  # shorter than a pipe's buffer: never blocks
+        except OSError as exc:
+            raise ForkServerError(f"agent {self.pid} is gone: {exc}") from exc
+        finally:
+            os.close(fd)
+        agent = ForkedAgent(self.pid, self.uid, str(config) if config else self.config)
+        if config is not None:
+            # It rewrites its command line as soon as it reads the go: a moment.
+            deadline = time.monotonic() + ANSWER_TIMEOUT
+            while agent.poll() is not None and procfs.alive(self.pid):
+                if time.monotonic() > deadline:
+                    raise ForkServerError(f"agent {self.pid} did not take up its instance")
+                time.sleep(0.0005)
+        return agent
+
+    def discard(self) -> None:
+        """Close its go pipe: it exits without running (idempotent)."""
+        if self._release is not None:
+            os.close(self._release)
+            self._release = None
+
+
 class AgentForks:
     """One fork server for this driver."""
 
@@ -146,44 +197,63 @@ class AgentForks:
         """Fork an agent for ``config`` writing to ``log_fd`` (this side keeps its copy),
         call ``confine(pid)`` before it runs a line of its own, then let it start. Raises
         ForkServerError."""
-        with self._lock:
-            pid = self._ask(
-                {
-                    "config": str(config),
-                    "cwd": str(cwd),
-                    "env": dict(env),
-                    "uid": owner.popen_user,
-                    "gid": owner.popen_group,
-                    "groups": owner.popen_extra_groups,
-                },
-                log_fd,
-                confine,
-            )
-        return ForkedAgent(pid, owner.uid, str(config))
+        waiting = self.hold(config, cwd, env, owner, log_fd, confine)
+        return waiting.start()
 
-    def _ask(self, request: dict[str, object], log_fd: int, confine: Callable[[int], None]) -> int:
-        """One exchange (see ``spawn``), under the lock: the new agent's pid. A fork server
-        that fails (hangs up, times out, answers nonsense) is given up; one that answers
+    def hold(
+        self,
+        config: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        owner: ServiceUser,
+        log_fd: int,
+        confine: Callable[[int], None],
+    ) -> WaitingAgent:
+        """Fork an agent as ``spawn`` does, confined, but leave it waiting. Raises
+        ForkServerError."""
+        request = {
+            "config": str(config),
+            "cwd": str(cwd),
+            "env": dict(env),
+            "uid": owner.popen_user,
+            "gid": owner.popen_group,
+            "groups": owner.popen_extra_groups,
+        }
+        with self._lock:
+            pid, release = self._ask(request, log_fd)
+        waiting = WaitingAgent(pid, owner.uid, str(config), release)
+        try:
+            confine(pid)
+        except BaseException:
+            waiting.discard()
+            raise
+        return waiting
+
+    def _ask(self, request: Mapping[str, object], log_fd: int) -> tuple[int, int]:
+        """One exchange, under the lock: the new agent's pid and the writing end of its go
+        pipe (close-on-exec, so nothing this process starts keeps the agent waiting). A fork
+        server that fails (hangs up, times out, answers nonsense) is given up; one that answers
         that this agent could not be made is asked again next time."""
         if time.monotonic() - self._failed_at < RETRY_AFTER:
             raise ForkServerError("the agent fork server failed a moment ago")
+        fds: list[int] = []
         try:
             conn = self._ensure()
             socket.send_fds(conn, [json.dumps(request).encode()], [log_fd])
-            answer = json.loads(conn.recv(4096) or b'{"hung up": true}')
+            data, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1, socket.MSG_CMSG_CLOEXEC)
+            answer = json.loads(data or b'{"hung up": true}')
             if "error" in answer:
                 raise ForkServerError(f"the agent fork server made no agent: {answer['error']}")
             pid = int(answer["pid"])
-            try:
-                confine(pid)
-            except BaseException:
-                conn.send(b"no")
-                raise
-            conn.send(GO)
+            if len(fds) != 1:
+                raise ValueError("an answer without the agent's go pipe")
+            return pid, fds.pop()
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._give_up(str(exc))
             raise ForkServerError(f"the agent fork server failed: {exc!r}") from exc
-        return pid
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _give_up(self, why: str) -> None:
         LOG.warning("guest agents start without the fork server for now: %s", why)

@@ -6,10 +6,14 @@ The driver (``cove.compute.agentforks``) starts it (``python -m cove.guestagent.
 --fd N --room ...``, the room a padding that agents' command lines take the place of) and talks
 to it over a private socket pair, which nothing else can reach. A request is one datagram of
 JSON, ``{"config", "cwd", "env", "uid", "gid", "groups"}``, with the agent's log file passed along
-as a descriptor; the answer is ``{"pid": N}`` or ``{"error": "..."}``. The new agent then
-waits until the driver sends ``go`` (after moving it into the instance's control group, so
-everything it starts is born there), and exits unstarted when the driver sends anything else
-or hangs up first.
+as a descriptor; the answer is ``{"pid": N}`` with the writing end of the new agent's ``go``
+pipe passed along, or ``{"error": "..."}``. The new agent then waits on that pipe, and the fork
+server serves the next request meanwhile: the driver writes ``go`` (after moving the agent into
+the instance's control group, so everything it starts is born there) and closes it, and the
+agent starts; an agent whose pipe closes without ``go`` (the driver hung up or changed its mind)
+exits unstarted. A ``go`` may be followed by JSON ``{"config", "cwd", "env"}``: the agent
+then starts as that instance's instead (a spare place's agent, ``cove.compute.spares``, forked
+before its instance was known; its files moved under it meanwhile).
 
 A forked agent is what the driver checks a started one to be: it runs in a session of its
 own as the instance's user, with the environment and working directory the driver gives, and
@@ -108,9 +112,20 @@ def _agent(request: dict[str, Any], log_fd: int, ready: int, go: int) -> int:
     # Its user and command line are an agent's before the driver learns its pid.
     os.write(ready, READY)
     os.close(ready)
-    if os.read(go, len(GO)) != GO:
-        return 1
+    said = _read_all(go)
     os.close(go)
+    if not said.startswith(GO):
+        return 1
+    if len(said) > len(GO):
+        # Told which instance it is only now: its directory, environment and command line.
+        late = json.loads(said[len(GO) :])
+        os.chdir(late["cwd"])
+        os.environ.clear()
+        os.environ.update(late["env"])
+        argv = ["-m", "cove.guestagent.main", "--config", late["config"]]
+        if not show_as([sys.executable, *argv]):
+            print("cove-agent-forkserver: no room for the agent's command line", file=sys.stderr)
+            return 1
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(log_fd, 1)
@@ -123,9 +138,19 @@ def _agent(request: dict[str, Any], log_fd: int, ready: int, go: int) -> int:
     return main(argv[2:])
 
 
+def _read_all(fd: int) -> bytes:
+    """What is written to the pipe ``fd`` until its writer closes it (a go is short)."""
+    chunks = []
+    while chunk := os.read(fd, MAX_REQUEST):
+        chunks.append(chunk)
+        if sum(map(len, chunks)) > MAX_REQUEST:
+            return b""
+    return b"".join(chunks)
+
+
 def _fork(conn: socket.socket, request: dict[str, Any], log_fd: int) -> None:
-    """Fork one agent, answer its pid once it is ready, and let it start once the driver
-    says so. Closes ``log_fd``. Raises OSError before the pid is answered (the caller
+    """Fork one agent and answer its pid once it is ready, with the writing end of its
+    ``go`` pipe. Closes ``log_fd``. Raises OSError before the pid is answered (the caller
     answers the error then); after, the exchange is over whatever happens."""
     opened: list[int] = [log_fd]
     try:
@@ -152,13 +177,9 @@ def _fork(conn: socket.socket, request: dict[str, Any], log_fd: int) -> None:
             opened.remove(fd)
         if os.read(wait_ready, len(READY)) != READY:
             raise OSError("the new agent exited before it was ready (see the task manager's log)")
-        conn.send(json.dumps({"pid": pid}).encode())
-        # Answered: a child gone meanwhile (a broken pipe) is the driver's to notice.
-        with contextlib.suppress(OSError):
-            if conn.recv(16) == GO:
-                os.write(release, GO)
+        socket.send_fds(conn, [json.dumps({"pid": pid}).encode()], [release])
     finally:
-        for fd in opened:  # without ``go``, the agent reads nothing and exits
+        for fd in opened:  # the driver holds the agent's go now (or nobody: it exits)
             os.close(fd)
 
 
