@@ -50,13 +50,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from harness import ControlPlane, wait_for
 
+from cove.cli.user.waiting import pauses
 from cove.common.service_user import ServiceUser, service_user
 from cove.compute.discovery import find_mariadb, find_postgresql, find_redis, mariadb_install_db
 
 PASSWORD = "bench-Pass-1"
 RAW_POOL = "127.43."
-#: How often a client asks whether its instance is ready, as a script or the CLI would.
-POLL = 0.05
+
+
+def _until_active(plane: ControlPlane, iid: str) -> dict[str, Any]:
+    """Ask whether the instance is ACTIVE as ``cove instance create --wait`` does (its pauses:
+    short at first, doubling up to half a second)."""
+    deadline = time.monotonic() + 300
+    for pause in pauses():
+        inst = _active(plane, iid)
+        if inst is not None:
+            return inst
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"instance {iid} not ACTIVE after 300 s")
+        time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def _connect(host: str) -> None:
@@ -172,7 +185,7 @@ def cove_provision(plane: ControlPlane, name: str) -> float:
     )
     resp.raise_for_status()
     iid = resp.json()["instance"]["id"]
-    inst = wait_for(lambda: _active(plane, iid), 300, POLL, "ACTIVE")
+    inst = _until_active(plane, iid)
     _connect(inst["ip"][0])
     return time.perf_counter() - start
 
@@ -271,7 +284,7 @@ def cove_provision_redis(plane: ControlPlane, name: str) -> float:
     )
     resp.raise_for_status()
     iid = resp.json()["instance"]["id"]
-    inst = wait_for(lambda: _active(plane, iid), 300, POLL, "ACTIVE")
+    inst = _until_active(plane, iid)
     _ping_redis(inst["ip"][0])
     return time.perf_counter() - start
 
@@ -394,7 +407,7 @@ def cove_provision_maria(plane: ControlPlane, name: str) -> float:
     )
     resp.raise_for_status()
     iid = resp.json()["instance"]["id"]
-    inst = wait_for(lambda: _active(plane, iid), 300, POLL, "ACTIVE")
+    inst = _until_active(plane, iid)
     _connect_maria(inst["ip"][0])
     return time.perf_counter() - start
 

@@ -19,7 +19,6 @@ from datastores import DATASTORES, LOGIN_ERRORS
 from harness import ControlPlane, wait_for
 
 from cove.common import cgroups, procfs
-from cove.common.service_user import instance_user_name
 
 pytestmark = pytest.mark.e2e
 
@@ -202,10 +201,12 @@ def test_each_instance_runs_as_a_user_of_its_own(cove_up: ControlPlane) -> None:
                 0.2,
                 "the management view saying so",
             )
-        users = [pwd.getpwnam(instance_user_name(iid)) for iid in ids]
+        instances = [plane.data_dir / "instances" / iid for iid in ids]
+        # Its own user, made for it or for the spare place it took (``compute/spares.py``).
+        users = [pwd.getpwuid(base.stat().st_uid) for base in instances]
+        assert all(u.pw_name.startswith("cove-") for u in users)
         service = pwd.getpwnam("cove")
         assert len({u.pw_uid for u in users} | {service.pw_uid}) == 3
-        instances = [plane.data_dir / "instances" / iid for iid in ids]
         for iid, user, base in zip(ids, users, instances, strict=True):
             # The agent and the server (and what it started) run as the instance's user.
             agent = int((base / "run" / "guestagent.lock").read_text().split()[0])
@@ -232,9 +233,10 @@ def test_each_instance_runs_as_a_user_of_its_own(cove_up: ControlPlane) -> None:
             api.delete(f"/instances/{iid}")
     for iid in ids:
         wait_for(lambda i=iid: api.get(f"/instances/{i}").status_code == 404, 60, 0.1, "deletion")
-        # The user goes with its instance.
+    # The users go with their instances.
+    for user in users:
         with pytest.raises(KeyError):
-            pwd.getpwnam(instance_user_name(iid))
+            pwd.getpwnam(user.pw_name)
 
 
 def _mount_source(path: Path) -> str | None:

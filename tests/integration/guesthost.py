@@ -48,6 +48,11 @@ class Host:
         self.created: list[str] = []
         self.settings = settings
 
+    def without_spares(self) -> None:
+        """Every create from now on makes its place itself (``compute/spares.py``)."""
+        self.driver.close()
+        self.driver.spares = None
+
     def second_driver(self) -> LocalDriver:
         return LocalDriver(self.settings, check=False)
 
@@ -116,6 +121,7 @@ class Host:
     def close(self) -> None:
         for instance_id in self.created:
             self.driver.destroy(instance_id)
+        self.driver.close()
         self.conductor.stop()
         self.bus.close()
 

@@ -51,6 +51,7 @@ def _environ(pid: int) -> dict[str, str]:
 def test_a_forked_agent_is_what_a_started_one_is(
     host: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    host.without_spares()  # a spare's agent was forked before the test could watch
     driver = host.driver
     # The driver confines a forked agent before it runs a line of the agent's own (the
     # lock it takes first is not held yet), as an agent, as the instance's user.
@@ -120,6 +121,7 @@ def test_a_forked_agent_is_what_a_started_one_is(
 def test_without_a_working_fork_server_the_driver_starts_agents_itself(
     host: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    host.without_spares()
     driver = host.driver
     forks = driver.forks
     # A fork server that hung up: the request cannot be sent.
@@ -138,6 +140,7 @@ def test_without_a_working_fork_server_the_driver_starts_agents_itself(
 
 
 def test_the_fork_server_refuses_a_bad_request_and_serves_on(host: Host) -> None:
+    host.without_spares()
     forks = host.driver.forks
     conn = forks._ensure()
     conn.send(b"not json")

@@ -372,6 +372,7 @@ def place(request: pytest.FixtureRequest) -> Iterator[Place]:
             for instance_id in p.created:
                 with contextlib.suppress(Exception):
                     p.driver.destroy(instance_id)
+            p.driver.close()
         remove_tree(base)
 
 

@@ -32,12 +32,14 @@ def test_users_get_fresh_uids_and_go_with_their_instance() -> None:
         assert one.name == instance_user_name(first) and len(one.name) <= 32
         assert ensure_instance_user(first, gid) == one  # made once
         assert pwd.getpwnam(one.name).pw_shell == "/usr/sbin/nologin"
-        remove_instance_user(first)
+        remove_instance_user(one.name)
         assert instance_user(first) is None
-        remove_instance_user(first)  # idempotent
+        remove_instance_user(one.name)  # idempotent
+        with pytest.raises(ValueError):
+            remove_instance_user("root")
         # The freed uid is not given again, though it is the highest free one.
         two = ensure_instance_user(second, gid)
         assert two.uid > one.uid
     finally:
         for instance_id in (first, second):
-            remove_instance_user(instance_id)
+            remove_instance_user(instance_user_name(instance_id))

@@ -133,7 +133,10 @@ def taskmanager_main() -> None:
         threading.Thread(target=manager.run_monitor, name="monitor", daemon=True).start()
         threading.Thread(target=manager.run_coordinator, name="coordinator", daemon=True).start()
         LOG.info("task manager serving (driver %s)", tc.driver.name)
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        finally:
+            tc.driver.close()
 
     _run("taskmanager", body)
 

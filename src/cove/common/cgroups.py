@@ -18,6 +18,9 @@ are switched on for Cove's parent group and its children). An instance's group i
   again later.
 * :meth:`Cgroups.join` moves processes into the group (a process gone meanwhile is skipped);
   their later children are born in it.
+* :meth:`Cgroups.rename` gives a group another name, its processes and limits with it (a
+  spare place's group becomes its instance's: no process is moved, which in version 1 waits
+  for the kernel).
 * :meth:`Cgroups.remove` removes the group once its processes are gone; idempotent.
 * :func:`own_limits` is what a process finds about its own group (the guest agent reports
   it): no privilege needed, nothing written.
@@ -191,6 +194,14 @@ class Cgroups:
                     _write(group / "cgroup.procs", str(pid))
                 except ProcessLookupError:
                     continue  # gone meanwhile
+
+    def rename(self, old: str, new: str) -> None:
+        """Raises OSError when ``old`` is missing or ``new`` exists."""
+        for controller, group in self._dirs(old).items():
+            target = self._dirs(new)[controller]
+            if target.exists():
+                raise FileExistsError(f"the control group {target} exists")
+            group.rename(target)
 
     def contains(self, instance_id: str, pid: int) -> bool:
         """Whether ``pid`` is in the instance's group in every hierarchy (False once gone)."""

@@ -155,12 +155,16 @@ def _next_uid(record: int) -> int:
     return uid
 
 
-def remove_instance_user(instance_id: str) -> None:
-    """Remove the instance's own user, if it has one (idempotent). Raises OSError."""
+def remove_instance_user(name: str) -> None:
+    """Remove the instance's own user ``name`` (``cove-`` and hex digits), if it exists
+    (idempotent). Raises OSError, and ValueError for another kind of name."""
+    if not name.startswith("cove-") or not all(c in "0123456789abcdef" for c in name[5:]):
+        raise ValueError(f"{name!r} is not the name of an instance's user")
     with _USERS_LOCK:
-        if instance_user(instance_id) is None:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
             return
-        name = instance_user_name(instance_id)
         _run_locked(["userdel", name], f"cannot remove the user {name}")
         LOG.info("removed the user %s", name)
 

@@ -97,6 +97,11 @@ class ComputeDriver(ABC):
         set (asked again soon)."""
         return False
 
+    def close(self) -> None:
+        """Give back what the driver holds for creates to come (spare places); instances run
+        on. Idempotent; the base class holds nothing."""
+        return None
+
     def address_usable(self, address: str, port: int) -> bool:
         """Whether nothing outside Cove's records already holds ``address:port``."""
         return True

@@ -51,8 +51,8 @@ from cove.common.service_user import (
 )
 from cove.common.settings import Settings
 from cove.compute import firewall as host_firewall
-from cove.compute import localfs, templates, volumes
-from cove.compute.agentforks import AgentForks, AgentProcess, ForkServerError
+from cove.compute import localfs, spares, templates, volumes
+from cove.compute.agentforks import AgentForks, AgentProcess, ForkServerError, WaitingAgent
 from cove.compute.base import ComputeDriver
 from cove.compute.endpoints import ClusterEndpoint, GroupEndpoint, HAProxy, PublishedEndpoint
 from cove.compute.firewall import Guarded
@@ -93,6 +93,11 @@ class LocalDriver(ComputeDriver):
         self.user, self.uid, self.gid = self.identity.name, self.identity.uid, self.identity.gid
         # Instances' own users, once looked up (see _owner).
         self._owners: dict[str, ServiceUser] = {}
+        #: Names of the users of instances that took a spare place (``compute/spares.py``).
+        self.owners_dir = settings.data_dir / "owners"
+        # Agents of spare places taken, waiting for their instance's settings.
+        self._waiting: dict[str, WaitingAgent] = {}
+        self.spares: spares.Spares | None = None
         self.endpoints = HAProxy(
             settings.data_dir / "run" / "haproxy", self.user if self.identity.switch else None
         )
@@ -161,6 +166,30 @@ class LocalDriver(ComputeDriver):
                     "who may connect to an instance is filtered by the host (%s)", firewall_found
                 )
         self._mount_all()
+        if check:
+            self.spares = self._make_spares(settings.spare_instances, settings.data_dir)
+
+    def _make_spares(self, size: int, data_dir: Path) -> spares.Spares | None:
+        """Spare places, where they save something (see ``compute/spares.py``)."""
+        if size == 0 or not self.identity.switch or self.volumes is None:
+            return None
+        if self.cgroups is None:
+            return None
+        return spares.Spares(
+            data_dir / "spares",
+            size,
+            images=self.volumes.images,
+            owners=self.owners_dir,
+            cgroups=self.cgroups,
+            forks=self.forks,
+            gid=self.gid,
+            subdirs=SUBDIRS,
+            agent_env=self._agent_env,
+        )
+
+    def close(self) -> None:
+        if self.spares is not None:
+            self.spares.close()
 
     def _share_store(self, store: Path, containers: list[str]) -> None:
         """Make the filesystem backup store the instances' to share: guest agents write their
@@ -266,7 +295,10 @@ class LocalDriver(ComputeDriver):
         """Raises ConfigurationError for a too long path, UnsafePath for a tampered directory,
         OSError when the instance's user cannot be made."""
         if self.identity.switch:
-            self._owners[spec.instance_id] = ensure_instance_user(spec.instance_id, self.gid)
+            taken = self._take_spare(spec.instance_id)
+            self._owners[spec.instance_id] = (
+                taken.owner if taken else ensure_instance_user(spec.instance_id, self.gid)
+            )
             try:
                 templates.ensure(spec, self.templates, self.identity)
             except (OSError, subprocess.SubprocessError) as exc:
@@ -274,6 +306,20 @@ class LocalDriver(ComputeDriver):
         self._lay_out(spec)
         self._limit(spec)
         self.ensure_running(spec.instance_id)
+
+    def _take_spare(self, instance_id: str) -> spares.Taken | None:
+        """A spare place for a new instance (one whose directory is not there yet), its agent
+        kept for ``_spawn``; None when there is none."""
+        if self.spares is None:
+            return None
+        base = self.instance_dir(instance_id)
+        with self._held(instance_id):
+            if instance_id in self._destroying or os.path.lexists(base):
+                return None
+            taken = self.spares.take(instance_id, base)
+            if taken is not None:
+                self._waiting[instance_id] = taken.agent
+            return taken
 
     def update(self, spec: GuestSettings) -> GuestSettings | None:
         """Rewrite guest.json, grow the volume to the spec's size and write the flavor's
@@ -309,11 +355,21 @@ class LocalDriver(ComputeDriver):
         elif st is not None and st.st_uid == self.uid:
             return self.identity
         else:
-            owner = instance_user(instance_id)
+            owner = self._recorded_owner(instance_id) or instance_user(instance_id)
             if owner is None:
                 return self.identity
         self._owners[instance_id] = owner
         return owner
+
+    def _recorded_owner(self, instance_id: str) -> ServiceUser | None:
+        """The user of an instance that took a spare place, as recorded (``spares``)."""
+        name = spares.recorded_owner(self.owners_dir, instance_id)
+        if name is None:
+            return None
+        try:
+            return ServiceUser(name, pwd.getpwnam(name).pw_uid, self.gid)
+        except KeyError:
+            return None
 
     def _limit(self, spec: GuestSettings) -> bool:
         """Make the instance's control group and write its flavor's limits; whether they
@@ -547,6 +603,19 @@ class LocalDriver(ComputeDriver):
         log_path = base / "log" / "guestagent.log"
         owner = self.owner(instance_id)
         env = self._agent_env(base)
+        waiting = self._waiting.pop(instance_id, None)
+        if waiting is not None:
+            # A spare place's agent: forked, confined and logging already.
+            try:
+                spare_agent = waiting.start(config, base, env)
+            except ForkServerError as exc:
+                LOG.warning("the spare agent of instance %s is gone (%s)", instance_id, exc)
+            else:
+                self._spawned[instance_id] = spare_agent
+                LOG.info(
+                    "started the spare agent of instance %s (pid %d)", instance_id, waiting.pid
+                )
+                return
         fd = localfs.open_log(self.root, self._parts(log_path), owner.uid, owner.gid)
         try:
             try:
@@ -636,6 +705,9 @@ class LocalDriver(ComputeDriver):
             with self._held(instance_id):
                 self._destroying.discard(instance_id)
                 self._spawned.pop(instance_id, None)
+                waiting = self._waiting.pop(instance_id, None)
+                if waiting is not None:
+                    waiting.discard()
                 self._pending.discard(instance_id)
                 self._owners.pop(instance_id, None)
         LOG.info("removed instance %s", instance_id)
@@ -655,9 +727,11 @@ class LocalDriver(ComputeDriver):
             if not _kill(pids, lambda p: owner.uid in procfs.uids(p), what):
                 break
         try:
-            remove_instance_user(instance_id)
-        except OSError as exc:
+            remove_instance_user(owner.name)
+        except (OSError, ValueError) as exc:
             LOG.error("the user of instance %s is left behind: %s", instance_id, exc)
+        else:
+            spares.forget_owner(self.owners_dir, instance_id)
 
     def _remove_group(self, instance_id: str) -> None:
         """Kill what is left in the instance's control group (only the instance's own

@@ -23,6 +23,8 @@ service user.
   no other task manager of the host can mount it again meanwhile), then unmounts (lazily when
   a process still holds a file) and waits a while for the loop device to let go;
   idempotent.
+* :func:`move_mount` moves a mounted volume to another directory (``MS_MOVE``: what runs in
+  it keeps its files and working directory); a spare place's volume becomes its instance's.
 * Images are sparse: a host whose filesystem fills up before its volumes do fails their
   writes with I/O errors. Keep the data directory's filesystem larger than the volumes sold.
 
@@ -32,6 +34,8 @@ Raises VolumeError naming what failed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import shutil
@@ -75,6 +79,23 @@ def mounted_device(path: Path) -> str | None:
                 after = fields[fields.index("-") + 1 :]
                 return after[1] if len(after) > 1 else None
     return None
+
+
+#: mount(2)'s flag to move a mount elsewhere.
+MS_MOVE = 8192
+
+
+def move_mount(source: Path, target: Path) -> None:
+    """Move the mount on ``source`` onto the existing directory ``target``. Raises
+    VolumeError (the kernel refuses where the parent mount is shared, as under systemd's
+    default propagation: ``EINVAL``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(bytes(source), bytes(target), None, MS_MOVE, None) != 0:
+        code = ctypes.get_errno()
+        raise VolumeError(
+            f"cannot move the volume on {source.name} to {target.name}: "
+            f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+        )
 
 
 class LoopVolumes:

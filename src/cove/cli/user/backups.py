@@ -56,6 +56,7 @@ def wait_for_backup(app: App, backup_id: str, timeout: float) -> Body:
     ``timeout`` seconds pass, or on Ctrl-C (the backup carries on)."""
     start = time.monotonic()
     last = None
+    waits = waiting.pauses()
     try:
         while True:
             backup: Body = need(app.api.get(backup_path(backup_id)), "backup")
@@ -74,7 +75,7 @@ def wait_for_backup(app: App, backup_id: str, timeout: float) -> Body:
                     f"gave up waiting after {timeout:g} s: backup {backup_id} is {status}; it "
                     f"carries on in the background (see 'cove backup show {backup_id}')"
                 )
-            time.sleep(waiting.POLL_INTERVAL)
+            time.sleep(next(waits))
     except KeyboardInterrupt:
         raise waiting.StoppedWaiting(
             f"stopped waiting; backup {backup_id} carries on in the background"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -18,8 +18,20 @@ from cove.cli.user.app import App
 from cove.cli.user.client import ApiError, inst_path, need
 from cove.cli.userfmt import Body
 
-#: Seconds between two polls of ``--wait``; tests set it to 0.
+#: Seconds between two polls of ``--wait`` once a change has taken a while; tests set it to 0.
 POLL_INTERVAL = 0.5
+#: The first pause: a change that is quick (a Redis instance takes a tenth of a second) is
+#: seen soon after it is done; the pauses double from here up to POLL_INTERVAL.
+FIRST_PAUSE = 0.02
+
+
+def pauses() -> Iterator[float]:
+    """The pauses between polls: FIRST_PAUSE, doubling up to POLL_INTERVAL, then that."""
+    pause = FIRST_PAUSE
+    while True:
+        yield min(pause, POLL_INTERVAL)
+        pause *= 2
+
 
 T = TypeVar("T")
 
@@ -66,7 +78,7 @@ class Seen(Generic[T]):
 
 
 def poll(look: Callable[[], Seen[T]], *, timeout: float, subject: str, see: str) -> T:
-    """Call ``look`` every POLL_INTERVAL, showing its label and the time spent, until it sees
+    """Call ``look`` (after each of ``pauses``), showing its label and the time spent, until it sees
     the change done; answers that look's value. ``subject`` names what is watched and ``see``
     the command that shows it, in messages.
 
@@ -75,6 +87,7 @@ def poll(look: Callable[[], Seen[T]], *, timeout: float, subject: str, see: str)
     """
     progress = _Progress()
     start = time.monotonic()
+    waits = pauses()
     try:
         while True:
             elapsed = time.monotonic() - start
@@ -89,7 +102,7 @@ def poll(look: Callable[[], Seen[T]], *, timeout: float, subject: str, see: str)
                     f"gave up waiting after {timeout:g} s: {subject} is {seen.label}; "
                     f"it carries on in the background (see '{see}')"
                 )
-            time.sleep(POLL_INTERVAL)
+            time.sleep(next(waits))
     except KeyboardInterrupt:
         raise StoppedWaiting(f"stopped waiting; {subject} carries on in the background") from None
     finally:
