@@ -81,6 +81,7 @@ def ensure_service_user(name: str) -> None:
 #: another program holds the lock.
 _USERS_LOCK = threading.Lock()
 _RETRIES = 50
+HEX = frozenset("0123456789abcdef")
 #: Instances' uids start here, far above the ranges useradd gives out by itself.
 FIRST_UID = 2_000_000
 LAST_UID = 2_100_000_000
@@ -91,6 +92,13 @@ UID_RECORD = Path("/var/lib/cove/last-instance-uid")
 def instance_user_name(instance_id: str) -> str:
     """The name of the instance's own user."""
     return "cove-" + instance_id.replace("-", "")[:16]
+
+
+def is_instance_user_name(name: str) -> bool:
+    """Whether ``name`` has the shape of an instance's own user's: ``cove-`` and 16 hex digits
+    (from its instance's id, or from the spare place it took, ``compute/spares.py``)."""
+    digits = name[len("cove-") :]
+    return name.startswith("cove-") and len(digits) == 16 and all(c in HEX for c in digits)
 
 
 def instance_user(instance_id: str) -> ServiceUser | None:
@@ -158,7 +166,7 @@ def _next_uid(record: int) -> int:
 def remove_instance_user(name: str) -> None:
     """Remove the instance's own user ``name`` (``cove-`` and hex digits), if it exists
     (idempotent). Raises OSError, and ValueError for another kind of name."""
-    if not name.startswith("cove-") or not all(c in "0123456789abcdef" for c in name[5:]):
+    if not is_instance_user_name(name):
         raise ValueError(f"{name!r} is not the name of an instance's user")
     with _USERS_LOCK:
         try:

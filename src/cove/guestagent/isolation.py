@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cove.common import cgroups
 from cove.common.errors import CoveError
-from cove.common.service_user import instance_user_name
+from cove.common.service_user import is_instance_user_name
 from cove.domain.guest import (
     SERVER_REPORT,
     VOLUME_REPORT,
@@ -118,7 +118,8 @@ class IsolationWatch:
         """The isolation to send in the heartbeat; reports memory kills since the last look."""
         volume = volume_of(self.root)
         limits = cgroups.own_limits(self.instance_id)
-        own_user = _user_name() == instance_user_name(self.instance_id)
+        name = _user_name()
+        own_user = name is not None and is_instance_user_name(name)
         if limits is None and volume is None and not own_user:
             return None
         if limits is not None:
