@@ -19,8 +19,10 @@ waiting to be told which instance it is (``AgentForks.hold``).
   the size asked and starts the waiting agent as the instance's. None when no spare is
   ready: the driver makes the instance's place itself. A spare the kernel will not move (a
   host whose mounts are shared) is removed, and spares are given up for this process.
-* A thread keeps ``size`` spares ready, making one at a time at a low CPU priority (creates
-  and their servers go first), and backs off after a failure.
+* A thread keeps ``size`` spares ready, making one at a time at a low CPU priority, once no
+  spare was taken for ``QUIET`` seconds (creates and their servers go first: a burst of
+  creates takes what is ready, the rest make their places themselves), and backs off after a
+  failure.
 * :meth:`Spares.close` removes every spare not taken; their agents exit as soon as their
   pipe closes, also when this process dies. Each process's spares live under a pool
   directory of their own, locked while the process lives: a pool whose lock is free (its
@@ -40,6 +42,7 @@ import pwd
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +65,8 @@ LOG = logging.getLogger(__name__)
 SPARE_GB = 1
 #: Its group's limits until its instance's are written: room for a waiting agent.
 SPARE_RAM_MB, SPARE_VCPUS = 256, 1
+#: Seconds without a take before spares are made again.
+QUIET = 1.0
 #: The niceness spares are made with.
 NICE = 10
 #: Longest pause before making a spare again after a failure.
@@ -127,6 +132,7 @@ class Spares:
         self._ready: list[Spare] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._last_take = float("-inf")
         self._thread = threading.Thread(target=self._fill, name="spares", daemon=True)
         self._thread.start()
 
@@ -140,6 +146,7 @@ class Spares:
             if not self._ready:
                 return None
             spare = self._ready.pop(0)
+            self._last_take = time.monotonic()
             self._cond.notify_all()
         assert spare.agent is not None
         try:
@@ -201,6 +208,10 @@ class Spares:
             with self._cond:
                 while not self._closed and len(self._ready) >= self.size:
                     self._cond.wait()
+                # Not while creates run: a spare made meanwhile would slow them down. A burst
+                # takes what is ready; the pool fills up again once it is over.
+                while not self._closed and time.monotonic() - self._last_take < QUIET:
+                    self._cond.wait(QUIET - (time.monotonic() - self._last_take))
                 if self._closed:
                     return
             try:

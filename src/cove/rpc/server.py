@@ -209,6 +209,10 @@ class RpcServer:
     def consuming(self) -> bool:
         return self._consuming.is_set()
 
+    def wait_consuming(self, timeout: float) -> bool:
+        """Whether the server consumes within ``timeout`` seconds."""
+        return self._consuming.wait(timeout)
+
     # -- consuming ---------------------------------------------------------------------------
 
     def _consume(self, bus: BusConnection, pool: ThreadPoolExecutor) -> None:

@@ -20,17 +20,21 @@ from cove.cli.userfmt import Body
 
 #: Seconds between two polls of ``--wait`` once a change has taken a while; tests set it to 0.
 POLL_INTERVAL = 0.5
-#: The first pause: a change that is quick (a Redis instance takes a tenth of a second) is
-#: seen soon after it is done; the pauses double from here up to POLL_INTERVAL.
+#: The pause during the first second: a change that is quick (a Redis instance takes a tenth
+#: of a second) is seen soon after it is done; the pauses then double up to POLL_INTERVAL.
 FIRST_PAUSE = 0.02
+FIRST_SECOND = 1.0
 
 
 def pauses() -> Iterator[float]:
-    """The pauses between polls: FIRST_PAUSE, doubling up to POLL_INTERVAL, then that."""
+    """The pauses between polls: FIRST_PAUSE for about a second, then doubling up to
+    POLL_INTERVAL, then that."""
     pause = FIRST_PAUSE
-    while True:
+    for _ in range(int(FIRST_SECOND / FIRST_PAUSE)):
         yield min(pause, POLL_INTERVAL)
+    while True:
         pause *= 2
+        yield min(pause, POLL_INTERVAL)
 
 
 T = TypeVar("T")
