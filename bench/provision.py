@@ -518,7 +518,13 @@ def main() -> int:
     parser.add_argument(
         "--concurrency", default="5,10", help="how many at once, comma-separated (5,10)"
     )
+    parser.add_argument(
+        "--datastores",
+        default="postgresql,mariadb,redis",
+        help="which datastores, comma-separated (postgresql,mariadb,redis)",
+    )
     args = parser.parse_args()
+    wanted = {d.strip().lower() for d in args.datastores.split(",") if d.strip()}
     concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not find_postgresql():
         print("no PostgreSQL server binaries found", file=sys.stderr)
@@ -567,9 +573,9 @@ def main() -> int:
     results: list[tuple[Kind, list[Row]]] = []
     warm: dict[str, float] = {}
     try:
-        if find_mariadb():
+        if find_mariadb() and "mariadb" in wanted:
             RawMaria(base, 9999, user).make_template(maria_template)
-        for kind in kinds:
+        for kind in [k for k in kinds if k.name.lower() in wanted]:
             # The first instance of a version builds its template: not what later ones pay.
             warm[kind.name] = kind.cove_one(plane, f"{kind.prefix}-warm-up")
             _delete_all(plane)
