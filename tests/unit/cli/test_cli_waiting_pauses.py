@@ -9,10 +9,14 @@ import pytest
 from cove.cli.user import waiting
 
 
-def test_pauses_are_short_for_a_second_then_double_up_to_the_interval(
+def test_pauses_are_short_at_first_then_grow_up_to_the_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(waiting, "POLL_INTERVAL", 0.5)
-    seen = list(itertools.islice(waiting.pauses(), 56))
-    assert seen[:50] == [0.02] * 50 and sum(seen[:50]) == pytest.approx(1.0)
-    assert seen[50:] == [0.04, 0.08, 0.16, 0.32, 0.5, 0.5]
+    seen = list(itertools.islice(waiting.pauses(), 30))
+    first = seen[: waiting.FIRST_POLLS]
+    assert first == [0.02] * 12
+    later = seen[len(first) :]
+    assert later[0] == pytest.approx(0.03)
+    assert all(b == pytest.approx(min(a * 1.5, 0.5)) for a, b in zip(later, later[1:]))
+    assert later[-1] == 0.5

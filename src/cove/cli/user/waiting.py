@@ -20,21 +20,23 @@ from cove.cli.userfmt import Body
 
 #: Seconds between two polls of ``--wait`` once a change has taken a while; tests set it to 0.
 POLL_INTERVAL = 0.5
-#: The pause during the first second: a change that is quick (a Redis instance takes a tenth
-#: of a second) is seen soon after it is done; the pauses then double up to POLL_INTERVAL.
+#: The pause at first: a change that is quick (a Redis instance takes about a tenth of a
+#: second) is seen soon after it is done. After FIRST_POLLS of them (a quarter of a second)
+#: the pauses grow by half each time up to POLL_INTERVAL, so that many clients waiting at once
+#: do not keep the API busy.
 FIRST_PAUSE = 0.02
-FIRST_SECOND = 1.0
+FIRST_POLLS = 12
 
 
 def pauses() -> Iterator[float]:
-    """The pauses between polls: FIRST_PAUSE for about a second, then doubling up to
+    """The pauses between polls: FIRST_POLLS of FIRST_PAUSE, then growing by half up to
     POLL_INTERVAL, then that."""
     pause = FIRST_PAUSE
-    for _ in range(int(FIRST_SECOND / FIRST_PAUSE)):
+    for _ in range(FIRST_POLLS):
         yield min(pause, POLL_INTERVAL)
     while True:
-        pause *= 2
-        yield min(pause, POLL_INTERVAL)
+        pause = min(pause * 1.5, POLL_INTERVAL)
+        yield pause
 
 
 T = TypeVar("T")
