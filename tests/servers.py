@@ -60,8 +60,15 @@ def free_port() -> int:
     SeaweedFS start here ("port ... is not available").
     """
     high = _ephemeral_low() - 1
+    # Above Cove's default public ports (20000-20999), and never a privileged one.
+    low = 21000
     for _ in range(200):
-        port = random.randint(min(20000, high - 1000), high)
+        if high - low < 1000:  # a host whose ephemeral range starts low: the kernel chooses
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+        else:
+            port = random.randint(low, high)
         if port in STANDARD_PORTS or port in _HANDED:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -19,6 +19,7 @@ from datastores import DATASTORES, LOGIN_ERRORS
 from harness import ControlPlane, wait_for
 
 from cove.common import cgroups, procfs
+from cove.common.service_user import is_instance_user_name
 
 pytestmark = pytest.mark.e2e
 
@@ -204,7 +205,7 @@ def test_each_instance_runs_as_a_user_of_its_own(cove_up: ControlPlane) -> None:
         instances = [plane.data_dir / "instances" / iid for iid in ids]
         # Its own user, made for it or for the spare place it took (``compute/spares.py``).
         users = [pwd.getpwuid(base.stat().st_uid) for base in instances]
-        assert all(u.pw_name.startswith("cove-") for u in users)
+        assert all(is_instance_user_name(u.pw_name) for u in users)
         service = pwd.getpwnam("cove")
         assert len({u.pw_uid for u in users} | {service.pw_uid}) == 3
         for iid, user, base in zip(ids, users, instances, strict=True):

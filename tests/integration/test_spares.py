@@ -10,15 +10,17 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from guesthost import Host
 
 from cove.common import procfs
-from cove.common.service_user import instance_user_name
+from cove.common.service_user import instance_user, instance_user_name
 from cove.compute import volumes
 from cove.compute.local import LocalDriver
 from cove.compute.spares import Spare, Spares
+from cove.domain.guest import GuestSettings
 
 pytestmark = [
     pytest.mark.integration,
@@ -85,15 +87,17 @@ def test_a_create_takes_a_ready_spare_and_its_agent_serves(host: Host) -> None:
     assert host.call(spec.instance_id, "get_status") == "healthy"
     # The flavor's limits, written on the renamed group.
     assert driver.cgroups.limits(spec.instance_id).memory_bytes == spec.ram_mb << 20
-    # The pool fills up again.
-    assert spare not in _ready(spares)
+    # The pool fills up again, with new spares.
+    assert spare.sid not in {s.sid for s in _ready(spares)}
 
 
 def test_a_larger_volume_is_grown_from_the_spare_size(host: Host) -> None:
     spares = _spares(host.driver)
     _ready(spares)
+    spare = _ready(spares)[0]
     spec = dataclasses.replace(host.spec_of("redis"), volume_gb=2)
     host.create(spec)
+    assert host.driver.owner(spec.instance_id).name == spare.user.name
     assert host.driver.volumes is not None
     image = host.driver.volumes.image(spec.instance_id)
     assert image.stat().st_size == 2 * volumes.GIB
@@ -161,16 +165,7 @@ def test_the_spares_of_a_task_manager_that_died_are_removed_by_the_next(host: Ho
     driver = host.driver
     spares = _spares(driver)
     ready = _ready(spares)
-    # Die: the filler stops, every agent's go pipe closes, the pool's lock is let go; nothing
-    # is cleaned up.
-    with spares._cond:
-        spares._closed = True
-        spares._cond.notify_all()
-    spares._thread.join(60)
-    for spare in ready:
-        assert spare.agent is not None
-        spare.agent.discard()
-    os.close(spares._lock_fd)
+    _die(spares)
     assert all(os.path.ismount(spare.base) for spare in ready)
     again = LocalDriver(host.settings)
     try:
@@ -195,13 +190,14 @@ def test_a_live_task_manager_keeps_its_spares_when_another_starts(host: Host) ->
 
 
 def test_creates_at_once_take_spares_or_make_their_own(host: Host) -> None:
-    _ready(_spares(host.driver))
-    specs = [host.spec_of("redis") for _ in range(4)]
+    spares = _spares(host.driver)
+    ready = {s.user.name for s in _ready(spares)}
+    specs = [host.spec_of("redis") for _ in range(spares.size + 2)]
     errors: list[BaseException] = []
 
-    def one(spec: object) -> None:
+    def one(spec: GuestSettings) -> None:
         try:
-            host.create(spec, prepare=True)  # type: ignore[arg-type]
+            host.create(spec, prepare=True)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -211,10 +207,49 @@ def test_creates_at_once_take_spares_or_make_their_own(host: Host) -> None:
     for t in threads:
         t.join(300)
     assert not errors
-    owners = {host.driver.owner(spec.instance_id).uid for spec in specs}
-    assert len(owners) == 4
+    names = {spec.instance_id: host.driver.owner(spec.instance_id).name for spec in specs}
+    # Every spare went to one of them; the others made their own users.
+    assert sorted(n for n in names.values() if n in ready) == sorted(ready)
+    made = [i for i, n in names.items() if n not in ready]
+    assert len(made) == 2 and all(names[i] == instance_user_name(i) for i in made)
     for spec in specs:
         assert host.call(spec.instance_id, "get_status") == "healthy"
+
+
+def test_a_create_asked_again_keeps_the_spare_it_took(host: Host) -> None:
+    driver = host.driver
+    spare = _ready(_spares(driver))[0]
+    spec = host.spec_of("redis")
+    host.create(spec, prepare=True)
+    agent = driver.agent_pid(spec.instance_id)
+    # The task manager died after placing it; the next one runs the create again.
+    driver._owners.clear()
+    driver.create(spec)
+    assert driver.owner(spec.instance_id).name == spare.user.name
+    assert driver.agent_pid(spec.instance_id) == agent
+    assert instance_user(spec.instance_id) is None  # no second user
+    assert host.call(spec.instance_id, "get_status") == "healthy"
+
+
+def test_a_host_that_cannot_move_mounts_gives_spares_up(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spares = _spares(host.driver)
+    ready = _ready(spares)
+
+    def refuse(source: Path, target: Path) -> None:
+        raise volumes.MountNotMovable("cannot move the volume: Invalid argument (EINVAL)")
+
+    monkeypatch.setattr(volumes, "move_mount", refuse)
+    spec = host.spec_of("redis")
+    host.create(spec, prepare=True)
+    # Made its own place, and no spare is left or made again.
+    assert host.driver.owner(spec.instance_id).name == instance_user_name(spec.instance_id)
+    assert spares.size == 0
+    for spare in ready:
+        wait_for(lambda s=spare: not os.path.exists(s.base), 60, "the spares removed")
+        _gone(spare, spares)
+    assert host.call(spec.instance_id, "get_status") == "healthy"
 
 
 def test_no_spares_when_turned_off(host: Host) -> None:
@@ -225,3 +260,79 @@ def test_no_spares_when_turned_off(host: Host) -> None:
     host.driver = driver
     host.create(spec, prepare=True)
     assert driver.owner(spec.instance_id).name == instance_user_name(spec.instance_id)
+
+
+def _die(spares: Spares) -> None:
+    """As if the task manager died: the filler stops, every agent's go pipe closes, the
+    pool's lock is let go; nothing is cleaned up."""
+    with spares._cond:
+        spares._closed = True
+        spares._cond.notify_all()
+    spares._thread.join(60)
+    for spare in spares._ready:
+        assert spare.agent is not None
+        spare.agent.discard()
+    os.close(spares._lock_fd)
+    spares._lock_fd = -1
+
+
+def test_a_hand_over_cut_short_after_the_mount_moved_is_finished_by_the_next(host: Host) -> None:
+    driver = host.driver
+    spares = _spares(driver)
+    spare = _ready(spares)[0]
+    spec = host.spec_of("redis")
+    # The first steps of a hand-over, then death before the image was renamed.
+    (spares.pool / f"{spare.sid}.taking").write_text(spec.instance_id + "\n")
+    (driver.owners_dir / spec.instance_id).write_text(spare.user.name + "\n")
+    assert driver.cgroups is not None
+    driver.cgroups.rename(spare.group, spec.instance_id)
+    target = driver.instance_dir(spec.instance_id)
+    target.mkdir(mode=0o700)
+    volumes.move_mount(spare.base, target)
+    spares._ready.remove(spare)
+    _die(spares)
+    again = LocalDriver(host.settings)
+    try:
+        # The instance keeps its volume, user and group; the rest of the pool is gone.
+        assert driver.volumes is not None and driver.volumes.exists(spec.instance_id)
+        assert os.path.ismount(target)
+        assert pwd.getpwnam(spare.user.name).pw_uid == spare.user.uid
+        assert again.owner(spec.instance_id).name == spare.user.name
+        assert not spares.pool.exists()
+        # Its create, run again by the new task manager, starts it.
+        host.driver = again
+        host.create(spec, prepare=True)
+        assert host.call(spec.instance_id, "get_status") == "healthy"
+        assert again.owner(spec.instance_id).name == spare.user.name
+    finally:
+        again.destroy(spec.instance_id)
+        host.created.remove(spec.instance_id)
+        again.close()
+    with pytest.raises(KeyError):
+        pwd.getpwnam(spare.user.name)
+    driver.spares = None  # already gone
+
+
+def test_a_hand_over_cut_short_before_the_mount_moved_is_undone_by_the_next(
+    host: Host,
+) -> None:
+    driver = host.driver
+    spares = _spares(driver)
+    spare = _ready(spares)[0]
+    instance_id = host.spec_of("redis").instance_id
+    (spares.pool / f"{spare.sid}.taking").write_text(instance_id + "\n")
+    (driver.owners_dir / instance_id).write_text(spare.user.name + "\n")
+    assert driver.cgroups is not None
+    driver.cgroups.rename(spare.group, instance_id)
+    driver.instance_dir(instance_id).mkdir(mode=0o700)
+    _die(spares)
+    again = LocalDriver(host.settings)
+    try:
+        _gone(spare, spares)
+        assert not driver.instance_dir(instance_id).exists()
+        assert not (driver.owners_dir / instance_id).exists()
+        for group in driver.cgroups._dirs(instance_id).values():
+            assert not group.exists()
+    finally:
+        again.close()
+    driver.spares = None

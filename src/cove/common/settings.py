@@ -55,11 +55,11 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(200, ge=0)
     region: str = "RegionOne"
     service_user: str = "cove"
-    #: The control group (below each cgroup hierarchy's root) that holds one group per
-    #: instance, sized by its flavor; used when Cove runs as root.
     #: Places made ahead for new instances (their user, volume, group and agent), so that a
     #: create takes one instead of waiting for them (``compute/spares.py``); 0 makes none.
     spare_instances: int = Field(4, ge=0, le=32)
+    #: The control group (below each cgroup hierarchy's root) that holds one group per
+    #: instance, sized by its flavor; used when Cove runs as root.
     cgroup_parent: str = Field("cove", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
     #: Where an instance with ``access.is_public`` is published (this host's address that
     #: clients outside it reach), each on a port of its own from ``public_port_min`` to

@@ -229,12 +229,17 @@ class AgentForks:
             raise
         return waiting
 
+    @property
+    def given_up(self) -> bool:
+        """Whether the fork server failed a moment ago (agents are started without it)."""
+        return time.monotonic() - self._failed_at < RETRY_AFTER
+
     def _ask(self, request: Mapping[str, object], log_fd: int) -> tuple[int, int]:
         """One exchange, under the lock: the new agent's pid and the writing end of its go
         pipe (close-on-exec, so nothing this process starts keeps the agent waiting). A fork
         server that fails (hangs up, times out, answers nonsense) is given up; one that answers
         that this agent could not be made is asked again next time."""
-        if time.monotonic() - self._failed_at < RETRY_AFTER:
+        if self.given_up:
             raise ForkServerError("the agent fork server failed a moment ago")
         fds: list[int] = []
         try:

@@ -46,6 +46,8 @@ from cove.common.service_user import (
     ServiceUser,
     ensure_instance_user,
     instance_user,
+    instance_user_name,
+    is_instance_user_name,
     remove_instance_user,
     service_user,
 )
@@ -175,9 +177,14 @@ class LocalDriver(ComputeDriver):
             return None
         if self.cgroups is None:
             return None
+        why = spares.usable(data_dir)
+        if why is not None:
+            LOG.warning("no spare places for new instances: %s", why)
+            return None
         return spares.Spares(
             data_dir / "spares",
             size,
+            instances=self.root,
             images=self.volumes.images,
             owners=self.owners_dir,
             cgroups=self.cgroups,
@@ -296,9 +303,12 @@ class LocalDriver(ComputeDriver):
         OSError when the instance's user cannot be made."""
         if self.identity.switch:
             taken = self._take_spare(spec.instance_id)
-            self._owners[spec.instance_id] = (
-                taken.owner if taken else ensure_instance_user(spec.instance_id, self.gid)
-            )
+            if taken is not None:
+                self._owners[spec.instance_id] = taken.owner
+            elif self.owner(spec.instance_id).uid == self.uid:
+                self._owners.pop(spec.instance_id, None)
+                self._owners[spec.instance_id] = ensure_instance_user(spec.instance_id, self.gid)
+            # else: placed by an earlier run of this create (perhaps from a spare): its user.
             try:
                 templates.ensure(spec, self.templates, self.identity)
             except (OSError, subprocess.SubprocessError) as exc:
@@ -605,7 +615,10 @@ class LocalDriver(ComputeDriver):
         env = self._agent_env(base)
         waiting = self._waiting.pop(instance_id, None)
         if waiting is not None:
-            # A spare place's agent: forked, confined and logging already.
+            # A spare place's agent: forked, logging, and in the group it was made in, which
+            # became the instance's (moved now if it was not).
+            if self.cgroups is not None and not self.cgroups.contains(instance_id, waiting.pid):
+                self._join(instance_id, waiting.pid)
             try:
                 spare_agent = waiting.start(config, base, env)
             except ForkServerError as exc:
@@ -726,8 +739,13 @@ class LocalDriver(ComputeDriver):
             what = f"what runs as the user of instance {instance_id}"
             if not _kill(pids, lambda p: owner.uid in procfs.uids(p), what):
                 break
+        name = owner.name
+        if not is_instance_user_name(name):  # its name could not be looked up just now
+            name = spares.recorded_owner(self.owners_dir, instance_id) or instance_user_name(
+                instance_id
+            )
         try:
-            remove_instance_user(owner.name)
+            remove_instance_user(name)
         except (OSError, ValueError) as exc:
             LOG.error("the user of instance %s is left behind: %s", instance_id, exc)
         else:

@@ -10,26 +10,29 @@ kernel: 5 to 25 ms). A spare is all of that for an instance not known yet: a use
 instance's directory for that user, a group ``spare-<sid>``, and an agent forked into it,
 waiting to be told which instance it is (``AgentForks.hold``).
 
-* :meth:`Spares.take` hands a ready spare to an instance: its image becomes the instance's
-  (renamed into the volumes directory), its mount moves onto the instance's directory
-  (``volumes.move_mount``: what runs there keeps its files), its group is renamed, and its
-  user is recorded as the instance's (``owners/<id>``, root's: the instance keeps its user's
-  name even after its directory is gone, for a delete cut short). Well under a millisecond
-  of the kernel's work; the driver then writes the instance's settings, grows the volume to
-  the size asked and starts the waiting agent as the instance's. None when no spare is
-  ready: the driver makes the instance's place itself. A spare the kernel will not move (a
-  host whose mounts are shared) is removed, and spares are given up for this process.
+* :meth:`Spares.take` hands a ready spare to an instance: its group is renamed, its mount
+  moves onto the instance's directory (``volumes.move_mount``: what runs there keeps its
+  files), its image is renamed into the volumes directory, and its user is recorded as the
+  instance's (``owners/<id>``, root's: the instance keeps its user's name even once its
+  directory is gone, for a delete cut short). Well under a millisecond of the kernel's work;
+  the driver then writes the instance's settings, grows the volume to the size asked and
+  starts the waiting agent as the instance's. None when no spare is ready: the driver makes
+  the instance's place itself. A step that fails undoes the ones before (the spare is then
+  removed); a ``<sid>.taking`` file names the instance meanwhile, so the next task manager
+  finishes a hand-over cut short once the mount moved, and undoes it before.
 * A thread keeps ``size`` spares ready, making one at a time at a low CPU priority, once no
   spare was taken for ``QUIET`` seconds (creates and their servers go first: a burst of
   creates takes what is ready, the rest make their places themselves), and backs off after a
-  failure.
+  failure or while the fork server is given up.
 * :meth:`Spares.close` removes every spare not taken; their agents exit as soon as their
   pipe closes, also when this process dies. Each process's spares live under a pool
-  directory of their own, locked while the process lives: a pool whose lock is free (its
-  process died) is removed when the next one starts.
+  directory of their own, locked while the process lives (every spare is marked there by a
+  ``<sid>.spare`` file before its user is made): a pool whose lock is free (its process died)
+  is removed by the next task manager that starts, and its lock stays until it is empty.
 
-Only as root, with volumes, control groups and the fork server: without them a spare would
-save nothing worth its upkeep (the driver then makes no ``Spares``).
+Only as root, with volumes, control groups and the fork server, on a mount that is not
+shared (the kernel moves no mount there: :func:`usable` says why not), and without them a
+spare would save nothing worth its upkeep: the driver then makes no ``Spares``.
 """
 
 from __future__ import annotations
@@ -75,6 +78,18 @@ MAX_BACKOFF = 60.0
 STOP = ((signal.SIGKILL, 10.0),)
 
 
+def usable(root: Path) -> str | None:
+    """Why spares cannot be handed over under ``root`` (a shared mount), or None."""
+    shared = volumes.shared_mount(root)
+    if shared is None:
+        return None
+    return (
+        f"the mount {shared} that holds the data directory is shared, and the kernel moves "
+        "no mount there (make it private: 'mount --make-rprivate "
+        f"{shared}', or keep the data directory on a private bind mount)"
+    )
+
+
 @dataclass
 class Spare:
     sid: str
@@ -96,11 +111,14 @@ class Taken:
 
 
 class Spares:
+    """The spare places of this process (see the module's notes)."""
+
     def __init__(
         self,
         root: Path,
         size: int,
         *,
+        instances: Path,
         images: Path,
         owners: Path,
         cgroups: Cgroups,
@@ -109,10 +127,11 @@ class Spares:
         subdirs: tuple[str, ...],
         agent_env: Callable[[Path], Mapping[str, str]],
     ) -> None:
-        """``root``: ``<data>/spares``; ``images``: where instances' volume images live;
-        ``owners``: where the names of instances' users are recorded."""
+        """``root``: ``<data>/spares``; ``instances``: the instances' directories;
+        ``images``: where instances' volume images live; ``owners``: where the names of
+        instances' users are recorded."""
         self.root, self.size = root, size
-        self.images, self.owners = images, owners
+        self.instances, self.images, self.owners = instances, images, owners
         self.cgroups, self.forks, self.gid = cgroups, forks, gid
         self.subdirs, self.agent_env = subdirs, agent_env
         for path in (root, owners):
@@ -121,13 +140,13 @@ class Spares:
         root.chmod(0o711)
         owners.chmod(0o700)
         self._sweep()
+        # Locked before the pool exists: another task manager's sweep never takes it.
         self.pool = root / secrets.token_hex(4)
+        self._lock = self.pool.with_suffix(".lock")
+        self._lock_fd = os.open(self._lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self.pool.mkdir(mode=0o711)
         self.pool.chmod(0o711)
-        self._lock_fd = os.open(
-            self.pool.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self.volumes = volumes.LoopVolumes(self.pool)
         self._ready: list[Spare] = []
         self._cond = threading.Condition()
@@ -153,48 +172,64 @@ class Spares:
             self._hand_over(spare, instance_id, target)
         except (OSError, VolumeError) as exc:
             LOG.warning("a spare place could not be given to instance %s: %s", instance_id, exc)
-            if isinstance(exc, VolumeError) and "EINVAL" in exc.message:
-                with self._cond:
-                    self.size = 0  # this host's mounts cannot be moved: spares save nothing
-                    self._cond.notify_all()
             self._remove(spare)
+            if isinstance(exc, volumes.MountNotMovable):
+                self._give_up(exc.message)
             return None
         LOG.info("instance %s took a spare place (user %s)", instance_id, spare.user.name)
         return Taken(spare.user, spare.agent)
 
     def _hand_over(self, spare: Spare, instance_id: str, target: Path) -> None:
-        """Each step first undoes what it did when it fails, so the spare can be removed as
-        a spare; once the mount moved, the instance owns what is left to do."""
+        """Each step undoes the ones before when it fails, so that the spare can be removed
+        as a spare; once the mount moved, the instance owns what is left to do."""
         image = self.images / f"{instance_id}.img"
         if image.exists() or os.path.lexists(target):
             raise FileExistsError(f"instance {instance_id} already has a place")
+        taking = self.pool / f"{spare.sid}.taking"
+        taking.write_text(instance_id + "\n")
         record = self.owners / instance_id
-        record.write_text(spare.user.name + "\n")
-        record.chmod(0o600)
         try:
-            os.mkdir(target, 0o700)
+            record.write_text(spare.user.name + "\n")
+            record.chmod(0o600)
+            self.cgroups.rename(spare.group, instance_id)
             try:
-                self.volumes.image(spare.sid).rename(image)
+                os.mkdir(target, 0o700)
                 try:
                     volumes.move_mount(spare.base, target)
                 except BaseException:
-                    image.rename(self.volumes.image(spare.sid))
+                    target.rmdir()
                     raise
             except BaseException:
-                target.rmdir()
+                self.cgroups.rename(instance_id, spare.group)
                 raise
         except BaseException:
             record.unlink(missing_ok=True)
+            taking.unlink(missing_ok=True)
             raise
+        self._finish(self.pool, spare.sid, instance_id)
+
+    def _finish(self, pool: Path, sid: str, instance_id: str) -> None:
+        """The steps after the mount moved (also a sweep's, for a hand-over cut short)."""
+        with contextlib.suppress(FileNotFoundError):
+            (pool / f"{sid}.img").rename(self.images / f"{instance_id}.img")
         with contextlib.suppress(OSError):
-            spare.base.rmdir()
-        try:
-            self.cgroups.rename(spare.group, instance_id)
-        except OSError as exc:
-            # The agent runs in the spare's group: the driver's reconcile moves it.
-            LOG.warning(
-                "the group of instance %s stays %s for now: %s", instance_id, spare.group, exc
-            )
+            (pool / sid).rmdir()
+        for name in (f"{sid}.taking", f"{sid}.spare"):
+            (pool / name).unlink(missing_ok=True)
+
+    def _give_up(self, why: str) -> None:
+        """No more spares for this process: remove the ready ones (in the background)."""
+        LOG.warning("no more spare places: %s", why)
+        with self._cond:
+            self.size = 0
+            ready, self._ready = self._ready, []
+            self._cond.notify_all()
+
+        def remove_all() -> None:
+            for spare in ready:
+                self._remove(spare)
+
+        threading.Thread(target=remove_all, name="spares-gone", daemon=True).start()
 
     # -- making ------------------------------------------------------------------------------
 
@@ -208,13 +243,14 @@ class Spares:
             with self._cond:
                 while not self._closed and len(self._ready) >= self.size:
                     self._cond.wait()
-                # Not while creates run: a spare made meanwhile would slow them down. A burst
-                # takes what is ready; the pool fills up again once it is over.
+                # Not while creates run: a spare made meanwhile would slow them down.
                 while not self._closed and time.monotonic() - self._last_take < QUIET:
                     self._cond.wait(QUIET - (time.monotonic() - self._last_take))
                 if self._closed:
                     return
             try:
+                if self.forks.given_up:
+                    raise ForkServerError("the agent fork server is given up for now")
                 spare = self._make()
             except (OSError, VolumeError, ForkServerError) as exc:
                 failures += 1
@@ -225,16 +261,19 @@ class Spares:
                 continue
             failures = 0
             with self._cond:
-                if not self._closed:
+                if not self._closed and len(self._ready) < self.size:
                     self._ready.append(spare)
                     continue
             self._remove(spare)
-            return
 
     def _make(self) -> Spare:
         sid = secrets.token_hex(8)
-        spare = Spare(sid, ensure_instance_user(sid, self.gid), self.pool / sid)
+        # Marked first: a sweep finds whatever of it was made before this process died.
+        (self.pool / f"{sid}.spare").touch(0o600)
+        user = ServiceUser(instance_user_name(sid), -1, self.gid)
+        spare = Spare(sid, user, self.pool / sid)
         try:
+            spare.user = ensure_instance_user(sid, self.gid)
             spare.base.mkdir(mode=0o700)
             self.volumes.ensure(sid, spare.base, SPARE_GB)
             localfs.make_dirs(spare.base, self.subdirs, spare.user.uid, spare.user.gid)
@@ -272,45 +311,67 @@ class Spares:
             self._remove(spare)
         if self._thread is not threading.current_thread():
             self._thread.join(60)
+        if self._lock_fd < 0:
+            return
         with contextlib.suppress(OSError):
             self.pool.rmdir()
-        with contextlib.suppress(OSError):
-            self.pool.with_suffix(".lock").unlink()
-            os.close(self._lock_fd)
+        if not self.pool.exists():
+            self._lock.unlink(missing_ok=True)
+        # Kept while something is left: the next task manager's sweep finds it.
+        os.close(self._lock_fd)
+        self._lock_fd = -1
 
     def _remove(self, spare: Spare) -> None:
         """Everything of a spare, best effort (what fails is logged)."""
         if spare.agent is not None:
             spare.agent.discard()
-        self._kill(spare)
-        _remove_spare_files(self.volumes, self.cgroups, spare.sid, spare.base)
+        self._remove_sid(self.volumes, spare.sid)
 
-    def _kill(self, spare: Spare) -> None:
-        uid = spare.user.uid
-        pids = set(self.cgroups.pids(spare.group)) | set(procfs.processes_of(uid))
-        procs = [
-            p
-            for p in (localfs.Process.claim(pid, lambda q: procfs.owned_by(q, uid)) for pid in pids)
-            if p is not None
-        ]
-        if procs:
-            localfs.stop(procs, STOP, f"what ran in the spare place {spare.sid}")
-
-    def _remove_left(self, images: volumes.LoopVolumes, sid: str, base: Path) -> None:
-        """A spare of a process that died: its agent exited with it; what else runs as its
-        user is killed before its files go."""
+    def _remove_sid(self, images: volumes.LoopVolumes, sid: str) -> None:
+        """What runs as the spare's user is killed, then its volume, group, user and marks
+        go (what fails is logged; the marks stay then, for the next sweep)."""
+        pool = images.images
+        base = pool / sid
         name = instance_user_name(sid)
+        with contextlib.suppress(KeyError):
+            self._kill(sid, pwd.getpwnam(name).pw_uid)
+        left = False
         try:
-            uid = pwd.getpwnam(name).pw_uid
-        except KeyError:
-            _remove_spare_files(images, self.cgroups, sid, base)
-            return
-        spare = Spare(sid, ServiceUser(name, uid, self.gid), base)
-        self._kill(spare)
-        _remove_spare_files(images, self.cgroups, sid, base)
+            if os.path.isdir(base):
+                images.remove(sid, base)
+                base.rmdir()
+            for suffix in (".img", ".new", ".grow"):
+                (pool / f"{sid}{suffix}").unlink(missing_ok=True)
+        except (OSError, VolumeError) as exc:
+            LOG.error("the volume of the spare place %s is left behind: %s", sid, exc)
+            left = True
+        try:
+            self.cgroups.remove(f"spare-{sid}")
+        except OSError as exc:
+            LOG.error("the control group of the spare place %s is left behind: %s", sid, exc)
+            left = True
+        try:
+            remove_instance_user(name)
+        except OSError as exc:
+            LOG.error("the user of the spare place %s is left behind: %s", sid, exc)
+            left = True
+        if not left:
+            (pool / f"{sid}.spare").unlink(missing_ok=True)
+
+    def _kill(self, sid: str, uid: int) -> None:
+        """SIGKILL what runs in the spare's group or as its user, and wait for it."""
+
+        def belongs(pid: int) -> bool:
+            return procfs.owned_by(pid, uid)
+
+        pids = set(self.cgroups.pids(f"spare-{sid}")) | set(procfs.processes_of(uid))
+        procs = [p for p in (localfs.Process.claim(pid, belongs) for pid in pids) if p]
+        if procs:
+            localfs.stop(procs, STOP, f"what ran in the spare place {sid}")
 
     def _sweep(self) -> None:
-        """Remove the pools of processes that died (their lock is free)."""
+        """Remove the pools of processes that died (their lock is free), finishing first the
+        hand-overs they cut short once the mount had moved."""
         for lock in sorted(self.root.glob("*.lock")):
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
             try:
@@ -319,19 +380,39 @@ class Spares:
                 except BlockingIOError:
                     continue  # a live process's
                 pool = lock.with_suffix("")
-                images = volumes.LoopVolumes(pool)
-                for image in sorted(pool.glob("*.img")) if pool.is_dir() else []:
-                    LOG.warning("removing a spare place a stopped task manager left (%s)", image)
-                    self._remove_left(images, image.stem, pool / image.stem)
-                for leftover in sorted(pool.iterdir()) if pool.is_dir() else []:
-                    with contextlib.suppress(OSError):
-                        if leftover.is_dir() and not os.path.ismount(leftover):
-                            leftover.rmdir()
+                if pool.is_dir():
+                    self._sweep_pool(pool)
                 with contextlib.suppress(OSError):
                     pool.rmdir()
-                lock.unlink(missing_ok=True)
+                if not pool.exists():
+                    lock.unlink(missing_ok=True)
             finally:
                 os.close(fd)
+
+    def _sweep_pool(self, pool: Path) -> None:
+        images = volumes.LoopVolumes(pool)
+        for taking in sorted(pool.glob("*.taking")):
+            sid, instance_id = taking.stem, taking.read_text().strip()
+            target = self.instances / instance_id
+            if instance_id and volumes.mounted_device(target) is not None:
+                LOG.warning("finishing the hand-over of a spare place to instance %s", instance_id)
+                self._finish(pool, sid, instance_id)
+                continue
+            # Cut short before the mount moved: the instance's create makes its place again.
+            with contextlib.suppress(OSError):
+                self.cgroups.rename(instance_id, f"spare-{sid}")
+            record = self.owners / instance_id
+            if record.exists() and record.read_text().strip() == instance_user_name(sid):
+                record.unlink()
+            with contextlib.suppress(OSError):
+                target.rmdir()
+            taking.unlink()
+        sids = {p.stem for p in pool.glob("*.spare")}
+        sids |= {p.stem for p in pool.glob("*.img")}
+        sids |= {p.name for p in pool.iterdir() if p.is_dir()}
+        for sid in sorted(sids):
+            LOG.warning("removing the spare place %s a stopped task manager left", sid)
+            self._remove_sid(images, sid)
 
 
 def recorded_owner(owners: Path, instance_id: str) -> str | None:
@@ -346,24 +427,3 @@ def recorded_owner(owners: Path, instance_id: str) -> str | None:
 def forget_owner(owners: Path, instance_id: str) -> None:
     """Drop the record of an instance's user (its user is gone)."""
     (owners / instance_id).unlink(missing_ok=True)
-
-
-def _remove_spare_files(
-    images: volumes.LoopVolumes, cgroups: Cgroups, sid: str, base: Path
-) -> None:
-    try:
-        if os.path.isdir(base):
-            images.remove(sid, base)
-            base.rmdir()
-        else:
-            images.image(sid).unlink(missing_ok=True)
-    except (OSError, VolumeError) as exc:
-        LOG.error("the volume of the spare place %s is left behind: %s", sid, exc)
-    try:
-        cgroups.remove(f"spare-{sid}")
-    except OSError as exc:
-        LOG.error("the control group of the spare place %s is left behind: %s", sid, exc)
-    try:
-        remove_instance_user(instance_user_name(sid))
-    except OSError as exc:
-        LOG.error("the user of the spare place %s is left behind: %s", sid, exc)

@@ -85,17 +85,46 @@ def mounted_device(path: Path) -> str | None:
 MS_MOVE = 8192
 
 
+class MountNotMovable(VolumeError):
+    """The kernel moves no mount here: the mount below it is shared (systemd's default
+    propagation)."""
+
+
 def move_mount(source: Path, target: Path) -> None:
     """Move the mount on ``source`` onto the existing directory ``target``. Raises
-    VolumeError (the kernel refuses where the parent mount is shared, as under systemd's
-    default propagation: ``EINVAL``)."""
+    MountNotMovable where the mount holding them is shared (the kernel's ``EINVAL``),
+    VolumeError otherwise."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(bytes(source), bytes(target), None, MS_MOVE, None) != 0:
         code = ctypes.get_errno()
-        raise VolumeError(
+        kind = MountNotMovable if code == errno.EINVAL else VolumeError
+        raise kind(
             f"cannot move the volume on {source.name} to {target.name}: "
             f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
         )
+
+
+def shared_mount(path: Path, mountinfo: str | None = None) -> str | None:
+    """The mount point of the mount holding ``path`` when that mount is shared (its
+    propagation: ``shared:N`` in ``mountinfo``, /proc/self/mountinfo's text by default),
+    else None."""
+    target = str(path.resolve())
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return None
+    best: tuple[str, bool] | None = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[0])):
+            optional = fields[6 : fields.index("-")]
+            best = (point, any(f.startswith("shared:") for f in optional))
+    return best[0] if best is not None and best[1] else None
 
 
 class LoopVolumes:

@@ -232,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     conn = socket.socket(fileno=args.fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C to `cove up` is the driver's to handle
+    # Agents and their servers run at the normal priority, whichever thread of the driver
+    # started this (its spare places are made niced: ``cove.compute.spares``). Only root may.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
     for name in PRELOAD:
         importlib.import_module(name)
     _read_annotations()

@@ -28,7 +28,7 @@ from cove.guestagent.datastores import load_manager
 LOG = logging.getLogger("cove.guestagent")
 
 LOCK_NAME = "guestagent.lock"
-#: How long heartbeats and the lease wait for the agent's server to consume at start.
+#: How long heartbeats wait for the agent's server to consume at start.
 STARTUP_WAIT = 2.0
 
 
@@ -119,15 +119,16 @@ def run(config: GuestSettings) -> int:
         _shutdown()
         return 0
 
-    def _talk() -> None:
-        # The agent's own requests to the bus (a heartbeat, the lease) once it consumes: the
-        # task manager's prepare is already waiting in the queue, and their first steps would
-        # hold the interpreter while the server connects. Not for long if the bus is away.
+    def _beat() -> None:
+        # Heartbeats once the server consumes: the task manager's prepare is already waiting
+        # in the queue, and the first beat (a declare, a status, a cast) would hold the
+        # interpreter while the server connects. Not for long if the bus is away. The lease
+        # is renewed from the start: a primary's watchdog counts on it.
         server.wait_consuming(STARTUP_WAIT)
-        threading.Thread(target=service.run_heartbeats, name="heartbeat", daemon=True).start()
-        threading.Thread(target=service.lease.run, name="lease", daemon=True).start()
+        service.run_heartbeats()
 
-    threading.Thread(target=_talk, name="talk", daemon=True).start()
+    threading.Thread(target=_beat, name="heartbeat", daemon=True).start()
+    threading.Thread(target=service.lease.run, name="lease", daemon=True).start()
     guard = partial(service.isolation.run_guard, service.stopping)
     threading.Thread(target=guard, name="volume-guard", daemon=True).start()
     threading.Thread(target=service.lease.run_watchdog, name="lease-watchdog", daemon=True).start()

@@ -18,5 +18,5 @@ def test_pauses_are_short_at_first_then_grow_up_to_the_interval(
     assert first == [0.02] * 12
     later = seen[len(first) :]
     assert later[0] == pytest.approx(0.03)
-    assert all(b == pytest.approx(min(a * 1.5, 0.5)) for a, b in zip(later, later[1:]))
+    assert all(b == pytest.approx(min(a * 1.5, 0.5)) for a, b in itertools.pairwise(later))
     assert later[-1] == 0.5
