@@ -61,15 +61,19 @@ def files_holding(root: Path, secret: bytes) -> list[Path]:
     """The files under ``root`` whose bytes contain ``secret`` (the instances' data directories
     aside: a server keeps its own password hashes there)."""
     found = []
-    for path in root.rglob("*"):
-        parts = path.relative_to(root).parts
-        if (parts[:1] == ("instances",) and parts[2:3] == ("data",)) or not path.is_file():
-            continue
-        try:
-            if secret in path.read_bytes():
-                found.append(path)
-        except OSError:
-            continue  # gone meanwhile, or a socket
+    # os.walk passes over a directory removed while it walks (a spare place a restarted task
+    # manager sweeps away, say), where Path.rglob raises.
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(directory, name)
+            parts = path.relative_to(root).parts
+            if (parts[:1] == ("instances",) and parts[2:3] == ("data",)) or not path.is_file():
+                continue
+            try:
+                if secret in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue  # gone meanwhile, or a socket
     return found
 
 

@@ -110,7 +110,9 @@ def files_holding(root: Path, needle: bytes) -> dict[Path, int]:
 
 def logs(root: Path) -> list[Path]:
     """The log files under ``root``: those in a ``log`` directory, and any ``*.log``."""
-    return [p for p in root.rglob("*") if p.is_file() and ("log" in p.parts or p.suffix == ".log")]
+    # os.walk, not rglob: a directory removed meanwhile (a spare place) is passed over.
+    found = [Path(top, name) for top, _dirs, files in os.walk(root) for name in files]
+    return [p for p in found if p.is_file() and ("log" in p.parts or p.suffix == ".log")]
 
 
 def log_tails(*roots: Path, lines: int = 40) -> str:

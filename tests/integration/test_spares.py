@@ -247,7 +247,9 @@ def test_a_host_that_cannot_move_mounts_gives_spares_up(
     assert host.driver.owner(spec.instance_id).name == instance_user_name(spec.instance_id)
     assert spares.size == 0
     for spare in ready:
-        wait_for(lambda s=spare: not os.path.exists(s.base), 60, "the spares removed")
+        # Its mark goes last, once everything of it went.
+        mark = spares.pool / f"{spare.sid}.spare"
+        wait_for(lambda m=mark: not m.exists(), 60, "the spares removed")
         _gone(spare, spares)
     assert host.call(spec.instance_id, "get_status") == "healthy"
 
