@@ -95,8 +95,9 @@ def test_guest_states(guest, expected):
     assert view(snap(guest=guest)) == expected
 
 
-def test_no_heartbeat_at_all():
-    assert view(snap(guest=None, age=None)) == ("REBOOT", "")
+def test_a_built_instance_whose_guest_has_not_reported_yet_is_still_building():
+    # The task manager ended the build; the guest's first report has not arrived.
+    assert view(snap(guest=None, age=None)) == ("BUILD", "")
 
 
 def test_can_act_needs_a_serving_reporting_guest():

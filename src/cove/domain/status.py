@@ -150,8 +150,12 @@ def compute_status(snap: InstanceSnapshot, now: datetime, heartbeat_interval: fl
     if snap.compute is not ComputeState.ACTIVE:
         return StatusView(snap.compute.value, "")
     guest = guest_view(snap, now, heartbeat_interval)
+    if guest is None and snap.heartbeat_at is None:
+        # Built (its prepare answered the task manager), and its guest's first report is
+        # still on its way to the conductor: not up until the guest says so.
+        return StatusView("BUILD", "")
     if guest is None:
-        # The agent was (re)started and has not reported yet.
+        # The agent was restarted and has not reported yet.
         return StatusView("REBOOT", "")
     return StatusView(_GUEST_STATUS[guest], guest.api_name)
 
