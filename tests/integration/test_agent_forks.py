@@ -136,7 +136,7 @@ def test_without_a_working_fork_server_the_driver_starts_agents_itself(
     assert [a for a in procfs.cmdline(pid) if a][1:3] == ["-m", "cove.guestagent.main"]
     # Given up for a while: the next start does not wait on it.
     with pytest.raises(ForkServerError, match="a moment ago"):
-        forks.spawn(Path("/x"), Path("/"), {}, driver.owner(spec.instance_id), 0, lambda p: None)
+        forks.hold(Path("/x"), Path("/"), {}, driver.owner(spec.instance_id), 0, lambda p: None)
 
 
 def test_the_fork_server_refuses_a_bad_request_and_serves_on(host: Host) -> None:
@@ -153,7 +153,7 @@ def test_the_fork_server_refuses_a_bad_request_and_serves_on(host: Host) -> None
     server = forks._proc
     owner = host.driver.identity
     with open(os.devnull, "wb") as null, pytest.raises(ForkServerError, match="made no agent"):
-        forks.spawn(Path("/x/guest.json"), Path("/nonexistent"), {}, owner, null.fileno(), print)
+        forks.hold(Path("/x/guest.json"), Path("/nonexistent"), {}, owner, null.fileno(), print)
     spec = host.spec_of("redis")
     pid = _started(host, spec)
     assert isinstance(host.driver._spawned[spec.instance_id], ForkedAgent)

@@ -2,16 +2,17 @@
 docstring gives the protocol): guest agents forked from a process that imported their code
 once, ready in milliseconds instead of the ~0.2 s a new Python process takes to import it.
 
-``AgentForks.spawn`` asks one request at a time (the exchange holds a lock; a fork takes a
+``AgentForks.hold`` asks one request at a time (the exchange holds a lock; a fork takes a
 millisecond or two), then confines the new agent and lets it start outside the lock (moving a
 process into a control group can wait tens of milliseconds for the kernel, and creates must
-not queue behind each other for it). It raises ForkServerError whenever the fork server
-cannot start an agent; the driver then starts one itself, as without a fork server.
-``AgentForks.hold`` forks an agent that waits, confined, until it is told which instance it
-is (``WaitingAgent.start``) or dropped (``WaitingAgent.discard``; also when this process
-exits): a spare place's (``cove.compute.spares``). A fork server that failed is given up for
-``RETRY_AFTER`` seconds, so a broken one costs each start one quick failure at most. The fork
-server is started at the first need (or by ``warm``) and exits when this side closes.
+not queue behind each other for it); the new agent waits until it is started
+(``WaitingAgent.start``, at once for a new instance's, or once it is told which instance it
+is for a spare place's: ``cove.compute.spares``) or dropped (``WaitingAgent.discard``; also
+when this process exits). It raises ForkServerError whenever the fork server cannot start an
+agent; the driver then starts one itself, as without a fork server. A fork server that failed
+is given up for ``RETRY_AFTER`` seconds, so a broken one costs each start one quick failure at
+most. The fork server is started at the first need (or by ``warm``) and exits when this side
+closes.
 """
 
 from __future__ import annotations
@@ -185,21 +186,6 @@ class AgentForks:
         self._conn = ours
         return ours
 
-    def spawn(
-        self,
-        config: Path,
-        cwd: Path,
-        env: Mapping[str, str],
-        owner: ServiceUser,
-        log_fd: int,
-        confine: Callable[[int], None],
-    ) -> ForkedAgent:
-        """Fork an agent for ``config`` writing to ``log_fd`` (this side keeps its copy),
-        call ``confine(pid)`` before it runs a line of its own, then let it start. Raises
-        ForkServerError."""
-        waiting = self.hold(config, cwd, env, owner, log_fd, confine)
-        return waiting.start()
-
     def hold(
         self,
         config: Path,
@@ -209,8 +195,9 @@ class AgentForks:
         log_fd: int,
         confine: Callable[[int], None],
     ) -> WaitingAgent:
-        """Fork an agent as ``spawn`` does, confined, but leave it waiting. Raises
-        ForkServerError."""
+        """Fork an agent for ``config`` writing to ``log_fd`` (this side keeps its copy) and
+        call ``confine(pid)`` before it runs a line of its own; it waits until started
+        (``WaitingAgent.start``). Raises ForkServerError."""
         request = {
             "config": str(config),
             "cwd": str(cwd),

@@ -632,9 +632,9 @@ class LocalDriver(ComputeDriver):
         fd = localfs.open_log(self.root, self._parts(log_path), owner.uid, owner.gid)
         try:
             try:
-                agent: AgentProcess = self.forks.spawn(
+                agent: AgentProcess = self.forks.hold(
                     config, base, env, owner, fd, lambda pid: self._join(instance_id, pid)
-                )
+                ).start()
                 how = "forked"
             except ForkServerError:
                 proc = subprocess.Popen(
