@@ -278,27 +278,29 @@ def _die(spares: Spares) -> None:
     spares._lock_fd = -1
 
 
-def test_a_hand_over_cut_short_after_the_mount_moved_is_finished_by_the_next(host: Host) -> None:
+def test_a_hand_over_cut_short_after_the_mount_moved_is_finished_by_the_next(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
     driver = host.driver
     spares = _spares(driver)
     spare = _ready(spares)[0]
     spec = host.spec_of("redis")
-    # The first steps of a hand-over, then death before the image was renamed.
-    (spares.pool / f"{spare.sid}.taking").write_text(spec.instance_id + "\n")
-    (driver.owners_dir / spec.instance_id).write_text(spare.user.name + "\n")
-    assert driver.cgroups is not None
-    driver.cgroups.rename(spare.group, spec.instance_id)
     target = driver.instance_dir(spec.instance_id)
-    target.mkdir(mode=0o700)
-    volumes.move_mount(spare.base, target)
-    spares._ready.remove(spare)
+    # The task manager dies right after the mount moved: nothing after it runs.
+    monkeypatch.setattr(spares, "_finish", lambda *args: None)
+    taken = spares.take(spec.instance_id, target)
+    assert taken is not None and taken.owner == spare.user and os.path.ismount(target)
+    taken.agent.discard()
     _die(spares)
+    assert (spares.pool / f"{spare.sid}.taking").exists()
+    assert not (driver.owners_dir / spec.instance_id).exists()
     again = LocalDriver(host.settings)
     try:
         # The instance keeps its volume, user and group; the rest of the pool is gone.
         assert driver.volumes is not None and driver.volumes.exists(spec.instance_id)
         assert os.path.ismount(target)
         assert pwd.getpwnam(spare.user.name).pw_uid == spare.user.uid
+        assert (driver.owners_dir / spec.instance_id).read_text().strip() == spare.user.name
         assert again.owner(spec.instance_id).name == spare.user.name
         assert not spares.pool.exists()
         # Its create, run again by the new task manager, starts it.
@@ -306,6 +308,8 @@ def test_a_hand_over_cut_short_after_the_mount_moved_is_finished_by_the_next(hos
         host.create(spec, prepare=True)
         assert host.call(spec.instance_id, "get_status") == "healthy"
         assert again.owner(spec.instance_id).name == spare.user.name
+        assert again.cgroups is not None
+        assert again.cgroups.contains(spec.instance_id, again.agent_pid(spec.instance_id) or 0)
     finally:
         again.destroy(spec.instance_id)
         host.created.remove(spec.instance_id)
@@ -315,26 +319,30 @@ def test_a_hand_over_cut_short_after_the_mount_moved_is_finished_by_the_next(hos
     driver.spares = None  # already gone
 
 
-def test_a_hand_over_cut_short_before_the_mount_moved_is_undone_by_the_next(
+def test_a_hand_over_cut_short_before_the_mount_moved_is_undone_even_without_spares(
     host: Host,
 ) -> None:
     driver = host.driver
     spares = _spares(driver)
     spare = _ready(spares)[0]
     instance_id = host.spec_of("redis").instance_id
+    # Its first steps, as _hand_over takes them, then death before the move.
     (spares.pool / f"{spare.sid}.taking").write_text(instance_id + "\n")
-    (driver.owners_dir / instance_id).write_text(spare.user.name + "\n")
     assert driver.cgroups is not None
     driver.cgroups.rename(spare.group, instance_id)
     driver.instance_dir(instance_id).mkdir(mode=0o700)
+    # And one whose mark was cut short while it was written.
+    other = _ready(spares)[1]
+    (spares.pool / f"{other.sid}.taking").write_text("")
     _die(spares)
-    again = LocalDriver(host.settings)
-    try:
-        _gone(spare, spares)
-        assert not driver.instance_dir(instance_id).exists()
-        assert not (driver.owners_dir / instance_id).exists()
-        for group in driver.cgroups._dirs(instance_id).values():
-            assert not group.exists()
-    finally:
-        again.close()
+    # A task manager that makes no spares still sweeps what one before left.
+    again = LocalDriver(host.settings.model_copy(update={"spare_instances": 0}))
+    assert again.spares is None
+    _gone(spare, spares)
+    _gone(other, spares)
+    assert not driver.instance_dir(instance_id).exists()
+    assert not (driver.owners_dir / instance_id).exists()
+    for group in driver.cgroups._dirs(instance_id).values():
+        assert not group.exists()
+    assert not spares.pool.exists()
     driver.spares = None

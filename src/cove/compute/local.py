@@ -172,18 +172,17 @@ class LocalDriver(ComputeDriver):
             self.spares = self._make_spares(settings.spare_instances, settings.data_dir)
 
     def _make_spares(self, size: int, data_dir: Path) -> spares.Spares | None:
-        """Spare places, where they save something (see ``compute/spares.py``)."""
-        if size == 0 or not self.identity.switch or self.volumes is None:
+        """Spare places, where they save something (see ``compute/spares.py``); where they do
+        not (any more), only the sweep of what a task manager before left."""
+        if not self.identity.switch or self.volumes is None or self.cgroups is None:
             return None
-        if self.cgroups is None:
-            return None
-        why = spares.usable(data_dir)
-        if why is not None:
+        root = data_dir / "spares"
+        why = spares.usable(root, self.volumes.images) if size else "spare_instances is 0"
+        if why is not None and size:
             LOG.warning("no spare places for new instances: %s", why)
-            return None
-        return spares.Spares(
-            data_dir / "spares",
-            size,
+        made = spares.Spares(
+            root,
+            size if why is None else 0,
             instances=self.root,
             images=self.volumes.images,
             owners=self.owners_dir,
@@ -193,6 +192,10 @@ class LocalDriver(ComputeDriver):
             subdirs=SUBDIRS,
             agent_env=self._agent_env,
         )
+        if why is None:
+            return made
+        made.close()
+        return None
 
     def close(self) -> None:
         if self.spares is not None:

@@ -12,14 +12,16 @@ waiting to be told which instance it is (``AgentForks.hold``).
 
 * :meth:`Spares.take` hands a ready spare to an instance: its group is renamed, its mount
   moves onto the instance's directory (``volumes.move_mount``: what runs there keeps its
-  files), its image is renamed into the volumes directory, and its user is recorded as the
-  instance's (``owners/<id>``, root's: the instance keeps its user's name even once its
-  directory is gone, for a delete cut short). Well under a millisecond of the kernel's work;
-  the driver then writes the instance's settings, grows the volume to the size asked and
-  starts the waiting agent as the instance's. None when no spare is ready: the driver makes
-  the instance's place itself. A step that fails undoes the ones before (the spare is then
-  removed); a ``<sid>.taking`` file names the instance meanwhile, so the next task manager
-  finishes a hand-over cut short once the mount moved, and undoes it before.
+  files), then its user is recorded as the instance's (``owners/<id>``, root's: the instance
+  keeps its user's name even once its directory is gone, for a delete cut short) and its image
+  is renamed into the volumes directory. Well under a millisecond of the kernel's work; the
+  driver then writes the instance's settings, grows the volume to the size asked and starts
+  the waiting agent as the instance's. None when no spare is ready: the driver makes the
+  instance's place itself. A step before the move that fails undoes the ones before it (the
+  spare is then removed); after the move the spare is the instance's whatever happens. A
+  ``<sid>.taking`` file names the instance meanwhile, so the next task manager finishes a
+  hand-over cut short once the spare's own volume is on the instance's directory, and undoes
+  one cut short before (only what nobody took up since).
 * A thread keeps ``size`` spares ready, making one at a time at a low CPU priority, once no
   spare was taken for ``QUIET`` seconds (creates and their servers go first: a burst of
   creates takes what is ready, the rest make their places themselves), and backs off after a
@@ -78,16 +80,20 @@ MAX_BACKOFF = 60.0
 STOP = ((signal.SIGKILL, 10.0),)
 
 
-def usable(root: Path) -> str | None:
-    """Why spares cannot be handed over under ``root`` (a shared mount), or None."""
+def usable(root: Path, images: Path) -> str | None:
+    """Why spares cannot be handed over under ``root`` (a shared mount, or instances' images
+    ``images`` on another filesystem: an image is renamed there), or None."""
     shared = volumes.shared_mount(root)
-    if shared is None:
-        return None
-    return (
-        f"the mount {shared} that holds the data directory is shared, and the kernel moves "
-        "no mount there (make it private: 'mount --make-rprivate "
-        f"{shared}', or keep the data directory on a private bind mount)"
-    )
+    if shared is not None:
+        return (
+            f"the mount {shared} that holds the data directory is shared, and the kernel moves "
+            "no mount there (make it private: 'mount --make-rprivate "
+            f"{shared}', or keep the data directory on a private bind mount)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    if os.stat(root).st_dev != os.stat(images).st_dev:
+        return f"{root} and {images} are on different filesystems"
+    return None
 
 
 @dataclass
@@ -140,18 +146,28 @@ class Spares:
         root.chmod(0o711)
         owners.chmod(0o700)
         self._sweep()
-        # Locked before the pool exists: another task manager's sweep never takes it.
-        self.pool = root / secrets.token_hex(4)
-        self._lock = self.pool.with_suffix(".lock")
-        self._lock_fd = os.open(self._lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        self.pool.mkdir(mode=0o711)
-        self.pool.chmod(0o711)
-        self.volumes = volumes.LoopVolumes(self.pool)
         self._ready: list[Spare] = []
         self._cond = threading.Condition()
         self._closed = False
         self._last_take = float("-inf")
+        self._lock_fd = -1
+        if size == 0:  # only the sweep: a host without spares now may have had some
+            self._closed = True
+            return
+        # Locked before the pool exists: another task manager's sweep never takes it.
+        while True:
+            self.pool = root / secrets.token_hex(4)
+            self._lock = self.pool.with_suffix(".lock")
+            self._lock_fd = os.open(self._lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            # A sweep may have taken and removed the new file between open and lock.
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self._lock).st_ino == os.fstat(self._lock_fd).st_ino:
+                    break
+            os.close(self._lock_fd)
+        self.pool.mkdir(mode=0o711)
+        self.pool.chmod(0o711)
+        self.volumes = volumes.LoopVolumes(self.pool)
         self._thread = threading.Thread(target=self._fill, name="spares", daemon=True)
         self._thread.start()
 
@@ -181,16 +197,14 @@ class Spares:
 
     def _hand_over(self, spare: Spare, instance_id: str, target: Path) -> None:
         """Each step undoes the ones before when it fails, so that the spare can be removed
-        as a spare; once the mount moved, the instance owns what is left to do."""
+        as a spare; once the mount moved, the spare is the instance's whatever happens next
+        (what is left to do is logged when it fails, and a sweep finishes it)."""
         image = self.images / f"{instance_id}.img"
         if image.exists() or os.path.lexists(target):
             raise FileExistsError(f"instance {instance_id} already has a place")
         taking = self.pool / f"{spare.sid}.taking"
-        taking.write_text(instance_id + "\n")
-        record = self.owners / instance_id
+        _write_whole(taking, instance_id + "\n")
         try:
-            record.write_text(spare.user.name + "\n")
-            record.chmod(0o600)
             self.cgroups.rename(spare.group, instance_id)
             try:
                 os.mkdir(target, 0o700)
@@ -203,18 +217,25 @@ class Spares:
                 self.cgroups.rename(instance_id, spare.group)
                 raise
         except BaseException:
-            record.unlink(missing_ok=True)
             taking.unlink(missing_ok=True)
             raise
-        self._finish(self.pool, spare.sid, instance_id)
+        try:
+            self._finish(self.pool, spare.sid, instance_id)
+        except OSError as exc:
+            LOG.error("the hand-over of a spare place to %s is unfinished: %s", instance_id, exc)
 
     def _finish(self, pool: Path, sid: str, instance_id: str) -> None:
-        """The steps after the mount moved (also a sweep's, for a hand-over cut short)."""
-        with contextlib.suppress(FileNotFoundError):
-            (pool / f"{sid}.img").rename(self.images / f"{instance_id}.img")
+        """The steps after the mount moved (also a sweep's, for a hand-over cut short):
+        the user recorded as the instance's, the image renamed (never over another), the
+        marks removed (the spare's first: without it no sweep takes the instance's user for
+        a spare's). Raises OSError."""
+        _write_whole(self.owners / instance_id, instance_user_name(sid) + "\n")
+        image, target = pool / f"{sid}.img", self.images / f"{instance_id}.img"
+        if image.exists() and not target.exists():
+            image.rename(target)
         with contextlib.suppress(OSError):
             (pool / sid).rmdir()
-        for name in (f"{sid}.taking", f"{sid}.spare"):
+        for name in (f"{sid}.spare", f"{sid}.taking"):
             (pool / name).unlink(missing_ok=True)
 
     def _give_up(self, why: str) -> None:
@@ -241,11 +262,15 @@ class Spares:
         failures = 0
         while True:
             with self._cond:
-                while not self._closed and len(self._ready) >= self.size:
-                    self._cond.wait()
-                # Not while creates run: a spare made meanwhile would slow them down.
-                while not self._closed and time.monotonic() - self._last_take < QUIET:
-                    self._cond.wait(QUIET - (time.monotonic() - self._last_take))
+                # Not while creates run either: a spare made meanwhile would slow them down.
+                while not self._closed:
+                    quiet = QUIET - (time.monotonic() - self._last_take)
+                    if len(self._ready) >= self.size:
+                        self._cond.wait()
+                    elif quiet > 0:
+                        self._cond.wait(quiet)
+                    else:
+                        break
                 if self._closed:
                     return
             try:
@@ -309,10 +334,10 @@ class Spares:
             self._cond.notify_all()
         for spare in ready:
             self._remove(spare)
+        if self._lock_fd < 0:
+            return  # no pool (only the sweep), or closed before
         if self._thread is not threading.current_thread():
             self._thread.join(60)
-        if self._lock_fd < 0:
-            return
         with contextlib.suppress(OSError):
             self.pool.rmdir()
         if not self.pool.exists():
@@ -381,7 +406,10 @@ class Spares:
                     continue  # a live process's
                 pool = lock.with_suffix("")
                 if pool.is_dir():
-                    self._sweep_pool(pool)
+                    try:
+                        self._sweep_pool(pool)
+                    except (OSError, VolumeError, ValueError) as exc:
+                        LOG.error("cannot remove the spare places in %s: %s", pool, exc)
                 with contextlib.suppress(OSError):
                     pool.rmdir()
                 if not pool.exists():
@@ -389,23 +417,40 @@ class Spares:
             finally:
                 os.close(fd)
 
+    def _moved(self, pool: Path, sid: str, instance_id: str, target: Path) -> bool:
+        """Whether the spare's own volume is what is mounted on ``target`` (its mount moved
+        there), whichever name its image has now."""
+        if os.path.ismount(pool / sid):
+            return False
+        device = volumes.mounted_device(target)
+        backing = volumes.backing_file(device) if device else None
+        if backing is None:
+            return False
+        names = {
+            str(pool / f"{sid}.img"),
+            str(pool.parent.parent / "volumes" / f"{instance_id}.img"),
+        }
+        return backing in names or backing.removesuffix(" (deleted)") in names
+
     def _sweep_pool(self, pool: Path) -> None:
         images = volumes.LoopVolumes(pool)
         for taking in sorted(pool.glob("*.taking")):
             sid, instance_id = taking.stem, taking.read_text().strip()
+            if not instance_id or "/" in instance_id or instance_id in (".", ".."):
+                taking.unlink()  # cut short while being written: nothing was done yet
+                continue
             target = self.instances / instance_id
-            if instance_id and volumes.mounted_device(target) is not None:
+            if self._moved(pool, sid, instance_id, target):
                 LOG.warning("finishing the hand-over of a spare place to instance %s", instance_id)
                 self._finish(pool, sid, instance_id)
                 continue
             # Cut short before the mount moved: the instance's create makes its place again.
-            with contextlib.suppress(OSError):
-                self.cgroups.rename(instance_id, f"spare-{sid}")
-            record = self.owners / instance_id
-            if record.exists() and record.read_text().strip() == instance_user_name(sid):
-                record.unlink()
-            with contextlib.suppress(OSError):
+            # Its directory and group are undone only while nobody else took them up.
+            if os.path.isdir(target) and not os.path.ismount(target) and not any(target.iterdir()):
                 target.rmdir()
+            if not os.path.lexists(target):
+                with contextlib.suppress(OSError):
+                    self.cgroups.rename(instance_id, f"spare-{sid}")
             taking.unlink()
         sids = {p.stem for p in pool.glob("*.spare")}
         sids |= {p.stem for p in pool.glob("*.img")}
@@ -413,6 +458,14 @@ class Spares:
         for sid in sorted(sids):
             LOG.warning("removing the spare place %s a stopped task manager left", sid)
             self._remove_sid(images, sid)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole or not at all (root's, 0600)."""
+    partial = path.with_name(f".{path.name}.new")
+    partial.write_text(text)
+    partial.chmod(0o600)
+    os.replace(partial, path)
 
 
 def recorded_owner(owners: Path, instance_id: str) -> str | None:

@@ -104,6 +104,19 @@ def move_mount(source: Path, target: Path) -> None:
         )
 
 
+def backing_file(device: str) -> str | None:
+    """The file a loop device reads (``/dev/loopN``), None when it is no loop device or
+    reads nothing."""
+    if not device.startswith("/dev/loop"):
+        return None
+    try:
+        return (
+            (Path("/sys/block") / Path(device).name / "loop" / "backing_file").read_text().strip()
+        )
+    except OSError:
+        return None
+
+
 def shared_mount(path: Path, mountinfo: str | None = None) -> str | None:
     """The mount point of the mount holding ``path`` when that mount is shared (its
     propagation: ``shared:N`` in ``mountinfo``, /proc/self/mountinfo's text by default),
