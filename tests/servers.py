@@ -40,6 +40,8 @@ class ServerStartError(RuntimeError):
     """A test server did not come up; the message carries the tail of its log."""
 
 
+#: Cove's default public ports (``public_port_min`` to ``public_port_max``): never a test's.
+PUBLIC_PORTS = (20000, 20999)
 #: Ports this process has handed out; a server may not have bound one yet when the next is asked.
 _HANDED: set[int] = set()
 
@@ -60,8 +62,8 @@ def free_port() -> int:
     SeaweedFS start here ("port ... is not available").
     """
     high = _ephemeral_low() - 1
-    # Above Cove's default public ports (20000-20999), and never a privileged one.
-    low = 21000
+    # Above Cove's default public ports, and never a privileged one.
+    low = PUBLIC_PORTS[1] + 1
     for _ in range(200):
         if high - low < 1000:  # a host whose ephemeral range starts low: the kernel chooses
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -69,7 +71,7 @@ def free_port() -> int:
                 port = int(sock.getsockname()[1])
         else:
             port = random.randint(low, high)
-        if port in STANDARD_PORTS or port in _HANDED:
+        if port in STANDARD_PORTS or port in _HANDED or PUBLIC_PORTS[0] <= port <= PUBLIC_PORTS[1]:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
