@@ -3,12 +3,15 @@
 (Cove's real embedded identity: the token's signature is checked with the key and the
 revocation table is read) against a baseline measured in the same run: the same application
 whose authenticator accepts any token without looking at it. Cove itself has no
-unauthenticated mode; that authenticator exists only here, to isolate what auth costs.
+unauthenticated mode; that authenticator exists only here, to isolate what auth costs. A third
+mode is the real API with its metrics turned off (``metrics = false``), to show what counting
+every request costs (target: the API with metrics keeps >= 95% of the throughput without).
 
-Each mode's API runs under uvicorn in a child process of its own, both on the same control
-database; the clients are threads of this process, each with its own keep-alive connection.
+Each mode's API runs under uvicorn in a child process of its own, all on the same control
+database (the two that count keep their metrics in files, as services do); the clients are
+threads of this process, each with its own keep-alive connection.
 Latency is measured with one client (requests one after another), throughput with
-``--concurrency`` clients. The two modes take turns, so a change in the machine's load weighs
+``--concurrency`` clients. The modes take turns, so a change in the machine's load weighs
 on both alike; a measurement is cut short after ``--seconds``. Also timed: one password
 authentication, slow on purpose (scrypt). Timings are printed, never asserted.
 
@@ -40,6 +43,7 @@ from sqlalchemy import select
 
 from cove.api.auth import Credentials
 from cove.common.ids import new_id, utcnow
+from cove.common.metrics import Metrics
 from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
@@ -54,7 +58,7 @@ USER = "bench-user"
 #: Share of the instances that belong to the measured project; the rest are spread over others.
 OWN_SHARE = 0.9
 OTHER_PROJECTS = 4
-MODES = ("no-auth", "auth")
+MODES = ("no-auth", "auth", "no-metrics")
 #: Each measurement is split in this many turns per mode, the modes alternating.
 ROUNDS = 2
 #: Password authentications timed (scrypt makes each one slow on purpose).
@@ -121,6 +125,7 @@ def serve(mode: str, project_id: str) -> None:
 
     settings = load_settings()
     context = build_context(settings, Database(settings.database_url), NoBus())  # type: ignore[arg-type]
+    context.metrics = Metrics.start(settings.metrics_dir) if settings.metrics else None
     if mode == "no-auth":
         context.auth = AcceptAnyToken(project_id)
     uvicorn.run(
@@ -343,6 +348,7 @@ class Server:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "COVE_CONFIG"}
         env.update(SERVER_ENV, COVE_DATA_DIR=str(data_dir), COVE_API_PORT=str(self.port))
+        env["COVE_METRICS"] = "false" if mode == "no-metrics" else "true"
         self.log = data_dir / f"api-{mode}.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -436,6 +442,7 @@ def run(
         targets = {
             "no-auth": Target(servers[0], "any-token"),
             "auth": Target(servers[1], token),
+            "no-metrics": Target(servers[2], token),
         }
         base = f"/v1.0/{project_id}/instances"
         rng = random.Random(7)
@@ -457,13 +464,13 @@ def report(results: dict[str, dict[str, Tally]], auth_ms: float, args: argparse.
         "(n: requests measured)"
     )
     print(
-        f"{'endpoint':20} {'mode':8} {'median ms':>9} {'p95 ms':>8} {'n':>5} {'req/s':>7} {'n':>5}"
+        f"{'endpoint':20} {'mode':10} {'median ms':>9} {'p95 ms':>8} {'n':>5} {'req/s':>7} {'n':>5}"
     )
     for endpoint, tallies in results.items():
         for mode in MODES:
             r = tallies[mode]
             print(
-                f"{endpoint:20} {mode:8} {r.median_ms:9.2f} {r.p95_ms:8.2f} "
+                f"{endpoint:20} {mode:10} {r.median_ms:9.2f} {r.p95_ms:8.2f} "
                 f"{len(r.latencies):5} {r.per_second:7.0f} {r.concurrent_requests:5}"
             )
     print()
@@ -471,6 +478,15 @@ def report(results: dict[str, dict[str, Tally]], auth_ms: float, args: argparse.
     print(f"{'endpoint':20} {'median':>8} {'p95':>8} {'req/s':>8}")
     for endpoint, tallies in results.items():
         a, n = tallies["auth"], tallies["no-auth"]
+        print(
+            f"{endpoint:20} {a.median_ms / n.median_ms:8.2f} {a.p95_ms / n.p95_ms:8.2f} "
+            f"{a.per_second / n.per_second:8.2f}"
+        )
+    print()
+    print("cost of metrics (auth, metrics counted / auth, metrics off; target req/s >= 0.95)")
+    print(f"{'endpoint':20} {'median':>8} {'p95':>8} {'req/s':>8}")
+    for endpoint, tallies in results.items():
+        a, n = tallies["auth"], tallies["no-metrics"]
         print(
             f"{endpoint:20} {a.median_ms / n.median_ms:8.2f} {a.p95_ms / n.p95_ms:8.2f} "
             f"{a.per_second / n.per_second:8.2f}"

@@ -498,3 +498,52 @@ def _declared(client: RpcClient, topic: str) -> bool:
         return True
     except ServiceUnavailable:
         return False
+
+
+# -- observed (the control plane's metrics) -------------------------------------------------------
+
+
+class Observed:
+    """An observer that keeps what it is told (``cove.rpc.observer.RpcObserver``)."""
+
+    def __init__(self) -> None:
+        self.sends: list[tuple[str, str, str | None]] = []
+        self.handles: list[tuple[str, str | None]] = []
+        self._lock = threading.Lock()
+
+    def sent(self, kind: str, topic: str, method: str, seconds: float, error: str | None) -> None:
+        assert seconds >= 0
+        with self._lock:
+            self.sends.append((kind, method, error))
+
+    def handled(self, topic: str, method: str, seconds: float, error: str | None) -> None:
+        assert seconds >= 0
+        with self._lock:
+            self.handles.append((method, error))
+
+
+def test_requests_sent_and_handled_are_told_to_the_observers(
+    bus_url: str, topic: str, recorder: Recorder
+) -> None:
+    seen = Observed()
+    server = RpcServer(bus_url, topic, recorder.endpoints(), connect_timeout=5, observer=seen)
+    server.start()
+    client = RpcClient(bus_url, connect_timeout=3, observer=seen)
+    try:
+        assert client.call(topic, "echo", {"n": 1}, timeout=5)["args"] == {"n": 1}
+        with pytest.raises(InstanceNotFound):
+            client.call(topic, "missing", {"name": "x"}, timeout=5)
+        client.cast(topic, "note", {"n": 2})
+        wait_for(lambda: recorder.count("note") == 1)
+        wait_for(lambda: len(seen.handles) == 3)
+    finally:
+        client.close()
+        server.stop()
+    assert seen.sends == [
+        ("call", "echo", None),
+        ("call", "missing", "InstanceNotFound"),
+        ("cast", "note", None),
+    ]
+    assert sorted(seen.handles, key=str) == sorted(
+        [("echo", None), ("missing", "InstanceNotFound"), ("note", None)], key=str
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +17,7 @@ from cove import __version__
 from cove.api import errors, openapi
 from cove.api.context import ApiContext, gate
 from cove.api.inputs import check_request
+from cove.api.metrics import route_of
 from cove.api.routers import (
     backups,
     catalog,
@@ -25,6 +27,7 @@ from cove.api.routers import (
     health,
     identity,
     instances,
+    metrics,
     mgmt,
     networks,
     schedules,
@@ -41,6 +44,7 @@ _PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)/")
 #: The routers, in the order their routes are matched and documented, with their tags.
 ROUTERS = (
     (health.router, "health"),
+    (metrics.router, "metrics"),
     (catalog.router, "versions, flavors, datastores, limits"),
     (instances.router, "instances"),
     (dbusers.router, "databases, users, root"),
@@ -81,6 +85,19 @@ def create_app(context: ApiContext) -> FastAPI:
 
     @app.middleware("http")
     async def _envelope(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await _answer(request, call_next)
+        metrics = request.app.state.cove.metrics
+        if metrics is not None:
+            route = route_of(request.app, request.scope)
+            metrics.request(
+                request.method, route, response.status_code, time.perf_counter() - start
+            )
+        return response
+
+    async def _answer(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         request.state.request_id = request.headers.get("x-openstack-request-id") or (

@@ -17,6 +17,7 @@ from cove.api.policy import ANY_PROJECT, Policy, load_policy
 from cove.api.ratelimit import RateLimiter
 from cove.common.errors import Forbidden, Unauthorized
 from cove.common.keys import ensure_key
+from cove.common.metrics import Metrics
 from cove.common.settings import Settings
 from cove.common.urls import identity_v3, public_base
 from cove.db.engine import Database
@@ -40,6 +41,8 @@ class ApiContext:
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     login_slots: Any = None  # an anyio.CapacityLimiter once the first login arrives
     readiness: ReadinessProbe = field(default_factory=ReadinessProbe)
+    #: The control plane's metrics (``GET /metrics``); None when the operator turned them off.
+    metrics: Metrics | None = None
 
     @property
     def taskmanager(self) -> TaskManagerClient:

@@ -13,6 +13,7 @@ from types import FrameType
 
 from cove.common.errors import ConfigurationError, CoveError
 from cove.common.log import setup_logging
+from cove.common.metrics import Metrics
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
 from cove.rpc import RpcClient
@@ -56,6 +57,20 @@ def _database(settings: Settings) -> Database:
     return Database(settings.database_url)
 
 
+def _metrics(settings: Settings) -> Metrics | None:
+    """The service's metrics (``cove.common.metrics``), kept where every service of the host
+    keeps them; None when the operator turned them off. Raises ConfigurationError when that
+    directory cannot be made."""
+    if not settings.metrics:
+        return None
+    try:
+        return Metrics.start(settings.metrics_dir)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot keep metrics in {settings.metrics_dir}: {exc.strerror}"
+        ) from exc
+
+
 def _declare(client: TaskManagerClient) -> None:
     """Declare the task managers' topic, so casts sent before one first starts wait in the
     queue instead of being dropped."""
@@ -96,9 +111,11 @@ def api_main() -> None:
                 f"unknown compute driver '{settings.compute_driver}' "
                 f"(known: {', '.join(sorted(DRIVERS))})"
             )
-        bus = RpcClient(settings.transport_url)
+        metrics = _metrics(settings)
+        bus = RpcClient(settings.transport_url, observer=metrics)
         _declare(TaskManagerClient(bus))
         context = build_context(settings, _database(settings), bus)
+        context.metrics = metrics
         uvicorn.run(
             create_app(context),
             host=settings.api_host,
@@ -118,11 +135,17 @@ def taskmanager_main() -> None:
         from cove.taskmanager.context import TaskContext
         from cove.taskmanager.service import TaskManager
 
+        metrics = _metrics(settings)
         db = _database(settings)
-        tc = TaskContext(settings, db, RpcClient(settings.transport_url), load_driver(settings))
+        bus = RpcClient(settings.transport_url, observer=metrics)
+        tc = TaskContext(settings, db, bus, load_driver(settings), metrics=metrics)
         manager = TaskManager(tc)
         server = RpcServer(
-            settings.transport_url, topics.TASKMANAGER, manager.endpoints(), workers=16
+            settings.transport_url,
+            topics.TASKMANAGER,
+            manager.endpoints(),
+            workers=16,
+            observer=metrics,
         )
 
         def stop() -> None:
@@ -146,9 +169,14 @@ def conductor_main() -> None:
         from cove.conductor.service import Conductor
         from cove.rpc import RpcServer, topics
 
+        metrics = _metrics(settings)
         conductor = Conductor(_database(settings))
         server = RpcServer(
-            settings.transport_url, topics.CONDUCTOR, conductor.endpoints(), workers=8
+            settings.transport_url,
+            topics.CONDUCTOR,
+            conductor.endpoints(),
+            workers=8,
+            observer=metrics,
         )
         _on_signals(server.stop)
         LOG.info("conductor serving")

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from cove.cli.embedded_bus import EmbeddedBus
 from cove.common.errors import CoveError
+from cove.common.metrics import empty_directory
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
 
@@ -136,6 +137,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the children and keep them (and the bus) running until :meth:`stop`."""
+        self._forget_metrics()
         try:
             for child in self.children.values():
                 self._spawn(child)
@@ -145,6 +147,15 @@ class Supervisor:
         finally:
             self.terminate()
         return 0
+
+    def _forget_metrics(self) -> None:
+        """A new run's metrics count from zero; the children started again within it keep
+        adding to theirs (``cove.common.metrics``)."""
+        if self.settings.metrics and self.settings.metrics_dir is not None:
+            try:
+                empty_directory(self.settings.metrics_dir)
+            except OSError as exc:
+                LOG.warning("cannot empty the metrics directory: %s", exc)
 
     def stop(self) -> None:
         """Make :meth:`run` stop the children and return; safe from a signal handler."""

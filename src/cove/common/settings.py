@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     #: Longest a backup may run before it is failed.
     backup_timeout: float = Field(6 * 3600.0, gt=0)
     log_level: str = "INFO"
+    #: The control plane's metrics at the API's ``GET /metrics`` (``cove.common.metrics``).
+    metrics: bool = True
+    #: Where the API, task managers and conductors of this host keep their metrics, so one
+    #: scrape of the API sees them all; by default ``<data>/run/metrics``.
+    metrics_dir: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -141,6 +146,9 @@ class Settings(BaseSettings):
         if not self.transport_url:
             self.transport_url = f"redis+socket://{self.bus_socket}"
         self.public_url = self.public_url.rstrip("/")
+        if self.metrics_dir is None:
+            self.metrics_dir = self.data_dir / "run" / "metrics"
+        self.metrics_dir = self.metrics_dir.expanduser().resolve()
         for name in [self.backup_container, *self.allowed_containers]:
             try:
                 check_container(name)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, or_, select, update
+from sqlalchemy import Select, and_, case, false, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, object_session
 
@@ -21,7 +22,7 @@ from cove.db.models import AddressAllocation, DatastoreVersion, GuestState, Inst
 from cove.domain.access import Access
 from cove.domain.guest import Value
 from cove.domain.parameters import denied
-from cove.domain.status import ComputeState, GuestStatus, InstanceSnapshot, Task
+from cove.domain.status import ComputeState, GuestStatus, InstanceSnapshot, Task, compute_status
 
 
 def _with_relations() -> list[Any]:
@@ -82,18 +83,46 @@ def page_instances(
     return rows[:size], len(rows) > size
 
 
-def snapshot(inst: Instance, guest: GuestState | None) -> InstanceSnapshot:
-    """The instance as its status sees it; whether a backup of it runs is looked up in the
-    instance's session (one small indexed query)."""
-    session = object_session(inst)
+def snapshot(
+    inst: Instance, guest: GuestState | None, backup_running: bool | None = None
+) -> InstanceSnapshot:
+    """The instance as its status sees it; whether a backup of it runs is, unless given,
+    looked up in the instance's session (one small indexed query)."""
+    if backup_running is None:
+        session = object_session(inst)
+        backup_running = bool(session and running_backup_of(session, [inst.id]))
     return InstanceSnapshot(
         task=Task(inst.task),
         compute=ComputeState(inst.compute_state),
         guest_status=GuestStatus(guest.status) if guest else None,
         heartbeat_at=guest.heartbeat_at if guest else None,
         agent_started_at=inst.agent_started_at,
-        backup_running=bool(session and running_backup_of(session, [inst.id])),
+        backup_running=backup_running,
     )
+
+
+def status_counts(
+    session: Session, now: datetime, heartbeat_interval: float
+) -> Counter[tuple[str, str]]:
+    """How many instances (deleted ones aside) show each status, by datastore:
+    ``(status, datastore) -> count``; two queries whatever their number."""
+    instances = list(
+        session.scalars(
+            select(Instance)
+            .where(Instance.deleted == false())
+            .options(
+                joinedload(Instance.guest),
+                joinedload(Instance.datastore_version).joinedload(DatastoreVersion.datastore),
+            )
+        )
+    )
+    backing_up = running_backup_of(session, [inst.id for inst in instances])
+    counts: Counter[tuple[str, str]] = Counter()
+    for inst in instances:
+        snap = snapshot(inst, inst.guest, inst.id in backing_up)
+        status = compute_status(snap, now, heartbeat_interval).status
+        counts[(status, inst.datastore_version.datastore.name)] += 1
+    return counts
 
 
 def transition(

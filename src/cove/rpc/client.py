@@ -24,6 +24,7 @@ from cove.rpc.envelope import (
     decode_reply,
     encode_request,
 )
+from cove.rpc.observer import RpcObserver
 from cove.rpc.transport import BusConnection, BusMessage
 
 LOG = logging.getLogger(__name__)
@@ -92,10 +93,18 @@ class RpcClient:
     when the bus cannot be reached within ``connect_timeout`` seconds.
     """
 
-    def __init__(self, transport_url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        transport_url: str,
+        *,
+        connect_timeout: float = 5.0,
+        observer: RpcObserver | None = None,
+    ) -> None:
+        """``observer`` is told of every request sent (``cove.rpc.observer``)."""
         if connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
         self._url = transport_url
+        self._observer = observer
         self._connect_timeout = connect_timeout
         self._local = threading.local()
         self._links: dict[threading.Thread, _Link] = {}
@@ -133,7 +142,7 @@ class RpcClient:
                 topic, body, persistent=True, expiration=None, timeout=self._connect_timeout
             )
 
-        self._with_link(send)
+        self._observed("cast", topic, method, lambda: self._with_link(send))
         LOG.debug(
             "cast %s to %s msg_id=%s request_id=%s", method, topic, msg_id, context.request_id
         )
@@ -155,6 +164,18 @@ class RpcClient:
         """
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        return self._observed(
+            "call", topic, method, lambda: self._call(topic, method, args, context, timeout)
+        )
+
+    def _call(
+        self,
+        topic: str,
+        method: str,
+        args: dict[str, Any],
+        context: RequestContext | None,
+        timeout: float,
+    ) -> Any:
         context = context or RequestContext()
         deadline = time.monotonic() + timeout
         msg_id = new_id()
@@ -197,6 +218,19 @@ class RpcClient:
                 f"no reply to {method} on topic {topic} within {timeout:g} s (msg_id={msg_id})"
             )
         return reply.unwrap()
+
+    def _observed(self, kind: str, topic: str, method: str, send: Callable[[], T]) -> T:
+        if self._observer is None:
+            return send()
+        start = time.monotonic()
+        error = None
+        try:
+            return send()
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            self._observer.sent(kind, topic, method, time.monotonic() - start, error)
 
     def declare_topic(self, topic: str) -> None:
         """Declare the durable queue of ``topic`` now, so casts sent before a server of the

@@ -31,6 +31,7 @@ from cove.rpc.envelope import (
     encode_result,
     error_reply_fields,
 )
+from cove.rpc.observer import RpcObserver
 from cove.rpc.transport import BusConnection, BusMessage, describe_error, unreachable
 
 LOG = logging.getLogger(__name__)
@@ -100,7 +101,9 @@ class RpcServer:
         *,
         workers: int = 8,
         connect_timeout: float = 5.0,
+        observer: RpcObserver | None = None,
     ) -> None:
+        """``observer`` is told of every request handled (``cove.rpc.observer``)."""
         if workers < 1:
             raise ValueError("an RPC server needs at least one worker")
         transport.check_topic(topic)
@@ -109,6 +112,7 @@ class RpcServer:
         self._endpoints = dict(endpoints)
         self._workers = workers
         self._connect_timeout = connect_timeout
+        self._observer = observer
         self._stopping = threading.Event()
         self._consuming = threading.Event()
         self._finished = threading.Event()
@@ -283,7 +287,7 @@ class RpcServer:
                 return
             LOG.debug("handling %s on %s", request.describe(), self._topic)
             try:
-                result = endpoint(request.request_context, **request.args)
+                result = self._observed(endpoint, request)
             except CoveError as exc:
                 LOG.info(
                     "%s on %s failed: %s: %s",
@@ -317,6 +321,19 @@ class RpcServer:
                 self._replier.send(request.reply_to, body, request.describe())
         finally:
             self._done()
+
+    def _observed(self, endpoint: Endpoint, request: Request) -> Any:
+        if self._observer is None:
+            return endpoint(request.request_context, **request.args)
+        start = time.monotonic()
+        error = None
+        try:
+            return endpoint(request.request_context, **request.args)
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            self._observer.handled(self._topic, request.method, time.monotonic() - start, error)
 
     def _reply_error(self, request: Request, error_type: str, message: str) -> None:
         if request.reply_to is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
+from cove.common.metrics import Metrics
 from cove.common.settings import Settings
 from cove.compute.base import ComputeDriver
 from cove.db.engine import Database
@@ -106,6 +107,8 @@ class TaskContext:
     driver: ComputeDriver
     locks: InstanceLocks = field(default_factory=InstanceLocks)
     pushes: PendingPushes = field(default_factory=PendingPushes)
+    #: Where the tasks' durations are counted; None when metrics are off.
+    metrics: Metrics | None = None
 
     @cached_property
     def sealer(self) -> Sealer:

@@ -1,0 +1,209 @@
+"""The control plane's metrics (``cove.common.metrics``): what the API counts under which
+route, ``GET /metrics`` read back by Prometheus's own parser, the instances by status, and a
+task's duration. The values of several processes added up are in
+tests/integration/test_metrics_processes.py; the RPC's, over a real bus, in
+tests/integration/test_rpc.py; the whole control plane's in tests/e2e/test_metrics_flow.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from test_taskmanager import building, row
+from test_taskmanager import tc as tc
+
+from accounts import add_account, password_auth
+from cove.api.context import ApiContext, build_context
+from cove.common.ids import utcnow
+from cove.common.metrics import Metrics, topic_label
+from cove.common.settings import load_settings
+from cove.db.catalog import seed_flavors
+from cove.db.engine import Database
+from cove.db.instances import status_counts
+from cove.db.networks import sync_default_network
+from cove.domain.status import ComputeState, Task
+from cove.rpc import RequestContext
+from cove.taskmanager.service import TaskManager
+from fakes import FakeBus
+from rows import add_instance
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Samples:
+    """Every sample of a scrape, by name and sorted labels."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(found: Samples, name: str, **labels: str) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def api(
+    tmp_path: Path, seeded_db: Callable[..., Any], api_app: Callable[[Any], Any]
+) -> Iterator[tuple[TestClient, ApiContext, str]]:
+    """A client of an API that counts (a member's token of p1), its context and the
+    project."""
+    settings = load_settings(data_dir=tmp_path)
+
+    def seed(db: Database, settings: Any) -> tuple[str, str]:
+        with db.session() as s:
+            seed_flavors(s)
+            sync_default_network(s, settings)
+        return add_account(db, "p1", "u1", "member", project_id="p1")
+
+    project_id, password = seeded_db(settings, seed)
+    db = Database(settings.database_url)
+    context = build_context(settings, db, FakeBus())
+    context.metrics = Metrics.start(None)
+    client = TestClient(api_app(context))
+    assert context.identity is not None
+    token, _ = context.identity.authenticate(password_auth("u1", password, project_id))
+    client.headers["X-Auth-Token"] = token
+    yield client, context, project_id
+    db.dispose()
+
+
+def scrape(client: TestClient) -> Samples:
+    resp = client.get("/metrics", headers={"X-Auth-Token": ""})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return samples(resp.text)
+
+
+def test_requests_are_counted_under_their_route_never_their_ids(api: Any) -> None:
+    client, _, project = api
+    for _ in range(3):
+        assert client.get(f"/v1.0/{project}/instances").status_code == 200
+    assert client.get(f"/v1.0/{project}/instances/not-there").status_code == 404
+    found = scrape(client)
+    listing = {"method": "GET", "route": "/v1.0/{project_id}/instances", "status": "200"}
+    assert value(found, "cove_api_requests_total", **listing) == 3
+    one = {"method": "GET", "route": "/v1.0/{project_id}/instances/{instance_id}"}
+    assert value(found, "cove_api_requests_total", **one, status="404") == 1
+    count = value(found, "cove_api_request_duration_seconds_count", **one)
+    assert count == 1
+    assert value(found, "cove_api_request_duration_seconds_sum", **one) > 0
+    assert not any("not-there" in str(labels) for _, labels in found)
+
+
+def test_refused_and_unknown_requests_are_counted_too(api: Any) -> None:
+    client, _, project = api
+    refused = client.get(f"/v1.0/{project}/instances", headers={"X-Auth-Token": "forged"})
+    assert refused.status_code == 401
+    assert client.get("/no/such/path").status_code == 404
+    found = scrape(client)
+    listing = {"method": "GET", "route": "/v1.0/{project_id}/instances"}
+    assert value(found, "cove_api_requests_total", **listing, status="401") == 1
+    unmatched = {"method": "GET", "route": "unmatched", "status": "404"}
+    assert value(found, "cove_api_requests_total", **unmatched) == 1
+
+
+def test_instances_are_shown_by_status_and_datastore(api: Any) -> None:
+    client, context, _ = api
+    add_instance(context.db, Task.BUILDING)
+    add_instance(context.db, Task.BUILDING)
+    add_instance(context.db, Task.NONE, ComputeState.SHUTDOWN)
+    add_instance(context.db, Task.BUILD_ERROR)
+    found = scrape(client)
+    assert value(found, "cove_instances", status="BUILD", datastore="postgresql") == 2
+    assert value(found, "cove_instances", status="SHUTDOWN", datastore="postgresql") == 1
+    assert value(found, "cove_instances", status="ERROR", datastore="postgresql") == 1
+    with context.db.session() as s:
+        counts = status_counts(s, utcnow(), 5.0)
+    assert sum(counts.values()) == 4
+
+
+def test_metrics_turned_off_answer_404_in_trove_words(api: Any) -> None:
+    client, context, project = api
+    context.metrics = None
+    resp = client.get("/metrics")
+    assert resp.status_code == 404
+    assert resp.json()["itemNotFound"]["message"].startswith("Metrics are turned off")
+    assert client.get(f"/v1.0/{project}/instances").status_code == 200
+
+
+def test_rpc_topics_of_guests_lose_their_instance_id() -> None:
+    assert topic_label("guestagent.0f5fabde-8b06-463d-9ef9-c37a02ec7144") == "guestagent"
+    assert topic_label("taskmanager") == "taskmanager"
+
+
+def test_sent_and_handled_requests_are_counted_by_outcome() -> None:
+    metrics = Metrics.start(None)
+    metrics.sent("cast", "taskmanager", "create_instance", 0.001, None)
+    metrics.sent("call", "guestagent.abc", "prepare", 0.2, None)
+    metrics.sent("call", "guestagent.def", "prepare", 30.0, "RpcTimeout")
+    metrics.handled("conductor", "heartbeat", 0.003, None)
+    metrics.handled("conductor", "report", 0.004, "InstanceNotFound")
+    found = samples(metrics.exposition().decode())
+    assert (
+        value(
+            found, "cove_rpc_sent_total", kind="cast", topic="taskmanager", method="create_instance"
+        )
+        == 1
+    )
+    prepare = {"kind": "call", "topic": "guestagent", "method": "prepare"}
+    assert value(found, "cove_rpc_sent_total", **prepare) == 2
+    assert value(found, "cove_rpc_failed_total", **prepare, error="RpcTimeout") == 1
+    waited = value(
+        found, "cove_rpc_call_duration_seconds_sum", topic="guestagent", method="prepare"
+    )
+    assert waited == pytest.approx(30.2)
+    # A cast is not waited for: it has no duration.
+    assert (
+        value(
+            found,
+            "cove_rpc_call_duration_seconds_count",
+            topic="taskmanager",
+            method="create_instance",
+        )
+        == 0
+    )
+    assert (
+        value(found, "cove_rpc_handled_total", topic="conductor", method="heartbeat", outcome="ok")
+        == 1
+    )
+    assert (
+        value(
+            found,
+            "cove_rpc_handled_total",
+            topic="conductor",
+            method="report",
+            outcome="InstanceNotFound",
+        )
+        == 1
+    )
+
+
+def test_a_task_is_timed_and_a_failed_one_counted(tc: Any) -> None:
+    tc.metrics = Metrics.start(None)
+    iid = building(tc)
+    TaskManager(tc).create_instance(RequestContext(), iid)
+    assert row(tc, iid).task == "NONE"
+    tc.driver.create = _broken  # the workflow fails, and says so on the instance
+    broken = building(tc)
+    TaskManager(tc).create_instance(RequestContext(), broken)
+    assert row(tc, broken).task == "BUILD_ERROR"
+    found = samples(tc.metrics.exposition().decode())
+    assert value(found, "cove_task_duration_seconds_count", task="create") == 2
+    assert value(found, "cove_task_failures_total", task="create") == 1
+
+
+def _broken(*_args: Any, **_kwargs: Any) -> None:
+    raise RuntimeError("the driver broke")
+
+
+def test_values_kept_in_files_need_metrics_started_first(tmp_path: Path) -> None:
+    # prometheus-client is imported in this process already: values would stay in memory,
+    # unseen by the scrape, so starting with a directory is refused.
+    with pytest.raises(RuntimeError, match="before prometheus_client"):
+        Metrics.start(tmp_path / "metrics")
