@@ -43,7 +43,7 @@ from sqlalchemy import select
 
 from cove.api.auth import Credentials
 from cove.common.ids import new_id, utcnow
-from cove.common.metrics import Metrics
+from cove.common.metrics import Metrics, place
 from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
@@ -125,7 +125,7 @@ def serve(mode: str, project_id: str) -> None:
 
     settings = load_settings()
     context = build_context(settings, Database(settings.database_url), NoBus())  # type: ignore[arg-type]
-    context.metrics = Metrics.start(settings.metrics_dir) if settings.metrics else None
+    context.metrics = Metrics.start(place(settings)) if settings.metrics else None
     if mode == "no-auth":
         context.auth = AcceptAnyToken(project_id)
     uvicorn.run(

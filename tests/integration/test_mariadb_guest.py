@@ -730,3 +730,29 @@ def test_revoking_ends_only_that_accounts_sessions(
         agent.revoke_access(CTX, "s", client, "a")
         with pytest.raises(pymysql.err.OperationalError):
             query(near, "SELECT 1")
+
+
+def test_vital_signs_move_with_the_load(
+    config: GuestSettings, managers: list[MariaManager]
+) -> None:
+    manager = new_manager(config, managers)
+    assert manager.vitals() is None  # nothing prepared yet
+    manager.prepare([DatabaseSpec("shop")], [UserSpec("app", "pw-App-1", databases=("shop",))])
+    before = manager.vitals()
+    assert before is not None and before.commits is not None and before.operations is not None
+    assert before.cache_reads is not None and before.cache_hits is not None
+    assert before.replication_lag_seconds is None  # no replica
+    with login(config, "app", "pw-App-1", "shop") as conn:
+        query(conn, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
+        query(conn, "BEGIN")
+        query(conn, "INSERT INTO t VALUES (1, 'a')")
+        query(conn, "COMMIT")
+        query(conn, "BEGIN")
+        query(conn, "INSERT INTO t VALUES (2, 'b')")
+        query(conn, "ROLLBACK")
+        during = manager.vitals()
+    assert during is not None and during.connections is not None and during.connections >= 2
+    assert during.commits == before.commits + 1
+    assert during.rollbacks == (before.rollbacks or 0) + 1
+    assert during.operations is not None and during.operations >= before.operations + 6
+    assert during.cache_reads is not None and during.cache_reads > before.cache_reads

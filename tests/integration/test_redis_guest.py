@@ -335,3 +335,27 @@ def test_a_new_password_ends_old_sessions_and_restore_is_refused(
         old.get("k")  # the session opened with the old password was ended
     assert client(config, "ann", "second-pw").get("k") == "v"
     assert "sanitize-dump-payload yes" in (config.conf_dir / "redis.conf").read_text()
+
+
+def test_vital_signs_move_with_the_load(
+    config: GuestSettings, managers: list[RedisManager]
+) -> None:
+    manager = new_manager(config, managers)
+    assert manager.vitals() is None  # nothing prepared yet
+    manager.prepare([], [UserSpec("app", "pw-app")])
+    before = manager.vitals()
+    assert before is not None and before.operations is not None
+    assert before.cache_reads is not None and before.cache_hits is not None
+    assert before.commits is None and before.replication_lag_seconds is None
+    app = client(config, "app", "pw-app")
+    app.set("k", "v")
+    assert app.get("k") == "v" and app.get("missing") is None
+    after = manager.vitals()
+    assert after is not None and after.operations is not None
+    assert after.operations >= before.operations + 3
+    assert after.cache_reads == before.cache_reads + 2
+    assert after.cache_hits == before.cache_hits + 1
+    assert after.connections is not None and after.connections >= 1
+    app.close()
+    manager.stop()
+    assert manager.vitals() is None  # the server is down: the heartbeat says nothing

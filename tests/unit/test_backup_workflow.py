@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from cove.common import keys
 from cove.common.ids import new_id, utcnow
+from cove.common.metrics import Metrics
 from cove.common.settings import load_settings
 from cove.db.backups import store_json
 from cove.db.engine import Database
@@ -38,6 +39,7 @@ from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import RESTORE_PACE, build_overdue, public, restore_job
 from cove.taskmanager.monitor import check_instances
 from cove.taskmanager.service import TaskManager
+from cove.taskmanager.timing import TaskTimer
 from fakes import FakeBus, FakeDriver
 from rows import add_instance
 
@@ -436,3 +438,16 @@ def test_the_guest_is_given_its_deadline_with_the_job(tc: TaskContext) -> None:
     workflow.run_backup(tc, CTX, bid, threading.Event())
     sent = json.dumps(bus(tc).calls[0].args)
     assert "deadline" in sent and jobs[0].deadline is not None
+
+
+def test_a_backup_that_ends_failed_is_counted_as_failed(tc: TaskContext) -> None:
+    tc.metrics = Metrics.start(None)
+    timer = TaskTimer(tc)
+    failed, _ = add_backup(tc, BackupStatus.FAILED)
+    completed, _ = add_backup(tc, BackupStatus.COMPLETED)
+    for bid in (failed, completed):
+        with timer.backup(bid):
+            pass
+    text = tc.metrics.exposition().decode()
+    assert 'cove_task_duration_seconds_count{task="backup"} 2.0' in text
+    assert 'cove_task_failures_total{task="backup"} 1.0' in text

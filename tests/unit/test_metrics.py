@@ -6,29 +6,35 @@ tests/integration/test_rpc.py; the whole control plane's in tests/e2e/test_metri
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from test_taskmanager import building, row
-from test_taskmanager import tc as tc
+from pydantic import SecretStr
 
 from accounts import add_account, password_auth
 from cove.api.context import ApiContext, build_context
+from cove.common.errors import ConfigurationError
 from cove.common.ids import utcnow
 from cove.common.metrics import Metrics, topic_label
 from cove.common.settings import load_settings
 from cove.db.catalog import seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import status_counts
+from cove.db.models import GuestState, Instance
 from cove.db.networks import sync_default_network
+from cove.db.sealed import CreateArgs
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
+from cove.taskmanager.context import TaskContext
 from cove.taskmanager.service import TaskManager
-from fakes import FakeBus
+from cove.taskmanager.timing import TaskTimer
+from fakes import FakeBus, FakeDriver
 from rows import add_instance
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -184,26 +190,166 @@ def test_sent_and_handled_requests_are_counted_by_outcome() -> None:
     )
 
 
-def test_a_task_is_timed_and_a_failed_one_counted(tc: Any) -> None:
-    tc.metrics = Metrics.start(None)
+@pytest.fixture
+def tc(tmp_path: Path, migrated_db: Any) -> TaskContext:
+    """A task manager's context that counts, on a fake bus whose guests prepare at once."""
+    settings = load_settings(data_dir=tmp_path)
+    migrated_db(settings.database_url)
+    bus = FakeBus()
+    bus.answer("prepare", None)
+    db = Database(settings.database_url)
+    return TaskContext(settings, db, bus, FakeDriver(), metrics=Metrics.start(None))  # type: ignore[arg-type]
+
+
+def building(tc: TaskContext) -> str:
+    """A BUILDING instance with its request sealed on the row, as the API records it."""
+    iid = add_instance(tc.db, Task.BUILDING, ComputeState.BUILD)
+    with tc.db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        inst.task_args = tc.sealer.seal(iid, CreateArgs([], []))
+    return iid
+
+
+def task_of(tc: TaskContext, iid: str) -> str:
+    with tc.db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        return inst.task
+
+
+def test_a_task_is_timed_and_a_failed_one_counted(tc: TaskContext) -> None:
     iid = building(tc)
     TaskManager(tc).create_instance(RequestContext(), iid)
-    assert row(tc, iid).task == "NONE"
-    tc.driver.create = _broken  # the workflow fails, and says so on the instance
+    assert task_of(tc, iid) == "NONE"
+    tc.driver.create = _broken  # type: ignore[method-assign]  # the workflow fails, says so
     broken = building(tc)
     TaskManager(tc).create_instance(RequestContext(), broken)
-    assert row(tc, broken).task == "BUILD_ERROR"
+    assert task_of(tc, broken) == "BUILD_ERROR"
+    assert tc.metrics is not None
     found = samples(tc.metrics.exposition().decode())
     assert value(found, "cove_task_duration_seconds_count", task="create") == 2
     assert value(found, "cove_task_failures_total", task="create") == 1
+
+
+def test_a_task_that_raises_is_counted_as_failed(tc: TaskContext) -> None:
+    timer = TaskTimer(tc)
+    with pytest.raises(RuntimeError), timer.instance_task(Task.RESIZING, "gone"):
+        raise RuntimeError("the workflow broke")
+    assert tc.metrics is not None
+    found = samples(tc.metrics.exposition().decode())
+    assert value(found, "cove_task_failures_total", task="resize") == 1
 
 
 def _broken(*_args: Any, **_kwargs: Any) -> None:
     raise RuntimeError("the driver broke")
 
 
+def test_unexpected_errors_and_unknown_methods_are_counted(api: Any) -> None:
+    client, _, _ = api
+
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    client.app.add_api_route("/boom", boom)
+    quiet = TestClient(client.app, raise_server_exceptions=False)
+    assert quiet.get("/boom").status_code == 500
+    assert quiet.request("FOO", "/healthz").status_code == 405
+    found = scrape(client)
+    assert value(found, "cove_api_requests_total", method="GET", route="/boom", status="500") == 1
+    assert (
+        value(found, "cove_api_requests_total", method="other", route="/healthz", status="405") == 1
+    )
+    assert (
+        value(found, "cove_api_requests_total", method="GET", route="/openapi.json", status="200")
+        == 0
+    )
+    assert quiet.get("/openapi.json").status_code == 200
+    found = scrape(client)
+    assert (
+        value(found, "cove_api_requests_total", method="GET", route="/openapi.json", status="200")
+        == 1
+    )
+
+
+class Broken:
+    """An instrument whose values cannot be kept (a file that cannot grow, say)."""
+
+    def labels(self, *_args: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_value_that_cannot_be_kept_never_fails_what_was_counted(
+    api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, context, project = api
+    context.metrics.requests = Broken()
+    context.metrics.rpc_sent = Broken()
+    assert client.get(f"/v1.0/{project}/instances").status_code == 200
+    assert client.get(f"/v1.0/{project}/instances").status_code == 200
+    context.metrics.sent("cast", "taskmanager", "create_instance", 0.001, None)
+    warnings = [r for r in caplog.records if "cannot keep a metric" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, not at every request
+
+
 def test_values_kept_in_files_need_metrics_started_first(tmp_path: Path) -> None:
     # prometheus-client is imported in this process already: values would stay in memory,
     # unseen by the scrape, so starting with a directory is refused.
-    with pytest.raises(RuntimeError, match="before prometheus_client"):
+    with pytest.raises(ConfigurationError, match="before prometheus_client"):
         Metrics.start(tmp_path / "metrics")
+
+
+def test_each_instance_shows_its_last_heartbeats_vital_signs(api: Any) -> None:
+    client, context, _ = api
+    iid = add_instance(context.db, Task.NONE)
+    silent = add_instance(context.db, Task.BUILDING)  # no heartbeat yet: no series
+    payload = {
+        "agent_pid": 7,
+        "vitals": {"connections": 3, "commits": 120, "rollbacks": 2, "cache_hits": 90,
+                   "cache_reads": 100, "operations": None},
+        "isolation": {"memory_limit_mb": 512, "memory_used_mb": 64, "cpus": 1,
+                      "volume_mb": 1024, "volume_used_mb": 10},
+    }  # fmt: skip
+    with context.db.session() as s:
+        s.add(GuestState(instance_id=iid, status="healthy", payload=json.dumps(payload),
+                         heartbeat_at=utcnow() - timedelta(seconds=2)))  # fmt: skip
+    found = scrape(client)
+    ours = {"instance_id": iid, "datastore": "postgresql"}
+    assert value(found, "cove_instance_connections", **ours) == 3
+    assert value(found, "cove_instance_commits_total", **ours) == 120
+    assert value(found, "cove_instance_rollbacks_total", **ours) == 2
+    assert value(found, "cove_instance_cache_hits_total", **ours) == 90
+    assert value(found, "cove_instance_cache_reads_total", **ours) == 100
+    assert value(found, "cove_instance_memory_limit_bytes", **ours) == 512 << 20
+    assert value(found, "cove_instance_memory_used_bytes", **ours) == 64 << 20
+    assert value(found, "cove_instance_volume_size_bytes", **ours) == 1024 << 20
+    assert 2 <= value(found, "cove_instance_heartbeat_age_seconds", **ours) < 60
+    # What the heartbeat did not say makes no sample.
+    assert ("cove_instance_operations_total", tuple(sorted(ours.items()))) not in found
+    assert not any(silent in str(labels) for _, labels in found)
+
+
+def test_a_heartbeat_payload_that_is_no_json_costs_only_its_series(api: Any) -> None:
+    client, context, _ = api
+    iid = add_instance(context.db, Task.NONE)
+    with context.db.session() as s:
+        s.add(GuestState(instance_id=iid, status="healthy", payload="not json",
+                         heartbeat_at=utcnow()))  # fmt: skip
+    found = scrape(client)
+    ours = {"instance_id": iid, "datastore": "postgresql"}
+    assert ("cove_instance_heartbeat_age_seconds", tuple(sorted(ours.items()))) in found
+    assert ("cove_instance_connections", tuple(sorted(ours.items()))) not in found
+
+
+def test_a_metrics_token_is_asked_of_scrapers(api: Any) -> None:
+    client, context, _ = api
+    context.settings = context.settings.model_copy(
+        update={"metrics_token": SecretStr("scrape-Secret-1")}
+    )
+    for sent in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-Secret-1"}):
+        resp = client.get("/metrics", headers={"X-Auth-Token": "", **sent})
+        assert resp.status_code == 401, resp.text
+        assert "metrics token" in resp.json()["unauthorized"]["message"]
+        assert "scrape-Secret-1" not in resp.text
+    good = client.get("/metrics", headers={"Authorization": "Bearer scrape-Secret-1"})
+    assert good.status_code == 200 and "cove_api_requests_total" in good.text

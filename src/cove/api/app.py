@@ -88,14 +88,16 @@ def create_app(context: ApiContext) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         start = time.perf_counter()
-        response = await _answer(request, call_next)
-        metrics = request.app.state.cove.metrics
-        if metrics is not None:
-            route = route_of(request.app, request.scope)
-            metrics.request(
-                request.method, route, response.status_code, time.perf_counter() - start
-            )
-        return response
+        status = 500  # what an unexpected error becomes, outside this middleware
+        try:
+            response = await _answer(request, call_next)
+            status = response.status_code
+            return response
+        finally:
+            metrics = request.app.state.cove.metrics
+            if metrics is not None:
+                route = route_of(request.app, request.scope)
+                metrics.request(request.method, route, status, time.perf_counter() - start)
 
     async def _answer(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]

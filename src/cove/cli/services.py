@@ -13,13 +13,16 @@ from types import FrameType
 
 from cove.common.errors import ConfigurationError, CoveError
 from cove.common.log import setup_logging
-from cove.common.metrics import Metrics
+from cove.common.metrics import Metrics, place
 from cove.common.settings import Settings, load_settings
 from cove.db.engine import Database
 from cove.rpc import RpcClient
 from cove.rpc.taskmanager import TaskManagerClient
 
 LOG = logging.getLogger("cove")
+
+#: Addresses only this host reaches.
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _settings(service: str) -> Settings:
@@ -60,15 +63,8 @@ def _database(settings: Settings) -> Database:
 def _metrics(settings: Settings) -> Metrics | None:
     """The service's metrics (``cove.common.metrics``), kept where every service of the host
     keeps them; None when the operator turned them off. Raises ConfigurationError when that
-    directory cannot be made."""
-    if not settings.metrics:
-        return None
-    try:
-        return Metrics.start(settings.metrics_dir)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot keep metrics in {settings.metrics_dir}: {exc.strerror}"
-        ) from exc
+    directory cannot be had."""
+    return Metrics.start(place(settings)) if settings.metrics else None
 
 
 def _declare(client: TaskManagerClient) -> None:
@@ -116,6 +112,14 @@ def api_main() -> None:
         _declare(TaskManagerClient(bus))
         context = build_context(settings, _database(settings), bus)
         context.metrics = metrics
+        open_to_all = not settings.metrics_token.get_secret_value()
+        if metrics is not None and open_to_all and settings.api_host not in LOOPBACK:
+            LOG.warning(
+                "GET /metrics answers anyone who reaches %s:%d, and names every instance; "
+                "set metrics_token to ask scrapers for it",
+                settings.api_host,
+                settings.api_port,
+            )
         uvicorn.run(
             create_app(context),
             host=settings.api_host,

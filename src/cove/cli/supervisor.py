@@ -39,7 +39,7 @@ from pathlib import Path
 
 from cove.cli.embedded_bus import EmbeddedBus
 from cove.common.errors import CoveError
-from cove.common.metrics import empty_directory
+from cove.common.metrics import empty_directory, place
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
 
@@ -146,14 +146,19 @@ class Supervisor:
                 self._check()
         finally:
             self.terminate()
+            self._forget_metrics(gone=True)
         return 0
 
-    def _forget_metrics(self) -> None:
+    def _forget_metrics(self, gone: bool = False) -> None:
         """A new run's metrics count from zero; the children started again within it keep
-        adding to theirs (``cove.common.metrics``)."""
-        if self.settings.metrics and self.settings.metrics_dir is not None:
+        adding to theirs (``cove.common.metrics``). Once the children are ``gone``, their
+        directory goes too (it may be on the memory filesystem)."""
+        if self.settings.metrics:
+            directory = place(self.settings)
             try:
-                empty_directory(self.settings.metrics_dir)
+                empty_directory(directory)
+                if gone:
+                    directory.rmdir()
             except OSError as exc:
                 LOG.warning("cannot empty the metrics directory: %s", exc)
 

@@ -97,8 +97,12 @@ class Settings(BaseSettings):
     #: The control plane's metrics at the API's ``GET /metrics`` (``cove.common.metrics``).
     metrics: bool = True
     #: Where the API, task managers and conductors of this host keep their metrics, so one
-    #: scrape of the API sees them all; by default ``<data>/run/metrics``.
+    #: scrape of the API sees them all; by default one on the memory filesystem
+    #: (``cove.common.metrics.place``).
     metrics_dir: Path | None = None
+    #: When set, ``GET /metrics`` answers only a scrape that sends ``Authorization: Bearer
+    #: <metrics_token>`` (its per-instance series name every instance).
+    metrics_token: SecretStr = SecretStr("")
 
     @classmethod
     def settings_customise_sources(
@@ -146,9 +150,8 @@ class Settings(BaseSettings):
         if not self.transport_url:
             self.transport_url = f"redis+socket://{self.bus_socket}"
         self.public_url = self.public_url.rstrip("/")
-        if self.metrics_dir is None:
-            self.metrics_dir = self.data_dir / "run" / "metrics"
-        self.metrics_dir = self.metrics_dir.expanduser().resolve()
+        if self.metrics_dir is not None:
+            self.metrics_dir = self.metrics_dir.expanduser().resolve()
         for name in [self.backup_container, *self.allowed_containers]:
             try:
                 check_container(name)

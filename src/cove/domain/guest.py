@@ -150,6 +150,27 @@ class Isolation:
 
 
 @dataclass(frozen=True)
+class DatabaseVitals:
+    """The database server's own vital signs, read by its agent at each heartbeat. Counters
+    count since the server started (from zero again after a restart); None where the
+    datastore does not count it."""
+
+    #: Client connections open now.
+    connections: int | None = None
+    #: Transactions committed and rolled back.
+    commits: int | None = None
+    rollbacks: int | None = None
+    #: Statements or commands the server ran.
+    operations: int | None = None
+    #: Reads of the server's cache (``cache_reads``) and those it answered from memory.
+    cache_hits: int | None = None
+    cache_reads: int | None = None
+    #: How far a replica's data is behind its source, in seconds (None: no replica, or it
+    #: cannot tell).
+    replication_lag_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class HeartbeatPayload:
     """What a heartbeat says beside the server's status."""
 
@@ -162,6 +183,8 @@ class HeartbeatPayload:
     #: A replica's place behind its source (None: no replica, or the server does not say),
     #: which a view compares with its primary's last known position.
     replica: ReplicationState | None = None
+    #: The server's vital signs (None: it does not answer, or is not prepared yet).
+    vitals: DatabaseVitals | None = None
 
 
 #: The ``operation`` of the reports in which a guest tells the conductor that its server exited

@@ -149,6 +149,7 @@ class GuestService:
             isolation=self.isolation.look(),
             cluster=self.manager.cluster_health(),
             replica=self._replica(),
+            vitals=self.manager.vitals(),
         )
         try:
             self.conductor.heartbeat(

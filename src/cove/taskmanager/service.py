@@ -7,19 +7,15 @@ every task nobody holds: those of a task manager that died, and those whose cast
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 
 from cove.common.ids import utcnow
-from cove.db.models import Backup, Instance
-from cove.domain.backups import BackupStatus
+from cove.db.models import Backup
 from cove.domain.status import Task
 from cove.rpc import RequestContext, codec
 from cove.rpc.taskmanager import TaskManagerClient
@@ -34,6 +30,7 @@ from cove.taskmanager.replicas import detach_replica
 from cove.taskmanager.resize import resize_instance
 from cove.taskmanager.restart import restart_instance
 from cove.taskmanager.scheduler import Clock, Scheduler
+from cove.taskmanager.timing import TaskTimer
 from cove.taskmanager.wal import Pruner
 
 LOG = logging.getLogger(__name__)
@@ -45,17 +42,6 @@ RESUME_WORKERS = 4
 #: when all are busy is left unclaimed, for a free watcher here (the monitor takes it as an
 #: orphan) or another task manager.
 BACKUP_WORKERS = 16
-#: What each task is called in the metrics (what it does to the instance).
-TASK_NAMES = {
-    Task.BUILDING: "create",
-    Task.DELETING: "delete",
-    Task.REBOOTING: "restart",
-    Task.RESIZING: "resize",
-    Task.DETACHING: "detach",
-    Task.PROMOTING: "promote",
-    Task.EJECTING: "eject",
-    Task.REJOINING: "rejoin",
-}
 #: How often the replication groups are looked at: a lapsed lease is acted on within this.
 FAILOVER_POLL = 0.2
 
@@ -76,6 +62,7 @@ class TaskManager:
         self._tidy = TidyRetries()
         self.scheduler = Scheduler(tc.settings, tc.db, self._cast_backup, clock)
         self._prune_wal = Pruner()
+        self.timer = TaskTimer(tc)
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
         """The task manager's RPC table; ``cove.rpc.taskmanager.TaskManagerClient`` is its
@@ -166,49 +153,10 @@ class TaskManager:
             LOG.info("backup %s is not waiting for a task manager", backup_id)
             return
         with (
-            self._timed("backup", self._backup_failed(backup_id)),
+            self.timer.backup(backup_id),
             leases.held(self.tc.db, backup_id, self.owner, Backup) as lost,
         ):
             run_backup(self.tc, ctx, backup_id, lost)
-
-    @contextlib.contextmanager
-    def _timed(self, task: str, failed: Callable[[datetime], bool]) -> Iterator[None]:
-        """Count the task's duration in the task manager's metrics, and whether it failed:
-        it raised, or ``failed(start)`` says it recorded a failure."""
-        if self.tc.metrics is None:
-            yield
-            return
-        started, start = utcnow(), time.monotonic()
-        raised = True
-        try:
-            yield
-            raised = False
-        finally:
-            try:
-                failure = raised or failed(started)
-            except Exception:  # the control database is away: counted as it went
-                LOG.warning("cannot tell how %s ended", task, exc_info=True)
-                failure = raised
-            self.tc.metrics.task(task, time.monotonic() - start, failure)
-
-    def _instance_failed(self, instance_id: str) -> Callable[[datetime], bool]:
-        def failed(since: datetime) -> bool:
-            with self.tc.db.session() as s:
-                inst = s.get(Instance, instance_id)
-                if inst is None:
-                    return False
-                faulted = inst.fault_at is not None and inst.fault_at >= since
-                return Task(inst.task).is_error or faulted
-
-        return failed
-
-    def _backup_failed(self, backup_id: str) -> Callable[[datetime], bool]:
-        def failed(_since: datetime) -> bool:
-            with self.tc.db.session() as s:
-                backup = s.get(Backup, backup_id)
-                return backup is not None and backup.status == BackupStatus.FAILED.value
-
-        return failed
 
     def _run(
         self, ctx: RequestContext, instance_id: str, task: Task, dead_owner: str | None = None
@@ -220,7 +168,7 @@ class TaskManager:
             return
         following = None
         with (
-            self._timed(TASK_NAMES[task], self._instance_failed(instance_id)),
+            self.timer.instance_task(task, instance_id),
             leases.held(self.tc.db, instance_id, self.owner) as lost,
         ):
             if task is Task.BUILDING:

@@ -62,7 +62,7 @@ from typing import Protocol, runtime_checkable
 from cove.common.errors import GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob, WalArchive, WalRestore
 from cove.domain.capabilities import Capability
-from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
+from cove.domain.guest import ClusterHealth, ClusterMember, DatabaseVitals, GuestSettings
 from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
@@ -391,6 +391,12 @@ class DatastoreManager(ABC):
     def cluster_health(self) -> ClusterHealth | None:
         """How the server sees its cluster, for the heartbeat; None when it is no cluster
         member or does not answer. Cheap (a few status reads); never raises."""
+        return None
+
+    def vitals(self) -> DatabaseVitals | None:
+        """The server's vital signs, for the heartbeat; None when it does not answer. One
+        short query or command over the agent's own connection (a few seconds at most when
+        the server hangs); never raises."""
         return None
 
     def warm_up(self) -> None:

@@ -11,11 +11,11 @@ import pymysql
 from cove.common.errors import CoveError, GuestError
 from cove.domain.capabilities import capabilities
 from cove.domain.clusters import CHECK_PORT
-from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
+from cove.domain.guest import ClusterHealth, ClusterMember, DatabaseVitals, GuestSettings
 from cove.domain.parameters import Value
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores import membership
-from cove.guestagent.datastores.mariadb import conf, galera
+from cove.guestagent.datastores.mariadb import conf, galera, vitals
 from cove.guestagent.datastores.mariadb.admin import MariaAdmin
 from cove.guestagent.datastores.mariadb.backup import MariadbBackups
 from cove.guestagent.datastores.mariadb.live import LiveSettings
@@ -192,3 +192,16 @@ class MariaManager(ServedManager):
 
     def effective_configuration(self) -> dict[str, str]:
         return {k: conf.show_value(v) for k, v in conf.tunables(self.config).items()}
+
+    def vitals(self) -> DatabaseVitals | None:
+        if not self.prepared or not self.server.running():
+            return None
+        try:
+            conn = self.server.connect(timeout=2)  # a hung server: no late heartbeat
+            try:
+                return vitals.read(conn, self.server.is_replica)
+            finally:
+                conn.close()
+        except (GuestError, pymysql.Error) as exc:
+            LOG.debug("cannot read the server's vital signs: %s", exc)
+            return None

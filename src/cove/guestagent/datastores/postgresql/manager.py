@@ -7,11 +7,13 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+import psycopg
+
 from cove.common.errors import GuestError
 from cove.domain.capabilities import capabilities
-from cove.domain.guest import GuestSettings
+from cove.domain.guest import DatabaseVitals, GuestSettings
 from cove.domain.specs import DatabaseSpec, UserSpec
-from cove.guestagent.datastores.postgresql import conf, reload
+from cove.guestagent.datastores.postgresql import conf, reload, vitals
 from cove.guestagent.datastores.postgresql.admin import PostgresAdmin
 from cove.guestagent.datastores.postgresql.backup import PostgresBackups
 from cove.guestagent.datastores.postgresql.replication import PostgresReplication
@@ -127,3 +129,14 @@ class PostgresManager(ServedManager):
 
     def effective_configuration(self) -> dict[str, str]:
         return {k: conf.show_value(v) for k, v in conf.settings(self.config).items()}
+
+    def vitals(self) -> DatabaseVitals | None:
+        if not self.prepared or not self.server.running():
+            return None
+        try:
+            with self.server.connect() as db:
+                db.execute("SET statement_timeout = 2000")  # a hung server: no late heartbeat
+                return vitals.read(db)
+        except (GuestError, psycopg.Error) as exc:
+            LOG.debug("cannot read the server's vital signs: %s", exc)
+            return None

@@ -25,7 +25,7 @@ import redis
 from cove.common.errors import CoveError, GuestError, OperationNotSupported
 from cove.domain.backups import RestoreJob
 from cove.domain.capabilities import capabilities
-from cove.domain.guest import ClusterHealth, ClusterMember, GuestSettings
+from cove.domain.guest import ClusterHealth, ClusterMember, DatabaseVitals, GuestSettings
 from cove.domain.replication import ReplicaSource
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.guestagent.datastores import membership
@@ -147,6 +147,26 @@ class RedisManager(ServedManager):
                 client.close()
         except (GuestError, redis.RedisError, OSError, KeyError, ValueError) as exc:
             LOG.debug("cannot read the cluster's state: %s", exc)
+            return None
+
+    def vitals(self) -> DatabaseVitals | None:
+        try:
+            if not self.prepared or not self.server.running():
+                return None
+            client = self.server.connect(timeout=2)  # a hung server: no late heartbeat
+            try:
+                info = client.info()
+            finally:
+                client.close()
+            hits, misses = int(info["keyspace_hits"]), int(info["keyspace_misses"])
+            return DatabaseVitals(
+                connections=int(info["connected_clients"]),
+                operations=int(info["total_commands_processed"]),
+                cache_hits=hits,
+                cache_reads=hits + misses,
+            )
+        except (GuestError, redis.RedisError, OSError, KeyError, ValueError) as exc:
+            LOG.debug("cannot read the server's vital signs: %s", exc)
             return None
 
     # -- a replica's users: its source's -----------------------------------------------------
