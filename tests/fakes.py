@@ -8,6 +8,7 @@ original fails there.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -84,6 +85,8 @@ class FakeBus:
         self.sent: list[Sent] = []
         self.declared: list[str] = []
         self.deleted: list[str] = []
+        #: Notifications published: (topic, message).
+        self.notified: list[tuple[str, dict[str, Any]]] = []
         self.answers: dict[str, Any] = {}
         self.closed = False
         self._servers: dict[str, dict[str, Endpoint]] = {}
@@ -196,6 +199,12 @@ class FakeBus:
         self._queues.pop(topic, None)
         if topic in self._servers:
             self._queues[topic] = []
+
+    def notify(self, topic: str, message: dict[str, Any]) -> None:
+        self._check_failure("cast", "notify")
+        check_topic(topic)
+        json.dumps(message)  # what the real one sends must be JSON
+        self.notified.append((topic, message))
 
     def close(self) -> None:
         """Like RpcClient's: the bus may be used again afterwards."""

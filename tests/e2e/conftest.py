@@ -8,7 +8,11 @@ import pytest
 from clients import ClientInstallError, ClientVenv, ensure_client_venv
 from harness import ControlPlane, log_marks, warnings_since
 
+from receivers import Receiver
+
 _MARKS = pytest.StashKey[dict[Path, int]]()
+#: What the webhook requests of ``cove_rabbit`` are signed with.
+EVENT_SECRET = "e2e-hook-Secret"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -40,9 +44,27 @@ def cove_up() -> Iterator[ControlPlane]:
 
 
 @pytest.fixture(scope="session")
-def cove_rabbit(rabbitmq_server) -> Iterator[ControlPlane]:  # type: ignore[no-untyped-def]
-    """The services as separate processes over a private RabbitMQ."""
-    plane = ControlPlane(transport_url=rabbitmq_server.vhost("e2e"), separate=True).start()
+def event_receiver() -> Iterator[Receiver]:
+    """The webhook ``cove_rabbit`` POSTs its notification events to."""
+    receiver = Receiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
+@pytest.fixture(scope="session")
+def cove_rabbit(rabbitmq_server, event_receiver: Receiver) -> Iterator[ControlPlane]:  # type: ignore[no-untyped-def]
+    """The services as separate processes over a private RabbitMQ; its notification events
+    go to the bus's ``notifications.info`` queue and to ``event_receiver``."""
+    plane = ControlPlane(
+        transport_url=rabbitmq_server.vhost("e2e"),
+        separate=True,
+        extra_env={
+            "COVE_EVENT_WEBHOOK": event_receiver.url,
+            "COVE_EVENT_WEBHOOK_SECRET": EVENT_SECRET,
+        },
+    ).start()
     try:
         yield plane
     finally:

@@ -234,3 +234,40 @@ def api_app(_idle_apps: list[Any]) -> Iterator[Callable[[Any], Any]]:
 
 def _shape(app: Any) -> tuple[int, int]:
     return len(app.router.routes), len(app.user_middleware)
+
+
+@pytest.fixture
+def member_api(
+    tmp_path: Path, seeded_db: Callable[..., Any], api_app: Callable[[Any], Any]
+) -> Iterator[tuple[Any, Any, str]]:
+    """A TestClient of an API that counts its metrics, with a member's token of project p1;
+    its context; the project."""
+    from fastapi.testclient import TestClient
+
+    from accounts import add_account, password_auth
+    from cove.api.context import build_context
+    from cove.common.metrics import Metrics
+    from cove.common.settings import load_settings
+    from cove.db.catalog import seed_flavors
+    from cove.db.engine import Database
+    from cove.db.networks import sync_default_network
+    from fakes import FakeBus
+
+    settings = load_settings(data_dir=tmp_path)
+
+    def seed(db: Database, settings: Any) -> tuple[str, str]:
+        with db.session() as s:
+            seed_flavors(s)
+            sync_default_network(s, settings)
+        return add_account(db, "p1", "u1", "member", project_id="p1")
+
+    project_id, password = seeded_db(settings, seed)
+    db = Database(settings.database_url)
+    context = build_context(settings, db, FakeBus())
+    context.metrics = Metrics.start(None)
+    client = TestClient(api_app(context))
+    assert context.identity is not None
+    token, _ = context.identity.authenticate(password_auth("u1", password, project_id))
+    client.headers["X-Auth-Token"] = token
+    yield client, context, project_id
+    db.dispose()

@@ -37,9 +37,9 @@ from cove.storage.sealed import Sealed, unsealed
 from cove.taskmanager import backup as workflow
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import RESTORE_PACE, build_overdue, public, restore_job
+from cove.taskmanager.ends import TaskEnds
 from cove.taskmanager.monitor import check_instances
 from cove.taskmanager.service import TaskManager
-from cove.taskmanager.timing import TaskTimer
 from fakes import FakeBus, FakeDriver
 from rows import add_instance
 
@@ -442,11 +442,11 @@ def test_the_guest_is_given_its_deadline_with_the_job(tc: TaskContext) -> None:
 
 def test_a_backup_that_ends_failed_is_counted_as_failed(tc: TaskContext) -> None:
     tc.metrics = Metrics.start(None)
-    timer = TaskTimer(tc)
+    timer = TaskEnds(tc)
     failed, _ = add_backup(tc, BackupStatus.FAILED)
     completed, _ = add_backup(tc, BackupStatus.COMPLETED)
     for bid in (failed, completed):
-        with timer.backup(bid):
+        with timer.backup(bid, RequestContext()):
             pass
     text = tc.metrics.exposition().decode()
     assert 'cove_task_duration_seconds_count{task="backup"} 2.0' in text

@@ -7,7 +7,6 @@ tests/integration/test_rpc.py; the whole control plane's in tests/e2e/test_metri
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,19 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from accounts import add_account, password_auth
-from cove.api.context import ApiContext, build_context
 from cove.common.errors import ConfigurationError
 from cove.common.ids import utcnow
 from cove.common.metrics import Metrics, topic_label
 from cove.common.settings import load_settings
-from cove.db.catalog import seed_flavors
 from cove.db.engine import Database
 from cove.db.instances import status_counts
 from cove.db.models import GuestState, Instance
-from cove.db.networks import sync_default_network
 from cove.db.sealed import CreateArgs
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
+from cove.taskmanager.ends import TaskEnds
 from cove.taskmanager.service import TaskManager
-from cove.taskmanager.timing import TaskTimer
 from fakes import FakeBus, FakeDriver
 from rows import add_instance
 
@@ -53,32 +48,6 @@ def value(found: Samples, name: str, **labels: str) -> float:
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-@pytest.fixture
-def api(
-    tmp_path: Path, seeded_db: Callable[..., Any], api_app: Callable[[Any], Any]
-) -> Iterator[tuple[TestClient, ApiContext, str]]:
-    """A client of an API that counts (a member's token of p1), its context and the
-    project."""
-    settings = load_settings(data_dir=tmp_path)
-
-    def seed(db: Database, settings: Any) -> tuple[str, str]:
-        with db.session() as s:
-            seed_flavors(s)
-            sync_default_network(s, settings)
-        return add_account(db, "p1", "u1", "member", project_id="p1")
-
-    project_id, password = seeded_db(settings, seed)
-    db = Database(settings.database_url)
-    context = build_context(settings, db, FakeBus())
-    context.metrics = Metrics.start(None)
-    client = TestClient(api_app(context))
-    assert context.identity is not None
-    token, _ = context.identity.authenticate(password_auth("u1", password, project_id))
-    client.headers["X-Auth-Token"] = token
-    yield client, context, project_id
-    db.dispose()
-
-
 def scrape(client: TestClient) -> Samples:
     resp = client.get("/metrics", headers={"X-Auth-Token": ""})
     assert resp.status_code == 200, resp.text
@@ -86,8 +55,8 @@ def scrape(client: TestClient) -> Samples:
     return samples(resp.text)
 
 
-def test_requests_are_counted_under_their_route_never_their_ids(api: Any) -> None:
-    client, _, project = api
+def test_requests_are_counted_under_their_route_never_their_ids(member_api: Any) -> None:
+    client, _, project = member_api
     for _ in range(3):
         assert client.get(f"/v1.0/{project}/instances").status_code == 200
     assert client.get(f"/v1.0/{project}/instances/not-there").status_code == 404
@@ -102,8 +71,8 @@ def test_requests_are_counted_under_their_route_never_their_ids(api: Any) -> Non
     assert not any("not-there" in str(labels) for _, labels in found)
 
 
-def test_refused_and_unknown_requests_are_counted_too(api: Any) -> None:
-    client, _, project = api
+def test_refused_and_unknown_requests_are_counted_too(member_api: Any) -> None:
+    client, _, project = member_api
     refused = client.get(f"/v1.0/{project}/instances", headers={"X-Auth-Token": "forged"})
     assert refused.status_code == 401
     assert client.get("/no/such/path").status_code == 404
@@ -114,8 +83,8 @@ def test_refused_and_unknown_requests_are_counted_too(api: Any) -> None:
     assert value(found, "cove_api_requests_total", **unmatched) == 1
 
 
-def test_instances_are_shown_by_status_and_datastore(api: Any) -> None:
-    client, context, _ = api
+def test_instances_are_shown_by_status_and_datastore(member_api: Any) -> None:
+    client, context, _ = member_api
     add_instance(context.db, Task.BUILDING)
     add_instance(context.db, Task.BUILDING)
     add_instance(context.db, Task.NONE, ComputeState.SHUTDOWN)
@@ -129,8 +98,8 @@ def test_instances_are_shown_by_status_and_datastore(api: Any) -> None:
     assert sum(counts.values()) == 4
 
 
-def test_metrics_turned_off_answer_404_in_trove_words(api: Any) -> None:
-    client, context, project = api
+def test_metrics_turned_off_answer_404_in_trove_words(member_api: Any) -> None:
+    client, context, project = member_api
     context.metrics = None
     resp = client.get("/metrics")
     assert resp.status_code == 404
@@ -233,8 +202,8 @@ def test_a_task_is_timed_and_a_failed_one_counted(tc: TaskContext) -> None:
 
 
 def test_a_task_that_raises_is_counted_as_failed(tc: TaskContext) -> None:
-    timer = TaskTimer(tc)
-    with pytest.raises(RuntimeError), timer.instance_task(Task.RESIZING, "gone"):
+    timer = TaskEnds(tc)
+    with pytest.raises(RuntimeError), timer.instance_task(Task.RESIZING, "gone", RequestContext()):
         raise RuntimeError("the workflow broke")
     assert tc.metrics is not None
     found = samples(tc.metrics.exposition().decode())
@@ -245,8 +214,8 @@ def _broken(*_args: Any, **_kwargs: Any) -> None:
     raise RuntimeError("the driver broke")
 
 
-def test_unexpected_errors_and_unknown_methods_are_counted(api: Any) -> None:
-    client, _, _ = api
+def test_unexpected_errors_and_unknown_methods_are_counted(member_api: Any) -> None:
+    client, _, _ = member_api
 
     def boom() -> None:
         raise RuntimeError("a bug")
@@ -280,9 +249,9 @@ class Broken:
 
 
 def test_a_value_that_cannot_be_kept_never_fails_what_was_counted(
-    api: Any, caplog: pytest.LogCaptureFixture
+    member_api: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, context, project = api
+    client, context, project = member_api
     context.metrics.requests = Broken()
     context.metrics.rpc_sent = Broken()
     assert client.get(f"/v1.0/{project}/instances").status_code == 200
@@ -299,8 +268,8 @@ def test_values_kept_in_files_need_metrics_started_first(tmp_path: Path) -> None
         Metrics.start(tmp_path / "metrics")
 
 
-def test_each_instance_shows_its_last_heartbeats_vital_signs(api: Any) -> None:
-    client, context, _ = api
+def test_each_instance_shows_its_last_heartbeats_vital_signs(member_api: Any) -> None:
+    client, context, _ = member_api
     iid = add_instance(context.db, Task.NONE)
     silent = add_instance(context.db, Task.BUILDING)  # no heartbeat yet: no series
     payload = {
@@ -329,8 +298,8 @@ def test_each_instance_shows_its_last_heartbeats_vital_signs(api: Any) -> None:
     assert not any(silent in str(labels) for _, labels in found)
 
 
-def test_a_heartbeat_payload_that_is_no_json_costs_only_its_series(api: Any) -> None:
-    client, context, _ = api
+def test_a_heartbeat_payload_that_is_no_json_costs_only_its_series(member_api: Any) -> None:
+    client, context, _ = member_api
     iid = add_instance(context.db, Task.NONE)
     with context.db.session() as s:
         s.add(GuestState(instance_id=iid, status="healthy", payload="not json",
@@ -341,8 +310,8 @@ def test_a_heartbeat_payload_that_is_no_json_costs_only_its_series(api: Any) -> 
     assert ("cove_instance_connections", tuple(sorted(ours.items()))) not in found
 
 
-def test_a_metrics_token_is_asked_of_scrapers(api: Any) -> None:
-    client, context, _ = api
+def test_a_metrics_token_is_asked_of_scrapers(member_api: Any) -> None:
+    client, context, _ = member_api
     context.settings = context.settings.model_copy(
         update={"metrics_token": SecretStr("scrape-Secret-1")}
     )

@@ -76,6 +76,7 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "configuration:delete": WRITE,
     "configuration-parameter:index": READ,
     "instance:configuration": READ,
+    "instance:events": READ,
     "backup:index": READ,
     "backup:index:all_projects": CLOUD_ADMIN,
     "backup:show": READ,

@@ -421,6 +421,21 @@ class RunningConfigurationOne(View):
     instance: RunningConfiguration
 
 
+class InstanceEventView(View):
+    """A notification event as its consumers read it (``cove.domain.events``)."""
+
+    message_id: str
+    publisher_id: str
+    event_type: str
+    priority: str
+    timestamp: str
+    payload: dict[str, Any]
+
+
+class InstanceEventList(View):
+    events: list[InstanceEventView]
+
+
 class DatabaseName(View):
     name: str
 

@@ -365,6 +365,22 @@ class GuestState(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class InstanceEvent(Base):
+    """A notification event about an instance (``cove.domain.events``), kept for its recent
+    events' list; the oldest go once an instance has more than ``db.events.KEPT``."""
+
+    __tablename__ = "instance_events"
+    __table_args__ = (Index("ix_instance_events_instance", "instance_id", "created"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The whole message (``Event.message``), JSON.
+    message: Mapped[str] = mapped_column(Text)
+
+
 class ConductorSeen(Base):
     """The newest message time seen per instance and method, so older ones are discarded."""
 

@@ -8,6 +8,7 @@ a call by its ``timeout``.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -218,6 +219,19 @@ class RpcClient:
                 f"no reply to {method} on topic {topic} within {timeout:g} s (msg_id={msg_id})"
             )
         return reply.unwrap()
+
+    def notify(self, topic: str, message: dict[str, Any]) -> None:
+        """Publish a notification (``cove.domain.events.Event.message``) to ``topic``'s
+        queue, declared durable, where it waits for a consumer: the body is oslo.messaging's
+        2.0 envelope, as Trove's consumers read it. Raises BusUnavailable."""
+        body = json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)})
+
+        def send(link: _Link) -> None:
+            link.bus.publish_request(
+                topic, body, persistent=True, expiration=None, timeout=self._connect_timeout
+            )
+
+        self._with_link(send)
 
     def _observed(self, kind: str, topic: str, method: str, send: Callable[[], T]) -> T:
         if self._observer is None:

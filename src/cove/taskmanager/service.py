@@ -25,12 +25,13 @@ from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
 from cove.taskmanager.delete import delete_instance
 from cove.taskmanager.endpoints import guard_instances, serve_endpoints
+from cove.taskmanager.ends import TaskEnds
+from cove.taskmanager.events import EventSender
 from cove.taskmanager.monitor import check_instances
 from cove.taskmanager.replicas import detach_replica
 from cove.taskmanager.resize import resize_instance
 from cove.taskmanager.restart import restart_instance
 from cove.taskmanager.scheduler import Clock, Scheduler
-from cove.taskmanager.timing import TaskTimer
 from cove.taskmanager.wal import Pruner
 
 LOG = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class TaskManager:
         self._tidy = TidyRetries()
         self.scheduler = Scheduler(tc.settings, tc.db, self._cast_backup, clock)
         self._prune_wal = Pruner()
-        self.timer = TaskTimer(tc)
+        self.events = EventSender(tc)
+        self.ends = TaskEnds(tc, self.events)
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
         """The task manager's RPC table; ``cove.rpc.taskmanager.TaskManagerClient`` is its
@@ -153,7 +155,7 @@ class TaskManager:
             LOG.info("backup %s is not waiting for a task manager", backup_id)
             return
         with (
-            self.timer.backup(backup_id),
+            self.ends.backup(backup_id, ctx),
             leases.held(self.tc.db, backup_id, self.owner, Backup) as lost,
         ):
             run_backup(self.tc, ctx, backup_id, lost)
@@ -168,7 +170,7 @@ class TaskManager:
             return
         following = None
         with (
-            self.timer.instance_task(task, instance_id),
+            self.ends.instance_task(task, instance_id, ctx),
             leases.held(self.tc.db, instance_id, self.owner) as lost,
         ):
             if task is Task.BUILDING:
@@ -281,6 +283,7 @@ class TaskManager:
 
     def stop(self) -> None:
         self._stop.set()
+        self.events.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._failovers.shutdown(wait=False, cancel_futures=True)
         self._backups.shutdown(wait=False, cancel_futures=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy import false, select
 
 from cove.api import failover
@@ -26,6 +26,7 @@ from cove.api.reset import reset_status
 from cove.api.resize import resize
 from cove.api.responses import (
     InstanceDetailList,
+    InstanceEventList,
     InstanceList,
     InstanceOne,
     RunningConfigurationOne,
@@ -36,6 +37,7 @@ from cove.api.views import instance_view, masked, next_links, page_limit
 from cove.common.errors import BadRequest, NotImplementedFault, VolumeSizeTooLarge
 from cove.common.ids import utcnow
 from cove.common.text import shown
+from cove.db import events as recorded
 from cove.db.instances import get_instance, page_instances, snapshot
 from cove.db.models import Instance
 from cove.domain import names
@@ -138,6 +140,22 @@ def show_instance_configuration(
     ctx, project_id = authorize_instance(request, project_id, instance_id, "instance:configuration")
     shown = workflows.running_configuration(c, ctx, project_id, instance_id)
     return {"instance": {"configuration": masked(shown)}}
+
+
+@router.get("/{instance_id}/events", responses=answers(InstanceEventList, 404))
+def list_instance_events(
+    project_id: str,
+    instance_id: str,
+    request: Request,
+    limit: int = Query(20, ge=1, le=recorded.KEPT),
+    c: ApiContext = Depends(cove),
+) -> Any:
+    """A Cove extension: the instance's newest notification events (create, resize, backup,
+    failover...), newest first, as the operator's consumers receive them."""
+    _, project_id = authorize_instance(request, project_id, instance_id, "instance:events")
+    with c.db.session() as s:
+        get_instance(s, instance_id, project_id)
+        return {"events": recorded.recent(s, instance_id, limit)}
 
 
 def _unsupported(spec: InstanceCreate) -> None:

@@ -430,3 +430,29 @@ def instance_configuration(app: App, instance_id: str) -> None:
     settings = need(need(body, "instance"), "configuration")
     rows = ([k, v] for k, v in sorted(settings.items()))
     app.output(body, lambda: fmt.Table.of(["Setting", "Value"], rows))
+
+
+@instance.command("events")
+@click.argument("instance_id", metavar="INSTANCE", type=INSTANCE_REF)
+@click.option(
+    "--limit", type=click.IntRange(1, 100), default=20, show_default=True, help="Events shown."
+)
+@click.pass_obj
+def instance_events(app: App, instance_id: str, limit: int) -> None:
+    """Show the newest notification events of INSTANCE (created, resized, backed up, failed
+    over...), newest first."""
+    body = app.api.get(f"{inst_path(instance_id)}/events", params={"limit": str(limit)})
+    events = need(body, "events")
+    rows = ([e.get("timestamp"), e.get("event_type"), _event_detail(e)] for e in events)
+    app.output(body, lambda: fmt.Table.of(["Time", "Event", "Detail"], rows))
+
+
+def _event_detail(event: dict[str, object]) -> str:
+    """What an event's line says beside its type: an error's message, a resize's new size."""
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return ""
+    for key in ("message", "new_flavor_id", "new_size", "backup_id", "state"):
+        if payload.get(key) not in (None, ""):
+            return f"{key}: {payload[key]}"
+    return ""

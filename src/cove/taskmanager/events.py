@@ -1,0 +1,215 @@
+"""The task manager's notification events (``cove.domain.events``): built when a task ends
+(``cove.taskmanager.ends.TaskEnds`` calls :meth:`EventSender.instance_task_ended` and
+:meth:`EventSender.backup_ended`) and sent three ways, each on its own: kept among the
+instance's recent events (the API's ``GET .../instances/{id}/events``), published on the bus
+(``event_topic``, for an operator's consumer on RabbitMQ) and POSTed to ``event_webhook``.
+Sending never fails the task: what cannot go one way is logged and goes the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import joinedload
+
+from cove.common.errors import CoveError
+from cove.common.ids import utcnow
+from cove.db import events as recorded
+from cove.db.instances import snapshot
+from cove.db.models import Backup, DatastoreVersion, Instance
+from cove.db.sealed import ResizeArgs
+from cove.domain import events
+from cove.domain.events import Event, InstanceFacts
+from cove.domain.specs import Resize
+from cove.domain.status import Task, compute_status
+from cove.rpc import RequestContext
+from cove.taskmanager.context import TaskContext
+from cove.taskmanager.webhook import Webhook
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Before:
+    """An instance as its task found it: what its end's events compare with."""
+
+    facts: InstanceFacts | None
+    resize: Resize | None = None
+
+
+class EventSender:
+    def __init__(self, tc: TaskContext) -> None:
+        self.tc = tc
+        self.publisher = f"taskmanager.{socket.gethostname()}"
+        settings = tc.settings
+        secret = settings.event_webhook_secret.get_secret_value()
+        self.webhook = Webhook(settings.event_webhook, secret) if settings.event_webhook else None
+
+    def close(self) -> None:
+        if self.webhook is not None:
+            self.webhook.close()
+
+    # -- what a task found and left --------------------------------------------------------
+
+    def before(self, task: Task, instance_id: str) -> Before:
+        """The instance before ``task`` (a resize's change is read from its sealed request,
+        which the task consumes); never raises (its events are lost, not its task)."""
+        try:
+            return self._before(task, instance_id)
+        except Exception:
+            LOG.warning("cannot read instance %s for its events", instance_id, exc_info=True)
+            return Before(None)
+
+    def _before(self, task: Task, instance_id: str) -> Before:
+        with self.tc.db.session() as s:
+            inst = _instance(s, instance_id)
+            if inst is None:
+                return Before(None)
+            resize = None
+            if task is Task.RESIZING and inst.task_args:
+                try:
+                    opened = self.tc.sealer.open(instance_id, inst.task_args, ResizeArgs)
+                    resize = opened.resize
+                except (CoveError, ValueError, TypeError):
+                    LOG.debug("cannot read the resize of %s for its events", instance_id)
+            return Before(self._facts(inst), resize)
+
+    def instance_task_ended(
+        self, task: str, before: Before, ctx: RequestContext, failed: bool
+    ) -> None:
+        """The events of an instance's task that ended: its action's ``.end`` or ``.error``,
+        and on success the usage event of what changed."""
+        if before.facts is None:
+            return
+        iid = before.facts.instance_id
+        with self.tc.db.session() as s:
+            inst = _instance(s, iid)
+            after = self._facts(inst) if inst is not None else before.facts
+            fault = inst.fault_message if inst is not None else None
+        now = utcnow()
+        subject: dict[str, Any] = {"instance_id": iid}
+        if task == "resize":
+            task, subject = self._resize_subject(before, after, subject)
+        out = [self._action(task, ctx, after.tenant_id, failed, fault, subject)]
+        if not failed:
+            out += self._usage(task, before, after, ctx, now)
+        for event in out:
+            self.send(event, after.tenant_id)
+
+    def backup_ended(self, backup_id: str, ctx: RequestContext, failed: bool) -> None:
+        with self.tc.db.session() as s:
+            backup = s.get(Backup, backup_id)
+            if backup is None:
+                return
+            subject = {"backup_id": backup_id, "instance_id": backup.instance_id}
+            project, fault = backup.project_id, backup.fault_message
+        self.send(self._action("backup", ctx, project, failed, fault, subject), project)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, event: Event, project_id: str) -> None:
+        """Keep, publish and post ``event``, each way on its own; never raises."""
+        message = event.message()
+        try:
+            with self.tc.db.session() as s:
+                recorded.record(s, event, project_id)
+        except Exception:
+            LOG.warning("cannot keep the event %s", event.event_type, exc_info=True)
+        topic = self.tc.settings.event_topic
+        if topic:
+            try:
+                self.tc.bus.notify(f"{topic}.{event.priority.lower()}", message)
+            except CoveError as exc:
+                LOG.warning("cannot publish the event %s: %s", event.event_type, exc.message)
+        if self.webhook is not None:
+            self.webhook.post(message)
+        LOG.info("event %s %s", event.event_type, event.instance_id or "")
+
+    # -- building --------------------------------------------------------------------------
+
+    def _facts(self, inst: Instance) -> InstanceFacts:
+        interval = self.tc.settings.heartbeat_interval
+        status = compute_status(snapshot(inst, inst.guest), utcnow(), interval).status
+        if inst.deleted:
+            status = "DELETED"
+        return InstanceFacts(
+            instance_id=inst.id,
+            name=inst.name,
+            tenant_id=inst.project_id,
+            status=status,
+            flavor_id=inst.flavor_id,
+            flavor_name=inst.flavor.name,
+            ram_mb=inst.flavor.ram,
+            volume_gb=inst.volume_size,
+            datastore=inst.datastore_version.datastore.name,
+            datastore_version=inst.datastore_version.name,
+            created=inst.created,
+            region=self.tc.settings.region,
+        )
+
+    def _action(
+        self,
+        task: str,
+        ctx: RequestContext,
+        project: str,
+        failed: bool,
+        fault: str | None,
+        subject: dict[str, Any],
+    ) -> Event:
+        error = (fault or "the task failed; see the task manager's log") if failed else None
+        payload = events.action(project, ctx.request_id, "taskmanager", error, **subject)
+        return Event(events.action_type(task, failed), payload, self.publisher)
+
+    @staticmethod
+    def _resize_subject(
+        before: Before, after: InstanceFacts, subject: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        change = before.resize
+        assert before.facts is not None
+        if (change is not None and change.new_volume_size is not None) or (
+            after.volume_gb != before.facts.volume_gb
+        ):
+            size = change.new_volume_size if change and change.new_volume_size else after.volume_gb
+            return "resize_volume", {**subject, "new_size": size}
+        flavor = change.new_flavor_id if change and change.new_flavor_id else after.flavor_id
+        return "resize_flavor", {**subject, "new_flavor_id": flavor}
+
+    def _usage(
+        self, task: str, before: Before, after: InstanceFacts, ctx: RequestContext, now: datetime
+    ) -> list[Event]:
+        assert before.facts is not None
+        user = ctx.user_id or None
+        extra: dict[str, Any]
+        if task == "create":
+            kind, extra = "trove.instance.create", {}
+        elif task == "delete":
+            kind, extra = "trove.instance.delete", {"deleted_at": events.trove_time(now)}
+        elif task == "resize_flavor":
+            kind = "trove.instance.modify_flavor"
+            extra = {"old_instance_size": before.facts.ram_mb}
+        elif task == "resize_volume":
+            kind = "trove.instance.modify_volume"
+            extra = {"old_volume_size": before.facts.volume_gb}
+        else:
+            return []
+        if task == "create":
+            after = replace(after, status="ACTIVE")  # it serves: its guest said so
+        payload = events.usage(kind, after, user, now, **extra)
+        return [Event(kind, payload, self.publisher)]
+
+
+def _instance(s: Any, instance_id: str) -> Instance | None:
+    inst: Instance | None = s.get(
+        Instance,
+        instance_id,
+        options=[
+            joinedload(Instance.guest),
+            joinedload(Instance.flavor),
+            joinedload(Instance.datastore_version).joinedload(DatastoreVersion.datastore),
+        ],
+    )
+    return inst

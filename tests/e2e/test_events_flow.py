@@ -1,0 +1,97 @@
+"""Notification events of a running Cove on RabbitMQ (``cove_rabbit``): an instance's create,
+backup and delete arrive, with Trove's names and payloads, on the bus's
+``notifications.info`` queue (read here with kombu, as an operator's consumer would), at the
+operator's webhook (signed), and in the instance's recent events (API and CLI)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import pytest
+from harness import ControlPlane, wait_for
+from kombu import Connection
+
+from conftest import EVENT_SECRET
+from receivers import Receiver
+
+pytestmark = pytest.mark.e2e
+
+WANTED = {
+    "dbaas.instance_create.end",
+    "trove.instance.create",
+    "dbaas.backup_create.end",
+    "dbaas.instance_delete.end",
+    "trove.instance.delete",
+}
+
+
+def about(messages: list[dict[str, Any]], iid: str) -> dict[str, dict[str, Any]]:
+    return {m["event_type"]: m for m in messages if m["payload"].get("instance_id") == iid}
+
+
+def test_events_reach_the_bus_the_webhook_and_the_api(
+    cove_rabbit: ControlPlane, rabbitmq_server: Any, event_receiver: Receiver
+) -> None:
+    plane = cove_rabbit
+    users = [{"name": "app", "password": "events-Pass-1"}]
+    iid = plane.create(name="events", datastore={"type": "redis"}, users=users)["id"]
+    plane.wait_status(iid, "ACTIVE")
+    backup = plane.http.post("/backups", json={"backup": {"name": "b", "instance": iid}})
+    assert backup.status_code == 202, backup.text
+    bid = backup.json()["backup"]["id"]
+    wait_for(
+        lambda: plane.http.get(f"/backups/{bid}").json()["backup"]["status"] == "COMPLETED",
+        120,
+        0.2,
+        "the backup",
+    )
+    wait_for(lambda: "dbaas.backup_create.end" in kept(plane, iid), 60, 0.2, "the backup's event")
+    listed = kept(plane, iid)
+    assert {"dbaas.instance_create.end", "trove.instance.create"} <= set(listed)
+    assert plane.http.delete(f"/backups/{bid}").status_code == 202
+    assert plane.http.delete(f"/instances/{iid}").status_code == 202
+    wait_for(lambda: plane.http.get(f"/instances/{iid}").status_code == 404, 120, 0.2, "gone")
+
+    # The webhook: every event, signed.
+    wait_for(lambda: set(about(event_receiver.messages(), iid)) >= WANTED, 60, 0.2, "webhook")
+    for headers, body in list(event_receiver.got):
+        expected = hmac.new(EVENT_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Cove-Signature"] == f"sha256={expected}"
+    hooked = about(event_receiver.messages(), iid)
+    created = hooked["trove.instance.create"]["payload"]
+    assert created["state"] == "active" and created["datastore"] == "redis"
+    assert created["tenant_id"] and created["instance_type_id"] == "1"
+    assert hooked["dbaas.backup_create.end"]["payload"]["backup_id"] == bid
+    assert hooked["trove.instance.delete"]["payload"]["deleted_at"]
+
+    # The bus: oslo.messaging's 2.0 envelope on notifications.info.
+    seen: list[dict[str, Any]] = []
+    with Connection(rabbitmq_server.vhost("e2e")) as conn:
+        queue = conn.SimpleQueue("notifications.info")
+        deadline = time.monotonic() + 60
+        while not set(about(seen, iid)) >= WANTED and time.monotonic() < deadline:
+            try:
+                message = queue.get(timeout=1)
+            except queue.Empty:
+                continue
+            envelope = json.loads(message.body)
+            assert envelope["oslo.version"] == "2.0"
+            seen.append(json.loads(envelope["oslo.message"]))
+            message.ack()
+        queue.close()
+    on_bus = about(seen, iid)
+    assert set(on_bus) >= WANTED, sorted(on_bus)
+    assert (
+        on_bus["trove.instance.create"]["message_id"]
+        == (hooked["trove.instance.create"]["message_id"])
+    )
+
+
+def kept(plane: ControlPlane, iid: str) -> list[str]:
+    resp = plane.http.get(f"/instances/{iid}/events")
+    assert resp.status_code == 200, resp.text
+    return [e["event_type"] for e in resp.json()["events"]]
