@@ -1,7 +1,8 @@
 """Notification events of a running Cove on RabbitMQ (``cove_rabbit``): an instance's create,
 backup and delete arrive, with Trove's names and payloads, on the bus's
 ``notifications.info`` queue (read here with kombu, as an operator's consumer would), at the
-operator's webhook (signed), and in the instance's recent events (API and CLI)."""
+operator's webhook (signed), and in the instance's recent events. A failover's event is
+checked by tests/e2e/test_failover_flow.py."""
 
 from __future__ import annotations
 

@@ -120,6 +120,12 @@ def primary_of(plane: ControlPlane, iid: str) -> str | None:
     return view["replica_of"]["id"] if "replica_of" in view else None
 
 
+def event_types(plane: ControlPlane, iid: str) -> list[str]:
+    resp = plane.http.get(f"/instances/{iid}/events")
+    assert resp.status_code == 200, resp.text
+    return [e["event_type"] for e in resp.json()["events"]]
+
+
 def failovers(plane: ControlPlane, iid: str) -> list[dict[str, Any]]:
     resp = plane.http.get(f"/instances/{iid}/failovers")
     assert resp.status_code == 200, resp.text
@@ -267,6 +273,9 @@ def test_a_replica_takes_the_place_of_a_lost_primary(
     (record,) = failovers(plane, new)
     assert record["kind"] == "automatic" and record["old_primary"] == old, record
     assert "lease lapsed" in record["reason"]
+    # Told as Trove's eject event, on the old primary (and to the operator's consumers).
+    told = "dbaas.instance_eject.end"
+    wait_for(lambda: told in event_types(plane, old), 60, 0.2, "the failover's event")
     # What asynchronous mode may have lost: the old primary's last reported position less
     # the promoted replica's.
     assert isinstance(record["lost_bytes"], int) and record["lost_bytes"] >= 0, record
