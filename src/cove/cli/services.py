@@ -39,7 +39,7 @@ def _settings(service: str) -> Settings:
     except ConfigurationError as exc:
         print(f"cove-{service}: {exc.message}", file=sys.stderr)
         sys.exit(2)
-    setup_logging(service, settings.log_level)
+    setup_logging(service, settings.log_level, settings.log_format)
     return settings
 
 

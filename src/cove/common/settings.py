@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     #: Longest a backup may run before it is failed.
     backup_timeout: float = Field(6 * 3600.0, gt=0)
     log_level: str = "INFO"
+    #: ``text`` (a line of text per record) or ``json`` (one JSON object per line).
+    log_format: Literal["text", "json"] = "text"
+    #: The API logs every request it answered (method, path, status, duration, request id).
+    access_log: bool = True
     #: The control plane's metrics at the API's ``GET /metrics`` (``cove.common.metrics``).
     metrics: bool = True
     #: Where the API, task managers and conductors of this host keep their metrics, so one

@@ -36,7 +36,7 @@ def up_command(data_dir: str | None, port: int | None) -> None:
         overrides["api_port"] = port
     try:
         settings = load_settings(**overrides)
-        setup_logging("up", settings.log_level)
+        setup_logging("up", settings.log_level, settings.log_format)
         status = up(settings)
     except CoveError as exc:
         raise click.ClickException(exc.message) from exc
