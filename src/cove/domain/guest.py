@@ -151,9 +151,9 @@ class Isolation:
 
 @dataclass(frozen=True)
 class DatabaseVitals:
-    """The database server's own vital signs, read by its agent at each heartbeat. Counters
-    count since the server started (from zero again after a restart); None where the
-    datastore does not count it."""
+    """The database server's own vital signs, read by its agent (every 5 s) for its
+    heartbeats. Counters count since the server started (from zero again after a restart);
+    None where the datastore does not count it."""
 
     #: Client connections open now.
     connections: int | None = None

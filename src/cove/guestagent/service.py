@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from cove.domain.guest import (
     ClusterHealth,
     ClusterMember,
     ConfigurationApplied,
+    DatabaseVitals,
     GuestSettings,
     HeartbeatPayload,
     ServerOutcome,
@@ -45,6 +47,9 @@ from cove.rpc import RequestContext, RpcClient, codec
 from cove.rpc.conductor import ConductorClient
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds between two reads of the server's vital signs (``DatabaseVitals``).
+VITALS_EVERY = 5.0
 
 
 def guest_endpoints(
@@ -115,6 +120,8 @@ class GuestService:
         # The settings revision last taken (apply_configuration); none yet at start, when the
         # agent has the settings the compute driver wrote for it.
         self._settings_revision = 0
+        # The server's vital signs and when they were read (time.monotonic()).
+        self._last_vitals: tuple[float, DatabaseVitals | None] = (-VITALS_EVERY, None)
         self.isolation = IsolationWatch(manager, self.report, self._op_lock)
         self.recovery = Recovery(manager, self._op_lock, self._server_report, restarts)
         self.lease = LeaseKeeper(manager, self.conductor, config.instance_id)
@@ -149,7 +156,7 @@ class GuestService:
             isolation=self.isolation.look(),
             cluster=self.manager.cluster_health(),
             replica=self._replica(),
-            vitals=self.manager.vitals(),
+            vitals=self._vitals(),
         )
         try:
             self.conductor.heartbeat(
@@ -157,6 +164,16 @@ class GuestService:
             )
         except CoveError as exc:
             LOG.warning("cannot reach the conductor (heartbeat): %s", exc.message)
+
+    def _vitals(self) -> DatabaseVitals | None:
+        """The server's vital signs, read at most every VITALS_EVERY seconds (a query each,
+        which the instance pays for), the last ones told again in between."""
+        read_at, vitals = self._last_vitals
+        now = time.monotonic()
+        if now - read_at >= VITALS_EVERY:
+            vitals = self.manager.vitals()
+            self._last_vitals = (now, vitals)
+        return vitals
 
     def _replica(self) -> ReplicationState | None:
         """A prepared replica's place behind its source, for the heartbeat; None otherwise
