@@ -474,28 +474,30 @@ def report(results: dict[str, dict[str, Tally]], auth_ms: float, args: argparse.
                 f"{len(r.latencies):5} {r.per_second:7.0f} {r.concurrent_requests:5}"
             )
     print()
-    print("cost of auth (auth / no-auth)")
-    print(f"{'endpoint':20} {'median':>8} {'p95':>8} {'req/s':>8}")
-    for endpoint, tallies in results.items():
-        a, n = tallies["auth"], tallies["no-auth"]
-        print(
-            f"{endpoint:20} {a.median_ms / n.median_ms:8.2f} {a.p95_ms / n.p95_ms:8.2f} "
-            f"{a.per_second / n.per_second:8.2f}"
-        )
-    print()
-    print("cost of metrics (auth, metrics counted / auth, metrics off; target req/s >= 0.95)")
-    print(f"{'endpoint':20} {'median':>8} {'p95':>8} {'req/s':>8}")
-    for endpoint, tallies in results.items():
-        a, n = tallies["auth"], tallies["no-metrics"]
-        print(
-            f"{endpoint:20} {a.median_ms / n.median_ms:8.2f} {a.p95_ms / n.p95_ms:8.2f} "
-            f"{a.per_second / n.per_second:8.2f}"
-        )
-    print()
+    ratios(results, "cost of auth (auth / no-auth)", "auth", "no-auth")
+    ratios(
+        results,
+        "cost of metrics (auth, metrics counted / auth, metrics off; target req/s >= 0.95)",
+        "auth",
+        "no-metrics",
+    )
     print(
         f"one password authentication (POST /identity/v3/auth/tokens, median of "
         f"{PASSWORD_AUTHS}): {auth_ms:.1f} ms"
     )
+
+
+def ratios(results: dict[str, dict[str, Tally]], title: str, mode: str, base: str) -> None:
+    """``mode``'s latency and throughput as ratios of ``base``'s, per endpoint."""
+    print(title)
+    print(f"{'endpoint':20} {'median':>8} {'p95':>8} {'req/s':>8}")
+    for endpoint, tallies in results.items():
+        a, n = tallies[mode], tallies[base]
+        print(
+            f"{endpoint:20} {a.median_ms / n.median_ms:8.2f} {a.p95_ms / n.p95_ms:8.2f} "
+            f"{a.per_second / n.per_second:8.2f}"
+        )
+    print()
 
 
 def main() -> int:

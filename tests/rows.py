@@ -11,6 +11,7 @@ from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
 from cove.db.engine import Database
 from cove.db.models import DatastoreVersion, Instance
+from cove.db.sealed import CreateArgs, Sealer
 from cove.domain.status import ComputeState, Task
 
 
@@ -46,4 +47,15 @@ def add_instance(
                 updated=now,
             )
         )
+    return iid
+
+
+def add_building(db: Database, sealer: Sealer) -> str:
+    """A BUILDING instance with its (empty) request sealed on the row, as the API records it,
+    for a task manager to build."""
+    iid = add_instance(db, Task.BUILDING, ComputeState.BUILD)
+    with db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        inst.task_args = sealer.seal(iid, CreateArgs([], []))
     return iid

@@ -17,16 +17,16 @@ from cove.common.settings import load_settings
 from cove.db import events as recorded
 from cove.db.engine import Database
 from cove.db.models import Instance
-from cove.db.sealed import CreateArgs, ResizeArgs
+from cove.db.sealed import ResizeArgs
 from cove.domain import events
 from cove.domain.events import Event, InstanceFacts
 from cove.domain.specs import Resize
-from cove.domain.status import ComputeState, Task
+from cove.domain.status import Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.service import TaskManager
 from fakes import FakeBus, FakeDriver
-from rows import add_instance
+from rows import add_building, add_instance
 
 CTX = RequestContext(project_id="p", user_id="u-1", request_id="req-1")
 
@@ -43,22 +43,13 @@ def tc(tmp_path: Path, migrated_db: Any) -> TaskContext:
     return TaskContext(settings, Database(settings.database_url), bus, FakeDriver())  # type: ignore[arg-type]
 
 
-def building(tc: TaskContext) -> str:
-    iid = add_instance(tc.db, Task.BUILDING, ComputeState.BUILD)
-    with tc.db.session() as s:
-        inst = s.get(Instance, iid)
-        assert inst is not None
-        inst.task_args = tc.sealer.seal(iid, CreateArgs([], []))
-    return iid
-
-
 def kept(tc: TaskContext, iid: str) -> list[dict[str, Any]]:
     with tc.db.session() as s:
         return recorded.recent(s, iid, 100)
 
 
 def test_a_create_tells_its_end_and_the_instance_it_made(tc: TaskContext) -> None:
-    iid = building(tc)
+    iid = add_building(tc.db, tc.sealer)
     TaskManager(tc).create_instance(CTX, iid)
     messages = kept(tc, iid)
     assert {m["event_type"] for m in messages} == {
@@ -85,7 +76,7 @@ def test_a_create_tells_its_end_and_the_instance_it_made(tc: TaskContext) -> Non
 
 
 def test_a_failed_create_tells_its_error_and_no_usage(tc: TaskContext) -> None:
-    iid = building(tc)
+    iid = add_building(tc.db, tc.sealer)
     tc.bus.answer("prepare", RuntimeError("initdb failed"))  # type: ignore[attr-defined]
     TaskManager(tc).create_instance(CTX, iid)
     types = [m["event_type"] for m in kept(tc, iid)]
@@ -122,7 +113,7 @@ def test_a_bus_that_is_away_loses_only_the_bus_copy(tc: TaskContext) -> None:
     from cove.common.errors import BusUnavailable
 
     tc.bus.fail("notify", BusUnavailable("the message bus is unreachable"))  # type: ignore[attr-defined]
-    iid = building(tc)
+    iid = add_building(tc.db, tc.sealer)
     TaskManager(tc).create_instance(CTX, iid)
     assert {m["event_type"] for m in kept(tc, iid)} == {
         "trove.instance.create",

@@ -23,14 +23,13 @@ from cove.common.settings import load_settings
 from cove.db.engine import Database
 from cove.db.instances import status_counts
 from cove.db.models import GuestState, Instance
-from cove.db.sealed import CreateArgs
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.ends import TaskEnds
 from cove.taskmanager.service import TaskManager
 from fakes import FakeBus, FakeDriver
-from rows import add_instance
+from rows import add_building, add_instance
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -170,16 +169,6 @@ def tc(tmp_path: Path, migrated_db: Any) -> TaskContext:
     return TaskContext(settings, db, bus, FakeDriver(), metrics=Metrics.start(None))  # type: ignore[arg-type]
 
 
-def building(tc: TaskContext) -> str:
-    """A BUILDING instance with its request sealed on the row, as the API records it."""
-    iid = add_instance(tc.db, Task.BUILDING, ComputeState.BUILD)
-    with tc.db.session() as s:
-        inst = s.get(Instance, iid)
-        assert inst is not None
-        inst.task_args = tc.sealer.seal(iid, CreateArgs([], []))
-    return iid
-
-
 def task_of(tc: TaskContext, iid: str) -> str:
     with tc.db.session() as s:
         inst = s.get(Instance, iid)
@@ -188,11 +177,11 @@ def task_of(tc: TaskContext, iid: str) -> str:
 
 
 def test_a_task_is_timed_and_a_failed_one_counted(tc: TaskContext) -> None:
-    iid = building(tc)
+    iid = add_building(tc.db, tc.sealer)
     TaskManager(tc).create_instance(RequestContext(), iid)
     assert task_of(tc, iid) == "NONE"
     tc.driver.create = _broken  # type: ignore[method-assign]  # the workflow fails, says so
-    broken = building(tc)
+    broken = add_building(tc.db, tc.sealer)
     TaskManager(tc).create_instance(RequestContext(), broken)
     assert task_of(tc, broken) == "BUILD_ERROR"
     assert tc.metrics is not None
