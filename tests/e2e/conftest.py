@@ -61,6 +61,7 @@ def cove_rabbit(rabbitmq_server, event_receiver: Receiver) -> Iterator[ControlPl
         transport_url=rabbitmq_server.vhost("e2e"),
         separate=True,
         extra_env={
+            "COVE_EVENT_TOPIC": "notifications",
             "COVE_EVENT_WEBHOOK": event_receiver.url,
             "COVE_EVENT_WEBHOOK_SECRET": EVENT_SECRET,
         },

@@ -173,6 +173,7 @@ def test_concurrent_heartbeats_of_one_instance(db: Database, round_: int) -> Non
             "isolation": None,
             "cluster": None,
             "replica": None,
+            "vitals": None,
         }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -70,3 +71,19 @@ def test_a_receiver_that_is_away_never_holds_the_sender_up(
     assert time.monotonic() - start < 1.0  # queued, not sent, by the caller
     hook.close(timeout=10)
     assert any("did not take" in r.getMessage() for r in caplog.records)
+
+
+def test_a_receiver_that_hangs_never_holds_the_shutdown_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as listening:  # takes connections, never answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        hook = Webhook(f"http://127.0.0.1:{listening.getsockname()[1]}/")
+        hook.post(event(1))
+        time.sleep(0.2)  # the thread is waiting for the answer
+        start = time.monotonic()
+        hook.close(timeout=1.0)
+        assert time.monotonic() - start < 3.0
+        hook.post(event(2))  # closed: dropped, and said
+    assert any("closed" in r.getMessage() for r in caplog.records)

@@ -16,12 +16,12 @@ import pytest
 from cove.common.settings import load_settings
 from cove.db import events as recorded
 from cove.db.engine import Database
-from cove.db.models import Instance
+from cove.db.models import Flavor, Instance
 from cove.db.sealed import ResizeArgs
 from cove.domain import events
 from cove.domain.events import Event, InstanceFacts
 from cove.domain.specs import Resize
-from cove.domain.status import Task
+from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.service import TaskManager
@@ -98,6 +98,42 @@ def test_a_resize_tells_what_changed_and_from_what(tc: TaskContext) -> None:
     assert by_type["dbaas.instance_resize_instance.end"]["new_flavor_id"] == "2"
     modified = by_type["trove.instance.modify_flavor"]
     assert modified["instance_type_id"] == "2" and modified["modify_at"]
+    # The flavor it left: the row names the new one already.
+    old, new = (by_flavor(tc, f) for f in ("1", "2"))
+    assert (modified["old_instance_size"], modified["instance_size"]) == (old, new) != (old, old)
+
+
+def test_a_volume_resize_tells_the_size_it_left(tc: TaskContext) -> None:
+    iid = add_instance(tc.db, Task.RESIZING)
+    change = Resize(iid, old_volume_size=1, new_volume_size=3)
+    with tc.db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        inst.volume_size = 3
+        inst.task_args = tc.sealer.seal(iid, ResizeArgs(change))
+    TaskManager(tc).resize_instance(CTX, iid)
+    by_type = {m["event_type"]: m["payload"] for m in kept(tc, iid)}
+    assert by_type["dbaas.instance_resize_volume.end"]["new_size"] == 3
+    modified = by_type["trove.instance.modify_volume"]
+    assert (modified["old_volume_size"], modified["volume_size"]) == (1, 3)
+    assert "trove.instance.modify_flavor" not in by_type
+
+
+def test_a_task_that_did_not_end_here_tells_nothing(tc: TaskContext) -> None:
+    iid = add_instance(tc.db, Task.BUILDING, ComputeState.BUILD)
+    manager = TaskManager(tc)
+    # Its lease is lost at once: the build ends elsewhere, and is told there.
+    with manager.ends.instance_task(Task.BUILDING, iid, CTX):
+        pass
+    assert kept(tc, iid) == []
+    assert not tc.bus.notified  # type: ignore[attr-defined]
+
+
+def by_flavor(tc: TaskContext, flavor_id: str) -> int:
+    with tc.db.session() as s:
+        flavor = s.get(Flavor, flavor_id)
+        assert flavor is not None
+        return flavor.ram
 
 
 def test_a_delete_tells_when(tc: TaskContext) -> None:
@@ -110,9 +146,9 @@ def test_a_delete_tells_when(tc: TaskContext) -> None:
 
 
 def test_a_bus_that_is_away_loses_only_the_bus_copy(tc: TaskContext) -> None:
-    from cove.common.errors import BusUnavailable
-
-    tc.bus.fail("notify", BusUnavailable("the message bus is unreachable"))  # type: ignore[attr-defined]
+    # Not only the bus being away: a broker that refuses the queue (declared otherwise).
+    refused = RuntimeError("PRECONDITION_FAILED - inequivalent arg 'durable'")
+    tc.bus.fail("notify", refused)  # type: ignore[attr-defined]
     iid = add_building(tc.db, tc.sealer)
     TaskManager(tc).create_instance(CTX, iid)
     assert {m["event_type"] for m in kept(tc, iid)} == {
@@ -157,8 +193,8 @@ def test_usage_payload_has_trove_fields() -> None:
         "volume_size", "old_volume_size", "modify_at",
     ):  # fmt: skip
         assert field in payload, field
-    assert payload["created_at"] == "2026-01-02 03:04:05.000000"
-    assert payload["launched_at"] == payload["modify_at"] == "2026-02-01 00:00:00.000000"
+    assert payload["created_at"] == "2026-01-02T03:04:05Z"  # Trove's isotime
+    assert payload["launched_at"] == payload["modify_at"] == "2026-02-01T00:00:00Z"
     assert events.action_type("backup", failed=False) == "dbaas.backup_create.end"
     assert events.action_type("eject", failed=True) == "dbaas.instance_eject.error"
 

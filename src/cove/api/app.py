@@ -41,6 +41,8 @@ ACCESS = logging.getLogger("cove.api.access")
 
 #: Paths under a project: the token is checked before anything else, as Trove's pipeline does,
 #: so a caller without a valid token learns nothing from validation or routing errors.
+#: A request id as Trove makes them.
+_REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PROJECT_PATH = re.compile(r"^/v1\.0/([^/]+)/")
 
 #: The routers, in the order their routes are matched and documented, with their tags.
@@ -132,9 +134,9 @@ def create_app(context: ApiContext) -> FastAPI:
     async def _answer(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        request.state.request_id = request.headers.get("x-openstack-request-id") or (
-            f"req-{uuid.uuid4()}"
-        )
+        given = request.headers.get("x-openstack-request-id", "")
+        # A caller's own id is kept only in Trove's form: it goes into the logs.
+        request.state.request_id = given if _REQUEST_ID.fullmatch(given) else f"req-{uuid.uuid4()}"
         # Trove tolerates a ".json" suffix on any path.
         path = request.scope["path"]
         if path.endswith(".json") and path != "/openapi.json":

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -107,10 +108,10 @@ class Settings(BaseSettings):
     #: When set, ``GET /metrics`` answers only a scrape that sends ``Authorization: Bearer
     #: <metrics_token>`` (its per-instance series name every instance).
     metrics_token: SecretStr = SecretStr("")
-    #: The bus topic of notification events (Trove's: ``notifications``, sent to the queue
-    #: ``notifications.info``); empty sends none on the bus. By default ``notifications`` on
-    #: RabbitMQ, none on the embedded bus (nobody would consume them there).
-    event_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    #: The bus topic of notification events (Trove's is ``notifications``: they go to the
+    #: queue ``notifications.info``, which keeps them until they are consumed); empty, the
+    #: default, sends none on the bus.
+    event_topic: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     #: An http(s) URL each notification event is POSTed to; empty: none.
     event_webhook: str = ""
     #: When set, webhook requests carry ``X-Cove-Signature: sha256=<HMAC of the body>``.
@@ -162,10 +163,13 @@ class Settings(BaseSettings):
         if not self.transport_url:
             self.transport_url = f"redis+socket://{self.bus_socket}"
         self.public_url = self.public_url.rstrip("/")
-        if self.event_topic is None:
-            self.event_topic = "notifications" if self.transport_url.startswith("amqp") else ""
-        if self.event_webhook and not self.event_webhook.startswith(("http://", "https://")):
-            raise ValueError("event_webhook must start with http:// or https://")
+        if self.event_webhook:
+            if not self.event_webhook.startswith(("http://", "https://")):
+                raise ValueError("event_webhook must start with http:// or https://")
+            try:
+                httpx.URL(self.event_webhook)
+            except httpx.InvalidURL as exc:
+                raise ValueError(f"event_webhook is no URL: {exc}") from None
         if self.metrics_dir is not None:
             self.metrics_dir = self.metrics_dir.expanduser().resolve()
         for name in [self.backup_container, *self.allowed_containers]:

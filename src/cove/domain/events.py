@@ -9,8 +9,9 @@ Two families, both with Trove's names and payload fields:
 * action events, when the task manager's work ends: ``dbaas.<action>.end`` or
   ``dbaas.<action>.error`` (``instance_create``, ``instance_delete``, ``instance_restart``,
   ``instance_resize_instance``, ``instance_resize_volume``, ``instance_detach``,
-  ``instance_promote``, ``instance_eject``, ``backup_create``); their payload names what was
-  acted on (:func:`action`), and an error's carries its ``message``.
+  ``instance_promote``, ``instance_eject``, ``instance_rejoin`` (Cove's), ``backup_create``);
+  their payload names what was acted on (:func:`action`), and an error's carries its
+  ``message``.
 
 Pure: the task manager builds the facts (:class:`InstanceFacts`), these functions the events,
 and ``cove.taskmanager.events`` sends them (the bus, a webhook, the instance's recent events).
@@ -95,12 +96,17 @@ def trove_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def iso_time(moment: datetime) -> str:
+    """``moment`` as Trove's usage payloads write times (``YYYY-MM-DDTHH:MM:SSZ``)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def usage(
     event_type: str, facts: InstanceFacts, user_id: str | None, now: datetime, **extra: Any
 ) -> dict[str, Any]:
     """The payload of a ``trove.instance.*`` event: Trove's fields for ``facts``, then
     ``extra`` (``old_instance_size``, ``old_volume_size``, ``deleted_at``...)."""
-    created = trove_time(facts.created)
+    created = iso_time(facts.created)
     payload: dict[str, Any] = {
         "instance_id": facts.instance_id,
         "instance_name": facts.name,
@@ -125,7 +131,7 @@ def usage(
         "datastore_version": facts.datastore_version,
     }
     if event_type in ("trove.instance.modify_flavor", "trove.instance.modify_volume"):
-        payload["launched_at"] = payload["modify_at"] = trove_time(now)
+        payload["launched_at"] = payload["modify_at"] = iso_time(now)
     payload.update(extra)
     return payload
 
@@ -148,7 +154,8 @@ def action(
         **subject,
     }
     if error is not None:
-        payload["message"] = error
+        # Trove adds the traceback as ``exception``; Cove's failures are recorded faults.
+        payload["message"], payload["exception"] = error, None
     return payload
 
 

@@ -14,15 +14,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import Session, joinedload
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
 from cove.db import events as recorded
 from cove.db.instances import snapshot
-from cove.db.models import Backup, DatastoreVersion, Instance
+from cove.db.models import Backup, DatastoreVersion, Flavor, Instance
 from cove.db.sealed import ResizeArgs
 from cove.domain import events
+from cove.domain.backups import BackupStatus
 from cove.domain.events import Event, InstanceFacts
 from cove.domain.specs import Resize
 from cove.domain.status import Task, compute_status
@@ -38,10 +39,15 @@ class Before:
     """An instance as its task found it: what its end's events compare with."""
 
     facts: InstanceFacts | None
+    task: Task = Task.NONE
     resize: Resize | None = None
+    #: The RAM of the flavor a flavor resize leaves (the row holds the new one already).
+    old_ram_mb: int | None = None
 
 
 class EventSender:
+    """Builds the events of the task manager's task ends and sends them (see the module)."""
+
     def __init__(self, tc: TaskContext) -> None:
         self.tc = tc
         self.publisher = f"taskmanager.{socket.gethostname()}"
@@ -69,31 +75,40 @@ class EventSender:
             inst = _instance(s, instance_id)
             if inst is None:
                 return Before(None)
-            resize = None
+            resize, old_ram = None, None
             if task is Task.RESIZING and inst.task_args:
                 try:
                     opened = self.tc.sealer.open(instance_id, inst.task_args, ResizeArgs)
                     resize = opened.resize
                 except (CoveError, ValueError, TypeError):
                     LOG.debug("cannot read the resize of %s for its events", instance_id)
-            return Before(self._facts(inst), resize)
+            if resize is not None and resize.old_flavor_id is not None:
+                old = s.get(Flavor, resize.old_flavor_id)
+                old_ram = old.ram if old is not None else None
+            return Before(self._facts(inst), task, resize, old_ram)
 
     def instance_task_ended(
         self, task: str, before: Before, ctx: RequestContext, failed: bool
     ) -> None:
         """The events of an instance's task that ended: its action's ``.end`` or ``.error``,
-        and on success the usage event of what changed."""
+        and on success the usage event of what changed. Nothing for a task that did not end
+        here (its lease was lost, or it ended elsewhere): whoever ends it tells it, once."""
         if before.facts is None:
             return
         iid = before.facts.instance_id
         with self.tc.db.session() as s:
             inst = _instance(s, iid)
-            after = self._facts(inst) if inst is not None else before.facts
-            fault = inst.fault_message if inst is not None else None
+            if inst is None or (not inst.deleted and inst.task == before.task.value):
+                return
+            after = self._facts(inst)
+            fault = inst.fault_message
         now = utcnow()
         subject: dict[str, Any] = {"instance_id": iid}
         if task == "resize":
-            task, subject = self._resize_subject(before, after, subject)
+            if before.resize is None:
+                LOG.warning("the resize of %s is not told: its request was unreadable", iid)
+                return
+            task, subject = self._resize_subject(before.resize, subject)
         out = [self._action(task, ctx, after.tenant_id, failed, fault, subject)]
         if not failed:
             out += self._usage(task, before, after, ctx, now)
@@ -101,10 +116,11 @@ class EventSender:
             self.send(event, after.tenant_id)
 
     def backup_ended(self, backup_id: str, ctx: RequestContext, failed: bool) -> None:
+        """``dbaas.backup_create.end`` or ``.error`` for the backup."""
         with self.tc.db.session() as s:
             backup = s.get(Backup, backup_id)
-            if backup is None:
-                return
+            if backup is None or BackupStatus(backup.status).running:
+                return  # not ended here: whoever ends it tells it
             subject = {"backup_id": backup_id, "instance_id": backup.instance_id}
             project, fault = backup.project_id, backup.fault_message
         self.send(self._action("backup", ctx, project, failed, fault, subject), project)
@@ -123,8 +139,8 @@ class EventSender:
         if topic:
             try:
                 self.tc.bus.notify(f"{topic}.{event.priority.lower()}", message)
-            except CoveError as exc:
-                LOG.warning("cannot publish the event %s: %s", event.event_type, exc.message)
+            except Exception:  # a broker's refusal too: the other ways still go
+                LOG.warning("cannot publish the event %s", event.event_type, exc_info=True)
         if self.webhook is not None:
             self.webhook.post(message)
         LOG.info("event %s %s", event.event_type, event.instance_id or "")
@@ -165,18 +181,11 @@ class EventSender:
         return Event(events.action_type(task, failed), payload, self.publisher)
 
     @staticmethod
-    def _resize_subject(
-        before: Before, after: InstanceFacts, subject: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        change = before.resize
-        assert before.facts is not None
-        if (change is not None and change.new_volume_size is not None) or (
-            after.volume_gb != before.facts.volume_gb
-        ):
-            size = change.new_volume_size if change and change.new_volume_size else after.volume_gb
-            return "resize_volume", {**subject, "new_size": size}
-        flavor = change.new_flavor_id if change and change.new_flavor_id else after.flavor_id
-        return "resize_flavor", {**subject, "new_flavor_id": flavor}
+    def _resize_subject(change: Resize, subject: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Which resize it was, by the request the API sealed for it."""
+        if change.new_volume_size is not None:
+            return "resize_volume", {**subject, "new_size": change.new_volume_size}
+        return "resize_flavor", {**subject, "new_flavor_id": change.new_flavor_id}
 
     def _usage(
         self, task: str, before: Before, after: InstanceFacts, ctx: RequestContext, now: datetime
@@ -187,13 +196,14 @@ class EventSender:
         if task == "create":
             kind, extra = "trove.instance.create", {}
         elif task == "delete":
-            kind, extra = "trove.instance.delete", {"deleted_at": events.trove_time(now)}
+            kind, extra = "trove.instance.delete", {"deleted_at": events.iso_time(now)}
         elif task == "resize_flavor":
             kind = "trove.instance.modify_flavor"
-            extra = {"old_instance_size": before.facts.ram_mb}
+            extra = {"old_instance_size": before.old_ram_mb}
         elif task == "resize_volume":
+            assert before.resize is not None
             kind = "trove.instance.modify_volume"
-            extra = {"old_volume_size": before.facts.volume_gb}
+            extra = {"old_volume_size": before.resize.old_volume_size}
         else:
             return []
         if task == "create":
@@ -202,7 +212,7 @@ class EventSender:
         return [Event(kind, payload, self.publisher)]
 
 
-def _instance(s: Any, instance_id: str) -> Instance | None:
+def _instance(s: Session, instance_id: str) -> Instance | None:
     inst: Instance | None = s.get(
         Instance,
         instance_id,

@@ -39,6 +39,9 @@ class Webhook:
 
     def post(self, message: dict[str, Any]) -> None:
         """Queue ``message``; never blocks."""
+        if self._stopping.is_set():
+            LOG.warning("the event webhook is closed; dropping %s", _name(message))
+            return
         try:
             self._queue.put_nowait(message)
         except queue.Full:
@@ -46,7 +49,7 @@ class Webhook:
                 "the event webhook is %d events behind; dropping %s", QUEUED, _name(message)
             )
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 2.0) -> None:
         """Send what is queued (for up to ``timeout`` seconds), then stop."""
         self._stopping.set()
         with contextlib.suppress(queue.Full):
@@ -59,7 +62,12 @@ class Webhook:
                 message = self._queue.get()
                 if message is None:
                     return
-                self._deliver(client, message)
+                try:
+                    self._deliver(client, message)
+                except Exception:  # the thread must outlive any one event
+                    LOG.warning(
+                        "cannot post %s to the event webhook", _name(message), exc_info=True
+                    )
 
     def _deliver(self, client: httpx.Client, message: dict[str, Any]) -> None:
         body = json.dumps(message).encode()

@@ -32,8 +32,9 @@ async def metrics(request: Request, c: ApiContext = Depends(cove)) -> Response:
         raise NotFound("Metrics are turned off (the metrics setting).")
     expected = c.settings.metrics_token.get_secret_value()
     if expected:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        good = hmac.compare_digest(given.strip().encode(), expected.encode())
+        if scheme.lower() != "bearer" or not good:
             raise Unauthorized("The metrics need the operator's metrics token.")
     families = await run_in_threadpool(scraped_families, c)
     text = await run_in_threadpool(c.metrics.exposition, families)
