@@ -43,7 +43,7 @@ from sqlalchemy import select
 
 from cove.api.auth import Credentials
 from cove.common.ids import new_id, utcnow
-from cove.common.metrics import Metrics, place
+from cove.common.metrics import Metrics, place, remove_directory
 from cove.common.settings import Settings, load_settings
 from cove.compute.discovery import FoundVersion
 from cove.db.catalog import register_version, seed_flavors
@@ -525,6 +525,7 @@ def main() -> int:
         project_id, password, own_ids = seed(settings, args.instances)
         results, auth_ms = run(args, base, project_id, password, own_ids)
     finally:
+        remove_directory(place(load_settings(data_dir=base)))
         shutil.rmtree(base, ignore_errors=True)
     report(results, auth_ms, args)
     return 0

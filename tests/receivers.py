@@ -8,6 +8,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+#: What the webhook requests of the e2e tests' ``cove_rabbit`` are signed with.
+EVENT_SECRET = "e2e-hook-Secret"
+
 
 class Receiver:
     """An HTTP server on loopback that keeps the bodies POSTed to it, with their headers;

@@ -8,11 +8,9 @@ import pytest
 from clients import ClientInstallError, ClientVenv, ensure_client_venv
 from harness import ControlPlane, log_marks, warnings_since
 
-from receivers import Receiver
+from receivers import EVENT_SECRET, Receiver
 
 _MARKS = pytest.StashKey[dict[Path, int]]()
-#: What the webhook requests of ``cove_rabbit`` are signed with.
-EVENT_SECRET = "e2e-hook-Secret"
 
 
 @pytest.hookimpl(hookwrapper=True)

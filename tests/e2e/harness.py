@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 
 from accounts import add_account, password_auth
+from cove.common.metrics import place, remove_directory
+from cove.common.settings import load_settings
 from cove.compute.firewall import table_name
 from servers import free_port, remove_tree
 
@@ -250,6 +252,9 @@ class ControlPlane:
         if os.geteuid() == 0 and shutil.which("nft"):
             table = table_name(self.data_dir.resolve())
             subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
+        # The services' metrics, on the memory filesystem (cove up removes them itself).
+        with contextlib.suppress(OSError):
+            remove_directory(place(load_settings(data_dir=self.data_dir)))
         remove_tree(self.base)
 
     # -- API helpers -------------------------------------------------------------------------

@@ -16,8 +16,7 @@ import pytest
 from harness import ControlPlane, wait_for
 from kombu import Connection
 
-from conftest import EVENT_SECRET
-from receivers import Receiver
+from receivers import EVENT_SECRET, Receiver
 
 pytestmark = pytest.mark.e2e
 

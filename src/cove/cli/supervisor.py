@@ -39,7 +39,7 @@ from pathlib import Path
 
 from cove.cli.embedded_bus import EmbeddedBus
 from cove.common.errors import CoveError
-from cove.common.metrics import empty_directory, place
+from cove.common.metrics import empty_directory, place, remove_directory
 from cove.common.service_user import service_user
 from cove.common.settings import Settings
 
@@ -156,9 +156,7 @@ class Supervisor:
         if self.settings.metrics:
             directory = place(self.settings)
             try:
-                empty_directory(directory)
-                if gone:
-                    directory.rmdir()
+                (remove_directory if gone else empty_directory)(directory)
             except OSError as exc:
                 LOG.warning("cannot empty the metrics directory: %s", exc)
 

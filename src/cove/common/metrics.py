@@ -258,6 +258,14 @@ def _own_directory(directory: Path) -> None:
         ) from exc
 
 
+def remove_directory(directory: Path) -> None:
+    """Remove ``directory`` and the values in it, once the services that kept them there are
+    gone (it may be on the memory filesystem). Raises OSError."""
+    empty_directory(directory)
+    if directory.is_dir():
+        directory.rmdir()
+
+
 def empty_directory(directory: Path) -> None:
     """Remove the values the processes of an earlier run left in ``directory``: a new run
     counts from zero. Raises OSError."""
