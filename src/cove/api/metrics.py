@@ -4,7 +4,6 @@ instances by status and each instance's vital signs as its last heartbeat told t
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from starlette.routing import Mount
 from starlette.types import Scope
 
 from cove.api.context import ApiContext
+from cove.api.views import payload_sections
 from cove.common.ids import utcnow
 from cove.db.instances import status_counts
 from cove.db.models import DatastoreVersion, GuestState, Instance
@@ -231,21 +231,9 @@ def _vital_families(heartbeats: list[tuple[str, str, str, Any]]) -> list[Any]:
     now = utcnow()
     for iid, datastore, payload, at in sorted(heartbeats):
         age.add_metric([iid, datastore], max(0.0, (now - at).total_seconds()))
-        sections = _sections(payload)
+        sections = payload_sections(payload)
         for vital in VITALS:
             value = sections.get(vital.section, {}).get(vital.key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 families[vital.name].add_metric([iid, datastore], value * vital.factor)
     return [*families.values(), age]
-
-
-def _sections(payload: str) -> dict[str, dict[str, Any]]:
-    """The heartbeat payload's sections that are objects (a payload that is not JSON, from
-    an agent of another version say, has none)."""
-    try:
-        found = json.loads(payload or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(found, dict):
-        return {}
-    return {k: v for k, v in found.items() if isinstance(v, dict)}

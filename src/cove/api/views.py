@@ -359,6 +359,18 @@ def restore_window_view(instance_id: str, window: Window | None) -> dict[str, An
     }
 
 
+def payload_sections(payload: str) -> dict[str, dict[str, Any]]:
+    """The sections of a heartbeat's payload (``HeartbeatPayload``) that are objects; none
+    for a payload that is not JSON (from an agent of another version, say)."""
+    try:
+        found = json.loads(payload or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(v, dict)}
+
+
 def isolation_view(guest: GuestState | None) -> dict[str, Any]:
     """A Cove extension of the management view: what the kernel enforces on the instance, as
     its last heartbeat told (``domain.guest.Isolation``); a limit that is null is not
@@ -372,12 +384,8 @@ def isolation_view(guest: GuestState | None) -> dict[str, Any]:
         "volume_used_mb": None,
         "own_user": False,
     }
-    try:
-        payload = json.loads(guest.payload or "{}") if guest is not None else {}
-    except ValueError:
-        payload = {}
-    found = payload.get("isolation") if isinstance(payload, dict) else None
-    if isinstance(found, dict):
+    found = payload_sections(guest.payload).get("isolation") if guest is not None else None
+    if found is not None:
         for key in (
             "memory_limit_mb",
             "memory_used_mb",
