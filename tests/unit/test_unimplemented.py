@@ -109,18 +109,18 @@ def test_the_gate_comes_first(api: Api) -> None:
             assert forbidden.status_code == 403, (method, item.path)
             assert "Policy doesn't allow mgmt:" in forbidden.json()["forbidden"]["message"]
     resp = api.client.get(
-        "/v1.0/p1/instances/0123456789abcdef0123456789abcdef/log",
+        "/v1.0/p1/instances/0123456789abcdef0123456789abcdef/modules",
         headers={"X-Auth-Token": api.tokens["member"]},
     )
     assert resp.status_code == 404 and list(resp.json()) == ["itemNotFound"]
 
 
 def test_the_clients_commands_get_the_features_name(api: Api) -> None:
-    """What ``openstack database log list``, ``backup strategy list`` and ``module list``
-    send."""
+    """What ``openstack database backup strategy list``, ``module list`` and the SDK's
+    instance modules send."""
     iid = api.instance_id
     for path, feature in (
-        (f"/instances/{iid}/log", "Instance logs"),
+        (f"/instances/{iid}/modules", "Modules"),
         ("/backup_strategies", "Backup strategies"),
         ("/modules", "Modules"),
     ):

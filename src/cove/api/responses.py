@@ -216,6 +216,28 @@ class Backup(View):
     fault: BackupFault = optional_key()
 
 
+class GuestLog(View):
+    """Trove's guest log: sizes in bytes; ``container``, ``prefix`` and ``metafile`` say where
+    the published copy is, read through the object-store endpoint."""
+
+    name: str
+    type: Literal["USER", "SYS"]
+    status: str
+    published: int
+    pending: int
+    container: str
+    prefix: str
+    metafile: str
+
+
+class GuestLogList(View):
+    logs: list[GuestLog]
+
+
+class GuestLogOne(View):
+    log: GuestLog
+
+
 class BackupList(PageLinks):
     backups: list[Backup]
 

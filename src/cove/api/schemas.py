@@ -190,6 +190,17 @@ class InstanceUpdateBody(Strict):
     instance: InstanceUpdate
 
 
+class LogActionBody(Strict):
+    """Trove's ``POST /instances/{id}/log``: a log's name and at most one flag of each pair
+    (clients send them as 0 or 1); none is a "show"."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    enable: Literal[0, 1] | StrictBool = 0
+    disable: Literal[0, 1] | StrictBool = 0
+    publish: Literal[0, 1] | StrictBool = 0
+    discard: Literal[0, 1] | StrictBool = 0
+
+
 class DatabasesBody(Strict):
     databases: Annotated[list[DatabaseIn], Field(min_length=1)]
 

@@ -135,15 +135,30 @@ def derive_backup_key(master: bytes, backup_id: str) -> bytes:
     ValueError when ``backup_id`` is empty."""
     if not backup_id:
         raise ValueError("a backup's key is derived from its id, and the id is empty")
+    return _derive(master, BACKUP_KEY_INFO + backup_id.encode())
+
+
+#: What an instance's log key's HKDF info starts with; the instance id follows.
+LOG_KEY_INFO = b"cove-log-key:"
+
+
+def derive_log_key(master: bytes, instance_id: str) -> bytes:
+    """The 32-byte key instance ``instance_id`` seals its published logs with, derived as
+    :func:`derive_backup_key` derives a backup's (with :data:`LOG_KEY_INFO`): a guest given it
+    can read no backup and no other instance's logs. Raises as that function does."""
+    if not instance_id:
+        raise ValueError("a log key is derived from an instance id, and the id is empty")
+    return _derive(master, LOG_KEY_INFO + instance_id.encode())
+
+
+def _derive(master: bytes, info: bytes) -> bytes:
     try:
         raw = bytes.fromhex(master.decode("ascii"))
     except ValueError:
         raise ConfigurationError("a backup key is not hex; restore its file") from None
     if len(raw) < KEY_BYTES:
         raise ConfigurationError("a backup key is shorter than 32 bytes; restore its file")
-    hkdf = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=BACKUP_KEY_INFO + backup_id.encode()
-    )
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
     return hkdf.derive(raw)
 
 

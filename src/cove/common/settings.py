@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     #: Further containers a backup request may name (``swift_container``), comma-separated;
     #: any other is refused, so tenants cannot write where the operator did not allow.
     backup_containers: str = ""
+    #: The container of the backup store that instances publish their guest logs to (Trove's
+    #: ``guest_log_container_name``), each instance's under its id.
+    guest_log_container: str = "database-logs"
     backup_region: str = ""
     backup_access_key: str = ""
     backup_secret_key: SecretStr = SecretStr("")
@@ -172,7 +175,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"event_webhook is no URL: {exc}") from None
         if self.metrics_dir is not None:
             self.metrics_dir = self.metrics_dir.expanduser().resolve()
-        for name in [self.backup_container, *self.allowed_containers]:
+        for name in [self.backup_container, *self.allowed_containers, self.guest_log_container]:
             try:
                 check_container(name)
             except ValueError as exc:

@@ -410,3 +410,15 @@ def replicas_of(session: Session, instance_id: str) -> list[str]:
             .order_by(Instance.created, Instance.id)
         )
     )
+
+
+def live_instances_of(session: Session, project_id: str) -> list[Instance]:
+    """The live instances of ``project_id`` with their datastores, oldest first."""
+    return list(
+        session.scalars(
+            select(Instance)
+            .options(joinedload(Instance.datastore_version).joinedload(DatastoreVersion.datastore))
+            .where(Instance.project_id == project_id, Instance.deleted.is_(False))
+            .order_by(Instance.created, Instance.id)
+        )
+    )

@@ -34,6 +34,7 @@ from cove.domain.guest import (
     ServerOutcome,
     Value,
 )
+from cove.domain.guestlogs import LogState, LogTarget
 from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserSpec
 from cove.domain.status import GuestStatus
@@ -81,6 +82,11 @@ def guest_endpoints(
             "follow_primary": service.follow_primary,
             "unfence_primary": service.unfence_primary,
             "set_synchronous": service.set_synchronous,
+            "list_logs": service.list_logs,
+            "show_log": service.show_log,
+            "set_log": service.set_log,
+            "publish_log": service.publish_log,
+            "discard_log": service.discard_log,
             "list_databases": admin.list_databases,
             "create_databases": admin.create_databases,
             "delete_database": admin.delete_database,
@@ -351,6 +357,26 @@ class GuestService:
 
     def get_status(self, ctx: RequestContext) -> GuestStatus:
         return self.status()
+
+    # -- guest logs --------------------------------------------------------------------------
+
+    def list_logs(self, ctx: RequestContext) -> list[LogState]:
+        return self.manager.logs.states()
+
+    def show_log(self, ctx: RequestContext, name: str) -> LogState:
+        return self.manager.logs.show(name)
+
+    def set_log(self, ctx: RequestContext, name: str, enabled: bool) -> LogState:
+        """Turn a USER log on or off: it rewrites the server's files, so not while another
+        operation (a restart, new settings) does."""
+        with self._op_lock:
+            return self.manager.logs.set_enabled(name, enabled)
+
+    def publish_log(self, ctx: RequestContext, name: str, target: LogTarget) -> LogState:
+        return self.manager.logs.publish(name, target)
+
+    def discard_log(self, ctx: RequestContext, name: str, target: LogTarget) -> LogState:
+        return self.manager.logs.discard(name, target)
 
     # -- backups -----------------------------------------------------------------------------
 

@@ -300,6 +300,8 @@ class IdentityService:
         return [
             service("database", "trove", f"{base}/v1.0/{project_id}"),
             service("identity", "keystone", f"{base}/identity/v3"),
+            # Published guest logs, read-only (cove.api.routers.objects).
+            service("object-store", "swift", f"{base}/swift/v1/AUTH_{project_id}"),
         ]
 
     # -- set-up --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from cove.domain.guest import (
     RootEnabled,
     Value,
 )
+from cove.domain.guestlogs import LogState, LogTarget
 from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
@@ -47,6 +48,9 @@ DETACH_TIMEOUT = 300.0
 #: Seconds a guest has to make its server a replica of a new primary: a rewind, or a fresh
 #: copy of the primary's data when the old data cannot be kept.
 FOLLOW_TIMEOUT = 6 * 3600.0
+#: Seconds a guest has to publish a log (at most ``guestlogs.PUBLISH_BYTES`` of it) or delete
+#: what was published.
+PUBLISH_TIMEOUT = 120.0
 
 
 class GuestClient(ServiceClient):
@@ -188,6 +192,29 @@ class GuestClient(ServiceClient):
         guest never started is recorded FAILED, so a ``start_backup`` arriving late never
         runs it."""
         return self._call(ctx, "cancel_backup", BackupProgress, CANCEL_TIMEOUT, backup_id=backup_id)
+
+    # -- guest logs --------------------------------------------------------------------------
+
+    def list_logs(self, ctx: RequestContext) -> list[LogState]:
+        return self._call(ctx, "list_logs", list[LogState])
+
+    def show_log(self, ctx: RequestContext, name: str) -> LogState:
+        return self._call(ctx, "show_log", LogState, name=name)
+
+    def set_log(self, ctx: RequestContext, name: str, enabled: bool) -> LogState:
+        return self._call(
+            ctx, "set_log", LogState, name=name, enabled=enabled, timeout=self.apply_timeout
+        )
+
+    def publish_log(self, ctx: RequestContext, name: str, target: LogTarget) -> LogState:
+        return self._call(
+            ctx, "publish_log", LogState, name=name, target=target, timeout=PUBLISH_TIMEOUT
+        )
+
+    def discard_log(self, ctx: RequestContext, name: str, target: LogTarget) -> LogState:
+        return self._call(
+            ctx, "discard_log", LogState, name=name, target=target, timeout=PUBLISH_TIMEOUT
+        )
 
     # -- databases ---------------------------------------------------------------------------
 

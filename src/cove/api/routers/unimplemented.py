@@ -55,11 +55,6 @@ UNIMPLEMENTED: tuple[Unimplemented, ...] = (
         },
         "Backup strategies",
     ),
-    Unimplemented(
-        "/instances/{instance_id}/log",
-        {"GET": "instance:guest_log_list", "POST": "instance:guest_log_action"},
-        "Instance logs",
-    ),
     Unimplemented("/modules", {"GET": "module:index", "POST": "module:create"}, _MODULES),
     Unimplemented(
         "/modules/{module_id}",

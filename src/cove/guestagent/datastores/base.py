@@ -66,6 +66,7 @@ from cove.domain.guest import ClusterHealth, ClusterMember, DatabaseVitals, Gues
 from cove.domain.replication import ReplicaSource, ReplicationState
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
+from cove.guestagent.guestlogs import GuestLogs
 
 LOG = logging.getLogger(__name__)
 
@@ -289,6 +290,10 @@ class DatastoreManager(ABC):
         #: Called, after ``on_change``, with how the server ended ("PostgreSQL was killed by
         #: SIGKILL") when it exits without being asked to.
         self.on_crash: Callable[[str], None] = lambda _what: None
+        #: The server's logs as Trove's log API shows them; turning one on calls apply_logs.
+        self.logs = GuestLogs(
+            config.datastore, config.instance_id, config.conf_dir, config.log_dir, self.apply_logs
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -391,6 +396,12 @@ class DatastoreManager(ABC):
     def cluster_health(self) -> ClusterHealth | None:
         """How the server sees its cluster, for the heartbeat; None when it is no cluster
         member or does not answer. Cheap (a few status reads); never raises."""
+        return None
+
+    def apply_logs(self, enabled: frozenset[str]) -> None:
+        """Make the server write the USER logs ``enabled`` (``cove.domain.guestlogs``; the
+        agent's record says so already): rewrite its files for the next start and set live
+        what it can. The default serves datastores that have none."""
         return None
 
     def vitals(self) -> DatabaseVitals | None:

@@ -24,8 +24,10 @@ import secrets
 from pathlib import Path
 
 from cove.common.errors import Unprocessable
+from cove.domain import guestlogs
 from cove.domain.datastores.mariadb import INSTALL_SQL
 from cove.domain.guest import GuestSettings
+from cove.domain.guestlogs import SLOW_QUERY_MS
 from cove.domain.parameters import Value, denied
 
 LOG = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ CONF_FILE = "my.cnf"
 ADMIN_SECRET = "admin.secret"
 SOCKET = "mariadb.sock"
 PID_FILE = "mariadbd.pid"
-LOG_FILE = "mariadb.log"
+LOG_FILE = guestlogs.find("mariadb", "error").file
 #: SQL the server runs at every start (conf/, mode 0600): see ``privileges.startup_sql``.
 INIT_FILE = "init.sql"
 #: The binary log's and the relay log's base names, in the data directory: when a copy of its
@@ -223,11 +225,13 @@ def settings(
     synchronous: bool = False,
     cluster: dict[str, Value] | None = None,
     source: bool = False,
+    logs: frozenset[str] = frozenset(),
 ) -> dict[str, Value]:
     """Everything in the [mysqld] section: :func:`tunables`, then the instance's places,
     safety and replication settings (a replica's with ``replica``, semi-synchronous ones
-    with ``synchronous``, the binary log for a replica, a cluster member and a ``source``)
-    and a cluster member's ``cluster`` settings, which no override can change."""
+    with ``synchronous``, the binary log for a replica, a cluster member and a ``source``),
+    the guest logs enabled (``logs``) and a cluster member's ``cluster`` settings, which no
+    override can change."""
     fixed: dict[str, Value] = {
         "datadir": str(config.data_dir),
         "tmpdir": str(tmp_dir(config)),
@@ -247,10 +251,28 @@ def settings(
         "init_file": str(config.conf_dir / INIT_FILE),
         **redo_settings(config),
         **replication_settings(config, replica, synchronous, binlog=source or cluster is not None),
+        **log_settings(config, logs),
         **(cluster or {}),
     }
-    # The instance's places and safety always win over whatever a group holds.
-    return {**tunables(config), **fixed}
+    # The instance's places and safety always win over whatever a group holds; a slow-query
+    # log's threshold is the group's when it sets one.
+    return {"long_query_time": SLOW_QUERY_MS / 1000, **tunables(config), **fixed}
+
+
+def log_settings(config: GuestSettings, logs: frozenset[str]) -> dict[str, Value]:
+    """The general and slow-query logs (``cove.domain.guestlogs``), on when in ``logs``,
+    always in their files in the log directory."""
+    return {
+        "log_output": "FILE",
+        "general_log": "general" in logs,
+        "general_log_file": str(config.log_dir / log_file("general")),
+        "slow_query_log": "slow_query" in logs,
+        "slow_query_log_file": str(config.log_dir / log_file("slow_query")),
+    }
+
+
+def log_file(name: str) -> str:
+    return guestlogs.find("mariadb", name).file
 
 
 def show_value(value: Value) -> str:
@@ -278,6 +300,7 @@ def my_cnf(
     cluster: dict[str, Value] | None = None,
     sections: str = "",
     source: bool = False,
+    logs: frozenset[str] = frozenset(),
 ) -> str:
     """The whole my.cnf (a replica's with ``replica``, in synchronous mode with
     ``synchronous``, a cluster member's with its ``cluster`` settings, a ``source``'s), then
@@ -285,7 +308,7 @@ def my_cnf(
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n", "[mysqld]\n"]
     lines += [
         f"{key} = {render_value(value)}\n"
-        for key, value in settings(config, replica, synchronous, cluster, source).items()
+        for key, value in settings(config, replica, synchronous, cluster, source, logs).items()
     ]
     return "".join(lines) + sections
 

@@ -49,6 +49,14 @@ class MariaManager(ServedManager):
     def _make_server(self, config: GuestSettings, on_exit: Callable[[int], None]) -> MariaServer:
         return MariaServer(config, on_exit)
 
+    def apply_logs(self, enabled: frozenset[str]) -> None:
+        """my.cnf for the next start; a running server turns each log on or off at once
+        (both are dynamic). Raises GuestError."""
+        self.server.write_config()
+        if self.server.running():
+            self.live.set_global("general_log", "general" in enabled)
+            self.live.set_global("slow_query_log", "slow_query" in enabled)
+
     def _admin_connect(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
         """The agent's connection for the admin: on a replica its transactions are read-only,
         because the agent's account writes past ``read_only`` and a write of the replica's

@@ -29,6 +29,7 @@ from cove.guestagent.datastores import membership
 from cove.guestagent.datastores.base import REPLICA_MARKER, WRITES_REFUSED_MARKER
 from cove.guestagent.datastores.mariadb import conf, galera
 from cove.guestagent.datastores.mariadb.privileges import startup_sql
+from cove.guestagent.guestlogs import enabled_logs
 
 LOG = logging.getLogger(__name__)
 
@@ -138,7 +139,13 @@ class MariaServer(ChildServer):
         )
         sections = "" if member is None else galera.sst_section(self.config)
         text = conf.my_cnf(
-            self.config, replica, self.synchronous, cluster, sections, source=self.is_source
+            self.config,
+            replica,
+            self.synchronous,
+            cluster,
+            sections,
+            source=self.is_source,
+            logs=enabled_logs(self.config.conf_dir),
         )
         if refused and not replica:
             # The volume is full; a replica's my.cnf has read_only already.
@@ -413,7 +420,12 @@ class MariaServer(ChildServer):
                 read_timeout=timeout,
                 write_timeout=timeout,
                 # The tenant may change the global SQL mode: the agent's sessions keep theirs.
-                init_command="SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+                # The agent's own statements (its vital signs every few seconds, its account
+                # changes) never go into the tenant's general or slow-query log.
+                init_command=(
+                    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', "
+                    "sql_log_off = ON, long_query_time = 31536000"
+                ),
                 # No TLS over the unix socket: newer PyMySQL's default (PREFERRED) tries it,
                 # building a TLS context from the system's CA store for each connection (30 ms
                 # of each here).

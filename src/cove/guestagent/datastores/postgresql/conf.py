@@ -16,6 +16,7 @@ from pathlib import Path
 from cove.common.errors import Unprocessable
 from cove.domain.datastores.postgresql import ADMIN_USER
 from cove.domain.guest import GuestSettings
+from cove.domain.guestlogs import SLOW_QUERY_MS
 from cove.domain.parameters import Value, denied
 from cove.guestagent.datastores.postgresql.wal import SPOOL, archive_command
 
@@ -123,6 +124,18 @@ def settings(config: GuestSettings) -> dict[str, Value]:
     return out
 
 
+def log_settings(logs: frozenset[str]) -> dict[str, Value]:
+    """What makes the server write the guest logs in ``logs`` (``cove.domain.guestlogs``):
+    every statement for the general log, the duration of those slower than SLOW_QUERY_MS
+    for the slow-query log. Written last, so they win over a configuration group's."""
+    out: dict[str, Value] = {}
+    if "general" in logs:
+        out["log_statement"] = "all"
+    if "slow_query" in logs:
+        out["log_min_duration_statement"] = SLOW_QUERY_MS
+    return out
+
+
 def raised_to(values: dict[str, Value], floors: dict[str, int]) -> dict[str, Value]:
     """``values`` with each setting of ``floors`` at least that high (matched without regard
     to case); one not set yet is set to its floor."""
@@ -138,11 +151,19 @@ def raised_to(values: dict[str, Value], floors: dict[str, int]) -> dict[str, Val
     return out
 
 
-def postgresql_conf(config: GuestSettings, floors: dict[str, int] | None = None) -> str:
+def postgresql_conf(
+    config: GuestSettings,
+    floors: dict[str, int] | None = None,
+    logs: frozenset[str] = frozenset(),
+) -> str:
     """The whole postgresql.conf, with the settings of ``floors`` at least that high (a
-    standby's, which its primary's values bound from below); raises Unprocessable as
-    :func:`settings` does."""
+    standby's, which its primary's values bound from below) and those of the guest ``logs``
+    enabled; raises Unprocessable as :func:`settings` does."""
     values = raised_to(settings(config), floors or {})
+    for name in log_settings(logs):
+        for key in [k for k in values if k.lower() == name]:
+            del values[key]
+    values |= log_settings(logs)
     lines = ["# Written by the Cove guest agent; changes here are overwritten.\n"]
     lines += [f"{key} = {render_value(value)}\n" for key, value in values.items()]
     return "".join(lines)

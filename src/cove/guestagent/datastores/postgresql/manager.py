@@ -19,6 +19,7 @@ from cove.guestagent.datastores.postgresql.backup import PostgresBackups
 from cove.guestagent.datastores.postgresql.replication import PostgresReplication
 from cove.guestagent.datastores.postgresql.server import PostgresServer
 from cove.guestagent.datastores.served import ServedManager
+from cove.guestagent.guestlogs import enabled_logs
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ class PostgresManager(ServedManager):
         self._write_files(self._files(self.config))
 
     def _files(self, config: GuestSettings, refused: bool | None = None) -> dict[str, str]:
-        main = conf.postgresql_conf(config, self.replication.standby_floors())
+        main = conf.postgresql_conf(
+            config, self.replication.standby_floors(), enabled_logs(config.conf_dir)
+        )
         if self.writes_refused if refused is None else refused:
             # The last value of a setting wins; a tenant's session may still set it off, which
             # only the volume's own size then stops.
@@ -56,6 +59,24 @@ class PostgresManager(ServedManager):
             "pg_hba.conf": conf.pg_hba_conf(),
             "pg_ident.conf": conf.pg_ident_conf(),
         }
+
+    def apply_logs(self, enabled: frozenset[str]) -> None:
+        """Rewrite postgresql.conf and have a running server reload it (both log settings
+        are read at a reload). Raises GuestError when the server refuses them."""
+        self._write_files(self._files(self.config))
+        if self.server.running():
+            self._reload("the log settings")
+
+    def _reload(self, what: str) -> reload.ReloadResult:
+        """Have the running server reload its files. Raises GuestError naming each setting
+        of ``what`` it refused."""
+        outcome = reload.reload(self.server.connect, self.server.log_file)
+        if outcome.rejected:
+            raise GuestError(
+                f"PostgreSQL refused {what}: "
+                + "; ".join(f"{name}: {why}" for name, why in outcome.rejected)
+            )
+        return outcome
 
     def _refuse_writes(self, refuse: bool) -> None:
         self._write_files(self._files(self.config, refuse))
@@ -110,12 +131,7 @@ class PostgresManager(ServedManager):
             self._write_files(files)
             if not self.server.running():
                 return False  # the next start reads every setting
-            outcome = reload.reload(self.server.connect, self.server.log_file)
-            if outcome.rejected:
-                raise GuestError(
-                    "PostgreSQL refused the configuration: "
-                    + "; ".join(f"{name}: {why}" for name, why in outcome.rejected)
-                )
+            outcome = self._reload("the configuration")
         except Exception:
             self.config = self.server.config = old
             self._write_files(previous)

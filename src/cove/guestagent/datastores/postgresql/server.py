@@ -14,6 +14,7 @@ import psycopg
 
 from cove.common import procfs
 from cove.common.errors import CommandFailed, GuestError
+from cove.domain import guestlogs
 from cove.domain.datastores.postgresql import ADMIN_USER, initdb_argv, template_name
 from cove.domain.guest import GuestSettings
 from cove.guestagent import process
@@ -35,7 +36,9 @@ class PostgresServer(ChildServer):
     kill_signal = signal.SIGQUIT
 
     def __init__(self, config: GuestSettings, on_exit: Callable[[int], None]) -> None:
-        super().__init__(config, config.log_dir / "postgresql.log", on_exit)
+        super().__init__(
+            config, config.log_dir / guestlogs.find("postgresql", "error").file, on_exit
+        )
         self.bin_dir = Path(config.bin_dir)
 
     # -- data directory ----------------------------------------------------------------------
@@ -127,8 +130,12 @@ class PostgresServer(ChildServer):
                 dbname=dbname,
                 autocommit=autocommit,
                 connect_timeout=5,
-                # Objects that tenants create never shadow what the superuser calls.
-                options="-c search_path=pg_catalog",
+                # Objects that tenants create never shadow what the superuser calls; the
+                # agent's own statements never go into the tenant's general or slow-query log.
+                options=(
+                    "-c search_path=pg_catalog -c log_statement=none "
+                    "-c log_min_duration_statement=-1"
+                ),
             )
         except psycopg.OperationalError as exc:
             raise GuestError(f"cannot connect to PostgreSQL: {exc}") from exc
