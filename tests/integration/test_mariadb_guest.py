@@ -27,8 +27,11 @@ from cove.common.errors import (
 )
 from cove.compute.discovery import find_mariadb
 from cove.compute.parameters.mariadb import read_parameters
+from cove.domain import guestlogs
+from cove.domain.backups import SealKey, StoreSpec
 from cove.domain.capabilities import Capability
 from cove.domain.guest import GuestSettings
+from cove.domain.guestlogs import LogIndex, LogStatus, LogTarget
 from cove.domain.parameters import ParamType, denied
 from cove.domain.specs import DatabaseSpec, UserInfo, UserSpec
 from cove.domain.status import GuestStatus
@@ -38,6 +41,8 @@ from cove.guestagent.datastores.mariadb.conf import memory_settings, native_pass
 from cove.guestagent.datastores.mariadb.manager import MariaManager
 from cove.guestagent.datastores.mariadb.privileges import TENANT_ACCESS
 from cove.rpc import RequestContext
+from cove.storage import open_store
+from cove.storage.sealed import unsealed
 from servers import free_address
 
 FOUND = find_mariadb()
@@ -756,3 +761,48 @@ def test_vital_signs_move_with_the_load(
     assert during.rollbacks == (before.rollbacks or 0) + 1
     assert during.operations is not None and during.operations >= before.operations + 6
     assert during.cache_reads is not None and during.cache_reads > before.cache_reads
+
+
+def test_guest_logs_are_turned_on_live_kept_at_restart_and_published(
+    config: GuestSettings, managers: list[MariaManager], tmp_path: Path
+) -> None:
+    """The general and slow-query logs set live and kept in my.cnf, a tenant's statements in
+    them and never the agent's own, each log published into a real store, sealed."""
+    manager = new_manager(config, managers)
+    manager.prepare([DatabaseSpec("shop")], [UserSpec("clerk", "pw-clerk", "%", ("shop",))])
+    target = LogTarget(
+        StoreSpec(kind="filesystem", location=str(tmp_path), prefix="database-logs"),
+        SealKey("bk-0000logs", "22" * 32),
+    )
+    store = open_store(target.store)
+    assert not manager.logs.show("general").enabled
+    manager.logs.set_enabled("general", True)
+    manager.logs.set_enabled("slow_query", True)
+    with login(config, "clerk", "pw-clerk", "shop") as tenant:
+        assert query(tenant, "SELECT @@global.general_log, @@global.slow_query_log") == [(1, 1)]
+        query(tenant, "SELECT 'marker-general'")
+        query(tenant, "SELECT SLEEP(1.2), 'marker-slow'")
+    assert [d.name for d in manager.admin.list_databases()] == ["shop"]  # the agent's own
+    manager.restart()
+    with login(config, "clerk", "pw-clerk", "shop") as tenant:
+        assert query(tenant, "SELECT @@global.general_log") == [(1,)]
+
+    def published(log: str) -> bytes:
+        state = manager.logs.publish(log, target)
+        assert guestlogs.status(state) is LogStatus.PUBLISHED, state
+        index = LogIndex.from_json(b"".join(store.get(guestlogs.index_key("m1", log))))
+        sealed = [b"".join(store.get(p.key)) for p in index.parts]
+        assert all(b"marker" not in s for s in sealed)
+        return b"".join(
+            b"".join(unsealed([s], target.seal, p.checksum))
+            for s, p in zip(sealed, index.parts, strict=True)
+        )
+
+    general = published("general")
+    assert b"marker-general" in general and b"SCHEMATA" not in general
+    slow = published("slow_query")
+    assert b"marker-slow" in slow and b"marker-general" not in slow
+    assert b"ready for connections" in published("error")
+    manager.logs.set_enabled("general", False)
+    with login(config, "clerk", "pw-clerk", "shop") as tenant:
+        assert query(tenant, "SELECT @@global.general_log") == [(0,)]

@@ -201,16 +201,32 @@ class LogIndex:
 
 # -- what a log takes from its file ----------------------------------------------------------
 
-#: A PostgreSQL record starts with its time (``log_line_prefix`` starts with ``%m``); lines
-#: that do not are the record's DETAIL, STATEMENT or a multi-line statement's rest.
-_PG_RECORD = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+#: A line of PostgreSQL's log: its prefix (``log_line_prefix`` is ``%m [%p] %q%u@%d ``: the
+#: time, the process, and for a session its user and database), its level, its message. A line
+#: without one is a multi-line message's rest.
+_PG_LINE = re.compile(
+    rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[\d+\] (?:\S*@\S* )?([A-Z]+[0-9]?):  (.*)",
+    re.DOTALL,
+)
+#: Levels whose lines belong to the message before them (its detail, hint, the statement that
+#: failed), each written with a prefix of its own.
+_PG_FOLLOWERS = frozenset({b"DETAIL", b"HINT", b"CONTEXT", b"STATEMENT", b"QUERY", b"LOCATION"})
 
 
-def _kind(first_line: bytes) -> Records:
-    if b" LOG:  statement: " in first_line:
-        return Records.STATEMENTS
-    if b" LOG:  duration: " in first_line:
-        return Records.DURATIONS
+def _kind(line: bytes) -> Records | None:
+    """Which log a line starts a record of; None when it goes with the record before it."""
+    match = _PG_LINE.match(line)
+    if match is None:
+        return None
+    level, message = match.groups()
+    if level in _PG_FOLLOWERS:
+        return None
+    if level == b"LOG":
+        # A statement sent with parameters (the extended protocol) is logged as executed.
+        if message.startswith((b"statement: ", b"execute ")):
+            return Records.STATEMENTS
+        if message.startswith(b"duration: "):
+            return Records.DURATIONS
     return Records.OTHERS
 
 
@@ -221,10 +237,11 @@ def select(data: bytes, records: Records) -> bytes:
     out: list[bytes] = []
     keep = False
     for line in data.splitlines(keepends=True):
-        if _PG_RECORD.match(line):
-            keep = _kind(line) is records
+        kind = _kind(line)
         # A line that starts no record goes with the record before it (one before ``data``
         # starts was kept or left out with that record).
+        if kind is not None:
+            keep = kind is records
         if keep:
             out.append(line)
     return b"".join(out)
