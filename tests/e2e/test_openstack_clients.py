@@ -388,6 +388,7 @@ def test_openstack_database_commands(
     run = cli_create_and_wait(cli, cove_up)
     cli_databases(run)
     cli_users_and_access(run)
+    cli_logs(run, tmp_path)
     root_pw = cli_root(run)
     cli_restart(run, root_pw)
     cli_backups(run, cove_up)
@@ -477,6 +478,40 @@ def cli_users_and_access(run: CliInstance) -> None:
         conn.execute("CREATE TABLE entries (x int)")
     cli.ok("database", "user", "delete", name, "auditor")
     assert column(cli.json("database", "user", "list", name), "Name") == ["app"]
+
+
+def cli_logs(run: CliInstance, workdir: Path) -> None:
+    """The guest log commands: a USER log enabled, a statement logged, published, read back
+    by `tail` and `save` (swiftclient, through the catalogue's object-store), discarded."""
+    cli, name = run.cli, run.name
+    logs = {row["Name"]: row for row in cli.json("database", "log", "list", name)}
+    assert logs.keys() == {"general", "slow_query", "error"}
+    assert logs["general"]["Status"] == "Disabled" and logs["error"]["Type"] == "SYS"
+    assert cli.json("database", "log", "set", name, "general", "--enable")["status"] in (
+        "Enabled",
+        "Ready",
+    )
+    with connect(run.inst, "app", run.app_pw, "orders") as conn:
+        conn.execute("SELECT 'osc-log-marker'")
+
+    def published() -> dict[str, Any] | None:
+        # The server writes the record once the statement ended.
+        shown = cli.json("database", "log", "set", name, "general", "--publish")
+        return shown if shown["published"] > 0 else None
+
+    shown = wait_for(published, 60, 0.5, "the general log published")
+    assert shown["status"] == "Published", shown
+    tail = cli.ok("database", "log", "tail", name, "general", "--lines", "5").stdout
+    assert "osc-log-marker" in tail, tail
+    saved = workdir / "general.log"
+    cli.ok("database", "log", "save", name, "general", "--file", str(saved))
+    assert "statement: SELECT 'osc-log-marker'" in saved.read_text()
+    refused = cli.run("database", "log", "set", name, "error", "--disable")
+    assert refused.returncode != 0 and "system log" in refused.stderr
+    assert cli.json("database", "log", "set", name, "general", "--discard")["published"] == 0
+    gone = cli.ok("database", "log", "tail", name, "general").stdout
+    assert "No published 'general' log" in gone, gone
+    assert cli.json("database", "log", "set", name, "general", "--disable")["status"] == "Disabled"
 
 
 def cli_root(run: CliInstance) -> str:

@@ -313,6 +313,8 @@ def test_published_logs_read_back_as_swift_objects(logged: Any) -> None:
     # Discarded: gone from the listing.
     client.post(f"/v1.0/{p}/instances/{iid}/log", json={"name": "error", "discard": 1})
     assert client.get(base, params={"format": "json"}).json() == []
+    never = client.get(base, params={"format": "json", "prefix": f"{iid}/error/"})
+    assert never.status_code == 404 and "Nothing is published" in never.text
 
 
 def test_a_tokens_catalogue_names_the_object_store(member_api: Any) -> None:

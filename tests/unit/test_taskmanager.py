@@ -24,6 +24,7 @@ from cove.domain.specs import DatabaseSpec, Resize, UserSpec
 from cove.domain.status import ComputeState, Task
 from cove.rpc import RequestContext
 from cove.rpc.codec import to_wire
+from cove.storage import configured_store, open_store
 from cove.taskmanager import leases
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import create_instance
@@ -276,6 +277,18 @@ def test_delete_releases_everything(tc: TaskContext) -> None:
     assert tc.bus.deleted == [f"guestagent.{iid}"]  # type: ignore[attr-defined]
     with tc.db.session() as s:
         assert s.query(AddressAllocation).filter_by(instance_id=iid).count() == 0
+
+
+def test_delete_removes_the_published_guest_logs(tc: TaskContext) -> None:
+    iid = add(tc, Task.DELETING, ComputeState.ACTIVE)
+    other = add(tc, Task.NONE, ComputeState.ACTIVE)
+    store = open_store(configured_store(tc.settings, tc.settings.guest_log_container))
+    for instance_id in (iid, other):
+        store.put(f"{instance_id}/general/log-000000", [b"sealed"])
+        store.put(f"{instance_id}/general.metafile", [b"{}"])
+    delete_instance(tc, RequestContext(), iid)
+    assert store.keys(f"{iid}/") == [] and store.size(f"{iid}/general.metafile") is None
+    assert store.keys(f"{other}/") == [f"{other}/general.metafile", f"{other}/general/log-000000"]
 
 
 def test_a_failed_delete_is_recorded_and_can_be_retried(

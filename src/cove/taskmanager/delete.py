@@ -1,12 +1,12 @@
-"""Deletion: stop everything, remove the place, release the address, forget the queue, and
-delete the instance's backup schedules (never its backups)."""
+"""Deletion: stop everything, remove the place, release the address, forget the queue, delete
+the instance's published guest logs and its backup schedules (never its backups)."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-from cove.common.errors import ServiceUnavailable
+from cove.common.errors import ServiceUnavailable, StoreUnavailable
 from cove.common.ids import utcnow
 from cove.db.clusters import settle_deleted
 from cove.db.instances import record_fault, release_address
@@ -15,6 +15,7 @@ from cove.db.replication import drop_if_alone
 from cove.db.schedules import delete_instance_schedules
 from cove.domain.status import Task
 from cove.rpc import RequestContext
+from cove.storage import configured_store, open_store
 from cove.taskmanager.clusters import announce_peers
 from cove.taskmanager.context import TaskContext
 from cove.taskmanager.create import public
@@ -31,6 +32,7 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
     try:
         tc.driver.destroy(instance_id)
         _forget(tc, instance_id)
+        _drop_published_logs(tc, instance_id)
     except Exception as exc:
         message = public(exc)
         LOG.exception("deleting instance %s failed", instance_id)
@@ -68,6 +70,18 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
     if cluster_id is not None:
         # The members left forget the one that went, for their next start.
         announce_peers(tc, ctx, cluster_id)
+
+
+def _drop_published_logs(tc: TaskContext, instance_id: str) -> None:
+    """Delete what the instance published of its guest logs (``cove.domain.guestlogs``):
+    nobody can read it once the instance is gone. A store out of reach keeps them, with a
+    warning: the deletion goes on."""
+    try:
+        store = open_store(configured_store(tc.settings, tc.settings.guest_log_container))
+        for key in store.keys(f"{instance_id}/"):  # its logs' parts and indexes
+            store.delete(key)
+    except (StoreUnavailable, ValueError) as exc:
+        LOG.warning("the published logs of deleted instance %s stay: %s", instance_id, exc)
 
 
 def _forget(tc: TaskContext, instance_id: str) -> None:

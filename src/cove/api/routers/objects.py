@@ -5,9 +5,10 @@ through swiftclient: the token's catalogue names it as the ``object-store`` serv
 Only the guest log container is served, and in it only the objects of the caller's project's
 instances: each log's parts and its index (Trove's ``metafile``). ``GET`` of the container
 lists them as Swift does (``format=json`` or plain names; ``prefix``, ``marker``,
-``end_marker`` and ``limit``); ``HEAD`` and ``GET`` of an object give its headers (a part's
-line count in ``X-Object-Meta-Lines``, as Trove's publisher sets it) and its plain bytes. Every
-other method is refused: the logs are written by publishing them.
+``end_marker`` and ``limit``; a prefix under which nothing is published is not found, so a
+client says the log was never published); ``HEAD`` and ``GET`` of an object give its headers
+(a part's line count in ``X-Object-Meta-Lines``, as Trove's publisher sets it) and its plain
+bytes. Every other method is refused: the logs are written by publishing them.
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ def list_container(
         ),
         key=lambda i: i.name,
     )[:limit]
+    if prefix and not chosen and not marker:
+        # Swift lists an empty match; a log never published (or discarded) is "not found"
+        # instead, which is what clients tell their users ("No published 'general' log").
+        raise NotFound(f"Nothing is published under {prefix[:160]}.")
     headers = {
         "X-Container-Object-Count": str(len(items)),
         "X-Container-Bytes-Used": str(sum(i.size for i in items)),
