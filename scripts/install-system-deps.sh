@@ -20,6 +20,8 @@ command -v losetup >/dev/null || missing+=(mount)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# The web console's tests run in a real headless browser: Debian's Chromium.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 # As root, Cove runs guest agents and database servers as this unprivileged user.
 if [ "$(id -u)" -eq 0 ] && ! id cove >/dev/null 2>&1; then

@@ -311,3 +311,29 @@ def test_a_metrics_token_is_asked_of_scrapers(member_api: Any) -> None:
         assert "scrape-Secret-1" not in resp.text
     good = client.get("/metrics", headers={"Authorization": "Bearer scrape-Secret-1"})
     assert good.status_code == 200 and "cove_api_requests_total" in good.text
+
+
+def test_an_instances_vitals_are_its_last_heartbeats(member_api: Any) -> None:
+    """The tenant's view of the same heartbeat (``GET /instances/{id}/vitals``, which the
+    console's charts sample): what it said, null for what it did not say or said wrongly."""
+    client, context, project_id = member_api
+    iid = add_instance(context.db, Task.NONE)
+    payload = {
+        "vitals": {"connections": 3, "commits": 120, "rollbacks": "2", "cache_hits": True},
+        "isolation": {"memory_limit_mb": 512, "memory_used_mb": 64.5},
+    }
+    with context.db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        inst.project_id = project_id
+        s.add(GuestState(instance_id=iid, status="healthy", payload=json.dumps(payload),
+                         heartbeat_at=utcnow()))  # fmt: skip
+    resp = client.get(f"/v1.0/{project_id}/instances/{iid}/vitals")
+    assert resp.status_code == 200, resp.text
+    vitals = resp.json()["vitals"]
+    assert vitals["connections"] == 3 and vitals["commits"] == 120
+    assert vitals["rollbacks"] is None and vitals["cache_hits"] is None  # not numbers
+    assert vitals["memory_limit_mb"] == 512 and vitals["memory_used_mb"] == 64.5
+    assert vitals["volume_mb"] is None and vitals["heartbeat_at"]
+    other = client.get(f"/v1.0/{project_id}/instances/00000000-0000-0000-0000-000000000000/vitals")
+    assert other.status_code == 404

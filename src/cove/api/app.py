@@ -23,6 +23,7 @@ from cove.api.routers import (
     catalog,
     clusters,
     configurations,
+    console,
     dbusers,
     health,
     identity,
@@ -63,6 +64,7 @@ ROUTERS = (
     (networks.router, "networks"),
     (mgmt.router, "management"),
     (identity.router, "identity"),
+    (console.router, "web console"),
     # Last: a path Cove serves is never taken for one it does not.
     (unimplemented.router, "not supported yet"),
 )

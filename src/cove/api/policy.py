@@ -77,6 +77,7 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...]] = {
     "configuration-parameter:index": READ,
     "instance:configuration": READ,
     "instance:events": READ,
+    "instance:vitals": READ,
     "backup:index": READ,
     "backup:index:all_projects": CLOUD_ADMIN,
     "backup:show": READ,

@@ -458,6 +458,28 @@ class InstanceEventList(View):
     events: list[InstanceEventView]
 
 
+class InstanceVitals(View):
+    """Counters count since the server started; null where the datastore does not count it
+    or the agent has not said yet."""
+
+    heartbeat_at: str | None
+    connections: int | None
+    commits: int | None
+    rollbacks: int | None
+    operations: int | None
+    cache_hits: int | None
+    cache_reads: int | None
+    replication_lag_seconds: float | None
+    memory_used_mb: int | None
+    memory_limit_mb: int | None
+    volume_used_mb: int | None
+    volume_mb: int | None
+
+
+class InstanceVitalsOne(View):
+    vitals: InstanceVitals
+
+
 class DatabaseName(View):
     name: str
 

@@ -371,6 +371,38 @@ def payload_sections(payload: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in found.items() if isinstance(v, dict)}
 
 
+#: What ``vitals_view`` shows of each heartbeat section.
+_VITAL_KEYS = {
+    "vitals": (
+        "connections",
+        "commits",
+        "rollbacks",
+        "operations",
+        "cache_hits",
+        "cache_reads",
+        "replication_lag_seconds",
+    ),
+    "isolation": ("memory_used_mb", "memory_limit_mb", "volume_used_mb", "volume_mb"),
+}
+
+
+def vitals_view(guest: GuestState | None) -> dict[str, Any]:
+    """A Cove extension: the server's vital signs (``domain.guest.DatabaseVitals``) and its
+    use of memory and volume (``Isolation``) as the last heartbeat told them; null for what it
+    did not say (a number of the wrong type included)."""
+    sections = payload_sections(guest.payload) if guest is not None else {}
+    view: dict[str, Any] = {
+        "heartbeat_at": trove_time(guest.heartbeat_at) if guest is not None else None
+    }
+    for section, keys in _VITAL_KEYS.items():
+        found = sections.get(section, {})
+        for key in keys:
+            value = found.get(key)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            view[key] = value if number else None
+    return view
+
+
 def isolation_view(guest: GuestState | None) -> dict[str, Any]:
     """A Cove extension of the management view: what the kernel enforces on the instance, as
     its last heartbeat told (``domain.guest.Isolation``); a limit that is null is not

@@ -29,11 +29,12 @@ from cove.api.responses import (
     InstanceEventList,
     InstanceList,
     InstanceOne,
+    InstanceVitalsOne,
     RunningConfigurationOne,
 )
 from cove.api.schemas import InstanceCreate, InstanceCreateBody, InstanceUpdateBody
 from cove.api.validate import checked, checked_text, database_specs, user_specs
-from cove.api.views import instance_view, masked, next_links, page_limit
+from cove.api.views import instance_view, masked, next_links, page_limit, vitals_view
 from cove.common.errors import BadRequest, NotImplementedFault, VolumeSizeTooLarge
 from cove.common.ids import utcnow
 from cove.common.text import shown
@@ -156,6 +157,18 @@ def list_instance_events(
     with c.db.session() as s:
         get_instance(s, instance_id, project_id)
         return {"events": recorded.recent(s, instance_id, limit)}
+
+
+@router.get("/{instance_id}/vitals", responses=answers(InstanceVitalsOne, 404))
+def instance_vitals(
+    project_id: str, instance_id: str, request: Request, c: ApiContext = Depends(cove)
+) -> Any:
+    """A Cove extension: the database server's vital signs and its use of memory and volume,
+    as the guest agent's last heartbeat told them (the console's charts sample this)."""
+    _, project_id = authorize_instance(request, project_id, instance_id, "instance:vitals")
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id, for_view=True)
+        return {"vitals": vitals_view(inst.guest)}
 
 
 def _unsupported(spec: InstanceCreate) -> None:
