@@ -400,3 +400,78 @@ def test_shards_split_the_slots_and_give_each_master_a_replica_when_members_allo
         slot for s in shards(list("abcdef")) for slot in range(s.first_slot, s.last_slot + 1)
     ]
     assert covered == list(range(16384))
+
+
+def test_a_clusters_tasks_are_told_once_when_their_last_member_is_done(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dbaas.cluster_<action>.end`` once per task asked of the cluster, by whichever task
+    manager ends its last member's part (an error when a member failed)."""
+    from cove.rpc import RequestContext
+
+    told: list[dict[str, Any]] = []
+    events = cloud.tm.events
+    monkeypatch.setattr(events, "send", lambda event, project: told.append(event.message()))
+    cluster = made(cloud)
+    ids = [m["id"] for m in cluster["instances"]]
+    for n, member in enumerate(ids):
+        assert not told, n
+        cloud.ready(member)
+        events.member_task_ended(member, RequestContext())
+    events.member_task_ended(ids[-1], RequestContext())  # told already: not again
+    (created,) = told
+    assert created["event_type"] == "dbaas.cluster_create.end"
+    payload = created["payload"]
+    assert payload["cluster_id"] == cluster["id"] and payload["cluster_name"] == "shop"
+    assert sorted(payload["instance_ids"]) == sorted(ids) and payload["datastore"] == "mariadb"
+
+    # A rolling restart, member after member, told by the one that ends the chain.
+    told.clear()
+    cloud.bus.answer("restart", None)
+    cloud.serve_taskmanager()
+    path = f"clusters/{cluster['id']}"
+    assert cloud.request("member", "POST", path, {"restart": {}}).status_code == 202
+
+    def of_cluster() -> list[str]:
+        return [m["event_type"] for m in told if m["event_type"].startswith("dbaas.cluster_")]
+
+    def restarts() -> int:
+        return sum(m["event_type"] == "dbaas.instance_restart.end" for m in told)
+
+    deadline = time.monotonic() + DEADLINE
+    while not (of_cluster() and restarts() == 3):  # each member's own too
+        assert time.monotonic() < deadline, "the restart was not told"
+        time.sleep(0.05)
+    assert of_cluster() == ["dbaas.cluster_restart.end"]
+
+    # A delete, told once the cluster's row goes with its last member.
+    told.clear()
+    assert cloud.request("member", "DELETE", path).status_code == 202
+    while cloud.request("member", "GET", path).status_code != 404:
+        assert time.monotonic() < deadline + DEADLINE, "the cluster was not deleted"
+        time.sleep(0.05)
+    while not of_cluster():
+        assert time.monotonic() < deadline + DEADLINE, "the delete was not told"
+        time.sleep(0.05)
+    assert of_cluster() == ["dbaas.cluster_delete.end"]
+    (deleted,) = [m for m in told if m["event_type"] == "dbaas.cluster_delete.end"]
+    assert deleted["payload"]["instance_ids"] == []
+
+
+def test_a_failed_member_makes_its_clusters_task_an_error(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cove.rpc import RequestContext
+
+    told: list[dict[str, Any]] = []
+    events = cloud.tm.events
+    monkeypatch.setattr(events, "send", lambda event, project: told.append(event.message()))
+    cluster = made(cloud)
+    first, *others = [m["id"] for m in cluster["instances"]]
+    cloud.set_row(first, task=Task.BUILD_ERROR.value, fault_message="no space left")
+    for member in others:
+        cloud.ready(member)
+    events.member_task_ended(others[-1], RequestContext())
+    (failed,) = told
+    assert failed["event_type"] == "dbaas.cluster_create.error"
+    assert failed["payload"]["message"] == "no space left"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, false, or_, select
+from sqlalchemy import and_, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from cove.common.errors import BadRequest, ClusterNotFound
@@ -97,3 +97,35 @@ def refuse_member(inst: Instance, what: str) -> None:
             f"Instance {inst.id} is a member of cluster {inst.cluster_id}: {what} goes "
             "through the cluster."
         )
+
+
+def end_task(session: Session, cluster_id: str, asked: ClusterTask, now: datetime) -> bool:
+    """End the task ``asked`` of the cluster (it shows NONE from then on); whether this call
+    ended it (False: it had ended, or another was asked since). One conditional statement, so
+    of two task managers ending it at once only one does, and only that one tells it."""
+    done = session.execute(
+        update(Cluster)
+        .where(Cluster.id == cluster_id, Cluster.task == asked.name, Cluster.deleted.is_(False))
+        .values(task=ClusterTask.NONE.name, updated=now)
+    )
+    return bool(getattr(done, "rowcount", 0) == 1)
+
+
+def settle_task(session: Session, cluster_id: str, now: datetime) -> ClusterTask | None:
+    """End the task asked of the cluster once no member has the instance task it waits on
+    (``domain.clusters.cluster_task``: a build, a grow, a shrink, a rolling restart whose
+    chain stopped); the task this call ended, None when there was none to end here (still
+    under way, ended already, a deletion, which ends with the cluster's row)."""
+    cluster = session.get(Cluster, cluster_id)
+    if cluster is None or cluster.deleted:
+        return None
+    asked = ClusterTask[cluster.task]
+    if asked in (ClusterTask.NONE, ClusterTask.DELETING):
+        return None
+    rules = RULES.get(cluster.datastore_version.manager)
+    if asked is ClusterTask.BUILDING and rules is not None and rules.topology is Topology.SHARDED:
+        return None  # its last member's build forms it, then ends the task (taskmanager/clusters)
+    tasks = [Task(m.task) for m in members(session, cluster_id)]
+    if cluster_task(asked, tasks) is not ClusterTask.NONE:
+        return None
+    return asked if end_task(session, cluster_id, asked, now) else None

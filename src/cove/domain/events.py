@@ -9,7 +9,9 @@ Two families, both with Trove's names and payload fields:
 * action events, when the task manager's work ends: ``dbaas.<action>.end`` or
   ``dbaas.<action>.error`` (``instance_create``, ``instance_delete``, ``instance_restart``,
   ``instance_resize_instance``, ``instance_resize_volume``, ``instance_detach``,
-  ``instance_promote``, ``instance_eject``, ``instance_rejoin`` (Cove's), ``backup_create``);
+  ``instance_promote``, ``instance_eject``, ``instance_rejoin`` (Cove's), ``backup_create``,
+  and for clusters ``cluster_create``, ``cluster_grow``, ``cluster_shrink``,
+  ``cluster_restart`` and ``cluster_delete``, once every member's part is done);
   their payload names what was acted on (:func:`action`), and an error's carries its
   ``message``.
 
@@ -41,6 +43,11 @@ ACTIONS = {
     "eject": "instance_eject",
     "rejoin": "instance_rejoin",
     "backup": "backup_create",
+    "cluster_create": "cluster_create",
+    "cluster_grow": "cluster_grow",
+    "cluster_shrink": "cluster_shrink",
+    "cluster_restart": "cluster_restart",
+    "cluster_delete": "cluster_delete",
 }
 
 

@@ -16,6 +16,7 @@ import time
 
 from cove.common.errors import CoveError, GuestError
 from cove.common.ids import utcnow
+from cove.db.clusters import end_task as end_cluster_task
 from cove.db.clusters import get_cluster, members
 from cove.db.instances import get_instance, record_fault
 from cove.db.models import Instance
@@ -143,11 +144,13 @@ def form(tc: TaskContext, ctx: RequestContext, instance_id: str) -> None:
             row = get_instance(s, instance_id)
             fault = f"Forming the cluster failed: {exc.public_message}"
             record_fault(row, fault, utcnow(), task=Task.BUILD_ERROR)
-            get_cluster(s, cluster_id).task = ClusterTask.NONE.name
-        return
-    LOG.info("cluster %s serves every slot on %d members", cluster_id, len(order))
-    with tc.db.session() as s:
-        get_cluster(s, cluster_id).task = ClusterTask.NONE.name
+            ended = end_cluster_task(s, cluster_id, ClusterTask.BUILDING, utcnow())
+    else:
+        LOG.info("cluster %s serves every slot on %d members", cluster_id, len(order))
+        with tc.db.session() as s:
+            ended = end_cluster_task(s, cluster_id, ClusterTask.BUILDING, utcnow())
+    if ended and tc.events is not None:
+        tc.events.cluster_ended(ctx, cluster_id, ClusterTask.BUILDING)
 
 
 def _split(

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from cove.common.metrics import Metrics
 from cove.common.settings import Settings
@@ -17,6 +18,9 @@ from cove.db.engine import Database
 from cove.db.sealed import Sealer
 from cove.rpc import RpcClient
 from cove.rpc.guest import GuestClient
+
+if TYPE_CHECKING:
+    from cove.taskmanager.events import EventSender
 
 
 class InstanceLocks:
@@ -109,6 +113,8 @@ class TaskContext:
     pushes: PendingPushes = field(default_factory=PendingPushes)
     #: Where the tasks' durations are counted; None when metrics are off.
     metrics: Metrics | None = None
+    #: Who tells the ends of tasks as notification events (the task manager's); None: nobody.
+    events: EventSender | None = None
 
     @cached_property
     def sealer(self) -> Sealer:

@@ -13,6 +13,7 @@ from cove.db.instances import record_fault, release_address
 from cove.db.models import GuestState, Instance
 from cove.db.replication import drop_if_alone
 from cove.db.schedules import delete_instance_schedules
+from cove.domain.clusters import ClusterTask
 from cove.domain.status import Task
 from cove.rpc import RequestContext
 from cove.storage import configured_store, open_store
@@ -63,11 +64,13 @@ def delete_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> N
         # goes: the API refuses to delete one with replicas).
         drop_if_alone(s, inst.replica_of_id or instance_id)
         cluster_id = inst.cluster_id
-        if cluster_id is not None and settle_deleted(s, cluster_id, now):
+        gone = cluster_id is not None and settle_deleted(s, cluster_id, now)
+        if gone:
             LOG.info("cluster %s deleted with its last member", cluster_id)
-            cluster_id = None
     LOG.info("instance %s deleted", instance_id)
-    if cluster_id is not None:
+    if gone and cluster_id is not None and tc.events is not None:
+        tc.events.cluster_ended(ctx, cluster_id, ClusterTask.DELETING)
+    elif cluster_id is not None:
         # The members left forget the one that went, for their next start.
         announce_peers(tc, ctx, cluster_id)
 

@@ -50,6 +50,7 @@ class TaskEnds:
         def ended(failed: bool) -> None:
             if self.events is not None and before is not None:
                 self.events.instance_task_ended(name, before, ctx, failed)
+                self.events.member_task_ended(instance_id, ctx)
 
         with self._timed(name, self._instance_failed(instance_id), ended):
             yield

@@ -1,9 +1,12 @@
 """The task manager's notification events (``cove.domain.events``): built when a task ends
-(``cove.taskmanager.ends.TaskEnds`` calls :meth:`EventSender.instance_task_ended` and
-:meth:`EventSender.backup_ended`) and sent three ways, each on its own: kept among the
-instance's recent events (the API's ``GET .../instances/{id}/events``), published on the bus
-(``event_topic``, for an operator's consumer on RabbitMQ) and POSTed to ``event_webhook``.
-Sending never fails the task: what cannot go one way is logged and goes the others.
+(``cove.taskmanager.ends.TaskEnds`` calls :meth:`EventSender.instance_task_ended`,
+:meth:`EventSender.member_task_ended` and :meth:`EventSender.backup_ended`; the workflows that
+end a cluster's task themselves call :meth:`EventSender.cluster_ended`) and sent three ways,
+each on its own: kept among the instance's recent events (the API's
+``GET .../instances/{id}/events``; a cluster's events name no instance and are not kept),
+published on the bus (``event_topic``, for an operator's consumer on RabbitMQ) and POSTed to
+``event_webhook``. Sending never fails the task: what cannot go one way is logged and goes the
+others.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
+from cove.db import clusters
 from cove.db import events as recorded
 from cove.db.instances import snapshot
-from cove.db.models import Backup, DatastoreVersion, Flavor, Instance
+from cove.db.models import Backup, Cluster, DatastoreVersion, Flavor, Instance
 from cove.db.sealed import ResizeArgs
 from cove.domain import events
 from cove.domain.backups import BackupStatus
+from cove.domain.clusters import ClusterTask
 from cove.domain.events import Event, InstanceFacts
 from cove.domain.specs import Resize
 from cove.domain.status import Task, compute_status
@@ -32,6 +38,15 @@ from cove.taskmanager.context import TaskContext
 from cove.taskmanager.webhook import Webhook
 
 LOG = logging.getLogger(__name__)
+
+#: The action event of each cluster task (its ``dbaas.<action>`` stem).
+CLUSTER_ACTIONS = {
+    ClusterTask.BUILDING: "cluster_create",
+    ClusterTask.GROWING_CLUSTER: "cluster_grow",
+    ClusterTask.SHRINKING_CLUSTER: "cluster_shrink",
+    ClusterTask.RESTARTING_CLUSTER: "cluster_restart",
+    ClusterTask.DELETING: "cluster_delete",
+}
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,56 @@ class EventSender:
             subject = {"backup_id": backup_id, "instance_id": backup.instance_id}
             project, fault = backup.project_id, backup.fault_message
         self.send(self._action("backup", ctx, project, failed, fault, subject), project)
+
+    def member_task_ended(self, instance_id: str, ctx: RequestContext) -> None:
+        """After a task of a cluster member: when it was the last part of its cluster's task
+        (no member has the instance task it waits on any more), end the cluster's task and
+        tell it (:meth:`cluster_ended`), once whichever task manager gets there first."""
+        with self.tc.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            cluster_id = inst.cluster_id if inst is not None else None
+            if cluster_id is None:
+                return
+            ended = clusters.settle_task(s, cluster_id, utcnow())
+        if ended is not None:
+            self.cluster_ended(ctx, cluster_id, ended)
+
+    def cluster_ended(self, ctx: RequestContext, cluster_id: str, task: ClusterTask) -> None:
+        """``dbaas.cluster_<action>.end``, or ``.error`` when a member ended in an error task
+        or with a fault since the cluster's task began. Never raises."""
+        try:
+            with self.tc.db.session() as s:
+                cluster = s.get(Cluster, cluster_id)
+                if cluster is None:
+                    return
+                since = cluster.task_started_at
+                everyone = list(
+                    s.scalars(select(Instance).where(Instance.cluster_id == cluster_id))
+                )
+                live = [m for m in everyone if not m.deleted]
+                faults = [
+                    m.fault_message or f"member {m.id} failed"
+                    for m in (everyone if task is ClusterTask.DELETING else live)
+                    if Task(m.task).is_error
+                    or (m.fault_at is not None and since is not None and m.fault_at >= since)
+                ]
+                version = cluster.datastore_version
+                subject = {
+                    "cluster_id": cluster_id,
+                    "cluster_name": cluster.name,
+                    "instance_ids": [m.id for m in live],
+                    "datastore": version.datastore.name,
+                    "datastore_version": version.name,
+                }
+                project = cluster.project_id
+            failed = bool(faults)
+            action = CLUSTER_ACTIONS[task]
+            event = self._action(
+                action, ctx, project, failed, faults[0] if faults else None, subject
+            )
+            self.send(event, project)
+        except Exception:
+            LOG.warning("cannot tell the end of cluster %s's task", cluster_id, exc_info=True)
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from cove.common.errors import CoveError
 from cove.common.ids import utcnow
+from cove.db.clusters import end_task as end_cluster_task
 from cove.db.clusters import get_cluster, members
 from cove.db.instances import end_task, get_instance, transition
 from cove.db.models import Instance
@@ -54,13 +55,17 @@ def restart_instance(tc: TaskContext, ctx: RequestContext, instance_id: str) -> 
             return None
         inst = get_instance(s, instance_id)
         following = _next_member(s, inst) if ended and fault is None else None
-        if following is None and inst.cluster_id is not None:
-            # The chain ends here (done, or stopped by a failure): a later restart of one
-            # member is only that.
-            cluster = get_cluster(s, inst.cluster_id)
-            cluster.task = ClusterTask.NONE.name
-            cluster.updated = utcnow()
-        return following
+        cluster_id = inst.cluster_id
+        # The chain ends here (done, or stopped by a failure): a later restart of one member
+        # is only that.
+        chain_ended = (
+            following is None
+            and cluster_id is not None
+            and end_cluster_task(s, cluster_id, ClusterTask.RESTARTING_CLUSTER, utcnow())
+        )
+    if chain_ended and cluster_id is not None and tc.events is not None:
+        tc.events.cluster_ended(ctx, cluster_id, ClusterTask.RESTARTING_CLUSTER)
+    return following
 
 
 def _rolling(tc: TaskContext, cluster_id: str | None) -> bool:

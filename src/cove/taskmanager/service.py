@@ -64,6 +64,7 @@ class TaskManager:
         self.scheduler = Scheduler(tc.settings, tc.db, self._cast_backup, clock)
         self._prune_wal = Pruner()
         self.events = EventSender(tc)
+        tc.events = self.events
         self.ends = TaskEnds(tc, self.events)
 
     def endpoints(self) -> dict[str, Callable[..., Any]]:
