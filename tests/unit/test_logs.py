@@ -71,3 +71,30 @@ def test_each_request_is_in_the_access_log_with_its_request_id(
     context.settings = context.settings.model_copy(update={"access_log": False})
     client.get(f"/v1.0/{project}/instances")
     assert not [r for r in caplog.records if r.name == "cove.api.access"]
+
+
+def test_guest_agents_log_as_the_deployment_says(tmp_path: Any, migrated_db: Any) -> None:
+    """The task manager hands ``log_format`` to each guest agent in its settings, and an agent
+    whose settings say json writes JSON lines."""
+    from cove.common.settings import load_settings
+    from cove.db.engine import Database
+    from cove.db.models import Instance
+    from cove.domain.guest import GuestSettings
+    from cove.domain.status import Task
+    from cove.rpc.codec import from_wire, to_wire
+    from cove.taskmanager.context import TaskContext
+    from cove.taskmanager.create import guest_spec
+    from fakes import FakeBus, FakeDriver
+    from rows import add_instance
+
+    settings = load_settings(data_dir=tmp_path, log_format="json")
+    migrated_db(settings.database_url)
+    tc = TaskContext(settings, Database(settings.database_url), FakeBus(), FakeDriver())  # type: ignore[arg-type]
+    iid = add_instance(tc.db, Task.NONE)
+    with tc.db.session() as s:
+        inst = s.get(Instance, iid)
+        assert inst is not None
+        inst.address = "127.42.0.7"
+        spec = guest_spec(tc, inst)
+    assert spec.log_format == "json"
+    assert from_wire(GuestSettings, to_wire(spec), "guest").log_format == "json"

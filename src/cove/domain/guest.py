@@ -50,6 +50,9 @@ class GuestSettings:
     #: into a full fsync of the volume's image, a host journal commit that doubled a commit's
     #: cost; the data, which grows, stays on the volume.
     journal_dir: str = ""
+    #: How the agent writes its log: "text", or "json" (one object per line), as the
+    #: deployment's ``log_format`` says.
+    log_format: str = "text"
 
     @property
     def root(self) -> Path:

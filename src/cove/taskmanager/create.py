@@ -300,6 +300,7 @@ def guest_spec(tc: TaskContext, inst: Instance) -> GuestSettings:
         volume_gb=inst.volume_size,
         transport_url=tc.settings.transport_url,
         heartbeat_interval=tc.settings.heartbeat_interval,
+        log_format=tc.settings.log_format,
         # A parameter denied since the group was made is never given to the guest.
         overrides={
             name: value
