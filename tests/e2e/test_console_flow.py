@@ -180,3 +180,39 @@ def test_the_console_is_served_without_a_token_and_locked_down(cove_up: ControlP
     script = httpx.get(f"{cove_up.url}/console/app.js", timeout=30)
     assert script.headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{cove_up.url}/console/clouds.yaml", timeout=30).status_code == 404
+
+
+def test_the_console_makes_a_weighted_cluster(cove_up: ControlPlane) -> None:
+    """A PostgreSQL cluster of two from the console, the first member weighted 200: the
+    members get the weights asked, the page shows them, and the cluster goes with its
+    members."""
+    account = cove_up.account("console-clusters", "clusteruser", "member")
+    with chromium_page() as page:
+        sign_in(page, cove_up, "clusteruser", account.password, "console-clusters")
+        expect(page.get_by_role("heading", name="Instances", exact=True)).to_be_visible()
+        page.get_by_role("link", name="Clusters", exact=True).click()
+        page.get_by_role("link", name="Create cluster").click()
+        page.get_by_label("Name", exact=True).fill("weighted")
+        datastore = page.get_by_label("Datastore")
+        (postgresql,) = [
+            v
+            for v in datastore.locator("option").evaluate_all("os => os.map(o => o.value)")
+            if v.startswith("postgresql:")
+        ]
+        datastore.select_option(postgresql)
+        page.get_by_role("button", name="Remove the last member").click()
+        weights = page.get_by_label("Weight")
+        expect(weights).to_have_count(2)
+        weights.first.fill("200")
+        page.get_by_role("button", name="Create cluster").click()
+        expect(page.get_by_role("heading", name="Cluster weighted")).to_be_visible()
+        members = page.get_by_role("table").get_by_role("row")
+        expect(members.filter(has_text="ACTIVE")).to_have_count(2, timeout=LONG)
+        expect(members.filter(has_text="primary").filter(has_text="200")).to_have_count(1)
+        shot(page, "cluster")
+        (cluster,) = account.http.get("/clusters").json()["clusters"]
+        assert sorted(m["weight"] for m in cluster["instances"]) == [100, 200]
+        page.get_by_role("button", name="Delete cluster").click()
+        expect(page.get_by_role("heading", name="Clusters", exact=True)).to_be_visible()
+        path = f"/clusters/{cluster['id']}"
+        wait_for(lambda: account.http.get(path).status_code == 404, LONG / 1000, 0.5, "deleted")

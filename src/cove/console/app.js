@@ -780,8 +780,8 @@ async function clusterView(id) {
   const holder = h("div", {});
   const fill = (c) => holder.replaceChildren(
     fields([["Task", c.task.description || c.task.name], ["Datastore", `${c.datastore.type} ${c.datastore.version}`], ["Endpoint", (c.ip || []).join(", ") || "not yet"]]),
-    table("Members", ["Name", "Role", "Status", "Address", ""], (c.instances || []).map((m) => [
-      h("a", { href: `#/instances/${m.id}` }, m.name), m.type, status(m.status), (m.ip || []).join(", "),
+    table("Members", ["Name", "Role", "Weight", "Status", "Address", ""], (c.instances || []).map((m) => [
+      h("a", { href: `#/instances/${m.id}` }, m.name), m.type, m.weight === undefined ? "" : String(m.weight), status(m.status), (m.ip || []).join(", "),
       h("button", { type: "button", class: "secondary", "aria-label": `Remove member ${m.name}`, onclick: confirmThen(`Remove member ${m.name} from the cluster?`, async () => {
         await api("POST", `/clusters/${id}`, { shrink: [{ id: m.id }] });
         notice("The cluster is shrinking.");
