@@ -105,7 +105,7 @@ def test_the_console_runs_an_instances_life(cove_up: ControlPlane) -> None:
         create(page, "console-big", 11, tiny)
         expect(alert).to_have_text(fault["message"])
         framed = page.locator("#alert").screenshot()
-        assert share_of(framed, ALERT_PAPER) > 0.5 and share_of(framed, DANGER, 40) > 0.01
+        assert share_of(framed, ALERT_PAPER) > 0.5 and share_of(framed, DANGER, 40) > 0.003
         shot(page, "refused")
 
         # Create.

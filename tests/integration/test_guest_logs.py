@@ -6,6 +6,8 @@ tests/integration/test_mariadb_guest.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import secrets
 import time
@@ -115,3 +117,16 @@ def test_postgresql_logs_through_a_real_agent(host: Host) -> None:
 
     gone = guest.discard_log(CTX, "general", target)
     assert gone.published == 0 and store.keys(guestlogs.prefix(iid, "general")) == []
+
+
+def test_an_agent_told_json_logs_json_lines(host: Host) -> None:
+    """An agent whose settings say ``log_format = json`` writes one JSON object per line."""
+    spec = dataclasses.replace(host.spec(), log_format="json")
+    host.create(spec)
+    GuestClient(host.bus, spec.instance_id).prepare(CTX, [], [])
+    log = host.driver.instance_dir(spec.instance_id) / "log" / "guestagent.log"
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert lines
+    records = [json.loads(line) for line in lines]
+    assert {r["service"] for r in records} == {"guestagent"}
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)

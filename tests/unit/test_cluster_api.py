@@ -442,6 +442,8 @@ def test_a_clusters_tasks_are_told_once_when_their_last_member_is_done(
     while not (of_cluster() and restarts() == 3):  # each member's own too
         assert time.monotonic() < deadline, "the restart was not told"
         time.sleep(0.05)
+    for member in ids:  # what each member's task end does after its workflow: nothing more
+        events.member_task_ended(member, RequestContext())
     assert of_cluster() == ["dbaas.cluster_restart.end"]
 
     # A delete, told once the cluster's row goes with its last member.
@@ -475,3 +477,24 @@ def test_a_failed_member_makes_its_clusters_task_an_error(
     (failed,) = told
     assert failed["event_type"] == "dbaas.cluster_create.error"
     assert failed["payload"]["message"] == "no space left"
+
+
+def test_a_sharded_cluster_is_told_by_its_formation_or_its_failed_member(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built members alone do not end a sharded cluster's build (its last member forms it and
+    ends it); one member failing ends it, as an error, since no formation will come."""
+    from cove.rpc import RequestContext
+
+    told: list[dict[str, Any]] = []
+    events = cloud.tm.events
+    monkeypatch.setattr(events, "send", lambda event, project: told.append(event.message()))
+    cluster = made(cloud, datastore={"type": "redis", "version": "7.0"})
+    first, *others = [m["id"] for m in cluster["instances"]]
+    for member in others:
+        cloud.ready(member)
+        events.member_task_ended(member, RequestContext())
+    assert not told
+    cloud.set_row(first, task=Task.BUILD_ERROR.value, fault_message="out of memory")
+    events.member_task_ended(first, RequestContext())
+    assert [m["event_type"] for m in told] == ["dbaas.cluster_create.error"]

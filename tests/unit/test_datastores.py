@@ -100,7 +100,7 @@ def test_capabilities_ports_and_deny_lists_are_what_they_were() -> None:
     assert STANDARD_PORTS == {"postgresql": 5432, "mariadb": 3306, "redis": 6379}
     assert sorted(MANAGED) == ["mariadb", "postgresql", "redis"]
     assert {name: len(ds.denied) for name, ds in DATASTORES.items()} == {
-        "postgresql": 62,
+        "postgresql": 63,
         "mariadb": 75,
         "redis": 53,
     }

@@ -25,7 +25,7 @@ from cove.domain.status import Task
 from cove.guestagent.admin_endpoints import GuestAdminEndpoints
 from cove.guestagent.guestlogs import GuestLogs, enabled_logs
 from cove.guestagent.service import GuestService, guest_endpoints
-from cove.storage import open_store
+from cove.storage import configured_store, open_store
 from rows import add_instance
 
 PG_LOG = b"".join(
@@ -73,18 +73,18 @@ def test_pending_counts_what_the_next_publish_reads() -> None:
 
 
 def test_postgresqls_one_file_is_three_logs() -> None:
-    general = guestlogs.select(PG_LOG, Records.STATEMENTS)
+    general = guestlogs.select(PG_LOG, Records.STATEMENTS)[0]
     assert general.count(b"statement:") == 2 and b"\tFROM t;\n" in general
     assert b"execute <unnamed>: SELECT $1" in general and b"parameters: $1 = '7'" in general
     assert b"duration" not in general and b"ERROR" not in general
-    slow = guestlogs.select(PG_LOG, Records.DURATIONS)
+    slow = guestlogs.select(PG_LOG, Records.DURATIONS)[0]
     assert slow == PG_LOG.splitlines(keepends=True)[6]
-    errors = guestlogs.select(PG_LOG, Records.OTHERS)
+    errors = guestlogs.select(PG_LOG, Records.OTHERS)[0]
     assert b"ready to accept" in errors and b"STATEMENT:  SELECT * FROM nope" in errors
     assert b"checkpoint starting" in errors
     assert b"LOG:  statement" not in errors and b"duration" not in errors
     assert b"execute" not in errors and b"parameters" not in errors
-    assert guestlogs.select(PG_LOG, Records.ALL) == PG_LOG
+    assert guestlogs.select(PG_LOG, Records.ALL) == (PG_LOG, True)
 
 
 def test_parts_end_at_line_ends() -> None:
@@ -98,9 +98,13 @@ def test_parts_end_at_line_ends() -> None:
 
 
 def test_an_index_reads_back_and_refuses_what_is_not_one() -> None:
-    part = guestlogs.LogPart("i/general/log-000000", 5, 1, "m", 9, "c", "bk-1", "t")
+    at = "2026-12-08T10:00:00.000001+00:00"
+    part = guestlogs.LogPart("i/general/log-000000", 5, 1, "m", 9, "c", "bk-1", at)
     assert LogIndex.from_json(LogIndex((part,)).to_json()) == LogIndex((part,))
-    for bad in (b"[]", b"{}", b'{"version": 2, "parts": []}', b'{"version": 1, "parts": [{}]}'):
+    late = LogIndex((replace(part, published_at="yesterday"),)).to_json()
+    named = LogIndex((replace(part, key=7),)).to_json()  # type: ignore[arg-type]
+    for bad in (b"[]", b"{}", b'{"version": 2, "parts": []}', b'{"version": 1, "parts": [{}]}',
+                late, named):  # fmt: skip
         with pytest.raises(ValueError, match="index"):
             LogIndex.from_json(bad)
 
@@ -130,9 +134,9 @@ class Agent:
         self.store = open_store(spec)
 
     def _apply(self, enabled: frozenset[str]) -> None:
+        self.applied.append(enabled)
         if self.refuse:
             raise RuntimeError("the server refused")
-        self.applied.append(enabled)
 
     def write(self, data: bytes) -> None:
         with (self.logs / "postgresql.log").open("ab") as fh:
@@ -151,7 +155,8 @@ def test_a_user_log_is_turned_on_and_off_through_the_record(tmp_path: Path) -> N
     agent.refuse = True
     with pytest.raises(RuntimeError):
         agent.guest.set_enabled("slow_query", True)
-    assert enabled_logs(agent.conf) == {"general"}  # put back
+    assert enabled_logs(agent.conf) == {"general"}  # put back, and the server's files too
+    assert agent.applied[-2:] == [frozenset({"general", "slow_query"}), frozenset({"general"})]
     with pytest.raises(BadRequest, match="system log"):
         agent.guest.set_enabled("error", False)
     with pytest.raises(NotFound, match="its logs: general, slow_query, error"):
@@ -183,7 +188,7 @@ def test_publishing_copies_whole_lines_once_and_goes_on_from_there(tmp_path: Pat
     assert b"SELECT" not in stored
     # The other views of the file publish on their own.
     errors = agent.guest.publish("error", agent.target)
-    assert errors.published == len(guestlogs.select(PG_LOG, Records.OTHERS))
+    assert errors.published == len(guestlogs.select(PG_LOG, Records.OTHERS)[0])
 
 
 def test_a_replaced_file_is_rotated_then_published_from_its_start(tmp_path: Path) -> None:
@@ -209,7 +214,7 @@ def test_discarding_deletes_the_copy_and_the_next_publish_starts_over(tmp_path: 
     assert agent.store.keys("i-1/error/") == [] and agent.store.size("i-1/error.metafile") is None
     assert agent.guest.discard("error", agent.target).published == 0  # idempotent
     again = agent.guest.publish("error", agent.target)
-    assert again.published == len(guestlogs.select(PG_LOG, Records.OTHERS))
+    assert again.published == len(guestlogs.select(PG_LOG, Records.OTHERS)[0])
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -254,7 +259,7 @@ def test_the_log_routes_speak_troves_words(logged: Any) -> None:
     assert shown.json()["log"]["pending"] == len(PG_LOG)
     done = client.post(f"/v1.0/{p}/instances/{iid}/log", json={"name": "general", "publish": 1})
     assert done.json()["log"]["status"] == "Published"
-    assert done.json()["log"]["published"] == len(guestlogs.select(PG_LOG, Records.STATEMENTS))
+    assert done.json()["log"]["published"] == len(guestlogs.select(PG_LOG, Records.STATEMENTS)[0])
 
 
 @pytest.mark.parametrize(
@@ -289,7 +294,7 @@ def test_published_logs_read_back_as_swift_objects(logged: Any) -> None:
     (part,) = listing.json()
     assert part["name"] == f"{iid}/error/log-000000" and part["content_type"] == "text/plain"
     head = client.head(f"{base}/{part['name']}")
-    expected = guestlogs.select(PG_LOG, Records.OTHERS)
+    expected = guestlogs.select(PG_LOG, Records.OTHERS)[0]
     assert head.headers["x-object-meta-lines"] == str(expected.count(b"\n"))
     assert head.headers["etag"] == part["hash"] and int(head.headers["content-length"]) == len(
         expected
@@ -310,6 +315,14 @@ def test_published_logs_read_back_as_swift_objects(logged: Any) -> None:
     assert client.get(base, headers={"X-Auth-Token": "nope"}).status_code == 401
     assert client.put(f"{base}/{part['name']}", content=b"x").status_code == 405
     assert client.get(base, params={"limit": "-1"}).status_code == 400
+    # A damaged index is the store's fault, said as such (503), never a 500.
+    store = open_store(configured_store(logged.ctx.settings, "database-logs"))
+    good = b"".join(store.get(f"{iid}/error.metafile"))
+    store.put(f"{iid}/error.metafile", [b'{"version": 1, "parts": [{"key": 1}]}'])
+    broken = client.get(base, params={"format": "json"})
+    assert broken.status_code == 503 and "serviceUnavailable" in broken.json()
+    assert client.get(f"{base}/{part['name']}").status_code == 503
+    store.put(f"{iid}/error.metafile", [good])
     # Discarded: gone from the listing.
     client.post(f"/v1.0/{p}/instances/{iid}/log", json={"name": "error", "discard": 1})
     assert client.get(base, params={"format": "json"}).json() == []
@@ -324,3 +337,43 @@ def test_a_tokens_catalogue_names_the_object_store(member_api: Any) -> None:
     assert {e["url"] for e in store["endpoints"]} == {
         f"http://cove.example:8779/swift/v1/AUTH_{project_id}"
     }
+
+
+def test_a_record_cut_by_a_publish_goes_on_in_the_next(tmp_path: Path) -> None:
+    agent = Agent(tmp_path)
+    agent.write(b"2026-12-08 10:00:02.003 UTC [42] app@orders LOG:  statement: SELECT a\n")
+    agent.guest.publish("general", agent.target)
+    agent.write(b"\tFROM t;\n2026-12-08 10:00:03.000 UTC [42] app@orders LOG:  checkpoint\n")
+    agent.guest.publish("general", agent.target)
+    agent.guest.publish("error", agent.target)
+    index = LogIndex.from_json(b"".join(agent.store.get("i-1/general.metafile")))
+    assert [p.lines for p in index.parts] == [1, 1]  # the statement's rest came along
+    errors = LogIndex.from_json(b"".join(agent.store.get("i-1/error.metafile")))
+    assert sum(p.lines for p in errors.parts) == 1  # the checkpoint alone
+
+
+def test_a_line_longer_than_a_publish_reads_is_cut_not_stuck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guestlogs, "PUBLISH_BYTES", 100)
+    agent = Agent(tmp_path)
+    agent.write(b"2026-12-08 10:00:00.000 UTC [41] LOG:  " + b"x" * 250 + b"\n")
+    states = [agent.guest.publish("error", agent.target) for _ in range(3)]
+    assert [s.offset for s in states] == [100, 200, 290]
+    assert guestlogs.status(states[-1]) is LogStatus.PUBLISHED
+
+
+def test_logs_are_read_while_the_server_restarts_but_not_while_it_is_built(logged: Any) -> None:
+    client, iid, p = logged.client, logged.iid, logged.project
+
+    def task(value: Task) -> None:
+        with logged.ctx.db.session() as s:
+            inst = s.get(Instance, iid)
+            assert inst is not None
+            inst.task = value.value
+
+    task(Task.REBOOTING)
+    assert client.get(f"/v1.0/{p}/instances/{iid}/log").status_code == 200
+    task(Task.BUILDING)
+    building = client.post(f"/v1.0/{p}/instances/{iid}/log", json={"name": "error"})
+    assert building.status_code == 422 and "not ready" in building.text

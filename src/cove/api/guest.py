@@ -8,7 +8,7 @@ from cove.common.errors import InstanceNotReady, OperationNotSupported
 from cove.common.ids import utcnow
 from cove.db.instances import get_instance, snapshot
 from cove.domain.capabilities import Capability, capabilities
-from cove.domain.status import SERVING, GuestStatus, can_act, compute_status
+from cove.domain.status import SERVING, GuestStatus, Task, can_act, compute_status
 
 
 def check_ready(
@@ -40,6 +40,28 @@ def check_ready(
     now = utcnow()
     if not can_act(snap, now, c.settings.heartbeat_interval, allowed):
         status = compute_status(snap, now, c.settings.heartbeat_interval)
+        raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is {status.status}).")
+    return ds_name
+
+
+#: Tasks during which an instance's agent is not there to ask (not yet, or no longer).
+_NO_AGENT = frozenset({Task.BUILDING, Task.BUILD_ERROR, Task.DELETING, Task.DELETE_ERROR})
+
+
+def check_agent(c: ApiContext, project_id: str, instance_id: str) -> str:
+    """Raise unless the instance's guest agent may be asked now: the instance was built, is
+    not being deleted, and its agent has reported; return its datastore's name. Its server
+    may be stopped, crashed, restarting or backing up: what the agent reads of its own files
+    does not wait for that (an agent that does not answer is the call's RpcTimeout).
+
+    Raises InstanceNotFound or InstanceNotReady (422)."""
+    with c.db.session() as s:
+        inst = get_instance(s, instance_id, project_id)
+        ds_name = inst.datastore_version.datastore.name
+        snap = snapshot(inst, inst.guest)
+        heard = inst.guest is not None
+    if snap.task in _NO_AGENT or not heard:
+        status = compute_status(snap, utcnow(), c.settings.heartbeat_interval)
         raise InstanceNotReady(f"Instance {instance_id} is not ready. (Status is {status.status}).")
     return ds_name
 

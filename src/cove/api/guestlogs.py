@@ -7,12 +7,15 @@ object-store endpoint (``cove.api.routers.objects``) that ``openstack database l
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from cove.api.context import ApiContext
 from cove.common import keys
 from cove.common.errors import ArtifactMissing, NotFound, StoreUnavailable
 from cove.common.settings import Settings
+from cove.db.instances import get_instance, live_instances_of
 from cove.domain import guestlogs
 from cove.domain.backups import SealKey
 from cove.domain.guestlogs import LogIndex, LogPart, LogState, LogTarget
@@ -52,6 +55,7 @@ def target(settings: Settings, instance_id: str) -> LogTarget:
 
 
 def log_store(settings: Settings) -> Store:
+    """The store published logs are in. Raises ValueError (settings it cannot open)."""
     return open_store(configured_store(settings, settings.guest_log_container))
 
 
@@ -110,6 +114,7 @@ def read(settings: Settings, store: Store, instance_id: str, item: StoredObject)
     if item.index is not None:
         return item.index
     assert item.part is not None
+    # Imported here: the ciphers and zstd only for a read, not for every API worker's start.
     from cove.storage.sealed import unsealed
 
     try:
@@ -118,3 +123,55 @@ def read(settings: Settings, store: Store, instance_id: str, item: StoredObject)
         raise NotFound(f"The object {item.name} is gone.") from None
     seal = log_key(settings, instance_id, item.part.key_id)
     return b"".join(unsealed([sealed], seal, item.part.checksum))
+
+
+_INSTANCE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _logs_under(c: ApiContext, project_id: str, prefix: str) -> list[tuple[str, str]]:
+    """(instance id, log name) of every log a listing under ``prefix`` may hold: the
+    prefix's instance's when it names one of the project, else every live instance's of the
+    project."""
+    head = prefix.split("/", 1)[0]
+    with c.db.session() as s:
+        if _INSTANCE.fullmatch(head):
+            try:
+                instances = [get_instance(s, head, project_id)]
+            except NotFound:
+                return []
+        else:
+            instances = live_instances_of(s, project_id)
+        return [
+            (i.id, log.name)
+            for i in instances
+            for log in guestlogs.logs_of(i.datastore_version.datastore.name)
+        ]
+
+
+def project_objects(c: ApiContext, project_id: str, prefix: str) -> list[StoredObject]:
+    """Every object of the published logs of the project's instances that a listing under
+    ``prefix`` may show. Raises StoreUnavailable, ValueError (a store the settings cannot
+    open)."""
+    store = log_store(c.settings)
+    items: list[StoredObject] = []
+    for instance_id, log in _logs_under(c, project_id, prefix):
+        items += objects(store, instance_id, log)
+    return items
+
+
+def find_object(c: ApiContext, project_id: str, name: str) -> tuple[str, StoredObject]:
+    """The object ``name`` of one of the project's instances' logs, and that instance's id.
+    Raises NotFound, StoreUnavailable, ValueError."""
+    head, _, rest = name.partition("/")
+    log = rest.split("/", 1)[0].removesuffix(".metafile")
+    if not _INSTANCE.fullmatch(head) or not log:
+        raise NotFound(f"Object {name[:160]} not found.")
+    with c.db.session() as s:
+        inst = get_instance(s, head, project_id)
+        datastore = inst.datastore_version.datastore.name
+    if log not in {d.name for d in guestlogs.logs_of(datastore)}:
+        raise NotFound(f"Object {name[:160]} not found.")
+    for item in objects(log_store(c.settings), head, log):
+        if item.name == name:
+            return head, item
+    raise NotFound(f"Object {name[:160]} not found.")

@@ -99,15 +99,23 @@ def refuse_member(inst: Instance, what: str) -> None:
         )
 
 
-def end_task(session: Session, cluster_id: str, asked: ClusterTask, now: datetime) -> bool:
-    """End the task ``asked`` of the cluster (it shows NONE from then on); whether this call
-    ended it (False: it had ended, or another was asked since). One conditional statement, so
-    of two task managers ending it at once only one does, and only that one tells it."""
-    done = session.execute(
-        update(Cluster)
-        .where(Cluster.id == cluster_id, Cluster.task == asked.name, Cluster.deleted.is_(False))
-        .values(task=ClusterTask.NONE.name, updated=now)
+def end_task(
+    session: Session,
+    cluster_id: str,
+    asked: ClusterTask,
+    now: datetime,
+    started: datetime | None = None,
+) -> bool:
+    """End the task ``asked`` of the cluster (it shows NONE from then on), the one begun at
+    ``started`` when given; whether this call ended it (False: it had ended, or another was
+    asked since, a grow after a grow included). One conditional statement, so of two task
+    managers ending it at once only one does, and only that one tells it."""
+    query = update(Cluster).where(
+        Cluster.id == cluster_id, Cluster.task == asked.name, Cluster.deleted.is_(False)
     )
+    if started is not None:
+        query = query.where(Cluster.task_started_at == started)
+    done = session.execute(query.values(task=ClusterTask.NONE.name, updated=now))
     return bool(getattr(done, "rowcount", 0) == 1)
 
 
@@ -122,10 +130,12 @@ def settle_task(session: Session, cluster_id: str, now: datetime) -> ClusterTask
     asked = ClusterTask[cluster.task]
     if asked in (ClusterTask.NONE, ClusterTask.DELETING):
         return None
-    rules = RULES.get(cluster.datastore_version.manager)
-    if asked is ClusterTask.BUILDING and rules is not None and rules.topology is Topology.SHARDED:
-        return None  # its last member's build forms it, then ends the task (taskmanager/clusters)
     tasks = [Task(m.task) for m in members(session, cluster_id)]
     if cluster_task(asked, tasks) is not ClusterTask.NONE:
         return None
-    return asked if end_task(session, cluster_id, asked, now) else None
+    rules = RULES.get(cluster.datastore_version.manager)
+    sharded = rules is not None and rules.topology is Topology.SHARDED
+    if asked is ClusterTask.BUILDING and sharded and not any(t.is_error for t in tasks):
+        return None  # its last member's build forms it, then ends the task (taskmanager/clusters)
+    started = cluster.task_started_at
+    return asked if end_task(session, cluster_id, asked, now, started) else None

@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from cove.domain.backups import SealKey, StoreSpec
@@ -140,7 +141,7 @@ def status(state: LogState) -> LogStatus:
 @dataclass(frozen=True)
 class LogTarget:
     """Where an instance publishes its logs: the store (with its credentials) and the
-    instance's log key (``cove.common.keys.derive_instance_key``), never the deployment's."""
+    instance's log key (``cove.common.keys.derive_log_key``), never the deployment's."""
 
     store: StoreSpec
     seal: SealKey
@@ -196,6 +197,12 @@ class LogIndex:
         for p in parts:
             if not all(isinstance(v, int) for v in (p.bytes, p.lines, p.stored)):
                 raise ValueError("not a log index: a part's sizes are not numbers")
+            if not all(isinstance(v, str) for v in (p.key, p.md5, p.checksum, p.key_id)):
+                raise ValueError("not a log index: a part's names are not text")
+            try:
+                datetime.fromisoformat(p.published_at)
+            except (TypeError, ValueError):
+                raise ValueError("not a log index: a part's time is not a time") from None
         return cls(parts)
 
 
@@ -230,21 +237,21 @@ def _kind(line: bytes) -> Records | None:
     return Records.OTHERS
 
 
-def select(data: bytes, records: Records) -> bytes:
-    """The part of ``data`` (whole lines) that a log of ``records`` shows."""
+def select(data: bytes, records: Records, keep: bool = False) -> tuple[bytes, bool]:
+    """The part of ``data`` (whole lines) that a log of ``records`` shows, and whether the
+    record ``data`` ends in is one of its: the next publish starts with that (its lines that
+    start no record go with it). ``keep`` is what the previous publish ended with."""
     if records is Records.ALL:
-        return data
+        return data, True
     out: list[bytes] = []
-    keep = False
     for line in data.splitlines(keepends=True):
         kind = _kind(line)
-        # A line that starts no record goes with the record before it (one before ``data``
-        # starts was kept or left out with that record).
+        # A line that starts no record goes with the record before it.
         if kind is not None:
             keep = kind is records
         if keep:
             out.append(line)
-    return b"".join(out)
+    return b"".join(out), keep
 
 
 def whole_lines(data: bytes) -> bytes:

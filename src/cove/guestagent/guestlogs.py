@@ -57,11 +57,13 @@ def _read(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Progress:
-    """How far into which file a log was published."""
+    """How far into which file a log was published, and whether the record the publish
+    ended in was the log's (a view of a shared file goes on with it)."""
 
     offset: int = 0
     inode: int = 0
     published: int = 0
+    keeping: bool = False
 
 
 class GuestLogs:
@@ -164,7 +166,12 @@ class GuestLogs:
                 try:
                     self._apply(wanted)
                 except Exception:
+                    # The server's files may have been rewritten already: put both back.
                     self._save(enabled, progress)
+                    try:
+                        self._apply(enabled)
+                    except Exception:
+                        LOG.exception("cannot put the %s log's settings back", name)
                     raise
                 LOG.info("the %s log is %s", name, "on" if on else "off")
             return self._state(log, wanted, progress.get(name, _Progress()))
@@ -189,21 +196,25 @@ class GuestLogs:
                 return self._state(log, enabled, done)
             with os.fdopen(fd, "rb") as fh:
                 st = os.fstat(fh.fileno())
-                start = done.offset
+                start, keeping = done.offset, done.keeping
                 if st.st_ino != done.inode or st.st_size < start:
-                    start = 0  # a new file: it is published from its start
+                    start, keeping = 0, False  # a new file: it is published from its start
                 fh.seek(start)
-                data = guestlogs.whole_lines(
-                    fh.read(min(st.st_size - start, guestlogs.PUBLISH_BYTES))
-                )
+                read = fh.read(min(st.st_size - start, guestlogs.PUBLISH_BYTES))
+            data = guestlogs.whole_lines(read)
+            if not data and len(read) == guestlogs.PUBLISH_BYTES:
+                data = read  # one line longer than a publish reads: it is cut, not stuck
+            shown, keeping = guestlogs.select(data, log.records, keeping)
             parts = list(index.parts)
-            for piece in guestlogs.split(guestlogs.select(data, log.records)):
+            for piece in guestlogs.split(shown):
                 parts.append(self._put_part(store, target, name, len(parts), piece, parts))
             if len(parts) > len(index.parts):
                 store.put(
                     guestlogs.index_key(self.instance_id, name), [LogIndex(tuple(parts)).to_json()]
                 )
-            done = _Progress(start + len(data), st.st_ino, LogIndex(tuple(parts)).published)
+            done = _Progress(
+                start + len(data), st.st_ino, LogIndex(tuple(parts)).published, keeping
+            )
             progress[name] = done
             self._save(enabled, progress)
             LOG.info("published %d bytes of the %s log", len(data), name)
@@ -268,7 +279,7 @@ class GuestLogs:
             store.delete(guestlogs.index_key(self.instance_id, name))
             for key in sorted(keys):
                 store.delete(key)
-            done = replace(progress.get(name, _Progress()), offset=0, published=0)
+            done = replace(progress.get(name, _Progress()), offset=0, published=0, keeping=False)
             progress[name] = done
             self._save(enabled, progress)
             LOG.info("discarded the published %s log (%d parts)", name, len(keys))

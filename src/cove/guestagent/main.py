@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except CoveError as exc:
         print(f"cove-guestagent: {exc.message}", file=sys.stderr)
         return 2
-    if config.log_format != "text":
-        setup_logging("guestagent", fmt=config.log_format)
+    if config.log_format == "json":
+        setup_logging("guestagent", fmt="json")
+    elif config.log_format != "text":
+        LOG.warning("unknown log format %r: writing text", config.log_format[:20])
     os.umask(0o077)
     lock = (config.run_dir / LOCK_NAME).open("a+")
     # The compute driver probes the lock for an instant to see whether an agent lives, so a

@@ -166,9 +166,10 @@ class EventSender:
                     s.scalars(select(Instance).where(Instance.cluster_id == cluster_id))
                 )
                 live = [m for m in everyone if not m.deleted]
+                # A cluster is gone only once every member is: its deletion did not fail.
                 faults = [
                     m.fault_message or f"member {m.id} failed"
-                    for m in (everyone if task is ClusterTask.DELETING else live)
+                    for m in ([] if task is ClusterTask.DELETING else live)
                     if Task(m.task).is_error
                     or (m.fault_at is not None and since is not None and m.fault_at >= since)
                 ]

@@ -2,8 +2,9 @@
 disable a USER log, publish a log to the store or discard what was published.
 
 The instance's guest agent reads and changes its logs (``cove.guestagent.guestlogs``), so it
-must be answering: any state but building or deleting will do, a stopped or crashed server's
-error log being what a user most wants to read.
+must be there (``cove.api.guest.check_agent``): any state but building or deleting will do,
+during a backup, a restart or a resize too, a stopped or crashed server's error log being what
+a user most wants to read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 
 from cove.api import guestlogs
 from cove.api.context import ApiContext, authorize_instance, cove
-from cove.api.guest import check_ready
+from cove.api.guest import check_agent
 from cove.api.openapi import answers
 from cove.api.responses import GuestLogList, GuestLogOne
 from cove.api.schemas import LogActionBody
@@ -27,14 +28,11 @@ from cove.common.errors import (
     StoreUnavailable,
 )
 from cove.domain import guestlogs as logs
-from cove.domain.status import GuestStatus
 
 LOG = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}")
 
-#: Where the agent answers, whatever its server does.
-AGENT_UP = frozenset(GuestStatus) - {GuestStatus.NEW, GuestStatus.BUILDING}
 FAULTS = (400, 404, 422, 503)
 
 
@@ -45,7 +43,7 @@ def list_logs(
     ctx, project_id = authorize_instance(
         request, project_id, instance_id, "instance:guest_log_list"
     )
-    check_ready(c, project_id, instance_id, allowed=AGENT_UP)
+    check_agent(c, project_id, instance_id)
     container = c.settings.guest_log_container
     states = c.guest(instance_id).list_logs(ctx)
     return {"logs": [guestlogs.view(s, instance_id, container) for s in states]}
@@ -66,16 +64,11 @@ def log_action(
         raise BadRequest("A log cannot be enabled and disabled at once.")
     if body.publish and body.discard:
         raise BadRequest("A log cannot be published and discarded at once.")
-    datastore = check_ready(c, project_id, instance_id, allowed=AGENT_UP)
+    datastore = check_agent(c, project_id, instance_id)
     try:
         log = logs.find(datastore, body.name)
     except LookupError as exc:
         raise NotFound(str(exc)) from None
-    if (body.enable or body.disable) and log.type is logs.LogType.SYS:
-        raise BadRequest(
-            f"The {log.name} log is a system log: it is always on and cannot be "
-            f"{'enabled' if body.enable else 'disabled'}."
-        )
     guest = c.guest(instance_id)
     state = None
     if body.enable or body.disable:

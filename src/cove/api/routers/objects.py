@@ -14,8 +14,6 @@ bytes. Every other method is refused: the logs are written by publishing them.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -25,16 +23,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from cove.api import guestlogs
 from cove.api.context import ApiContext, authorize, cove
-from cove.api.guestlogs import StoredObject
 from cove.common.errors import (
     ArtifactDamaged,
     BadRequest,
+    ConfigurationError,
     NotFound,
     ServiceUnavailable,
     StoreUnavailable,
 )
-from cove.db.instances import get_instance, live_instances_of
-from cove.domain import guestlogs as logs
 
 LOG = logging.getLogger(__name__)
 
@@ -43,7 +39,6 @@ router = APIRouter(prefix="/swift/v1/AUTH_{project_id}", include_in_schema=False
 RULE = "instance:guest_log_list"
 #: Objects one listing gives at most (Swift's own default limit).
 LISTING_LIMIT = 10000
-_INSTANCE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _container(c: ApiContext, name: str) -> None:
@@ -51,41 +46,9 @@ def _container(c: ApiContext, name: str) -> None:
         raise NotFound(f"Container {name[:64]} not found.")
 
 
-def _logs_of(c: ApiContext, project_id: str, prefix: str) -> Iterable[tuple[str, str]]:
-    """(instance id, log name) of every log the listing may hold: the prefix's instance's
-    when it names one, else every live instance's of the project."""
-    head = prefix.split("/", 1)[0]
-    with c.db.session() as s:
-        if _INSTANCE.fullmatch(head):
-            try:
-                instances = [get_instance(s, head, project_id)]
-            except NotFound:
-                return []
-        else:
-            instances = live_instances_of(s, project_id)
-        pairs = [
-            (i.id, log.name)
-            for i in instances
-            for log in logs.logs_of(i.datastore_version.datastore.name)
-        ]
-    return pairs
-
-
-def _find(c: ApiContext, project_id: str, name: str) -> tuple[str, StoredObject]:
-    """The object ``name`` and its instance's id. Raises NotFound."""
-    head, _, rest = name.partition("/")
-    log = rest.split("/", 1)[0].removesuffix(".metafile")
-    if not _INSTANCE.fullmatch(head) or not log:
-        raise NotFound(f"Object {name[:160]} not found.")
-    with c.db.session() as s:
-        inst = get_instance(s, head, project_id)
-        datastore = inst.datastore_version.datastore.name
-    if log not in {d.name for d in logs.logs_of(datastore)}:
-        raise NotFound(f"Object {name[:160]} not found.")
-    for item in guestlogs.objects(guestlogs.log_store(c.settings), head, log):
-        if item.name == name:
-            return head, item
-    raise NotFound(f"Object {name[:160]} not found.")
+#: What reading the published logs may raise that is the store's (or its key's) fault, not
+#: the request's: out of reach, damaged, a key gone, a store the settings cannot open.
+UNREADABLE = (StoreUnavailable, ArtifactDamaged, ConfigurationError, ValueError)
 
 
 def _unavailable(exc: Exception) -> ServiceUnavailable:
@@ -112,12 +75,9 @@ def list_container(
         raise BadRequest("format must be json or plain.")
     if not 0 <= limit <= LISTING_LIMIT:
         raise BadRequest(f"limit must be between 0 and {LISTING_LIMIT}.")
-    store = guestlogs.log_store(c.settings)
-    items: list[StoredObject] = []
     try:
-        for instance_id, log in _logs_of(c, project_id, prefix):
-            items += guestlogs.objects(store, instance_id, log)
-    except (StoreUnavailable, ArtifactDamaged) as exc:
+        items = guestlogs.project_objects(c, project_id, prefix)
+    except UNREADABLE as exc:
         raise _unavailable(exc) from None
     chosen = sorted(
         (
@@ -163,7 +123,7 @@ def get_object(
     authorize(request, project_id, RULE)
     _container(c, container)
     try:
-        instance_id, item = _find(c, project_id, name)
+        instance_id, item = guestlogs.find_object(c, project_id, name)
         moment = datetime.fromisoformat(item.last_modified + "+00:00")
         headers: dict[str, Any] = {
             "ETag": item.md5,
@@ -177,6 +137,6 @@ def get_object(
         if request.method == "HEAD":
             return Response(headers=headers, media_type=kind)
         data = guestlogs.read(c.settings, guestlogs.log_store(c.settings), instance_id, item)
-    except (StoreUnavailable, ArtifactDamaged) as exc:
+    except UNREADABLE as exc:
         raise _unavailable(exc) from None
     return Response(data, headers=headers, media_type=kind)

@@ -95,6 +95,8 @@ DENIED = (
     "update_process_title", "max_connections_reserved", "superuser_reserved_connections",
     "reserved_connections", "debug_*", "trace_*", "log_file_mode", "log_rotation_*",
     "log_truncate_on_rotation", "lc_messages",
+    # the guest logs read the server's records by their prefix and English level words
+    "log_line_prefix",
     # the flavor's memory: a tenant cannot take more of the host than its flavor gives
     "shared_buffers",
 )
