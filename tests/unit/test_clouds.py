@@ -353,6 +353,7 @@ def test_first_start_creates_the_admin_and_its_cloud(settings: Settings, tmp_pat
     assert "openstack --os-cloud cove database instance list" in text
     assert "pip install python-openstackclient python-troveclient" in text
     assert f"/v1.0/{access.project_id}/instances" in text
+    assert f"Console:     {settings.api_url}/console\n" in text
 
 
 def test_next_starts_keep_the_password(settings: Settings, tmp_path: Path) -> None:

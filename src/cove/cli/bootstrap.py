@@ -288,6 +288,8 @@ def banner(settings: Settings, versions: list[str], access: Access) -> str:
     openstack = "openstack"
     if access.clouds_file is not None:
         openstack += f" --os-cloud {clouds.COVE_CLOUD}"
+    # The console signs in through the embedded identity service only.
+    console_note = "" if settings.auth_strategy == "embedded" else "  (needs the embedded identity)"
     curl = _CURL_TOKEN.format(
         url=url,
         user=ADMIN,
@@ -297,6 +299,7 @@ def banner(settings: Settings, versions: list[str], access: Access) -> str:
     return f"""
 Cove is running.
   API:         {url}  (Trove v1.0: {url}/v1.0/<project id>/...)
+  Console:     {url}/console{console_note}
   Identity:    {identity}
   Data:        {settings.data_dir}
   Datastores:  {found}
