@@ -19,6 +19,8 @@ command -v socat >/dev/null || missing+=(socat)
 command -v losetup >/dev/null || missing+=(mount)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# Network access (allowed_cidrs): the host refuses other sources with an nftables table.
+command -v nft >/dev/null || missing+=(nftables)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 # The web console's tests run in a real headless browser: Debian's Chromium.
 [ -x /usr/bin/chromium ] || missing+=(chromium)

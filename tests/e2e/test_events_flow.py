@@ -1,20 +1,22 @@
 """Notification events of a running Cove on RabbitMQ (``cove_rabbit``): an instance's create,
-backup and delete arrive, with Trove's names and payloads, on the bus's
-``notifications.info`` queue (read here with kombu, as an operator's consumer would), at the
-operator's webhook (signed), and in the instance's recent events. A failover's event is
-checked by tests/e2e/test_failover_flow.py."""
+backup and delete, and an automatic failover, arrive, with Trove's names and payloads, on the
+bus's ``notifications.info`` queue (read here with kombu, as an operator's consumer would), at
+the operator's webhook (signed), and in the instance's recent events."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import os
+import signal
 import time
 from typing import Any
 
 import pytest
 from harness import ControlPlane, wait_for
 from kombu import Connection
+from test_crash_recovery import server_pid
 
 from receivers import EVENT_SECRET, Receiver
 
@@ -69,11 +71,22 @@ def test_events_reach_the_bus_the_webhook_and_the_api(
     assert hooked["trove.instance.delete"]["payload"]["deleted_at"]
 
     # The bus: oslo.messaging's 2.0 envelope on notifications.info.
+    seen = bus_messages(rabbitmq_server, lambda seen: set(about(seen, iid)) >= WANTED)
+    on_bus = about(seen, iid)
+    assert set(on_bus) >= WANTED, sorted(on_bus)
+    assert (
+        on_bus["trove.instance.create"]["message_id"]
+        == (hooked["trove.instance.create"]["message_id"])
+    )
+
+
+def bus_messages(rabbitmq_server: Any, done: Any) -> list[dict[str, Any]]:
+    """The notifications read off ``notifications.info`` until ``done(read so far)``."""
     seen: list[dict[str, Any]] = []
     with Connection(rabbitmq_server.vhost("e2e")) as conn:
         queue = conn.SimpleQueue("notifications.info")
         deadline = time.monotonic() + 60
-        while not set(about(seen, iid)) >= WANTED and time.monotonic() < deadline:
+        while not done(seen) and time.monotonic() < deadline:
             try:
                 message = queue.get(timeout=1)
             except queue.Empty:
@@ -83,12 +96,41 @@ def test_events_reach_the_bus_the_webhook_and_the_api(
             seen.append(json.loads(envelope["oslo.message"]))
             message.ack()
         queue.close()
-    on_bus = about(seen, iid)
-    assert set(on_bus) >= WANTED, sorted(on_bus)
-    assert (
-        on_bus["trove.instance.create"]["message_id"]
-        == (hooked["trove.instance.create"]["message_id"])
+    return seen
+
+
+def test_an_automatic_failover_reaches_the_bus_and_the_webhook(
+    cove_rabbit: ControlPlane, rabbitmq_server: Any, event_receiver: Receiver
+) -> None:
+    """The primary's server killed, a replica takes its place by itself: told as Trove's eject
+    event about the old primary, to the operator's consumers on the bus and at the webhook."""
+    plane = cove_rabbit
+    users = [{"name": "app", "password": "events-Pass-2"}]
+    old = plane.create(name="ev-primary", datastore={"type": "redis"}, users=users)["id"]
+    plane.wait_status(old, "ACTIVE")
+    resp = plane.http.post(
+        "/instances", json={"instance": {"name": "ev-replica", "replica_of": old}}
     )
+    assert resp.status_code == 200, resp.text
+    replica = resp.json()["instance"]["id"]
+    plane.wait_status(replica, "ACTIVE", timeout=240)
+    pid = wait_for(lambda: server_pid(plane, old, "redis"), 30, what="the primary's server")
+    os.kill(pid, signal.SIGKILL)
+    told = "dbaas.instance_eject.end"
+    wait_for(lambda: told in about(event_receiver.messages(), old), 120, 0.2, "the webhook")
+    hooked = about(event_receiver.messages(), old)[told]
+    assert hooked["payload"]["instance_id"] == old
+    assert hooked["payload"]["server_type"] == "taskmanager"
+    on_bus = about(bus_messages(rabbitmq_server, lambda seen: told in about(seen, old)), old)
+    assert on_bus[told]["message_id"] == hooked["message_id"]
+
+    def gone() -> bool:
+        left = plane.http.get("/instances").json().get("instances") or []
+        for inst in left:  # a replica goes first: its source is refused while it has one
+            plane.http.delete(f"/instances/{inst['id']}")
+        return not left
+
+    wait_for(gone, 240, 1.0, "the group deleted")
 
 
 def kept(plane: ControlPlane, iid: str) -> list[str]:
