@@ -14,8 +14,10 @@ import time
 from typing import Any
 
 import pytest
+from datastores import DATASTORES
 from harness import ControlPlane, wait_for
 from kombu import Connection
+from redis.exceptions import RedisError
 from test_crash_recovery import server_pid
 
 from receivers import EVENT_SECRET, Receiver
@@ -114,6 +116,19 @@ def test_an_automatic_failover_reaches_the_bus_and_the_webhook(
     assert resp.status_code == 200, resp.text
     replica = resp.json()["instance"]["id"]
     plane.wait_status(replica, "ACTIVE", timeout=240)
+    # A replica that has what the primary wrote reports its place: it can take over.
+    redis = DATASTORES["redis"]
+    with redis.login(plane.instance(old), "app", "events-Pass-2", "") as conn:
+        redis.add(conn, "a")
+
+    def copied() -> bool:
+        try:
+            with redis.login(plane.instance(replica), "app", "events-Pass-2", "") as conn:
+                return "a" in redis.values(conn)
+        except (OSError, RedisError):
+            return False
+
+    wait_for(copied, 60, 0.1, "the replica's copy")
     pid = wait_for(lambda: server_pid(plane, old, "redis"), 30, what="the primary's server")
     os.kill(pid, signal.SIGKILL)
     told = "dbaas.instance_eject.end"
