@@ -70,6 +70,13 @@ class FakeCove:
         if not self.token or request.headers.get("x-auth-token") != self.token:
             return reply(401, {"unauthorized": {"code": 401, "message": "bad token"}})
         raw = request.url.raw_path.decode().split("?")[0]
+        store = f"/swift/v1/AUTH_{PROJECT_ID}/"
+        if raw.startswith(store):  # the object-store endpoint: routed as "swift:<rest>"
+            replies = self.routes.get((request.method, "swift:" + raw.removeprefix(store)))
+            if not replies:
+                return reply(404, {"itemNotFound": {"code": 404, "message": "no object"}})
+            answer = replies.pop(0) if len(replies) > 1 else replies[0]
+            return answer(request) if callable(answer) else answer
         _, version, project, rest = raw.split("/", 3)
         assert (version, project) == ("v1.0", PROJECT_ID), raw
         replies = self.routes.get((request.method, rest))

@@ -176,6 +176,19 @@ class Api:
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Body:
         return self.request("GET", path, params=params)
 
+    def text(self, url: str, params: Mapping[str, str] | None = None) -> str | None:
+        """The body of a ``GET`` of ``url`` as text; None when it is not found. Raises ApiError
+        for another refusal, click.ClickException when Cove cannot be reached."""
+        if self._token is not None:
+            self._http.headers["X-Auth-Token"] = self._token()
+        what = f"Cove at {self._url}"
+        resp = send(self._http, "GET", url, what=what, timeout=self._timeout, params=params)
+        if resp.status_code == 404:
+            return None
+        if resp.is_error:
+            raise api_error(resp)
+        return resp.text
+
     def paginate(self, path: str, key: str, params: Mapping[str, str] | None = None) -> list[Body]:
         """Every item of a list (``params`` filter it), following ``next`` links up to
         MAX_ITEMS.

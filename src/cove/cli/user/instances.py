@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cove.cli import userfmt as fmt
-from cove.cli.user import replicas
+from cove.cli.user import logs, replicas
 from cove.cli.user.app import App
 from cove.cli.user.client import inst_path, need
 from cove.cli.user.passwords import read_password
@@ -37,6 +37,7 @@ def instance() -> None:
 
 for _command in replicas.COMMANDS:
     instance.add_command(_command)
+instance.add_command(logs.log)
 
 
 def _users_body(specs: tuple[str, ...], databases: list[str]) -> list[Body]:
