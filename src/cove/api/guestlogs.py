@@ -7,19 +7,29 @@ object-store endpoint (``cove.api.routers.objects``) that ``openstack database l
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from cove.api.context import ApiContext
 from cove.common import keys
-from cove.common.errors import ArtifactMissing, NotFound, StoreUnavailable
+from cove.common.errors import ArtifactMissing, NotFound, ServiceUnavailable, StoreUnavailable
 from cove.common.settings import Settings
 from cove.db.instances import get_instance, live_instances_of
 from cove.domain import guestlogs
 from cove.domain.backups import SealKey
 from cove.domain.guestlogs import LogIndex, LogPart, LogState, LogTarget
 from cove.storage import Store, configured_store, open_store
+
+LOG = logging.getLogger(__name__)
+
+
+def unavailable(exc: Exception, what: str) -> ServiceUnavailable:
+    """What a tenant is told when the store of published logs fails ``what``: that it is out of
+    reach for now (the store's own message, which names where it is, goes to the log)."""
+    LOG.error("%s: %s", what, exc)
+    return ServiceUnavailable("The store of published logs cannot be reached now; try again later.")
 
 
 def view(state: LogState, instance_id: str, container: str) -> dict[str, Any]:

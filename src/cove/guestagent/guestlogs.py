@@ -208,13 +208,10 @@ class GuestLogs:
             parts = list(index.parts)
             for piece in guestlogs.split(shown):
                 parts.append(self._put_part(store, target, name, len(parts), piece, parts))
+            now = LogIndex(tuple(parts))
             if len(parts) > len(index.parts):
-                store.put(
-                    guestlogs.index_key(self.instance_id, name), [LogIndex(tuple(parts)).to_json()]
-                )
-            done = _Progress(
-                start + len(data), st.st_ino, LogIndex(tuple(parts)).published, keeping
-            )
+                store.put(guestlogs.index_key(self.instance_id, name), [now.to_json()])
+            done = _Progress(start + len(data), st.st_ino, now.published, keeping)
             progress[name] = done
             self._save(enabled, progress)
             LOG.info("published %d bytes of the %s log", len(data), name)

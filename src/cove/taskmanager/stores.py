@@ -3,6 +3,7 @@ credentials of the settings, and a key derived for one backup."""
 
 from __future__ import annotations
 
+from cove import storage
 from cove.common import keys
 from cove.domain.backups import SealKey, StoreSpec
 from cove.taskmanager.context import TaskContext
@@ -11,18 +12,7 @@ from cove.taskmanager.context import TaskContext
 def with_credentials(tc: TaskContext, spec: StoreSpec) -> StoreSpec:
     """``spec`` as recorded on a backup, with the credentials of the configured store when it
     is that store (a store the settings no longer describe has none)."""
-    settings = tc.settings
-    if spec.kind == "s3" and settings.backup_store == "s3":
-        return StoreSpec(
-            kind=spec.kind,
-            location=spec.location,
-            bucket=spec.bucket,
-            prefix=spec.prefix,
-            region=spec.region,
-            access_key=settings.backup_access_key,
-            secret_key=settings.backup_secret_key.get_secret_value(),
-        )
-    return spec
+    return storage.with_credentials(spec, tc.settings)
 
 
 def seal_key(tc: TaskContext, key_id: str, backup_id: str) -> SealKey:

@@ -9,7 +9,6 @@ a user most wants to read.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -24,12 +23,9 @@ from cove.common.errors import (
     ArtifactDamaged,
     BadRequest,
     NotFound,
-    ServiceUnavailable,
     StoreUnavailable,
 )
 from cove.domain import guestlogs as logs
-
-LOG = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1.0/{project_id}/instances/{instance_id}")
 
@@ -81,10 +77,8 @@ def log_action(
             else:
                 state = guest.publish_log(ctx, log.name, target)
         except (StoreUnavailable, ArtifactDamaged) as exc:
-            LOG.error("the %s log of instance %s: %s", log.name, instance_id, exc.message)
-            raise ServiceUnavailable(
-                "The store of published logs cannot be reached now; try again later."
-            ) from None
+            what = f"the {log.name} log of instance {instance_id}"
+            raise guestlogs.unavailable(exc, what) from None
     if state is None:
         state = guest.show_log(ctx, log.name)
     return {"log": guestlogs.view(state, instance_id, c.settings.guest_log_container)}

@@ -13,7 +13,6 @@ bytes. Every other method is refused: the logs are written by publishing them.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -28,11 +27,8 @@ from cove.common.errors import (
     BadRequest,
     ConfigurationError,
     NotFound,
-    ServiceUnavailable,
     StoreUnavailable,
 )
-
-LOG = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/swift/v1/AUTH_{project_id}", include_in_schema=False)
 
@@ -49,11 +45,6 @@ def _container(c: ApiContext, name: str) -> None:
 #: What reading the published logs may raise that is the store's (or its key's) fault, not
 #: the request's: out of reach, damaged, a key gone, a store the settings cannot open.
 UNREADABLE = (StoreUnavailable, ArtifactDamaged, ConfigurationError, ValueError)
-
-
-def _unavailable(exc: Exception) -> ServiceUnavailable:
-    LOG.error("reading published guest logs: %s", exc)
-    return ServiceUnavailable("The store of published logs cannot be reached now; try again later.")
 
 
 @router.get("/{container}")
@@ -78,7 +69,7 @@ def list_container(
     try:
         items = guestlogs.project_objects(c, project_id, prefix)
     except UNREADABLE as exc:
-        raise _unavailable(exc) from None
+        raise guestlogs.unavailable(exc, "reading published guest logs") from None
     chosen = sorted(
         (
             i
@@ -138,5 +129,5 @@ def get_object(
             return Response(headers=headers, media_type=kind)
         data = guestlogs.read(c.settings, guestlogs.log_store(c.settings), instance_id, item)
     except UNREADABLE as exc:
-        raise _unavailable(exc) from None
+        raise guestlogs.unavailable(exc, "reading published guest logs") from None
     return Response(data, headers=headers, media_type=kind)
